@@ -1,0 +1,80 @@
+/**
+ * Every limit, version byte and KDF label of the protocol, each with the reason for its value.
+ * docs/PROTOCOL.md §"Constants" mirrors this file; change both together.
+ *
+ * Does NOT: contain logic. Labels are ASCII and unique per use so no two derivations can collide.
+ * @module
+ */
+
+// ---- Versions -------------------------------------------------------------------------------------
+/** Version byte leading every serialized protocol structure and message; bump on any layout change. */
+export const PROTOCOL_VERSION = 1;
+/** Version of serialized local state (sessions, sender keys); lets clients migrate stored records. */
+export const STATE_VERSION = 1;
+
+// ---- Key agreement (PQXDH, Signal PQXDH spec rev. 3) ------------------------------------------------
+/** KDF info for PQXDH: names our protocol and its primitives, as PQXDH §2.2 asks. */
+export const LABEL_PQXDH = 'e2e-chat/v1 PQXDH X25519 SHA-256 ML-KEM-1024';
+/** 32 0xFF bytes prepended to the DH inputs (X3DH §2.2 "F") so the KDF input never starts like a scalar. */
+export const PQXDH_F_LEN = 32;
+
+// ---- Double Ratchet (Signal Double Ratchet spec rev. 4) ---------------------------------------------
+export const LABEL_ROOT = 'e2e-chat/v1 root';
+export const LABEL_MESSAGE_KEYS = 'e2e-chat/v1 message keys';
+/** Chain KDF constants (Double Ratchet §5.2 recommendation, as in libsignal): HMAC(ck, 0x01) / 0x02. */
+export const CHAIN_MESSAGE_KEY_SEED = 0x01;
+export const CHAIN_NEXT_KEY_SEED = 0x02;
+/** Max message keys skipped in one chain: bounds work per received message (libsignal uses 2000). */
+export const MAX_SKIP = 2000;
+/** Max skipped keys kept per session; oldest evicted first (libsignal keeps 2000 as well). */
+export const MAX_SKIPPED_KEYS = 2000;
+/** Old receiving chains kept for late messages after a DH step (libsignal: 5). */
+export const MAX_RECEIVER_CHAINS = 5;
+/** Previous sessions kept per remote device for late messages after re-keying (libsignal: 40). */
+export const MAX_ARCHIVED_SESSIONS = 40;
+/** A session not acknowledged by the peer for this long must not be used to send (PITFALLS 13). */
+export const SESSION_UNACKED_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+/** Archived sessions are dropped after this long (late messages older than this are lost). */
+export const ARCHIVED_SESSION_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+
+// ---- Sender keys (groups) -------------------------------------------------------------------------
+export const LABEL_SENDER_CHAIN = 'e2e-chat/v1 sender chain';
+export const LABEL_SENDER_MESSAGE_KEYS = 'e2e-chat/v1 sender message keys';
+/** Max indices skipped in one sender chain (libsignal: 2000). */
+export const MAX_SENDER_SKIP = 2000;
+/** Skipped sender message keys kept per sender state. */
+export const MAX_SENDER_SKIPPED_KEYS = 2000;
+/** Sender-key states kept per (sender device, conversation) for late messages after rotation. */
+export const MAX_SENDER_KEY_STATES = 5;
+
+// ---- Identities, devices, membership --------------------------------------------------------------
+/** Domain-separation prefixes for every signature, so no signed structure can be replayed as another. */
+export const SIG_DEVICE_CERT = 'e2e-chat/v1 device certificate';
+export const SIG_DEVICE_LIST = 'e2e-chat/v1 device list';
+export const SIG_SIGNED_PREKEY = 'e2e-chat/v1 signed prekey';
+export const SIG_KEM_PREKEY = 'e2e-chat/v1 kem prekey';
+export const SIG_MEMBERSHIP = 'e2e-chat/v1 membership entry';
+export const SIG_SENDER_MESSAGE = 'e2e-chat/v1 sender key message';
+export const SIG_LOGIN_CHALLENGE = 'e2e-chat/v1 login challenge';
+/** Devices per user: bounds device-list size and pairwise fan-out (Signal allows 5 linked devices + 1). */
+export const MAX_DEVICES_PER_USER = 10;
+/** Members per conversation: bounds pairwise fan-out and membership log verification cost. */
+export const MAX_MEMBERS = 256;
+/** Max bytes of a user id, device id or conversation id in any structure. */
+export const MAX_ID_LEN = 64;
+/** Max bytes of a conversation title in a membership entry. */
+export const MAX_TITLE_LEN = 256;
+
+// ---- Safety numbers (Signal NumericFingerprintGenerator) ------------------------------------------
+/** SHA-512 iterations (libsignal's value; makes a targeted second-preimage search expensive). */
+export const FINGERPRINT_ITERATIONS = 5200;
+/** Fingerprint format version (Signal: 0), as the 2-byte big-endian prefix of the hash input. */
+export const FINGERPRINT_VERSION = 0;
+/** Scannable fingerprint payload version. */
+export const SCANNABLE_FINGERPRINT_VERSION = 1;
+/** Key type byte prefixed to the Ed25519 user identity key in fingerprints (Signal's 0x05 is for X25519). */
+export const FINGERPRINT_KEY_TYPE_ED25519 = 0x06;
+
+// ---- Sizes ----------------------------------------------------------------------------------------
+/** Max plaintext bytes in one message (text now; attachments travel as encrypted blobs later). */
+export const MAX_PLAINTEXT_LEN = 64 * 1024;
