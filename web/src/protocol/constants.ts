@@ -64,6 +64,15 @@ export const MAX_MEMBERS = 256;
 export const MAX_ID_LEN = 64;
 /** Max bytes of a conversation title in a membership entry. */
 export const MAX_TITLE_LEN = 256;
+/** Login challenge bytes: at least 128 bits so a signature cannot be precomputed, bounded for the server. */
+export const LOGIN_CHALLENGE_MIN_LEN = 16;
+export const LOGIN_CHALLENGE_MAX_LEN = 256;
+/** Entries in one membership log verification: bounds server and client work per conversation. */
+export const MAX_MEMBERSHIP_ENTRIES = 100_000;
+/** One-time X25519 prekeys per upload (Signal uploads 100 at a time): bounds request size and server work. */
+export const MAX_ONE_TIME_PREKEYS_PER_UPLOAD = 100;
+/** ML-KEM prekeys per upload: each is 1.6 KB public + 64 B signature, so 100 ≈ 165 KB per request. */
+export const MAX_KEM_PREKEYS_PER_UPLOAD = 100;
 
 // ---- Safety numbers (Signal NumericFingerprintGenerator) ------------------------------------------
 /** SHA-512 iterations (libsignal's value; makes a targeted second-preimage search expensive). */

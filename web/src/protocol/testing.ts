@@ -1,0 +1,129 @@
+/**
+ * Test helpers shared by protocol tests and the known-answer vector generator: a deterministic `Rng`
+ * (counter-mode SHA-256 over a seed) so fixed seeds reproduce the published vectors.
+ *
+ * Does NOT: provide randomness for production — never pass `seededRng` outside tests and vectors.
+ * @module
+ */
+import { concat, u32be, utf8 } from './bytes.js';
+import { type DeviceCertificate, type DeviceList, issueDeviceCertificate, signDeviceList } from './identity.js';
+import { generateEd25519, generateX25519, type OurEd25519KeyPair, type OurX25519KeyPair } from './keys.js';
+import type { PqxdhLocalIdentity } from './pqxdh.js';
+import {
+  generateKemPrekey,
+  generateOneTimePrekeys,
+  generateSignedPrekey,
+  type KemPrekeyRecord,
+  kemPrekeyPublic,
+  type OneTimePrekeyRecord,
+  oneTimePrekeyPublic,
+  type PrekeyBundle,
+  type SignedPrekeyRecord,
+  signedPrekeyPublic,
+} from './prekeys.js';
+import { type Curve25519, type Rng, sha256 } from './primitives.js';
+
+/**
+ * Block i of the stream is SHA-256(u32be(len(seed)) ‖ seed ‖ u32be(i)); `rng(n)` returns the next n bytes.
+ * Deterministic and documented so other implementations can reproduce our vectors.
+ */
+export function seededRng(seed: string | Uint8Array): Rng {
+  const s = typeof seed === 'string' ? utf8(seed) : seed;
+  const prefix = concat(u32be(s.length), s);
+  let counter = 0;
+  let buf: Uint8Array = new Uint8Array(0);
+  return (length: number) => {
+    while (buf.length < length) buf = concat(buf, sha256(concat(prefix, u32be(counter++))));
+    const out = buf.slice(0, length);
+    buf = buf.slice(length);
+    return out;
+  };
+}
+
+export interface TestDevice {
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly signing: OurEd25519KeyPair;
+  readonly identity: OurX25519KeyPair;
+  readonly certificate: DeviceCertificate;
+  readonly signedPrekey: SignedPrekeyRecord;
+  readonly oneTimePrekeys: OneTimePrekeyRecord[];
+  readonly kemPrekey: KemPrekeyRecord;
+  readonly lastResortKemPrekey: KemPrekeyRecord;
+}
+
+export interface TestUser {
+  readonly userId: string;
+  readonly identity: OurEd25519KeyPair;
+  readonly devices: TestDevice[];
+  readonly deviceList: DeviceList;
+}
+
+/** A device with its certificate and a full set of prekeys (ids: spk 1, otp 100.., kem 200, last-resort 201). */
+export async function makeTestDevice(
+  curves: Curve25519,
+  rng: Rng,
+  userIdentity: OurEd25519KeyPair,
+  userId: string,
+  deviceId: string,
+  oneTimeCount = 2,
+): Promise<TestDevice> {
+  const signing = await generateEd25519(curves, rng);
+  const identity = await generateX25519(curves, rng);
+  const certificate = await issueDeviceCertificate(curves, userIdentity, {
+    userId,
+    deviceId,
+    signingKey: signing.publicKey,
+    identityKey: identity.publicKey,
+    createdAt: 1_700_000_000_000,
+  });
+  const signedPrekey = await generateSignedPrekey(curves, rng, signing, 1);
+  const oneTimePrekeys = await generateOneTimePrekeys(curves, rng, 100, oneTimeCount);
+  const kemPrekey = await generateKemPrekey(curves, rng, signing, 200, false);
+  const lastResortKemPrekey = await generateKemPrekey(curves, rng, signing, 201, true);
+  return {
+    userId,
+    deviceId,
+    signing,
+    identity,
+    certificate,
+    signedPrekey,
+    oneTimePrekeys,
+    kemPrekey,
+    lastResortKemPrekey,
+  };
+}
+
+/** A user with an identity key, `deviceIds.length` devices and a signed device list (version 1). */
+export async function makeTestUser(
+  curves: Curve25519,
+  rng: Rng,
+  userId: string,
+  deviceIds: string[],
+): Promise<TestUser> {
+  const identity = await generateEd25519(curves, rng);
+  const devices: TestDevice[] = [];
+  for (const d of deviceIds) devices.push(await makeTestDevice(curves, rng, identity, userId, d));
+  const deviceList = await signDeviceList(curves, identity, {
+    userId,
+    version: 1,
+    devices: devices.map((d) => d.certificate),
+  });
+  return { userId, identity, devices, deviceList };
+}
+
+/** The bundle the server would return for `device` (first one-time prekey, or none). */
+export function testBundle(device: TestDevice, withOneTime = true): PrekeyBundle {
+  const otp = device.oneTimePrekeys[0];
+  return {
+    deviceCertificate: device.certificate,
+    signedPrekey: signedPrekeyPublic(device.signedPrekey),
+    oneTimePrekey: withOneTime && otp ? oneTimePrekeyPublic(otp) : null,
+    kemPrekey: kemPrekeyPublic(device.kemPrekey),
+  };
+}
+
+/** The PQXDH local identity of a test device. */
+export function testLocalIdentity(device: TestDevice): PqxdhLocalIdentity {
+  return { userId: device.userId, deviceId: device.deviceId, identityKey: device.identity };
+}
