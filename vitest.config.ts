@@ -1,7 +1,16 @@
+import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Three suites, one command (`npm test` runs them all; `--project <name>` runs one):
+ *  - unit:    protocol core, client engine and scripts, in Node;
+ *  - worker:  the Worker and its Durable Objects inside workerd, with real D1 (migrations applied) and DOs;
+ *  - browser: real Chromium (Debian's package, driven by playwright-core) against `npm run dev`,
+ *             started and stopped by e2e/global-setup.ts.
+ */
 export default defineConfig({
   test: {
+    reporters: ['default', './scripts/summary-reporter.ts'],
     projects: [
       {
         test: {
@@ -9,6 +18,37 @@ export default defineConfig({
           include: ['web/src/**/*.test.ts', 'scripts/**/*.test.ts'],
           environment: 'node',
           testTimeout: 30_000,
+        },
+      },
+      {
+        plugins: [
+          cloudflareTest(async () => ({
+            main: './worker/index.ts',
+            wrangler: { configPath: './wrangler.toml' },
+            miniflare: {
+              bindings: {
+                APP_ENV: 'test',
+                TEST_MIGRATIONS: await readD1Migrations('./schema/migrations'),
+              },
+            },
+          })),
+        ],
+        test: {
+          name: 'worker',
+          include: ['worker/**/*.test.ts'],
+          setupFiles: ['./worker/test/apply-migrations.ts'],
+          testTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          name: 'browser',
+          include: ['e2e/**/*.test.ts'],
+          environment: 'node',
+          globalSetup: ['./e2e/global-setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
         },
       },
     ],

@@ -61,7 +61,7 @@ export function u64be(n: number): Uint8Array {
 }
 
 const enc = new TextEncoder();
-const dec = new TextDecoder('utf-8', { fatal: true });
+const dec = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 export const utf8 = (s: string): Uint8Array => enc.encode(s);
 export function fromUtf8(b: Uint8Array): string {
   try {

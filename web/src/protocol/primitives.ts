@@ -271,7 +271,7 @@ function b64uDecode(s: string): Uint8Array {
  * so a long-lived key (identity, ratchet) is imported once. Callers must not mutate key arrays in place.
  */
 export async function webCryptoCurves(
-  subtle: SubtleCrypto | undefined = globalThis.crypto?.subtle,
+  subtle: SubtleCrypto | undefined = typeof crypto === 'undefined' ? undefined : crypto.subtle,
 ): Promise<Curve25519 | null> {
   if (!subtle) return null;
   const xPriv = new WeakMap<Uint8Array, Promise<CryptoKey>>();
@@ -301,9 +301,9 @@ export async function webCryptoCurves(
   const importEPub = (pk: Uint8Array) =>
     cached(ePub, pk, () => subtle.importKey('raw', bs(pk), { name: 'Ed25519' }, false, ['verify']));
 
-  const publicFromPkcs8 = async (prefix: Uint8Array, alg: string, usage: KeyUsage, sk: Uint8Array) => {
+  const publicFromPkcs8 = async (prefix: Uint8Array, alg: string, usage: 'deriveBits' | 'sign', sk: Uint8Array) => {
     const key = await subtle.importKey('pkcs8', bs(concat(prefix, sk)), { name: alg }, true, [usage]);
-    const jwk = await subtle.exportKey('jwk', key);
+    const jwk = (await subtle.exportKey('jwk', key)) as JsonWebKey;
     if (typeof jwk.x !== 'string') fail(ErrorCode.InvalidKey, 'publicKey', 'no public part');
     return b64uDecode(jwk.x);
   };
@@ -320,7 +320,8 @@ export async function webCryptoCurves(
       let bits: ArrayBuffer;
       try {
         const [priv, pub] = await Promise.all([importXPriv(secret), importXPub(peerPublic)]);
-        bits = await subtle.deriveBits({ name: 'X25519', public: pub }, priv, 256);
+        // (cast: workerd's generated types spell the `public` member differently from the DOM lib)
+        bits = await subtle.deriveBits({ name: 'X25519', public: pub } as unknown as Parameters<SubtleCrypto['deriveBits']>[0], priv, 256);
       } catch (e) {
         if (e instanceof ProtocolError) throw e;
         // WebCrypto throws OperationError for an all-zero result (low-order peer key).

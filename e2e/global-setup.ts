@@ -1,0 +1,26 @@
+/**
+ * Browser-suite set-up: find (or install, on Debian) a system Chromium and start `npm run dev` on a free
+ * port with fresh local state. Fails loudly — the browser suite is never silently skipped.
+ */
+import type { TestProject } from 'vitest/node';
+import { ensureChromium } from '../scripts/chromium.js';
+import { type DevServer, startDevServer } from '../scripts/dev-server.js';
+
+let server: DevServer | undefined;
+
+export default async function setup(project: TestProject) {
+  const chromium = ensureChromium();
+  server = await startDevServer();
+  project.provide('baseUrl', server.url);
+  project.provide('chromiumPath', chromium);
+  return async () => {
+    await server?.stop();
+  };
+}
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    baseUrl: string;
+    chromiumPath: string;
+  }
+}

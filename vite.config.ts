@@ -1,0 +1,28 @@
+import { fileURLToPath } from 'node:url';
+import { cloudflare } from '@cloudflare/vite-plugin';
+import tailwindcss from '@tailwindcss/vite';
+import { defineConfig } from 'vite';
+import solid from 'vite-plugin-solid';
+
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+
+// One origin for everything: Vite serves the SolidJS app from web/, and the Cloudflare plugin runs the
+// Worker, its Durable Objects and local D1 inside workerd (the same runtime as production).
+export default defineConfig({
+  root: here('./web'),
+  publicDir: here('./web/public'),
+  envDir: here('.'),
+  plugins: [
+    solid(),
+    tailwindcss(),
+    cloudflare({
+      configPath: here('./wrangler.toml'),
+      // Same local state folder that `wrangler d1 migrations apply --local` writes to.
+      persistState: { path: process.env.E2E_CHAT_STATE_DIR ?? here('./.wrangler/state') },
+      inspectorPort: false,
+    }),
+  ],
+  build: { outDir: here('./dist'), emptyOutDir: true, target: 'es2022' },
+  server: { host: '127.0.0.1', port: Number(process.env.PORT ?? 5173), strictPort: true },
+  preview: { host: '127.0.0.1', port: Number(process.env.PORT ?? 4173), strictPort: true },
+});
