@@ -321,7 +321,11 @@ export async function webCryptoCurves(
       try {
         const [priv, pub] = await Promise.all([importXPriv(secret), importXPub(peerPublic)]);
         // (cast: workerd's generated types spell the `public` member differently from the DOM lib)
-        bits = await subtle.deriveBits({ name: 'X25519', public: pub } as unknown as Parameters<SubtleCrypto['deriveBits']>[0], priv, 256);
+        bits = await subtle.deriveBits(
+          { name: 'X25519', public: pub } as unknown as Parameters<SubtleCrypto['deriveBits']>[0],
+          priv,
+          256,
+        );
       } catch (e) {
         if (e instanceof ProtocolError) throw e;
         // WebCrypto throws OperationError for an all-zero result (low-order peer key).
