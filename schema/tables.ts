@@ -1,20 +1,239 @@
 /**
- * D1 schema (drizzle-orm). Every change here is followed by `npm run db:generate`, which writes a new
- * SQL migration into schema/migrations/ — never edit a generated migration by hand.
+ * D1 schema (drizzle-orm). Every change here is followed by `npm run db:generate`, which writes a new SQL
+ * migration into schema/migrations/ — never edit a generated migration by hand.
  *
- * The walking skeleton has one table; accounts, devices, key directory, conversations and mailboxes
- * arrive with their issues.
+ * What the server stores: public keys, signed structures (device certificates and lists, membership
+ * logs), hashes of secrets, encrypted TOTP secrets and (issue 5) ciphertext envelopes. Never a private
+ * key, a plaintext, a password or a token in clear. Binary columns hold the exact bytes clients signed.
+ * Times are milliseconds since the epoch (integer).
  */
 import { sql } from 'drizzle-orm';
-import { integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { blob, index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+
+const bytes = (name: string) => blob(name, { mode: 'buffer' }).$type<Uint8Array>();
+const now = sql`(unixepoch() * 1000)`;
+
+// ---- Accounts ----------------------------------------------------------------------------------------
 
 export const users = sqliteTable(
   'users',
   {
     id: text('id').primaryKey(),
-    /** Normalised username (NFKC, case-folded). */
+    /** Normalised username (NFKC, case-folded, documented character set). */
     username: text('username').notNull(),
-    createdAt: integer('created_at', { mode: 'number' }).notNull().default(sql`(unixepoch() * 1000)`),
+    /** Ed25519 user identity public key (32 bytes). Changes only through an audited identity reset. */
+    identityKey: bytes('identity_key').notNull(),
+    /** Bumped on every identity reset, so clients can show a key-change notice. */
+    identityVersion: integer('identity_version').notNull().default(1),
+    /** Server-side hash over the client's argon2id pre-hash (see worker/auth/password.ts). */
+    passwordHash: bytes('password_hash').notNull(),
+    passwordSalt: bytes('password_salt').notNull(),
+    /** JSON: the parameters of both hashing stages, stored with each hash so they can be raised. */
+    passwordParams: text('password_params').notNull(),
+    createdAt: integer('created_at').notNull().default(now),
   },
   (t) => [uniqueIndex('users_username_uq').on(t.username)],
+);
+
+export const devices = sqliteTable(
+  'devices',
+  {
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    deviceId: text('device_id').notNull(),
+    /** The device certificate exactly as the user identity key signed it. */
+    certificate: bytes('certificate').notNull(),
+    /** Ed25519 device signing key (from the certificate; verifies login challenges and prekeys). */
+    signingKey: bytes('signing_key').notNull(),
+    /** X25519 device identity key (from the certificate). */
+    identityKey: bytes('identity_key').notNull(),
+    createdAt: integer('created_at').notNull().default(now),
+    lastSeenAt: integer('last_seen_at'),
+    revokedAt: integer('revoked_at'),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.deviceId] })],
+);
+
+/** Each user's latest signed device list (clients verify it; the server checks version + 1 and signature). */
+export const deviceLists = sqliteTable('device_lists', {
+  userId: text('user_id')
+    .primaryKey()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  version: integer('version').notNull(),
+  list: bytes('list').notNull(),
+  updatedAt: integer('updated_at').notNull().default(now),
+});
+
+// ---- Key directory -------------------------------------------------------------------------------------
+
+export const signedPrekeys = sqliteTable(
+  'signed_prekeys',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    keyId: integer('key_id').notNull(),
+    publicKey: bytes('public_key').notNull(),
+    signature: bytes('signature').notNull(),
+    createdAt: integer('created_at').notNull().default(now),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.deviceId, t.keyId] })],
+);
+
+export const oneTimePrekeys = sqliteTable(
+  'one_time_prekeys',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    keyId: integer('key_id').notNull(),
+    publicKey: bytes('public_key').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.deviceId, t.keyId] })],
+);
+
+/** ML-KEM-1024 prekeys: one-time ones are taken by claims; the last-resort one is reused until replaced. */
+export const kemPrekeys = sqliteTable(
+  'kem_prekeys',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    keyId: integer('key_id').notNull(),
+    publicKey: bytes('public_key').notNull(),
+    signature: bytes('signature').notNull(),
+    lastResort: integer('last_resort', { mode: 'boolean' }).notNull(),
+    createdAt: integer('created_at').notNull().default(now),
+  },
+  (t) => [
+    primaryKey({ columns: [t.userId, t.deviceId, t.keyId] }),
+    index('kem_prekeys_claim_idx').on(t.userId, t.deviceId, t.lastResort),
+  ],
+);
+
+// ---- Sessions, tokens, MFA -----------------------------------------------------------------------------
+
+/** One family per signed-in device session; every refresh token descends from it. */
+export const tokenFamilies = sqliteTable(
+  'token_families',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    deviceId: text('device_id').notNull(),
+    createdAt: integer('created_at').notNull().default(now),
+    revokedAt: integer('revoked_at'),
+    revokeReason: text('revoke_reason'),
+  },
+  (t) => [index('token_families_user_idx').on(t.userId, t.deviceId)],
+);
+
+/** Refresh tokens, stored as keyed hashes only. */
+export const refreshTokens = sqliteTable(
+  'refresh_tokens',
+  {
+    tokenHash: bytes('token_hash').primaryKey(),
+    familyId: text('family_id')
+      .notNull()
+      .references(() => tokenFamilies.id, { onDelete: 'cascade' }),
+    createdAt: integer('created_at').notNull().default(now),
+    expiresAt: integer('expires_at').notNull(),
+    /** Set when this token was exchanged for its successor; presenting it again is reuse. */
+    rotatedAt: integer('rotated_at'),
+  },
+  (t) => [index('refresh_tokens_family_idx').on(t.familyId)],
+);
+
+/** Single-use login challenges the device signs with its device signing key. */
+export const loginChallenges = sqliteTable(
+  'login_challenges',
+  {
+    id: text('id').primaryKey(),
+    challenge: bytes('challenge').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (t) => [index('login_challenges_expiry_idx').on(t.expiresAt)],
+);
+
+export const totpSecrets = sqliteTable('totp_secrets', {
+  userId: text('user_id')
+    .primaryKey()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  /** AES-256-GCM(TOTP_ENCRYPTION_KEY) of the secret: nonce ‖ ciphertext. */
+  secretEnc: bytes('secret_enc').notNull(),
+  /** Null until the user confirms enrolment with a valid code. */
+  enabledAt: integer('enabled_at'),
+  /** Highest time step accepted, so no code is accepted twice. */
+  lastStep: integer('last_step').notNull().default(0),
+});
+
+export const recoveryCodes = sqliteTable(
+  'recovery_codes',
+  {
+    codeHash: bytes('code_hash').primaryKey(),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    usedAt: integer('used_at'),
+  },
+  (t) => [index('recovery_codes_user_idx').on(t.userId)],
+);
+
+// ---- Conversations -------------------------------------------------------------------------------------
+
+export const conversations = sqliteTable('conversations', {
+  id: text('id').primaryKey(),
+  kind: text('kind', { enum: ['direct', 'group'] }).notNull(),
+  /** Sequence number and hash of the latest membership-log entry (the chain head). */
+  headSeq: integer('head_seq').notNull(),
+  headHash: bytes('head_hash').notNull(),
+  createdAt: integer('created_at').notNull().default(now),
+});
+
+/** The signed, hash-chained membership log, exactly as members signed it. */
+export const membershipLog = sqliteTable(
+  'membership_log',
+  {
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    seq: integer('seq').notNull(),
+    entry: bytes('entry').notNull(),
+    entryHash: bytes('entry_hash').notNull(),
+    authorUserId: text('author_user_id').notNull(),
+    authorDeviceId: text('author_device_id').notNull(),
+    createdAt: integer('created_at').notNull().default(now),
+  },
+  (t) => [primaryKey({ columns: [t.conversationId, t.seq] })],
+);
+
+/** Current members and roles: the fold of the membership log, kept for authorisation lookups. */
+export const members = sqliteTable(
+  'members',
+  {
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    userId: text('user_id').notNull(),
+    role: text('role', { enum: ['owner', 'admin', 'member'] }).notNull(),
+    joinedSeq: integer('joined_seq').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.conversationId, t.userId] }), index('members_user_idx').on(t.userId)],
+);
+
+// ---- Audit -----------------------------------------------------------------------------------------------
+
+/** Security-relevant events. `details` is JSON of ids and counts only — never secrets or plaintext. */
+export const auditEvents = sqliteTable(
+  'audit_events',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    at: integer('at').notNull().default(now),
+    event: text('event').notNull(),
+    userId: text('user_id'),
+    deviceId: text('device_id'),
+    /** Keyed hash of the client address (rate-limit and abuse forensics without storing the address). */
+    clientHash: text('client_hash'),
+    details: text('details'),
+  },
+  (t) => [index('audit_events_user_idx').on(t.userId, t.at)],
 );

@@ -14,11 +14,11 @@ describe('GET /api/health', () => {
   });
 
   it('migrated D1 accepts a write and a read through bound parameters', async () => {
-    await env.DB.prepare('INSERT INTO users (id, username) VALUES (?1, ?2)').bind('u1', 'alice').run();
-    const row = await env.DB.prepare('SELECT username FROM users WHERE id = ?1')
-      .bind('u1')
-      .first<{ username: string }>();
-    expect(row?.username).toBe('alice');
+    await env.DB.prepare('INSERT INTO audit_events (event, details) VALUES (?1, ?2)').bind('probe', '{}').run();
+    const row = await env.DB.prepare('SELECT event FROM audit_events WHERE event = ?1')
+      .bind('probe')
+      .first<{ event: string }>();
+    expect(row?.event).toBe('probe');
   });
 
   it('answers 503 with a code, not a stack, when the migrations table is missing', async () => {
