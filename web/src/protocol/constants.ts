@@ -87,3 +87,5 @@ export const FINGERPRINT_KEY_TYPE_ED25519 = 0x06;
 // ---- Sizes ----------------------------------------------------------------------------------------
 /** Max plaintext bytes in one message (text now; attachments travel as encrypted blobs later). */
 export const MAX_PLAINTEXT_LEN = 64 * 1024;
+/** Plaintexts are padded (0x80 then zeros, no randomness) to a multiple of this: Signal's 160-byte block. */
+export const PADDING_BLOCK = 160;

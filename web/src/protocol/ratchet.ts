@@ -62,6 +62,18 @@ export interface RatchetCiphertext {
   readonly ciphertext: Uint8Array;
 }
 
+/**
+ * The X25519 base point u = 9 (RFC 7748 §4.1). X25519(secret, 9) IS the public key: computing it as a DH
+ * lets WebCrypto reuse the one imported private key (cached per key array) for the public key and the
+ * sending DH, instead of an extra extractable import + JWK export (≈ 2× faster DH ratchet steps).
+ */
+const BASE_POINT = theirX25519(Uint8Array.from({ length: KEY_LEN }, (_, i) => (i === 0 ? 9 : 0)));
+
+/** A fresh key pair's public half via the base point (see BASE_POINT). */
+function publicKeyOf(curves: Curve25519, secretKey: Uint8Array): Promise<Uint8Array> {
+  return curves.x25519(secretKey, BASE_POINT);
+}
+
 function freshSecret(rng: Rng, op: string): Uint8Array {
   const sk = rng(KEY_LEN);
   if (!(sk instanceof Uint8Array) || sk.length !== KEY_LEN) fail(ErrorCode.InvalidKey, op, 'rng returned wrong length');
@@ -84,7 +96,7 @@ export async function initAlice(
   const secretKey = freshSecret(rng, 'initAlice');
   const [dh, publicKey] = await Promise.all([
     curves.x25519(secretKey, theirSignedPrekey),
-    curves.x25519PublicKey(secretKey),
+    publicKeyOf(curves, secretKey),
   ]);
   const [rootKey, sendingChain] = new RootKey(sharedSecret).createSendingChain(dh);
   return {
@@ -218,7 +230,7 @@ export async function ratchetDecrypt(
   const [dhRecv, dhSend, publicKey] = await Promise.all([
     curves.x25519(state.sendingRatchetKey.secretKey, h.ratchetKey),
     curves.x25519(secretKey, h.ratchetKey),
-    curves.x25519PublicKey(secretKey),
+    publicKeyOf(curves, secretKey),
   ]);
   const [rk1, recvKey] = state.rootKey.createReceivingChain(dhRecv);
   const [rootKey, sendingChain] = rk1.createSendingChain(dhSend);

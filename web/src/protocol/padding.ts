@@ -1,0 +1,29 @@
+/**
+ * Length-hiding padding for message plaintexts (docs/PROTOCOL.md §"Messages"): ISO/IEC 7816-4 style —
+ * one 0x80 byte, then zeros up to the next multiple of PADDING_BLOCK (160 bytes, as Signal pads). The
+ * padding is deterministic: no randomness, so known-answer vectors stay reproducible. It hides the exact
+ * length of short messages from the server; it is applied inside the AEAD, so it is authenticated.
+ *
+ * Does NOT: encrypt, or hide the size class (a 161-byte message is visibly longer than a 159-byte one).
+ * @module
+ */
+import { MAX_PLAINTEXT_LEN, PADDING_BLOCK } from './constants.js';
+import { ErrorCode, fail } from './errors.js';
+
+export function pad(plaintext: Uint8Array): Uint8Array {
+  if (plaintext.length > MAX_PLAINTEXT_LEN) fail(ErrorCode.LimitExceeded, 'pad', 'plaintext too long');
+  const out = new Uint8Array((Math.floor(plaintext.length / PADDING_BLOCK) + 1) * PADDING_BLOCK);
+  out.set(plaintext);
+  out[plaintext.length] = 0x80;
+  return out;
+}
+
+/** Strict: a multiple of the block, a single 0x80 then only zeros, and less than one block of padding. */
+export function unpad(padded: Uint8Array): Uint8Array {
+  const op = 'unpad';
+  if (padded.length === 0 || padded.length % PADDING_BLOCK !== 0) fail(ErrorCode.Decode, op, 'bad padded length');
+  let i = padded.length - 1;
+  while (i >= 0 && padded[i] === 0) i--;
+  if (i < 0 || padded[i] !== 0x80 || padded.length - i > PADDING_BLOCK) fail(ErrorCode.Decode, op, 'bad padding');
+  return padded.subarray(0, i);
+}
