@@ -1,5 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
+
+/** Fresh secrets for every test run (the pool must not depend on a developer's .dev.vars). */
+const secret = () => randomBytes(32).toString('base64url');
 
 /**
  * Three suites, one command (`npm test` runs them all; `--project <name>` runs one):
@@ -28,6 +32,11 @@ export default defineConfig({
             miniflare: {
               bindings: {
                 APP_ENV: 'test',
+                APP_ORIGIN: 'https://app.example',
+                RATE_LIMITS: '',
+                JWT_SIGNING_KEYS: `test-a:${secret()},test-b:${secret()}`,
+                TOTP_ENCRYPTION_KEY: secret(),
+                TOKEN_HASH_KEY: secret(),
                 TEST_MIGRATIONS: await readD1Migrations('./schema/migrations'),
               },
             },

@@ -1,12 +1,30 @@
 /** Bindings and secrets the Worker receives (wrangler.toml + .dev.vars / `wrangler secret put`). */
 import type { ConversationDO } from './conversation.js';
+import type { RateLimiter } from './limiter.js';
 
 export interface Env {
   DB: D1Database;
   CONVERSATION: DurableObjectNamespace<ConversationDO>;
+  RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
   ASSETS?: Fetcher;
   /** "production" in wrangler.toml; "development" from .dev.vars; "test" in the workers test pool. */
   APP_ENV: string;
+  /** The app's origin for CORS; empty means "same origin as the request". */
+  APP_ORIGIN: string;
+  /** JSON overrides for rate limits (see limits.ts); empty for defaults. */
+  RATE_LIMITS: string;
+  /** Secret: access-token HMAC keys as `kid:base64url` pairs separated by commas, newest (signing) first. */
+  JWT_SIGNING_KEYS: string;
+  /** Secret: base64url AES-256 key that encrypts TOTP secrets at rest. */
+  TOTP_ENCRYPTION_KEY: string;
+  /** Secret: base64url HMAC key for stored token/recovery-code hashes and client-address hashes. */
+  TOKEN_HASH_KEY: string;
 }
 
-export type AppBindings = { Bindings: Env; Variables: { requestId: string } };
+export interface AuthContext {
+  userId: string;
+  deviceId: string;
+  familyId: string;
+}
+
+export type AppBindings = { Bindings: Env; Variables: { requestId: string; auth: AuthContext } };

@@ -1,39 +1,67 @@
 /**
  * The Worker: one Hono app, one sub-app per resource, one onError.
  *
- * Routes (walking skeleton):
- *   GET /api/health                       D1 reachability and the latest applied migration
- *   GET /api/conversations/:id/ws         WebSocket upgrade forwarded to the conversation's Durable Object
+ * Every response carries the security headers; every JSON body is size-limited; every request gets an
+ * id that appears in its log line and the X-Request-Id header. Logs never hold bodies, tokens or keys.
  */
 import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import type { AppBindings } from './env.js';
 import { AppError } from './errors.js';
+import { LIMITS } from './limits.js';
 import { log } from './log.js';
 import { conversations } from './routes/conversations.js';
 import { health } from './routes/health.js';
+import { ConfigError } from './secrets.js';
+import { corsPolicy, cspHeader, securityHeaders } from './security.js';
 
 export { ConversationDO } from './conversation.js';
+export { RateLimiter } from './limiter.js';
 
 const app = new Hono<AppBindings>();
 
 app.use('*', async (c, next) => {
-  const requestId = c.req.header('cf-ray') ?? crypto.randomUUID();
+  const requestId = crypto.randomUUID();
   c.set('requestId', requestId);
+  const started = Date.now();
   await next();
   c.header('X-Request-Id', requestId);
+  // Path only: query strings can carry single-use tickets.
+  log('info', 'request', {
+    requestId,
+    method: c.req.method,
+    path: new URL(c.req.url).pathname,
+    status: c.res.status,
+    ms: Date.now() - started,
+  });
 });
+app.use('*', securityHeaders, cspHeader, corsPolicy);
+app.use(
+  '*',
+  bodyLimit({
+    maxSize: LIMITS.maxPrekeyBodyBytes,
+    onError: () => {
+      throw new AppError(413, 'payload_too_large', 'request body too large');
+    },
+  }),
+);
 
 app.route('/api/health', health);
 app.route('/api/conversations', conversations);
+// ROUTES: sub-apps are mounted above this line.
 
 app.notFound((c) => c.json({ error: { code: 'not_found', message: 'no such route' } }, 404));
 
 app.onError((err, c) => {
   if (err instanceof AppError) {
+    if (err.status === 429 && typeof err.details?.retryAfterSec === 'number') {
+      c.header('Retry-After', String(err.details.retryAfterSec));
+    }
     return c.json({ error: { code: err.code, message: err.message, ...err.details } }, err.status);
   }
   // Unknown errors: log the type only (never the message or stack, which may hold input), answer generically.
-  log('error', 'unhandled_error', { requestId: c.get('requestId'), type: err?.name ?? 'unknown' });
+  const type = err instanceof ConfigError ? `ConfigError: ${err.message}` : (err?.name ?? 'unknown');
+  log('error', 'unhandled_error', { requestId: c.get('requestId'), type });
   return c.json({ error: { code: 'internal', message: 'internal error' } }, 500);
 });
 
