@@ -9,7 +9,3 @@ declare global {
   }
 }
 
-declare module '*?raw' {
-  const text: string;
-  export default text;
-}
