@@ -7,7 +7,7 @@
  * anything, or talk to the server. A device is "encryptable" only if it appears in a `VerifiedDeviceList`.
  * @module
  */
-import { concat, equal, Reader, Writer } from './bytes.js';
+import { concat, equal, Reader, utf8, Writer } from './bytes.js';
 import {
   LOGIN_CHALLENGE_MAX_LEN,
   LOGIN_CHALLENGE_MIN_LEN,
@@ -37,8 +37,9 @@ export function signatureInput(label: string, body: Uint8Array): Uint8Array {
 
 /** One-line id check: non-empty, at most MAX_ID_LEN UTF-8 bytes. */
 export function assertId(id: string, what: string, op: string): void {
-  const len = new TextEncoder().encode(id).length;
-  if (typeof id !== 'string' || len === 0 || len > MAX_ID_LEN) fail(ErrorCode.InvalidStructure, op, `bad ${what}`);
+  if (typeof id !== 'string') fail(ErrorCode.InvalidStructure, op, `bad ${what}`);
+  const len = utf8(id).length;
+  if (len === 0 || len > MAX_ID_LEN) fail(ErrorCode.InvalidStructure, op, `bad ${what}`);
 }
 
 /** Reads a non-empty id of at most MAX_ID_LEN bytes. */

@@ -199,10 +199,11 @@ export interface VerifiedBundle {
 }
 
 /**
- * Order: decode-level key checks, the device certificate under `trustedUserIdentityKey`, then the signed
- * prekey and KEM prekey signatures under the certified device signing key. If `deviceList` is given, the
- * certified device must also be in it with the same keys (`untrusted_identity` otherwise). No DH happens
- * here; the result is the only input pqxdhInitiate accepts.
+ * Checks: decode-level key checks, then — all required, verified concurrently — the device certificate
+ * under `trustedUserIdentityKey` and the signed-prekey and KEM-prekey signatures under the certificate's
+ * device signing key (`signature`). If `deviceList` is given, the certified device must also be in it
+ * with the same keys (`untrusted_identity`). No DH happens here; the result is the only input
+ * pqxdhInitiate accepts.
  */
 export async function verifyBundle(
   curves: Curve25519,
@@ -214,12 +215,15 @@ export async function verifyBundle(
   const otp = bundle.oneTimePrekey;
   if (otp) assertPrekeyId(otp.id, op);
   const oneTimePrekey = otp ? { id: otp.id, publicKey: theirX25519(otp.publicKey, op) } : null;
-  const device = await verifyDeviceCertificate(curves, bundle.deviceCertificate, trustedUserIdentityKey);
-  if (deviceList) assertListed(device, deviceList, op);
-  const [spk] = await Promise.all([
-    verifySignedPrekey(curves, bundle.signedPrekey, device.signingKey),
-    verifyKemPrekey(curves, bundle.kemPrekey, device.signingKey),
+  // All three signatures are checked concurrently: the prekey signatures are checked under the DSK bytes
+  // from the certificate, and the result is used only if the certificate itself verifies too.
+  const dsk = theirEd25519(bundle.deviceCertificate.signingKey, op);
+  const [device, spk] = await Promise.all([
+    verifyDeviceCertificate(curves, bundle.deviceCertificate, trustedUserIdentityKey),
+    verifySignedPrekey(curves, bundle.signedPrekey, dsk),
+    verifyKemPrekey(curves, bundle.kemPrekey, dsk),
   ]);
+  if (deviceList) assertListed(device, deviceList, op);
   const k = bundle.kemPrekey;
   return {
     device,
