@@ -1,0 +1,198 @@
+import fc from 'fast-check';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { toHex, utf8 } from './bytes.js';
+import { MAX_SENDER_KEY_STATES, MAX_SENDER_SKIP } from './constants.js';
+import { is } from './errors.js';
+import { type Curve25519, nobleCurves, webCryptoCurves } from './primitives.js';
+import {
+  createSenderKey,
+  decodeSenderKeyDistribution,
+  deserializeOwnSenderKey,
+  deserializeSenderKeyRecord,
+  emptySenderKeyRecord,
+  encodeSenderKeyDistribution,
+  type OwnSenderKey,
+  processSenderKeyDistribution,
+  type SenderKeyRecord,
+  senderDecrypt,
+  senderEncrypt,
+  senderKeyDistribution,
+  serializeOwnSenderKey,
+  serializeSenderKeyRecord,
+} from './sender-keys.js';
+import { seededRng } from './testing.js';
+
+const CONV = 'conv-1';
+let wc: Curve25519;
+beforeAll(async () => {
+  const w = await webCryptoCurves();
+  if (!w) throw new Error('WebCrypto curves required in Node 20');
+  wc = w;
+});
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+const snap = (r: SenderKeyRecord) => toHex(serializeSenderKeyRecord(r));
+/** What a member does with a distribution message received over the pairwise session. */
+const receive = (r: SenderKeyRecord, own: OwnSenderKey) =>
+  processSenderKeyDistribution(
+    r,
+    decodeSenderKeyDistribution(encodeSenderKeyDistribution(senderKeyDistribution(own, CONV))),
+    CONV,
+  );
+
+async function sendN(curves: Curve25519, own: OwnSenderKey, n: number, tag: string) {
+  const out: Uint8Array[] = [];
+  let o = own;
+  for (let i = 0; i < n; i++) {
+    const r = await senderEncrypt(curves, o, utf8(`${tag}${i}`));
+    o = r.own;
+    out.push(r.message);
+  }
+  return { own: o, messages: out };
+}
+
+async function expectCode(p: Promise<unknown>, code: string) {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(is(err), `expected ProtocolError ${code}, got ${String(err)}`).toBe(true);
+  expect((err as { code: string }).code).toBe(code);
+}
+
+describe('sender keys', () => {
+  for (const which of ['noble', 'webcrypto'] as const) {
+    it(`members decrypt in order and out of order (${which})`, async () => {
+      const curves = which === 'noble' ? nobleCurves : wc;
+      const own = await createSenderKey(curves, seededRng(`sk-${which}`));
+      let bob = receive(emptySenderKeyRecord(), own);
+      const { messages } = await sendN(curves, own, 4, 'm');
+      for (const i of [0, 3, 1, 2]) {
+        const r = await senderDecrypt(curves, bob, messages[i]!);
+        expect(text(r.plaintext)).toBe(`m${i}`);
+        bob = r.record;
+      }
+    });
+  }
+
+  it('PITFALLS 18: a replayed (sender, chain, index) is rejected, also after a replayed distribution', async () => {
+    const own = await createSenderKey(wc, seededRng('p18'));
+    let bob = receive(emptySenderKeyRecord(), own);
+    const { messages } = await sendN(wc, own, 3, 'm');
+    bob = (await senderDecrypt(wc, bob, messages[2]!)).record; // skips 0 and 1
+    bob = (await senderDecrypt(wc, bob, messages[0]!)).record;
+    for (const i of [0, 2]) await expectCode(senderDecrypt(wc, bob, messages[i]!), 'duplicate');
+    // the distribution (iteration 0) replayed: the chain is not rewound
+    const again = receive(bob, own);
+    expect(snap(again)).toBe(snap(bob));
+    await expectCode(senderDecrypt(wc, again, messages[2]!), 'duplicate');
+    expect(text((await senderDecrypt(wc, again, messages[1]!)).plaintext)).toBe('m1');
+  });
+
+  it('an unknown chain is no_session; too far ahead is refused without changing state', async () => {
+    const own = await createSenderKey(wc, seededRng('far'));
+    const other = await createSenderKey(wc, seededRng('other'));
+    const bob = receive(emptySenderKeyRecord(), own);
+    await expectCode(senderDecrypt(wc, bob, (await senderEncrypt(wc, other, utf8('x'))).message), 'no_session');
+    const far = { ...own, chain: own.chain };
+    let o = far;
+    for (let i = 0; i <= MAX_SENDER_SKIP; i++) o = { ...o, chain: o.chain.next() };
+    const before = snap(bob);
+    await expectCode(senderDecrypt(wc, bob, (await senderEncrypt(wc, o, utf8('x'))).message), 'decryption_failed');
+    expect(snap(bob)).toBe(before);
+  });
+
+  it('a message signed by another key fails before any key derivation and changes nothing', async () => {
+    const own = await createSenderKey(wc, seededRng('forge'));
+    const mallory = await createSenderKey(wc, seededRng('mallory'));
+    const bob = receive(emptySenderKeyRecord(), own);
+    // same chain id and chain key, but Mallory's signing key: the receiver must refuse
+    const forged = { ...own, signingKey: mallory.signingKey };
+    const before = snap(bob);
+    await expectCode(senderDecrypt(wc, bob, (await senderEncrypt(wc, forged, utf8('x'))).message), 'decryption_failed');
+    expect(snap(bob)).toBe(before);
+  });
+
+  it('(b) any single bit flip of a SenderKeyMessage fails and leaves the record unchanged', async () => {
+    const own = await createSenderKey(wc, seededRng('flip'));
+    const bob = receive(emptySenderKeyRecord(), own);
+    const m = (await senderEncrypt(wc, own, utf8('flip me'))).message;
+    const before = snap(bob);
+    await fc.assert(
+      fc.asyncProperty(fc.nat(m.length * 8 - 1), async (bit) => {
+        const bad = m.slice();
+        bad[bit >> 3]! ^= 1 << (bit & 7);
+        await expect(senderDecrypt(wc, bob, bad)).rejects.toThrow();
+        expect(snap(bob)).toBe(before);
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('PITFALLS 19: after a removal the remaining members rotate; the removed member decrypts nothing new', async () => {
+    const rng = seededRng('p19');
+    const names = ['alice', 'bob', 'carol', 'dave'] as const;
+    const own: Record<string, OwnSenderKey> = {};
+    for (const n of names) own[n] = await createSenderKey(wc, rng);
+    // records[receiver][sender]
+    const records: Record<string, Record<string, SenderKeyRecord>> = {};
+    for (const r of names) {
+      records[r] = {};
+      for (const s of names) if (s !== r) records[r]![s] = receive(emptySenderKeyRecord(), own[s]!);
+    }
+    const before = await senderEncrypt(wc, own.alice!, utf8('before'));
+    own.alice = before.own;
+    expect(text((await senderDecrypt(wc, records.carol!.alice!, before.message)).plaintext)).toBe('before');
+    // carol is removed: every remaining member rotates and distributes only to the remaining members
+    const remaining = ['alice', 'bob', 'dave'] as const;
+    for (const s of remaining) {
+      own[s] = await createSenderKey(wc, rng);
+      for (const r of remaining) if (r !== s) records[r]![s] = receive(records[r]![s]!, own[s]!);
+    }
+    for (const s of remaining) {
+      const sent = await senderEncrypt(wc, own[s]!, utf8(`after from ${s}`));
+      own[s] = sent.own;
+      for (const r of remaining)
+        if (r !== s)
+          expect(text((await senderDecrypt(wc, records[r]![s]!, sent.message)).plaintext)).toBe(`after from ${s}`);
+      // carol tries every sender record she holds
+      for (const held of Object.values(records.carol!))
+        await expect(senderDecrypt(wc, held, sent.message)).rejects.toThrow();
+    }
+    // late messages from the old chain still decrypt for the remaining members
+    expect(records.bob!.alice!.states).toHaveLength(2);
+    expect(text((await senderDecrypt(wc, records.bob!.alice!, before.message)).plaintext)).toBe('before');
+  });
+
+  it('receivers keep at most MAX_SENDER_KEY_STATES chains per sender', async () => {
+    const rng = seededRng('cap');
+    let rec = emptySenderKeyRecord();
+    for (let i = 0; i < MAX_SENDER_KEY_STATES + 2; i++) rec = receive(rec, await createSenderKey(wc, rng));
+    expect(rec.states).toHaveLength(MAX_SENDER_KEY_STATES);
+  });
+
+  it('a distribution for another conversation is refused', async () => {
+    const own = await createSenderKey(wc, seededRng('conv'));
+    expect(() =>
+      processSenderKeyDistribution(emptySenderKeyRecord(), senderKeyDistribution(own, 'other'), CONV),
+    ).toThrow();
+  });
+
+  it('serialize → restore → continue equals not serializing (own key and receiver record)', async () => {
+    const own = await createSenderKey(wc, seededRng('ser'));
+    const { own: o2, messages } = await sendN(wc, own, 3, 'm');
+    let bob = (await senderDecrypt(wc, receive(emptySenderKeyRecord(), own), messages[2]!)).record;
+    const restored = deserializeSenderKeyRecord(serializeSenderKeyRecord(bob));
+    expect(snap(restored)).toBe(snap(bob));
+    const a = await senderDecrypt(wc, restored, messages[0]!);
+    const b = await senderDecrypt(wc, bob, messages[0]!);
+    expect(snap(a.record)).toBe(snap(b.record));
+    bob = b.record;
+    const o3 = deserializeOwnSenderKey(serializeOwnSenderKey(o2));
+    const m1 = await senderEncrypt(wc, o3, utf8('next'));
+    const m2 = await senderEncrypt(wc, o2, utf8('next'));
+    expect(toHex(m1.message)).toBe(toHex(m2.message));
+    expect(text((await senderDecrypt(wc, bob, m1.message)).plaintext)).toBe('next');
+    expect(() => deserializeSenderKeyRecord(Uint8Array.of(...serializeSenderKeyRecord(bob), 0))).toThrow();
+  });
+});
