@@ -89,3 +89,9 @@ export const FINGERPRINT_KEY_TYPE_ED25519 = 0x06;
 export const MAX_PLAINTEXT_LEN = 64 * 1024;
 /** Plaintexts are padded (0x80 then zeros, no randomness) to a multiple of this: Signal's 160-byte block. */
 export const PADDING_BLOCK = 160;
+
+// ---- Passwords (client-side pre-hash; see password.ts) -------------------------------------------------
+/** Domain-separates the username-derived argon2id salt. */
+export const LABEL_PASSWORD_SALT = 'e2e-chat/v1 password salt';
+/** argon2id cost: OWASP's minimum (m = 19 MiB, t = 2, p = 1); ≈ 0.4–0.5 s in pure JS on a laptop core. */
+export const PASSWORD_ARGON2 = { m: 19 * 1024, t: 2, p: 1, dkLen: 32 } as const;

@@ -17,6 +17,7 @@
  */
 import { gcm } from '@noble/ciphers/aes.js';
 import { ED25519_TORSION_SUBGROUP, ed25519, x25519 } from '@noble/curves/ed25519.js';
+import { argon2idAsync } from '@noble/hashes/argon2.js';
 import { hkdf as nobleHkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 as nobleSha256, sha512 as nobleSha512 } from '@noble/hashes/sha2.js';
@@ -64,6 +65,19 @@ export function sha512Iterate(initial: Uint8Array, suffix: Uint8Array, iteration
 /** HKDF-SHA256 (RFC 5869). `salt` may be empty (treated as HashLen zeros by the RFC). */
 export function hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
   return nobleHkdf(nobleSha256, ikm, salt, info, length);
+}
+
+/**
+ * argon2id (RFC 9106), async so a browser stays responsive; `onProgress` reports 0..1 for a progress bar.
+ * Used only for client-side password pre-hashing (password.ts).
+ */
+export function argon2id(
+  password: Uint8Array,
+  salt: Uint8Array,
+  opts: { m: number; t: number; p: number; dkLen: number },
+  onProgress?: (fraction: number) => void,
+): Promise<Uint8Array> {
+  return argon2idAsync(password, salt, { ...opts, ...(onProgress ? { onProgress } : {}) });
 }
 
 // ---------------------------------------------------------------------------------------------
