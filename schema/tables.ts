@@ -143,15 +143,32 @@ export const refreshTokens = sqliteTable(
   (t) => [index('refresh_tokens_family_idx').on(t.familyId)],
 );
 
-/** Single-use login challenges the device signs with its device signing key. */
+/**
+ * Single-use login challenges the device signs with its device signing key. Neither the challenge id nor
+ * the challenge is stored: the row key is HMAC(TOKEN_HASH_KEY, "challenge:" ‖ id) and the challenge is
+ * re-derived from the id under the same key (worker/routes/auth.ts).
+ */
 export const loginChallenges = sqliteTable(
   'login_challenges',
   {
-    id: text('id').primaryKey(),
-    challenge: bytes('challenge').notNull(),
+    idHash: bytes('id_hash').primaryKey(),
     expiresAt: integer('expires_at').notNull(),
   },
   (t) => [index('login_challenges_expiry_idx').on(t.expiresAt)],
+);
+
+/** A login that passed password + device signature and waits for its TOTP / recovery code (single use). */
+export const mfaPending = sqliteTable(
+  'mfa_pending',
+  {
+    tokenHash: bytes('token_hash').primaryKey(),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    deviceId: text('device_id').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (t) => [index('mfa_pending_user_idx').on(t.userId), index('mfa_pending_expiry_idx').on(t.expiresAt)],
 );
 
 export const totpSecrets = sqliteTable('totp_secrets', {

@@ -51,8 +51,7 @@ CREATE TABLE `kem_prekeys` (
 --> statement-breakpoint
 CREATE INDEX `kem_prekeys_claim_idx` ON `kem_prekeys` (`user_id`,`device_id`,`last_resort`);--> statement-breakpoint
 CREATE TABLE `login_challenges` (
-	`id` text PRIMARY KEY NOT NULL,
-	`challenge` blob NOT NULL,
+	`id_hash` blob PRIMARY KEY NOT NULL,
 	`expires_at` integer NOT NULL
 );
 --> statement-breakpoint
@@ -79,6 +78,16 @@ CREATE TABLE `membership_log` (
 	FOREIGN KEY (`conversation_id`) REFERENCES `conversations`(`id`) ON UPDATE no action ON DELETE cascade
 );
 --> statement-breakpoint
+CREATE TABLE `mfa_pending` (
+	`token_hash` blob PRIMARY KEY NOT NULL,
+	`user_id` text NOT NULL,
+	`device_id` text NOT NULL,
+	`expires_at` integer NOT NULL,
+	FOREIGN KEY (`user_id`) REFERENCES `users`(`id`) ON UPDATE no action ON DELETE cascade
+);
+--> statement-breakpoint
+CREATE INDEX `mfa_pending_user_idx` ON `mfa_pending` (`user_id`);--> statement-breakpoint
+CREATE INDEX `mfa_pending_expiry_idx` ON `mfa_pending` (`expires_at`);--> statement-breakpoint
 CREATE TABLE `one_time_prekeys` (
 	`user_id` text NOT NULL,
 	`device_id` text NOT NULL,
