@@ -19,7 +19,9 @@ export const LABEL_PQXDH = 'e2e-chat/v1 PQXDH X25519 SHA-256 ML-KEM-1024';
 export const PQXDH_F_LEN = 32;
 
 // ---- Double Ratchet (Signal Double Ratchet spec rev. 4) ---------------------------------------------
+/** HKDF info of KDF_RK (root key step); distinct from every other label so no derivation can collide. */
 export const LABEL_ROOT = 'e2e-chat/v1 root';
+/** HKDF info expanding a pairwise message-key seed into AES-256 key ‖ GCM nonce (44 bytes). */
 export const LABEL_MESSAGE_KEYS = 'e2e-chat/v1 message keys';
 /** Chain KDF constants (Double Ratchet §5.2 recommendation, as in libsignal): HMAC(ck, 0x01) / 0x02. */
 export const CHAIN_MESSAGE_KEY_SEED = 0x01;
@@ -38,7 +40,9 @@ export const SESSION_UNACKED_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
 export const ARCHIVED_SESSION_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
 
 // ---- Sender keys (groups) -------------------------------------------------------------------------
+/** Prefix of the sender-chain HMAC inputs (‖ 0x01 / 0x02): separates group chains from pairwise chains. */
 export const LABEL_SENDER_CHAIN = 'e2e-chat/v1 sender chain';
+/** HKDF info expanding a sender-key message seed into AES-256 key ‖ GCM nonce (44 bytes). */
 export const LABEL_SENDER_MESSAGE_KEYS = 'e2e-chat/v1 sender message keys';
 /** Max indices skipped in one sender chain (libsignal: 2000). */
 export const MAX_SENDER_SKIP = 2000;
