@@ -237,6 +237,68 @@ export const members = sqliteTable(
   (t) => [primaryKey({ columns: [t.conversationId, t.userId] }), index('members_user_idx').on(t.userId)],
 );
 
+// ---- Delivery: per-device mailboxes and WebSocket tickets (issue 5) ------------------------------------
+
+/**
+ * Each recipient device's pending envelopes, written by the ConversationDO's outbox flush (idempotent on
+ * conversation + seq + device: INSERT … ON CONFLICT DO NOTHING) and deleted when that device acks, when the
+ * device is revoked, or after `expires_at` (DELIVERY_LIMITS.mailboxTtlMs, 30 days) by the scheduled clean-up.
+ * `ciphertext` is the device's own pairwise ciphertext, or NULL for a sender-key message whose single
+ * ciphertext is stored once in group_envelopes. The primary key orders a device's mailbox by
+ * (conversation, seq), which is the page order of GET /api/mailbox.
+ */
+export const mailbox = sqliteTable(
+  'mailbox',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    conversationId: text('conversation_id').notNull(),
+    seq: integer('seq').notNull(),
+    ts: integer('ts').notNull(),
+    senderUserId: text('sender_user_id').notNull(),
+    senderDeviceId: text('sender_device_id').notNull(),
+    clientMsgId: text('client_msg_id').notNull(),
+    /** 'message' | 'receipt' (and the receipt's 'delivered' | 'read' status). */
+    kind: text('kind', { enum: ['message', 'receipt'] }).notNull(),
+    status: text('status', { enum: ['delivered', 'read'] }),
+    ciphertext: bytes('ciphertext'),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.userId, t.deviceId, t.conversationId, t.seq] }),
+    index('mailbox_expiry_idx').on(t.expiresAt),
+    index('mailbox_conv_seq_idx').on(t.conversationId, t.seq),
+  ],
+);
+
+/** Sender-key (group) ciphertexts, stored once per message instead of once per recipient device. */
+export const groupEnvelopes = sqliteTable(
+  'group_envelopes',
+  {
+    conversationId: text('conversation_id').notNull(),
+    seq: integer('seq').notNull(),
+    ciphertext: bytes('ciphertext').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.conversationId, t.seq] }), index('group_envelopes_expiry_idx').on(t.expiresAt)],
+);
+
+/**
+ * Single-use WebSocket tickets (≤ 30 s), bound to user + device + conversation. Only
+ * HMAC(TOKEN_HASH_KEY, "ticket:" ‖ ticket) is stored; the upgrade consumes the row with DELETE … RETURNING.
+ */
+export const wsTickets = sqliteTable(
+  'ws_tickets',
+  {
+    ticketHash: bytes('ticket_hash').primaryKey(),
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    conversationId: text('conversation_id').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (t) => [index('ws_tickets_expiry_idx').on(t.expiresAt)],
+);
+
 // ---- Audit -----------------------------------------------------------------------------------------------
 
 /** Security-relevant events. `details` is JSON of ids and counts only — never secrets or plaintext. */

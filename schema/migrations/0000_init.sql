@@ -38,6 +38,15 @@ CREATE TABLE `devices` (
 	FOREIGN KEY (`user_id`) REFERENCES `users`(`id`) ON UPDATE no action ON DELETE cascade
 );
 --> statement-breakpoint
+CREATE TABLE `group_envelopes` (
+	`conversation_id` text NOT NULL,
+	`seq` integer NOT NULL,
+	`ciphertext` blob NOT NULL,
+	`expires_at` integer NOT NULL,
+	PRIMARY KEY(`conversation_id`, `seq`)
+);
+--> statement-breakpoint
+CREATE INDEX `group_envelopes_expiry_idx` ON `group_envelopes` (`expires_at`);--> statement-breakpoint
 CREATE TABLE `kem_prekeys` (
 	`user_id` text NOT NULL,
 	`device_id` text NOT NULL,
@@ -56,6 +65,24 @@ CREATE TABLE `login_challenges` (
 );
 --> statement-breakpoint
 CREATE INDEX `login_challenges_expiry_idx` ON `login_challenges` (`expires_at`);--> statement-breakpoint
+CREATE TABLE `mailbox` (
+	`user_id` text NOT NULL,
+	`device_id` text NOT NULL,
+	`conversation_id` text NOT NULL,
+	`seq` integer NOT NULL,
+	`ts` integer NOT NULL,
+	`sender_user_id` text NOT NULL,
+	`sender_device_id` text NOT NULL,
+	`client_msg_id` text NOT NULL,
+	`kind` text NOT NULL,
+	`status` text,
+	`ciphertext` blob,
+	`expires_at` integer NOT NULL,
+	PRIMARY KEY(`user_id`, `device_id`, `conversation_id`, `seq`)
+);
+--> statement-breakpoint
+CREATE INDEX `mailbox_expiry_idx` ON `mailbox` (`expires_at`);--> statement-breakpoint
+CREATE INDEX `mailbox_conv_seq_idx` ON `mailbox` (`conversation_id`,`seq`);--> statement-breakpoint
 CREATE TABLE `members` (
 	`conversation_id` text NOT NULL,
 	`user_id` text NOT NULL,
@@ -154,4 +181,13 @@ CREATE TABLE `users` (
 	`created_at` integer DEFAULT (unixepoch() * 1000) NOT NULL
 );
 --> statement-breakpoint
-CREATE UNIQUE INDEX `users_username_uq` ON `users` (`username`);
+CREATE UNIQUE INDEX `users_username_uq` ON `users` (`username`);--> statement-breakpoint
+CREATE TABLE `ws_tickets` (
+	`ticket_hash` blob PRIMARY KEY NOT NULL,
+	`user_id` text NOT NULL,
+	`device_id` text NOT NULL,
+	`conversation_id` text NOT NULL,
+	`expires_at` integer NOT NULL
+);
+--> statement-breakpoint
+CREATE INDEX `ws_tickets_expiry_idx` ON `ws_tickets` (`expires_at`);
