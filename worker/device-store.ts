@@ -169,9 +169,11 @@ export async function applyDeviceList(
         .where(and(eq(schema.deviceLists.userId, userId), eq(schema.deviceLists.version, prev.version))),
       // Guard: if the compare-and-swap above matched nothing (a concurrent update won), this INSERT hits
       // the primary key and the batch rolls back. Bound parameters only (pitfall 26).
-      db.run(
-        sql`INSERT INTO device_lists (user_id, version, list, updated_at) SELECT ${userId}, ${list.version}, ${newListBytes}, ${now} WHERE NOT EXISTS (SELECT 1 FROM device_lists WHERE user_id = ${userId} AND version = ${list.version} AND list = ${newListBytes})`,
-      ),
+      db
+        .insert(schema.deviceLists)
+        .select(
+          sql`SELECT ${userId}, ${list.version}, ${newListBytes}, ${now} WHERE NOT EXISTS (SELECT 1 FROM device_lists WHERE user_id = ${userId} AND version = ${list.version} AND list = ${newListBytes})`,
+        ),
     );
   } else {
     statements.push(

@@ -10,6 +10,7 @@ import type { AppBindings } from './env.js';
 import { AppError } from './errors.js';
 import { LIMITS } from './limits.js';
 import { log } from './log.js';
+import { auth } from './routes/auth.js';
 import { conversations } from './routes/conversations.js';
 import { health } from './routes/health.js';
 import { ConfigError } from './secrets.js';
@@ -48,6 +49,7 @@ app.use(
 
 app.route('/api/health', health);
 app.route('/api/conversations', conversations);
+app.route('/api/auth', auth);
 // ROUTES: sub-apps are mounted above this line.
 
 app.notFound((c) => c.json({ error: { code: 'not_found', message: 'no such route' } }, 404));

@@ -1,0 +1,813 @@
+/**
+ * Auth REST API, mounted at /api/auth (docs/API.md § "Auth (REST)").
+ *
+ * Responsibilities: usernames, the server half of the password scheme (auth/password.ts), device-signed
+ * login challenges (auth/challenges.ts), sessions as token families with rotating refresh tokens in a
+ * `__Host-` cookie, TOTP + recovery codes (auth/totp.ts), password change and the explicit identity reset.
+ * Does NOT: link or revoke devices at the key level or serve the key directory (devices API); it only
+ * signs sessions out. Every failure is an AppError with a stable code; nothing secret is logged or echoed.
+ *
+ * Enumeration: only registration (409 `username_taken`, rate-limited per client) reveals that a username
+ * exists. Login and identity reset answer an unknown user and a wrong password with the same 401
+ * `invalid_credentials` after the same work (an HMAC against a dummy salt for unknown users).
+ */
+import { and, eq, isNull, ne, sql } from 'drizzle-orm';
+import { type Context, Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
+import { createMiddleware } from 'hono/factory';
+import {
+  loginRequest,
+  normalizeUsername,
+  passwordChangeRequest,
+  registerRequest,
+  resetIdentityRequest,
+  revokeSessionRequest,
+  totpCodeRequest,
+  totpLoginRequest,
+} from '../../schema/auth-api.js';
+import { toB64u, utf8 } from '../../web/src/protocol/bytes.js';
+import { verifyLoginChallenge } from '../../web/src/protocol/identity.js';
+import { defaultCurves, hmacSha256 } from '../../web/src/protocol/primitives.js';
+import { consumeChallenge, issueChallenge } from '../auth/challenges.js';
+import { requireAuth } from '../auth/middleware.js';
+import { checkPassword, newPasswordRecord } from '../auth/password.js';
+import { issueAccessToken, newOpaqueToken, tokenHash } from '../auth/tokens.js';
+import {
+  canonicalRecoveryCode,
+  decryptTotpSecret,
+  encryptTotpSecret,
+  newRecoveryCode,
+  newTotpSecret,
+  otpauthUri,
+  RECOVERY_CODE_COUNT,
+  totpStep,
+} from '../auth/totp.js';
+import { clientKey } from '../context.js';
+import { type Db, makeDb, schema } from '../db.js';
+import { applyDeviceList, type Statement } from '../device-store.js';
+import type { AppBindings, Env } from '../env.js';
+import { AppError } from '../errors.js';
+import { enforceRateLimit, resetRateLimit } from '../limiter.js';
+import { LIMITS } from '../limits.js';
+import { secretBytes } from '../secrets.js';
+import { valid } from '../validate.js';
+
+/** Cookie name without its prefix; hono adds `__Host-` (and enforces Secure, Path=/, no Domain). */
+export const REFRESH_COOKIE = 'e2e_refresh';
+export const REFRESH_COOKIE_FULL = `__Host-${REFRESH_COOKIE}`;
+
+const { users, devices, deviceLists, tokenFamilies, refreshTokens, totpSecrets, recoveryCodes, mfaPending } = schema;
+
+// ---- helpers -------------------------------------------------------------------------------------------
+
+/** Requires a JSON content type and parseable JSON before zod runs (hono would answer 500 otherwise). */
+const jsonBody = createMiddleware<AppBindings>(async (c, next) => {
+  if (!/^application\/json(;|$)/i.test(c.req.header('content-type') ?? '')) {
+    throw new AppError(415, 'unsupported_media_type', 'send application/json');
+  }
+  try {
+    await c.req.json();
+  } catch {
+    throw new AppError(400, 'invalid_json', 'request body is not valid JSON');
+  }
+  await next();
+});
+
+function username(raw: string): string {
+  const n = normalizeUsername(raw);
+  if (!n) {
+    throw new AppError(
+      400,
+      'invalid_username',
+      'usernames are 3-32 characters of a-z, 0-9, "_", "." and "-", starting with a letter',
+    );
+  }
+  return n;
+}
+
+/** Rate-limit key for an account: a keyed hash of the normalised username (works for unknown names too). */
+function accountKey(env: Env, normalized: string): string {
+  return `acct:${toB64u(hmacSha256(secretBytes(env, 'TOKEN_HASH_KEY'), utf8(`account:${normalized}`))).slice(0, 22)}`;
+}
+
+const invalidCredentials = () => new AppError(401, 'invalid_credentials', 'wrong username or password');
+const invalidChallenge = () => new AppError(401, 'invalid_challenge', 'login challenge unknown, used or expired');
+const invalidDeviceSignature = () =>
+  new AppError(401, 'invalid_device_signature', 'the device signature over the login challenge is invalid');
+
+function auditStmt(
+  db: Db,
+  event: string,
+  f: {
+    userId?: string | null;
+    deviceId?: string | null;
+    clientHash?: string | null;
+    details?: Record<string, string | number | boolean | null>;
+  },
+  now: number,
+): Statement {
+  return db.insert(schema.auditEvents).values({
+    at: now,
+    event,
+    userId: f.userId ?? null,
+    deviceId: f.deviceId ?? null,
+    clientHash: f.clientHash ?? null,
+    details: f.details ? JSON.stringify(f.details) : null,
+  });
+}
+
+async function deviceSignatureOk(
+  signingKey: Uint8Array,
+  challenge: Uint8Array,
+  userId: string,
+  deviceId: string,
+  sig: Uint8Array,
+): Promise<boolean> {
+  try {
+    return await verifyLoginChallenge(await defaultCurves(), signingKey, challenge, userId, deviceId, sig);
+  } catch {
+    return false;
+  }
+}
+
+interface NewSession {
+  familyId: string;
+  refreshToken: string;
+  statements: [Statement, ...Statement[]];
+}
+
+function refreshTokenRow(env: Env, db: Db, familyId: string, now: number): { token: string; stmt: Statement } {
+  const token = newOpaqueToken();
+  const stmt = db.insert(refreshTokens).values({
+    tokenHash: tokenHash(env, token, 'refresh'),
+    familyId,
+    createdAt: now,
+    expiresAt: now + LIMITS.refreshTokenTtlMs,
+  });
+  return { token, stmt };
+}
+
+/** A new token family for (user, device) and its first refresh token. */
+function openSession(env: Env, db: Db, userId: string, deviceId: string, now: number): NewSession {
+  const familyId = crypto.randomUUID();
+  const first = refreshTokenRow(env, db, familyId, now);
+  return {
+    familyId,
+    refreshToken: first.token,
+    statements: [db.insert(tokenFamilies).values({ id: familyId, userId, deviceId, createdAt: now }), first.stmt],
+  };
+}
+
+type Ctx = Context<AppBindings>;
+
+function setRefreshCookie(c: Ctx, token: string): void {
+  setCookie(c, REFRESH_COOKIE, token, {
+    prefix: 'host',
+    httpOnly: true,
+    secure: true,
+    sameSite: 'Strict',
+    path: '/',
+    maxAge: Math.floor(LIMITS.refreshTokenTtlMs / 1000),
+  });
+}
+
+function clearRefreshCookie(c: Ctx): void {
+  deleteCookie(c, REFRESH_COOKIE, { prefix: 'host', path: '/', secure: true, httpOnly: true, sameSite: 'Strict' });
+}
+
+async function tokens(c: Ctx, a: { userId: string; deviceId: string; familyId: string; refreshToken: string }) {
+  setRefreshCookie(c, a.refreshToken);
+  const accessToken = await issueAccessToken(c.env, { userId: a.userId, deviceId: a.deviceId, familyId: a.familyId });
+  return { accessToken, expiresIn: LIMITS.accessTokenTtlSec, userId: a.userId, deviceId: a.deviceId };
+}
+
+type SecondFactor = 'ok' | 'invalid' | 'replayed';
+
+/** Accepts a TOTP code once: only for a time step above the last accepted one (compare-and-set). */
+async function useTotpCode(env: Env, db: Db, userId: string, code: string, now: number): Promise<SecondFactor> {
+  const row = await db.select().from(totpSecrets).where(eq(totpSecrets.userId, userId)).get();
+  if (!row) return 'invalid';
+  const step = totpStep(decryptTotpSecret(env, userId, row.secretEnc), code, now);
+  if (step === null) return 'invalid';
+  if (step <= row.lastStep) return 'replayed';
+  const won = await db
+    .update(totpSecrets)
+    .set({ lastStep: step })
+    .where(and(eq(totpSecrets.userId, userId), sql`${totpSecrets.lastStep} < ${step}`))
+    .returning({ userId: totpSecrets.userId });
+  return won.length === 1 ? 'ok' : 'replayed';
+}
+
+async function useRecoveryCode(env: Env, db: Db, userId: string, code: string, now: number): Promise<boolean> {
+  const used = await db
+    .update(recoveryCodes)
+    .set({ usedAt: now })
+    .where(
+      and(
+        eq(recoveryCodes.codeHash, tokenHash(env, canonicalRecoveryCode(code), 'recovery')),
+        eq(recoveryCodes.userId, userId),
+        isNull(recoveryCodes.usedAt),
+      ),
+    )
+    .returning({ userId: recoveryCodes.userId });
+  return used.length === 1;
+}
+
+/** Checks one second factor; throws the matching 401. */
+async function requireSecondFactor(
+  env: Env,
+  db: Db,
+  userId: string,
+  f: { code?: string | undefined; recoveryCode?: string | undefined },
+  now: number,
+): Promise<'totp' | 'recovery'> {
+  if (f.code !== undefined) {
+    const r = await useTotpCode(env, db, userId, f.code, now);
+    if (r === 'replayed')
+      throw new AppError(401, 'totp_code_used', 'this code was already used; wait for the next one');
+    if (r === 'invalid') throw new AppError(401, 'invalid_totp', 'wrong or expired authenticator code');
+    return 'totp';
+  }
+  if (f.recoveryCode !== undefined) {
+    if (!(await useRecoveryCode(env, db, userId, f.recoveryCode, now))) {
+      throw new AppError(401, 'invalid_recovery_code', 'recovery code unknown or already used');
+    }
+    return 'recovery';
+  }
+  throw new AppError(401, 'mfa_required', 'this account requires an authenticator or recovery code');
+}
+
+async function totpEnabled(db: Db, userId: string): Promise<boolean> {
+  const row = await db
+    .select({ enabledAt: totpSecrets.enabledAt })
+    .from(totpSecrets)
+    .where(eq(totpSecrets.userId, userId))
+    .get();
+  return row?.enabledAt != null;
+}
+
+function isUniqueViolation(err: unknown, column: string): boolean {
+  const msg = err instanceof Error ? `${err.message} ${String((err as { cause?: unknown }).cause ?? '')}` : '';
+  return msg.includes('UNIQUE') && msg.includes(column);
+}
+
+/** Cookie-authenticated routes refuse cross-origin callers (SameSite=Strict is the first line). */
+function checkOrigin(c: Ctx): void {
+  const origin = c.req.header('origin');
+  if (!origin) return;
+  if (origin === new URL(c.req.url).origin || (c.env.APP_ORIGIN && origin === c.env.APP_ORIGIN)) return;
+  throw new AppError(403, 'bad_origin', 'cross-origin request refused');
+}
+
+// ---- routes --------------------------------------------------------------------------------------------
+
+export const auth = new Hono<AppBindings>();
+
+auth.use(
+  '*',
+  bodyLimit({
+    maxSize: LIMITS.maxBodyBytes,
+    onError: () => {
+      throw new AppError(413, 'payload_too_large', 'request body too large');
+    },
+  }),
+  async (c, next) => {
+    await next();
+    c.header('Cache-Control', 'no-store');
+  },
+);
+
+/** A fresh single-use challenge. Reveals nothing about any user. */
+auth.post('/challenge', async (c) => {
+  const { challengeId, challenge, expiresAt } = await issueChallenge(c.env, makeDb(c.env), 'login');
+  return c.json({ challengeId, challenge: toB64u(challenge), expiresAt });
+});
+
+auth.post('/register', jsonBody, valid('json', registerRequest), async (c) => {
+  const body = c.req.valid('json');
+  const name = username(body.username);
+  const db = makeDb(c.env);
+  const client = clientKey(c);
+  await enforceRateLimit(c.env, 'register', [`client:${client}`]);
+  const challenge = await consumeChallenge(c.env, db, 'login', body.challengeId);
+  if (!challenge) throw invalidChallenge();
+
+  const taken = await db.select({ id: users.id }).from(users).where(eq(users.username, name)).get();
+  if (taken) throw new AppError(409, 'username_taken', 'this username is taken');
+  const idTaken = await db.select({ id: users.id }).from(users).where(eq(users.id, body.userId)).get();
+  if (idTaken) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
+
+  const now = Date.now();
+  const applied = await applyDeviceList(db, body.userId, body.userIdentityKey, null, body.deviceList, { now });
+  const device = applied.verified.devices[0]!;
+  if (applied.verified.devices.length !== 1) {
+    throw new AppError(422, 'invalid_device_list', 'a new account starts with exactly one device', {
+      reason: 'one_device_required',
+    });
+  }
+  if (device.deviceId !== body.deviceId) {
+    throw new AppError(422, 'invalid_device_list', 'deviceId is not the device in the list', {
+      reason: 'device_not_in_list',
+    });
+  }
+  if (!(await deviceSignatureOk(device.signingKey, challenge, body.userId, body.deviceId, body.challengeSignature))) {
+    throw invalidDeviceSignature();
+  }
+
+  const session = openSession(c.env, db, body.userId, body.deviceId, now);
+  try {
+    await db.batch([
+      db.insert(users).values({
+        id: body.userId,
+        username: name,
+        identityKey: body.userIdentityKey,
+        identityVersion: 1,
+        ...newPasswordRecord(body.passwordPrehash),
+        createdAt: now,
+      }),
+      ...applied.statements,
+      ...session.statements,
+      auditStmt(db, 'register', { userId: body.userId, deviceId: body.deviceId, clientHash: client }, now),
+    ]);
+  } catch (err) {
+    if (isUniqueViolation(err, 'users.username')) throw new AppError(409, 'username_taken', 'this username is taken');
+    if (isUniqueViolation(err, 'users.id')) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
+    throw err;
+  }
+  return c.json(await tokens(c, { userId: body.userId, deviceId: body.deviceId, ...session }), 201);
+});
+
+auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
+  const body = c.req.valid('json');
+  const name = username(body.username);
+  const db = makeDb(c.env);
+  const client = clientKey(c);
+  const account = accountKey(c.env, name);
+  await enforceRateLimit(c.env, 'login', [account, `client:${client}`]);
+  const challenge = await consumeChallenge(c.env, db, 'login', body.challengeId);
+  if (!challenge) throw invalidChallenge();
+
+  const now = Date.now();
+  const user = await db
+    .select({ id: users.id, passwordHash: users.passwordHash, passwordSalt: users.passwordSalt })
+    .from(users)
+    .where(eq(users.username, name))
+    .get();
+  // Same work and the same answer for an unknown user and a wrong password.
+  if (!checkPassword(body.passwordPrehash, user ?? null) || !user) {
+    await db.batch([auditStmt(db, 'login_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
+    throw invalidCredentials();
+  }
+
+  const device = await db
+    .select({ signingKey: devices.signingKey, revokedAt: devices.revokedAt })
+    .from(devices)
+    .where(and(eq(devices.userId, user.id), eq(devices.deviceId, body.deviceId)))
+    .get();
+  if (!device || device.revokedAt !== null) {
+    throw new AppError(
+      403,
+      'device_not_linked',
+      'this browser holds no keys for this account (or its device was removed): link it from a device ' +
+        'you already use, or reset the account identity (new keys; your contacts will see a key change)',
+    );
+  }
+  if (
+    !(await deviceSignatureOk(
+      new Uint8Array(device.signingKey),
+      challenge,
+      user.id,
+      body.deviceId,
+      body.challengeSignature,
+    ))
+  ) {
+    await db.batch([
+      auditStmt(
+        db,
+        'login_bad_device_signature',
+        { userId: user.id, deviceId: body.deviceId, clientHash: client },
+        now,
+      ),
+    ]);
+    throw invalidDeviceSignature();
+  }
+
+  if (await totpEnabled(db, user.id)) {
+    const mfaToken = newOpaqueToken();
+    await db.batch([
+      db.delete(mfaPending).where(sql`${mfaPending.expiresAt} < ${now}`),
+      db.insert(mfaPending).values({
+        tokenHash: tokenHash(c.env, mfaToken, 'mfa'),
+        userId: user.id,
+        deviceId: body.deviceId,
+        expiresAt: now + LIMITS.mfaPendingTtlMs,
+      }),
+      auditStmt(db, 'login_mfa_pending', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
+    ]);
+    return c.json({ mfaRequired: true as const, mfaToken });
+  }
+
+  const session = openSession(c.env, db, user.id, body.deviceId, now);
+  await db.batch([
+    ...session.statements,
+    db
+      .update(devices)
+      .set({ lastSeenAt: now })
+      .where(and(eq(devices.userId, user.id), eq(devices.deviceId, body.deviceId))),
+    auditStmt(db, 'login', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
+  ]);
+  await resetRateLimit(c.env, 'login', account);
+  return c.json(await tokens(c, { userId: user.id, deviceId: body.deviceId, ...session }));
+});
+
+/** Second step of a login on an account with TOTP: a code or a recovery code. */
+auth.post('/totp', jsonBody, valid('json', totpLoginRequest), async (c) => {
+  const body = c.req.valid('json');
+  const db = makeDb(c.env);
+  const client = clientKey(c);
+  await enforceRateLimit(c.env, 'totp', [`client:${client}`]);
+  const now = Date.now();
+  const hash = tokenHash(c.env, body.mfaToken, 'mfa');
+  const pending = await db.select().from(mfaPending).where(eq(mfaPending.tokenHash, hash)).get();
+  if (!pending || pending.expiresAt <= now) {
+    throw new AppError(401, 'invalid_mfa_token', 'sign-in step expired or unknown; sign in again');
+  }
+  await enforceRateLimit(c.env, 'totp', [`acct:${pending.userId}`]);
+  let method: 'totp' | 'recovery';
+  try {
+    method = await requireSecondFactor(c.env, db, pending.userId, body, now);
+  } catch (err) {
+    await db.batch([auditStmt(db, 'totp_failed', { userId: pending.userId, clientHash: client }, now)]);
+    throw err;
+  }
+  // Single use: whoever deletes the pending row completes the login.
+  const taken = await db.delete(mfaPending).where(eq(mfaPending.tokenHash, hash)).returning({ u: mfaPending.userId });
+  if (taken.length !== 1)
+    throw new AppError(401, 'invalid_mfa_token', 'sign-in step expired or unknown; sign in again');
+
+  const session = openSession(c.env, db, pending.userId, pending.deviceId, now);
+  await db.batch([
+    ...session.statements,
+    auditStmt(
+      db,
+      method === 'recovery' ? 'login_recovery_code' : 'login',
+      { userId: pending.userId, deviceId: pending.deviceId, clientHash: client, details: { mfa: method } },
+      now,
+    ),
+  ]);
+  const user = await db.select({ username: users.username }).from(users).where(eq(users.id, pending.userId)).get();
+  if (user) await resetRateLimit(c.env, 'login', accountKey(c.env, user.username));
+  await resetRateLimit(c.env, 'totp', `acct:${pending.userId}`);
+  return c.json(await tokens(c, { userId: pending.userId, deviceId: pending.deviceId, ...session }));
+});
+
+/**
+ * Rotates the refresh token (cookie only). A token presented again after its rotation revokes the whole
+ * family (theft: two parties hold descendants) — unless within LIMITS.refreshGraceMs of the rotation: a
+ * family belongs to exactly one device, so that is two tabs of the same browser refreshing at once, and
+ * it is honoured with a fresh token of the same family.
+ */
+auth.post('/refresh', async (c) => {
+  checkOrigin(c);
+  const token = getCookie(c, REFRESH_COOKIE, 'host');
+  if (!token || !/^[A-Za-z0-9_-]{43}$/.test(token)) {
+    throw new AppError(401, 'invalid_refresh', 'no valid refresh token; sign in again');
+  }
+  const db = makeDb(c.env);
+  const now = Date.now();
+  const hash = tokenHash(c.env, token, 'refresh');
+  const row = await db
+    .select({
+      familyId: refreshTokens.familyId,
+      expiresAt: refreshTokens.expiresAt,
+      rotatedAt: refreshTokens.rotatedAt,
+      userId: tokenFamilies.userId,
+      deviceId: tokenFamilies.deviceId,
+      familyRevokedAt: tokenFamilies.revokedAt,
+      deviceRevokedAt: devices.revokedAt,
+    })
+    .from(refreshTokens)
+    .innerJoin(tokenFamilies, eq(tokenFamilies.id, refreshTokens.familyId))
+    .innerJoin(devices, and(eq(devices.userId, tokenFamilies.userId), eq(devices.deviceId, tokenFamilies.deviceId)))
+    .where(eq(refreshTokens.tokenHash, hash))
+    .get();
+  if (!row) {
+    clearRefreshCookie(c);
+    throw new AppError(401, 'invalid_refresh', 'no valid refresh token; sign in again');
+  }
+  await enforceRateLimit(c.env, 'refresh', [`family:${row.familyId}`]);
+  if (row.familyRevokedAt !== null || row.deviceRevokedAt !== null) {
+    clearRefreshCookie(c);
+    throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
+  }
+  if (row.expiresAt <= now) {
+    clearRefreshCookie(c);
+    throw new AppError(401, 'refresh_expired', 'session expired; sign in again');
+  }
+  if (row.rotatedAt !== null && now - row.rotatedAt > LIMITS.refreshGraceMs) {
+    await db.batch([
+      db
+        .update(tokenFamilies)
+        .set({ revokedAt: now, revokeReason: 'refresh_reuse' })
+        .where(and(eq(tokenFamilies.id, row.familyId), isNull(tokenFamilies.revokedAt))),
+      auditStmt(
+        db,
+        'refresh_reuse',
+        { userId: row.userId, deviceId: row.deviceId, clientHash: clientKey(c), details: { familyId: row.familyId } },
+        now,
+      ),
+    ]);
+    clearRefreshCookie(c);
+    throw new AppError(401, 'refresh_reused', 'this sign-in was used elsewhere and has been ended; sign in again');
+  }
+  const next = refreshTokenRow(c.env, db, row.familyId, now);
+  await db.batch([
+    db
+      .update(refreshTokens)
+      .set({ rotatedAt: now })
+      .where(and(eq(refreshTokens.tokenHash, hash), isNull(refreshTokens.rotatedAt))),
+    next.stmt,
+  ]);
+  return c.json(
+    await tokens(c, { userId: row.userId, deviceId: row.deviceId, familyId: row.familyId, refreshToken: next.token }),
+  );
+});
+
+auth.get('/session', requireAuth, async (c) => {
+  const a = c.get('auth');
+  const db = makeDb(c.env);
+  const user = await db
+    .select({ username: users.username, identityVersion: users.identityVersion })
+    .from(users)
+    .where(eq(users.id, a.userId))
+    .get();
+  if (!user) throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
+  return c.json({
+    userId: a.userId,
+    deviceId: a.deviceId,
+    username: user.username,
+    identityVersion: user.identityVersion,
+    totpEnabled: await totpEnabled(db, a.userId),
+  });
+});
+
+auth.post('/logout', requireAuth, async (c) => {
+  const a = c.get('auth');
+  const db = makeDb(c.env);
+  const now = Date.now();
+  await db.batch([
+    db
+      .update(tokenFamilies)
+      .set({ revokedAt: now, revokeReason: 'logout' })
+      .where(and(eq(tokenFamilies.id, a.familyId), isNull(tokenFamilies.revokedAt))),
+    auditStmt(db, 'logout', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
+  ]);
+  clearRefreshCookie(c);
+  return c.json({ ok: true as const });
+});
+
+auth.post('/logout-all', requireAuth, async (c) => {
+  const a = c.get('auth');
+  const db = makeDb(c.env);
+  const now = Date.now();
+  const [revoked] = await db.batch([
+    db
+      .update(tokenFamilies)
+      .set({ revokedAt: now, revokeReason: 'logout_all' })
+      .where(and(eq(tokenFamilies.userId, a.userId), isNull(tokenFamilies.revokedAt)))
+      .returning({ id: tokenFamilies.id }),
+    auditStmt(db, 'logout_all', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
+  ]);
+  clearRefreshCookie(c);
+  return c.json({ ok: true as const, revokedSessions: revoked.length });
+});
+
+/** Signs one device out (all its sessions). Key-level device removal is the devices API. */
+auth.post('/sessions/revoke', requireAuth, jsonBody, valid('json', revokeSessionRequest), async (c) => {
+  const a = c.get('auth');
+  const { deviceId } = c.req.valid('json');
+  const db = makeDb(c.env);
+  const known = await db
+    .select({ d: devices.deviceId })
+    .from(devices)
+    .where(and(eq(devices.userId, a.userId), eq(devices.deviceId, deviceId)))
+    .get();
+  if (!known) throw new AppError(404, 'unknown_device', 'no such device on this account');
+  const now = Date.now();
+  const [revoked] = await db.batch([
+    db
+      .update(tokenFamilies)
+      .set({ revokedAt: now, revokeReason: 'signed_out_by_user' })
+      .where(
+        and(eq(tokenFamilies.userId, a.userId), eq(tokenFamilies.deviceId, deviceId), isNull(tokenFamilies.revokedAt)),
+      )
+      .returning({ id: tokenFamilies.id }),
+    auditStmt(
+      db,
+      'sessions_revoked',
+      { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c), details: { targetDeviceId: deviceId } },
+      now,
+    ),
+  ]);
+  if (deviceId === a.deviceId) clearRefreshCookie(c);
+  return c.json({ ok: true as const, revokedSessions: revoked.length });
+});
+
+/** Change password: proves the current one, stores a new salt + hash, signs out every other session. */
+auth.post('/password', requireAuth, jsonBody, valid('json', passwordChangeRequest), async (c) => {
+  const a = c.get('auth');
+  const body = c.req.valid('json');
+  const db = makeDb(c.env);
+  const client = clientKey(c);
+  const user = await db
+    .select({ username: users.username, passwordHash: users.passwordHash, passwordSalt: users.passwordSalt })
+    .from(users)
+    .where(eq(users.id, a.userId))
+    .get();
+  if (!user) throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
+  await enforceRateLimit(c.env, 'login', [accountKey(c.env, user.username), `client:${client}`]);
+  const now = Date.now();
+  if (!checkPassword(body.currentPrehash, user)) {
+    await db.batch([auditStmt(db, 'password_change_failed', { userId: a.userId, clientHash: client }, now)]);
+    throw invalidCredentials();
+  }
+  const [, revoked] = await db.batch([
+    db.update(users).set(newPasswordRecord(body.newPrehash)).where(eq(users.id, a.userId)),
+    db
+      .update(tokenFamilies)
+      .set({ revokedAt: now, revokeReason: 'password_changed' })
+      .where(and(eq(tokenFamilies.userId, a.userId), ne(tokenFamilies.id, a.familyId), isNull(tokenFamilies.revokedAt)))
+      .returning({ id: tokenFamilies.id }),
+    db.delete(mfaPending).where(eq(mfaPending.userId, a.userId)),
+    auditStmt(db, 'password_changed', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
+  ]);
+  return c.json({ ok: true as const, revokedSessions: revoked.length });
+});
+
+auth.post('/totp/enroll', requireAuth, async (c) => {
+  const a = c.get('auth');
+  const db = makeDb(c.env);
+  const existing = await db
+    .select({ enabledAt: totpSecrets.enabledAt })
+    .from(totpSecrets)
+    .where(eq(totpSecrets.userId, a.userId))
+    .get();
+  if (existing?.enabledAt != null) throw new AppError(409, 'totp_already_enabled', 'disable TOTP first');
+  const user = await db.select({ username: users.username }).from(users).where(eq(users.id, a.userId)).get();
+  const secret = newTotpSecret();
+  const secretEnc = encryptTotpSecret(c.env, a.userId, secret);
+  const now = Date.now();
+  await db.batch([
+    db
+      .insert(totpSecrets)
+      .values({ userId: a.userId, secretEnc, enabledAt: null, lastStep: 0 })
+      .onConflictDoUpdate({ target: totpSecrets.userId, set: { secretEnc, enabledAt: null, lastStep: 0 } }),
+    auditStmt(db, 'totp_enroll_started', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
+  ]);
+  const { uri, base32 } = otpauthUri(secret, user?.username ?? a.userId);
+  return c.json({ otpauthUri: uri, secret: base32 });
+});
+
+auth.post('/totp/confirm', requireAuth, jsonBody, valid('json', totpCodeRequest), async (c) => {
+  const a = c.get('auth');
+  const { code } = c.req.valid('json');
+  const db = makeDb(c.env);
+  const client = clientKey(c);
+  await enforceRateLimit(c.env, 'totp', [`acct:${a.userId}`, `client:${client}`]);
+  const row = await db.select().from(totpSecrets).where(eq(totpSecrets.userId, a.userId)).get();
+  if (!row || row.enabledAt !== null) throw new AppError(409, 'totp_not_pending', 'start enrolment first');
+  const now = Date.now();
+  const step = totpStep(decryptTotpSecret(c.env, a.userId, row.secretEnc), code, now);
+  if (step === null) throw new AppError(401, 'invalid_totp', 'wrong or expired authenticator code');
+  const codes = Array.from({ length: RECOVERY_CODE_COUNT }, () => newRecoveryCode());
+  const [enabled] = await db.batch([
+    db
+      .update(totpSecrets)
+      .set({ enabledAt: now, lastStep: step })
+      .where(and(eq(totpSecrets.userId, a.userId), isNull(totpSecrets.enabledAt)))
+      .returning({ u: totpSecrets.userId }),
+    db.delete(recoveryCodes).where(eq(recoveryCodes.userId, a.userId)),
+    db
+      .insert(recoveryCodes)
+      .values(
+        codes.map((k) => ({ codeHash: tokenHash(c.env, canonicalRecoveryCode(k), 'recovery'), userId: a.userId })),
+      ),
+    auditStmt(db, 'totp_enabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
+  ]);
+  if (enabled.length !== 1) throw new AppError(409, 'totp_not_pending', 'start enrolment first');
+  return c.json({ recoveryCodes: codes });
+});
+
+auth.post('/totp/disable', requireAuth, jsonBody, valid('json', totpCodeRequest), async (c) => {
+  const a = c.get('auth');
+  const { code } = c.req.valid('json');
+  const db = makeDb(c.env);
+  const client = clientKey(c);
+  await enforceRateLimit(c.env, 'totp', [`acct:${a.userId}`, `client:${client}`]);
+  if (!(await totpEnabled(db, a.userId))) throw new AppError(409, 'totp_not_enabled', 'TOTP is not enabled');
+  const now = Date.now();
+  await requireSecondFactor(c.env, db, a.userId, { code }, now);
+  await db.batch([
+    db.delete(totpSecrets).where(eq(totpSecrets.userId, a.userId)),
+    db.delete(recoveryCodes).where(eq(recoveryCodes.userId, a.userId)),
+    auditStmt(db, 'totp_disabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
+  ]);
+  return c.json({ ok: true as const });
+});
+
+/**
+ * Identity reset: for a user who lost every device. Explicit and audited: a new user identity key and a
+ * one-device list signed by it (version = previous + 1); every old device is revoked, every session
+ * ended, every prekey deleted, users.identity_version bumped (contacts see a key change). Needs the
+ * password, a device-signed challenge from the new device, and the second factor if TOTP is enabled.
+ */
+auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), async (c) => {
+  const body = c.req.valid('json');
+  const name = username(body.username);
+  const db = makeDb(c.env);
+  const client = clientKey(c);
+  const account = accountKey(c.env, name);
+  await enforceRateLimit(c.env, 'login', [account, `client:${client}`]);
+  const challenge = await consumeChallenge(c.env, db, 'login', body.challengeId);
+  if (!challenge) throw invalidChallenge();
+  const now = Date.now();
+  const user = await db
+    .select({
+      id: users.id,
+      passwordHash: users.passwordHash,
+      passwordSalt: users.passwordSalt,
+      identityVersion: users.identityVersion,
+    })
+    .from(users)
+    .where(eq(users.username, name))
+    .get();
+  if (!checkPassword(body.passwordPrehash, user ?? null) || !user) {
+    await db.batch([auditStmt(db, 'reset_identity_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
+    throw invalidCredentials();
+  }
+
+  const prev = await db
+    .select({ list: deviceLists.list })
+    .from(deviceLists)
+    .where(eq(deviceLists.userId, user.id))
+    .get();
+  const applied = await applyDeviceList(
+    db,
+    user.id,
+    body.userIdentityKey,
+    prev ? new Uint8Array(prev.list) : null,
+    body.deviceList,
+    { allowIdentityChange: true, now },
+  );
+  const device = applied.verified.devices[0]!;
+  if (applied.verified.devices.length !== 1) {
+    throw new AppError(422, 'invalid_device_list', 'a reset identity starts with exactly one device', {
+      reason: 'one_device_required',
+    });
+  }
+  if (device.deviceId !== body.deviceId) {
+    throw new AppError(422, 'invalid_device_list', 'deviceId is not the device in the list', {
+      reason: 'device_not_in_list',
+    });
+  }
+  if (!(await deviceSignatureOk(device.signingKey, challenge, user.id, body.deviceId, body.challengeSignature))) {
+    throw invalidDeviceSignature();
+  }
+  if (await totpEnabled(db, user.id)) await requireSecondFactor(c.env, db, user.id, body, now);
+
+  const session = openSession(c.env, db, user.id, body.deviceId, now);
+  await db.batch([
+    db
+      .update(users)
+      .set({ identityKey: body.userIdentityKey, identityVersion: sql`${users.identityVersion} + 1` })
+      .where(eq(users.id, user.id)),
+    ...applied.statements,
+    db
+      .update(devices)
+      .set({ revokedAt: now })
+      .where(and(eq(devices.userId, user.id), ne(devices.deviceId, body.deviceId), isNull(devices.revokedAt))),
+    db
+      .update(tokenFamilies)
+      .set({ revokedAt: now, revokeReason: 'identity_reset' })
+      .where(and(eq(tokenFamilies.userId, user.id), isNull(tokenFamilies.revokedAt))),
+    db.delete(schema.signedPrekeys).where(eq(schema.signedPrekeys.userId, user.id)),
+    db.delete(schema.oneTimePrekeys).where(eq(schema.oneTimePrekeys.userId, user.id)),
+    db.delete(schema.kemPrekeys).where(eq(schema.kemPrekeys.userId, user.id)),
+    db.delete(mfaPending).where(eq(mfaPending.userId, user.id)),
+    ...session.statements,
+    auditStmt(
+      db,
+      'identity_reset',
+      {
+        userId: user.id,
+        deviceId: body.deviceId,
+        clientHash: client,
+        details: { identityVersion: user.identityVersion + 1, revokedDevices: applied.revoked.length },
+      },
+      now,
+    ),
+  ]);
+  await resetRateLimit(c.env, 'login', account);
+  return c.json(await tokens(c, { userId: user.id, deviceId: body.deviceId, ...session }));
+});
