@@ -1,19 +1,89 @@
 import { Hono } from 'hono';
+import { z } from 'zod';
+import { requireAuth } from '../auth/middleware.js';
+import { INTERNAL_DEVICE_HEADER, INTERNAL_USER_HEADER } from '../conversation.js';
+import { makeDb } from '../db.js';
+import {
+  appendEntry,
+  createConversation,
+  getConversation,
+  listConversations,
+  MAX_CREATE_ENTRIES,
+  MAX_LOG_PAGE,
+  membershipLogPage,
+} from '../domain/conversations.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
+import { b64uBytes } from '../validate.js';
+import { callerOf, parseInput, readJson, smallBody } from './input.js';
 
 const ID = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** A signed membership entry is < 500 bytes (ids ≤ 64 B, title ≤ 256 B, 64 B signature). */
+const ENTRY_MAX = 1024;
+export const createConversationBody = z.object({
+  kind: z.enum(['direct', 'group']),
+  entries: z
+    .array(b64uBytes({ max: ENTRY_MAX }))
+    .min(1)
+    .max(MAX_CREATE_ENTRIES),
+});
+export const appendEntryBody = z.object({ entry: b64uBytes({ max: ENTRY_MAX }) });
+const logQuery = z.object({
+  afterSeq: z.coerce.number().int().min(-1).max(0xffffffff).default(-1),
+  limit: z.coerce.number().int().min(1).max(MAX_LOG_PAGE).default(MAX_LOG_PAGE),
+});
+
 /**
- * Conversation routes. The skeleton forwards WebSocket upgrades to the conversation's Durable Object;
+ * Conversations with a signed membership log (domain logic in worker/domain/conversations.ts):
+ *
+ *   GET  /api/conversations                 → { conversations: [{ id, kind, role, headSeq, createdAt }] }
+ *   POST /api/conversations                 { kind, entries: [b64u] } → 201 conversation
+ *   GET  /api/conversations/:id             → conversation { id, kind, headSeq, headHash, members }
+ *   GET  /api/conversations/:id/log         ?afterSeq&limit → { entries: [{ seq, entry, author… }] }
+ *   POST /api/conversations/:id/log         { entry: b64u } → conversation
+ *
+ * Non-members get 404 `not_found` on every :id route.
+ *
+ * The skeleton forwards WebSocket upgrades to the conversation's Durable Object;
  * ticket-based authentication and membership checks before forwarding come with the delivery issue.
  */
-export const conversations = new Hono<AppBindings>().get('/:id/ws', async (c) => {
-  const id = c.req.param('id');
-  if (!ID.test(id)) throw new AppError(400, 'bad_conversation_id', 'conversation id must be 1-64 of [A-Za-z0-9_-]');
-  if (c.req.header('Upgrade')?.toLowerCase() !== 'websocket') {
-    throw new AppError(400, 'upgrade_required', 'expected a WebSocket upgrade');
-  }
-  const stub = c.env.CONVERSATION.get(c.env.CONVERSATION.idFromName(id));
-  return stub.fetch(c.req.raw);
-});
+export const conversations = new Hono<AppBindings>()
+  .get('/', requireAuth, async (c) =>
+    c.json({ conversations: await listConversations(makeDb(c.env), c.get('auth').userId) }),
+  )
+  .post('/', smallBody, requireAuth, async (c) => {
+    const body = await readJson(c, createConversationBody);
+    return c.json(await createConversation(callerOf(c), body), 201);
+  })
+  .get('/:id', requireAuth, async (c) =>
+    c.json(await getConversation(makeDb(c.env), c.get('auth').userId, c.req.param('id'))),
+  )
+  .get('/:id/log', requireAuth, async (c) => {
+    const q = parseInput(logQuery, c.req.query());
+    const entries = await membershipLogPage(
+      makeDb(c.env),
+      c.get('auth').userId,
+      c.req.param('id'),
+      q.afterSeq,
+      q.limit,
+    );
+    return c.json({ entries });
+  })
+  .post('/:id/log', smallBody, requireAuth, async (c) => {
+    const body = await readJson(c, appendEntryBody);
+    return c.json(await appendEntry(callerOf(c), c.req.param('id'), body.entry));
+  })
+  .get('/:id/ws', async (c) => {
+    const id = c.req.param('id');
+    if (!ID.test(id)) throw new AppError(400, 'bad_conversation_id', 'conversation id must be 1-64 of [A-Za-z0-9_-]');
+    if (c.req.header('Upgrade')?.toLowerCase() !== 'websocket') {
+      throw new AppError(400, 'upgrade_required', 'expected a WebSocket upgrade');
+    }
+    const stub = c.env.CONVERSATION.get(c.env.CONVERSATION.idFromName(id));
+    // The DO tags sockets by these headers; a client must never choose them (they are set after auth).
+    const forwarded = new Request(c.req.raw);
+    forwarded.headers.delete(INTERNAL_USER_HEADER);
+    forwarded.headers.delete(INTERNAL_DEVICE_HEADER);
+    return stub.fetch(forwarded);
+  });

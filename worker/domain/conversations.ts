@@ -1,0 +1,365 @@
+/**
+ * Conversations and their signed membership log (PITFALLS 17). The server is a verifier, never an author:
+ * every change is a membership entry signed by a member's device, checked here with the protocol core
+ * (`applyEntry`: hash chain, author device key from the author's CURRENT device list, signature, role ×
+ * action table) against the stored fold (members + head), then appended in one `db.batch` with the member
+ * changes, the new head (compare-and-swap) and an audit event.
+ *
+ * Kinds: `group` — entry 0 `create` (author becomes owner) and any entries after it. `direct` — exactly two
+ * members, created in one request as [create by A, add B as member]; the log is closed after that (no
+ * rename, add, remove or leave — hiding a 1:1 chat is a client-side action), so a direct conversation can
+ * never gain a third member.
+ *
+ * Reads are for members only; a non-member gets 404 `not_found` so existence is not revealed.
+ */
+import { and, asc, eq, gt, inArray, isNull } from 'drizzle-orm';
+import { equal, toB64u } from '../../web/src/protocol/bytes.js';
+import { ErrorCode, ProtocolError } from '../../web/src/protocol/errors.js';
+import type { DeviceKeyResolver } from '../../web/src/protocol/identity.js';
+import { theirEd25519 } from '../../web/src/protocol/keys.js';
+import {
+  applyEntry,
+  decodeMembershipEntry,
+  entryHash,
+  type MembershipEntry,
+  type MembershipState,
+  type Role,
+} from '../../web/src/protocol/membership.js';
+import type { Db } from '../db.js';
+import { schema } from '../db.js';
+import { AppError } from '../errors.js';
+import { log } from '../log.js';
+import { asBytes, auditStmt, type Caller, curves, isConstraintError, writeBatch } from './common.js';
+
+/** Entries accepted in one create request (more members are added with later entries). */
+export const MAX_CREATE_ENTRIES = 64;
+/** Log entries returned per read page. */
+export const MAX_LOG_PAGE = 500;
+const CONVERSATION_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export type Kind = 'direct' | 'group';
+
+export interface MemberView {
+  userId: string;
+  role: Role;
+  joinedSeq: number;
+}
+export interface LogEntryView {
+  seq: number;
+  /** base64url of the exact signed encoding. */
+  entry: string;
+  authorUserId: string;
+  authorDeviceId: string;
+}
+export interface ConversationView {
+  id: string;
+  kind: Kind;
+  headSeq: number;
+  headHash: string;
+  createdAt: number;
+  members: MemberView[];
+}
+
+const notFound = () => new AppError(404, 'not_found', 'no such conversation');
+
+function decodeEntry(bytes: Uint8Array): MembershipEntry {
+  try {
+    return decodeMembershipEntry(bytes);
+  } catch {
+    throw new AppError(400, 'invalid_entry', 'membership entry does not decode');
+  }
+}
+
+function entryError(err: unknown): AppError {
+  if (!(err instanceof ProtocolError)) throw err;
+  switch (err.code) {
+    case ErrorCode.Signature:
+      return new AppError(422, 'invalid_signature', 'membership entry signature does not verify');
+    case ErrorCode.Forbidden:
+      return new AppError(403, 'forbidden', 'the author may not perform this action');
+    case ErrorCode.LimitExceeded:
+      return new AppError(422, 'too_many_members', 'conversation member limit reached');
+    default:
+      return new AppError(422, 'invalid_entry', 'membership entry breaks a log rule');
+  }
+}
+
+/** Signing keys of the live (non-revoked) devices of `userIds`, from their certified device rows. */
+async function resolverFor(db: Db, userIds: string[]): Promise<DeviceKeyResolver> {
+  const unique = [...new Set(userIds)];
+  const rows =
+    unique.length === 0
+      ? []
+      : await db
+          .select({ userId: schema.devices.userId, deviceId: schema.devices.deviceId, key: schema.devices.signingKey })
+          .from(schema.devices)
+          .where(and(inArray(schema.devices.userId, unique), isNull(schema.devices.revokedAt)))
+          .all();
+  const map = new Map(rows.map((r) => [JSON.stringify([r.userId, r.deviceId]), asBytes(r.key)]));
+  return (userId, deviceId) => {
+    const k = map.get(JSON.stringify([userId, deviceId]));
+    return k ? theirEd25519(k) : undefined;
+  };
+}
+
+async function assertUsersExist(db: Db, userIds: string[]): Promise<void> {
+  const unique = [...new Set(userIds)];
+  if (unique.length === 0) return;
+  const rows = await db
+    .select({ id: schema.users.id })
+    .from(schema.users)
+    .where(inArray(schema.users.id, unique))
+    .all();
+  if (rows.length !== unique.length) throw new AppError(422, 'unknown_user', 'an added user does not exist');
+}
+
+function chunks<T>(rows: T[], paramsPerRow: number): T[][] {
+  const size = Math.max(1, Math.floor(90 / paramsPerRow));
+  const out: T[][] = [];
+  for (let i = 0; i < rows.length; i += size) out.push(rows.slice(i, i + size));
+  return out;
+}
+
+export async function createConversation(
+  caller: Caller,
+  input: { kind: Kind; entries: Uint8Array[] },
+): Promise<ConversationView> {
+  const { db, auth } = caller;
+  if (input.entries.length === 0 || input.entries.length > MAX_CREATE_ENTRIES)
+    throw new AppError(400, 'invalid_request', `1 to ${MAX_CREATE_ENTRIES} entries`);
+  const entries = input.entries.map(decodeEntry);
+  const first = entries[0]!;
+  if (first.action !== 'create') throw new AppError(422, 'invalid_entry', 'the first entry must be create');
+  if (!CONVERSATION_ID.test(first.conversationId))
+    throw new AppError(422, 'invalid_entry', 'conversation id must be 1-64 of [A-Za-z0-9_-]');
+  if (first.authorUserId !== auth.userId)
+    throw new AppError(403, 'forbidden', 'the creator must be the signed-in user');
+  if (input.kind === 'direct') {
+    const second = entries[1];
+    if (entries.length !== 2 || second?.action !== 'add' || second.role !== 'member')
+      throw new AppError(422, 'invalid_direct', 'a direct conversation is [create, add the other user as member]');
+  }
+  await assertUsersExist(
+    db,
+    entries.filter((e) => e.action === 'add').map((e) => e.target!),
+  );
+  const resolve = await resolverFor(
+    db,
+    entries.map((e) => e.authorUserId),
+  );
+  const c = await curves();
+  let state: MembershipState | null = null;
+  const joined = new Map<string, number>();
+  try {
+    for (const e of entries) {
+      state = await applyEntry(c, state, e, resolve);
+      if (e.action === 'create') joined.set(e.authorUserId, 0);
+      if (e.action === 'add') joined.set(e.target!, e.seq);
+    }
+  } catch (err) {
+    throw entryError(err);
+  }
+  const final = state!;
+  const id = first.conversationId;
+  const now = Date.now();
+  const memberRows = [...final.members].map(([userId, role]) => ({
+    conversationId: id,
+    userId,
+    role,
+    joinedSeq: joined.get(userId) ?? 0,
+  }));
+  const logRows = entries.map((e, i) => ({
+    conversationId: id,
+    seq: e.seq,
+    entry: input.entries[i]!,
+    entryHash: entryHash(e),
+    authorUserId: e.authorUserId,
+    authorDeviceId: e.authorDeviceId,
+    createdAt: now,
+  }));
+  try {
+    await writeBatch(caller.env, [
+      db
+        .insert(schema.conversations)
+        .values({ id, kind: input.kind, headSeq: final.seq, headHash: final.headHash, createdAt: now }),
+      ...chunks(logRows, 7).map((part) => db.insert(schema.membershipLog).values(part)),
+      ...chunks(memberRows, 4).map((part) => db.insert(schema.members).values(part)),
+      auditStmt(caller, 'conversation.created', {
+        conversationId: id,
+        kind: input.kind,
+        members: memberRows.length,
+        headSeq: final.seq,
+      }),
+    ]);
+  } catch (err) {
+    if (isConstraintError(err)) throw new AppError(409, 'conversation_exists', 'a conversation with this id exists');
+    throw err;
+  }
+  return {
+    id,
+    kind: input.kind,
+    headSeq: final.seq,
+    headHash: toB64u(final.headHash),
+    createdAt: now,
+    members: memberRows.map(({ userId, role, joinedSeq }) => ({ userId, role, joinedSeq })),
+  };
+}
+
+async function loadForMember(db: Db, userId: string, id: string) {
+  if (!CONVERSATION_ID.test(id)) throw notFound();
+  const [conv, mine] = await db.batch([
+    db.select().from(schema.conversations).where(eq(schema.conversations.id, id)),
+    db
+      .select({ role: schema.members.role })
+      .from(schema.members)
+      .where(and(eq(schema.members.conversationId, id), eq(schema.members.userId, userId))),
+  ]);
+  if (!conv[0] || !mine[0]) throw notFound();
+  return conv[0];
+}
+
+async function membersOf(db: Db, id: string): Promise<MemberView[]> {
+  return db
+    .select({ userId: schema.members.userId, role: schema.members.role, joinedSeq: schema.members.joinedSeq })
+    .from(schema.members)
+    .where(eq(schema.members.conversationId, id))
+    .orderBy(asc(schema.members.joinedSeq), asc(schema.members.userId))
+    .all();
+}
+
+export async function appendEntry(caller: Caller, conversationId: string, entryBytes: Uint8Array) {
+  const { db, auth, env } = caller;
+  const conv = await loadForMember(db, auth.userId, conversationId);
+  const entry = decodeEntry(entryBytes);
+  if (conv.kind === 'direct')
+    throw new AppError(422, 'direct_conversation_closed', 'a direct conversation takes no further entries');
+  const headHash = asBytes(conv.headHash);
+  if (entry.conversationId !== conv.id || entry.seq !== conv.headSeq + 1 || !equal(entry.prevHash, headHash)) {
+    throw new AppError(409, 'chain_conflict', 'entry does not extend the current head', { headSeq: conv.headSeq });
+  }
+  const current = await membersOf(db, conv.id);
+  const before = new Map(current.map((m) => [m.userId, m.role]));
+  const state: MembershipState = {
+    conversationId: conv.id,
+    members: before,
+    // The title is not needed for any server-side rule; clients read it from the log.
+    title: '',
+    headHash,
+    seq: conv.headSeq,
+  };
+  if (entry.action === 'add') await assertUsersExist(db, [entry.target!]);
+  let next: MembershipState;
+  try {
+    next = await applyEntry(await curves(), state, entry, await resolverFor(db, [entry.authorUserId]));
+  } catch (err) {
+    throw entryError(err);
+  }
+  const removed = [...before.keys()].filter((u) => !next.members.has(u));
+  const stmts = [];
+  stmts.push(
+    db.insert(schema.membershipLog).values({
+      conversationId: conv.id,
+      seq: entry.seq,
+      entry: entryBytes,
+      entryHash: next.headHash,
+      authorUserId: entry.authorUserId,
+      authorDeviceId: entry.authorDeviceId,
+    }),
+    db
+      .update(schema.conversations)
+      .set({ headSeq: next.seq, headHash: next.headHash })
+      .where(and(eq(schema.conversations.id, conv.id), eq(schema.conversations.headSeq, conv.headSeq))),
+  );
+  for (const u of removed) {
+    stmts.push(
+      db.delete(schema.members).where(and(eq(schema.members.conversationId, conv.id), eq(schema.members.userId, u))),
+    );
+  }
+  for (const [u, role] of next.members) {
+    const had = before.get(u);
+    if (had === undefined) {
+      stmts.push(db.insert(schema.members).values({ conversationId: conv.id, userId: u, role, joinedSeq: entry.seq }));
+    } else if (had !== role) {
+      stmts.push(
+        db
+          .update(schema.members)
+          .set({ role })
+          .where(and(eq(schema.members.conversationId, conv.id), eq(schema.members.userId, u))),
+      );
+    }
+  }
+  stmts.push(
+    auditStmt(caller, 'membership.appended', {
+      conversationId: conv.id,
+      seq: entry.seq,
+      action: entry.action,
+      target: entry.target,
+    }),
+  );
+  try {
+    await writeBatch(env, stmts);
+  } catch (err) {
+    // Two appends for the same seq: the second hits membership_log's primary key and rolls back.
+    if (isConstraintError(err)) throw new AppError(409, 'chain_conflict', 'entry does not extend the current head');
+    throw err;
+  }
+  try {
+    await env.CONVERSATION.get(env.CONVERSATION.idFromName(conv.id)).membershipChanged(toB64u(entryBytes), removed);
+  } catch {
+    // Committed already; a socket the DO failed to close is refused at its next membership check.
+    log('warn', 'membership_notify_failed', { conversationId: conv.id });
+  }
+  return getConversation(db, auth.userId, conv.id);
+}
+
+export async function listConversations(db: Db, userId: string) {
+  return db
+    .select({
+      id: schema.conversations.id,
+      kind: schema.conversations.kind,
+      role: schema.members.role,
+      headSeq: schema.conversations.headSeq,
+      createdAt: schema.conversations.createdAt,
+    })
+    .from(schema.members)
+    .innerJoin(schema.conversations, eq(schema.conversations.id, schema.members.conversationId))
+    .where(eq(schema.members.userId, userId))
+    .orderBy(asc(schema.conversations.createdAt), asc(schema.conversations.id))
+    .all();
+}
+
+export async function getConversation(db: Db, userId: string, id: string): Promise<ConversationView> {
+  const conv = await loadForMember(db, userId, id);
+  return {
+    id: conv.id,
+    kind: conv.kind,
+    headSeq: conv.headSeq,
+    headHash: toB64u(asBytes(conv.headHash)),
+    createdAt: conv.createdAt,
+    members: await membersOf(db, conv.id),
+  };
+}
+
+/** Log entries with seq > afterSeq, oldest first, at most `limit` (≤ MAX_LOG_PAGE). Members only. */
+export async function membershipLogPage(
+  db: Db,
+  userId: string,
+  id: string,
+  afterSeq = -1,
+  limit = MAX_LOG_PAGE,
+): Promise<LogEntryView[]> {
+  await loadForMember(db, userId, id);
+  const rows = await db
+    .select({
+      seq: schema.membershipLog.seq,
+      entry: schema.membershipLog.entry,
+      authorUserId: schema.membershipLog.authorUserId,
+      authorDeviceId: schema.membershipLog.authorDeviceId,
+    })
+    .from(schema.membershipLog)
+    .where(and(eq(schema.membershipLog.conversationId, id), gt(schema.membershipLog.seq, afterSeq)))
+    .orderBy(asc(schema.membershipLog.seq))
+    .limit(Math.min(Math.max(1, limit), MAX_LOG_PAGE))
+    .all();
+  return rows.map((r) => ({ ...r, entry: toB64u(asBytes(r.entry)) }));
+}

@@ -1,0 +1,470 @@
+/**
+ * GraphQL-lite at /graphql: real GraphQL over HTTP executed by graphql-js 16, sharing every rule with the
+ * REST routes through worker/domain/*.
+ *
+ * Request handling, in this order (PITFALLS 24, 25) — nothing reaches a resolver before all limits pass:
+ *   1. method GET (queries only; a mutation over GET is 405) or POST with `application/json`;
+ *   2. document size ≤ LIMITS.graphqlMaxQueryBytes (413 QUERY_TOO_LARGE);
+ *   3. parse with the GraphQL Armor token-counting parser, ≤ LIMITS.graphqlMaxTokens (400);
+ *   4. GraphQL Armor depth / alias / cost rules from LIMITS (400 QUERY_TOO_COMPLEX), then graphql-js's
+ *      specified validation rules (400 GRAPHQL_VALIDATION_FAILED);
+ *   5. the Bearer access token, verified exactly as REST's requireAuth (401 UNAUTHENTICATED if present
+ *      and invalid; absent → only introspection and `user`-less fields work, the rest say UNAUTHENTICATED);
+ *   6. execution. Resolver errors come back with HTTP 200 and `errors[].extensions.code` (+ `reason`, the
+ *      REST error code); unknown errors are masked as INTERNAL_SERVER_ERROR.
+ *
+ * Introspection is allowed (GraphiQL and codegen work); the schema has no private field at all — no
+ * password, token, secret or private key exists in it.
+ */
+
+import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
+import { maxAliasesRule } from '@escape.tech/graphql-armor-max-aliases';
+import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
+import { MaxTokensParserWLexer } from '@escape.tech/graphql-armor-max-tokens';
+import { eq } from 'drizzle-orm';
+import {
+  buildSchema,
+  type DocumentNode,
+  type ExecutionResult,
+  execute,
+  type GraphQLError,
+  type GraphQLFormattedError,
+  getOperationAST,
+  specifiedRules,
+  validate,
+} from 'graphql';
+import { type Context, Hono } from 'hono';
+import { z } from 'zod';
+import { toB64u, utf8 } from '../../web/src/protocol/bytes.js';
+import { requireAuth } from '../auth/middleware.js';
+import { clientKey } from '../context.js';
+import { makeDb, schema as tables } from '../db.js';
+import type { Caller } from '../domain/common.js';
+import { asBytes } from '../domain/common.js';
+import {
+  appendEntry,
+  type ConversationView,
+  createConversation,
+  getConversation,
+  listConversations,
+  membershipLogPage,
+} from '../domain/conversations.js';
+import {
+  currentDeviceList,
+  issueDeviceChallenge,
+  listDevices,
+  registerDevice,
+  revokeDevice,
+} from '../domain/devices.js';
+import { claimBundles, prekeyCounts, uploadPrekeys } from '../domain/keys.js';
+import type { AppBindings } from '../env.js';
+import { AppError } from '../errors.js';
+import { LIMITS } from '../limits.js';
+import { log } from '../log.js';
+import { idString } from '../validate.js';
+import { appendEntryBody, createConversationBody } from './conversations.js';
+import { registerDeviceBody, revokeDeviceBody } from './devices.js';
+import { parseInput } from './input.js';
+import { claimBody, uploadBody } from './keys.js';
+
+export const SDL = /* GraphQL */ `
+"""All byte strings are base64url (RFC 4648 section 5, no padding). Times are ms since the epoch."""
+type Query {
+  "The signed-in user."
+  viewer: Viewer!
+  "Directory lookup by (normalised) username; null if there is no such user."
+  user(username: String!): User
+  "Conversations the viewer is a member of."
+  conversations: [Conversation!]!
+  "A conversation the viewer is a member of (NOT_FOUND otherwise)."
+  conversation(id: ID!): Conversation
+  "Prekey counts of the viewer's current device."
+  prekeyCount: PrekeyCounts!
+}
+
+type Viewer {
+  id: ID!
+  username: String!
+  deviceId: ID!
+  devices: [Device!]!
+  deviceList: DeviceList
+}
+
+type Device {
+  deviceId: ID!
+  createdAt: Float!
+  lastSeenAt: Float
+  revoked: Boolean!
+}
+
+"A device list exactly as the user identity key signed it (verify it on the client)."
+type DeviceList {
+  version: Int!
+  bytes: String!
+}
+
+type User {
+  id: ID!
+  username: String!
+  "Ed25519 user identity public key."
+  identityKey: String!
+  deviceList: DeviceList
+}
+
+enum ConversationKind {
+  direct
+  group
+}
+
+enum Role {
+  owner
+  admin
+  member
+}
+
+type Member {
+  userId: ID!
+  role: Role!
+  joinedSeq: Int!
+}
+
+"One signed membership-log entry (encodeMembershipEntry bytes)."
+type LogEntry {
+  seq: Int!
+  entry: String!
+  authorUserId: ID!
+  authorDeviceId: ID!
+}
+
+type Conversation {
+  id: ID!
+  kind: ConversationKind!
+  "The viewer's role."
+  role: Role!
+  headSeq: Int!
+  headHash: String!
+  createdAt: Float!
+  members: [Member!]!
+  membershipLog(afterSeq: Int = -1, limit: Int = 500): [LogEntry!]!
+}
+
+type PrekeyCounts {
+  oneTime: Int!
+  kem: Int!
+  signedPrekey: Boolean!
+  lastResortKem: Boolean!
+  low: Boolean!
+}
+
+"Prekey ids are u32, hence Float."
+type DeviceBundle {
+  deviceId: ID!
+  "encodeBundle bytes: decodeBundle + verifyBundle on the client."
+  bundle: String!
+  signedPrekeyId: Float!
+  oneTimePrekeyId: Float
+  kemPrekeyId: Float!
+  kemLastResort: Boolean!
+  remainingOneTime: Int!
+  remainingKem: Int!
+  low: Boolean!
+}
+
+type ClaimResult {
+  userId: ID!
+  identityKey: String!
+  deviceList: DeviceList!
+  devices: [DeviceBundle!]!
+  unavailable: [ID!]!
+}
+
+type DeviceChallenge {
+  challengeId: String!
+  challenge: String!
+}
+
+type Mutation {
+  "A single-use challenge for a NEW device to sign (signLoginChallenge)."
+  deviceChallenge: DeviceChallenge!
+  "Adds exactly one device: the signed device list version + 1 and the new device's challenge signature."
+  registerDevice(deviceList: String!, challengeId: String!, signature: String!): DeviceList!
+  "Removes exactly deviceId: the signed device list version + 1 without it."
+  revokeDevice(deviceId: ID!, deviceList: String!): DeviceList!
+  "encodePrekeyUpload bytes for the viewer's current device."
+  uploadPrekeys(upload: String!): PrekeyCounts!
+  "One bundle per live device of userId; takes one one-time prekey of each. Rate-limited."
+  claimPrekeyBundles(userId: ID!): ClaimResult!
+  "entries: [create, ...] signed by the viewer's devices; direct = [create, add other as member]."
+  createConversation(kind: ConversationKind!, entries: [String!]!): Conversation!
+  "Appends one signed entry extending the current head."
+  appendMembershipEntry(conversationId: ID!, entry: String!): Conversation!
+}
+`;
+
+export const graphqlSchema = buildSchema(SDL);
+
+const armorRules = [
+  maxDepthRule({ n: LIMITS.graphqlMaxDepth }),
+  maxAliasesRule({ n: LIMITS.graphqlMaxAliases }),
+  costLimitRule({ maxCost: LIMITS.graphqlMaxCost }),
+];
+
+interface GqlContext {
+  caller: Caller | null;
+  username: string | null;
+}
+
+function need(ctx: GqlContext): Caller {
+  if (!ctx.caller) throw new AppError(401, 'invalid_token', 'access token missing, invalid or expired');
+  return ctx.caller;
+}
+
+function conversationObject(caller: Caller, v: ConversationView) {
+  const me = v.members.find((m) => m.userId === caller.auth.userId);
+  return {
+    ...v,
+    role: me?.role,
+    membershipLog: (args: { afterSeq?: number; limit?: number }) =>
+      membershipLogPage(caller.db, caller.auth.userId, v.id, args.afterSeq ?? -1, args.limit ?? 500),
+  };
+}
+
+const b64uString = z.string().max(LIMITS.maxPrekeyBodyBytes);
+
+const rootValue = {
+  viewer: async (_: unknown, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const { userId, deviceId } = caller.auth;
+    const row = await caller.db
+      .select({ username: tables.users.username })
+      .from(tables.users)
+      .where(eq(tables.users.id, userId))
+      .get();
+    if (!row) throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
+    return {
+      id: userId,
+      username: row.username,
+      deviceId,
+      devices: () => listDevices(caller.db, userId),
+      deviceList: () => currentDeviceList(caller.db, userId),
+    };
+  },
+  user: async (args: { username: string }, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const username = parseInput(z.string().min(1).max(64), args.username).normalize('NFKC').toLowerCase();
+    const row = await caller.db
+      .select({ id: tables.users.id, username: tables.users.username, identityKey: tables.users.identityKey })
+      .from(tables.users)
+      .where(eq(tables.users.username, username))
+      .get();
+    if (!row) return null;
+    return {
+      id: row.id,
+      username: row.username,
+      identityKey: toB64u(asBytes(row.identityKey)),
+      deviceList: () => currentDeviceList(caller.db, row.id),
+    };
+  },
+  conversations: async (_: unknown, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const rows = await listConversations(caller.db, caller.auth.userId);
+    return rows.map((r) => ({
+      ...r,
+      headHash: async () => (await getConversation(caller.db, caller.auth.userId, r.id)).headHash,
+      members: async () => (await getConversation(caller.db, caller.auth.userId, r.id)).members,
+      membershipLog: (args: { afterSeq?: number; limit?: number }) =>
+        membershipLogPage(caller.db, caller.auth.userId, r.id, args.afterSeq ?? -1, args.limit ?? 500),
+    }));
+  },
+  conversation: async (args: { id: string }, ctx: GqlContext) => {
+    const caller = need(ctx);
+    return conversationObject(caller, await getConversation(caller.db, caller.auth.userId, args.id));
+  },
+  prekeyCount: (_: unknown, ctx: GqlContext) => {
+    const caller = need(ctx);
+    return prekeyCounts(caller.db, caller.auth.userId, caller.auth.deviceId);
+  },
+  deviceChallenge: (_: unknown, ctx: GqlContext) => issueDeviceChallenge(need(ctx)),
+  registerDevice: (args: unknown, ctx: GqlContext) => {
+    const caller = need(ctx);
+    return registerDevice(caller, parseInput(registerDeviceBody, args));
+  },
+  revokeDevice: (args: { deviceId: string; deviceList: string }, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const deviceId = parseInput(idString, args.deviceId);
+    const { deviceList } = parseInput(revokeDeviceBody, { deviceList: args.deviceList });
+    return revokeDevice(caller, { deviceId, deviceList });
+  },
+  uploadPrekeys: (args: unknown, ctx: GqlContext) => {
+    const caller = need(ctx);
+    return uploadPrekeys(caller, parseInput(uploadBody, args).upload);
+  },
+  claimPrekeyBundles: async (args: unknown, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const r = await claimBundles(caller, parseInput(claimBody, args).userId);
+    return {
+      ...r,
+      devices: r.devices.map((d) => ({ ...d, remainingOneTime: d.remaining.oneTime, remainingKem: d.remaining.kem })),
+    };
+  },
+  createConversation: async (args: unknown, ctx: GqlContext) => {
+    const caller = need(ctx);
+    return conversationObject(caller, await createConversation(caller, parseInput(createConversationBody, args)));
+  },
+  appendMembershipEntry: async (args: { conversationId: string; entry: string }, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const { entry } = parseInput(appendEntryBody, { entry: args.entry });
+    return conversationObject(caller, await appendEntry(caller, args.conversationId, entry));
+  },
+};
+void b64uString;
+
+const CODE_BY_STATUS: Record<number, string> = {
+  400: 'BAD_USER_INPUT',
+  401: 'UNAUTHENTICATED',
+  403: 'FORBIDDEN',
+  404: 'NOT_FOUND',
+  409: 'CONFLICT',
+  410: 'GONE',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'BAD_REQUEST',
+  422: 'BAD_USER_INPUT',
+  429: 'RATE_LIMITED',
+  503: 'SERVICE_UNAVAILABLE',
+};
+
+/** Resolver errors: AppError → stable code + REST reason; anything else is masked. */
+function formatError(err: GraphQLError): GraphQLFormattedError {
+  const original = err.originalError;
+  if (original instanceof AppError) {
+    return {
+      message: original.message,
+      path: err.path,
+      extensions: {
+        code: CODE_BY_STATUS[original.status] ?? 'BAD_REQUEST',
+        reason: original.code,
+        ...original.details,
+      },
+    };
+  }
+  if (original) {
+    log('error', 'graphql_resolver_error', { type: original.name ?? 'unknown' });
+    return { message: 'internal error', path: err.path, extensions: { code: 'INTERNAL_SERVER_ERROR' } };
+  }
+  // Errors raised by graphql-js itself during execution (e.g. variable coercion): no input is echoed.
+  return { message: err.message, path: err.path, extensions: { code: 'BAD_USER_INPUT' } };
+}
+
+type Status = 200 | 400 | 401 | 405 | 413 | 415;
+function gqlError(c: Context<AppBindings>, status: Status, code: string, message: string) {
+  return c.json({ errors: [{ message, extensions: { code } }] }, status);
+}
+
+const params = z.object({
+  query: z.string(),
+  variables: z.record(z.string(), z.unknown()).nullish(),
+  operationName: z.string().max(256).nullish(),
+  extensions: z.record(z.string(), z.unknown()).nullish(),
+});
+
+async function handle(c: Context<AppBindings>, method: 'GET' | 'POST') {
+  let raw: unknown;
+  if (method === 'GET') {
+    const q = c.req.query();
+    let variables: unknown = null;
+    if (q.variables) {
+      try {
+        variables = JSON.parse(q.variables);
+      } catch {
+        return gqlError(c, 400, 'BAD_REQUEST', 'variables is not valid JSON');
+      }
+    }
+    raw = { query: q.query, variables, operationName: q.operationName ?? null };
+  } else {
+    const type = c.req.header('content-type') ?? '';
+    if (!/^application\/json\s*(;|$)/i.test(type))
+      return gqlError(c, 415, 'BAD_REQUEST', 'expected Content-Type: application/json');
+    try {
+      raw = JSON.parse(await c.req.text());
+    } catch {
+      return gqlError(c, 400, 'BAD_REQUEST', 'request body is not valid JSON');
+    }
+  }
+  const p = params.safeParse(raw);
+  if (!p.success)
+    return gqlError(c, 400, 'BAD_REQUEST', 'expected {query: string, variables?: object, operationName?}');
+  const { query, variables, operationName } = p.data;
+  if (utf8(query).length > LIMITS.graphqlMaxQueryBytes)
+    return gqlError(c, 413, 'QUERY_TOO_LARGE', `query document larger than ${LIMITS.graphqlMaxQueryBytes} bytes`);
+
+  let document: DocumentNode;
+  try {
+    document = new MaxTokensParserWLexer(query, { n: LIMITS.graphqlMaxTokens }).parseDocument();
+  } catch (err) {
+    const tooMany = err instanceof Error && /Token limit/.test(err.message);
+    return tooMany
+      ? gqlError(c, 400, 'QUERY_TOO_COMPLEX', `more than ${LIMITS.graphqlMaxTokens} tokens`)
+      : gqlError(c, 400, 'GRAPHQL_PARSE_FAILED', err instanceof Error ? err.message.slice(0, 200) : 'syntax error');
+  }
+  // Limits first (they are cheap and bounded by the token limit), then the spec's validation.
+  const tooComplex = validate(graphqlSchema, document, armorRules);
+  if (tooComplex.length > 0) {
+    return c.json(
+      {
+        errors: tooComplex.slice(0, 5).map((e) => ({ message: e.message, extensions: { code: 'QUERY_TOO_COMPLEX' } })),
+      },
+      400,
+    );
+  }
+  const invalid = validate(graphqlSchema, document, specifiedRules);
+  if (invalid.length > 0) {
+    return c.json(
+      {
+        errors: invalid.slice(0, 10).map((e) => ({
+          message: e.message,
+          locations: e.locations,
+          extensions: { code: 'GRAPHQL_VALIDATION_FAILED' },
+        })),
+      },
+      400,
+    );
+  }
+  const op = getOperationAST(document, operationName ?? undefined);
+  if (!op) return gqlError(c, 400, 'BAD_REQUEST', 'no unique operation (name it with operationName)');
+  if (method === 'GET' && op.operation !== 'query') {
+    c.header('Allow', 'POST');
+    return gqlError(c, 405, 'METHOD_NOT_ALLOWED', 'mutations require POST');
+  }
+
+  let caller: Caller | null = null;
+  if (c.req.header('authorization') !== undefined) {
+    try {
+      await requireAuth(c, async () => {});
+    } catch (err) {
+      if (err instanceof AppError && err.status === 401) return gqlError(c, 401, 'UNAUTHENTICATED', err.message);
+      throw err;
+    }
+    caller = { env: c.env, db: makeDb(c.env), auth: c.get('auth'), clientHash: clientKey(c) };
+  }
+
+  const result = (await execute({
+    schema: graphqlSchema,
+    document,
+    rootValue,
+    contextValue: { caller, username: null } satisfies GqlContext,
+    variableValues: variables ?? undefined,
+    operationName: operationName ?? undefined,
+  })) as ExecutionResult;
+  const errors = result.errors?.map(formatError);
+  // No data at all means the request failed before any resolver (variable coercion): a request error.
+  const status = result.data === undefined && errors ? 400 : 200;
+  return c.json(errors ? { errors, data: result.data ?? null } : { data: result.data }, status);
+}
+
+export const graphql = new Hono<AppBindings>()
+  .get('/', (c) => handle(c, 'GET'))
+  .post('/', (c) => handle(c, 'POST'))
+  .all('/', (c) => {
+    c.header('Allow', 'GET, POST');
+    return gqlError(c, 405, 'METHOD_NOT_ALLOWED', 'use GET (queries) or POST');
+  });
