@@ -12,7 +12,10 @@ import { LIMITS } from './limits.js';
 import { log } from './log.js';
 import { auth } from './routes/auth.js';
 import { conversations } from './routes/conversations.js';
+import { devices } from './routes/devices.js';
+import { graphql } from './routes/graphql.js';
 import { health } from './routes/health.js';
+import { keys } from './routes/keys.js';
 import { ConfigError } from './secrets.js';
 import { corsPolicy, cspHeader, securityHeaders } from './security.js';
 
@@ -49,6 +52,9 @@ app.use(
 
 app.route('/api/health', health);
 app.route('/api/conversations', conversations);
+app.route('/api/devices', devices);
+app.route('/api/keys', keys);
+app.route('/graphql', graphql);
 app.route('/api/auth', auth);
 // ROUTES: sub-apps are mounted above this line.
 
