@@ -1,6 +1,6 @@
 /**
  * The e2e-chat side of `npm run bench:protocol`: the same four workloads as libsignal-side.ts, through the
- * public protocol API (web/src/protocol: prekeys, session, sender keys) with a real CSPRNG passed in.
+ * protocol core's public surface (web/src/protocol/index.ts: prekeys, sessions, sender keys) with a real CSPRNG passed in.
  *
  * Parameterised by the `Curve25519` implementation, so one run measures the WebCrypto path
  * (`webCryptoCurves()`) and the pure-JS reference (`nobleCurves`) with identical code.
@@ -10,38 +10,45 @@
  * Does NOT: assert correctness beyond a cheap plaintext check (the protocol's tests do that).
  * @module
  */
-import { issueDeviceCertificate } from '../web/src/protocol/identity.js';
 import {
-  generateEd25519,
-  generateX25519,
-  type OurEd25519KeyPair,
-  type TheirX25519Key,
-} from '../web/src/protocol/keys.js';
-import type { PqxdhLocalIdentity, PqxdhResponderKeys } from '../web/src/protocol/pqxdh.js';
-import {
+  type Curve25519,
+  createSenderKey,
+  type DecryptContext,
+  type DeviceCertificate,
   decodeBundle,
+  decodeSenderKeyDistribution,
+  decrypt,
+  emptySenderKeyRecord,
+  emptySessionRecord,
   encodeBundle,
+  encodeSenderKeyDistribution,
+  encrypt,
+  generateEd25519,
   generateKemPrekey,
   generateOneTimePrekeys,
   generateSignedPrekey,
+  generateX25519,
+  initiateSession,
+  issueDeviceCertificate,
   type KemPrekeyRecord,
   kemPrekeyPublic,
-  type OneTimePrekeyRecord,
-  oneTimePrekeyPublic,
-  type SignedPrekeyRecord,
-  signedPrekeyPublic,
-  verifyBundle,
-} from '../web/src/protocol/prekeys.js';
-import type { Curve25519, Rng } from '../web/src/protocol/primitives.js';
-import {
-  type DecryptContext,
-  decrypt,
-  emptySessionRecord,
-  encrypt,
-  initiateSession,
   MessageType,
+  type OneTimePrekeyRecord,
+  type OurEd25519KeyPair,
+  oneTimePrekeyPublic,
+  type PqxdhLocalIdentity,
+  type PqxdhResponderKeys,
+  processSenderKeyDistribution,
+  type Rng,
   type SessionRecord,
-} from '../web/src/protocol/session.js';
+  type SignedPrekeyRecord,
+  senderDecrypt,
+  senderEncrypt,
+  senderKeyDistribution,
+  signedPrekeyPublic,
+  type TheirX25519Key,
+  verifyBundle,
+} from '../web/src/protocol/index.js';
 import type { SideWorkloads } from './libsignal-side.js';
 import type { Workload } from './stats.js';
 
@@ -63,7 +70,7 @@ interface Device {
   readonly local: PqxdhLocalIdentity;
   readonly signing: OurEd25519KeyPair;
   readonly userIdentity: OurEd25519KeyPair;
-  readonly certificate: Awaited<ReturnType<typeof issueDeviceCertificate>>;
+  readonly certificate: DeviceCertificate;
   readonly signedPrekey: SignedPrekeyRecord;
   /** Our unused one-time X25519 and ML-KEM prekeys, by id (the server hands each out once). */
   readonly oneTime: Map<number, OneTimePrekeyRecord>;
@@ -236,8 +243,30 @@ export function oursWorkloads(curves: Curve25519, size: number): SideWorkloads {
     };
   };
 
-  const senderKey: Workload = async () => {
-    throw new Error('sender keys: web/src/protocol/sender-keys.ts has not landed yet');
+  /** One sender, one receiver: the distribution travels as bytes once (untimed); each message is padded,
+   * AES-256-GCM encrypted and Ed25519-signed, then verified and decrypted. */
+  const senderKey: Workload = async (ops) => {
+    const conversationId = 'conv-1';
+    let own = await createSenderKey(curves, rng);
+    const distribution = encodeSenderKeyDistribution(senderKeyDistribution(own, conversationId));
+    let record = processSenderKeyDistribution(
+      emptySenderKeyRecord(),
+      decodeSenderKeyDistribution(distribution),
+      conversationId,
+    );
+    const pt = payload(size);
+    return {
+      ops,
+      async run() {
+        for (let i = 0; i < ops; i++) {
+          const e = await senderEncrypt(curves, own, pt);
+          own = e.own;
+          const d = await senderDecrypt(curves, record, e.message);
+          record = d.record;
+          check(d.plaintext, pt);
+        }
+      },
+    };
   };
 
   return { oneWay, pingPong, setup, senderKey };

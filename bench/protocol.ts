@@ -15,7 +15,8 @@
  * This is a benchmark, not a test: it asserts nothing except that every plaintext round-trips.
  * @module
  */
-import { defaultCurves, nobleCurves, webCryptoCurves } from '../web/src/protocol/primitives.js';
+import { loadavg } from 'node:os';
+import { defaultCurves, nobleCurves, webCryptoCurves } from '../web/src/protocol/index.js';
 import { libsignalWorkloads, loadLibsignal, type SideWorkloads } from './libsignal-side.js';
 import { oursWorkloads } from './ours-side.js';
 import {
@@ -26,6 +27,7 @@ import {
   machineInfo,
   markdownTable,
   measureInterleaved,
+  median,
   type Sample,
 } from './stats.js';
 
@@ -80,7 +82,7 @@ async function main(): Promise<void> {
   };
 
   console.log(`# bench:protocol — e2e-chat vs @signalapp/libsignal-client ${version}`);
-  console.log(`machine: ${describeMachine(machine)}`);
+  console.log(`machine: ${describeMachine(machine)} · load average at start ${loadavg()[0]!.toFixed(2)}`);
   console.log(`method: median of ${runs} runs after one warm-up, rounds interleaved; ${PAYLOAD}-byte payloads;`);
   console.log(`        e2e-chat on WebCrypto curves (defaultCurves() = ${def.name}), noble-only as reference\n`);
 
@@ -116,6 +118,8 @@ async function main(): Promise<void> {
     const ratio = wc.median / ls.median;
     const met = ratio >= spec.target ? 'met' : 'NOT met';
     rows.push([spec.label, rate(wc), rate(ls), fmtRatio(ratio), `≥ ${spec.target}× — ${met}`, rate(nb)]);
+    const paired = median(ls.opsPerSec.map((l, i) => wc.opsPerSec[i]! / l));
+    details.push(`  ${spec.key.padEnd(9)} paired ratio (median of per-round e2e-chat/libsignal): ${fmtRatio(paired)}`);
     for (const [name, s] of [
       ['libsignal', ls],
       ['e2e-chat/webcrypto', wc],
@@ -130,6 +134,9 @@ async function main(): Promise<void> {
   const align: Align[] = ['left', 'right', 'right', 'right', 'left', 'right'];
   console.log(markdownTable(headers, rows, align));
   console.log(`\nper-run ops/s (run order):\n${details.join('\n')}`);
+  console.log(
+    `load average at end ${loadavg()[0]!.toFixed(2)} (a shared machine: read the ratios, not the absolute figures)`,
+  );
   console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }
 
