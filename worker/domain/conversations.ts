@@ -227,7 +227,11 @@ async function membersOf(db: Db, id: string): Promise<MemberView[]> {
     .all();
 }
 
-export async function appendEntry(caller: Caller, conversationId: string, entryBytes: Uint8Array) {
+export async function appendEntry(
+  caller: Caller,
+  conversationId: string,
+  entryBytes: Uint8Array,
+): Promise<ConversationView> {
   const { db, auth, env } = caller;
   const conv = await loadForMember(db, auth.userId, conversationId);
   const entry = decodeEntry(entryBytes);
@@ -309,7 +313,20 @@ export async function appendEntry(caller: Caller, conversationId: string, entryB
     // Committed already; a socket the DO failed to close is refused at its next membership check.
     log('warn', 'membership_notify_failed', { conversationId: conv.id });
   }
-  return getConversation(db, auth.userId, conv.id);
+  // Built from the new fold, not re-read: after `leave` the caller is no longer allowed to read it.
+  const joinedSeq = new Map(current.map((m) => [m.userId, m.joinedSeq]));
+  return {
+    id: conv.id,
+    kind: conv.kind,
+    headSeq: next.seq,
+    headHash: toB64u(next.headHash),
+    createdAt: conv.createdAt,
+    members: [...next.members].map(([userId, role]) => ({
+      userId,
+      role,
+      joinedSeq: joinedSeq.get(userId) ?? entry.seq,
+    })),
+  } satisfies ConversationView;
 }
 
 export async function listConversations(db: Db, userId: string) {

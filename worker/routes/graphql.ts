@@ -28,6 +28,7 @@ import {
   type ExecutionResult,
   execute,
   type GraphQLError,
+  GraphQLError as GraphQLErrorClass,
   type GraphQLFormattedError,
   getOperationAST,
   specifiedRules,
@@ -407,7 +408,14 @@ async function handle(c: Context<AppBindings>, method: 'GET' | 'POST') {
       : gqlError(c, 400, 'GRAPHQL_PARSE_FAILED', err instanceof Error ? err.message.slice(0, 200) : 'syntax error');
   }
   // Limits first (they are cheap and bounded by the token limit), then the spec's validation.
-  const tooComplex = validate(graphqlSchema, document, armorRules);
+  // Armor rules throw their GraphQLError (propagateOnRejection) or report it: both mean "too complex".
+  let tooComplex: readonly GraphQLError[];
+  try {
+    tooComplex = validate(graphqlSchema, document, armorRules);
+  } catch (err) {
+    if (!(err instanceof GraphQLErrorClass)) throw err;
+    tooComplex = [err];
+  }
   if (tooComplex.length > 0) {
     return c.json(
       {

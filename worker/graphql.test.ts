@@ -1,0 +1,241 @@
+import { env } from 'cloudflare:workers';
+import { describe, expect, it } from 'vitest';
+import { toB64u } from '../web/src/protocol/bytes.js';
+import { encodeDeviceList, signLoginChallenge } from '../web/src/protocol/identity.js';
+import { LIMITS } from './limits.js';
+import {
+  api,
+  auditCount,
+  enc,
+  entry,
+  fullUpload,
+  makeUser,
+  newDevice,
+  nextList,
+  snapshot,
+  uploadB64,
+} from './test/directory-fixtures.js';
+
+type Gql = {
+  data?: Record<string, unknown> | null;
+  errors?: { message: string; extensions: { code: string; reason?: string } }[];
+};
+
+/** Exactly what graphql-request sends: POST, JSON body {query, variables, operationName}. */
+async function gql(token: string | null, query: string, variables?: Record<string, unknown>, operationName?: string) {
+  const res = await api('/graphql', token, {
+    method: 'POST',
+    json: { query, variables, operationName },
+    headers: { Accept: 'application/graphql-response+json, application/json' },
+  });
+  return { status: res.status, body: (await res.json()) as Gql };
+}
+
+describe('GraphQL over HTTP', () => {
+  it('POST like graphql-request: viewer, devices, user lookup and device list', async () => {
+    const bob = await makeUser('gqlbob', 2);
+    const token = await bob.token();
+    const { status, body } = await gql(
+      token,
+      'query Me($u: String!) { viewer { id username devices { deviceId createdAt revoked } } user(username: $u) { id identityKey deviceList { version bytes } } }',
+      { u: bob.username },
+      'Me',
+    );
+    expect(status).toBe(200);
+    expect(body.errors).toBeUndefined();
+    const viewer = body.data!.viewer as { id: string; devices: unknown[] };
+    expect(viewer.id).toBe(bob.userId);
+    expect(viewer.devices).toHaveLength(2);
+    expect((body.data!.user as { deviceList: { bytes: string } }).deviceList.bytes).toBe(
+      toB64u(encodeDeviceList(bob.list)),
+    );
+  });
+
+  it('GET runs queries from query parameters; a mutation over GET is 405', async () => {
+    const bob = await makeUser('gqlget');
+    const token = await bob.token();
+    const q = encodeURIComponent('{ viewer { id } }');
+    const res = await api(`/graphql?query=${q}`, token);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as Gql).data).toEqual({ viewer: { id: bob.userId } });
+    const m = encodeURIComponent('mutation { deviceChallenge { challengeId } }');
+    const res2 = await api(`/graphql?query=${m}`, token);
+    expect(res2.status).toBe(405);
+    expect(await auditCount()).toBeGreaterThanOrEqual(0);
+  });
+
+  it('errors have stable codes: missing auth → UNAUTHENTICATED, bad token → 401, bad JSON → 400, unknown field → 400', async () => {
+    const anon = await gql(null, '{ viewer { id } }');
+    expect(anon.body.errors?.[0]?.extensions.code).toBe('UNAUTHENTICATED');
+    const bad = await gql('not.a.valid-token-at-all', '{ viewer { id } }');
+    expect(bad.status).toBe(401);
+    expect(bad.body.errors?.[0]?.extensions.code).toBe('UNAUTHENTICATED');
+    const res = await api('/graphql', null, {
+      method: 'POST',
+      body: '{"query": ',
+      headers: { 'Content-Type': 'application/json' },
+    });
+    expect(res.status).toBe(400);
+    const unknown = await gql(null, '{ viewer { password } }');
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.errors?.[0]?.extensions.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    const wrongType = await gql(null, 'query($u: String!) { user(username: $u) { id } }', { u: 5 });
+    expect(wrongType.status).toBe(400);
+  });
+
+  it('introspection works and reveals no private field (no password, token, secret or private key anywhere)', async () => {
+    const { status, body } = await gql(null, '{ __schema { types { name fields { name } inputFields { name } } } }');
+    expect(status).toBe(200);
+    const names = JSON.stringify(body.data).toLowerCase();
+    for (const word of ['password', 'token', 'secret', 'private', 'totp', 'recovery', 'salt'])
+      expect(names).not.toContain(word);
+    expect(names).toContain('claimprekeybundles');
+  });
+
+  it('mutations: upload (bad signature → BAD_USER_INPUT, nothing stored), upload, claim, create conversation, append entry', async () => {
+    const bob = await makeUser('gqlmut');
+    const alice = await makeUser('gqlalice');
+    const bt = await bob.token();
+    const up = fullUpload(bob.devices[0]!);
+    const before = await snapshot();
+    const bad = { ...up, signedPrekey: { ...up.signedPrekey!, signature: new Uint8Array(64).fill(3) } };
+    const r0 = await gql(bt, 'mutation($u: String!) { uploadPrekeys(upload: $u) { oneTime } }', { u: uploadB64(bad) });
+    expect(r0.status).toBe(200);
+    expect(r0.body.errors?.[0]?.extensions).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      reason: 'invalid_prekey_signature',
+    });
+    const after = await snapshot();
+    delete after.token_families;
+    delete before.token_families;
+    expect(after).toEqual(before);
+    const r1 = await gql(bt, 'mutation($u: String!) { uploadPrekeys(upload: $u) { oneTime kem low } }', {
+      u: uploadB64(up),
+    });
+    expect(r1.body.data).toEqual({ uploadPrekeys: { oneTime: 2, kem: 1, low: true } });
+    const at = await alice.token();
+    const r2 = await gql(
+      at,
+      'mutation($id: ID!) { claimPrekeyBundles(userId: $id) { userId devices { deviceId bundle oneTimePrekeyId kemLastResort remainingOneTime } unavailable } }',
+      { id: bob.userId },
+    );
+    expect(r2.body.errors).toBeUndefined();
+    expect(
+      (r2.body.data!.claimPrekeyBundles as { devices: { oneTimePrekeyId: number }[] }).devices[0]!.oneTimePrekeyId,
+    ).toBe(100);
+
+    const e0 = await entry(alice, null, 'gqlconv', { action: 'create', title: 't' });
+    const r3 = await gql(
+      at,
+      'mutation($e: [String!]!) { createConversation(kind: group, entries: $e) { id kind role headSeq headHash members { userId role } } }',
+      { e: [enc(e0)] },
+    );
+    expect(r3.body.errors).toBeUndefined();
+    const conv = r3.body.data!.createConversation as { headHash: string; headSeq: number };
+    const { fromB64u } = await import('../web/src/protocol/bytes.js');
+    const e1 = await entry(
+      alice,
+      {
+        conversationId: 'gqlconv',
+        members: new Map(),
+        title: '',
+        headHash: fromB64u(conv.headHash),
+        seq: conv.headSeq,
+      },
+      'gqlconv',
+      { action: 'add', target: bob.userId, role: 'member' },
+    );
+    const r4 = await gql(
+      at,
+      'mutation($e: String!) { appendMembershipEntry(conversationId: "gqlconv", entry: $e) { headSeq members { userId role } } }',
+      { e: enc(e1) },
+    );
+    expect(r4.body.errors).toBeUndefined();
+    expect((r4.body.data!.appendMembershipEntry as { headSeq: number }).headSeq).toBe(1);
+    const r5 = await gql(
+      bt,
+      '{ conversations { id role } conversation(id: "gqlconv") { kind membershipLog { seq entry } } }',
+    );
+    expect(r5.body.data!.conversations).toEqual([{ id: 'gqlconv', role: 'member' }]);
+    expect((r5.body.data!.conversation as { membershipLog: unknown[] }).membershipLog).toHaveLength(2);
+    const stranger = await makeUser('gqlstranger');
+    const r6 = await gql(await stranger.token(), '{ conversation(id: "gqlconv") { id } }');
+    expect(r6.body.errors?.[0]?.extensions.code).toBe('NOT_FOUND');
+  });
+
+  it('registerDevice and revokeDevice mutations go through the signed device list', async () => {
+    const bob = await makeUser('gqldev');
+    const token = await bob.token();
+    const ch = await gql(token, 'mutation { deviceChallenge { challengeId challenge } }');
+    const { challengeId, challenge } = ch.body.data!.deviceChallenge as { challengeId: string; challenge: string };
+    const dev = await newDevice(bob, 'd1');
+    const list = await nextList(bob, [...bob.devices, dev]);
+    const { fromB64u } = await import('../web/src/protocol/bytes.js');
+    const signature = await signLoginChallenge(bob.curves, dev.signing, fromB64u(challenge), bob.userId, 'd1');
+    const r = await gql(
+      token,
+      'mutation($l: String!, $c: String!, $s: String!) { registerDevice(deviceList: $l, challengeId: $c, signature: $s) { version } }',
+      { l: toB64u(encodeDeviceList(list)), c: challengeId, s: toB64u(signature) },
+    );
+    expect(r.body.errors).toBeUndefined();
+    expect(r.body.data).toEqual({ registerDevice: { version: 2 } });
+    bob.list = list;
+    bob.devices.push(dev);
+    const list3 = await nextList(bob, [bob.devices[0]!]);
+    const r2 = await gql(token, 'mutation($l: String!) { revokeDevice(deviceId: "d1", deviceList: $l) { version } }', {
+      l: toB64u(encodeDeviceList(list3)),
+    });
+    expect(r2.body.data).toEqual({ revokeDevice: { version: 3 } });
+    expect(await auditCount('device.revoked')).toBe(1);
+  });
+});
+
+describe('pitfall 25: limits are enforced before execution', () => {
+  const fragments = (depth: number) => {
+    let s = 'fragment F0 on PrekeyCounts { oneTime kem low signedPrekey lastResortKem }\n';
+    for (let i = 1; i <= depth; i++) s += `fragment F${i} on PrekeyCounts { ...F${i - 1} ...F${i - 1} }\n`;
+    return s;
+  };
+
+  it('document size over graphqlMaxQueryBytes → 413, tokens over graphqlMaxTokens → 400 QUERY_TOO_COMPLEX', async () => {
+    const big = await gql(null, `{ viewer { id } } # ${'x'.repeat(LIMITS.graphqlMaxQueryBytes)}`);
+    expect(big.status).toBe(413);
+    const many = await gql(null, `{ viewer { ${'id '.repeat(LIMITS.graphqlMaxTokens)} } }`);
+    expect(many.status).toBe(400);
+    expect(many.body.errors?.[0]?.extensions.code).toBe('QUERY_TOO_COMPLEX');
+  });
+
+  it('depth, aliases and cost beyond the limits are refused with 400 and no resolver runs (no audit row, nothing stored)', async () => {
+    const bob = await makeUser('gqllimits');
+    const token = await bob.token();
+    const upload = uploadB64(fullUpload(bob.devices[0]!));
+    const before = await snapshot([]);
+    let deep = 'id';
+    for (let i = 0; i < LIMITS.graphqlMaxDepth + 2; i++) deep = `devices { ${deep} }`;
+    const aliases = Array.from(
+      { length: LIMITS.graphqlMaxAliases + 1 },
+      (_, i) => `a${i}: uploadPrekeys(upload: $u) { oneTime }`,
+    ).join(' ');
+    const cases = [
+      `mutation($u: String!) { uploadPrekeys(upload: $u) { oneTime } viewer { ${deep} } }`,
+      `mutation($u: String!) { ${aliases} }`,
+      `mutation($u: String!) { uploadPrekeys(upload: $u) { ...F12 } }\n${fragments(12)}`,
+    ];
+    for (const q of cases) {
+      const r = await gql(token, q, { u: upload });
+      expect(r.status).toBe(400);
+      expect(r.body.errors?.[0]?.extensions.code).toBe('QUERY_TOO_COMPLEX');
+      expect(r.body.data).toBeUndefined();
+    }
+    expect(await snapshot([])).toEqual(before);
+    // The same mutation within the limits does run.
+    const ok = await gql(token, 'mutation($u: String!) { uploadPrekeys(upload: $u) { ...F2 } }\n' + fragments(2), {
+      u: upload,
+    });
+    expect(ok.body.errors).toBeUndefined();
+    const rows = await env.DB.prepare('SELECT count(*) AS n FROM one_time_prekeys WHERE user_id = ?')
+      .bind(bob.userId)
+      .first<{ n: number }>();
+    expect(rows?.n).toBe(2);
+  });
+});
