@@ -18,7 +18,8 @@ const tokens = new Map<Fixture, string>();
 let n = 0;
 
 beforeAll(async () => {
-  [O, A, M, X, Y, Z] = await Promise.all(['own', 'adm', 'mem', 'tmem', 'tadm', 'outsider'].map((x) => makeUser(x, 2)));
+  const all = await Promise.all(['own', 'adm', 'mem', 'tmem', 'tadm', 'outsider'].map((x) => makeUser(x, 2)));
+  [O, A, M, X, Y, Z] = all as [Fixture, Fixture, Fixture, Fixture, Fixture, Fixture];
   for (const f of [O, A, M, X, Y, Z]) tokens.set(f, await f.token());
 });
 
