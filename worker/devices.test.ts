@@ -199,6 +199,7 @@ describe('bad input on every route → 4xx with a code, no row changed', () => {
     ).all<{ name: string }>();
     let cells = 0;
     for (const { name } of tables.results) {
+      // sql-interpolation-ok: table names come from sqlite_master, never from input (test-only scan).
       const rows = await env.DB.prepare(`SELECT * FROM "${name}"`).all<Record<string, unknown>>();
       for (const row of rows.results) {
         for (const v of Object.values(row)) {

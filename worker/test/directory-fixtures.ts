@@ -167,7 +167,7 @@ export async function snapshot(except: string[] = ['audit_events']): Promise<Rec
   const out: Record<string, unknown[]> = {};
   for (const { name } of tables.results) {
     if (except.includes(name)) continue;
-    // Table names come from sqlite_master, never from input.
+    // sql-interpolation-ok: table names come from sqlite_master, never from input (test-only snapshot).
     const rows = await env.DB.prepare(`SELECT * FROM "${name}" ORDER BY rowid`).all();
     out[name] = rows.results.map((r) =>
       JSON.stringify(r, (_k, v) => (v instanceof ArrayBuffer ? toB64u(new Uint8Array(v)) : v)),
