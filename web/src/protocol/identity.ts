@@ -127,7 +127,7 @@ export async function issueDeviceCertificate(
   theirEd25519(body.signingKey, 'issueDeviceCertificate');
   theirX25519(body.identityKey, 'issueDeviceCertificate');
   const msg = signatureInput(SIG_DEVICE_CERT, encodeDeviceCertificateBody(body));
-  const signature = await curves.ed25519Sign(userIdentity.secretKey, msg);
+  const signature = await curves.ed25519Sign(userIdentity, msg);
   return { ...body, signature };
 }
 
@@ -217,7 +217,7 @@ export async function signDeviceList(
 ): Promise<DeviceList> {
   const full: DeviceListBody = { ...body, userIdentityKey: userIdentity.publicKey };
   const msg = signatureInput(SIG_DEVICE_LIST, encodeDeviceListBody(full));
-  return { ...full, signature: await curves.ed25519Sign(userIdentity.secretKey, msg) };
+  return { ...full, signature: await curves.ed25519Sign(userIdentity, msg) };
 }
 
 /**
@@ -324,7 +324,7 @@ export async function signLoginChallenge(
   deviceId: string,
 ): Promise<Uint8Array> {
   const msg = loginInput(challenge, userId, deviceId, 'signLoginChallenge');
-  return curves.ed25519Sign(deviceSigningKey.secretKey, msg);
+  return curves.ed25519Sign(deviceSigningKey, msg);
 }
 
 /** True iff `signature` is the device's login signature for exactly this challenge, user and device. */

@@ -217,7 +217,7 @@ export async function signMembershipEntry(
   body: MembershipEntryBody,
 ): Promise<MembershipEntry> {
   const msg = signatureInput(SIG_MEMBERSHIP, encodeMembershipEntryBody(body));
-  return { ...body, signature: await curves.ed25519Sign(deviceSigningKey.secretKey, msg) };
+  return { ...body, signature: await curves.ed25519Sign(deviceSigningKey, msg) };
 }
 
 export interface EntryParams {

@@ -25,6 +25,7 @@ import {
   mlkemDecapsulate,
   mlkemEncapsulate,
   type Rng,
+  X25519_BASE_POINT,
 } from './primitives.js';
 
 export interface PqxdhLocalIdentity {
@@ -104,9 +105,11 @@ export async function pqxdhInitiate(
   const opkB = bundle.oneTimePrekey;
   const ek = rng(KEY_LEN);
   if (!(ek instanceof Uint8Array) || ek.length !== KEY_LEN) fail(ErrorCode.InvalidKey, 'pqxdhInitiate', 'bad rng');
+  // EK_A's public key is X25519(ek, 9): the same cached import as the three DHs with ek (one import per
+  // secret). Every curve operation here is independent, so all run concurrently.
   const pending = Promise.all([
-    curves.x25519PublicKey(ek),
-    curves.x25519(ik.secretKey, spkB),
+    curves.x25519(ek, X25519_BASE_POINT),
+    curves.x25519(ik, spkB),
     curves.x25519(ek, ikB),
     curves.x25519(ek, spkB),
     ...(opkB ? [curves.x25519(ek, opkB.publicKey)] : []),
@@ -161,10 +164,10 @@ export async function pqxdhRespond(
   const ikA = theirX25519(initiatorIdentityKey, op);
   const ekA = theirX25519(init.ephemeralKey, op);
   const pending = Promise.all([
-    curves.x25519(keys.signedPrekey.secretKey, ikA),
-    curves.x25519(ours.identityKey.secretKey, ekA),
-    curves.x25519(keys.signedPrekey.secretKey, ekA),
-    ...(keys.oneTimePrekey ? [curves.x25519(keys.oneTimePrekey.secretKey, ekA)] : []),
+    curves.x25519(keys.signedPrekey, ikA),
+    curves.x25519(ours.identityKey, ekA),
+    curves.x25519(keys.signedPrekey, ekA),
+    ...(keys.oneTimePrekey ? [curves.x25519(keys.oneTimePrekey, ekA)] : []),
   ]);
   let ss: Uint8Array;
   try {

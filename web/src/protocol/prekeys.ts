@@ -105,7 +105,7 @@ export async function generateSignedPrekey(
   assertPrekeyId(id, 'generateSignedPrekey');
   const keyPair = await generateX25519(curves, rng);
   const msg = signatureInput(SIG_SIGNED_PREKEY, signedPrekeyBody(id, keyPair.publicKey));
-  return { id, keyPair, signature: await curves.ed25519Sign(deviceSigningKey.secretKey, msg) };
+  return { id, keyPair, signature: await curves.ed25519Sign(deviceSigningKey, msg) };
 }
 
 /** `count` one-time prekeys with ids startId, startId + 1, … (key generation runs concurrently). */
@@ -132,7 +132,7 @@ export async function generateKemPrekey(
   assertPrekeyId(id, 'generateKemPrekey');
   const keyPair = mlkemKeygen(rng(MLKEM_SEED_LEN));
   const msg = signatureInput(SIG_KEM_PREKEY, kemPrekeyBody(id, lastResort, keyPair.publicKey));
-  return { id, keyPair, lastResort, signature: await curves.ed25519Sign(deviceSigningKey.secretKey, msg) };
+  return { id, keyPair, lastResort, signature: await curves.ed25519Sign(deviceSigningKey, msg) };
 }
 
 export const signedPrekeyPublic = (r: SignedPrekeyRecord): SignedPrekeyPublic => ({
