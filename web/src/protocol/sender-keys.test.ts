@@ -113,6 +113,36 @@ describe('sender keys', () => {
     expect(snap(bob)).toBe(before);
   });
 
+  for (const which of ['noble', 'webcrypto'] as const) {
+    it(`a bad signature returns nothing and consumes nothing, whether the keys were opened on the side or not (${which})`, async () => {
+      const curves = which === 'noble' ? nobleCurves : wc;
+      const own = await createSenderKey(curves, seededRng('overlap'));
+      const mallory = await createSenderKey(curves, seededRng('overlap mallory'));
+      const forged = { ...own, signingKey: mallory.signingKey };
+      let bob = receive(emptySenderKeyRecord(), own);
+      const sent = await sendN(curves, own, 3, 'm');
+      const forgedNext = (await senderEncrypt(curves, forged, utf8('evil'))).message; // iteration 0: opened on the side
+      const forgedAhead = (await senderEncrypt(curves, { ...forged, chain: sent.own.chain }, utf8('evil'))).message;
+      for (const bad of [forgedNext, forgedAhead]) {
+        const before = snap(bob);
+        await expectCode(senderDecrypt(curves, bob, bad), 'decryption_failed');
+        expect(snap(bob)).toBe(before);
+      }
+      // the genuine messages still decrypt: nothing was consumed
+      bob = (await senderDecrypt(curves, bob, sent.messages[0]!)).record;
+      // a forged copy of a used iteration is a signature failure, not `duplicate` (signature checked first)
+      await expectCode(senderDecrypt(curves, bob, forgedNext), 'decryption_failed');
+      await expectCode(senderDecrypt(curves, bob, sent.messages[0]!), 'duplicate');
+      const r2 = await senderDecrypt(curves, bob, sent.messages[2]!);
+      // a forged message for the skipped iteration 1 (a stored seed) changes nothing either
+      const forged1 = (await senderEncrypt(curves, { ...forged, chain: own.chain.next() }, utf8('evil'))).message;
+      const before = snap(r2.record);
+      await expectCode(senderDecrypt(curves, r2.record, forged1), 'decryption_failed');
+      expect(snap(r2.record)).toBe(before);
+      expect(text((await senderDecrypt(curves, r2.record, sent.messages[1]!)).plaintext)).toBe('m1');
+    });
+  }
+
   it('(b) any single bit flip of a SenderKeyMessage fails and leaves the record unchanged', async () => {
     const own = await createSenderKey(wc, seededRng('flip'));
     const bob = receive(emptySenderKeyRecord(), own);

@@ -7,8 +7,10 @@
  * - The SenderKeyDistributionMessage (conversation id, chain id, iteration, chain key, signing public key)
  *   travels inside the pairwise sessions to each member device.
  * - A SenderKeyMessage is AES-256-GCM under the iteration's message keys (AD = its 9-byte prefix), signed by
- *   the chain's signing key over SIG_SENDER_MESSAGE ‖ body. The receiver verifies the signature BEFORE any
- *   key derivation, refuses a (chain, iteration) already used (`duplicate`, PITFALLS 18) and more than
+ *   the chain's signing key over SIG_SENDER_MESSAGE ‖ body. The receiver accepts nothing before the signature
+ *   verified: for the chain's next iteration or a stored skipped seed the key derivation and AES-GCM open run
+ *   on the side, concurrently with the signature check, and are dropped unless it succeeds; a message that
+ *   would skip keys is verified BEFORE any key derivation. It refuses a (chain, iteration) already used (`duplicate`, PITFALLS 18) and more than
  *   MAX_SENDER_SKIP ahead (`too_far_ahead`), and keeps MAX_SENDER_SKIPPED_KEYS skipped keys per chain.
  * - Decryption is all-or-nothing: immutable state, a new record only after authentication succeeded.
  * - Rotation = `createSenderKey` again (fresh chain id, chain key and signing key), distributed only to the
@@ -171,7 +173,7 @@ export async function senderEncrypt(
   const prefix = concat(Uint8Array.of(PROTOCOL_VERSION), u32be(own.chainId), u32be(own.chain.index));
   const body = concat(prefix, aesGcmEncrypt(mk.cipherKey, mk.nonce, pad(plaintext), prefix));
   const next = { ...own, chain: own.chain.next() };
-  const signature = await curves.ed25519Sign(own.signingKey.secretKey, concat(SIG_PREFIX, body));
+  const signature = await curves.ed25519Sign(own.signingKey, concat(SIG_PREFIX, body));
   return { own: next, message: concat(body, signature) };
 }
 
@@ -192,6 +194,22 @@ function keysFor(state: ReceivedSenderKey, iteration: number): { keys: MessageKe
   return { keys: ck.messageKeys(), state: { ...state, chain: ck.next(), skipped: state.skipped.add(skipped) } };
 }
 
+/** Candidate keys and plaintext for `iteration`, computed from immutable state (commits nothing). */
+function open(
+  state: ReceivedSenderKey,
+  iteration: number,
+  body: Uint8Array,
+): { next: ReturnType<typeof keysFor>; plaintext: Uint8Array } {
+  const next = keysFor(state, iteration);
+  const padded = aesGcmDecrypt(
+    next.keys.cipherKey,
+    next.keys.nonce,
+    body.subarray(PREFIX_LEN),
+    body.subarray(0, PREFIX_LEN),
+  );
+  return { next, plaintext: unpad(padded) };
+}
+
 async function senderDecryptInner(
   curves: Curve25519,
   record: SenderKeyRecord,
@@ -207,16 +225,24 @@ async function senderDecryptInner(
   const state = record.states[at] ?? fail(ErrorCode.NoSession, op, 'unknown chain');
   const body = message.subarray(0, message.length - SIG_LEN);
   const signature = message.subarray(message.length - SIG_LEN);
-  if (!(await curves.ed25519Verify(state.signingKey, concat(SIG_PREFIX, body), signature)))
-    fail(ErrorCode.Signature, op);
-  const next = keysFor(state, iteration);
-  const padded = aesGcmDecrypt(
-    next.keys.cipherKey,
-    next.keys.nonce,
-    body.subarray(PREFIX_LEN),
-    body.subarray(0, PREFIX_LEN),
-  );
-  const plaintext = unpad(padded);
+  const verified = curves.ed25519Verify(state.signingKey, concat(SIG_PREFIX, body), signature);
+  // The next iteration (the usual case) or a stored skipped seed: derive and decrypt on the side while the
+  // signature check runs; a jump ahead (keys to skip) waits for the signature first, so an unsigned message
+  // can never make us derive up to MAX_SENDER_SKIP keys. Either way nothing is committed or returned, and
+  // no symmetric error is reported, before the signature verified.
+  const overlap = iteration <= state.chain.index;
+  let opened: { next: ReturnType<typeof keysFor>; plaintext: Uint8Array } | undefined;
+  let failure: { error: unknown } | undefined;
+  if (overlap) {
+    try {
+      opened = open(state, iteration, body);
+    } catch (error) {
+      failure = { error };
+    }
+  }
+  if (!(await verified)) fail(ErrorCode.Signature, op);
+  if (failure) throw failure.error;
+  const { next, plaintext } = opened ?? open(state, iteration, body);
   return { record: { states: record.states.map((s, i) => (i === at ? next.state : s)) }, plaintext };
 }
 
