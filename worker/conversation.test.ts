@@ -1,10 +1,12 @@
 import { runInDurableObject } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
+import { PROBE_MAX_FRAME_BYTES } from './probe.js';
 
-async function connect(conversationId: string): Promise<WebSocket> {
-  const res = await exports.default.fetch(`http://example.com/api/conversations/${conversationId}/ws`, {
-    headers: { Upgrade: 'websocket' },
+/** The status page's realtime check: /api/probe/ws (ProbeDO). Conversations need a ticket (delivery*.test.ts). */
+async function probe(room: string, ip = '203.0.113.7'): Promise<WebSocket> {
+  const res = await exports.default.fetch(`http://example.com/api/probe/ws?room=${room}`, {
+    headers: { Upgrade: 'websocket', 'cf-connecting-ip': ip },
   });
   expect(res.status).toBe(101);
   const ws = res.webSocket;
@@ -26,70 +28,73 @@ function nextMessage(ws: WebSocket, match: (data: string) => boolean = () => tru
   });
 }
 
-describe('ConversationDO (hibernating WebSockets)', () => {
-  it('two sockets talk through the Durable Object: a frame from one reaches the other', async () => {
-    const a = await connect('conv-talk');
-    const b = await connect('conv-talk');
+describe('ProbeDO (realtime health check, hibernating echo)', () => {
+  it('two sockets in a probe room: a frame from one reaches the other', async () => {
+    const a = await probe('room-talk-1');
+    const b = await probe('room-talk-1');
     const atB = nextMessage(b, (d) => d.includes('hello-from-a'));
-    const ackAtA = nextMessage(a, (d) => d.includes('relayed'));
-    a.send(JSON.stringify({ type: 'probe', body: 'hello-from-a' }));
-    expect(JSON.parse(await atB)).toEqual({ type: 'probe', body: 'hello-from-a' });
-    expect(JSON.parse(await ackAtA)).toEqual({ type: 'relayed', to: 1 });
-
-    const atA = nextMessage(a, (d) => d.includes('hello-from-b'));
-    b.send(JSON.stringify({ type: 'probe', body: 'hello-from-b' }));
-    expect(JSON.parse(await atA)).toEqual({ type: 'probe', body: 'hello-from-b' });
+    a.send(JSON.stringify({ type: 'probe', nonce: 'hello-from-a' }));
+    expect(JSON.parse(await atB)).toEqual({ type: 'probe', nonce: 'hello-from-a' });
     a.close(1000);
     b.close(1000);
   });
 
-  it('conversations are isolated: a frame never crosses to another conversation', async () => {
-    const a = await connect('conv-x');
-    const other = await connect('conv-y');
+  it('rooms are isolated, oversize frames are dropped, pings get the auto-response', async () => {
+    const a = await probe('room-iso-x');
+    const a2 = await probe('room-iso-x');
+    const other = await probe('room-iso-y');
     let leaked = false;
     other.addEventListener('message', () => {
       leaked = true;
     });
-    const ack = nextMessage(a, (d) => d.includes('relayed'));
-    a.send('{"type":"probe"}');
-    expect(JSON.parse(await ack)).toEqual({ type: 'relayed', to: 0 });
+    let big = false;
+    a2.addEventListener('message', (ev) => {
+      if (String(ev.data).length > PROBE_MAX_FRAME_BYTES) big = true;
+    });
+    a.send('x'.repeat(PROBE_MAX_FRAME_BYTES + 1));
+    const got = nextMessage(a2, (d) => d.includes('small'));
+    a.send('{"type":"probe","nonce":"small"}');
+    await got;
+    expect(big).toBe(false);
     expect(leaked).toBe(false);
-    a.close(1000);
-    other.close(1000);
-  });
-
-  it('answers pings with the auto-response and keeps sockets registered with the Hibernation API', async () => {
-    const a = await connect('conv-ping');
     const pong = nextMessage(a, (d) => d.includes('pong'));
     a.send('{"type":"ping"}');
     expect(JSON.parse(await pong)).toEqual({ type: 'pong' });
-    const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName('conv-ping'));
-    const count = await runInDurableObject(stub, (_instance, state) => state.getWebSockets().length);
-    expect(count).toBe(1);
-    a.close(1000);
+    const count = await runInDurableObject(
+      env.PROBE.get(env.PROBE.idFromName('room-iso-x')),
+      (_i, s) => s.getWebSockets().length,
+    );
+    expect(count).toBe(2);
+    for (const ws of [a, a2, other]) ws.close(1000);
   });
 
-  it('an oversize frame gets an error frame and the socket stays usable', async () => {
-    const a = await connect('conv-big');
-    const b = await connect('conv-big');
-    const err = nextMessage(a, (d) => d.includes('error'));
-    a.send('x'.repeat(70 * 1024));
-    expect(JSON.parse(await err)).toEqual({ type: 'error', code: 'frame_too_large' });
-    const atB = nextMessage(b, (d) => d.includes('still-ok'));
-    a.send('{"body":"still-ok"}');
-    expect(JSON.parse(await atB)).toEqual({ body: 'still-ok' });
-    a.close(1000);
-    b.close(1000);
-  });
-
-  it('refuses a plain GET without upgrade and a malformed conversation id with 400 codes', async () => {
-    const r1 = await exports.default.fetch('http://example.com/api/conversations/abc/ws');
-    expect(r1.status).toBe(400);
-    expect(((await r1.json()) as { error: { code: string } }).error.code).toBe('upgrade_required');
-    const r2 = await exports.default.fetch('http://example.com/api/conversations/a%20b/ws', {
+  it('is rate-limited per client address and validates room and upgrade', async () => {
+    const ip = '203.0.113.99';
+    let limited = 0;
+    for (let i = 0; i < 32; i++) {
+      const res = await exports.default.fetch(`http://example.com/api/probe/ws?room=room-rate-${i}`, {
+        headers: { Upgrade: 'websocket', 'cf-connecting-ip': ip },
+      });
+      if (res.status === 429) limited++;
+      else res.webSocket?.accept();
+      res.webSocket?.close(1000);
+    }
+    expect(limited).toBe(2);
+    const noUpgrade = await exports.default.fetch('http://example.com/api/probe/ws?room=room-abcdef');
+    expect(noUpgrade.status).toBe(400);
+    const badRoom = await exports.default.fetch('http://example.com/api/probe/ws?room=a%20b', {
       headers: { Upgrade: 'websocket' },
     });
-    expect(r2.status).toBe(400);
-    expect(((await r2.json()) as { error: { code: string } }).error.code).toBe('bad_conversation_id');
+    expect(badRoom.status).toBe(400);
+  });
+
+  it('the skeleton conversation WebSocket is gone: no ticket, no socket (pitfall 21)', async () => {
+    const res = await exports.default.fetch('http://example.com/api/conversations/conv-talk/ws', {
+      headers: { Upgrade: 'websocket' },
+    });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('ticket_required');
+    const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName('conv-talk'));
+    expect(await runInDurableObject(stub, (_i, s) => s.getWebSockets().length)).toBe(0);
   });
 });

@@ -1,52 +1,155 @@
 /**
- * ConversationDO — one Durable Object per conversation (`idFromName(conversationId)`).
+ * ConversationDO — one Durable Object per conversation (`idFromName(conversationId)`): the conversation's
+ * single writer for ordering and the hub of its realtime fan-out.
  *
- * Responsibilities (walking skeleton): accept WebSockets with the Hibernation API and fan a frame from
- * one socket out to the others, acknowledging it to the sender. Ordering (`seq`), persistence before
- * acknowledgement, mailboxes and resume arrive with the delivery issue.
+ * Responsibilities:
+ *  - accept WebSockets the Worker has already authenticated (ticket + membership + live device; the
+ *    verified ids arrive in INTERNAL_* headers on a Request the Worker built) with the Hibernation API;
+ *    attachments hold ids only; a `{"type":"ping"}` auto-response keeps idle sockets cheap and an alarm
+ *    reaps sockets whose last ping is older than DELIVERY_LIMITS.staleSocketMs (close 4408);
+ *  - validate every frame against schema/wire.ts (bad frames → `error` frame, socket stays; past the hard
+ *    cap → close 1009); never throw out of a handler;
+ *  - check a send against the cached member/device set (refreshed from D1 once on a mismatch and on the
+ *    RPCs), rate-limit it per device (token bucket), assign `seq`/`ts` in the same DO-SQLite transaction
+ *    that persists it and its per-device envelopes (store.ts), answer `accepted` only after that commit
+ *    (output gate) and fan `deliver` out to the recipients' live sockets;
+ *  - keep the envelopes until each device acks; copy the un-acked ones to the D1 mailbox in batches from
+ *    the alarm (DELIVERY_LIMITS.flushDelayMs after they were written), replay them on `resume`;
+ *  - membershipChanged / deviceRevoked RPCs: close removed members' / revoked devices' sockets with 4403,
+ *    push the signed membership entry, delete a revoked device's envelopes here and in D1.
  *
- * Does NOT: see plaintext (frames are opaque ciphertext envelopes), authenticate (the Worker verifies
- * the caller before forwarding the upgrade), or hold business logic.
+ * Does NOT: see plaintext (every `c` is an opaque ciphertext produced by web/src/protocol), authenticate
+ * (the Worker does, before forwarding — the DO is not reachable from outside), or verify membership
+ * signatures (clients verify the membership log; the `members` table is its fold).
  */
 import { DurableObject } from 'cloudflare:workers';
+import {
+  CLIENT_FRAME_TYPES,
+  CLOSE,
+  type ClientFrame,
+  clientFrame,
+  type DeviceRef,
+  type Envelope,
+  HARD_FRAME_BYTES,
+  MAX_DELIVER_BATCH,
+  MAX_FRAME_BYTES,
+  type ReceiptFrame,
+  type SendFrame,
+  type ServerFrame,
+  WIRE_PING,
+  WIRE_PONG,
+  WIRE_VERSION,
+  type WireErrorCode,
+  wireId,
+} from '../schema/wire.js';
+import { fromB64u, toB64u } from '../web/src/protocol/bytes.js';
+import { makeDb } from './db.js';
+import { type DeliveryConfig, deliveryConfig } from './delivery/config.js';
+import {
+  compareAddressed,
+  type DeviceSet,
+  deviceKey,
+  isLiveMemberDevice,
+  loadDeviceSet,
+  recipientsOf,
+} from './delivery/device-set.js';
+import { deleteDeviceMailbox, flushOutbox, readMailbox } from './delivery/mailbox-db.js';
+import { DeliveryStore, type ReplayRow } from './delivery/store.js';
 import type { Env } from './env.js';
-
-/** Largest frame the skeleton relays; the real limits come with the wire schema. */
-const MAX_FRAME_BYTES = 64 * 1024;
+import { log } from './log.js';
 
 /** Close code for "you are no longer allowed here" (device revoked, member removed). */
-export const CLOSE_FORBIDDEN = 4403;
+export const CLOSE_FORBIDDEN = CLOSE.forbidden;
 /** Internal headers the Worker sets on a forwarded upgrade after authenticating it (never from clients). */
 export const INTERNAL_USER_HEADER = 'X-E2E-User-Id';
 export const INTERNAL_DEVICE_HEADER = 'X-E2E-Device-Id';
+export const INTERNAL_CONVERSATION_HEADER = 'X-E2E-Conversation-Id';
+export const INTERNAL_ROLE_HEADER = 'X-E2E-Role';
 
-const userTag = (userId: string) => `u:${userId}`;
-const deviceTag = (userId: string, deviceId: string) => `d:${JSON.stringify([userId, deviceId])}`;
-
-function socketTags(h: Headers): string[] {
-  const userId = h.get(INTERNAL_USER_HEADER);
-  const deviceId = h.get(INTERNAL_DEVICE_HEADER);
-  if (!userId) return [];
-  return deviceId ? [userTag(userId), deviceTag(userId, deviceId)] : [userTag(userId)];
+/** What a socket remembers across hibernation: ids, connect time, and whether it gets live deliveries. */
+interface Attachment {
+  u: string;
+  d: string;
+  /** Connected at (ms): the reaper's reference until the first ping. */
+  t: number;
+  /** Set after the socket's first complete `resume`: from then on it receives live `deliver` frames. */
+  live: boolean;
 }
 
-function closeTagged(sockets: WebSocket[], reason: string): number {
-  for (const ws of sockets) {
-    try {
-      ws.close(CLOSE_FORBIDDEN, reason);
-    } catch {
-      // already closed
-    }
+const userTag = (u: string) => `u:${u}`;
+const deviceTag = (u: string, d: string) => `d:${u}:${d}`;
+const MAX_RPC_ENTRY_CHARS = 8192;
+
+class FrameError extends Error {
+  constructor(
+    readonly code: WireErrorCode,
+    message: string,
+    readonly extra: Partial<Extract<ServerFrame, { type: 'error' }>> = {},
+  ) {
+    super(message);
   }
-  return sockets.length;
+}
+
+function send(ws: WebSocket, frame: ServerFrame | string): void {
+  try {
+    ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  } catch {
+    // The socket is closing; the runtime reaps it.
+  }
+}
+
+function close(ws: WebSocket, code: number, reason: string): void {
+  try {
+    ws.close(code, reason);
+  } catch {
+    // already closed
+  }
+}
+
+const errorFrame = (code: WireErrorCode, message: string, extra: object = {}): ServerFrame =>
+  ({ v: WIRE_VERSION, type: 'error', code, message, ...extra }) as ServerFrame;
+
+function toEnvelope(r: ReplayRow): Envelope {
+  return {
+    seq: r.seq,
+    ts: r.ts,
+    from: { u: r.sender_user, d: r.sender_device },
+    id: r.client_id,
+    kind: r.kind,
+    ...(r.status ? { status: r.status } : {}),
+    mode: r.grp ? 'group' : 'pairwise',
+    c: toB64u(new Uint8Array(r.c ?? new ArrayBuffer(0))),
+  };
 }
 
 export class ConversationDO extends DurableObject<Env> {
+  private readonly store: DeliveryStore;
+  private readonly cfg: DeliveryConfig;
+  private conversationId: string | null = null;
+  private deviceSet: DeviceSet | null = null;
+  private deviceSetLoad: Promise<DeviceSet> | null = null;
+  /** Per-device send token buckets (in memory: a wake from hibernation starts them full). */
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly attachments = new WeakMap<WebSocket, Attachment>();
+  /** Last frame per socket (in memory), so an active sender that does not ping is not reaped. */
+  private readonly lastFrameAt = new WeakMap<WebSocket, number>();
+  private alarmAt: number | null = null;
+  private flushing: Promise<void> | null = null;
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    this.cfg = deliveryConfig(env.DELIVERY_LIMITS);
     // Answered by the runtime without waking the object (keeps hibernation cheap).
-    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'));
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WIRE_PING, WIRE_PONG));
+    this.store = new DeliveryStore(ctx.storage);
+    void ctx.blockConcurrencyWhile(async () => {
+      this.store.init();
+      this.conversationId = this.store.state().conversationId;
+      this.alarmAt = await ctx.storage.getAlarm();
+    });
   }
+
+  // ---- connect ------------------------------------------------------------------------------------------
 
   override async fetch(request: Request): Promise<Response> {
     if (request.headers.get('Upgrade')?.toLowerCase() !== 'websocket') {
@@ -55,79 +158,436 @@ export class ConversationDO extends DurableObject<Env> {
         { status: 426 },
       );
     }
+    const u = request.headers.get(INTERNAL_USER_HEADER) ?? '';
+    const d = request.headers.get(INTERNAL_DEVICE_HEADER) ?? '';
+    const conv = request.headers.get(INTERNAL_CONVERSATION_HEADER) ?? '';
+    if (!wireId.safeParse(u).success || !wireId.safeParse(d).success || !wireId.safeParse(conv).success) {
+      return Response.json(
+        { error: { code: 'unauthenticated', message: 'not forwarded by the Worker' } },
+        { status: 403 },
+      );
+    }
+    if (this.conversationId === null) {
+      this.store.setConversationId(conv);
+      this.conversationId = conv;
+    } else if (this.conversationId !== conv) {
+      return Response.json({ error: { code: 'wrong_object', message: 'conversation mismatch' } }, { status: 400 });
+    }
+    // A device added since the cache was filled: refresh now rather than refuse its first send.
+    if (this.deviceSet && !isLiveMemberDevice(this.deviceSet, u, d)) this.deviceSet = null;
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
-    // Tags let the RPC methods below find a user's / a device's sockets. The Worker sets these headers
-    // after authenticating the caller and strips any client-supplied copies (routes/conversations.ts).
-    this.ctx.acceptWebSocket(server, socketTags(request.headers));
-    server.serializeAttachment({ connectedAt: Date.now() });
+    this.ctx.acceptWebSocket(server, [userTag(u), deviceTag(u, d)]);
+    const att: Attachment = { u, d, t: Date.now(), live: false };
+    server.serializeAttachment(att);
+    this.attachments.set(server, att);
+    await this.ensureAlarm(Date.now() + this.cfg.reapIntervalMs);
     return new Response(null, { status: 101, webSocket: client });
   }
 
+  private attachment(ws: WebSocket): Attachment | null {
+    let att = this.attachments.get(ws);
+    if (!att) {
+      att = (ws.deserializeAttachment() as Attachment | null) ?? undefined;
+      if (att) this.attachments.set(ws, att);
+    }
+    return att ?? null;
+  }
+
+  // ---- frames -------------------------------------------------------------------------------------------
+
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    const size = typeof message === 'string' ? message.length : message.byteLength;
-    if (size > MAX_FRAME_BYTES) {
-      ws.send(JSON.stringify({ type: 'error', code: 'frame_too_large' }));
+    try {
+      this.lastFrameAt.set(ws, Date.now());
+      await this.handleFrame(ws, message);
+    } catch (err) {
+      if (err instanceof FrameError) {
+        send(ws, errorFrame(err.code, err.message, err.extra));
+      } else {
+        log('error', 'conversation_frame_failed', { type: err instanceof Error ? err.name : 'unknown' });
+        send(ws, errorFrame('internal', 'internal error; retry the frame'));
+      }
+    }
+  }
+
+  private async handleFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const rawLength = typeof message === 'string' ? message.length : message.byteLength;
+    if (rawLength > HARD_FRAME_BYTES) {
+      close(ws, CLOSE.tooBig, 'frame over the hard cap');
       return;
     }
-    for (const other of this.ctx.getWebSockets()) {
-      if (other === ws) continue;
-      try {
-        other.send(message);
-      } catch {
-        // A socket that is closing cannot receive; the runtime reaps it.
+    if (typeof message !== 'string') throw new FrameError('bad_frame', 'frames are JSON text');
+    const size = new TextEncoder().encode(message).byteLength;
+    if (size > HARD_FRAME_BYTES) {
+      close(ws, CLOSE.tooBig, 'frame over the hard cap');
+      return;
+    }
+    if (size > MAX_FRAME_BYTES) throw new FrameError('frame_too_large', `frames are at most ${MAX_FRAME_BYTES} bytes`);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(message);
+    } catch {
+      throw new FrameError('bad_frame', 'not JSON');
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      throw new FrameError('bad_frame', 'a frame is a JSON object');
+    }
+    const obj = raw as { v?: unknown; type?: unknown; id?: unknown };
+    const id = wireId.safeParse(obj.id).success ? (obj.id as string) : undefined;
+    if (!(CLIENT_FRAME_TYPES as readonly unknown[]).includes(obj.type)) {
+      throw new FrameError('unknown_type', 'unknown frame type', id ? { id } : {});
+    }
+    if (obj.v !== WIRE_VERSION) {
+      throw new FrameError('unsupported_version', `wire version ${WIRE_VERSION} expected`, id ? { id } : {});
+    }
+    const parsed = clientFrame.safeParse(raw);
+    if (!parsed.success) throw new FrameError('bad_frame', 'frame failed validation', id ? { id } : {});
+    const att = this.attachment(ws);
+    if (!att) {
+      close(ws, CLOSE.internal, 'unknown socket');
+      return;
+    }
+    await this.dispatch(ws, att, parsed.data);
+  }
+
+  private async dispatch(ws: WebSocket, att: Attachment, frame: ClientFrame): Promise<void> {
+    switch (frame.type) {
+      case 'send':
+      case 'receipt':
+        return this.handleSend(ws, att, frame);
+      case 'ack':
+        return this.handleAck(att, frame.upTo);
+      case 'resume':
+        return this.handleResume(ws, att, frame.after);
+    }
+  }
+
+  private takeToken(att: Attachment, now: number): number {
+    const key = deviceKey(att.u, att.d);
+    const b = this.buckets.get(key) ?? { tokens: this.cfg.sendBurst, at: now };
+    b.tokens = Math.min(this.cfg.sendBurst, b.tokens + ((now - b.at) / 1000) * this.cfg.sendPerSec);
+    b.at = now;
+    this.buckets.set(key, b);
+    if (b.tokens < 1) return Math.ceil(((1 - b.tokens) / this.cfg.sendPerSec) * 1000);
+    b.tokens -= 1;
+    return 0;
+  }
+
+  private async handleSend(ws: WebSocket, att: Attachment, frame: SendFrame | ReceiptFrame): Promise<void> {
+    const sender: DeviceRef = { u: att.u, d: att.d };
+    // A retry of an accepted message answers with the original seq and delivers nothing (before any check
+    // that could have changed since, and without spending a token).
+    const dup = this.store.findDuplicate(att.u, att.d, frame.id);
+    if (dup) {
+      send(ws, { v: WIRE_VERSION, type: 'accepted', id: frame.id, seq: dup.seq, ts: dup.ts, duplicate: true });
+      return;
+    }
+    const retryAfterMs = this.takeToken(att, Date.now());
+    if (retryAfterMs > 0) throw new FrameError('rate_limited', 'sending too fast', { id: frame.id, retryAfterMs });
+
+    let set = await this.devices();
+    let refreshed = false;
+    if (!isLiveMemberDevice(set, att.u, att.d)) {
+      set = await this.devices(true);
+      refreshed = true;
+      if (!isLiveMemberDevice(set, att.u, att.d)) {
+        close(ws, CLOSE.forbidden, 'not a member or device revoked');
+        return;
       }
     }
-    ws.send(JSON.stringify({ type: 'relayed', to: this.ctx.getWebSockets().length - 1 }));
+
+    let recipients: { u: string; d: string; c: Uint8Array | null }[];
+    let group: Uint8Array | null = null;
+    if ('group' in frame) {
+      group = decodeCiphertext(frame.group, frame.id);
+      recipients = recipientsOf(set, sender).map((r) => ({ ...r, c: null }));
+    } else {
+      const seen = new Set<string>();
+      for (const t of frame.to) {
+        const k = deviceKey(t.u, t.d);
+        if (seen.has(k)) throw new FrameError('duplicate_recipient', 'a device is addressed twice', { id: frame.id });
+        seen.add(k);
+      }
+      let mismatch = compareAddressed(set, sender, frame.to);
+      if (mismatch && !refreshed) {
+        set = await this.devices(true);
+        mismatch = compareAddressed(set, sender, frame.to);
+      }
+      if (mismatch) {
+        throw new FrameError('device_mismatch', 'the addressed devices are not the current device set', {
+          id: frame.id,
+          ...mismatch,
+        });
+      }
+      recipients = frame.to.map((t) => ({ u: t.u, d: t.d, c: decodeCiphertext(t.c, frame.id) }));
+    }
+
+    const kind = frame.type === 'receipt' ? 'receipt' : 'message';
+    const status = frame.type === 'receipt' ? frame.status : null;
+    // ---- no await from here until the fan-out is done: seq order == send order on every socket ----
+    const res = this.store.append(
+      { senderUser: att.u, senderDevice: att.d, clientId: frame.id, kind, status, group, recipients },
+      Date.now(),
+    );
+    if (!res.duplicate) {
+      const base = { seq: res.seq, ts: res.ts, from: sender, id: frame.id, kind, ...(status ? { status } : {}) };
+      const wanted = new Map<string, string | null>();
+      if ('to' in frame) for (const t of frame.to) wanted.set(deviceKey(t.u, t.d), t.c);
+      else for (const r of recipients) wanted.set(deviceKey(r.u, r.d), null);
+      const groupFrame =
+        'group' in frame
+          ? JSON.stringify({
+              v: WIRE_VERSION,
+              type: 'deliver',
+              envelopes: [{ ...base, mode: 'group', c: frame.group }],
+            })
+          : null;
+      for (const other of this.ctx.getWebSockets()) {
+        const oa = this.attachment(other);
+        if (!oa?.live) continue;
+        const k = deviceKey(oa.u, oa.d);
+        if (!wanted.has(k)) continue;
+        const c = wanted.get(k);
+        send(
+          other,
+          groupFrame ??
+            JSON.stringify({ v: WIRE_VERSION, type: 'deliver', envelopes: [{ ...base, mode: 'pairwise', c }] }),
+        );
+      }
+    }
+    send(ws, {
+      v: WIRE_VERSION,
+      type: 'accepted',
+      id: frame.id,
+      seq: res.seq,
+      ts: res.ts,
+      ...(res.duplicate ? { duplicate: true as const } : {}),
+    });
+    if (!res.duplicate && recipients.length > 0) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
   }
 
-  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
-    // 1005/1006 are reserved and may not be sent back; answer with a normal closure instead.
-    try {
-      ws.close(code === 1005 || code === 1006 ? 1000 : code, 'closing');
-    } catch {
-      // already closed
+  private async handleAck(att: Attachment, upTo: number): Promise<void> {
+    const clamped = Math.min(upTo, this.store.state().lastSeq);
+    if (this.store.ack(att.u, att.d, clamped)) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
+  }
+
+  private async handleResume(ws: WebSocket, att: Attachment, after: number): Promise<void> {
+    const limit = this.cfg.resumeMaxEnvelopes;
+    const state = this.store.state();
+    const bySeq = new Map<number, Envelope>();
+    // Below the DO's retention the envelopes are only in D1 (already flushed, then pruned here).
+    if (after < state.prunedThrough && this.conversationId) {
+      const rows = await readMailbox(makeDb(this.env), att.u, att.d, {
+        afterConversation: this.conversationId,
+        afterSeq: after,
+        limit,
+        onlyConversation: this.conversationId,
+        throughSeq: state.prunedThrough,
+      });
+      for (const { conversationId: _c, ...e } of rows) bySeq.set(e.seq, e);
+    }
+    // ---- no await from here on: envelopes written during the D1 read are in the DO rows below ----
+    for (const r of this.store.pendingFor(att.u, att.d, after, limit)) {
+      if (bySeq.has(r.seq)) continue;
+      bySeq.set(r.seq, toEnvelope(r));
+    }
+    const envelopes = [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(0, limit);
+    for (let i = 0; i < envelopes.length; i += MAX_DELIVER_BATCH) {
+      send(ws, { v: WIRE_VERSION, type: 'deliver', envelopes: envelopes.slice(i, i + MAX_DELIVER_BATCH) });
+    }
+    const more = envelopes.length >= limit;
+    const through = more ? envelopes[envelopes.length - 1]!.seq : Math.max(after, this.store.state().lastSeq);
+    send(ws, { v: WIRE_VERSION, type: 'resume', after, through, more });
+    if (!more && !att.live) {
+      att.live = true;
+      ws.serializeAttachment(att);
     }
   }
 
-  override async webSocketError(ws: WebSocket): Promise<void> {
-    try {
-      ws.close(1011, 'error');
-    } catch {
-      // already closed
+  // ---- member / device set --------------------------------------------------------------------------------
+
+  private async devices(refresh = false): Promise<DeviceSet> {
+    if (this.deviceSet && !refresh) return this.deviceSet;
+    if (!this.deviceSetLoad) {
+      const conv = this.conversationId;
+      if (!conv) throw new FrameError('unavailable', 'conversation not initialised');
+      this.deviceSetLoad = loadDeviceSet(makeDb(this.env), conv).finally(() => {
+        this.deviceSetLoad = null;
+      });
     }
+    const set = await this.deviceSetLoad;
+    this.deviceSet = set;
+    // Anyone connected who is no longer a member (or whose device was revoked) is disconnected.
+    for (const ws of this.ctx.getWebSockets()) {
+      const a = this.attachment(ws);
+      if (a && !isLiveMemberDevice(set, a.u, a.d)) close(ws, CLOSE.forbidden, 'not a member or device revoked');
+    }
+    return set;
   }
 
   /**
-   * A device was revoked (routes/devices.ts): close its sockets with 4403. Minimal; the delivery issue
-   * completes it.
-   */
-  async deviceRevoked(userId: string, deviceId: string): Promise<number> {
-    return closeTagged(this.ctx.getWebSockets(deviceTag(userId, deviceId)), 'device revoked');
-  }
-
-  /**
-   * A membership-log entry was appended (routes/conversations.ts): every connected socket gets
-   * `{type:'membership', entry}` (entry: base64url of the signed encoding), then the sockets of removed
-   * members are closed with 4403 (PITFALLS 21). Minimal; the delivery issue completes it.
+   * A membership-log entry was appended (routes/conversations.ts): the sockets of removed members are
+   * closed with 4403 first (they receive nothing afterwards, PITFALLS 21), the member/device cache is
+   * refreshed, then every remaining socket gets `{type:'membership', entry, removed, afterSeq}` (entry:
+   * base64url of the signed encoding). Returns the number of sockets closed.
    */
   async membershipChanged(entryB64u: string, removedUserIds: string[]): Promise<number> {
-    const frame = JSON.stringify({ type: 'membership', entry: entryB64u });
-    for (const ws of this.ctx.getWebSockets()) {
+    let closed = 0;
+    const removed = removedUserIds.filter((u) => wireId.safeParse(u).success);
+    for (const u of removed) {
+      for (const ws of this.ctx.getWebSockets(userTag(u))) {
+        close(ws, CLOSE.forbidden, 'removed from conversation');
+        closed++;
+      }
+      this.deviceSet?.members.delete(u);
+    }
+    if (this.conversationId) {
       try {
-        ws.send(frame);
+        await this.devices(true);
       } catch {
-        // closing
+        this.deviceSet = null; // reloaded on the next send
+        log('warn', 'conversation_device_set_refresh_failed', {});
       }
     }
-    let closed = 0;
-    for (const u of removedUserIds)
-      closed += closeTagged(this.ctx.getWebSockets(userTag(u)), 'removed from conversation');
+    if (
+      typeof entryB64u === 'string' &&
+      entryB64u.length <= MAX_RPC_ENTRY_CHARS &&
+      /^[A-Za-z0-9_-]*$/.test(entryB64u)
+    ) {
+      const frame = JSON.stringify({
+        v: WIRE_VERSION,
+        type: 'membership',
+        entry: entryB64u,
+        removed,
+        afterSeq: this.store.state().lastSeq,
+      });
+      const gone = new Set(removed);
+      for (const ws of this.ctx.getWebSockets()) {
+        const a = this.attachment(ws);
+        if (a && !gone.has(a.u)) send(ws, frame);
+      }
+    }
     return closed;
   }
 
-  /** Number of connected sockets (used by tests and, later, presence). */
+  /**
+   * A device was revoked (routes/devices.ts): its sockets are closed with 4403, its envelopes are dropped
+   * here and its D1 mailbox rows deleted (in every conversation; idempotent), and the cache refreshed.
+   * Returns the number of sockets closed.
+   */
+  async deviceRevoked(userId: string, deviceId: string): Promise<number> {
+    if (!wireId.safeParse(userId).success || !wireId.safeParse(deviceId).success) return 0;
+    let closed = 0;
+    for (const ws of this.ctx.getWebSockets(deviceTag(userId, deviceId))) {
+      close(ws, CLOSE.forbidden, 'device revoked');
+      closed++;
+    }
+    this.deviceSet?.live.get(userId)?.delete(deviceId);
+    this.deviceSet?.revoked.get(userId)?.add(deviceId);
+    this.store.forgetDevice(userId, deviceId);
+    // A flush in flight may still insert this device's rows: let it finish, then delete.
+    if (this.flushing) await this.flushing.catch(() => undefined);
+    this.store.forgetDevice(userId, deviceId);
+    await deleteDeviceMailbox(makeDb(this.env), userId, deviceId);
+    if (this.conversationId) this.deviceSet = null; // reloaded on the next send
+    return closed;
+  }
+
+  /**
+   * The device acknowledged up to `upTo` over HTTP (POST /api/mailbox/ack): its envelopes leave the DO
+   * too, so an un-flushed copy is never written to D1 after the ack.
+   */
+  async ackDevice(userId: string, deviceId: string, upTo: number): Promise<void> {
+    if (!wireId.safeParse(userId).success || !wireId.safeParse(deviceId).success || !Number.isSafeInteger(upTo)) return;
+    if (this.store.ack(userId, deviceId, upTo)) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
+  }
+
+  /** Number of connected sockets (tests and, later, presence). */
   async connectedCount(): Promise<number> {
     return this.ctx.getWebSockets().length;
+  }
+
+  // ---- alarm: outbox flush, acks, retention, reaping --------------------------------------------------------
+
+  private async ensureAlarm(at: number): Promise<void> {
+    if (this.alarmAt !== null && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    await this.ctx.storage.setAlarm(at);
+  }
+
+  override async alarm(): Promise<void> {
+    this.alarmAt = null;
+    const now = Date.now();
+    let next: number | null = null;
+    try {
+      const more = await this.flush();
+      if (more) next = now;
+    } catch (err) {
+      log('warn', 'conversation_flush_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      next = now + Math.max(this.cfg.flushDelayMs, 5_000);
+    }
+    try {
+      this.store.prune(now - this.cfg.logRetentionMs);
+    } catch (err) {
+      log('warn', 'conversation_prune_failed', { type: err instanceof Error ? err.name : 'unknown' });
+    }
+    this.reap(now);
+    const candidates: number[] = [];
+    if (next !== null) candidates.push(next);
+    if (this.store.hasPendingWork()) candidates.push(now + this.cfg.flushDelayMs);
+    if (this.ctx.getWebSockets().length > 0) candidates.push(now + this.cfg.reapIntervalMs);
+    const oldest = this.store.oldestTs();
+    if (oldest !== null) candidates.push(Math.max(now + 60_000, oldest + this.cfg.logRetentionMs));
+    if (candidates.length > 0) await this.ensureAlarm(Math.min(...candidates));
+  }
+
+  /** Copies one outbox batch (and the pending acks) to D1. Returns true if more is waiting. */
+  private async flush(): Promise<boolean> {
+    const conv = this.conversationId;
+    if (!conv) return false;
+    const batch = this.store.takeOutbox(this.cfg.flushMaxRows);
+    const acks = this.store.pendingAcks();
+    if (batch.rows.length === 0 && acks.length === 0) return false;
+    const run = flushOutbox(makeDb(this.env), conv, batch, acks, this.cfg.mailboxTtlMs);
+    this.flushing = run;
+    try {
+      await run;
+    } catch (err) {
+      this.store.releaseOutbox();
+      throw err;
+    } finally {
+      this.flushing = null;
+    }
+    this.store.commitOutbox();
+    this.store.clearAcks(acks);
+    return batch.more;
+  }
+
+  private reap(now: number): void {
+    for (const ws of this.ctx.getWebSockets()) {
+      const a = this.attachment(ws);
+      const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
+      const last = Math.max(pinged, a?.t ?? 0, this.lastFrameAt.get(ws) ?? 0);
+      if (now - last > this.cfg.staleSocketMs) close(ws, CLOSE.stale, 'no ping');
+    }
+  }
+
+  // ---- socket lifecycle ---------------------------------------------------------------------------------
+
+  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    // 1005/1006 are reserved and may not be sent back; answer with a normal closure instead.
+    close(ws, code === 1005 || code === 1006 ? CLOSE.normal : code, 'closing');
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    close(ws, CLOSE.internal, 'error');
+  }
+}
+
+function decodeCiphertext(b64u: string, id: string): Uint8Array {
+  try {
+    return fromB64u(b64u);
+  } catch {
+    throw new FrameError('bad_frame', 'ciphertext is not base64url', { id });
   }
 }

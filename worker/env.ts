@@ -1,11 +1,14 @@
 /** Bindings and secrets the Worker receives (wrangler.toml + .dev.vars / `wrangler secret put`). */
 import type { ConversationDO } from './conversation.js';
 import type { RateLimiter } from './limiter.js';
+import type { ProbeDO } from './probe.js';
 
 export interface Env {
   DB: D1Database;
   CONVERSATION: DurableObjectNamespace<ConversationDO>;
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  /** The realtime health check's echo DO (worker/probe.ts); no storage. */
+  PROBE: DurableObjectNamespace<ProbeDO>;
   ASSETS?: Fetcher;
   /** "production" in wrangler.toml; "development" from .dev.vars; "test" in the workers test pool. */
   APP_ENV: string;
@@ -13,6 +16,8 @@ export interface Env {
   APP_ORIGIN: string;
   /** JSON overrides for rate limits (see limits.ts); empty for defaults. */
   RATE_LIMITS: string;
+  /** JSON overrides for delivery settings (see worker/delivery/config.ts); empty for defaults. */
+  DELIVERY_LIMITS?: string;
   /** Secret: access-token HMAC keys as `kid:base64url` pairs separated by commas, newest (signing) first. */
   JWT_SIGNING_KEYS: string;
   /** Secret: base64url AES-256 key that encrypts TOTP secrets at rest. */

@@ -6,7 +6,10 @@
  */
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import type { AppBindings } from './env.js';
+import { makeDb } from './db.js';
+import { deliveryConfig } from './delivery/config.js';
+import { cleanupExpired } from './delivery/mailbox-db.js';
+import type { AppBindings, Env } from './env.js';
 import { AppError } from './errors.js';
 import { LIMITS } from './limits.js';
 import { log } from './log.js';
@@ -16,11 +19,15 @@ import { devices } from './routes/devices.js';
 import { graphql } from './routes/graphql.js';
 import { health } from './routes/health.js';
 import { keys } from './routes/keys.js';
+import { mailbox } from './routes/mailbox.js';
+import { probe } from './routes/probe.js';
+import { realtime } from './routes/realtime.js';
 import { ConfigError } from './secrets.js';
 import { corsPolicy, cspHeader, securityHeaders } from './security.js';
 
 export { ConversationDO } from './conversation.js';
 export { RateLimiter } from './limiter.js';
+export { ProbeDO } from './probe.js';
 
 const app = new Hono<AppBindings>();
 
@@ -51,7 +58,11 @@ app.use(
 );
 
 app.route('/api/health', health);
+// Realtime (ticket, WebSocket) first: it owns /api/conversations/:id/ws.
+app.route('/api/conversations', realtime);
 app.route('/api/conversations', conversations);
+app.route('/api/mailbox', mailbox);
+app.route('/api/probe', probe);
 app.route('/api/devices', devices);
 app.route('/api/keys', keys);
 app.route('/graphql', graphql);
@@ -73,4 +84,18 @@ app.onError((err, c) => {
   return c.json({ error: { code: 'internal', message: 'internal error' } }, 500);
 });
 
-export default app;
+/**
+ * Cron (wrangler.toml [triggers]): expired mailbox envelopes (DELIVERY_LIMITS.mailboxTtlMs), orphaned group
+ * envelopes, revoked devices' leftovers, expired WebSocket tickets, login challenges and MFA steps.
+ */
+async function scheduled(_controller: ScheduledController, env: Env, _ctx: ExecutionContext): Promise<void> {
+  try {
+    const counts = await cleanupExpired(makeDb(env), deliveryConfig(env.DELIVERY_LIMITS).mailboxTtlMs);
+    log('info', 'cleanup', counts);
+  } catch (err) {
+    log('error', 'cleanup_failed', { type: err instanceof Error ? err.name : 'unknown' });
+    throw err;
+  }
+}
+
+export default { fetch: app.fetch, scheduled } satisfies ExportedHandler<Env>;

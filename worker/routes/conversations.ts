@@ -1,7 +1,6 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { requireAuth } from '../auth/middleware.js';
-import { INTERNAL_DEVICE_HEADER, INTERNAL_USER_HEADER } from '../conversation.js';
 import { makeDb } from '../db.js';
 import {
   appendEntry,
@@ -13,11 +12,8 @@ import {
   membershipLogPage,
 } from '../domain/conversations.js';
 import type { AppBindings } from '../env.js';
-import { AppError } from '../errors.js';
 import { b64uBytes } from '../validate.js';
 import { callerOf, parseInput, readJson, smallBody } from './input.js';
-
-const ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** A signed membership entry is < 500 bytes (ids ≤ 64 B, title ≤ 256 B, 64 B signature). */
 const ENTRY_MAX = 1024;
@@ -45,8 +41,7 @@ const logQuery = z.object({
  *
  * Non-members get 404 `not_found` on every :id route.
  *
- * The skeleton forwards WebSocket upgrades to the conversation's Durable Object;
- * ticket-based authentication and membership checks before forwarding come with the delivery issue.
+ * The conversation WebSocket (ticket, upgrade) lives in routes/realtime.ts, mounted before this sub-app.
  */
 export const conversations = new Hono<AppBindings>()
   .get('/', requireAuth, async (c) =>
@@ -73,17 +68,4 @@ export const conversations = new Hono<AppBindings>()
   .post('/:id/log', smallBody, requireAuth, async (c) => {
     const body = await readJson(c, appendEntryBody);
     return c.json(await appendEntry(callerOf(c), c.req.param('id'), body.entry));
-  })
-  .get('/:id/ws', async (c) => {
-    const id = c.req.param('id');
-    if (!ID.test(id)) throw new AppError(400, 'bad_conversation_id', 'conversation id must be 1-64 of [A-Za-z0-9_-]');
-    if (c.req.header('Upgrade')?.toLowerCase() !== 'websocket') {
-      throw new AppError(400, 'upgrade_required', 'expected a WebSocket upgrade');
-    }
-    const stub = c.env.CONVERSATION.get(c.env.CONVERSATION.idFromName(id));
-    // The DO tags sockets by these headers; a client must never choose them (they are set after auth).
-    const forwarded = new Request(c.req.raw);
-    forwarded.headers.delete(INTERNAL_USER_HEADER);
-    forwarded.headers.delete(INTERNAL_DEVICE_HEADER);
-    return stub.fetch(forwarded);
   });

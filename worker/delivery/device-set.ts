@@ -1,0 +1,83 @@
+/**
+ * A conversation's recipient set as the ConversationDO caches it: current members (with roles) and, for
+ * each, their live and revoked devices, read from D1 in one query.
+ *
+ * Responsibilities: load the set, list the devices a send must reach, and explain a pairwise send that
+ * does not address exactly them (missing / extra / stale). Does NOT: decide when to refresh (the DO
+ * refreshes once on a mismatch and on the membership / revocation RPCs) or verify signatures (clients
+ * verify device lists; the server only routes).
+ */
+import { eq } from 'drizzle-orm';
+import type { DeviceRef } from '../../schema/wire.js';
+import type { Db } from '../db.js';
+import { schema } from '../db.js';
+
+export type Role = 'owner' | 'admin' | 'member';
+
+export interface DeviceSet {
+  members: Map<string, Role>;
+  live: Map<string, Set<string>>;
+  revoked: Map<string, Set<string>>;
+  loadedAt: number;
+}
+
+export const deviceKey = (u: string, d: string) => `${u}\n${d}`;
+
+export async function loadDeviceSet(db: Db, conversationId: string, now = Date.now()): Promise<DeviceSet> {
+  const rows = await db
+    .select({
+      userId: schema.members.userId,
+      role: schema.members.role,
+      deviceId: schema.devices.deviceId,
+      revokedAt: schema.devices.revokedAt,
+    })
+    .from(schema.members)
+    .leftJoin(schema.devices, eq(schema.devices.userId, schema.members.userId))
+    .where(eq(schema.members.conversationId, conversationId))
+    .all();
+  const set: DeviceSet = { members: new Map(), live: new Map(), revoked: new Map(), loadedAt: now };
+  for (const r of rows) {
+    set.members.set(r.userId, r.role);
+    if (!set.live.has(r.userId)) set.live.set(r.userId, new Set());
+    if (!set.revoked.has(r.userId)) set.revoked.set(r.userId, new Set());
+    if (r.deviceId === null) continue;
+    (r.revokedAt === null ? set.live : set.revoked).get(r.userId)!.add(r.deviceId);
+  }
+  return set;
+}
+
+/** True if the user is a current member and the device is one of their live devices. */
+export function isLiveMemberDevice(set: DeviceSet, u: string, d: string): boolean {
+  return set.members.has(u) && (set.live.get(u)?.has(d) ?? false);
+}
+
+/** Every live device of every current member, except the sender's own device (its other devices included). */
+export function recipientsOf(set: DeviceSet, sender: DeviceRef): DeviceRef[] {
+  const out: DeviceRef[] = [];
+  for (const [u, devices] of set.live) {
+    if (!set.members.has(u)) continue;
+    for (const d of devices) if (!(u === sender.u && d === sender.d)) out.push({ u, d });
+  }
+  return out;
+}
+
+export interface Mismatch {
+  missing: DeviceRef[];
+  extra: DeviceRef[];
+  stale: DeviceRef[];
+}
+
+/** Compares a pairwise send's addressed devices (no duplicates) with the expected recipients. */
+export function compareAddressed(set: DeviceSet, sender: DeviceRef, addressed: DeviceRef[]): Mismatch | null {
+  const expected = new Map(recipientsOf(set, sender).map((r) => [deviceKey(r.u, r.d), r]));
+  const extra: DeviceRef[] = [];
+  const stale: DeviceRef[] = [];
+  for (const a of addressed) {
+    const k = deviceKey(a.u, a.d);
+    if (expected.delete(k)) continue;
+    if (set.members.has(a.u) && set.revoked.get(a.u)?.has(a.d)) stale.push({ u: a.u, d: a.d });
+    else extra.push({ u: a.u, d: a.d });
+  }
+  const missing = [...expected.values()];
+  return missing.length || extra.length || stale.length ? { missing, extra, stale } : null;
+}

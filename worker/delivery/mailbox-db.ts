@@ -1,0 +1,259 @@
+/**
+ * The D1 side of delivery: the per-device mailbox (written by the ConversationDO's outbox flush, read by
+ * GET /api/mailbox and by resume below the DO's retention), acknowledgements, revocation and TTL clean-up.
+ *
+ * Every write is idempotent so an alarm retried after a partial failure never duplicates or loses an
+ * envelope: inserts are `ON CONFLICT DO NOTHING` on (device, conversation, seq); deletes are by key range.
+ * Bulk inserts are chunked to ≤ 100 bound parameters and ≤ ~90 KB of ciphertext per statement (D1 limits).
+ *
+ * Does NOT: decide what to flush (worker/delivery/store.ts) or authenticate (routes do).
+ */
+import { and, asc, eq, gt, isNotNull, lt, lte, or, sql } from 'drizzle-orm';
+import type { BatchItem } from 'drizzle-orm/batch';
+import type { Envelope } from '../../schema/wire.js';
+import { toB64u } from '../../web/src/protocol/bytes.js';
+import type { Db } from '../db.js';
+import { schema } from '../db.js';
+import type { OutboxBatch, PendingAck } from './store.js';
+
+const MAX_PARAMS = 100;
+const MAX_STATEMENT_PAYLOAD = 90 * 1024;
+/** Statements per D1 batch (one transaction each). */
+const STATEMENTS_PER_BATCH = 50;
+
+type Stmt = BatchItem<'sqlite'>;
+
+function chunk<T>(items: T[], paramsPerRow: number, sizeOf: (t: T) => number): T[][] {
+  const rowsPerStmt = Math.floor(MAX_PARAMS / paramsPerRow);
+  const out: T[][] = [];
+  let cur: T[] = [];
+  let bytes = 0;
+  for (const it of items) {
+    const size = sizeOf(it);
+    if (cur.length > 0 && (cur.length >= rowsPerStmt || bytes + size > MAX_STATEMENT_PAYLOAD)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(it);
+    bytes += size;
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
+async function runBatches(db: Db, stmts: Stmt[]): Promise<void> {
+  for (let i = 0; i < stmts.length; i += STATEMENTS_PER_BATCH) {
+    const part = stmts.slice(i, i + STATEMENTS_PER_BATCH);
+    await db.batch(part as [Stmt, ...Stmt[]]);
+  }
+}
+
+const bytesOf = (b: ArrayBuffer | null) => (b ? new Uint8Array(b) : null);
+
+/** Copies an outbox batch into D1 and applies pending acks after it. Safe to repeat. */
+export async function flushOutbox(
+  db: Db,
+  conversationId: string,
+  batch: OutboxBatch,
+  acks: PendingAck[],
+  mailboxTtlMs: number,
+): Promise<void> {
+  const stmts: Stmt[] = [];
+  for (const part of chunk(batch.groups, 4, (g) => g.c.byteLength)) {
+    stmts.push(
+      db
+        .insert(schema.groupEnvelopes)
+        .values(
+          part.map((g) => ({
+            conversationId,
+            seq: g.seq,
+            ciphertext: new Uint8Array(g.c),
+            expiresAt: g.ts + mailboxTtlMs,
+          })),
+        )
+        .onConflictDoNothing(),
+    );
+  }
+  for (const part of chunk(batch.rows, 12, (r) => (r.c ? r.c.byteLength : 0) + 200)) {
+    stmts.push(
+      db
+        .insert(schema.mailbox)
+        .values(
+          part.map((r) => ({
+            userId: r.user_id,
+            deviceId: r.device_id,
+            conversationId,
+            seq: r.seq,
+            ts: r.ts,
+            senderUserId: r.sender_user,
+            senderDeviceId: r.sender_device,
+            clientMsgId: r.client_id,
+            kind: r.kind,
+            status: r.status,
+            ciphertext: bytesOf(r.c),
+            expiresAt: r.ts + mailboxTtlMs,
+          })),
+        )
+        .onConflictDoNothing(),
+    );
+  }
+  for (const a of acks) stmts.push(ackStatement(db, a.user_id, a.device_id, conversationId, a.up_to));
+  await runBatches(db, stmts);
+}
+
+export function ackStatement(db: Db, userId: string, deviceId: string, conversationId: string, upTo: number) {
+  return db
+    .delete(schema.mailbox)
+    .where(
+      and(
+        eq(schema.mailbox.userId, userId),
+        eq(schema.mailbox.deviceId, deviceId),
+        eq(schema.mailbox.conversationId, conversationId),
+        lte(schema.mailbox.seq, upTo),
+      ),
+    );
+}
+
+/** A revoked device's mailbox, in every conversation. */
+export async function deleteDeviceMailbox(db: Db, userId: string, deviceId: string): Promise<void> {
+  await db.delete(schema.mailbox).where(and(eq(schema.mailbox.userId, userId), eq(schema.mailbox.deviceId, deviceId)));
+}
+
+export interface MailboxEnvelope extends Envelope {
+  conversationId: string;
+}
+
+/**
+ * A device's pending envelopes in (conversation, seq) order after the cursor, at most `limit`, optionally
+ * within one conversation and up to `throughSeq` (resume below the DO's retention).
+ */
+export async function readMailbox(
+  db: Db,
+  userId: string,
+  deviceId: string,
+  q: { afterConversation: string; afterSeq: number; limit: number; onlyConversation?: string; throughSeq?: number },
+): Promise<MailboxEnvelope[]> {
+  const m = schema.mailbox;
+  const g = schema.groupEnvelopes;
+  const conds = [
+    eq(m.userId, userId),
+    eq(m.deviceId, deviceId),
+    or(
+      gt(m.conversationId, q.afterConversation),
+      and(eq(m.conversationId, q.afterConversation), gt(m.seq, q.afterSeq)),
+    ),
+  ];
+  if (q.onlyConversation !== undefined) conds.push(eq(m.conversationId, q.onlyConversation));
+  if (q.throughSeq !== undefined) conds.push(lte(m.seq, q.throughSeq));
+  const rows = await db
+    .select({
+      conversationId: m.conversationId,
+      seq: m.seq,
+      ts: m.ts,
+      senderUserId: m.senderUserId,
+      senderDeviceId: m.senderDeviceId,
+      clientMsgId: m.clientMsgId,
+      kind: m.kind,
+      status: m.status,
+      ciphertext: m.ciphertext,
+      groupCiphertext: g.ciphertext,
+    })
+    .from(m)
+    .leftJoin(g, and(eq(g.conversationId, m.conversationId), eq(g.seq, m.seq), sql`${m.ciphertext} IS NULL`))
+    .where(and(...conds))
+    .orderBy(asc(m.conversationId), asc(m.seq))
+    .limit(q.limit)
+    .all();
+  const out: MailboxEnvelope[] = [];
+  for (const r of rows) {
+    const c = r.ciphertext ?? r.groupCiphertext;
+    if (!c) continue; // group ciphertext expired before the row: nothing deliverable
+    out.push({
+      conversationId: r.conversationId,
+      seq: r.seq,
+      ts: r.ts,
+      from: { u: r.senderUserId, d: r.senderDeviceId },
+      id: r.clientMsgId,
+      kind: r.kind,
+      ...(r.status ? { status: r.status } : {}),
+      mode: r.ciphertext ? 'pairwise' : 'group',
+      c: toB64u(asU8(c)),
+    });
+  }
+  return out;
+}
+
+function asU8(v: unknown): Uint8Array {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (Array.isArray(v)) return Uint8Array.from(v as number[]);
+  throw new Error('not a blob');
+}
+
+/** Acks from HTTP: per conversation, everything up to `upTo`. */
+export async function ackMailbox(
+  db: Db,
+  userId: string,
+  deviceId: string,
+  acks: { conversationId: string; upTo: number }[],
+): Promise<void> {
+  if (acks.length === 0) return;
+  await runBatches(
+    db,
+    acks.map((a) => ackStatement(db, userId, deviceId, a.conversationId, a.upTo)),
+  );
+}
+
+/** Rows deleted per statement by the clean-up (keeps each D1 write short). */
+const CLEANUP_CHUNK = 5_000;
+
+async function deleteInChunks(run: () => Promise<number>, maxRounds = 20): Promise<number> {
+  let total = 0;
+  for (let i = 0; i < maxRounds; i++) {
+    const n = await run();
+    total += n;
+    if (n < CLEANUP_CHUNK) break;
+  }
+  return total;
+}
+
+/**
+ * The scheduled clean-up: expired mailbox rows and group envelopes, envelopes of revoked devices (a
+ * safety net behind deviceRevoked), group envelopes no device is waiting for, expired tickets, login
+ * challenges and pending MFA steps. Returns counts for the log line.
+ */
+export async function cleanupExpired(db: Db, mailboxTtlMs: number, now = Date.now()): Promise<Record<string, number>> {
+  const changes = (r: { meta: { changes?: number } }) => r.meta.changes ?? 0;
+  const m = schema.mailbox;
+  const g = schema.groupEnvelopes;
+  const mailbox = await deleteInChunks(async () =>
+    changes(
+      await db.run(
+        sql`DELETE FROM ${m} WHERE rowid IN (SELECT rowid FROM ${m} WHERE ${m.expiresAt} < ${now} LIMIT ${CLEANUP_CHUNK})`,
+      ),
+    ),
+  );
+  const revokedDevices = await db
+    .select({ userId: schema.devices.userId, deviceId: schema.devices.deviceId })
+    .from(schema.devices)
+    .where(and(isNotNull(schema.devices.revokedAt), gt(schema.devices.revokedAt, now - 7 * 24 * 3600 * 1000)))
+    .limit(500)
+    .all();
+  for (const d of revokedDevices) await deleteDeviceMailbox(db, d.userId, d.deviceId);
+  // Orphans only once an hour old: a flush may write a group envelope and its mailbox rows in two batches.
+  const orphanBefore = now + mailboxTtlMs - 3600 * 1000;
+  const groups = await deleteInChunks(async () =>
+    changes(
+      await db.run(
+        sql`DELETE FROM ${g} WHERE rowid IN (SELECT rowid FROM ${g} WHERE ${g.expiresAt} < ${now} OR (${g.expiresAt} < ${orphanBefore} AND NOT EXISTS (SELECT 1 FROM ${m} WHERE ${m.conversationId} = ${g.conversationId} AND ${m.seq} = ${g.seq})) LIMIT ${CLEANUP_CHUNK})`,
+      ),
+    ),
+  );
+  const tickets = changes(await db.delete(schema.wsTickets).where(lt(schema.wsTickets.expiresAt, now)).run());
+  const challenges = changes(
+    await db.delete(schema.loginChallenges).where(lt(schema.loginChallenges.expiresAt, now)).run(),
+  );
+  const mfa = changes(await db.delete(schema.mfaPending).where(lt(schema.mfaPending.expiresAt, now)).run());
+  return { mailbox, groups, revokedDevices: revokedDevices.length, tickets, challenges, mfa };
+}

@@ -1,0 +1,84 @@
+/**
+ * The caller device's mailbox (offline sync), across all its conversations:
+ *
+ *   GET  /api/mailbox?afterConversation=&afterSeq=&limit=   → { envelopes: [...], next: {…} | null }
+ *   POST /api/mailbox/ack   { acks: [{ conversationId, upTo }] }   → 204
+ *
+ * Pages are in (conversation, seq) order; `next` is the cursor for the following page. Envelopes are the
+ * wire `envelope` (schema/wire.ts) plus `conversationId`; the ciphertexts are opaque to the server.
+ * Envelopes reach D1 from the conversation DO's outbox within DELIVERY_LIMITS.flushDelayMs; a device that
+ * is online gets them live (and resumes over the WebSocket) instead.
+ */
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { requireAuth } from '../auth/middleware.js';
+import { makeDb } from '../db.js';
+import { deliveryConfig } from '../delivery/config.js';
+import { ackMailbox, readMailbox } from '../delivery/mailbox-db.js';
+import type { AppBindings } from '../env.js';
+import { AppError } from '../errors.js';
+import { log } from '../log.js';
+import { idString } from '../validate.js';
+
+const MAX_ACKS = 100;
+const pageQuery = z.strictObject({
+  afterConversation: z.union([idString, z.literal('')]).default(''),
+  afterSeq: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+  limit: z.coerce.number().int().min(1).optional(),
+});
+const ackBody = z.strictObject({
+  acks: z
+    .array(z.strictObject({ conversationId: idString, upTo: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }))
+    .min(1)
+    .max(MAX_ACKS),
+});
+
+function invalid(error: z.ZodError): AppError {
+  const fields = [...new Set(error.issues.map((i) => i.path.join('.') || '(root)'))];
+  return new AppError(400, 'invalid_request', 'request failed validation', { fields });
+}
+
+export const mailbox = new Hono<AppBindings>()
+  .get('/', requireAuth, async (c) => {
+    const q = pageQuery.safeParse(c.req.query());
+    if (!q.success) throw invalid(q.error);
+    const cap = deliveryConfig(c.env.DELIVERY_LIMITS).mailboxPageMax;
+    const limit = Math.min(q.data.limit ?? cap, cap);
+    const auth = c.get('auth');
+    const envelopes = await readMailbox(makeDb(c.env), auth.userId, auth.deviceId, {
+      afterConversation: q.data.afterConversation,
+      afterSeq: q.data.afterSeq,
+      limit,
+    });
+    const last = envelopes[envelopes.length - 1];
+    const next =
+      envelopes.length === limit && last ? { afterConversation: last.conversationId, afterSeq: last.seq } : null;
+    c.header('Cache-Control', 'no-store');
+    return c.json({ envelopes, next });
+  })
+  .post('/ack', requireAuth, async (c) => {
+    let raw: unknown;
+    try {
+      raw = await c.req.json();
+    } catch {
+      throw new AppError(400, 'invalid_json', 'body is not JSON');
+    }
+    const body = ackBody.safeParse(raw);
+    if (!body.success) throw invalid(body.error);
+    const auth = c.get('auth');
+    await ackMailbox(makeDb(c.env), auth.userId, auth.deviceId, body.data.acks);
+    // The DO may still hold un-flushed copies; tell it (best effort: D1 is already clean, and the flush's
+    // ON CONFLICT would only re-insert what the device has acked, which the next ack or the TTL removes).
+    const results = await Promise.allSettled(
+      body.data.acks.map((a) =>
+        c.env.CONVERSATION.get(c.env.CONVERSATION.idFromName(a.conversationId)).ackDevice(
+          auth.userId,
+          auth.deviceId,
+          a.upTo,
+        ),
+      ),
+    );
+    const failed = results.filter((r) => r.status === 'rejected').length;
+    if (failed > 0) log('warn', 'mailbox_ack_notify_failed', { failed });
+    return c.body(null, 204);
+  });
