@@ -10,7 +10,7 @@ describe('walking skeleton in Chromium', () => {
     await alice?.close();
   });
 
-  it('the page shows the health result and round-trips a frame through the conversation DO', async () => {
+  it('the page shows the health result and round-trips a frame through the probe DO', async () => {
     const { page } = alice;
     await page.goto('/');
     await expect
@@ -20,6 +20,24 @@ describe('walking skeleton in Chromium', () => {
       .poll(() => page.getByTestId('roundtrip').textContent(), { timeout: 20_000 })
       .toMatch(/^round trip ok \(\d+\.\d ms\)$/);
     await screenshot(page, 'skeleton-status');
+  });
+
+  it('conversation sockets are not reachable without a ticket (pitfall 21)', async () => {
+    const { page } = alice;
+    const result = await page.evaluate(
+      () =>
+        new Promise<string>((resolve) => {
+          const u = new URL('/api/conversations/conv-probe/ws', location.href);
+          u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+          const ws = new WebSocket(u.toString());
+          ws.onopen = () => {
+            ws.close();
+            resolve('open');
+          };
+          ws.onerror = () => resolve('refused');
+        }),
+    );
+    expect(result).toBe('refused');
   });
 
   it('the round trip runs again on demand', async () => {

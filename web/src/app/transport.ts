@@ -1,7 +1,8 @@
 /**
- * The client's one transport module: HTTP (JSON) and WebSocket. The walking skeleton has the health call
- * and a WebSocket round trip through a conversation's Durable Object; authentication, reconnect and
- * resume-from-cursor arrive with the delivery and client issues.
+ * The client's one transport module: HTTP (JSON) and WebSocket. The status page has the health call and
+ * a WebSocket round trip through the probe Durable Object (/api/probe/ws, unauthenticated and
+ * rate-limited). Conversation sockets need a ticket (POST /api/conversations/:id/ticket) and speak the
+ * wire frames of schema/wire.ts; reconnect and resume-from-seq arrive with the client issue.
  */
 export interface Health {
   ok: boolean;
@@ -30,11 +31,11 @@ function open(path: string): Promise<WebSocket> {
 }
 
 /**
- * Opens two sockets to the same conversation, sends a frame from one and resolves with the time it took
- * to arrive at the other (the Durable Object fans it out).
+ * Opens two sockets to the same probe room, sends a frame from one and resolves with the time it took
+ * to arrive at the other (the probe Durable Object fans it out). `room`: 8-64 of [A-Za-z0-9_-].
  */
-export async function roundTrip(conversationId: string): Promise<{ ms: number; frame: string }> {
-  const path = `/api/conversations/${encodeURIComponent(conversationId)}/ws`;
+export async function roundTrip(room: string): Promise<{ ms: number; frame: string }> {
+  const path = `/api/probe/ws?room=${encodeURIComponent(room)}`;
   const [a, b] = await Promise.all([open(path), open(path)]);
   try {
     const nonce = crypto.randomUUID();
