@@ -1,0 +1,68 @@
+/**
+ * What every engine module is given: the Store, the protocol's curves and rng, a clock, the lock manager,
+ * the server API and an event sink. Also the engine's own error type (stable `code`s, plain data across
+ * the worker boundary) and the UI event union.
+ *
+ * Does NOT: hold state of its own.
+ * @module
+ */
+import type { Curve25519, Rng } from '../protocol/index.js';
+import type { EngineLocks } from './locks.js';
+import type { Store } from './storage.js';
+import type { ConnectionStatus, ServerApi } from './transport.js';
+
+export interface EngineContext {
+  readonly store: Store;
+  readonly api: ServerApi;
+  readonly curves: Curve25519;
+  readonly rng: Rng;
+  readonly now: () => number;
+  readonly locks: EngineLocks;
+  readonly emit: (event: EngineEvent) => void;
+}
+
+export type EngineErrorCode =
+  | 'not_bootstrapped'
+  | 'identity_changed'
+  | 'unknown_user'
+  | 'not_member'
+  | 'membership_invalid'
+  | 'no_devices'
+  | 'send_failed';
+
+export class EngineError extends Error {
+  override readonly name = 'EngineError';
+  constructor(
+    readonly code: EngineErrorCode,
+    message: string = code,
+    readonly userId?: string,
+  ) {
+    super(message);
+  }
+}
+
+export type MessageStatus = 'sending' | 'sent' | 'delivered' | 'failed' | 'received' | 'undecryptable';
+
+/** A message as the UI sees it (plain data). */
+export interface MessageView {
+  readonly conversationId: string;
+  /** Server order; null while a local message is not yet accepted. */
+  readonly seq: number | null;
+  readonly clientId: string;
+  readonly from: { readonly userId: string; readonly deviceId: string };
+  readonly outgoing: boolean;
+  readonly body: string | null;
+  readonly status: MessageStatus;
+  readonly sentAt: number;
+  readonly receivedAt: number;
+  /** Why a message could not be decrypted or sent (an error code). */
+  readonly error?: string;
+}
+
+export type EngineEvent =
+  | { readonly type: 'message_added'; readonly message: MessageView }
+  | { readonly type: 'message_updated'; readonly message: MessageView }
+  | { readonly type: 'key_change'; readonly userId: string; readonly blocked: boolean }
+  | { readonly type: 'devices_changed'; readonly userId: string }
+  | { readonly type: 'membership_changed'; readonly conversationId: string; readonly members: readonly string[] }
+  | { readonly type: 'connection'; readonly conversationId: string; readonly status: ConnectionStatus };

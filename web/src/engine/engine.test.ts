@@ -1,0 +1,251 @@
+import { describe, expect, it } from 'vitest';
+import {
+  decodeMessage,
+  encodeDeviceList,
+  encodeMessage,
+  fromB64u,
+  MessageType,
+  signDeviceList,
+  toB64u,
+  toHex,
+} from './_protocol.js';
+import type { EngineEvent } from './context.js';
+import { memoryLocks } from './locks.js';
+import { memoryStore } from './storage.js';
+import { engineOn, makeWorld, newClient, ownIdentity, texts, until, type World } from './testing/harness.js';
+
+/** (ratchet public key, N) of a pairwise ciphertext: must never repeat for one sender (PITFALLS 12). */
+function headerId(c: string): string {
+  const m = decodeMessage(fromB64u(c));
+  return `${toHex(m.ratchet.header.slice(0, 32))}:${toHex(m.ratchet.header.slice(36, 40))}`;
+}
+
+function itemsTo(w: World, u: string, d: string, from?: string): string[] {
+  return w.server.sentFrames
+    .filter((f) => (!from || f.user === from) && f.frame.type === 'send' && 'to' in f.frame)
+    .flatMap((f) => ('to' in f.frame ? f.frame.to : []).filter((t) => t.u === u && t.d === d).map((t) => t.c));
+}
+
+async function pair(w: World) {
+  const alice = await newClient(w, 'alice');
+  const bob = await newClient(w, 'bob');
+  const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+  return { alice, bob, conv };
+}
+
+describe('engine over the fake server', () => {
+  it('two users exchange messages both ways; the sender sees sent then delivered', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    await alice.engine.connect();
+    await bob.engine.connect();
+    await until(async () => (await bob.engine.connectionStatus(conv)) === 'online', 'bob online');
+    const sent = await alice.engine.sendText(conv, 'hello bob');
+    expect(sent.status).toBe('sending');
+    await until(async () => (await texts(bob.engine, conv)).includes('hello bob'), 'bob receives');
+    await bob.engine.sendText(conv, 'hi alice');
+    await until(async () => (await texts(alice.engine, conv)).includes('hi alice'), 'alice receives');
+    await until(
+      async () => (await alice.engine.messages(conv)).find((m) => m.clientId === sent.clientId)?.status === 'delivered',
+      'delivered receipt',
+    );
+    const mine = (await alice.engine.messages(conv)).find((m) => m.clientId === sent.clientId)!;
+    expect(mine.seq).toBeGreaterThan(0);
+    expect(await texts(alice.engine, conv)).toEqual(['hello bob', 'hi alice']);
+    expect(w.server.pending(conv, 'bob', 'bob-1').filter((e) => e.kind === 'message')).toEqual([]);
+    alice.engine.close();
+    bob.engine.close();
+  });
+
+  it('offline catch-up through the mailbox: in order, acknowledged after storing', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    await alice.engine.connect();
+    for (const t of ['one', 'two', 'three']) await alice.engine.sendText(conv, t);
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 3, 'three queued for bob');
+    expect(await bob.engine.syncMailbox()).toBe(3);
+    expect(await texts(bob.engine, conv)).toEqual(['one', 'two', 'three']);
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    expect(await bob.engine.syncMailbox()).toBe(0);
+    alice.engine.close();
+  });
+
+  it('the outbox survives a reload and resends with the same client id; delivered once', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    await alice.engine.connect();
+    await until(async () => (await alice.engine.connectionStatus(conv)) === 'online', 'alice online');
+    w.server.muteReplies('alice', 'alice-1', true);
+    const m = await alice.engine.sendText(conv, 'survive me');
+    // The frame reaches the server, but the tab dies before the `accepted` answer is processed.
+    await until(() => w.server.sentFrames.some((f) => f.frame.type === 'send' && f.frame.id === m.clientId), 'sent');
+    await alice.engine.idle();
+    alice.engine.close();
+    w.server.muteReplies('alice', 'alice-1', false);
+    const reloaded = engineOn(w, 'alice', 'alice-1', alice.store, alice.locks);
+    expect((await reloaded.messages(conv)).find((x) => x.clientId === m.clientId)?.status).toBe('sending');
+    await reloaded.connect([conv]);
+    await until(
+      async () => (await reloaded.messages(conv)).find((x) => x.clientId === m.clientId)?.status === 'sent',
+      'accepted after reload',
+    );
+    const frames = w.server.sentFrames.filter((f) => f.frame.type === 'send' && f.frame.id === m.clientId);
+    expect(frames.length).toBe(2);
+    expect(JSON.stringify(frames[0]!.frame)).toBe(JSON.stringify(frames[1]!.frame)); // same ciphertexts
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(['survive me']);
+    reloaded.close();
+  });
+
+  it('device_mismatch: fetches the new device list and bundle, re-encrypts only for the new device', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    await alice.engine.connect();
+    await alice.engine.sendText(conv, 'before');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'first message');
+    // Bob links a second device; Alice's cached list is now one version behind.
+    const bobSecret = (await ownIdentity(bob.store)).userIdentity.secretKey;
+    const bob2 = engineOn(w, 'bob', 'bob-2', memoryStore(), bob.locks);
+    const id2 = await bob2.bootstrap({ userId: 'bob', deviceId: 'bob-2', userIdentitySecret: bobSecret });
+    await w.server.updateDeviceList(await bob.engine.addDeviceToList(id2.deviceCertificate));
+    await bob2.publishPrekeys();
+    const before = await alice.engine.safetyNumber('bob');
+    const m = await alice.engine.sendText(conv, 'after');
+    await until(
+      async () => (await alice.engine.messages(conv)).find((x) => x.clientId === m.clientId)?.status === 'sent',
+      'accepted after mismatch',
+    );
+    const frames = w.server.sentFrames.filter((f) => f.frame.type === 'send' && f.frame.id === m.clientId);
+    expect(frames.length).toBe(2);
+    const [first, second] = frames.map((f) => ('to' in f.frame ? f.frame.to : []));
+    expect(first!.map((t) => t.d)).toEqual(['bob-1']);
+    expect(second!.map((t) => t.d).sort()).toEqual(['bob-1', 'bob-2']);
+    expect(second!.find((t) => t.d === 'bob-1')!.c).toBe(first![0]!.c); // not re-encrypted
+    await bob.engine.syncMailbox();
+    await bob2.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(['before', 'after']);
+    expect(await texts(bob2, conv)).toEqual(['after']);
+    // PITFALLS 15: adding a device changes neither trust nor the safety number.
+    expect((await alice.engine.contact('bob')).blocked).toBe(false);
+    expect((await alice.engine.safetyNumber('bob')).digits).toBe(before.digits);
+    alice.engine.close();
+  });
+
+  it('a message that fails to decrypt is stored and surfaced, acknowledged, and the session is repaired', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    await alice.engine.connect();
+    await alice.engine.sendText(conv, 'fine');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'queued');
+    await bob.engine.syncMailbox();
+    // A forged frame from Alice's device: a well-formed message that does not authenticate.
+    const [good] = itemsTo(w, 'bob', 'bob-1', 'alice');
+    const parsed = decodeMessage(fromB64u(good!));
+    const header = parsed.ratchet.header.slice();
+    header[39]! += 3; // an unused counter, so not a duplicate: the tag cannot verify
+    const forged = encodeMessage({ ...parsed, ratchet: { ...parsed.ratchet, header } });
+    const sock = await w.server.sockets('alice', 'alice-1')(conv, { onMessage: () => {}, onClose: () => {} });
+    sock.send(
+      JSON.stringify({ v: 1, type: 'send', id: 'forged-1', to: [{ u: 'bob', d: 'bob-1', c: toB64u(forged) }] }),
+    );
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'forged queued');
+    const events: EngineEvent[] = [];
+    bob.engine.on((e) => events.push(e));
+    await bob.engine.syncMailbox();
+    const failed = (await bob.engine.messages(conv)).find((m) => m.clientId === 'forged-1')!;
+    expect(failed.status).toBe('undecryptable');
+    expect(failed.error).toBe('decryption_failed');
+    expect(events.some((e) => e.type === 'message_added' && e.message.status === 'undecryptable')).toBe(true);
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    // Repair: Bob's next message to Alice starts a new session (a prekey message), which Alice accepts.
+    await bob.engine.connect();
+    await bob.engine.sendText(conv, 'still friends?');
+    await until(() => itemsTo(w, 'alice', 'alice-1', 'bob').length > 0, 'bob sends');
+    const reply = itemsTo(w, 'alice', 'alice-1', 'bob').at(-1)!;
+    expect(decodeMessage(fromB64u(reply)).type).toBe(MessageType.PreKey);
+    await until(async () => (await texts(alice.engine, conv)).includes('still friends?'), 'alice decrypts');
+    alice.engine.close();
+    bob.engine.close();
+  });
+});
+
+describe('PITFALLS 12: one writer per session, no (key, nonce) reuse', () => {
+  it('restoring an older copy of a session record: the engine refuses to send from it and re-establishes', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    await alice.engine.connect();
+    await alice.engine.sendText(conv, 'm1');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'm1');
+    const old = await alice.store.get('sess/bob/bob-1');
+    await alice.engine.sendText(conv, 'm2');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 2, 'm2');
+    await alice.store.put('sess/bob/bob-1', old!); // e.g. a backup restore or a stale tab's write
+    await alice.engine.sendText(conv, 'm3');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 3, 'm3');
+    const cts = itemsTo(w, 'bob', 'bob-1', 'alice');
+    const inits = cts.map((c) => toHex(decodeMessage(fromB64u(c)).init ?? new Uint8Array()));
+    expect(inits[2]).not.toBe(inits[0]); // a new session (new PQXDH init), not the restored one
+    expect(new Set(cts.map(headerId)).size).toBe(cts.length);
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(['m1', 'm2', 'm3']);
+    alice.engine.close();
+  });
+
+  it('two tabs sharing one Store and lock manager never reuse a (ratchet key, N); the receiver decrypts all', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    const tabB = engineOn(w, 'alice', 'alice-1', alice.store, alice.locks);
+    await alice.engine.connect([conv]);
+    await tabB.connect([conv]);
+    await until(async () => (await tabB.connectionStatus(conv)) === 'online', 'tab B online');
+    const sends: Promise<unknown>[] = [];
+    for (let i = 0; i < 5; i++) sends.push(alice.engine.sendText(conv, `a${i}`), tabB.sendText(conv, `b${i}`));
+    await Promise.all(sends);
+    await until(
+      () => new Set(w.server.pending(conv, 'bob', 'bob-1').map((e) => e.id)).size === 10,
+      'ten messages accepted',
+    );
+    const cts = itemsTo(w, 'bob', 'bob-1', 'alice');
+    expect(new Set(cts.map(headerId)).size).toBe(cts.length);
+    await bob.engine.syncMailbox();
+    const got = await bob.engine.messages(conv, { limit: 100 });
+    expect(got.filter((m) => m.status === 'undecryptable')).toEqual([]);
+    expect(got.map((m) => m.body).sort()).toEqual(['a0', 'a1', 'a2', 'a3', 'a4', 'b0', 'b1', 'b2', 'b3', 'b4']);
+    alice.engine.close();
+    tabB.close();
+  });
+});
+
+describe('PITFALLS 15: identity key changes', () => {
+  it('blocks sending until accepted, and the safety number changes', async () => {
+    const w = await makeWorld();
+    const { alice, conv } = await pair(w);
+    const before = await alice.engine.safetyNumber('bob');
+    // Bob lost every device and resets his identity: new user identity key, list version 2.
+    const nbStore = memoryStore();
+    const newBob = engineOn(w, 'bob', 'bob-9', nbStore, memoryLocks());
+    await newBob.bootstrap({ userId: 'bob', deviceId: 'bob-9' });
+    const nb = await ownIdentity(nbStore);
+    const list = await signDeviceList(w.curves, nb.userIdentity, {
+      userId: 'bob',
+      version: 2,
+      devices: [nb.certificate],
+    });
+    await w.server.resetIdentity(encodeDeviceList(list));
+    await newBob.publishPrekeys();
+    const events: EngineEvent[] = [];
+    alice.engine.on((e) => events.push(e));
+    expect((await alice.engine.refreshContact('bob')).blocked).toBe(true);
+    expect(events).toContainEqual({ type: 'key_change', userId: 'bob', blocked: true });
+    await expect(alice.engine.sendText(conv, 'to whom?')).rejects.toMatchObject({ code: 'identity_changed' });
+    expect((await alice.engine.safetyNumber('bob')).digits).toBe(before.digits); // still the trusted key
+    await alice.engine.acceptIdentityChange('bob');
+    expect((await alice.engine.safetyNumber('bob')).digits).not.toBe(before.digits);
+    await alice.engine.connect([conv]);
+    await alice.engine.sendText(conv, 'welcome back');
+    await until(() => w.server.pending(conv, 'bob', 'bob-9').length === 1, 'sent to the new device');
+    await newBob.syncMailbox();
+    expect(await texts(newBob, conv)).toEqual(['welcome back']);
+    alice.engine.close();
+  });
+});

@@ -1,0 +1,336 @@
+/**
+ * `createEngine` ties the client together: keys (keystore), contacts (directory), pairwise sessions,
+ * conversations and sender keys (groups), the outbox, the inbox and the message store, over an injected
+ * Store, ServerApi, realtime SocketFactory, curves, rng, clock and lock manager. It runs unchanged in Node
+ * (bots, tests) and in the browser, preferably inside a Web Worker (worker-host.ts): every method takes
+ * and returns plain data, and UI events are plain objects.
+ *
+ * Sending text: pairwise to every verified device of every verified member (our own other devices
+ * included) for direct conversations, or with our sender key for groups (distributed first, pairwise, to
+ * the verified devices that lack it). Sending is refused while any member's identity key change is
+ * unaccepted (PITFALLS 15).
+ *
+ * Does NOT: authenticate (the ServerApi is already signed in; `signLoginChallenge` helps the auth flow),
+ * render, or choose a storage backend.
+ * @module
+ */
+import {
+  type Curve25519,
+  decodeDeviceCertificate,
+  encodeDeviceCertificate,
+  type Rng,
+  signLoginChallenge,
+  toB64u,
+} from './_protocol.js';
+import { type EngineContext, EngineError, type EngineEvent, type MessageView } from './context.js';
+import type { ContactView } from './directory.js';
+import { Directory } from './directory.js';
+import { Groups } from './groups.js';
+import { Inbox } from './inbox.js';
+import { Keystore, type KeystoreConfig } from './keystore.js';
+import type { EngineLocks } from './locks.js';
+import { encodePayload, Messages } from './messages.js';
+import { Outbox } from './outbox.js';
+import { Sessions } from './sessions.js';
+import type { Store } from './storage.js';
+import {
+  type ConnectionStatus,
+  type ConversationKind,
+  createRealtime,
+  type Envelope,
+  type PrekeyCounts,
+  type RealtimeChannel,
+  type ServerApi,
+  type SocketFactory,
+} from './transport.js';
+
+export interface EngineOptions {
+  readonly store: Store;
+  readonly api: ServerApi;
+  /** Opens conversation sockets (browser: tickets + WebSocket; tests: the fake server). */
+  readonly realtime: SocketFactory;
+  readonly curves: Curve25519;
+  readonly rng: Rng;
+  readonly now?: () => number;
+  readonly locks: EngineLocks;
+  readonly keystore?: Partial<KeystoreConfig>;
+  readonly backoff?: { readonly baseMs: number; readonly maxMs: number };
+}
+
+export interface OwnIdentityView {
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly userIdentityKey: Uint8Array;
+  readonly deviceCertificate: Uint8Array;
+  readonly deviceList: Uint8Array;
+}
+
+export interface SafetyNumberView {
+  readonly digits: string;
+  readonly display: string;
+  readonly scannable: Uint8Array;
+}
+
+/** The engine's API: plain data in and out, so it can sit behind a MessagePort. */
+export interface EngineApi {
+  bootstrap(p: { userId: string; deviceId: string; userIdentitySecret?: Uint8Array }): Promise<OwnIdentityView>;
+  identity(): Promise<OwnIdentityView | null>;
+  signLoginChallenge(challenge: Uint8Array): Promise<Uint8Array>;
+  /** Signs our device list with another device's certificate added (linking; publish the result). */
+  addDeviceToList(certificate: Uint8Array): Promise<Uint8Array>;
+  /** Rotates the signed prekey when due and tops up one-time prekeys below the watermark. */
+  publishPrekeys(): Promise<PrekeyCounts>;
+  createConversation(p: { kind: ConversationKind; members: string[]; title?: string }): Promise<string>;
+  addMember(conversationId: string, userId: string): Promise<void>;
+  removeMember(conversationId: string, userId: string): Promise<void>;
+  members(conversationId: string): Promise<string[]>;
+  /** Opens the sockets of every conversation we are in (or of `conversationIds`). */
+  connect(conversationIds?: string[]): Promise<void>;
+  disconnect(): Promise<void>;
+  connectionStatus(conversationId: string): Promise<ConnectionStatus>;
+  sendText(conversationId: string, body: string): Promise<MessageView>;
+  messages(conversationId: string, opts?: { beforeSeq?: number; limit?: number }): Promise<MessageView[]>;
+  /** Offline catch-up: fetch, process and acknowledge the whole mailbox. Returns envelopes processed. */
+  syncMailbox(): Promise<number>;
+  flushOutbox(): Promise<void>;
+  contact(userId: string): Promise<ContactView>;
+  refreshContact(userId: string): Promise<ContactView>;
+  safetyNumber(userId: string): Promise<SafetyNumberView>;
+  acceptIdentityChange(userId: string): Promise<ContactView>;
+}
+
+export interface Engine extends EngineApi {
+  /** Subscribe to UI events; returns an unsubscribe function (not across the worker boundary). */
+  on(listener: (e: EngineEvent) => void): () => void;
+  /** Resolves when no frame, send or receive the engine started is still being processed. */
+  idle(): Promise<void>;
+  close(): void;
+}
+
+export function createEngine(opts: EngineOptions): Engine {
+  const listeners = new Set<(e: EngineEvent) => void>();
+  const ctx: EngineContext = {
+    store: opts.store,
+    api: opts.api,
+    curves: opts.curves,
+    rng: opts.rng,
+    now: opts.now ?? Date.now,
+    locks: opts.locks,
+    emit: (e) => {
+      for (const l of listeners) l(e);
+    },
+  };
+  const newId = () => toB64u(ctx.rng(16));
+  const keys = new Keystore(ctx, opts.keystore);
+  const directory = new Directory(ctx, keys);
+  const sessions = new Sessions(ctx, keys, directory);
+  const groups = new Groups(ctx, keys, directory);
+  const messages = new Messages(ctx.store);
+  const realtime: RealtimeChannel = createRealtime({
+    connect: opts.realtime,
+    lastSeq: (c) => messages.cursor(c),
+    ...(opts.backoff ? { backoff: opts.backoff } : {}),
+  });
+  const outbox = new Outbox(ctx, sessions, groups, directory, messages, (c, f) => realtime.send(c, f));
+  const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId);
+
+  // ---- background work tracking (idle() for tests and for a clean shutdown) ----
+  const pending = new Set<Promise<unknown>>();
+  const track = (p: Promise<unknown>) => {
+    const q = p.catch((e) => console.error('engine:', e)).finally(() => pending.delete(q));
+    pending.add(q);
+  };
+
+  const receive = async (conversationId: string, envelopes: readonly Envelope[]) => {
+    const upTo = await inbox.process(conversationId, envelopes);
+    if (upTo !== null) realtime.send(conversationId, { v: 1, type: 'ack', upTo });
+    await outbox.flush(conversationId);
+  };
+
+  realtime.onFrame((conversationId, frame) => {
+    switch (frame.type) {
+      case 'deliver':
+        track(receive(conversationId, frame.envelopes));
+        break;
+      case 'accepted':
+        track(outbox.onAccepted(conversationId, frame.id, frame.seq));
+        break;
+      case 'error':
+        track(outbox.onError(conversationId, frame));
+        break;
+      case 'membership':
+        track(groups.onMembershipEntry(conversationId, frame.entry));
+        break;
+      case 'resume':
+        break;
+    }
+  });
+  realtime.onStatus((conversationId, status) => {
+    ctx.emit({ type: 'connection', conversationId, status });
+    if (status === 'online') track(outbox.flush(conversationId));
+  });
+
+  const ownView = async (): Promise<OwnIdentityView> => {
+    const own = await keys.identity();
+    return {
+      userId: own.userId,
+      deviceId: own.deviceId,
+      userIdentityKey: own.userIdentity.publicKey,
+      deviceCertificate: encodeDeviceCertificate(own.certificate),
+      deviceList: own.deviceList,
+    };
+  };
+
+  const assertMembersSendable = async (conversationId: string) => {
+    for (const u of (await groups.membership(conversationId)).members.keys()) await directory.assertSendable(u);
+  };
+
+  const engine: Engine = {
+    async bootstrap(p) {
+      if (!(await keys.exists())) await keys.create(p);
+      return ownView();
+    },
+    async identity() {
+      return (await keys.exists()) ? ownView() : null;
+    },
+    async signLoginChallenge(challenge) {
+      const own = await keys.identity();
+      return signLoginChallenge(ctx.curves, own.signing, challenge, own.userId, own.deviceId);
+    },
+    async addDeviceToList(certificate) {
+      return keys.addDeviceToList(decodeDeviceCertificate(certificate));
+    },
+    publishPrekeys: () => keys.maintain(ctx.api),
+    createConversation: (p) => groups.create(p.kind, p.members, p.title ?? ''),
+    addMember: (c, u) => groups.append(c, { action: 'add', target: u, role: 'member' }),
+    removeMember: (c, u) => groups.append(c, { action: 'remove', target: u }),
+    async members(c) {
+      return [...(await groups.membership(c)).members.keys()];
+    },
+    async connect(ids) {
+      const list = ids ?? (await ctx.api.listConversations()).map((c) => c.id);
+      for (const id of list) realtime.open(id);
+    },
+    async disconnect() {
+      realtime.closeAll();
+    },
+    connectionStatus: async (c) => realtime.status(c),
+    async sendText(conversationId, body) {
+      await assertMembersSendable(conversationId);
+      const own = await keys.identity();
+      const clientId = newId();
+      const sentAt = ctx.now();
+      const payload = encodePayload({ t: 'text', conv: conversationId, id: clientId, body, sentAt });
+      const kind = await groups.kind(conversationId);
+      const m: MessageView = {
+        conversationId,
+        seq: null,
+        clientId,
+        from: { userId: own.userId, deviceId: own.deviceId },
+        outgoing: true,
+        body,
+        status: 'sending',
+        sentAt,
+        receivedAt: sentAt,
+      };
+      await messages.putPending(m);
+      ctx.emit({ type: 'message_added', message: m });
+      if (kind === 'group') {
+        const sk = await groups.prepareSenderKey(conversationId);
+        if (sk.needs.length) {
+          await outbox.enqueue(
+            entry(
+              conversationId,
+              newId(),
+              encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
+              'pairwise',
+              false,
+              ctx.now(),
+            ),
+          );
+          await groups.markDistributed(conversationId, sk.needs);
+        }
+      }
+      await outbox.enqueue(
+        entry(conversationId, clientId, payload, kind === 'group' ? 'group' : 'pairwise', true, sentAt),
+      );
+      track(outbox.flush(conversationId));
+      return m;
+    },
+    messages: (c, o) => messages.page(c, o),
+    async syncMailbox() {
+      let cursor = null;
+      let count = 0;
+      do {
+        const page = await ctx.api.fetchMailbox(cursor);
+        const byConv = new Map<string, Envelope[]>();
+        for (const e of page.envelopes) {
+          const { conversationId, ...env } = e;
+          byConv.set(conversationId, [...(byConv.get(conversationId) ?? []), env]);
+        }
+        const acks: { conversationId: string; upTo: number }[] = [];
+        for (const [c, envs] of byConv) {
+          const upTo = await inbox.process(c, envs);
+          if (upTo !== null) acks.push({ conversationId: c, upTo });
+          count += envs.length;
+        }
+        if (acks.length) await ctx.api.ackMailbox(acks);
+        cursor = page.next;
+      } while (cursor);
+      return count;
+    },
+    flushOutbox: () => outbox.flush(),
+    contact: (u) => directory.view(u),
+    refreshContact: (u) => directory.refresh(u),
+    async safetyNumber(u) {
+      const s = await directory.safetyNumber(u);
+      return { digits: s.digits, display: s.display, scannable: s.scannable };
+    },
+    async acceptIdentityChange(u) {
+      const v = await directory.acceptIdentityChange(u);
+      await sessions.dropUser(u);
+      return v;
+    },
+    on(l) {
+      listeners.add(l);
+      return () => listeners.delete(l);
+    },
+    async idle() {
+      for (let i = 0; i < 1000 && pending.size; i++) {
+        await Promise.all([...pending]);
+        await new Promise((r) => setTimeout(r, 0));
+      }
+    },
+    close() {
+      realtime.closeAll();
+      listeners.clear();
+    },
+  };
+  return engine;
+}
+
+function entry(
+  conversationId: string,
+  clientId: string,
+  payload: Uint8Array,
+  mode: 'pairwise' | 'group',
+  visible: boolean,
+  createdAt: number,
+) {
+  return {
+    clientId,
+    conversationId,
+    kind: 'message' as const,
+    payload,
+    mode,
+    items: null,
+    group: null,
+    state: 'sending' as const,
+    seq: null,
+    attempts: 0,
+    createdAt,
+    visible,
+  };
+}
+
+export { EngineError };

@@ -1,0 +1,274 @@
+/**
+ * Conversations as the client trusts them: the signed membership log replayed locally (`verifyLog` /
+ * `applyEntry` with a resolver over VERIFIED device lists), and our sender keys per conversation.
+ *
+ * - Who receives anything from us is decided only by the verified log (PITFALLS 17): a member the server
+ *   inserted without a valid signed entry is not in it, so its devices get neither sender keys nor
+ *   pairwise content (their slots carry WITHHELD).
+ * - The log is verified BEFORE our sender key is distributed; distribution goes, over pairwise sessions,
+ *   only to devices in the verified lists of verified members that do not have the current chain yet.
+ * - A membership change that removes someone (remove / leave) marks our sender key for rotation: the next
+ *   group send creates a fresh chain and distributes it to the remaining members only (PITFALLS 19).
+ * - Our own chain has one writer across tabs (lock `senderkey:<conv>`) and is persisted before the
+ *   ciphertext is returned (no iteration is used twice).
+ * - Distributions are accepted only from devices of verified members, for the conversation they name.
+ *
+ * Does NOT: send frames (outbox.ts), or fetch anything but the log and device lists.
+ * @module
+ */
+import {
+  applyEntry,
+  createSenderKey,
+  decodeMembershipEntry,
+  decodeSenderKeyDistribution,
+  deserializeOwnSenderKey,
+  deserializeSenderKeyRecord,
+  emptySenderKeyRecord,
+  encodeMembershipEntry,
+  encodeSenderKeyDistribution,
+  fromB64u,
+  type MembershipEntry,
+  type MembershipState,
+  nextEntry,
+  processSenderKeyDistribution,
+  type Role,
+  senderDecrypt,
+  senderEncrypt,
+  senderKeyDistribution,
+  serializeOwnSenderKey,
+  serializeSenderKeyRecord,
+  toB64u,
+  type VerifiedDevice,
+  verifyLog,
+} from './_protocol.js';
+import { encodeRecord } from './codec.js';
+import { type EngineContext, EngineError } from './context.js';
+import type { Directory } from './directory.js';
+import type { Keystore } from './keystore.js';
+import { readJson, writeJson } from './storage.js';
+import type { ConversationKind } from './transport.js';
+
+interface LogRecord {
+  readonly kind: ConversationKind;
+  readonly entries: readonly Uint8Array[];
+}
+
+interface OwnKeyRecord {
+  readonly key: Uint8Array;
+  /** `user/device` of every device that received this chain. */
+  readonly distributed: readonly string[];
+}
+
+const K = {
+  log: (c: string) => `conv/${c}/log`,
+  rotate: (c: string) => `conv/${c}/rotate`,
+  own: (c: string) => `sk/${c}/own`,
+  recv: (c: string, u: string, d: string) => `skr/${c}/${u}/${d}`,
+};
+
+export interface Recipient {
+  readonly userId: string;
+  readonly devices: readonly VerifiedDevice[];
+}
+
+export class Groups {
+  private readonly states = new Map<string, { seq: number; state: MembershipState }>();
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly keys: Keystore,
+    private readonly directory: Directory,
+  ) {}
+
+  /** Builds, signs and registers a new conversation with us as owner and `members` added as members. */
+  async create(kind: ConversationKind, members: readonly string[], title: string): Promise<string> {
+    const own = await this.keys.identity();
+    const id = randomId(this.ctx.rng(16));
+    const resolve = await this.directory.resolver([own.userId]);
+    const entries: MembershipEntry[] = [];
+    let state: MembershipState | null = null;
+    const author = { authorUserId: own.userId, authorDeviceId: own.deviceId, timestamp: this.ctx.now() };
+    const push = async (p: { action: 'create' | 'add'; target?: string; role?: Role; title?: string }) => {
+      const e = await nextEntry(this.ctx.curves, own.signing, state, id, { ...author, ...p });
+      state = await applyEntry(this.ctx.curves, state, e, resolve);
+      entries.push(e);
+    };
+    await push({ action: 'create', title });
+    for (const m of members) if (m !== own.userId) await push({ action: 'add', target: m, role: 'member' });
+    const bytes = entries.map(encodeMembershipEntry);
+    await this.ctx.api.createConversation(kind, bytes);
+    await this.ctx.store.put(K.log(id), encodeRecord({ kind, entries: bytes }));
+    return id;
+  }
+
+  /** Appends an entry of ours (add / remove / leave / rename …) through the server. */
+  async append(conversationId: string, p: { action: 'add' | 'remove' | 'leave'; target?: string; role?: Role }) {
+    const own = await this.keys.identity();
+    const state = await this.membership(conversationId);
+    const e = await nextEntry(this.ctx.curves, own.signing, state, conversationId, {
+      ...p,
+      authorUserId: own.userId,
+      authorDeviceId: own.deviceId,
+      timestamp: this.ctx.now(),
+    });
+    await this.ctx.api.appendMembershipEntry(conversationId, encodeMembershipEntry(e));
+    await this.applyNew(conversationId, [encodeMembershipEntry(e)]);
+  }
+
+  /** The verified membership state: the locally held log plus anything new from the server, all verified. */
+  async membership(conversationId: string): Promise<MembershipState> {
+    const rec = await readJson<LogRecord>(this.ctx.store, K.log(conversationId));
+    if (!rec) {
+      const info = await this.ctx.api.getConversation(conversationId);
+      const entries = await this.ctx.api.fetchMembershipLog(conversationId, -1);
+      const state = await this.verify(conversationId, entries);
+      await this.ctx.store.put(K.log(conversationId), encodeRecord({ kind: info.kind, entries }));
+      return state;
+    }
+    const cached = this.states.get(conversationId);
+    if (cached && cached.seq === rec.entries.length - 1) return cached.state;
+    return this.verify(conversationId, rec.entries);
+  }
+
+  private async verify(conversationId: string, entryBytes: readonly Uint8Array[]): Promise<MembershipState> {
+    const entries = entryBytes.map((b) => decodeMembershipEntry(b));
+    if (entries.some((e) => e.conversationId !== conversationId))
+      throw new EngineError('membership_invalid', 'log of another conversation');
+    const resolve = await this.directory.resolver(entries.map((e) => e.authorUserId));
+    let state: MembershipState;
+    try {
+      state = await verifyLog(this.ctx.curves, entries, resolve);
+    } catch (e) {
+      throw new EngineError('membership_invalid', `membership log does not verify: ${(e as Error).message}`);
+    }
+    this.states.set(conversationId, { seq: state.seq, state });
+    return state;
+  }
+
+  /** A membership frame (or our own append): apply, and mark our sender key for rotation on removal. */
+  async onMembershipEntry(conversationId: string, entryB64u: string): Promise<void> {
+    await this.membership(conversationId);
+    await this.applyNew(conversationId, [fromB64u(entryB64u)]);
+  }
+
+  private async applyNew(conversationId: string, fresh: readonly Uint8Array[]): Promise<void> {
+    const rec = (await readJson<LogRecord>(this.ctx.store, K.log(conversationId)))!;
+    let state = await this.membership(conversationId);
+    const before = new Set(state.members.keys());
+    const added: Uint8Array[] = [];
+    for (const b of fresh) {
+      const e = decodeMembershipEntry(b);
+      if (e.seq <= state.seq) continue; // already applied
+      if (e.seq !== state.seq + 1) {
+        // We missed entries: fetch what is missing and verify it all in order.
+        const more = await this.ctx.api.fetchMembershipLog(conversationId, state.seq);
+        return this.applyNew(conversationId, more);
+      }
+      const resolve = await this.directory.resolver([e.authorUserId]);
+      state = await applyEntry(this.ctx.curves, state, e, resolve);
+      added.push(b);
+    }
+    if (!added.length) return;
+    await this.ctx.store.transaction(async (tx) => {
+      writeJson(tx, K.log(conversationId), { kind: rec.kind, entries: [...rec.entries, ...added] });
+      if ([...before].some((u) => !state.members.has(u))) writeJson(tx, K.rotate(conversationId), true);
+    });
+    this.states.set(conversationId, { seq: state.seq, state });
+    this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
+  }
+
+  async kind(conversationId: string): Promise<ConversationKind> {
+    await this.membership(conversationId);
+    return (await readJson<LogRecord>(this.ctx.store, K.log(conversationId)))!.kind;
+  }
+
+  /** Verified members and their verified devices (this device excluded; our other devices included). */
+  async recipients(conversationId: string): Promise<Recipient[]> {
+    const state = await this.membership(conversationId);
+    const out: Recipient[] = [];
+    for (const userId of state.members.keys()) out.push({ userId, devices: await this.directory.devices(userId) });
+    return out;
+  }
+
+  async isVerifiedMember(conversationId: string, userId: string): Promise<boolean> {
+    return (await this.membership(conversationId)).members.has(userId);
+  }
+
+  /**
+   * Makes sure we have a current sender key (rotating it if marked) and returns the distribution message
+   * plus the devices that still need it. The caller sends it (pairwise) before the group message.
+   */
+  async prepareSenderKey(conversationId: string): Promise<{ distribution: Uint8Array; needs: VerifiedDevice[] }> {
+    const recipients = await this.recipients(conversationId);
+    return this.ctx.locks.request(`senderkey:${conversationId}`, async () => {
+      let own = await readJson<OwnKeyRecord>(this.ctx.store, K.own(conversationId));
+      const rotate = (await readJson<boolean>(this.ctx.store, K.rotate(conversationId))) ?? false;
+      if (!own || rotate) {
+        const fresh = await createSenderKey(this.ctx.curves, this.ctx.rng);
+        own = { key: serializeOwnSenderKey(fresh), distributed: [] };
+        const rec = own;
+        await this.ctx.store.transaction(async (tx) => {
+          writeJson(tx, K.own(conversationId), rec);
+          tx.delete(K.rotate(conversationId));
+        });
+      }
+      const key = deserializeOwnSenderKey(own.key);
+      const have = new Set(own.distributed);
+      const needs = recipients.flatMap((r) => r.devices).filter((d) => !have.has(`${d.userId}/${d.deviceId}`));
+      return { distribution: encodeSenderKeyDistribution(senderKeyDistribution(key, conversationId)), needs };
+    });
+  }
+
+  /** Records that `devices` were sent the current chain (after the distribution was queued durably). */
+  async markDistributed(conversationId: string, devices: readonly { userId: string; deviceId: string }[]) {
+    await this.ctx.store.transaction(async (tx) => {
+      const own = await readJson<OwnKeyRecord>(tx, K.own(conversationId));
+      if (!own) return;
+      const all = new Set([...own.distributed, ...devices.map((d) => `${d.userId}/${d.deviceId}`)]);
+      writeJson(tx, K.own(conversationId), { ...own, distributed: [...all] });
+    });
+  }
+
+  /** Encrypts with our chain; the advanced chain is persisted before the ciphertext is returned. */
+  encrypt(conversationId: string, plaintext: Uint8Array): Promise<Uint8Array> {
+    return this.ctx.locks.request(`senderkey:${conversationId}`, async () => {
+      const own = await readJson<OwnKeyRecord>(this.ctx.store, K.own(conversationId));
+      if (!own) throw new EngineError('send_failed', 'no sender key (prepareSenderKey first)');
+      const r = await senderEncrypt(this.ctx.curves, deserializeOwnSenderKey(own.key), plaintext);
+      await this.ctx.store.put(K.own(conversationId), encodeRecord({ ...own, key: serializeOwnSenderKey(r.own) }));
+      return r.message;
+    });
+  }
+
+  /** Accepts a distribution from (u, d) only if u is a verified member and d is in u's verified list. */
+  async processDistribution(conversationId: string, u: string, d: string, bytes: Uint8Array): Promise<boolean> {
+    if (!(await this.isVerifiedMember(conversationId, u))) return false;
+    if (!(await this.directory.device(u, d))) return false;
+    const dist = decodeSenderKeyDistribution(bytes);
+    await this.ctx.locks.request(`senderkey-recv:${conversationId}:${u}:${d}`, async () => {
+      const raw = await this.ctx.store.get(K.recv(conversationId, u, d));
+      const rec = raw ? deserializeSenderKeyRecord(raw) : emptySenderKeyRecord();
+      const next = processSenderKeyDistribution(rec, dist, conversationId);
+      await this.ctx.store.put(K.recv(conversationId, u, d), serializeSenderKeyRecord(next));
+    });
+    return true;
+  }
+
+  decrypt(conversationId: string, u: string, d: string, message: Uint8Array): Promise<Uint8Array> {
+    return this.ctx.locks.request(`senderkey-recv:${conversationId}:${u}:${d}`, async () => {
+      const raw = await this.ctx.store.get(K.recv(conversationId, u, d));
+      const rec = raw ? deserializeSenderKeyRecord(raw) : emptySenderKeyRecord();
+      const r = await senderDecrypt(this.ctx.curves, rec, message);
+      await this.ctx.store.put(K.recv(conversationId, u, d), serializeSenderKeyRecord(r.record));
+      return r.plaintext;
+    });
+  }
+
+  async hasSenderKeyFrom(conversationId: string, u: string, d: string): Promise<boolean> {
+    return (await this.ctx.store.get(K.recv(conversationId, u, d))) !== undefined;
+  }
+}
+
+function randomId(bytes: Uint8Array): string {
+  return toB64u(bytes);
+}

@@ -1,0 +1,96 @@
+/**
+ * The browser backend of the sealed store: an IndexedDB database with two object stores, `records`
+ * (opaque id → sealed bytes, see sealed-store.ts) and `meta` (the non-extractable CryptoKeys, or the
+ * passphrase-wrapped key bytes). Raw IndexedDB contents therefore hold no plaintext message, no private
+ * key and no readable record name.
+ *
+ * `commit` runs its checks and writes in ONE readwrite transaction; the checks compare bytes inside
+ * request callbacks (no awaits on anything but IndexedDB requests, so the transaction cannot auto-commit
+ * half-way) and abort the transaction on a mismatch.
+ *
+ * Does NOT: seal (sealed-store.ts), or run in Node (tests exercise the sealed layer over memoryRawKv; the
+ * real IndexedDB is covered by the browser suite).
+ * @module
+ */
+import { openSealedStore, type RawKv, type SealedStore, type SealMeta } from './sealed-store.js';
+
+const RECORDS = 'records';
+const META = 'meta';
+const META_KEY = 'keys';
+
+function req<T>(r: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+
+export function openIdb(name: string, factory: IDBFactory = indexedDB): Promise<IDBDatabase> {
+  const open = factory.open(name, 1);
+  open.onupgradeneeded = () => {
+    open.result.createObjectStore(RECORDS);
+    open.result.createObjectStore(META);
+  };
+  return req(open);
+}
+
+const same = (a: Uint8Array | undefined, b: Uint8Array | undefined) =>
+  a === b || (!!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]));
+
+export function idbRawKv(db: IDBDatabase): RawKv {
+  return {
+    async get(id) {
+      const v = await req(db.transaction(RECORDS).objectStore(RECORDS).get(id));
+      return v instanceof Uint8Array ? v : undefined;
+    },
+    async range(prefix) {
+      const store = db.transaction(RECORDS).objectStore(RECORDS);
+      const range = prefix ? IDBKeyRange.bound(prefix, `${prefix}\uffff`) : undefined;
+      const [keys, values] = await Promise.all([req(store.getAllKeys(range)), req(store.getAll(range))]);
+      return keys.map((k, i) => ({ id: String(k), value: values[i] as Uint8Array }));
+    },
+    commit(checks, writes, meta) {
+      return new Promise<boolean>((resolve, reject) => {
+        const tx = db.transaction([RECORDS, META], 'readwrite');
+        const records = tx.objectStore(RECORDS);
+        let ok = true;
+        tx.oncomplete = () => resolve(ok);
+        tx.onabort = () => (ok ? reject(tx.error) : resolve(false));
+        tx.onerror = () => undefined;
+        let pending = checks.length;
+        const apply = () => {
+          for (const w of writes) {
+            if (w.value === null) records.delete(w.id);
+            else records.put(w.value, w.id);
+          }
+          if (meta) tx.objectStore(META).put(meta, META_KEY);
+        };
+        if (pending === 0) return apply();
+        for (const c of checks) {
+          const r = records.get(c.id);
+          r.onsuccess = () => {
+            if (!ok) return;
+            if (!same(r.result as Uint8Array | undefined, c.expected)) {
+              ok = false;
+              tx.abort();
+              return;
+            }
+            if (--pending === 0) apply();
+          };
+        }
+      });
+    },
+    async getMeta() {
+      return (await req(db.transaction(META).objectStore(META).get(META_KEY))) as SealMeta | undefined;
+    },
+  };
+}
+
+/** The engine's browser Store: sealed records in IndexedDB `name`. */
+export async function openIdbStore(
+  name: string,
+  opts: { passphrase?: string; factory?: IDBFactory } = {},
+): Promise<SealedStore> {
+  const db = await openIdb(name, opts.factory);
+  return openSealedStore(idbRawKv(db), opts.passphrase === undefined ? {} : { passphrase: opts.passphrase });
+}

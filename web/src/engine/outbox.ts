@@ -1,0 +1,210 @@
+/**
+ * The outbox: every frame we send (messages, sender-key distributions, receipts) is first persisted
+ * here, so it survives reloads, and is retried with the SAME client message id — the server's idempotency
+ * key — until it is accepted. Ciphertexts are computed once and stored with the entry (sealed at rest): a
+ * retry after a reload re-sends exactly the same frame, never a fresh encryption of the same text.
+ *
+ * States: sending → sent (accepted with a seq) → delivered (an end-to-end receipt came back) | failed.
+ * On `device_mismatch` the entry is repaired and retried: extra and stale devices are dropped, their
+ * users' device lists refreshed, and only the MISSING devices are encrypted to — if they are in a verified
+ * list of a verified member; every other missing slot carries WITHHELD (PITFALLS 16, 17).
+ *
+ * Does NOT: decide membership (groups.ts), hold sessions (sessions.ts), or own the socket (the engine
+ * passes `send`).
+ * @module
+ */
+import { type DeviceRef, type ErrorFrame, WIRE_VERSION } from '../../../schema/wire.js';
+import { toB64u } from './_protocol.js';
+import { type EngineContext, EngineError, type MessageView } from './context.js';
+import type { Directory } from './directory.js';
+import type { Groups } from './groups.js';
+import { type Messages, WITHHELD } from './messages.js';
+import type { Sessions } from './sessions.js';
+import { listJson, putJson, readJson } from './storage.js';
+import type { ClientFrame } from './transport.js';
+
+export interface OutboxItem {
+  readonly u: string;
+  readonly d: string;
+  readonly c: string;
+}
+
+export interface OutboxEntry {
+  readonly clientId: string;
+  readonly conversationId: string;
+  readonly kind: 'message' | 'receipt';
+  readonly receiptStatus?: 'delivered' | 'read';
+  readonly payload: Uint8Array;
+  readonly mode: 'pairwise' | 'group';
+  readonly items: readonly OutboxItem[] | null;
+  readonly group: string | null;
+  readonly state: 'sending' | 'sent' | 'delivered' | 'failed';
+  readonly seq: number | null;
+  readonly attempts: number;
+  readonly createdAt: number;
+  /** Send order (assigned by `enqueue`, monotonic). */
+  readonly order?: number;
+  /** True for user-visible messages (a MessageView tracks its state). */
+  readonly visible: boolean;
+  readonly error?: string;
+}
+
+/** Gives up after this many device_mismatch repairs of one entry. */
+const MAX_REPAIRS = 5;
+const key = (clientId: string) => `out/${clientId}`;
+const ref = (u: string, d: string) => `${u}\n${d}`;
+
+export class Outbox {
+  private readonly inFlight = new Set<string>();
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly sessions: Sessions,
+    private readonly groups: Groups,
+    private readonly directory: Directory,
+    private readonly messages: Messages,
+    private readonly send: (conversationId: string, frame: ClientFrame) => boolean,
+  ) {}
+
+  private lastOrder = 0;
+
+  async enqueue(entry: OutboxEntry): Promise<void> {
+    this.lastOrder = Math.max(this.lastOrder + 1, this.ctx.now() * 1000);
+    await putJson(this.ctx.store, key(entry.clientId), { ...entry, order: this.lastOrder });
+  }
+
+  async entries(): Promise<OutboxEntry[]> {
+    return (await listJson<OutboxEntry>(this.ctx.store, 'out/'))
+      .map((e) => e.value)
+      .sort((a, b) => (a.order ?? a.createdAt * 1000) - (b.order ?? b.createdAt * 1000));
+  }
+
+  /** Sends every pending entry (of one conversation, or all) in creation order. */
+  async flush(conversationId?: string): Promise<void> {
+    for (const e of await this.entries()) {
+      if (e.state !== 'sending' || (conversationId && e.conversationId !== conversationId)) continue;
+      await this.trySend(e.clientId);
+    }
+  }
+
+  private async trySend(clientId: string): Promise<void> {
+    if (this.inFlight.has(clientId)) return;
+    this.inFlight.add(clientId);
+    try {
+      let e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
+      if (e?.state !== 'sending') return;
+      if (e.mode === 'pairwise' && e.items === null) {
+        e = { ...e, items: await this.fanout(e.conversationId, e.payload) };
+        await putJson(this.ctx.store, key(clientId), e);
+      } else if (e.mode === 'group' && e.group === null) {
+        e = { ...e, group: toB64u(await this.groups.encrypt(e.conversationId, e.payload)) };
+        await putJson(this.ctx.store, key(clientId), e);
+      }
+      this.send(e.conversationId, frameOf(e));
+    } catch (err) {
+      await this.fail(clientId, err instanceof EngineError ? err.code : 'send_failed');
+    } finally {
+      this.inFlight.delete(clientId);
+    }
+  }
+
+  /** One ciphertext per device of every verified member (their verified devices only). */
+  private async fanout(conversationId: string, payload: Uint8Array): Promise<OutboxItem[]> {
+    const items: OutboxItem[] = [];
+    for (const r of await this.groups.recipients(conversationId)) {
+      await this.directory.assertSendable(r.userId);
+      for (const x of await this.sessions.encryptFor(r.userId, r.devices, payload))
+        items.push({ u: r.userId, d: x.deviceId, c: toB64u(x.ciphertext) });
+    }
+    return items;
+  }
+
+  async onAccepted(conversationId: string, clientId: string, seq: number): Promise<void> {
+    const e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
+    if (!e || e.conversationId !== conversationId) return;
+    if (!e.visible) {
+      await this.ctx.store.delete(key(clientId));
+      return;
+    }
+    await putJson(this.ctx.store, key(clientId), { ...e, state: e.state === 'delivered' ? 'delivered' : 'sent', seq });
+    const m = await this.messages.accept(conversationId, clientId, seq);
+    if (m) this.ctx.emit({ type: 'message_updated', message: m });
+  }
+
+  async onError(conversationId: string, frame: ErrorFrame): Promise<void> {
+    if (!frame.id) return;
+    const e = await readJson<OutboxEntry>(this.ctx.store, key(frame.id));
+    if (!e || e.conversationId !== conversationId || e.state !== 'sending') return;
+    if (frame.code === 'device_mismatch' && e.mode === 'pairwise' && e.items) {
+      if (e.attempts >= MAX_REPAIRS) return this.fail(e.clientId, 'device_mismatch');
+      try {
+        const items = await this.repair(e, frame);
+        await putJson(this.ctx.store, key(e.clientId), { ...e, items, attempts: e.attempts + 1 });
+      } catch (err) {
+        return this.fail(e.clientId, err instanceof EngineError ? err.code : 'send_failed');
+      }
+      return this.trySend(e.clientId);
+    }
+    if (frame.code === 'rate_limited' || frame.code === 'unavailable' || frame.code === 'internal') {
+      setTimeout(() => void this.trySend(e.clientId), frame.retryAfterMs ?? 1000);
+      return;
+    }
+    return this.fail(e.clientId, frame.code);
+  }
+
+  private async repair(e: OutboxEntry, frame: ErrorFrame): Promise<OutboxItem[]> {
+    const drop = new Set([...(frame.extra ?? []), ...(frame.stale ?? [])].map((r) => ref(r.u, r.d)));
+    const items = (e.items ?? []).filter((i) => !drop.has(ref(i.u, i.d)));
+    const missing = frame.missing ?? [];
+    const users = new Set([...missing, ...(frame.stale ?? []), ...(frame.extra ?? [])].map((r) => r.u));
+    for (const u of users) await this.directory.refresh(u).catch(() => undefined);
+    const byUser = new Map<string, DeviceRef[]>();
+    for (const m of missing) byUser.set(m.u, [...(byUser.get(m.u) ?? []), m]);
+    for (const [u, refs] of byUser) {
+      const wanted = new Set(refs.map((r) => r.d));
+      let covered = new Set<string>();
+      if ((await this.groups.isVerifiedMember(e.conversationId, u)) && !(await this.directory.isBlocked(u))) {
+        const devices = (await this.directory.devices(u)).filter((d) => wanted.has(d.deviceId));
+        const enc = await this.sessions.encryptFor(u, devices, e.payload);
+        for (const x of enc) items.push({ u, d: x.deviceId, c: toB64u(x.ciphertext) });
+        covered = new Set(enc.map((x) => x.deviceId));
+      }
+      for (const d of wanted) if (!covered.has(d)) items.push({ u, d, c: WITHHELD });
+    }
+    return items;
+  }
+
+  private async fail(clientId: string, error: string): Promise<void> {
+    const e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
+    if (!e) return;
+    await putJson(this.ctx.store, key(clientId), { ...e, state: 'failed', error });
+    if (!e.visible) return;
+    const m = await this.messages.update(e.conversationId, { seq: e.seq, clientId }, { status: 'failed', error });
+    if (m) this.ctx.emit({ type: 'message_updated', message: m });
+  }
+
+  /** An end-to-end receipt from a member: our messages with these client ids are delivered. */
+  async markDelivered(conversationId: string, ids: readonly string[]): Promise<void> {
+    for (const id of ids) {
+      const e = await readJson<OutboxEntry>(this.ctx.store, key(id));
+      if (!e || e.conversationId !== conversationId || !e.visible) continue;
+      if (e.state === 'sent') await this.ctx.store.delete(key(id));
+      else if (e.state === 'sending') await putJson(this.ctx.store, key(id), { ...e, state: 'delivered' });
+      const m = await this.messages.update(conversationId, { seq: e.seq, clientId: id }, { status: 'delivered' });
+      if (m) this.ctx.emit({ type: 'message_updated', message: m as MessageView });
+    }
+  }
+}
+
+function frameOf(e: OutboxEntry): ClientFrame {
+  const body = e.mode === 'group' ? { group: e.group! } : { to: e.items!.map((i) => ({ u: i.u, d: i.d, c: i.c })) };
+  return e.kind === 'receipt'
+    ? ({
+        v: WIRE_VERSION,
+        type: 'receipt',
+        id: e.clientId,
+        status: e.receiptStatus ?? 'delivered',
+        ...body,
+      } as ClientFrame)
+    : ({ v: WIRE_VERSION, type: 'send', id: e.clientId, ...body } as ClientFrame);
+}

@@ -1,0 +1,260 @@
+/**
+ * A `Store` whose every record is sealed before it reaches the backing key-value store (IndexedDB in the
+ * browser, `memoryRawKv` in tests):
+ *
+ *   raw id    = B64U(HMAC(idKey, "d:" ‖ dir)[0..16]) "." B64U(HMAC(idKey, "k:" ‖ key)[0..16])
+ *   raw value = 0x01 ‖ iv[12] ‖ AES-256-GCM(dataKey, iv, u32(len key) ‖ key ‖ value, aad = raw id)
+ *
+ * so neither names (user, device and conversation ids) nor contents leak, a record cannot be moved to
+ * another slot (the id is the AAD), and a directory can still be listed (one raw range per directory).
+ * `dataKey` and `idKey` are WebCrypto keys that are NOT extractable. Without a passphrase they are kept
+ * as CryptoKey objects in the backend's meta record (IndexedDB stores CryptoKeys without exposing their
+ * bytes). With a passphrase the meta record holds only the 64 key bytes wrapped (AES-256-GCM) under a key
+ * derived with argon2id from the passphrase (`passwordPrehash` with a random per-store salt label); the
+ * store is unusable until `openSealedStore` is given the passphrase.
+ *
+ * Transactions are optimistic: reads remember the raw bytes they saw, and the commit is one atomic backend
+ * write that first checks those bytes are unchanged (another tab did not write them) — else the
+ * transaction function runs again. Within one process a mutex keeps transactions serial.
+ *
+ * Does NOT: hide record sizes, the number of records per directory, or access patterns; protect against
+ * code running in the page (it can use the keys, as the app does).
+ * @module
+ */
+import { passwordPrehash, toB64u, toHex } from './_protocol.js';
+import { fromUtf8, utf8 } from './codec.js';
+import {
+  assertDir,
+  dirOf,
+  mutex,
+  type Store,
+  type StoreEntry,
+  type StoreReader,
+  type StoreTx,
+  TxOverlay,
+} from './storage.js';
+
+/** The backend: opaque ids → opaque bytes, one meta value, and an atomic checked commit. */
+export interface RawKv {
+  get(id: string): Promise<Uint8Array | undefined>;
+  /** Every record whose id starts with `prefix`. */
+  range(prefix: string): Promise<{ id: string; value: Uint8Array }[]>;
+  /** Atomically: if every check holds (undefined = absent), apply writes (null = delete) and meta. */
+  commit(
+    checks: readonly { id: string; expected: Uint8Array | undefined }[],
+    writes: readonly { id: string; value: Uint8Array | null }[],
+    meta?: SealMeta,
+  ): Promise<boolean>;
+  getMeta(): Promise<SealMeta | undefined>;
+}
+
+export type SealMeta =
+  | { readonly mode: 'device'; readonly dataKey: CryptoKey; readonly idKey: CryptoKey }
+  | { readonly mode: 'passphrase'; readonly salt: string; readonly iv: Uint8Array; readonly wrapped: Uint8Array };
+
+export class StoreLockedError extends Error {
+  override readonly name = 'StoreLockedError';
+  constructor(readonly code: 'locked' | 'bad_passphrase') {
+    super(code);
+  }
+}
+
+interface Keys {
+  readonly dataKey: CryptoKey;
+  readonly idKey: CryptoKey;
+}
+
+const subtle = () => globalThis.crypto.subtle;
+const random = (n: number) => globalThis.crypto.getRandomValues(new Uint8Array(n));
+const buf = (b: Uint8Array) => b as Uint8Array<ArrayBuffer>;
+
+async function importKeys(raw: Uint8Array): Promise<Keys> {
+  const dataKey = await subtle().importKey('raw', buf(raw.slice(0, 32)), 'AES-GCM', false, ['encrypt', 'decrypt']);
+  const idKey = await subtle().importKey('raw', buf(raw.slice(32, 64)), { name: 'HMAC', hash: 'SHA-256' }, false, [
+    'sign',
+  ]);
+  raw.fill(0);
+  return { dataKey, idKey };
+}
+
+async function passphraseKey(passphrase: string, salt: string): Promise<CryptoKey> {
+  const k = await passwordPrehash(passphrase, `e2e-chat local store ${salt}`);
+  return subtle().importKey('raw', buf(k), 'AES-GCM', false, ['encrypt', 'decrypt']);
+}
+
+async function passphraseMeta(passphrase: string, raw: Uint8Array): Promise<SealMeta> {
+  const salt = toHex(random(16));
+  const iv = random(12);
+  const wrapKey = await passphraseKey(passphrase, salt);
+  const wrapped = new Uint8Array(await subtle().encrypt({ name: 'AES-GCM', iv: buf(iv) }, wrapKey, buf(raw)));
+  return { mode: 'passphrase', salt, iv, wrapped };
+}
+
+async function unlock(meta: SealMeta, passphrase: string | undefined): Promise<Keys> {
+  if (meta.mode === 'device') return { dataKey: meta.dataKey, idKey: meta.idKey };
+  if (passphrase === undefined) throw new StoreLockedError('locked');
+  const wrapKey = await passphraseKey(passphrase, meta.salt);
+  try {
+    const raw = new Uint8Array(
+      await subtle().decrypt({ name: 'AES-GCM', iv: buf(meta.iv) }, wrapKey, buf(meta.wrapped)),
+    );
+    return await importKeys(raw);
+  } catch {
+    throw new StoreLockedError('bad_passphrase');
+  }
+}
+
+export interface SealedStore extends Store {
+  /** Re-seals every record under fresh keys, wrapped by `passphrase` (or device-bound if null). */
+  setPassphrase(passphrase: string | null): Promise<void>;
+  /** Forgets the keys: every later call fails until the store is opened again. */
+  lock(): void;
+}
+
+/** Opens (creating keys on first use) a sealed store over `raw`. Throws StoreLockedError if locked. */
+export async function openSealedStore(raw: RawKv, opts: { passphrase?: string } = {}): Promise<SealedStore> {
+  let meta = await raw.getMeta();
+  if (!meta) {
+    const dataKey = await subtle().generateKey({ name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
+    const idKey = (await subtle().generateKey({ name: 'HMAC', hash: 'SHA-256', length: 256 }, false, [
+      'sign',
+    ])) as CryptoKey;
+    meta = { mode: 'device', dataKey, idKey };
+    if (opts.passphrase !== undefined) meta = await passphraseMeta(opts.passphrase, random(64));
+    if (!(await raw.commit([], [], meta))) throw new Error('sealed store: could not initialise');
+  }
+  let keys: Keys | null = await unlock(meta, opts.passphrase);
+  const exclusive = mutex();
+  const need = () =>
+    keys ??
+    (() => {
+      throw new StoreLockedError('locked');
+    })();
+
+  const mac = async (k: Keys, s: string) =>
+    toB64u(new Uint8Array(await subtle().sign('HMAC', k.idKey, buf(utf8(s)))).slice(0, 16));
+  const dirId = (k: Keys, dir: string) => mac(k, `d:${dir}`).then((d) => `${d}.`);
+  const rawId = async (k: Keys, key: string) => `${await dirId(k, dirOf(key))}${await mac(k, `k:${key}`)}`;
+
+  const seal = async (k: Keys, id: string, key: string, value: Uint8Array): Promise<Uint8Array> => {
+    const kb = utf8(key);
+    const pt = new Uint8Array(4 + kb.length + value.length);
+    new DataView(pt.buffer).setUint32(0, kb.length);
+    pt.set(kb, 4);
+    pt.set(value, 4 + kb.length);
+    const iv = random(12);
+    const ct = new Uint8Array(
+      await subtle().encrypt({ name: 'AES-GCM', iv: buf(iv), additionalData: buf(utf8(id)) }, k.dataKey, buf(pt)),
+    );
+    const out = new Uint8Array(1 + 12 + ct.length);
+    out[0] = 1;
+    out.set(iv, 1);
+    out.set(ct, 13);
+    return out;
+  };
+  const unseal = async (k: Keys, id: string, sealed: Uint8Array): Promise<StoreEntry> => {
+    if (sealed[0] !== 1) throw new Error('sealed store: unknown record version');
+    const pt = new Uint8Array(
+      await subtle().decrypt(
+        { name: 'AES-GCM', iv: buf(sealed.slice(1, 13)), additionalData: buf(utf8(id)) },
+        k.dataKey,
+        buf(sealed.slice(13)),
+      ),
+    );
+    const len = new DataView(pt.buffer).getUint32(0);
+    return { key: fromUtf8(pt.slice(4, 4 + len)), value: pt.slice(4 + len) };
+  };
+
+  const reader = (k: Keys, seen: Map<string, Uint8Array | undefined> | null): StoreReader => ({
+    async get(key) {
+      const id = await rawId(k, key);
+      const v = await raw.get(id);
+      seen?.set(id, v);
+      return v === undefined ? undefined : (await unseal(k, id, v)).value;
+    },
+    async list(dir) {
+      assertDir(dir);
+      const rows = await raw.range(await dirId(k, dir));
+      const out: StoreEntry[] = [];
+      for (const r of rows) {
+        seen?.set(r.id, r.value);
+        out.push(await unseal(k, r.id, r.value));
+      }
+      return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    },
+  });
+
+  const transaction = <T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> =>
+    exclusive(async () => {
+      for (let attempt = 0; attempt < 10; attempt++) {
+        const k = need();
+        const seen = new Map<string, Uint8Array | undefined>();
+        const tx = new TxOverlay(reader(k, seen));
+        const result = await fn(tx);
+        const writes: { id: string; value: Uint8Array | null }[] = [];
+        for (const [key, v] of tx.writes) {
+          const id = await rawId(k, key);
+          writes.push({ id, value: v === null ? null : await seal(k, id, key, v) });
+        }
+        const checks = [...seen].map(([id, expected]) => ({ id, expected }));
+        if (await raw.commit(checks, writes)) return result;
+      }
+      throw new Error('sealed store: too many conflicting transactions');
+    });
+
+  return {
+    get: (key) => reader(need(), null).get(key),
+    list: (dir) => reader(need(), null).list(dir),
+    put: (key, value) => transaction(async (tx) => tx.put(key, value)),
+    delete: (key) => transaction(async (tx) => tx.delete(key)),
+    transaction,
+    lock() {
+      keys = null;
+    },
+    setPassphrase: (passphrase) =>
+      exclusive(async () => {
+        const old = need();
+        const material = random(64);
+        const nextMeta = passphrase === null ? null : await passphraseMeta(passphrase, material.slice());
+        const next = await importKeys(material);
+        const all = await raw.range('');
+        const writes: { id: string; value: Uint8Array | null }[] = [];
+        for (const r of all) {
+          const e = await unseal(old, r.id, r.value);
+          const id = await rawId(next, e.key);
+          writes.push({ id: r.id, value: null }, { id, value: await seal(next, id, e.key, e.value) });
+        }
+        // Deletions of old ids first, then the new records (ids never collide: different HMAC keys).
+        const ordered = [...writes.filter((w) => w.value === null), ...writes.filter((w) => w.value !== null)];
+        const checks = all.map((r) => ({ id: r.id, expected: r.value }));
+        const m: SealMeta = nextMeta ?? { mode: 'device', ...next };
+        if (!(await raw.commit(checks, ordered, m))) throw new Error('sealed store: concurrent write during re-key');
+        keys = next;
+      }),
+  };
+}
+
+/** In-memory RawKv (tests, and a model of what IndexedDB holds). */
+export function memoryRawKv(): RawKv & { dump(): { id: string; value: Uint8Array }[]; meta(): SealMeta | undefined } {
+  const data = new Map<string, Uint8Array>();
+  let meta: SealMeta | undefined;
+  const same = (a: Uint8Array | undefined, b: Uint8Array | undefined) =>
+    a === b || (!!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]));
+  return {
+    get: async (id) => data.get(id)?.slice(),
+    range: async (prefix) =>
+      [...data].filter(([id]) => id.startsWith(prefix)).map(([id, value]) => ({ id, value: value.slice() })),
+    async commit(checks, writes, m) {
+      if (!checks.every((c) => same(data.get(c.id), c.expected))) return false;
+      for (const w of writes) {
+        if (w.value === null) data.delete(w.id);
+        else data.set(w.id, w.value.slice());
+      }
+      if (m) meta = m;
+      return true;
+    },
+    getMeta: async () => meta,
+    dump: () => [...data].map(([id, value]) => ({ id, value: value.slice() })),
+    meta: () => meta,
+  };
+}

@@ -1,0 +1,551 @@
+/**
+ * An in-memory stand-in for the e2e-chat server, close enough to the real one's rules for engine tests:
+ *
+ * - key directory: uploads verified under the device's certified signing key; claims take one one-time
+ *   EC prekey and one one-time ML-KEM prekey per device atomically (last-resort ML-KEM otherwise) and skip
+ *   the caller's own device;
+ * - device lists: accepted only as verifyDeviceListUpdate successors, or as an explicit identity reset;
+ * - conversations: the signed membership log verified with the protocol core (as the Worker does), plus a
+ *   test hook that inserts a member WITHOUT an entry (a malicious server, PITFALLS 17);
+ * - delivery (as the ConversationDO): per-conversation seq, a pairwise send must address exactly every
+ *   live device of every member except the sender (`device_mismatch` with missing/extra/stale otherwise),
+ *   client message ids are idempotency keys (`accepted` + `duplicate`), envelopes stay in each device's
+ *   mailbox until acked (over the socket or HTTP), `resume` replays before live delivery starts, a removed
+ *   member's sockets close with 4403;
+ * - network switches: `setOnline(user, device, false)` drops sockets and refuses new ones.
+ *
+ * Does NOT: authenticate (each `api(user, device)` is already "signed in"), rate-limit, or persist.
+ * @module
+ */
+import {
+  CLOSE,
+  type ClientFrame,
+  clientFrame,
+  type DeviceRef,
+  type Envelope,
+  MAX_DELIVER_BATCH,
+  type ServerFrame,
+  WIRE_VERSION,
+} from '../../../../schema/wire.js';
+import {
+  applyEntry,
+  type Curve25519,
+  type DeviceCertificate,
+  decodeDeviceList,
+  decodeMembershipEntry,
+  decodePrekeyUpload,
+  deviceKeyResolver,
+  encodeBundle,
+  type MembershipState,
+  toB64u,
+  type VerifiedDeviceList,
+  verifyDeviceList,
+  verifyDeviceListUpdate,
+  verifyLog,
+  verifyPrekeyUpload,
+} from '../../protocol/index.js';
+import type { PrekeyBundle } from '../../protocol/prekeys.js';
+import {
+  ApiError,
+  type BundleClaim,
+  type ConversationInfo,
+  type ConversationKind,
+  type FrameSocket,
+  type MailboxCursor,
+  type MailboxEnvelope,
+  type PrekeyCounts,
+  type ServerApi,
+  type SocketFactory,
+  type SocketHandlers,
+} from '../transport.js';
+
+type Spk = PrekeyBundle['signedPrekey'];
+type Otp = NonNullable<PrekeyBundle['oneTimePrekey']>;
+type Kem = PrekeyBundle['kemPrekey'];
+
+interface FakeDevice {
+  cert: DeviceCertificate;
+  revoked: boolean;
+  spk: Spk | null;
+  otps: Otp[];
+  kems: Kem[];
+  lastResort: Kem | null;
+}
+
+interface FakeUser {
+  list: VerifiedDeviceList;
+  listBytes: Uint8Array;
+  devices: Map<string, FakeDevice>;
+}
+
+interface FakeSocket {
+  user: string;
+  device: string;
+  live: boolean;
+  handlers: SocketHandlers;
+  open: boolean;
+}
+
+interface FakeConversation {
+  id: string;
+  kind: ConversationKind;
+  entries: Uint8Array[];
+  state: MembershipState;
+  /** The server's member set: normally the log's fold, but a test can insert members behind its back. */
+  members: Map<string, string>;
+  seq: number;
+  ids: Map<string, { seq: number; ts: number }>;
+  /** Un-acked envelopes per `${user}\n${device}`, in seq order. */
+  mailbox: Map<string, Envelope[]>;
+  sockets: Set<FakeSocket>;
+}
+
+const dk = (u: string, d: string) => `${u}\n${d}`;
+
+export interface FakeServerOptions {
+  readonly curves: Curve25519;
+  readonly now?: () => number;
+}
+
+export class FakeServer {
+  readonly users = new Map<string, FakeUser>();
+  readonly conversations = new Map<string, FakeConversation>();
+  private readonly offline = new Set<string>();
+  private readonly muted = new Set<string>();
+  /** Every frame a client sent, for assertions. */
+  readonly sentFrames: { user: string; device: string; conversationId: string; frame: ClientFrame }[] = [];
+  private readonly curves: Curve25519;
+  private readonly now: () => number;
+
+  constructor(opts: FakeServerOptions) {
+    this.curves = opts.curves;
+    this.now = opts.now ?? Date.now;
+  }
+
+  // ---- accounts and devices ----------------------------------------------------------------------
+
+  /** Registration: a version-1 device list signed by a new user identity key. */
+  async register(listBytes: Uint8Array): Promise<void> {
+    const list = await verifyDeviceList(this.curves, decodeDeviceList(listBytes));
+    if (list.version !== 1) throw new ApiError(422, 'invalid_device_list');
+    if (this.users.has(list.userId)) throw new ApiError(409, 'user_id_taken');
+    const devices = new Map(list.devices.map((d) => [d.deviceId, emptyDevice(d.certificate)]));
+    this.users.set(list.userId, { list, listBytes, devices });
+  }
+
+  /** A device list update (add or remove devices) signed by the same identity key, version + 1. */
+  async updateDeviceList(listBytes: Uint8Array): Promise<void> {
+    const next = decodeDeviceList(listBytes);
+    const u = this.user(next.userId);
+    const list = await verifyDeviceListUpdate(this.curves, u.list, next);
+    this.applyList(u, list, listBytes);
+  }
+
+  /** Identity reset: a new identity key and a new list (version + 1); every old device is revoked. */
+  async resetIdentity(listBytes: Uint8Array): Promise<void> {
+    const next = decodeDeviceList(listBytes);
+    const u = this.user(next.userId);
+    const list = await verifyDeviceList(this.curves, next);
+    if (list.version !== u.list.version + 1) throw new ApiError(422, 'invalid_device_list');
+    for (const d of u.devices.values()) d.revoked = true;
+    this.applyList(u, list, listBytes);
+  }
+
+  private applyList(u: FakeUser, list: VerifiedDeviceList, bytes: Uint8Array): void {
+    const listed = new Set(list.devices.map((d) => d.deviceId));
+    for (const [id, d] of u.devices) if (!listed.has(id)) this.revoke(list.userId, id, d);
+    for (const d of list.devices)
+      if (!u.devices.has(d.deviceId) || u.devices.get(d.deviceId)!.revoked)
+        u.devices.set(d.deviceId, emptyDevice(d.certificate));
+    u.list = list;
+    u.listBytes = bytes;
+  }
+
+  private revoke(userId: string, deviceId: string, d: FakeDevice): void {
+    d.revoked = true;
+    for (const c of this.conversations.values()) {
+      c.mailbox.delete(dk(userId, deviceId));
+      for (const s of [...c.sockets]) if (s.user === userId && s.device === deviceId) this.closeSocket(c, s, 4403);
+    }
+  }
+
+  private user(userId: string): FakeUser {
+    return this.users.get(userId) ?? fail(404, 'not_found');
+  }
+
+  private liveDevice(userId: string, deviceId: string): FakeDevice {
+    const d = this.user(userId).devices.get(deviceId);
+    if (!d || d.revoked) throw new ApiError(401, 'session_revoked');
+    return d;
+  }
+
+  // ---- test hooks --------------------------------------------------------------------------------
+
+  /** A malicious server adds a member without any signed membership entry. */
+  insertMemberWithoutEntry(conversationId: string, userId: string): void {
+    this.conv(conversationId).members.set(userId, 'member');
+  }
+
+  /**
+   * A malicious server adds a live device to a user WITHOUT it being in the user's signed device list
+   * (its certificate is signed by some other key), with prekeys, so claims serve it (PITFALLS 16).
+   */
+  addUnlistedDevice(userId: string, cert: DeviceCertificate, keys: { spk: Spk; otp: Otp; kem: Kem }): void {
+    const d = emptyDevice(cert);
+    d.spk = keys.spk;
+    d.otps.push(keys.otp);
+    d.lastResort = keys.kem;
+    this.user(userId).devices.set(cert.deviceId, d);
+  }
+
+  /** Network switch for one device: offline drops its sockets and refuses new ones. */
+  setOnline(userId: string, deviceId: string, online: boolean): void {
+    if (online) this.offline.delete(dk(userId, deviceId));
+    else {
+      this.offline.add(dk(userId, deviceId));
+      for (const c of this.conversations.values())
+        for (const s of [...c.sockets]) if (s.user === userId && s.device === deviceId) this.closeSocket(c, s, 1006);
+    }
+  }
+
+  /** Frames from this device are processed, but nothing reaches it (lost answers, e.g. a dying tab). */
+  muteReplies(userId: string, deviceId: string, muted: boolean): void {
+    if (muted) this.muted.add(dk(userId, deviceId));
+    else this.muted.delete(dk(userId, deviceId));
+  }
+
+  /** Envelopes still waiting in a device's mailbox for a conversation. */
+  pending(conversationId: string, userId: string, deviceId: string): Envelope[] {
+    return [...(this.conv(conversationId).mailbox.get(dk(userId, deviceId)) ?? [])];
+  }
+
+  // ---- the API a signed-in device sees ----------------------------------------------------------
+
+  api(userId: string, deviceId: string): ServerApi {
+    const me = () => this.liveDevice(userId, deviceId);
+    return {
+      uploadPrekeys: async (bytes) => {
+        const d = me();
+        const upload = decodePrekeyUpload(bytes);
+        const cert = this.user(userId).list.devices.find((x) => x.deviceId === deviceId)!;
+        await verifyPrekeyUpload(this.curves, upload, cert.signingKey);
+        if (upload.signedPrekey) d.spk = upload.signedPrekey;
+        d.otps.push(...upload.oneTimePrekeys);
+        for (const k of upload.kemPrekeys) {
+          if (k.lastResort) d.lastResort = k;
+          else d.kems.push(k);
+        }
+        return counts(d);
+      },
+      prekeyCounts: async () => counts(me()),
+      claimBundles: async (target) => {
+        me();
+        return this.claim(userId, deviceId, target);
+      },
+      fetchDeviceList: async (target) => this.users.get(target)?.listBytes.slice() ?? null,
+      createConversation: async (kind, entryBytes) => {
+        me();
+        const entries = entryBytes.map((b) => decodeMembershipEntry(b));
+        const id = entries[0]?.conversationId ?? fail(400, 'invalid_entry');
+        if (this.conversations.has(id)) throw new ApiError(409, 'conversation_exists');
+        const state = await verifyLog(this.curves, entries, this.resolver()).catch(() => fail(422, 'invalid_entry'));
+        if (entries[0]!.authorUserId !== userId) throw new ApiError(403, 'forbidden');
+        const c: FakeConversation = {
+          id,
+          kind,
+          entries: entryBytes.map((b) => b.slice()),
+          state,
+          members: new Map(state.members),
+          seq: 0,
+          ids: new Map(),
+          mailbox: new Map(),
+          sockets: new Set(),
+        };
+        this.conversations.set(id, c);
+        return info(c);
+      },
+      getConversation: async (id) => info(this.memberConv(id, userId)),
+      listConversations: async () =>
+        [...this.conversations.values()].filter((c) => c.members.has(userId)).map((c) => ({ id: c.id, kind: c.kind })),
+      fetchMembershipLog: async (id, afterSeq) =>
+        this.memberConv(id, userId)
+          .entries.slice(afterSeq + 1)
+          .map((b) => b.slice()),
+      appendMembershipEntry: async (id, bytes) => {
+        const c = this.memberConv(id, userId);
+        const entry = decodeMembershipEntry(bytes);
+        if (entry.authorUserId !== userId || entry.authorDeviceId !== deviceId) throw new ApiError(403, 'forbidden');
+        const state = await applyEntry(this.curves, c.state, entry, this.resolver()).catch(() =>
+          fail(422, 'invalid_entry'),
+        );
+        const removed = [...c.state.members.keys()].filter((u) => !state.members.has(u));
+        c.state = state;
+        c.entries.push(bytes.slice());
+        for (const u of removed) c.members.delete(u);
+        for (const [u, r] of state.members) c.members.set(u, r);
+        const frame: ServerFrame = {
+          v: WIRE_VERSION,
+          type: 'membership',
+          entry: toB64u(bytes),
+          removed,
+          afterSeq: c.seq,
+        };
+        for (const s of [...c.sockets]) {
+          if (removed.includes(s.user)) this.closeSocket(c, s, CLOSE.forbidden);
+          else if (s.live) this.push(s, frame);
+        }
+        for (const u of removed) for (const k of [...c.mailbox.keys()]) if (k.startsWith(`${u}\n`)) c.mailbox.delete(k);
+        return info(c);
+      },
+      fetchMailbox: async (cursor) => {
+        me();
+        return this.readMailbox(userId, deviceId, cursor, 50);
+      },
+      ackMailbox: async (acks) => {
+        me();
+        for (const a of acks) this.ack(this.conv(a.conversationId), userId, deviceId, a.upTo);
+      },
+    };
+  }
+
+  /** WebSocket factory for one device (the ticket step is implicit). */
+  sockets(userId: string, deviceId: string): SocketFactory {
+    return async (conversationId, handlers) => {
+      await Promise.resolve();
+      if (this.offline.has(dk(userId, deviceId))) throw new Error('network unreachable');
+      const c = this.conversations.get(conversationId);
+      const d = this.users.get(userId)?.devices.get(deviceId);
+      if (!c?.members.has(userId) || !d || d.revoked) throw new ApiError(403, 'not_member');
+      const s: FakeSocket = { user: userId, device: deviceId, live: false, handlers, open: true };
+      c.sockets.add(s);
+      const socket: FrameSocket = {
+        send: (data) => {
+          if (!s.open) return;
+          queueMicrotask(() => {
+            if (s.open) this.onFrame(c, s, data);
+          });
+        },
+        close: () => {
+          s.open = false;
+          c.sockets.delete(s);
+        },
+      };
+      return socket;
+    };
+  }
+
+  // ---- internals --------------------------------------------------------------------------------
+
+  private resolver() {
+    return deviceKeyResolver([...this.users.values()].map((u) => u.list));
+  }
+
+  private conv(id: string): FakeConversation {
+    return this.conversations.get(id) ?? fail(404, 'not_found');
+  }
+
+  private memberConv(id: string, userId: string): FakeConversation {
+    const c = this.conv(id);
+    if (!c.members.has(userId)) throw new ApiError(404, 'not_found');
+    return c;
+  }
+
+  private claim(callerUser: string, callerDevice: string, target: string): BundleClaim {
+    const u = this.user(target);
+    const devices: { deviceId: string; bundle: Uint8Array }[] = [];
+    const unavailable: string[] = [];
+    for (const [deviceId, d] of u.devices) {
+      if (target === callerUser && deviceId === callerDevice) continue;
+      if (d.revoked) continue;
+      const kem = d.kems.shift() ?? d.lastResort;
+      if (!d.spk || !kem) {
+        unavailable.push(deviceId);
+        continue;
+      }
+      const otp = d.otps.shift() ?? null;
+      const bundle = encodeBundle({
+        deviceCertificate: d.cert,
+        signedPrekey: d.spk,
+        oneTimePrekey: otp,
+        kemPrekey: kem,
+      });
+      devices.push({ deviceId, bundle });
+    }
+    return {
+      userId: target,
+      identityKey: u.list.userIdentityKey.slice(),
+      deviceList: u.listBytes.slice(),
+      devices,
+      unavailable,
+    };
+  }
+
+  /** Every live device of every server-side member except the sender. */
+  private recipients(c: FakeConversation, sender: DeviceRef): DeviceRef[] {
+    const out: DeviceRef[] = [];
+    for (const u of c.members.keys()) {
+      const user = this.users.get(u);
+      if (!user) continue;
+      for (const [d, dev] of user.devices) if (!dev.revoked && !(u === sender.u && d === sender.d)) out.push({ u, d });
+    }
+    return out;
+  }
+
+  private onFrame(c: FakeConversation, s: FakeSocket, data: string): void {
+    let frame: ClientFrame;
+    try {
+      frame = clientFrame.parse(JSON.parse(data));
+    } catch {
+      this.push(s, { v: WIRE_VERSION, type: 'error', code: 'bad_frame', message: 'invalid frame' });
+      return;
+    }
+    this.sentFrames.push({ user: s.user, device: s.device, conversationId: c.id, frame });
+    if (frame.type === 'ack') {
+      this.ack(c, s.user, s.device, frame.upTo);
+      return;
+    }
+    if (frame.type === 'resume') {
+      const all = (c.mailbox.get(dk(s.user, s.device)) ?? []).filter((e) => e.seq > frame.after);
+      for (let i = 0; i < all.length; i += MAX_DELIVER_BATCH)
+        this.push(s, { v: WIRE_VERSION, type: 'deliver', envelopes: all.slice(i, i + MAX_DELIVER_BATCH) });
+      const through = all.length ? all[all.length - 1]!.seq : frame.after;
+      this.push(s, { v: WIRE_VERSION, type: 'resume', after: frame.after, through, more: false });
+      s.live = true;
+      return;
+    }
+    if (!c.members.has(s.user)) {
+      this.closeSocket(c, s, CLOSE.forbidden);
+      return;
+    }
+    const sender = { u: s.user, d: s.device };
+    const key = dk(s.user, s.device) + '\n' + frame.id;
+    const seen = c.ids.get(key);
+    if (seen) {
+      this.push(s, { v: WIRE_VERSION, type: 'accepted', id: frame.id, seq: seen.seq, ts: seen.ts, duplicate: true });
+      return;
+    }
+    const expected = this.recipients(c, sender);
+    let items: { u: string; d: string; c: string }[];
+    if ('to' in frame) {
+      const want = new Map(expected.map((r) => [dk(r.u, r.d), r]));
+      const extra: DeviceRef[] = [];
+      const stale: DeviceRef[] = [];
+      const dup = new Set<string>();
+      for (const t of frame.to) {
+        const k = dk(t.u, t.d);
+        if (dup.has(k)) {
+          this.push(s, { v: WIRE_VERSION, type: 'error', code: 'duplicate_recipient', message: 'dup', id: frame.id });
+          return;
+        }
+        dup.add(k);
+        if (want.delete(k)) continue;
+        const dev = this.users.get(t.u)?.devices.get(t.d);
+        if (c.members.has(t.u) && dev?.revoked) stale.push({ u: t.u, d: t.d });
+        else extra.push({ u: t.u, d: t.d });
+      }
+      const missing = [...want.values()];
+      if (missing.length || extra.length || stale.length) {
+        this.push(s, {
+          v: WIRE_VERSION,
+          type: 'error',
+          code: 'device_mismatch',
+          message: 'the addressed devices are not the current device set',
+          id: frame.id,
+          missing,
+          extra,
+          stale,
+        });
+        return;
+      }
+      items = frame.to.map((t) => ({ u: t.u, d: t.d, c: t.c }));
+    } else {
+      items = expected.map((r) => ({ ...r, c: frame.group }));
+    }
+    const seq = ++c.seq;
+    const ts = this.now();
+    c.ids.set(key, { seq, ts });
+    for (const it of items) {
+      const env: Envelope = {
+        seq,
+        ts,
+        from: sender,
+        id: frame.id,
+        kind: frame.type === 'receipt' ? 'receipt' : 'message',
+        ...(frame.type === 'receipt' ? { status: frame.status } : {}),
+        mode: 'to' in frame ? 'pairwise' : 'group',
+        c: it.c,
+      };
+      const k = dk(it.u, it.d);
+      if (!c.mailbox.has(k)) c.mailbox.set(k, []);
+      c.mailbox.get(k)!.push(env);
+      for (const o of c.sockets)
+        if (o.live && o.user === it.u && o.device === it.d)
+          this.push(o, { v: WIRE_VERSION, type: 'deliver', envelopes: [env] });
+    }
+    this.push(s, { v: WIRE_VERSION, type: 'accepted', id: frame.id, seq, ts });
+  }
+
+  private ack(c: FakeConversation, u: string, d: string, upTo: number): void {
+    const box = c.mailbox.get(dk(u, d));
+    if (box)
+      c.mailbox.set(
+        dk(u, d),
+        box.filter((e) => e.seq > upTo),
+      );
+  }
+
+  private readMailbox(u: string, d: string, cursor: MailboxCursor | null, limit: number) {
+    const all: MailboxEnvelope[] = [];
+    const ids = [...this.conversations.keys()].sort();
+    for (const id of ids) {
+      for (const e of this.conversations.get(id)!.mailbox.get(dk(u, d)) ?? []) all.push({ ...e, conversationId: id });
+    }
+    const after = all.filter(
+      (e) =>
+        !cursor ||
+        e.conversationId > cursor.afterConversation ||
+        (e.conversationId === cursor.afterConversation && e.seq > cursor.afterSeq),
+    );
+    const envelopes = after.slice(0, limit);
+    const last = envelopes[envelopes.length - 1];
+    const next =
+      envelopes.length === limit && last ? { afterConversation: last.conversationId, afterSeq: last.seq } : null;
+    return { envelopes, next };
+  }
+
+  private push(s: FakeSocket, frame: ServerFrame): void {
+    if (this.muted.has(dk(s.user, s.device))) return;
+    const text = JSON.stringify(frame);
+    queueMicrotask(() => {
+      if (s.open) s.handlers.onMessage(text);
+    });
+  }
+
+  private closeSocket(c: FakeConversation, s: FakeSocket, code: number): void {
+    if (!s.open) return;
+    s.open = false;
+    c.sockets.delete(s);
+    queueMicrotask(() => s.handlers.onClose(code));
+  }
+}
+
+function emptyDevice(cert: DeviceCertificate): FakeDevice {
+  return { cert, revoked: false, spk: null, otps: [], kems: [], lastResort: null };
+}
+
+function counts(d: FakeDevice): PrekeyCounts {
+  return { oneTime: d.otps.length, kem: d.kems.length, signedPrekey: d.spk !== null };
+}
+
+function info(c: FakeConversation): ConversationInfo {
+  return {
+    id: c.id,
+    kind: c.kind,
+    headSeq: c.state.seq,
+    members: [...c.members].map(([userId, role]) => ({ userId, role })),
+  };
+}
+
+function fail(status: number, code: string): never {
+  throw new ApiError(status, code);
+}

@@ -1,0 +1,255 @@
+/**
+ * What the engine needs from the network, as two interfaces:
+ *
+ * - `ServerApi` — request/response calls (REST today): prekey upload and counts, bundle claims, device
+ *   lists, conversations and their signed membership log, WebSocket tickets, the offline mailbox.
+ *   Binary values are `Uint8Array` here; adapters do the base64url.
+ * - `RealtimeChannel` — one WebSocket per open conversation carrying the frames of schema/wire.ts.
+ *   `createRealtime` implements it over any `SocketFactory` (the browser WebSocket adapter, the fake
+ *   server in tests): every (re)connect starts with `resume` from the last seq the engine durably processed,
+ *   the conversation is "online" once the replay is complete, dropped sockets reconnect with exponential
+ *   back-off and jitter, and a 4403 close (removed member / revoked device) is final.
+ *
+ * Does NOT: encrypt or decrypt, decide what to send (outbox.ts) or what to acknowledge (inbox.ts), or know
+ * HTTP (http-transport.ts does).
+ * @module
+ */
+import {
+  CLOSE,
+  type ClientFrame,
+  type Envelope,
+  type ServerFrame,
+  serverFrame,
+  WIRE_VERSION,
+} from '../../../schema/wire.js';
+
+export type { ClientFrame, Envelope, ServerFrame };
+
+export interface PrekeyCounts {
+  readonly oneTime: number;
+  readonly kem: number;
+  readonly signedPrekey: boolean;
+}
+
+export interface BundleClaim {
+  readonly userId: string;
+  readonly identityKey: Uint8Array;
+  /** The user's current signed device list, exactly as signed (verified by the directory). */
+  readonly deviceList: Uint8Array;
+  readonly devices: readonly { readonly deviceId: string; readonly bundle: Uint8Array }[];
+  /** Live devices without a complete set of prekeys. */
+  readonly unavailable: readonly string[];
+}
+
+export type ConversationKind = 'direct' | 'group';
+
+export interface ConversationInfo {
+  readonly id: string;
+  readonly kind: ConversationKind;
+  readonly headSeq: number;
+  /** The server's fold of the log: informational only — clients trust their own verified replay. */
+  readonly members: readonly { readonly userId: string; readonly role: string }[];
+}
+
+export interface MailboxEnvelope extends Envelope {
+  readonly conversationId: string;
+}
+
+export interface MailboxCursor {
+  readonly afterConversation: string;
+  readonly afterSeq: number;
+}
+
+export interface ServerApi {
+  uploadPrekeys(upload: Uint8Array): Promise<PrekeyCounts>;
+  prekeyCounts(): Promise<PrekeyCounts>;
+  /** Bundles for every live device of `userId` except the caller's device (consumes one-time prekeys). */
+  claimBundles(userId: string): Promise<BundleClaim>;
+  /** The user's current signed device list, or null if the user does not exist. */
+  fetchDeviceList(userId: string): Promise<Uint8Array | null>;
+  createConversation(kind: ConversationKind, entries: readonly Uint8Array[]): Promise<ConversationInfo>;
+  getConversation(id: string): Promise<ConversationInfo>;
+  listConversations(): Promise<readonly { readonly id: string; readonly kind: ConversationKind }[]>;
+  /** Entries with seq > afterSeq, in order (afterSeq = -1 for the whole log). */
+  fetchMembershipLog(id: string, afterSeq: number): Promise<Uint8Array[]>;
+  appendMembershipEntry(id: string, entry: Uint8Array): Promise<ConversationInfo>;
+  fetchMailbox(cursor: MailboxCursor | null): Promise<{ envelopes: MailboxEnvelope[]; next: MailboxCursor | null }>;
+  ackMailbox(acks: readonly { readonly conversationId: string; readonly upTo: number }[]): Promise<void>;
+}
+
+/** An HTTP error with the server's stable error code (`{"error":{"code":…}}`). */
+export class ApiError extends Error {
+  override readonly name = 'ApiError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message = code,
+  ) {
+    super(message);
+  }
+}
+
+// ---- realtime ----------------------------------------------------------------------------------------
+
+export interface FrameSocket {
+  send(data: string): void;
+  close(code?: number): void;
+}
+
+export interface SocketHandlers {
+  onMessage(data: string): void;
+  onClose(code: number): void;
+}
+
+/** Opens an authenticated socket for one conversation; resolves once it is open. */
+export type SocketFactory = (conversationId: string, handlers: SocketHandlers) => Promise<FrameSocket>;
+
+export type ConnectionStatus = 'connecting' | 'online' | 'offline' | 'forbidden';
+
+export interface RealtimeChannel {
+  /** Keep a connection to this conversation (idempotent); reconnects until `close`. */
+  open(conversationId: string): void;
+  close(conversationId: string): void;
+  closeAll(): void;
+  /** Sends if a socket is open (acks may go out during the resume replay); returns false otherwise. */
+  send(conversationId: string, frame: ClientFrame): boolean;
+  status(conversationId: string): ConnectionStatus;
+  onFrame(handler: (conversationId: string, frame: ServerFrame) => void): () => void;
+  onStatus(handler: (conversationId: string, status: ConnectionStatus) => void): () => void;
+}
+
+export interface RealtimeOptions {
+  readonly connect: SocketFactory;
+  /** The last seq durably processed for the conversation (resume point), read at every (re)connect. */
+  readonly lastSeq: (conversationId: string) => Promise<number>;
+  readonly backoff?: { readonly baseMs: number; readonly maxMs: number };
+  readonly random?: () => number;
+  readonly setTimer?: (fn: () => void, ms: number) => unknown;
+  readonly clearTimer?: (handle: unknown) => void;
+}
+
+interface Conn {
+  socket: FrameSocket | null;
+  status: ConnectionStatus;
+  attempt: number;
+  timer: unknown;
+  wanted: boolean;
+  generation: number;
+}
+
+export function createRealtime(opts: RealtimeOptions): RealtimeChannel {
+  const backoff = opts.backoff ?? { baseMs: 500, maxMs: 30_000 };
+  const random = opts.random ?? Math.random;
+  const setTimer = opts.setTimer ?? ((fn, ms) => setTimeout(fn, ms));
+  const clearTimer = opts.clearTimer ?? ((h) => clearTimeout(h as ReturnType<typeof setTimeout>));
+  const conns = new Map<string, Conn>();
+  const frameHandlers = new Set<(c: string, f: ServerFrame) => void>();
+  const statusHandlers = new Set<(c: string, s: ConnectionStatus) => void>();
+
+  const setStatus = (id: string, c: Conn, s: ConnectionStatus) => {
+    if (c.status === s) return;
+    c.status = s;
+    for (const h of statusHandlers) h(id, s);
+  };
+
+  const schedule = (id: string, c: Conn) => {
+    if (!c.wanted || c.status === 'forbidden') return;
+    const ms = Math.min(backoff.maxMs, backoff.baseMs * 2 ** c.attempt) * (0.5 + random() / 2);
+    c.attempt++;
+    c.timer = setTimer(() => {
+      c.timer = null;
+      void connect(id, c);
+    }, ms);
+  };
+
+  const resume = async (id: string, c: Conn) => {
+    const after = await opts.lastSeq(id);
+    c.socket?.send(JSON.stringify({ v: WIRE_VERSION, type: 'resume', after }));
+  };
+
+  const connect = async (id: string, c: Conn) => {
+    const gen = ++c.generation;
+    setStatus(id, c, 'connecting');
+    try {
+      const socket = await opts.connect(id, {
+        onMessage: (data) => {
+          if (gen !== c.generation) return;
+          let frame: ServerFrame;
+          try {
+            frame = serverFrame.parse(JSON.parse(data));
+          } catch {
+            return; // a frame we cannot parse is ignored; the server's frames are versioned
+          }
+          if (frame.type === 'resume') {
+            if (frame.more) c.socket?.send(JSON.stringify({ v: WIRE_VERSION, type: 'resume', after: frame.through }));
+            else {
+              c.attempt = 0;
+              setStatus(id, c, 'online');
+            }
+          }
+          for (const h of frameHandlers) h(id, frame);
+        },
+        onClose: (code) => {
+          if (gen !== c.generation) return;
+          c.socket = null;
+          if (code === CLOSE.forbidden) {
+            setStatus(id, c, 'forbidden');
+            return;
+          }
+          setStatus(id, c, 'offline');
+          schedule(id, c);
+        },
+      });
+      if (gen !== c.generation || !c.wanted) {
+        socket.close(CLOSE.normal);
+        return;
+      }
+      c.socket = socket;
+      await resume(id, c);
+    } catch {
+      if (gen !== c.generation) return;
+      setStatus(id, c, 'offline');
+      schedule(id, c);
+    }
+  };
+
+  const close = (id: string) => {
+    const c = conns.get(id);
+    if (!c) return;
+    c.wanted = false;
+    c.generation++;
+    if (c.timer) clearTimer(c.timer);
+    c.socket?.close(CLOSE.normal);
+    c.socket = null;
+    setStatus(id, c, 'offline');
+    conns.delete(id);
+  };
+
+  return {
+    open(id) {
+      if (conns.has(id)) return;
+      const c: Conn = { socket: null, status: 'offline', attempt: 0, timer: null, wanted: true, generation: 0 };
+      conns.set(id, c);
+      void connect(id, c);
+    },
+    close,
+    closeAll() {
+      for (const id of [...conns.keys()]) close(id);
+    },
+    send(id, frame) {
+      const c = conns.get(id);
+      if (!c?.socket) return false;
+      c.socket.send(JSON.stringify(frame));
+      return true;
+    },
+    status: (id) => conns.get(id)?.status ?? 'offline',
+    onFrame(h) {
+      frameHandlers.add(h);
+      return () => frameHandlers.delete(h);
+    },
+    onStatus(h) {
+      statusHandlers.add(h);
+      return () => statusHandlers.delete(h);
+    },
+  };
+}
