@@ -167,7 +167,10 @@ export function createEngine(opts: EngineOptions): Engine {
   });
   realtime.onStatus((conversationId, status) => {
     ctx.emit({ type: 'connection', conversationId, status });
-    if (status === 'online') track(outbox.flush(conversationId));
+    if (status === 'online') {
+      outbox.reset(conversationId);
+      track(outbox.flush(conversationId));
+    }
   });
 
   const ownView = async (): Promise<OwnIdentityView> => {

@@ -20,7 +20,7 @@ import type { Directory } from './directory.js';
 import type { Groups } from './groups.js';
 import { type Messages, WITHHELD } from './messages.js';
 import type { Sessions } from './sessions.js';
-import { listJson, putJson, readJson } from './storage.js';
+import { listJson, mutex, putJson, readJson } from './storage.js';
 import type { ClientFrame } from './transport.js';
 
 export interface OutboxItem {
@@ -56,6 +56,11 @@ const ref = (u: string, d: string) => `${u}\n${d}`;
 
 export class Outbox {
   private readonly inFlight = new Set<string>();
+  /** Answers and flushes run one at a time, so an answer is never raced by a resend of the same entry. */
+  private readonly serial = mutex();
+  /** Per conversation: the entry whose answer (accepted / error) we are waiting for. One at a time keeps
+   * the server's order equal to ours (a sender-key distribution always precedes the group message). */
+  private readonly awaiting = new Map<string, string>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -79,12 +84,28 @@ export class Outbox {
       .sort((a, b) => (a.order ?? a.createdAt * 1000) - (b.order ?? b.createdAt * 1000));
   }
 
-  /** Sends every pending entry (of one conversation, or all) in creation order. */
-  async flush(conversationId?: string): Promise<void> {
+  /** Sends the oldest pending entry of each conversation (or of one), unless one is awaiting its answer. */
+  flush(conversationId?: string): Promise<void> {
+    return this.serial(() => this.flushNow(conversationId));
+  }
+
+  private async flushNow(conversationId?: string): Promise<void> {
+    const started = new Set<string>();
     for (const e of await this.entries()) {
       if (e.state !== 'sending' || (conversationId && e.conversationId !== conversationId)) continue;
+      if (started.has(e.conversationId) || this.awaiting.has(e.conversationId)) continue;
+      started.add(e.conversationId);
       await this.trySend(e.clientId);
     }
+  }
+
+  /** The socket was (re)connected: answers to frames sent before are lost; resend from the oldest. */
+  reset(conversationId: string): void {
+    this.awaiting.delete(conversationId);
+  }
+
+  private answered(conversationId: string, clientId: string): void {
+    if (this.awaiting.get(conversationId) === clientId) this.awaiting.delete(conversationId);
   }
 
   private async trySend(clientId: string): Promise<void> {
@@ -100,7 +121,7 @@ export class Outbox {
         e = { ...e, group: toB64u(await this.groups.encrypt(e.conversationId, e.payload)) };
         await putJson(this.ctx.store, key(clientId), e);
       }
-      this.send(e.conversationId, frameOf(e));
+      if (this.send(e.conversationId, frameOf(e))) this.awaiting.set(e.conversationId, e.clientId);
     } catch (err) {
       await this.fail(clientId, err instanceof EngineError ? err.code : 'send_failed');
     } finally {
@@ -119,19 +140,35 @@ export class Outbox {
     return items;
   }
 
-  async onAccepted(conversationId: string, clientId: string, seq: number): Promise<void> {
-    const e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
-    if (!e || e.conversationId !== conversationId) return;
-    if (!e.visible) {
-      await this.ctx.store.delete(key(clientId));
-      return;
-    }
-    await putJson(this.ctx.store, key(clientId), { ...e, state: e.state === 'delivered' ? 'delivered' : 'sent', seq });
-    const m = await this.messages.accept(conversationId, clientId, seq);
-    if (m) this.ctx.emit({ type: 'message_updated', message: m });
+  onAccepted(conversationId: string, clientId: string, seq: number): Promise<void> {
+    return this.serial(() => this.acceptedNow(conversationId, clientId, seq));
   }
 
-  async onError(conversationId: string, frame: ErrorFrame): Promise<void> {
+  private async acceptedNow(conversationId: string, clientId: string, seq: number): Promise<void> {
+    this.answered(conversationId, clientId);
+    const e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
+    if (e && e.conversationId === conversationId) {
+      if (!e.visible) await this.ctx.store.delete(key(clientId));
+      else {
+        const state = e.state === 'delivered' ? 'delivered' : 'sent';
+        await putJson(this.ctx.store, key(clientId), { ...e, state, seq });
+        const m = await this.messages.accept(conversationId, clientId, seq);
+        if (m) this.ctx.emit({ type: 'message_updated', message: m });
+      }
+    }
+    await this.flushNow(conversationId);
+  }
+
+  onError(conversationId: string, frame: ErrorFrame): Promise<void> {
+    return this.serial(async () => {
+      if (!frame.id) return;
+      this.answered(conversationId, frame.id);
+      await this.handleError(conversationId, frame);
+      await this.flushNow(conversationId);
+    });
+  }
+
+  private async handleError(conversationId: string, frame: ErrorFrame): Promise<void> {
     if (!frame.id) return;
     const e = await readJson<OutboxEntry>(this.ctx.store, key(frame.id));
     if (!e || e.conversationId !== conversationId || e.state !== 'sending') return;
@@ -146,7 +183,11 @@ export class Outbox {
       return this.trySend(e.clientId);
     }
     if (frame.code === 'rate_limited' || frame.code === 'unavailable' || frame.code === 'internal') {
-      setTimeout(() => void this.trySend(e.clientId), frame.retryAfterMs ?? 1000);
+      this.awaiting.set(conversationId, e.clientId);
+      setTimeout(() => {
+        this.answered(conversationId, e.clientId);
+        void this.flush(conversationId);
+      }, frame.retryAfterMs ?? 1000);
       return;
     }
     return this.fail(e.clientId, frame.code);

@@ -203,8 +203,8 @@ export async function openSealedStore(raw: RawKv, opts: { passphrase?: string } 
     });
 
   return {
-    get: (key) => reader(need(), null).get(key),
-    list: (dir) => reader(need(), null).list(dir),
+    get: async (key) => reader(need(), null).get(key),
+    list: async (dir) => reader(need(), null).list(dir),
     put: (key, value) => transaction(async (tx) => tx.put(key, value)),
     delete: (key) => transaction(async (tx) => tx.delete(key)),
     transaction,

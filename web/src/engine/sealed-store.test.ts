@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { utf8 } from './codec.js';
+import { memoryLocks } from './locks.js';
+import { memoryRawKv, openSealedStore, StoreLockedError } from './sealed-store.js';
+import { readJson } from './storage.js';
+import { engineOn, makeWorld, newClient, ownIdentity, texts, until } from './testing/harness.js';
+
+function contains(hay: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
+
+describe('sealed store (the IndexedDB sealing layer)', () => {
+  it('raw contents hold no plaintext, no private key bytes and no readable record names', async () => {
+    const w = await makeWorld();
+    const raw = memoryRawKv();
+    const store = await openSealedStore(raw);
+    const alice = await newClient(w, 'alice');
+    const bobEngine = engineOn(w, 'bob', 'bob-1', store, memoryLocks());
+    const id = await bobEngine.bootstrap({ userId: 'bob', deviceId: 'bob-1' });
+    await w.server.register(id.deviceList);
+    await bobEngine.publishPrekeys();
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await alice.engine.connect([conv]);
+    const marker = 'PLAINTEXT-MARKER-7f3a';
+    await alice.engine.sendText(conv, marker);
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'sent');
+    await bobEngine.syncMailbox();
+    await bobEngine.connect([conv]);
+    await bobEngine.sendText(conv, `${marker} reply`);
+    await until(async () => (await texts(alice.engine, conv)).length === 2, 'reply');
+    expect(await texts(bobEngine, conv)).toContain(marker);
+
+    const own = await ownIdentity(store);
+    const otp = await store.list('ks/otp/');
+    const secrets = [own.userIdentity.secretKey, own.signing.secretKey, own.identity.secretKey];
+    const otpSecret = (await readJson<{ keyPair: { secretKey: Uint8Array } }>(store, otp[0]!.key))!.keyPair.secretKey;
+    secrets.push(otpSecret);
+    const dump = raw.dump();
+    expect(dump.length).toBeGreaterThan(10);
+    for (const r of dump) {
+      expect(contains(r.value, utf8(marker))).toBe(false);
+      for (const s of secrets) expect(contains(r.value, s)).toBe(false);
+      expect(r.id).not.toMatch(/bob|alice|msg|sess|ks|conv/);
+    }
+    // The keys are non-extractable CryptoKeys.
+    const meta = raw.meta()!;
+    expect(meta.mode).toBe('device');
+    if (meta.mode === 'device') expect(meta.dataKey.extractable).toBe(false);
+    alice.engine.close();
+    bobEngine.close();
+  });
+
+  it('a record moved to another slot does not open; transactions detect a concurrent writer', async () => {
+    const raw = memoryRawKv();
+    const a = await openSealedStore(raw);
+    await a.put('x/1', utf8('one'));
+    await a.put('x/2', utf8('two'));
+    const [r1, r2] = raw.dump();
+    await raw.commit([], [{ id: r1!.id, value: r2!.value }]);
+    await expect(a.list('x/')).rejects.toThrow();
+    // Two handles on the same backend ("tabs"): a write between read and commit forces a retry.
+    const raw2 = memoryRawKv();
+    const t1 = await openSealedStore(raw2);
+    await t1.put('n/c', utf8('0'));
+    let runs = 0;
+    await t1
+      .transaction(async (tx) => {
+        runs++;
+        const v = await tx.get('n/c');
+        if (runs === 1) {
+          const other = raw2.dump()[0]!;
+          await raw2.commit([], [{ id: other.id, value: other.value.slice().reverse() }]);
+        }
+        tx.put('n/c', v ?? utf8('?'));
+      })
+      .catch(() => undefined);
+    expect(runs).toBeGreaterThan(1);
+  });
+
+  it('with a passphrase the store is unusable until unlocked; a wrong passphrase fails', async () => {
+    const raw = memoryRawKv();
+    const s = await openSealedStore(raw);
+    await s.put('a/b', utf8('secret value'));
+    await s.setPassphrase('correct horse');
+    expect(raw.meta()!.mode).toBe('passphrase');
+    await expect(openSealedStore(raw)).rejects.toBeInstanceOf(StoreLockedError);
+    await expect(openSealedStore(raw, { passphrase: 'wrong' })).rejects.toMatchObject({ code: 'bad_passphrase' });
+    const unlocked = await openSealedStore(raw, { passphrase: 'correct horse' });
+    expect(new TextDecoder().decode(await unlocked.get('a/b'))).toBe('secret value');
+    unlocked.lock();
+    await expect(unlocked.get('a/b')).rejects.toBeInstanceOf(StoreLockedError);
+  }, 20_000);
+});
