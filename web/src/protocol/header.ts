@@ -21,7 +21,7 @@
  * Does NOT: encrypt, derive keys, or know the surrounding message framing (session.ts).
  * @module
  */
-import { Reader, Writer } from './bytes.js';
+import { Reader } from './bytes.js';
 import { ErrorCode, fail } from './errors.js';
 import { type TheirX25519Key, theirX25519 } from './keys.js';
 import { KEY_LEN } from './primitives.js';
@@ -41,8 +41,22 @@ export interface DecodedHeader extends MessageHeader {
   readonly ratchetKey: TheirX25519Key;
 }
 
+/** Same bytes as `new Writer().fixed(key, 32).u32(PN).u32(N)`, written in place (on every encrypt). */
 export function encodeHeader(h: MessageHeader): Uint8Array {
-  return new Writer().fixed(h.ratchetKey, KEY_LEN).u32(h.previousChainLength).u32(h.messageNumber).finish();
+  if (h.ratchetKey.length !== KEY_LEN) fail(ErrorCode.Decode, 'Writer.fixed', `expected ${KEY_LEN} bytes`);
+  const out = new Uint8Array(HEADER_LEN);
+  out.set(h.ratchetKey, 0);
+  putU32(out, KEY_LEN, h.previousChainLength);
+  putU32(out, KEY_LEN + 4, h.messageNumber);
+  return out;
+}
+
+function putU32(out: Uint8Array, at: number, n: number): void {
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) fail(ErrorCode.Decode, 'u32be', 'out of range');
+  out[at] = n >>> 24;
+  out[at + 1] = (n >>> 16) & 0xff;
+  out[at + 2] = (n >>> 8) & 0xff;
+  out[at + 3] = n & 0xff;
 }
 
 /** Strict: exactly 40 bytes and a canonical X25519 key, else `decode` / `invalid_key`. */

@@ -26,10 +26,18 @@ import {
   LABEL_SENDER_MESSAGE_KEYS,
 } from './constants.js';
 import { ErrorCode, fail } from './errors.js';
-import { AES_KEY_LEN, GCM_NONCE_LEN, hkdfSha256, hmacSha256, KEY_LEN } from './primitives.js';
+import {
+  AES_KEY_LEN,
+  GCM_NONCE_LEN,
+  hkdfSha256,
+  hkdfSha256ZeroSalt,
+  hmacSha256Prepare,
+  hmacSha256Prepared,
+  KEY_LEN,
+  type PreparedHmacKey,
+} from './primitives.js';
 
 const ROOT_INFO = utf8(LABEL_ROOT);
-const ZERO_SALT = new Uint8Array(32);
 /** Largest chain index: message numbers are u32 on the wire. */
 export const MAX_CHAIN_INDEX = 0xffffffff;
 
@@ -68,7 +76,7 @@ export class MessageKeys {
   static fromSeed(seed: Uint8Array, index: number, kind: 'pairwise' | 'sender' = 'pairwise'): MessageKeys {
     assertKey(seed, 'MessageKeys.fromSeed');
     const info = kind === 'pairwise' ? PAIRWISE.messageInfo : SENDER.messageInfo;
-    const okm = hkdfSha256(seed, ZERO_SALT, info, AES_KEY_LEN + GCM_NONCE_LEN);
+    const okm = hkdfSha256ZeroSalt(seed, info, AES_KEY_LEN + GCM_NONCE_LEN);
     return new MessageKeys(okm.subarray(0, AES_KEY_LEN), okm.subarray(AES_KEY_LEN), index);
   }
 
@@ -79,6 +87,8 @@ export class MessageKeys {
 
 /** Shared KDF_CK logic; the subclasses only differ in type (ours vs theirs vs group) and constants. */
 abstract class HmacChain {
+  /** The chain key prepared for HMAC, shared by the two KDF_CK steps (a memo; the value stays immutable). */
+  #mac: PreparedHmacKey | undefined;
   constructor(
     readonly key: Uint8Array,
     readonly index: number,
@@ -91,14 +101,18 @@ abstract class HmacChain {
 
   /** The message key seed for `index` (HMAC(ck, S₁)); stored as-is for skipped messages. */
   messageKeySeed(): Uint8Array {
-    return hmacSha256(this.key, this.kdf.messageSeed);
+    return this.hmac(this.kdf.messageSeed);
   }
   messageKeys(): MessageKeys {
     return MessageKeys.fromSeed(this.messageKeySeed(), this.index, this.kind);
   }
   protected nextKey(): Uint8Array {
     if (this.index >= MAX_CHAIN_INDEX) fail(ErrorCode.LimitExceeded, 'ChainKey.next', 'chain exhausted');
-    return hmacSha256(this.key, this.kdf.nextSeed);
+    return this.hmac(this.kdf.nextSeed);
+  }
+  private hmac(m: Uint8Array): Uint8Array {
+    this.#mac ??= hmacSha256Prepare(this.key);
+    return hmacSha256Prepared(this.#mac, m);
   }
   toString(): string {
     return `${this.constructor.name}(#${this.index})`;

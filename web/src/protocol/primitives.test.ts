@@ -1,6 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, is } from './errors.js';
-import { b64uEncode, type Curve25519, nobleCurves, webCryptoCurves, X25519_BASE_POINT } from './primitives.js';
+import {
+  b64uEncode,
+  type Curve25519,
+  hkdfSha256,
+  hkdfSha256ZeroSalt,
+  hmacSha256,
+  hmacSha256Prepare,
+  hmacSha256Prepared,
+  nobleCurves,
+  webCryptoCurves,
+  X25519_BASE_POINT,
+} from './primitives.js';
 import { seededRng } from './testing.js';
 
 const hex = (u: Uint8Array) => Buffer.from(u).toString('hex');
@@ -119,6 +130,29 @@ describe('curve paths', () => {
     for (const n of [0, 1, 2, 3, 4, 5, 31, 32, 33]) {
       const b = rng(n);
       expect(b64uEncode(b)).toBe(Buffer.from(b).toString('base64url'));
+    }
+  });
+});
+
+describe('prepared HMAC and zero-salt HKDF', () => {
+  it('equal plain HMAC-SHA256 and HKDF-SHA256 byte for byte, interleaved and repeated', () => {
+    const rng = seededRng('prepared hmac');
+    for (const keyLen of [0, 1, 32, 64, 65, 100]) {
+      const k1 = rng(keyLen);
+      const k2 = rng(32);
+      const p1 = hmacSha256Prepare(k1);
+      const p2 = hmacSha256Prepare(k2);
+      for (const mLen of [0, 1, 31, 55, 56, 64, 65, 200]) {
+        const m = rng(mLen);
+        expect(hex(hmacSha256Prepared(p1, m))).toBe(hex(hmacSha256(k1, m)));
+        expect(hex(hmacSha256Prepared(p2, m))).toBe(hex(hmacSha256(k2, m)));
+        expect(hex(hmacSha256Prepared(p1, m))).toBe(hex(hmacSha256(k1, m)));
+      }
+    }
+    for (const len of [1, 32, 44, 64, 100]) {
+      const ikm = rng(32);
+      const info = rng(len % 40);
+      expect(hex(hkdfSha256ZeroSalt(ikm, info, len))).toBe(hex(hkdfSha256(ikm, new Uint8Array(32), info, len)));
     }
   });
 });

@@ -18,7 +18,7 @@
 import { gcm } from '@noble/ciphers/aes.js';
 import { ED25519_TORSION_SUBGROUP, ed25519, x25519 } from '@noble/curves/ed25519.js';
 import { argon2idAsync } from '@noble/hashes/argon2.js';
-import { hkdf as nobleHkdf } from '@noble/hashes/hkdf.js';
+import { expand as nobleExpand, hkdf as nobleHkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 as nobleSha256, sha512 as nobleSha512 } from '@noble/hashes/sha2.js';
 import { ml_kem1024 } from '@noble/post-quantum/ml-kem.js';
@@ -60,6 +60,41 @@ export function sha512Iterate(initial: Uint8Array, suffix: Uint8Array, iteration
     }
   }
   return h;
+}
+
+/** An HMAC-SHA256 key whose two padded key blocks are already hashed (opaque; see `hmacSha256Prepare`). */
+export interface PreparedHmacKey {
+  readonly [preparedHmac]: true;
+}
+declare const preparedHmac: unique symbol;
+type NobleHmac = ReturnType<typeof hmac.create>;
+/** Scratch state reused by `hmacSha256Prepared` (synchronous, so one is enough). */
+const hmacScratch: NobleHmac = hmac.create(nobleSha256, new Uint8Array(32));
+
+/**
+ * Prepare `key` once for several HMAC-SHA256 computations (RFC 2104): the ipad/opad blocks are compressed
+ * here, so each `hmacSha256Prepared` costs two compressions fewer and allocates no hash objects. The result
+ * is key-equivalent: keep it only as long as the key itself.
+ */
+export function hmacSha256Prepare(key: Uint8Array): PreparedHmacKey {
+  return hmac.create(nobleSha256, key) as unknown as PreparedHmacKey;
+}
+
+/** HMAC-SHA256(key, m) for a prepared key; byte-identical to `hmacSha256(key, m)`. */
+export function hmacSha256Prepared(key: PreparedHmacKey, m: Uint8Array): Uint8Array {
+  const out = new Uint8Array(32);
+  (key as unknown as NobleHmac)._cloneInto(hmacScratch).update(m).digestInto(out);
+  return out;
+}
+
+const ZERO_SALT_HMAC = hmacSha256Prepare(new Uint8Array(32));
+
+/**
+ * HKDF-SHA256 with the all-zero 32-byte salt (RFC 5869; equal to `hkdfSha256(ikm, zeros(32), info, length)`),
+ * with the extract key prepared once per process.
+ */
+export function hkdfSha256ZeroSalt(ikm: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  return nobleExpand(nobleSha256, hmacSha256Prepared(ZERO_SALT_HMAC, ikm), info, length);
 }
 
 /** HKDF-SHA256 (RFC 5869). `salt` may be empty (treated as HashLen zeros by the RFC). */
