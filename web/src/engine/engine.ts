@@ -19,6 +19,7 @@ import {
   decodeDeviceCertificate,
   encodeDeviceCertificate,
   type Rng,
+  type Role,
   signLoginChallenge,
   toB64u,
 } from './_protocol.js';
@@ -32,7 +33,7 @@ import type { EngineLocks } from './locks.js';
 import { encodePayload, Messages } from './messages.js';
 import { Outbox } from './outbox.js';
 import { Sessions } from './sessions.js';
-import type { Store } from './storage.js';
+import { putJson, readJson, type Store } from './storage.js';
 import {
   type ConnectionStatus,
   type ConversationKind,
@@ -65,6 +66,22 @@ export interface OwnIdentityView {
   readonly deviceList: Uint8Array;
 }
 
+/** A conversation as the verified membership log says (title, members and their roles, our role). */
+export interface ConversationView {
+  readonly id: string;
+  readonly kind: ConversationKind;
+  readonly title: string;
+  readonly members: readonly { readonly userId: string; readonly role: Role }[];
+  /** Our role; null if we are no longer a member. */
+  readonly myRole: Role | null;
+}
+
+/** A membership change other than add/remove (those have their own methods). */
+export type MembershipChange =
+  | { readonly action: 'promote' | 'demote' | 'transfer_ownership'; readonly target: string }
+  | { readonly action: 'leave' }
+  | { readonly action: 'rename'; readonly title: string };
+
 export interface SafetyNumberView {
   readonly digits: string;
   readonly display: string;
@@ -84,6 +101,13 @@ export interface EngineApi {
   addMember(conversationId: string, userId: string): Promise<void>;
   removeMember(conversationId: string, userId: string): Promise<void>;
   members(conversationId: string): Promise<string[]>;
+  /** Every conversation we are in, from the verified logs. */
+  conversations(): Promise<ConversationView[]>;
+  conversation(conversationId: string): Promise<ConversationView>;
+  changeMembership(conversationId: string, change: MembershipChange): Promise<void>;
+  /** Small UI preferences and known usernames, kept in the (sealed) store under `ui/`. */
+  getPref(key: string): Promise<unknown>;
+  setPref(key: string, value: unknown): Promise<void>;
   /** Opens the sockets of every conversation we are in (or of `conversationIds`). */
   connect(conversationIds?: string[]): Promise<void>;
   disconnect(): Promise<void>;
@@ -184,6 +208,18 @@ export function createEngine(opts: EngineOptions): Engine {
     };
   };
 
+  const conversationView = async (id: string): Promise<ConversationView> => {
+    const state = await groups.membership(id);
+    const own = await keys.identity();
+    return {
+      id,
+      kind: await groups.kind(id),
+      title: state.title,
+      members: [...state.members].map(([userId, role]) => ({ userId, role })),
+      myRole: state.members.get(own.userId) ?? null,
+    };
+  };
+
   const assertMembersSendable = async (conversationId: string) => {
     for (const u of (await groups.membership(conversationId)).members.keys()) await directory.assertSendable(u);
   };
@@ -210,6 +246,22 @@ export function createEngine(opts: EngineOptions): Engine {
     async members(c) {
       return [...(await groups.membership(c)).members.keys()];
     },
+    conversations: async () => {
+      const list = await ctx.api.listConversations();
+      const out: ConversationView[] = [];
+      for (const c of list) {
+        try {
+          out.push(await conversationView(c.id));
+        } catch (e) {
+          console.error('engine: conversation', c.id, e);
+        }
+      }
+      return out;
+    },
+    conversation: (c) => conversationView(c),
+    changeMembership: (c, change) => groups.append(c, change),
+    getPref: (k) => readJson<unknown>(ctx.store, `ui/${prefKey(k)}`),
+    setPref: (k, v) => putJson(ctx.store, `ui/${prefKey(k)}`, v),
     async connect(ids) {
       const list = ids ?? (await ctx.api.listConversations()).map((c) => c.id);
       for (const id of list) realtime.open(id);
@@ -311,6 +363,9 @@ export function createEngine(opts: EngineOptions): Engine {
   };
   return engine;
 }
+
+/** Preference keys are single path segments. */
+const prefKey = (k: string) => k.replace(/[^A-Za-z0-9_.-]/g, '_');
 
 function entry(
   conversationId: string,

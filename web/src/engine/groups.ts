@@ -102,7 +102,15 @@ export class Groups {
   }
 
   /** Appends an entry of ours (add / remove / leave / rename …) through the server. */
-  async append(conversationId: string, p: { action: 'add' | 'remove' | 'leave'; target?: string; role?: Role }) {
+  async append(
+    conversationId: string,
+    p: {
+      action: 'add' | 'remove' | 'leave' | 'promote' | 'demote' | 'transfer_ownership' | 'rename';
+      target?: string;
+      role?: Role;
+      title?: string;
+    },
+  ) {
     const own = await this.keys.identity();
     const state = await this.membership(conversationId);
     const e = await nextEntry(this.ctx.curves, own.signing, state, conversationId, {
