@@ -84,6 +84,48 @@ function assertSecret32(k: Uint8Array, op: string): void {
   if (!(k instanceof Uint8Array) || k.length !== KEY_LEN) fail(ErrorCode.InvalidKey, op, 'expected 32 bytes');
 }
 
+/** Alice's first ratchet key pair and DH(it, Bob's signed prekey): the part of RatchetInitAlice without SK. */
+export interface AliceRatchetStart {
+  readonly keyPair: OurX25519KeyPair;
+  readonly dh: Uint8Array;
+}
+
+/**
+ * The curve work of RatchetInitAlice (§3.3). Independent of the PQXDH result, so session set-up runs it
+ * concurrently with PQXDH. The fresh secret is drawn from `rng` synchronously, at the call.
+ */
+export async function aliceRatchetStart(
+  curves: Curve25519,
+  rng: Rng,
+  theirSignedPrekey: TheirX25519Key,
+): Promise<AliceRatchetStart> {
+  const secretKey = freshSecret(rng, 'initAlice');
+  const [dh, publicKey] = await Promise.all([
+    curves.x25519(secretKey, theirSignedPrekey),
+    publicKeyOf(curves, secretKey),
+  ]);
+  return { keyPair: { kind: 'x25519', secretKey, publicKey }, dh };
+}
+
+/** RatchetInitAlice (§3.3) from its curve part: RK, CKs = KDF_RK(SK, DH). */
+export function initAliceWith(
+  start: AliceRatchetStart,
+  sharedSecret: Uint8Array,
+  associatedData: Uint8Array,
+): RatchetState {
+  assertSecret32(sharedSecret, 'initAlice');
+  const [rootKey, sendingChain] = new RootKey(sharedSecret).createSendingChain(start.dh);
+  return {
+    rootKey,
+    sendingRatchetKey: start.keyPair,
+    sendingChain,
+    previousCounter: 0,
+    receivingChains: [],
+    skipped: SkippedKeys.empty(),
+    associatedData,
+  };
+}
+
 /** RatchetInitAlice (§3.3): fresh DHs from `rng`, DHr = Bob's signed prekey, RK, CKs = KDF_RK(SK, DH). */
 export async function initAlice(
   curves: Curve25519,
@@ -93,21 +135,7 @@ export async function initAlice(
   theirSignedPrekey: TheirX25519Key,
 ): Promise<RatchetState> {
   assertSecret32(sharedSecret, 'initAlice');
-  const secretKey = freshSecret(rng, 'initAlice');
-  const [dh, publicKey] = await Promise.all([
-    curves.x25519(secretKey, theirSignedPrekey),
-    publicKeyOf(curves, secretKey),
-  ]);
-  const [rootKey, sendingChain] = new RootKey(sharedSecret).createSendingChain(dh);
-  return {
-    rootKey,
-    sendingRatchetKey: { kind: 'x25519', secretKey, publicKey },
-    sendingChain,
-    previousCounter: 0,
-    receivingChains: [],
-    skipped: SkippedKeys.empty(),
-    associatedData,
-  };
+  return initAliceWith(await aliceRatchetStart(curves, rng, theirSignedPrekey), sharedSecret, associatedData);
 }
 
 /** RatchetInitBob (§3.3): DHs = our signed prekey, RK = SK, no chains yet. */

@@ -116,6 +116,48 @@ describe('sessions', () => {
     });
   }
 
+  for (const which of ['noble', 'webcrypto'] as const) {
+    it(`initiateSession draws randomness in the order EK_A, ML-KEM message, first ratchet key (${which})`, async () => {
+      const curves = which === 'noble' ? nobleCurves : wc;
+      const ref = seededRng('session rng order');
+      const ek = ref(32);
+      ref(32); // the ML-KEM encapsulation message
+      const ratchetSecret = ref(32);
+      const record = await start(curves, seededRng('session rng order'), dev(alice), bob);
+      expect(toHex(record.current!.baseKey)).toBe(toHex(await nobleCurves.x25519PublicKey(ek)));
+      const rk = record.current!.ratchet.sendingRatchetKey;
+      expect(toHex(rk.secretKey)).toBe(toHex(ratchetSecret));
+      expect(toHex(rk.publicKey)).toBe(toHex(await nobleCurves.x25519PublicKey(ratchetSecret)));
+    });
+  }
+
+  it('a restored session imports its stored ratchet secret as JWK (public half known) and only the fresh one as PKCS#8', async () => {
+    const imports: string[] = [];
+    const subtle = new Proxy(crypto.subtle, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (prop === 'importKey')
+          return (format: string, ...rest: unknown[]) => {
+            imports.push(format);
+            return (target.importKey as (...a: unknown[]) => Promise<CryptoKey>).call(target, format, ...rest);
+          };
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const spied = (await webCryptoCurves(subtle))!;
+    const rng = seededRng('restore-jwk');
+    const a = await start(wc, rng, dev(alice), bob);
+    const m1 = encrypt(a, utf8('one'), T0);
+    const r1 = await decrypt(wc, rng, emptySessionRecord(), m1.message, ctxFor(dev(bob), dev(alice)), T0);
+    const reply = encrypt(r1.record, utf8('two'), T0);
+    const restored = deserializeSessionRecord(serializeSessionRecord(m1.record));
+    imports.length = 0;
+    const r2 = await decrypt(spied, rng, restored, reply.message, ctxFor(dev(alice), dev(bob)), T0);
+    expect(text(r2.plaintext)).toBe('two');
+    expect(imports.filter((f) => f === 'jwk')).toHaveLength(1); // the restored ratchet secret
+    expect(imports.filter((f) => f === 'pkcs8')).toHaveLength(1); // the fresh one (public half unknown)
+  });
+
   it('a message with no session for its sender is no_session', async () => {
     const { bob: b } = await established(wc, 'nosession');
     const m = encrypt(b, utf8('x'), T0);

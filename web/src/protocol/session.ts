@@ -51,7 +51,8 @@ import {
 import type { VerifiedBundle } from './prekeys.js';
 import { type Curve25519, GCM_TAG_LEN, KEY_LEN, type Rng } from './primitives.js';
 import {
-  initAlice,
+  aliceRatchetStart,
+  initAliceWith,
   initBob,
   type RatchetCiphertext,
   type RatchetState,
@@ -162,8 +163,14 @@ export async function initiateSession(
   now: number,
   record: SessionRecord = emptySessionRecord(),
 ): Promise<SessionRecord> {
-  const x = await pqxdhInitiate(curves, rng, ours, bundle);
-  const ratchet = await initAlice(curves, rng, x.sharedSecret, x.associatedData, x.theirSignedPrekey);
+  // The ratchet's first DH does not depend on SK, so it runs concurrently with PQXDH. pqxdhInitiate draws all
+  // its randomness (EK_A, then the ML-KEM message) before its first await, so the rng order stays EK_A, m,
+  // ratchet key.
+  const [x, start] = await Promise.all([
+    pqxdhInitiate(curves, rng, ours, bundle),
+    aliceRatchetStart(curves, rng, bundle.signedPrekey.publicKey),
+  ]);
+  const ratchet = initAliceWith(start, x.sharedSecret, x.associatedData);
   const session: SessionState = {
     baseKey: x.init.ephemeralKey,
     localIdentityKey: ours.identityKey.publicKey,
