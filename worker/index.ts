@@ -22,6 +22,7 @@ import { keys } from './routes/keys.js';
 import { mailbox } from './routes/mailbox.js';
 import { probe } from './routes/probe.js';
 import { realtime } from './routes/realtime.js';
+import { users } from './routes/users.js';
 import { ConfigError } from './secrets.js';
 import { corsPolicy, cspHeader, securityHeaders } from './security.js';
 
@@ -67,6 +68,7 @@ app.route('/api/devices', devices);
 app.route('/api/keys', keys);
 app.route('/graphql', graphql);
 app.route('/api/auth', auth);
+app.route('/api/users', users);
 // ROUTES: sub-apps are mounted above this line.
 
 app.notFound((c) => c.json({ error: { code: 'not_found', message: 'no such route' } }, 404));

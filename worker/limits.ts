@@ -45,6 +45,8 @@ export const DEFAULT_RATE_LIMITS = {
   /** Bundle claims: stops one client draining another user's one-time prekeys. */
   claim: { limit: 60, windowMs: 60 * 1000 },
   ticket: { limit: 120, windowMs: 60 * 1000 },
+  /** Username lookups (GET /api/users/by-name/:username) per signed-in account: slows enumeration. */
+  lookup: { limit: 120, windowMs: 60 * 1000 },
   /** Unauthenticated realtime health check (/api/probe/ws), per client address: 2 sockets per check. */
   probe: { limit: 30, windowMs: 60 * 1000 },
 } satisfies Record<string, RateRule>;

@@ -245,6 +245,8 @@ describe('login', () => {
     expect(e.code).toBe('device_not_linked');
     expect(e.message).toMatch(/holds no keys/);
     expect(e.message).toMatch(/reset/);
+    // What an identity reset from an empty browser needs (only ever after a correct password).
+    expect(e).toMatchObject({ userId: u.userId, deviceListVersion: 1 });
   });
 
   it('a signature by the wrong key for a linked device id is 401 invalid_device_signature', async () => {

@@ -366,11 +366,19 @@ auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
     .where(and(eq(devices.userId, user.id), eq(devices.deviceId, body.deviceId)))
     .get();
   if (!device || device.revokedAt !== null) {
+    // Only after a correct password: the account's id and list version, which an identity reset from a
+    // browser that holds nothing needs (its new list is signed for this user id at version + 1).
+    const list = await db
+      .select({ version: deviceLists.version })
+      .from(deviceLists)
+      .where(eq(deviceLists.userId, user.id))
+      .get();
     throw new AppError(
       403,
       'device_not_linked',
       'this browser holds no keys for this account (or its device was removed): link it from a device ' +
         'you already use, or reset the account identity (new keys; your contacts will see a key change)',
+      { userId: user.id, deviceListVersion: list?.version ?? 0 },
     );
   }
   if (

@@ -1,0 +1,84 @@
+/**
+ * /api/users — other users' public identity, for the client engine's directory (TOFU + verified device
+ * lists) without touching the key directory's one-time prekeys:
+ *
+ *   GET /api/users/by-name/:username      → { userId, username, identityKey, identityVersion }
+ *   GET /api/users/:userId/device-list    → { userId, identityKey, identityVersion, deviceList: { version, bytes } }
+ *
+ * Both need a bearer token. `bytes` is the exact signed encoding (decodeDeviceList + verifyDeviceList on the
+ * client — the server's answer is never trusted on its own). Unknown users → 404 `not_found`.
+ *
+ * Enumeration: any signed-in user may look a username up (that is how you start a conversation), so a
+ * signed-in attacker can test whether names exist; the by-name lookup is rate-limited per account (bucket
+ * `lookup`). Unauthenticated callers learn nothing (401 before any lookup).
+ */
+import { eq } from 'drizzle-orm';
+import { Hono } from 'hono';
+import { normalizeUsername } from '../../schema/auth-api.js';
+import { toB64u } from '../../web/src/protocol/bytes.js';
+import { requireAuth } from '../auth/middleware.js';
+import { makeDb, schema } from '../db.js';
+import { asBytes } from '../domain/common.js';
+import type { AppBindings } from '../env.js';
+import { AppError } from '../errors.js';
+import { enforceRateLimit } from '../limiter.js';
+import { idString } from '../validate.js';
+import { parseInput } from './input.js';
+
+const notFound = () => new AppError(404, 'not_found', 'no such user');
+
+export const users = new Hono<AppBindings>()
+  .use('*', requireAuth)
+  // Registered first: `/by-name/device-list` must be a username lookup, not user "by-name"'s list.
+  .get('/by-name/:username', async (c) => {
+    const name = normalizeUsername(c.req.param('username'));
+    if (!name) {
+      throw new AppError(
+        400,
+        'invalid_username',
+        'usernames are 3-32 characters of a-z, 0-9, "_", "." and "-", starting with a letter',
+      );
+    }
+    await enforceRateLimit(c.env, 'lookup', [`acct:${c.get('auth').userId}`]);
+    const row = await makeDb(c.env)
+      .select({
+        id: schema.users.id,
+        identityKey: schema.users.identityKey,
+        identityVersion: schema.users.identityVersion,
+      })
+      .from(schema.users)
+      .where(eq(schema.users.username, name))
+      .get();
+    if (!row) throw notFound();
+    c.header('Cache-Control', 'no-store');
+    return c.json({
+      userId: row.id,
+      username: name,
+      identityKey: toB64u(asBytes(row.identityKey)),
+      identityVersion: row.identityVersion,
+    });
+  })
+  .get('/:userId/device-list', async (c) => {
+    const userId = parseInput(idString, c.req.param('userId'));
+    const db = makeDb(c.env);
+    const [user, list] = await db.batch([
+      db
+        .select({ identityKey: schema.users.identityKey, identityVersion: schema.users.identityVersion })
+        .from(schema.users)
+        .where(eq(schema.users.id, userId)),
+      db
+        .select({ version: schema.deviceLists.version, list: schema.deviceLists.list })
+        .from(schema.deviceLists)
+        .where(eq(schema.deviceLists.userId, userId)),
+    ]);
+    const u = user[0];
+    const l = list[0];
+    if (!u || !l) throw notFound();
+    c.header('Cache-Control', 'no-store');
+    return c.json({
+      userId,
+      identityKey: toB64u(asBytes(u.identityKey)),
+      identityVersion: u.identityVersion,
+      deviceList: { version: l.version, bytes: toB64u(asBytes(l.list)) },
+    });
+  });

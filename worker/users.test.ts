@@ -1,0 +1,101 @@
+import { env } from 'cloudflare:workers';
+import { describe, expect, it } from 'vitest';
+import { fromB64u, toB64u } from '../web/src/protocol/bytes.js';
+import { decodeDeviceList, encodeDeviceList, verifyDeviceList } from '../web/src/protocol/identity.js';
+import { api, makeUser, newDevice, nextList } from './test/directory-fixtures.js';
+
+type Err = { error: { code: string; message?: string; fields?: string[] } };
+
+describe('GET /api/users/:userId/device-list', () => {
+  it('returns the exact signed list, its version, the identity key and identity version (no prekey consumed)', async () => {
+    const alice = await makeUser('ulista');
+    const bob = await makeUser('ulistb', 2);
+    const token = await alice.token();
+    const res = await api(`/api/users/${bob.userId}/device-list`, token);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    const body = (await res.json()) as {
+      userId: string;
+      identityKey: string;
+      identityVersion: number;
+      deviceList: { version: number; bytes: string };
+    };
+    expect(body.userId).toBe(bob.userId);
+    expect(body.identityKey).toBe(toB64u(bob.t.identity.publicKey));
+    expect(body.identityVersion).toBe(1);
+    expect(body.deviceList.version).toBe(1);
+    expect(body.deviceList.bytes).toBe(toB64u(encodeDeviceList(bob.list)));
+    const verified = await verifyDeviceList(
+      bob.curves,
+      decodeDeviceList(fromB64u(body.deviceList.bytes)),
+      fromB64u(body.identityKey),
+    );
+    expect(verified.devices.map((d) => d.deviceId)).toEqual(['d0', 'd1']);
+
+    // After a device registration the newer version is served.
+    const d2 = await newDevice(bob, 'd2');
+    const list2 = await nextList(bob, [...bob.devices, d2]);
+    await env.DB.prepare('UPDATE device_lists SET version = ?1, list = ?2 WHERE user_id = ?3')
+      .bind(2, encodeDeviceList(list2), bob.userId)
+      .run();
+    const again = (await (await api(`/api/users/${bob.userId}/device-list`, token)).json()) as {
+      deviceList: { version: number };
+    };
+    expect(again.deviceList.version).toBe(2);
+  });
+
+  it('401 without or with a bad token; 404 for an unknown user; 400 for a malformed id', async () => {
+    const alice = await makeUser('ulistc');
+    expect((await api(`/api/users/${alice.userId}/device-list`, null)).status).toBe(401);
+    const bad = await api(`/api/users/${alice.userId}/device-list`, 'not.a.real.token.at.all');
+    expect(bad.status).toBe(401);
+    expect(((await bad.json()) as Err).error.code).toBe('invalid_token');
+    const token = await alice.token();
+    const missing = await api('/api/users/u_nobody_here/device-list', token);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as Err).error.code).toBe('not_found');
+    const malformed = await api(`/api/users/${'x'.repeat(65)}/device-list`, token);
+    expect(malformed.status).toBe(400);
+    expect(((await malformed.json()) as Err).error.code).toBe('invalid_request');
+    const odd = await api('/api/users/a%20b/device-list', token);
+    expect(odd.status).toBe(400);
+  });
+});
+
+describe('GET /api/users/by-name/:username', () => {
+  it('resolves a username (normalised: case and full-width forms) to the user id and identity key', async () => {
+    const alice = await makeUser('unamea');
+    const bob = await makeUser('unameb');
+    const token = await alice.token();
+    for (const raw of [bob.username, bob.username.toUpperCase()]) {
+      const res = await api(`/api/users/by-name/${encodeURIComponent(raw)}`, token);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({
+        userId: bob.userId,
+        username: bob.username,
+        identityKey: toB64u(bob.t.identity.publicKey),
+        identityVersion: 1,
+      });
+    }
+  });
+
+  it('401 without a token (nothing revealed); 404 unknown; 400 invalid username; "device-list" is a username', async () => {
+    const alice = await makeUser('unamec');
+    const anon = await api(`/api/users/by-name/${alice.username}`, null);
+    expect(anon.status).toBe(401);
+    expect(((await anon.json()) as Err).error.code).toBe('invalid_token');
+    const token = await alice.token();
+    const missing = await api('/api/users/by-name/nobody-by-that-name', token);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as Err).error.code).toBe('not_found');
+    for (const bad of ['ab', '1abc', 'has%20space', encodeURIComponent('ali\u0441e'), 'x'.repeat(40)]) {
+      const res = await api(`/api/users/by-name/${bad}`, token);
+      expect(res.status, bad).toBe(400);
+      expect(((await res.json()) as Err).error.code).toBe('invalid_username');
+    }
+    // Route order: this is a lookup of the (unknown) username "device-list", not user "by-name"'s list.
+    const edge = await api('/api/users/by-name/device-list', token);
+    expect(edge.status).toBe(404);
+    expect(((await edge.json()) as Err).error.message).toBe('no such user');
+  });
+});
