@@ -90,11 +90,21 @@ export interface SafetyNumberView {
 
 /** The engine's API: plain data in and out, so it can sit behind a MessagePort. */
 export interface EngineApi {
-  bootstrap(p: { userId: string; deviceId: string; userIdentitySecret?: Uint8Array }): Promise<OwnIdentityView>;
+  bootstrap(p: {
+    userId: string;
+    deviceId: string;
+    userIdentitySecret?: Uint8Array;
+    /** Version of the first signed list (identity reset: the account's current version + 1). Default 1. */
+    listVersion?: number;
+  }): Promise<OwnIdentityView>;
   identity(): Promise<OwnIdentityView | null>;
   signLoginChallenge(challenge: Uint8Array): Promise<Uint8Array>;
   /** Signs our device list with another device's certificate added (linking; publish the result). */
   addDeviceToList(certificate: Uint8Array): Promise<Uint8Array>;
+  /** Signs our device list without `deviceId` (revocation; publish the result). */
+  removeDeviceFromList(deviceId: string): Promise<Uint8Array>;
+  /** Adopts our user's list as published (verified under our user identity key, must contain this device). */
+  adoptOwnDeviceList(list: Uint8Array): Promise<OwnIdentityView>;
   /** Rotates the signed prekey when due and tops up one-time prekeys below the watermark. */
   publishPrekeys(): Promise<PrekeyCounts>;
   createConversation(p: { kind: ConversationKind; members: string[]; title?: string }): Promise<string>;
@@ -238,6 +248,11 @@ export function createEngine(opts: EngineOptions): Engine {
     },
     async addDeviceToList(certificate) {
       return keys.addDeviceToList(decodeDeviceCertificate(certificate));
+    },
+    removeDeviceFromList: (deviceId) => keys.removeDeviceFromList(deviceId),
+    async adoptOwnDeviceList(list) {
+      await keys.adoptDeviceList(list);
+      return ownView();
     },
     publishPrekeys: () => keys.maintain(ctx.api),
     createConversation: (p) => groups.create(p.kind, p.members, p.title ?? ''),

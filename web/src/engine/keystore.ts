@@ -37,6 +37,7 @@ import {
   type SignedPrekeyRecord,
   signDeviceList,
   signedPrekeyPublic,
+  verifyDeviceList,
 } from '../protocol/index.js';
 import type { EngineContext } from './context.js';
 import { listJson, putJson, readJson, type StoreReader, type StoreTx, writeJson } from './storage.js';
@@ -113,7 +114,13 @@ export class Keystore {
    * list version 1 with this device). With it, the device joins an existing account: the caller publishes
    * the list returned by `addDeviceToList` from a device that already has the identity key.
    */
-  async create(p: { userId: string; deviceId: string; userIdentitySecret?: Uint8Array }): Promise<OwnIdentity> {
+  async create(p: {
+    userId: string;
+    deviceId: string;
+    userIdentitySecret?: Uint8Array;
+    /** Version of the one-device list to sign (identity reset: the server's version + 1). Default 1. */
+    listVersion?: number;
+  }): Promise<OwnIdentity> {
     const { curves, rng, now } = this.ctx;
     const userIdentity = p.userIdentitySecret
       ? await ed25519FromSecret(curves, p.userIdentitySecret)
@@ -127,7 +134,11 @@ export class Keystore {
       identityKey: identity.publicKey,
       createdAt: now(),
     });
-    const list = await signDeviceList(curves, userIdentity, { userId: p.userId, version: 1, devices: [certificate] });
+    const list = await signDeviceList(curves, userIdentity, {
+      userId: p.userId,
+      version: p.listVersion ?? 1,
+      devices: [certificate],
+    });
     const own: OwnIdentity = {
       userId: p.userId,
       deviceId: p.deviceId,
@@ -178,6 +189,32 @@ export class Keystore {
       devices,
     });
     return this.setDeviceList(encodeDeviceList(next));
+  }
+
+  /** Signs the next version of our device list without `deviceId` (revoking a device; publish the result). */
+  async removeDeviceFromList(deviceId: string): Promise<Uint8Array> {
+    const own = await this.identity();
+    if (deviceId === own.deviceId) throw new Error('keystore: a device cannot remove itself from the list');
+    const cur = decodeDeviceList(own.deviceList);
+    const next = await signDeviceList(this.ctx.curves, own.userIdentity, {
+      userId: own.userId,
+      version: cur.version + 1,
+      devices: cur.devices.filter((d) => d.deviceId !== deviceId),
+    });
+    return this.setDeviceList(encodeDeviceList(next));
+  }
+
+  /**
+   * Adopts our user's list as the server holds it (after another device changed it, or a change we signed
+   * was refused): only a list that verifies under OUR user identity key and still contains this device.
+   */
+  async adoptDeviceList(bytes: Uint8Array): Promise<Uint8Array> {
+    const own = await this.identity();
+    const list = await verifyDeviceList(this.ctx.curves, decodeDeviceList(bytes), own.userIdentity.publicKey);
+    if (list.userId !== own.userId || !list.devices.some((d) => d.deviceId === own.deviceId)) {
+      throw new Error('keystore: that device list is not for this device');
+    }
+    return this.setDeviceList(bytes);
   }
 
   /** Records our user's current device list (after it was published or fetched and verified). */

@@ -32,6 +32,8 @@ export const ENGINE_METHODS: readonly (keyof EngineApi)[] = [
   'identity',
   'signLoginChallenge',
   'addDeviceToList',
+  'removeDeviceFromList',
+  'adoptOwnDeviceList',
   'publishPrekeys',
   'createConversation',
   'addMember',
