@@ -4,6 +4,7 @@
  * package on Node 20), offline catch-up through the mailbox and resume, groups with sender keys and a
  * removal, and device_mismatch after a second device is registered through the devices API.
  */
+import * as OTPAuth from 'otpauth';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { type Curve25519, defaultCurves, toB64u } from '../web/src/engine/_protocol.js';
 import { Account } from '../web/src/engine/account.js';
@@ -133,6 +134,49 @@ describe('client engine against the real server (Node)', () => {
     expect(empty).toMatchObject({ status: 'device_not_linked', userId: alice.userId, hasLocalKeys: false });
     expect(await other.engine.identity()).toBeNull();
     console.log(`accounts: ${(performance.now() - t0).toFixed(0)} ms`);
+  });
+
+  it('an access token the server refuses (401 invalid_token) is refreshed once and the call retried', async () => {
+    const s = alice.http.session!;
+    alice.http.setTokens({ accessToken: 'bogus.access.token', expiresIn: 600, ...s });
+    expect((await alice.account.sessionInfo()).userId).toBe(alice.userId);
+    expect(alice.http.session).toEqual(s);
+  });
+
+  it('TOTP: enrol and confirm, sign in with the continuation; identity reset from an empty store', async () => {
+    const t0 = performance.now();
+    const dave = await registered('dave');
+    const enrol = await dave.account.totpEnroll();
+    const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(enrol.secret), digits: 6, period: 30 });
+    const recovery = await dave.account.totpConfirm(totp.generate());
+    expect(recovery).toHaveLength(10);
+    await dave.account.logout();
+    const first = await dave.account.login(dave.name, PASSWORD);
+    if (first.status !== 'mfa_required') throw new Error(`expected mfa_required, got ${first.status}`);
+    // The confirm used this time step; the next step's code is inside the accepted window.
+    const done = await first.totp({ code: totp.generate({ timestamp: Date.now() + 30_000 }) });
+    expect(done).toMatchObject({ status: 'signed_in', userId: dave.userId, deviceId: dave.deviceId });
+    expect((await dave.account.sessionInfo()).totpEnabled).toBe(true);
+
+    // Alice knows Dave's key; Dave loses every device and resets from a browser that holds nothing.
+    const before = await alice.engine.refreshContact(dave.userId);
+    const fresh = await device(dave.name);
+    await expect(dave.account.resetIdentity(dave.name, PASSWORD)).rejects.toMatchObject({ code: 'store_not_empty' });
+    const reset = await fresh.account.resetIdentity(dave.name, PASSWORD);
+    if (reset.status !== 'mfa_required') throw new Error(`expected mfa_required, got ${reset.status}`);
+    const afterReset = await reset.totp({ recoveryCode: recovery[0]! });
+    expect(afterReset).toMatchObject({ status: 'signed_in', userId: dave.userId });
+    const own = (await fresh.engine.identity())!;
+    expect(own.deviceId).not.toBe(dave.deviceId);
+    // The old device is signed out; Alice sees a key change and sending to Dave is blocked until accepted.
+    await expect(dave.account.sessionInfo()).rejects.toMatchObject({ code: 'session_revoked' });
+    const after = await alice.engine.refreshContact(dave.userId);
+    expect(after.blocked).toBe(true);
+    expect(toB64u(after.identityKey)).toBe(toB64u(before.identityKey));
+    const accepted = await alice.engine.acceptIdentityChange(dave.userId);
+    expect(toB64u(accepted.identityKey)).toBe(toB64u(own.userIdentityKey));
+    expect(accepted.deviceIds).toEqual([own.deviceId]);
+    console.log(`TOTP + identity reset: ${(performance.now() - t0).toFixed(0)} ms`);
   });
 
   it('1:1 over real WebSockets: both directions, delivery receipts', async () => {
