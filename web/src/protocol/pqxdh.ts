@@ -25,7 +25,6 @@ import {
   mlkemDecapsulate,
   mlkemEncapsulate,
   type Rng,
-  X25519_BASE_POINT,
 } from './primitives.js';
 
 export interface PqxdhLocalIdentity {
@@ -105,10 +104,10 @@ export async function pqxdhInitiate(
   const opkB = bundle.oneTimePrekey;
   const ek = rng(KEY_LEN);
   if (!(ek instanceof Uint8Array) || ek.length !== KEY_LEN) fail(ErrorCode.InvalidKey, 'pqxdhInitiate', 'bad rng');
-  // EK_A's public key is X25519(ek, 9): the same cached import as the three DHs with ek (one import per
-  // secret). Every curve operation here is independent, so all run concurrently.
+  // EK_A's public key comes from the same cached import as the three DHs with ek (one import per secret;
+  // reading it back is cheaper than X25519(ek, 9) as another job). All curve operations run concurrently.
   const pending = Promise.all([
-    curves.x25519(ek, X25519_BASE_POINT),
+    curves.x25519PublicKey(ek),
     curves.x25519(ik, spkB),
     curves.x25519(ek, ikB),
     curves.x25519(ek, spkB),
