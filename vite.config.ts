@@ -22,6 +22,12 @@ export default defineConfig({
       inspectorPort: false,
     }),
   ],
+  // Pre-bundle the app's and the engine worker's dependencies up front: discovering one on first use makes
+  // Vite re-optimise and reload the page mid-session (fatal for a register in progress in the worker).
+  optimizeDeps: {
+    // (Kobalte ships JSX for Solid and is compiled by vite-plugin-solid instead.)
+    include: ['solid-js', 'solid-js/web', 'solid-js/store', 'uqr', 'zod'],
+  },
   build: { outDir: here('./dist'), emptyOutDir: true, target: 'es2022' },
   server: { host: '127.0.0.1', port: Number(process.env.PORT ?? 5173), strictPort: true },
   preview: { host: '127.0.0.1', port: Number(process.env.PORT ?? 4173), strictPort: true },

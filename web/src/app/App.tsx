@@ -1,56 +1,121 @@
-import { createResource, createSignal, Show } from 'solid-js';
-import { fetchHealth, roundTrip } from './transport.js';
+/**
+ * The app shell: the store, the routes (each page lazy-loaded), the offline banner and toasts. Signed-in
+ * routes wait for the session restore and send signed-out visitors to /login (or /register when this
+ * browser never had an account).
+ * @module
+ */
+import { createEffect, createMemo, type JSX, lazy, Match, onMount, Show, Suspense, Switch } from 'solid-js';
+import { Dynamic } from 'solid-js/web';
+import { Toasts } from './components/Toasts.js';
+import { Spinner } from './components/ui.js';
+import { match, navigate, path } from './router.js';
+import { StoreProvider, useStore } from './store/index.js';
+
+const Register = lazy(() => import('./pages/Register.js'));
+const Login = lazy(() => import('./pages/Login.js'));
+const Home = lazy(() => import('./pages/Home.js'));
+const Status = lazy(() => import('./pages/Status.js'));
+const Chats = lazy(() => import('./pages/Chats.js'));
+const Account = lazy(() => import('./pages/Account.js'));
+
+interface Route {
+  readonly pattern: string;
+  readonly page: (p: { params: Record<string, string> }) => JSX.Element;
+  readonly auth?: 'signed-in' | 'signed-out';
+}
+
+const ROUTES: readonly Route[] = [
+  { pattern: '/', page: Home },
+  { pattern: '/register', page: Register, auth: 'signed-out' },
+  { pattern: '/login', page: Login, auth: 'signed-out' },
+  { pattern: '/status', page: Status },
+  { pattern: '/chats', page: Chats, auth: 'signed-in' },
+  { pattern: '/chats/:id', page: Chats, auth: 'signed-in' },
+  { pattern: '/chats/:id/info', page: Chats, auth: 'signed-in' },
+  { pattern: '/account', page: Account, auth: 'signed-in' },
+];
+
+export const hadAccount = () => typeof localStorage !== 'undefined' && !!localStorage.getItem('e2e-chat:account');
+
+function Loading() {
+  return (
+    <div class="flex h-full items-center justify-center text-slate-500" role="status">
+      <Spinner class="mr-2" /> Loading…
+    </div>
+  );
+}
+
+function Routes() {
+  const { state, actions } = useStore();
+  const current = createMemo(() => {
+    for (const r of ROUTES) {
+      const params = match(r.pattern, path());
+      if (params) return { route: r, params };
+    }
+    return null;
+  });
+  // A returning visitor's session is restored first (this loads the engine worker); a first visit
+  // (no account in this browser) does not load the worker at all.
+  onMount(() => void actions.restore());
+  createEffect(() => {
+    const c = current();
+    if (!state.authChecked || !c) return;
+    if (c.route.auth === 'signed-in' && !state.me) navigate(hadAccount() ? '/login' : '/register', { replace: true });
+    if (c.route.auth === 'signed-out' && state.me) navigate('/chats', { replace: true });
+  });
+  const needsWait = () => {
+    const c = current();
+    return !!c && c.route.auth === 'signed-in' && !state.authChecked;
+  };
+  return (
+    <Switch>
+      <Match when={!current()}>
+        <main class="p-8">
+          <h1 class="text-xl font-semibold">Page not found</h1>
+          <a class="text-blue-600 underline" href="/">
+            Go home
+          </a>
+        </main>
+      </Match>
+      <Match when={needsWait()}>
+        <Loading />
+      </Match>
+      <Match when={current()}>
+        {(c) => (
+          <Suspense fallback={<Loading />}>
+            <Dynamic component={c().route.page} params={c().params} />
+          </Suspense>
+        )}
+      </Match>
+    </Switch>
+  );
+}
+
+function OfflineBanner() {
+  const { state } = useStore();
+  return (
+    <Show when={!state.browserOnline}>
+      <div
+        role="status"
+        class="bg-amber-500 px-4 py-1.5 text-center text-sm font-medium text-amber-950"
+        data-testid="offline-banner"
+      >
+        You are offline. Messages will be sent when the connection is back.
+      </div>
+    </Show>
+  );
+}
 
 export function App() {
-  const [health] = createResource(fetchHealth);
-  const [rt, setRt] = createSignal<{ ms: number } | { error: string } | null>(null);
-
-  const probe = async () => {
-    setRt(null);
-    try {
-      const r = await roundTrip(`probe-${crypto.randomUUID()}`);
-      setRt({ ms: r.ms });
-    } catch (e) {
-      setRt({ error: e instanceof Error ? e.message : 'failed' });
-    }
-  };
-  void probe();
-
   return (
-    <main class="mx-auto max-w-xl p-6 font-sans">
-      <h1 class="text-2xl font-semibold">e2e-chat</h1>
-      <p class="mt-1 text-sm text-slate-500 dark:text-slate-400">End-to-end encrypted messaging on the edge.</p>
-      <section class="mt-6 rounded-lg border border-slate-200 p-4 dark:border-slate-800" aria-labelledby="status-h">
-        <h2 id="status-h" class="font-medium">
-          System status
-        </h2>
-        <dl class="mt-2 grid grid-cols-[8rem_1fr] gap-y-1 text-sm">
-          <dt>Database</dt>
-          <dd data-testid="health">
-            <Show when={!health.loading} fallback="checking…">
-              <Show when={health()} fallback={`unavailable`}>
-                {(h) => `${h().db} · migration ${h().migration ?? 'none'}`}
-              </Show>
-            </Show>
-          </dd>
-          <dt>Realtime</dt>
-          <dd data-testid="roundtrip">
-            <Show when={rt()} fallback="connecting…">
-              {(r) => {
-                const v = r();
-                return 'ms' in v ? `round trip ok (${v.ms.toFixed(1)} ms)` : `failed: ${v.error}`;
-              }}
-            </Show>
-          </dd>
-        </dl>
-        <button
-          type="button"
-          class="mt-3 rounded-md bg-indigo-600 px-3 py-1.5 text-sm font-medium text-white hover:bg-indigo-500 focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-indigo-600"
-          onClick={() => void probe()}
-        >
-          Test again
-        </button>
-      </section>
-    </main>
+    <StoreProvider>
+      <div class="flex h-full flex-col">
+        <OfflineBanner />
+        <div class="min-h-0 flex-1">
+          <Routes />
+        </div>
+      </div>
+      <Toasts />
+    </StoreProvider>
   );
 }

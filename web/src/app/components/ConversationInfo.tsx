@@ -1,0 +1,227 @@
+/**
+ * /chats/:id/info — members and their roles, safety numbers, and the membership actions the protocol's
+ * role × action table (canPerform) allows us: add, remove, promote, demote, transfer ownership, leave.
+ */
+import { DropdownMenu } from '@kobalte/core/dropdown-menu';
+import { createMemo, createSignal, For, Show } from 'solid-js';
+import { type Action, canPerform, type Role } from '../../protocol/index.js';
+import { useConversationName } from '../pages/Chats.js';
+import { Link, navigate } from '../router.js';
+import { useStore } from '../store/index.js';
+import { ConfirmDialog, Modal } from './Modal.js';
+import { SafetyNumber } from './SafetyNumber.js';
+import { Avatar, Banner, Button, buttonClass, errorText, Field, focusRing } from './ui.js';
+
+type MemberAction = Extract<Action, 'promote' | 'demote' | 'transfer_ownership' | 'remove'>;
+const ACTION_LABEL: Record<MemberAction, string> = {
+  promote: 'Make admin',
+  demote: 'Remove admin role',
+  transfer_ownership: 'Transfer ownership',
+  remove: 'Remove from group',
+};
+
+/** The member actions `myRole` may perform on a member with `targetRole` (none in direct chats). */
+export function allowedActions(kind: 'direct' | 'group', myRole: Role | null, targetRole: Role): MemberAction[] {
+  if (kind !== 'group' || !myRole) return [];
+  return (['promote', 'demote', 'transfer_ownership', 'remove'] as const).filter((a) =>
+    canPerform(myRole, a, targetRole),
+  );
+}
+
+const menuItem = `flex w-full cursor-default items-center rounded-md px-3 py-2 text-sm outline-none data-[highlighted]:bg-slate-100 dark:data-[highlighted]:bg-slate-800`;
+
+export function ConversationInfo(props: { id: string }) {
+  const { state, actions } = useStore();
+  const nameOf = useConversationName();
+  const conv = () => state.conversations[props.id];
+  const [safety, setSafety] = createSignal<string | null>(null);
+  const [pending, setPending] = createSignal<{ action: MemberAction; userId: string } | null>(null);
+  const [leaving, setLeaving] = createSignal(false);
+  const [add, setAdd] = createSignal('');
+  const [addError, setAddError] = createSignal<string | null>(null);
+  const [adding, setAdding] = createSignal(false);
+  const myRole = () => conv()?.myRole ?? null;
+  const members = createMemo(() =>
+    [...(conv()?.members ?? [])].sort(
+      (a, b) => ['owner', 'admin', 'member'].indexOf(a.role) - ['owner', 'admin', 'member'].indexOf(b.role),
+    ),
+  );
+  const canAdd = () => conv()?.kind === 'group' && !!myRole() && canPerform(myRole()!, 'add', 'member');
+  const canLeave = () => conv()?.kind === 'group' && !!myRole() && canPerform(myRole()!, 'leave', null);
+
+  const submitAdd = async (e: Event) => {
+    e.preventDefault();
+    setAdding(true);
+    setAddError(null);
+    try {
+      await actions.addMember(props.id, add());
+      setAdd('');
+    } catch (err) {
+      setAddError(errorText(err));
+    } finally {
+      setAdding(false);
+    }
+  };
+
+  const runPending = async () => {
+    const p = pending();
+    if (!p) return;
+    if (p.action === 'remove') await actions.removeMember(props.id, p.userId);
+    else await actions.changeRole(props.id, p.userId, p.action);
+  };
+
+  return (
+    <div class="flex h-full min-h-0 flex-col" data-testid="conversation-info">
+      <header class="flex items-center gap-3 border-b border-slate-200 bg-white px-3 py-2.5 dark:border-slate-800 dark:bg-slate-900">
+        <Link href={`/chats/${props.id}`} class={`rounded-lg p-1.5 ${focusRing}`} aria-label="Back to conversation">
+          ←
+        </Link>
+        <h2 class="font-semibold">Conversation info</h2>
+      </header>
+      <div class="min-h-0 flex-1 overflow-y-auto p-4 sm:p-6">
+        <div class="mx-auto max-w-xl space-y-6">
+          <div class="flex items-center gap-3">
+            <Avatar name={nameOf(conv())} seed={props.id} />
+            <div>
+              <p class="text-lg font-semibold">{nameOf(conv())}</p>
+              <p class="text-sm text-slate-500 dark:text-slate-400">
+                {conv()?.kind === 'group' ? `Group · you are ${myRole() ?? 'not a member'}` : 'Direct message'}
+              </p>
+            </div>
+          </div>
+
+          <section aria-labelledby="members-h">
+            <h3 id="members-h" class="mb-2 text-sm font-semibold text-slate-500 uppercase dark:text-slate-400">
+              Members
+            </h3>
+            <ul class="divide-y divide-slate-200 rounded-xl bg-white ring-1 ring-slate-200 dark:divide-slate-800 dark:bg-slate-900 dark:ring-slate-800">
+              <For each={members()}>
+                {(m) => {
+                  const isMe = () => m.userId === state.me?.userId;
+                  const acts = () => allowedActions(conv()?.kind ?? 'direct', myRole(), m.role);
+                  return (
+                    <li class="flex items-center gap-3 px-3 py-2.5" data-testid="member">
+                      <Avatar name={actions.nameOf(m.userId)} seed={m.userId} size="sm" />
+                      <div class="min-w-0 flex-1">
+                        <p class="truncate text-sm font-medium">
+                          {actions.nameOf(m.userId)}
+                          {isMe() ? ' (you)' : ''}
+                          <Show when={state.contacts[m.userId]?.verified}>
+                            <span class="ml-1 text-emerald-600 dark:text-emerald-400" title="Verified">
+                              ✓<span class="sr-only"> verified</span>
+                            </span>
+                          </Show>
+                        </p>
+                        <p class="text-xs text-slate-500 capitalize dark:text-slate-400">{m.role}</p>
+                      </div>
+                      <Show when={!isMe()}>
+                        <Button variant="ghost" onClick={() => setSafety(m.userId)}>
+                          Safety number
+                        </Button>
+                      </Show>
+                      <Show when={!isMe() && acts().length}>
+                        <DropdownMenu>
+                          <DropdownMenu.Trigger
+                            class={buttonClass('ghost', 'px-2')}
+                            aria-label={`Actions for ${actions.nameOf(m.userId)}`}
+                          >
+                            ⋯
+                          </DropdownMenu.Trigger>
+                          <DropdownMenu.Portal>
+                            <DropdownMenu.Content class="z-50 min-w-48 rounded-xl bg-white p-1 shadow-lg ring-1 ring-slate-200 dark:bg-slate-900 dark:ring-slate-800">
+                              <For each={acts()}>
+                                {(a) => (
+                                  <DropdownMenu.Item
+                                    class={`${menuItem} ${a === 'remove' ? 'text-red-600 dark:text-red-400' : ''}`}
+                                    onSelect={() => setPending({ action: a, userId: m.userId })}
+                                  >
+                                    {ACTION_LABEL[a]}
+                                  </DropdownMenu.Item>
+                                )}
+                              </For>
+                            </DropdownMenu.Content>
+                          </DropdownMenu.Portal>
+                        </DropdownMenu>
+                      </Show>
+                    </li>
+                  );
+                }}
+              </For>
+            </ul>
+          </section>
+
+          <Show when={canAdd()}>
+            <form class="flex items-end gap-2" onSubmit={submitAdd} aria-label="Add member">
+              <Field
+                class="flex-1"
+                label="Add a member"
+                name="add-member"
+                placeholder="username"
+                autocapitalize="none"
+                spellcheck={false}
+                value={add()}
+                onInput={(e) => setAdd(e.currentTarget.value)}
+                error={addError()}
+              />
+              <Button type="submit" busy={adding()} disabled={adding() || !add().trim()}>
+                Add
+              </Button>
+            </form>
+          </Show>
+
+          <Show when={conv()?.kind === 'group' && myRole()}>
+            <section class="space-y-2">
+              <Show
+                when={canLeave()}
+                fallback={
+                  <Banner kind="info">As the owner you can leave after transferring ownership to someone else.</Banner>
+                }
+              >
+                <Button variant="danger" onClick={() => setLeaving(true)}>
+                  Leave group
+                </Button>
+              </Show>
+            </section>
+          </Show>
+        </div>
+      </div>
+
+      <Modal
+        open={safety() !== null}
+        onOpenChange={(o) => !o && setSafety(null)}
+        title={`Safety number with ${safety() ? actions.nameOf(safety()!) : ''}`}
+      >
+        <Show when={safety()}>{(u) => <SafetyNumber userId={u()} />}</Show>
+      </Modal>
+      <ConfirmDialog
+        open={pending() !== null}
+        onOpenChange={(o) => !o && setPending(null)}
+        title={pending() ? `${ACTION_LABEL[pending()!.action]}?` : ''}
+        confirmLabel={pending() ? ACTION_LABEL[pending()!.action] : 'Confirm'}
+        danger={pending()?.action === 'remove' || pending()?.action === 'transfer_ownership'}
+        onConfirm={runPending}
+      >
+        <p>
+          {pending()?.action === 'transfer_ownership'
+            ? `${actions.nameOf(pending()!.userId)} becomes the owner; you become an admin. This cannot be undone by you.`
+            : pending()?.action === 'remove'
+              ? `${actions.nameOf(pending()!.userId)} stops receiving new messages in this group.`
+              : `Change ${pending() ? actions.nameOf(pending()!.userId) : ''}’s role.`}
+        </p>
+      </ConfirmDialog>
+      <ConfirmDialog
+        open={leaving()}
+        onOpenChange={setLeaving}
+        title="Leave this group?"
+        confirmLabel="Leave"
+        danger
+        onConfirm={async () => {
+          await actions.leave(props.id);
+          navigate('/chats');
+        }}
+      >
+        <p>You will stop receiving its messages. Someone must add you again to rejoin.</p>
+      </ConfirmDialog>
+    </div>
+  );
+}

@@ -1,0 +1,104 @@
+/**
+ * Dialogs on Kobalte's Dialog / AlertDialog: focus trapped and restored, Esc and outside click close,
+ * title and description wired to aria-labelledby / aria-describedby.
+ */
+import { AlertDialog } from '@kobalte/core/alert-dialog';
+import { Dialog } from '@kobalte/core/dialog';
+import { createSignal, type JSX, Show } from 'solid-js';
+import { Banner, Button, errorText, focusRing } from './ui.js';
+
+const overlay = 'fixed inset-0 z-40 bg-slate-950/50 backdrop-blur-[2px]';
+const positioner = 'fixed inset-0 z-40 flex items-end justify-center p-0 sm:items-center sm:p-4';
+const panel =
+  'max-h-[90vh] w-full max-w-md overflow-y-auto rounded-t-2xl bg-white p-6 shadow-xl ring-1 ring-slate-200 sm:rounded-2xl dark:bg-slate-900 dark:ring-slate-800';
+
+export function Modal(props: {
+  open: boolean;
+  onOpenChange: (open: boolean) => void;
+  title: string;
+  description?: string;
+  children: JSX.Element;
+}) {
+  return (
+    <Dialog open={props.open} onOpenChange={props.onOpenChange}>
+      <Dialog.Portal>
+        <Dialog.Overlay class={overlay} />
+        <div class={positioner}>
+          <Dialog.Content class={panel}>
+            <div class="flex items-start justify-between gap-4">
+              <Dialog.Title class="text-lg font-semibold">{props.title}</Dialog.Title>
+              <Dialog.CloseButton
+                class={`rounded-md p-1 text-slate-500 hover:bg-slate-100 dark:hover:bg-slate-800 ${focusRing}`}
+                aria-label="Close"
+              >
+                ✕
+              </Dialog.CloseButton>
+            </div>
+            <Show when={props.description}>
+              <Dialog.Description class="mt-1 text-sm text-slate-500 dark:text-slate-400">
+                {props.description}
+              </Dialog.Description>
+            </Show>
+            <div class="mt-4">{props.children}</div>
+          </Dialog.Content>
+        </div>
+      </Dialog.Portal>
+    </Dialog>
+  );
+}
+
+/** A warned confirmation (destructive actions): the action runs only on the explicit confirm button. */
+export function ConfirmDialog(props: {
+  open: boolean;
+  onOpenChange: (open: boolean) => void;
+  title: string;
+  children: JSX.Element;
+  confirmLabel: string;
+  danger?: boolean;
+  onConfirm: () => Promise<void> | void;
+}) {
+  const [busy, setBusy] = createSignal(false);
+  const [error, setError] = createSignal<string | null>(null);
+  const confirm = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      await props.onConfirm();
+      props.onOpenChange(false);
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <AlertDialog open={props.open} onOpenChange={props.onOpenChange}>
+      <AlertDialog.Portal>
+        <AlertDialog.Overlay class={overlay} />
+        <div class={positioner}>
+          <AlertDialog.Content class={panel}>
+            <AlertDialog.Title class="text-lg font-semibold">{props.title}</AlertDialog.Title>
+            <AlertDialog.Description as="div" class="mt-2 space-y-2 text-sm text-slate-600 dark:text-slate-300">
+              {props.children}
+            </AlertDialog.Description>
+            <Show when={error()}>
+              <Banner kind="error" class="mt-3">
+                {error()}
+              </Banner>
+            </Show>
+            <div class="mt-6 flex justify-end gap-2">
+              <AlertDialog.CloseButton
+                class={`${focusRing} rounded-lg px-3.5 py-2 text-sm font-medium hover:bg-slate-100 dark:hover:bg-slate-800`}
+              >
+                Cancel
+              </AlertDialog.CloseButton>
+              <Button variant={props.danger ? 'danger' : 'primary'} busy={busy()} disabled={busy()} onClick={confirm}>
+                {props.confirmLabel}
+              </Button>
+            </div>
+          </AlertDialog.Content>
+        </div>
+      </AlertDialog.Portal>
+    </AlertDialog>
+  );
+}

@@ -1,0 +1,258 @@
+/**
+ * /chats, /chats/:id, /chats/:id/info — the messenger: conversation list in a sidebar and the open
+ * conversation (or its info) beside it on wide screens; one at a time, stacked, on narrow ones.
+ */
+import { DropdownMenu } from '@kobalte/core/dropdown-menu';
+import { createMemo, createSignal, For, Show } from 'solid-js';
+import type { ConversationView } from '../../engine/engine.js';
+import { Conversation } from '../components/Conversation.js';
+import { ConversationInfo } from '../components/ConversationInfo.js';
+import { Modal } from '../components/Modal.js';
+import { ThemeToggle } from '../components/ThemeToggle.js';
+import { Avatar, Banner, Button, buttonClass, errorText, Field, focusRing, Logo } from '../components/ui.js';
+import { Link, navigate, path } from '../router.js';
+import { directPeer } from '../store/conversations.js';
+import { useStore } from '../store/index.js';
+
+export function useConversationName() {
+  const { state, actions } = useStore();
+  return (c: ConversationView | undefined) => {
+    if (!c) return '';
+    if (c.kind === 'group') return c.title || 'Untitled group';
+    const peer = directPeer(c, state.me?.userId ?? '');
+    return peer ? actions.nameOf(peer) : 'Direct message';
+  };
+}
+
+const menuItem = `flex w-full cursor-default items-center rounded-md px-3 py-2 text-sm outline-none data-[highlighted]:bg-slate-100 dark:data-[highlighted]:bg-slate-800`;
+const menuContent = `z-50 min-w-48 rounded-xl bg-white p-1 shadow-lg ring-1 ring-slate-200 dark:bg-slate-900 dark:ring-slate-800`;
+
+function NewChatDialogs(props: { mode: 'direct' | 'group' | null; onClose: () => void }) {
+  const { actions } = useStore();
+  const [name, setName] = createSignal('');
+  const [title, setTitle] = createSignal('');
+  const [members, setMembers] = createSignal('');
+  const [error, setError] = createSignal<string | null>(null);
+  const [busy, setBusy] = createSignal(false);
+  const close = () => {
+    setName('');
+    setTitle('');
+    setMembers('');
+    setError(null);
+    props.onClose();
+  };
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const id =
+        props.mode === 'direct'
+          ? await actions.startDirect(name())
+          : await actions.createGroup(
+              title(),
+              members()
+                .split(/[\s,]+/)
+                .filter(Boolean),
+            );
+      close();
+      navigate(`/chats/${id}`);
+    } catch (err) {
+      setError(errorText(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Modal
+      open={props.mode !== null}
+      onOpenChange={(o) => !o && close()}
+      title={props.mode === 'group' ? 'New group' : 'New chat'}
+      description={
+        props.mode === 'group'
+          ? 'Everyone you add gets the group’s messages from now on.'
+          : 'Start an end-to-end encrypted conversation.'
+      }
+    >
+      <form class="space-y-4" onSubmit={submit}>
+        <Show
+          when={props.mode === 'group'}
+          fallback={
+            <Field
+              label="Username"
+              name="peer"
+              autocapitalize="none"
+              spellcheck={false}
+              value={name()}
+              onInput={(e) => setName(e.currentTarget.value)}
+              autofocus
+              required
+            />
+          }
+        >
+          <Field
+            label="Group name"
+            name="title"
+            value={title()}
+            onInput={(e) => setTitle(e.currentTarget.value)}
+            maxlength={100}
+            autofocus
+            required
+          />
+          <Field
+            label="Members"
+            name="members"
+            hint="Usernames, separated by commas or spaces."
+            autocapitalize="none"
+            spellcheck={false}
+            value={members()}
+            onInput={(e) => setMembers(e.currentTarget.value)}
+          />
+        </Show>
+        <Show when={error()}>
+          <Banner kind="error">
+            <span role="alert">{error()}</span>
+          </Banner>
+        </Show>
+        <div class="flex justify-end gap-2">
+          <Button variant="ghost" onClick={close}>
+            Cancel
+          </Button>
+          <Button type="submit" busy={busy()} disabled={busy()}>
+            {props.mode === 'group' ? 'Create group' : 'Start chat'}
+          </Button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+function Sidebar(props: { activeId?: string }) {
+  const { state } = useStore();
+  const nameOf = useConversationName();
+  const [dialog, setDialog] = createSignal<'direct' | 'group' | null>(null);
+  const list = createMemo(() => Object.values(state.conversations).sort((a, b) => nameOf(a).localeCompare(nameOf(b))));
+  return (
+    <div class="flex h-full flex-col">
+      <header class="flex items-center gap-2 border-b border-slate-200 px-4 py-3 dark:border-slate-800">
+        <Logo />
+        <h1 class="flex-1 text-lg font-semibold">Chats</h1>
+        <ThemeToggle />
+        <DropdownMenu>
+          <DropdownMenu.Trigger class={buttonClass('primary', 'px-2.5 py-1.5')} aria-label="New conversation">
+            <span aria-hidden="true" class="text-base leading-none">
+              +
+            </span>{' '}
+            New
+          </DropdownMenu.Trigger>
+          <DropdownMenu.Portal>
+            <DropdownMenu.Content class={menuContent}>
+              <DropdownMenu.Item class={menuItem} onSelect={() => setDialog('direct')}>
+                New chat
+              </DropdownMenu.Item>
+              <DropdownMenu.Item class={menuItem} onSelect={() => setDialog('group')}>
+                New group
+              </DropdownMenu.Item>
+            </DropdownMenu.Content>
+          </DropdownMenu.Portal>
+        </DropdownMenu>
+      </header>
+      <nav aria-label="Conversations" class="min-h-0 flex-1 overflow-y-auto p-2">
+        <Show
+          when={list().length}
+          fallback={
+            <p class="px-3 py-8 text-center text-sm text-slate-500 dark:text-slate-400">
+              {state.conversationsLoaded ? 'No conversations yet. Start one with “New”.' : 'Loading…'}
+            </p>
+          }
+        >
+          <ul class="space-y-0.5" data-testid="conversation-list">
+            <For each={list()}>
+              {(c) => (
+                <li>
+                  <Link
+                    href={`/chats/${c.id}`}
+                    aria-current={props.activeId === c.id ? 'page' : undefined}
+                    class={`flex items-center gap-3 rounded-xl px-3 py-2.5 ${focusRing} ${
+                      props.activeId === c.id
+                        ? 'bg-blue-600/10 dark:bg-blue-400/15'
+                        : 'hover:bg-slate-100 dark:hover:bg-slate-800/70'
+                    }`}
+                  >
+                    <Avatar name={nameOf(c)} seed={c.id} />
+                    <span class="min-w-0 flex-1">
+                      <span class="block truncate font-medium">{nameOf(c)}</span>
+                      <span class="block truncate text-xs text-slate-500 dark:text-slate-400">
+                        {c.myRole === null
+                          ? 'You left or were removed'
+                          : c.kind === 'group'
+                            ? `Group · ${c.members.length} members`
+                            : 'Direct message'}
+                      </span>
+                    </span>
+                    <Show when={state.connection[c.id] && state.connection[c.id] !== 'online' && c.myRole}>
+                      <span
+                        class="size-2 rounded-full bg-amber-500"
+                        title="Connecting"
+                        role="img"
+                        aria-label="connecting"
+                      />
+                    </Show>
+                  </Link>
+                </li>
+              )}
+            </For>
+          </ul>
+        </Show>
+      </nav>
+      <footer class="border-t border-slate-200 p-2 dark:border-slate-800">
+        <Link
+          href="/account"
+          class={`flex items-center gap-3 rounded-xl px-3 py-2 hover:bg-slate-100 dark:hover:bg-slate-800/70 ${focusRing}`}
+        >
+          <Avatar name={state.me?.username ?? ''} seed={state.me?.userId ?? ''} size="sm" />
+          <span class="min-w-0 flex-1">
+            <span class="block truncate text-sm font-medium" data-testid="me">
+              {state.me?.username}
+            </span>
+            <span class="block text-xs text-slate-500 dark:text-slate-400">Account & devices</span>
+          </span>
+        </Link>
+      </footer>
+      <NewChatDialogs mode={dialog()} onClose={() => setDialog(null)} />
+    </div>
+  );
+}
+
+export default function Chats(props: { params: Record<string, string> }) {
+  const id = () => props.params.id;
+  const info = () => path().endsWith('/info');
+  return (
+    <div class="flex h-full">
+      <aside
+        class={`${id() ? 'hidden md:block' : 'block'} h-full w-full shrink-0 border-r border-slate-200 bg-white md:w-80 dark:border-slate-800 dark:bg-slate-900`}
+        aria-label="Conversation list"
+      >
+        <Sidebar activeId={id()} />
+      </aside>
+      <section class={`${id() ? 'flex' : 'hidden md:flex'} h-full min-w-0 flex-1 flex-col`}>
+        <Show
+          when={id()}
+          keyed
+          fallback={
+            <div class="m-auto max-w-xs text-center text-sm text-slate-500 dark:text-slate-400">
+              <p class="text-base font-medium text-slate-700 dark:text-slate-200">Pick a conversation</p>
+              <p class="mt-1">Messages are end-to-end encrypted: only the people in a conversation can read them.</p>
+            </div>
+          }
+        >
+          {(cid) => (
+            <Show when={info()} fallback={<Conversation id={cid} />}>
+              <ConversationInfo id={cid} />
+            </Show>
+          )}
+        </Show>
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,38 @@
+/** `/`: signed-in people go to their chats; everyone else sees what this is, how to start, and the status. */
+import { createEffect, Show } from 'solid-js';
+import { buttonClass, Logo } from '../components/ui.js';
+import { Link, navigate } from '../router.js';
+import { useStore } from '../store/index.js';
+import { SystemStatus } from './Status.js';
+
+export default function Home() {
+  const { state } = useStore();
+  createEffect(() => {
+    if (state.me) navigate('/chats', { replace: true });
+  });
+  return (
+    <Show when={!state.me}>
+      <main class="mx-auto flex min-h-full max-w-xl flex-col justify-center gap-8 p-6">
+        <div>
+          <div class="flex items-center gap-2">
+            <Logo />
+            <h1 class="text-2xl font-semibold">e2e-chat</h1>
+          </div>
+          <p class="mt-3 text-slate-600 dark:text-slate-300">
+            End-to-end encrypted messaging on the edge. Your keys are made and kept in this browser; the server only
+            ever relays ciphertext.
+          </p>
+          <div class="mt-5 flex gap-3">
+            <Link href="/register" class={buttonClass('primary')}>
+              Create an account
+            </Link>
+            <Link href="/login" class={buttonClass('secondary')}>
+              Sign in
+            </Link>
+          </div>
+        </div>
+        <SystemStatus />
+      </main>
+    </Show>
+  );
+}

@@ -1,0 +1,104 @@
+/** /register: username + password; keys are generated in the engine worker with visible progress. */
+import { createSignal, Show } from 'solid-js';
+import { KeyProgress } from '../components/KeyProgress.js';
+import { AuthCard, Banner, Button, errorText, Field } from '../components/ui.js';
+import { Link, navigate } from '../router.js';
+import { useStore } from '../store/index.js';
+
+export const USERNAME_RE = /^[a-z][a-z0-9_.-]{2,31}$/;
+export const MIN_PASSWORD = 10;
+
+export function validateRegistration(username: string, password: string, confirm: string) {
+  const u = username.normalize('NFKC').toLowerCase().trim();
+  return {
+    username: USERNAME_RE.test(u) ? null : '3–32 characters: a–z, 0–9, “_”, “.” or “-”, starting with a letter.',
+    password: password.length >= MIN_PASSWORD ? null : `At least ${MIN_PASSWORD} characters.`,
+    confirm: confirm === password ? null : 'The passwords do not match.',
+  };
+}
+
+export default function Register() {
+  const { state, actions } = useStore();
+  const [username, setUsername] = createSignal('');
+  const [password, setPassword] = createSignal('');
+  const [confirm, setConfirm] = createSignal('');
+  const [touched, setTouched] = createSignal(false);
+  const [error, setError] = createSignal<string | null>(null);
+  const [busy, setBusy] = createSignal(false);
+  const errors = () => validateRegistration(username(), password(), confirm());
+
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setTouched(true);
+    const v = errors();
+    if (v.username || v.password || v.confirm) return;
+    setBusy(true);
+    setError(null);
+    try {
+      await actions.register(username().trim(), password());
+      navigate('/chats', { replace: true });
+    } catch (err) {
+      setError(errorText(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <AuthCard title="Create your account" subtitle="Your keys are generated here and never leave this browser.">
+      <form class="space-y-4" onSubmit={submit} noValidate aria-label="Create account">
+        <Field
+          label="Username"
+          name="username"
+          autocomplete="username"
+          autocapitalize="none"
+          spellcheck={false}
+          required
+          value={username()}
+          onInput={(e) => setUsername(e.currentTarget.value)}
+          error={touched() ? errors().username : null}
+          hint="People find you by this name."
+          disabled={busy()}
+          autofocus
+        />
+        <Field
+          label="Password"
+          name="password"
+          type="password"
+          autocomplete="new-password"
+          required
+          value={password()}
+          onInput={(e) => setPassword(e.currentTarget.value)}
+          error={touched() ? errors().password : null}
+          disabled={busy()}
+        />
+        <Field
+          label="Confirm password"
+          name="confirm"
+          type="password"
+          autocomplete="new-password"
+          required
+          value={confirm()}
+          onInput={(e) => setConfirm(e.currentTarget.value)}
+          error={touched() ? errors().confirm : null}
+          disabled={busy()}
+        />
+        <Show when={error()}>
+          <Banner kind="error">
+            <span role="alert">{error()}</span>
+          </Banner>
+        </Show>
+        <Show when={busy() && state.progress}>{(p) => <KeyProgress progress={p()} />}</Show>
+        <Button type="submit" class="w-full" busy={busy()} disabled={busy()}>
+          {busy() ? 'Creating account…' : 'Create account'}
+        </Button>
+      </form>
+      <p class="mt-5 text-center text-sm text-slate-500 dark:text-slate-400">
+        Already have an account?{' '}
+        <Link href="/login" class="font-medium text-blue-600 hover:underline dark:text-blue-400">
+          Sign in
+        </Link>
+      </p>
+    </AuthCard>
+  );
+}

@@ -1,0 +1,148 @@
+/**
+ * The account/session half of the engine worker's interface (the engine's own methods go through
+ * engine/worker-client.ts). Sign-in state, access tokens and the HTTP transport live in the worker, next
+ * to the engine that needs them; the UI only ever sees the results below. Requests are `{ rid, method,
+ * args }`, answers `{ rid, ok, value | error }`, progress reports `{ progress }` — shapes that do not
+ * collide with the engine RPC on the same worker port.
+ *
+ * Does NOT: hold a password after the call returns, or see tokens.
+ * @module
+ */
+
+export interface Me {
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly username: string;
+  readonly totpEnabled: boolean;
+}
+
+export type LoginResult =
+  | { readonly status: 'ok'; readonly me: Me }
+  | { readonly status: 'totp_required' }
+  /** The password was right, but this browser holds no keys for the account (linking comes later). */
+  | { readonly status: 'device_not_linked' };
+
+export interface DeviceInfo {
+  readonly deviceId: string;
+  readonly createdAt: number;
+  readonly lastSeenAt: number | null;
+  readonly revoked: boolean;
+  readonly current: boolean;
+}
+
+/** What register / login / reset report while they work (argon2id first, then key generation). */
+export interface Progress {
+  readonly step: 'prehash' | 'keys' | 'register' | 'prekeys' | 'sync';
+  /** 0..1 within the step, when known. */
+  readonly fraction?: number;
+}
+
+export interface SessionApi {
+  /** Signs in again with the refresh cookie, for the account last used in this browser. */
+  restore(username: string): Promise<Me | null>;
+  register(username: string, password: string): Promise<Me>;
+  login(username: string, password: string): Promise<LoginResult>;
+  loginSecondFactor(p: { code?: string; recoveryCode?: string }): Promise<Me>;
+  resetIdentity(p: { username: string; password: string; code?: string; recoveryCode?: string }): Promise<Me>;
+  logout(): Promise<void>;
+  logoutAll(): Promise<void>;
+  changePassword(current: string, next: string): Promise<void>;
+  totpEnroll(): Promise<{ otpauthUri: string; secret: string }>;
+  totpConfirm(code: string): Promise<{ recoveryCodes: string[] }>;
+  totpDisable(code: string): Promise<void>;
+  devices(): Promise<DeviceInfo[]>;
+  revokeDevice(deviceId: string): Promise<void>;
+  /** Directory lookup by username (normalised by the server); null when there is no such user. */
+  lookup(username: string): Promise<{ userId: string; username: string } | null>;
+}
+
+export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
+  'restore',
+  'register',
+  'login',
+  'loginSecondFactor',
+  'resetIdentity',
+  'logout',
+  'logoutAll',
+  'changePassword',
+  'totpEnroll',
+  'totpConfirm',
+  'totpDisable',
+  'devices',
+  'revokeDevice',
+  'lookup',
+];
+
+export interface SessionRequest {
+  readonly rid: number;
+  readonly method: keyof SessionApi;
+  readonly args: unknown[];
+}
+
+export type SessionResponse =
+  | { readonly rid: number; readonly ok: true; readonly value: unknown }
+  | { readonly rid: number; readonly ok: false; readonly error: { name: string; code?: string; message: string } };
+
+/** An error from the worker with the server's or engine's stable code. */
+export class AppError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Port {
+  postMessage(m: unknown): void;
+  addEventListener(type: 'message', l: (ev: { data: unknown }) => void): void;
+}
+
+export function sessionClient(port: Port, onProgress: (p: Progress) => void): SessionApi {
+  let next = 1;
+  const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+  port.addEventListener('message', (ev) => {
+    const d = ev.data as SessionResponse | { progress: Progress } | null;
+    if (!d || typeof d !== 'object') return;
+    if ('progress' in d) return onProgress(d.progress);
+    if (!('rid' in d)) return;
+    const w = waiting.get(d.rid);
+    if (!w) return;
+    waiting.delete(d.rid);
+    if (d.ok) w.resolve(d.value);
+    else w.reject(new AppError(d.error.code ?? d.error.name, d.error.message));
+  });
+  const call =
+    (method: string) =>
+    (...args: unknown[]) =>
+      new Promise((resolve, reject) => {
+        const rid = next++;
+        waiting.set(rid, { resolve, reject });
+        port.postMessage({ rid, method, args });
+      });
+  return Object.fromEntries(SESSION_METHODS.map((m) => [m, call(m)])) as unknown as SessionApi;
+}
+
+export function hostSession(api: SessionApi, port: Port): void {
+  const allowed = new Set<string>(SESSION_METHODS);
+  port.addEventListener('message', async (ev) => {
+    const req = ev.data as SessionRequest | null;
+    if (!req || typeof req !== 'object' || typeof req.rid !== 'number' || !allowed.has(req.method)) return;
+    try {
+      const fn = api[req.method] as (...a: unknown[]) => Promise<unknown>;
+      const value = await fn(...req.args);
+      port.postMessage({ rid: req.rid, ok: true, value } satisfies SessionResponse);
+    } catch (e) {
+      const err = e as { name?: string; code?: string; message?: string };
+      port.postMessage({
+        rid: req.rid,
+        ok: false,
+        error: {
+          name: err.name ?? 'Error',
+          ...(err.code ? { code: err.code } : {}),
+          message: err.message ?? String(e),
+        },
+      } satisfies SessionResponse);
+    }
+  });
+}

@@ -1,0 +1,174 @@
+/**
+ * Conversations: the list (from the engine's verified membership logs), starting a 1:1 chat by username,
+ * groups and their membership (add, remove, roles, leave), realtime connection state and reconnecting.
+ *
+ * New conversations other people start with us have no socket yet, so the list is polled (every few
+ * seconds while the page is visible); each new one is connected, and its socket's resume replays it.
+ *
+ * Direct conversation titles carry the two usernames ("alice bob", creator first) so both sides can show
+ * a name: the server knows usernames anyway, and the title is signed in the membership log.
+ * @module
+ */
+import { reconcile } from 'solid-js/store';
+import type { ConversationView } from '../../engine/engine.js';
+import type { Agent } from './agent.js';
+import type { Actions, SetState, State } from './state.js';
+
+const POLL_VISIBLE_MS = 4000;
+const POLL_HIDDEN_MS = 30_000;
+
+export function directPeer(c: ConversationView, me: string): string | undefined {
+  return c.members.find((m) => m.userId !== me)?.userId ?? c.members[0]?.userId;
+}
+
+export function createConversations(agent: () => Agent, actions: Actions, state: State, setState: SetState): void {
+  let wired = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const connected = new Set<string>();
+
+  const learnNames = (c: ConversationView) => {
+    if (c.kind !== 'direct') return;
+    const names = c.title.split(' ').filter(Boolean);
+    c.members.forEach((m, i) => {
+      const n = names[i];
+      if (n && !state.names[m.userId]) actions.rememberName(m.userId, n);
+    });
+  };
+
+  const put = (c: ConversationView) => {
+    learnNames(c);
+    setState('conversations', c.id, reconcile(c));
+  };
+
+  const wire = () => {
+    if (wired) return;
+    wired = true;
+    agent().onEvent((e) => {
+      switch (e.type) {
+        case 'membership_changed':
+          void actions.refreshConversation(e.conversationId);
+          break;
+        case 'connection':
+          setState('connection', e.conversationId, e.status);
+          if (e.status === 'forbidden')
+            setState('conversations', e.conversationId, (c) => (c ? { ...c, myRole: null } : c));
+          break;
+        case 'message_added':
+          if (!state.conversations[e.message.conversationId]) void actions.loadConversations();
+          break;
+      }
+    });
+    const schedule = () => {
+      timer = setTimeout(
+        async () => {
+          if (state.me) await actions.loadConversations().catch(() => undefined);
+          schedule();
+        },
+        document.visibilityState === 'visible' ? POLL_VISIBLE_MS : POLL_HIDDEN_MS,
+      );
+    };
+    schedule();
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState !== 'visible' || !state.me) return;
+      clearTimeout(timer);
+      void actions.loadConversations().finally(schedule);
+    });
+  };
+
+  const connectNew = async (ids: string[]) => {
+    const fresh = ids.filter((id) => !connected.has(id));
+    if (!fresh.length) return;
+    for (const id of fresh) connected.add(id);
+    await agent().engine.connect(fresh);
+  };
+
+  const lookup = async (username: string) => {
+    const u = await agent().session.lookup(username.trim());
+    if (!u) throw new Error(`There is no user named “${username.trim()}”.`);
+    actions.rememberName(u.userId, u.username);
+    return u;
+  };
+
+  Object.assign(actions, {
+    async loadConversations() {
+      wire();
+      const list = await agent().engine.conversations();
+      const live = new Set(list.map((c) => c.id));
+      for (const c of list) put(c);
+      // Conversations we were removed from stay readable, marked as left.
+      for (const id of Object.keys(state.conversations))
+        if (!live.has(id)) setState('conversations', id, (c) => (c ? { ...c, myRole: null } : c));
+      setState('conversationsLoaded', true);
+      await connectNew(list.map((c) => c.id));
+    },
+    async refreshConversation(id: string) {
+      try {
+        put(await agent().engine.conversation(id));
+      } catch {
+        setState('conversations', id, (c) => (c ? { ...c, myRole: null } : c));
+      }
+    },
+    async startDirect(username: string) {
+      const me = state.me!;
+      const u = await lookup(username);
+      if (u.userId === me.userId) throw new Error('That is you — pick someone else.');
+      const existing = Object.values(state.conversations).find(
+        (c) => c.kind === 'direct' && c.myRole && c.members.some((m) => m.userId === u.userId),
+      );
+      if (existing) return existing.id;
+      const id = await agent().engine.createConversation({
+        kind: 'direct',
+        members: [u.userId],
+        title: `${me.username} ${u.username}`,
+      });
+      await actions.refreshConversation(id);
+      await connectNew([id]);
+      return id;
+    },
+    async createGroup(title: string, usernames: string[]) {
+      const users = await Promise.all(usernames.filter((n) => n.trim()).map(lookup));
+      const id = await agent().engine.createConversation({
+        kind: 'group',
+        members: users.map((u) => u.userId),
+        title: title.trim(),
+      });
+      await actions.refreshConversation(id);
+      await connectNew([id]);
+      return id;
+    },
+    async addMember(id: string, username: string) {
+      const u = await lookup(username);
+      await agent().engine.addMember(id, u.userId);
+      await actions.refreshConversation(id);
+    },
+    async removeMember(id: string, userId: string) {
+      // Optimistic: the member disappears at once and comes back if the server refuses.
+      const before = state.conversations[id];
+      if (before)
+        setState('conversations', id, { ...before, members: before.members.filter((m) => m.userId !== userId) });
+      try {
+        await agent().engine.removeMember(id, userId);
+      } catch (e) {
+        if (before) setState('conversations', id, reconcile(before));
+        throw e;
+      }
+      await actions.refreshConversation(id);
+    },
+    async changeRole(id: string, userId: string, action: 'promote' | 'demote' | 'transfer_ownership') {
+      await agent().engine.changeMembership(id, { action, target: userId });
+      await actions.refreshConversation(id);
+    },
+    async leave(id: string) {
+      await agent().engine.changeMembership(id, { action: 'leave' });
+      setState('conversations', id, (c) => (c ? { ...c, myRole: null } : c));
+    },
+    async reconnect() {
+      await agent().engine.disconnect();
+      connected.clear();
+      await actions.loadConversations();
+      await agent()
+        .engine.syncMailbox()
+        .catch(() => 0);
+    },
+  } satisfies Partial<Actions>);
+}

@@ -1,0 +1,101 @@
+/**
+ * Messages per conversation: the newest page from the local (sealed) store, older pages on demand,
+ * sending with an optimistic bubble (replaced by the engine's own record, rolled back with the draft
+ * returned on failure), and live updates from engine events (new messages, sent → delivered, failed).
+ * @module
+ */
+import type { MessageView } from '../../engine/context.js';
+import type { Agent } from './agent.js';
+import type { Actions, SetState, State } from './state.js';
+
+export const PAGE = 50;
+
+/** Sequenced messages by seq, then local ones (no seq yet) by time. */
+export function order(a: MessageView, b: MessageView): number {
+  if (a.seq !== null && b.seq !== null) return a.seq - b.seq;
+  if (a.seq !== null) return -1;
+  if (b.seq !== null) return 1;
+  return a.sentAt - b.sentAt;
+}
+
+/** Inserts or replaces `m` (matched by clientId) keeping the order. */
+export function upsert(list: readonly MessageView[], m: MessageView): MessageView[] {
+  const out = list.filter((x) => x.clientId !== m.clientId);
+  out.push(m);
+  return out.sort(order);
+}
+
+export class SendError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function createMessages(agent: () => Agent, actions: Actions, state: State, setState: SetState): void {
+  let wired = false;
+  let localId = 0;
+  const wire = () => {
+    if (wired) return;
+    wired = true;
+    agent().onEvent((e) => {
+      if (e.type !== 'message_added' && e.type !== 'message_updated') return;
+      const c = e.message.conversationId;
+      if (!state.messages[c]) return; // not loaded yet: loadMessages will read it from the store
+      setState('messages', c, (l) => upsert(l, e.message));
+    });
+  };
+
+  Object.assign(actions, {
+    async loadMessages(c: string) {
+      wire();
+      const page = await agent().engine.messages(c, { limit: PAGE });
+      setState('messages', c, (l) => {
+        let out = page.slice().sort(order);
+        // Keep anything that arrived by event while we were reading.
+        for (const m of l ?? []) if (!out.some((x) => x.clientId === m.clientId)) out = upsert(out, m);
+        return out;
+      });
+      setState('hasOlder', c, page.filter((m) => m.seq !== null).length >= PAGE);
+    },
+    async loadOlder(c: string) {
+      const oldest = state.messages[c]?.find((m) => m.seq !== null)?.seq;
+      if (oldest === undefined || oldest === null || !state.hasOlder[c]) return 0;
+      const page = await agent().engine.messages(c, { beforeSeq: oldest, limit: PAGE });
+      setState('messages', c, (l) => [...page.filter((m) => !l.some((x) => x.clientId === m.clientId)), ...l]);
+      setState('hasOlder', c, page.length >= PAGE);
+      return page.length;
+    },
+    async send(c: string, body: string) {
+      wire();
+      const me = state.me!;
+      const temp: MessageView = {
+        conversationId: c,
+        seq: null,
+        clientId: `local-${++localId}`,
+        from: { userId: me.userId, deviceId: me.deviceId },
+        outgoing: true,
+        body,
+        status: 'sending',
+        sentAt: Date.now() + 1e9, // sorts last until the engine's record replaces it
+        receivedAt: Date.now(),
+      };
+      setState('messages', c, (l) => upsert(l ?? [], temp));
+      try {
+        const m = await agent().engine.sendText(c, body);
+        setState('messages', c, (l) =>
+          upsert(
+            l.filter((x) => x.clientId !== temp.clientId),
+            m,
+          ),
+        );
+      } catch (e) {
+        setState('messages', c, (l) => l.filter((x) => x.clientId !== temp.clientId));
+        const err = e as { code?: string; message?: string };
+        throw new SendError(err.code ?? 'send_failed', err.message ?? 'sending failed');
+      }
+    },
+  } satisfies Partial<Actions>);
+}

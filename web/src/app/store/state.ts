@@ -1,0 +1,113 @@
+/**
+ * The shape of the app state and of the actions every store factory adds to.
+ * @module
+ */
+import type { SetStoreFunction } from 'solid-js/store';
+import type { MessageView } from '../../engine/context.js';
+import type { ConversationView } from '../../engine/engine.js';
+import type { ConnectionStatus } from '../../engine/transport.js';
+import type { DeviceInfo, LoginResult, Me, Progress } from '../session-api.js';
+
+export type Theme = 'system' | 'light' | 'dark';
+
+export interface Toast {
+  readonly id: number;
+  readonly kind: 'info' | 'error';
+  readonly text: string;
+}
+
+export interface ContactState {
+  readonly userId: string;
+  readonly identityKey: string;
+  readonly blocked: boolean;
+  readonly verified: boolean;
+}
+
+export interface State {
+  /** null until the first restore attempt ended. */
+  authChecked: boolean;
+  me: Me | null;
+  progress: Progress | null;
+  conversations: Record<string, ConversationView>;
+  conversationsLoaded: boolean;
+  messages: Record<string, MessageView[]>;
+  /** True while older history may exist (scrolling up loads more). */
+  hasOlder: Record<string, boolean>;
+  connection: Record<string, ConnectionStatus>;
+  browserOnline: boolean;
+  contacts: Record<string, ContactState>;
+  /** userId → username, from lookups, direct conversation titles and our own session. */
+  names: Record<string, string>;
+  /** userId → the identity key (b64u) the user marked as verified. */
+  verified: Record<string, string>;
+  devices: DeviceInfo[];
+  theme: Theme;
+  toasts: Toast[];
+}
+
+export const initialState = (): State => ({
+  authChecked: false,
+  me: null,
+  progress: null,
+  conversations: {},
+  conversationsLoaded: false,
+  messages: {},
+  hasOlder: {},
+  connection: {},
+  browserOnline: typeof navigator === 'undefined' ? true : navigator.onLine,
+  contacts: {},
+  names: {},
+  verified: {},
+  devices: [],
+  theme: 'system',
+  toasts: [],
+});
+
+export interface Actions {
+  // session
+  restore(): Promise<void>;
+  register(username: string, password: string): Promise<void>;
+  login(username: string, password: string): Promise<LoginResult['status']>;
+  loginSecondFactor(p: { code?: string; recoveryCode?: string }): Promise<void>;
+  resetIdentity(p: { username: string; password: string; code?: string; recoveryCode?: string }): Promise<void>;
+  logout(everywhere?: boolean): Promise<void>;
+  changePassword(current: string, next: string): Promise<void>;
+  totpEnroll(): Promise<{ otpauthUri: string; secret: string }>;
+  totpConfirm(code: string): Promise<string[]>;
+  totpDisable(code: string): Promise<void>;
+  // conversations
+  loadConversations(): Promise<void>;
+  startDirect(username: string): Promise<string>;
+  createGroup(title: string, usernames: string[]): Promise<string>;
+  addMember(conversationId: string, username: string): Promise<void>;
+  removeMember(conversationId: string, userId: string): Promise<void>;
+  changeRole(
+    conversationId: string,
+    userId: string,
+    action: 'promote' | 'demote' | 'transfer_ownership',
+  ): Promise<void>;
+  leave(conversationId: string): Promise<void>;
+  refreshConversation(conversationId: string): Promise<void>;
+  reconnect(): Promise<void>;
+  // messages
+  loadMessages(conversationId: string): Promise<void>;
+  loadOlder(conversationId: string): Promise<number>;
+  send(conversationId: string, body: string): Promise<void>;
+  // contacts
+  loadPrefs(): Promise<void>;
+  loadContact(userId: string): Promise<ContactState>;
+  acceptKeyChange(userId: string): Promise<void>;
+  setVerified(userId: string, verified: boolean): Promise<void>;
+  safetyNumber(userId: string): Promise<{ digits: string; display: string; scannable: Uint8Array }>;
+  rememberName(userId: string, username: string): void;
+  nameOf(userId: string): string;
+  // devices
+  loadDevices(): Promise<void>;
+  revokeDevice(deviceId: string): Promise<void>;
+  // ui
+  setTheme(t: Theme): void;
+  toast(text: string, kind?: Toast['kind']): void;
+  dismissToast(id: number): void;
+}
+
+export type SetState = SetStoreFunction<State>;
