@@ -217,7 +217,8 @@ export class ConversationDO extends DurableObject<Env> {
       return;
     }
     if (typeof message !== 'string') throw new FrameError('bad_frame', 'frames are JSON text');
-    const size = new TextEncoder().encode(message).byteLength;
+    // UTF-8 is at most 3 bytes per UTF-16 unit: short frames need no encoding pass.
+    const size = message.length * 3 <= MAX_FRAME_BYTES ? message.length : new TextEncoder().encode(message).byteLength;
     if (size > HARD_FRAME_BYTES) {
       close(ws, CLOSE.tooBig, 'frame over the hard cap');
       return;
@@ -519,11 +520,13 @@ export class ConversationDO extends DurableObject<Env> {
     this.alarmAt = null;
     const now = Date.now();
     let next: number | null = null;
+    let failed = false;
     try {
       const more = await this.flush();
       if (more) next = now;
     } catch (err) {
       log('warn', 'conversation_flush_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      failed = true;
       next = now + Math.max(this.cfg.flushDelayMs, 5_000);
     }
     try {
@@ -534,7 +537,8 @@ export class ConversationDO extends DurableObject<Env> {
     this.reap(now);
     const candidates: number[] = [];
     if (next !== null) candidates.push(next);
-    if (this.store.hasPendingWork()) candidates.push(now + this.cfg.flushDelayMs);
+    const flushAt = failed ? null : this.store.nextFlushAt(Date.now(), this.cfg.flushDelayMs);
+    if (flushAt !== null) candidates.push(flushAt);
     if (this.ctx.getWebSockets().length > 0) candidates.push(now + this.cfg.reapIntervalMs);
     const oldest = this.store.oldestTs();
     if (oldest !== null) candidates.push(Math.max(now + 60_000, oldest + this.cfg.logRetentionMs));
@@ -545,7 +549,7 @@ export class ConversationDO extends DurableObject<Env> {
   private async flush(): Promise<boolean> {
     const conv = this.conversationId;
     if (!conv) return false;
-    const batch = this.store.takeOutbox(this.cfg.flushMaxRows);
+    const batch = this.store.takeOutbox(this.cfg.flushMaxRows, Date.now() - this.cfg.flushDelayMs);
     const acks = this.store.pendingAcks();
     if (batch.rows.length === 0 && acks.length === 0) return false;
     const run = flushOutbox(makeDb(this.env), conv, batch, acks, this.cfg.mailboxTtlMs);

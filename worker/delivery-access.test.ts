@@ -17,6 +17,7 @@ import {
   conversationStub,
   db,
   fakeCiphertext,
+  flushOutbox,
   mailboxRows,
   makeConversation,
   makeUser,
@@ -29,10 +30,7 @@ const errCode = async (res: Response) => ((await res.json()) as { error: { code:
 const sockets = (conv: string) =>
   runInDurableObject(conversationStub(conv), (_i, state) => state.getWebSockets().length);
 
-async function flush(conv: string) {
-  const { runDurableObjectAlarm } = await import('cloudflare:test');
-  for (let i = 0; i < 5; i++) await runDurableObjectAlarm(conversationStub(conv));
-}
+const flush = flushOutbox;
 
 describe('pitfall 21: a conversation WebSocket only for an authenticated device of a current member', () => {
   it('no, malformed, unknown, expired, reused and other-conversation tickets are refused before the DO', async () => {

@@ -1,4 +1,4 @@
-import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
+import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { type Envelope, WIRE_VERSION } from '../schema/wire.js';
 import { schema } from './db.js';
@@ -11,30 +11,13 @@ import {
   conversationStub,
   db,
   fakeCiphertext,
+  flushOutbox,
   mailboxRows,
   makeConversation,
   makeUser,
 } from './test/delivery-fixtures.js';
 
-/** True while the DO has envelopes or acks not yet applied to D1. */
-function outboxPending(conversationId: string): Promise<boolean> {
-  return runInDurableObject(conversationStub(conversationId), (_i, state) => {
-    const r = state.storage.sql
-      .exec<{ n: number }>(
-        'SELECT (SELECT count(*) FROM deliveries WHERE flushed != 1) + (SELECT count(*) FROM pending_acks) AS n',
-      )
-      .one();
-    return r.n > 0;
-  });
-}
-
-/** Runs the DO's alarm until the outbox and the pending acks are in D1. */
-async function flushAll(conversationId: string): Promise<void> {
-  for (let i = 0; i < 50 && (await outboxPending(conversationId)); i++) {
-    await runDurableObjectAlarm(conversationStub(conversationId));
-  }
-  expect(await outboxPending(conversationId)).toBe(false);
-}
+const flushAll = flushOutbox;
 
 const seqs = (c: Client) => c.envelopes().map((e) => e.seq);
 const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);

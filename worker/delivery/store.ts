@@ -270,15 +270,21 @@ export class DeliveryStore {
   }
 
   /**
-   * Takes the oldest un-flushed envelopes (whole messages only, ≤ maxRows rows unless one message is
-   * larger, ≤ OUTBOX_BATCH_BYTES of ciphertext) and marks them in flight (2). Follow with
+   * Takes the oldest un-flushed envelopes of messages written at or before `writtenBefore` (whole
+   * messages only, ≤ maxRows rows unless one message is larger, ≤ OUTBOX_BATCH_BYTES of ciphertext) and
+   * marks them in flight (2). Younger envelopes wait: most are acked first and never reach D1. Follow with
    * commitOutbox() after D1 accepted them, or releaseOutbox() if it did not.
    */
-  takeOutbox(maxRows: number): OutboxBatch {
+  takeOutbox(maxRows: number, writtenBefore: number): OutboxBatch {
+    const cutoff = this.sql
+      .exec<{ s: number | null }>('SELECT max(seq) AS s FROM log WHERE ts <= ?', writtenBefore)
+      .one().s;
+    if (cutoff === null) return { rows: [], groups: [], more: false };
     const cursor = this.sql.exec<Row & OutboxRow>(
       `SELECT d.seq, d.user_id, d.device_id, l.ts, l.sender_user, l.sender_device, l.client_id, l.kind, l.status, d.c
        FROM deliveries d JOIN log l ON l.seq = d.seq
-       WHERE d.flushed = 0 ORDER BY d.seq`,
+       WHERE d.flushed = 0 AND d.seq <= ? ORDER BY d.seq`,
+      cutoff,
     );
     const rows: OutboxRow[] = [];
     let bytes = 0;
@@ -319,13 +325,16 @@ export class DeliveryStore {
     this.sql.exec('UPDATE deliveries SET flushed = 0 WHERE flushed = 2');
   }
 
-  hasPendingWork(): boolean {
+  /** When the alarm has D1 work: now for pending acks, else the oldest un-flushed write + `delayMs`; null: none. */
+  nextFlushAt(now: number, delayMs: number): number | null {
+    if (this.sql.exec<{ n: number }>('SELECT count(*) AS n FROM pending_acks').one().n > 0) return now;
     const r = this.sql
-      .exec<{ n: number }>(
-        'SELECT (SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE flushed = 0 LIMIT 1)) + (SELECT count(*) FROM pending_acks) AS n',
+      .exec<{ ts: number | null }>(
+        'SELECT l.ts AS ts FROM log l WHERE l.seq = (SELECT min(seq) FROM deliveries WHERE flushed = 0)',
       )
-      .one();
-    return r.n > 0;
+      .toArray();
+    const ts = r[0]?.ts;
+    return ts === undefined || ts === null ? null : Math.max(now, ts + delayMs);
   }
 
   /** A revoked device gets nothing more from this DO: its envelopes and pending acks are dropped. */

@@ -3,6 +3,7 @@
  * directly through drizzle (the delivery path only reads them), access tokens from the real token code,
  * and a WebSocket test client that connects with a real ticket and collects every frame.
  */
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { and, asc, eq } from 'drizzle-orm';
 import { expect } from 'vitest';
@@ -232,4 +233,27 @@ export function mailboxRows(userId: string, deviceId: string) {
     .where(and(eq(schema.mailbox.userId, userId), eq(schema.mailbox.deviceId, deviceId)))
     .orderBy(asc(schema.mailbox.conversationId), asc(schema.mailbox.seq))
     .all();
+}
+
+/**
+ * Runs the conversation DO's alarm until its outbox and pending acks are in D1. The flush delay is set to
+ * 0 for this instance first, so envelopes written a moment ago count as due (the alarm is the real one).
+ */
+export async function flushOutbox(conversationId: string): Promise<void> {
+  const stub = conversationStub(conversationId);
+  const pending = () =>
+    runInDurableObject(stub, (inst, state) => {
+      (inst as unknown as { cfg: { flushDelayMs: number } }).cfg.flushDelayMs = 0;
+      return (
+        state.storage.sql
+          .exec<{ n: number }>(
+            'SELECT (SELECT count(*) FROM deliveries WHERE flushed != 1) + (SELECT count(*) FROM pending_acks) AS n',
+          )
+          .one().n > 0
+      );
+    });
+  for (let i = 0; i < 50 && (await pending()); i++) {
+    if (!(await runDurableObjectAlarm(stub))) await stub.connectedCount(); // no alarm yet: let one be set
+  }
+  expect(await pending()).toBe(false);
 }
