@@ -1,0 +1,567 @@
+/**
+ * `npm run bench:delivery` — realtime delivery through the ConversationDO (ticketed WebSocket, wire
+ * schema validation, device-set check, seq assigned in the DO-SQLite transaction, per-device outbox,
+ * acks) against a bare relay DO (bench/relay: broadcast only — no storage, no checks) on the same
+ * machine and runtime (workerd via `npm run dev` and `wrangler dev`), for 2, 10 and 100 connected devices
+ * in one conversation. Prints one Markdown table (paste it into bench/RESULTS.md under "## Delivery").
+ *
+ * Load: every device keeps WINDOW sends outstanding (closed loop) with opaque ciphertext-sized payloads
+ * (no crypto in the loop); receivers ack every ACK_EVERY envelopes. Throughput = messages accepted (app)
+ * or echoed back to the sender (relay) per second; delivered = envelopes received by all other devices
+ * per second; latency = send → receive at each other device, p50 / p99 over every delivery.
+ * Setting up users uses the real register API and signed membership entries (protocol core).
+ *
+ * Options: --scale=X (multiplies the message counts; 0.2 for a quick look), --sizes=2,10.
+ * This is a benchmark, not a test: it prints figures and asserts only that nothing was lost.
+ * @module
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { WIRE_VERSION } from '../schema/wire.js';
+import { freePort, startDevServer } from '../scripts/dev-server.js';
+import { ensureDevVars, QUIET_ENV, ROOT } from '../scripts/local-env.js';
+import { fromB64u, toB64u } from '../web/src/protocol/bytes.js';
+import { encodeDeviceList, signLoginChallenge } from '../web/src/protocol/identity.js';
+import {
+  encodeMembershipEntry,
+  entryHash,
+  type MembershipEntry,
+  type MembershipState,
+  nextEntry,
+} from '../web/src/protocol/membership.js';
+import { defaultCurves, type Rng } from '../web/src/protocol/primitives.js';
+import { makeTestUser, type TestDevice } from '../web/src/protocol/testing.js';
+import { describeMachine, machineInfo, markdownTable } from './stats.js';
+
+const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+const SCALE = Number(arg('scale') ?? 1);
+const SIZES = (arg('sizes') ?? '2,10,100').split(',').map(Number);
+/** --no-vite: skip the `npm run dev` (Vite in front of workerd) reference column. */
+const SKIP_VITE = process.argv.includes('--no-vite');
+/** --state-dir=/dev/shm: where the wrangler dev state folders go (default: the OS temp folder, on disk). */
+const STATE_BASE = arg('state-dir') ?? tmpdir();
+/** Messages sent per scenario (split across devices); fan-out makes deliveries = messages × (n − 1). */
+const MESSAGES: Record<number, number> = { 2: 2000, 10: 1000, 100: 200 };
+const WINDOW = 4;
+const ACK_EVERY = 50;
+/** A padded 1:1 text message's ciphertext (Double Ratchet header + 160 B padded body + tag) ≈ 256 B. */
+const CIPHERTEXT_BYTES = 256;
+const SCENARIO_TIMEOUT_MS = 240_000;
+
+const rng: Rng = (n) => new Uint8Array(randomBytes(n));
+const payload = () => toB64u(rng(CIPHERTEXT_BYTES));
+
+interface Result {
+  devices: number;
+  messages: number;
+  acceptedPerSec: number;
+  deliveredPerSec: number;
+  p50: number;
+  p99: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function openWs(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+  });
+}
+
+// ---- app set-up through the public API -------------------------------------------------------------------
+
+interface BenchUser {
+  userId: string;
+  deviceId: string;
+  device: TestDevice;
+  token: string;
+}
+
+async function json(res: Response, what: string): Promise<Record<string, unknown>> {
+  if (!res.ok) throw new Error(`${what}: ${res.status} ${(await res.text()).slice(0, 200)}`);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+let ipCounter = 0;
+const ipHeader = () => {
+  ipCounter++;
+  return { 'cf-connecting-ip': `10.${(ipCounter >> 16) & 255}.${(ipCounter >> 8) & 255}.${ipCounter & 255}` };
+};
+
+async function register(base: string, name: string): Promise<BenchUser> {
+  const curves = await defaultCurves();
+  const userId = `u_${randomBytes(8).toString('hex')}`;
+  const deviceId = `d_${randomBytes(6).toString('hex')}`;
+  const keys = await makeTestUser(curves, rng, userId, [deviceId]);
+  const device = keys.devices[0]!;
+  const headers = { 'content-type': 'application/json', ...ipHeader() };
+  const ch = await json(await fetch(`${base}/api/auth/challenge`, { method: 'POST', headers }), 'challenge');
+  const sig = await signLoginChallenge(curves, device.signing, fromB64u(ch.challenge as string), userId, deviceId);
+  const body = {
+    userId,
+    username: `${name}${randomBytes(4).toString('hex')}`,
+    passwordPrehash: toB64u(rng(32)),
+    userIdentityKey: toB64u(keys.identity.publicKey),
+    deviceList: toB64u(encodeDeviceList(keys.deviceList)),
+    deviceId,
+    challengeId: ch.challengeId,
+    challengeSignature: toB64u(sig),
+  };
+  const reg = await json(
+    await fetch(`${base}/api/auth/register`, { method: 'POST', headers, body: JSON.stringify(body) }),
+    'register',
+  );
+  return { userId, deviceId, device, token: reg.accessToken as string };
+}
+
+async function inBatches<T>(n: number, batch: number, f: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < n; i += batch) out.push(...(await Promise.all(range(i, Math.min(n, i + batch)).map(f))));
+  return out;
+}
+const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
+
+/** A group conversation of all users, created by users[0] with signed membership entries. */
+async function createConversation(base: string, users: BenchUser[]): Promise<string> {
+  const curves = await defaultCurves();
+  const owner = users[0]!;
+  const id = `bench${randomBytes(6).toString('hex')}`;
+  const author = { authorUserId: owner.userId, authorDeviceId: owner.deviceId, timestamp: Date.now() };
+  const entries: MembershipEntry[] = [
+    await nextEntry(curves, owner.device.signing, null, id, { ...author, action: 'create', title: 'bench' }),
+  ];
+  const stateAfter = (e: MembershipEntry): MembershipState => ({
+    conversationId: id,
+    members: new Map(),
+    title: '',
+    headHash: entryHash(e),
+    seq: e.seq,
+  });
+  for (const u of users.slice(1)) {
+    const prev = entries[entries.length - 1]!;
+    entries.push(
+      await nextEntry(curves, owner.device.signing, stateAfter(prev), id, {
+        ...author,
+        action: 'add',
+        target: u.userId,
+        role: 'member',
+      }),
+    );
+  }
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${owner.token}`, ...ipHeader() };
+  const enc = (e: MembershipEntry) => toB64u(encodeMembershipEntry(e));
+  await json(
+    await fetch(`${base}/api/conversations`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ kind: 'group', entries: entries.slice(0, 64).map(enc) }),
+    }),
+    'create conversation',
+  );
+  for (const e of entries.slice(64)) {
+    await json(
+      await fetch(`${base}/api/conversations/${id}/log`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ entry: enc(e) }),
+      }),
+      'append entry',
+    );
+  }
+  return id;
+}
+
+async function connectApp(base: string, conv: string, u: BenchUser): Promise<WebSocket> {
+  const t = await json(
+    await fetch(`${base}/api/conversations/${conv}/ticket`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${u.token}`, ...ipHeader() },
+    }),
+    'ticket',
+  );
+  const ws = await openWs(`${base.replace('http', 'ws')}/api/conversations/${conv}/ws?ticket=${t.ticket as string}`);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no resume reply')), 10_000);
+    ws.on('message', function onMsg(data) {
+      const f = JSON.parse(String(data)) as { type: string };
+      if (f.type !== 'resume') return;
+      clearTimeout(timer);
+      ws.off('message', onMsg);
+      resolve();
+    });
+    ws.send(JSON.stringify({ v: WIRE_VERSION, type: 'resume', after: 0 }));
+  });
+  return ws;
+}
+
+// ---- the load ------------------------------------------------------------------------------------------
+
+interface Peer {
+  ws: WebSocket;
+  me: string;
+  /** Builds the frame for message `id`. */
+  frame: (id: string) => string;
+  /** Classifies an incoming frame: my own message confirmed (id), deliveries (sender/id pairs), or other. */
+  parse: (data: string) => { accepted?: string; delivered?: { from: string; id: string; seq?: number }[] };
+  ack?: (seq: number) => void;
+}
+
+async function runLoad(peers: Peer[], total: number): Promise<Omit<Result, 'devices'>> {
+  const n = peers.length;
+  const perDevice = Math.max(1, Math.floor(total / n));
+  const messages = perDevice * n;
+  const expectedDeliveries = messages * (n - 1);
+  const sentAt = new Map<string, number>();
+  const latencies: number[] = [];
+  let accepted = 0;
+  let delivered = 0;
+  let lastAccepted = 0;
+  let lastDelivered = 0;
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () =>
+        reject(new Error(`timeout: accepted ${accepted}/${messages}, delivered ${delivered}/${expectedDeliveries}`)),
+      SCENARIO_TIMEOUT_MS,
+    );
+    const done = () => {
+      if (accepted === messages && delivered === expectedDeliveries) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    for (const p of peers) {
+      let next = 0;
+      let sinceAck = 0;
+      const sendOne = () => {
+        if (next >= perDevice) return;
+        const id = `m${next++}`;
+        sentAt.set(`${p.me}/${id}`, performance.now());
+        p.ws.send(p.frame(id));
+      };
+      p.ws.on('message', (data) => {
+        const now = performance.now();
+        const r = p.parse(String(data));
+        if (r.accepted !== undefined) {
+          accepted++;
+          lastAccepted = now;
+          sendOne();
+        }
+        if (r.delivered) {
+          let maxSeq = 0;
+          for (const d of r.delivered) {
+            const t = sentAt.get(`${d.from}/${d.id}`);
+            if (t !== undefined) latencies.push(now - t);
+            delivered++;
+            maxSeq = Math.max(maxSeq, d.seq ?? 0);
+          }
+          lastDelivered = now;
+          sinceAck += r.delivered.length;
+          if (p.ack && sinceAck >= ACK_EVERY) {
+            sinceAck = 0;
+            p.ack(maxSeq);
+          }
+        }
+        done();
+      });
+      for (let i = 0; i < WINDOW; i++) sendOne();
+    }
+  });
+  latencies.sort((a, b) => a - b);
+  return {
+    messages,
+    acceptedPerSec: (accepted * 1000) / (lastAccepted - started),
+    deliveredPerSec: (delivered * 1000) / (lastDelivered - started),
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+  };
+}
+
+async function appScenario(base: string, n: number, total: number): Promise<Result> {
+  const users = await inBatches(n, 10, (i) => register(base, `bench${i}x`));
+  const conv = await createConversation(base, users);
+  const sockets = await inBatches(n, 20, (i) => connectApp(base, conv, users[i]!));
+  const peers: Peer[] = sockets.map((ws, i) => ({
+    ws,
+    me: users[i]!.userId,
+    frame: (id) => JSON.stringify({ v: WIRE_VERSION, type: 'send', id, group: payload() }),
+    parse: (data) => {
+      const f = JSON.parse(data) as {
+        type: string;
+        id?: string;
+        code?: string;
+        envelopes?: { from: { u: string }; id: string; seq: number }[];
+      };
+      if (f.type === 'accepted') return { accepted: f.id! };
+      if (f.type === 'deliver')
+        return { delivered: f.envelopes!.map((e) => ({ from: e.from.u, id: e.id, seq: e.seq })) };
+      if (f.type === 'error') throw new Error(`app error frame: ${f.code}`);
+      return {};
+    },
+    ack: (seq) => ws.send(JSON.stringify({ v: WIRE_VERSION, type: 'ack', upTo: seq })),
+  }));
+  try {
+    return { devices: n, ...(await runLoad(peers, total)) };
+  } finally {
+    for (const s of sockets) s.close(1000);
+  }
+}
+
+async function relayScenario(base: string, n: number, total: number): Promise<Result> {
+  const room = `r${randomBytes(6).toString('hex')}`;
+  const sockets = await inBatches(n, 20, () => openWs(`${base.replace('http', 'ws')}/ws?room=${room}`));
+  const peers: Peer[] = sockets.map((ws, i) => {
+    const me = `dev${i}`;
+    return {
+      ws,
+      me,
+      frame: (id) => JSON.stringify({ v: WIRE_VERSION, type: 'send', id, u: me, group: payload() }),
+      parse: (data) => {
+        const f = JSON.parse(data) as { id: string; u: string };
+        return f.u === me ? { accepted: f.id } : { delivered: [{ from: f.u, id: f.id }] };
+      },
+    };
+  });
+  try {
+    return { devices: n, ...(await runLoad(peers, total)) };
+  } finally {
+    for (const s of sockets) s.close(1000);
+  }
+}
+
+// ---- servers -------------------------------------------------------------------------------------------
+
+/** `wrangler dev` of `config` on a free port with its own state folder; resolves once `probePath` answers. */
+async function startWrangler(
+  config: string,
+  probePath: string,
+  state = mkdtempSync(join(STATE_BASE, 'e2e-chat-bench-')),
+): Promise<{ url: string; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [
+      `${ROOT}node_modules/wrangler/bin/wrangler.js`,
+      'dev',
+      '--config',
+      config,
+      '--ip',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--persist-to',
+      state,
+      '--log-level',
+      'error',
+      '--show-interactive-dev-session=false',
+    ],
+    { cwd: ROOT, env: QUIET_ENV, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+  );
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out += d;
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode === null && child.pid) {
+      const exited = new Promise((r) => child.once('exit', r));
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+    }
+    rmSync(state, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 90_000;
+  while (Date.now() < deadline && child.exitCode === null) {
+    try {
+      if ((await fetch(`${url}${probePath}`)).ok) return { url, stop };
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  await stop();
+  throw new Error(`wrangler dev (${config}) did not start:\n${out.slice(-2000)}`);
+}
+
+const startRelay = () => startWrangler(`${ROOT}bench/relay/wrangler.toml`, '/health');
+
+/**
+ * The app's Worker under plain `wrangler dev` (no Vite in front), like the relay: a generated config in
+ * .wrangler/bench-app/ with the app's bindings, raised limits, a copy of the local secrets, and local D1
+ * migrations applied to a fresh state folder.
+ */
+async function startAppDirect(vars: Record<string, string>): Promise<{ url: string; stop: () => Promise<void> }> {
+  const dir = `${ROOT}.wrangler/bench-app`;
+  mkdirSync(dir, { recursive: true });
+  const config = `${dir}/wrangler.json`;
+  writeFileSync(
+    config,
+    JSON.stringify(
+      {
+        name: 'e2e-chat-bench-app',
+        main: '../../worker/index.ts',
+        compatibility_date: '2026-04-20',
+        compatibility_flags: ['nodejs_compat'],
+        send_metrics: false,
+        d1_databases: [
+          {
+            binding: 'DB',
+            database_name: 'e2e-chat',
+            database_id: '00000000-0000-4000-8000-000000000000',
+            migrations_dir: '../../schema/migrations',
+          },
+        ],
+        durable_objects: {
+          bindings: [
+            { name: 'CONVERSATION', class_name: 'ConversationDO' },
+            { name: 'RATE_LIMITER', class_name: 'RateLimiter' },
+            { name: 'PROBE', class_name: 'ProbeDO' },
+          ],
+        },
+        migrations: [{ tag: 'v1', new_sqlite_classes: ['ConversationDO', 'RateLimiter', 'ProbeDO'] }],
+        vars: { APP_ENV: 'development', APP_ORIGIN: '', ...vars },
+      },
+      null,
+      2,
+    ),
+  );
+  writeFileSync(`${dir}/.dev.vars`, readFileSync(`${ROOT}.dev.vars`, 'utf8'), { mode: 0o600 });
+  const state = mkdtempSync(join(STATE_BASE, 'e2e-chat-bench-app-'));
+  const r = spawnSync(
+    process.execPath,
+    [
+      `${ROOT}node_modules/wrangler/bin/wrangler.js`,
+      'd1',
+      'migrations',
+      'apply',
+      'DB',
+      '--local',
+      '--persist-to',
+      state,
+      '--config',
+      config,
+    ],
+    { cwd: ROOT, env: QUIET_ENV, encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`bench app migrations failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
+  return startWrangler(config, '/api/health', state);
+}
+
+const fmt = (x: number, digits = 0) =>
+  Number.isFinite(x)
+    ? x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : '—';
+
+async function main() {
+  const limits = Object.fromEntries(
+    ['register', 'login', 'refresh', 'claim', 'ticket', 'probe'].map((k) => [
+      k,
+      { limit: 1_000_000, windowMs: 60_000 },
+    ]),
+  );
+  const vars = {
+    RATE_LIMITS: JSON.stringify(limits),
+    DELIVERY_LIMITS: JSON.stringify({ sendBurst: 1_000_000, sendPerSec: 1_000_000 }),
+  };
+  ensureDevVars();
+  const stops: (() => Promise<void>)[] = [];
+  // Wrangler ignores process env vars once .dev.vars exists, but loads `.dev.vars.<env>` instead of it for
+  // CLOUDFLARE_ENV=<env>: a git-ignored copy of the local secrets plus raised limits, removed afterwards.
+  const benchVars = `${ROOT}.dev.vars.bench`;
+  stops.push(async () => rmSync(benchVars, { force: true }));
+  const rows: { app: Result; relay: Result; vite: Result | null }[] = [];
+  let vite: Awaited<ReturnType<typeof startDevServer>> | null = null;
+  try {
+    process.stdout.write('starting the app (wrangler dev), the relay (wrangler dev) and npm run dev…\n');
+    const direct = await startAppDirect(vars);
+    stops.push(direct.stop);
+    const relay = await startRelay();
+    stops.push(relay.stop);
+    writeFileSync(
+      benchVars,
+      `${readFileSync(`${ROOT}.dev.vars`, 'utf8').trimEnd()}\n${Object.entries(vars)
+        .map(([k, v]) => `${k}='${v}'`)
+        .join('\n')}\n`,
+      { mode: 0o600 },
+    );
+    vite = await startDevServer({ env: { CLOUDFLARE_ENV: 'bench' } });
+    stops.push(vite.stop);
+    for (const n of SIZES) {
+      const total = Math.max(n, Math.round((MESSAGES[n] ?? 500) * SCALE));
+      // Warm every path (JIT, DO start-up) with a small run, then measure.
+      await relayScenario(relay.url, Math.min(n, 10), 40);
+      await appScenario(direct.url, Math.min(n, 10), 40);
+      const r = await relayScenario(relay.url, n, total);
+      const a = await appScenario(direct.url, n, total);
+      const v = SKIP_VITE ? null : await appScenario(vite.url, n, total);
+      rows.push({ app: a, relay: r, vite: v });
+      process.stdout.write(
+        `${n} devices: app ${fmt(a.acceptedPerSec)} msg/s p99 ${fmt(a.p99, 1)} ms · relay ${fmt(r.acceptedPerSec)} msg/s p99 ${fmt(r.p99, 1)} ms${v ? ` · app via npm run dev ${fmt(v.acceptedPerSec)} msg/s p99 ${fmt(v.p99, 1)} ms` : ''}\n`,
+      );
+    }
+  } catch (e) {
+    // The dev server's log lines carry error types only (never bodies or tokens).
+    if (vite) process.stderr.write(`${vite.output().slice(-2000)}\n`);
+    throw e;
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+  }
+  const table = markdownTable(
+    [
+      'devices',
+      'msgs',
+      'app msg/s',
+      'app env/s',
+      'app p50 / p99 ms',
+      'relay msg/s',
+      'relay env/s',
+      'relay p50 / p99 ms',
+      'msg/s ratio',
+      'p99 ratio',
+      'npm run dev msg/s (p99 ms)',
+    ],
+    rows.map(({ app: a, relay: r, vite: v }) => [
+      String(a.devices),
+      String(a.messages),
+      fmt(a.acceptedPerSec),
+      fmt(a.deliveredPerSec),
+      `${fmt(a.p50, 1)} / ${fmt(a.p99, 1)}`,
+      fmt(r.acceptedPerSec),
+      fmt(r.deliveredPerSec),
+      `${fmt(r.p50, 1)} / ${fmt(r.p99, 1)}`,
+      `${fmt(a.acceptedPerSec / r.acceptedPerSec, 2)}×`,
+      `${fmt(a.p99 / r.p99, 2)}×`,
+      v ? `${fmt(v.acceptedPerSec)} (${fmt(v.p99, 1)})` : '—',
+    ]),
+    ['right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+  );
+  const ten = rows.find((r) => r.app.devices === 10);
+  const verdict = ten
+    ? `10 devices: throughput ${fmt(ten.app.acceptedPerSec / ten.relay.acceptedPerSec, 2)}× the relay (target ≥ 0.8×), p99 ${fmt(ten.app.p99 / ten.relay.p99, 2)}× (target ≤ 2×)`
+    : '10 devices not run';
+  const load = loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ');
+  process.stdout.write(
+    `\n${describeMachine(machineInfo())} · load average ${load}\nwindow ${WINDOW} per device, ${CIPHERTEXT_BYTES} B ciphertexts, ack every ${ACK_EVERY}\n\n${table}\n\n${verdict}\n`,
+  );
+}
+
+await main();
