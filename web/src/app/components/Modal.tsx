@@ -2,8 +2,11 @@
  * Dialogs on Kobalte's Dialog / AlertDialog: focus trapped and restored, Esc and outside click close,
  * title and description wired to aria-labelledby / aria-describedby.
  */
-import { AlertDialog } from '@kobalte/core/alert-dialog';
-import { Dialog } from '@kobalte/core/dialog';
+// Named parts, not the `Dialog` / `AlertDialog` namespaces: Kobalte 0.13 builds both namespaces with
+// Object.assign onto the SAME root function, so whichever module loads last wins (`Dialog.Content`
+// would render role="alertdialog").
+import * as AlertDialog from '@kobalte/core/alert-dialog';
+import * as Dialog from '@kobalte/core/dialog';
 import { createSignal, type JSX, Show } from 'solid-js';
 import { Banner, Button, errorText, focusRing } from './ui.js';
 
@@ -20,7 +23,7 @@ export function Modal(props: {
   children: JSX.Element;
 }) {
   return (
-    <Dialog open={props.open} onOpenChange={props.onOpenChange}>
+    <Dialog.Root open={props.open} onOpenChange={props.onOpenChange}>
       <Dialog.Portal>
         <Dialog.Overlay class={overlay} />
         <div class={positioner}>
@@ -43,7 +46,7 @@ export function Modal(props: {
           </Dialog.Content>
         </div>
       </Dialog.Portal>
-    </Dialog>
+    </Dialog.Root>
   );
 }
 
@@ -72,7 +75,7 @@ export function ConfirmDialog(props: {
     }
   };
   return (
-    <AlertDialog open={props.open} onOpenChange={props.onOpenChange}>
+    <AlertDialog.Root open={props.open} onOpenChange={props.onOpenChange}>
       <AlertDialog.Portal>
         <AlertDialog.Overlay class={overlay} />
         <div class={positioner}>
@@ -99,6 +102,6 @@ export function ConfirmDialog(props: {
           </AlertDialog.Content>
         </div>
       </AlertDialog.Portal>
-    </AlertDialog>
+    </AlertDialog.Root>
   );
 }

@@ -37,12 +37,31 @@ export class SendError extends Error {
 export function createMessages(agent: () => Agent, actions: Actions, state: State, setState: SetState): void {
   let wired = false;
   let localId = 0;
+  // Several tabs of one account share the sealed store, but each tab's engine reports only what IT
+  // processed: whichever tab handles a frame first stores it. Tabs tell each other which conversation
+  // changed, and the others re-read it from the store.
+  const tabs = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('e2e-chat:messages');
+  const rereads = new Map<string, ReturnType<typeof setTimeout>>();
+  const reread = (c: string) => {
+    if (!state.messages[c] || rereads.has(c)) return;
+    rereads.set(
+      c,
+      setTimeout(() => {
+        rereads.delete(c);
+        void actions.loadMessages(c).catch(() => undefined);
+      }, 50),
+    );
+  };
   const wire = () => {
     if (wired) return;
     wired = true;
+    tabs?.addEventListener('message', (ev: MessageEvent<{ user: string; conversationId: string }>) => {
+      if (ev.data?.user === state.me?.userId) reread(ev.data.conversationId);
+    });
     agent().onEvent((e) => {
       if (e.type !== 'message_added' && e.type !== 'message_updated') return;
       const c = e.message.conversationId;
+      tabs?.postMessage({ user: state.me?.userId, conversationId: c });
       if (!state.messages[c]) return; // not loaded yet: loadMessages will read it from the store
       setState('messages', c, (l) => upsert(l, e.message));
     });
@@ -52,13 +71,14 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
     async loadMessages(c: string) {
       wire();
       const page = await agent().engine.messages(c, { limit: PAGE });
+      const first = !state.messages[c];
       setState('messages', c, (l) => {
-        let out = page.slice().sort(order);
-        // Keep anything that arrived by event while we were reading.
-        for (const m of l ?? []) if (!out.some((x) => x.clientId === m.clientId)) out = upsert(out, m);
+        // The store's view wins; keep older pages and anything that arrived by event meanwhile.
+        let out = (l ?? []).filter((m) => !page.some((x) => x.clientId === m.clientId));
+        for (const m of page) out = upsert(out, m);
         return out;
       });
-      setState('hasOlder', c, page.filter((m) => m.seq !== null).length >= PAGE);
+      if (first) setState('hasOlder', c, page.filter((m) => m.seq !== null).length >= PAGE);
     },
     async loadOlder(c: string) {
       const oldest = state.messages[c]?.find((m) => m.seq !== null)?.seq;

@@ -1,0 +1,293 @@
+/**
+ * The messenger in real Chromium against `npm run dev`: every person is a separate browser profile (own
+ * IndexedDB, cookies). Scenarios: register, 1:1 chat both ways with delivery states, equal safety numbers,
+ * offline catch-up, history after a reload, raw IndexedDB free of plaintext and key material, two tabs of
+ * one user, and a three-person group with a removal.
+ *
+ * Each person gets its own client address header: registration is rate-limited per client (5 an hour),
+ * and the local dev server sees every test browser as the same address.
+ */
+import type { Page } from 'playwright-core';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type Person, person, screenshot } from './browser.js';
+
+const PASSWORD = 'correct horse battery staple';
+const people: Person[] = [];
+let counter = 0;
+
+async function newPerson(): Promise<Person> {
+  const p = await person();
+  people.push(p);
+  const n = ++counter;
+  await p.context.setExtraHTTPHeaders({
+    'cf-connecting-ip': `10.${(Date.now() >> 8) & 255}.${process.pid & 255}.${n}`,
+  });
+  return p;
+}
+
+afterAll(async () => {
+  for (const p of people) await p.close().catch(() => undefined);
+});
+
+const uniq = (base: string) => `${base}${Date.now().toString(36)}${Math.floor(Math.random() * 1000)}`;
+
+async function register(page: Page, username: string, shot?: string): Promise<void> {
+  await page.goto('/register');
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByLabel('Confirm password').fill(PASSWORD);
+  if (shot) await screenshot(page, shot);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForURL('**/chats', { timeout: 60_000 });
+  await expect.poll(() => page.getByTestId('me').textContent()).toBe(username);
+}
+
+async function startChat(page: Page, username: string): Promise<string> {
+  await page.getByRole('button', { name: 'New conversation' }).click();
+  await page.getByRole('menuitem', { name: 'New chat' }).click();
+  await page.getByRole('dialog').getByLabel('Username').fill(username);
+  await page.getByRole('button', { name: 'Start chat' }).click();
+  await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
+  return new URL(page.url()).pathname.split('/')[2]!;
+}
+
+async function openConversation(page: Page, id: string): Promise<void> {
+  // Conversations others start appear by polling (a few seconds).
+  await page.locator(`a[href="/chats/${id}"]`).first().waitFor({ timeout: 30_000 });
+  await page.locator(`a[href="/chats/${id}"]`).first().click();
+  await page.getByTestId('composer').waitFor();
+}
+
+async function send(page: Page, text: string): Promise<void> {
+  const composer = page.getByTestId('composer');
+  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
+  await composer.fill(text);
+  await composer.press('Enter');
+}
+
+const bodies = (page: Page) => page.getByTestId('message-body').allTextContents();
+
+async function waitForText(page: Page, text: string, timeout = 30_000): Promise<void> {
+  await expect.poll(() => bodies(page), { timeout }).toContain(text);
+}
+
+async function statusOf(page: Page, text: string): Promise<string | null> {
+  const m = page.getByTestId('message').filter({ hasText: text }).last();
+  return m.getAttribute('data-status');
+}
+
+async function safetyNumberWith(page: Page, conversationId: string, username: string): Promise<string> {
+  await page.goto(`/chats/${conversationId}/info`);
+  await page.getByTestId('member').filter({ hasText: username }).getByRole('button', { name: 'Safety number' }).click();
+  const sn = page.getByTestId('safety-number');
+  await sn.waitFor({ timeout: 30_000 });
+  const text = (await sn.locator('li').allTextContents()).join(' ');
+  return text;
+}
+
+/** Everything in every IndexedDB database of the page's origin, as strings/bytes, plus CryptoKey facts. */
+async function rawIndexedDb(page: Page) {
+  return page.evaluate(async () => {
+    const out: { bytes: number[][]; strings: string[]; keys: { extractable: boolean; type: string }[] } = {
+      bytes: [],
+      strings: [],
+      keys: [],
+    };
+    const visit = (v: unknown): void => {
+      if (v instanceof Uint8Array) out.bytes.push([...v]);
+      else if (v instanceof ArrayBuffer) out.bytes.push([...new Uint8Array(v)]);
+      else if (typeof CryptoKey !== 'undefined' && v instanceof CryptoKey)
+        out.keys.push({ extractable: v.extractable, type: v.type });
+      else if (typeof v === 'string') out.strings.push(v);
+      else if (Array.isArray(v)) for (const x of v) visit(x);
+      else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.strings.push(k), visit(x);
+    };
+    for (const info of await indexedDB.databases()) {
+      const db = await new Promise<IDBDatabase>((res, rej) => {
+        const r = indexedDB.open(info.name!);
+        r.onsuccess = () => res(r.result);
+        r.onerror = () => rej(r.error);
+      });
+      for (const store of [...db.objectStoreNames]) {
+        const tx = db.transaction(store);
+        const [keys, values] = await Promise.all([
+          new Promise<IDBValidKey[]>((res) => {
+            const r = tx.objectStore(store).getAllKeys();
+            r.onsuccess = () => res(r.result);
+          }),
+          new Promise<unknown[]>((res) => {
+            const r = tx.objectStore(store).getAll();
+            r.onsuccess = () => res(r.result);
+          }),
+        ]);
+        for (const k of keys) visit(String(k));
+        for (const v of values) visit(v);
+      }
+      db.close();
+    }
+    return out;
+  });
+}
+
+function contains(hay: number[], needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
+
+describe('messenger in Chromium', () => {
+  it('two people chat both ways, compare safety numbers, catch up after being offline, keep history over a reload, and store nothing readable', async () => {
+    const alice = await newPerson();
+    const bob = await newPerson();
+    const a = uniq('alice');
+    const b = uniq('bob');
+    await register(alice.page, a, 'register');
+    await register(bob.page, b);
+    await screenshot(alice.page, 'chat-list-empty');
+
+    const conv = await startChat(alice.page, b);
+    await send(alice.page, 'hello bob, this is secret 1');
+    await waitForText(alice.page, 'hello bob, this is secret 1');
+
+    await openConversation(bob.page, conv);
+    await waitForText(bob.page, 'hello bob, this is secret 1');
+    await expect.poll(() => bob.page.getByTestId('conversation-title').textContent()).toBe(a);
+    await send(bob.page, 'hi alice, secret 2');
+    await waitForText(alice.page, 'hi alice, secret 2');
+    await expect.poll(() => statusOf(alice.page, 'hello bob, this is secret 1'), { timeout: 30_000 }).toBe('delivered');
+    await screenshot(alice.page, 'conversation');
+    await screenshot(bob.page, 'chat-list');
+
+    // Safety numbers: the same 60 digits on both sides.
+    const snA = await safetyNumberWith(alice.page, conv, b);
+    const snB = await safetyNumberWith(bob.page, conv, a);
+    expect(snA.replace(/\D/g, '')).toHaveLength(60);
+    expect(snA).toBe(snB);
+    await screenshot(alice.page, 'safety-number');
+    await alice.page.getByRole('button', { name: 'Mark as verified' }).click();
+    await expect.poll(() => alice.page.getByTestId('verified-state').textContent()).toContain('Verified');
+    await alice.page.keyboard.press('Escape');
+    await expect.poll(() => alice.page.getByRole('dialog').count()).toBe(0);
+
+    // Bob goes offline; Alice writes; Bob catches up when back.
+    await alice.page.goto(`/chats/${conv}`);
+    await bob.page.goto(`/chats/${conv}`);
+    await waitForText(bob.page, 'hi alice, secret 2');
+    await bob.context.setOffline(true);
+    await expect.poll(() => bob.page.getByTestId('offline-banner').isVisible()).toBe(true);
+    await send(alice.page, 'while you were away, secret 3');
+    await expect
+      .poll(() => statusOf(alice.page, 'while you were away, secret 3'), { timeout: 30_000 })
+      .toMatch(/sent|delivered/);
+    expect(await bodies(bob.page)).not.toContain('while you were away, secret 3');
+    await bob.context.setOffline(false);
+    await waitForText(bob.page, 'while you were away, secret 3', 45_000);
+
+    // A reload keeps the session and the history (from the local sealed store).
+    await bob.page.reload();
+    await waitForText(bob.page, 'hello bob, this is secret 1');
+    await waitForText(bob.page, 'while you were away, secret 3');
+
+    // Raw IndexedDB: no message text, no readable key material, only non-extractable CryptoKeys.
+    for (const p of [alice.page, bob.page]) {
+      const raw = await rawIndexedDb(p);
+      expect(raw.bytes.length).toBeGreaterThan(10);
+      for (const secret of ['secret 1', 'secret 2', 'secret 3', 'hello bob', a, b]) {
+        const needle = new TextEncoder().encode(secret);
+        expect(raw.bytes.some((x) => contains(x, needle))).toBe(false);
+        expect(raw.strings.some((s) => s.includes(secret))).toBe(false);
+      }
+      for (const marker of ['"d":', 'private', 'secret', 'signing', 'identity', 'sess/', 'msg/']) {
+        const needle = new TextEncoder().encode(marker);
+        expect(raw.bytes.some((x) => contains(x, needle))).toBe(false);
+        expect(raw.strings.some((s) => s.includes(marker))).toBe(false);
+      }
+      expect(raw.keys.length).toBeGreaterThan(0);
+      expect(raw.keys.every((k) => !k.extractable)).toBe(true);
+    }
+
+    // The account screen.
+    await alice.page.goto('/account');
+    await expect.poll(() => alice.page.getByTestId('devices').locator('li').count(), { timeout: 30_000 }).toBe(1);
+    await screenshot(alice.page, 'account');
+  }, 240_000);
+
+  it('two tabs of one user both send without breaking the session', async () => {
+    const alice = await newPerson();
+    const bob = await newPerson();
+    const a = uniq('alice');
+    const b = uniq('bob');
+    await register(alice.page, a);
+    await register(bob.page, b);
+    const conv = await startChat(alice.page, b);
+    await send(alice.page, 'tab one first');
+    await openConversation(bob.page, conv);
+    await waitForText(bob.page, 'tab one first');
+
+    const tab2 = await alice.context.newPage();
+    await tab2.goto(`/chats/${conv}`);
+    await waitForText(tab2, 'tab one first');
+    await send(tab2, 'tab two says hi');
+    await send(alice.page, 'tab one again');
+    await send(tab2, 'tab two again');
+    for (const t of ['tab two says hi', 'tab one again', 'tab two again']) await waitForText(bob.page, t, 45_000);
+    await send(bob.page, 'bob answers both tabs');
+    await waitForText(alice.page, 'bob answers both tabs');
+    await waitForText(tab2, 'bob answers both tabs');
+    const statuses = await bob.page
+      .getByTestId('message')
+      .evaluateAll((els) => els.map((e) => e.getAttribute('data-status')));
+    expect(statuses).not.toContain('undecryptable');
+    await tab2.close();
+  }, 240_000);
+
+  it('a three-person group: everyone receives; a removed member stops receiving', async () => {
+    const alice = await newPerson();
+    const bob = await newPerson();
+    const carol = await newPerson();
+    const [a, b, c] = [uniq('alice'), uniq('bob'), uniq('carol')];
+    await register(alice.page, a);
+    await register(bob.page, b);
+    await register(carol.page, c);
+
+    await alice.page.getByRole('button', { name: 'New conversation' }).click();
+    await alice.page.getByRole('menuitem', { name: 'New group' }).click();
+    await alice.page.getByLabel('Group name').fill('Trip');
+    await alice.page.getByLabel('Members').fill(`${b}, ${c}`);
+    await alice.page.getByRole('button', { name: 'Create group' }).click();
+    await alice.page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
+    const conv = new URL(alice.page.url()).pathname.split('/')[2]!;
+
+    await send(alice.page, 'welcome to the trip');
+    await openConversation(bob.page, conv);
+    await openConversation(carol.page, conv);
+    await waitForText(bob.page, 'welcome to the trip');
+    await waitForText(carol.page, 'welcome to the trip');
+    await send(carol.page, 'carol is here');
+    await waitForText(alice.page, 'carol is here');
+    await waitForText(bob.page, 'carol is here');
+
+    // Alice (owner) removes Carol.
+    await alice.page.goto(`/chats/${conv}/info`);
+    await alice.page.getByRole('button', { name: `Actions for ${c}` }).click();
+    await alice.page.getByRole('menuitem', { name: 'Remove from group' }).click();
+    await alice.page.getByRole('alertdialog').getByRole('button', { name: 'Remove from group' }).click();
+    await expect.poll(() => alice.page.getByTestId('member').count(), { timeout: 30_000 }).toBe(2);
+    await screenshot(alice.page, 'group-info');
+
+    await alice.page.goto(`/chats/${conv}`);
+    await send(alice.page, 'only for bob now');
+    await waitForText(bob.page, 'only for bob now');
+    await send(bob.page, 'bob agrees');
+    await waitForText(alice.page, 'bob agrees');
+    // Carol has had time to receive them if she could.
+    await carol.page.waitForTimeout(3000);
+    const carolSees = await bodies(carol.page);
+    expect(carolSees).toContain('carol is here');
+    expect(carolSees).not.toContain('only for bob now');
+    expect(carolSees).not.toContain('bob agrees');
+    await expect.poll(() => carol.page.getByTestId('composer').isDisabled(), { timeout: 30_000 }).toBe(true);
+  }, 240_000);
+});
