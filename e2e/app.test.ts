@@ -108,7 +108,7 @@ async function rawIndexedDb(page: Page) {
         r.onsuccess = () => res(r.result);
         r.onerror = () => rej(r.error);
       });
-      for (const store of [...db.objectStoreNames]) {
+      for (const store of Array.from(db.objectStoreNames)) {
         const tx = db.transaction(store);
         const [keys, values] = await Promise.all([
           new Promise<IDBValidKey[]>((res) => {

@@ -172,7 +172,7 @@ export function Conversation(props: { id: string }) {
           class={`rounded-lg px-2.5 py-1.5 text-sm text-slate-600 hover:bg-slate-100 dark:text-slate-300 dark:hover:bg-slate-800 ${focusRing}`}
           aria-label="Conversation info and safety numbers"
         >
-          ⓘ Info
+          Info
         </Link>
       </header>
 
