@@ -135,6 +135,8 @@ export class ConversationDO extends DurableObject<Env> {
   private readonly lastFrameAt = new WeakMap<WebSocket, number>();
   private alarmAt: number | null = null;
   private flushing: Promise<void> | null = null;
+  /** Highest acked seq per device not yet applied to storage (see handleAck). */
+  private readonly acks = new Map<string, { u: string; d: string; upTo: number }>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -367,12 +369,32 @@ export class ConversationDO extends DurableObject<Env> {
     if (!res.duplicate && recipients.length > 0) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
   }
 
+  /**
+   * Acks are kept in memory and applied in one write by the alarm (or before a resume / flush): an ack
+   * costs no storage commit. Losing one (eviction) only means those envelopes are delivered again, which
+   * the at-least-once contract allows (clients dedupe by seq).
+   */
   private async handleAck(att: Attachment, upTo: number): Promise<void> {
     const clamped = Math.min(upTo, this.store.state().lastSeq);
-    if (this.store.ack(att.u, att.d, clamped)) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
+    const key = deviceKey(att.u, att.d);
+    const prev = this.acks.get(key);
+    if (prev && prev.upTo >= clamped) return;
+    this.acks.set(key, { u: att.u, d: att.d, upTo: clamped });
+    await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
+  }
+
+  /** Applies the acks held in memory (one storage transaction). */
+  private applyAcks(): void {
+    if (this.acks.size === 0) return;
+    const acks = [...this.acks.values()];
+    this.acks.clear();
+    this.ctx.storage.transactionSync(() => {
+      for (const a of acks) this.store.ack(a.u, a.d, a.upTo);
+    });
   }
 
   private async handleResume(ws: WebSocket, att: Attachment, after: number): Promise<void> {
+    this.applyAcks();
     const limit = this.cfg.resumeMaxEnvelopes;
     const state = this.store.state();
     const bySeq = new Map<number, Envelope>();
@@ -485,6 +507,7 @@ export class ConversationDO extends DurableObject<Env> {
     }
     this.deviceSet?.live.get(userId)?.delete(deviceId);
     this.deviceSet?.revoked.get(userId)?.add(deviceId);
+    this.acks.delete(deviceKey(userId, deviceId));
     this.store.forgetDevice(userId, deviceId);
     // A flush in flight may still insert this device's rows: let it finish, then delete.
     if (this.flushing) await this.flushing.catch(() => undefined);
@@ -519,6 +542,7 @@ export class ConversationDO extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     this.alarmAt = null;
     const now = Date.now();
+    this.applyAcks();
     let next: number | null = null;
     let failed = false;
     try {
@@ -539,6 +563,7 @@ export class ConversationDO extends DurableObject<Env> {
     if (next !== null) candidates.push(next);
     const flushAt = failed ? null : this.store.nextFlushAt(Date.now(), this.cfg.flushDelayMs);
     if (flushAt !== null) candidates.push(flushAt);
+    if (this.acks.size > 0) candidates.push(now + this.cfg.flushDelayMs);
     if (this.ctx.getWebSockets().length > 0) candidates.push(now + this.cfg.reapIntervalMs);
     const oldest = this.store.oldestTs();
     if (oldest !== null) candidates.push(Math.max(now + 60_000, oldest + this.cfg.logRetentionMs));
