@@ -100,7 +100,11 @@ async function rawIndexedDb(page: Page) {
         out.keys.push({ extractable: v.extractable, type: v.type });
       else if (typeof v === 'string') out.strings.push(v);
       else if (Array.isArray(v)) for (const x of v) visit(x);
-      else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.strings.push(k), visit(x);
+      else if (v && typeof v === 'object')
+        for (const [k, x] of Object.entries(v)) {
+          out.strings.push(k);
+          visit(x);
+        }
     };
     for (const info of await indexedDB.databases()) {
       const db = await new Promise<IDBDatabase>((res, rej) => {

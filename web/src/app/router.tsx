@@ -16,19 +16,7 @@ export function navigate(to: string, opts: { replace?: boolean } = {}): void {
   setPath(to);
 }
 
-/** `/chats/:id` against `/chats/abc` → `{ id: 'abc' }`; null when it does not match. */
-export function match(pattern: string, p: string): Record<string, string> | null {
-  const a = pattern.split('/').filter(Boolean);
-  const b = p.split('/').filter(Boolean);
-  if (a.length !== b.length) return null;
-  const params: Record<string, string> = {};
-  for (let i = 0; i < a.length; i++) {
-    const seg = a[i]!;
-    if (seg.startsWith(':')) params[seg.slice(1)] = decodeURIComponent(b[i]!);
-    else if (seg !== b[i]) return null;
-  }
-  return params;
-}
+export { match } from './logic.js';
 
 export function Link(props: JSX.AnchorHTMLAttributes<HTMLAnchorElement> & { href: string }) {
   const [own, rest] = splitProps(props, ['href', 'onClick']);

@@ -4,29 +4,20 @@
  */
 import { DropdownMenu } from '@kobalte/core/dropdown-menu';
 import { createMemo, createSignal, For, Show } from 'solid-js';
-import { type Action, canPerform, type Role } from '../../protocol/index.js';
 import { useConversationName } from '../pages/Chats.js';
+import { allowedActions, canAddMembers, canLeave, type MemberAction } from '../roles.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
 import { ConfirmDialog, Modal } from './Modal.js';
 import { SafetyNumber } from './SafetyNumber.js';
 import { Avatar, Banner, Button, buttonClass, errorText, Field, focusRing } from './ui.js';
 
-type MemberAction = Extract<Action, 'promote' | 'demote' | 'transfer_ownership' | 'remove'>;
 const ACTION_LABEL: Record<MemberAction, string> = {
   promote: 'Make admin',
   demote: 'Remove admin role',
   transfer_ownership: 'Transfer ownership',
   remove: 'Remove from group',
 };
-
-/** The member actions `myRole` may perform on a member with `targetRole` (none in direct chats). */
-export function allowedActions(kind: 'direct' | 'group', myRole: Role | null, targetRole: Role): MemberAction[] {
-  if (kind !== 'group' || !myRole) return [];
-  return (['promote', 'demote', 'transfer_ownership', 'remove'] as const).filter((a) =>
-    canPerform(myRole, a, targetRole),
-  );
-}
 
 const menuItem = `flex w-full cursor-default items-center rounded-md px-3 py-2 text-sm outline-none data-[highlighted]:bg-slate-100 dark:data-[highlighted]:bg-slate-800`;
 
@@ -46,8 +37,8 @@ export function ConversationInfo(props: { id: string }) {
       (a, b) => ['owner', 'admin', 'member'].indexOf(a.role) - ['owner', 'admin', 'member'].indexOf(b.role),
     ),
   );
-  const canAdd = () => conv()?.kind === 'group' && !!myRole() && canPerform(myRole()!, 'add', 'member');
-  const canLeave = () => conv()?.kind === 'group' && !!myRole() && canPerform(myRole()!, 'leave', null);
+  const canAdd = () => canAddMembers(conv()?.kind ?? 'direct', myRole());
+  const mayLeave = () => canLeave(conv()?.kind ?? 'direct', myRole());
 
   const submitAdd = async (e: Event) => {
     e.preventDefault();
@@ -172,7 +163,7 @@ export function ConversationInfo(props: { id: string }) {
           <Show when={conv()?.kind === 'group' && myRole()}>
             <section class="space-y-2">
               <Show
-                when={canLeave()}
+                when={mayLeave()}
                 fallback={
                   <Banner kind="info">As the owner you can leave after transferring ownership to someone else.</Banner>
                 }

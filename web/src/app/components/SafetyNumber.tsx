@@ -3,13 +3,10 @@
  * (remembered for the current identity key; a key change clears it).
  */
 import { createResource, For, Show } from 'solid-js';
+import { groupsOfFive } from '../logic.js';
 import { useStore } from '../store/index.js';
 import { Qr } from './Qr.js';
 import { Banner, Button, Spinner } from './ui.js';
-
-export function groupsOfFive(digits: string): string[] {
-  return digits.replace(/\D/g, '').match(/.{1,5}/g) ?? [];
-}
 
 export function SafetyNumber(props: { userId: string }) {
   const { state, actions } = useStore();

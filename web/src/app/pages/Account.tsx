@@ -8,10 +8,10 @@ import { KeyProgress } from '../components/KeyProgress.js';
 import { ConfirmDialog } from '../components/Modal.js';
 import { Qr } from '../components/Qr.js';
 import { Banner, Button, errorText, Field, focusRing } from '../components/ui.js';
+import { MIN_PASSWORD } from '../logic.js';
 import { Link } from '../router.js';
 import { useStore } from '../store/index.js';
 import type { Theme } from '../store/state.js';
-import { MIN_PASSWORD } from './Register.js';
 
 const card = 'rounded-2xl bg-white p-5 shadow-sm ring-1 ring-slate-200 dark:bg-slate-900 dark:ring-slate-800';
 const date = (ms: number | null) => (ms ? new Date(ms).toLocaleString() : '—');

@@ -2,20 +2,9 @@
 import { createSignal, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
 import { AuthCard, Banner, Button, errorText, Field } from '../components/ui.js';
+import { validateRegistration } from '../logic.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
-
-export const USERNAME_RE = /^[a-z][a-z0-9_.-]{2,31}$/;
-export const MIN_PASSWORD = 10;
-
-export function validateRegistration(username: string, password: string, confirm: string) {
-  const u = username.normalize('NFKC').toLowerCase().trim();
-  return {
-    username: USERNAME_RE.test(u) ? null : '3–32 characters: a–z, 0–9, “_”, “.” or “-”, starting with a letter.',
-    password: password.length >= MIN_PASSWORD ? null : `At least ${MIN_PASSWORD} characters.`,
-    confirm: confirm === password ? null : 'The passwords do not match.',
-  };
-}
 
 export default function Register() {
   const { state, actions } = useStore();

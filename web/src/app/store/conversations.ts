@@ -11,6 +11,7 @@
  */
 import { reconcile } from 'solid-js/store';
 import type { ConversationView } from '../../engine/engine.js';
+import { namesFromDirectTitle } from '../logic.js';
 import type { Agent } from './agent.js';
 import type { Actions, SetState, State } from './state.js';
 
@@ -28,11 +29,11 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
 
   const learnNames = (c: ConversationView) => {
     if (c.kind !== 'direct') return;
-    const names = c.title.split(' ').filter(Boolean);
-    c.members.forEach((m, i) => {
-      const n = names[i];
-      if (n && !state.names[m.userId]) actions.rememberName(m.userId, n);
-    });
+    const names = namesFromDirectTitle(
+      c.title,
+      c.members.map((m) => m.userId),
+    );
+    for (const [id, n] of Object.entries(names)) if (!state.names[id]) actions.rememberName(id, n);
   };
 
   const put = (c: ConversationView) => {

@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { ROLE_ACTIONS, ROLES } from '../protocol/index.js';
+import { groupsOfFive, match, namesFromDirectTitle, validateRegistration } from './logic.js';
+import { allowedActions, canAddMembers, canLeave } from './roles.js';
+
+describe('registration form rules', () => {
+  it('accepts what the server accepts and says what is wrong otherwise', () => {
+    expect(validateRegistration('Alice', 'long enough pw', 'long enough pw')).toEqual({
+      username: null,
+      password: null,
+      confirm: null,
+    });
+    const bad = validateRegistration('1x', 'short', 'other');
+    expect(bad.username).toMatch(/3–32/);
+    expect(bad.password).toMatch(/At least 10/);
+    expect(bad.confirm).toMatch(/do not match/);
+    expect(validateRegistration('ＡＬＩＣＥ', 'long enough pw', 'long enough pw').username).toBeNull();
+  });
+});
+
+describe('membership actions shown for each role follow the protocol table', () => {
+  it('matches ROLE_ACTIONS for every role pair in groups, and offers nothing in direct chats', () => {
+    for (const me of ROLES)
+      for (const target of ROLES) {
+        const shown = allowedActions('group', me, target);
+        for (const a of ['promote', 'demote', 'transfer_ownership', 'remove'] as const) {
+          const rule = ROLE_ACTIONS[me][a];
+          expect(shown.includes(a), `${me} → ${a} on ${target}`).toBe(Array.isArray(rule) && rule.includes(target));
+        }
+        expect(allowedActions('direct', me, target)).toEqual([]);
+      }
+    expect(allowedActions('group', null, 'member')).toEqual([]);
+  });
+
+  it('owners cannot leave (transfer first); members cannot add; nobody acts after leaving', () => {
+    expect(canLeave('group', 'owner')).toBe(false);
+    expect(canLeave('group', 'admin')).toBe(true);
+    expect(canLeave('group', 'member')).toBe(true);
+    expect(canLeave('direct', 'member')).toBe(false);
+    expect(canAddMembers('group', 'owner')).toBe(true);
+    expect(canAddMembers('group', 'admin')).toBe(true);
+    expect(canAddMembers('group', 'member')).toBe(false);
+    expect(canAddMembers('group', null)).toBe(false);
+  });
+});
+
+describe('helpers', () => {
+  it('groups a 60-digit safety number into twelve groups of five', () => {
+    const digits = '0123456789'.repeat(6);
+    const g = groupsOfFive(digits);
+    expect(g).toHaveLength(12);
+    expect(g.every((x) => x.length === 5)).toBe(true);
+    expect(g.join('')).toBe(digits);
+    expect(groupsOfFive('01234 56789')).toEqual(['01234', '56789']);
+  });
+
+  it('matches routes with parameters', () => {
+    expect(match('/chats/:id/info', '/chats/abc_1/info')).toEqual({ id: 'abc_1' });
+    expect(match('/chats/:id', '/chats/abc/info')).toBeNull();
+    expect(match('/', '/')).toEqual({});
+    expect(match('/account', '/chats')).toBeNull();
+  });
+
+  it('reads usernames from a direct title only when they line up with the members', () => {
+    expect(namesFromDirectTitle('alice bob', ['u1', 'u2'])).toEqual({ u1: 'alice', u2: 'bob' });
+    expect(namesFromDirectTitle('', ['u1', 'u2'])).toEqual({});
+    expect(namesFromDirectTitle('alice <script>', ['u1', 'u2'])).toEqual({});
+  });
+});

@@ -1,0 +1,50 @@
+/**
+ * The app's pure rules, shared by pages and tested in Node: form validation, safety-number grouping,
+ * route matching, and the usernames a direct conversation's title carries. (Role rules: roles.ts — kept
+ * apart so the first page does not load the protocol core.)
+ * @module
+ */
+export const USERNAME_RE = /^[a-z][a-z0-9_.-]{2,31}$/;
+export const MIN_PASSWORD = 10;
+
+export function validateRegistration(username: string, password: string, confirm: string) {
+  const u = username.normalize('NFKC').toLowerCase().trim();
+  return {
+    username: USERNAME_RE.test(u) ? null : '3–32 characters: a–z, 0–9, “_”, “.” or “-”, starting with a letter.',
+    password: password.length >= MIN_PASSWORD ? null : `At least ${MIN_PASSWORD} characters.`,
+    confirm: confirm === password ? null : 'The passwords do not match.',
+  };
+}
+
+/** "12345678901234…" → ["12345", "67890", …] (60 digits → 12 groups). */
+export function groupsOfFive(digits: string): string[] {
+  return digits.replace(/\D/g, '').match(/.{1,5}/g) ?? [];
+}
+
+/** `/chats/:id` against `/chats/abc` → `{ id: 'abc' }`; null when it does not match. */
+export function match(pattern: string, p: string): Record<string, string> | null {
+  const a = pattern.split('/').filter(Boolean);
+  const b = p.split('/').filter(Boolean);
+  if (a.length !== b.length) return null;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < a.length; i++) {
+    const seg = a[i]!;
+    if (seg.startsWith(':')) params[seg.slice(1)] = decodeURIComponent(b[i]!);
+    else if (seg !== b[i]) return null;
+  }
+  return params;
+}
+
+/**
+ * A direct conversation's title is "creator other" (the two usernames, creator first — the order of the
+ * log's members). Returns userId → username for the names it carries.
+ */
+export function namesFromDirectTitle(title: string, memberIds: readonly string[]): Record<string, string> {
+  const names = title.split(' ').filter((n) => USERNAME_RE.test(n));
+  const out: Record<string, string> = {};
+  if (names.length !== memberIds.length) return out;
+  memberIds.forEach((id, i) => {
+    out[id] = names[i]!;
+  });
+  return out;
+}
