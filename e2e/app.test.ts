@@ -163,6 +163,11 @@ describe('messenger in Chromium', () => {
     await expect.poll(() => statusOf(alice.page, 'hello bob, this is secret 1'), { timeout: 30_000 }).toBe('delivered');
     await screenshot(alice.page, 'conversation');
     await screenshot(bob.page, 'chat-list');
+    await bob.page.emulateMedia({ colorScheme: 'dark' });
+    await screenshot(bob.page, 'conversation-dark');
+    await bob.page.setViewportSize({ width: 390, height: 760 });
+    await screenshot(bob.page, 'conversation-mobile');
+    await bob.page.setViewportSize({ width: 1280, height: 720 });
 
     // Safety numbers: the same 60 digits on both sides.
     const snA = await safetyNumberWith(alice.page, conv, b);
@@ -245,6 +250,44 @@ describe('messenger in Chromium', () => {
       .evaluateAll((els) => els.map((e) => e.getAttribute('data-status')));
     expect(statuses).not.toContain('undecryptable');
     await tab2.close();
+  }, 240_000);
+
+  it('a browser without keys explains itself; an explicit identity reset shows the contact a blocking key-change warning', async () => {
+    const alice = await newPerson();
+    const bob = await newPerson();
+    const a = uniq('alice');
+    const b = uniq('bob');
+    await register(alice.page, a);
+    await register(bob.page, b);
+    const conv = await startChat(alice.page, b);
+    await send(alice.page, 'before the reset');
+    await openConversation(bob.page, conv);
+    await waitForText(bob.page, 'before the reset');
+
+    // Bob on a new computer: the right password, but no keys here.
+    const bobNew = await newPerson();
+    await bobNew.page.goto('/login');
+    await bobNew.page.getByLabel('Username').fill(b);
+    await bobNew.page.getByLabel('Password').fill(PASSWORD);
+    await bobNew.page.getByRole('button', { name: 'Sign in' }).click();
+    await bobNew.page.getByTestId('device-not-linked').waitFor({ timeout: 30_000 });
+    await screenshot(bobNew.page, 'device-not-linked');
+    await bobNew.page.getByRole('button', { name: 'Reset identity…' }).click();
+    const confirm = bobNew.page.getByRole('alertdialog');
+    await expect.poll(() => confirm.textContent()).toContain('cannot be undone');
+    await confirm.getByRole('button', { name: 'Reset identity' }).click();
+    await bobNew.page.waitForURL('**/chats', { timeout: 60_000 });
+
+    // Alice: the safety number changed; sending is blocked until she accepts.
+    await alice.page.goto(`/chats/${conv}`);
+    await alice.page.getByTestId('key-change').waitFor({ timeout: 30_000 });
+    expect(await alice.page.getByTestId('composer').isDisabled()).toBe(true);
+    await screenshot(alice.page, 'key-change-warning');
+    await alice.page.getByTestId('key-change').getByRole('button', { name: 'Accept' }).click();
+    await expect.poll(() => alice.page.getByTestId('composer').isEnabled(), { timeout: 30_000 }).toBe(true);
+    await send(alice.page, 'after the reset');
+    await openConversation(bobNew.page, conv);
+    await waitForText(bobNew.page, 'after the reset', 45_000);
   }, 240_000);
 
   it('a three-person group: everyone receives; a removed member stops receiving', async () => {

@@ -99,7 +99,8 @@ export function Conversation(props: { id: string }) {
   });
   createEffect(
     on(others, (us) => {
-      for (const u of us) if (!state.contacts[u]) void actions.loadContact(u).catch(() => undefined);
+      // Fresh device lists on open: an identity key change shows up here, before anything is sent.
+      for (const u of us) void actions.loadContact(u, { refresh: true }).catch(() => undefined);
     }),
   );
 

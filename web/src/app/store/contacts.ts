@@ -39,9 +39,9 @@ export function createContacts(agent: () => Agent, actions: Actions, state: Stat
         setState('names', (n) => ({ ...(names as Record<string, string>), ...n }));
       if (verified && typeof verified === 'object') setState('verified', verified as Record<string, string>);
     },
-    async loadContact(userId: string) {
+    async loadContact(userId: string, opts: { refresh?: boolean } = {}) {
       wire();
-      const c = view(await agent().engine.contact(userId));
+      const c = view(await (opts.refresh ? agent().engine.refreshContact(userId) : agent().engine.contact(userId)));
       setState('contacts', userId, c);
       return c;
     },

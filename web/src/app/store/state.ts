@@ -95,7 +95,8 @@ export interface Actions {
   send(conversationId: string, body: string): Promise<void>;
   // contacts
   loadPrefs(): Promise<void>;
-  loadContact(userId: string): Promise<ContactState>;
+  /** `refresh`: fetch the user's current device list first (detects identity key changes). */
+  loadContact(userId: string, opts?: { refresh?: boolean }): Promise<ContactState>;
   acceptKeyChange(userId: string): Promise<void>;
   setVerified(userId: string, verified: boolean): Promise<void>;
   safetyNumber(userId: string): Promise<{ digits: string; display: string; scannable: Uint8Array }>;
