@@ -223,7 +223,7 @@ describe('messenger in Chromium', () => {
     await screenshot(alice.page, 'account');
   }, 240_000);
 
-  it('two tabs of one user both send without breaking the session', async () => {
+  it('two tabs of one user both send without breaking the session; history pages in as you scroll up', async () => {
     const alice = await newPerson();
     const bob = await newPerson();
     const a = uniq('alice');
@@ -250,6 +250,20 @@ describe('messenger in Chromium', () => {
       .evaluateAll((els) => els.map((e) => e.getAttribute('data-status')));
     expect(statuses).not.toContain('undecryptable');
     await tab2.close();
+
+    // History paging: after a reload only the newest page is rendered; scrolling up loads the rest.
+    for (let i = 1; i <= 55; i++) await send(alice.page, `history ${i}`);
+    await expect.poll(() => statusOf(alice.page, 'history 55'), { timeout: 60_000 }).toMatch(/sent|delivered/);
+    await alice.page.reload();
+    await waitForText(alice.page, 'history 55');
+    const firstPage = (await bodies(alice.page)).length;
+    expect(firstPage).toBe(50);
+    expect(await bodies(alice.page)).not.toContain('tab one first');
+    await alice.page.getByTestId('message-list').evaluate((el) => {
+      el.scrollTop = 0;
+    });
+    await waitForText(alice.page, 'tab one first');
+    expect((await bodies(alice.page)).length).toBe(60);
   }, 240_000);
 
   it('a browser without keys explains itself; an explicit identity reset shows the contact a blocking key-change warning', async () => {
