@@ -7,6 +7,7 @@
  * Each person gets its own client address header: registration is rate-limited per client (5 an hour),
  * and the local dev server sees every test browser as the same address.
  */
+import * as OTPAuth from 'otpauth';
 import type { Page } from 'playwright-core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type Person, person, screenshot } from './browser.js';
@@ -304,7 +305,7 @@ describe('messenger in Chromium', () => {
     await waitForText(bobNew.page, 'after the reset', 45_000);
   }, 240_000);
 
-  it('a three-person group: everyone receives; a removed member stops receiving', async () => {
+  it('a three-person group: everyone receives; a removed member stops receiving; promote, transfer ownership, leave', async () => {
     const alice = await newPerson();
     const bob = await newPerson();
     const carol = await newPerson();
@@ -350,5 +351,62 @@ describe('messenger in Chromium', () => {
     expect(carolSees).not.toContain('only for bob now');
     expect(carolSees).not.toContain('bob agrees');
     await expect.poll(() => carol.page.getByTestId('composer').isDisabled(), { timeout: 30_000 }).toBe(true);
+
+    // Roles: only what the protocol's table allows is offered. The owner promotes Bob, hands him the
+    // group, and (now an admin) may leave.
+    await alice.page.goto(`/chats/${conv}/info`);
+    await expect.poll(() => alice.page.getByRole('button', { name: 'Leave group' }).count()).toBe(0);
+    const act = async (name: string) => {
+      await alice.page.getByRole('button', { name: `Actions for ${b}` }).click();
+      await alice.page.getByRole('menuitem', { name }).click();
+      await alice.page.getByRole('alertdialog').getByRole('button', { name }).click();
+      await expect.poll(() => alice.page.getByRole('alertdialog').count(), { timeout: 30_000 }).toBe(0);
+    };
+    await act('Make admin');
+    await expect
+      .poll(() => alice.page.getByTestId('member').filter({ hasText: b }).textContent(), { timeout: 30_000 })
+      .toContain('admin');
+    await act('Transfer ownership');
+    await expect.poll(() => alice.page.getByText('you are admin').count(), { timeout: 30_000 }).toBe(1);
+    await bob.page.goto(`/chats/${conv}/info`);
+    await expect.poll(() => bob.page.getByText('you are owner').count(), { timeout: 30_000 }).toBe(1);
+    await alice.page.getByRole('button', { name: 'Leave group' }).click();
+    await alice.page.getByRole('alertdialog').getByRole('button', { name: 'Leave' }).click();
+    await alice.page.waitForURL('**/chats', { timeout: 30_000 });
+    await expect.poll(() => bob.page.getByTestId('member').count(), { timeout: 30_000 }).toBe(1);
+  }, 240_000);
+
+  it('two-step verification: enrol with QR and recovery codes, sign out, sign in with a recovery code', async () => {
+    const alice = await newPerson();
+    const a = uniq('alice');
+    await register(alice.page, a);
+    await alice.page.goto('/account');
+    await alice.page.getByRole('tab', { name: 'Security' }).click();
+    await alice.page.getByRole('button', { name: 'Set up' }).click();
+    const secret = (await alice.page.getByTestId('totp-secret').textContent())!.trim();
+    await alice.page.getByRole('img', { name: 'Authenticator set-up QR code' }).waitFor();
+    const code = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret) }).generate();
+    await alice.page.getByLabel('6-digit code').fill(code);
+    await alice.page.getByRole('button', { name: 'Turn on' }).click();
+    const codes = alice.page.getByTestId('recovery-codes');
+    await codes.waitFor({ timeout: 30_000 });
+    const recovery = await codes.locator('li').allTextContents();
+    expect(recovery).toHaveLength(10);
+    await screenshot(alice.page, 'account-recovery-codes');
+    await alice.page.getByRole('button', { name: 'I saved them' }).click();
+
+    await alice.page.getByRole('tab', { name: 'General' }).click();
+    await alice.page.getByRole('button', { name: 'Sign out', exact: true }).click();
+    await alice.page.waitForURL('**/login', { timeout: 30_000 });
+    await alice.page.getByLabel('Username').fill(a);
+    await alice.page.getByLabel('Password').fill(PASSWORD);
+    await alice.page.getByRole('button', { name: 'Sign in' }).click();
+    await alice.page.getByLabel('6-digit code').waitFor({ timeout: 30_000 });
+    await screenshot(alice.page, 'login-totp');
+    await alice.page.getByRole('button', { name: 'Use a recovery code instead' }).click();
+    await alice.page.getByLabel('Recovery code').fill(recovery[0]!);
+    await alice.page.getByRole('button', { name: 'Verify' }).click();
+    await alice.page.waitForURL('**/chats', { timeout: 30_000 });
+    await expect.poll(() => alice.page.getByTestId('me').textContent()).toBe(a);
   }, 240_000);
 });
