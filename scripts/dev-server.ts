@@ -3,11 +3,12 @@
  * free loopback port, with its own fresh local state folder, and resolves once /api/health answers.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { QUIET_ENV, ROOT } from './local-env.js';
+import { ensureDevVars, QUIET_ENV, ROOT } from './local-env.js';
 
 export interface DevServer {
   url: string;
@@ -30,15 +31,40 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function startDevServer(
-  opts: { timeoutMs?: number; env?: Record<string, string> } = {},
-): Promise<DevServer> {
-  const port = await freePort();
-  const stateDir = mkdtempSync(join(tmpdir(), 'e2e-chat-state-'));
+export interface DevServerOptions {
+  timeoutMs?: number;
+  /** Process environment for `npm run dev` (note: the Worker does not see it once `.dev.vars` exists). */
+  env?: Record<string, string>;
+  /**
+   * Worker variables (e.g. RATE_LIMITS): written with a copy of the local secrets to a git-ignored
+   * `.dev.vars.<name>` that wrangler loads instead of `.dev.vars` for CLOUDFLARE_ENV=<name>; removed on stop.
+   */
+  vars?: Record<string, string>;
+  /** Use (and keep on stop) this state folder, so D1/DO state survives a restart; default: fresh, removed. */
+  stateDir?: string;
+  /** Listen on this port (a restart on the same address); default: a free one. */
+  port?: number;
+}
+
+export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
+  const port = opts.port ?? (await freePort());
+  const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'e2e-chat-state-'));
+  let varsFile: string | undefined;
+  const env: Record<string, string> = { ...opts.env };
+  if (opts.vars) {
+    ensureDevVars();
+    const name = `devserver${randomBytes(4).toString('hex')}`;
+    varsFile = `${ROOT}.dev.vars.${name}`;
+    const extra = Object.entries(opts.vars).map(([k, v]) => `${k}='${v}'`);
+    writeFileSync(varsFile, `${readFileSync(`${ROOT}.dev.vars`, 'utf8').trimEnd()}\n${extra.join('\n')}\n`, {
+      mode: 0o600,
+    });
+    env.CLOUDFLARE_ENV = name;
+  }
   let out = '';
   const child = spawn(process.execPath, [`${ROOT}node_modules/tsx/dist/cli.mjs`, `${ROOT}scripts/dev.ts`], {
     cwd: ROOT,
-    env: { ...QUIET_ENV, PORT: String(port), E2E_CHAT_STATE_DIR: stateDir, ...opts.env },
+    env: { ...QUIET_ENV, PORT: String(port), E2E_CHAT_STATE_DIR: stateDir, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -66,7 +92,8 @@ export async function startDevServer(
         }
       }
     }
-    rmSync(stateDir, { recursive: true, force: true });
+    if (varsFile) rmSync(varsFile, { force: true });
+    if (!opts.stateDir) rmSync(stateDir, { recursive: true, force: true });
   };
   const deadline = Date.now() + (opts.timeoutMs ?? 90_000);
   while (Date.now() < deadline) {
