@@ -518,6 +518,16 @@ export class ConversationDO extends DurableObject<Env> {
   }
 
   /**
+   * A member registered a new device (domain/devices.ts) or reset their identity: the cached device set is
+   * dropped so the next pairwise send must address the new device (device_mismatch otherwise) — without
+   * this, a message sent before the new device first connects would silently skip it.
+   */
+  async devicesChanged(userId: string): Promise<void> {
+    if (!wireId.safeParse(userId).success) return;
+    this.deviceSet = null;
+  }
+
+  /**
    * The device acknowledged up to `upTo` over HTTP (POST /api/mailbox/ack): its envelopes leave the DO
    * too, so an un-flushed copy is never written to D1 after the ack.
    */

@@ -1,7 +1,9 @@
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
+import { WIRE_VERSION } from '../schema/wire.js';
 import { fromB64u, toB64u } from '../web/src/protocol/bytes.js';
 import { type DeviceList, encodeDeviceList, signLoginChallenge } from '../web/src/protocol/identity.js';
+import { connect, fakeCiphertext, makeConversation } from './test/delivery-fixtures.js';
 import {
   api,
   auditCount,
@@ -215,5 +217,33 @@ describe('bad input on every route → 4xx with a code, no row changed', () => {
       }
     }
     expect(cells).toBeGreaterThan(50);
+  });
+
+  it('a newly registered device is addressed at once: the conversation DO drops its cached device set', async () => {
+    const alice = await makeUser('dcalice');
+    const bob = await makeUser('dcbob');
+    const ref = async (f: Fixture) => ({ userId: f.userId, deviceId: 'd0', token: await f.token() });
+    const [aliceRef, bobRef] = [await ref(alice), await ref(bob)];
+    const conv = await makeConversation([
+      { userId: alice.userId, devices: [aliceRef] },
+      { userId: bob.userId, devices: [bobRef] },
+    ]);
+    const a = await connect(conv, aliceRef);
+    const send = (id: string) =>
+      a.sendAndWait({ v: WIRE_VERSION, type: 'send', id, to: [{ u: bob.userId, d: 'd0', c: fakeCiphertext(16) }] });
+    // The DO now holds bob = {d0} in its cache.
+    expect(await send('m1')).toMatchObject({ type: 'accepted', seq: 1 });
+
+    const d1 = await newDevice(bob, 'd1');
+    bob.devices.push(d1);
+    expect((await register(bob, bobRef.token, await nextList(bob, bob.devices))).status).toBe(201);
+
+    // Without the notification the cached set would accept this and bob's new device would never get it.
+    expect(await send('m2')).toMatchObject({
+      type: 'error',
+      code: 'device_mismatch',
+      missing: [{ u: bob.userId, d: 'd1' }],
+    });
+    a.close();
   });
 });

@@ -14,6 +14,7 @@ import { eq } from 'drizzle-orm';
 import { toB64u } from '../../web/src/protocol/bytes.js';
 import { verifyLoginChallenge } from '../../web/src/protocol/identity.js';
 import { consumeChallenge, issueChallenge } from '../auth/challenges.js';
+import type { ConversationDO } from '../conversation.js';
 import type { Db } from '../db.js';
 import { schema } from '../db.js';
 import { applyDeviceList } from '../device-store.js';
@@ -88,7 +89,7 @@ export interface RegisterDeviceInput {
 }
 
 export async function registerDevice(caller: Caller, input: RegisterDeviceInput): Promise<DeviceListView> {
-  const { db, auth } = caller;
+  const { db, auth, env } = caller;
   const { identityKey, prev } = await userKeyAndList(db, auth.userId);
   const applied = await applyDeviceList(db, auth.userId, identityKey, prev, input.deviceList);
   if (applied.revoked.length > 0 || applied.added.length !== 1) {
@@ -116,6 +117,7 @@ export async function registerDevice(caller: Caller, input: RegisterDeviceInput)
     ...applied.statements,
     auditStmt(caller, 'device.registered', { newDeviceId: device.deviceId, listVersion: applied.verified.version }),
   ]);
+  await notifyConversations(env, db, auth.userId, (stub) => stub.devicesChanged(auth.userId));
   return { version: applied.verified.version, bytes: toB64u(input.deviceList) };
 }
 
@@ -137,21 +139,30 @@ export async function revokeDevice(
     ...applied.statements,
     auditStmt(caller, 'device.revoked', { revokedDeviceId: input.deviceId, listVersion: applied.verified.version }),
   ]);
-  await notifyDeviceRevoked(env, db, auth.userId, input.deviceId);
+  await notifyConversations(env, db, auth.userId, (stub) => stub.deviceRevoked(auth.userId, input.deviceId));
   return { version: applied.verified.version, bytes: toB64u(input.deviceList) };
 }
 
-/** Tells every conversation DO the user is in to close the revoked device's sockets (best effort). */
-async function notifyDeviceRevoked(env: Env, db: Db, userId: string, deviceId: string): Promise<void> {
+/**
+ * Tells every conversation DO the user is in about a device change (best effort, after the D1 commit):
+ * revocation closes the device's sockets and drops its mailbox; registration and identity resets drop the
+ * DO's cached device set so the next send must address the new device.
+ */
+export async function notifyConversations(
+  env: Env,
+  db: Db,
+  userId: string,
+  call: (stub: DurableObjectStub<ConversationDO>) => Promise<unknown>,
+): Promise<void> {
   const convs = await db
     .select({ id: schema.members.conversationId })
     .from(schema.members)
     .where(eq(schema.members.userId, userId))
     .all();
   const results = await Promise.allSettled(
-    convs.map((c) => env.CONVERSATION.get(env.CONVERSATION.idFromName(c.id)).deviceRevoked(userId, deviceId)),
+    convs.map((c) => call(env.CONVERSATION.get(env.CONVERSATION.idFromName(c.id)))),
   );
   const failed = results.filter((r) => r.status === 'rejected').length;
-  // The change is committed; a DO that missed the call refuses the device at its next auth check anyway.
-  if (failed > 0) log('warn', 'device_revoked_notify_failed', { failed });
+  // The change is committed; a DO that missed the call re-checks devices against D1 on its next refresh.
+  if (failed > 0) log('warn', 'device_change_notify_failed', { failed });
 }

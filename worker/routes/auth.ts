@@ -46,6 +46,7 @@ import {
 import { clientKey } from '../context.js';
 import { type Db, makeDb, schema } from '../db.js';
 import { applyDeviceList, type Statement } from '../device-store.js';
+import { notifyConversations } from '../domain/devices.js';
 import type { AppBindings, Env } from '../env.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit, resetRateLimit } from '../limiter.js';
@@ -816,6 +817,12 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
       now,
     ),
   ]);
+  // Conversations drop the old devices' sockets and mailboxes and must address the new device from now on.
+  const revoked = applied.revoked.filter((d) => d !== body.deviceId);
+  await notifyConversations(c.env, db, user.id, async (stub) => {
+    for (const d of revoked) await stub.deviceRevoked(user.id, d);
+    await stub.devicesChanged(user.id);
+  });
   await resetRateLimit(c.env, 'login', account);
   return c.json(await tokens(c, { userId: user.id, deviceId: body.deviceId, ...session }));
 });
