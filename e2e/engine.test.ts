@@ -273,15 +273,14 @@ describe('client engine against the real server (Node)', () => {
     expect(login).toMatchObject({ status: 'signed_in', userId: bob.userId, deviceId: id2.deviceId });
     expect((await bob.account.devices()).filter((d) => !d.revoked).length).toBe(2);
 
-    // The new device comes online. (Its first connection is also what makes the ConversationDO reload its
-    // cached device set: registering a device does not notify the DOs today — see the report.)
-    await bob2.engine.connect([direct]);
-    await online(bob2, direct);
-
+    // Alice sends while the new device has never connected: registration itself told the ConversationDO,
+    // so the send is refused with device_mismatch, re-addressed, and the new device gets it when it connects.
     expect((await alice.engine.contact(bob.userId)).deviceIds).toEqual([bob.deviceId]);
     const m = await alice.engine.sendText(direct, 'to both devices');
     await until(async () => (await status(alice, direct, m.clientId)) !== 'sending', 'accepted after mismatch', 30_000);
     expect([...(await alice.engine.contact(bob.userId)).deviceIds].sort()).toEqual([bob.deviceId, id2.deviceId].sort());
+    await bob2.engine.connect([direct]);
+    await online(bob2, direct);
     await receives(bob, direct, 'to both devices');
     await receives(bob2, direct, 'to both devices');
     // Adding a device under the same identity key is not a key change.
