@@ -8,6 +8,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { QUIET_ENV, ROOT } from './local-env.js';
+import { stripLocalSecrets } from './strip-local-secrets.js';
 
 const OUT = join(ROOT, 'dist', 'deploy-check');
 
@@ -17,6 +18,7 @@ function run(args: string[]) {
 }
 
 run([join(ROOT, 'node_modules/vite/bin/vite.js'), 'build']);
+stripLocalSecrets();
 // vite build writes the deployable config next to the built Worker; point wrangler at it explicitly.
 run([
   join(ROOT, 'node_modules/wrangler/bin/wrangler.js'),
