@@ -51,6 +51,17 @@ describe('GraphQL over HTTP', () => {
     );
   });
 
+  it('a variable the schema cannot coerce (unknown enum value) is 400 BAD_USER_INPUT, not a masked internal error', async () => {
+    const bob = await makeUser('gqlenum');
+    const { status, body } = await gql(
+      await bob.token(),
+      'mutation($k: ConversationKind!, $e: [String!]!) { createConversation(kind: $k, entries: $e) { id } }',
+      { k: 'not_a_kind', e: ['AA'] },
+    );
+    expect(status).toBe(400);
+    expect(body.errors?.map((e) => e.extensions.code)).toEqual(['BAD_USER_INPUT']);
+  });
+
   it('GET runs queries from query parameters; a mutation over GET is 405', async () => {
     const bob = await makeUser('gqlget');
     const token = await bob.token();

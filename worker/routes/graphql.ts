@@ -348,7 +348,9 @@ function formatError(err: GraphQLError): GraphQLFormattedError {
       },
     };
   }
-  if (original) {
+  // graphql-js wraps its own coercion failures (e.g. an enum variable with an unknown value) around a
+  // GraphQLError: those are bad input, not resolver failures.
+  if (original && !(original instanceof GraphQLErrorClass)) {
     log('error', 'graphql_resolver_error', { type: original.name ?? 'unknown' });
     return { message: 'internal error', path: err.path, extensions: { code: 'INTERNAL_SERVER_ERROR' } };
   }
