@@ -12,6 +12,11 @@
  * - Our own chain has one writer across tabs (lock `senderkey:<conv>`) and is persisted before the
  *   ciphertext is returned (no iteration is used twice).
  * - Distributions are accepted only from devices of verified members, for the conversation they name.
+ * - A member removed (remove / leave) loses their sender keys with us: every stored `skr/<conv>/<user>/*`
+ *   is deleted, so nothing they send with an old chain decrypts (the inbox also rejects any envelope from
+ *   a non-member or an unlisted device before decrypting — `verifiedSender`).
+ * - Receiving is all-or-nothing: `decrypt` and `withDistribution` hand the caller a `commit(tx)` to run
+ *   in the same transaction that stores the message and advances the cursor, under the receive lock.
  *
  * Does NOT: send frames (outbox.ts), or fetch anything but the log and device lists.
  * @module
@@ -27,6 +32,7 @@ import {
   encodeMembershipEntry,
   encodeSenderKeyDistribution,
   fromB64u,
+  is,
   type MembershipEntry,
   type MembershipState,
   nextEntry,
@@ -45,7 +51,7 @@ import { encodeRecord } from './codec.js';
 import { type EngineContext, EngineError } from './context.js';
 import type { Directory } from './directory.js';
 import type { Keystore } from './keystore.js';
-import { readJson, writeJson } from './storage.js';
+import { readJson, type StoreTx, writeJson } from './storage.js';
 import type { ConversationKind } from './transport.js';
 
 interface LogRecord {
@@ -64,6 +70,7 @@ const K = {
   rotate: (c: string) => `conv/${c}/rotate`,
   own: (c: string) => `sk/${c}/own`,
   recv: (c: string, u: string, d: string) => `skr/${c}/${u}/${d}`,
+  recvDir: (c: string, u: string) => `skr/${c}/${u}/`,
 };
 
 export interface Recipient {
@@ -177,11 +184,13 @@ export class Groups {
       added.push(b);
     }
     if (!added.length) return;
+    const removed = [...before].filter((u) => !state.members.has(u));
     await this.ctx.store.transaction(async (tx) => {
       writeJson(tx, K.log(conversationId), { kind: rec.kind, entries: [...rec.entries, ...added] });
-      if ([...before].some((u) => !state.members.has(u))) writeJson(tx, K.rotate(conversationId), true);
+      if (removed.length) writeJson(tx, K.rotate(conversationId), true);
     });
     this.states.set(conversationId, { seq: state.seq, state });
+    for (const u of removed) await this.forgetSenderKeys(conversationId, u);
     this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
   }
 
@@ -200,6 +209,39 @@ export class Groups {
 
   async isVerifiedMember(conversationId: string, userId: string): Promise<boolean> {
     return (await this.membership(conversationId)).members.has(userId);
+  }
+
+  /**
+   * Whether content from (u, d) may be accepted in this conversation: u is a member per the verified log
+   * and d is in u's verified device list. On a miss the log (from the server, verified entry by entry)
+   * and the device list are refreshed once first — a member added just before they wrote is accepted;
+   * nothing the server alone asserts is.
+   */
+  async verifiedSender(conversationId: string, u: string, d: string): Promise<'ok' | 'not_member' | 'unknown_device'> {
+    if (!(await this.isVerifiedMember(conversationId, u))) {
+      await this.sync(conversationId).catch(() => undefined);
+      if (!(await this.isVerifiedMember(conversationId, u))) return 'not_member';
+    }
+    if (!(await this.directory.device(u, d))) {
+      await this.directory.refresh(u).catch(() => undefined);
+      if (!(await this.directory.device(u, d))) return 'unknown_device';
+    }
+    return 'ok';
+  }
+
+  /** Fetches and applies (verified) any membership entries newer than the local log. */
+  private async sync(conversationId: string): Promise<void> {
+    const state = await this.membership(conversationId);
+    const more = await this.ctx.api.fetchMembershipLog(conversationId, state.seq);
+    if (more.length) await this.applyNew(conversationId, more);
+  }
+
+  /** A removed member's chains are deleted (under each chain's receive lock). */
+  private async forgetSenderKeys(conversationId: string, u: string): Promise<void> {
+    for (const e of await this.ctx.store.list(K.recvDir(conversationId, u))) {
+      const d = e.key.slice(K.recvDir(conversationId, u).length);
+      await this.ctx.locks.request(`senderkey-recv:${conversationId}:${u}:${d}`, () => this.ctx.store.delete(e.key));
+    }
   }
 
   /**
@@ -248,27 +290,53 @@ export class Groups {
     });
   }
 
-  /** Accepts a distribution from (u, d) only if u is a verified member and d is in u's verified list. */
-  async processDistribution(conversationId: string, u: string, d: string, bytes: Uint8Array): Promise<boolean> {
-    if (!(await this.isVerifiedMember(conversationId, u))) return false;
-    if (!(await this.directory.device(u, d))) return false;
-    const dist = decodeSenderKeyDistribution(bytes);
-    await this.ctx.locks.request(`senderkey-recv:${conversationId}:${u}:${d}`, async () => {
+  /**
+   * A sender-key distribution from (u, d), accepted only if u is a verified member and d is in u's
+   * verified list. Under the receive lock, `then` gets `apply(tx)` to run in the caller's transaction (the
+   * one that commits the pairwise session and advances the cursor), or null and the reason it was refused
+   * (`not_member`, `malformed_payload`, or the protocol's code) — the caller records that in the same
+   * transaction instead.
+   */
+  async withDistribution<T>(
+    conversationId: string,
+    u: string,
+    d: string,
+    bytes: Uint8Array,
+    then: (apply: ((tx: StoreTx) => void) | null, refused?: string) => Promise<T>,
+  ): Promise<T> {
+    if ((await this.verifiedSender(conversationId, u, d)) !== 'ok') return then(null, 'not_member');
+    return this.ctx.locks.request(`senderkey-recv:${conversationId}:${u}:${d}`, async () => {
       const raw = await this.ctx.store.get(K.recv(conversationId, u, d));
-      const rec = raw ? deserializeSenderKeyRecord(raw) : emptySenderKeyRecord();
-      const next = processSenderKeyDistribution(rec, dist, conversationId);
-      await this.ctx.store.put(K.recv(conversationId, u, d), serializeSenderKeyRecord(next));
+      let next: Uint8Array;
+      try {
+        const rec = raw ? deserializeSenderKeyRecord(raw) : emptySenderKeyRecord();
+        next = serializeSenderKeyRecord(
+          processSenderKeyDistribution(rec, decodeSenderKeyDistribution(bytes), conversationId),
+        );
+      } catch (e) {
+        return then(null, is(e) ? e.code : 'malformed_payload');
+      }
+      return then((tx) => tx.put(K.recv(conversationId, u, d), next));
     });
-    return true;
   }
 
-  decrypt(conversationId: string, u: string, d: string, message: Uint8Array): Promise<Uint8Array> {
+  /**
+   * Decrypts a group message from (u, d) with its stored chain and hands the plaintext to `then` under the
+   * receive lock; `commit(tx)` (the advanced chain) must run in the transaction that stores the message.
+   */
+  decrypt<T>(
+    conversationId: string,
+    u: string,
+    d: string,
+    message: Uint8Array,
+    then: (r: { plaintext: Uint8Array; commit: (tx: StoreTx) => Promise<void> }) => Promise<T>,
+  ): Promise<T> {
     return this.ctx.locks.request(`senderkey-recv:${conversationId}:${u}:${d}`, async () => {
       const raw = await this.ctx.store.get(K.recv(conversationId, u, d));
       const rec = raw ? deserializeSenderKeyRecord(raw) : emptySenderKeyRecord();
       const r = await senderDecrypt(this.ctx.curves, rec, message);
-      await this.ctx.store.put(K.recv(conversationId, u, d), serializeSenderKeyRecord(r.record));
-      return r.plaintext;
+      const next = serializeSenderKeyRecord(r.record);
+      return then({ plaintext: r.plaintext, commit: async (tx) => tx.put(K.recv(conversationId, u, d), next) });
     });
   }
 

@@ -2,17 +2,31 @@
  * The receive path, for envelopes from the realtime socket and from the mailbox alike, processed strictly
  * in seq order per conversation:
  *
- * - dedupe: an envelope at or below the conversation's processed cursor is skipped; the protocol's
- *   `duplicate` (a message key already used) is dropped quietly;
- * - decrypt (pairwise session or the sender's sender key), check the payload names THIS conversation, then
- *   store the message and advance the cursor in ONE transaction — acknowledgement (the returned cursor)
- *   happens only after that commit;
+ * - dedupe: an envelope at or below the conversation's processed cursor is skipped. The protocol's
+ *   `duplicate` (a message key already used) is skipped only when the envelope is already accounted for
+ *   locally (cursor past it, or a message stored at its seq — e.g. another tab processed it); otherwise it
+ *   is stored as `undecryptable` with error `duplicate` (visible, never silently dropped);
+ * - sender check BEFORE decrypting: the sender must be a member per the verified membership log and the
+ *   sending device must be in the sender's verified device list (`Groups.verifiedSender`, which refreshes
+ *   both once on a miss). An envelope from anyone else — e.g. a removed member still holding a sender key,
+ *   delivered by a stale or malicious server — is NOT decrypted and is stored as a failed message (status
+ *   `undecryptable`, body null, error `not_member` / `unknown_device`): visible, never shown as content.
+ *   A removed member's sender keys are deleted when the removal is applied (groups.ts);
+ * - decryption is all-or-nothing: the advanced session / sender-key state is committed (still under the
+ *   session lock) in the SAME transaction that stores the message (or applies the receipt or the
+ *   sender-key distribution) and advances the cursor; acknowledgement (the returned cursor) happens only
+ *   after that commit. A crash anywhere before it leaves the old state, and the redelivered envelope
+ *   decrypts again. A payload that does not parse, names another conversation, or carries a malformed
+ *   distribution is stored as a failed message in that same transaction;
  * - a message that fails to decrypt is stored as `undecryptable` with its error code (never silently
  *   dropped) and its raw envelope kept for a later retry; the session is repaired where the protocol
  *   allows: a failed pairwise message marks the session so our next send starts a new one (a prekey
  *   message re-establishes it on both sides), an untrusted identity refreshes the sender's device list
  *   (surfacing a key change), a group message without a sender key is retried when a distribution arrives;
  * - delivery receipts: one end-to-end encrypted receipt per batch, listing the client ids received.
+ *
+ * Known limit: membership is checked against the log as it stands when the envelope is processed, so a
+ * message a member sent just before being removed, processed after the removal, is stored as `not_member`.
  *
  * Does NOT: talk to the socket or the mailbox (the engine does and acks with the returned cursor), or send
  * (it queues receipts in the outbox).
@@ -24,7 +38,7 @@ import type { EngineContext, MessageView } from './context.js';
 import type { Directory } from './directory.js';
 import type { Groups } from './groups.js';
 import type { Keystore } from './keystore.js';
-import { decodePayload, encodePayload, type Messages, type Payload } from './messages.js';
+import { decodePayload, encodePayload, type Messages } from './messages.js';
 import type { Outbox } from './outbox.js';
 import type { Sessions } from './sessions.js';
 import { mutex, type StoreTx } from './storage.js';
@@ -34,6 +48,14 @@ const K = {
   undecryptable: (c: string, seq: number) => `undec/${c}/${seq.toString().padStart(16, '0')}`,
   undecDir: (c: string) => `undec/${c}/`,
 };
+
+/** What one decrypted envelope committed, for the events and follow-ups after the transaction. */
+interface Outcome {
+  readonly added: readonly MessageView[];
+  readonly updated: readonly MessageView[];
+  readonly receipt: string | null;
+  readonly distributionApplied: boolean;
+}
 
 interface HeldEnvelope {
   readonly conversationId: string;
@@ -88,39 +110,73 @@ export class Inbox {
   private async one(conversationId: string, env: Envelope, retry = false): Promise<string | null> {
     const { u, d } = env.from;
     const bytes = fromB64u(env.c);
-    let payload: Payload | null = null;
-    let error: string | null = null;
     if (bytes.length === 1 && bytes[0] === 0) {
       // WITHHELD: the sender did not encrypt to this device. Nothing to show, nothing lost.
       if (!retry) await this.advance(conversationId, env.seq);
       return null;
     }
-    try {
-      const plaintext =
-        env.mode === 'group'
-          ? await this.groups.decrypt(conversationId, u, d, bytes)
-          : (await this.sessions.decrypt(u, d, bytes)).plaintext;
-      payload = decodePayload(plaintext);
-      if (!payload || payload.conv !== conversationId) error = 'wrong_conversation';
-    } catch (e) {
-      if (is(e, 'duplicate')) {
-        if (!retry) await this.advance(conversationId, env.seq);
-        return null;
-      }
-      error = is(e) ? e.code : 'decryption_failed';
-      if (env.mode === 'pairwise' && error === 'decryption_failed') await this.sessions.markForRepair(u, d);
-      if (error === 'untrusted_identity') await this.directory.refresh(u).catch(() => undefined);
-    }
-    if (error || !payload) {
-      await this.storeUndecryptable(conversationId, env, error ?? 'decryption_failed', retry);
+    const sender = await this.groups.verifiedSender(conversationId, u, d);
+    if (sender !== 'ok') {
+      await this.storeFailed(conversationId, env, sender, retry);
       return null;
     }
-    return this.handle(conversationId, env, payload, retry);
+    let decrypted = false;
+    let outcome: Outcome;
+    try {
+      const then = (r: { plaintext: Uint8Array; commit: (tx: StoreTx) => Promise<void> }) => {
+        decrypted = true;
+        return this.accept(conversationId, env, r.plaintext, r.commit, retry);
+      };
+      outcome =
+        env.mode === 'group'
+          ? await this.groups.decrypt(conversationId, u, d, bytes, then)
+          : await this.sessions.decrypt(u, d, bytes, then);
+    } catch (e) {
+      if (decrypted) throw e; // storing failed (e.g. a crash): nothing committed, the envelope is not acked
+      if (is(e, 'duplicate')) {
+        if (retry) return null;
+        const done =
+          (await this.messages.cursor(conversationId)) >= env.seq ||
+          (await this.messages.get(conversationId, env.seq)) !== undefined;
+        if (!done) await this.storeFailed(conversationId, env, 'duplicate', false);
+        return null;
+      }
+      const error = is(e) ? e.code : 'decryption_failed';
+      if (env.mode === 'pairwise' && error === 'decryption_failed') await this.sessions.markForRepair(u, d);
+      if (error === 'untrusted_identity') await this.directory.refresh(u).catch(() => undefined);
+      await this.storeUndecryptable(conversationId, env, error, retry);
+      return null;
+    }
+    for (const m of outcome.added) this.ctx.emit({ type: retry ? 'message_updated' : 'message_added', message: m });
+    for (const m of outcome.updated) this.ctx.emit({ type: 'message_updated', message: m });
+    if (outcome.distributionApplied)
+      await this.retryUndecryptable(conversationId, (h) => h.from.u === u && h.from.d === d);
+    return outcome.receipt;
   }
 
-  private async handle(conversationId: string, env: Envelope, p: Payload, retry: boolean): Promise<string | null> {
+  /**
+   * Runs under the session / sender-key lock right after decryption: ONE transaction commits the advanced
+   * state (`commit`), what the payload carries, and the cursor. Events are emitted by the caller.
+   */
+  private async accept(
+    conversationId: string,
+    env: Envelope,
+    plaintext: Uint8Array,
+    commit: (tx: StoreTx) => Promise<void>,
+    retry: boolean,
+  ): Promise<Outcome> {
     const { u, d } = env.from;
     const own = await this.keys.identity();
+    const p = decodePayload(plaintext);
+    const bad = !p ? 'malformed_payload' : p.conv !== conversationId ? 'wrong_conversation' : null;
+    if (!p || bad) {
+      const m = this.failedView(conversationId, env, bad ?? 'malformed_payload', own.userId);
+      await this.ctx.store.transaction(async (tx) => {
+        await commit(tx);
+        this.putFailedInTx(tx, m, env, retry);
+      });
+      return { added: [m], updated: [], receipt: null, distributionApplied: false };
+    }
     if (p.t === 'text') {
       const m: MessageView = {
         conversationId,
@@ -134,19 +190,65 @@ export class Inbox {
         receivedAt: this.ctx.now(),
       };
       await this.ctx.store.transaction(async (tx) => {
+        await commit(tx);
         if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
         this.messages.putInTx(tx, m);
         if (!retry) this.advanceInTx(tx, conversationId, env.seq);
       });
-      this.ctx.emit({ type: retry ? 'message_updated' : 'message_added', message: m });
-      return u === own.userId ? null : env.id;
+      return { added: [m], updated: [], receipt: u === own.userId ? null : env.id, distributionApplied: false };
     }
-    if (p.t === 'skd') await this.groups.processDistribution(conversationId, u, d, p.d);
-    if (p.t === 'receipt' && (await this.groups.isVerifiedMember(conversationId, u)))
-      await this.outbox.markDelivered(conversationId, p.ids);
-    if (!retry) await this.advance(conversationId, env.seq);
-    if (p.t === 'skd') await this.retryUndecryptable(conversationId, (h) => h.from.u === u && h.from.d === d);
-    return null;
+    if (p.t === 'skd') {
+      return this.groups.withDistribution(conversationId, u, d, p.d, async (apply, refused) => {
+        const m = apply ? null : this.failedView(conversationId, env, refused ?? 'malformed_payload', own.userId);
+        await this.ctx.store.transaction(async (tx) => {
+          await commit(tx);
+          if (apply) {
+            apply(tx);
+            if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+          } else this.putFailedInTx(tx, m!, env, retry);
+        });
+        return { added: m ? [m] : [], updated: [], receipt: null, distributionApplied: !!apply };
+      });
+    }
+    // A receipt (the sender is a verified member: checked before decrypting).
+    const ids = p.t === 'receipt' ? p.ids : [];
+    const updated = await this.ctx.store.transaction(async (tx) => {
+      await commit(tx);
+      const out = await this.outbox.markDeliveredInTx(tx, conversationId, ids);
+      if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+      return out;
+    });
+    return { added: [], updated, receipt: null, distributionApplied: false };
+  }
+
+  private failedView(conversationId: string, env: Envelope, error: string, ownUserId: string): MessageView {
+    return {
+      conversationId,
+      seq: env.seq,
+      clientId: env.id,
+      from: { userId: env.from.u, deviceId: env.from.d },
+      outgoing: env.from.u === ownUserId,
+      body: null,
+      status: 'undecryptable',
+      sentAt: env.ts,
+      receivedAt: this.ctx.now(),
+      error,
+    };
+  }
+
+  /** A failed message with nothing to retry (no raw envelope kept); on a retry it replaces the held one. */
+  private putFailedInTx(tx: StoreTx, m: MessageView, env: Envelope, retry: boolean): void {
+    this.messages.putInTx(tx, m);
+    if (retry) tx.delete(K.undecryptable(m.conversationId, env.seq));
+    else this.advanceInTx(tx, m.conversationId, env.seq);
+  }
+
+  /** Stores a failed message without decrypting (rejected sender, unaccounted duplicate). */
+  private async storeFailed(conversationId: string, env: Envelope, error: string, retry: boolean): Promise<void> {
+    if (retry) return; // a held envelope stays as it was
+    const m = this.failedView(conversationId, env, error, (await this.keys.identity()).userId);
+    await this.ctx.store.transaction(async (tx) => this.putFailedInTx(tx, m, env, false));
+    this.ctx.emit({ type: 'message_added', message: m });
   }
 
   private advanceInTx(tx: StoreTx, c: string, seq: number) {

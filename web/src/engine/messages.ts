@@ -90,14 +90,21 @@ export class Messages {
   }
 
   async update(conversationId: string, key: { seq: number | null; clientId: string }, patch: Partial<MessageView>) {
-    return this.store.transaction(async (tx) => {
-      const k = key.seq === null ? K.pending(conversationId, key.clientId) : K.msg(conversationId, key.seq);
-      const m = await readJson<MessageView>(tx, k);
-      if (!m) return null;
-      const next = { ...m, ...patch };
-      writeJson(tx, k, next);
-      return next;
-    });
+    return this.store.transaction(async (tx) => this.updateInTx(tx, conversationId, key, patch));
+  }
+
+  async updateInTx(
+    tx: StoreTx,
+    conversationId: string,
+    key: { seq: number | null; clientId: string },
+    patch: Partial<MessageView>,
+  ): Promise<MessageView | null> {
+    const k = key.seq === null ? K.pending(conversationId, key.clientId) : K.msg(conversationId, key.seq);
+    const m = await readJson<MessageView>(tx, k);
+    if (!m) return null;
+    const next = { ...m, ...patch };
+    writeJson(tx, k, next);
+    return next;
   }
 
   async get(conversationId: string, seq: number): Promise<MessageView | undefined> {

@@ -20,7 +20,7 @@ import type { Directory } from './directory.js';
 import type { Groups } from './groups.js';
 import { type Messages, WITHHELD } from './messages.js';
 import type { Sessions } from './sessions.js';
-import { listJson, mutex, putJson, readJson } from './storage.js';
+import { listJson, mutex, putJson, readJson, type StoreTx, writeJson } from './storage.js';
 import type { ClientFrame } from './transport.js';
 
 export interface OutboxItem {
@@ -224,16 +224,27 @@ export class Outbox {
     if (m) this.ctx.emit({ type: 'message_updated', message: m });
   }
 
-  /** An end-to-end receipt from a member: our messages with these client ids are delivered. */
-  async markDelivered(conversationId: string, ids: readonly string[]): Promise<void> {
+  /**
+   * An end-to-end receipt from a member: our messages with these client ids are delivered. Runs in the
+   * caller's transaction (the inbox's, which also advances the cursor); returns the updated messages for
+   * the caller to emit after the commit.
+   */
+  async markDeliveredInTx(tx: StoreTx, conversationId: string, ids: readonly string[]): Promise<MessageView[]> {
+    const out: MessageView[] = [];
     for (const id of ids) {
-      const e = await readJson<OutboxEntry>(this.ctx.store, key(id));
+      const e = await readJson<OutboxEntry>(tx, key(id));
       if (!e || e.conversationId !== conversationId || !e.visible) continue;
-      if (e.state === 'sent') await this.ctx.store.delete(key(id));
-      else if (e.state === 'sending') await putJson(this.ctx.store, key(id), { ...e, state: 'delivered' });
-      const m = await this.messages.update(conversationId, { seq: e.seq, clientId: id }, { status: 'delivered' });
-      if (m) this.ctx.emit({ type: 'message_updated', message: m as MessageView });
+      if (e.state === 'sent') tx.delete(key(id));
+      else if (e.state === 'sending') writeJson(tx, key(id), { ...e, state: 'delivered' });
+      const m = await this.messages.updateInTx(
+        tx,
+        conversationId,
+        { seq: e.seq, clientId: id },
+        { status: 'delivered' },
+      );
+      if (m) out.push(m);
     }
+    return out;
   }
 }
 

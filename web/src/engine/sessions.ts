@@ -11,7 +11,8 @@
  * against the trusted identity key and the verified device list) before any key agreement.
  *
  * Receiving: decrypt under the same lock; the record and the deletion of a consumed one-time prekey's
- * private half (EC and ML-KEM, PITFALLS 6) commit together.
+ * private half (EC and ML-KEM, PITFALLS 6) commit together, inside the caller's transaction that also
+ * stores the message and advances the cursor (all-or-nothing: see `decrypt`).
  *
  * Does NOT: decide which devices to encrypt to (directory.ts / outbox.ts), keep records in memory between
  * calls (every operation reloads under the lock — another tab may have advanced the session), or send.
@@ -37,7 +38,7 @@ import {
 import type { EngineContext } from './context.js';
 import type { Directory } from './directory.js';
 import type { Keystore } from './keystore.js';
-import { readJson, writeJson } from './storage.js';
+import { readJson, type StoreTx, writeJson } from './storage.js';
 
 const K = {
   record: (u: string, d: string) => `sess/${u}/${d}`,
@@ -155,8 +156,20 @@ export class Sessions {
     });
   }
 
-  /** Decrypts a pairwise message from (u, d). Throws the protocol's public errors. */
-  decrypt(u: string, d: string, message: Uint8Array): Promise<{ plaintext: Uint8Array; newSession: boolean }> {
+  /**
+   * Decrypts a pairwise message from (u, d) and hands the plaintext to `then` while STILL holding the
+   * session lock. Nothing is persisted here: `then` must call `commit(tx)` inside the one Store
+   * transaction that also stores what the message carried and advances the cursor, so the advanced
+   * session (and the consumed one-time prekeys) is durable exactly when the message is — a crash before
+   * that commit leaves the old record, and the redelivered envelope decrypts again. Throws the protocol's
+   * public errors (nothing is committed then).
+   */
+  decrypt<T>(
+    u: string,
+    d: string,
+    message: Uint8Array,
+    then: (r: { plaintext: Uint8Array; newSession: boolean; commit: (tx: StoreTx) => Promise<void> }) => Promise<T>,
+  ): Promise<T> {
     return this.ctx.locks.request(this.lockName(u, d), async () => {
       const { record } = await this.load(u, d);
       let kemPrekeyId: number | null = null;
@@ -185,11 +198,11 @@ export class Sessions {
         },
         this.ctx.now(),
       );
-      await this.ctx.store.transaction(async (tx) => {
+      const commit = async (tx: StoreTx) => {
         tx.put(K.record(u, d), serializeSessionRecord(r.record));
         if (r.newSession) await this.keys.consumeInTx(tx, { oneTimePrekeyId: r.consumedOneTimePrekeyId, kemPrekeyId });
-      });
-      return { plaintext: r.plaintext, newSession: r.newSession };
+      };
+      return then({ plaintext: r.plaintext, newSession: r.newSession, commit });
     });
   }
 
