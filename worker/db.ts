@@ -2,7 +2,10 @@
 import { drizzle } from 'drizzle-orm/d1';
 import * as schema from '../schema/tables.js';
 import type { Env } from './env.js';
+import { withFaults } from './faults.js';
 
 export type Db = ReturnType<typeof makeDb>;
-export const makeDb = (env: Pick<Env, 'DB'>) => drizzle(env.DB, { schema });
+/** E2E_CHAT_FAULTS (development only, see faults.ts) can make a fraction of writes fail for fault tests. */
+export const makeDb = (env: Pick<Env, 'DB'> & Partial<Pick<Env, 'APP_ENV' | 'E2E_CHAT_FAULTS'>>) =>
+  drizzle(withFaults(env.DB, env), { schema });
 export { schema };

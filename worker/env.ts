@@ -18,6 +18,8 @@ export interface Env {
   RATE_LIMITS: string;
   /** JSON overrides for delivery settings (see worker/delivery/config.ts); empty for defaults. */
   DELIVERY_LIMITS?: string;
+  /** Development only: fault injection for the reliability suites (worker/faults.ts); ignored elsewhere. */
+  E2E_CHAT_FAULTS?: string;
   /** Secret: access-token HMAC keys as `kid:base64url` pairs separated by commas, newest (signing) first. */
   JWT_SIGNING_KEYS: string;
   /** Secret: base64url AES-256 key that encrypts TOTP secrets at rest. */
