@@ -1,9 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { deserializeOwnSenderKey, senderEncrypt, toB64u } from './_protocol.js';
 import { decodeRecord } from './codec.js';
-import { encodePayload } from './messages.js';
+import type { EngineContext } from './context.js';
+import { Directory } from './directory.js';
+import { Keystore } from './keystore.js';
+import { encodePayload, type Payload } from './messages.js';
+import { Sessions } from './sessions.js';
 import { memoryStore, type Store, type StoreTx } from './storage.js';
-import { engineOn, makeWorld, newClient, texts, until, type World } from './testing/harness.js';
+import { type Client, cryptoRng, engineOn, makeWorld, newClient, texts, until, type World } from './testing/harness.js';
 
 /** A Store that "loses power" once, on the next transaction that writes a message (`msg/...`). */
 function crashOnMessageWrite(inner: Store): { store: Store; arm: () => void; crashes: () => number } {
@@ -38,6 +42,27 @@ function crashOnMessageWrite(inner: Store): { store: Store; arm: () => void; cra
 /** A raw socket of (u, d) into `conv` (the server sequences whatever it sends). */
 async function rawSocket(w: World, u: string, d: string, conv: string) {
   return w.server.sockets(u, d)(conv, { onMessage: () => {}, onClose: () => {} });
+}
+
+/** Sends an arbitrary payload from `from` to every device of `to` over a pairwise session (a raw frame). */
+async function sendRawPairwise(w: World, from: Client, to: string, conv: string, id: string, p: Payload) {
+  const ctx: EngineContext = {
+    store: from.store,
+    api: w.server.api(from.userId, from.deviceId),
+    curves: w.curves,
+    rng: cryptoRng,
+    now: Date.now,
+    locks: from.locks,
+    emit: () => {},
+  };
+  const keys = new Keystore(ctx, { batch: 4, watermark: 2 });
+  const directory = new Directory(ctx, keys);
+  const sessions = new Sessions(ctx, keys, directory);
+  const items = await sessions.encryptFor(to, await directory.devices(to), encodePayload(p));
+  const sock = await rawSocket(w, from.userId, from.deviceId, conv);
+  const toItems = items.map((i) => ({ u: to, d: i.deviceId, c: toB64u(i.ciphertext) }));
+  sock.send(JSON.stringify({ v: 1, type: 'send', id, to: toItems }));
+  return sock;
 }
 
 describe('receive path: decryption and storage are all-or-nothing', () => {
@@ -80,6 +105,32 @@ describe('receive path: decryption and storage are all-or-nothing', () => {
     const got = await reloaded.messages(conv);
     expect(got.map((m) => [m.body, m.status])).toEqual([['group survives', 'received']]);
     expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    alice.engine.close();
+  });
+
+  it('a malformed sender-key distribution is stored as a failed message with the session state; later messages decrypt', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await alice.engine.connect();
+    await alice.engine.sendText(conv, 'first');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'first queued');
+    await bob.engine.syncMailbox();
+    const skd: Payload = { t: 'skd', conv, d: new Uint8Array([1, 2, 3]) };
+    const sock = await sendRawPairwise(w, alice, 'bob', conv, 'bad-skd', skd);
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'bad distribution queued');
+    await bob.engine.syncMailbox(); // does not throw, acknowledges
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    const bad = (await bob.engine.messages(conv)).find((m) => m.clientId === 'bad-skd')!;
+    expect(bad).toMatchObject({ body: null, status: 'undecryptable' });
+    expect(bad.error).toBeTruthy();
+    await alice.engine.sendText(conv, 'second');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'second queued');
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(['first', 'second']);
+    expect((await bob.engine.messages(conv)).filter((m) => m.error === 'duplicate')).toEqual([]);
+    sock.close();
     alice.engine.close();
   });
 
