@@ -156,8 +156,21 @@ describe('messenger in Chromium', () => {
     await send(alice.page, 'hello bob, this is secret 1');
     await waitForText(alice.page, 'hello bob, this is secret 1');
 
+    // The new conversation appears in Bob's list with an unread count and a preview.
+    await expect.poll(() => bob.page.getByTestId('unread').first().textContent(), { timeout: 30_000 }).toContain('1');
+    await expect
+      .poll(async () => {
+        const errors = await bob.page
+          .getByTestId('undecryptable')
+          .evaluateAll((els) => els.map((e) => e.dataset.error));
+        return errors.length
+          ? `undecryptable: ${errors.join(', ')}`
+          : bob.page.getByTestId('preview').first().textContent();
+      })
+      .toContain('hello bob');
     await openConversation(bob.page, conv);
     await waitForText(bob.page, 'hello bob, this is secret 1');
+    await expect.poll(() => bob.page.getByTestId('unread').count()).toBe(0);
     await expect.poll(() => bob.page.getByTestId('conversation-title').textContent()).toBe(a);
     await send(bob.page, 'hi alice, secret 2');
     await waitForText(alice.page, 'hi alice, secret 2');

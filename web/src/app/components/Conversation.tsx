@@ -3,7 +3,7 @@
  * accepts), history from the local store (older pages load as you scroll up), delivery states on our
  * messages, and the composer (Enter sends, Shift+Enter adds a line).
  */
-import { createEffect, createMemo, createSignal, For, on, onMount, Show } from 'solid-js';
+import { createEffect, createMemo, createSignal, For, on, onCleanup, onMount, Show } from 'solid-js';
 import type { MessageView } from '../../engine/context.js';
 import { useConversationName } from '../pages/Chats.js';
 import { Link } from '../router.js';
@@ -56,7 +56,11 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
         </Show>
         <Show
           when={props.m.body !== null}
-          fallback={<span class="italic opacity-80">This message could not be decrypted.</span>}
+          fallback={
+            <span class="italic opacity-80" data-testid="undecryptable" data-error={props.m.error ?? ''}>
+              This message could not be decrypted.
+            </span>
+          }
         >
           <p class="break-words whitespace-pre-wrap" data-testid="message-body">
             {props.m.body}
@@ -92,11 +96,13 @@ export function Conversation(props: { id: string }) {
   const status = () => state.connection[props.id] ?? 'connecting';
 
   onMount(() => {
+    actions.setActive(props.id);
     void actions.loadMessages(props.id).then(() => {
       scroller.scrollTop = scroller.scrollHeight;
     });
     input?.focus();
   });
+  onCleanup(() => actions.setActive(null));
   createEffect(
     on(others, (us) => {
       // Fresh device lists on open: an identity key change shows up here, before anything is sent.

@@ -128,10 +128,23 @@ function NewChatDialogs(props: { mode: 'direct' | 'group' | null; onClose: () =>
 }
 
 function Sidebar(props: { activeId?: string }) {
-  const { state } = useStore();
+  const { state, actions } = useStore();
   const nameOf = useConversationName();
   const [dialog, setDialog] = createSignal<'direct' | 'group' | null>(null);
-  const list = createMemo(() => Object.values(state.conversations).sort((a, b) => nameOf(a).localeCompare(nameOf(b))));
+  // Most recent activity first (Signal-like); conversations without messages by name.
+  const list = createMemo(() =>
+    Object.values(state.conversations).sort(
+      (a, b) =>
+        (state.last[b.id]?.receivedAt ?? 0) - (state.last[a.id]?.receivedAt ?? 0) || nameOf(a).localeCompare(nameOf(b)),
+    ),
+  );
+  const preview = (c: ConversationView) => {
+    const m = state.last[c.id];
+    if (c.myRole === null) return 'You left or were removed';
+    if (!m) return c.kind === 'group' ? `Group · ${c.members.length} members` : 'Direct message';
+    const who = m.outgoing ? 'You: ' : c.kind === 'group' ? `${actions.nameOf(m.from.userId)}: ` : '';
+    return `${who}${m.body ?? 'Message could not be decrypted'}`;
+  };
   return (
     <div class="flex h-full flex-col">
       <header class="flex items-center gap-2 border-b border-slate-200 px-4 py-3 dark:border-slate-800">
@@ -182,14 +195,19 @@ function Sidebar(props: { activeId?: string }) {
                     <Avatar name={nameOf(c)} seed={c.id} />
                     <span class="min-w-0 flex-1">
                       <span class="block truncate font-medium">{nameOf(c)}</span>
-                      <span class="block truncate text-xs text-slate-500 dark:text-slate-400">
-                        {c.myRole === null
-                          ? 'You left or were removed'
-                          : c.kind === 'group'
-                            ? `Group · ${c.members.length} members`
-                            : 'Direct message'}
+                      <span class="block truncate text-xs text-slate-500 dark:text-slate-400" data-testid="preview">
+                        {preview(c)}
                       </span>
                     </span>
+                    <Show when={(state.unread[c.id] ?? 0) > 0 && props.activeId !== c.id}>
+                      <span
+                        class="min-w-5 rounded-full bg-blue-600 px-1.5 text-center text-xs leading-5 font-semibold text-white"
+                        data-testid="unread"
+                      >
+                        {state.unread[c.id]}
+                        <span class="sr-only"> unread</span>
+                      </span>
+                    </Show>
                     <Show when={state.connection[c.id] && state.connection[c.id] !== 'online' && c.myRole}>
                       <span
                         class="size-2 rounded-full bg-amber-500"

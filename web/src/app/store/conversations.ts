@@ -100,6 +100,15 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
       for (const id of Object.keys(state.conversations))
         if (!live.has(id)) setState('conversations', id, (c) => (c ? { ...c, myRole: null } : c));
       setState('conversationsLoaded', true);
+      // Previews for conversations we have not opened yet (local reads of the newest message).
+      for (const c of list)
+        if (!state.last[c.id])
+          void agent()
+            .engine.messages(c.id, { limit: 1 })
+            .then((page) => {
+              const m = page[page.length - 1];
+              if (m && !state.last[c.id]) setState('last', c.id, m);
+            });
       await connectNew(list.map((c) => c.id));
     },
     async refreshConversation(id: string) {

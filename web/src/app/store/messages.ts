@@ -52,6 +52,10 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
       }, 50),
     );
   };
+  const noteLast = (m: MessageView) => {
+    const cur = state.last[m.conversationId];
+    if (!cur || cur.clientId === m.clientId || order(cur, m) <= 0) setState('last', m.conversationId, m);
+  };
   const wire = () => {
     if (wired) return;
     wired = true;
@@ -62,6 +66,13 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
       if (e.type !== 'message_added' && e.type !== 'message_updated') return;
       const c = e.message.conversationId;
       tabs?.postMessage({ user: state.me?.userId, conversationId: c });
+      noteLast(e.message);
+      if (
+        e.type === 'message_added' &&
+        !e.message.outgoing &&
+        (state.activeConversation !== c || document.visibilityState !== 'visible')
+      )
+        setState('unread', c, (n) => (n ?? 0) + 1);
       if (!state.messages[c]) return; // not loaded yet: loadMessages will read it from the store
       setState('messages', c, (l) => upsert(l, e.message));
     });
@@ -79,6 +90,8 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
         return out;
       });
       if (first) setState('hasOlder', c, page.filter((m) => m.seq !== null).length >= PAGE);
+      const newest = page[page.length - 1];
+      if (newest) noteLast(newest);
     },
     async loadOlder(c: string) {
       const oldest = state.messages[c]?.find((m) => m.seq !== null)?.seq;
@@ -87,6 +100,11 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
       setState('messages', c, (l) => [...page.filter((m) => !l.some((x) => x.clientId === m.clientId)), ...l]);
       setState('hasOlder', c, page.length >= PAGE);
       return page.length;
+    },
+    watchMessages: () => wire(),
+    setActive(c: string | null) {
+      setState('activeConversation', c);
+      if (c) setState('unread', c, 0);
     },
     async send(c: string, body: string) {
       wire();

@@ -36,6 +36,7 @@ export function createSession(agent: () => Agent, actions: Actions, _state: Stat
     localStorage.setItem(LAST_ACCOUNT, me.username);
     setState({ me, authChecked: true });
     actions.rememberName(me.userId, me.username);
+    actions.watchMessages();
     await actions.loadPrefs();
     await actions.loadConversations();
   };

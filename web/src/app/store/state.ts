@@ -34,6 +34,12 @@ export interface State {
   /** True while older history may exist (scrolling up loads more). */
   hasOlder: Record<string, boolean>;
   connection: Record<string, ConnectionStatus>;
+  /** The newest message per conversation (list previews and ordering by activity). */
+  last: Record<string, MessageView>;
+  /** Messages received while the conversation was not on screen. */
+  unread: Record<string, number>;
+  /** The conversation on screen, if any. */
+  activeConversation: string | null;
   browserOnline: boolean;
   contacts: Record<string, ContactState>;
   /** userId → username, from lookups, direct conversation titles and our own session. */
@@ -54,6 +60,9 @@ export const initialState = (): State => ({
   messages: {},
   hasOlder: {},
   connection: {},
+  last: {},
+  unread: {},
+  activeConversation: null,
   browserOnline: typeof navigator === 'undefined' ? true : navigator.onLine,
   contacts: {},
   names: {},
@@ -93,6 +102,10 @@ export interface Actions {
   loadMessages(conversationId: string): Promise<void>;
   loadOlder(conversationId: string): Promise<number>;
   send(conversationId: string, body: string): Promise<void>;
+  /** Starts following engine message events (previews, unread counts, open conversations). */
+  watchMessages(): void;
+  /** Marks the conversation as on screen (null: none) and clears its unread count. */
+  setActive(conversationId: string | null): void;
   // contacts
   loadPrefs(): Promise<void>;
   /** `refresh`: fetch the user's current device list first (detects identity key changes). */
