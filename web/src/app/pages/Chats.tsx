@@ -195,7 +195,11 @@ function Sidebar(props: { activeId?: string }) {
                     <Avatar name={nameOf(c)} seed={c.id} />
                     <span class="min-w-0 flex-1">
                       <span class="block truncate font-medium">{nameOf(c)}</span>
-                      <span class="block truncate text-xs text-slate-500 dark:text-slate-400" data-testid="preview">
+                      <span
+                        class="block truncate text-xs text-slate-500 dark:text-slate-400"
+                        data-testid="preview"
+                        data-error={state.last[c.id]?.error}
+                      >
                         {preview(c)}
                       </span>
                     </span>
