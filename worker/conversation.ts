@@ -9,10 +9,11 @@
  *    reaps sockets whose last ping is older than DELIVERY_LIMITS.staleSocketMs (close 4408);
  *  - validate every frame against schema/wire.ts (bad frames → `error` frame, socket stays; past the hard
  *    cap → close 1009); never throw out of a handler;
- *  - check a send against the cached member/device set (refreshed from D1 once on a mismatch and on the
- *    RPCs), rate-limit it per device (token bucket), assign `seq`/`ts` in the same DO-SQLite transaction
- *    that persists it and its per-device envelopes (store.ts), answer `accepted` only after that commit
- *    (output gate) and fan `deliver` out to the recipients' live sockets;
+ *  - check a send against the cached member/device set (re-read from D1 once on a mismatch, when dropped by
+ *    the membership / device RPCs, and whenever it is older than DELIVERY_LIMITS.deviceSetTtlMs — the RPCs
+ *    are best effort, the TTL bounds how long a missed one is trusted), rate-limit it per device (token
+ *    bucket), assign `seq`/`ts` in the same DO-SQLite transaction that persists it and its per-device
+ *    envelopes (store.ts), answer `accepted` only after that commit (output gate) and fan `deliver` out to the recipients' live sockets;
  *  - keep the envelopes until each device acks; copy the un-acked ones to the D1 mailbox in batches from
  *    the alarm (DELIVERY_LIMITS.flushDelayMs after they were written), replay them on `resume`;
  *  - membershipChanged / deviceRevoked RPCs: close removed members' / revoked devices' sockets with 4403,
@@ -429,8 +430,15 @@ export class ConversationDO extends DurableObject<Env> {
 
   // ---- member / device set --------------------------------------------------------------------------------
 
+  /**
+   * The member/device set: cached, re-read from D1 when `refresh`, when dropped by an RPC, or when older
+   * than deviceSetTtlMs (a lost RPC is trusted for at most that long). A reload closes the sockets of
+   * anyone who is no longer a member or whose device was revoked.
+   */
   private async devices(refresh = false): Promise<DeviceSet> {
-    if (this.deviceSet && !refresh) return this.deviceSet;
+    if (this.deviceSet && !refresh && Date.now() - this.deviceSet.loadedAt <= this.cfg.deviceSetTtlMs) {
+      return this.deviceSet;
+    }
     if (!this.deviceSetLoad) {
       const conv = this.conversationId;
       if (!conv) throw new FrameError('unavailable', 'conversation not initialised');

@@ -168,6 +168,33 @@ describe('membership changes and revocation', () => {
     c.close();
   });
 
+  it('a member removed while the membershipChanged notification was lost stops sending and receiving once the cached set is older than deviceSetTtlMs', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    const b = await connect(conv, bob.devices[0]!);
+    await a.sendAndWait(group('warm')); // the DO caches the member/device set
+    await b.until((x) => x.envelopes().length === 1);
+
+    // Bob is removed in D1 but the RPC never reaches the DO (best-effort notification failed).
+    await db()
+      .delete(schema.members)
+      .where(and(eq(schema.members.conversationId, conv), eq(schema.members.userId, bob.userId)));
+    // The cached set ages past the TTL.
+    await runInDurableObject(conversationStub(conv), (inst) => {
+      const i = inst as unknown as { deviceSet: { loadedAt: number } | null; cfg: { deviceSetTtlMs: number } };
+      if (i.deviceSet) i.deviceSet.loadedAt = Date.now() - i.cfg.deviceSetTtlMs - 1;
+    });
+
+    await a.sendAndWait(group('after-removal'));
+    expect((await b.waitClosed()).code).toBe(CLOSE.forbidden);
+    expect(b.envelopes().map((e) => e.id)).toEqual(['warm']);
+    await flush(conv);
+    expect((await mailboxRows(bob.userId, 'd0')).map((r) => r.seq)).toEqual([1]);
+    a.close();
+  });
+
   it('a revoked device is closed with 4403, receives nothing more, and its mailbox is deleted', async () => {
     const alice = await makeUser('alice');
     const bob = await makeUser('bob', 2);

@@ -27,6 +27,13 @@ export const DELIVERY_DEFAULTS = {
   /** Per-device send token bucket: burst and sustained rate (messages and receipts both count). */
   sendBurst: 60,
   sendPerSec: 10,
+  /**
+   * Longest the ConversationDO trusts its cached member/device set. The membership / revocation / new-device
+   * RPCs drop the cache at once, but they are best effort (a failed notification must not let a removed
+   * member or revoked device keep sending and receiving): past this age the next send or resume re-reads
+   * D1 (one indexed query per conversation per TTL while active).
+   */
+  deviceSetTtlMs: 30_000,
   /** A socket whose last ping is older than this is closed (clients ping every 30 s). */
   staleSocketMs: 90_000,
   /** How often the alarm looks for stale sockets while any are connected. */

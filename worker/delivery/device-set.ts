@@ -4,7 +4,8 @@
  *
  * Responsibilities: load the set, list the devices a send must reach, and explain a pairwise send that
  * does not address exactly them (missing / extra / stale). Does NOT: decide when to refresh (the DO
- * refreshes once on a mismatch and on the membership / revocation RPCs) or verify signatures (clients
+ * refreshes once on a mismatch, after the membership / revocation / device RPCs, and once `loadedAt` is
+ * older than DELIVERY_LIMITS.deviceSetTtlMs) or verify signatures (clients
  * verify device lists; the server only routes).
  */
 import { eq } from 'drizzle-orm';
@@ -18,6 +19,7 @@ export interface DeviceSet {
   members: Map<string, Role>;
   live: Map<string, Set<string>>;
   revoked: Map<string, Set<string>>;
+  /** When it was read from D1 (ms): the DO re-reads it once it is older than deviceSetTtlMs. */
   loadedAt: number;
 }
 

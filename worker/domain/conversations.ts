@@ -310,7 +310,9 @@ export async function appendEntry(
   try {
     await env.CONVERSATION.get(env.CONVERSATION.idFromName(conv.id)).membershipChanged(toB64u(entryBytes), removed);
   } catch {
-    // Committed already; a socket the DO failed to close is refused at its next membership check.
+    // Committed already. Not retried (a second membership frame could reach the sockets twice): the DO
+    // re-reads the member set once its cache is older than DELIVERY_LIMITS.deviceSetTtlMs, closing a
+    // removed member's sockets then at the latest.
     log('warn', 'membership_notify_failed', { conversationId: conv.id });
   }
   // Built from the new fold, not re-read: after `leave` the caller is no longer allowed to read it.

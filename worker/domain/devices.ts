@@ -159,10 +159,14 @@ export async function notifyConversations(
     .from(schema.members)
     .where(eq(schema.members.userId, userId))
     .all();
-  const results = await Promise.allSettled(
-    convs.map((c) => call(env.CONVERSATION.get(env.CONVERSATION.idFromName(c.id)))),
-  );
-  const failed = results.filter((r) => r.status === 'rejected').length;
-  // The change is committed; a DO that missed the call re-checks devices against D1 on its next refresh.
+  const notify = (ids: string[]) =>
+    Promise.allSettled(ids.map((id) => call(env.CONVERSATION.get(env.CONVERSATION.idFromName(id)))));
+  const first = await notify(convs.map((c) => c.id));
+  // The calls are idempotent: the ones that failed (e.g. a DO being reset) are retried once.
+  const retry = convs.filter((_c, i) => first[i]!.status === 'rejected').map((c) => c.id);
+  if (retry.length === 0) return;
+  const failed = (await notify(retry)).filter((r) => r.status === 'rejected').length;
+  // The change is committed; a DO that still missed the call re-reads D1 once its cached device set is
+  // older than DELIVERY_LIMITS.deviceSetTtlMs (or on its next mismatch).
   if (failed > 0) log('warn', 'device_change_notify_failed', { failed });
 }
