@@ -94,6 +94,25 @@ describe('GraphQL over HTTP', () => {
     expect(wrongType.status).toBe(400);
   });
 
+  it('user(username) shares REST lookup rules: aliases count against the per-account lookup limit, names are normalised and validated', async () => {
+    const bob = await makeUser('gqllookup');
+    const token = await bob.token();
+    // Normalised like REST (NFKC + lower case); a string that cannot be a username is refused, not looked up.
+    const upper = await gql(token, 'query($u: String!) { user(username: $u) { id } }', {
+      u: bob.username.toUpperCase(),
+    });
+    expect((upper.body.data!.user as { id: string }).id).toBe(bob.userId);
+    const bad = await gql(token, 'query($u: String!) { user(username: $u) { id } }', { u: 'no spaces allowed!' });
+    expect(bad.body.errors?.[0]?.extensions.reason).toBe('invalid_username');
+    // The account's lookup bucket is nearly spent: one aliased query cannot get past it.
+    const limiter = env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(`lookup:acct:${bob.userId}`));
+    for (let i = 0; i < 117; i++) await limiter.hit(120, 60_000);
+    const aliases = Array.from({ length: 5 }, (_, i) => `a${i}: user(username: $u) { id }`).join(' ');
+    const many = await gql(token, `query($u: String!) { ${aliases} }`, { u: bob.username });
+    const reasons = (many.body.errors ?? []).map((e) => e.extensions.reason);
+    expect(reasons.filter((r) => r === 'rate_limited').length).toBeGreaterThanOrEqual(2);
+  });
+
   it('introspection works and reveals no private field (no password, token, secret or private key anywhere)', async () => {
     const { status, body } = await gql(null, '{ __schema { types { name fields { name } inputFields { name } } } }');
     expect(status).toBe(200);

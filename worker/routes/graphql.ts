@@ -41,7 +41,6 @@ import { requireAuth } from '../auth/middleware.js';
 import { clientKey } from '../context.js';
 import { makeDb, schema as tables } from '../db.js';
 import type { Caller } from '../domain/common.js';
-import { asBytes } from '../domain/common.js';
 import {
   appendEntry,
   type ConversationView,
@@ -58,6 +57,7 @@ import {
   revokeDevice,
 } from '../domain/devices.js';
 import { claimBundles, prekeyCounts, uploadPrekeys } from '../domain/keys.js';
+import { lookupUserByName } from '../domain/users.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { LIMITS } from '../limits.js';
@@ -252,17 +252,13 @@ const rootValue = {
   },
   user: async (args: { username: string }, ctx: GqlContext) => {
     const caller = need(ctx);
-    const username = parseInput(z.string().min(1).max(64), args.username).normalize('NFKC').toLowerCase();
-    const row = await caller.db
-      .select({ id: tables.users.id, username: tables.users.username, identityKey: tables.users.identityKey })
-      .from(tables.users)
-      .where(eq(tables.users.username, username))
-      .get();
+    // The same normalisation and per-account `lookup` rate limit as REST (every alias counts).
+    const row = await lookupUserByName(caller, parseInput(z.string(), args.username));
     if (!row) return null;
     return {
       id: row.id,
       username: row.username,
-      identityKey: toB64u(asBytes(row.identityKey)),
+      identityKey: toB64u(row.identityKey),
       deviceList: () => currentDeviceList(caller.db, row.id),
     };
   },

@@ -14,14 +14,13 @@
  */
 import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
-import { normalizeUsername } from '../../schema/auth-api.js';
 import { toB64u } from '../../web/src/protocol/bytes.js';
 import { requireAuth } from '../auth/middleware.js';
 import { makeDb, schema } from '../db.js';
 import { asBytes } from '../domain/common.js';
+import { lookupUserByName } from '../domain/users.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
-import { enforceRateLimit } from '../limiter.js';
 import { idString } from '../validate.js';
 import { parseInput } from './input.js';
 
@@ -31,30 +30,13 @@ export const users = new Hono<AppBindings>()
   .use('*', requireAuth)
   // Registered first: `/by-name/device-list` must be a username lookup, not user "by-name"'s list.
   .get('/by-name/:username', async (c) => {
-    const name = normalizeUsername(c.req.param('username'));
-    if (!name) {
-      throw new AppError(
-        400,
-        'invalid_username',
-        'usernames are 3-32 characters of a-z, 0-9, "_", "." and "-", starting with a letter',
-      );
-    }
-    await enforceRateLimit(c.env, 'lookup', [`acct:${c.get('auth').userId}`]);
-    const row = await makeDb(c.env)
-      .select({
-        id: schema.users.id,
-        identityKey: schema.users.identityKey,
-        identityVersion: schema.users.identityVersion,
-      })
-      .from(schema.users)
-      .where(eq(schema.users.username, name))
-      .get();
+    const row = await lookupUserByName({ env: c.env, db: makeDb(c.env), auth: c.get('auth') }, c.req.param('username'));
     if (!row) throw notFound();
     c.header('Cache-Control', 'no-store');
     return c.json({
       userId: row.id,
-      username: name,
-      identityKey: toB64u(asBytes(row.identityKey)),
+      username: row.username,
+      identityKey: toB64u(row.identityKey),
       identityVersion: row.identityVersion,
     });
   })
