@@ -34,6 +34,7 @@ import {
 import { defaultCurves } from '../web/src/protocol/primitives.js';
 import type { Db } from './db.js';
 import { schema } from './db.js';
+import { isConstraintError } from './domain/common.js';
 import { AppError } from './errors.js';
 
 export type DeviceListRejection =
@@ -48,6 +49,15 @@ export type DeviceListRejection =
   | 'too_many_devices'
   | 'invalid_structure'
   | 'device_id_reused';
+
+/**
+ * The 409 for a batch carrying applyDeviceList statements that lost a race: the compare-and-swap guard hit
+ * device_lists' primary key, or a concurrent update added the same device id first. Null for any other error.
+ */
+export function deviceListConflict(err: unknown): AppError | null {
+  if (!isConstraintError(err, 'device_lists.') && !isConstraintError(err, 'devices.')) return null;
+  return new AppError(409, 'device_list_conflict', 'the device list changed concurrently; fetch it and retry');
+}
 
 export function invalidDeviceList(reason: DeviceListRejection, message = 'device list refused'): AppError {
   return new AppError(422, 'invalid_device_list', message, { reason });

@@ -3,6 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { WIRE_VERSION } from '../schema/wire.js';
 import { fromB64u, toB64u } from '../web/src/protocol/bytes.js';
 import { type DeviceList, encodeDeviceList, signLoginChallenge } from '../web/src/protocol/identity.js';
+import { makeDb } from './db.js';
+import { revokeDevice } from './domain/devices.js';
+import type { Env } from './env.js';
+import { AppError } from './errors.js';
 import { connect, fakeCiphertext, makeConversation } from './test/delivery-fixtures.js';
 import {
   api,
@@ -33,6 +37,38 @@ async function register(f: Fixture, token: string, list: DeviceList, signWith = 
 }
 
 describe('devices', () => {
+  it('a revocation that loses the device-list race to a concurrent update is 409 device_list_conflict (not a 500), nothing written', async () => {
+    const bob = await makeUser('devrace', 2);
+    const list = await nextList(bob, [bob.devices[0]!]);
+    // Another update commits between this request's read of the list and its write batch.
+    const racingEnv = {
+      ...env,
+      DB: {
+        prepare: (q: string) => env.DB.prepare(q),
+        batch: async (stmts: D1PreparedStatement[]) => {
+          await env.DB.prepare('UPDATE device_lists SET version = version + 1 WHERE user_id = ?')
+            .bind(bob.userId)
+            .run();
+          return env.DB.batch(stmts);
+        },
+      },
+    } as unknown as Env;
+    const caller = {
+      env: racingEnv,
+      db: makeDb(env),
+      auth: { userId: bob.userId, deviceId: 'd0', familyId: 'f' },
+      clientHash: 'test',
+    };
+    const err = await revokeDevice(caller, { deviceId: 'd1', deviceList: encodeDeviceList(list) }).catch((e) => e);
+    expect(err).toBeInstanceOf(AppError);
+    expect([(err as AppError).status, (err as AppError).code]).toEqual([409, 'device_list_conflict']);
+    const d1 = await env.DB.prepare("SELECT revoked_at FROM devices WHERE user_id = ? AND device_id = 'd1'")
+      .bind(bob.userId)
+      .first<{ revoked_at: number | null }>();
+    expect(d1?.revoked_at).toBeNull();
+    expect(await auditCount('device.revoked')).toBe(0);
+  });
+
   it('register an additional device (signed list v+1 + challenge signature), list it, then revoke it: prekeys deleted, sessions revoked', async () => {
     const bob = await makeUser('devbob');
     const token = await bob.token();

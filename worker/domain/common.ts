@@ -43,10 +43,15 @@ export function asBytes(v: unknown): Uint8Array {
   throw new Error('not a blob');
 }
 
-/** True if the error is a D1/SQLite constraint failure (primary key / unique), i.e. a lost race. */
-export function isConstraintError(err: unknown): boolean {
+/**
+ * True if the error is a D1/SQLite constraint failure (primary key / unique), i.e. a lost race. With
+ * `target` (`"table.column"`, or `"table."` for any column of a table), only a failure SQLite reports on
+ * that target counts (`UNIQUE constraint failed: users.username`).
+ */
+export function isConstraintError(err: unknown, target?: string): boolean {
   const msg = err instanceof Error ? `${err.message} ${String((err as { cause?: unknown }).cause ?? '')}` : '';
-  return /constraint/i.test(msg);
+  if (!/constraint/i.test(msg)) return false;
+  return target === undefined || msg.includes(target);
 }
 
 /** Anything drizzle can render to SQL + bound params: query builders (`toSQL`) and `db.run(sql…)` (`getQuery`). */

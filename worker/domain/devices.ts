@@ -17,7 +17,7 @@ import { consumeChallenge, issueChallenge } from '../auth/challenges.js';
 import type { ConversationDO } from '../conversation.js';
 import type { Db } from '../db.js';
 import { schema } from '../db.js';
-import { applyDeviceList } from '../device-store.js';
+import { applyDeviceList, deviceListConflict } from '../device-store.js';
 import type { Env } from '../env.js';
 import { AppError } from '../errors.js';
 import { log } from '../log.js';
@@ -116,9 +116,14 @@ export async function registerDevice(caller: Caller, input: RegisterDeviceInput)
   await writeBatch(caller.env, [
     ...applied.statements,
     auditStmt(caller, 'device.registered', { newDeviceId: device.deviceId, listVersion: applied.verified.version }),
-  ]);
+  ]).catch(rethrowDeviceListRace);
   await notifyConversations(env, db, auth.userId, (stub) => stub.devicesChanged(auth.userId));
   return { version: applied.verified.version, bytes: toB64u(input.deviceList) };
+}
+
+/** A concurrent device-list update won (device-store.ts guard): 409 device_list_conflict, not a 500. */
+function rethrowDeviceListRace(err: unknown): never {
+  throw deviceListConflict(err) ?? err;
 }
 
 function badChallenge(): AppError {
@@ -138,7 +143,7 @@ export async function revokeDevice(
   await writeBatch(env, [
     ...applied.statements,
     auditStmt(caller, 'device.revoked', { revokedDeviceId: input.deviceId, listVersion: applied.verified.version }),
-  ]);
+  ]).catch(rethrowDeviceListRace);
   await notifyConversations(env, db, auth.userId, (stub) => stub.deviceRevoked(auth.userId, input.deviceId));
   return { version: applied.verified.version, bytes: toB64u(input.deviceList) };
 }

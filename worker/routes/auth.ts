@@ -45,7 +45,8 @@ import {
 } from '../auth/totp.js';
 import { clientKey } from '../context.js';
 import { type Db, makeDb, schema } from '../db.js';
-import { applyDeviceList, type Statement } from '../device-store.js';
+import { applyDeviceList, deviceListConflict, type Statement } from '../device-store.js';
+import { isConstraintError } from '../domain/common.js';
 import { notifyConversations } from '../domain/devices.js';
 import type { AppBindings, Env } from '../env.js';
 import { AppError } from '../errors.js';
@@ -248,11 +249,6 @@ async function totpEnabled(db: Db, userId: string): Promise<boolean> {
   return row?.enabledAt != null;
 }
 
-function isUniqueViolation(err: unknown, column: string): boolean {
-  const msg = err instanceof Error ? `${err.message} ${String((err as { cause?: unknown }).cause ?? '')}` : '';
-  return msg.includes('UNIQUE') && msg.includes(column);
-}
-
 /** Cookie-authenticated routes refuse cross-origin callers (SameSite=Strict is the first line). */
 function checkOrigin(c: Ctx): void {
   const origin = c.req.header('origin');
@@ -332,9 +328,9 @@ auth.post('/register', jsonBody, valid('json', registerRequest), async (c) => {
       auditStmt(db, 'register', { userId: body.userId, deviceId: body.deviceId, clientHash: client }, now),
     ]);
   } catch (err) {
-    if (isUniqueViolation(err, 'users.username')) throw new AppError(409, 'username_taken', 'this username is taken');
-    if (isUniqueViolation(err, 'users.id')) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
-    throw err;
+    if (isConstraintError(err, 'users.username')) throw new AppError(409, 'username_taken', 'this username is taken');
+    if (isConstraintError(err, 'users.id')) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
+    throw deviceListConflict(err) ?? err;
   }
   return c.json(await tokens(c, { userId: body.userId, deviceId: body.deviceId, ...session }), 201);
 });
@@ -786,7 +782,8 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
   if (await totpEnabled(db, user.id)) await requireSecondFactor(c.env, db, user.id, body, now);
 
   const session = openSession(c.env, db, user.id, body.deviceId, now);
-  await db.batch([
+  // A concurrent device-list change (device-store.ts guard) rolls the whole reset back: 409, not a 500.
+  const reset = db.batch([
     db
       .update(users)
       .set({ identityKey: body.userIdentityKey, identityVersion: sql`${users.identityVersion} + 1` })
@@ -817,6 +814,9 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
       now,
     ),
   ]);
+  await reset.catch((err: unknown) => {
+    throw deviceListConflict(err) ?? err;
+  });
   // Conversations drop the old devices' sockets and mailboxes and must address the new device from now on.
   const revoked = applied.revoked.filter((d) => d !== body.deviceId);
   await notifyConversations(c.env, db, user.id, async (stub) => {
