@@ -15,6 +15,7 @@
  * @module
  */
 import {
+  constants,
   type DeviceCertificate,
   decodeDeviceList,
   ed25519FromSecret,
@@ -244,9 +245,16 @@ export class Keystore {
     const t = now();
     const rotate =
       meta.currentSpkId === null || !counts.signedPrekey || t - meta.spkCreatedAt >= this.config.spkRotationMs;
-    const otpCount = counts.oneTime < this.config.watermark ? this.config.batch - counts.oneTime : 0;
-    const kemCount = counts.kem < this.config.watermark ? this.config.batch - counts.kem : 0;
     const needLastResort = meta.lastResortKemId === null;
+    // One upload carries at most MAX_*_PER_UPLOAD keys of a kind, the last-resort KEM key included.
+    const otpCount = Math.min(
+      counts.oneTime < this.config.watermark ? this.config.batch - counts.oneTime : 0,
+      constants.MAX_ONE_TIME_PREKEYS_PER_UPLOAD,
+    );
+    const kemCount = Math.min(
+      counts.kem < this.config.watermark ? this.config.batch - counts.kem : 0,
+      constants.MAX_KEM_PREKEYS_PER_UPLOAD - (needLastResort ? 1 : 0),
+    );
     if (!rotate && otpCount <= 0 && kemCount <= 0 && !needLastResort) return null;
 
     const spk = rotate ? await generateSignedPrekey(curves, rng, own.signing, meta.nextSpkId) : null;

@@ -1,7 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { makeTestDevice } from '../protocol/testing.js';
-import { fromB64u, generateEd25519, kemPrekeyPublic, oneTimePrekeyPublic, signedPrekeyPublic } from './_protocol.js';
+import {
+  constants,
+  decodePrekeyUpload,
+  fromB64u,
+  generateEd25519,
+  kemPrekeyPublic,
+  nobleCurves,
+  oneTimePrekeyPublic,
+  signedPrekeyPublic,
+} from './_protocol.js';
+import type { EngineContext } from './context.js';
+import { DEFAULT_KEYSTORE_CONFIG, Keystore } from './keystore.js';
+import { memoryLocks } from './locks.js';
 import { WITHHELD } from './messages.js';
+import { memoryStore } from './storage.js';
 import { cryptoRng, makeWorld, newClient, texts, until } from './testing/harness.js';
 
 describe('PITFALLS 16: only devices in a verified signed list are encrypted to', () => {
@@ -104,4 +117,23 @@ describe('keystore', () => {
     expect((await bob.engine.publishPrekeys()).oneTime).toBe(4);
     alice.engine.close();
   });
+
+  it('the default top-up fits one upload: 100 KEM keys including the last-resort one, never 101', async () => {
+    const ctx: EngineContext = {
+      store: memoryStore(),
+      api: undefined as unknown as EngineContext['api'],
+      curves: nobleCurves,
+      rng: cryptoRng,
+      now: Date.now,
+      locks: memoryLocks(),
+      emit: () => {},
+    };
+    const keys = new Keystore(ctx, DEFAULT_KEYSTORE_CONFIG);
+    await keys.create({ userId: 'u1', deviceId: 'd1' });
+    const bytes = await keys.prepareUpload({ oneTime: 0, kem: 0, signedPrekey: false });
+    const upload = decodePrekeyUpload(bytes!);
+    expect(upload.oneTimePrekeys.length).toBe(DEFAULT_KEYSTORE_CONFIG.batch);
+    expect(upload.kemPrekeys.length).toBe(constants.MAX_KEM_PREKEYS_PER_UPLOAD);
+    expect(upload.kemPrekeys.filter((k) => k.lastResort).length).toBe(1);
+  }, 60_000);
 });
