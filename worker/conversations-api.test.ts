@@ -231,6 +231,25 @@ describe('conversations: forged, replayed and out-of-chain entries are refused a
     expect(head?.head_seq).toBe(c.headSeq + 1);
   });
 
+  it('a member cannot post an entry another member signed: not_entry_author (403), nothing changed', async () => {
+    const c = await group();
+    // O signs a valid, chain-extending removal of X but never posts it; M obtains the bytes and posts them.
+    const signedByOwner = await entry(O, state(c), c.id, { action: 'remove', target: X.userId });
+    const ownerOtherDevice = await O.token(1);
+    const before = await snapshot();
+    const r = await append(M, c, signedByOwner);
+    expect(r.status).toBe(403);
+    expect(((await r.json()) as { error: { code: string } }).error.code).toBe('not_entry_author');
+    // The author's own user on another device is not the author device either.
+    const otherDevice = await api(`/api/conversations/${c.id}/log`, ownerOtherDevice, {
+      method: 'POST',
+      json: { entry: enc(signedByOwner) },
+    });
+    expect(otherDevice.status).toBe(403);
+    expect(await snapshot()).toEqual(before);
+    expect((await append(O, c, signedByOwner)).status).toBe(200);
+  });
+
   it('a removed member loses read access (404) and the DO is told (membershipChanged)', async () => {
     const c = await group();
     const e = await entry(O, state(c), c.id, { action: 'remove', target: X.userId });

@@ -235,6 +235,10 @@ export async function appendEntry(
   const { db, auth, env } = caller;
   const conv = await loadForMember(db, auth.userId, conversationId);
   const entry = decodeEntry(entryBytes);
+  // Only the signing device posts its own entry: a member may not replay an entry another member signed
+  // but never sent (or sent to another conversation state), as create already requires.
+  if (entry.authorUserId !== auth.userId || entry.authorDeviceId !== auth.deviceId)
+    throw new AppError(403, 'not_entry_author', 'the entry must be authored by the signed-in device');
   if (conv.kind === 'direct')
     throw new AppError(422, 'direct_conversation_closed', 'a direct conversation takes no further entries');
   const headHash = asBytes(conv.headHash);
