@@ -1,4 +1,5 @@
-import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
+import { abortAllDurableObjects, listDurableObjectIds, runInDurableObject } from 'cloudflare:test';
+import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { type Envelope, WIRE_VERSION } from '../schema/wire.js';
 import { schema } from './db.js';
@@ -250,6 +251,28 @@ describe('delivery: offline devices and resume', () => {
     expect((await mailboxPage(alice.devices[1]!.token)).envelopes.length).toBe(31);
     a.close();
     a2.close();
+  });
+
+  it('acking a conversation the caller is not a member of (or that does not exist) creates no conversation DO', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const theirs = await makeConversation([bob]);
+    const before = (await listDurableObjectIds(env.CONVERSATION)).map((id) => id.toString());
+    const ack = await api('/api/mailbox/ack', alice.devices[0]!.token, {
+      method: 'POST',
+      json: {
+        acks: [
+          { conversationId: 'never_created_conversation', upTo: 5 },
+          { conversationId: theirs, upTo: 1 },
+        ],
+      },
+    });
+    expect(ack.status).toBe(204);
+    const after = (await listDurableObjectIds(env.CONVERSATION)).map((id) => id.toString());
+    for (const conv of ['never_created_conversation', theirs]) {
+      const id = env.CONVERSATION.idFromName(conv).toString();
+      expect(before.includes(id) || after.includes(id)).toBe(false);
+    }
   });
 
   it('resume after a disconnect replays exactly the missed envelopes in order, then goes live', async () => {

@@ -9,10 +9,11 @@
  * Envelopes reach D1 from the conversation DO's outbox within DELIVERY_LIMITS.flushDelayMs; a device that
  * is online gets them live (and resumes over the WebSocket) instead.
  */
+import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { requireAuth } from '../auth/middleware.js';
-import { makeDb } from '../db.js';
+import { makeDb, schema } from '../db.js';
 import { deliveryConfig } from '../delivery/config.js';
 import { ackMailbox, readMailbox } from '../delivery/mailbox-db.js';
 import type { AppBindings } from '../env.js';
@@ -66,17 +67,33 @@ export const mailbox = new Hono<AppBindings>()
     const body = ackBody.safeParse(raw);
     if (!body.success) throw invalid(body.error);
     const auth = c.get('auth');
-    await ackMailbox(makeDb(c.env), auth.userId, auth.deviceId, body.data.acks);
+    const db = makeDb(c.env);
+    await ackMailbox(db, auth.userId, auth.deviceId, body.data.acks);
     // The DO may still hold un-flushed copies; tell it (best effort: D1 is already clean, and the flush's
     // ON CONFLICT would only re-insert what the device has acked, which the next ack or the TTL removes).
+    // Only conversations the caller is a member of: `idFromName` on an arbitrary id would create a DO
+    // (and its storage) for any string a client sends.
+    // (All of the caller's conversations in one indexed read: up to 100 ids plus the user would pass
+    // D1's 100 bound parameters.)
+    const mine = new Set(
+      (
+        await db
+          .select({ id: schema.members.conversationId })
+          .from(schema.members)
+          .where(eq(schema.members.userId, auth.userId))
+          .all()
+      ).map((r) => r.id),
+    );
     const results = await Promise.allSettled(
-      body.data.acks.map((a) =>
-        c.env.CONVERSATION.get(c.env.CONVERSATION.idFromName(a.conversationId)).ackDevice(
-          auth.userId,
-          auth.deviceId,
-          a.upTo,
+      body.data.acks
+        .filter((a) => mine.has(a.conversationId))
+        .map((a) =>
+          c.env.CONVERSATION.get(c.env.CONVERSATION.idFromName(a.conversationId)).ackDevice(
+            auth.userId,
+            auth.deviceId,
+            a.upTo,
+          ),
         ),
-      ),
     );
     const failed = results.filter((r) => r.status === 'rejected').length;
     if (failed > 0) log('warn', 'mailbox_ack_notify_failed', { failed });
