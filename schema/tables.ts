@@ -293,6 +293,8 @@ export const wsTickets = sqliteTable(
     ticketHash: bytes('ticket_hash').primaryKey(),
     userId: text('user_id').notNull(),
     deviceId: text('device_id').notNull(),
+    /** The session (token family) that minted it: the upgrade requires it still live (not signed out). */
+    familyId: text('family_id').notNull(),
     conversationId: text('conversation_id').notNull(),
     expiresAt: integer('expires_at').notNull(),
   },

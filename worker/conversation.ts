@@ -64,6 +64,8 @@ export const CLOSE_FORBIDDEN = CLOSE.forbidden;
 /** Internal headers the Worker sets on a forwarded upgrade after authenticating it (never from clients). */
 export const INTERNAL_USER_HEADER = 'X-E2E-User-Id';
 export const INTERNAL_DEVICE_HEADER = 'X-E2E-Device-Id';
+/** The session (token family) the ticket was minted under: sockets are tagged with it (sessionsEnded). */
+export const INTERNAL_FAMILY_HEADER = 'X-E2E-Family-Id';
 export const INTERNAL_CONVERSATION_HEADER = 'X-E2E-Conversation-Id';
 export const INTERNAL_ROLE_HEADER = 'X-E2E-Role';
 
@@ -79,6 +81,7 @@ interface Attachment {
 
 const userTag = (u: string) => `u:${u}`;
 const deviceTag = (u: string, d: string) => `d:${u}:${d}`;
+const familyTag = (f: string) => `f:${f}`;
 const MAX_RPC_ENTRY_CHARS = 8192;
 
 class FrameError extends Error {
@@ -164,7 +167,8 @@ export class ConversationDO extends DurableObject<Env> {
     const u = request.headers.get(INTERNAL_USER_HEADER) ?? '';
     const d = request.headers.get(INTERNAL_DEVICE_HEADER) ?? '';
     const conv = request.headers.get(INTERNAL_CONVERSATION_HEADER) ?? '';
-    if (!wireId.safeParse(u).success || !wireId.safeParse(d).success || !wireId.safeParse(conv).success) {
+    const f = request.headers.get(INTERNAL_FAMILY_HEADER) ?? '';
+    if ([u, d, conv, f].some((x) => !wireId.safeParse(x).success)) {
       return Response.json(
         { error: { code: 'unauthenticated', message: 'not forwarded by the Worker' } },
         { status: 403 },
@@ -180,7 +184,7 @@ export class ConversationDO extends DurableObject<Env> {
     if (this.deviceSet && !isLiveMemberDevice(this.deviceSet, u, d)) this.deviceSet = null;
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
-    this.ctx.acceptWebSocket(server, [userTag(u), deviceTag(u, d)]);
+    this.ctx.acceptWebSocket(server, [userTag(u), deviceTag(u, d), familyTag(f)]);
     const att: Attachment = { u, d, t: Date.now(), live: false };
     server.serializeAttachment(att);
     this.attachments.set(server, att);
@@ -533,6 +537,24 @@ export class ConversationDO extends DurableObject<Env> {
   async devicesChanged(userId: string): Promise<void> {
     if (!wireId.safeParse(userId).success) return;
     this.deviceSet = null;
+  }
+
+  /**
+   * Sessions (token families) were signed out or revoked (routes/auth.ts: logout, logout-all, sessions/revoke,
+   * password change, refresh-token reuse): the sockets opened under them are closed with 4403 (final for
+   * the client, which must sign in again). Returns the number of sockets closed.
+   */
+  async sessionsEnded(familyIds: string[]): Promise<number> {
+    if (!Array.isArray(familyIds)) return 0;
+    let closed = 0;
+    for (const f of familyIds.slice(0, 1000)) {
+      if (!wireId.safeParse(f).success) continue;
+      for (const ws of this.ctx.getWebSockets(familyTag(f))) {
+        close(ws, CLOSE.forbidden, 'signed out');
+        closed++;
+      }
+    }
+    return closed;
   }
 
   /**

@@ -12,6 +12,7 @@ import { schema } from './db.js';
 import { ticketHash } from './delivery/tickets.js';
 import worker from './index.js';
 import {
+  addDevice,
   api,
   connect,
   conversationStub,
@@ -54,6 +55,7 @@ describe('pitfall 21: a conversation WebSocket only for an authenticated device 
         ticketHash: ticketHash(env, expired),
         userId: alice.userId,
         deviceId: dev.deviceId,
+        familyId: 'fam_expired',
         conversationId: conv,
         expiresAt: Date.now() - 1,
       });
@@ -122,6 +124,34 @@ describe('pitfall 21: a conversation WebSocket only for an authenticated device 
       .where(and(eq(schema.devices.userId, alice.userId), eq(schema.devices.deviceId, 'd1')));
     const revoked = await upgrade(conv, ta);
     expect([revoked.status, await errCode(revoked)]).toEqual([403, 'not_member']);
+    expect(await sockets(conv)).toBe(0);
+  });
+});
+
+describe('sign-out ends conversation WebSockets', () => {
+  it('sign-out closes the session open sockets (4403) and a ticket minted before it is refused at the upgrade', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const bobOther = await addDevice(bob.userId, 'd1');
+    const a = await connect(conv, alice.devices[0]!);
+    const b1 = await connect(conv, bobOther);
+    const early = await ticket(conv, alice.devices[0]!);
+
+    const out = await api('/api/auth/logout', alice.devices[0]!.token, { method: 'POST' });
+    expect(out.status).toBe(200);
+    expect((await a.waitClosed()).code).toBe(CLOSE.forbidden);
+    const up = await upgrade(conv, early);
+    expect([up.status, await errCode(up)]).toEqual([401, 'session_revoked']);
+    expect(b1.closed).toBeNull(); // another user's socket is untouched
+
+    // sessions/revoke of bob's other device closes that device's socket.
+    const rv = await api('/api/auth/sessions/revoke', bob.devices[0]!.token, {
+      method: 'POST',
+      json: { deviceId: 'd1' },
+    });
+    expect(rv.status).toBe(200);
+    expect((await b1.waitClosed()).code).toBe(CLOSE.forbidden);
     expect(await sockets(conv)).toBe(0);
   });
 });

@@ -186,6 +186,7 @@ CREATE TABLE `ws_tickets` (
 	`ticket_hash` blob PRIMARY KEY NOT NULL,
 	`user_id` text NOT NULL,
 	`device_id` text NOT NULL,
+	`family_id` text NOT NULL,
 	`conversation_id` text NOT NULL,
 	`expires_at` integer NOT NULL
 );

@@ -1,7 +1,7 @@
 /**
  * WebSocket tickets: how a browser authenticates a conversation WebSocket without putting an access
  * token in a URL (URLs end up in logs and history). POST …/ticket (with the bearer token) mints 32
- * random bytes bound to user + device + conversation for DELIVERY_LIMITS.ticketTtlMs (30 s); only
+ * random bytes bound to user + device + session (token family) + conversation for DELIVERY_LIMITS.ticketTtlMs (30 s); only
  * HMAC(TOKEN_HASH_KEY, "ticket:" ‖ ticket) is stored. The upgrade consumes it atomically with
  * DELETE … RETURNING, so a ticket works at most once even under concurrent upgrades.
  *
@@ -25,7 +25,7 @@ export function ticketHash(env: Env, ticket: string): Uint8Array {
 export async function mintTicket(
   env: Env,
   db: Db,
-  who: { userId: string; deviceId: string; conversationId: string },
+  who: { userId: string; deviceId: string; familyId: string; conversationId: string },
   ttlMs: number,
   now = Date.now(),
 ): Promise<{ ticket: string; expiresAt: number }> {
@@ -41,7 +41,7 @@ export async function consumeTicket(
   db: Db,
   ticket: string,
   now = Date.now(),
-): Promise<{ userId: string; deviceId: string; conversationId: string } | null> {
+): Promise<{ userId: string; deviceId: string; familyId: string; conversationId: string } | null> {
   if (!TICKET_PATTERN.test(ticket)) return null;
   const rows = await db
     .delete(schema.wsTickets)
@@ -49,12 +49,30 @@ export async function consumeTicket(
     .returning({
       userId: schema.wsTickets.userId,
       deviceId: schema.wsTickets.deviceId,
+      familyId: schema.wsTickets.familyId,
       conversationId: schema.wsTickets.conversationId,
       expiresAt: schema.wsTickets.expiresAt,
     });
   const row = rows[0];
   if (!row || row.expiresAt <= now) return null;
-  return { userId: row.userId, deviceId: row.deviceId, conversationId: row.conversationId };
+  return { userId: row.userId, deviceId: row.deviceId, familyId: row.familyId, conversationId: row.conversationId };
+}
+
+/** True if the session (token family) is the user's device's and has not been signed out / revoked. */
+export async function liveSession(db: Db, familyId: string, userId: string, deviceId: string): Promise<boolean> {
+  const row = await db
+    .select({ id: schema.tokenFamilies.id })
+    .from(schema.tokenFamilies)
+    .where(
+      and(
+        eq(schema.tokenFamilies.id, familyId),
+        eq(schema.tokenFamilies.userId, userId),
+        eq(schema.tokenFamilies.deviceId, deviceId),
+        isNull(schema.tokenFamilies.revokedAt),
+      ),
+    )
+    .get();
+  return row !== undefined;
 }
 
 /** The caller's role if the user is a current member and the device is live; null otherwise. */

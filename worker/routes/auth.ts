@@ -52,6 +52,7 @@ import type { AppBindings, Env } from '../env.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit, resetRateLimit } from '../limiter.js';
 import { LIMITS } from '../limits.js';
+import { log } from '../log.js';
 import { secretBytes } from '../secrets.js';
 import { valid } from '../validate.js';
 
@@ -247,6 +248,20 @@ async function totpEnabled(db: Db, userId: string): Promise<boolean> {
     .where(eq(totpSecrets.userId, userId))
     .get();
   return row?.enabledAt != null;
+}
+
+/**
+ * Closes the conversation WebSockets opened under sessions that were just signed out / revoked (sockets are
+ * tagged with their token family at the upgrade). Best effort, after the D1 commit: the revoked family
+ * already fails every ticket, upgrade and token check; this ends the sockets that are already open.
+ */
+async function endSessionSockets(env: Env, db: Db, userId: string, familyIds: string[]): Promise<void> {
+  if (familyIds.length === 0) return;
+  try {
+    await notifyConversations(env, db, userId, (stub) => stub.sessionsEnded(familyIds));
+  } catch {
+    log('warn', 'session_sockets_close_failed', { sessions: familyIds.length });
+  }
 }
 
 /** Cookie-authenticated routes refuse cross-origin callers (SameSite=Strict is the first line). */
@@ -523,6 +538,7 @@ auth.post('/refresh', async (c) => {
         now,
       ),
     ]);
+    await endSessionSockets(c.env, db, row.userId, [row.familyId]);
     clearRefreshCookie(c);
     throw new AppError(401, 'refresh_reused', 'this sign-in was used elsewhere and has been ended; sign in again');
   }
@@ -568,6 +584,7 @@ auth.post('/logout', requireAuth, async (c) => {
       .where(and(eq(tokenFamilies.id, a.familyId), isNull(tokenFamilies.revokedAt))),
     auditStmt(db, 'logout', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
   ]);
+  await endSessionSockets(c.env, db, a.userId, [a.familyId]);
   clearRefreshCookie(c);
   return c.json({ ok: true as const });
 });
@@ -584,6 +601,12 @@ auth.post('/logout-all', requireAuth, async (c) => {
       .returning({ id: tokenFamilies.id }),
     auditStmt(db, 'logout_all', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
   ]);
+  await endSessionSockets(
+    c.env,
+    db,
+    a.userId,
+    revoked.map((r) => r.id),
+  );
   clearRefreshCookie(c);
   return c.json({ ok: true as const, revokedSessions: revoked.length });
 });
@@ -615,6 +638,12 @@ auth.post('/sessions/revoke', requireAuth, jsonBody, valid('json', revokeSession
       now,
     ),
   ]);
+  await endSessionSockets(
+    c.env,
+    db,
+    a.userId,
+    revoked.map((r) => r.id),
+  );
   if (deviceId === a.deviceId) clearRefreshCookie(c);
   return c.json({ ok: true as const, revokedSessions: revoked.length });
 });
@@ -647,6 +676,12 @@ auth.post('/password', requireAuth, jsonBody, valid('json', passwordChangeReques
     db.delete(mfaPending).where(eq(mfaPending.userId, a.userId)),
     auditStmt(db, 'password_changed', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
   ]);
+  await endSessionSockets(
+    c.env,
+    db,
+    a.userId,
+    revoked.map((r) => r.id),
+  );
   return c.json({ ok: true as const, revokedSessions: revoked.length });
 });
 

@@ -5,8 +5,10 @@
  *   GET  /api/conversations/:id/ws?ticket=…   WebSocket upgrade; the ticket is the only credential
  *
  * The upgrade is refused BEFORE reaching the Durable Object unless the ticket is valid, unused, unexpired
- * and bound to this conversation, the user is a current member and the device is not revoked (PITFALLS
- * 21). The DO then receives a Request built here, carrying only the verified ids in INTERNAL_* headers —
+ * and bound to this conversation, the user is a current member, the device is not revoked (PITFALLS
+ * 21) and the session that minted it has not been signed out. Sockets are tagged with that session, so
+ * sign-out / session revocation / password change / refresh-token reuse close them (ConversationDO
+ * sessionsEnded, called from routes/auth.ts). The DO then receives a Request built here, carrying only the verified ids in INTERNAL_* headers —
  * nothing from the client's request is forwarded, and the DO has no public route.
  */
 import { Hono } from 'hono';
@@ -14,12 +16,13 @@ import { requireAuth } from '../auth/middleware.js';
 import {
   INTERNAL_CONVERSATION_HEADER,
   INTERNAL_DEVICE_HEADER,
+  INTERNAL_FAMILY_HEADER,
   INTERNAL_ROLE_HEADER,
   INTERNAL_USER_HEADER,
 } from '../conversation.js';
 import { makeDb } from '../db.js';
 import { deliveryConfig } from '../delivery/config.js';
-import { consumeTicket, liveMemberRole, mintTicket } from '../delivery/tickets.js';
+import { consumeTicket, liveMemberRole, liveSession, mintTicket } from '../delivery/tickets.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit } from '../limiter.js';
@@ -43,7 +46,7 @@ export const realtime = new Hono<AppBindings>()
     const t = await mintTicket(
       c.env,
       db,
-      { userId: auth.userId, deviceId: auth.deviceId, conversationId: id },
+      { userId: auth.userId, deviceId: auth.deviceId, familyId: auth.familyId, conversationId: id },
       deliveryConfig(c.env.DELIVERY_LIMITS).ticketTtlMs,
     );
     c.header('Cache-Control', 'no-store');
@@ -64,6 +67,9 @@ export const realtime = new Hono<AppBindings>()
     }
     const role = await liveMemberRole(db, id, bound.userId, bound.deviceId);
     if (!role) throw new AppError(403, 'not_member', 'not a member of this conversation, or device revoked');
+    if (!(await liveSession(db, bound.familyId, bound.userId, bound.deviceId))) {
+      throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
+    }
     const stub = c.env.CONVERSATION.get(c.env.CONVERSATION.idFromName(id));
     return stub.fetch(
       new Request('https://conversation.internal/connect', {
@@ -71,6 +77,7 @@ export const realtime = new Hono<AppBindings>()
           Upgrade: 'websocket',
           [INTERNAL_USER_HEADER]: bound.userId,
           [INTERNAL_DEVICE_HEADER]: bound.deviceId,
+          [INTERNAL_FAMILY_HEADER]: bound.familyId,
           [INTERNAL_CONVERSATION_HEADER]: id,
           [INTERNAL_ROLE_HEADER]: role,
         },
