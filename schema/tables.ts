@@ -139,6 +139,11 @@ export const refreshTokens = sqliteTable(
     expiresAt: integer('expires_at').notNull(),
     /** Set when this token was exchanged for its successor; presenting it again is reuse. */
     rotatedAt: integer('rotated_at'),
+    /**
+     * Set when the one re-issue allowed within LIMITS.refreshGraceMs of the rotation (a second tab
+     * refreshing at the same moment) was used; any further presentation in the window gets no token.
+     */
+    graceUsedAt: integer('grace_used_at'),
   },
   (t) => [index('refresh_tokens_family_idx').on(t.familyId)],
 );

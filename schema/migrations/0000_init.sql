@@ -137,6 +137,7 @@ CREATE TABLE `refresh_tokens` (
 	`created_at` integer DEFAULT (unixepoch() * 1000) NOT NULL,
 	`expires_at` integer NOT NULL,
 	`rotated_at` integer,
+	`grace_used_at` integer,
 	FOREIGN KEY (`family_id`) REFERENCES `token_families`(`id`) ON UPDATE no action ON DELETE cascade
 );
 --> statement-breakpoint

@@ -11,7 +11,7 @@
  * exists. Login and identity reset answer an unknown user and a wrong password with the same 401
  * `invalid_credentials` after the same work (an HMAC against a dummy salt for unknown users).
  */
-import { and, eq, isNull, ne, sql } from 'drizzle-orm';
+import { and, eq, isNotNull, isNull, ne, type SQL, sql } from 'drizzle-orm';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
@@ -486,7 +486,8 @@ auth.post('/totp', jsonBody, valid('json', totpLoginRequest), async (c) => {
  * Rotates the refresh token (cookie only). A token presented again after its rotation revokes the whole
  * family (theft: two parties hold descendants) — unless within LIMITS.refreshGraceMs of the rotation: a
  * family belongs to exactly one device, so that is two tabs of the same browser refreshing at once, and
- * it is honoured with a fresh token of the same family.
+ * it is honoured with a fresh token of the same family — once per rotated token (`grace_used_at`); a
+ * further presentation in the window is 409 `refresh_conflict` (no token, family kept).
  */
 auth.post('/refresh', async (c) => {
   checkOrigin(c);
@@ -542,14 +543,30 @@ auth.post('/refresh', async (c) => {
     clearRefreshCookie(c);
     throw new AppError(401, 'refresh_reused', 'this sign-in was used elsewhere and has been ended; sign in again');
   }
+  // Claim the rotation (or, within the grace window, its single re-issue) with a conditional update and
+  // count the rows it changed: of two concurrent presentations only one can claim each.
+  const claim = async (set: { rotatedAt: number } | { graceUsedAt: number }, unclaimed: SQL | undefined) =>
+    (
+      await db
+        .update(refreshTokens)
+        .set(set)
+        .where(and(eq(refreshTokens.tokenHash, hash), unclaimed))
+        .returning({ h: refreshTokens.tokenHash })
+    ).length === 1;
+  const rotated = row.rotatedAt === null && (await claim({ rotatedAt: now }, isNull(refreshTokens.rotatedAt)));
+  if (!rotated) {
+    const regraced = await claim(
+      { graceUsedAt: now },
+      and(isNotNull(refreshTokens.rotatedAt), isNull(refreshTokens.graceUsedAt)),
+    );
+    if (!regraced) {
+      // Not reuse after the window (the family stays live, the shared cookie is kept): the browser's
+      // cookie already holds a newer token, so the caller retries with it.
+      throw new AppError(409, 'refresh_conflict', 'this refresh token was already re-issued; retry the refresh');
+    }
+  }
   const next = refreshTokenRow(c.env, db, row.familyId, now);
-  await db.batch([
-    db
-      .update(refreshTokens)
-      .set({ rotatedAt: now })
-      .where(and(eq(refreshTokens.tokenHash, hash), isNull(refreshTokens.rotatedAt))),
-    next.stmt,
-  ]);
+  await db.batch([next.stmt]);
   return c.json(
     await tokens(c, { userId: row.userId, deviceId: row.deviceId, familyId: row.familyId, refreshToken: next.token }),
   );
