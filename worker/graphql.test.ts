@@ -113,6 +113,29 @@ describe('GraphQL over HTTP', () => {
     expect(reasons.filter((r) => r === 'rate_limited').length).toBeGreaterThanOrEqual(2);
   });
 
+  it('error messages never echo the request: variable coercion, parse and validation errors get a fixed message with path/location', async () => {
+    const mark = 'ECHO_MARK_4b1d';
+    const coercion = await gql(null, 'query($u: String!) { user(username: $u) { id } }', { u: { [mark]: mark } });
+    const kind = await gql(
+      null,
+      'mutation($k: ConversationKind!, $e: [String!]!) { createConversation(kind: $k, entries: $e) { id } }',
+      { k: mark, e: ['AA'] },
+    );
+    const parse = await gql(null, `{ viewer { id } "${mark}`);
+    const invalid = await gql(null, `{ viewer { ${mark} } }`);
+    for (const [name, r, code] of [
+      ['coercion', coercion, 'BAD_USER_INPUT'],
+      ['enum', kind, 'BAD_USER_INPUT'],
+      ['parse', parse, 'GRAPHQL_PARSE_FAILED'],
+      ['validation', invalid, 'GRAPHQL_VALIDATION_FAILED'],
+    ] as const) {
+      expect(r.status, name).toBe(400);
+      expect(r.body.errors?.[0]?.extensions.code, name).toBe(code);
+      expect(JSON.stringify(r.body), name).not.toContain(mark);
+    }
+    expect((invalid.body.errors![0] as { locations?: unknown[] }).locations?.length).toBe(1);
+  });
+
   it('introspection works and reveals no private field (no password, token, secret or private key anywhere)', async () => {
     const { status, body } = await gql(null, '{ __schema { types { name fields { name } inputFields { name } } } }');
     expect(status).toBe(200);

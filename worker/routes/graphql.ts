@@ -350,9 +350,22 @@ function formatError(err: GraphQLError): GraphQLFormattedError {
     log('error', 'graphql_resolver_error', { type: original.name ?? 'unknown' });
     return { message: 'internal error', path: err.path, extensions: { code: 'INTERNAL_SERVER_ERROR' } };
   }
-  // Errors raised by graphql-js itself during execution (e.g. variable coercion): no input is echoed.
-  return { message: err.message, path: err.path, extensions: { code: 'BAD_USER_INPUT' } };
+  // Errors raised by graphql-js itself during execution (e.g. variable coercion): its message quotes the
+  // offending value, so a fixed message with the path / location only.
+  return {
+    message: FIXED_MESSAGE.BAD_USER_INPUT,
+    ...(err.path ? { path: err.path } : {}),
+    ...(err.locations ? { locations: err.locations } : {}),
+    extensions: { code: 'BAD_USER_INPUT' },
+  };
 }
+
+/** graphql-js messages quote the request (values, names, source text): clients get these instead. */
+const FIXED_MESSAGE = {
+  BAD_USER_INPUT: 'invalid input: a variable or argument has the wrong type or value',
+  GRAPHQL_PARSE_FAILED: 'syntax error in the query document',
+  GRAPHQL_VALIDATION_FAILED: 'the query does not match the schema',
+} as const;
 
 type Status = 200 | 400 | 401 | 405 | 413 | 415;
 function gqlError(c: Context<AppBindings>, status: Status, code: string, message: string) {
@@ -403,7 +416,18 @@ async function handle(c: Context<AppBindings>, method: 'GET' | 'POST') {
     const tooMany = err instanceof Error && /Token limit/.test(err.message);
     return tooMany
       ? gqlError(c, 400, 'QUERY_TOO_COMPLEX', `more than ${LIMITS.graphqlMaxTokens} tokens`)
-      : gqlError(c, 400, 'GRAPHQL_PARSE_FAILED', err instanceof Error ? err.message.slice(0, 200) : 'syntax error');
+      : c.json(
+          {
+            errors: [
+              {
+                message: FIXED_MESSAGE.GRAPHQL_PARSE_FAILED,
+                ...(err instanceof GraphQLErrorClass && err.locations ? { locations: err.locations } : {}),
+                extensions: { code: 'GRAPHQL_PARSE_FAILED' },
+              },
+            ],
+          },
+          400,
+        );
   }
   // Limits first (they are cheap and bounded by the token limit), then the spec's validation.
   // Armor rules throw their GraphQLError (propagateOnRejection) or report it: both mean "too complex".
@@ -427,7 +451,7 @@ async function handle(c: Context<AppBindings>, method: 'GET' | 'POST') {
     return c.json(
       {
         errors: invalid.slice(0, 10).map((e) => ({
-          message: e.message,
+          message: FIXED_MESSAGE.GRAPHQL_VALIDATION_FAILED,
           locations: e.locations,
           extensions: { code: 'GRAPHQL_VALIDATION_FAILED' },
         })),
