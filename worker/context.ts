@@ -1,9 +1,7 @@
-/** Per-request helpers: the hashed client address and audit events (ids and counts only). */
+/** Per-request helpers: the hashed client address (audit rows: domain/common.ts auditInsert). */
 import type { Context } from 'hono';
 import { toB64u } from '../web/src/protocol/bytes.js';
 import { hmacSha256 } from '../web/src/protocol/primitives.js';
-import type { Db } from './db.js';
-import { schema } from './db.js';
 import type { AppBindings, Env } from './env.js';
 import { secretBytes } from './secrets.js';
 
@@ -14,23 +12,6 @@ export function clientKey(c: Context<AppBindings>): string {
     0,
     22,
   );
-}
-
-export type AuditFields = {
-  userId?: string | null;
-  deviceId?: string | null;
-  clientHash?: string | null;
-  details?: Record<string, string | number | boolean | null>;
-};
-
-export async function audit(db: Db, event: string, f: AuditFields = {}): Promise<void> {
-  await db.insert(schema.auditEvents).values({
-    event,
-    userId: f.userId ?? null,
-    deviceId: f.deviceId ?? null,
-    clientHash: f.clientHash ?? null,
-    details: f.details ? JSON.stringify(f.details) : null,
-  });
 }
 
 export type { Env };

@@ -14,6 +14,7 @@ import type { Envelope } from '../../schema/wire.js';
 import { toB64u } from '../../web/src/protocol/bytes.js';
 import type { Db } from '../db.js';
 import { schema } from '../db.js';
+import { asBytes, chunkRows } from '../domain/common.js';
 import type { OutboxBatch, PendingAck } from './store.js';
 
 const MAX_PARAMS = 100;
@@ -22,25 +23,6 @@ const MAX_STATEMENT_PAYLOAD = 90 * 1024;
 const STATEMENTS_PER_BATCH = 50;
 
 type Stmt = BatchItem<'sqlite'>;
-
-function chunk<T>(items: T[], paramsPerRow: number, sizeOf: (t: T) => number): T[][] {
-  const rowsPerStmt = Math.floor(MAX_PARAMS / paramsPerRow);
-  const out: T[][] = [];
-  let cur: T[] = [];
-  let bytes = 0;
-  for (const it of items) {
-    const size = sizeOf(it);
-    if (cur.length > 0 && (cur.length >= rowsPerStmt || bytes + size > MAX_STATEMENT_PAYLOAD)) {
-      out.push(cur);
-      cur = [];
-      bytes = 0;
-    }
-    cur.push(it);
-    bytes += size;
-  }
-  if (cur.length) out.push(cur);
-  return out;
-}
 
 async function runBatches(db: Db, stmts: Stmt[]): Promise<void> {
   for (let i = 0; i < stmts.length; i += STATEMENTS_PER_BATCH) {
@@ -60,7 +42,11 @@ export async function flushOutbox(
   mailboxTtlMs: number,
 ): Promise<void> {
   const stmts: Stmt[] = [];
-  for (const part of chunk(batch.groups, 4, (g) => g.c.byteLength)) {
+  for (const part of chunkRows(batch.groups, 4, {
+    maxParams: MAX_PARAMS,
+    sizeOf: (g) => g.c.byteLength,
+    maxBytes: MAX_STATEMENT_PAYLOAD,
+  })) {
     stmts.push(
       db
         .insert(schema.groupEnvelopes)
@@ -75,7 +61,11 @@ export async function flushOutbox(
         .onConflictDoNothing(),
     );
   }
-  for (const part of chunk(batch.rows, 12, (r) => (r.c ? r.c.byteLength : 0) + 200)) {
+  for (const part of chunkRows(batch.rows, 12, {
+    maxParams: MAX_PARAMS,
+    sizeOf: (r) => (r.c ? r.c.byteLength : 0) + 200,
+    maxBytes: MAX_STATEMENT_PAYLOAD,
+  })) {
     stmts.push(
       db
         .insert(schema.mailbox)
@@ -178,17 +168,10 @@ export async function readMailbox(
       kind: r.kind,
       ...(r.status ? { status: r.status } : {}),
       mode: r.ciphertext ? 'pairwise' : 'group',
-      c: toB64u(asU8(c)),
+      c: toB64u(asBytes(c)),
     });
   }
   return out;
-}
-
-function asU8(v: unknown): Uint8Array {
-  if (v instanceof Uint8Array) return v;
-  if (v instanceof ArrayBuffer) return new Uint8Array(v);
-  if (Array.isArray(v)) return Uint8Array.from(v as number[]);
-  throw new Error('not a blob');
 }
 
 /** Acks from HTTP: per conversation, everything up to `upTo`. */

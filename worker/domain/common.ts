@@ -24,15 +24,64 @@ export interface Caller {
 
 export type AuditDetails = Record<string, string | number | boolean | null>;
 
-/** An audit_events insert to put in the same `db.batch` as the change it records (ids and counts only). */
-export function auditStmt(caller: Caller, event: string, details?: AuditDetails) {
-  return caller.db.insert(schema.auditEvents).values({
+export interface AuditFields {
+  userId?: string | null;
+  deviceId?: string | null;
+  clientHash?: string | null;
+  details?: AuditDetails;
+}
+
+/**
+ * An audit_events insert (ids and counts only — never secrets or plaintext) to put in the same batch as the
+ * change it records. `at` defaults to the row default (now).
+ */
+export function auditInsert(db: Db, event: string, f: AuditFields, at?: number) {
+  return db.insert(schema.auditEvents).values({
+    ...(at === undefined ? {} : { at }),
     event,
+    userId: f.userId ?? null,
+    deviceId: f.deviceId ?? null,
+    clientHash: f.clientHash ?? null,
+    details: f.details ? JSON.stringify(f.details) : null,
+  });
+}
+
+/** auditInsert for the authenticated caller of a domain function. */
+export function auditStmt(caller: Caller, event: string, details?: AuditDetails) {
+  return auditInsert(caller.db, event, {
     userId: caller.auth.userId,
     deviceId: caller.auth.deviceId,
     clientHash: caller.clientHash,
-    details: details ? JSON.stringify(details) : null,
+    details,
   });
+}
+
+/**
+ * Splits rows for multi-row statements under D1's per-statement limits: at most `maxParams` bound
+ * parameters (D1 allows 100) and, with `sizeOf`, at most `maxBytes` of payload per statement.
+ */
+export function chunkRows<T>(
+  rows: readonly T[],
+  paramsPerRow: number,
+  opts: { maxParams?: number; sizeOf?: (row: T) => number; maxBytes?: number } = {},
+): T[][] {
+  const { maxParams = 90, sizeOf = () => 0, maxBytes = Number.POSITIVE_INFINITY } = opts;
+  const rowsPerStmt = Math.max(1, Math.floor(maxParams / paramsPerRow));
+  const out: T[][] = [];
+  let cur: T[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    const size = sizeOf(row);
+    if (cur.length > 0 && (cur.length >= rowsPerStmt || bytes + size > maxBytes)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(row);
+    bytes += size;
+  }
+  if (cur.length) out.push(cur);
+  return out;
 }
 
 /** D1 returns BLOB columns as ArrayBuffer or number[] depending on the path; normalise to Uint8Array. */

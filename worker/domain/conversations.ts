@@ -13,6 +13,7 @@
  * Reads are for members only; a non-member gets 404 `not_found` so existence is not revealed.
  */
 import { and, asc, eq, gt, inArray, isNull } from 'drizzle-orm';
+import { wireId } from '../../schema/wire.js';
 import { equal, toB64u } from '../../web/src/protocol/bytes.js';
 import { ErrorCode, ProtocolError } from '../../web/src/protocol/errors.js';
 import type { DeviceKeyResolver } from '../../web/src/protocol/identity.js';
@@ -29,13 +30,12 @@ import type { Db } from '../db.js';
 import { schema } from '../db.js';
 import { AppError } from '../errors.js';
 import { log } from '../log.js';
-import { asBytes, auditStmt, type Caller, curves, isConstraintError, writeBatch } from './common.js';
+import { asBytes, auditStmt, type Caller, chunkRows, curves, isConstraintError, writeBatch } from './common.js';
 
 /** Entries accepted in one create request (more members are added with later entries). */
 export const MAX_CREATE_ENTRIES = 64;
 /** Log entries returned per read page. */
 export const MAX_LOG_PAGE = 500;
-const CONVERSATION_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 export type Kind = 'direct' | 'group';
 
@@ -113,13 +113,6 @@ async function assertUsersExist(db: Db, userIds: string[]): Promise<void> {
   if (rows.length !== unique.length) throw new AppError(422, 'unknown_user', 'an added user does not exist');
 }
 
-function chunks<T>(rows: T[], paramsPerRow: number): T[][] {
-  const size = Math.max(1, Math.floor(90 / paramsPerRow));
-  const out: T[][] = [];
-  for (let i = 0; i < rows.length; i += size) out.push(rows.slice(i, i + size));
-  return out;
-}
-
 export async function createConversation(
   caller: Caller,
   input: { kind: Kind; entries: Uint8Array[] },
@@ -130,7 +123,7 @@ export async function createConversation(
   const entries = input.entries.map(decodeEntry);
   const first = entries[0]!;
   if (first.action !== 'create') throw new AppError(422, 'invalid_entry', 'the first entry must be create');
-  if (!CONVERSATION_ID.test(first.conversationId))
+  if (!wireId.safeParse(first.conversationId).success)
     throw new AppError(422, 'invalid_entry', 'conversation id must be 1-64 of [A-Za-z0-9_-]');
   if (first.authorUserId !== auth.userId)
     throw new AppError(403, 'forbidden', 'the creator must be the signed-in user');
@@ -182,8 +175,8 @@ export async function createConversation(
       db
         .insert(schema.conversations)
         .values({ id, kind: input.kind, headSeq: final.seq, headHash: final.headHash, createdAt: now }),
-      ...chunks(logRows, 7).map((part) => db.insert(schema.membershipLog).values(part)),
-      ...chunks(memberRows, 4).map((part) => db.insert(schema.members).values(part)),
+      ...chunkRows(logRows, 7).map((part) => db.insert(schema.membershipLog).values(part)),
+      ...chunkRows(memberRows, 4).map((part) => db.insert(schema.members).values(part)),
       auditStmt(caller, 'conversation.created', {
         conversationId: id,
         kind: input.kind,
@@ -206,7 +199,7 @@ export async function createConversation(
 }
 
 async function loadForMember(db: Db, userId: string, id: string) {
-  if (!CONVERSATION_ID.test(id)) throw notFound();
+  if (!wireId.safeParse(id).success) throw notFound();
   const [conv, mine] = await db.batch([
     db.select().from(schema.conversations).where(eq(schema.conversations.id, id)),
     db

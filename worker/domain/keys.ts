@@ -26,7 +26,7 @@ import { schema } from '../db.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit } from '../limiter.js';
 import { LIMITS } from '../limits.js';
-import { asBytes, auditStmt, type Caller, curves, isConstraintError, writeBatch } from './common.js';
+import { asBytes, auditStmt, type Caller, chunkRows, curves, isConstraintError, writeBatch } from './common.js';
 
 const otp = schema.oneTimePrekeys;
 const kem = schema.kemPrekeys;
@@ -94,14 +94,6 @@ const tooMany = (reason: 'batch' | 'stored') =>
     reason,
     limit: reason === 'batch' ? LIMITS.maxPrekeysPerBatch : LIMITS.maxStoredPrekeys,
   });
-
-/** D1 allows at most 100 bound parameters per statement: insert rows in chunks below that. */
-function chunks<T>(rows: T[], paramsPerRow: number): T[][] {
-  const size = Math.max(1, Math.floor(90 / paramsPerRow));
-  const out: T[][] = [];
-  for (let i = 0; i < rows.length; i += size) out.push(rows.slice(i, i + size));
-  return out;
-}
 
 /** Verifies and stores one upload for the caller's own device. */
 export async function uploadPrekeys(caller: Caller, uploadBytes: Uint8Array): Promise<PrekeyCounts> {
@@ -173,10 +165,10 @@ export async function uploadPrekeys(caller: Caller, uploadBytes: Uint8Array): Pr
     );
   }
   if (lastResorts.length > 0) stmts.push(db.delete(kem).where(and(mine(kem), eq(kem.lastResort, true))));
-  for (const part of chunks([...u.oneTimePrekeys], 4)) {
+  for (const part of chunkRows([...u.oneTimePrekeys], 4)) {
     stmts.push(db.insert(otp).values(part.map((k) => ({ userId, deviceId, keyId: k.id, publicKey: k.publicKey }))));
   }
-  for (const part of chunks([...u.kemPrekeys], 7)) {
+  for (const part of chunkRows([...u.kemPrekeys], 7)) {
     stmts.push(
       db.insert(kem).values(
         part.map((k) => ({

@@ -15,7 +15,6 @@ import { and, eq, isNotNull, isNull, ne, type SQL, sql } from 'drizzle-orm';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
-import { createMiddleware } from 'hono/factory';
 import {
   loginRequest,
   normalizeUsername,
@@ -46,7 +45,7 @@ import {
 import { clientKey } from '../context.js';
 import { type Db, makeDb, schema } from '../db.js';
 import { applyDeviceList, deviceListConflict, type Statement } from '../device-store.js';
-import { isConstraintError } from '../domain/common.js';
+import { auditInsert, isConstraintError } from '../domain/common.js';
 import { notifyConversations } from '../domain/devices.js';
 import type { AppBindings, Env } from '../env.js';
 import { AppError } from '../errors.js';
@@ -55,6 +54,7 @@ import { LIMITS } from '../limits.js';
 import { log } from '../log.js';
 import { secretBytes } from '../secrets.js';
 import { valid } from '../validate.js';
+import { jsonBody } from './input.js';
 
 /** Cookie name without its prefix; hono adds `__Host-` (and enforces Secure, Path=/, no Domain). */
 export const REFRESH_COOKIE = 'e2e_refresh';
@@ -63,19 +63,6 @@ export const REFRESH_COOKIE_FULL = `__Host-${REFRESH_COOKIE}`;
 const { users, devices, deviceLists, tokenFamilies, refreshTokens, totpSecrets, recoveryCodes, mfaPending } = schema;
 
 // ---- helpers -------------------------------------------------------------------------------------------
-
-/** Requires a JSON content type and parseable JSON before zod runs (hono would answer 500 otherwise). */
-const jsonBody = createMiddleware<AppBindings>(async (c, next) => {
-  if (!/^application\/json(;|$)/i.test(c.req.header('content-type') ?? '')) {
-    throw new AppError(415, 'unsupported_media_type', 'send application/json');
-  }
-  try {
-    await c.req.json();
-  } catch {
-    throw new AppError(400, 'invalid_json', 'request body is not valid JSON');
-  }
-  await next();
-});
 
 function username(raw: string): string {
   const n = normalizeUsername(raw);
@@ -98,27 +85,6 @@ const invalidCredentials = () => new AppError(401, 'invalid_credentials', 'wrong
 const invalidChallenge = () => new AppError(401, 'invalid_challenge', 'login challenge unknown, used or expired');
 const invalidDeviceSignature = () =>
   new AppError(401, 'invalid_device_signature', 'the device signature over the login challenge is invalid');
-
-function auditStmt(
-  db: Db,
-  event: string,
-  f: {
-    userId?: string | null;
-    deviceId?: string | null;
-    clientHash?: string | null;
-    details?: Record<string, string | number | boolean | null>;
-  },
-  now: number,
-): Statement {
-  return db.insert(schema.auditEvents).values({
-    at: now,
-    event,
-    userId: f.userId ?? null,
-    deviceId: f.deviceId ?? null,
-    clientHash: f.clientHash ?? null,
-    details: f.details ? JSON.stringify(f.details) : null,
-  });
-}
 
 async function deviceSignatureOk(
   signingKey: Uint8Array,
@@ -340,7 +306,7 @@ auth.post('/register', jsonBody, valid('json', registerRequest), async (c) => {
       }),
       ...applied.statements,
       ...session.statements,
-      auditStmt(db, 'register', { userId: body.userId, deviceId: body.deviceId, clientHash: client }, now),
+      auditInsert(db, 'register', { userId: body.userId, deviceId: body.deviceId, clientHash: client }, now),
     ]);
   } catch (err) {
     if (isConstraintError(err, 'users.username')) throw new AppError(409, 'username_taken', 'this username is taken');
@@ -368,7 +334,7 @@ auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
     .get();
   // Same work and the same answer for an unknown user and a wrong password.
   if (!checkPassword(body.passwordPrehash, user ?? null) || !user) {
-    await db.batch([auditStmt(db, 'login_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
+    await db.batch([auditInsert(db, 'login_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
     throw invalidCredentials();
   }
 
@@ -403,7 +369,7 @@ auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
     ))
   ) {
     await db.batch([
-      auditStmt(
+      auditInsert(
         db,
         'login_bad_device_signature',
         { userId: user.id, deviceId: body.deviceId, clientHash: client },
@@ -423,7 +389,7 @@ auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
         deviceId: body.deviceId,
         expiresAt: now + LIMITS.mfaPendingTtlMs,
       }),
-      auditStmt(db, 'login_mfa_pending', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
+      auditInsert(db, 'login_mfa_pending', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
     ]);
     return c.json({ mfaRequired: true as const, mfaToken });
   }
@@ -435,7 +401,7 @@ auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
       .update(devices)
       .set({ lastSeenAt: now })
       .where(and(eq(devices.userId, user.id), eq(devices.deviceId, body.deviceId))),
-    auditStmt(db, 'login', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
+    auditInsert(db, 'login', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
   ]);
   await resetRateLimit(c.env, 'login', account);
   return c.json(await tokens(c, { userId: user.id, deviceId: body.deviceId, ...session }));
@@ -458,7 +424,7 @@ auth.post('/totp', jsonBody, valid('json', totpLoginRequest), async (c) => {
   try {
     method = await requireSecondFactor(c.env, db, pending.userId, body, now);
   } catch (err) {
-    await db.batch([auditStmt(db, 'totp_failed', { userId: pending.userId, clientHash: client }, now)]);
+    await db.batch([auditInsert(db, 'totp_failed', { userId: pending.userId, clientHash: client }, now)]);
     throw err;
   }
   // Single use: whoever deletes the pending row completes the login.
@@ -469,7 +435,7 @@ auth.post('/totp', jsonBody, valid('json', totpLoginRequest), async (c) => {
   const session = openSession(c.env, db, pending.userId, pending.deviceId, now);
   await db.batch([
     ...session.statements,
-    auditStmt(
+    auditInsert(
       db,
       method === 'recovery' ? 'login_recovery_code' : 'login',
       { userId: pending.userId, deviceId: pending.deviceId, clientHash: client, details: { mfa: method } },
@@ -532,7 +498,7 @@ auth.post('/refresh', async (c) => {
         .update(tokenFamilies)
         .set({ revokedAt: now, revokeReason: 'refresh_reuse' })
         .where(and(eq(tokenFamilies.id, row.familyId), isNull(tokenFamilies.revokedAt))),
-      auditStmt(
+      auditInsert(
         db,
         'refresh_reuse',
         { userId: row.userId, deviceId: row.deviceId, clientHash: clientKey(c), details: { familyId: row.familyId } },
@@ -599,7 +565,7 @@ auth.post('/logout', requireAuth, async (c) => {
       .update(tokenFamilies)
       .set({ revokedAt: now, revokeReason: 'logout' })
       .where(and(eq(tokenFamilies.id, a.familyId), isNull(tokenFamilies.revokedAt))),
-    auditStmt(db, 'logout', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
+    auditInsert(db, 'logout', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
   ]);
   await endSessionSockets(c.env, db, a.userId, [a.familyId]);
   clearRefreshCookie(c);
@@ -616,7 +582,7 @@ auth.post('/logout-all', requireAuth, async (c) => {
       .set({ revokedAt: now, revokeReason: 'logout_all' })
       .where(and(eq(tokenFamilies.userId, a.userId), isNull(tokenFamilies.revokedAt)))
       .returning({ id: tokenFamilies.id }),
-    auditStmt(db, 'logout_all', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
+    auditInsert(db, 'logout_all', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
   ]);
   await endSessionSockets(
     c.env,
@@ -648,7 +614,7 @@ auth.post('/sessions/revoke', requireAuth, jsonBody, valid('json', revokeSession
         and(eq(tokenFamilies.userId, a.userId), eq(tokenFamilies.deviceId, deviceId), isNull(tokenFamilies.revokedAt)),
       )
       .returning({ id: tokenFamilies.id }),
-    auditStmt(
+    auditInsert(
       db,
       'sessions_revoked',
       { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c), details: { targetDeviceId: deviceId } },
@@ -680,7 +646,7 @@ auth.post('/password', requireAuth, jsonBody, valid('json', passwordChangeReques
   await enforceRateLimit(c.env, 'login', [accountKey(c.env, user.username), `client:${client}`]);
   const now = Date.now();
   if (!checkPassword(body.currentPrehash, user)) {
-    await db.batch([auditStmt(db, 'password_change_failed', { userId: a.userId, clientHash: client }, now)]);
+    await db.batch([auditInsert(db, 'password_change_failed', { userId: a.userId, clientHash: client }, now)]);
     throw invalidCredentials();
   }
   const [, revoked] = await db.batch([
@@ -691,7 +657,7 @@ auth.post('/password', requireAuth, jsonBody, valid('json', passwordChangeReques
       .where(and(eq(tokenFamilies.userId, a.userId), ne(tokenFamilies.id, a.familyId), isNull(tokenFamilies.revokedAt)))
       .returning({ id: tokenFamilies.id }),
     db.delete(mfaPending).where(eq(mfaPending.userId, a.userId)),
-    auditStmt(db, 'password_changed', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
+    auditInsert(db, 'password_changed', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
   ]);
   await endSessionSockets(
     c.env,
@@ -720,7 +686,7 @@ auth.post('/totp/enroll', requireAuth, async (c) => {
       .insert(totpSecrets)
       .values({ userId: a.userId, secretEnc, enabledAt: null, lastStep: 0 })
       .onConflictDoUpdate({ target: totpSecrets.userId, set: { secretEnc, enabledAt: null, lastStep: 0 } }),
-    auditStmt(db, 'totp_enroll_started', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
+    auditInsert(db, 'totp_enroll_started', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
   ]);
   const { uri, base32 } = otpauthUri(secret, user?.username ?? a.userId);
   return c.json({ otpauthUri: uri, secret: base32 });
@@ -750,7 +716,7 @@ auth.post('/totp/confirm', requireAuth, jsonBody, valid('json', totpCodeRequest)
       .values(
         codes.map((k) => ({ codeHash: tokenHash(c.env, canonicalRecoveryCode(k), 'recovery'), userId: a.userId })),
       ),
-    auditStmt(db, 'totp_enabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
+    auditInsert(db, 'totp_enabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
   ]);
   if (enabled.length !== 1) throw new AppError(409, 'totp_not_pending', 'start enrolment first');
   return c.json({ recoveryCodes: codes });
@@ -768,7 +734,7 @@ auth.post('/totp/disable', requireAuth, jsonBody, valid('json', totpCodeRequest)
   await db.batch([
     db.delete(totpSecrets).where(eq(totpSecrets.userId, a.userId)),
     db.delete(recoveryCodes).where(eq(recoveryCodes.userId, a.userId)),
-    auditStmt(db, 'totp_disabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
+    auditInsert(db, 'totp_disabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
   ]);
   return c.json({ ok: true as const });
 });
@@ -800,7 +766,7 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
     .where(eq(users.username, name))
     .get();
   if (!checkPassword(body.passwordPrehash, user ?? null) || !user) {
-    await db.batch([auditStmt(db, 'reset_identity_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
+    await db.batch([auditInsert(db, 'reset_identity_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
     throw invalidCredentials();
   }
 
@@ -854,7 +820,7 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
     db.delete(schema.kemPrekeys).where(eq(schema.kemPrekeys.userId, user.id)),
     db.delete(mfaPending).where(eq(mfaPending.userId, user.id)),
     ...session.statements,
-    auditStmt(
+    auditInsert(
       db,
       'identity_reset',
       {

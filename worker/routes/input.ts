@@ -1,10 +1,11 @@
 /**
- * Input helpers for the devices / keys / conversations routes: a JSON body that must be
+ * Input helpers for the JSON routes (auth, devices, keys, conversations, mailbox): a JSON body that must be
  * `application/json`, parse, fit a size limit and match a zod schema — each failure a 4xx with a stable
  * code and no echo of the input — and the `Caller` the domain layer takes.
  */
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { createMiddleware } from 'hono/factory';
 import type { z } from 'zod';
 import { clientKey } from '../context.js';
 import { makeDb } from '../db.js';
@@ -21,18 +22,35 @@ export const smallBody = bodyLimit({
   },
 });
 
-export async function readJson<T extends z.ZodType>(c: Context<AppBindings>, schema: T): Promise<z.output<T>> {
-  const type = c.req.header('content-type') ?? '';
-  if (!/^application\/json\s*(;|$)/i.test(type)) {
+/** 415 `unsupported_media_type` unless the request says `application/json`. */
+export function requireJsonType(c: Context<AppBindings>): void {
+  if (!/^application\/json\s*(;|$)/i.test(c.req.header('content-type') ?? '')) {
     throw new AppError(415, 'unsupported_media_type', 'expected Content-Type: application/json');
   }
-  let body: unknown;
+}
+
+/** The parsed JSON body (cached by hono for later readers), or 400 `invalid_json`. */
+export async function jsonOf(c: Context<AppBindings>): Promise<unknown> {
   try {
-    body = JSON.parse(await c.req.text());
+    return await c.req.json();
   } catch {
     throw new AppError(400, 'invalid_json', 'request body is not valid JSON');
   }
-  return parseInput(schema, body);
+}
+
+/**
+ * Middleware for routes validated with hono's `valid('json', …)` (routes/auth.ts): JSON content type and a
+ * parseable body before zod runs (hono would answer 500 otherwise).
+ */
+export const jsonBody = createMiddleware<AppBindings>(async (c, next) => {
+  requireJsonType(c);
+  await jsonOf(c);
+  await next();
+});
+
+export async function readJson<T extends z.ZodType>(c: Context<AppBindings>, schema: T): Promise<z.output<T>> {
+  requireJsonType(c);
+  return parseInput(schema, await jsonOf(c));
 }
 
 export function parseInput<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {

@@ -17,9 +17,9 @@ import { makeDb, schema } from '../db.js';
 import { deliveryConfig } from '../delivery/config.js';
 import { ackMailbox, readMailbox } from '../delivery/mailbox-db.js';
 import type { AppBindings } from '../env.js';
-import { AppError } from '../errors.js';
 import { log } from '../log.js';
 import { idString } from '../validate.js';
+import { jsonOf, parseInput } from './input.js';
 
 const MAX_ACKS = 100;
 const pageQuery = z.strictObject({
@@ -34,21 +34,15 @@ const ackBody = z.strictObject({
     .max(MAX_ACKS),
 });
 
-function invalid(error: z.ZodError): AppError {
-  const fields = [...new Set(error.issues.map((i) => i.path.join('.') || '(root)'))];
-  return new AppError(400, 'invalid_request', 'request failed validation', { fields });
-}
-
 export const mailbox = new Hono<AppBindings>()
   .get('/', requireAuth, async (c) => {
-    const q = pageQuery.safeParse(c.req.query());
-    if (!q.success) throw invalid(q.error);
+    const q = parseInput(pageQuery, c.req.query());
     const cap = deliveryConfig(c.env.DELIVERY_LIMITS).mailboxPageMax;
-    const limit = Math.min(q.data.limit ?? cap, cap);
+    const limit = Math.min(q.limit ?? cap, cap);
     const auth = c.get('auth');
     const envelopes = await readMailbox(makeDb(c.env), auth.userId, auth.deviceId, {
-      afterConversation: q.data.afterConversation,
-      afterSeq: q.data.afterSeq,
+      afterConversation: q.afterConversation,
+      afterSeq: q.afterSeq,
       limit,
     });
     const last = envelopes[envelopes.length - 1];
@@ -58,17 +52,10 @@ export const mailbox = new Hono<AppBindings>()
     return c.json({ envelopes, next });
   })
   .post('/ack', requireAuth, async (c) => {
-    let raw: unknown;
-    try {
-      raw = await c.req.json();
-    } catch {
-      throw new AppError(400, 'invalid_json', 'body is not JSON');
-    }
-    const body = ackBody.safeParse(raw);
-    if (!body.success) throw invalid(body.error);
+    const body = parseInput(ackBody, await jsonOf(c));
     const auth = c.get('auth');
     const db = makeDb(c.env);
-    await ackMailbox(db, auth.userId, auth.deviceId, body.data.acks);
+    await ackMailbox(db, auth.userId, auth.deviceId, body.acks);
     // The DO may still hold un-flushed copies; tell it (best effort: D1 is already clean, and the flush's
     // ON CONFLICT would only re-insert what the device has acked, which the next ack or the TTL removes).
     // Only conversations the caller is a member of: `idFromName` on an arbitrary id would create a DO
@@ -85,7 +72,7 @@ export const mailbox = new Hono<AppBindings>()
       ).map((r) => r.id),
     );
     const results = await Promise.allSettled(
-      body.data.acks
+      body.acks
         .filter((a) => mine.has(a.conversationId))
         .map((a) =>
           c.env.CONVERSATION.get(c.env.CONVERSATION.idFromName(a.conversationId)).ackDevice(

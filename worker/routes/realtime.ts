@@ -26,11 +26,11 @@ import { consumeTicket, liveMemberRole, liveSession, mintTicket } from '../deliv
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit } from '../limiter.js';
-
-const ID = /^[A-Za-z0-9_-]{1,64}$/;
+import { idString } from '../validate.js';
 
 function conversationId(raw: string): string {
-  if (!ID.test(raw)) throw new AppError(400, 'bad_conversation_id', 'conversation id must be 1-64 of [A-Za-z0-9_-]');
+  if (!idString.safeParse(raw).success)
+    throw new AppError(400, 'bad_conversation_id', 'conversation id must be 1-64 of [A-Za-z0-9_-]');
   return raw;
 }
 
