@@ -4,7 +4,7 @@ import { WIRE_VERSION } from '../schema/wire.js';
 import { fromB64u, toB64u } from '../web/src/protocol/bytes.js';
 import { type DeviceList, encodeDeviceList, signLoginChallenge } from '../web/src/protocol/identity.js';
 import { makeDb } from './db.js';
-import { revokeDevice } from './domain/devices.js';
+import { registerDevice, revokeDevice } from './domain/devices.js';
 import type { Env } from './env.js';
 import { AppError } from './errors.js';
 import { connect, fakeCiphertext, makeConversation } from './test/delivery-fixtures.js';
@@ -37,6 +37,43 @@ async function register(f: Fixture, token: string, list: DeviceList, signWith = 
 }
 
 describe('devices', () => {
+  it('a registration that loses the device-list race to a concurrent update is 409 device_list_conflict (not a 500), nothing written', async () => {
+    const bob = await makeUser('devregrace');
+    const d1 = await newDevice(bob, 'd1');
+    const list = await nextList(bob, [...bob.devices, d1]);
+    const ch = await challenge(await bob.token());
+    const signature = await signLoginChallenge(bob.curves, d1.signing, fromB64u(ch.challenge), bob.userId, 'd1');
+    const racingEnv = {
+      ...env,
+      DB: {
+        prepare: (q: string) => env.DB.prepare(q),
+        batch: async (stmts: D1PreparedStatement[]) => {
+          await env.DB.prepare('UPDATE device_lists SET version = version + 1 WHERE user_id = ?')
+            .bind(bob.userId)
+            .run();
+          return env.DB.batch(stmts);
+        },
+      },
+    } as unknown as Env;
+    const caller = {
+      env: racingEnv,
+      db: makeDb(env),
+      auth: { userId: bob.userId, deviceId: 'd0', familyId: 'f' },
+      clientHash: 'test',
+    };
+    const err = await registerDevice(caller, {
+      deviceList: encodeDeviceList(list),
+      challengeId: ch.challengeId,
+      signature,
+    }).catch((e) => e);
+    expect([(err as AppError).status, (err as AppError).code]).toEqual([409, 'device_list_conflict']);
+    const d1row = await env.DB.prepare("SELECT 1 AS x FROM devices WHERE user_id = ? AND device_id = 'd1'")
+      .bind(bob.userId)
+      .first();
+    expect(d1row).toBeNull();
+    expect(await auditCount('device.registered')).toBe(0);
+  });
+
   it('a revocation that loses the device-list race to a concurrent update is 409 device_list_conflict (not a 500), nothing written', async () => {
     const bob = await makeUser('devrace', 2);
     const list = await nextList(bob, [bob.devices[0]!]);
