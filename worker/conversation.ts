@@ -399,6 +399,21 @@ export class ConversationDO extends DurableObject<Env> {
   }
 
   private async handleResume(ws: WebSocket, att: Attachment, after: number): Promise<void> {
+    // A removed member / revoked device whose notification was lost is refused here too once the cached
+    // set has expired (a D1 failure with no cached set does not block resume: the upgrade checked D1).
+    if (this.conversationId) {
+      let set: DeviceSet | null = null;
+      try {
+        set = await this.devices();
+        if (!isLiveMemberDevice(set, att.u, att.d)) set = await this.devices(true);
+      } catch (err) {
+        log('warn', 'conversation_resume_member_check_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      }
+      if (set && !isLiveMemberDevice(set, att.u, att.d)) {
+        close(ws, CLOSE.forbidden, 'not a member or device revoked');
+        return;
+      }
+    }
     this.applyAcks();
     const limit = this.cfg.resumeMaxEnvelopes;
     const state = this.store.state();
@@ -440,9 +455,8 @@ export class ConversationDO extends DurableObject<Env> {
    * anyone who is no longer a member or whose device was revoked.
    */
   private async devices(refresh = false): Promise<DeviceSet> {
-    if (this.deviceSet && !refresh && Date.now() - this.deviceSet.loadedAt <= this.cfg.deviceSetTtlMs) {
-      return this.deviceSet;
-    }
+    const cached = refresh ? null : this.deviceSet;
+    if (cached && Date.now() - cached.loadedAt <= this.cfg.deviceSetTtlMs) return cached;
     if (!this.deviceSetLoad) {
       const conv = this.conversationId;
       if (!conv) throw new FrameError('unavailable', 'conversation not initialised');
@@ -450,7 +464,16 @@ export class ConversationDO extends DurableObject<Env> {
         this.deviceSetLoad = null;
       });
     }
-    const set = await this.deviceSetLoad;
+    let set: DeviceSet;
+    try {
+      set = await this.deviceSetLoad;
+    } catch (err) {
+      // Only the age expired (no RPC dropped it, no mismatch): while D1 is unreachable the expired set
+      // keeps the conversation usable; `loadedAt` stays old, so the next call tries D1 again.
+      if (!cached) throw err;
+      log('warn', 'conversation_device_set_reload_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      return cached;
+    }
     this.deviceSet = set;
     // Anyone connected who is no longer a member (or whose device was revoked) is disconnected.
     for (const ws of this.ctx.getWebSockets()) {

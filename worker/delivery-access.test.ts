@@ -225,6 +225,27 @@ describe('membership changes and revocation', () => {
     a.close();
   });
 
+  it('a removed member whose notification was lost is refused on resume once the cached set is older than deviceSetTtlMs', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    const b = await connect(conv, bob.devices[0]!);
+    await a.sendAndWait(group('warm'));
+    await b.until((x) => x.envelopes().length === 1);
+    await db()
+      .delete(schema.members)
+      .where(and(eq(schema.members.conversationId, conv), eq(schema.members.userId, bob.userId)));
+    await runInDurableObject(conversationStub(conv), (inst) => {
+      const i = inst as unknown as { deviceSet: { loadedAt: number } | null; cfg: { deviceSetTtlMs: number } };
+      if (i.deviceSet) i.deviceSet.loadedAt = Date.now() - i.cfg.deviceSetTtlMs - 1;
+    });
+    b.send({ v: WIRE_VERSION, type: 'resume', after: 0 });
+    expect((await b.waitClosed()).code).toBe(CLOSE.forbidden);
+    expect(b.frames.filter((f) => f.type === 'resume')).toHaveLength(1); // only the one from connect
+    a.close();
+  });
+
   it('a revoked device is closed with 4403, receives nothing more, and its mailbox is deleted', async () => {
     const alice = await makeUser('alice');
     const bob = await makeUser('bob', 2);
