@@ -1,0 +1,252 @@
+/**
+ * Faults suite: real client engines against a dev server that is made to fail.
+ *  1. restart — workerd (the whole `npm run dev`) is SIGKILLed mid-stream and restarted on the same port
+ *     with the same state folder (D1 and Durable Object SQLite survive);
+ *  2. drop — client sockets are terminated at random while messages are being sent;
+ *  3. d1 — the server restarts with E2E_CHAT_FAULTS (worker/faults.ts): a fraction of all D1 writes throw
+ *     (tickets, the DO's mailbox flush, acks) while one recipient is offline and comes back;
+ *  4. crash — a client's engine is killed after it persisted an encrypted message and before the frame
+ *     left (the frame is swallowed), then restarted from the same Store.
+ * Afterwards, per phase: nothing the server acknowledged is missing anywhere, nothing delivered twice,
+ * every device holds the same order, no message is left `sending`; every failure the sender saw is
+ * counted; and over every frame any device sent, no (ratchet key, N) / (sender, chain, iteration) pair
+ * carries two different ciphertexts (no key/nonce reuse).
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DevServer } from '../scripts/dev-server.js';
+import { fromB64u } from '../web/src/protocol/bytes.js';
+import { decodeMessage } from '../web/src/protocol/session.js';
+import {
+  type Person,
+  registered,
+  restartEngine,
+  runId,
+  type SocketTap,
+  sleep,
+  socketTap,
+  until,
+} from './lib/people.js';
+import { type ConversationOutcome, exchange } from './load.js';
+import type { SuiteResult } from './report.js';
+import { collect } from './secrets.js';
+import { startSuiteServer } from './server.js';
+
+export interface FaultsConfig {
+  /** Messages per device per phase. */
+  messages: number;
+  pauseMs: number;
+  /** Fraction of D1 writes that fail in the d1 phase. */
+  d1WriteFailRate: number;
+  timeoutMs: number;
+}
+export const FAULTS_FULL: FaultsConfig = { messages: 40, pauseMs: 60, d1WriteFailRate: 0.3, timeoutMs: 120_000 };
+export const FAULTS_CI: FaultsConfig = { messages: 8, pauseMs: 40, d1WriteFailRate: 0.3, timeoutMs: 45_000 };
+
+/** (key, nonce) identity of every ciphertext a device sent → the ciphertexts seen under it. */
+class NonceLedger {
+  readonly seen = new Map<string, Set<string>>();
+  frames = 0;
+  unparsed = 0;
+  record(who: string, data: string): void {
+    let f: { type?: string; to?: { u: string; d: string; c: string }[]; group?: string };
+    try {
+      f = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (f.type !== 'send' && f.type !== 'receipt') return;
+    this.frames++;
+    const put = (k: string, c: string) => {
+      const h = createHash('sha256').update(c).digest('hex');
+      const s = this.seen.get(k) ?? new Set();
+      s.add(h);
+      this.seen.set(k, s);
+    };
+    for (const it of f.to ?? []) {
+      try {
+        const m = decodeMessage(fromB64u(it.c));
+        const h = m.ratchet.header;
+        const n = new DataView(h.buffer, h.byteOffset, h.length).getUint32(36);
+        put(`dr:${Buffer.from(h.subarray(0, 32)).toString('hex')}:${n}`, it.c);
+      } catch {
+        this.unparsed++;
+      }
+    }
+    if (f.group) {
+      const b = fromB64u(f.group);
+      if (b.length < 9) this.unparsed++;
+      else {
+        const v = new DataView(b.buffer, b.byteOffset, b.length);
+        put(`sk:${who}:${v.getUint32(1)}:${v.getUint32(5)}`, f.group);
+      }
+    }
+  }
+  reused(): number {
+    return [...this.seen.values()].filter((s) => s.size > 1).length;
+  }
+}
+
+function sum(outcomes: ConversationOutcome[]) {
+  const s = { lost: 0, duplicated: 0, reordered: 0, undecryptable: 0, failed: 0, unsettled: 0, messages: 0 };
+  for (const o of outcomes) for (const k of Object.keys(s) as (keyof typeof s)[]) s[k] += o[k];
+  return s;
+}
+
+export async function faultsSuite(cfg: FaultsConfig, log = (_: string) => {}): Promise<SuiteResult> {
+  const t0 = performance.now();
+  const failures: string[] = [];
+  const rows: [string, string][] = [];
+  const stateDir = mkdtempSync(join(tmpdir(), 'e2e-chat-faults-'));
+  const tap: SocketTap = socketTap();
+  const ledger = new NonceLedger();
+  let crashArmed: Person | null = null;
+  let crashed: Person | null = null;
+  tap.out = (who, data) => {
+    ledger.record(who, data);
+    if (crashArmed && crashArmed.name === who && data.includes('"type":"send"')) {
+      // Kill the engine now: the ciphertext is persisted in its outbox, the frame never leaves.
+      const victim = crashArmed;
+      crashed = victim;
+      crashArmed = null;
+      queueMicrotask(() => victim.engine.close());
+      return false;
+    }
+    return true;
+  };
+  let server: DevServer = await startSuiteServer({ stateDir });
+  const port = Number(new URL(server.url).port);
+  const base = server.url;
+  const outputs: string[] = [];
+  const restart = async (vars: Record<string, string> = {}) => {
+    outputs.push(server.output());
+    if (server.child.pid) process.kill(-server.child.pid, 'SIGKILL');
+    await server.stop();
+    server = await startSuiteServer({ stateDir, port, vars });
+  };
+  const everyone: Person[] = [];
+  try {
+    const run = runId();
+    const people = await Promise.all(['a', 'b', 'c', 'd', 'e'].map((n) => registered(base, `f${n}${run}`, tap)));
+    everyone.push(...people);
+    const [a, b, c, d, e] = people as [Person, Person, Person, Person, Person];
+    const direct = await a.engine.createConversation({ kind: 'direct', members: [b.userId] });
+    const group = await c.engine.createConversation({ kind: 'group', members: [d.userId, e.userId], title: 'f' });
+    for (const p of [a, b]) await p.engine.connect([direct]);
+    for (const p of [c, d, e]) await p.engine.connect([group]);
+    const online = (p: Person, conv: string) =>
+      until(async () => (await p.engine.connectionStatus(conv)) === 'online', `${p.name} online`, cfg.timeoutMs);
+    await Promise.all([online(a, direct), online(b, direct), ...[c, d, e].map((p) => online(p, group))]);
+    const both = (during: Promise<unknown>) =>
+      Promise.all([
+        exchange(direct, [a, b], cfg.messages, cfg.pauseMs, cfg.timeoutMs, during),
+        exchange(group, [c, d, e], cfg.messages, cfg.pauseMs, cfg.timeoutMs),
+      ]);
+    const report = (phase: string, outcomes: ConversationOutcome[]) => {
+      const s = sum(outcomes);
+      rows.push(
+        [`${phase}: messages`, String(s.messages)],
+        [`${phase}: acknowledged-but-lost / duplicated / reordered`, `${s.lost} / ${s.duplicated} / ${s.reordered}`],
+        [
+          `${phase}: failures shown to the sender / left sending / undecryptable`,
+          `${s.failed} / ${s.unsettled} / ${s.undecryptable}`,
+        ],
+      );
+      if (s.lost || s.duplicated || s.reordered || s.unsettled || s.undecryptable)
+        failures.push(
+          `${phase}: lost ${s.lost}, duplicated ${s.duplicated}, reordered ${s.reordered}, left sending ${s.unsettled}, undecryptable ${s.undecryptable}`,
+        );
+      log(`faults: ${phase} done`);
+    };
+
+    // 1. kill -9 the dev server mid-stream, restart it on the same state.
+    const restartDuring = (async () => {
+      await sleep(cfg.messages * cfg.pauseMs * 0.2 + 300);
+      await restart();
+    })();
+    report('restart', await both(restartDuring));
+
+    // 2. drop client sockets at random mid-send.
+    let dropping = true;
+    let drops = 0;
+    const dropper = (async () => {
+      while (dropping) {
+        await sleep(150 + Math.random() * 250);
+        const open = [...tap.sockets];
+        const s = open[Math.floor(Math.random() * open.length)];
+        if (s) {
+          s.terminate();
+          drops++;
+        }
+      }
+    })();
+    const dropOutcomes = await both(
+      (async () => {
+        await sleep(cfg.messages * cfg.pauseMs * 0.5);
+      })(),
+    );
+    dropping = false;
+    await dropper;
+    report(`drop (${drops} sockets terminated)`, dropOutcomes);
+
+    // 3. a fraction of D1 writes fail; b is offline for a while and catches up.
+    await restart({ E2E_CHAT_FAULTS: JSON.stringify({ d1WriteFailRate: cfg.d1WriteFailRate }) });
+    const offlineB = (async () => {
+      await b.engine.disconnect();
+      await sleep(cfg.messages * cfg.pauseMs * 0.5 + 2500); // past the DO's mailbox flush delay
+      await b.engine.connect([direct]);
+    })();
+    report(`d1 (${Math.round(cfg.d1WriteFailRate * 100)} % of writes fail)`, await both(offlineB));
+    const injected = (server.output().match(/InjectedFault/g) ?? []).length;
+    rows.push(['d1: injected failures logged by the worker', String(injected)]);
+    await restart();
+
+    // 4. crash between encrypting and sending, restart from the same Store.
+    crashArmed = a;
+    const body = `plaincrash${runId()}${runId()}`;
+    await a.engine.sendText(direct, body);
+    await until(() => crashed !== null, 'the crash point', cfg.timeoutMs);
+    await restartEngine(a, tap);
+    await a.engine.connect([direct]);
+    await online(a, direct);
+    let crashOk = true;
+    try {
+      await until(
+        async () => (await b.engine.messages(direct, { limit: 1_000_000 })).some((m) => m.body === body),
+        'delivery after the crash',
+        cfg.timeoutMs,
+      );
+      await sleep(500);
+      const copies = (await b.engine.messages(direct, { limit: 1_000_000 })).filter((m) => m.body === body).length;
+      const mine = (await a.engine.messages(direct, { limit: 1_000_000 })).filter((m) => m.body === body);
+      if (copies !== 1 || mine.length !== 1 || mine[0]!.seq === null) {
+        crashOk = false;
+        failures.push(`crash: ${copies} copies received, ${mine.length} local copies (seq ${mine[0]?.seq})`);
+      }
+    } catch (err) {
+      crashOk = false;
+      failures.push(`crash: ${(err as Error).message}`);
+    }
+    report('after crash', [await exchange(direct, [a, b], Math.max(3, cfg.messages / 4), cfg.pauseMs, cfg.timeoutMs)]);
+    rows.push(['crash before send: delivered exactly once after restart', crashOk ? 'yes' : 'NO']);
+    const reused = ledger.reused();
+    rows.push(
+      ['(key, nonce) pairs checked / reused with different ciphertexts', `${ledger.seen.size} / ${reused}`],
+      ['frames inspected / ciphertexts not parseable', `${ledger.frames} / ${ledger.unparsed}`],
+    );
+    if (reused) failures.push(`${reused} (key, nonce) pairs used for two different ciphertexts`);
+  } catch (err) {
+    failures.push(`faults: ${err instanceof Error ? err.message : String(err)}`);
+  } finally {
+    for (const p of everyone) p.engine.close();
+    outputs.push(server.output());
+    collect({ output: () => outputs.join('\n'), stateDir });
+    await server.stop();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+  rows.push(['wall time (s)', ((performance.now() - t0) / 1000).toFixed(0)]);
+  return { name: 'faults', rows, failures };
+}

@@ -1,0 +1,56 @@
+/**
+ * `npm run reliability` — the load, faults, bad-input and secrets suites against their own `npm run dev`
+ * (raised rate limits, loopback only), full size by default; `--ci` runs the configuration of
+ * e2e/reliability.test.ts. Prints one Markdown table (bench/RESULTS.md "## Reliability").
+ * Options: --ci, --only=load,faults,badinput (secrets always runs last over what the others left).
+ * @module
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describeMachine, machineInfo } from '../bench/stats.js';
+import { BADINPUT_CI, BADINPUT_FULL, badInputSuite } from './badinput.js';
+import { FAULTS_CI, FAULTS_FULL, faultsSuite } from './faults.js';
+import { LOAD_CI, LOAD_FULL, loadSuite } from './load.js';
+import { reportTable, type SuiteResult } from './report.js';
+import { collect, secretsSuite } from './secrets.js';
+import { startSuiteServer } from './server.js';
+
+const ci = process.argv.includes('--ci');
+const only = process.argv
+  .find((a) => a.startsWith('--only='))
+  ?.slice(7)
+  .split(',');
+const want = (s: string) => !only || only.includes(s);
+const log = (s: string) => process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
+
+const results: SuiteResult[] = [];
+const t0 = performance.now();
+const stateDir = mkdtempSync(join(tmpdir(), 'e2e-chat-reliability-'));
+const server = await startSuiteServer({ stateDir });
+try {
+  if (want('load')) {
+    results.push(await loadSuite(server.url, ci ? LOAD_CI : LOAD_FULL, log));
+    log(`load suite done (${results.at(-1)!.failures.length} problems)`);
+  }
+  if (want('badinput')) {
+    results.push(await badInputSuite(server.url, server.stateDir, ci ? BADINPUT_CI : BADINPUT_FULL, log));
+    log(`bad-input suite done (${results.at(-1)!.failures.length} problems)`);
+  }
+  collect(server);
+} finally {
+  await server.stop();
+  rmSync(stateDir, { recursive: true, force: true });
+}
+if (want('faults')) {
+  results.push(await faultsSuite(ci ? FAULTS_CI : FAULTS_FULL, log));
+  log(`faults suite done (${results.at(-1)!.failures.length} problems)`);
+}
+results.push(secretsSuite());
+const load = loadavg()
+  .map((x) => x.toFixed(1))
+  .join(' ');
+process.stdout.write(
+  `\n${describeMachine(machineInfo())} · load average ${load} · ${ci ? 'CI' : 'full'} configuration · ${((performance.now() - t0) / 1000).toFixed(0)} s\n\n${reportTable(results)}\n`,
+);
+process.exitCode = results.some((r) => r.failures.length > 0) ? 1 : 0;

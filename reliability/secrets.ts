@@ -1,0 +1,96 @@
+/**
+ * Secrets suite: while the other suites run they register what must never reach the server's logs or
+ * storage — message plaintexts, private keys, passwords, access/refresh tokens and WebSocket tickets
+ * (`remember`). Afterwards every log line the dev server printed and every file under its state folder
+ * (local D1 and Durable Object SQLite files, WAL included, read as raw bytes) is searched for each of
+ * them: raw bytes, UTF-8, base64url, base64 and hex. No SQLite tool needed.
+ * @module
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { SuiteResult } from './report.js';
+
+export type SecretKind = 'plaintext' | 'private key' | 'password' | 'token';
+
+const registry = new Map<string, { kind: SecretKind; value: Buffer }>();
+
+/** Registers a value that must not appear anywhere server-side (values shorter than 8 bytes are ignored). */
+export function remember(kind: SecretKind, value: string | Uint8Array): void {
+  const buf = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value);
+  if (buf.length < 8) return;
+  registry.set(`${kind}:${buf.toString('hex')}`, { kind, value: buf });
+}
+
+export function rememberedCount(): number {
+  return registry.size;
+}
+
+function needles(v: Buffer): Buffer[] {
+  const out = [v, Buffer.from(v.toString('base64url')), Buffer.from(v.toString('base64').replace(/=+$/, ''))];
+  // Text secrets (tokens, passwords, plaintexts) are searched as text; binary ones also as hex.
+  if (!/^[\x20-\x7e]*$/.test(v.toString('latin1'))) out.push(Buffer.from(v.toString('hex')));
+  return out;
+}
+
+function files(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    const st = statSync(p, { throwIfNoEntry: false });
+    if (!st) continue;
+    if (st.isDirectory()) out.push(...files(p));
+    else if (st.isFile()) out.push(p);
+  }
+  return out;
+}
+
+export interface Haystack {
+  label: string;
+  bytes: Buffer;
+}
+
+export function stateHaystacks(stateDir: string): Haystack[] {
+  return files(stateDir).map((p) => ({ label: p.slice(stateDir.length + 1), bytes: readFileSync(p) }));
+}
+
+const collected: { logs: string[]; stacks: Haystack[] } = { logs: [], stacks: [] };
+
+/** Takes a copy of a dev server's log output and state files now (call it before the server's state goes). */
+export function collect(server: { output: () => string; stateDir: string }): void {
+  collected.logs.push(server.output());
+  collected.stacks.push(
+    ...stateHaystacks(server.stateDir).map((h) => ({ ...h, label: `${server.stateDir}/${h.label}` })),
+  );
+}
+
+/** Searches everything `collect`ed (plus `logs` / `stacks`) for every remembered secret. */
+export function secretsSuite(extraLogs: string[] = [], extraStacks: Haystack[] = []): SuiteResult {
+  const logs = [...collected.logs, ...extraLogs];
+  const stacks = [...collected.stacks, ...extraStacks];
+  const t0 = performance.now();
+  const all: Haystack[] = [...logs.map((l, i) => ({ label: `log ${i}`, bytes: Buffer.from(l, 'utf8') })), ...stacks];
+  const hits: string[] = [];
+  const byKind = new Map<SecretKind, number>();
+  for (const { kind, value } of registry.values()) {
+    byKind.set(kind, (byKind.get(kind) ?? 0) + 1);
+    const ns = needles(value);
+    for (const h of all) {
+      if (ns.some((n) => h.bytes.indexOf(n) >= 0)) hits.push(`${kind} found in ${h.label}`);
+    }
+  }
+  const bytes = all.reduce((s, h) => s + h.bytes.length, 0);
+  const logLines = logs.reduce((s, l) => s + l.split('\n').length, 0);
+  return {
+    name: 'secrets',
+    rows: [
+      [
+        'secrets searched (plaintexts / private keys / passwords / tokens)',
+        `${byKind.get('plaintext') ?? 0} / ${byKind.get('private key') ?? 0} / ${byKind.get('password') ?? 0} / ${byKind.get('token') ?? 0}`,
+      ],
+      ['log lines / state files / MB scanned', `${logLines} / ${stacks.length} / ${(bytes / 1e6).toFixed(1)}`],
+      ['secrets found', String(hits.length)],
+      ['wall time (s)', ((performance.now() - t0) / 1000).toFixed(1)],
+    ],
+    failures: [...new Set(hits)],
+  };
+}
