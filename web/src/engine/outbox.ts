@@ -21,7 +21,7 @@ import type { Groups } from './groups.js';
 import { type Messages, WITHHELD } from './messages.js';
 import type { Sessions } from './sessions.js';
 import { listJson, mutex, putJson, readJson, type StoreTx, writeJson } from './storage.js';
-import type { ClientFrame } from './transport.js';
+import { ApiError, type ClientFrame } from './transport.js';
 
 export interface OutboxItem {
   readonly u: string;
@@ -51,6 +51,16 @@ export interface OutboxEntry {
 
 /** Gives up after this many device_mismatch repairs of one entry. */
 const MAX_REPAIRS = 5;
+/** Preparing an entry (bundle claims, device lists) hit the network or a 5xx/429: retries with back-off
+ * (0.25 s doubling to 8 s, ~30 s in all) before the entry fails. */
+const MAX_TRANSIENT_RETRIES = 8;
+
+/** A failure that says nothing about the message: the server was unreachable, overloaded or restarting. */
+function isTransient(err: unknown): boolean {
+  if (err instanceof EngineError) return false;
+  if (err instanceof ApiError) return err.status >= 500 || err.status === 429;
+  return err instanceof TypeError; // fetch: connection refused / reset
+}
 const key = (clientId: string) => `out/${clientId}`;
 const ref = (u: string, d: string) => `${u}\n${d}`;
 
@@ -61,6 +71,8 @@ export class Outbox {
   /** Per conversation: the entry whose answer (accepted / error) we are waiting for. One at a time keeps
    * the server's order equal to ours (a sender-key distribution always precedes the group message). */
   private readonly awaiting = new Map<string, string>();
+  /** Transient failures so far per entry (in memory: a reload starts again). */
+  private readonly transient = new Map<string, number>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -111,9 +123,11 @@ export class Outbox {
   private async trySend(clientId: string): Promise<void> {
     if (this.inFlight.has(clientId)) return;
     this.inFlight.add(clientId);
+    let conversationId: string | undefined;
     try {
       let e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
       if (e?.state !== 'sending') return;
+      conversationId = e.conversationId;
       if (e.mode === 'pairwise' && e.items === null) {
         e = { ...e, items: await this.fanout(e.conversationId, e.payload) };
         await putJson(this.ctx.store, key(clientId), e);
@@ -122,7 +136,25 @@ export class Outbox {
         await putJson(this.ctx.store, key(clientId), e);
       }
       if (this.send(e.conversationId, frameOf(e))) this.awaiting.set(e.conversationId, e.clientId);
+      this.transient.delete(clientId);
     } catch (err) {
+      const tries = this.transient.get(clientId) ?? 0;
+      if (conversationId !== undefined && isTransient(err) && tries < MAX_TRANSIENT_RETRIES) {
+        // Keep the entry (and everything after it in this conversation: a sender-key distribution must
+        // precede its group message) and try again later; a reconnect retries at once.
+        const conv = conversationId;
+        this.transient.set(clientId, tries + 1);
+        this.awaiting.set(conv, clientId);
+        setTimeout(
+          () => {
+            this.answered(conv, clientId);
+            void this.flush(conv);
+          },
+          Math.min(8000, 250 * 2 ** tries),
+        );
+        return;
+      }
+      this.transient.delete(clientId);
       await this.fail(clientId, err instanceof EngineError ? err.code : 'send_failed');
     } finally {
       this.inFlight.delete(clientId);
