@@ -3,7 +3,7 @@
  * free loopback port, with its own fresh local state folder, and resolves once /api/health answers.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -53,7 +53,9 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   const env: Record<string, string> = { ...opts.env };
   if (opts.vars) {
     ensureDevVars();
-    const name = `devserver${randomBytes(4).toString('hex')}`;
+    // The environment name is part of the Worker's name and so of its Durable Objects' storage folder: a
+    // restart on a kept state folder must use the same name to find its objects again.
+    const name = `devserver${opts.stateDir ? createHash('sha256').update(opts.stateDir).digest('hex').slice(0, 8) : randomBytes(4).toString('hex')}`;
     varsFile = `${ROOT}.dev.vars.${name}`;
     const extra = Object.entries(opts.vars).map(([k, v]) => `${k}='${v}'`);
     writeFileSync(varsFile, `${readFileSync(`${ROOT}.dev.vars`, 'utf8').trimEnd()}\n${extra.join('\n')}\n`, {
