@@ -305,25 +305,37 @@ export function createEngine(opts: EngineOptions): Engine {
       };
       await messages.putPending(m);
       ctx.emit({ type: 'message_added', message: m });
-      if (kind === 'group') {
-        const sk = await groups.prepareSenderKey(conversationId);
-        if (sk.needs.length) {
-          await outbox.enqueue(
-            entry(
-              conversationId,
-              newId(),
-              encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
-              'pairwise',
-              false,
-              ctx.now(),
-            ),
-          );
-          await groups.markDistributed(conversationId, sk.needs);
+      try {
+        if (kind === 'group') {
+          const sk = await groups.prepareSenderKey(conversationId);
+          if (sk.needs.length) {
+            await outbox.enqueue(
+              entry(
+                conversationId,
+                newId(),
+                encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
+                'pairwise',
+                false,
+                ctx.now(),
+              ),
+            );
+            await groups.markDistributed(conversationId, sk.needs);
+          }
         }
+        await outbox.enqueue(
+          entry(conversationId, clientId, payload, kind === 'group' ? 'group' : 'pairwise', true, sentAt),
+        );
+      } catch (err) {
+        // Nothing was queued: the message must not stay 'sending' forever — show it as failed.
+        const code = err instanceof EngineError ? err.code : 'send_failed';
+        const failed = await messages.update(
+          conversationId,
+          { seq: null, clientId },
+          { status: 'failed', error: code },
+        );
+        if (failed) ctx.emit({ type: 'message_updated', message: failed });
+        throw err;
       }
-      await outbox.enqueue(
-        entry(conversationId, clientId, payload, kind === 'group' ? 'group' : 'pairwise', true, sentAt),
-      );
       track(outbox.flush(conversationId));
       return m;
     },
