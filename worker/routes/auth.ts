@@ -257,6 +257,21 @@ auth.use(
 );
 
 /** A fresh single-use challenge. Reveals nothing about any user. */
+/** A new account or a reset identity starts with exactly one device: the one making the request. */
+function onlyDevice<D extends { deviceId: string }>(list: readonly D[], deviceId: string, what: string): D {
+  if (list.length !== 1) {
+    throw new AppError(422, 'invalid_device_list', `${what} starts with exactly one device`, {
+      reason: 'one_device_required',
+    });
+  }
+  if (list[0]!.deviceId !== deviceId) {
+    throw new AppError(422, 'invalid_device_list', 'deviceId is not the device in the list', {
+      reason: 'device_not_in_list',
+    });
+  }
+  return list[0]!;
+}
+
 auth.post('/challenge', async (c) => {
   const { challengeId, challenge, expiresAt } = await issueChallenge(c.env, makeDb(c.env), 'login');
   return c.json({ challengeId, challenge: toB64u(challenge), expiresAt });
@@ -278,17 +293,7 @@ auth.post('/register', jsonBody, valid('json', registerRequest), async (c) => {
 
   const now = Date.now();
   const applied = await applyDeviceList(db, body.userId, body.userIdentityKey, null, body.deviceList, { now });
-  const device = applied.verified.devices[0]!;
-  if (applied.verified.devices.length !== 1) {
-    throw new AppError(422, 'invalid_device_list', 'a new account starts with exactly one device', {
-      reason: 'one_device_required',
-    });
-  }
-  if (device.deviceId !== body.deviceId) {
-    throw new AppError(422, 'invalid_device_list', 'deviceId is not the device in the list', {
-      reason: 'device_not_in_list',
-    });
-  }
+  const device = onlyDevice(applied.verified.devices, body.deviceId, 'a new account');
   if (!(await deviceSignatureOk(device.signingKey, challenge, body.userId, body.deviceId, body.challengeSignature))) {
     throw invalidDeviceSignature();
   }
@@ -783,17 +788,7 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
     body.deviceList,
     { allowIdentityChange: true, now },
   );
-  const device = applied.verified.devices[0]!;
-  if (applied.verified.devices.length !== 1) {
-    throw new AppError(422, 'invalid_device_list', 'a reset identity starts with exactly one device', {
-      reason: 'one_device_required',
-    });
-  }
-  if (device.deviceId !== body.deviceId) {
-    throw new AppError(422, 'invalid_device_list', 'deviceId is not the device in the list', {
-      reason: 'device_not_in_list',
-    });
-  }
+  const device = onlyDevice(applied.verified.devices, body.deviceId, 'a reset identity');
   if (!(await deviceSignatureOk(device.signingKey, challenge, user.id, body.deviceId, body.challengeSignature))) {
     throw invalidDeviceSignature();
   }
