@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeMachine, machineInfo } from '../bench/stats.js';
+import type { DevServer } from '../scripts/dev-server.js';
 import { BADINPUT_CI, BADINPUT_FULL, badInputSuite } from './badinput.js';
 import { FAULTS_CI, FAULTS_FULL, faultsSuite } from './faults.js';
 import { LOAD_CI, LOAD_FULL, loadSuite } from './load.js';
@@ -26,25 +27,31 @@ const log = (s: string) => process.stdout.write(`${new Date().toISOString().slic
 
 const results: SuiteResult[] = [];
 const t0 = performance.now();
-const stateDir = mkdtempSync(join(tmpdir(), 'e2e-chat-reliability-'));
-const server = await startSuiteServer({ stateDir });
-try {
-  if (want('load')) {
-    results.push(await loadSuite(server.url, ci ? LOAD_CI : LOAD_FULL, log));
-    log(`load suite done (${results.at(-1)!.failures.length} problems)`);
+/** Each suite gets its own server and state (the bad-input D1 snapshot reads every row: keep it small). */
+async function withServer(f: (server: DevServer) => Promise<void>): Promise<void> {
+  const stateDir = mkdtempSync(join(tmpdir(), 'e2e-chat-reliability-'));
+  const server = await startSuiteServer({ stateDir });
+  try {
+    await f(server);
+    collect(server);
+  } finally {
+    await server.stop();
+    rmSync(stateDir, { recursive: true, force: true });
   }
-  if (want('badinput')) {
-    results.push(await badInputSuite(server.url, server.stateDir, ci ? BADINPUT_CI : BADINPUT_FULL, log));
-    log(`bad-input suite done (${results.at(-1)!.failures.length} problems)`);
-  }
-  collect(server);
-} finally {
-  await server.stop();
-  rmSync(stateDir, { recursive: true, force: true });
 }
+if (want('load'))
+  await withServer(async (server) => {
+    results.push(await loadSuite(server.url, ci ? LOAD_CI : LOAD_FULL, log));
+    log(`load suite done: ${results.at(-1)!.failures.join('; ') || 'no problems'}`);
+  });
+if (want('badinput'))
+  await withServer(async (server) => {
+    results.push(await badInputSuite(server.url, server.stateDir, ci ? BADINPUT_CI : BADINPUT_FULL, log));
+    log(`bad-input suite done: ${results.at(-1)!.failures.join('; ') || 'no problems'}`);
+  });
 if (want('faults')) {
   results.push(await faultsSuite(ci ? FAULTS_CI : FAULTS_FULL, log));
-  log(`faults suite done (${results.at(-1)!.failures.length} problems)`);
+  log(`faults suite done: ${results.at(-1)!.failures.join('; ') || 'no problems'}`);
 }
 results.push(secretsSuite());
 const load = loadavg()
