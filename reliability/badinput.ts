@@ -451,7 +451,6 @@ export async function badInputSuite(
     if (!reply) {
       await new Promise((r) => setTimeout(r, 200));
       const code = sock.closed?.code;
-      log(`badinput: close ${code} after ${String(f).slice(0, 100)}`);
       if (code === undefined) wsBad.push(`no resume reply and no close after ${String(f).slice(0, 80)}`);
       else if (
         !DOCUMENTED_CLOSES.has(code) ||
