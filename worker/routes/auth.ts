@@ -321,8 +321,12 @@ auth.post('/register', jsonBody, valid('json', registerRequest), async (c) => {
   return c.json(await tokens(c, { userId: body.userId, deviceId: body.deviceId, ...session }), 201);
 });
 
-auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
-  const body = c.req.valid('json');
+/**
+ * The opening of every password + device-challenge step (login, identity reset): the `login` limit per
+ * account and per client address, then the single-use challenge — before any user lookup, so an unknown
+ * username costs the same and reveals nothing.
+ */
+async function passwordStep(c: Ctx, body: { username: string; challengeId: string }) {
   const name = username(body.username);
   const db = makeDb(c.env);
   const client = clientKey(c);
@@ -330,6 +334,12 @@ auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
   await enforceRateLimit(c.env, 'login', [account, `client:${client}`]);
   const challenge = await consumeChallenge(c.env, db, 'login', body.challengeId);
   if (!challenge) throw invalidChallenge();
+  return { name, db, client, account, challenge };
+}
+
+auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
+  const body = c.req.valid('json');
+  const { name, db, client, account, challenge } = await passwordStep(c, body);
 
   const now = Date.now();
   const user = await db
@@ -752,13 +762,7 @@ auth.post('/totp/disable', requireAuth, jsonBody, valid('json', totpCodeRequest)
  */
 auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), async (c) => {
   const body = c.req.valid('json');
-  const name = username(body.username);
-  const db = makeDb(c.env);
-  const client = clientKey(c);
-  const account = accountKey(c.env, name);
-  await enforceRateLimit(c.env, 'login', [account, `client:${client}`]);
-  const challenge = await consumeChallenge(c.env, db, 'login', body.challengeId);
-  if (!challenge) throw invalidChallenge();
+  const { name, db, client, account, challenge } = await passwordStep(c, body);
   const now = Date.now();
   const user = await db
     .select({
