@@ -1,12 +1,14 @@
 /**
- * `npm run deploy:check`: builds the client and the Worker, then runs `wrangler deploy --dry-run`
+ * `npm run deploy:check`: builds the client and the Worker, checks that no local secrets file and no
+ * reliability fault hook (scripts/check-fault-hook.ts) is in dist/, then runs `wrangler deploy --dry-run`
  * offline (no login) into dist/deploy-check and prints the Worker bundle's size, raw and gzipped,
  * against the platform limits (3 MB free / 10 MB paid, compressed).
  */
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { assertNoFaultHook } from './check-fault-hook.js';
 import { QUIET_ENV, ROOT } from './local-env.js';
 import { stripLocalSecrets } from './strip-local-secrets.js';
 
@@ -19,6 +21,7 @@ function run(args: string[]) {
 
 run([join(ROOT, 'node_modules/vite/bin/vite.js'), 'build']);
 stripLocalSecrets();
+rmSync(OUT, { recursive: true, force: true });
 // vite build writes the deployable config next to the built Worker; point wrangler at it explicitly.
 run([
   join(ROOT, 'node_modules/wrangler/bin/wrangler.js'),
@@ -29,6 +32,14 @@ run([
   '--outdir',
   OUT,
 ]);
+
+// The reliability fault hook (worker/faults.ts) is for `npm run dev` only: fail if the build kept it.
+try {
+  assertNoFaultHook();
+} catch (err) {
+  console.error((err as Error).message);
+  process.exit(1);
+}
 
 const files = readdirSync(OUT, { recursive: true })
   .map(String)

@@ -2,9 +2,18 @@
  * Test-mode fault injection for the reliability suites (reliability/faults.ts): with
  * `E2E_CHAT_FAULTS='{"d1WriteFailRate":0.3}'` (optionally `"match":"mailbox"`, a substring of the SQL) a
  * fraction of D1 writes (INSERT / UPDATE / DELETE / REPLACE statements and batches containing one) throw
- * before reaching D1. Inert unless APP_ENV is "development" (local `.dev.vars`) AND the flag is set:
- * wrangler.toml sets APP_ENV="production" for deploys and the variable is not declared there, so a
- * production build or deploy ignores it (worker/faults.test.ts). Reads are never affected.
+ * before reaching D1. Reads are never affected.
+ *
+ * Applied in one place, `d1(env)` in worker/db.ts, which every D1 access goes through (drizzle via
+ * `makeDb`, `writeBatch`, the health check; scripts/check-fault-hook.test.ts fails on any other use of
+ * the binding). Two independent locks keep it out of production:
+ *  1. compiled out: db.ts only references this module when Vite's mode is "development" (`npm run dev`)
+ *     or "test" (the Vitest workers pool); `vite build` (so `build`, `deploy`, `deploy:check`) replaces the
+ *     mode by "production" and the bundler drops this file — `deploy` and `deploy:check` fail if any of it
+ *     is found in dist/ (scripts/check-fault-hook.ts);
+ *  2. inert: even where compiled in, it acts only if APP_ENV is "development" (local `.dev.vars`) AND the
+ *     flag is set: wrangler.toml sets APP_ENV="production" and declares no such variable
+ *     (worker/faults.test.ts).
  */
 import type { Env } from './env.js';
 

@@ -8,7 +8,7 @@
  */
 import { type Curve25519, defaultCurves } from '../../web/src/protocol/primitives.js';
 import type { Db } from '../db.js';
-import { schema } from '../db.js';
+import { d1, schema } from '../db.js';
 import type { AuthContext, Env } from '../env.js';
 
 /** WebCrypto Ed25519 in workerd (noble's pure-JS verify costs ~2.8 ms each). */
@@ -112,10 +112,14 @@ type Renderable = { toSQL(): { sql: string; params: unknown[] } } | { getQuery()
  * (SQLiteRaw has no prepared `stmt`), which the compare-and-swap guards need. Every value stays a bound
  * parameter (pitfall 26): drizzle renders the SQL text, D1 binds the values.
  */
-export async function writeBatch(env: Pick<Env, 'DB'>, items: readonly unknown[]): Promise<void> {
+export async function writeBatch(
+  env: Pick<Env, 'DB'> & Partial<Pick<Env, 'APP_ENV' | 'E2E_CHAT_FAULTS'>>,
+  items: readonly unknown[],
+): Promise<void> {
+  const db = d1(env); // through the fault hook like every other D1 access (db.ts)
   const stmts = (items as Renderable[]).map((item) => {
     const q = 'toSQL' in item ? item.toSQL() : item.getQuery();
-    return env.DB.prepare(q.sql).bind(...q.params);
+    return db.prepare(q.sql).bind(...q.params);
   });
-  if (stmts.length > 0) await env.DB.batch(stmts);
+  if (stmts.length > 0) await db.batch(stmts);
 }

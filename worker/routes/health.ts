@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { d1 } from '../db.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 
@@ -6,7 +7,7 @@ import { AppError } from '../errors.js';
 export const health = new Hono<AppBindings>().get('/', async (c) => {
   let migration: string | null;
   try {
-    const row = await c.env.DB.prepare('SELECT name FROM d1_migrations ORDER BY id DESC LIMIT 1').first<{
+    const row = await d1(c.env).prepare('SELECT name FROM d1_migrations ORDER BY id DESC LIMIT 1').first<{
       name: string;
     }>();
     migration = row?.name ?? null;
