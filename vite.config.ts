@@ -12,6 +12,10 @@ export default defineConfig({
   root: here('./web'),
   publicDir: here('./web/public'),
   envDir: here('.'),
+  // A dev server of the reliability suites (reliability/server.ts) optimises dependencies into its own
+  // folder: several servers sharing node_modules/.vite race when one re-optimises (or is SIGKILLed by the
+  // faults suite) while another loads ("The file does not exist … in the optimize deps directory").
+  ...(process.env.E2E_CHAT_VITE_CACHE_DIR ? { cacheDir: process.env.E2E_CHAT_VITE_CACHE_DIR } : {}),
   plugins: [
     solid(),
     tailwindcss(),

@@ -9,6 +9,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SuiteResult } from './report.js';
+import { VITE_CACHE } from './server.js';
 
 export type SecretKind = 'plaintext' | 'private key' | 'password' | 'token';
 
@@ -19,6 +20,16 @@ export function remember(kind: SecretKind, value: string | Uint8Array): void {
   const buf = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value);
   if (buf.length < 8) return;
   registry.set(`${kind}:${buf.toString('hex')}`, { kind, value: buf });
+}
+
+/** Everything remembered so far (a fleet worker thread sends its share to the main thread). */
+export function rememberedEntries(): { kind: SecretKind; value: Uint8Array }[] {
+  return [...registry.values()].map(({ kind, value }) => ({ kind, value: new Uint8Array(value) }));
+}
+
+/** Adds secrets remembered in another thread (reliability/lib/fleet.ts). */
+export function absorb(entries: readonly { kind: SecretKind; value: Uint8Array }[]): void {
+  for (const e of entries) remember(e.kind, e.value);
 }
 
 export function rememberedCount(): number {
@@ -35,6 +46,7 @@ function needles(v: Buffer): Buffer[] {
 function files(dir: string): string[] {
   const out: string[] = [];
   for (const name of readdirSync(dir)) {
+    if (name === VITE_CACHE) continue; // the dev server's bundled dependencies, not server state
     const p = join(dir, name);
     const st = statSync(p, { throwIfNoEntry: false });
     if (!st) continue;

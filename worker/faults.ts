@@ -16,6 +16,7 @@
  *     (worker/faults.test.ts).
  */
 import type { Env } from './env.js';
+import { log } from './log.js';
 
 export interface FaultConfig {
   d1WriteFailRate: number;
@@ -47,7 +48,11 @@ function isWrite(sql: string, cfg: FaultConfig): boolean {
 }
 
 function maybeFail(cfg: FaultConfig): void {
-  if (Math.random() < cfg.d1WriteFailRate) throw new InjectedFault('injected D1 write failure');
+  if (Math.random() < cfg.d1WriteFailRate) {
+    // One line per injected failure (no SQL, no values), so a suite can count them exactly.
+    log('warn', 'fault_injected', { kind: 'd1_write' });
+    throw new InjectedFault('injected D1 write failure');
+  }
 }
 
 function wrapStatement(real: D1PreparedStatement, sql: string, cfg: FaultConfig): D1PreparedStatement {

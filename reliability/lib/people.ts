@@ -36,6 +36,11 @@ export interface Person {
 let curves: Curve25519 | undefined;
 let addresses = 0;
 
+/** Fleet worker thread `k` (reliability/lib/fleet.ts) hands out its own range of client addresses. */
+export function setIpBase(k: number): void {
+  addresses = (k + 1) * 4096;
+}
+
 export function nextIp(): string {
   addresses++;
   return `203.0.${(addresses >> 8) & 255}.${addresses & 255}`;
@@ -211,6 +216,6 @@ export function percentile(sorted: readonly number[], p: number): number {
 }
 
 /** Every sequenced message a device holds for a conversation, oldest first. */
-export async function allMessages(p: Person, conv: string) {
+export async function allMessages(p: { engine: Pick<Engine, 'messages'> }, conv: string) {
   return p.engine.messages(conv, { limit: 1_000_000 });
 }
