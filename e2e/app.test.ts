@@ -10,7 +10,7 @@
 import * as OTPAuth from 'otpauth';
 import type { Page } from 'playwright-core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type Person, person, screenshot } from './browser.js';
+import { contains, type Person, person, rawIndexedDb, screenshot } from './browser.js';
 
 const PASSWORD = 'correct horse battery staple';
 const people: Person[] = [];
@@ -84,62 +84,6 @@ async function safetyNumberWith(page: Page, conversationId: string, username: st
   await sn.waitFor({ timeout: 30_000 });
   const text = (await sn.locator('li').allTextContents()).join(' ');
   return text;
-}
-
-/** Everything in every IndexedDB database of the page's origin, as strings/bytes, plus CryptoKey facts. */
-async function rawIndexedDb(page: Page) {
-  return page.evaluate(async () => {
-    const out: { bytes: number[][]; strings: string[]; keys: { extractable: boolean; type: string }[] } = {
-      bytes: [],
-      strings: [],
-      keys: [],
-    };
-    const visit = (v: unknown): void => {
-      if (v instanceof Uint8Array) out.bytes.push([...v]);
-      else if (v instanceof ArrayBuffer) out.bytes.push([...new Uint8Array(v)]);
-      else if (typeof CryptoKey !== 'undefined' && v instanceof CryptoKey)
-        out.keys.push({ extractable: v.extractable, type: v.type });
-      else if (typeof v === 'string') out.strings.push(v);
-      else if (Array.isArray(v)) for (const x of v) visit(x);
-      else if (v && typeof v === 'object')
-        for (const [k, x] of Object.entries(v)) {
-          out.strings.push(k);
-          visit(x);
-        }
-    };
-    for (const info of await indexedDB.databases()) {
-      const db = await new Promise<IDBDatabase>((res, rej) => {
-        const r = indexedDB.open(info.name!);
-        r.onsuccess = () => res(r.result);
-        r.onerror = () => rej(r.error);
-      });
-      for (const store of Array.from(db.objectStoreNames)) {
-        const tx = db.transaction(store);
-        const [keys, values] = await Promise.all([
-          new Promise<IDBValidKey[]>((res) => {
-            const r = tx.objectStore(store).getAllKeys();
-            r.onsuccess = () => res(r.result);
-          }),
-          new Promise<unknown[]>((res) => {
-            const r = tx.objectStore(store).getAll();
-            r.onsuccess = () => res(r.result);
-          }),
-        ]);
-        for (const k of keys) visit(String(k));
-        for (const v of values) visit(v);
-      }
-      db.close();
-    }
-    return out;
-  });
-}
-
-function contains(hay: number[], needle: Uint8Array): boolean {
-  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
-    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
-    return true;
-  }
-  return false;
 }
 
 describe('messenger in Chromium', () => {

@@ -38,3 +38,59 @@ export async function screenshot(page: Page, name: string): Promise<void> {
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
 }
+
+/** Everything in every IndexedDB database of the page's origin, as strings/bytes, plus CryptoKey facts. */
+export async function rawIndexedDb(page: Page) {
+  return page.evaluate(async () => {
+    const out: { bytes: number[][]; strings: string[]; keys: { extractable: boolean; type: string }[] } = {
+      bytes: [],
+      strings: [],
+      keys: [],
+    };
+    const visit = (v: unknown): void => {
+      if (v instanceof Uint8Array) out.bytes.push([...v]);
+      else if (v instanceof ArrayBuffer) out.bytes.push([...new Uint8Array(v)]);
+      else if (typeof CryptoKey !== 'undefined' && v instanceof CryptoKey)
+        out.keys.push({ extractable: v.extractable, type: v.type });
+      else if (typeof v === 'string') out.strings.push(v);
+      else if (Array.isArray(v)) for (const x of v) visit(x);
+      else if (v && typeof v === 'object')
+        for (const [k, x] of Object.entries(v)) {
+          out.strings.push(k);
+          visit(x);
+        }
+    };
+    for (const info of await indexedDB.databases()) {
+      const db = await new Promise<IDBDatabase>((res, rej) => {
+        const r = indexedDB.open(info.name!);
+        r.onsuccess = () => res(r.result);
+        r.onerror = () => rej(r.error);
+      });
+      for (const store of Array.from(db.objectStoreNames)) {
+        const tx = db.transaction(store);
+        const [keys, values] = await Promise.all([
+          new Promise<IDBValidKey[]>((res) => {
+            const r = tx.objectStore(store).getAllKeys();
+            r.onsuccess = () => res(r.result);
+          }),
+          new Promise<unknown[]>((res) => {
+            const r = tx.objectStore(store).getAll();
+            r.onsuccess = () => res(r.result);
+          }),
+        ]);
+        for (const k of keys) visit(String(k));
+        for (const v of values) visit(v);
+      }
+      db.close();
+    }
+    return out;
+  });
+}
+
+export function contains(hay: number[], needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}

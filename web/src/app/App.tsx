@@ -1,7 +1,8 @@
 /**
  * The app shell: the store, the routes (each page lazy-loaded), the offline banner and toasts. Signed-in
  * routes wait for the session restore and send signed-out visitors to /login (or /register when this
- * browser never had an account).
+ * browser never had an account). While the account's local store is passphrase-locked, only the lock
+ * screen shows, whatever the route.
  * @module
  */
 import { createEffect, createMemo, type JSX, lazy, Match, onMount, Show, Suspense, Switch } from 'solid-js';
@@ -17,6 +18,7 @@ const Home = lazy(() => import('./pages/Home.js'));
 const Status = lazy(() => import('./pages/Status.js'));
 const Chats = lazy(() => import('./pages/Chats.js'));
 const Account = lazy(() => import('./pages/Account.js'));
+const Lock = lazy(() => import('./pages/Lock.js'));
 
 interface Route {
   readonly pattern: string;
@@ -59,7 +61,7 @@ function Routes() {
   onMount(() => void actions.restore());
   createEffect(() => {
     const c = current();
-    if (!state.authChecked || !c) return;
+    if (!state.authChecked || !c || state.locked) return;
     if (c.route.auth === 'signed-in' && !state.me) navigate(hadAccount() ? '/login' : '/register', { replace: true });
     if (c.route.auth === 'signed-out' && state.me) navigate('/chats', { replace: true });
   });
@@ -69,6 +71,11 @@ function Routes() {
   };
   return (
     <Switch>
+      <Match when={state.locked}>
+        <Suspense fallback={<Loading />}>
+          <Lock />
+        </Suspense>
+      </Match>
       <Match when={!current()}>
         <main class="p-8">
           <h1 class="text-xl font-semibold">Page not found</h1>

@@ -6,7 +6,14 @@
  * and the account/session one (session-api.ts). Access tokens live only here, in memory; the refresh
  * cookie is the session across reloads.
  *
- * Does NOT: render, or keep a password or pre-hash after a call returns.
+ * The optional local passphrase (sealed-store.ts) wraps the store's keys: a locked store makes `restore`
+ * and `login` fail with code `locked` until `unlock` gets the passphrase. Tabs of one account coordinate
+ * over a BroadcastChannel named after the database: a re-key (passphrase set, changed or removed), a
+ * "lock now" or an erase in one tab makes the others close their engine and tell their page to reload
+ * (their keys are stale or meant to be forgotten; the sealed store's epoch check refuses their writes
+ * even before the message arrives).
+ *
+ * Does NOT: render, or keep a password, pre-hash or passphrase after a call returns.
  * @module
  */
 import {
@@ -19,6 +26,7 @@ import { createEngine, type Engine } from '../engine/engine.js';
 import { createHttpApi, createSocketFactory, HttpClient } from '../engine/http-transport.js';
 import { openIdbStore } from '../engine/idb-store.js';
 import { webLocks } from '../engine/locks.js';
+import type { SealedStore } from '../engine/sealed-store.js';
 import { hostEngine } from '../engine/worker-host.js';
 import { defaultCurves } from '../protocol/index.js';
 import { AppError, type DeviceInfo, hostSession, type Me, type Progress, type SessionApi } from './session-api.js';
@@ -32,6 +40,8 @@ const port = self as unknown as {
 interface Opened {
   readonly name: string;
   readonly dbName: string;
+  readonly store: SealedStore;
+  readonly channel: BroadcastChannel | null;
   readonly engine: Engine;
   readonly http: HttpClient;
   readonly account: Account;
@@ -50,12 +60,34 @@ async function dbNameFor(username: string): Promise<string> {
   return `e2e-chat-${[...h.slice(0, 12)].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
 }
 
-async function open(username: string): Promise<Opened> {
+/** What one tab tells the others about the store they share. */
+type StoreNotice = 'rekeyed' | 'locked' | 'erased';
+
+const channelName = (dbName: string) => `e2e-chat-store:${dbName}`;
+
+/**
+ * Posts through this worker's own channel object when it has one for `dbName` (a BroadcastChannel does not
+ * hear itself, but would hear a second object of the same name in this very worker).
+ */
+function tellOtherTabs(dbName: string, notice: StoreNotice): void {
+  if (typeof BroadcastChannel === 'undefined') return;
+  if (current?.dbName === dbName && current.channel) {
+    current.channel.postMessage({ notice });
+    return;
+  }
+  const ch = new BroadcastChannel(channelName(dbName));
+  ch.postMessage({ notice });
+  ch.close();
+}
+
+const unlockProgress = (fraction: number) => progress({ step: 'unlock', fraction });
+
+async function open(username: string, passphrase?: string): Promise<Opened> {
   const name = normalize(username);
   if (current?.name === name) return current;
   close();
   const dbName = await dbNameFor(name);
-  const store = await openIdbStore(dbName);
+  const store = await openIdbStore(dbName, passphrase === undefined ? {} : { passphrase, onProgress: unlockProgress });
   const http = new HttpClient({ onSignedOut: () => port.postMessage({ signedOut: true }) });
   const engine = createEngine({
     store,
@@ -70,15 +102,27 @@ async function open(username: string): Promise<Opened> {
   });
   const account = new AccountImpl({ http, engine, rng });
   const unhost = hostEngine(engine, port);
-  current = { name, dbName, engine, http, account, unhost };
+  const channel = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel(channelName(dbName));
+  channel?.addEventListener('message', (ev: MessageEvent) => {
+    const notice = (ev.data as { notice?: StoreNotice } | null)?.notice;
+    if (notice !== 'rekeyed' && notice !== 'locked' && notice !== 'erased') return;
+    if (current?.dbName === dbName) close();
+    port.postMessage({ storeChanged: notice });
+  });
+  current = { name, dbName, store, channel, engine, http, account, unhost };
   return current;
 }
 
+/** Closes the engine and forgets the store's keys (they stay only in IndexedDB, sealed). */
 function close(): void {
   if (!current) return;
-  current.unhost();
-  current.engine.close();
+  const c = current;
   current = null;
+  pendingSecondFactor = null;
+  c.channel?.close();
+  c.unhost();
+  c.engine.close();
+  c.store.lock();
 }
 
 function need(): Opened {
@@ -142,11 +186,7 @@ const api: SessionApi = {
       // Keys of a removed device: worthless after a reset, and the reset needs an empty store.
       const dbName = o.dbName;
       close();
-      await new Promise<void>((resolve, reject) => {
-        const r = indexedDB.deleteDatabase(dbName);
-        r.onsuccess = () => resolve();
-        r.onerror = () => reject(r.error);
-      });
+      await deleteDb(dbName);
       o = await open(p.username);
     }
     const f = p.code || p.recoveryCode ? factor(p) : undefined;
@@ -189,7 +229,46 @@ const api: SessionApi = {
     const u = await need().account.lookup(username);
     return u ? { userId: u.userId, username: u.username } : null;
   },
+  async unlock(username, passphrase) {
+    if (typeof passphrase !== 'string' || passphrase.length === 0) throw new AppError('bad_passphrase', 'empty');
+    const o = await open(username, passphrase);
+    const s = await o.account.resume();
+    return s ? me(o) : null;
+  },
+  async localLock() {
+    return { passphrase: need().store.hasPassphrase() };
+  },
+  async setLocalPassphrase(next, currentPassphrase) {
+    const o = need();
+    if (next !== null && (typeof next !== 'string' || next.length === 0))
+      throw new AppError('invalid_passphrase', 'empty passphrase');
+    if (o.store.hasPassphrase()) {
+      if (typeof currentPassphrase !== 'string' || currentPassphrase.length === 0)
+        throw new AppError('bad_passphrase', 'the current passphrase is needed');
+      await o.store.checkPassphrase(currentPassphrase, { onProgress: unlockProgress });
+    }
+    await o.store.setPassphrase(next, { onProgress: unlockProgress });
+    tellOtherTabs(o.dbName, 'rekeyed');
+  },
+  async lock() {
+    if (current) tellOtherTabs(current.dbName, 'locked');
+    close();
+  },
+  async eraseLocal(username) {
+    const dbName = await dbNameFor(normalize(username));
+    tellOtherTabs(dbName, 'erased');
+    if (current?.dbName === dbName) close();
+    await deleteDb(dbName);
+  },
 };
+
+function deleteDb(dbName: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const r = indexedDB.deleteDatabase(dbName);
+    r.onsuccess = () => resolve();
+    r.onerror = () => reject(r.error);
+  });
+}
 
 function factor(p: { code?: string; recoveryCode?: string }): SecondFactor {
   return p.recoveryCode ? { recoveryCode: p.recoveryCode } : { code: p.code ?? '' };

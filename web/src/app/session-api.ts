@@ -5,7 +5,12 @@
  * args }`, answers `{ rid, ok, value | error }`, progress reports `{ progress }` — shapes that do not
  * collide with the engine RPC on the same worker port.
  *
- * Does NOT: hold a password after the call returns, or see tokens.
+ * The local passphrase lock: `restore` / `login` of an account whose sealed store is passphrase-wrapped
+ * fail with code `locked`; `unlock` opens it (code `bad_passphrase` when wrong) and then restores the
+ * session; `lock` forgets the keys (the UI then terminates the worker). The passphrase is only ever an
+ * argument here: never stored, never sent to the server, never logged.
+ *
+ * Does NOT: hold a password or passphrase after the call returns, or see tokens.
  * @module
  */
 
@@ -32,7 +37,8 @@ export interface DeviceInfo {
 
 /** What register / login / reset report while they work (argon2id first, then key generation). */
 export interface Progress {
-  readonly step: 'prehash' | 'keys' | 'register' | 'prekeys' | 'sync';
+  /** `unlock`: deriving the local store's key from its passphrase (argon2id). */
+  readonly step: 'prehash' | 'keys' | 'register' | 'prekeys' | 'sync' | 'unlock';
   /** 0..1 within the step, when known. */
   readonly fraction?: number;
 }
@@ -54,6 +60,19 @@ export interface SessionApi {
   revokeDevice(deviceId: string): Promise<void>;
   /** Directory lookup by username (normalised by the server); null when there is no such user. */
   lookup(username: string): Promise<{ userId: string; username: string } | null>;
+  /** Opens the account's passphrase-locked store, then restores the session as `restore` does. */
+  unlock(username: string, passphrase: string): Promise<Me | null>;
+  /** Whether this browser's store for the signed-in account is passphrase-locked. */
+  localLock(): Promise<{ passphrase: boolean }>;
+  /**
+   * Sets, changes (`current` required when one is set) or removes (`next` null) the local passphrase:
+   * every record is re-sealed under fresh keys; other tabs of the account are told to reload.
+   */
+  setLocalPassphrase(next: string | null, current?: string): Promise<void>;
+  /** Forgets the store's keys and closes the engine; other tabs of the account lock too. */
+  lock(): Promise<void>;
+  /** Deletes this browser's store for `username` (a forgotten passphrase; an identity reset follows). */
+  eraseLocal(username: string): Promise<void>;
 }
 
 export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
@@ -71,6 +90,11 @@ export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
   'devices',
   'revokeDevice',
   'lookup',
+  'unlock',
+  'localLock',
+  'setLocalPassphrase',
+  'lock',
+  'eraseLocal',
 ];
 
 export interface SessionRequest {
@@ -98,12 +122,18 @@ interface Port {
   addEventListener(type: 'message', l: (ev: { data: unknown }) => void): void;
 }
 
-export function sessionClient(port: Port, onProgress: (p: Progress) => void): SessionApi {
+export type SessionClient = SessionApi & {
+  /** Rejects every pending and later call with `error` (the worker was terminated). */
+  dispose(error: Error): void;
+};
+
+export function sessionClient(port: Port, onProgress: (p: Progress) => void): SessionClient {
   let next = 1;
+  let disposed: Error | null = null;
   const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   port.addEventListener('message', (ev) => {
     const d = ev.data as SessionResponse | { progress: Progress } | null;
-    if (!d || typeof d !== 'object') return;
+    if (disposed || !d || typeof d !== 'object') return;
     if ('progress' in d) return onProgress(d.progress);
     if (!('rid' in d)) return;
     const w = waiting.get(d.rid);
@@ -116,11 +146,19 @@ export function sessionClient(port: Port, onProgress: (p: Progress) => void): Se
     (method: string) =>
     (...args: unknown[]) =>
       new Promise((resolve, reject) => {
+        if (disposed) return reject(disposed);
         const rid = next++;
         waiting.set(rid, { resolve, reject });
         port.postMessage({ rid, method, args });
       });
-  return Object.fromEntries(SESSION_METHODS.map((m) => [m, call(m)])) as unknown as SessionApi;
+  const api = Object.fromEntries(SESSION_METHODS.map((m) => [m, call(m)])) as unknown as SessionApi;
+  return Object.assign(api, {
+    dispose(error: Error) {
+      disposed = error;
+      for (const w of waiting.values()) w.reject(error);
+      waiting.clear();
+    },
+  });
 }
 
 export function hostSession(api: SessionApi, port: Port): void {

@@ -12,7 +12,7 @@
  * real IndexedDB is covered by the browser suite).
  * @module
  */
-import { openSealedStore, type RawKv, type SealedStore, type SealMeta } from './sealed-store.js';
+import { type OnProgress, openSealedStore, type RawKv, type SealedStore, type SealMeta } from './sealed-store.js';
 
 const RECORDS = 'records';
 const META = 'meta';
@@ -25,13 +25,19 @@ function req<T>(r: IDBRequest<T>): Promise<T> {
   });
 }
 
-export function openIdb(name: string, factory: IDBFactory = indexedDB): Promise<IDBDatabase> {
+/**
+ * Opens (creating) the database. When another context deletes or upgrades it (an identity reset or an
+ * erase in another tab), this connection closes instead of blocking that; later calls then fail.
+ */
+export async function openIdb(name: string, factory: IDBFactory = indexedDB): Promise<IDBDatabase> {
   const open = factory.open(name, 1);
   open.onupgradeneeded = () => {
     open.result.createObjectStore(RECORDS);
     open.result.createObjectStore(META);
   };
-  return req(open);
+  const db = await req(open);
+  db.onversionchange = () => db.close();
+  return db;
 }
 
 const same = (a: Uint8Array | undefined, b: Uint8Array | undefined) =>
@@ -89,8 +95,16 @@ export function idbRawKv(db: IDBDatabase): RawKv {
 /** The engine's browser Store: sealed records in IndexedDB `name`. */
 export async function openIdbStore(
   name: string,
-  opts: { passphrase?: string; factory?: IDBFactory } = {},
+  opts: { passphrase?: string; onProgress?: OnProgress; factory?: IDBFactory } = {},
 ): Promise<SealedStore> {
   const db = await openIdb(name, opts.factory);
-  return openSealedStore(idbRawKv(db), opts.passphrase === undefined ? {} : { passphrase: opts.passphrase });
+  try {
+    return await openSealedStore(idbRawKv(db), {
+      ...(opts.passphrase === undefined ? {} : { passphrase: opts.passphrase }),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
+  } catch (e) {
+    db.close(); // locked or a wrong passphrase: do not keep a connection that blocks a later erase
+    throw e;
+  }
 }

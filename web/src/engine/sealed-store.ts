@@ -17,6 +17,11 @@
  * write that first checks those bytes are unchanged (another tab did not write them) — else the
  * transaction function runs again. Within one process a mutex keeps transactions serial.
  *
+ * Re-keying (`setPassphrase`) changes every raw id, so a second instance (another tab) still holding the
+ * old keys would read nothing and write records nobody can open — e.g. an older ratchet state. Every
+ * commit therefore also checks the `!epoch` record (random bytes, rewritten by each re-key): an instance
+ * whose keys are stale fails its next write with StoreLockedError('stale') and forgets its keys.
+ *
  * Does NOT: hide record sizes, the number of records per directory, or access patterns; protect against
  * code running in the page (it can use the keys, as the app does).
  * @module
@@ -54,7 +59,8 @@ export type SealMeta =
 
 export class StoreLockedError extends Error {
   override readonly name = 'StoreLockedError';
-  constructor(readonly code: 'locked' | 'bad_passphrase') {
+  /** locked: needs the passphrase; bad_passphrase: it was wrong; stale: re-keyed by another instance. */
+  constructor(readonly code: 'locked' | 'bad_passphrase' | 'stale') {
     super(code);
   }
 }
@@ -77,23 +83,29 @@ async function importKeys(raw: Uint8Array): Promise<Keys> {
   return { dataKey, idKey };
 }
 
-async function passphraseKey(passphrase: string, salt: string): Promise<CryptoKey> {
-  const k = await passwordPrehash(passphrase, `e2e-chat local store ${salt}`);
+/** argon2id progress, 0..1 (deriving the key from a passphrase takes a noticeable moment). */
+export type OnProgress = (fraction: number) => void;
+
+/** The raw id of the epoch record (outside every directory: sealed ids are base64url). */
+export const EPOCH_ID = '!epoch';
+
+async function passphraseKey(passphrase: string, salt: string, onProgress?: OnProgress): Promise<CryptoKey> {
+  const k = await passwordPrehash(passphrase, `e2e-chat local store ${salt}`, onProgress);
   return subtle().importKey('raw', buf(k), 'AES-GCM', false, ['encrypt', 'decrypt']);
 }
 
-async function passphraseMeta(passphrase: string, raw: Uint8Array): Promise<SealMeta> {
+async function passphraseMeta(passphrase: string, raw: Uint8Array, onProgress?: OnProgress): Promise<SealMeta> {
   const salt = toHex(random(16));
   const iv = random(12);
-  const wrapKey = await passphraseKey(passphrase, salt);
+  const wrapKey = await passphraseKey(passphrase, salt, onProgress);
   const wrapped = new Uint8Array(await subtle().encrypt({ name: 'AES-GCM', iv: buf(iv) }, wrapKey, buf(raw)));
   return { mode: 'passphrase', salt, iv, wrapped };
 }
 
-async function unlock(meta: SealMeta, passphrase: string | undefined): Promise<Keys> {
+async function unlock(meta: SealMeta, passphrase: string | undefined, onProgress?: OnProgress): Promise<Keys> {
   if (meta.mode === 'device') return { dataKey: meta.dataKey, idKey: meta.idKey };
   if (passphrase === undefined) throw new StoreLockedError('locked');
-  const wrapKey = await passphraseKey(passphrase, meta.salt);
+  const wrapKey = await passphraseKey(passphrase, meta.salt, onProgress);
   try {
     const raw = new Uint8Array(
       await subtle().decrypt({ name: 'AES-GCM', iv: buf(meta.iv) }, wrapKey, buf(meta.wrapped)),
@@ -106,13 +118,20 @@ async function unlock(meta: SealMeta, passphrase: string | undefined): Promise<K
 
 export interface SealedStore extends Store {
   /** Re-seals every record under fresh keys, wrapped by `passphrase` (or device-bound if null). */
-  setPassphrase(passphrase: string | null): Promise<void>;
+  setPassphrase(passphrase: string | null, opts?: { onProgress?: OnProgress }): Promise<void>;
+  /** Whether the keys are wrapped by a passphrase (as of this instance's last open or re-key). */
+  hasPassphrase(): boolean;
+  /** Throws StoreLockedError('bad_passphrase') unless `passphrase` unwraps the stored keys. */
+  checkPassphrase(passphrase: string, opts?: { onProgress?: OnProgress }): Promise<void>;
   /** Forgets the keys: every later call fails until the store is opened again. */
   lock(): void;
 }
 
 /** Opens (creating keys on first use) a sealed store over `raw`. Throws StoreLockedError if locked. */
-export async function openSealedStore(raw: RawKv, opts: { passphrase?: string } = {}): Promise<SealedStore> {
+export async function openSealedStore(
+  raw: RawKv,
+  opts: { passphrase?: string; onProgress?: OnProgress } = {},
+): Promise<SealedStore> {
   let meta = await raw.getMeta();
   if (!meta) {
     const dataKey = await subtle().generateKey({ name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
@@ -120,10 +139,21 @@ export async function openSealedStore(raw: RawKv, opts: { passphrase?: string } 
       'sign',
     ])) as CryptoKey;
     meta = { mode: 'device', dataKey, idKey };
-    if (opts.passphrase !== undefined) meta = await passphraseMeta(opts.passphrase, random(64));
+    if (opts.passphrase !== undefined) meta = await passphraseMeta(opts.passphrase, random(64), opts.onProgress);
     if (!(await raw.commit([], [], meta))) throw new Error('sealed store: could not initialise');
   }
-  let keys: Keys | null = await unlock(meta, opts.passphrase);
+  let keys: Keys | null = await unlock(meta, opts.passphrase, opts.onProgress);
+  let mode = meta.mode;
+  // The epoch this instance's keys belong to (undefined: never re-keyed).
+  let epoch = await raw.get(EPOCH_ID);
+  const sameBytes = (a: Uint8Array | undefined, b: Uint8Array | undefined) =>
+    a === b || (!!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]));
+  /** After a failed commit: if another instance re-keyed the store, our keys are worthless. */
+  const checkEpoch = async () => {
+    if (sameBytes(await raw.get(EPOCH_ID), epoch)) return;
+    keys = null;
+    throw new StoreLockedError('stale');
+  };
   const exclusive = mutex();
   const need = () =>
     keys ??
@@ -197,7 +227,9 @@ export async function openSealedStore(raw: RawKv, opts: { passphrase?: string } 
           writes.push({ id, value: v === null ? null : await seal(k, id, key, v) });
         }
         const checks = [...seen].map(([id, expected]) => ({ id, expected }));
+        checks.push({ id: EPOCH_ID, expected: epoch });
         if (await raw.commit(checks, writes)) return result;
+        await checkEpoch();
       }
       throw new Error('sealed store: too many conflicting transactions');
     });
@@ -211,13 +243,21 @@ export async function openSealedStore(raw: RawKv, opts: { passphrase?: string } 
     lock() {
       keys = null;
     },
-    setPassphrase: (passphrase) =>
+    hasPassphrase: () => mode === 'passphrase',
+    async checkPassphrase(passphrase, o = {}) {
+      need();
+      const m = await raw.getMeta();
+      if (m?.mode !== 'passphrase') throw new StoreLockedError('bad_passphrase');
+      await unlock(m, passphrase, o.onProgress);
+    },
+    setPassphrase: (passphrase, o = {}) =>
       exclusive(async () => {
         const old = need();
+        await checkEpoch(); // a stale instance cannot even read the records it would re-seal
         const material = random(64);
-        const nextMeta = passphrase === null ? null : await passphraseMeta(passphrase, material.slice());
+        const nextMeta = passphrase === null ? null : await passphraseMeta(passphrase, material.slice(), o.onProgress);
         const next = await importKeys(material);
-        const all = await raw.range('');
+        const all = (await raw.range('')).filter((r) => r.id !== EPOCH_ID);
         const writes: { id: string; value: Uint8Array | null }[] = [];
         for (const r of all) {
           const e = await unseal(old, r.id, r.value);
@@ -226,10 +266,17 @@ export async function openSealedStore(raw: RawKv, opts: { passphrase?: string } 
         }
         // Deletions of old ids first, then the new records (ids never collide: different HMAC keys).
         const ordered = [...writes.filter((w) => w.value === null), ...writes.filter((w) => w.value !== null)];
-        const checks = all.map((r) => ({ id: r.id, expected: r.value }));
+        const nextEpoch = random(16);
+        ordered.push({ id: EPOCH_ID, value: nextEpoch });
+        const checks = [...all.map((r) => ({ id: r.id, expected: r.value })), { id: EPOCH_ID, expected: epoch }];
         const m: SealMeta = nextMeta ?? { mode: 'device', ...next };
-        if (!(await raw.commit(checks, ordered, m))) throw new Error('sealed store: concurrent write during re-key');
+        if (!(await raw.commit(checks, ordered, m))) {
+          await checkEpoch();
+          throw new Error('sealed store: concurrent write during re-key');
+        }
         keys = next;
+        epoch = nextEpoch;
+        mode = m.mode;
       }),
   };
 }

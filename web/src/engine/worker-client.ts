@@ -3,6 +3,9 @@
  * a request over the port, answered by id; engine events arrive as `{ event }` and go to `on` listeners.
  * Errors keep their `name`, `code` and `message` (e.g. an EngineError `identity_changed`).
  *
+ * `dispose` ends the client (the app terminates the worker to lock the local store): every pending and
+ * later call rejects with the given error instead of waiting forever.
+ *
  * Does NOT: time out requests, or restart a crashed worker.
  * @module
  */
@@ -20,14 +23,20 @@ export class RemoteEngineError extends Error {
   }
 }
 
-export type EngineClient = EngineApi & { on(listener: (e: EngineEvent) => void): () => void };
+export type EngineClient = EngineApi & {
+  on(listener: (e: EngineEvent) => void): () => void;
+  /** Rejects every pending and later call with `error` and stops delivering events. */
+  dispose(error: Error): void;
+};
 
 export function engineClient(port: Endpoint): EngineClient {
   let next = 1;
   const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   const listeners = new Set<(e: EngineEvent) => void>();
+  let disposed: Error | null = null;
   port.addEventListener('message', (ev) => {
     const data = ev.data as RpcResponse | { event: EngineEvent };
+    if (disposed || !data || typeof data !== 'object') return;
     if ('event' in data) {
       for (const l of listeners) l(data.event);
       return;
@@ -42,6 +51,7 @@ export function engineClient(port: Endpoint): EngineClient {
     (method: string) =>
     (...args: unknown[]) =>
       new Promise((resolve, reject) => {
+        if (disposed) return reject(disposed);
         const id = next++;
         waiting.set(id, { resolve, reject });
         port.postMessage({ id, method, args });
@@ -51,6 +61,12 @@ export function engineClient(port: Endpoint): EngineClient {
     on(l: (e: EngineEvent) => void) {
       listeners.add(l);
       return () => listeners.delete(l);
+    },
+    dispose(error: Error) {
+      disposed = error;
+      listeners.clear();
+      for (const w of waiting.values()) w.reject(error);
+      waiting.clear();
     },
   });
 }

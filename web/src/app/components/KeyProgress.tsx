@@ -1,6 +1,6 @@
 /**
  * The visible progress of register / login / identity reset: argon2id pre-hashing (with a fraction), then
- * key generation, registration, prekey publication. Announced politely to screen readers.
+ * key generation, registration, prekey publication; or (step `unlock`) deriving the local passphrase key. Announced politely to screen readers.
  */
 import { For } from 'solid-js';
 import type { Progress } from '../session-api.js';
@@ -10,10 +10,12 @@ const STEPS: { step: Progress['step']; label: string }[] = [
   { step: 'prehash', label: 'Hardening your password (argon2id, in this browser)' },
   { step: 'keys', label: 'Generating your identity and device keys' },
   { step: 'register', label: 'Creating your account and publishing prekeys' },
+  { step: 'unlock', label: 'Deriving the key from your passphrase (argon2id, in this browser)' },
 ];
+const DEFAULT_STEPS: Progress['step'][] = ['prehash', 'keys', 'register'];
 
 export function KeyProgress(props: { progress: Progress; steps?: Progress['step'][] }) {
-  const steps = () => STEPS.filter((s) => !props.steps || props.steps.includes(s.step));
+  const steps = () => STEPS.filter((s) => (props.steps ?? DEFAULT_STEPS).includes(s.step));
   const index = () => steps().findIndex((s) => s.step === props.progress.step);
   return (
     <div role="status" aria-live="polite" class="space-y-3" data-testid="key-progress">

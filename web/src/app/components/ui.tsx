@@ -172,6 +172,10 @@ export function errorText(e: unknown): string {
     forbidden: 'Your role does not allow that.',
     not_member: 'You are not a member of this conversation.',
     network: 'No connection. Check your network and try again.',
+    bad_passphrase: 'That passphrase is not right.',
+    invalid_passphrase: 'Enter a passphrase.',
+    locked: 'This browser’s keys are locked with a passphrase.',
+    stale: 'The local passphrase was changed in another tab. Reload this page.',
   };
   return (err.code && byCode[err.code]) || err.message || 'Something went wrong.';
 }

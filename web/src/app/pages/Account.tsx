@@ -1,6 +1,6 @@
 /**
  * /account — devices (with revoke), security (password, two-step verification with QR + recovery
- * codes), sign out / sign out everywhere, appearance.
+ * codes, this browser's local passphrase and "lock now"), sign out / sign out everywhere, appearance.
  */
 import { Tabs } from '@kobalte/core/tabs';
 import { createSignal, For, onMount, Show } from 'solid-js';
@@ -136,6 +136,167 @@ function Password() {
         Change password
       </Button>
     </form>
+  );
+}
+
+const MIN_PASSPHRASE = 8;
+
+/** This browser's passphrase lock: set, change, remove, lock now. */
+function LocalLock() {
+  const { state, actions } = useStore();
+  const [mode, setMode] = createSignal<'idle' | 'set' | 'change' | 'remove'>('idle');
+  const [current, setCurrent] = createSignal('');
+  const [next, setNext] = createSignal('');
+  const [confirm, setConfirm] = createSignal('');
+  const [msg, setMsg] = createSignal<{ kind: 'info' | 'error'; text: string } | null>(null);
+  const [busy, setBusy] = createSignal(false);
+  onMount(() => void actions.loadLocalLock().catch((e) => setMsg({ kind: 'error', text: errorText(e) })));
+  let form: HTMLFormElement | undefined;
+  const reset = (m: 'idle' | 'set' | 'change' | 'remove') => {
+    setMode(m);
+    setCurrent('');
+    setNext('');
+    setConfirm('');
+    if (m !== 'idle') {
+      setMsg(null);
+      // Focus moves into the form that just opened.
+      queueMicrotask(() => form?.querySelector('input')?.focus());
+    }
+  };
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const m = mode();
+    if (m !== 'remove') {
+      if (next().length < MIN_PASSPHRASE)
+        return setMsg({ kind: 'error', text: `A passphrase has at least ${MIN_PASSPHRASE} characters.` });
+      if (next() !== confirm()) return setMsg({ kind: 'error', text: 'The passphrases do not match.' });
+    }
+    if (m !== 'set' && !current()) return setMsg({ kind: 'error', text: 'Enter the current passphrase.' });
+    setBusy(true);
+    setMsg(null);
+    try {
+      await actions.setLocalPassphrase(m === 'remove' ? null : next(), m === 'set' ? undefined : current());
+      reset('idle');
+      setMsg({
+        kind: 'info',
+        text:
+          m === 'remove'
+            ? 'Passphrase removed. This browser opens without one.'
+            : 'Passphrase set. This browser will ask for it when the app starts.',
+      });
+    } catch (err) {
+      setMsg({ kind: 'error', text: errorText(err) });
+    } finally {
+      setBusy(false);
+    }
+  };
+  const title = () =>
+    ({ idle: '', set: 'Set a passphrase', change: 'Change passphrase', remove: 'Remove passphrase' })[mode()];
+  return (
+    <section class={`${card} space-y-3`} aria-labelledby="lock-h" data-testid="local-lock">
+      <h2 id="lock-h" class="font-semibold">
+        Passphrase for this browser
+      </h2>
+      <div class="space-y-2 text-sm text-slate-600 dark:text-slate-300">
+        <p>
+          Your keys and message history are stored encrypted in this browser. A passphrase adds a lock: without it,
+          someone who gets hold of this browser’s storage (a lost laptop, a copied profile) cannot open them. It is not
+          your account password and never leaves this device.
+        </p>
+        <p>
+          <strong class="font-semibold text-slate-900 dark:text-slate-100">
+            If you forget it, this browser’s keys are lost.
+          </strong>{' '}
+          Nobody can recover it; your account can then only be used again with “reset identity”, and your contacts will
+          see your safety number change. It does not protect the app while it is unlocked and open.
+        </p>
+      </div>
+      <Show when={state.localPassphrase !== null && mode() === 'idle'}>
+        <Show
+          when={state.localPassphrase}
+          fallback={
+            <div class="flex flex-wrap gap-2">
+              <Button onClick={() => reset('set')}>Set a passphrase</Button>
+            </div>
+          }
+        >
+          <p class="text-sm text-emerald-700 dark:text-emerald-400" data-testid="local-lock-on">
+            ✓ On — this browser asks for the passphrase when the app starts.
+          </p>
+          <div class="flex flex-wrap gap-2">
+            <Button onClick={() => void actions.lockNow()}>Lock now</Button>
+            <Button variant="secondary" onClick={() => reset('change')}>
+              Change passphrase
+            </Button>
+            <Button variant="secondary" onClick={() => reset('remove')}>
+              Remove passphrase
+            </Button>
+          </div>
+        </Show>
+      </Show>
+      <Show when={mode() !== 'idle'}>
+        <form
+          ref={(el) => {
+            form = el;
+          }}
+          class="space-y-3"
+          onSubmit={submit}
+          aria-label={title()}
+        >
+          <h3 class="text-sm font-semibold">{title()}</h3>
+          <Show when={mode() !== 'set'}>
+            <Field
+              label="Current passphrase"
+              type="password"
+              autocomplete="off"
+              value={current()}
+              onInput={(e) => setCurrent(e.currentTarget.value)}
+              disabled={busy()}
+            />
+          </Show>
+          <Show when={mode() !== 'remove'}>
+            <Field
+              label="New passphrase"
+              type="password"
+              autocomplete="new-password"
+              hint={`At least ${MIN_PASSPHRASE} characters. A few unrelated words are easy to remember.`}
+              value={next()}
+              onInput={(e) => setNext(e.currentTarget.value)}
+              disabled={busy()}
+            />
+            <Field
+              label="Confirm new passphrase"
+              type="password"
+              autocomplete="new-password"
+              value={confirm()}
+              onInput={(e) => setConfirm(e.currentTarget.value)}
+              disabled={busy()}
+            />
+          </Show>
+          <Show when={busy() && state.progress}>{(p) => <KeyProgress progress={p()} steps={['unlock']} />}</Show>
+          <Show when={msg()?.kind === 'error'}>
+            <Banner kind="error">
+              <span role="alert">{msg()?.text}</span>
+            </Banner>
+          </Show>
+          <div class="flex flex-wrap gap-2">
+            <Button type="submit" variant={mode() === 'remove' ? 'danger' : 'primary'} busy={busy()} disabled={busy()}>
+              {title()}
+            </Button>
+            <Button variant="ghost" onClick={() => reset('idle')} disabled={busy()}>
+              Cancel
+            </Button>
+          </div>
+        </form>
+      </Show>
+      <Show when={mode() === 'idle' && msg()}>
+        {(m) => (
+          <Banner kind={m().kind}>
+            <span role={m().kind === 'error' ? 'alert' : 'status'}>{m().text}</span>
+          </Banner>
+        )}
+      </Show>
+    </section>
   );
 }
 
@@ -354,6 +515,7 @@ export default function AccountPage() {
         <Tabs.Content value="security" class="space-y-4">
           <Password />
           <TwoStep />
+          <LocalLock />
         </Tabs.Content>
         <Tabs.Content value="general" class="space-y-4">
           <Appearance />

@@ -227,10 +227,10 @@ function Sidebar(props: { activeId?: string }) {
           </ul>
         </Show>
       </nav>
-      <footer class="border-t border-slate-200 p-2 dark:border-slate-800">
+      <footer class="flex items-center gap-1 border-t border-slate-200 p-2 dark:border-slate-800">
         <Link
           href="/account"
-          class={`flex items-center gap-3 rounded-xl px-3 py-2 hover:bg-slate-100 dark:hover:bg-slate-800/70 ${focusRing}`}
+          class={`flex min-w-0 flex-1 items-center gap-3 rounded-xl px-3 py-2 hover:bg-slate-100 dark:hover:bg-slate-800/70 ${focusRing}`}
         >
           <Avatar name={state.me?.username ?? ''} seed={state.me?.userId ?? ''} size="sm" />
           <span class="min-w-0 flex-1">
@@ -240,6 +240,22 @@ function Sidebar(props: { activeId?: string }) {
             <span class="block text-xs text-slate-500 dark:text-slate-400">Account & devices</span>
           </span>
         </Link>
+        <Show when={state.localPassphrase}>
+          <button
+            type="button"
+            class={buttonClass('ghost', 'px-2.5')}
+            onClick={() => void actions.lockNow()}
+            aria-label="Lock now"
+            title="Lock now: forget the keys until the passphrase is entered again"
+          >
+            <svg viewBox="0 0 24 24" class="size-5" aria-hidden="true">
+              <path
+                fill="currentColor"
+                d="M12 2a5 5 0 0 0-5 5v3H6a2 2 0 0 0-2 2v8a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2v-8a2 2 0 0 0-2-2h-1V7a5 5 0 0 0-5-5Zm-3 8V7a3 3 0 1 1 6 0v3H9Z"
+              />
+            </svg>
+          </button>
+        </Show>
       </footer>
       <NewChatDialogs mode={dialog()} onClose={() => setDialog(null)} />
     </div>

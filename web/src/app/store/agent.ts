@@ -3,12 +3,18 @@
  * use, spoken to through the engine's worker-client (messages, conversations, contacts) and the session
  * RPC (sign-in, account). Nothing on the UI thread does cryptography or holds a token.
  *
+ * `terminate` ends the worker for good (locking the local store: the keys in its memory go with it); every
+ * pending call then rejects with code `locked`, and the next `getAgent` starts a fresh worker.
+ *
  * Does NOT: restart a crashed worker (a reload does).
  * @module
  */
 import type { EngineEvent } from '../../engine/context.js';
 import { type EngineClient, engineClient } from '../../engine/worker-client.js';
-import { type Progress, type SessionApi, sessionClient } from '../session-api.js';
+import { AppError, type Progress, type SessionApi, sessionClient } from '../session-api.js';
+
+/** What another tab did to the store this tab's engine uses (see engine.worker.ts). */
+export type StoreNotice = 'rekeyed' | 'locked' | 'erased';
 
 export interface Agent {
   readonly engine: EngineClient;
@@ -17,6 +23,10 @@ export interface Agent {
   onProgress(listener: (p: Progress) => void): () => void;
   /** The server ended the session for good (refresh refused: signed out elsewhere, device revoked). */
   onSignedOut(listener: () => void): void;
+  /** Another tab re-keyed, locked or erased the store: this tab's engine has closed. */
+  onStoreChanged(listener: (notice: StoreNotice) => void): void;
+  /** Terminates the worker (and with it every key in its memory). */
+  terminate(): void;
 }
 
 let agent: Agent | undefined;
@@ -30,10 +40,13 @@ export function getAgent(): Agent {
     for (const l of progress) l(p);
   });
   const signedOut = new Set<() => void>();
+  const storeChanged = new Set<(n: StoreNotice) => void>();
   worker.addEventListener('message', (ev) => {
-    if ((ev.data as { signedOut?: boolean } | null)?.signedOut) for (const l of signedOut) l();
+    const d = ev.data as { signedOut?: boolean; storeChanged?: StoreNotice } | null;
+    if (d?.signedOut) for (const l of signedOut) l();
+    if (d?.storeChanged) for (const l of storeChanged) l(d.storeChanged);
   });
-  agent = {
+  const self: Agent = {
     engine,
     session,
     onEvent: (l) => engine.on(l),
@@ -42,6 +55,15 @@ export function getAgent(): Agent {
       return () => progress.delete(l);
     },
     onSignedOut: (l) => void signedOut.add(l),
+    onStoreChanged: (l) => void storeChanged.add(l),
+    terminate() {
+      worker.terminate();
+      const gone = new AppError('locked', 'the local store is locked');
+      engine.dispose(gone);
+      session.dispose(gone);
+      if (agent === self) agent = undefined;
+    },
   };
+  agent = self;
   return agent;
 }

@@ -27,6 +27,10 @@ export interface State {
   /** null until the first restore attempt ended. */
   authChecked: boolean;
   me: Me | null;
+  /** Set while the account's local store is passphrase-locked: only the lock screen shows. */
+  locked: { readonly username: string } | null;
+  /** Whether this browser's store is passphrase-locked (null: not known yet). */
+  localPassphrase: boolean | null;
   progress: Progress | null;
   conversations: Record<string, ConversationView>;
   conversationsLoaded: boolean;
@@ -54,6 +58,8 @@ export interface State {
 export const initialState = (): State => ({
   authChecked: false,
   me: null,
+  locked: null,
+  localPassphrase: null,
   progress: null,
   conversations: {},
   conversationsLoaded: false,
@@ -84,6 +90,16 @@ export interface Actions {
   totpEnroll(): Promise<{ otpauthUri: string; secret: string }>;
   totpConfirm(code: string): Promise<string[]>;
   totpDisable(code: string): Promise<void>;
+  // local passphrase lock
+  /** Opens the locked store with `passphrase` (rejects with code `bad_passphrase`), then signs in. */
+  unlock(passphrase: string): Promise<void>;
+  loadLocalLock(): Promise<void>;
+  /** Sets / changes (`current` needed when one is set) / removes (null) this browser's passphrase. */
+  setLocalPassphrase(next: string | null, current?: string): Promise<void>;
+  /** Drops the keys from memory (terminates the engine worker) and shows the lock screen. */
+  lockNow(): Promise<void>;
+  /** Deletes this browser's locked store (a forgotten passphrase), then goes to sign-in. */
+  eraseLocal(): Promise<void>;
   // conversations
   loadConversations(): Promise<void>;
   startDirect(username: string): Promise<string>;
