@@ -324,6 +324,15 @@ describe('messenger in Chromium', () => {
     await expect.poll(() => alice.page.getByText('you are admin').count(), { timeout: 30_000 }).toBe(1);
     await bob.page.goto(`/chats/${conv}/info`);
     await expect.poll(() => bob.page.getByText('you are owner').count(), { timeout: 30_000 }).toBe(1);
+    // Bob never looked Alice up and the group title does not name her: the member list still shows her
+    // username (GET /api/users/names), not "user 1a2b3c".
+    await expect.poll(() => bob.page.getByTestId('member').filter({ hasText: a }).count(), { timeout: 30_000 }).toBe(1);
+    expect(
+      await bob.page
+        .getByTestId('member')
+        .filter({ hasText: /user [A-Za-z0-9_-]{6}/ })
+        .count(),
+    ).toBe(0);
     await alice.page.getByRole('button', { name: 'Leave group' }).click();
     await alice.page.getByRole('alertdialog').getByRole('button', { name: 'Leave' }).click();
     await alice.page.waitForURL('**/chats', { timeout: 30_000 });

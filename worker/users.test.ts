@@ -99,3 +99,51 @@ describe('GET /api/users/by-name/:username', () => {
     expect(((await edge.json()) as Err).error.message).toBe('no such user');
   });
 });
+
+describe('GET /api/users/names', () => {
+  const share = async (conv: string, ...userIds: string[]) => {
+    await env.DB.prepare("INSERT INTO conversations (id, kind, head_seq, head_hash) VALUES (?1, 'group', 0, x'00')")
+      .bind(conv)
+      .run();
+    for (const u of userIds)
+      await env.DB.prepare(
+        "INSERT INTO members (conversation_id, user_id, role, joined_seq) VALUES (?1, ?2, 'member', 0)",
+      )
+        .bind(conv, u)
+        .run();
+  };
+
+  it('names the caller and the people sharing a conversation with the caller; nobody else', async () => {
+    const alice = await makeUser('unamesa');
+    const bob = await makeUser('unamesb');
+    const carol = await makeUser('unamesc');
+    const dave = await makeUser('unamesd');
+    await share(`c_names_${Date.now()}`, alice.userId, bob.userId);
+    await share(`c_names_other_${Date.now()}`, carol.userId, dave.userId);
+    const token = await alice.token();
+    const ids = [bob.userId, carol.userId, alice.userId, bob.userId, 'u_nobody_here'].join(',');
+    const res = await api(`/api/users/names?ids=${ids}`, token);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    const body = (await res.json()) as { users: { userId: string; username: string }[] };
+    const byId = Object.fromEntries(body.users.map((u) => [u.userId, u.username]));
+    // Carol exists but shares nothing with Alice: absent, exactly like an unknown id.
+    expect(byId).toEqual({ [alice.userId]: alice.username, [bob.userId]: bob.username });
+  });
+
+  it('401 without a token; 400 for no ids, a malformed id or more than 100 ids', async () => {
+    const alice = await makeUser('unamese');
+    expect((await api(`/api/users/names?ids=${alice.userId}`, null)).status).toBe(401);
+    const token = await alice.token();
+    for (const q of [
+      '',
+      '?ids=',
+      `?ids=${alice.userId},a%20b`,
+      `?ids=${Array.from({ length: 101 }, (_, i) => `u${i}`).join(',')}`,
+    ]) {
+      const res = await api(`/api/users/names${q}`, token);
+      expect(res.status, q).toBe(400);
+      expect(((await res.json()) as Err).error.code).toBe('invalid_request');
+    }
+  });
+});

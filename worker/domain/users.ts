@@ -3,7 +3,8 @@
  * `user(username)` use, so neither can skip the normalisation or the per-account `lookup` rate limit
  * (GraphQL aliases would otherwise allow many lookups per request with no limit at all).
  */
-import { eq } from 'drizzle-orm';
+import { and, eq, exists, inArray, or, sql } from 'drizzle-orm';
+import { alias } from 'drizzle-orm/sqlite-core';
 import { normalizeUsername } from '../../schema/auth-api.js';
 import type { Db } from '../db.js';
 import { schema } from '../db.js';
@@ -47,4 +48,35 @@ export async function lookupUserByName(
     .get();
   if (!row) return null;
   return { id: row.id, username: name, identityKey: asBytes(row.identityKey), identityVersion: row.identityVersion };
+}
+
+/** At most this many ids per names lookup. */
+export const MAX_NAME_IDS = 100;
+
+/**
+ * The usernames of `ids` that the caller may see: the caller's own, and those of users who currently
+ * share a conversation with the caller (their ids are in membership logs the caller reads anyway, and a
+ * direct conversation's title already carries both names). Any other id, known or not, is simply absent
+ * from the answer, so the lookup cannot turn arbitrary user ids into names. Read-only, bounded by the
+ * caller's own conversations.
+ */
+export async function usernamesForIds(
+  db: Db,
+  callerId: string,
+  ids: readonly string[],
+): Promise<{ userId: string; username: string }[]> {
+  const unique = [...new Set(ids)];
+  if (unique.length === 0) return [];
+  const mine = alias(schema.members, 'mine');
+  const theirs = alias(schema.members, 'theirs');
+  const shared = db
+    .select({ one: sql`1` })
+    .from(mine)
+    .innerJoin(theirs, eq(theirs.conversationId, mine.conversationId))
+    .where(and(eq(mine.userId, callerId), eq(theirs.userId, schema.users.id)));
+  return db
+    .select({ userId: schema.users.id, username: schema.users.username })
+    .from(schema.users)
+    .where(and(inArray(schema.users.id, unique), or(eq(schema.users.id, callerId), exists(shared))))
+    .orderBy(schema.users.id);
 }

@@ -4,6 +4,8 @@
  *
  *   GET /api/users/by-name/:username      → { userId, username, identityKey, identityVersion }
  *   GET /api/users/:userId/device-list    → { userId, identityKey, identityVersion, deviceList: { version, bytes } }
+ *   GET /api/users/names?ids=a,b,…        → { users: [{ userId, username }] } (≤ 100 ids; only the caller and
+ *                                           users sharing a conversation with the caller — others are absent)
  *
  * Both need a bearer token. `bytes` is the exact signed encoding (decodeDeviceList + verifyDeviceList on the
  * client — the server's answer is never trusted on its own). Unknown users → 404 `not_found`.
@@ -14,11 +16,12 @@
  */
 import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
+import { z } from 'zod';
 import { toB64u } from '../../web/src/protocol/bytes.js';
 import { requireAuth } from '../auth/middleware.js';
 import { makeDb, schema } from '../db.js';
 import { asBytes } from '../domain/common.js';
-import { lookupUserByName } from '../domain/users.js';
+import { lookupUserByName, MAX_NAME_IDS, usernamesForIds } from '../domain/users.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { idString } from '../validate.js';
@@ -39,6 +42,13 @@ export const users = new Hono<AppBindings>()
       identityKey: toB64u(row.identityKey),
       identityVersion: row.identityVersion,
     });
+  })
+  // Member lists show names: the usernames of people the caller shares a conversation with.
+  .get('/names', async (c) => {
+    const ids = parseInput(z.array(idString).min(1).max(MAX_NAME_IDS), (c.req.query('ids') ?? '').split(','));
+    const found = await usernamesForIds(makeDb(c.env), c.get('auth').userId, ids);
+    c.header('Cache-Control', 'no-store');
+    return c.json({ users: found });
   })
   .get('/:userId/device-list', async (c) => {
     const userId = parseInput(idString, c.req.param('userId'));

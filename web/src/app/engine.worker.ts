@@ -229,6 +229,14 @@ const api: SessionApi = {
     const u = await need().account.lookup(username);
     return u ? { userId: u.userId, username: u.username } : null;
   },
+  async names(userIds) {
+    const ids = [...new Set(userIds)].slice(0, 100);
+    if (ids.length === 0) return {};
+    const r = await need().http.request<{ users: { userId: string; username: string }[] }>('GET', '/api/users/names', {
+      query: { ids: ids.join(',') },
+    });
+    return Object.fromEntries(r.users.map((u) => [u.userId, u.username]));
+  },
   async unlock(username, passphrase) {
     if (typeof passphrase !== 'string' || passphrase.length === 0) throw new AppError('bad_passphrase', 'empty');
     const o = await open(username, passphrase);

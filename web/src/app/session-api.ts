@@ -60,6 +60,8 @@ export interface SessionApi {
   revokeDevice(deviceId: string): Promise<void>;
   /** Directory lookup by username (normalised by the server); null when there is no such user. */
   lookup(username: string): Promise<{ userId: string; username: string } | null>;
+  /** userId → username for people who share a conversation with us (others are left out). */
+  names(userIds: string[]): Promise<Record<string, string>>;
   /** Opens the account's passphrase-locked store, then restores the session as `restore` does. */
   unlock(username: string, passphrase: string): Promise<Me | null>;
   /** Whether this browser's store for the signed-in account is passphrase-locked. */
@@ -90,6 +92,7 @@ export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
   'devices',
   'revokeDevice',
   'lookup',
+  'names',
   'unlock',
   'localLock',
   'setLocalPassphrase',

@@ -6,7 +6,9 @@
  * seconds while the page is visible); each new one is connected, and its socket's resume replays it.
  *
  * Direct conversation titles carry the two usernames ("alice bob", creator first) so both sides can show
- * a name: the server knows usernames anyway, and the title is signed in the membership log.
+ * a name: the server knows usernames anyway, and the title is signed in the membership log. Group
+ * members we never looked up are named by one batched `GET /api/users/names` (the server answers only for
+ * people who share a conversation with us; a name is a label — identities are what safety numbers check).
  * @module
  */
 import { reconcile } from 'solid-js/store';
@@ -36,9 +38,37 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
     for (const [id, n] of Object.entries(names)) if (!state.names[id]) actions.rememberName(id, n);
   };
 
+  // Member ids without a name, asked for in one batch (each id at most once per page load).
+  const asked = new Set<string>();
+  let pendingNames: Set<string> | null = null;
+  const askNames = (ids: string[]) => {
+    const unknown = ids.filter((id) => !state.names[id] && id !== state.me?.userId && !asked.has(id));
+    if (unknown.length === 0) return;
+    if (!pendingNames) {
+      pendingNames = new Set();
+      setTimeout(async () => {
+        const batch = [...(pendingNames ?? [])];
+        pendingNames = null;
+        for (let i = 0; i < batch.length; i += 100) {
+          try {
+            const found = await agent().session.names(batch.slice(i, i + 100));
+            for (const [id, name] of Object.entries(found)) if (!state.names[id]) actions.rememberName(id, name);
+          } catch {
+            for (const id of batch.slice(i, i + 100)) asked.delete(id); // try again with the next load
+          }
+        }
+      }, 50);
+    }
+    for (const id of unknown) {
+      asked.add(id);
+      pendingNames.add(id);
+    }
+  };
+
   const put = (c: ConversationView) => {
     learnNames(c);
     setState('conversations', c.id, reconcile(c));
+    askNames(c.members.map((m) => m.userId));
   };
 
   const wire = () => {
