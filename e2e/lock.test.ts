@@ -216,13 +216,22 @@ describe('local passphrase lock in Chromium', () => {
     await section.getByRole('button', { name: 'Lock now' }).click();
     await lockScreen(page).waitFor({ timeout: 30_000 });
 
+    // Another account from the lock screen; signing back in to this one meets the lock again.
+    await page.getByRole('button', { name: 'Sign in to another account' }).click();
+    await page.waitForURL('**/login', { timeout: 30_000 });
+    expect(await page.getByLabel('Username').inputValue()).toBe('');
+    await page.getByLabel('Username').fill(a);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await lockScreen(page).waitFor({ timeout: 30_000 });
+
     await page.getByRole('button', { name: 'Forgot the passphrase?' }).click();
     const dialog = page.getByRole('alertdialog');
     await expect.poll(() => dialog.textContent()).toContain('This cannot be undone.');
     await screenshot(page, 'lock-screen-forgot');
     await dialog.getByRole('button', { name: 'Erase keys and history' }).click();
     await page.waitForURL('**/login', { timeout: 30_000 });
-    await expect.poll(() => page.getByLabel('Username').inputValue()).toBe(a);
+    await page.getByLabel('Username').fill(a);
     await page.getByLabel('Password').fill(PASSWORD);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByTestId('device-not-linked').waitFor({ timeout: 30_000 });

@@ -8,7 +8,7 @@
 import { createSignal, onMount, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
 import { ConfirmDialog } from '../components/Modal.js';
-import { AuthCard, Banner, Button, errorText, Field } from '../components/ui.js';
+import { AuthCard, Banner, Button, errorText, Field, focusRing } from '../components/ui.js';
 import { useStore } from '../store/index.js';
 
 export default function Lock() {
@@ -71,14 +71,24 @@ export default function Lock() {
           Unlock
         </Button>
       </form>
-      <button
-        type="button"
-        class="mt-5 w-full text-center text-sm text-blue-600 hover:underline dark:text-blue-400"
-        onClick={() => setErase(true)}
-        disabled={busy()}
-      >
-        Forgot the passphrase?
-      </button>
+      <div class="mt-5 flex flex-col items-center gap-2 text-sm">
+        <button
+          type="button"
+          class={`rounded text-blue-600 hover:underline dark:text-blue-400 ${focusRing}`}
+          onClick={() => setErase(true)}
+          disabled={busy()}
+        >
+          Forgot the passphrase?
+        </button>
+        <button
+          type="button"
+          class={`rounded text-slate-500 hover:underline dark:text-slate-400 ${focusRing}`}
+          onClick={() => actions.otherAccount()}
+          disabled={busy()}
+        >
+          Sign in to another account
+        </button>
+      </div>
       <ConfirmDialog
         open={erase()}
         onOpenChange={setErase}

@@ -109,6 +109,11 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
       agent().terminate();
       location.reload();
     },
+    otherAccount() {
+      localStorage.removeItem(LAST_ACCOUNT);
+      setState('locked', null);
+      navigate('/login', { replace: true });
+    },
     async eraseLocal() {
       const locked = state.locked;
       if (!locked) return;

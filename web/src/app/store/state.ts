@@ -100,6 +100,8 @@ export interface Actions {
   lockNow(): Promise<void>;
   /** Deletes this browser's locked store (a forgotten passphrase), then goes to sign-in. */
   eraseLocal(): Promise<void>;
+  /** Leaves the lock screen for another account's sign-in (the locked store stays as it is). */
+  otherAccount(): void;
   // conversations
   loadConversations(): Promise<void>;
   startDirect(username: string): Promise<string>;
