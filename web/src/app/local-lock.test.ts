@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { fromUtf8, utf8 } from '../engine/codec.js';
-import { memoryRawKv, openSealedStore, StoreLockedError } from '../engine/sealed-store.js';
+import { EPOCH_ID, memoryRawKv, openSealedStore, type RawKv, StoreLockedError } from '../engine/sealed-store.js';
 import { engineClient } from '../engine/worker-client.js';
 import { AppError, hostSession, type SessionApi, sessionClient } from './session-api.js';
 
@@ -98,6 +98,34 @@ describe('local passphrase lock: sealed store', () => {
     await reopened.setPassphrase(null);
     await expect(tabC.setPassphrase('another')).rejects.toMatchObject({ code: 'stale' });
   }, 60_000);
+});
+
+describe('local passphrase lock: reads racing a re-key', () => {
+  it('a read whose ids were computed with the old keys runs again with the new ones', async () => {
+    const base = memoryRawKv();
+    let hold: Promise<void> | null = null;
+    const raw: RawKv = {
+      ...base,
+      async get(id) {
+        if (hold && id !== EPOCH_ID) {
+          const h = hold;
+          hold = null;
+          await h; // the re-key commits meanwhile: this old id is gone
+        }
+        return base.get(id);
+      },
+    };
+    const s = await openSealedStore(raw);
+    await s.put('ui/names', utf8('alice'));
+    let release: () => void = () => {};
+    hold = new Promise<void>((r) => {
+      release = r;
+    });
+    const read = s.get('ui/names');
+    await s.setPassphrase('racing passphrase');
+    release();
+    expect(fromUtf8((await read)!)).toBe('alice');
+  }, 30_000);
 });
 
 describe('local passphrase lock: worker RPC', () => {

@@ -214,6 +214,18 @@ export async function openSealedStore(
     },
   });
 
+  /**
+   * A read outside a transaction: if a re-key replaced the keys while it ran (its ids were computed with
+   * the old ones, so it may have found nothing), it runs again with the new keys.
+   */
+  const outside = async <T>(read: (k: Keys) => Promise<T>): Promise<T> => {
+    for (;;) {
+      const k = need();
+      const result = await read(k);
+      if (keys === k) return result;
+    }
+  };
+
   const transaction = <T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> =>
     exclusive(async () => {
       for (let attempt = 0; attempt < 10; attempt++) {
@@ -235,8 +247,8 @@ export async function openSealedStore(
     });
 
   return {
-    get: async (key) => reader(need(), null).get(key),
-    list: async (dir) => reader(need(), null).list(dir),
+    get: (key) => outside((k) => reader(k, null).get(key)),
+    list: (dir) => outside((k) => reader(k, null).list(dir)),
     put: (key, value) => transaction(async (tx) => tx.put(key, value)),
     delete: (key) => transaction(async (tx) => tx.delete(key)),
     transaction,
