@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { describeMachine, machineInfo } from '../bench/stats.js';
 import type { DevServer } from '../scripts/dev-server.js';
 import { BADINPUT_CI, BADINPUT_FULL, badInputSuite } from './badinput.js';
-import { FAULTS_CI, FAULTS_FULL, faultsSuite } from './faults.js';
+import { FAULTS_CI, FAULTS_FULL, faultsSuite, stopFaults } from './faults.js';
 import { LOAD_CI, LOAD_FULL, loadSuite } from './load.js';
 import { reportTable, type SuiteResult } from './report.js';
 import { collect, secretsSuite } from './secrets.js';
@@ -27,16 +27,35 @@ const log = (s: string) => process.stdout.write(`${new Date().toISOString().slic
 
 const results: SuiteResult[] = [];
 const t0 = performance.now();
+/** The running suite's server and state folder, stopped and removed on Ctrl-C / SIGTERM too. */
+let current: { server?: DevServer; stateDir: string } | null = null;
+for (const signal of ['SIGINT', 'SIGTERM'] as const)
+  process.once(signal, () => {
+    log(`${signal}: stopping the suites' dev servers`);
+    const c = current;
+    void Promise.all([c?.server?.stop(), stopFaults()])
+      .catch(() => undefined)
+      .finally(() => {
+        if (c) rmSync(c.stateDir, { recursive: true, force: true });
+        process.exit(130);
+      });
+  });
 /** Each suite gets its own server and state (the bad-input D1 snapshot reads every row: keep it small). */
 async function withServer(f: (server: DevServer) => Promise<void>): Promise<void> {
   const stateDir = mkdtempSync(join(tmpdir(), 'e2e-chat-reliability-'));
-  const server = await startSuiteServer({ stateDir });
+  current = { stateDir };
   try {
-    await f(server);
-    collect(server);
+    const server = await startSuiteServer({ stateDir });
+    current.server = server;
+    try {
+      await f(server);
+      collect(server);
+    } finally {
+      await server.stop();
+    }
   } finally {
-    await server.stop();
     rmSync(stateDir, { recursive: true, force: true });
+    current = null;
   }
 }
 if (want('load'))

@@ -16,9 +16,10 @@ import {
   type WebSocketConstructor,
 } from '../../web/src/engine/http-transport.js';
 import { memoryLocks } from '../../web/src/engine/locks.js';
-import { memoryStore, type Store } from '../../web/src/engine/storage.js';
+import type { Store } from '../../web/src/engine/storage.js';
 import { cryptoRng, ownIdentity } from '../../web/src/engine/testing/harness.js';
 import { remember } from '../secrets.js';
+import { indexedMemoryStore } from './indexed-store.js';
 
 export const PASSWORD = 'correct horse battery staple';
 
@@ -109,11 +110,11 @@ function tappedWebSocket(tap: SocketTap, who: string): WebSocketConstructor {
   return Tapped as unknown as WebSocketConstructor;
 }
 
-/** A person's device: an engine over `store` (a fresh memory store by default) talking to `baseUrl`. */
+/** A person's device: an engine over `store` (a fresh in-memory store by default) talking to `baseUrl`. */
 export async function device(
   baseUrl: string,
   name: string,
-  store: Store = memoryStore(),
+  store: Store = indexedMemoryStore(),
   ip = nextIp(),
   tap?: SocketTap,
 ): Promise<Person> {
@@ -153,7 +154,7 @@ export async function restartEngine(p: Person, tap?: SocketTap): Promise<void> {
 }
 
 export async function registered(baseUrl: string, name: string, tap?: SocketTap): Promise<Person> {
-  const p = await device(baseUrl, name, memoryStore(), nextIp(), tap);
+  const p = await device(baseUrl, name, indexedMemoryStore(), nextIp(), tap);
   const r = await p.account.register(p.name, PASSWORD);
   if (r.status !== 'signed_in') throw new Error(`register ${name}: ${r.status}`);
   p.userId = r.userId;
@@ -168,7 +169,7 @@ export async function registered(baseUrl: string, name: string, tap?: SocketTap)
  */
 export async function secondDevice(baseUrl: string, primary: Person, tap?: SocketTap): Promise<Person> {
   const secret = (await ownIdentity(primary.store)).userIdentity.secretKey;
-  const p = await device(baseUrl, `${primary.name}-2`, memoryStore(), nextIp(), tap);
+  const p = await device(baseUrl, `${primary.name}-2`, indexedMemoryStore(), nextIp(), tap);
   const id = await p.engine.bootstrap({
     userId: primary.userId,
     deviceId: toB64u(cryptoRng(16)),
