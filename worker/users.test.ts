@@ -131,6 +131,23 @@ describe('GET /api/users/names', () => {
     expect(byId).toEqual({ [alice.userId]: alice.username, [bob.userId]: bob.username });
   });
 
+  it('GraphQL usernames(ids) answers the same, through the same rule', async () => {
+    const alice = await makeUser('unamesf');
+    const bob = await makeUser('unamesg');
+    const carol = await makeUser('unamesh');
+    await share(`c_names_gql_${Date.now()}`, alice.userId, bob.userId);
+    const res = await api('/graphql', await alice.token(), {
+      method: 'POST',
+      json: {
+        query: 'query($ids: [ID!]!) { usernames(ids: $ids) { userId username } }',
+        variables: { ids: [bob.userId, carol.userId] },
+      },
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { data: { usernames: { userId: string; username: string }[] } };
+    expect(body.data.usernames).toEqual([{ userId: bob.userId, username: bob.username }]);
+  });
+
   it('401 without a token; 400 for no ids, a malformed id or more than 100 ids', async () => {
     const alice = await makeUser('unamese');
     expect((await api(`/api/users/names?ids=${alice.userId}`, null)).status).toBe(401);

@@ -57,7 +57,7 @@ import {
   revokeDevice,
 } from '../domain/devices.js';
 import { claimBundles, prekeyCounts, uploadPrekeys } from '../domain/keys.js';
-import { lookupUserByName } from '../domain/users.js';
+import { lookupUserByName, MAX_NAME_IDS, usernamesForIds } from '../domain/users.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { LIMITS } from '../limits.js';
@@ -75,6 +75,8 @@ type Query {
   viewer: Viewer!
   "Directory lookup by (normalised) username; null if there is no such user."
   user(username: String!): User
+  "Usernames of up to 100 user ids: the viewer's and those of users sharing a conversation with the viewer (others are left out)."
+  usernames(ids: [ID!]!): [UserName!]!
   "Conversations the viewer is a member of."
   conversations: [Conversation!]!
   "A conversation the viewer is a member of (NOT_FOUND otherwise)."
@@ -102,6 +104,11 @@ type Device {
 type DeviceList {
   version: Int!
   bytes: String!
+}
+
+type UserName {
+  userId: ID!
+  username: String!
 }
 
 type User {
@@ -261,6 +268,11 @@ const rootValue = {
       identityKey: toB64u(row.identityKey),
       deviceList: () => currentDeviceList(caller.db, row.id),
     };
+  },
+  usernames: async (args: { ids: string[] }, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const ids = parseInput(z.array(idString).min(1).max(MAX_NAME_IDS), args.ids);
+    return usernamesForIds(caller.db, caller.auth.userId, ids);
   },
   conversations: async (_: unknown, ctx: GqlContext) => {
     const caller = need(ctx);
