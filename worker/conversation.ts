@@ -12,10 +12,13 @@
  *  - check a send against the cached member/device set (re-read from D1 once on a mismatch, when dropped by
  *    the membership / device RPCs, and whenever it is older than DELIVERY_LIMITS.deviceSetTtlMs — the RPCs
  *    are best effort, the TTL bounds how long a missed one is trusted), rate-limit it per device (token
- *    bucket), assign `seq`/`ts` in the same DO-SQLite transaction that persists it and its per-device
- *    envelopes (store.ts), answer `accepted` only after that commit (output gate) and fan `deliver` out to the recipients' live sockets;
- *  - keep the envelopes until each device acks; copy the un-acked ones to the D1 mailbox in batches from
- *    the alarm (DELIVERY_LIMITS.flushDelayMs after they were written), replay them on `resume`;
+ *    bucket), assign `seq`/`ts` in the same DO-SQLite transaction that persists it (store.ts: a group
+ *    message is one log row tagged with its recipient-set epoch; a pairwise one adds a row per recipient
+ *    device), answer `accepted` only after that commit (output gate) and fan `deliver` out to the
+ *    recipients' live sockets;
+ *  - keep every envelope pending until its device acks (pairwise rows; group ack cursors); copy the
+ *    un-acked ones to the D1 mailbox in batches from the alarm (DELIVERY_LIMITS.flushDelayMs after they
+ *    were written), replay them on `resume`;
  *  - membershipChanged / deviceRevoked RPCs: close removed members' / revoked devices' sockets with 4403,
  *    push the signed membership entry, delete a revoked device's envelopes here and in D1.
  *
@@ -32,6 +35,7 @@ import {
   type DeviceRef,
   type Envelope,
   HARD_FRAME_BYTES,
+  MAX_CIPHERTEXT_BYTES,
   MAX_DELIVER_BATCH,
   MAX_FRAME_BYTES,
   type ReceiptFrame,
@@ -51,11 +55,11 @@ import {
   type DeviceSet,
   deviceKey,
   isLiveMemberDevice,
+  liveDevicesOf,
   loadDeviceSet,
-  recipientsOf,
 } from './delivery/device-set.js';
 import { deleteDeviceMailbox, flushOutbox, readMailbox } from './delivery/mailbox-db.js';
-import { DeliveryStore, type ReplayRow } from './delivery/store.js';
+import { DeliveryStore, type Epoch, type ReplayRow } from './delivery/store.js';
 import type { Env } from './env.js';
 import { log } from './log.js';
 
@@ -83,6 +87,39 @@ const userTag = (u: string) => `u:${u}`;
 const deviceTag = (u: string, d: string) => `d:${u}:${d}`;
 const familyTag = (f: string) => `f:${f}`;
 const MAX_RPC_ENTRY_CHARS = 8192;
+/** schema/wire.ts `wireId` and `ciphertextB64u`, for the hand-checked fast path in fastFrame(). */
+const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const B64U_RE = /^[A-Za-z0-9_-]+$/;
+const MAX_CIPHERTEXT_CHARS = Math.ceil((MAX_CIPHERTEXT_BYTES * 4) / 3);
+
+/**
+ * The two frames of the hot path — a group `send` and an `ack` — checked by hand exactly as schema/wire.ts
+ * would (same keys, same id / base64url / seq rules); anything else returns null and goes through the zod
+ * schema. `v` and `type` were checked by the caller. Saves the zod union walk on every message.
+ */
+export function fastFrame(o: Record<string, unknown>): ClientFrame | null {
+  const n = Object.keys(o).length;
+  if (o.type === 'send' && n === 4) {
+    const { id, group } = o;
+    if (
+      typeof id === 'string' &&
+      typeof group === 'string' &&
+      ID_RE.test(id) &&
+      group.length <= MAX_CIPHERTEXT_CHARS &&
+      B64U_RE.test(group)
+    ) {
+      return { v: WIRE_VERSION, type: 'send', id, group };
+    }
+    return null;
+  }
+  if (o.type === 'ack' && n === 3) {
+    const { upTo } = o;
+    if (typeof upTo === 'number' && Number.isSafeInteger(upTo) && upTo >= 0) {
+      return { v: WIRE_VERSION, type: 'ack', upTo };
+    }
+  }
+  return null;
+}
 
 class FrameError extends Error {
   constructor(
@@ -141,6 +178,10 @@ export class ConversationDO extends DurableObject<Env> {
   private flushing: Promise<void> | null = null;
   /** Highest acked seq per device not yet applied to storage (see handleAck). */
   private readonly acks = new Map<string, { u: string; d: string; upTo: number }>();
+  /** The recipient-set epoch of the cached device set (dropped whenever the set is changed or replaced). */
+  private epochMemo: { set: DeviceSet; epoch: Epoch } | null = null;
+  /** Each socket's device key (in memory; derived from its attachment). */
+  private readonly socketKeys = new WeakMap<WebSocket, string>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -241,21 +282,25 @@ export class ConversationDO extends DurableObject<Env> {
       throw new FrameError('bad_frame', 'a frame is a JSON object');
     }
     const obj = raw as { v?: unknown; type?: unknown; id?: unknown };
-    const id = wireId.safeParse(obj.id).success ? (obj.id as string) : undefined;
+    const id = typeof obj.id === 'string' && ID_RE.test(obj.id) ? obj.id : undefined;
     if (!(CLIENT_FRAME_TYPES as readonly unknown[]).includes(obj.type)) {
       throw new FrameError('unknown_type', 'unknown frame type', id ? { id } : {});
     }
     if (obj.v !== WIRE_VERSION) {
       throw new FrameError('unsupported_version', `wire version ${WIRE_VERSION} expected`, id ? { id } : {});
     }
-    const parsed = clientFrame.safeParse(raw);
-    if (!parsed.success) throw new FrameError('bad_frame', 'frame failed validation', id ? { id } : {});
+    let frame = fastFrame(raw as Record<string, unknown>);
+    if (!frame) {
+      const parsed = clientFrame.safeParse(raw);
+      if (!parsed.success) throw new FrameError('bad_frame', 'frame failed validation', id ? { id } : {});
+      frame = parsed.data;
+    }
     const att = this.attachment(ws);
     if (!att) {
       close(ws, CLOSE.internal, 'unknown socket');
       return;
     }
-    await this.dispatch(ws, att, parsed.data);
+    await this.dispatch(ws, att, frame);
   }
 
   private async dispatch(ws: WebSocket, att: Attachment, frame: ClientFrame): Promise<void> {
@@ -304,11 +349,13 @@ export class ConversationDO extends DurableObject<Env> {
       }
     }
 
-    let recipients: { u: string; d: string; c: Uint8Array | null }[];
-    let group: Uint8Array | null = null;
+    let recipients: { u: string; d: string; c: Uint8Array }[] = [];
+    let group: { c: Uint8Array; epoch: number } | null = null;
+    let epoch: Epoch | null = null;
     if ('group' in frame) {
-      group = decodeCiphertext(frame.group, frame.id);
-      recipients = recipientsOf(set, sender).map((r) => ({ ...r, c: null }));
+      const c = decodeCiphertext(frame.group, frame.id);
+      epoch = this.epochOf(set);
+      group = { c, epoch: epoch.id };
     } else {
       const seen = new Set<string>();
       for (const t of frame.to) {
@@ -339,28 +386,33 @@ export class ConversationDO extends DurableObject<Env> {
     );
     if (!res.duplicate) {
       const base = { seq: res.seq, ts: res.ts, from: sender, id: frame.id, kind, ...(status ? { status } : {}) };
-      const wanted = new Map<string, string | null>();
-      if ('to' in frame) for (const t of frame.to) wanted.set(deviceKey(t.u, t.d), t.c);
-      else for (const r of recipients) wanted.set(deviceKey(r.u, r.d), null);
-      const groupFrame =
-        'group' in frame
-          ? JSON.stringify({
-              v: WIRE_VERSION,
-              type: 'deliver',
-              envelopes: [{ ...base, mode: 'group', c: frame.group }],
-            })
-          : null;
-      for (const other of this.ctx.getWebSockets()) {
-        const oa = this.attachment(other);
-        if (!oa?.live) continue;
-        const k = deviceKey(oa.u, oa.d);
-        if (!wanted.has(k)) continue;
-        const c = wanted.get(k);
-        send(
-          other,
-          groupFrame ??
+      const senderKey = deviceKey(att.u, att.d);
+      if ('group' in frame && epoch) {
+        // The recipients are the epoch's devices minus the sender: the same set resume derives later.
+        const groupFrame = JSON.stringify({
+          v: WIRE_VERSION,
+          type: 'deliver',
+          envelopes: [{ ...base, mode: 'group', c: frame.group }],
+        });
+        for (const other of this.ctx.getWebSockets()) {
+          const oa = this.attachment(other);
+          if (!oa?.live) continue;
+          const k = this.socketKey(other, oa);
+          if (k !== senderKey && epoch.devices.has(k)) send(other, groupFrame);
+        }
+      } else if ('to' in frame) {
+        const wanted = new Map<string, string>();
+        for (const t of frame.to) wanted.set(deviceKey(t.u, t.d), t.c);
+        for (const other of this.ctx.getWebSockets()) {
+          const oa = this.attachment(other);
+          if (!oa?.live) continue;
+          const c = wanted.get(this.socketKey(other, oa));
+          if (c === undefined) continue;
+          send(
+            other,
             JSON.stringify({ v: WIRE_VERSION, type: 'deliver', envelopes: [{ ...base, mode: 'pairwise', c }] }),
-        );
+          );
+        }
       }
     }
     send(ws, {
@@ -371,7 +423,25 @@ export class ConversationDO extends DurableObject<Env> {
       ts: res.ts,
       ...(res.duplicate ? { duplicate: true as const } : {}),
     });
-    if (!res.duplicate && recipients.length > 0) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
+    // The alarm flushes what is still un-acked then (a group message also moves the group-flushed mark).
+    if (!res.duplicate) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
+  }
+
+  /** The recipient-set epoch of `set` (every live device of every member): written once per change. */
+  private epochOf(set: DeviceSet): Epoch {
+    if (this.epochMemo?.set === set) return this.epochMemo.epoch;
+    const epoch = this.store.epochFor(liveDevicesOf(set));
+    this.epochMemo = { set, epoch };
+    return epoch;
+  }
+
+  private socketKey(ws: WebSocket, att: Attachment): string {
+    let k = this.socketKeys.get(ws);
+    if (k === undefined) {
+      k = deviceKey(att.u, att.d);
+      this.socketKeys.set(ws, k);
+    }
+    return k;
   }
 
   /**
@@ -380,7 +450,7 @@ export class ConversationDO extends DurableObject<Env> {
    * the at-least-once contract allows (clients dedupe by seq).
    */
   private async handleAck(att: Attachment, upTo: number): Promise<void> {
-    const clamped = Math.min(upTo, this.store.state().lastSeq);
+    const clamped = Math.min(upTo, this.store.lastSeq());
     const key = deviceKey(att.u, att.d);
     const prev = this.acks.get(key);
     if (prev && prev.upTo >= clamped) return;
@@ -491,6 +561,7 @@ export class ConversationDO extends DurableObject<Env> {
    */
   async membershipChanged(entryB64u: string, removedUserIds: string[]): Promise<number> {
     let closed = 0;
+    this.epochMemo = null; // the cached set is changed in place below
     const removed = removedUserIds.filter((u) => wireId.safeParse(u).success);
     for (const u of removed) {
       for (const ws of this.ctx.getWebSockets(userTag(u))) {
@@ -542,6 +613,7 @@ export class ConversationDO extends DurableObject<Env> {
     }
     this.deviceSet?.live.get(userId)?.delete(deviceId);
     this.deviceSet?.revoked.get(userId)?.add(deviceId);
+    this.epochMemo = null; // the cached set changed in place; forgetDevice drops it from every epoch
     this.acks.delete(deviceKey(userId, deviceId));
     this.store.forgetDevice(userId, deviceId);
     // A flush in flight may still insert this device's rows: let it finish, then delete.
@@ -560,6 +632,7 @@ export class ConversationDO extends DurableObject<Env> {
   async devicesChanged(userId: string): Promise<void> {
     if (!wireId.safeParse(userId).success) return;
     this.deviceSet = null;
+    this.epochMemo = null;
   }
 
   /**
@@ -639,7 +712,11 @@ export class ConversationDO extends DurableObject<Env> {
     if (!conv) return false;
     const batch = this.store.takeOutbox(this.cfg.flushMaxRows, Date.now() - this.cfg.flushDelayMs);
     const acks = this.store.pendingAcks();
-    if (batch.rows.length === 0 && acks.length === 0) return false;
+    if (batch.rows.length === 0 && acks.length === 0) {
+      // Group messages every recipient acked in time: nothing for D1, only the mark moves.
+      if (this.store.hasOutboxInFlight()) this.store.commitOutbox();
+      return batch.more;
+    }
     const run = flushOutbox(makeDb(this.env), conv, batch, acks, this.cfg.mailboxTtlMs);
     this.flushing = run;
     try {

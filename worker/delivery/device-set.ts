@@ -53,6 +53,16 @@ export function isLiveMemberDevice(set: DeviceSet, u: string, d: string): boolea
   return set.members.has(u) && (set.live.get(u)?.has(d) ?? false);
 }
 
+/** Every live device of every current member (a group message's recipient-set epoch, sender included). */
+export function liveDevicesOf(set: DeviceSet): DeviceRef[] {
+  const out: DeviceRef[] = [];
+  for (const [u, devices] of set.live) {
+    if (!set.members.has(u)) continue;
+    for (const d of devices) out.push({ u, d });
+  }
+  return out;
+}
+
 /** Every live device of every current member, except the sender's own device (its other devices included). */
 export function recipientsOf(set: DeviceSet, sender: DeviceRef): DeviceRef[] {
   const out: DeviceRef[] = [];

@@ -1,19 +1,33 @@
 /**
- * The ConversationDO's own SQLite store: the ordered message log, the per-device delivery outbox and the
- * acknowledgements still to be applied to D1.
+ * The ConversationDO's own SQLite store: the ordered message log, the per-device delivery state (pairwise
+ * envelopes, group ack cursors, recipient-set epochs) and the acknowledgements still to be applied to D1.
  *
- * Responsibilities: assign `seq`/`ts` in the SAME transaction that persists a message and its per-device
- * envelopes (so the counter survives evictions and is gap-free), answer idempotent retries with the
- * original seq, hand out outbox batches for the D1 flush, and prune what is older than the retention.
+ * Responsibilities: assign `seq`/`ts` in the SAME transaction that persists a message (so the counter
+ * survives evictions and is gap-free), answer idempotent retries with the original seq, derive a device's
+ * pending envelopes, hand out outbox batches for the D1 flush, and prune what is older than the retention.
  * Does NOT: talk to D1 or to sockets, check membership, or see plaintext (every `c` is ciphertext bytes).
  *
+ * A sender-key (group) message costs ONE row: its log row (ciphertext, epoch). Who it is for is its
+ * recipient-set epoch (every live device of every member when it was sent, stored once per change of that
+ * set) minus the sending device; what a device still has to receive is "group messages after its ack
+ * cursor whose epoch contains it". A pairwise message keeps one row per recipient device (each has its
+ * own ciphertext), deleted when that device acks.
+ *
  * Tables (all SQL below uses bound parameters; multi-row statements only repeat `(?,?,?,?)` placeholders):
- *   state       one row: conversation id, last seq, last ts, pruned-through seq
- *   log         one row per message: seq, ts, sender, client id, kind/status, sender-key ciphertext or NULL
- *   deliveries  one row per (recipient device, seq): pairwise ciphertext or NULL (group), flush state
- *               0 = only here, 2 = being copied to D1, 1 = also in D1; deleted when the device acks
- *   pending_acks  highest acked seq per device whose envelopes may already be in D1 (flushed ≠ 0)
+ *   state          one row: conversation id, last seq, last ts, pruned-through seq, group-flushed-through
+ *                  seq (every group message ≤ it has been copied to D1 for the devices behind then)
+ *   log            one row per message: seq, ts, sender, client id, kind/status, sender-key ciphertext and
+ *                  epoch (group) or NULL, NULL (pairwise)
+ *   epochs         one row per recipient set: epoch id, first seq it applies to
+ *   epoch_devices  (epoch, user, device): the devices of an epoch; a revoked device's rows are deleted
+ *   cursors        (user, device) → acked_through: the device processed every envelope ≤ it
+ *   pairwise       one row per (recipient device, seq) of a pairwise message: its ciphertext, flush state
+ *                  0 = only here, 2 = being copied to D1, 1 = also in D1; deleted when the device acks
+ *   pending_acks   highest acked seq per device whose envelopes may already be in D1
+ *   deliveries     (VIEW) what the D1 flush still has to look at: pairwise rows with their flush state and
+ *                  one row (flushed = 0) per group message not yet flushed — for inspection and tests
  */
+import { deviceKey } from './device-set.js';
 
 export interface AppendInput {
   senderUser: string;
@@ -21,9 +35,10 @@ export interface AppendInput {
   clientId: string;
   kind: 'message' | 'receipt';
   status: 'delivered' | 'read' | null;
-  /** Sender-key ciphertext (group mode) or null (pairwise: one ciphertext per recipient). */
-  group: Uint8Array | null;
-  recipients: { u: string; d: string; c: Uint8Array | null }[];
+  /** Sender-key ciphertext and its recipient-set epoch (group), or null (pairwise: `recipients`). */
+  group: { c: Uint8Array; epoch: number } | null;
+  /** Pairwise recipients, each with its own ciphertext (empty for a group message). */
+  recipients: { u: string; d: string; c: Uint8Array }[];
 }
 
 export interface AppendResult {
@@ -79,10 +94,21 @@ export interface StoreState {
   prunedThrough: number;
 }
 
-/** DO SQLite allows 100 bound parameters per statement; deliveries rows have 4. */
-const DELIVERY_ROWS_PER_INSERT = 25;
+/** A recipient-set epoch: its id and its devices as `deviceKey`s (user "\n" device). */
+export interface Epoch {
+  id: number;
+  /** Sorted device keys joined by "\t": equal sets have equal keys. */
+  key: string;
+  devices: Set<string>;
+}
+
+/** DO SQLite allows 100 bound parameters per statement; pairwise rows have 4, epoch_devices rows 3. */
+const PAIRWISE_ROWS_PER_INSERT = 25;
+const EPOCH_ROWS_PER_INSERT = 33;
 /** Cap on ciphertext bytes held in memory by one outbox batch (DO isolate memory is 128 MB). */
 const OUTBOX_BATCH_BYTES = 8 * 1024 * 1024;
+/** Group messages looked at per outbox batch (most need no D1 row: every recipient acked in time). */
+const GROUP_SCAN_PER_BATCH = 5_000;
 
 type Row = Record<string, SqlStorageValue>;
 
@@ -93,21 +119,31 @@ function blob(b: Uint8Array | null): ArrayBuffer | null {
   return b.slice().buffer as ArrayBuffer;
 }
 
+/** Same key as device-set.ts `deviceKey`: the DO compares socket keys with epoch members. */
+const keyOf = deviceKey;
+
 export class DeliveryStore {
   private readonly sql: SqlStorage;
+  /** Cached copies of rows that change only here (the object is the only writer of its storage). */
+  private lastSeqCache: number | null = null;
+  private latestEpoch: Epoch | null | undefined = undefined;
+  private readonly epochCache = new Map<number, Set<string>>();
+  /** Group messages ≤ this are being copied to D1 by the flush in progress (null: none). */
+  private groupInFlight: number | null = null;
 
   constructor(private readonly storage: DurableObjectStorage) {
     this.sql = storage.sql;
   }
 
-  /** Creates the tables; returns rows interrupted mid-flush (state 2) to the outbox. Idempotent. */
+  /** Creates (or upgrades) the tables; returns rows interrupted mid-flush (state 2) to the outbox. Idempotent. */
   init(): void {
     this.sql.exec(`CREATE TABLE IF NOT EXISTS state (
       id INTEGER PRIMARY KEY CHECK (id = 1),
       conversation_id TEXT,
       last_seq INTEGER NOT NULL,
       last_ts INTEGER NOT NULL,
-      pruned_through INTEGER NOT NULL DEFAULT 0)`);
+      pruned_through INTEGER NOT NULL DEFAULT 0,
+      group_flushed INTEGER NOT NULL DEFAULT 0)`);
     this.sql.exec('INSERT OR IGNORE INTO state (id, conversation_id, last_seq, last_ts) VALUES (1, NULL, 0, 0)');
     this.sql.exec(`CREATE TABLE IF NOT EXISTS log (
       seq INTEGER PRIMARY KEY,
@@ -117,22 +153,59 @@ export class DeliveryStore {
       client_id TEXT NOT NULL,
       kind TEXT NOT NULL,
       status TEXT,
-      group_c BLOB)`);
+      group_c BLOB,
+      epoch INTEGER)`);
     this.sql.exec('CREATE UNIQUE INDEX IF NOT EXISTS log_client_uq ON log (sender_user, sender_device, client_id)');
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS deliveries (
+    // Storage written before epochs existed (local development only; nothing was deployed): upgrade it.
+    const old = this.sql
+      .exec<{ type: string }>("SELECT type FROM sqlite_master WHERE name = 'deliveries'")
+      .toArray()[0]?.type;
+    if (old === 'table') {
+      this.sql.exec('ALTER TABLE deliveries RENAME TO pairwise');
+      this.sql.exec('DROP INDEX IF EXISTS deliveries_outbox_idx');
+      for (const alter of [
+        'ALTER TABLE log ADD COLUMN epoch INTEGER',
+        'ALTER TABLE state ADD COLUMN group_flushed INTEGER NOT NULL DEFAULT 0',
+      ]) {
+        try {
+          this.sql.exec(alter);
+        } catch {
+          // column already there
+        }
+      }
+    }
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS epochs (
+      epoch INTEGER PRIMARY KEY,
+      from_seq INTEGER NOT NULL)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS epoch_devices (
+      epoch INTEGER NOT NULL,
+      user_id TEXT NOT NULL,
+      device_id TEXT NOT NULL,
+      PRIMARY KEY (epoch, user_id, device_id)) WITHOUT ROWID`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS cursors (
+      user_id TEXT NOT NULL,
+      device_id TEXT NOT NULL,
+      acked_through INTEGER NOT NULL,
+      PRIMARY KEY (user_id, device_id)) WITHOUT ROWID`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS pairwise (
       user_id TEXT NOT NULL,
       device_id TEXT NOT NULL,
       seq INTEGER NOT NULL,
       c BLOB,
       flushed INTEGER NOT NULL DEFAULT 0,
       PRIMARY KEY (user_id, device_id, seq)) WITHOUT ROWID`);
-    this.sql.exec('CREATE INDEX IF NOT EXISTS deliveries_outbox_idx ON deliveries (flushed, seq)');
+    this.sql.exec('CREATE INDEX IF NOT EXISTS pairwise_outbox_idx ON pairwise (flushed, seq)');
     this.sql.exec(`CREATE TABLE IF NOT EXISTS pending_acks (
       user_id TEXT NOT NULL,
       device_id TEXT NOT NULL,
       up_to INTEGER NOT NULL,
       PRIMARY KEY (user_id, device_id)) WITHOUT ROWID`);
-    this.sql.exec('UPDATE deliveries SET flushed = 0 WHERE flushed = 2');
+    this.sql.exec(`CREATE VIEW IF NOT EXISTS deliveries AS
+      SELECT user_id, device_id, seq, flushed FROM pairwise
+      UNION ALL
+      SELECT NULL, NULL, seq, 0 FROM log
+      WHERE epoch IS NOT NULL AND seq > (SELECT group_flushed FROM state WHERE id = 1)`);
+    this.sql.exec('UPDATE pairwise SET flushed = 0 WHERE flushed = 2');
   }
 
   state(): StoreState {
@@ -141,6 +214,7 @@ export class DeliveryStore {
         'SELECT conversation_id, last_seq, last_ts, pruned_through FROM state WHERE id = 1',
       )
       .one();
+    this.lastSeqCache = r.last_seq;
     return {
       conversationId: r.conversation_id,
       lastSeq: r.last_seq,
@@ -149,9 +223,77 @@ export class DeliveryStore {
     };
   }
 
+  /** The last assigned seq (cached: only append() changes it). */
+  lastSeq(): number {
+    return this.lastSeqCache ?? this.state().lastSeq;
+  }
+
+  private groupFlushed(): number {
+    return this.sql.exec<{ g: number }>('SELECT group_flushed AS g FROM state WHERE id = 1').one().g;
+  }
+
   setConversationId(id: string): void {
     this.sql.exec('UPDATE state SET conversation_id = ? WHERE id = 1 AND conversation_id IS NULL', id);
   }
+
+  // ---- recipient-set epochs ----------------------------------------------------------------------------
+
+  /** The devices of an epoch (cached; a revoked device leaves every epoch, see forgetDevice). */
+  epochDevices(epoch: number): Set<string> {
+    let devices = this.epochCache.get(epoch);
+    if (!devices) {
+      devices = new Set(
+        this.sql
+          .exec<{ user_id: string; device_id: string }>(
+            'SELECT user_id, device_id FROM epoch_devices WHERE epoch = ?',
+            epoch,
+          )
+          .toArray()
+          .map((r) => keyOf(r.user_id, r.device_id)),
+      );
+      this.epochCache.set(epoch, devices);
+    }
+    return devices;
+  }
+
+  /**
+   * The epoch for this recipient set (every live device of every current member, as `{u, d}`): the latest
+   * one if it has exactly these devices, otherwise a new one (one row plus one row per device, written
+   * only when the set changed).
+   */
+  epochFor(devices: { u: string; d: string }[]): Epoch {
+    const keys = devices.map((x) => keyOf(x.u, x.d)).sort();
+    const key = keys.join('\t');
+    if (this.latestEpoch === undefined) {
+      const r = this.sql.exec<{ e: number | null }>('SELECT max(epoch) AS e FROM epochs').one().e;
+      if (r === null) this.latestEpoch = null;
+      else {
+        const set = this.epochDevices(r);
+        this.latestEpoch = { id: r, key: [...set].sort().join('\t'), devices: set };
+      }
+    }
+    if (this.latestEpoch && this.latestEpoch.key === key) return this.latestEpoch;
+    const id = (this.latestEpoch?.id ?? 0) + 1;
+    this.storage.transactionSync(() => {
+      this.sql.exec('INSERT INTO epochs (epoch, from_seq) VALUES (?, ?)', id, this.lastSeq() + 1);
+      for (let i = 0; i < devices.length; i += EPOCH_ROWS_PER_INSERT) {
+        const chunk = devices.slice(i, i + EPOCH_ROWS_PER_INSERT);
+        const params: SqlStorageValue[] = [];
+        for (const x of chunk) params.push(id, x.u, x.d);
+        // sql-interpolation-ok: expands "(?, ?, ?)" placeholders only; every value is bound.
+        this.sql.exec(
+          `INSERT OR IGNORE INTO epoch_devices (epoch, user_id, device_id) VALUES ${chunk.map(() => '(?, ?, ?)').join(', ')}`,
+          ...params,
+        );
+      }
+    });
+    const epoch: Epoch = { id, key, devices: new Set(keys) };
+    this.epochCache.set(id, epoch.devices);
+    this.latestEpoch = epoch;
+    return epoch;
+  }
+
+  // ---- messages ---------------------------------------------------------------------------------------
 
   /** The seq/ts a sender device's client id was accepted with, if still in the log. */
   findDuplicate(senderUser: string, senderDevice: string, clientId: string): { seq: number; ts: number } | null {
@@ -167,12 +309,12 @@ export class DeliveryStore {
   }
 
   /**
-   * Persists one message and its envelopes and assigns the next seq and a strictly increasing ts
-   * (max(now, last + 1)) in one transaction. A client id already in the log returns its original seq and
-   * writes nothing.
+   * Persists one message (a group message: its log row only; a pairwise one: plus one row per recipient
+   * device) and assigns the next seq and a strictly increasing ts (max(now, last + 1)) in one transaction.
+   * A client id already in the log returns its original seq and writes nothing.
    */
   append(input: AppendInput, now: number): AppendResult {
-    return this.storage.transactionSync(() => {
+    const res = this.storage.transactionSync(() => {
       const dup = this.findDuplicate(input.senderUser, input.senderDevice, input.clientId);
       if (dup) return { ...dup, duplicate: true };
       const next = this.sql
@@ -184,7 +326,7 @@ export class DeliveryStore {
       const seq = next.last_seq;
       const ts = next.last_ts;
       this.sql.exec(
-        'INSERT INTO log (seq, ts, sender_user, sender_device, client_id, kind, status, group_c) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO log (seq, ts, sender_user, sender_device, client_id, kind, status, group_c, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
         seq,
         ts,
         input.senderUser,
@@ -192,38 +334,71 @@ export class DeliveryStore {
         input.clientId,
         input.kind,
         input.status,
-        blob(input.group),
+        input.group ? blob(input.group.c) : null,
+        input.group ? input.group.epoch : null,
       );
-      for (let i = 0; i < input.recipients.length; i += DELIVERY_ROWS_PER_INSERT) {
-        const chunk = input.recipients.slice(i, i + DELIVERY_ROWS_PER_INSERT);
+      for (let i = 0; i < input.recipients.length; i += PAIRWISE_ROWS_PER_INSERT) {
+        const chunk = input.recipients.slice(i, i + PAIRWISE_ROWS_PER_INSERT);
         const params: SqlStorageValue[] = [];
         for (const r of chunk) params.push(r.u, r.d, seq, blob(r.c));
         // sql-interpolation-ok: expands "(?, ?, ?, ?)" placeholders only; every value is bound.
         this.sql.exec(
-          `INSERT INTO deliveries (user_id, device_id, seq, c) VALUES ${chunk.map(() => '(?, ?, ?, ?)').join(', ')}`,
+          `INSERT INTO pairwise (user_id, device_id, seq, c) VALUES ${chunk.map(() => '(?, ?, ?, ?)').join(', ')}`,
           ...params,
         );
       }
       return { seq, ts, duplicate: false };
     });
+    if (!res.duplicate) this.lastSeqCache = res.seq;
+    return res;
+  }
+
+  // ---- acknowledgements -------------------------------------------------------------------------------
+
+  /** A device's ack cursor: it processed every envelope ≤ it (0 if it never acked). */
+  cursor(userId: string, deviceId: string): number {
+    const r = this.sql
+      .exec<{ a: number }>(
+        'SELECT acked_through AS a FROM cursors WHERE user_id = ? AND device_id = ?',
+        userId,
+        deviceId,
+      )
+      .toArray();
+    return r[0]?.a ?? 0;
   }
 
   /**
-   * A device acknowledged everything up to `upTo`: its envelopes leave the DO. Returns true when some of
-   * them may already be in D1 (flushed or being flushed), i.e. a D1 delete must follow.
+   * A device acknowledged everything up to `upTo` (clamped to the last seq): its pairwise rows are deleted
+   * and its cursor raised (one upsert). Returns true when some of those envelopes may already be in D1
+   * (flushed or being flushed), i.e. a D1 delete must follow (recorded in pending_acks).
    */
   ack(userId: string, deviceId: string, upTo: number): boolean {
+    const through = Math.min(upTo, this.lastSeq());
+    if (through <= 0) return false;
     const rows = this.sql
       .exec<{ n: number }>(
-        'SELECT count(*) AS n FROM deliveries WHERE user_id = ? AND device_id = ? AND seq <= ? AND flushed != 0',
+        'SELECT count(*) AS n FROM pairwise WHERE user_id = ? AND device_id = ? AND seq <= ? AND flushed != 0',
         userId,
         deviceId,
-        upTo,
+        through,
       )
       .one();
-    this.sql.exec('DELETE FROM deliveries WHERE user_id = ? AND device_id = ? AND seq <= ?', userId, deviceId, upTo);
-    if (rows.n > 0) this.addPendingAck(userId, deviceId, upTo);
-    return rows.n > 0;
+    this.sql.exec('DELETE FROM pairwise WHERE user_id = ? AND device_id = ? AND seq <= ?', userId, deviceId, through);
+    const prev = this.cursor(userId, deviceId);
+    if (through > prev) {
+      this.sql.exec(
+        `INSERT INTO cursors (user_id, device_id, acked_through) VALUES (?, ?, ?)
+         ON CONFLICT (user_id, device_id) DO UPDATE SET acked_through = max(acked_through, excluded.acked_through)`,
+        userId,
+        deviceId,
+        through,
+      );
+    }
+    // Group messages in (prev, through] that the flush already expanded may have a D1 row for this device.
+    const groupMark = Math.max(this.groupFlushed(), this.groupInFlight ?? 0);
+    const inD1 = rows.n > 0 || prev < Math.min(through, groupMark);
+    if (inD1) this.addPendingAck(userId, deviceId, through);
+    return inD1;
   }
 
   addPendingAck(userId: string, deviceId: string, upTo: number): void {
@@ -252,44 +427,65 @@ export class DeliveryStore {
     }
   }
 
-  /** A device's envelopes after `after`, oldest first (the resume replay). */
+  /**
+   * A device's envelopes after `after`, oldest first (the resume replay): its pairwise rows, and the group
+   * messages after max(after, its cursor) whose epoch contains it and that it did not send.
+   */
   pendingFor(userId: string, deviceId: string, after: number, limit: number): ReplayRow[] {
+    const groupAfter = Math.max(after, this.cursor(userId, deviceId));
     return this.sql
       .exec<Row & ReplayRow>(
-        `SELECT d.seq, l.ts, l.sender_user, l.sender_device, l.client_id, l.kind, l.status,
-                coalesce(d.c, l.group_c) AS c, d.c IS NULL AS grp
-         FROM deliveries d JOIN log l ON l.seq = d.seq
-         WHERE d.user_id = ? AND d.device_id = ? AND d.seq > ?
-         ORDER BY d.seq LIMIT ?`,
+        `SELECT * FROM (
+           SELECT p.seq AS seq, l.ts AS ts, l.sender_user AS sender_user, l.sender_device AS sender_device,
+                  l.client_id AS client_id, l.kind AS kind, l.status AS status,
+                  coalesce(p.c, l.group_c) AS c, p.c IS NULL AS grp
+           FROM pairwise p JOIN log l ON l.seq = p.seq
+           WHERE p.user_id = ? AND p.device_id = ? AND p.seq > ?
+           UNION ALL
+           SELECT l.seq, l.ts, l.sender_user, l.sender_device, l.client_id, l.kind, l.status, l.group_c, 1
+           FROM log l JOIN epoch_devices e ON e.epoch = l.epoch AND e.user_id = ? AND e.device_id = ?
+           WHERE l.seq > ? AND NOT (l.sender_user = ? AND l.sender_device = ?)
+         ) ORDER BY seq LIMIT ?`,
         userId,
         deviceId,
         after,
+        userId,
+        deviceId,
+        groupAfter,
+        userId,
+        deviceId,
         limit,
       )
       .toArray();
   }
 
+  // ---- the D1 outbox ----------------------------------------------------------------------------------
+
   /**
    * Takes the oldest un-flushed envelopes of messages written at or before `writtenBefore` (whole
-   * messages only, ≤ maxRows rows unless one message is larger, ≤ OUTBOX_BATCH_BYTES of ciphertext) and
-   * marks them in flight (2). Younger envelopes wait: most are acked first and never reach D1. Follow with
-   * commitOutbox() after D1 accepted them, or releaseOutbox() if it did not.
+   * messages only, ≤ maxRows rows unless one message is larger, ≤ OUTBOX_BATCH_BYTES of ciphertext):
+   * pairwise rows, marked in flight (2), and group messages expanded into one row per recipient device
+   * still behind its cursor now (most have none left: acked in time, so nothing reaches D1). Younger
+   * envelopes wait. Follow with commitOutbox() after D1 accepted them, or releaseOutbox() if it did not.
    */
   takeOutbox(maxRows: number, writtenBefore: number): OutboxBatch {
+    const empty: OutboxBatch = { rows: [], groups: [], more: false };
+    this.groupInFlight = null;
     const cutoff = this.sql
       .exec<{ s: number | null }>('SELECT max(seq) AS s FROM log WHERE ts <= ?', writtenBefore)
       .one().s;
-    if (cutoff === null) return { rows: [], groups: [], more: false };
+    if (cutoff === null) return empty;
     const cursor = this.sql.exec<Row & OutboxRow>(
-      `SELECT d.seq, d.user_id, d.device_id, l.ts, l.sender_user, l.sender_device, l.client_id, l.kind, l.status, d.c
-       FROM deliveries d JOIN log l ON l.seq = d.seq
-       WHERE d.flushed = 0 AND d.seq <= ? ORDER BY d.seq`,
+      `SELECT p.seq, p.user_id, p.device_id, l.ts, l.sender_user, l.sender_device, l.client_id, l.kind, l.status, p.c
+       FROM pairwise p JOIN log l ON l.seq = p.seq
+       WHERE p.flushed = 0 AND p.seq <= ? ORDER BY p.seq`,
       cutoff,
     );
     const rows: OutboxRow[] = [];
     let bytes = 0;
     let lastSeq = -1;
     let more = false;
+    const legacyGroups = new Set<number>(); // pairwise rows with NULL c: written before epochs existed
     for (const r of cursor) {
       if (r.seq !== lastSeq && (rows.length >= maxRows || bytes >= OUTBOX_BATCH_BYTES)) {
         more = true;
@@ -297,55 +493,146 @@ export class DeliveryStore {
       }
       lastSeq = r.seq;
       bytes += r.c ? r.c.byteLength : 0;
+      if (r.c === null) legacyGroups.add(r.seq);
       rows.push(r);
     }
-    if (rows.length === 0) return { rows, groups: [], more: false };
-    const first = rows[0]!.seq;
-    this.sql.exec('UPDATE deliveries SET flushed = 2 WHERE flushed = 0 AND seq <= ?', lastSeq);
-    const wanted = new Set(rows.filter((r) => r.c === null).map((r) => r.seq));
-    const groups =
-      wanted.size === 0
-        ? []
-        : this.sql
-            .exec<{ seq: number; ts: number; c: ArrayBuffer }>(
-              'SELECT seq, ts, group_c AS c FROM log WHERE seq BETWEEN ? AND ? AND group_c IS NOT NULL',
-              first,
-              lastSeq,
-            )
-            .toArray()
-            .filter((g) => wanted.has(g.seq));
+    if (lastSeq >= 0) this.sql.exec('UPDATE pairwise SET flushed = 2 WHERE flushed = 0 AND seq <= ?', lastSeq);
+
+    // Group messages: expanded for the devices still behind their cursor.
+    const wanted = new Map<number, number>(); // seq → ts
+    if (!more) {
+      const mark = this.groupFlushed();
+      const cursors = new Map(
+        this.sql
+          .exec<{ user_id: string; device_id: string; acked_through: number }>('SELECT * FROM cursors')
+          .toArray()
+          .map((c) => [keyOf(c.user_id, c.device_id), c.acked_through]),
+      );
+      const msgs = this.sql
+        .exec<{
+          seq: number;
+          ts: number;
+          sender_user: string;
+          sender_device: string;
+          client_id: string;
+          kind: 'message' | 'receipt';
+          status: 'delivered' | 'read' | null;
+          epoch: number;
+          n: number;
+        }>(
+          `SELECT seq, ts, sender_user, sender_device, client_id, kind, status, epoch, length(group_c) AS n
+           FROM log WHERE seq > ? AND seq <= ? AND epoch IS NOT NULL ORDER BY seq LIMIT ?`,
+          mark,
+          cutoff,
+          GROUP_SCAN_PER_BATCH,
+        )
+        .toArray();
+      let through: number | null = null;
+      for (const m of msgs) {
+        const sender = keyOf(m.sender_user, m.sender_device);
+        const behind: string[] = [];
+        for (const k of this.epochDevices(m.epoch)) {
+          if (k !== sender && (cursors.get(k) ?? 0) < m.seq) behind.push(k);
+        }
+        if (
+          behind.length > 0 &&
+          rows.length > 0 &&
+          (rows.length + behind.length > maxRows || bytes >= OUTBOX_BATCH_BYTES)
+        ) {
+          more = true;
+          break;
+        }
+        through = m.seq;
+        if (behind.length === 0) continue;
+        wanted.set(m.seq, m.ts);
+        bytes += m.n;
+        for (const k of behind) {
+          const i = k.indexOf('\n');
+          rows.push({
+            seq: m.seq,
+            user_id: k.slice(0, i),
+            device_id: k.slice(i + 1),
+            ts: m.ts,
+            sender_user: m.sender_user,
+            sender_device: m.sender_device,
+            client_id: m.client_id,
+            kind: m.kind,
+            status: m.status,
+            c: null,
+          });
+        }
+      }
+      if (!more && msgs.length === GROUP_SCAN_PER_BATCH) more = true;
+      this.groupInFlight = through;
+    }
+    for (const seq of legacyGroups) if (!wanted.has(seq)) wanted.set(seq, 0);
+    const groups: OutboxBatch['groups'] = [];
+    for (const seq of wanted.keys()) {
+      const g = this.sql
+        .exec<{ seq: number; ts: number; c: ArrayBuffer | null }>(
+          'SELECT seq, ts, group_c AS c FROM log WHERE seq = ?',
+          seq,
+        )
+        .toArray()[0];
+      if (g?.c) groups.push({ seq: g.seq, ts: g.ts, c: g.c });
+    }
+    if (rows.length === 0 && this.groupInFlight === null) return empty;
     return { rows, groups, more };
   }
 
+  /** True while a taken batch moves the group-flushed mark (commitOutbox() must follow even without rows). */
+  hasOutboxInFlight(): boolean {
+    return this.groupInFlight !== null;
+  }
+
   commitOutbox(): void {
-    this.sql.exec('UPDATE deliveries SET flushed = 1 WHERE flushed = 2');
+    this.sql.exec('UPDATE pairwise SET flushed = 1 WHERE flushed = 2');
+    if (this.groupInFlight !== null) {
+      this.sql.exec('UPDATE state SET group_flushed = max(group_flushed, ?) WHERE id = 1', this.groupInFlight);
+    }
+    this.groupInFlight = null;
   }
 
   releaseOutbox(): void {
-    this.sql.exec('UPDATE deliveries SET flushed = 0 WHERE flushed = 2');
+    this.sql.exec('UPDATE pairwise SET flushed = 0 WHERE flushed = 2');
+    this.groupInFlight = null;
   }
 
   /** When the alarm has D1 work: now for pending acks, else the oldest un-flushed write + `delayMs`; null: none. */
   nextFlushAt(now: number, delayMs: number): number | null {
     if (this.sql.exec<{ n: number }>('SELECT count(*) AS n FROM pending_acks').one().n > 0) return now;
-    const r = this.sql
+    const pairwise = this.sql
       .exec<{ ts: number | null }>(
-        'SELECT l.ts AS ts FROM log l WHERE l.seq = (SELECT min(seq) FROM deliveries WHERE flushed = 0)',
+        'SELECT l.ts AS ts FROM log l WHERE l.seq = (SELECT min(seq) FROM pairwise WHERE flushed = 0)',
       )
-      .toArray();
-    const ts = r[0]?.ts;
-    return ts === undefined || ts === null ? null : Math.max(now, ts + delayMs);
-  }
-
-  /** A revoked device gets nothing more from this DO: its envelopes and pending acks are dropped. */
-  forgetDevice(userId: string, deviceId: string): void {
-    this.sql.exec('DELETE FROM deliveries WHERE user_id = ? AND device_id = ?', userId, deviceId);
-    this.sql.exec('DELETE FROM pending_acks WHERE user_id = ? AND device_id = ?', userId, deviceId);
+      .toArray()[0]?.ts;
+    const group = this.sql
+      .exec<{ ts: number }>(
+        'SELECT ts FROM log WHERE seq > ? AND epoch IS NOT NULL ORDER BY seq LIMIT 1',
+        this.groupFlushed(),
+      )
+      .toArray()[0]?.ts;
+    const oldest = [pairwise, group].filter((t): t is number => typeof t === 'number');
+    return oldest.length === 0 ? null : Math.max(now, Math.min(...oldest) + delayMs);
   }
 
   /**
-   * Drops what is older than `cutoffTs` and already safe in D1: flushed envelopes and then log rows no
-   * envelope refers to. Un-flushed envelopes (D1 unreachable) are kept however old. Returns the new
+   * A revoked device gets nothing more from this DO: its pairwise envelopes, cursor and pending acks are
+   * dropped and it leaves every epoch (so no group message is pending for it or expanded for it in D1).
+   */
+  forgetDevice(userId: string, deviceId: string): void {
+    this.sql.exec('DELETE FROM pairwise WHERE user_id = ? AND device_id = ?', userId, deviceId);
+    this.sql.exec('DELETE FROM pending_acks WHERE user_id = ? AND device_id = ?', userId, deviceId);
+    this.sql.exec('DELETE FROM epoch_devices WHERE user_id = ? AND device_id = ?', userId, deviceId);
+    this.sql.exec('DELETE FROM cursors WHERE user_id = ? AND device_id = ?', userId, deviceId);
+    this.epochCache.clear();
+    this.latestEpoch = undefined;
+  }
+
+  /**
+   * Drops what is older than `cutoffTs` and already safe in D1: flushed pairwise envelopes, then log rows
+   * no pairwise envelope refers to (group messages once the flush has passed them), then epochs no log row
+   * uses (except the latest). Un-flushed envelopes (D1 unreachable) are kept however old. Returns the new
    * pruned-through seq (resume below it reads the D1 mailbox).
    */
   prune(cutoffTs: number): number {
@@ -353,14 +640,27 @@ export class DeliveryStore {
     const state = this.state();
     if (r.s === null || r.s <= state.prunedThrough) return state.prunedThrough;
     const through = r.s;
+    const groupMark = this.groupFlushed();
     this.storage.transactionSync(() => {
-      this.sql.exec('DELETE FROM deliveries WHERE flushed = 1 AND seq <= ?', through);
+      this.sql.exec('DELETE FROM pairwise WHERE flushed = 1 AND seq <= ?', through);
       this.sql.exec(
-        'DELETE FROM log WHERE seq <= ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = log.seq)',
+        `DELETE FROM log WHERE seq <= ? AND NOT EXISTS (SELECT 1 FROM pairwise p WHERE p.seq = log.seq)
+           AND (epoch IS NULL OR seq <= ?)`,
         through,
+        groupMark,
       );
+      // Epochs only grow with seq: those before the oldest remaining group message's are unused.
+      const oldest = this.sql
+        .exec<{ e: number }>('SELECT epoch AS e FROM log WHERE epoch IS NOT NULL ORDER BY seq LIMIT 1')
+        .toArray()[0]?.e;
+      const keepFrom = oldest ?? this.sql.exec<{ e: number | null }>('SELECT max(epoch) AS e FROM epochs').one().e;
+      if (keepFrom !== null) {
+        this.sql.exec('DELETE FROM epoch_devices WHERE epoch < ?', keepFrom);
+        this.sql.exec('DELETE FROM epochs WHERE epoch < ?', keepFrom);
+      }
       this.sql.exec('UPDATE state SET pruned_through = ? WHERE id = 1', through);
     });
+    this.epochCache.clear();
     return through;
   }
 

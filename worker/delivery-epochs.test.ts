@@ -1,0 +1,269 @@
+/**
+ * Group (sender-key) messages cost one row: the log row plus its recipient-set epoch, with per-device ack
+ * cursors (worker/delivery/store.ts). These scenarios pin the derived delivery state down: who gets a
+ * group message, what survives a restart, and what the D1 flush writes.
+ */
+import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
+import { and, eq } from 'drizzle-orm';
+import { describe, expect, it } from 'vitest';
+import { WIRE_VERSION } from '../schema/wire.js';
+import { fastFrame } from './conversation.js';
+import { schema } from './db.js';
+import type { DeliveryStore } from './delivery/store.js';
+import {
+  addDevice,
+  type Client,
+  connect,
+  conversationStub,
+  db,
+  fakeCiphertext,
+  flushOutbox,
+  mailboxRows,
+  makeConversation,
+  makeUser,
+} from './test/delivery-fixtures.js';
+
+const group = (id: string, c = fakeCiphertext()) => ({ v: WIRE_VERSION, type: 'send', id, group: c });
+const seqs = (c: Client) => c.envelopes().map((e) => e.seq);
+
+const TABLES = ['log', 'pairwise', 'epochs', 'epoch_devices', 'cursors', 'pending_acks'] as const;
+
+/** Row count of every table of the conversation DO's SQLite store. */
+function rowCounts(conv: string): Promise<Record<(typeof TABLES)[number], number>> {
+  return runInDurableObject(conversationStub(conv), (_inst, state) => {
+    const out = {} as Record<(typeof TABLES)[number], number>;
+    // sql-interpolation-ok: table names from the constant list above.
+    for (const t of TABLES) out[t] = state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM ${t}`).one().n;
+    return out;
+  });
+}
+
+/** The envelopes the DO holds for a device (what a resume from 0 would replay), by seq. */
+function pendingSeqs(conv: string, u: string, d: string): Promise<number[]> {
+  return runInDurableObject(conversationStub(conv), (inst) =>
+    (inst as unknown as { store: DeliveryStore }).store.pendingFor(u, d, 0, 1000).map((r) => r.seq),
+  );
+}
+
+describe('group messages: one row per message', () => {
+  it('a group send to 10 devices adds 1 log row and 0 per-device rows, and reaches every current device', async () => {
+    const users = await Promise.all([1, 2, 3, 4, 5].map((i) => makeUser(`g${i}`, 2)));
+    const conv = await makeConversation(users);
+    const devs = users.flatMap((u) => u.devices);
+    const clients = await Promise.all(devs.map((d) => connect(conv, d)));
+    const [a, ...others] = clients as [Client, ...Client[]];
+    await a.sendAndWait(group('warm')); // the first group message writes the epoch (1 + 10 rows)
+    await Promise.all(others.map((c) => c.until((x) => x.envelopes().length === 1)));
+    const before = await rowCounts(conv);
+    expect(before).toMatchObject({ log: 1, pairwise: 0, epochs: 1, epoch_devices: 10 });
+
+    const c = fakeCiphertext(256);
+    expect(await a.sendAndWait(group('one', c))).toMatchObject({ type: 'accepted', seq: 2 });
+    const after = await rowCounts(conv);
+    expect(after).toEqual({ ...before, log: before.log + 1 });
+
+    await Promise.all(others.map((o) => o.until((x) => x.envelopes().length === 2)));
+    for (const o of others) {
+      expect(o.envelopes()[1]).toMatchObject({ seq: 2, id: 'one', mode: 'group', c, from: { u: a.dev.userId } });
+    }
+    expect(a.envelopes()).toEqual([]); // not to the sender's own device
+    // The same set is pending for each of them in the DO until they ack; none for the sender.
+    for (const d of devs.slice(1)) expect(await pendingSeqs(conv, d.userId, d.deviceId)).toEqual([1, 2]);
+    expect(await pendingSeqs(conv, devs[0]!.userId, devs[0]!.deviceId)).toEqual([]);
+    // An ack is one cursor row per device, no per-message rows.
+    for (const o of others) o.ack(2);
+    await Promise.all(others.map((o) => o.resume(2))); // a round trip per socket: the acks are applied
+    const acked = await rowCounts(conv);
+    expect(acked).toMatchObject({ log: 2, pairwise: 0, cursors: 9 });
+    for (const d of devs.slice(1)) expect(await pendingSeqs(conv, d.userId, d.deviceId)).toEqual([]);
+    for (const x of clients) x.close();
+  });
+
+  it('a device added after a group message does not get it, and gets the ones after', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    await a.sendAndWait(group('before'));
+    const bob1 = await addDevice(bob.userId, 'd1');
+    await conversationStub(conv).devicesChanged(bob.userId); // what device registration does
+    const b1 = await connect(conv, bob1, 0);
+    expect(seqs(b1)).toEqual([]);
+    await a.sendAndWait(group('after'));
+    await b1.until((x) => x.envelopes().length === 1);
+    expect(seqs(b1)).toEqual([2]);
+    const b0 = await connect(conv, bob.devices[0]!, 0);
+    expect(seqs(b0)).toEqual([1, 2]);
+    b1.close();
+    b0.close();
+    await flushOutbox(conv);
+    expect((await mailboxRows(bob.userId, 'd1')).map((r) => r.seq)).toEqual([2]);
+    expect((await mailboxRows(bob.userId, 'd0')).map((r) => r.seq)).toEqual([1, 2]);
+    a.close();
+  });
+
+  it('a removed member gets no group message sent after its removal and keeps the ones before', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob', 2);
+    const carol = await makeUser('carol');
+    const conv = await makeConversation([alice, bob, carol]);
+    const a = await connect(conv, alice.devices[0]!);
+    const c = await connect(conv, carol.devices[0]!);
+    await a.sendAndWait(group('before')); // bob is offline
+    await db()
+      .delete(schema.members)
+      .where(and(eq(schema.members.conversationId, conv), eq(schema.members.userId, bob.userId)));
+    await conversationStub(conv).membershipChanged('c2lnbmVkLWVudHJ5', [bob.userId]);
+    await a.sendAndWait(group('after'));
+    await c.until((x) => x.envelopes().length === 2);
+    for (const d of bob.devices) expect(await pendingSeqs(conv, bob.userId, d.deviceId)).toEqual([1]);
+    expect(await pendingSeqs(conv, carol.userId, 'd0')).toEqual([1, 2]);
+    await flushOutbox(conv);
+    // Addressed to them while they were members: still in their mailbox (docs/ARCHITECTURE.md).
+    expect((await mailboxRows(bob.userId, 'd0')).map((r) => r.seq)).toEqual([1]);
+    expect((await mailboxRows(bob.userId, 'd1')).map((r) => r.seq)).toEqual([1]);
+    a.close();
+    c.close();
+  });
+
+  it('the ack cursor survives a DO restart', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    let a = await connect(conv, alice.devices[0]!);
+    let b = await connect(conv, bob.devices[0]!);
+    for (let i = 1; i <= 6; i++) a.send(group(`m${i}`));
+    await b.until((x) => x.envelopes().length === 6);
+    b.ack(4);
+    await b.resume(6); // round trip: the ack is applied to storage before the replay
+    await abortAllDurableObjects();
+    await a.waitClosed().catch(() => undefined);
+    await b.waitClosed().catch(() => undefined);
+    b = await connect(conv, bob.devices[0]!, 0); // even a client that lost its own position
+    expect(seqs(b)).toEqual([5, 6]);
+    a = await connect(conv, alice.devices[0]!, 6);
+    await a.sendAndWait(group('m7'));
+    await b.until((x) => x.envelopes().length === 3);
+    expect(seqs(b)).toEqual([5, 6, 7]);
+    a.close();
+    b.close();
+  });
+
+  it('a device that drops before acking gets its group envelopes again on resume; its acked sibling does not', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob', 2);
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    let b0 = await connect(conv, bob.devices[0]!);
+    let b1 = await connect(conv, bob.devices[1]!);
+    for (let i = 1; i <= 3; i++) await a.sendAndWait(group(`m${i}`));
+    await b0.until((x) => x.envelopes().length === 3);
+    await b1.until((x) => x.envelopes().length === 3);
+    b0.ack(3);
+    await b0.resume(3);
+    b0.close();
+    b1.close(); // dropped before acking
+    b0 = await connect(conv, bob.devices[0]!, 0);
+    b1 = await connect(conv, bob.devices[1]!, 0);
+    expect(seqs(b0)).toEqual([]);
+    expect(seqs(b1)).toEqual([1, 2, 3]);
+    expect(b1.envelopes().every((e) => e.mode === 'group')).toBe(true);
+    a.close();
+    b0.close();
+    b1.close();
+  });
+});
+
+describe('group messages: the D1 flush', () => {
+  it('writes mailbox rows only for the devices still behind their cursor, and the ciphertext once', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const carol = await makeUser('carol');
+    const dave = await makeUser('dave');
+    const conv = await makeConversation([alice, bob, carol, dave]);
+    const a = await connect(conv, alice.devices[0]!);
+    const b = await connect(conv, bob.devices[0]!); // online, acks
+    const c = await connect(conv, carol.devices[0]!); // online, does not ack (yet)
+    // dave is offline
+    for (let i = 1; i <= 3; i++) await a.sendAndWait(group(`m${i}`));
+    await b.until((x) => x.envelopes().length === 3);
+    await c.until((x) => x.envelopes().length === 3);
+    b.ack(3);
+    await b.resume(3);
+    await flushOutbox(conv);
+    expect(await mailboxRows(bob.userId, 'd0')).toEqual([]);
+    expect(await mailboxRows(alice.userId, 'd0')).toEqual([]);
+    expect((await mailboxRows(carol.userId, 'd0')).map((r) => r.seq)).toEqual([1, 2, 3]);
+    expect((await mailboxRows(dave.userId, 'd0')).map((r) => r.seq)).toEqual([1, 2, 3]);
+    const groups = (await db().select().from(schema.groupEnvelopes).all()).filter((g) => g.conversationId === conv);
+    expect(groups.map((g) => g.seq).sort()).toEqual([1, 2, 3]);
+    // carol acks 2 later: the D1 rows it covers go too (pending ack), 3 stays.
+    c.ack(2);
+    await c.resume(2);
+    await flushOutbox(conv);
+    expect((await mailboxRows(carol.userId, 'd0')).map((r) => r.seq)).toEqual([3]);
+    // A later group message that everyone online acks in time adds nothing for them in D1.
+    await a.sendAndWait(group('m4'));
+    await b.until((x) => x.envelopes().length === 4);
+    await c.until((x) => seqs(x).includes(4)); // (3 was replayed once more by its resume(2))
+    b.ack(4);
+    c.ack(4);
+    await Promise.all([b.resume(4), c.resume(4)]);
+    await flushOutbox(conv);
+    expect(await mailboxRows(bob.userId, 'd0')).toEqual([]);
+    expect(await mailboxRows(carol.userId, 'd0')).toEqual([]);
+    expect((await mailboxRows(dave.userId, 'd0')).map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+    a.close();
+    b.close();
+    c.close();
+  });
+
+  it('pruning drops flushed group messages and unused epochs; resume below the retention reads D1', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    for (let i = 1; i <= 3; i++) await a.sendAndWait(group(`m${i}`));
+    const bob1 = await addDevice(bob.userId, 'd1');
+    await conversationStub(conv).devicesChanged(bob.userId);
+    await a.sendAndWait(group('m4')); // a second epoch
+    await flushOutbox(conv);
+    await runInDurableObject(conversationStub(conv), (inst) => {
+      (inst as unknown as { store: DeliveryStore }).store.prune(Date.now() + 1);
+    });
+    expect(await rowCounts(conv)).toMatchObject({ log: 0, pairwise: 0, epochs: 1 });
+    await a.sendAndWait(group('m5'));
+    const b0 = await connect(conv, bob.devices[0]!, 1);
+    expect(seqs(b0)).toEqual([2, 3, 4, 5]);
+    const b1 = await connect(conv, bob1, 0);
+    expect(seqs(b1)).toEqual([4, 5]);
+    a.close();
+    b0.close();
+    b1.close();
+  });
+});
+
+describe('hot-path frame check', () => {
+  it('the hand-checked group send and ack accept exactly what the wire schema accepts', () => {
+    const ok = { v: 1, type: 'send', id: 'm-1', group: 'AbC_-9' };
+    expect(fastFrame(ok)).toEqual(ok);
+    expect(fastFrame({ v: 1, type: 'ack', upTo: 7 })).toEqual({ v: 1, type: 'ack', upTo: 7 });
+    // Anything unusual is left to the zod schema (null here), which then refuses or accepts it.
+    for (const bad of [
+      { ...ok, id: 'bad id' },
+      { ...ok, id: 'x'.repeat(65) },
+      { ...ok, group: '' },
+      { ...ok, group: 'a+b/' },
+      { ...ok, group: 'A'.repeat(87_383) },
+      { ...ok, group: 5 },
+      { v: 1, type: 'send', id: 'm', to: 'x', extra: 1 },
+      { v: 1, type: 'ack', upTo: -1 },
+      { v: 1, type: 'ack', upTo: 1.5 },
+      { v: 1, type: 'ack', upTo: '3' },
+      { v: 1, type: 'ack', upTo: 2 ** 53 },
+      { v: 1, type: 'resume', after: 0 },
+    ]) {
+      expect(fastFrame(bad as Record<string, unknown>)).toBeNull();
+    }
+  });
+});
