@@ -2,7 +2,7 @@
  * The optional local passphrase lock in real Chromium against `npm run dev`: set it on the account
  * screen, raw IndexedDB then holds only wrapped key bytes (no CryptoKey that opens the records) and no
  * plaintext; a reload shows the lock screen first, a wrong passphrase is refused, the right one brings the
- * history back; "lock now" locks every tab of the browser; removing the passphrase; a forgotten one leads
+ * history back; "lock now" locks every tab of the browser; changing and removing the passphrase; a forgotten one leads
  * to erasing this browser's keys and the explained identity reset.
  */
 import type { Page } from 'playwright-core';
@@ -11,6 +11,7 @@ import { contains, type Person, person, rawIndexedDb, screenshot } from './brows
 
 const PASSWORD = 'correct horse battery staple';
 const PASSPHRASE = 'plum tiger seven lanterns';
+const NEXT_PASSPHRASE = 'quiet harbour nine kites';
 const people: Person[] = [];
 let counter = 0;
 
@@ -85,7 +86,7 @@ async function expectSealedWithoutKeys(page: Page, secrets: string[]): Promise<v
 }
 
 describe('local passphrase lock in Chromium', () => {
-  it('set a passphrase, reload to the lock screen, wrong then right passphrase, lock every tab, remove it', async () => {
+  it('set a passphrase, reload to the lock screen, wrong then right passphrase, lock every tab, change and remove it', async () => {
     const alice = await newPerson();
     const bob = await newPerson();
     const a = uniq('alice');
@@ -178,9 +179,27 @@ describe('local passphrase lock in Chromium', () => {
     await unlock(page, PASSPHRASE);
     await waitForText(page, 'written while alice was locked');
 
+    // Change it (current one required): afterwards only the new one unlocks.
+    await page.getByRole('link', { name: 'Account & devices' }).click(); // in-app: no reload
+    await page.getByRole('tab', { name: 'Security' }).click();
+    await page.getByTestId('local-lock-on').waitFor({ timeout: 30_000 });
+    await section.getByRole('button', { name: 'Change passphrase' }).click();
+    await page.getByLabel('Current passphrase', { exact: true }).fill(PASSPHRASE);
+    await page.getByLabel('New passphrase', { exact: true }).fill(NEXT_PASSPHRASE);
+    await page.getByLabel('Confirm new passphrase').fill(NEXT_PASSPHRASE);
+    await section.getByRole('button', { name: 'Change passphrase' }).click();
+    await expect.poll(() => section.textContent(), { timeout: 30_000 }).toContain('Passphrase set.');
+    await page.reload();
+    await lockScreen(page).waitFor({ timeout: 30_000 });
+    await unlock(page, PASSPHRASE);
+    await expect
+      .poll(() => lockScreen(page).getByRole('alert').textContent(), { timeout: 30_000 })
+      .toContain('That passphrase is not right.');
+    await unlock(page, NEXT_PASSPHRASE);
+    await page.getByRole('tab', { name: 'Security' }).waitFor({ timeout: 30_000 }); // back on /account
+
     // Remove it (the current passphrase is required): a reload opens without asking, history intact,
     // and the store is device-bound again (non-extractable CryptoKeys in the meta record).
-    await page.getByRole('link', { name: 'Account & devices' }).click(); // in-app: no reload
     await page.getByRole('tab', { name: 'Security' }).click();
     await page.getByTestId('local-lock-on').waitFor({ timeout: 30_000 });
     await section.getByRole('button', { name: 'Remove passphrase' }).click();
@@ -189,7 +208,7 @@ describe('local passphrase lock in Chromium', () => {
     await expect
       .poll(() => section.getByRole('alert').textContent(), { timeout: 30_000 })
       .toContain('That passphrase is not right.');
-    await page.getByLabel('Current passphrase', { exact: true }).fill(PASSPHRASE);
+    await page.getByLabel('Current passphrase', { exact: true }).fill(NEXT_PASSPHRASE);
     await section.getByRole('button', { name: 'Remove passphrase' }).click();
     await expect.poll(() => section.textContent(), { timeout: 30_000 }).toContain('Passphrase removed.');
     await page.goto(`/chats/${conv}`);
