@@ -2,8 +2,8 @@
  * The optional local passphrase lock in real Chromium against `npm run dev`: set it on the account
  * screen, raw IndexedDB then holds only wrapped key bytes (no CryptoKey that opens the records) and no
  * plaintext; a reload shows the lock screen first, a wrong passphrase is refused, the right one brings the
- * history back; "lock now" locks every tab of the browser; changing and removing the passphrase; a forgotten one leads
- * to erasing this browser's keys and the explained identity reset.
+ * history back; "lock now" locks every tab of the browser; changing and removing the passphrase; a
+ * forgotten one leads to erasing this browser's keys and the explained identity reset.
  */
 import type { Page } from 'playwright-core';
 import { afterAll, describe, expect, it } from 'vitest';
