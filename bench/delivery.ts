@@ -1,7 +1,7 @@
 /**
  * `npm run bench:delivery` — realtime delivery through the ConversationDO (ticketed WebSocket, wire
- * schema validation, device-set check, seq assigned in the DO-SQLite transaction, per-device outbox,
- * acks) against a bare relay DO (bench/relay: broadcast only — no storage, no checks) on the same
+ * schema validation, device-set check, seq assigned in the DO-SQLite transaction that writes the
+ * message — one row per sender-key message —, ack cursors, the D1 outbox) against a bare relay DO (bench/relay: broadcast only — no storage, no checks) on the same
  * machine and runtime (workerd via `npm run dev` and `wrangler dev`), for 2, 10 and 100 connected devices
  * in one conversation. Prints one Markdown table (paste it into bench/RESULTS.md under "## Delivery").
  *
