@@ -45,8 +45,8 @@ export function indexedMemoryStore(): Store {
           d?.delete(k);
           if (d?.size === 0) dirs.delete(dir);
         } else {
-          let d = dirs.get(dir);
-          if (!d) dirs.set(dir, (d = new Map()));
+          const d = dirs.get(dir) ?? new Map<string, Uint8Array>();
+          dirs.set(dir, d);
           d.set(k, v);
         }
       }
