@@ -175,9 +175,25 @@ export function createEngine(opts: EngineOptions): Engine {
     pending.add(q);
   };
 
+  // ---- prekey maintenance: replenish when new sessions used our one-time prekeys, rotate on schedule ----
+  // keys.maintain runs one at a time (a lock across tabs), so an explicit publishPrekeys() always gets a
+  // run that starts after it was called; background runs are not stacked up behind each other.
+  let backgroundRun = false;
+  const maintainInBackground = () => {
+    if (backgroundRun) return;
+    backgroundRun = true;
+    track(keys.maintain(ctx.api).finally(() => (backgroundRun = false)));
+  };
+  /** After processing envelopes: a new session consumed a one-time prekey → ask the server's counts. */
+  const maintainIfConsumed = () => {
+    if (!backgroundRun && keys.takeConsumed()) maintainInBackground();
+  };
+  let maintenanceTimer: ReturnType<typeof setInterval> | undefined;
+
   const receive = async (conversationId: string, envelopes: readonly Envelope[]) => {
     const upTo = await inbox.process(conversationId, envelopes);
     if (upTo !== null) realtime.send(conversationId, { v: 1, type: 'ack', upTo });
+    maintainIfConsumed();
     await outbox.flush(conversationId);
   };
 
@@ -280,9 +296,17 @@ export function createEngine(opts: EngineOptions): Engine {
     async connect(ids) {
       const list = ids ?? (await ctx.api.listConversations()).map((c) => c.id);
       for (const id of list) realtime.open(id);
+      // While online, re-check the server's counts and the signed-prekey schedule now and then (a tab
+      // left open for days still rotates; a failed run is retried at the next tick).
+      if (maintenanceTimer === undefined) {
+        maintenanceTimer = setInterval(maintainInBackground, keys.config.maintenanceIntervalMs);
+        (maintenanceTimer as { unref?: () => void }).unref?.(); // Node: never keeps a bot's process alive
+      }
     },
     async disconnect() {
       realtime.closeAll();
+      clearInterval(maintenanceTimer);
+      maintenanceTimer = undefined;
     },
     connectionStatus: async (c) => realtime.status(c),
     async sendText(conversationId, body) {
@@ -359,6 +383,7 @@ export function createEngine(opts: EngineOptions): Engine {
         if (acks.length) await ctx.api.ackMailbox(acks);
         cursor = page.next;
       } while (cursor);
+      maintainIfConsumed();
       return count;
     },
     flushOutbox: () => outbox.flush(),
@@ -385,6 +410,8 @@ export function createEngine(opts: EngineOptions): Engine {
     },
     close() {
       realtime.closeAll();
+      clearInterval(maintenanceTimer);
+      maintenanceTimer = undefined;
       listeners.clear();
     },
   };

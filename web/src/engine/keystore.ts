@@ -8,7 +8,9 @@
  *   private half), and a one-time prekey's private half is deleted in the same transaction that stores the
  *   session it created (PITFALLS 6, `consumeInTx`); last-resort keys are kept.
  * - `maintain` tops up one-time EC and ML-KEM prekeys when the server's counts fall below the watermark and
- *   rotates the signed prekey on schedule.
+ *   rotates the signed prekey on schedule, one run at a time across tabs (lock `keystore:prekeys`). The
+ *   engine runs it at sign-in, after envelopes whose new sessions consumed one of our one-time prekeys, and
+ *   every `maintenanceIntervalMs` while connected.
  *
  * Does NOT: talk to the server itself except through `maintain(api)`, decide trust in other users
  * (directory.ts), or hold sessions (sessions.ts).
@@ -51,6 +53,8 @@ export interface KeystoreConfig {
   readonly watermark: number;
   readonly spkRotationMs: number;
   readonly spkGraceMs: number;
+  /** While connected, how often the engine re-checks the server's counts and the rotation schedule. */
+  readonly maintenanceIntervalMs: number;
 }
 
 export const DEFAULT_KEYSTORE_CONFIG: KeystoreConfig = {
@@ -58,7 +62,11 @@ export const DEFAULT_KEYSTORE_CONFIG: KeystoreConfig = {
   watermark: 25,
   spkRotationMs: 7 * 24 * 3600 * 1000,
   spkGraceMs: 30 * 24 * 3600 * 1000,
+  maintenanceIntervalMs: 6 * 3600 * 1000,
 };
+
+/** Web Lock / mutex name: one maintenance run at a time across tabs (they share the key store). */
+const MAINTENANCE_LOCK = 'keystore:prekeys';
 
 export interface OwnIdentity {
   readonly userId: string;
@@ -97,7 +105,9 @@ const K = {
 
 export class Keystore {
   private cached: OwnIdentity | null = null;
-  private readonly config: KeystoreConfig;
+  /** Set when a new session used one of our one-time prekeys: the server's stock went down. */
+  private consumedSinceMaintenance = false;
+  readonly config: KeystoreConfig;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -232,9 +242,21 @@ export class Keystore {
    * upload. Returns the server's counts after the upload (or the counts it was given if nothing was due).
    */
   async maintain(api: ServerApi, known?: PrekeyCounts): Promise<PrekeyCounts> {
-    const counts = known ?? (await api.prekeyCounts());
-    const upload = await this.prepareUpload(counts);
-    return upload ? api.uploadPrekeys(upload) : counts;
+    // Under one lock across tabs: two runs reading the same `meta` would mint the same prekey ids with
+    // different keys, and the second upload would overwrite private halves the server hands out.
+    return this.ctx.locks.request(MAINTENANCE_LOCK, async () => {
+      this.consumedSinceMaintenance = false;
+      const counts = known ?? (await api.prekeyCounts());
+      const upload = await this.prepareUpload(counts);
+      return upload ? api.uploadPrekeys(upload) : counts;
+    });
+  }
+
+  /** True (once) if a new session consumed one of our one-time prekeys since the last maintenance run. */
+  takeConsumed(): boolean {
+    const c = this.consumedSinceMaintenance;
+    this.consumedSinceMaintenance = false;
+    return c;
   }
 
   /** Generates and persists whatever is due; returns the encoded upload, or null if nothing is. */
@@ -314,6 +336,7 @@ export class Keystore {
 
   /** Deletes the private halves of the one-time prekeys a new session used (last-resort ML-KEM is kept). */
   async consumeInTx(tx: StoreTx, ids: { oneTimePrekeyId: number | null; kemPrekeyId: number | null }): Promise<void> {
+    this.consumedSinceMaintenance = true;
     if (ids.oneTimePrekeyId !== null) tx.delete(K.otp(ids.oneTimePrekeyId));
     if (ids.kemPrekeyId !== null) {
       const kem = await readJson<KemPrekeyRecord>(tx, K.kem(ids.kemPrekeyId));

@@ -113,3 +113,57 @@ describe('signed prekey rotation', () => {
     bob.close();
   }, 60_000);
 });
+
+describe('one-time prekey replenishment', () => {
+  it('new sessions that use our one-time prekeys make the engine top them up without being asked', async () => {
+    const w = await makeWorld();
+    const bob = await newClient(w, 'bob');
+    const bobApi = w.server.api('bob', 'bob-1');
+    expect((await bobApi.prekeyCounts()).oneTime).toBe(4);
+    // Three people start sessions: each claim takes one of Bob's one-time prekeys (4 → 1, below 2).
+    for (const name of ['alice', 'carol', 'dave']) {
+      const c = await newClient(w, name);
+      const conv = await c.engine.createConversation({ kind: 'direct', members: ['bob'] });
+      await c.engine.connect([conv]);
+      await c.engine.sendText(conv, `hi from ${name}`);
+      await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, `${name}'s envelope`);
+      c.engine.close();
+    }
+    expect((await bobApi.prekeyCounts()).oneTime).toBe(1);
+    // Bob only syncs; the engine notices the consumed prekeys and replenishes to the batch size.
+    await bob.engine.syncMailbox();
+    await bob.engine.idle();
+    expect((await bobApi.prekeyCounts()).oneTime).toBe(4);
+    expect((await bob.engine.publishPrekeys()).oneTime).toBe(4);
+    bob.engine.close();
+  }, 60_000);
+
+  it('two tabs maintaining at once mint each prekey id once (one maintenance run at a time)', async () => {
+    const w = await makeWorld();
+    const store = memoryStore();
+    const locks = memoryLocks();
+    const tab1 = await newClient(w, 'bob', 'bob-1', { store, locks });
+    const api = w.server.api('bob', 'bob-1');
+    await newClient(w, 'alice');
+    const alice = w.server.api('alice', 'alice-1');
+    for (let i = 0; i < 3; i++) await alice.claimBundles('bob');
+    expect((await api.prekeyCounts()).oneTime).toBe(1);
+    const tab2 = createEngine({
+      store,
+      api,
+      realtime: w.server.sockets('bob', 'bob-1'),
+      curves: w.curves,
+      rng: cryptoRng,
+      locks,
+      keystore: { batch: 4, watermark: 2 },
+    });
+    await Promise.all([tab1.engine.publishPrekeys(), tab2.publishPrekeys()]);
+    // Exactly one top-up of 3: the second run saw the first one's upload.
+    expect((await api.prekeyCounts()).oneTime).toBe(4);
+    const held = (await store.list('ks/otp/')).map((e) => e.key);
+    expect(new Set(held).size).toBe(held.length);
+    expect(held.length).toBe(4 + 3); // the batch, plus the three claimed ones still held until used
+    tab1.engine.close();
+    tab2.close();
+  }, 60_000);
+});
