@@ -345,6 +345,7 @@ describe('messenger in Chromium', () => {
     await register(alice.page, a);
     await alice.page.goto('/account');
     await alice.page.getByRole('tab', { name: 'Security' }).click();
+    await alice.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
     await alice.page.getByRole('button', { name: 'Set up' }).click();
     const secret = (await alice.page.getByTestId('totp-secret').textContent())!.trim();
     await alice.page.getByRole('img', { name: 'Authenticator set-up QR code' }).waitFor();

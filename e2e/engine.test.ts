@@ -146,7 +146,7 @@ describe('client engine against the real server (Node)', () => {
   it('TOTP: enrol and confirm, sign in with the continuation; identity reset from an empty store', async () => {
     const t0 = performance.now();
     const dave = await registered('dave');
-    const enrol = await dave.account.totpEnroll();
+    const enrol = await dave.account.totpEnroll(PASSWORD);
     const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(enrol.secret), digits: 6, period: 30 });
     const recovery = await dave.account.totpConfirm(totp.generate());
     expect(recovery).toHaveLength(10);

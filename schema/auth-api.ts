@@ -109,6 +109,9 @@ export const totpCodeRequest = z.strictObject({ code: totpCode });
 
 export const passwordChangeRequest = z.strictObject({ currentPrehash: prehash, newPrehash: prehash });
 
+/** TOTP enrolment re-proves the password: a stolen access token alone cannot put a second factor on the account. */
+export const totpEnrollRequest = z.strictObject({ currentPrehash: prehash });
+
 export const revokeSessionRequest = z.strictObject({ deviceId: authId });
 
 /**

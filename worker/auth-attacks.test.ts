@@ -33,7 +33,9 @@ const session = (token: string) => api('/api/auth/session', { method: 'GET', tok
 const fakeChallengeId = () => toB64u(rng(32));
 
 async function enableTotp(u: RegisteredUser): Promise<{ secret: Uint8Array; recoveryCodes: string[] }> {
-  const e = (await (await api('/api/auth/totp/enroll', { token: u.accessToken })).json()) as { secret: string };
+  const e = (await (
+    await api('/api/auth/totp/enroll', { token: u.accessToken, body: { currentPrehash: u.prehash } })
+  ).json()) as { secret: string };
   const secret = OTPAuth.Secret.fromBase32(e.secret).bytes;
   const c = await api('/api/auth/totp/confirm', {
     token: u.accessToken,

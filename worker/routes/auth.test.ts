@@ -31,7 +31,11 @@ type Json = Record<string, unknown> & { error?: { code: string; message: string;
 const json = async (res: Response) => (await res.json()) as Json;
 
 async function enableTotp(u: RegisteredUser): Promise<{ secret: Uint8Array; recoveryCodes: string[] }> {
-  const enroll = await api('/api/auth/totp/enroll', { token: u.accessToken, ip: u.ip });
+  const enroll = await api('/api/auth/totp/enroll', {
+    token: u.accessToken,
+    ip: u.ip,
+    body: { currentPrehash: u.prehash },
+  });
   expect(enroll.status).toBe(200);
   const e = (await enroll.json()) as { otpauthUri: string; secret: string };
   expect(e.otpauthUri).toMatch(/^otpauth:\/\/totp\/e2e-chat:.+secret=/);
@@ -413,9 +417,31 @@ describe('TOTP', () => {
     });
   });
 
+  it('TOTP enrolment with a valid token but a wrong or missing password is refused and stores no secret', async () => {
+    const u = await registerUser();
+    const wrong = await api('/api/auth/totp/enroll', {
+      token: u.accessToken,
+      body: { currentPrehash: toB64u(rng(32)) },
+    });
+    expect(wrong.status).toBe(401);
+    expect((await json(wrong)).error?.code).toBe('invalid_credentials');
+    const missing = await api('/api/auth/totp/enroll', { token: u.accessToken, body: {} });
+    expect(missing.status).toBe(400);
+    const row = await db().select().from(schema.totpSecrets).where(eq(schema.totpSecrets.userId, u.userId)).get();
+    expect(row).toBeUndefined();
+    const audit = await db()
+      .select({ event: schema.auditEvents.event })
+      .from(schema.auditEvents)
+      .where(eq(schema.auditEvents.userId, u.userId))
+      .all();
+    expect(audit.map((r) => r.event)).toContain('totp_enroll_failed');
+    const ok = await api('/api/auth/totp/enroll', { token: u.accessToken, body: { currentPrehash: u.prehash } });
+    expect(ok.status).toBe(200);
+  });
+
   it('a wrong confirm code leaves TOTP disabled; enrolling twice after enabling is 409', async () => {
     const u = await registerUser();
-    await api('/api/auth/totp/enroll', { token: u.accessToken });
+    await api('/api/auth/totp/enroll', { token: u.accessToken, body: { currentPrehash: u.prehash } });
     const bad = await api('/api/auth/totp/confirm', { token: u.accessToken, body: { code: '000000' } });
     expect(bad.status).toBe(401);
     expect((await json(bad)).error?.code).toBe('invalid_totp');
@@ -423,7 +449,7 @@ describe('TOTP', () => {
     expect(row?.enabledAt).toBeNull();
     const u2 = await registerUser();
     await enableTotp(u2);
-    const twice = await api('/api/auth/totp/enroll', { token: u2.accessToken });
+    const twice = await api('/api/auth/totp/enroll', { token: u2.accessToken, body: { currentPrehash: u2.prehash } });
     expect((await json(twice)).error?.code).toBe('totp_already_enabled');
   });
 

@@ -23,6 +23,7 @@ import {
   resetIdentityRequest,
   revokeSessionRequest,
   totpCodeRequest,
+  totpEnrollRequest,
   totpLoginRequest,
 } from '../../schema/auth-api.js';
 import { toB64u, utf8 } from '../../web/src/protocol/bytes.js';
@@ -683,27 +684,43 @@ auth.post('/password', requireAuth, jsonBody, valid('json', passwordChangeReques
   return c.json({ ok: true as const, revokedSessions: revoked.length });
 });
 
-auth.post('/totp/enroll', requireAuth, async (c) => {
+/**
+ * TOTP enrolment: proves the current password first (same rate-limit bucket as login), so that a stolen
+ * access token cannot enrol an authenticator of the thief's and lock the owner out of new sign-ins.
+ */
+auth.post('/totp/enroll', requireAuth, jsonBody, valid('json', totpEnrollRequest), async (c) => {
   const a = c.get('auth');
+  const { currentPrehash } = c.req.valid('json');
   const db = makeDb(c.env);
+  const client = clientKey(c);
+  const user = await db
+    .select({ username: users.username, passwordHash: users.passwordHash, passwordSalt: users.passwordSalt })
+    .from(users)
+    .where(eq(users.id, a.userId))
+    .get();
+  if (!user) throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
+  await enforceRateLimit(c.env, 'login', [accountKey(c.env, user.username), `client:${client}`]);
+  const now = Date.now();
+  if (!checkPassword(currentPrehash, user)) {
+    await db.batch([auditInsert(db, 'totp_enroll_failed', { userId: a.userId, clientHash: client }, now)]);
+    throw invalidCredentials();
+  }
   const existing = await db
     .select({ enabledAt: totpSecrets.enabledAt })
     .from(totpSecrets)
     .where(eq(totpSecrets.userId, a.userId))
     .get();
   if (existing?.enabledAt != null) throw new AppError(409, 'totp_already_enabled', 'disable TOTP first');
-  const user = await db.select({ username: users.username }).from(users).where(eq(users.id, a.userId)).get();
   const secret = newTotpSecret();
   const secretEnc = encryptTotpSecret(c.env, a.userId, secret);
-  const now = Date.now();
   await db.batch([
     db
       .insert(totpSecrets)
       .values({ userId: a.userId, secretEnc, enabledAt: null, lastStep: 0 })
       .onConflictDoUpdate({ target: totpSecrets.userId, set: { secretEnc, enabledAt: null, lastStep: 0 } }),
-    auditInsert(db, 'totp_enroll_started', { userId: a.userId, deviceId: a.deviceId, clientHash: clientKey(c) }, now),
+    auditInsert(db, 'totp_enroll_started', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
   ]);
-  const { uri, base32 } = otpauthUri(secret, user?.username ?? a.userId);
+  const { uri, base32 } = otpauthUri(secret, user.username);
   return c.json({ otpauthUri: uri, secret: base32 });
 });
 

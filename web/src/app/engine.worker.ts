@@ -204,7 +204,7 @@ const api: SessionApi = {
   async changePassword(a, b) {
     await need().account.changePassword(a, b, { onProgress });
   },
-  totpEnroll: () => need().account.totpEnroll(),
+  totpEnroll: (password) => need().account.totpEnroll(password, { onProgress }),
   async totpConfirm(code) {
     return { recoveryCodes: await need().account.totpConfirm(code) };
   },

@@ -53,7 +53,7 @@ export interface SessionApi {
   logout(): Promise<void>;
   logoutAll(): Promise<void>;
   changePassword(current: string, next: string): Promise<void>;
-  totpEnroll(): Promise<{ otpauthUri: string; secret: string }>;
+  totpEnroll(password: string): Promise<{ otpauthUri: string; secret: string }>;
   totpConfirm(code: string): Promise<{ recoveryCodes: string[] }>;
   totpDisable(code: string): Promise<void>;
   devices(): Promise<DeviceInfo[]>;

@@ -293,9 +293,13 @@ export class Account {
     return (await this.rest.changePassword(toB64u(a), toB64u(b))).revokedSessions;
   }
 
-  /** TOTP enrolment: show `otpauthUri` as a QR code (and `secret` as text); then `totpConfirm`. */
-  totpEnroll() {
-    return this.rest.totpEnroll();
+  /**
+   * TOTP enrolment (re-proves the password): show `otpauthUri` as a QR code (and `secret` as text); then
+   * `totpConfirm`.
+   */
+  async totpEnroll(password: string, opts: ProgressOptions = {}) {
+    const { username } = await this.rest.session();
+    return this.rest.totpEnroll(toB64u(await this.prehash(password, username, opts)));
   }
 
   /** Turns TOTP on; returns the 10 recovery codes (shown once). */

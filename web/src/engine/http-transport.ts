@@ -441,7 +441,8 @@ export function createRestApi(http: HttpClient) {
       post<z.infer<typeof revokedResponse>>('/api/auth/sessions/revoke', { deviceId }),
     changePassword: (currentPrehash: string, newPrehash: string) =>
       post<z.infer<typeof revokedResponse>>('/api/auth/password', { currentPrehash, newPrehash }),
-    totpEnroll: () => post<z.infer<typeof totpEnrollResponse>>('/api/auth/totp/enroll'),
+    totpEnroll: (currentPrehash: string) =>
+      post<z.infer<typeof totpEnrollResponse>>('/api/auth/totp/enroll', { currentPrehash }),
     totpConfirm: (code: string) => post<z.infer<typeof recoveryCodesResponse>>('/api/auth/totp/confirm', { code }),
     totpDisable: (code: string) => post<{ ok: true }>('/api/auth/totp/disable', { code }),
     devices: () => http.request<{ devices: DeviceJson[]; deviceList: DeviceListJson | null }>('GET', '/api/devices'),

@@ -305,6 +305,7 @@ function TwoStep() {
   const [enrol, setEnrol] = createSignal<{ otpauthUri: string; secret: string } | null>(null);
   const [codes, setCodes] = createSignal<string[] | null>(null);
   const [code, setCode] = createSignal('');
+  const [password, setPassword] = createSignal('');
   const [error, setError] = createSignal<string | null>(null);
   const [busy, setBusy] = createSignal(false);
   const run = async (fn: () => Promise<void>) => {
@@ -344,14 +345,33 @@ function TwoStep() {
             <Show
               when={enrol()}
               fallback={
-                <>
+                <form
+                  class="space-y-3"
+                  onSubmit={(ev) => {
+                    ev.preventDefault();
+                    void run(async () => {
+                      setEnrol(await actions.totpEnroll(password()));
+                      setPassword('');
+                    });
+                  }}
+                >
                   <p class="text-sm text-slate-500 dark:text-slate-400">
-                    Ask for a code from an authenticator app when you sign in.
+                    Ask for a code from an authenticator app when you sign in. Confirm your password to set it up.
                   </p>
-                  <Button busy={busy()} onClick={() => void run(async () => void setEnrol(await actions.totpEnroll()))}>
+                  <Field
+                    label="Password"
+                    type="password"
+                    autocomplete="current-password"
+                    value={password()}
+                    onInput={(ev) => setPassword(ev.currentTarget.value)}
+                  />
+                  <Show when={busy() && state.progress}>
+                    {(p) => <KeyProgress progress={p()} steps={['prehash']} />}
+                  </Show>
+                  <Button type="submit" busy={busy()} disabled={busy() || !password()}>
                     Set up
                   </Button>
-                </>
+                </form>
               }
             >
               {(e) => (

@@ -139,7 +139,7 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
       }
     },
     changePassword: (current: string, next: string) => agent().session.changePassword(current, next),
-    totpEnroll: () => agent().session.totpEnroll(),
+    totpEnroll: (password: string) => agent().session.totpEnroll(password),
     async totpConfirm(code: string) {
       const r = await agent().session.totpConfirm(code);
       setState('me', (me) => (me ? { ...me, totpEnabled: true } : me));

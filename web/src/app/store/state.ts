@@ -87,7 +87,7 @@ export interface Actions {
   resetIdentity(p: { username: string; password: string; code?: string; recoveryCode?: string }): Promise<void>;
   logout(everywhere?: boolean): Promise<void>;
   changePassword(current: string, next: string): Promise<void>;
-  totpEnroll(): Promise<{ otpauthUri: string; secret: string }>;
+  totpEnroll(password: string): Promise<{ otpauthUri: string; secret: string }>;
   totpConfirm(code: string): Promise<string[]>;
   totpDisable(code: string): Promise<void>;
   // local passphrase lock
