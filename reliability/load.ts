@@ -94,6 +94,7 @@ export async function exchange(
   pauseMs: number,
   timeoutMs: number,
   during?: Promise<unknown>,
+  progress?: (s: string) => void,
 ): Promise<ConversationOutcome> {
   const tag = `plain${runId()}${runId()}`;
   remember('plaintext', tag);
@@ -145,6 +146,15 @@ export async function exchange(
   };
   let accepted = new Set<string>();
   let unsettled = 0;
+  let sent = 0;
+  const ticker =
+    progress &&
+    setInterval(() => {
+      const received = seen.reduce((n, s) => n + s.size, 0);
+      progress(
+        `${((performance.now() - t0) / 1000).toFixed(0)} s: ${sent} sent, ${sentAt.size - unsettledHint.size} settled, ${received} received`,
+      );
+    }, 30_000);
   try {
     await Promise.all([
       during,
@@ -155,6 +165,7 @@ export async function exchange(
           unsettledHint.add(body);
           try {
             await p.engine.sendText(conv, body);
+            sent++;
           } catch {
             thrown++;
             unsettledHint.delete(body);
@@ -183,6 +194,7 @@ export async function exchange(
     ).catch(() => undefined);
   } finally {
     for (const off of offs) off();
+    if (ticker) clearInterval(ticker);
   }
   const seconds = (performance.now() - t0) / 1000;
   let lost = 0;
@@ -301,12 +313,18 @@ export async function loadSuite(baseUrl: string, cfg: LoadConfig, log = (_: stri
       members: primaries.slice(1).map((p) => p.userId),
       title: 'load',
     });
+    const since = () => `${((performance.now() - t0) / 1000).toFixed(0)} s`;
+    log(`load: group conversation created (${since()})`);
     await Promise.all(group.map((p) => p.engine.connect([conv])));
     await Promise.all(group.map((p) => online(p, conv)));
-    const g = await exchange(conv, group, cfg.groupMessages, cfg.pauseMs, cfg.timeoutMs);
+    log(`load: group devices online (${since()})`);
+    const g = await exchange(conv, group, cfg.groupMessages, cfg.pauseMs, cfg.timeoutMs, undefined, (s) =>
+      log(`load: group ${s}`),
+    );
     out.push(...rows(`group ${group.length} devices × ${cfg.groupMessages}`, g));
     log(`load: group done in ${g.seconds.toFixed(1)} s`);
-    for (const p of group) await p.engine.disconnect();
+    await Promise.all(group.map((p) => p.engine.disconnect()));
+    log(`load: group disconnected (${since()})`);
 
     // ---- pairs ----
     const pairStart = performance.now();
@@ -328,6 +346,7 @@ export async function loadSuite(baseUrl: string, cfg: LoadConfig, log = (_: stri
         return { c, a, b };
       },
     );
+    log(`load: ${pairs.length} pair conversations online (${since()})`);
     const ex0 = performance.now();
     const outcomes = await Promise.all(
       pairs.map(({ c, a, b }) => exchange(c, [a, b], cfg.pairMessages, cfg.pauseMs, cfg.timeoutMs)),
