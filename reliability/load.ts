@@ -203,8 +203,10 @@ export async function exchange(
   let undecryptable = 0;
   let failed = thrown;
   let reference: string[] | null = null;
-  for (const [d, p] of devices.entries()) {
-    const everything = await allMessages(p, conv);
+  // All reads at once: an engine thread busy with a backlog answers each call late, so one at a time the
+  // reads alone took minutes after the full-size group.
+  const finals = await Promise.all(devices.map((p) => allMessages(p, conv)));
+  for (const [d, everything] of finals.entries()) {
     undecryptable += everything.filter((m) => m.body === null).length - undecryptableBefore[d]!;
     const ms = everything.filter((m) => m.body?.startsWith(tag));
     failed += ms.filter((m) => m.status === 'failed' && m.body?.startsWith(`${tag}|${d}|`)).length;
