@@ -296,20 +296,23 @@ export class Inbox {
   }
 
   private async queueReceipt(conversationId: string, ids: string[]): Promise<void> {
-    await this.outbox.enqueue({
-      clientId: this.newId(),
+    const clientId = this.newId();
+    const createdAt = this.ctx.now();
+    await this.outbox.enqueueReceipt(conversationId, ids, (all) => ({
+      clientId,
       conversationId,
       kind: 'receipt',
       receiptStatus: 'delivered',
-      payload: encodePayload({ t: 'receipt', conv: conversationId, status: 'delivered', ids }),
+      payload: encodePayload({ t: 'receipt', conv: conversationId, status: 'delivered', ids: [...all] }),
+      receiptIds: all,
       mode: 'pairwise',
       items: null,
       group: null,
       state: 'sending',
       seq: null,
       attempts: 0,
-      createdAt: this.ctx.now(),
+      createdAt,
       visible: false,
-    });
+    }));
   }
 }

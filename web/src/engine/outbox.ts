@@ -47,7 +47,15 @@ export interface OutboxEntry {
   /** True for user-visible messages (a MessageView tracks its state). */
   readonly visible: boolean;
   readonly error?: string;
+  /** A delivery receipt: the client ids it covers (the payload encodes them; kept to merge receipts). */
+  readonly receiptIds?: readonly string[];
 }
+
+/**
+ * Most client ids one merged receipt carries: ≈ 1.5 KB of ciphertext per member device, so even a large
+ * group's receipt frame stays far below MAX_FRAME_BYTES.
+ */
+const MAX_RECEIPT_IDS = 64;
 
 /** Gives up after this many device_mismatch repairs of one entry. */
 const MAX_REPAIRS = 5;
@@ -73,6 +81,8 @@ export class Outbox {
   private readonly awaiting = new Map<string, string>();
   /** Transient failures so far per entry (in memory: a reload starts again). */
   private readonly transient = new Map<string, number>();
+  /** Per conversation: our queued delivery receipt that is not encrypted yet (new receipts merge into it). */
+  private readonly openReceipt = new Map<string, string>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -88,6 +98,48 @@ export class Outbox {
   async enqueue(entry: OutboxEntry): Promise<void> {
     this.lastOrder = Math.max(this.lastOrder + 1, this.ctx.now() * 1000);
     await putJson(this.ctx.store, key(entry.clientId), { ...entry, order: this.lastOrder });
+  }
+
+  /**
+   * Queues a delivery receipt for `ids`, merged into this conversation's queued receipt if that one has
+   * not been encrypted yet: under load one receipt covers many batches instead of one receipt (and one
+   * ciphertext per member device) per received batch. Runs under the outbox mutex, like every send, so a
+   * merge never races the encryption of the entry it merges into.
+   */
+  enqueueReceipt(
+    conversationId: string,
+    ids: readonly string[],
+    build: (ids: readonly string[]) => OutboxEntry,
+  ): Promise<void> {
+    return this.serial(async () => {
+      const openId = this.openReceipt.get(conversationId);
+      if (openId !== undefined) {
+        const open = await readJson<OutboxEntry>(this.ctx.store, key(openId));
+        const merged = [...new Set([...(open?.receiptIds ?? []), ...ids])];
+        if (
+          open &&
+          open.state === 'sending' &&
+          open.items === null &&
+          open.group === null &&
+          open.receiptStatus === 'delivered' &&
+          merged.length <= MAX_RECEIPT_IDS &&
+          !this.inFlight.has(openId) &&
+          this.awaiting.get(conversationId) !== openId
+        ) {
+          const next = build(merged);
+          await putJson(this.ctx.store, key(openId), {
+            ...next,
+            clientId: open.clientId,
+            createdAt: open.createdAt,
+            order: open.order,
+          });
+          return;
+        }
+      }
+      const fresh = build(ids);
+      await this.enqueue(fresh);
+      this.openReceipt.set(conversationId, fresh.clientId);
+    });
   }
 
   async entries(): Promise<OutboxEntry[]> {
@@ -128,6 +180,7 @@ export class Outbox {
       let e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
       if (e?.state !== 'sending') return;
       conversationId = e.conversationId;
+      if (this.openReceipt.get(e.conversationId) === clientId) this.openReceipt.delete(e.conversationId);
       if (e.mode === 'pairwise' && e.items === null) {
         e = { ...e, items: await this.fanout(e.conversationId, e.payload) };
         await putJson(this.ctx.store, key(clientId), e);
