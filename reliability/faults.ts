@@ -215,9 +215,14 @@ export async function faultsSuite(cfg: FaultsConfig, log = (_: string) => {}): P
         }
       }
     })();
+    // Drops happen while messages are being sent; then the faults stop and every client must converge.
+    // (Dropping until everything had settled starved a slow client on a loaded machine: each socket was
+    // killed every ~1.4 s, before its reconnect, resume and resend could finish — a harness artefact.)
     const dropOutcomes = await both(
       (async () => {
-        await sleep(cfg.messages * cfg.pauseMs * 0.5);
+        // At least 3 s of drops (≈ 10 sockets killed) however small the configuration.
+        await sleep(Math.max(cfg.messages * cfg.pauseMs, 3000));
+        dropping = false;
       })(),
     );
     dropping = false;
