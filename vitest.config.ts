@@ -58,6 +58,9 @@ export default defineConfig({
           testTimeout: 60_000,
           hookTimeout: 120_000,
           fileParallelism: false,
+          // After unit + worker have finished: Chromium, the dev servers and the reliability suites
+          // competing with the workers pool for 2 cores made 30 s waits in the browser flows expire.
+          sequence: { groupOrder: 1 },
         },
       },
     ],
