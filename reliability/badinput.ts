@@ -153,6 +153,7 @@ const ROUTES: { method: string; path: string; keys: string[] }[] = [
   { method: 'GET', path: '/api/auth/session', keys: [] },
   { method: 'POST', path: '/api/auth/sessions/revoke', keys: ['deviceId'] },
   { method: 'POST', path: '/api/auth/password', keys: ['currentPrehash', 'newPrehash'] },
+  { method: 'POST', path: '/api/auth/totp/enroll', keys: ['currentPrehash'] },
   { method: 'POST', path: '/api/auth/totp/confirm', keys: ['code'] },
   { method: 'POST', path: '/api/auth/totp/disable', keys: ['code'] },
   {
