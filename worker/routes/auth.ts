@@ -647,24 +647,42 @@ auth.post('/sessions/revoke', requireAuth, jsonBody, valid('json', revokeSession
   return c.json({ ok: true as const, revokedSessions: revoked.length });
 });
 
+/**
+ * A signed-in user re-proves the password before a sensitive change (password change, TOTP enrolment):
+ * the login rate-limit bucket first, then the check; a failure is audited as `failEvent` and answered like
+ * a failed login. Returns the username.
+ */
+async function reprovePassword(
+  env: Env,
+  db: Db,
+  userId: string,
+  client: string,
+  prehash: Uint8Array,
+  failEvent: string,
+  now: number,
+): Promise<{ username: string }> {
+  const user = await db
+    .select({ username: users.username, passwordHash: users.passwordHash, passwordSalt: users.passwordSalt })
+    .from(users)
+    .where(eq(users.id, userId))
+    .get();
+  if (!user) throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
+  await enforceRateLimit(env, 'login', [accountKey(env, user.username), `client:${client}`]);
+  if (!checkPassword(prehash, user)) {
+    await db.batch([auditInsert(db, failEvent, { userId, clientHash: client }, now)]);
+    throw invalidCredentials();
+  }
+  return { username: user.username };
+}
+
 /** Change password: proves the current one, stores a new salt + hash, signs out every other session. */
 auth.post('/password', requireAuth, jsonBody, valid('json', passwordChangeRequest), async (c) => {
   const a = c.get('auth');
   const body = c.req.valid('json');
   const db = makeDb(c.env);
   const client = clientKey(c);
-  const user = await db
-    .select({ username: users.username, passwordHash: users.passwordHash, passwordSalt: users.passwordSalt })
-    .from(users)
-    .where(eq(users.id, a.userId))
-    .get();
-  if (!user) throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
-  await enforceRateLimit(c.env, 'login', [accountKey(c.env, user.username), `client:${client}`]);
   const now = Date.now();
-  if (!checkPassword(body.currentPrehash, user)) {
-    await db.batch([auditInsert(db, 'password_change_failed', { userId: a.userId, clientHash: client }, now)]);
-    throw invalidCredentials();
-  }
+  await reprovePassword(c.env, db, a.userId, client, body.currentPrehash, 'password_change_failed', now);
   const [, revoked] = await db.batch([
     db.update(users).set(newPasswordRecord(body.newPrehash)).where(eq(users.id, a.userId)),
     db
@@ -693,18 +711,8 @@ auth.post('/totp/enroll', requireAuth, jsonBody, valid('json', totpEnrollRequest
   const { currentPrehash } = c.req.valid('json');
   const db = makeDb(c.env);
   const client = clientKey(c);
-  const user = await db
-    .select({ username: users.username, passwordHash: users.passwordHash, passwordSalt: users.passwordSalt })
-    .from(users)
-    .where(eq(users.id, a.userId))
-    .get();
-  if (!user) throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
-  await enforceRateLimit(c.env, 'login', [accountKey(c.env, user.username), `client:${client}`]);
   const now = Date.now();
-  if (!checkPassword(currentPrehash, user)) {
-    await db.batch([auditInsert(db, 'totp_enroll_failed', { userId: a.userId, clientHash: client }, now)]);
-    throw invalidCredentials();
-  }
+  const { username } = await reprovePassword(c.env, db, a.userId, client, currentPrehash, 'totp_enroll_failed', now);
   const existing = await db
     .select({ enabledAt: totpSecrets.enabledAt })
     .from(totpSecrets)
@@ -720,7 +728,7 @@ auth.post('/totp/enroll', requireAuth, jsonBody, valid('json', totpEnrollRequest
       .onConflictDoUpdate({ target: totpSecrets.userId, set: { secretEnc, enabledAt: null, lastStep: 0 } }),
     auditInsert(db, 'totp_enroll_started', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
   ]);
-  const { uri, base32 } = otpauthUri(secret, user.username);
+  const { uri, base32 } = otpauthUri(secret, username);
   return c.json({ otpauthUri: uri, secret: base32 });
 });
 
