@@ -9,39 +9,10 @@
  */
 import * as OTPAuth from 'otpauth';
 import type { Page } from 'playwright-core';
-import { afterAll, describe, expect, it } from 'vitest';
-import { contains, type Person, person, rawIndexedDb, screenshot } from './browser.js';
+import { describe, expect, it } from 'vitest';
+import { bodies, cast, contains, PASSWORD, rawIndexedDb, register, screenshot, uniq, waitForText } from './browser.js';
 
-const PASSWORD = 'correct horse battery staple';
-const people: Person[] = [];
-let counter = 0;
-
-async function newPerson(): Promise<Person> {
-  const p = await person();
-  people.push(p);
-  const n = ++counter;
-  await p.context.setExtraHTTPHeaders({
-    'cf-connecting-ip': `10.${(Date.now() >> 8) & 255}.${process.pid & 255}.${n}`,
-  });
-  return p;
-}
-
-afterAll(async () => {
-  for (const p of people) await p.close().catch(() => undefined);
-});
-
-const uniq = (base: string) => `${base}${Date.now().toString(36)}${Math.floor(Math.random() * 1000)}`;
-
-async function register(page: Page, username: string, shot?: string): Promise<void> {
-  await page.goto('/register');
-  await page.getByLabel('Username').fill(username);
-  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
-  await page.getByLabel('Confirm password').fill(PASSWORD);
-  if (shot) await screenshot(page, shot);
-  await page.getByRole('button', { name: 'Create account' }).click();
-  await page.waitForURL('**/chats', { timeout: 60_000 });
-  await expect.poll(() => page.getByTestId('me').textContent()).toBe(username);
-}
+const newPerson = cast(0);
 
 async function startChat(page: Page, username: string): Promise<string> {
   await page.getByRole('button', { name: 'New conversation' }).click();
@@ -64,12 +35,6 @@ async function send(page: Page, text: string): Promise<void> {
   await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
   await composer.fill(text);
   await composer.press('Enter');
-}
-
-const bodies = (page: Page) => page.getByTestId('message-body').allTextContents();
-
-async function waitForText(page: Page, text: string, timeout = 30_000): Promise<void> {
-  await expect.poll(() => bodies(page), { timeout }).toContain(text);
 }
 
 async function statusOf(page: Page, text: string): Promise<string | null> {

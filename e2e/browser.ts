@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
-import { inject } from 'vitest';
+import { afterAll, expect, inject } from 'vitest';
 import { CHROMIUM_ARGS } from '../scripts/chromium.js';
 
 export const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'screenshots');
@@ -93,4 +93,51 @@ export function contains(hay: number[], needle: Uint8Array): boolean {
     return true;
   }
   return false;
+}
+
+/** The password every test account uses. */
+export const PASSWORD = 'correct horse battery staple';
+
+/** A username no earlier run has taken. */
+export const uniq = (base: string) => `${base}${Date.now().toString(36)}${Math.floor(Math.random() * 1000)}`;
+
+/**
+ * The people of one test file: each a fresh profile with its own client address (registration is
+ * rate-limited per address, and every test browser is the same address locally; `salt` keeps the files'
+ * addresses apart). Closed after the file.
+ */
+export function cast(salt: number): () => Promise<Person> {
+  const people: Person[] = [];
+  let counter = 0;
+  afterAll(async () => {
+    for (const p of people) await p.close().catch(() => undefined);
+  });
+  return async () => {
+    const p = await person();
+    people.push(p);
+    const n = ++counter;
+    await p.context.setExtraHTTPHeaders({
+      'cf-connecting-ip': `10.${((Date.now() >> 8) + salt) & 255}.${(process.pid + salt) & 255}.${n}`,
+    });
+    return p;
+  };
+}
+
+/** Registers `username` through the register page and waits for the chat list. */
+export async function register(page: Page, username: string, shot?: string): Promise<void> {
+  await page.goto('/register');
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByLabel('Confirm password').fill(PASSWORD);
+  if (shot) await screenshot(page, shot);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForURL('**/chats', { timeout: 60_000 });
+  await expect.poll(() => page.getByTestId('me').textContent()).toBe(username);
+}
+
+/** The message bodies the open conversation shows. */
+export const bodies = (page: Page) => page.getByTestId('message-body').allTextContents();
+
+export async function waitForText(page: Page, text: string, timeout = 30_000): Promise<void> {
+  await expect.poll(() => bodies(page), { timeout }).toContain(text);
 }

@@ -6,47 +6,12 @@
  * forgotten one leads to erasing this browser's keys and the explained identity reset.
  */
 import type { Page } from 'playwright-core';
-import { afterAll, describe, expect, it } from 'vitest';
-import { contains, type Person, person, rawIndexedDb, screenshot } from './browser.js';
+import { describe, expect, it } from 'vitest';
+import { cast, contains, PASSWORD, rawIndexedDb, register, screenshot, uniq, waitForText } from './browser.js';
 
-const PASSWORD = 'correct horse battery staple';
 const PASSPHRASE = 'plum tiger seven lanterns';
 const NEXT_PASSPHRASE = 'quiet harbour nine kites';
-const people: Person[] = [];
-let counter = 0;
-
-async function newPerson(): Promise<Person> {
-  const p = await person();
-  people.push(p);
-  const n = ++counter;
-  // Registration is rate-limited per client address; every test browser is the same address locally.
-  await p.context.setExtraHTTPHeaders({
-    'cf-connecting-ip': `10.${((Date.now() >> 8) + 97) & 255}.${(process.pid + 13) & 255}.${n}`,
-  });
-  return p;
-}
-
-afterAll(async () => {
-  for (const p of people) await p.close().catch(() => undefined);
-});
-
-const uniq = (base: string) => `${base}${Date.now().toString(36)}${Math.floor(Math.random() * 1000)}`;
-
-async function register(page: Page, username: string): Promise<void> {
-  await page.goto('/register');
-  await page.getByLabel('Username').fill(username);
-  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
-  await page.getByLabel('Confirm password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Create account' }).click();
-  await page.waitForURL('**/chats', { timeout: 60_000 });
-  await expect.poll(() => page.getByTestId('me').textContent()).toBe(username);
-}
-
-const bodies = (page: Page) => page.getByTestId('message-body').allTextContents();
-
-async function waitForText(page: Page, text: string, timeout = 30_000): Promise<void> {
-  await expect.poll(() => bodies(page), { timeout }).toContain(text);
-}
+const newPerson = cast(97);
 
 async function send(page: Page, text: string): Promise<void> {
   const composer = page.getByTestId('composer');
