@@ -7,8 +7,8 @@
 // would render role="alertdialog").
 import * as AlertDialog from '@kobalte/core/alert-dialog';
 import * as Dialog from '@kobalte/core/dialog';
-import { createSignal, type JSX, Show } from 'solid-js';
-import { Banner, Button, errorText, focusRing } from './ui.js';
+import { type JSX, Show } from 'solid-js';
+import { Banner, Button, createAction, focusRing } from './ui.js';
 
 const overlay = 'fixed inset-0 z-40 bg-slate-950/50 backdrop-blur-[2px]';
 const positioner = 'fixed inset-0 z-40 flex items-end justify-center p-0 sm:items-center sm:p-4';
@@ -60,20 +60,12 @@ export function ConfirmDialog(props: {
   danger?: boolean;
   onConfirm: () => Promise<void> | void;
 }) {
-  const [busy, setBusy] = createSignal(false);
-  const [error, setError] = createSignal<string | null>(null);
-  const confirm = async () => {
-    setBusy(true);
-    setError(null);
-    try {
+  const { busy, error, run } = createAction();
+  const confirm = () =>
+    run(async () => {
       await props.onConfirm();
       props.onOpenChange(false);
-    } catch (e) {
-      setError(errorText(e));
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
   return (
     <AlertDialog.Root open={props.open} onOpenChange={props.onOpenChange}>
       <AlertDialog.Portal>

@@ -3,7 +3,7 @@
  * Plain elements (no Kobalte) so the first page stays small; focus rings and labels everywhere.
  * @module
  */
-import { createUniqueId, type JSX, Show, splitProps } from 'solid-js';
+import { createSignal, createUniqueId, type JSX, Show, splitProps } from 'solid-js';
 
 export const focusRing =
   'focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-blue-600 dark:focus-visible:outline-blue-400';
@@ -153,6 +153,29 @@ export function Logo() {
       />
     </svg>
   );
+}
+
+/**
+ * The busy flag and error text of a form or button action: `run(fn)` shows the spinner while `fn` runs and
+ * the error text if it throws; resolves true when `fn` succeeded.
+ */
+export function createAction() {
+  const [busy, setBusy] = createSignal(false);
+  const [error, setError] = createSignal<string | null>(null);
+  const run = async (fn: () => Promise<void>): Promise<boolean> => {
+    setBusy(true);
+    setError(null);
+    try {
+      await fn();
+      return true;
+    } catch (e) {
+      setError(errorText(e));
+      return false;
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { busy, error, setError, run };
 }
 
 export function errorText(e: unknown): string {

@@ -7,7 +7,7 @@ import { createSignal, For, onMount, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
 import { ConfirmDialog } from '../components/Modal.js';
 import { Qr } from '../components/Qr.js';
-import { Banner, Button, errorText, Field, focusRing } from '../components/ui.js';
+import { Banner, Button, createAction, errorText, Field, focusRing } from '../components/ui.js';
 import { MIN_PASSWORD } from '../logic.js';
 import { Link } from '../router.js';
 import { useStore } from '../store/index.js';
@@ -306,19 +306,7 @@ function TwoStep() {
   const [codes, setCodes] = createSignal<string[] | null>(null);
   const [code, setCode] = createSignal('');
   const [password, setPassword] = createSignal('');
-  const [error, setError] = createSignal<string | null>(null);
-  const [busy, setBusy] = createSignal(false);
-  const run = async (fn: () => Promise<void>) => {
-    setBusy(true);
-    setError(null);
-    try {
-      await fn();
-    } catch (e) {
-      setError(errorText(e));
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { busy, error, run } = createAction();
   return (
     <section class={`${card} space-y-3`} aria-labelledby="totp-h">
       <h2 id="totp-h" class="font-semibold">

@@ -6,7 +6,7 @@
 import { createSignal, Match, Show, Switch } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
 import { ConfirmDialog } from '../components/Modal.js';
-import { AuthCard, Banner, Button, errorText, Field } from '../components/ui.js';
+import { AuthCard, Banner, Button, createAction, Field } from '../components/ui.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
 
@@ -19,22 +19,9 @@ export default function Login() {
   const [password, setPassword] = createSignal('');
   const [code, setCode] = createSignal('');
   const [useRecovery, setUseRecovery] = createSignal(false);
-  const [error, setError] = createSignal<string | null>(null);
-  const [busy, setBusy] = createSignal(false);
+  const { busy, error, setError, run } = createAction();
   const [confirmReset, setConfirmReset] = createSignal(false);
   const [resetNeedsCode, setResetNeedsCode] = createSignal(false);
-
-  const run = async (fn: () => Promise<void>) => {
-    setBusy(true);
-    setError(null);
-    try {
-      await fn();
-    } catch (e) {
-      setError(errorText(e));
-    } finally {
-      setBusy(false);
-    }
-  };
 
   const submitPassword = (e: Event) => {
     e.preventDefault();

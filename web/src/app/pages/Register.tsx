@@ -1,7 +1,7 @@
 /** /register: username + password; keys are generated in the engine worker with visible progress. */
 import { createSignal, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
-import { AuthCard, Banner, Button, errorText, Field } from '../components/ui.js';
+import { AuthCard, Banner, Button, createAction, Field } from '../components/ui.js';
 import { validateRegistration } from '../logic.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
@@ -12,8 +12,7 @@ export default function Register() {
   const [password, setPassword] = createSignal('');
   const [confirm, setConfirm] = createSignal('');
   const [touched, setTouched] = createSignal(false);
-  const [error, setError] = createSignal<string | null>(null);
-  const [busy, setBusy] = createSignal(false);
+  const { busy, error, run } = createAction();
   const errors = () => validateRegistration(username(), password(), confirm());
 
   const submit = async (e: Event) => {
@@ -21,16 +20,10 @@ export default function Register() {
     setTouched(true);
     const v = errors();
     if (v.username || v.password || v.confirm) return;
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       await actions.register(username().trim(), password());
       navigate('/chats', { replace: true });
-    } catch (err) {
-      setError(errorText(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   return (
