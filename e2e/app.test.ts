@@ -195,6 +195,7 @@ describe('messenger in Chromium', () => {
     await register(bob.page, b);
     const conv = await startChat(alice.page, b);
     await send(alice.page, 'before the reset');
+    await waitForText(alice.page, 'before the reset');
     await openConversation(bob.page, conv);
     await waitForText(bob.page, 'before the reset');
 

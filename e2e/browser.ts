@@ -138,6 +138,12 @@ export async function register(page: Page, username: string, shot?: string): Pro
 /** The message bodies the open conversation shows. */
 export const bodies = (page: Page) => page.getByTestId('message-body').allTextContents();
 
+/** Waits for `text` among the message bodies; on a timeout a screenshot of the page is saved first. */
 export async function waitForText(page: Page, text: string, timeout = 30_000): Promise<void> {
-  await expect.poll(() => bodies(page), { timeout }).toContain(text);
+  try {
+    await expect.poll(() => bodies(page), { timeout }).toContain(text);
+  } catch (e) {
+    await screenshot(page, `timeout-${Date.now()}`).catch(() => undefined);
+    throw e;
+  }
 }
