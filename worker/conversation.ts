@@ -59,7 +59,7 @@ import {
   loadDeviceSet,
 } from './delivery/device-set.js';
 import { deleteDeviceMailbox, flushOutbox, readMailbox } from './delivery/mailbox-db.js';
-import { DeliveryStore, type Epoch, type ReplayRow } from './delivery/store.js';
+import { type AppendResult, DeliveryStore, type Epoch, type ReplayRow } from './delivery/store.js';
 import type { Env } from './env.js';
 import { log } from './log.js';
 
@@ -82,6 +82,25 @@ interface Attachment {
   /** Set after the socket's first complete `resume`: from then on it receives live `deliver` frames. */
   live: boolean;
 }
+
+/** A send that passed every check, waiting for the group commit (ConversationDO.drainSends). */
+interface QueuedSend {
+  ws: WebSocket;
+  sender: DeviceRef;
+  id: string;
+  kind: 'message' | 'receipt';
+  status: 'delivered' | 'read' | null;
+  /** The member/device set it was checked against (its group epoch); null for a queued retry. */
+  set: DeviceSet | null;
+  /** Sender-key ciphertext (bytes to store, base64url as received to fan out), or null (pairwise). */
+  group: { c: Uint8Array; b64: string } | null;
+  recipients: { u: string; d: string; c: Uint8Array; b64: string }[];
+}
+
+/** A `deliver` frame's envelopes (JSON text) stay under the frame limit clients are built for. */
+const DELIVER_FRAME_CHARS = MAX_FRAME_BYTES - 1024;
+const deliverFrame = (envelopes: string[]) =>
+  `{"v":${WIRE_VERSION},"type":"deliver","envelopes":[${envelopes.join(',')}]}`;
 
 const userTag = (u: string) => `u:${u}`;
 const deviceTag = (u: string, d: string) => `d:${u}:${d}`;
@@ -182,6 +201,10 @@ export class ConversationDO extends DurableObject<Env> {
   private epochMemo: { set: DeviceSet; epoch: Epoch } | null = null;
   /** Each socket's device key (in memory; derived from its attachment). */
   private readonly socketKeys = new WeakMap<WebSocket, string>();
+  /** Checked sends waiting for the group commit (drainSends), in arrival order, and their client ids. */
+  private queue: QueuedSend[] = [];
+  private readonly queuedKeys = new Set<string>();
+  private drainTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -335,6 +358,11 @@ export class ConversationDO extends DurableObject<Env> {
       send(ws, { v: WIRE_VERSION, type: 'accepted', id: frame.id, seq: dup.seq, ts: dup.ts, duplicate: true });
       return;
     }
+    // A retry of a send still waiting for the group commit: answered with the original's seq by that commit.
+    if (this.queuedKeys.has(`${att.u}\n${att.d}\n${frame.id}`)) {
+      this.enqueue({ ws, sender, id: frame.id, kind: 'message', status: null, set: null, group: null, recipients: [] });
+      return;
+    }
     const retryAfterMs = this.takeToken(att, Date.now());
     if (retryAfterMs > 0) throw new FrameError('rate_limited', 'sending too fast', { id: frame.id, retryAfterMs });
 
@@ -349,13 +377,10 @@ export class ConversationDO extends DurableObject<Env> {
       }
     }
 
-    let recipients: { u: string; d: string; c: Uint8Array }[] = [];
-    let group: { c: Uint8Array; epoch: number } | null = null;
-    let epoch: Epoch | null = null;
+    let recipients: QueuedSend['recipients'] = [];
+    let group: Uint8Array | null = null;
     if ('group' in frame) {
-      const c = decodeCiphertext(frame.group, frame.id);
-      epoch = this.epochOf(set);
-      group = { c, epoch: epoch.id };
+      group = decodeCiphertext(frame.group, frame.id);
     } else {
       const seen = new Set<string>();
       for (const t of frame.to) {
@@ -374,57 +399,126 @@ export class ConversationDO extends DurableObject<Env> {
           ...mismatch,
         });
       }
-      recipients = frame.to.map((t) => ({ u: t.u, d: t.d, c: decodeCiphertext(t.c, frame.id) }));
+      recipients = frame.to.map((t) => ({ u: t.u, d: t.d, c: decodeCiphertext(t.c, frame.id), b64: t.c }));
     }
 
-    const kind = frame.type === 'receipt' ? 'receipt' : 'message';
-    const status = frame.type === 'receipt' ? frame.status : null;
-    // ---- no await from here until the fan-out is done: seq order == send order on every socket ----
-    const res = this.store.append(
-      { senderUser: att.u, senderDevice: att.d, clientId: frame.id, kind, status, group, recipients },
-      Date.now(),
-    );
-    if (!res.duplicate) {
-      const base = { seq: res.seq, ts: res.ts, from: sender, id: frame.id, kind, ...(status ? { status } : {}) };
-      const senderKey = deviceKey(att.u, att.d);
-      if ('group' in frame && epoch) {
+    this.enqueue({
+      ws,
+      sender,
+      id: frame.id,
+      kind: frame.type === 'receipt' ? 'receipt' : 'message',
+      status: frame.type === 'receipt' ? frame.status : null,
+      set,
+      group: group && 'group' in frame ? { c: group, b64: frame.group } : null,
+      recipients,
+    });
+  }
+
+  // ---- group commit -------------------------------------------------------------------------------------
+
+  /**
+   * Queues a send that passed every check for the next group commit. The commit runs once the frames
+   * already waiting have been read (a zero-delay timer: the runtime delivers every ready WebSocket
+   * message before it fires) or at once when the batch is full — so a burst from many devices costs one
+   * SQLite commit, and each recipient socket one `deliver` frame, instead of one per message.
+   * Nothing is answered before that commit: `accepted` is only sent after it.
+   */
+  private enqueue(q: QueuedSend): void {
+    this.queue.push(q);
+    this.queuedKeys.add(`${q.sender.u}\n${q.sender.d}\n${q.id}`);
+    if (this.queue.length >= this.cfg.commitBatchMax) this.drainSends();
+    else if (this.drainTimer === null) this.drainTimer = setTimeout(() => this.drainSends(), 0);
+  }
+
+  /**
+   * The group commit: every queued send is persisted in ONE transaction (seq/ts in queue order), then each
+   * live recipient socket gets its envelopes in seq order (one `deliver` frame per ≤ MAX_DELIVER_BATCH
+   * envelopes / MAX_FRAME_BYTES), then each sender its `accepted`. The runtime's output gate holds those
+   * frames until the commit is durable. Also run first by every RPC that changes who may send or receive,
+   * so a queued send is stored and fanned out under the device set it was checked against. Never throws.
+   */
+  private drainSends(): void {
+    if (this.drainTimer !== null) {
+      clearTimeout(this.drainTimer);
+      this.drainTimer = null;
+    }
+    const batch = this.queue;
+    if (batch.length === 0) return;
+    this.queue = [];
+    this.queuedKeys.clear();
+    let results: AppendResult[];
+    const epochs: (Epoch | null)[] = [];
+    try {
+      for (const q of batch) epochs.push(q.group && q.set ? this.epochOf(q.set) : null);
+      results = this.store.appendBatch(
+        batch.map((q, i) => ({
+          senderUser: q.sender.u,
+          senderDevice: q.sender.d,
+          clientId: q.id,
+          kind: q.kind,
+          status: q.status,
+          group: q.group ? { c: q.group.c, epoch: epochs[i]!.id } : null,
+          recipients: q.recipients,
+          checkedNew: true,
+        })),
+        Date.now(),
+      );
+    } catch (err) {
+      log('error', 'conversation_commit_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      for (const q of batch) send(q.ws, errorFrame('internal', 'internal error; retry the frame', { id: q.id }));
+      return;
+    }
+    // Live recipient sockets, once per commit.
+    const live: { ws: WebSocket; key: string; out: string[]; bytes: number }[] = [];
+    for (const ws of this.ctx.getWebSockets()) {
+      const a = this.attachment(ws);
+      if (a?.live) live.push({ ws, key: this.socketKey(ws, a), out: [], bytes: 0 });
+    }
+    const push = (to: (typeof live)[number], envelope: string) => {
+      if (to.out.length >= MAX_DELIVER_BATCH || to.bytes + envelope.length > DELIVER_FRAME_CHARS) {
+        send(to.ws, deliverFrame(to.out));
+        to.out = [];
+        to.bytes = 0;
+      }
+      to.out.push(envelope);
+      to.bytes += envelope.length + 1;
+    };
+    let stored = false;
+    for (let i = 0; i < batch.length; i++) {
+      const q = batch[i]!;
+      const res = results[i]!;
+      if (res.duplicate) continue;
+      stored = true;
+      const head = `{"seq":${res.seq},"ts":${res.ts},"from":${JSON.stringify(q.sender)},"id":${JSON.stringify(q.id)},"kind":"${q.kind}",${q.status ? `"status":"${q.status}",` : ''}`;
+      const senderKey = deviceKey(q.sender.u, q.sender.d);
+      if (q.group) {
         // The recipients are the epoch's devices minus the sender: the same set resume derives later.
-        const groupFrame = JSON.stringify({
-          v: WIRE_VERSION,
-          type: 'deliver',
-          envelopes: [{ ...base, mode: 'group', c: frame.group }],
-        });
-        for (const other of this.ctx.getWebSockets()) {
-          const oa = this.attachment(other);
-          if (!oa?.live) continue;
-          const k = this.socketKey(other, oa);
-          if (k !== senderKey && epoch.devices.has(k)) send(other, groupFrame);
-        }
-      } else if ('to' in frame) {
+        const devices = epochs[i]!.devices;
+        const envelope = `${head}"mode":"group","c":${JSON.stringify(q.group.b64)}}`;
+        for (const to of live) if (to.key !== senderKey && devices.has(to.key)) push(to, envelope);
+      } else {
         const wanted = new Map<string, string>();
-        for (const t of frame.to) wanted.set(deviceKey(t.u, t.d), t.c);
-        for (const other of this.ctx.getWebSockets()) {
-          const oa = this.attachment(other);
-          if (!oa?.live) continue;
-          const c = wanted.get(this.socketKey(other, oa));
-          if (c === undefined) continue;
-          send(
-            other,
-            JSON.stringify({ v: WIRE_VERSION, type: 'deliver', envelopes: [{ ...base, mode: 'pairwise', c }] }),
-          );
+        for (const r of q.recipients) wanted.set(deviceKey(r.u, r.d), r.b64);
+        for (const to of live) {
+          const c = wanted.get(to.key);
+          if (c !== undefined) push(to, `${head}"mode":"pairwise","c":${JSON.stringify(c)}}`);
         }
       }
     }
-    send(ws, {
-      v: WIRE_VERSION,
-      type: 'accepted',
-      id: frame.id,
-      seq: res.seq,
-      ts: res.ts,
-      ...(res.duplicate ? { duplicate: true as const } : {}),
-    });
+    for (const to of live) if (to.out.length > 0) send(to.ws, deliverFrame(to.out));
+    for (let i = 0; i < batch.length; i++) {
+      const res = results[i]!;
+      send(
+        batch[i]!.ws,
+        `{"v":${WIRE_VERSION},"type":"accepted","id":${JSON.stringify(batch[i]!.id)},"seq":${res.seq},"ts":${res.ts}${res.duplicate ? ',"duplicate":true' : ''}}`,
+      );
+    }
     // The alarm flushes what is still un-acked then (a group message also moves the group-flushed mark).
-    if (!res.duplicate) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
+    if (stored) {
+      this.ensureAlarm(Date.now() + this.cfg.flushDelayMs).catch((err: unknown) => {
+        log('warn', 'conversation_alarm_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      });
+    }
   }
 
   /** The recipient-set epoch of `set` (every live device of every member): written once per change. */
@@ -560,6 +654,7 @@ export class ConversationDO extends DurableObject<Env> {
    * base64url of the signed encoding). Returns the number of sockets closed.
    */
   async membershipChanged(entryB64u: string, removedUserIds: string[]): Promise<number> {
+    this.drainSends();
     let closed = 0;
     this.epochMemo = null; // the cached set is changed in place below
     const removed = removedUserIds.filter((u) => wireId.safeParse(u).success);
@@ -606,6 +701,7 @@ export class ConversationDO extends DurableObject<Env> {
    */
   async deviceRevoked(userId: string, deviceId: string): Promise<number> {
     if (!wireId.safeParse(userId).success || !wireId.safeParse(deviceId).success) return 0;
+    this.drainSends();
     let closed = 0;
     for (const ws of this.ctx.getWebSockets(deviceTag(userId, deviceId))) {
       close(ws, CLOSE.forbidden, 'device revoked');
@@ -631,6 +727,7 @@ export class ConversationDO extends DurableObject<Env> {
    */
   async devicesChanged(userId: string): Promise<void> {
     if (!wireId.safeParse(userId).success) return;
+    this.drainSends();
     this.deviceSet = null;
     this.epochMemo = null;
   }
@@ -642,6 +739,7 @@ export class ConversationDO extends DurableObject<Env> {
    */
   async sessionsEnded(familyIds: string[]): Promise<number> {
     if (!Array.isArray(familyIds)) return 0;
+    this.drainSends();
     let closed = 0;
     for (const f of familyIds.slice(0, 1000)) {
       if (!wireId.safeParse(f).success) continue;

@@ -24,6 +24,11 @@ export const DELIVERY_DEFAULTS = {
   flushDelayMs: 2_000,
   /** Rows per alarm run (≤ 250 D1 statements of 8 rows); more is picked up by an immediate re-run. */
   flushMaxRows: 2_000,
+  /**
+   * Most sends one group commit persists (ConversationDO.drainSends): a burst from many devices shares one
+   * SQLite commit and one `deliver` frame per recipient; the cap bounds the commit and the first send's wait.
+   */
+  commitBatchMax: 64,
   /** Per-device send token bucket: burst and sustained rate (messages and receipts both count). */
   sendBurst: 60,
   sendPerSec: 10,

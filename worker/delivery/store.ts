@@ -39,6 +39,8 @@ export interface AppendInput {
   group: { c: Uint8Array; epoch: number } | null;
   /** Pairwise recipients, each with its own ciphertext (empty for a group message). */
   recipients: { u: string; d: string; c: Uint8Array }[];
+  /** The caller already looked this client id up in the log (findDuplicate) and it was not there. */
+  checkedNew?: boolean;
 }
 
 export interface AppendResult {
@@ -102,7 +104,8 @@ export interface Epoch {
   devices: Set<string>;
 }
 
-/** DO SQLite allows 100 bound parameters per statement; pairwise rows have 4, epoch_devices rows 3. */
+/** DO SQLite allows 100 bound parameters per statement; log rows have 9, pairwise 4, epoch_devices 3. */
+const LOG_ROWS_PER_INSERT = 11;
 const PAIRWISE_ROWS_PER_INSERT = 25;
 const EPOCH_ROWS_PER_INSERT = 33;
 /** Cap on ciphertext bytes held in memory by one outbox batch (DO isolate memory is 128 MB). */
@@ -111,6 +114,14 @@ const OUTBOX_BATCH_BYTES = 8 * 1024 * 1024;
 const GROUP_SCAN_PER_BATCH = 5_000;
 
 type Row = Record<string, SqlStorageValue>;
+
+const LOG_INSERT =
+  'INSERT INTO log (seq, ts, sender_user, sender_device, client_id, kind, status, group_c, epoch) VALUES ';
+const LOG_TUPLE = '(?, ?, ?, ?, ?, ?, ?, ?, ?), ';
+const LOG_TUPLE_LAST = '(?, ?, ?, ?, ?, ?, ?, ?, ?)';
+const PW_INSERT = 'INSERT INTO pairwise (user_id, device_id, seq, c) VALUES ';
+const PW_TUPLE = '(?, ?, ?, ?), ';
+const PW_TUPLE_LAST = '(?, ?, ?, ?)';
 
 /** SQLite BLOB parameter: the exact bytes of the view as an ArrayBuffer. */
 function blob(b: Uint8Array | null): ArrayBuffer | null {
@@ -314,43 +325,82 @@ export class DeliveryStore {
    * A client id already in the log returns its original seq and writes nothing.
    */
   append(input: AppendInput, now: number): AppendResult {
-    const res = this.storage.transactionSync(() => {
-      const dup = this.findDuplicate(input.senderUser, input.senderDevice, input.clientId);
-      if (dup) return { ...dup, duplicate: true };
-      const next = this.sql
-        .exec<{ last_seq: number; last_ts: number }>(
-          'UPDATE state SET last_seq = last_seq + 1, last_ts = max(?, last_ts + 1) WHERE id = 1 RETURNING last_seq, last_ts',
-          now,
-        )
+    return this.appendBatch([input], now)[0]!;
+  }
+
+  /**
+   * Persists a batch of messages in ONE transaction (the DO's group commit): each gets the next seq and a
+   * strictly increasing ts, in input order; the state row is written once. A client id already in the log,
+   * or earlier in the same batch, returns the original seq/ts with `duplicate` and writes nothing. Inputs
+   * marked `checkedNew` skip the log lookup (the caller looked, and only this method writes log rows); the
+   * unique index still refuses a wrong mark, which rolls the whole batch back (no seq is ever skipped).
+   * All or nothing: if any statement throws, nothing of the batch is stored.
+   */
+  appendBatch(inputs: readonly AppendInput[], now: number): AppendResult[] {
+    const results = this.storage.transactionSync(() => {
+      const st = this.sql
+        .exec<{ last_seq: number; last_ts: number }>('SELECT last_seq, last_ts FROM state WHERE id = 1')
         .one();
-      const seq = next.last_seq;
-      const ts = next.last_ts;
-      this.sql.exec(
-        'INSERT INTO log (seq, ts, sender_user, sender_device, client_id, kind, status, group_c, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-        seq,
-        ts,
-        input.senderUser,
-        input.senderDevice,
-        input.clientId,
-        input.kind,
-        input.status,
-        input.group ? blob(input.group.c) : null,
-        input.group ? input.group.epoch : null,
-      );
-      for (let i = 0; i < input.recipients.length; i += PAIRWISE_ROWS_PER_INSERT) {
-        const chunk = input.recipients.slice(i, i + PAIRWISE_ROWS_PER_INSERT);
-        const params: SqlStorageValue[] = [];
-        for (const r of chunk) params.push(r.u, r.d, seq, blob(r.c));
-        // sql-interpolation-ok: expands "(?, ?, ?, ?)" placeholders only; every value is bound.
-        this.sql.exec(
-          `INSERT INTO pairwise (user_id, device_id, seq, c) VALUES ${chunk.map(() => '(?, ?, ?, ?)').join(', ')}`,
-          ...params,
+      let seq = st.last_seq;
+      let ts = st.last_ts;
+      const out: AppendResult[] = [];
+      const inBatch = new Map<string, AppendResult>();
+      let logParams: SqlStorageValue[] = [];
+      let logRows = 0;
+      let pwParams: SqlStorageValue[] = [];
+      let pwRows = 0;
+      const flushLog = () => {
+        if (logRows === 0) return;
+        // sql-interpolation-ok: repeats a fixed placeholder tuple only; every value is bound.
+        this.sql.exec(`${LOG_INSERT}${LOG_TUPLE.repeat(logRows - 1)}${LOG_TUPLE_LAST}`, ...logParams);
+        logParams = [];
+        logRows = 0;
+      };
+      const flushPairwise = () => {
+        if (pwRows === 0) return;
+        // sql-interpolation-ok: repeats a fixed placeholder tuple only; every value is bound.
+        this.sql.exec(`${PW_INSERT}${PW_TUPLE.repeat(pwRows - 1)}${PW_TUPLE_LAST}`, ...pwParams);
+        pwParams = [];
+        pwRows = 0;
+      };
+      for (const input of inputs) {
+        const key = `${input.senderUser}\n${input.senderDevice}\n${input.clientId}`;
+        const prior =
+          inBatch.get(key) ??
+          (input.checkedNew ? null : this.findDuplicate(input.senderUser, input.senderDevice, input.clientId));
+        if (prior) {
+          out.push({ seq: prior.seq, ts: prior.ts, duplicate: true });
+          continue;
+        }
+        seq += 1;
+        ts = Math.max(now, ts + 1);
+        logParams.push(
+          seq,
+          ts,
+          input.senderUser,
+          input.senderDevice,
+          input.clientId,
+          input.kind,
+          input.status,
+          input.group ? blob(input.group.c) : null,
+          input.group ? input.group.epoch : null,
         );
+        if (++logRows === LOG_ROWS_PER_INSERT) flushLog();
+        for (const r of input.recipients) {
+          pwParams.push(r.u, r.d, seq, blob(r.c));
+          if (++pwRows === PAIRWISE_ROWS_PER_INSERT) flushPairwise();
+        }
+        const res = { seq, ts, duplicate: false };
+        inBatch.set(key, res);
+        out.push(res);
       }
-      return { seq, ts, duplicate: false };
+      flushLog();
+      flushPairwise();
+      if (seq !== st.last_seq) this.sql.exec('UPDATE state SET last_seq = ?, last_ts = ? WHERE id = 1', seq, ts);
+      return { out, seq };
     });
-    if (!res.duplicate) this.lastSeqCache = res.seq;
-    return res;
+    this.lastSeqCache = results.seq;
+    return results.out;
   }
 
   // ---- acknowledgements -------------------------------------------------------------------------------

@@ -1,0 +1,223 @@
+/**
+ * Group commit (worker/conversation.ts `drainSends`, worker/delivery/store.ts `appendBatch`): checked sends
+ * wait for one zero-delay timer turn and are persisted together in ONE transaction; each recipient socket
+ * gets their envelopes in one `deliver` frame; `accepted` follows the commit. These scenarios pin down
+ * what must stay true: gap-free seq in arrival order, all-or-nothing batches, retries answered once, and
+ * no send queued across a revocation.
+ */
+import { runInDurableObject } from 'cloudflare:test';
+import { and, eq } from 'drizzle-orm';
+import { describe, expect, it } from 'vitest';
+import { CLOSE, type ServerFrame, WIRE_VERSION } from '../schema/wire.js';
+import { schema } from './db.js';
+import { type AppendInput, DeliveryStore } from './delivery/store.js';
+import {
+  type Client,
+  connect,
+  conversationStub,
+  db,
+  fakeCiphertext,
+  makeConversation,
+  makeUser,
+} from './test/delivery-fixtures.js';
+
+const group = (id: string, c = fakeCiphertext()) => ({ v: WIRE_VERSION, type: 'send', id, group: c });
+const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+const accepted = (c: Client) => c.frames.filter((f) => f.type === 'accepted');
+const bytes = (n: number, fill: number) => new Uint8Array(n).fill(fill);
+
+/** A fresh DO store (its own conversation object), for store-level scenarios. */
+function withStore<T>(f: (store: DeliveryStore, sql: SqlStorage) => T): Promise<T> {
+  const stub = conversationStub(`c_store_${crypto.randomUUID()}`);
+  return runInDurableObject(stub, (_inst, state) => f(new DeliveryStore(state.storage), state.storage.sql));
+}
+
+const count = (sql: SqlStorage, table: 'log' | 'pairwise') =>
+  // sql-interpolation-ok: table name from the literal union above.
+  sql.exec<{ n: number }>(`SELECT count(*) AS n FROM ${table}`).one().n;
+
+describe('group commit: the store', () => {
+  it('a batch gets consecutive seqs and strictly increasing ts in input order, past the per-statement row caps', async () => {
+    const out = await withStore((store, sql) => {
+      // 30 messages (log inserts hold 11 rows), each pairwise to 30 devices (pairwise inserts hold 25).
+      const inputs: AppendInput[] = range(1, 30).map((i) => ({
+        senderUser: 'u_a',
+        senderDevice: 'd0',
+        clientId: `m${i}`,
+        kind: 'message',
+        status: null,
+        group: null,
+        recipients: range(1, 30).map((r) => ({ u: `u_${r}`, d: 'd0', c: bytes(8, i) })),
+      }));
+      const now = 1_000;
+      const res = store.appendBatch(inputs, now);
+      const rows = sql
+        .exec<{ seq: number; client_id: string }>('SELECT seq, client_id FROM log ORDER BY seq')
+        .toArray();
+      const pw = sql
+        .exec<{ seq: number; c: ArrayBuffer }>("SELECT seq, c FROM pairwise WHERE user_id = 'u_7' ORDER BY seq")
+        .toArray();
+      return { res, rows, pairwise: count(sql, 'pairwise'), pw, state: store.state(), last: store.lastSeq() };
+    });
+    expect(out.res.map((r) => r.seq)).toEqual(range(1, 30));
+    expect(out.res.every((r) => !r.duplicate)).toBe(true);
+    for (let i = 1; i < out.res.length; i++) expect(out.res[i]!.ts).toBeGreaterThan(out.res[i - 1]!.ts);
+    expect(out.rows.map((r) => r.client_id)).toEqual(range(1, 30).map((i) => `m${i}`));
+    expect(out.pairwise).toBe(900);
+    // Each device's row of message i holds message i's ciphertext.
+    expect(out.pw.map((r) => [r.seq, new Uint8Array(r.c)[0]])).toEqual(range(1, 30).map((i) => [i, i]));
+    expect(out.state).toMatchObject({ lastSeq: 30, lastTs: out.res[29]!.ts });
+    expect(out.last).toBe(30);
+  });
+
+  it('a client id repeated in one batch, or already in the log, gets the original seq and writes nothing', async () => {
+    const out = await withStore((store, sql) => {
+      const msg = (clientId: string): AppendInput => ({
+        senderUser: 'u_a',
+        senderDevice: 'd0',
+        clientId,
+        kind: 'message',
+        status: null,
+        group: { c: bytes(16, 1), epoch: 1 },
+        recipients: [],
+      });
+      const first = store.appendBatch([msg('x'), msg('y'), msg('x')], 5);
+      const second = store.appendBatch([msg('y'), msg('z')], 6);
+      return { first, second, log: count(sql, 'log') };
+    });
+    expect(out.first.map((r) => [r.seq, r.duplicate])).toEqual([
+      [1, false],
+      [2, false],
+      [1, true],
+    ]);
+    expect(out.first[2]!.ts).toBe(out.first[0]!.ts);
+    expect(out.second.map((r) => [r.seq, r.duplicate])).toEqual([
+      [2, true],
+      [3, false],
+    ]);
+    expect(out.log).toBe(3);
+  });
+
+  it('a batch that fails half-way stores nothing and the next batch continues without a gap', async () => {
+    const out = await withStore((store, sql) => {
+      const msg = (clientId: string, checkedNew = true): AppendInput => ({
+        senderUser: 'u_a',
+        senderDevice: 'd0',
+        clientId,
+        kind: 'message',
+        status: null,
+        group: null,
+        recipients: [{ u: 'u_b', d: 'd0', c: bytes(8, 2) }],
+        checkedNew,
+      });
+      store.appendBatch([msg('a')], 1);
+      // `a` wrongly marked as new: the unique index refuses it after b..m were written in the same batch.
+      const batch = [...range(1, 12).map((i) => msg(`b${i}`)), msg('a')];
+      let error: unknown = null;
+      try {
+        store.appendBatch(batch, 2);
+      } catch (e) {
+        error = e;
+      }
+      const afterFail = { log: count(sql, 'log'), pairwise: count(sql, 'pairwise'), last: store.state().lastSeq };
+      const next = store.appendBatch([msg('b1')], 3);
+      return { error, afterFail, next };
+    });
+    expect(out.error).toBeInstanceOf(Error);
+    expect(out.afterFail).toEqual({ log: 1, pairwise: 1, last: 1 });
+    expect(out.next.map((r) => r.seq)).toEqual([2]);
+  });
+});
+
+describe('group commit: the conversation object', () => {
+  it('a burst from several devices is committed together: one deliver frame carries many envelopes, in order, once', async () => {
+    const users = await Promise.all(range(1, 4).map((i) => makeUser(`b${i}`)));
+    const conv = await makeConversation(users);
+    const clients = await Promise.all(users.map((u) => connect(conv, u.devices[0]!)));
+    for (const [ci, c] of clients.entries()) for (let i = 0; i < 25; i++) c.send(group(`c${ci}m${i}`));
+    await Promise.all(
+      clients.map((c) => c.until((x) => x.envelopes().length === 75 && accepted(x).length === 25, 15_000)),
+    );
+    for (const c of clients) {
+      const delivers = c.frames.filter((f): f is Extract<ServerFrame, { type: 'deliver' }> => f.type === 'deliver');
+      // Batched: fewer frames than envelopes (the 100 sends arrive faster than one commit per frame).
+      expect(delivers.length).toBeLessThan(75);
+      expect(delivers.some((f) => f.envelopes.length > 1)).toBe(true);
+      const got = c.envelopes().map((e) => e.seq);
+      const own = accepted(c).map((f) => (f.type === 'accepted' ? f.seq : -1));
+      expect(got).toEqual([...got].sort((a, b) => a - b));
+      expect([...got, ...own].sort((a, b) => a - b)).toEqual(range(1, 100));
+      // A sender's messages keep the order it sent them in.
+      const mine = own.map((seq, i) => [seq, i] as const).sort((a, b) => a[0] - b[0]);
+      expect(mine.map(([, i]) => i)).toEqual(range(0, 24));
+    }
+    for (const c of clients) c.close();
+  });
+
+  it('a failed commit answers every queued send with an internal error, stores nothing, and the sockets stay usable', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    const b = await connect(conv, bob.devices[0]!);
+    // One commit fails (a full disk, say): the object's store throws once.
+    await runInDurableObject(conversationStub(conv), (inst) => {
+      const store = (inst as unknown as { store: DeliveryStore }).store;
+      const real = store.appendBatch.bind(store);
+      store.appendBatch = () => {
+        store.appendBatch = real;
+        throw new Error('SQLITE_FULL');
+      };
+    });
+    for (let i = 1; i <= 5; i++) a.send(group(`m${i}`));
+    await a.until((x) => x.frames.filter((f) => f.type === 'error' || f.type === 'accepted').length === 5);
+    const answers = a.frames.filter((f) => f.type === 'error' || f.type === 'accepted');
+    // Whatever went into the failed commit got `internal` (nothing accepted from it); no message was stored.
+    const failed = answers.filter((f) => f.type === 'error');
+    expect(failed.length).toBeGreaterThan(0);
+    for (const f of failed) expect(f).toMatchObject({ code: 'internal' });
+    const ok = answers.filter((f) => f.type === 'accepted').map((f) => (f.type === 'accepted' ? f.seq : -1));
+    expect(ok).toEqual(range(1, ok.length)); // gap-free from 1: the failed batch consumed no seq
+    // Retrying the failed ones succeeds, in order, after the others.
+    for (const f of failed) a.send(group((f as { id: string }).id));
+    await a.until((x) => accepted(x).length === 5);
+    expect(accepted(a).map((f) => (f.type === 'accepted' ? f.seq : -1))).toEqual(range(1, 5));
+    await b.until((x) => x.envelopes().length === 5);
+    expect(b.envelopes().map((e) => e.seq)).toEqual(range(1, 5));
+    a.close();
+    b.close();
+  });
+
+  it('sends still waiting for the commit when a device is revoked never leave rows for that device', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob', 2);
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    const b1 = await connect(conv, bob.devices[1]!);
+    const to = () => [
+      { u: bob.userId, d: 'd0', c: fakeCiphertext() },
+      { u: bob.userId, d: 'd1', c: fakeCiphertext() },
+    ];
+    await a.sendAndWait({ v: WIRE_VERSION, type: 'send', id: 'warm', to: to() }); // device set cached
+    for (let i = 1; i <= 10; i++) a.send({ v: WIRE_VERSION, type: 'send', id: `m${i}`, to: to() });
+    await db()
+      .update(schema.devices)
+      .set({ revokedAt: Date.now() })
+      .where(and(eq(schema.devices.userId, bob.userId), eq(schema.devices.deviceId, 'd1')));
+    expect(await conversationStub(conv).deviceRevoked(bob.userId, 'd1')).toBe(1);
+    expect((await b1.waitClosed()).code).toBe(CLOSE.forbidden);
+    // Each send is either stored before the revocation or refused as addressing a revoked device.
+    await a.until((x) => x.frames.filter((f) => 'id' in f && /^m\d+$/.test(String(f.id))).length === 10);
+    for (const f of a.frames.filter((x) => 'id' in x && /^m\d+$/.test(String(x.id)))) {
+      if (f.type === 'error') expect(f).toMatchObject({ code: 'device_mismatch' });
+      else expect(f.type).toBe('accepted');
+    }
+    const rows = await runInDurableObject(conversationStub(conv), (_i, state) =>
+      state.storage.sql
+        .exec<{ n: number }>('SELECT count(*) AS n FROM pairwise WHERE user_id = ? AND device_id = ?', bob.userId, 'd1')
+        .one(),
+    );
+    expect(rows.n).toBe(0);
+    a.close();
+  });
+});
