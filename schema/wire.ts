@@ -28,7 +28,7 @@ export const MAX_FRAME_BYTES = 256 * 1024;
 export const HARD_FRAME_BYTES = 1024 * 1024;
 /** Most recipient devices of one pairwise send (larger groups use sender keys). */
 export const MAX_PAIRWISE_RECIPIENTS = 256;
-/** Most envelopes in one `deliver` frame (resume replays in batches of this size). */
+/** Most envelopes in one `deliver` frame (resume replays, and the group commit fans out, in batches of this size). */
 export const MAX_DELIVER_BATCH = 100;
 
 /** WebSocket close codes the server uses (4000-4999 are application codes). */

@@ -95,6 +95,8 @@ interface QueuedSend {
   /** Sender-key ciphertext (bytes to store, base64url as received to fan out), or null (pairwise). */
   group: { c: Uint8Array; b64: string } | null;
   recipients: { u: string; d: string; c: Uint8Array; b64: string }[];
+  /** No log row can exist for this client id (looked up, and no group commit ran since). */
+  checkedNew: boolean;
 }
 
 /** A `deliver` frame's envelopes (JSON text) stay under the frame limit clients are built for. */
@@ -205,6 +207,8 @@ export class ConversationDO extends DurableObject<Env> {
   private queue: QueuedSend[] = [];
   private readonly queuedKeys = new Set<string>();
   private drainTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Group commits run so far (in memory): tells a send whether its duplicate lookup is still current. */
+  private commits = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -358,9 +362,22 @@ export class ConversationDO extends DurableObject<Env> {
       send(ws, { v: WIRE_VERSION, type: 'accepted', id: frame.id, seq: dup.seq, ts: dup.ts, duplicate: true });
       return;
     }
+    // Only a group commit writes log rows: if none ran by the time this send is queued, the lookup above
+    // still holds and the commit need not repeat it (a device-set reload below may let other frames in).
+    const commitsAtCheck = this.commits;
     // A retry of a send still waiting for the group commit: answered with the original's seq by that commit.
     if (this.queuedKeys.has(`${att.u}\n${att.d}\n${frame.id}`)) {
-      this.enqueue({ ws, sender, id: frame.id, kind: 'message', status: null, set: null, group: null, recipients: [] });
+      this.enqueue({
+        ws,
+        sender,
+        id: frame.id,
+        kind: 'message',
+        status: null,
+        set: null,
+        group: null,
+        recipients: [],
+        checkedNew: false,
+      });
       return;
     }
     const retryAfterMs = this.takeToken(att, Date.now());
@@ -411,6 +428,7 @@ export class ConversationDO extends DurableObject<Env> {
       set,
       group: group && 'group' in frame ? { c: group, b64: frame.group } : null,
       recipients,
+      checkedNew: this.commits === commitsAtCheck,
     });
   }
 
@@ -444,6 +462,7 @@ export class ConversationDO extends DurableObject<Env> {
     }
     const batch = this.queue;
     if (batch.length === 0) return;
+    this.commits++;
     this.queue = [];
     this.queuedKeys.clear();
     let results: AppendResult[];
@@ -459,7 +478,7 @@ export class ConversationDO extends DurableObject<Env> {
           status: q.status,
           group: q.group ? { c: q.group.c, epoch: epochs[i]!.id } : null,
           recipients: q.recipients,
-          checkedNew: true,
+          checkedNew: q.checkedNew,
         })),
         Date.now(),
       );

@@ -154,6 +154,37 @@ describe('group commit: the conversation object', () => {
     for (const c of clients) c.close();
   });
 
+  it('the same client id sent twice while the device set is re-read from D1 is stored once and delivered once', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    const b = await connect(conv, bob.devices[0]!);
+    await a.sendAndWait(group('warm'));
+    // Expire the cached set: the next sends wait on a D1 read, during which other frames are handled.
+    await runInDurableObject(conversationStub(conv), (inst) => {
+      (inst as unknown as { deviceSet: { loadedAt: number } }).deviceSet.loadedAt = 0;
+    });
+    a.send(group('twice'));
+    a.send(group('twice'));
+    a.send(group('after'));
+    await a.until((x) => accepted(x).length === 4);
+    const acc = accepted(a).slice(1);
+    expect(acc.map((f) => (f.type === 'accepted' ? [f.id, f.seq, f.duplicate ?? false] : null))).toEqual([
+      ['twice', 2, false],
+      ['twice', 2, true],
+      ['after', 3, false],
+    ]);
+    await b.until((x) => x.envelopes().length === 3);
+    expect(b.envelopes().map((e) => [e.id, e.seq])).toEqual([
+      ['warm', 1],
+      ['twice', 2],
+      ['after', 3],
+    ]);
+    a.close();
+    b.close();
+  });
+
   it('a failed commit answers every queued send with an internal error, stores nothing, and the sockets stay usable', async () => {
     const alice = await makeUser('alice');
     const bob = await makeUser('bob');
