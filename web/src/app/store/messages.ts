@@ -52,6 +52,12 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
       }, 50),
     );
   };
+  // A load asks the engine for a page; the engine stores every message before it announces it, but its
+  // read can be taken before a message is stored and answered after the announcement has reached us. So
+  // announcements that arrive while a load of their conversation is in flight are kept and applied, in
+  // order, on top of the page it returns (otherwise the first message of a conversation opened as it
+  // arrives was never shown, and a re-read could put back a status older than one already shown).
+  const inFlight = new Map<string, Set<MessageView[]>>();
   const noteLast = (m: MessageView) => {
     const cur = state.last[m.conversationId];
     if (!cur || cur.clientId === m.clientId || order(cur, m) <= 0) setState('last', m.conversationId, m);
@@ -73,7 +79,8 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
         (state.activeConversation !== c || document.visibilityState !== 'visible')
       )
         setState('unread', c, (n) => (n ?? 0) + 1);
-      if (!state.messages[c]) return; // not loaded yet: loadMessages will read it from the store
+      for (const during of inFlight.get(c) ?? []) during.push(e.message);
+      if (!state.messages[c]) return; // not loaded yet: the load in flight (or a later one) brings it
       setState('messages', c, (l) => upsert(l, e.message));
     });
   };
@@ -81,12 +88,24 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
   Object.assign(actions, {
     async loadMessages(c: string) {
       wire();
-      const page = await agent().engine.messages(c, { limit: PAGE });
+      const during: MessageView[] = [];
+      const loads = inFlight.get(c) ?? new Set<MessageView[]>();
+      inFlight.set(c, loads);
+      loads.add(during);
+      let page: MessageView[];
+      try {
+        page = await agent().engine.messages(c, { limit: PAGE });
+      } finally {
+        loads.delete(during);
+        if (loads.size === 0) inFlight.delete(c);
+      }
       const first = !state.messages[c];
       setState('messages', c, (l) => {
-        // The store's view wins; keep older pages and anything that arrived by event meanwhile.
+        // The store's view, then what was announced while it was being read (it may be newer); older
+        // pages already shown stay.
         let out = (l ?? []).filter((m) => !page.some((x) => x.clientId === m.clientId));
         for (const m of page) out = upsert(out, m);
+        for (const m of during) out = upsert(out, m);
         return out;
       });
       if (first) setState('hasOlder', c, page.filter((m) => m.seq !== null).length >= PAGE);
