@@ -25,6 +25,20 @@ export function upsert(list: readonly MessageView[], m: MessageView): MessageVie
   return out.sort(order);
 }
 
+/**
+ * Applies an announced message to a loaded list: replaced in place, or inserted — unless it is older than
+ * every sequenced message shown while older pages are still in the store (`hasOlder`). Inserting it there
+ * would make its seq the `loadOlder` cursor and skip every message between; `loadOlder` reads it from the
+ * store, with its latest state, when the user scrolls back to it.
+ */
+export function applyLoaded(list: readonly MessageView[], m: MessageView, hasOlder: boolean): MessageView[] {
+  if (m.seq !== null && hasOlder && !list.some((x) => x.clientId === m.clientId)) {
+    const oldest = list.find((x) => x.seq !== null)?.seq;
+    if (oldest !== undefined && oldest !== null && m.seq < oldest) return [...list];
+  }
+  return upsert(list, m);
+}
+
 export class SendError extends Error {
   constructor(
     readonly code: string,
@@ -81,7 +95,7 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
         setState('unread', c, (n) => (n ?? 0) + 1);
       for (const during of inFlight.get(c) ?? []) during.push(e.message);
       if (!state.messages[c]) return; // not loaded yet: the load in flight (or a later one) brings it
-      setState('messages', c, (l) => upsert(l, e.message));
+      setState('messages', c, (l) => applyLoaded(l, e.message, state.hasOlder[c] ?? false));
     });
   };
 
@@ -100,15 +114,16 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
         if (loads.size === 0) inFlight.delete(c);
       }
       const first = !state.messages[c];
+      const hasOlder = first ? page.filter((m) => m.seq !== null).length >= PAGE : (state.hasOlder[c] ?? false);
       setState('messages', c, (l) => {
         // The store's view, then what was announced while it was being read (it may be newer); older
         // pages already shown stay.
         let out = (l ?? []).filter((m) => !page.some((x) => x.clientId === m.clientId));
         for (const m of page) out = upsert(out, m);
-        for (const m of during) out = upsert(out, m);
+        for (const m of during) out = applyLoaded(out, m, hasOlder);
         return out;
       });
-      if (first) setState('hasOlder', c, page.filter((m) => m.seq !== null).length >= PAGE);
+      if (first) setState('hasOlder', c, hasOlder);
       const newest = page[page.length - 1];
       if (newest) noteLast(newest);
     },
