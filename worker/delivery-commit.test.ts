@@ -5,7 +5,7 @@
  * what must stay true: gap-free seq in arrival order, all-or-nothing batches, retries answered once, and
  * no send queued across a revocation.
  */
-import { runInDurableObject } from 'cloudflare:test';
+import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
 import { and, eq } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
 import { CLOSE, type ServerFrame, WIRE_VERSION } from '../schema/wire.js';
@@ -181,6 +181,38 @@ describe('group commit: the conversation object', () => {
       ['twice', 2],
       ['after', 3],
     ]);
+    a.close();
+    b.close();
+  });
+
+  it('an object reset with sends still queued: the resent ids are stored once each, gap-free, delivered once', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    let a = await connect(conv, alice.devices[0]!);
+    let b = await connect(conv, bob.devices[0]!);
+    const ids = range(1, 30).map((i) => `m${i}`);
+    const cs = new Map(ids.map((id) => [id, fakeCiphertext()]));
+    for (const id of ids) a.send(group(id, cs.get(id)));
+    // Reset the object while some sends are committed and others may still be queued or unread.
+    await abortAllDurableObjects();
+    await a.waitClosed().catch(() => undefined);
+    const acceptedBefore = new Set(accepted(a).map((f) => (f.type === 'accepted' ? f.id : '')));
+    a = await connect(conv, alice.devices[0]!);
+    b = await connect(conv, bob.devices[0]!);
+    // The client resends everything it has no `accepted` for, with the same ids (and the same ciphertexts).
+    for (const id of ids) if (!acceptedBefore.has(id)) a.send(group(id, cs.get(id)));
+    await a.until((x) => accepted(x).length === ids.length - acceptedBefore.size, 15_000);
+    await b.until((x) => x.envelopes().length === ids.length, 15_000);
+    const got = b.envelopes();
+    expect(got.map((e) => e.seq)).toEqual(range(1, ids.length)); // gap-free, nothing twice
+    expect(new Set(got.map((e) => e.id)).size).toBe(ids.length);
+    for (const e of got) expect(e.c).toBe(cs.get(e.id));
+    // Not asserted here: the senders' own order across the reset. Under vitest-pool-workers each event of a
+    // Durable Object goes through a wrapper that awaits a module import before calling the object, so right
+    // after abortAllDurableObjects a burst can reach the new instance out of order (seen: m18…m30 in
+    // reverse); the runtime calls webSocketMessage directly in `wrangler dev` and on Cloudflare. The burst
+    // scenario above checks a sender's order on a live object.
     a.close();
     b.close();
   });
