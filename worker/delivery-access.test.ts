@@ -22,6 +22,7 @@ import {
   mailboxRows,
   makeConversation,
   makeUser,
+  markDeviceRevoked,
   ticket,
   upgrade,
 } from './test/delivery-fixtures.js';
@@ -118,10 +119,7 @@ describe('pitfall 21: a conversation WebSocket only for an authenticated device 
     expect([removed.status, await errCode(removed)]).toEqual([403, 'not_member']);
 
     const ta = await ticket(conv, alice.devices[1]!);
-    await db()
-      .update(schema.devices)
-      .set({ revokedAt: Date.now() })
-      .where(and(eq(schema.devices.userId, alice.userId), eq(schema.devices.deviceId, 'd1')));
+    await markDeviceRevoked(alice.userId, 'd1');
     const revoked = await upgrade(conv, ta);
     expect([revoked.status, await errCode(revoked)]).toEqual([403, 'not_member']);
     expect(await sockets(conv)).toBe(0);
@@ -257,10 +255,7 @@ describe('membership changes and revocation', () => {
     expect((await mailboxRows(bob.userId, 'd1')).length).toBe(3);
     expect((await mailboxRows(bob.userId, 'd0')).length).toBe(3);
 
-    await db()
-      .update(schema.devices)
-      .set({ revokedAt: Date.now() })
-      .where(and(eq(schema.devices.userId, bob.userId), eq(schema.devices.deviceId, 'd1')));
+    await markDeviceRevoked(bob.userId, 'd1');
     expect(await conversationStub(conv).deviceRevoked(bob.userId, 'd1')).toBe(1);
     expect((await b1.waitClosed()).code).toBe(CLOSE.forbidden);
     expect(await mailboxRows(bob.userId, 'd1')).toEqual([]);

@@ -6,19 +6,17 @@
  * no send queued across a revocation.
  */
 import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
-import { and, eq } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
 import { CLOSE, type ServerFrame, WIRE_VERSION } from '../schema/wire.js';
-import { schema } from './db.js';
 import { type AppendInput, DeliveryStore } from './delivery/store.js';
 import {
   type Client,
   connect,
   conversationStub,
-  db,
   fakeCiphertext,
   makeConversation,
   makeUser,
+  markDeviceRevoked,
 } from './test/delivery-fixtures.js';
 
 const group = (id: string, c = fakeCiphertext()) => ({ v: WIRE_VERSION, type: 'send', id, group: c });
@@ -263,10 +261,7 @@ describe('group commit: the conversation object', () => {
     ];
     await a.sendAndWait({ v: WIRE_VERSION, type: 'send', id: 'warm', to: to() }); // device set cached
     for (let i = 1; i <= 10; i++) a.send({ v: WIRE_VERSION, type: 'send', id: `m${i}`, to: to() });
-    await db()
-      .update(schema.devices)
-      .set({ revokedAt: Date.now() })
-      .where(and(eq(schema.devices.userId, bob.userId), eq(schema.devices.deviceId, 'd1')));
+    await markDeviceRevoked(bob.userId, 'd1');
     expect(await conversationStub(conv).deviceRevoked(bob.userId, 'd1')).toBe(1);
     expect((await b1.waitClosed()).code).toBe(CLOSE.forbidden);
     // Each send is either stored before the revocation or refused as addressing a revoked device.

@@ -17,6 +17,7 @@ import {
   mailboxRows,
   makeConversation,
   makeUser,
+  markDeviceRevoked,
 } from './test/delivery-fixtures.js';
 
 const flushAll = flushOutbox;
@@ -343,11 +344,7 @@ describe('delivery: device set', () => {
     const bob = await makeUser('bob', 2);
     const carol = await makeUser('carol');
     const conv = await makeConversation([alice, bob]);
-    const { eq, and } = await import('drizzle-orm');
-    await db()
-      .update(schema.devices)
-      .set({ revokedAt: Date.now() })
-      .where(and(eq(schema.devices.userId, bob.userId), eq(schema.devices.deviceId, 'd1')));
+    await markDeviceRevoked(bob.userId, 'd1');
     const a = await connect(conv, alice.devices[0]!);
     const to = (refs: [string, string][]) => refs.map(([u, d]) => ({ u, d, c: fakeCiphertext(16) }));
     const r = await a.sendAndWait({

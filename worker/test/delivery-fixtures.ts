@@ -59,6 +59,14 @@ export async function addDevice(userId: string, deviceId: string): Promise<TestD
   return { userId, deviceId, token: await issueAccessToken(env, { userId, deviceId, familyId }) };
 }
 
+/** Marks a device revoked in D1, as routes/devices.ts does before it tells the conversation objects. */
+export async function markDeviceRevoked(userId: string, deviceId: string): Promise<void> {
+  await db()
+    .update(schema.devices)
+    .set({ revokedAt: Date.now() })
+    .where(and(eq(schema.devices.userId, userId), eq(schema.devices.deviceId, deviceId)));
+}
+
 /** A conversation whose current members are `users` (first one owner). */
 export async function makeConversation(users: TestMember[], kind: 'direct' | 'group' = 'group'): Promise<string> {
   const id = `c_${uid()}`;
