@@ -54,6 +54,33 @@ function gatedStore(inner: Store) {
   };
 }
 
+/**
+ * A signed-in page: `engine` behind the real worker RPC (a MessageChannel), the app's message store on
+ * top; `arrived` records every engine event the page received.
+ */
+function page(engine: Parameters<typeof hostEngine>[0]) {
+  const { port1, port2 } = new MessageChannel();
+  const unhost = hostEngine(engine, endpoint(port1));
+  const client = engineClient(endpoint(port2));
+  const arrived: EngineEvent[] = [];
+  client.on((e) => arrived.push(e));
+  const agent = { engine: client, onEvent: (l: (e: EngineEvent) => void) => client.on(l) } as unknown as Agent;
+  const [state, setState] = createStore<State>(initialState());
+  const actions = {} as Actions;
+  createMessages(() => agent, actions, state, setState);
+  actions.watchMessages();
+  return {
+    state,
+    actions,
+    arrived,
+    close: () => {
+      unhost();
+      port1.close();
+      port2.close();
+    },
+  };
+}
+
 afterEach(() => {
   vi.unstubAllGlobals();
 });
@@ -74,16 +101,7 @@ describe('message store: the first load of a conversation races its first messag
     await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'queued for bob');
 
     // Bob's page: the engine behind the worker RPC, the app's message store on top.
-    const { port1, port2 } = new MessageChannel();
-    const unhost = hostEngine(bob.engine, endpoint(port1));
-    const client = engineClient(endpoint(port2));
-    const arrived: EngineEvent[] = [];
-    client.on((e) => arrived.push(e));
-    const agent = { engine: client, onEvent: (l: (e: EngineEvent) => void) => client.on(l) } as unknown as Agent;
-    const [state, setState] = createStore<State>(initialState());
-    const actions = {} as Actions;
-    createMessages(() => agent, actions, state, setState);
-    actions.watchMessages(); // signed in
+    const { state, actions, arrived, close } = page(bob.engine);
 
     // Bob opens the conversation as soon as it is listed: the view loads while the socket delivers.
     actions.setActive(conv);
@@ -102,9 +120,7 @@ describe('message store: the first load of a conversation races its first messag
     expect((state.messages[conv] ?? []).map((m) => m.body)).toEqual(['before the reset']);
     expect(state.last[conv]?.body).toBe('before the reset');
 
-    unhost();
-    port1.close();
-    port2.close();
+    close();
     alice.engine.close();
     bob.engine.close();
   });
@@ -118,16 +134,7 @@ describe('message store: the first load of a conversation races its first messag
     const bob = await newClient(w, 'bob');
     const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
 
-    const { port1, port2 } = new MessageChannel();
-    const unhost = hostEngine(alice.engine, endpoint(port1));
-    const client = engineClient(endpoint(port2));
-    const arrived: EngineEvent[] = [];
-    client.on((e) => arrived.push(e));
-    const agent = { engine: client, onEvent: (l: (e: EngineEvent) => void) => client.on(l) } as unknown as Agent;
-    const [state, setState] = createStore<State>(initialState());
-    const actions = {} as Actions;
-    createMessages(() => agent, actions, state, setState);
-    actions.watchMessages();
+    const { state, actions, arrived, close } = page(alice.engine);
     actions.setActive(conv);
     await actions.loadMessages(conv);
 
@@ -155,9 +162,7 @@ describe('message store: the first load of a conversation races its first messag
     expect(statusOf()).toBe('delivered');
     expect((await alice.engine.messages(conv)).find((m) => m.clientId === sent.clientId)?.status).toBe('delivered');
 
-    unhost();
-    port1.close();
-    port2.close();
+    close();
     alice.engine.close();
     bob.engine.close();
   });
