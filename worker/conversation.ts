@@ -101,6 +101,8 @@ interface QueuedSend {
 
 /** A `deliver` frame's envelopes (JSON text) stay under the frame limit clients are built for. */
 const DELIVER_FRAME_CHARS = MAX_FRAME_BYTES - 1024;
+/** An envelope as JSON, encoded once per message (group) and spliced into each recipient's frame. */
+const encodeEnvelope = (e: Envelope): string => JSON.stringify(e);
 const deliverFrame = (envelopes: string[]) =>
   `{"v":${WIRE_VERSION},"type":"deliver","envelopes":[${envelopes.join(',')}]}`;
 
@@ -508,29 +510,28 @@ export class ConversationDO extends DurableObject<Env> {
       const res = results[i]!;
       if (res.duplicate) continue;
       stored = true;
-      const head = `{"seq":${res.seq},"ts":${res.ts},"from":${JSON.stringify(q.sender)},"id":${JSON.stringify(q.id)},"kind":"${q.kind}",${q.status ? `"status":"${q.status}",` : ''}`;
+      const base = { seq: res.seq, ts: res.ts, from: q.sender, id: q.id, kind: q.kind };
+      const head = q.status ? { ...base, status: q.status } : base;
       const senderKey = deviceKey(q.sender.u, q.sender.d);
       if (q.group) {
         // The recipients are the epoch's devices minus the sender: the same set resume derives later.
         const devices = epochs[i]!.devices;
-        const envelope = `${head}"mode":"group","c":${JSON.stringify(q.group.b64)}}`;
+        const envelope = encodeEnvelope({ ...head, mode: 'group', c: q.group.b64 });
         for (const to of live) if (to.key !== senderKey && devices.has(to.key)) push(to, envelope);
       } else {
         const wanted = new Map<string, string>();
         for (const r of q.recipients) wanted.set(deviceKey(r.u, r.d), r.b64);
         for (const to of live) {
           const c = wanted.get(to.key);
-          if (c !== undefined) push(to, `${head}"mode":"pairwise","c":${JSON.stringify(c)}}`);
+          if (c !== undefined) push(to, encodeEnvelope({ ...head, mode: 'pairwise', c }));
         }
       }
     }
     for (const to of live) if (to.out.length > 0) send(to.ws, deliverFrame(to.out));
     for (let i = 0; i < batch.length; i++) {
-      const res = results[i]!;
-      send(
-        batch[i]!.ws,
-        `{"v":${WIRE_VERSION},"type":"accepted","id":${JSON.stringify(batch[i]!.id)},"seq":${res.seq},"ts":${res.ts}${res.duplicate ? ',"duplicate":true' : ''}}`,
-      );
+      const { seq, ts, duplicate } = results[i]!;
+      const id = batch[i]!.id;
+      send(batch[i]!.ws, { v: WIRE_VERSION, type: 'accepted', id, seq, ts, ...(duplicate ? { duplicate } : {}) });
     }
     // The alarm flushes what is still un-acked then (a group message also moves the group-flushed mark).
     if (stored) {

@@ -7,7 +7,7 @@
  */
 import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
-import { CLOSE, type ServerFrame, WIRE_VERSION } from '../schema/wire.js';
+import { CLOSE, type ServerFrame, serverFrame, WIRE_VERSION } from '../schema/wire.js';
 import { type AppendInput, DeliveryStore } from './delivery/store.js';
 import {
   type Client,
@@ -138,6 +138,8 @@ describe('group commit: the conversation object', () => {
     );
     for (const c of clients) {
       const delivers = c.frames.filter((f): f is Extract<ServerFrame, { type: 'deliver' }> => f.type === 'deliver');
+      // Every frame is on the wire schema (deliver frames are spliced from pre-encoded envelopes).
+      for (const f of c.frames) expect(serverFrame.safeParse(f).success, JSON.stringify(f).slice(0, 200)).toBe(true);
       // Batched: fewer frames than envelopes (the 100 sends arrive faster than one commit per frame).
       expect(delivers.length).toBeLessThan(75);
       expect(delivers.some((f) => f.envelopes.length > 1)).toBe(true);
