@@ -12,10 +12,10 @@
  *  - check a send against the cached member/device set (re-read from D1 once on a mismatch, when dropped by
  *    the membership / device RPCs, and whenever it is older than DELIVERY_LIMITS.deviceSetTtlMs — the RPCs
  *    are best effort, the TTL bounds how long a missed one is trusted), rate-limit it per device (token
- *    bucket), assign `seq`/`ts` in the same DO-SQLite transaction that persists it (store.ts: a group
- *    message is one log row tagged with its recipient-set epoch; a pairwise one adds a row per recipient
- *    device), answer `accepted` only after that commit (output gate) and fan `deliver` out to the
- *    recipients' live sockets;
+ *    bucket), then queue it for the group commit: the queued sends get `seq`/`ts` in the one DO-SQLite
+ *    transaction that persists them all (store.ts: a group message is one log row tagged with its
+ *    recipient-set epoch; a pairwise one adds a row per recipient device); `accepted` and one `deliver`
+ *    per recipient live socket go out only after that commit (output gate);
  *  - keep every envelope pending until its device acks (pairwise rows; group ack cursors); copy the
  *    un-acked ones to the D1 mailbox in batches from the alarm (DELIVERY_LIMITS.flushDelayMs after they
  *    were written), replay them on `resume`;
@@ -397,9 +397,9 @@ export class ConversationDO extends DurableObject<Env> {
     }
 
     let recipients: QueuedSend['recipients'] = [];
-    let group: Uint8Array | null = null;
+    let group: QueuedSend['group'] = null;
     if ('group' in frame) {
-      group = decodeCiphertext(frame.group, frame.id);
+      group = { c: decodeCiphertext(frame.group, frame.id), b64: frame.group };
     } else {
       const seen = new Set<string>();
       for (const t of frame.to) {
@@ -428,7 +428,7 @@ export class ConversationDO extends DurableObject<Env> {
       kind: frame.type === 'receipt' ? 'receipt' : 'message',
       status: frame.type === 'receipt' ? frame.status : null,
       set,
-      group: group && 'group' in frame ? { c: group, b64: frame.group } : null,
+      group,
       recipients,
       checkedNew: this.commits === commitsAtCheck,
     });

@@ -234,7 +234,7 @@ export class DeliveryStore {
     };
   }
 
-  /** The last assigned seq (cached: only append() changes it). */
+  /** The last assigned seq (cached: only appendBatch() changes it). */
   lastSeq(): number {
     return this.lastSeqCache ?? this.state().lastSeq;
   }
@@ -320,17 +320,9 @@ export class DeliveryStore {
   }
 
   /**
-   * Persists one message (a group message: its log row only; a pairwise one: plus one row per recipient
-   * device) and assigns the next seq and a strictly increasing ts (max(now, last + 1)) in one transaction.
-   * A client id already in the log returns its original seq and writes nothing.
-   */
-  append(input: AppendInput, now: number): AppendResult {
-    return this.appendBatch([input], now)[0]!;
-  }
-
-  /**
-   * Persists a batch of messages in ONE transaction (the DO's group commit): each gets the next seq and a
-   * strictly increasing ts, in input order; the state row is written once. A client id already in the log,
+   * Persists a batch of messages in ONE transaction (the DO's group commit) — a group message as its log
+   * row only, a pairwise one plus one row per recipient device. Each gets the next seq and a strictly
+   * increasing ts (max(now, last + 1)), in input order; the state row is written once. A client id already in the log,
    * or earlier in the same batch, returns the original seq/ts with `duplicate` and writes nothing. Inputs
    * marked `checkedNew` skip the log lookup (the caller looked, and only this method writes log rows); the
    * unique index still refuses a wrong mark, which rolls the whole batch back (no seq is ever skipped).
@@ -559,17 +551,7 @@ export class DeliveryStore {
           .map((c) => [keyOf(c.user_id, c.device_id), c.acked_through]),
       );
       const msgs = this.sql
-        .exec<{
-          seq: number;
-          ts: number;
-          sender_user: string;
-          sender_device: string;
-          client_id: string;
-          kind: 'message' | 'receipt';
-          status: 'delivered' | 'read' | null;
-          epoch: number;
-          n: number;
-        }>(
+        .exec<Omit<ReplayRow, 'c' | 'grp'> & { epoch: number; n: number }>(
           `SELECT seq, ts, sender_user, sender_device, client_id, kind, status, epoch, length(group_c) AS n
            FROM log WHERE seq > ? AND seq <= ? AND epoch IS NOT NULL ORDER BY seq LIMIT ?`,
           mark,
