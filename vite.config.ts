@@ -20,7 +20,8 @@ export default defineConfig({
     solid(),
     tailwindcss(),
     cloudflare({
-      configPath: here('./wrangler.toml'),
+      // E2E_CHAT_WRANGLER_CONFIG: scripts/deploy.test.ts deploys a copy without placeholders.
+      configPath: process.env.E2E_CHAT_WRANGLER_CONFIG ?? here('./wrangler.toml'),
       // Same local state folder that `wrangler d1 migrations apply --local` writes to.
       persistState: { path: process.env.E2E_CHAT_STATE_DIR ?? here('./.wrangler/state') },
       inspectorPort: false,
@@ -32,7 +33,8 @@ export default defineConfig({
     // (Kobalte ships JSX for Solid and is compiled by vite-plugin-solid instead.)
     include: ['solid-js', 'solid-js/web', 'solid-js/store', 'uqr', 'zod'],
   },
-  build: { outDir: here('./dist'), emptyOutDir: true, target: 'es2022' },
+  // E2E_CHAT_DIST_DIR: tests build elsewhere (scripts/deploy-config.ts DIST).
+  build: { outDir: process.env.E2E_CHAT_DIST_DIR ?? here('./dist'), emptyOutDir: true, target: 'es2022' },
   server: { host: '127.0.0.1', port: Number(process.env.PORT ?? 5173), strictPort: true },
   preview: { host: '127.0.0.1', port: Number(process.env.PORT ?? 4173), strictPort: true },
 });

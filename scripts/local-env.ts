@@ -26,7 +26,7 @@ export const QUIET_ENV = {
 const b64u = (n: number) => randomBytes(n).toString('base64url');
 
 /** Every local secret the Worker reads, with a generator. Add new secrets here. */
-const LOCAL_SECRETS: Record<string, () => string> = {
+export const LOCAL_SECRETS: Record<string, () => string> = {
   APP_ENV: () => 'development',
   /** HMAC key for access tokens, `kid:secret` pairs, newest first (rotation: prepend a new pair). */
   JWT_SIGNING_KEYS: () => `dev-${b64u(4)}:${b64u(32)}`,
