@@ -41,7 +41,7 @@ export const hadAccount = () => typeof localStorage !== 'undefined' && !!localSt
 
 function Loading() {
   return (
-    <div class="flex h-full items-center justify-center text-slate-500" role="status">
+    <div class="flex h-full items-center justify-center text-slate-500 dark:text-slate-400" role="status">
       <Spinner class="mr-2" /> Loading…
     </div>
   );
@@ -79,7 +79,7 @@ function Routes() {
       <Match when={!current()}>
         <main class="p-8">
           <h1 class="text-xl font-semibold">Page not found</h1>
-          <a class="text-blue-600 underline" href="/">
+          <a class="text-blue-600 underline dark:text-blue-400" href="/">
             Go home
           </a>
         </main>
@@ -102,13 +102,15 @@ function OfflineBanner() {
   const { state } = useStore();
   return (
     <Show when={!state.browserOnline}>
-      <div
-        role="status"
-        class="bg-amber-500 px-4 py-1.5 text-center text-sm font-medium text-amber-950"
-        data-testid="offline-banner"
-      >
-        You are offline. Messages will be sent when the connection is back.
-      </div>
+      <section aria-label="Connection">
+        <p
+          role="status"
+          class="bg-amber-500 px-4 py-1.5 text-center text-sm font-medium text-amber-950"
+          data-testid="offline-banner"
+        >
+          You are offline. Messages will be sent when the connection is back.
+        </p>
+      </section>
     </Show>
   );
 }

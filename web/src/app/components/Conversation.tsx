@@ -67,7 +67,7 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
           </p>
         </Show>
         <div
-          class={`mt-0.5 flex justify-end gap-1 text-[0.7rem] ${out() ? 'text-blue-100' : 'text-slate-500 dark:text-slate-400'}`}
+          class={`mt-0.5 flex justify-end gap-1 text-[0.7rem] ${out() ? 'text-white/95' : 'text-slate-600 dark:text-slate-300'}`}
         >
           <time dateTime={new Date(props.m.sentAt).toISOString()}>{time(Math.min(props.m.sentAt, Date.now()))}</time>
           <Show when={out()}>
@@ -101,6 +101,7 @@ export function Conversation(props: { id: string }) {
       scroller.scrollTop = scroller.scrollHeight;
     });
     input?.focus();
+    setTimeout(() => input?.focus(), 0); // after a dialog that opened this conversation has let go of focus
   });
   onCleanup(() => actions.setActive(null));
   createEffect(
@@ -159,9 +160,9 @@ export function Conversation(props: { id: string }) {
         </Link>
         <Avatar name={nameOf(conv())} seed={props.id} />
         <div class="min-w-0 flex-1">
-          <h2 class="truncate font-semibold" data-testid="conversation-title">
+          <h1 class="truncate font-semibold" data-testid="conversation-title">
             {nameOf(conv())}
-          </h2>
+          </h1>
           <p class="text-xs text-slate-500 dark:text-slate-400" aria-live="polite">
             {removed()
               ? 'Not a member'
@@ -215,9 +216,10 @@ export function Conversation(props: { id: string }) {
       <div
         ref={scroller}
         onScroll={() => void onScroll()}
-        class="min-h-0 flex-1 overflow-y-auto bg-slate-50 px-3 py-4 sm:px-6 dark:bg-slate-950"
+        class={`min-h-0 flex-1 overflow-y-auto bg-slate-50 px-3 py-4 sm:px-6 dark:bg-slate-950 ${focusRing} focus-visible:-outline-offset-2`}
         role="log"
         aria-label="Messages"
+        tabindex="0"
         aria-live="polite"
         data-testid="message-list"
       >

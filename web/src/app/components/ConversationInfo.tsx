@@ -67,7 +67,7 @@ export function ConversationInfo(props: { id: string }) {
         <Link href={`/chats/${props.id}`} class={`rounded-lg p-1.5 ${focusRing}`} aria-label="Back to conversation">
           ←
         </Link>
-        <h2 class="font-semibold">Conversation info</h2>
+        <h1 class="font-semibold">Conversation info</h1>
       </header>
       <div class="min-h-0 flex-1 overflow-y-auto p-4 sm:p-6">
         <div class="mx-auto max-w-xl space-y-6">
@@ -82,9 +82,9 @@ export function ConversationInfo(props: { id: string }) {
           </div>
 
           <section aria-labelledby="members-h">
-            <h3 id="members-h" class="mb-2 text-sm font-semibold text-slate-500 uppercase dark:text-slate-400">
+            <h2 id="members-h" class="mb-2 text-sm font-semibold text-slate-500 uppercase dark:text-slate-400">
               Members
-            </h3>
+            </h2>
             <ul class="divide-y divide-slate-200 rounded-xl bg-white ring-1 ring-slate-200 dark:divide-slate-800 dark:bg-slate-900 dark:ring-slate-800">
               <For each={members()}>
                 {(m) => {

@@ -1,6 +1,8 @@
 /**
  * Dialogs on Kobalte's Dialog / AlertDialog: focus trapped and restored, Esc and outside click close,
- * title and description wired to aria-labelledby / aria-describedby.
+ * title and description wired to aria-labelledby / aria-describedby. A dialog opens with focus on its
+ * first field (not on "Close"); one opened from a menu item (which is gone once the menu closes) gives
+ * focus back to `returnFocus` when it closes.
  */
 // Named parts, not the `Dialog` / `AlertDialog` namespaces: Kobalte 0.13 builds both namespaces with
 // Object.assign onto the SAME root function, so whichever module loads last wins (`Dialog.Content`
@@ -15,19 +17,43 @@ const positioner = 'fixed inset-0 z-40 flex items-end justify-center p-0 sm:item
 const panel =
   'max-h-[90vh] w-full max-w-md overflow-y-auto rounded-t-2xl bg-white p-6 shadow-xl ring-1 ring-slate-200 sm:rounded-2xl dark:bg-slate-900 dark:ring-slate-800';
 
+/** Focus the first field of the dialog (else Kobalte's default: its first tabbable element, "Close"). */
+function focusFirstField(e: Event) {
+  const content = e.currentTarget instanceof HTMLElement ? e.currentTarget : null;
+  const field = content?.querySelector<HTMLElement>(
+    '[autofocus], input:not([disabled]):not([type=hidden]), textarea:not([disabled]), select:not([disabled])',
+  );
+  if (!field) return;
+  e.preventDefault();
+  field.focus();
+}
+
 export function Modal(props: {
   open: boolean;
   onOpenChange: (open: boolean) => void;
   title: string;
   description?: string;
   children: JSX.Element;
+  /**
+   * Where focus goes when the dialog closes (default: the element focused before it opened); null leaves
+   * focus alone (the dialog's action moved it, e.g. to a page it opened).
+   */
+  returnFocus?: () => HTMLElement | null | undefined;
 }) {
   return (
     <Dialog.Root open={props.open} onOpenChange={props.onOpenChange}>
       <Dialog.Portal>
         <Dialog.Overlay class={overlay} />
         <div class={positioner}>
-          <Dialog.Content class={panel}>
+          <Dialog.Content
+            class={panel}
+            onOpenAutoFocus={focusFirstField}
+            onCloseAutoFocus={(e) => {
+              if (!props.returnFocus) return;
+              e.preventDefault();
+              props.returnFocus()?.focus();
+            }}
+          >
             <div class="flex items-start justify-between gap-4">
               <Dialog.Title class="text-lg font-semibold">{props.title}</Dialog.Title>
               <Dialog.CloseButton

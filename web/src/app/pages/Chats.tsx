@@ -27,13 +27,19 @@ export function useConversationName() {
 const menuItem = `flex w-full cursor-default items-center rounded-md px-3 py-2 text-sm outline-none data-[highlighted]:bg-slate-100 dark:data-[highlighted]:bg-slate-800`;
 const menuContent = `z-50 min-w-48 rounded-xl bg-white p-1 shadow-lg ring-1 ring-slate-200 dark:bg-slate-900 dark:ring-slate-800`;
 
-function NewChatDialogs(props: { mode: 'direct' | 'group' | null; onClose: () => void }) {
+function NewChatDialogs(props: {
+  mode: 'direct' | 'group' | null;
+  onClose: () => void;
+  returnFocus: () => HTMLElement | undefined;
+}) {
   const { actions } = useStore();
   const [name, setName] = createSignal('');
   const [title, setTitle] = createSignal('');
   const [members, setMembers] = createSignal('');
   const [error, setError] = createSignal<string | null>(null);
   const [busy, setBusy] = createSignal(false);
+  // After "Start chat" the conversation opens with focus in its composer; Cancel / Esc return to "New".
+  let opened = false;
   const close = () => {
     setName('');
     setTitle('');
@@ -55,6 +61,7 @@ function NewChatDialogs(props: { mode: 'direct' | 'group' | null; onClose: () =>
                 .split(/[\s,]+/)
                 .filter(Boolean),
             );
+      opened = true;
       close();
       navigate(`/chats/${id}`);
     } catch (err) {
@@ -68,6 +75,11 @@ function NewChatDialogs(props: { mode: 'direct' | 'group' | null; onClose: () =>
       open={props.mode !== null}
       onOpenChange={(o) => !o && close()}
       title={props.mode === 'group' ? 'New group' : 'New chat'}
+      returnFocus={() => {
+        if (!opened) return props.returnFocus();
+        opened = false;
+        return null;
+      }}
       description={
         props.mode === 'group'
           ? 'Everyone you add gets the group’s messages from now on.'
@@ -131,6 +143,7 @@ function Sidebar(props: { activeId?: string }) {
   const { state, actions } = useStore();
   const nameOf = useConversationName();
   const [dialog, setDialog] = createSignal<'direct' | 'group' | null>(null);
+  let newButton: HTMLButtonElement | undefined;
   // Most recent activity first (Signal-like); conversations without messages by name.
   const list = createMemo(() =>
     Object.values(state.conversations).sort(
@@ -152,7 +165,13 @@ function Sidebar(props: { activeId?: string }) {
         <h1 class="flex-1 text-lg font-semibold">Chats</h1>
         <ThemeToggle />
         <DropdownMenu>
-          <DropdownMenu.Trigger class={buttonClass('primary', 'px-2.5 py-1.5')} aria-label="New conversation">
+          <DropdownMenu.Trigger
+            ref={(el: HTMLButtonElement) => {
+              newButton = el;
+            }}
+            class={buttonClass('primary', 'px-2.5 py-1.5')}
+            aria-label="New conversation"
+          >
             <span aria-hidden="true" class="text-base leading-none">
               +
             </span>{' '}
@@ -196,7 +215,11 @@ function Sidebar(props: { activeId?: string }) {
                     <span class="min-w-0 flex-1">
                       <span class="block truncate font-medium">{nameOf(c)}</span>
                       <span
-                        class="block truncate text-xs text-slate-500 dark:text-slate-400"
+                        class={`block truncate text-xs ${
+                          props.activeId === c.id
+                            ? 'text-slate-700 dark:text-slate-200'
+                            : 'text-slate-500 dark:text-slate-400'
+                        }`}
                         data-testid="preview"
                         data-error={state.last[c.id]?.error}
                       >
@@ -257,7 +280,7 @@ function Sidebar(props: { activeId?: string }) {
           </button>
         </Show>
       </footer>
-      <NewChatDialogs mode={dialog()} onClose={() => setDialog(null)} />
+      <NewChatDialogs mode={dialog()} onClose={() => setDialog(null)} returnFocus={() => newButton} />
     </div>
   );
 }
@@ -266,20 +289,20 @@ export default function Chats(props: { params: Record<string, string> }) {
   const id = () => props.params.id;
   const info = () => path().endsWith('/info');
   return (
-    <div class="flex h-full">
+    <main class="flex h-full">
       <aside
         class={`${id() ? 'hidden md:block' : 'block'} h-full w-full shrink-0 border-r border-slate-200 bg-white md:w-80 dark:border-slate-800 dark:bg-slate-900`}
         aria-label="Conversation list"
       >
         <Sidebar activeId={id()} />
       </aside>
-      <section class={`${id() ? 'flex' : 'hidden md:flex'} h-full min-w-0 flex-1 flex-col`}>
+      <section class={`${id() ? 'flex' : 'hidden md:flex'} h-full min-w-0 flex-1 flex-col`} aria-label="Conversation">
         <Show
           when={id()}
           keyed
           fallback={
             <div class="m-auto max-w-xs text-center text-sm text-slate-500 dark:text-slate-400">
-              <p class="text-base font-medium text-slate-700 dark:text-slate-200">Pick a conversation</p>
+              <h2 class="text-base font-medium text-slate-700 dark:text-slate-200">Pick a conversation</h2>
               <p class="mt-1">Messages are end-to-end encrypted: only the people in a conversation can read them.</p>
             </div>
           }
@@ -291,6 +314,6 @@ export default function Chats(props: { params: Record<string, string> }) {
           )}
         </Show>
       </section>
-    </div>
+    </main>
   );
 }
