@@ -1,6 +1,15 @@
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
+
+/**
+ * Outside workerd, `cloudflare:workers` (the Durable Object base classes) is a stub: the bad-input suite
+ * imports the Worker's app to discover its routes (reliability/lib/surface.ts).
+ */
+const workerdStub = {
+  'cloudflare:workers': fileURLToPath(new URL('./reliability/lib/workerd-stub.mjs', import.meta.url)),
+};
 
 /** Fresh secrets for every test run (the pool must not depend on a developer's .dev.vars). */
 const secret = () => randomBytes(32).toString('base64url');
@@ -17,9 +26,10 @@ export default defineConfig({
     reporters: ['default', './scripts/summary-reporter.ts'],
     projects: [
       {
+        resolve: { alias: workerdStub },
         test: {
           name: 'unit',
-          include: ['web/src/**/*.test.ts', 'scripts/**/*.test.ts'],
+          include: ['web/src/**/*.test.ts', 'scripts/**/*.test.ts', 'reliability/**/*.test.ts'],
           environment: 'node',
           testTimeout: 30_000,
         },
@@ -50,6 +60,7 @@ export default defineConfig({
         },
       },
       {
+        resolve: { alias: workerdStub },
         test: {
           name: 'browser',
           include: ['e2e/**/*.test.ts'],

@@ -3,7 +3,9 @@
  * `npm run dev` (raised rate limits, own state folder for the D1 snapshot); faults against its own dev
  * server, which it SIGKILLs and restarts (other port, state folder and vars file: the shared server is not
  * touched). Load: engines in worker threads, a 2-user × 2-device group and 5 pairs × 10 messages each way,
- * 10 raw devices; bad input: fast-check over HTTP routes, GraphQL and WebSocket frames; faults: restart,
+ * 10 raw devices; bad input: fast-check over every HTTP route, GraphQL field and WebSocket frame type the
+ * app has (discovered from the app), plus oversize / truncated bodies, wrong content types and refused
+ * upgrades on every route; faults: restart,
  * socket drops, 30 % D1 write failures, a crash between encrypt and send; secrets: the logs and every
  * state file of both servers searched for plaintexts, private keys, passwords and tokens.
  */
@@ -36,8 +38,8 @@ describe('reliability suites (CI size)', () => {
     expect(r.failures).toEqual([]);
   });
 
-  it('bad input: no 5xx, sockets survive or close with documented codes, no D1 row changed', {
-    timeout: 90_000,
+  it('bad input: every discovered route, GraphQL field and frame type — no 5xx, JSON errors, oversize bodies 413, refused upgrades delivered, sockets survive or close with documented codes, no D1 row changed', {
+    timeout: 240_000,
   }, async () => {
     const r = await badInputSuite(server.url, server.stateDir, BADINPUT_CI);
     results.push(r);

@@ -9,6 +9,8 @@ export interface SuiteResult {
   rows: [string, string][];
   /** Empty when the suite found nothing wrong. */
   failures: string[];
+  /** An optional second table (Markdown), e.g. the bad-input suite's figures per surface. */
+  detail?: string;
 }
 
 export function reportTable(results: readonly SuiteResult[]): string {
@@ -19,4 +21,12 @@ export function reportTable(results: readonly SuiteResult[]): string {
   }
   const problems = results.flatMap((r) => r.failures.map((f) => `- ${r.name}: ${f}`));
   return `${lines.join('\n')}\n${problems.length ? `\nProblems:\n${problems.join('\n')}\n` : ''}`;
+}
+
+/** The suites' second tables, each under its suite's name. */
+export function reportDetails(results: readonly SuiteResult[]): string {
+  return results
+    .filter((r) => r.detail)
+    .map((r) => `### ${r.name}: per surface\n\n${r.detail}\n`)
+    .join('\n');
 }

@@ -13,7 +13,7 @@ import type { DevServer } from '../scripts/dev-server.js';
 import { BADINPUT_CI, BADINPUT_FULL, badInputSuite } from './badinput.js';
 import { FAULTS_CI, FAULTS_FULL, faultsSuite, stopFaults } from './faults.js';
 import { LOAD_CI, LOAD_FULL, loadSuite } from './load.js';
-import { reportTable, type SuiteResult } from './report.js';
+import { reportDetails, reportTable, type SuiteResult } from './report.js';
 import { collect, secretsSuite } from './secrets.js';
 import { startSuiteServer } from './server.js';
 
@@ -77,6 +77,6 @@ const load = loadavg()
   .map((x) => x.toFixed(1))
   .join(' ');
 process.stdout.write(
-  `\n${describeMachine(machineInfo())} · load average ${load} · ${ci ? 'CI' : 'full'} configuration · ${((performance.now() - t0) / 1000).toFixed(0)} s\n\n${reportTable(results)}\n`,
+  `\n${describeMachine(machineInfo())} · load average ${load} · ${ci ? 'CI' : 'full'} configuration · ${((performance.now() - t0) / 1000).toFixed(0)} s\n\n${reportTable(results)}\n${reportDetails(results)}`,
 );
 process.exitCode = results.some((r) => r.failures.length > 0) ? 1 : 0;

@@ -1,90 +1,17 @@
 /**
- * The Worker: one Hono app, one sub-app per resource, one onError.
- *
- * Every response carries the security headers; every JSON body is size-limited; every request gets an
- * id that appears in its log line and the X-Request-Id header. Logs never hold bodies, tokens or keys.
+ * The Worker's entry module: the HTTP app (worker/app.ts — routes are mounted there), the Durable Object
+ * classes and the cron handler.
  */
-import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
+import { app } from './app.js';
 import { makeDb } from './db.js';
 import { deliveryConfig } from './delivery/config.js';
 import { cleanupExpired } from './delivery/mailbox-db.js';
-import type { AppBindings, Env } from './env.js';
-import { AppError } from './errors.js';
-import { LIMITS } from './limits.js';
+import type { Env } from './env.js';
 import { log } from './log.js';
-import { auth } from './routes/auth.js';
-import { conversations } from './routes/conversations.js';
-import { devices } from './routes/devices.js';
-import { graphql } from './routes/graphql.js';
-import { health } from './routes/health.js';
-import { keys } from './routes/keys.js';
-import { mailbox } from './routes/mailbox.js';
-import { probe } from './routes/probe.js';
-import { realtime } from './routes/realtime.js';
-import { users } from './routes/users.js';
-import { ConfigError } from './secrets.js';
-import { corsPolicy, cspHeader, securityHeaders } from './security.js';
 
 export { ConversationDO } from './conversation.js';
 export { RateLimiter } from './limiter.js';
 export { ProbeDO } from './probe.js';
-
-const app = new Hono<AppBindings>();
-
-app.use('*', async (c, next) => {
-  const requestId = crypto.randomUUID();
-  c.set('requestId', requestId);
-  const started = Date.now();
-  await next();
-  c.header('X-Request-Id', requestId);
-  // Path only: query strings can carry single-use tickets.
-  log('info', 'request', {
-    requestId,
-    method: c.req.method,
-    path: new URL(c.req.url).pathname,
-    status: c.res.status,
-    ms: Date.now() - started,
-  });
-});
-app.use('*', securityHeaders, cspHeader, corsPolicy);
-app.use(
-  '*',
-  bodyLimit({
-    maxSize: LIMITS.maxPrekeyBodyBytes,
-    onError: () => {
-      throw new AppError(413, 'payload_too_large', 'request body too large');
-    },
-  }),
-);
-
-app.route('/api/health', health);
-// Realtime (ticket, WebSocket) first: it owns /api/conversations/:id/ws.
-app.route('/api/conversations', realtime);
-app.route('/api/conversations', conversations);
-app.route('/api/mailbox', mailbox);
-app.route('/api/probe', probe);
-app.route('/api/devices', devices);
-app.route('/api/keys', keys);
-app.route('/graphql', graphql);
-app.route('/api/auth', auth);
-app.route('/api/users', users);
-// ROUTES: sub-apps are mounted above this line.
-
-app.notFound((c) => c.json({ error: { code: 'not_found', message: 'no such route' } }, 404));
-
-app.onError((err, c) => {
-  if (err instanceof AppError) {
-    if (err.status === 429 && typeof err.details?.retryAfterSec === 'number') {
-      c.header('Retry-After', String(err.details.retryAfterSec));
-    }
-    return c.json({ error: { code: err.code, message: err.message, ...err.details } }, err.status);
-  }
-  // Unknown errors: log the type only (never the message or stack, which may hold input), answer generically.
-  const type = err instanceof ConfigError ? `ConfigError: ${err.message}` : (err?.name ?? 'unknown');
-  log('error', 'unhandled_error', { requestId: c.get('requestId'), type });
-  return c.json({ error: { code: 'internal', message: 'internal error' } }, 500);
-});
 
 /**
  * Cron (wrangler.toml [triggers]): expired mailbox envelopes (DELIVERY_LIMITS.mailboxTtlMs), orphaned group
