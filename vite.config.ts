@@ -3,6 +3,7 @@ import { cloudflare } from '@cloudflare/vite-plugin';
 import tailwindcss from '@tailwindcss/vite';
 import { defineConfig } from 'vite';
 import solid from 'vite-plugin-solid';
+import { relayRefusedUpgrades } from './scripts/vite-refused-upgrades.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
@@ -19,6 +20,8 @@ export default defineConfig({
   plugins: [
     solid(),
     tailwindcss(),
+    // Before the Cloudflare plugin: its upgrade listener must see our marker (see the file's header).
+    relayRefusedUpgrades(),
     cloudflare({
       // E2E_CHAT_WRANGLER_CONFIG: scripts/deploy.test.ts deploys a copy without placeholders.
       configPath: process.env.E2E_CHAT_WRANGLER_CONFIG ?? here('./wrangler.toml'),
@@ -35,6 +38,9 @@ export default defineConfig({
   },
   // E2E_CHAT_DIST_DIR: tests build elsewhere (scripts/deploy-config.ts DIST).
   build: { outDir: process.env.E2E_CHAT_DIST_DIR ?? here('./dist'), emptyOutDir: true, target: 'es2022' },
-  server: { host: '127.0.0.1', port: Number(process.env.PORT ?? 5173), strictPort: true },
-  preview: { host: '127.0.0.1', port: Number(process.env.PORT ?? 4173), strictPort: true },
+  // No CORS from Vite itself (its default reflects any localhost origin, which let other local pages read
+  // API answers made with the user's credentials): the Worker's own CORS policy (worker/security.ts) is the
+  // only one, in development as in production.
+  server: { host: '127.0.0.1', port: Number(process.env.PORT ?? 5173), strictPort: true, cors: false },
+  preview: { host: '127.0.0.1', port: Number(process.env.PORT ?? 4173), strictPort: true, cors: false },
 });
