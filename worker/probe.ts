@@ -29,7 +29,11 @@ export class ProbeDO extends DurableObject<Env> {
       );
     }
     if (this.ctx.getWebSockets().length >= PROBE_MAX_SOCKETS) {
-      return Response.json({ error: { code: 'probe_full', message: 'probe room is full' } }, { status: 429 });
+      // Like every 429: Retry-After and retryAfterSec (a room empties as soon as its probe ends).
+      return Response.json(
+        { error: { code: 'probe_full', message: 'probe room is full', retryAfterSec: 5 } },
+        { status: 429, headers: { 'Retry-After': '5' } },
+      );
     }
     const pair = new WebSocketPair();
     this.ctx.acceptWebSocket(pair[1]);

@@ -43,6 +43,35 @@ describe('security headers', () => {
     expect(preflight.headers.get('Access-Control-Allow-Origin')).toBeNull();
   });
 
+  it('a foreign origin never gets Access-Control-Allow-Credentials, on any answer or preflight', async () => {
+    for (const origin of ['https://evil.example', 'http://localhost:3000', 'http://127.0.0.1:8080', 'null']) {
+      for (const init of [
+        { method: 'GET', path: '/api/health' },
+        { method: 'GET', path: '/api/auth/session' },
+        { method: 'POST', path: '/api/auth/refresh' },
+        { method: 'OPTIONS', path: '/api/auth/session', preflight: true },
+      ]) {
+        const res = await exports.default.fetch(`http://example.com${init.path}`, {
+          method: init.method,
+          headers: { Origin: origin, ...(init.preflight ? { 'Access-Control-Request-Method': 'GET' } : {}) },
+        });
+        const what = `${init.method} ${init.path} from ${origin}`;
+        expect(res.headers.get('Access-Control-Allow-Credentials'), what).toBeNull();
+        expect(res.headers.get('Access-Control-Allow-Origin'), what).toBeNull();
+        if (init.preflight) {
+          expect(res.status, what).toBe(403);
+          expect(((await res.json()) as { error: { code: string } }).error.code).toBe('bad_origin');
+        } else await res.arrayBuffer();
+      }
+    }
+    // The app's own origin still gets credentials (and may read Retry-After).
+    const ok = await exports.default.fetch('http://example.com/api/health', {
+      headers: { Origin: 'https://app.example' },
+    });
+    expect(ok.headers.get('Access-Control-Allow-Credentials')).toBe('true');
+    expect(ok.headers.get('Access-Control-Expose-Headers')).toContain('Retry-After');
+  });
+
   it('an oversize body is refused with 413 payload_too_large before any handler runs', async () => {
     const res = await exports.default.fetch('http://example.com/api/health', {
       method: 'POST',

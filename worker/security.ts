@@ -52,13 +52,25 @@ export const cspHeader = createMiddleware<AppBindings>(async (c, next) => {
   c.header('Content-Security-Policy', CSP);
 });
 
-/** CORS: only the configured app origin (or none: same-origin requests need no CORS). */
-export const corsPolicy = createMiddleware<AppBindings>(async (c, next) =>
-  cors({
-    origin: (origin) => (c.env.APP_ORIGIN && origin === c.env.APP_ORIGIN ? origin : null),
-    allowMethods: ['GET', 'POST', 'DELETE'],
-    allowHeaders: ['Authorization', 'Content-Type'],
-    credentials: true,
-    maxAge: 600,
-  })(c, next),
-);
+/**
+ * CORS: only the configured app origin (APP_ORIGIN; empty = same-origin only, which needs no CORS). A
+ * request from any other origin gets no CORS header at all — in particular never
+ * `Access-Control-Allow-Credentials` without a matching `Access-Control-Allow-Origin` — and a preflight from
+ * one is answered 403 `bad_origin`. The dev server adds no CORS of its own (vite.config.ts `cors: false`).
+ */
+const allowedCors = cors({
+  origin: (origin) => origin,
+  allowMethods: ['GET', 'POST', 'DELETE'],
+  allowHeaders: ['Authorization', 'Content-Type'],
+  exposeHeaders: ['Retry-After', 'X-Request-Id'],
+  credentials: true,
+  maxAge: 600,
+});
+export const corsPolicy = createMiddleware<AppBindings>(async (c, next) => {
+  const origin = c.req.header('origin');
+  if (origin && c.env.APP_ORIGIN && origin === c.env.APP_ORIGIN) return allowedCors(c, next);
+  if (origin && c.req.method === 'OPTIONS' && c.req.header('access-control-request-method')) {
+    return c.json({ error: { code: 'bad_origin', message: 'cross-origin request refused' } }, 403);
+  }
+  await next();
+});

@@ -11,7 +11,8 @@ import { verifyAccessToken } from './tokens.js';
 
 export const requireAuth = createMiddleware<AppBindings>(async (c, next) => {
   const header = c.req.header('authorization') ?? '';
-  const m = /^Bearer ([A-Za-z0-9_.-]{10,4096})$/.exec(header);
+  // The scheme is case-insensitive (RFC 9110 §11.1): `bearer …` works like `Bearer …`.
+  const m = /^Bearer +([A-Za-z0-9_.-]{10,4096})$/i.exec(header);
   if (!m) throw new AppError(401, 'invalid_token', 'access token missing, invalid or expired');
   const auth = await verifyAccessToken(c.env, m[1]!);
   const db = makeDb(c.env);

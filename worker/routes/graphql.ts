@@ -473,6 +473,9 @@ async function handle(c: Context<AppBindings>, method: 'GET' | 'POST') {
   }
   const op = getOperationAST(document, operationName ?? undefined);
   if (!op) return gqlError(c, 400, 'BAD_REQUEST', 'no unique operation (name it with operationName)');
+  // The schema has no Subscription type; graphql-js would answer at execution time (HTTP 200).
+  if (op.operation === 'subscription')
+    return gqlError(c, 400, 'BAD_REQUEST', 'subscriptions are not supported (use the conversation WebSocket)');
   if (method === 'GET' && op.operation !== 'query') {
     c.header('Allow', 'POST');
     return gqlError(c, 405, 'METHOD_NOT_ALLOWED', 'mutations require POST');

@@ -19,7 +19,7 @@ import { ackMailbox, readMailbox } from '../delivery/mailbox-db.js';
 import type { AppBindings } from '../env.js';
 import { log } from '../log.js';
 import { idString } from '../validate.js';
-import { jsonOf, parseInput } from './input.js';
+import { parseInput, readJson, smallBody } from './input.js';
 
 const MAX_ACKS = 100;
 const pageQuery = z.strictObject({
@@ -51,8 +51,8 @@ export const mailbox = new Hono<AppBindings>()
     c.header('Cache-Control', 'no-store');
     return c.json({ envelopes, next });
   })
-  .post('/ack', requireAuth, async (c) => {
-    const body = parseInput(ackBody, await jsonOf(c));
+  .post('/ack', smallBody, requireAuth, async (c) => {
+    const body = await readJson(c, ackBody);
     const auth = c.get('auth');
     const db = makeDb(c.env);
     await ackMailbox(db, auth.userId, auth.deviceId, body.acks);
