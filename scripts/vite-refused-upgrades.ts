@@ -54,10 +54,10 @@ function wrapInstance(mf: Miniflare): void {
   wrappedInstances.add(mf);
   const original: DispatchFetch = mf.dispatchFetch;
   mf.dispatchFetch = (async (input, init) => {
-    const headers = init?.headers;
-    const id = headers instanceof Headers ? headers.get(MARK) : null;
-    if (!id) return original(input, init);
-    headers!.delete(MARK);
+    const headers = init?.headers instanceof Headers ? init.headers : undefined;
+    const id = headers?.get(MARK);
+    if (!headers || !id) return original(input, init);
+    headers.delete(MARK);
     const socket = pending.get(id);
     pending.delete(id);
     const res = await original(input, init);
