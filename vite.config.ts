@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { cloudflare } from '@cloudflare/vite-plugin';
 import tailwindcss from '@tailwindcss/vite';
@@ -28,6 +29,17 @@ export default defineConfig({
       // Same local state folder that `wrangler d1 migrations apply --local` writes to.
       persistState: { path: process.env.E2E_CHAT_STATE_DIR ?? here('./.wrangler/state') },
       inspectorPort: false,
+      // Extra Worker variables of a test / reliability dev server (scripts/dev-server.ts `vars`).
+      ...(process.env.E2E_CHAT_DEV_VARS
+        ? {
+            config: (c) => ({
+              vars: {
+                ...c.vars,
+                ...(JSON.parse(readFileSync(process.env.E2E_CHAT_DEV_VARS!, 'utf8')) as Record<string, string>),
+              },
+            }),
+          }
+        : {}),
     }),
   ],
   // Pre-bundle the app's and the engine worker's dependencies up front: discovering one on first use makes

@@ -119,7 +119,7 @@ export interface World {
   other: string;
 }
 
-type Auth = 'none' | 'a' | 'b' | 'z' | 'garbage' | 'algnone' | 'lowercase';
+type Auth = 'none' | 'a' | 'b' | 'z' | 'garbage' | 'algnone' | 'lowercase' | 'zlowercase';
 
 // ---- value generators ---------------------------------------------------------------------------------
 
@@ -436,7 +436,7 @@ function httpCaseArb(routes: RouteSurface[], w: World): fc.Arbitrary<HttpCase> {
   return fc.constantFrom(...routes).chain((r) => {
     const g = routeGen(r);
     const auths: Auth[] = g.destructive
-      ? ['none', 'garbage', 'z', 'z', 'lowercase']
+      ? ['none', 'garbage', 'z', 'z', 'zlowercase']
       : ['none', 'a', 'a', 'a', 'b', 'garbage', 'algnone', 'lowercase'];
     const takesBody = !!(g.keys?.length || g.body || methodOf(r) !== 'GET');
     return fc.record({
@@ -469,6 +469,8 @@ function authHeader(w: World, auth: Auth): Record<string, string> {
       return { authorization: `Bearer ${w.z.token}` };
     case 'lowercase':
       return { authorization: `bearer ${w.a.token}` };
+    case 'zlowercase':
+      return { authorization: `bearer ${w.z.token}` };
     case 'garbage':
       return { authorization: 'Bearer not.a.token' };
     case 'algnone':

@@ -3,12 +3,11 @@
  * free loopback port, with its own fresh local state folder, and resolves once /api/health answers.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { ensureDevVars, QUIET_ENV, ROOT } from './local-env.js';
+import { dirname, join } from 'node:path';
+import { QUIET_ENV, ROOT } from './local-env.js';
 
 export interface DevServer {
   url: string;
@@ -36,8 +35,8 @@ export interface DevServerOptions {
   /** Process environment for `npm run dev` (note: the Worker does not see it once `.dev.vars` exists). */
   env?: Record<string, string>;
   /**
-   * Worker variables (e.g. RATE_LIMITS): written with a copy of the local secrets to a git-ignored
-   * `.dev.vars.<name>` that wrangler loads instead of `.dev.vars` for CLOUDFLARE_ENV=<name>; removed on stop.
+   * Worker variables (e.g. RATE_LIMITS): written to a temporary JSON file that vite.config.ts adds to the
+   * Worker's vars (E2E_CHAT_DEV_VARS); removed on stop.
    */
   vars?: Record<string, string>;
   /** Use (and keep on stop) this state folder, so D1/DO state survives a restart; default: fresh, removed. */
@@ -52,16 +51,12 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   let varsFile: string | undefined;
   const env: Record<string, string> = { ...opts.env };
   if (opts.vars) {
-    ensureDevVars();
-    // The environment name is part of the Worker's name and so of its Durable Objects' storage folder: a
-    // restart on a kept state folder must use the same name to find its objects again.
-    const name = `devserver${opts.stateDir ? createHash('sha256').update(opts.stateDir).digest('hex').slice(0, 8) : randomBytes(4).toString('hex')}`;
-    varsFile = `${ROOT}.dev.vars.${name}`;
-    const extra = Object.entries(opts.vars).map(([k, v]) => `${k}='${v}'`);
-    writeFileSync(varsFile, `${readFileSync(`${ROOT}.dev.vars`, 'utf8').trimEnd()}\n${extra.join('\n')}\n`, {
-      mode: 0o600,
-    });
-    env.CLOUDFLARE_ENV = name;
+    // Handed to vite.config.ts (the Cloudflare plugin's `config` customizer adds them to the Worker's vars).
+    // Not through CLOUDFLARE_ENV + `.dev.vars.<name>`: wrangler.toml has named environments now (staging,
+    // production) and wrangler refuses any other name.
+    varsFile = join(mkdtempSync(join(tmpdir(), 'e2e-chat-vars-')), 'vars.json');
+    writeFileSync(varsFile, JSON.stringify(opts.vars), { mode: 0o600 });
+    env.E2E_CHAT_DEV_VARS = varsFile;
   }
   let out = '';
   const child = spawn(process.execPath, [`${ROOT}node_modules/tsx/dist/cli.mjs`, `${ROOT}scripts/dev.ts`], {
@@ -94,7 +89,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
         }
       }
     }
-    if (varsFile) rmSync(varsFile, { force: true });
+    if (varsFile) rmSync(dirname(varsFile), { recursive: true, force: true });
     if (!opts.stateDir) rmSync(stateDir, { recursive: true, force: true });
   };
   const deadline = Date.now() + (opts.timeoutMs ?? 90_000);
