@@ -172,7 +172,6 @@ export class Sessions {
   ): Promise<T> {
     return this.ctx.locks.request(this.lockName(u, d), async () => {
       const { record } = await this.load(u, d);
-      let kemPrekeyId: number | null = null;
       const local = await this.keys.local();
       const r = await decrypt(
         this.ctx.curves,
@@ -182,10 +181,7 @@ export class Sessions {
         {
           ours: local,
           remote: { userId: u, deviceId: d },
-          responderKeys: async (ids) => {
-            kemPrekeyId = ids.kemPrekeyId;
-            return this.keys.responderKeys(this.ctx.store, ids);
-          },
+          responderKeys: (ids) => this.keys.responderKeys(this.ctx.store, ids),
           isTrustedIdentity: async (ik) => {
             if (await this.directory.isBlocked(u)) return false;
             let dev = await this.directory.device(u, d);
@@ -200,7 +196,12 @@ export class Sessions {
       );
       const commit = async (tx: StoreTx) => {
         tx.put(K.record(u, d), serializeSessionRecord(r.record));
-        if (r.newSession) await this.keys.consumeInTx(tx, { oneTimePrekeyId: r.consumedOneTimePrekeyId, kemPrekeyId });
+        if (r.newSession) {
+          await this.keys.consumeInTx(tx, {
+            oneTimePrekeyId: r.consumedOneTimePrekeyId,
+            kemPrekeyId: r.consumedKemPrekeyId,
+          });
+        }
       };
       return then({ plaintext: r.plaintext, newSession: r.newSession, commit });
     });

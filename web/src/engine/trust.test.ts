@@ -14,7 +14,7 @@ import type { EngineContext } from './context.js';
 import { DEFAULT_KEYSTORE_CONFIG, Keystore } from './keystore.js';
 import { memoryLocks } from './locks.js';
 import { WITHHELD } from './messages.js';
-import { memoryStore } from './storage.js';
+import { memoryStore, readJson } from './storage.js';
 import { cryptoRng, makeWorld, newClient, texts, until } from './testing/harness.js';
 
 describe('PITFALLS 16: only devices in a verified signed list are encrypted to', () => {
@@ -116,6 +116,50 @@ describe('keystore', () => {
     await w.server.api('alice', 'alice-1').claimBundles('bob');
     expect((await bob.engine.publishPrekeys()).oneTime).toBe(4);
     alice.engine.close();
+  });
+
+  it('a new session deletes the one-time ML-KEM prekey it used and keeps the last-resort one', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const carol = await newClient(w, 'carol');
+    const bob = await newClient(w, 'bob');
+    const kems = async () => {
+      const out = new Map<number, boolean>();
+      for (const e of await bob.store.list('ks/kem/')) {
+        const rec = (await readJson<{ id: number; lastResort: boolean }>(bob.store, e.key))!;
+        out.set(rec.id, rec.lastResort);
+      }
+      return out;
+    };
+    const before = await kems();
+    const lastResort = [...before].filter(([, lr]) => lr).map(([id]) => id);
+    expect([before.size, lastResort.length]).toEqual([5, 1]);
+
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await alice.engine.connect([conv]);
+    await alice.engine.sendText(conv, 'x');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'sent');
+    await bob.engine.syncMailbox();
+    const after = await kems();
+    const gone = [...before.keys()].filter((id) => !after.has(id));
+    expect(gone).toHaveLength(1);
+    expect(before.get(gone[0]!)).toBe(false);
+
+    // The server's one-time ML-KEM keys run out (Bob's top-up after the first session has finished:
+    // 3 left ≥ watermark 2, nothing uploaded): Carol's session uses the last-resort key, which Bob keeps.
+    await bob.engine.publishPrekeys();
+    for (let i = 0; i < 3; i++) await w.server.api('alice', 'alice-1').claimBundles('bob');
+    const conv2 = await carol.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await carol.engine.connect([conv2]);
+    await carol.engine.sendText(conv2, 'y');
+    await until(() => w.server.pending(conv2, 'bob', 'bob-1').length === 1, 'sent');
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv2)).toEqual(['y']);
+    const afterCarol = await kems();
+    expect([...after.keys()].filter((id) => !afterCarol.has(id))).toEqual([]);
+    expect(afterCarol.get(lastResort[0]!)).toBe(true);
+    alice.engine.close();
+    carol.engine.close();
   });
 
   it('the default top-up fits one upload: 100 KEM keys including the last-resort one, never 101', async () => {

@@ -37,6 +37,10 @@ export const ErrorCode = {
   LimitExceeded: 'limit_exceeded',
   /** The Diffie-Hellman output was all zeros (low-order peer key). */
   ZeroSharedSecret: 'zero_shared_secret',
+  /** A message index at or past the authenticated end (the next chain's PN) of an older receiving chain. */
+  BeyondChainEnd: 'beyond_chain_end',
+  /** A PQXDH init naming a (user id, device id) other than the sender the transport authenticated. */
+  SenderMismatch: 'sender_mismatch',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -63,7 +67,10 @@ export function fail(code: ErrorCode, operation: string, message?: string): neve
 
 /**
  * Collapse every authentication-type failure into one generic `decryption_failed` for callers outside
- * the core, keeping `duplicate` (the client needs it to dedupe) and non-cryptographic errors as they are.
+ * the core, keeping `duplicate` (the client needs it to dedupe), `no_session` (ask for a session or a
+ * distribution), `untrusted_identity` (a key change to show) and `stale_state` as they are. Everything
+ * else — including `beyond_chain_end`, `sender_mismatch` and `limit_exceeded` — leaves as
+ * `decryption_failed`, so a prober learns nothing from which check refused its message.
  */
 export function publicDecryptError(err: unknown, operation: string): ProtocolError {
   if (is(err, ErrorCode.Duplicate)) return err;

@@ -192,7 +192,8 @@ export function encodeDeviceList(l: DeviceList): Uint8Array {
   return concat(encodeDeviceListBody(l), new Writer().fixed(l.signature, SIG_LEN).finish());
 }
 
-const MAX_CERT_LEN = 1 + 4 + MAX_ID_LEN + 4 + MAX_ID_LEN + KEY_LEN * 2 + 8 + SIG_LEN;
+/** Longest encoded device certificate (273 bytes: both ids at MAX_ID_LEN): the bound of every `bytes(certificate)`. */
+export const MAX_CERT_LEN = 1 + 4 + MAX_ID_LEN + 4 + MAX_ID_LEN + KEY_LEN * 2 + 8 + SIG_LEN;
 
 export function decodeDeviceList(bytes: Uint8Array): DeviceList {
   const op = 'decodeDeviceList';

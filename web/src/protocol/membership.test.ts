@@ -147,7 +147,8 @@ describe('membership role × action matrix', () => {
         if (allowed) {
           expect(result.seq).toBe(base.seq + 1);
         } else {
-          expect(is(result, 'forbidden') || (action === 'create' && is(result, 'invalid_structure'))).toBe(true);
+          // A member's `create` after entry 0 is a shape error; everything else the table refuses is forbidden.
+          expect(result.code).toBe(action === 'create' ? 'invalid_structure' : 'forbidden');
         }
       });
     }
@@ -192,7 +193,7 @@ describe('membership log integrity (pitfall 17)', () => {
       params('outsider', { action: 'add', target: 'outsider', role: 'member' }),
     );
     const err = await verifyLog(curves, [...baseLog, e], resolve).catch((x) => x);
-    expect(is(err, 'forbidden') || is(err, 'invalid_structure')).toBe(true);
+    expect(is(err, 'forbidden')).toBe(true);
     const s = await verifyLog(curves, baseLog, resolve);
     expect(s.members.has('outsider')).toBe(false);
   });
@@ -278,6 +279,52 @@ describe('membership log integrity (pitfall 17)', () => {
       const e = await nextEntry(curves, signer('owner'), base, CONV, params('owner', p));
       expect(is(await applyEntry(curves, base, e, resolve).catch((x) => x), 'invalid_structure')).toBe(true);
     }
+  });
+
+  it('step 5 order: a non-member author is forbidden before anything else, even for a create after entry 0', async () => {
+    const create = (author: string) =>
+      nextEntry(curves, signer(author), base, CONV, params(author, { action: 'create', title: 'again' }));
+    expect((await applyEntry(curves, base, await create('outsider'), resolve).catch((x) => x)).code).toBe('forbidden');
+    expect((await applyEntry(curves, base, await create('member'), resolve).catch((x) => x)).code).toBe(
+      'invalid_structure',
+    );
+  });
+
+  it('step 5 order: target rules (invalid_structure) come before the role table (forbidden)', async () => {
+    // A member may neither remove nor add anyone; the target rule is what refuses these entries.
+    for (const p of [
+      { action: 'remove', target: 'member' },
+      { action: 'add', target: 'admin', role: 'member' },
+      { action: 'remove', target: 'outsider' },
+    ] as const) {
+      const e = await nextEntry(curves, signer('member'), base, CONV, params('member', p));
+      expect([p, (await applyEntry(curves, base, e, resolve).catch((x) => x)).code]).toEqual([p, 'invalid_structure']);
+    }
+  });
+
+  it('nobody can be added as owner, not even by the owner (forbidden)', async () => {
+    const e = await nextEntry(
+      curves,
+      signer('owner'),
+      base,
+      CONV,
+      params('owner', { action: 'add', target: 'outsider', role: 'owner' }),
+    );
+    expect((await applyEntry(curves, base, e, resolve).catch((x) => x)).code).toBe('forbidden');
+  });
+
+  it('the role byte is 0 for every action but add; another value there is invalid_structure, an unknown code decode', () => {
+    const create = encodeMembershipEntry(baseLog[0]!);
+    // u8 version ‖ id conv ‖ u32 seq ‖ prevHash[32] ‖ u8 action ‖ id author ‖ id device ‖ bool hasTarget ‖ u8 role
+    const at = 1 + (4 + CONV.length) + 4 + 32 + 1 + (4 + 'owner'.length) + (4 + 'owner-d1'.length) + 1;
+    expect([create[at - 1], create[at]]).toEqual([0, 0]);
+    const withRole = (code: number) => create.map((b, i) => (i === at ? code : b));
+    for (const code of [1, 2, 3]) {
+      expect(() => decodeMembershipEntry(withRole(code))).toThrow(
+        expect.objectContaining({ code: 'invalid_structure' }),
+      );
+    }
+    expect(() => decodeMembershipEntry(withRole(4))).toThrow(expect.objectContaining({ code: 'decode' }));
   });
 
   it('entries round-trip through the binary encoding; malformed shapes are refused', async () => {

@@ -266,9 +266,11 @@ async function verifyEntrySignature(
 
 /**
  * Applies one entry to `state` (null before entry 0) and returns the new state; `state` is not mutated.
- * Order: shape and chain (`invalid_structure`), author device key from the resolver (`forbidden` if
- * unknown), signature (`signature`), then author membership and the role × action table (`forbidden`)
- * and target rules (`invalid_structure`, `limit_exceeded`).
+ * Order (docs/PROTOCOL.md §"Conversation membership log", steps 1–5): shape (`invalid_structure` /
+ * `limit_exceeded`), chain (`invalid_structure`), author device key from the resolver (`forbidden` if
+ * unknown), signature (`signature`), then `applyRules`: author is a member (`forbidden`), no `create` after
+ * entry 0, target ≠ author, target (non-)membership (`invalid_structure`), the role × action table
+ * (`forbidden`), MAX_MEMBERS (`limit_exceeded`).
  */
 export async function applyEntry(
   curves: Curve25519,

@@ -10,6 +10,9 @@
 import { MAX_PLAINTEXT_LEN, PADDING_BLOCK } from './constants.js';
 import { ErrorCode, fail } from './errors.js';
 
+/** Longest padded plaintext: MAX_PLAINTEXT_LEN bytes plus its padding (65,600 bytes = 410 blocks). */
+export const MAX_PADDED_LEN = (Math.floor(MAX_PLAINTEXT_LEN / PADDING_BLOCK) + 1) * PADDING_BLOCK;
+
 export function pad(plaintext: Uint8Array): Uint8Array {
   if (plaintext.length > MAX_PLAINTEXT_LEN) fail(ErrorCode.LimitExceeded, 'pad', 'plaintext too long');
   const out = new Uint8Array((Math.floor(plaintext.length / PADDING_BLOCK) + 1) * PADDING_BLOCK);
@@ -18,12 +21,18 @@ export function pad(plaintext: Uint8Array): Uint8Array {
   return out;
 }
 
-/** Strict: a multiple of the block, a single 0x80 then only zeros, and less than one block of padding. */
+/**
+ * Strict: a non-zero multiple of the block whose padding — the last 0x80 byte and the zeros after it — is
+ * 1 to PADDING_BLOCK bytes long (`decode` otherwise; `pad` writes a whole block for an empty or
+ * block-aligned plaintext), and a plaintext of at most MAX_PLAINTEXT_LEN bytes (`limit_exceeded`): the
+ * limit `pad` enforces on send holds on receive too.
+ */
 export function unpad(padded: Uint8Array): Uint8Array {
   const op = 'unpad';
   if (padded.length === 0 || padded.length % PADDING_BLOCK !== 0) fail(ErrorCode.Decode, op, 'bad padded length');
   let i = padded.length - 1;
   while (i >= 0 && padded[i] === 0) i--;
   if (i < 0 || padded[i] !== 0x80 || padded.length - i > PADDING_BLOCK) fail(ErrorCode.Decode, op, 'bad padding');
+  if (i > MAX_PLAINTEXT_LEN) fail(ErrorCode.LimitExceeded, op, 'plaintext too long');
   return padded.subarray(0, i);
 }

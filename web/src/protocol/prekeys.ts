@@ -22,6 +22,7 @@ import {
   decodeDeviceCertificate,
   encodeDeviceCertificate,
   findDevice,
+  MAX_CERT_LEN,
   signatureInput,
   type VerifiedDevice,
   type VerifiedDeviceList,
@@ -271,8 +272,6 @@ function readVersion(r: Reader, op: string): void {
   if (r.u8() !== PROTOCOL_VERSION) fail(ErrorCode.Decode, op, 'unknown version');
 }
 
-const MAX_CERT_BYTES = 1024;
-
 /** version u8 ‖ bytes(certificate) ‖ spk ‖ u8 hasOtp [‖ otp] ‖ kpk */
 export function encodeBundle(b: PrekeyBundle): Uint8Array {
   const w = new Writer().u8(PROTOCOL_VERSION).bytes(encodeDeviceCertificate(b.deviceCertificate));
@@ -287,7 +286,7 @@ export function decodeBundle(bytes: Uint8Array): PrekeyBundle {
   const op = 'decodeBundle';
   const r = new Reader(bytes, op);
   readVersion(r, op);
-  const deviceCertificate = decodeDeviceCertificate(r.bytes(MAX_CERT_BYTES));
+  const deviceCertificate = decodeDeviceCertificate(r.bytes(MAX_CERT_LEN));
   const signedPrekey = readSpk(r, op);
   const oneTimePrekey = r.bool() ? readOtp(r, op) : null;
   const kemPrekey = readKpk(r);

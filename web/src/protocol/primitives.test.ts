@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, is } from './errors.js';
 import {
+  assertEd25519Public,
   b64uEncode,
   type Curve25519,
   hkdfSha256,
@@ -154,5 +155,83 @@ describe('prepared HMAC and zero-salt HKDF', () => {
       const info = rng(len % 40);
       expect(hex(hkdfSha256ZeroSalt(ikm, info, len))).toBe(hex(hkdfSha256(ikm, new Uint8Array(32), info, len)));
     }
+  });
+});
+
+/**
+ * Ed25519 cases for the rules Wycheproof does not reach (docs/PROTOCOL.md §"Encoding conventions" rule 4),
+ * made from bare scalars: A = [a]B with a = 0x0123456789abcdef, M = "e2e-chat ed25519 cofactorless probe",
+ * S = r + k·a mod L with k = SHA-512(R ‖ A ‖ M) mod L. T8 is a point of order 8.
+ */
+const ED = {
+  A: '4007da55933fc4e347bc451b387cfef6b0dfec7b14da5aab1738f47c52f77b70',
+  message: new TextEncoder().encode('e2e-chat ed25519 cofactorless probe'),
+  /** R = [r]B, r = 0xfedcba9876543210: an ordinary valid signature (the control). */
+  valid:
+    '3db0f9f5298629a72b6dfcd3975a47e1ca5c12f2e048a194f1bcd012b36e863f520d98df4d024fb6e35f912528305585201001292affafca80aef8fc18028505',
+  /** R = [r]B + T8: [S]B − [k]A = R − T8, so only a cofactored verifier ([8]-multiplied equation) accepts. */
+  torsionR:
+    '1541e3eac7c3e621230d95d691a5841c71d832a7dff8178a75e3a5ea2db599f2e9437390de0a70c3da5ea63b059b561a15beb25d635a81eab7a04249cd09320c',
+  /** R = the neutral point (y = 1), S = k·a: satisfies the cofactorless equation, but R is of small order. */
+  smallR:
+    '0100000000000000000000000000000000000000000000000000000000000000f66723a466ab8441ffa867d7bf22f782b04ada1e744d8aa8665d795fd7eade00',
+  /** A' = A + T8 (mixed order, not small order): signatures with R = [r + j]B, S = r + j + k·a. */
+  mixedA: 'd1b73b33ec0b032dae165de0eae0def87438b7abefce1dee39316ce68e224a15',
+  /** j = 1: k ≡ 0 (mod 8), so [k]T8 = 0 and the cofactorless equation holds. */
+  mixedAk0:
+    'f9ffc77750ec47b7a17016c1f13395a402d2167daf483b6f4fef2d89827df4853638dc860cb1fc6780f7c2c093233c74118dff48d38517593d893a3938274b0c',
+  /** j = 0: k ≡ 1 (mod 8), so [S]B − [k]A' = R − [k]T8 ≠ R. */
+  mixedAk1:
+    '3db0f9f5298629a72b6dfcd3975a47e1ca5c12f2e048a194f1bcd012b36e863f488c56dc49abcbbea1672b72cb4b2d64b9280acedd5466cfcadea1fc64696e07',
+};
+const unhex = (h: string) => Uint8Array.from(Buffer.from(h, 'hex'));
+
+describe('Ed25519 verification rules beyond Wycheproof, identical on both curve paths', () => {
+  const both = async () => [nobleCurves, (await webCryptoCurves())!] as const;
+  const verify = (c: Curve25519, a: string, sig: string) => c.ed25519Verify(unhex(a), ED.message, unhex(sig));
+
+  it('the cofactorless equation: an R with an order-8 component is refused on both paths (the control verifies)', async () => {
+    for (const c of await both()) {
+      expect([c.name, await verify(c, ED.A, ED.valid)]).toEqual([c.name, true]);
+      expect([c.name, await verify(c, ED.A, ED.torsionR)]).toEqual([c.name, false]);
+    }
+  });
+
+  it('a small-order R is refused on both paths even where the equation holds', async () => {
+    for (const c of await both()) expect([c.name, await verify(c, ED.A, ED.smallR)]).toEqual([c.name, false]);
+  });
+
+  it('a mixed-order A is not refused by itself: both paths accept exactly when the cofactorless equation holds', async () => {
+    for (const c of await both()) {
+      expect([c.name, await verify(c, ED.mixedA, ED.mixedAk0)]).toEqual([c.name, true]);
+      expect([c.name, await verify(c, ED.mixedA, ED.mixedAk1)]).toEqual([c.name, false]);
+    }
+  });
+
+  it('a public key that does not decompress (y = 2) passes the decode-time checks but verifies nothing', async () => {
+    const notOnCurve = new Uint8Array(32);
+    notOnCurve[0] = 2;
+    expect(() => assertEd25519Public(notOnCurve, 'test')).not.toThrow();
+    for (const c of await both()) {
+      expect([c.name, await c.ed25519Verify(notOnCurve, ED.message, unhex(ED.valid))]).toEqual([c.name, false]);
+    }
+  });
+
+  it('a platform whose Ed25519 verification is cofactored is not used (webCryptoCurves returns null)', async () => {
+    const real = crypto.subtle;
+    const torsion = unhex(ED.torsionR);
+    const cofactored = new Proxy(real, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (prop === 'verify')
+          return (alg: AlgorithmIdentifier, key: CryptoKey, sig: BufferSource, data: BufferSource) =>
+            hex(new Uint8Array(sig as ArrayBuffer)) === hex(torsion)
+              ? Promise.resolve(true)
+              : real.verify(alg, key, sig, data);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    expect(await webCryptoCurves(cofactored)).toBeNull();
+    expect(await webCryptoCurves(real)).not.toBeNull();
   });
 });

@@ -7,8 +7,11 @@
  *   and `webCryptoCurves()` (3–15× faster where the platform has it: browsers, Node, workerd).
  *   Secret keys always come from caller-supplied randomness and are *imported*, so fixed seeds reproduce
  *   the published vectors on both paths.
- * - Ed25519 verification is strict on both paths: canonical encodings, S < L, no small-order public key,
- *   cofactorless equation (noble `{ zip215: false }`).
+ * - Ed25519 verification is strict and identical on both paths (docs/PROTOCOL.md §"Encoding conventions"
+ *   rule 4): S < L; A and R canonical (y < p) and not one of the 8 small-order points; A must decompress;
+ *   the cofactorless equation encode([S]B − [k]A) = R, k = SHA-512(R ‖ A ‖ M) mod L. noble's own
+ *   `verify` checks the cofactored equation, so the noble path computes the cofactorless one itself, and a
+ *   WebCrypto platform is used only if it refuses a signature that passes only the cofactored equation.
  * - Every X25519 output that is all zeros throws `zero_shared_secret` (RFC 7748 §6.1).
  *
  * Does NOT: generate randomness (callers pass an `Rng`), read a clock, or keep any state other than a
@@ -22,7 +25,7 @@ import { expand as nobleExpand, hkdf as nobleHkdf } from '@noble/hashes/hkdf.js'
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 as nobleSha256, sha512 as nobleSha512 } from '@noble/hashes/sha2.js';
 import { ml_kem1024 } from '@noble/post-quantum/ml-kem.js';
-import { concat, isAllZero } from './bytes.js';
+import { concat, fromHex, isAllZero } from './bytes.js';
 import { ErrorCode, fail } from './errors.js';
 
 /** Source of cryptographically secure random bytes, passed in by the caller (never global). */
@@ -254,9 +257,26 @@ function ed25519SignatureShapeOk(sig: Uint8Array): boolean {
   if (!(sig instanceof Uint8Array) || sig.length !== SIG_LEN) return false;
   // S must be canonical: S < L (RFC 8032 §5.1.7 step 1).
   if (leToBigint(sig.subarray(32)) >= L) return false;
-  // R must be a canonical encoding (y < p).
-  const ry = leToBigint(sig.subarray(0, 32)) & ((1n << 255n) - 1n);
-  return ry < P;
+  // R must be a canonical encoding (y < p) and not one of the small-order points (as libsodium refuses
+  // them; an honest R = [r]B never is one).
+  return ed25519StrictPublicOk(sig.subarray(0, 32));
+}
+
+/**
+ * The cofactorless RFC 8032 §5.1.7 equation, as OpenSSL, BoringSSL and libsodium check it: the canonical
+ * encoding of [S]B − [k]A must equal the R bytes. (noble's `verify` checks [8]([S]B − R − [k]A) = 0, which
+ * also accepts an R or A with a torsion component, so the two curve paths would disagree on such a
+ * signature.) The shape checks above have already run.
+ */
+function nobleVerifyCofactorless(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  const A = ed25519.Point.fromBytes(publicKey, false); // throws if A does not decompress
+  const r = signature.subarray(0, 32);
+  const k = leToBigint(nobleSha512(concat(r, publicKey, message))) % L;
+  const S = leToBigint(signature.subarray(32));
+  const check = ed25519.Point.BASE.multiplyUnsafe(S).subtract(A.multiplyUnsafe(k)).toBytes();
+  let diff = 0;
+  for (let i = 0; i < 32; i++) diff |= check[i]! ^ r[i]!;
+  return diff === 0;
 }
 
 function checkedShared(out: Uint8Array, op: string): Uint8Array {
@@ -304,7 +324,7 @@ export const nobleCurves: Curve25519 = {
       return false;
     if (!ed25519SignatureShapeOk(signature)) return false;
     try {
-      return ed25519.verify(signature, message, publicKey, { zip215: false });
+      return nobleVerifyCofactorless(publicKey, message, signature);
     } catch {
       return false;
     }
@@ -377,6 +397,25 @@ function slot(map: SlotMap, k: Uint8Array, make: () => Promise<CryptoKey>, known
 }
 
 type CurveAlg = 'X25519' | 'Ed25519';
+
+/**
+ * A fixed Ed25519 key A = [a]B (a = 0x0123456789abcdef, a bare scalar) and message, with two signatures
+ * (S = r + k·a mod L, k = SHA-512(R ‖ A ‖ M) mod L, r = 0xfedcba9876543210): `valid` has R = [r]B;
+ * `torsion` has R = [r]B + T with T a point of order 8, so [S]B − [k]A = R − T ≠ R: only a cofactored
+ * verifier accepts it. The same cases are in primitives.test.ts.
+ */
+const COFACTOR_PROBE = {
+  publicKey: fromHex('4007da55933fc4e347bc451b387cfef6b0dfec7b14da5aab1738f47c52f77b70'),
+  message: new TextEncoder().encode('e2e-chat ed25519 cofactorless probe'),
+  valid: fromHex(
+    '3db0f9f5298629a72b6dfcd3975a47e1ca5c12f2e048a194f1bcd012b36e863f' +
+      '520d98df4d024fb6e35f912528305585201001292affafca80aef8fc18028505',
+  ),
+  torsion: fromHex(
+    '1541e3eac7c3e621230d95d691a5841c71d832a7dff8178a75e3a5ea2db599f2' +
+      'e9437390de0a70c3da5ea63b059b561a15beb25d635a81eab7a04249cd09320c',
+  ),
+};
 
 /**
  * WebCrypto implementation. Imported CryptoKeys are cached in WeakMaps keyed by the caller's key arrays,
@@ -539,6 +578,13 @@ export async function webCryptoCurves(
         return edKeyString(sig) === edKeyString(await nobleCurves.ed25519Sign(probe, msg));
       }),
     ]);
+    // Verification must be the cofactorless equation of the reference: a valid signature verifies, and one
+    // whose R carries an order-8 torsion component (accepted by a cofactored verifier) does not.
+    const edKey = await subtle.importKey('raw', bs(COFACTOR_PROBE.publicKey), { name: 'Ed25519' }, false, ['verify']);
+    const verifies = (sig: Uint8Array) =>
+      subtle.verify({ name: 'Ed25519' }, edKey, bs(sig), bs(COFACTOR_PROBE.message));
+    const [validOk, torsionOk] = await Promise.all([verifies(COFACTOR_PROBE.valid), verifies(COFACTOR_PROBE.torsion)]);
+    if (!validOk || torsionOk) return null;
     const allowed = options.jwkPrivateImport !== false;
     jwkOk.X25519 = allowed && xRefuses && xWorks;
     jwkOk.Ed25519 = allowed && eRefuses && eWorks;

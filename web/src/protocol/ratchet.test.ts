@@ -233,6 +233,48 @@ describe('double ratchet', () => {
       bob = r.state;
     }
   });
+
+  it('a message at or past the authenticated end of an older chain is beyond_chain_end and changes nothing', async () => {
+    let { rng, alice, bob } = await pair(wc, 'chain end');
+    const a0 = ratchetEncrypt(alice, utf8('a0'));
+    const cloned = a0.state; // a copy of Alice's state that still holds chain 1 after index 0
+    alice = a0.state;
+    bob = (await ratchetDecrypt(wc, rng, bob, a0.message)).state;
+    const b0 = ratchetEncrypt(bob, utf8('b0'));
+    bob = b0.state;
+    alice = (await ratchetDecrypt(wc, rng, alice, b0.message)).state;
+    const a1 = ratchetEncrypt(alice, utf8('a1')); // chain 2, PN = 1: chain 1 ends at 1
+    expect(decodeHeader(a1.message.header).previousChainLength).toBe(1);
+    bob = (await ratchetDecrypt(wc, rng, bob, a1.message)).state;
+    expect(bob.receivingChains[1]!.end).toBe(1);
+    const late = ratchetEncrypt(cloned, utf8('never sent')).message; // chain 1, N = 1: a valid AEAD
+    const before = snap(bob);
+    await expectCode(ratchetDecrypt(wc, rng, bob, late), 'beyond_chain_end');
+    expect(snap(bob)).toBe(before);
+  });
+
+  it('a used message replayed after its chain left the window is decryption_failed (not duplicate) and changes nothing', async () => {
+    let { rng, alice, bob } = await pair(wc, 'replay after window');
+    const first = ratchetEncrypt(alice, utf8('first'));
+    alice = first.state;
+    bob = (await ratchetDecrypt(wc, rng, bob, first.message)).state;
+    const roundTrip = async () => {
+      const b = ratchetEncrypt(bob, utf8('b'));
+      bob = b.state;
+      alice = (await ratchetDecrypt(wc, rng, alice, b.message)).state;
+      const a = ratchetEncrypt(alice, utf8('a'));
+      alice = a.state;
+      bob = (await ratchetDecrypt(wc, rng, bob, a.message)).state;
+    };
+    for (let i = 0; i < MAX_RECEIVER_CHAINS - 1; i++) await roundTrip();
+    // Chain 1 is the oldest of the MAX_RECEIVER_CHAINS kept: the replay is recognised.
+    expect(bob.receivingChains.at(-1)!.ratchetKey).toEqual(decodeHeader(first.message.header).ratchetKey);
+    await expectCode(ratchetDecrypt(wc, rng, bob, first.message), 'duplicate');
+    await roundTrip(); // chain 1 leaves the window; nothing of it was outstanding, so nothing is kept
+    const before = snap(bob);
+    await expectCode(ratchetDecrypt(wc, rng, bob, first.message), 'decryption_failed');
+    expect(snap(bob)).toBe(before);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

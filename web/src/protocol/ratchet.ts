@@ -18,8 +18,10 @@
  * - Old receiving chains (MAX_RECEIVER_CHAINS) are kept, as libsignal does, so late messages of earlier
  *   chains decrypt lazily: keys are skipped only when a message actually needs them (not eagerly up to PN
  *   at every DH step). Each old chain remembers its authenticated end (the PN of the next chain) and refuses
- *   counters at or beyond it. A chain leaving that window has its outstanding keys (up to its end, at most
- *   MAX_SKIP) moved to the skipped store — the spec's SkipMessageKeys(PN), deferred.
+ *   counters at or beyond it (`beyond_chain_end`). A chain leaving that window has its outstanding keys (up
+ *   to its end, at most MAX_SKIP) moved to the skipped store — the spec's SkipMessageKeys(PN), deferred.
+ *   Its ratchet key is forgotten: a later replay of one of its used messages looks like a new chain and
+ *   fails as `decryption_failed`, not `duplicate` (docs/PROTOCOL.md §"Double Ratchet", decryption step 3).
  *
  * Does NOT: frame messages, pad, choose or archive sessions, check expiry or send generations (session.ts),
  * or run key agreement (pqxdh.ts).
@@ -243,7 +245,7 @@ export async function ratchetDecrypt(
   const known = state.receivingChains[at];
   if (known) {
     if (n < known.chainKey.index) fail(ErrorCode.Duplicate, op, 'message key already used');
-    if (known.end !== null && n >= known.end) fail(ErrorCode.DecryptionFailed, op, 'beyond end of chain');
+    if (known.end !== null && n >= known.end) fail(ErrorCode.BeyondChainEnd, op, 'beyond end of chain');
     const r = decryptInChain(state, known, n, message.header, message.ciphertext);
     const receivingChains = state.receivingChains.map((c, i) => (i === at ? r.chain : c));
     return { state: { ...state, receivingChains, skipped: r.skipped }, plaintext: r.plaintext };

@@ -1,9 +1,11 @@
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { toHex, utf8 } from './bytes.js';
-import { MAX_SENDER_KEY_STATES, MAX_SENDER_SKIP } from './constants.js';
+import { concat, toHex, u32be, utf8 } from './bytes.js';
+import { MAX_PLAINTEXT_LEN, MAX_SENDER_KEY_STATES, MAX_SENDER_SKIP, SIG_SENDER_MESSAGE } from './constants.js';
 import { is } from './errors.js';
-import { type Curve25519, nobleCurves, webCryptoCurves } from './primitives.js';
+import { signatureInput } from './identity.js';
+import { MAX_PADDED_LEN, pad } from './padding.js';
+import { aesGcmEncrypt, type Curve25519, nobleCurves, webCryptoCurves } from './primitives.js';
 import {
   createSenderKey,
   decodeSenderKeyDistribution,
@@ -100,6 +102,35 @@ describe('sender keys', () => {
     const before = snap(bob);
     await expectCode(senderDecrypt(wc, bob, (await senderEncrypt(wc, o, utf8('x'))).message), 'decryption_failed');
     expect(snap(bob)).toBe(before);
+  });
+
+  it('a validly signed sender-key message carrying 65,537 plaintext bytes is refused and changes nothing', async () => {
+    const own = await createSenderKey(wc, seededRng('sender limit'));
+    const bob = receive(emptySenderKeyRecord(), own);
+    const sealed = async (padded: Uint8Array) => {
+      const mk = own.chain.messageKeys();
+      const prefix = concat(Uint8Array.of(1), u32be(own.chainId), u32be(own.chain.index));
+      const body = concat(prefix, aesGcmEncrypt(mk.cipherKey, mk.nonce, padded, prefix));
+      return concat(body, await wc.ed25519Sign(own.signingKey, signatureInput(SIG_SENDER_MESSAGE, body)));
+    };
+    const over = new Uint8Array(MAX_PADDED_LEN);
+    over[MAX_PLAINTEXT_LEN + 1] = 0x80;
+    const before = snap(bob);
+    await expectCode(senderDecrypt(wc, bob, await sealed(over)), 'decryption_failed');
+    expect(snap(bob)).toBe(before);
+    const max = await sealed(pad(new Uint8Array(MAX_PLAINTEXT_LEN)));
+    expect((await senderDecrypt(wc, bob, max)).plaintext.length).toBe(MAX_PLAINTEXT_LEN);
+    // One byte longer than the largest message there can be: refused before the signature is checked.
+    let verifies = 0;
+    const counting: Curve25519 = {
+      ...wc,
+      ed25519Verify: (...a) => {
+        verifies++;
+        return wc.ed25519Verify(...a);
+      },
+    };
+    await expectCode(senderDecrypt(counting, bob, concat(max, Uint8Array.of(0))), 'decryption_failed');
+    expect(verifies).toBe(0);
   });
 
   it('a message signed by another key fails before any key derivation and changes nothing', async () => {

@@ -35,7 +35,7 @@ import { ErrorCode, fail, publicDecryptError } from './errors.js';
 import { assertId, readId } from './identity.js';
 import { MessageKeys, SenderChainKey } from './kdf-chains.js';
 import { generateEd25519, type OurEd25519KeyPair, type TheirEd25519Key, theirEd25519 } from './keys.js';
-import { pad, unpad } from './padding.js';
+import { MAX_PADDED_LEN, pad, unpad } from './padding.js';
 import {
   aesGcmDecrypt,
   aesGcmEncrypt,
@@ -79,6 +79,8 @@ export const emptySenderKeyRecord = (): SenderKeyRecord => ({ states: [] });
 
 const SIG_PREFIX = new Writer().str(SIG_SENDER_MESSAGE).finish(); // = identity.ts signatureInput(label, ·)
 const PREFIX_LEN = 9;
+/** Largest SenderKeyMessage: prefix, the padded maximum plaintext with its GCM tag, the signature. */
+const MAX_MESSAGE_LEN = PREFIX_LEN + MAX_PADDED_LEN + GCM_TAG_LEN + SIG_LEN;
 
 function randomChainId(rng: Rng): number {
   const b = rng(4);
@@ -217,6 +219,7 @@ async function senderDecryptInner(
 ): Promise<{ record: SenderKeyRecord; plaintext: Uint8Array }> {
   const op = 'senderDecrypt';
   if (message.length < PREFIX_LEN + GCM_TAG_LEN + SIG_LEN) fail(ErrorCode.Decode, op, 'too short');
+  if (message.length > MAX_MESSAGE_LEN) fail(ErrorCode.Decode, op, 'too long');
   const r = new Reader(message.subarray(0, PREFIX_LEN), op);
   if (r.u8() !== PROTOCOL_VERSION) fail(ErrorCode.Decode, op, 'unknown version');
   const chainId = r.u32();

@@ -1,18 +1,22 @@
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { equal, toHex, utf8 } from './bytes.js';
-import { ARCHIVED_SESSION_MAX_AGE_MS, SESSION_UNACKED_MAX_AGE_MS } from './constants.js';
+import { ARCHIVED_SESSION_MAX_AGE_MS, MAX_PLAINTEXT_LEN, SESSION_UNACKED_MAX_AGE_MS } from './constants.js';
 import { is } from './errors.js';
 import { decodeHeader } from './header.js';
-import { verifyBundle } from './prekeys.js';
+import { MAX_PADDED_LEN } from './padding.js';
+import { kemPrekeyPublic, verifyBundle } from './prekeys.js';
 import { type Curve25519, nobleCurves, type Rng, webCryptoCurves } from './primitives.js';
+import { ratchetEncrypt } from './ratchet.js';
 import {
   assertNotStale,
   type DecryptContext,
+  type DecryptResult,
   decodeMessage,
   decrypt,
   deserializeSessionRecord,
   emptySessionRecord,
+  encodeMessage,
   encrypt,
   initiateSession,
   MessageType,
@@ -105,9 +109,10 @@ describe('sessions', () => {
       expect([m1.type, m2.type]).toEqual([MessageType.PreKey, MessageType.PreKey]);
       const ctxB = ctxFor(dev(bob), dev(alice));
       const r1 = await decrypt(curves, rng, emptySessionRecord(), m1.message, ctxB, T0);
-      expect([text(r1.plaintext), r1.consumedOneTimePrekeyId, r1.newSession]).toEqual(['one', 100, true]);
+      const used = (r: DecryptResult) => [r.consumedOneTimePrekeyId, r.consumedKemPrekeyId, r.newSession];
+      expect([text(r1.plaintext), ...used(r1)]).toEqual(['one', 100, 200, true]);
       const r2 = await decrypt(curves, rng, r1.record, m2.message, ctxB, T0);
-      expect([text(r2.plaintext), r2.consumedOneTimePrekeyId, r2.newSession]).toEqual(['two', null, false]);
+      expect([text(r2.plaintext), ...used(r2)]).toEqual(['two', null, null, false]);
       const reply = encrypt(r2.record, utf8('three'), T0);
       expect(reply.type).toBe(MessageType.Message);
       const r3 = await decrypt(curves, rng, a, reply.message, ctxFor(dev(alice), dev(bob)), T0);
@@ -226,6 +231,64 @@ describe('sessions', () => {
     );
     const fromBob = encrypt(est.bob, utf8('y'), T0);
     await expectCode(decrypt(wc, rng, est.bob, fromBob.message, ctxFor(dev(bob), dev(alice)), T0), 'decryption_failed');
+  });
+
+  it('a new session on a last-resort ML-KEM key without a one-time prekey reports that KEM id and no one-time id', async () => {
+    const rng = seededRng('last resort');
+    const b = dev(bob);
+    const bundle = await verifyBundle(
+      wc,
+      { ...testBundle(b, false), kemPrekey: kemPrekeyPublic(b.lastResortKemPrekey) },
+      bob.identity.publicKey,
+    );
+    const a = await initiateSession(wc, rng, testLocalIdentity(dev(alice)), bundle, T0);
+    const r = await decrypt(
+      wc,
+      rng,
+      emptySessionRecord(),
+      encrypt(a, utf8('x'), T0).message,
+      ctxFor(b, dev(alice)),
+      T0,
+    );
+    expect([r.consumedOneTimePrekeyId, r.consumedKemPrekeyId]).toEqual([null, b.lastResortKemPrekey.id]);
+    expect(b.lastResortKemPrekey.lastResort).toBe(true); // the caller keeps it: it is its last-resort key
+  });
+
+  it('a PreKeyMessage naming another device than the authenticated sender is refused before trust or prekey lookup', async () => {
+    const rng = seededRng('sender mismatch');
+    const m1 = encrypt(await start(wc, rng, dev(alice), bob), utf8('x'), T0);
+    const calls: string[] = [];
+    const base = ctxFor(dev(bob), dev(carol));
+    const ctx: DecryptContext = {
+      ...base,
+      responderKeys: (ids) => {
+        calls.push('responderKeys');
+        return base.responderKeys(ids);
+      },
+      isTrustedIdentity: (k) => {
+        calls.push('isTrustedIdentity');
+        return base.isTrustedIdentity(k);
+      },
+    };
+    const { bob: rec } = await established(wc, 'sender mismatch est');
+    const before = snap(rec);
+    await expectCode(decrypt(wc, rng, rec, m1.message, ctx, T0), 'decryption_failed');
+    expect([calls, snap(rec)]).toEqual([[], before]);
+  });
+
+  it('a 65,537-byte plaintext from a peer is refused and the record is unchanged; 65,536 bytes decrypt', async () => {
+    const est = await established(wc, 'plaintext limit');
+    const over = new Uint8Array(MAX_PADDED_LEN);
+    over[MAX_PLAINTEXT_LEN + 1] = 0x80; // 65,537 bytes of zeros, then valid padding: only the length is wrong
+    const forged = ratchetEncrypt(est.alice.current!.ratchet, over).message;
+    const message = encodeMessage({ type: MessageType.Message, init: null, ratchet: forged });
+    const ctx = ctxFor(dev(bob), dev(alice));
+    const before = snap(est.bob);
+    await expectCode(decrypt(wc, est.rng, est.bob, message, ctx, T0), 'decryption_failed');
+    expect(snap(est.bob)).toBe(before);
+    const max = encrypt(est.alice, new Uint8Array(MAX_PLAINTEXT_LEN).fill(7), T0);
+    const r = await decrypt(wc, est.rng, est.bob, max.message, ctx, T0);
+    expect(r.plaintext.length).toBe(MAX_PLAINTEXT_LEN);
   });
 
   it('an untrusted initiator identity is refused before any prekey is used', async () => {

@@ -9,7 +9,9 @@
  * - A PreKeyMessage whose base key (the initiator's ephemeral key) names a session we already have is
  *   decrypted inside that session — a replayed init never re-derives a session, and the duplicate is
  *   refused by the ratchet (PITFALLS 6). A new one creates a responder session whose first reply uses a
- *   fresh ratchet key, and the result names the consumed one-time prekey so the caller deletes it.
+ *   fresh ratchet key, and the result names the one-time and ML-KEM prekeys it used so the caller deletes
+ *   them (a last-resort ML-KEM key excepted). The init's (user id, device id) must be the sender the
+ *   transport authenticated (`sender_mismatch`).
  * - Promote on decrypt (libsignal): a message that decrypts in an archived session makes that session
  *   current again. This resolves simultaneous initiation: both sides keep both sessions, every message
  *   decrypts in whichever it belongs to, and both converge on the session last used by the peer.
@@ -30,8 +32,6 @@ import { concat, equal, Reader, Writer } from './bytes.js';
 import {
   ARCHIVED_SESSION_MAX_AGE_MS,
   MAX_ARCHIVED_SESSIONS,
-  MAX_PLAINTEXT_LEN,
-  PADDING_BLOCK,
   PROTOCOL_VERSION,
   SESSION_UNACKED_MAX_AGE_MS,
   STATE_VERSION,
@@ -39,7 +39,7 @@ import {
 import { ErrorCode, fail, is, publicDecryptError } from './errors.js';
 import { HEADER_LEN } from './header.js';
 import { type TheirX25519Key, theirX25519 } from './keys.js';
-import { pad, unpad } from './padding.js';
+import { MAX_PADDED_LEN, pad, unpad } from './padding.js';
 import {
   decodePqxdhInit,
   encodePqxdhInit,
@@ -96,7 +96,7 @@ export const emptySessionRecord = (): SessionRecord => ({ current: null, archive
 // ---------------------------------------------------------------------------------------------
 
 /** Largest ratchet ciphertext: padded maximum plaintext plus the GCM tag. */
-const MAX_CIPHERTEXT_LEN = (Math.floor(MAX_PLAINTEXT_LEN / PADDING_BLOCK) + 1) * PADDING_BLOCK + GCM_TAG_LEN;
+const MAX_CIPHERTEXT_LEN = MAX_PADDED_LEN + GCM_TAG_LEN;
 /** Largest encoded PqxdhInitMessage we accept (ids ≤ 64 B, keys, ids, ML-KEM-1024 ciphertext). */
 const MAX_INIT_LEN = 2048;
 const MAX_STATE_PENDING_LEN = MAX_INIT_LEN;
@@ -239,6 +239,11 @@ export interface DecryptResult {
   readonly plaintext: Uint8Array;
   /** Set when a new session consumed this one-time prekey: the caller deletes its private half now. */
   readonly consumedOneTimePrekeyId: number | null;
+  /**
+   * Set when a new session used this ML-KEM prekey (as libsignal's `PreKeysUsed.kyber_pre_key_id`): the
+   * caller deletes its private half now unless it is the caller's last-resort key, which stays.
+   */
+  readonly consumedKemPrekeyId: number | null;
   /** True when the message created a new (responder) session. */
   readonly newSession: boolean;
 }
@@ -289,10 +294,10 @@ async function decryptPreKey(
   const sessions = [record.current, ...record.archived.map((a) => a.session)];
   if (sessions.some((s) => s && equal(s.baseKey, init.ephemeralKey))) {
     const r = await decryptExisting(curves, rng, record, m.ratchet, now, init.ephemeralKey);
-    return { ...r, consumedOneTimePrekeyId: null, newSession: false };
+    return { ...r, consumedOneTimePrekeyId: null, consumedKemPrekeyId: null, newSession: false };
   }
   if (init.initiatorUserId !== ctx.remote.userId || init.initiatorDeviceId !== ctx.remote.deviceId)
-    fail(ErrorCode.DecryptionFailed, op, 'sender mismatch');
+    fail(ErrorCode.SenderMismatch, op, 'init names another sender');
   const identityKey = theirX25519(init.initiatorIdentityKey, op);
   if (!(await ctx.isTrustedIdentity(identityKey))) fail(ErrorCode.UntrustedIdentity, op);
   const { signedPrekeyId, oneTimePrekeyId, kemPrekeyId } = init;
@@ -315,6 +320,7 @@ async function decryptPreKey(
     record: install(record, session, now),
     plaintext,
     consumedOneTimePrekeyId: oneTimePrekeyId,
+    consumedKemPrekeyId: kemPrekeyId,
     newSession: true,
   };
 }
@@ -335,7 +341,7 @@ export async function decrypt(
     const m = decodeMessage(message);
     if (m.type === MessageType.PreKey) return await decryptPreKey(curves, rng, record, m, ctx, now);
     const r = await decryptExisting(curves, rng, record, m.ratchet, now, null);
-    return { ...r, consumedOneTimePrekeyId: null, newSession: false };
+    return { ...r, consumedOneTimePrekeyId: null, consumedKemPrekeyId: null, newSession: false };
   } catch (e) {
     throw publicDecryptError(e, 'decrypt');
   }
