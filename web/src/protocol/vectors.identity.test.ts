@@ -123,6 +123,26 @@ describe('identity known-answer vectors', () => {
     }
   });
 
+  it('the listed inputs (createdAt, lastResort, every membership field) are the ones the encoded outputs carry', () => {
+    const dl = load('device-list.json');
+    const pq = load('pqxdh.json');
+    const mb = load('membership.json');
+    for (const d of [...dl.devices, pq.initiator, pq.responder, ...Object.values(mb.authors)] as {
+      certificate: string;
+      createdAt: number;
+    }[]) {
+      expect(decodeDeviceCertificate(fromHex(d.certificate)).createdAt).toBe(d.createdAt);
+    }
+    for (const c of pq.cases) {
+      const k = decodeBundle(fromHex(c.bundle)).kemPrekey;
+      expect([k.id, k.lastResort]).toEqual([pq.responder.kemPrekey.id, pq.responder.kemPrekey.lastResort]);
+    }
+    for (const e of mb.entries) {
+      const { signature: _s, prevHash: _p, conversationId, ...fields } = decodeMembershipEntry(fromHex(e.encoded));
+      expect([conversationId, fields]).toEqual([mb.conversationId, e.inputs]);
+    }
+  });
+
   it('committed safety number recomputes and the two QR payloads match each other', () => {
     const v = load('fingerprint.json');
     const sn = safetyNumber(fromHex(v.alice.userIdentityPublic), 'alice', fromHex(v.bob.userIdentityPublic), 'bob');

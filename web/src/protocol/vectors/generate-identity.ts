@@ -89,6 +89,7 @@ async function device(
 
 const deviceJson = (d: VectorDevice) => ({
   deviceId: d.deviceId,
+  createdAt: d.certificate.createdAt,
   signingSecret: toHex(d.signing.secretKey),
   signingPublic: toHex(d.signing.publicKey),
   identitySecret: toHex(d.identity.secretKey),
@@ -168,7 +169,12 @@ export async function generateIdentityVectors(curves: Curve25519): Promise<Vecto
       ...deviceJson(b1),
       signedPrekey: { id: 7, secret: toHex(spk.keyPair.secretKey), public: toHex(spk.keyPair.publicKey) },
       oneTimePrekey: { id: 8, secret: toHex(opkSecret), public: toHex(opk.publicKey) },
-      kemPrekey: { id: 9, seed: toHex(kemSeed), publicKeySha256: toHex(sha256(kem.keyPair.publicKey)) },
+      kemPrekey: {
+        id: 9,
+        lastResort: kem.lastResort,
+        seed: toHex(kemSeed),
+        publicKeySha256: toHex(sha256(kem.keyPair.publicKey)),
+      },
     },
     cases,
   };
@@ -203,7 +209,20 @@ export async function generateIdentityVectors(curves: Curve25519): Promise<Vecto
     _note: NOTE,
     conversationId: 'conv-1',
     authors: { alice: deviceJson(a1), bob: deviceJson(b1) },
-    entries: entries.map((e) => ({ encoded: toHex(encodeMembershipEntry(e)), hash: toHex(entryHash(e)) })),
+    entries: entries.map((e) => ({
+      inputs: {
+        seq: e.seq,
+        action: e.action,
+        authorUserId: e.authorUserId,
+        authorDeviceId: e.authorDeviceId,
+        target: e.target,
+        role: e.role,
+        title: e.title,
+        timestamp: e.timestamp,
+      },
+      encoded: toHex(encodeMembershipEntry(e)),
+      hash: toHex(entryHash(e)),
+    })),
     finalState: {
       seq: state!.seq,
       title: state!.title,
