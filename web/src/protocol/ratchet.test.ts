@@ -5,7 +5,7 @@ import { MAX_RECEIVER_CHAINS, MAX_SKIP, MAX_SKIPPED_KEYS } from './constants.js'
 import { is } from './errors.js';
 import { decodeHeader } from './header.js';
 import { generateX25519, theirX25519 } from './keys.js';
-import { type Curve25519, nobleCurves, webCryptoCurves } from './primitives.js';
+import { type Curve25519, nobleCurves, type Rng, webCryptoCurves } from './primitives.js';
 import {
   decodeRatchetState,
   encodeRatchetState,
@@ -65,6 +65,19 @@ function sendN(s: RatchetState, n: number, tag: string) {
     out.push(r.message);
   }
   return { state: st, messages: out };
+}
+
+/** `n` exchanges Bob → Alice → Bob, each opening a new chain on both sides (two DH steps). */
+async function roundTrips(rng: Rng, alice: RatchetState, bob: RatchetState, n: number) {
+  for (let i = 0; i < n; i++) {
+    const b = ratchetEncrypt(bob, utf8('b'));
+    bob = b.state;
+    alice = (await ratchetDecrypt(wc, rng, alice, b.message)).state;
+    const a = ratchetEncrypt(alice, utf8('a'));
+    alice = a.state;
+    bob = (await ratchetDecrypt(wc, rng, bob, a.message)).state;
+  }
+  return { alice, bob };
 }
 
 async function expectCode(p: Promise<unknown>, code: string) {
@@ -218,14 +231,7 @@ describe('double ratchet', () => {
     const early = sendN(alice, 3, 'early');
     alice = early.state;
     bob = (await ratchetDecrypt(wc, rng, bob, early.messages[0]!)).state;
-    for (let i = 0; i < MAX_RECEIVER_CHAINS + 2; i++) {
-      const b = ratchetEncrypt(bob, utf8('b'));
-      bob = b.state;
-      alice = (await ratchetDecrypt(wc, rng, alice, b.message)).state;
-      const a = ratchetEncrypt(alice, utf8('a'));
-      alice = a.state;
-      bob = (await ratchetDecrypt(wc, rng, bob, a.message)).state;
-    }
+    ({ alice, bob } = await roundTrips(rng, alice, bob, MAX_RECEIVER_CHAINS + 2));
     expect(bob.receivingChains).toHaveLength(MAX_RECEIVER_CHAINS);
     for (const i of [2, 1]) {
       const r = await ratchetDecrypt(wc, rng, bob, early.messages[i]!);
@@ -258,19 +264,11 @@ describe('double ratchet', () => {
     const first = ratchetEncrypt(alice, utf8('first'));
     alice = first.state;
     bob = (await ratchetDecrypt(wc, rng, bob, first.message)).state;
-    const roundTrip = async () => {
-      const b = ratchetEncrypt(bob, utf8('b'));
-      bob = b.state;
-      alice = (await ratchetDecrypt(wc, rng, alice, b.message)).state;
-      const a = ratchetEncrypt(alice, utf8('a'));
-      alice = a.state;
-      bob = (await ratchetDecrypt(wc, rng, bob, a.message)).state;
-    };
-    for (let i = 0; i < MAX_RECEIVER_CHAINS - 1; i++) await roundTrip();
+    ({ alice, bob } = await roundTrips(rng, alice, bob, MAX_RECEIVER_CHAINS - 1));
     // Chain 1 is the oldest of the MAX_RECEIVER_CHAINS kept: the replay is recognised.
     expect(bob.receivingChains.at(-1)!.ratchetKey).toEqual(decodeHeader(first.message.header).ratchetKey);
     await expectCode(ratchetDecrypt(wc, rng, bob, first.message), 'duplicate');
-    await roundTrip(); // chain 1 leaves the window; nothing of it was outstanding, so nothing is kept
+    ({ alice, bob } = await roundTrips(rng, alice, bob, 1)); // chain 1 leaves the window, nothing of it kept
     const before = snap(bob);
     await expectCode(ratchetDecrypt(wc, rng, bob, first.message), 'decryption_failed');
     expect(snap(bob)).toBe(before);

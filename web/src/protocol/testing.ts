@@ -5,7 +5,7 @@
  * Does NOT: provide randomness for production — never pass `seededRng` outside tests and vectors.
  * @module
  */
-import { concat, u32be, utf8 } from './bytes.js';
+import { concat, fromHex, toHex, u32be, utf8 } from './bytes.js';
 import { type DeviceCertificate, type DeviceList, issueDeviceCertificate, signDeviceList } from './identity.js';
 import { generateEd25519, generateX25519, type OurEd25519KeyPair, type OurX25519KeyPair } from './keys.js';
 import type { PqxdhLocalIdentity } from './pqxdh.js';
@@ -37,6 +37,29 @@ export function seededRng(seed: string | Uint8Array): Rng {
     const out = buf.slice(0, length);
     buf = buf.slice(length);
     return out;
+  };
+}
+
+/** An Rng that records every output (hex), so a vector can list the values it consumed, in order. */
+export function recordingRng(rng: Rng): { rng: Rng; drawn: string[] } {
+  const drawn: string[] = [];
+  return {
+    drawn,
+    rng: (n) => {
+      const out = rng(n);
+      drawn.push(toHex(out));
+      return out;
+    },
+  };
+}
+
+/** An Rng that replays recorded draws (hex) and throws on any request of another length or beyond them. */
+export function replayRng(hexes: readonly string[]): Rng {
+  const queue = [...hexes];
+  return (n) => {
+    const next = fromHex(queue.shift() ?? '');
+    if (next.length !== n) throw new Error('replay rng: unexpected request');
+    return next;
   };
 }
 

@@ -12,7 +12,7 @@ import { decodeDeviceCertificate } from './identity.js';
 import { x25519FromSecret } from './keys.js';
 import { pad, unpad } from './padding.js';
 import { decodeBundle, verifyBundle } from './prekeys.js';
-import { aesGcmDecrypt, type Curve25519, mlkemKeygen, nobleCurves, type Rng, webCryptoCurves } from './primitives.js';
+import { aesGcmDecrypt, type Curve25519, mlkemKeygen, nobleCurves, webCryptoCurves } from './primitives.js';
 import {
   type DecryptContext,
   decodeMessage,
@@ -22,17 +22,11 @@ import {
   initiateSession,
   MessageType,
 } from './session.js';
+import { replayRng } from './testing.js';
 import { generateMessageVector } from './vectors/generate-message.js';
 
 const file = fileURLToPath(new URL('./vectors/message.json', import.meta.url));
 const serialize = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
-const replay =
-  (hexes: string[]): Rng =>
-  (n) => {
-    const next = fromHex(hexes.shift() ?? '');
-    if (next.length !== n) throw new Error('replay rng: unexpected request');
-    return next;
-  };
 
 let paths: Curve25519[];
 let generated: unknown;
@@ -110,7 +104,7 @@ describe('padded message layer known-answer vector', () => {
         responderKeys: () => keys,
         isTrustedIdentity: (k) => toHex(k) === v.alice.identityPublic,
       };
-      const rngB = replay([...bob.randomDraws]);
+      const rngB = replayRng(bob.randomDraws);
       let recB = emptySessionRecord();
       for (const label of ['m0', 'm1', 'm3']) {
         const m = byLabel.get(label)!;
@@ -120,7 +114,7 @@ describe('padded message layer known-answer vector', () => {
         recB = r.record;
       }
       // Alice re-creates her messages byte for byte from the bundle and her draws, and opens Bob's reply.
-      const rngA = replay([...v.alice.randomDraws]);
+      const rngA = replayRng(v.alice.randomDraws);
       const ours = {
         userId: 'alice',
         deviceId: 'a1',

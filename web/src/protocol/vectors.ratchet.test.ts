@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { fromHex, toHex } from './bytes.js';
 import { x25519FromSecret } from './keys.js';
-import { type Curve25519, nobleCurves, type Rng, webCryptoCurves } from './primitives.js';
+import { type Curve25519, nobleCurves, webCryptoCurves } from './primitives.js';
 import { initBob, ratchetDecrypt } from './ratchet.js';
 import {
   decodeSenderKeyDistribution,
@@ -16,19 +16,13 @@ import {
   processSenderKeyDistribution,
   senderDecrypt,
 } from './sender-keys.js';
+import { replayRng } from './testing.js';
 import { generateRatchetVectors, type RatchetVectorFiles } from './vectors/generate-ratchet.js';
 
 const dir = fileURLToPath(new URL('./vectors/', import.meta.url));
 const serialize = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
 // biome-ignore lint/suspicious/noExplicitAny: JSON fixtures
 const load = (name: string): any => JSON.parse(readFileSync(dir + name, 'utf8'));
-const replay =
-  (hexes: string[]): Rng =>
-  (n) => {
-    const next = fromHex(hexes.shift() ?? '');
-    if (next.length !== n) throw new Error('replay rng: unexpected request');
-    return next;
-  };
 
 let paths: Curve25519[];
 let generated: RatchetVectorFiles;
@@ -59,7 +53,7 @@ describe('ratchet and sender-key known-answer vectors', () => {
     for (const curves of paths) {
       const spk = await x25519FromSecret(curves, fromHex(v.bobSignedPrekey.secret));
       expect(toHex(spk.publicKey)).toBe(v.bobSignedPrekey.public);
-      const rng = replay([...v.bobRatchetSecrets]);
+      const rng = replayRng(v.bobRatchetSecrets);
       let bob = initBob(fromHex(v.sharedSecret), fromHex(v.associatedData), spk);
       for (const label of ['a0', 'a2', 'a1']) {
         const m = byLabel.get(label)!;
