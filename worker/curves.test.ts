@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { toHex } from '../web/src/protocol/bytes.js';
 import { defaultCurves, nobleCurves, webCryptoCurves } from '../web/src/protocol/primitives.js';
 import { seededRng } from '../web/src/protocol/testing.js';
 
@@ -14,9 +15,7 @@ describe('curve paths inside workerd', () => {
     for (let i = 0; i < 4; i++) {
       const [seed, msg] = [rng(32), rng(40 + i)];
       const [pk, sig] = await Promise.all([wc.ed25519PublicKey(seed), wc.ed25519Sign(seed, msg)]);
-      expect(Buffer.from(sig).toString('hex')).toBe(
-        Buffer.from(await nobleCurves.ed25519Sign(seed, msg)).toString('hex'),
-      );
+      expect(toHex(sig)).toBe(toHex(await nobleCurves.ed25519Sign(seed, msg)));
       expect([await wc.ed25519Verify(pk, msg, sig), await nobleCurves.ed25519Verify(pk, msg, sig)]).toEqual([
         true,
         true,
