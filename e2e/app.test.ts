@@ -10,6 +10,7 @@
 import * as OTPAuth from 'otpauth';
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
+import { expectAccessible } from './a11y.js';
 import { bodies, cast, contains, PASSWORD, rawIndexedDb, register, screenshot, uniq, waitForText } from './browser.js';
 
 const newPerson = cast(0);
@@ -198,6 +199,11 @@ describe('messenger in Chromium', () => {
     await waitForText(alice.page, 'before the reset');
     await openConversation(bob.page, conv);
     await waitForText(bob.page, 'before the reset');
+    // Alice verifies Bob's number (compared in person).
+    const oldNumber = await safetyNumberWith(alice.page, conv, b);
+    await alice.page.getByRole('button', { name: 'Mark as verified' }).click();
+    await expect.poll(() => alice.page.getByTestId('verified-state').textContent()).toContain('Verified');
+    await alice.page.keyboard.press('Escape');
 
     // Bob on a new computer: the right password, but no keys here.
     const bobNew = await newPerson();
@@ -218,9 +224,33 @@ describe('messenger in Chromium', () => {
     await alice.page.getByTestId('key-change').waitFor({ timeout: 30_000 });
     expect(await alice.page.getByTestId('composer').isDisabled()).toBe(true);
     await screenshot(alice.page, 'key-change-warning');
-    await alice.page.getByTestId('key-change').getByRole('button', { name: 'Accept' }).click();
+    // Review shows the NEW number, not verified, and says the earlier verification no longer applies.
+    await alice.page.getByTestId('key-change').getByRole('button', { name: 'Review' }).click();
+    const sn = alice.page.getByTestId('safety-number');
+    await expect.poll(() => sn.getAttribute('data-pending'), { timeout: 30_000 }).toBe('true');
+    const shown = (await sn.locator('li').allTextContents()).join(' ');
+    expect(shown.replace(/\D/g, '')).toHaveLength(60);
+    expect(shown).not.toBe(oldNumber);
+    expect(await alice.page.getByTestId('verified-state').textContent()).toBe('Not verified');
+    const notice = await alice.page.getByTestId('safety-number-changed').textContent();
+    expect(notice).toContain('has changed');
+    expect(notice).toContain('that verification no longer applies');
+    await expectAccessible(alice.page, 'key-change-review');
+    // It is the number Bob's new device shows.
+    const bobsSide = await safetyNumberWith(bobNew.page, conv, a);
+    expect(bobsSide).toBe(shown);
+    // Compared and matching: verifying accepts the change and marks the new number as verified.
+    await alice.page.getByRole('dialog').getByRole('button', { name: 'Mark as verified' }).click();
+    await expect
+      .poll(() => alice.page.getByTestId('verified-state').textContent(), { timeout: 30_000 })
+      .toBe('✓ Verified');
+    expect(await sn.getAttribute('data-pending')).toBe('false');
+    expect((await sn.locator('li').allTextContents()).join(' ')).toBe(shown);
+    await alice.page.keyboard.press('Escape');
+    await expect.poll(() => alice.page.getByTestId('key-change').count(), { timeout: 30_000 }).toBe(0);
     await expect.poll(() => alice.page.getByTestId('composer').isEnabled(), { timeout: 30_000 }).toBe(true);
     await send(alice.page, 'after the reset');
+    await bobNew.page.goto('/chats');
     await openConversation(bobNew.page, conv);
     await waitForText(bobNew.page, 'after the reset', 45_000);
   }, 240_000);

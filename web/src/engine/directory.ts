@@ -48,6 +48,8 @@ export interface ContactView {
   readonly listVersion: number;
   /** True while an identity key change awaits the user's acceptance (sending is blocked). */
   readonly blocked: boolean;
+  /** The new identity key of that change (verified list under it), while it awaits acceptance. */
+  readonly pendingIdentityKey: Uint8Array | null;
 }
 
 const key = (userId: string) => `dir/user/${userId}`;
@@ -182,13 +184,21 @@ export class Directory {
     return this.view(userId);
   }
 
-  /** The safety number with `userId` under the identity key we currently trust. */
-  async safetyNumber(userId: string): Promise<SafetyNumber> {
+  /**
+   * The safety number with `userId` under the identity key we currently trust, or (`pending`) under the
+   * new key of a change that awaits acceptance — the number to compare BEFORE accepting it (null if no
+   * change is pending).
+   */
+  async safetyNumber(userId: string, which: 'trusted'): Promise<SafetyNumber>;
+  async safetyNumber(userId: string, which: 'pending'): Promise<SafetyNumber | null>;
+  async safetyNumber(userId: string, which: 'trusted' | 'pending'): Promise<SafetyNumber | null> {
     const own = await this.keys.identity();
     if (!(await readJson<ContactRecord>(this.ctx.store, key(userId)))) await this.list(userId);
     const rec = await readJson<ContactRecord>(this.ctx.store, key(userId));
     if (!rec) throw new EngineError('unknown_user', `unknown contact ${userId}`, userId);
-    return safetyNumber(own.userIdentity.publicKey, own.userId, rec.trustedIdentityKey, userId);
+    const theirs = which === 'pending' ? rec.pendingChange?.identityKey : rec.trustedIdentityKey;
+    if (!theirs) return null;
+    return safetyNumber(own.userIdentity.publicKey, own.userId, theirs, userId);
   }
 
   async view(userId: string): Promise<ContactView> {
@@ -200,6 +210,7 @@ export class Directory {
       deviceIds: decodeDeviceList(rec.list).devices.map((d) => d.deviceId),
       listVersion: rec.version,
       blocked: rec.pendingChange !== null,
+      pendingIdentityKey: rec.pendingChange?.identityKey ?? null,
     };
   }
 

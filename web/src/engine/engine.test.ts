@@ -127,7 +127,7 @@ describe('engine over the fake server', () => {
     expect(await texts(bob2, conv)).toEqual(['after']);
     // PITFALLS 15: adding a device changes neither trust nor the safety number.
     expect((await alice.engine.contact('bob')).blocked).toBe(false);
-    expect((await alice.engine.safetyNumber('bob')).digits).toBe(before.digits);
+    expect((await alice.engine.safetyNumber('bob'))?.digits).toBe(before?.digits);
     alice.engine.close();
   });
 
@@ -238,9 +238,16 @@ describe('PITFALLS 15: identity key changes', () => {
     expect((await alice.engine.refreshContact('bob')).blocked).toBe(true);
     expect(events).toContainEqual({ type: 'key_change', userId: 'bob', blocked: true });
     await expect(alice.engine.sendText(conv, 'to whom?')).rejects.toMatchObject({ code: 'identity_changed' });
-    expect((await alice.engine.safetyNumber('bob')).digits).toBe(before.digits); // still the trusted key
+    expect((await alice.engine.safetyNumber('bob'))?.digits).toBe(before?.digits); // still the trusted key
+    // The number to compare before accepting: under the NEW key, and the one Bob's new device shows.
+    const pending = await alice.engine.safetyNumber('bob', 'pending');
+    expect(pending?.digits).not.toBe(before?.digits);
+    expect((await newBob.safetyNumber('alice'))?.digits).toBe(pending?.digits);
+    expect((await alice.engine.contact('bob')).pendingIdentityKey).toEqual(nb.userIdentity.publicKey);
     await alice.engine.acceptIdentityChange('bob');
-    expect((await alice.engine.safetyNumber('bob')).digits).not.toBe(before.digits);
+    expect((await alice.engine.safetyNumber('bob'))?.digits).toBe(pending?.digits);
+    expect(await alice.engine.safetyNumber('bob', 'pending')).toBeNull();
+    expect((await alice.engine.contact('bob')).pendingIdentityKey).toBeNull();
     await alice.engine.connect([conv]);
     await alice.engine.sendText(conv, 'welcome back');
     await until(() => w.server.pending(conv, 'bob', 'bob-9').length === 1, 'sent to the new device');

@@ -129,7 +129,11 @@ export interface EngineApi {
   flushOutbox(): Promise<void>;
   contact(userId: string): Promise<ContactView>;
   refreshContact(userId: string): Promise<ContactView>;
-  safetyNumber(userId: string): Promise<SafetyNumberView>;
+  /**
+   * The safety number under the trusted identity key, or (`pending`) under the new key of an identity
+   * change that awaits acceptance (null if none): what a person compares before accepting it.
+   */
+  safetyNumber(userId: string, which?: 'trusted' | 'pending'): Promise<SafetyNumberView | null>;
   acceptIdentityChange(userId: string): Promise<ContactView>;
 }
 
@@ -389,9 +393,10 @@ export function createEngine(opts: EngineOptions): Engine {
     flushOutbox: () => outbox.flush(),
     contact: (u) => directory.view(u),
     refreshContact: (u) => directory.refresh(u),
-    async safetyNumber(u) {
-      const s = await directory.safetyNumber(u);
-      return { digits: s.digits, display: s.display, scannable: s.scannable };
+    async safetyNumber(u, which = 'trusted') {
+      const s =
+        which === 'pending' ? await directory.safetyNumber(u, 'pending') : await directory.safetyNumber(u, 'trusted');
+      return s && { digits: s.digits, display: s.display, scannable: s.scannable };
     },
     async acceptIdentityChange(u) {
       const v = await directory.acceptIdentityChange(u);

@@ -1,6 +1,11 @@
 /**
  * A contact's safety number: 60 digits in twelve groups of five, the scannable QR, and "mark as verified"
  * (remembered for the current identity key; a key change clears it).
+ *
+ * While the contact's identity key change awaits acceptance (sending to them is paused), this shows the
+ * NEW number — the one to compare now — marked "Not verified", says plainly that it changed and that an
+ * earlier verification no longer applies, and offers "Mark as verified" (compared and matching: accepts the
+ * change and verifies the new key in one step) or "Accept without verifying".
  */
 import { createResource, For, Show } from 'solid-js';
 import { groupsOfFive } from '../logic.js';
@@ -10,22 +15,44 @@ import { Banner, Button, Spinner } from './ui.js';
 
 export function SafetyNumber(props: { userId: string }) {
   const { state, actions } = useStore();
-  const [sn] = createResource(
-    () => props.userId,
-    (u) => actions.safetyNumber(u),
-  );
   const [contact] = createResource(
     () => props.userId,
     (u) => actions.loadContact(u),
   );
-  const verified = () => state.contacts[props.userId]?.verified ?? false;
+  const c = () => state.contacts[props.userId];
+  const pending = () => c()?.pendingIdentityKey ?? null;
+  // Re-read whenever the key we show changes (a change arrives, or is accepted while the dialog is open).
+  const [sn] = createResource(
+    () => (c() ? { u: props.userId, key: pending() ?? c()!.identityKey, pending: pending() !== null } : null),
+    (k) => actions.safetyNumber(k.u, k.pending ? 'pending' : 'trusted'),
+  );
+  const verified = () => c()?.verified ?? false;
   const name = () => actions.nameOf(props.userId);
+  const fail = () => actions.toast('Could not save', 'error');
   return (
     <div class="space-y-4">
-      <p class="text-sm text-slate-600 dark:text-slate-300">
-        Compare these numbers with {name()} in person or over a call you trust, or scan the code. If they match, nobody
-        is in the middle.
-      </p>
+      <Show
+        when={pending()}
+        fallback={
+          <p class="text-sm text-slate-600 dark:text-slate-300">
+            Compare these numbers with {name()} in person or over a call you trust, or scan the code. If they match,
+            nobody is in the middle.
+          </p>
+        }
+      >
+        <Banner kind="warn">
+          <div class="space-y-1" data-testid="safety-number-changed">
+            <p>
+              <strong>{name()}’s safety number has changed.</strong> This is the new number. They may have reinstalled
+              or reset their account — or someone may be intercepting.
+            </p>
+            <Show when={c()?.verificationLost}>
+              <p>You had verified the previous number; that verification no longer applies.</p>
+            </Show>
+            <p>Compare it with {name()} in person or over a call you trust before you accept it.</p>
+          </div>
+        </Banner>
+      </Show>
       <Show when={sn()} fallback={<Spinner />}>
         {(s) => (
           <>
@@ -36,6 +63,7 @@ export function SafetyNumber(props: { userId: string }) {
               class="grid grid-cols-4 gap-x-4 gap-y-2 text-center font-mono text-lg tracking-wider tabular-nums"
               aria-label="Safety number"
               data-testid="safety-number"
+              data-pending={pending() ? 'true' : 'false'}
             >
               <For each={groupsOfFive(s().digits)}>{(g) => <li>{g}</li>}</For>
             </ol>
@@ -45,18 +73,35 @@ export function SafetyNumber(props: { userId: string }) {
       <Show when={contact.error}>
         <Banner kind="error">Could not load this contact.</Banner>
       </Show>
-      <div class="flex items-center justify-between gap-3 rounded-lg bg-slate-100 px-3 py-2 dark:bg-slate-800">
+      <div class="flex flex-wrap items-center justify-between gap-3 rounded-lg bg-slate-100 px-3 py-2 dark:bg-slate-800">
         <span class="text-sm" data-testid="verified-state">
           {verified() ? '✓ Verified' : 'Not verified'}
         </span>
-        <Button
-          variant={verified() ? 'secondary' : 'primary'}
-          onClick={() =>
-            void actions.setVerified(props.userId, !verified()).catch(() => actions.toast('Could not save', 'error'))
+        <Show
+          when={pending()}
+          fallback={
+            <Button
+              variant={verified() ? 'secondary' : 'primary'}
+              onClick={() => void actions.setVerified(props.userId, !verified()).catch(fail)}
+            >
+              {verified() ? 'Clear verification' : 'Mark as verified'}
+            </Button>
           }
         >
-          {verified() ? 'Clear verification' : 'Mark as verified'}
-        </Button>
+          <div class="flex flex-wrap gap-2">
+            <Button
+              variant="secondary"
+              onClick={() =>
+                void actions
+                  .acceptKeyChange(props.userId)
+                  .catch(() => actions.toast('Could not accept the change', 'error'))
+              }
+            >
+              Accept without verifying
+            </Button>
+            <Button onClick={() => void actions.verifyKeyChange(props.userId).catch(fail)}>Mark as verified</Button>
+          </div>
+        </Show>
       </div>
     </div>
   );

@@ -23,9 +23,24 @@ export function createContacts(agent: () => Agent, actions: Actions, state: Stat
     });
   };
 
-  const view = (v: { userId: string; identityKey: Uint8Array; blocked: boolean }): ContactState => {
+  const view = (v: {
+    userId: string;
+    identityKey: Uint8Array;
+    blocked: boolean;
+    pendingIdentityKey: Uint8Array | null;
+  }): ContactState => {
     const identityKey = toB64u(v.identityKey);
-    return { userId: v.userId, identityKey, blocked: v.blocked, verified: state.verified[v.userId] === identityKey };
+    const verifiedKey = state.verified[v.userId];
+    const pending = v.pendingIdentityKey ? toB64u(v.pendingIdentityKey) : null;
+    return {
+      userId: v.userId,
+      identityKey,
+      blocked: v.blocked,
+      // While a change is pending, nothing is verified: the number to compare is the new one.
+      verified: pending === null && verifiedKey === identityKey,
+      pendingIdentityKey: pending,
+      verificationLost: pending !== null && verifiedKey === identityKey,
+    };
   };
 
   Object.assign(actions, {
@@ -67,7 +82,12 @@ export function createContacts(agent: () => Agent, actions: Actions, state: Stat
         throw e;
       }
     },
-    safetyNumber: (userId: string) => agent().engine.safetyNumber(userId),
+    safetyNumber: (userId: string, which: 'trusted' | 'pending' = 'trusted') =>
+      agent().engine.safetyNumber(userId, which),
+    async verifyKeyChange(userId: string) {
+      await actions.acceptKeyChange(userId);
+      await actions.setVerified(userId, true);
+    },
     rememberName(userId: string, username: string) {
       if (state.names[userId] === username) return;
       setState('names', userId, username);

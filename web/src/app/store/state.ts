@@ -21,6 +21,10 @@ export interface ContactState {
   readonly identityKey: string;
   readonly blocked: boolean;
   readonly verified: boolean;
+  /** The new identity key (b64u) of a change that awaits acceptance; null when none. */
+  readonly pendingIdentityKey: string | null;
+  /** True while a change is pending and the user had verified the key it replaces (that no longer applies). */
+  readonly verificationLost: boolean;
 }
 
 export interface State {
@@ -130,7 +134,13 @@ export interface Actions {
   loadContact(userId: string, opts?: { refresh?: boolean }): Promise<ContactState>;
   acceptKeyChange(userId: string): Promise<void>;
   setVerified(userId: string, verified: boolean): Promise<void>;
-  safetyNumber(userId: string): Promise<{ digits: string; display: string; scannable: Uint8Array }>;
+  /** The number under the trusted key, or (`pending`) under the new key of a change awaiting acceptance. */
+  safetyNumber(
+    userId: string,
+    which?: 'trusted' | 'pending',
+  ): Promise<{ digits: string; display: string; scannable: Uint8Array } | null>;
+  /** Compared and matching: accepts a pending key change and marks the new key as verified, in one step. */
+  verifyKeyChange(userId: string): Promise<void>;
   rememberName(userId: string, username: string): void;
   nameOf(userId: string): string;
   // devices
