@@ -218,6 +218,12 @@ describe('messenger in Chromium', () => {
     await expect.poll(() => confirm.textContent()).toContain('cannot be undone');
     await confirm.getByRole('button', { name: 'Reset identity' }).click();
     await bobNew.page.waitForURL('**/chats', { timeout: 60_000 });
+    // Bob's old browser is cut off, and says why.
+    await bob.page.waitForURL('**/login', { timeout: 30_000 });
+    await expect
+      .poll(() => bob.page.getByTestId('signed-out-reason').textContent(), { timeout: 30_000 })
+      .toContain('identity was reset on another device');
+    await screenshot(bob.page, 'signed-out-identity-reset');
 
     // Alice: the safety number changed; sending is blocked until she accepts.
     await alice.page.goto(`/chats/${conv}`);
@@ -358,6 +364,26 @@ describe('messenger in Chromium', () => {
     await alice.page.getByRole('tab', { name: 'General' }).click();
     await alice.page.getByRole('button', { name: 'Sign out', exact: true }).click();
     await alice.page.waitForURL('**/login', { timeout: 30_000 });
+    expect(await alice.page.getByTestId('signed-out-reason').count()).toBe(0); // signed out here: nothing to explain
+    // A signed-out visitor of /chats goes to "Sign in" (this browser had an account), not "Create".
+    await alice.page.goto('/chats');
+    await alice.page.waitForURL('**/login', { timeout: 30_000 });
+    // A rate-limited sign-in says how long to wait (the server's Retry-After).
+    await alice.context.route('**/api/auth/login', (route) =>
+      route.fulfill({
+        status: 429,
+        headers: { 'content-type': 'application/json', 'retry-after': '600' },
+        body: JSON.stringify({ error: { code: 'rate_limited', message: 'too many requests', retryAfterSec: 600 } }),
+      }),
+    );
+    await alice.page.getByLabel('Username').fill(a);
+    await alice.page.getByLabel('Password').fill(PASSWORD);
+    await alice.page.getByRole('button', { name: 'Sign in' }).click();
+    await expect
+      .poll(() => alice.page.getByRole('alert').first().textContent(), { timeout: 30_000 })
+      .toMatch(/Try again in 10 minutes \(at \d/);
+    await screenshot(alice.page, 'login-rate-limited');
+    await alice.context.unroute('**/api/auth/login');
     await alice.page.getByLabel('Username').fill(a);
     await alice.page.getByLabel('Password').fill(PASSWORD);
     await alice.page.getByRole('button', { name: 'Sign in' }).click();

@@ -1,8 +1,10 @@
 /**
  * `requireAuth`: a valid access token (Authorization: Bearer) whose session family and device are still
  * live — so sign-out, sign-out-everywhere and device revocation take effect at once, not at token expiry.
+ * A dead session is 401 `session_revoked` with the `reason` it ended (`sessionRevoked`), so the device
+ * that was cut off can say why.
  */
-import { and, eq, isNull } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import { createMiddleware } from 'hono/factory';
 import { makeDb, schema } from '../db.js';
 import type { AppBindings } from '../env.js';
@@ -16,8 +18,12 @@ export const requireAuth = createMiddleware<AppBindings>(async (c, next) => {
   if (!m) throw new AppError(401, 'invalid_token', 'access token missing, invalid or expired');
   const auth = await verifyAccessToken(c.env, m[1]!);
   const db = makeDb(c.env);
-  const live = await db
-    .select({ id: schema.tokenFamilies.id })
+  const row = await db
+    .select({
+      familyRevokedAt: schema.tokenFamilies.revokedAt,
+      familyRevokeReason: schema.tokenFamilies.revokeReason,
+      deviceRevokedAt: schema.devices.revokedAt,
+    })
     .from(schema.tokenFamilies)
     .innerJoin(
       schema.devices,
@@ -31,12 +37,44 @@ export const requireAuth = createMiddleware<AppBindings>(async (c, next) => {
         eq(schema.tokenFamilies.id, auth.familyId),
         eq(schema.tokenFamilies.userId, auth.userId),
         eq(schema.tokenFamilies.deviceId, auth.deviceId),
-        isNull(schema.tokenFamilies.revokedAt),
-        isNull(schema.devices.revokedAt),
       ),
     )
     .get();
-  if (!live) throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
+  if (!row) throw sessionRevoked(null, false);
+  if (row.familyRevokedAt !== null || row.deviceRevokedAt !== null)
+    throw sessionRevoked(row.familyRevokedAt !== null ? row.familyRevokeReason : null, row.deviceRevokedAt !== null);
   c.set('auth', auth);
   await next();
 });
+
+/** Why a session ended, as the device that was cut off is told (never anything about other sessions). */
+export type SessionEndReason =
+  | 'logout'
+  | 'logout_all'
+  | 'signed_out_by_user'
+  | 'password_changed'
+  | 'identity_reset'
+  | 'device_revoked'
+  | 'refresh_reuse'
+  | 'unknown';
+
+const REASONS: ReadonlySet<string> = new Set([
+  'logout',
+  'logout_all',
+  'signed_out_by_user',
+  'password_changed',
+  'identity_reset',
+  'device_revoked',
+  'refresh_reuse',
+]);
+
+/** 401 `session_revoked` with `reason`: the family's revoke reason, else `device_revoked` if the device was. */
+export function sessionRevoked(familyReason: string | null, deviceRevoked: boolean): AppError {
+  const reason: SessionEndReason =
+    familyReason && REASONS.has(familyReason)
+      ? (familyReason as SessionEndReason)
+      : deviceRevoked
+        ? 'device_revoked'
+        : 'unknown';
+  return new AppError(401, 'session_revoked', 'this session was signed out or its device revoked', { reason });
+}

@@ -320,7 +320,7 @@ describe('refresh, logout and sessions', () => {
     expect(res.headers.getSetCookie().join('\n')).toMatch(/__Host-e2e_refresh=;.*Max-Age=0/);
     const after = await api('/api/auth/session', { method: 'GET', token: u.accessToken });
     expect(after.status).toBe(401);
-    expect((await json(after)).error?.code).toBe('session_revoked');
+    expect((await json(after)).error).toMatchObject({ code: 'session_revoked', reason: 'logout' });
     expect((await api('/api/auth/refresh', { refresh: u.cookie })).status).toBe(401);
     expect((await api('/api/auth/session', { method: 'GET', token: other.accessToken })).status).toBe(200);
   });
@@ -331,9 +331,15 @@ describe('refresh, logout and sessions', () => {
     const res = await api('/api/auth/logout-all', { token: u.accessToken, ip: u.ip });
     expect(await json(res)).toEqual({ ok: true, revokedSessions: 2 });
     for (const t of [u.accessToken, other.accessToken]) {
-      expect((await api('/api/auth/session', { method: 'GET', token: t })).status).toBe(401);
+      expect((await json(await api('/api/auth/session', { method: 'GET', token: t }))).error).toMatchObject({
+        code: 'session_revoked',
+        reason: 'logout_all',
+      });
     }
-    expect((await api('/api/auth/refresh', { refresh: other.cookie })).status).toBe(401);
+    // The refresh of a cut-off device says why too (that device shows it on its sign-in screen).
+    const refused = await api('/api/auth/refresh', { refresh: other.cookie });
+    expect(refused.status).toBe(401);
+    expect((await json(refused)).error).toMatchObject({ code: 'session_revoked', reason: 'logout_all' });
   });
 
   it('sessions/revoke signs one device out; an unknown device id is 404', async () => {
@@ -341,7 +347,10 @@ describe('refresh, logout and sessions', () => {
     const other = await login(u);
     const res = await api('/api/auth/sessions/revoke', { token: other.accessToken, body: { deviceId: u.deviceId } });
     expect(await json(res)).toEqual({ ok: true, revokedSessions: 2 });
-    expect((await api('/api/auth/session', { method: 'GET', token: u.accessToken })).status).toBe(401);
+    expect((await json(await api('/api/auth/session', { method: 'GET', token: u.accessToken }))).error).toMatchObject({
+      code: 'session_revoked',
+      reason: 'signed_out_by_user',
+    });
     const u2 = await registerUser();
     const nf = await api('/api/auth/sessions/revoke', { token: u2.accessToken, body: { deviceId: u.deviceId } });
     expect(nf.status).toBe(404);
@@ -365,7 +374,9 @@ describe('refresh, logout and sessions', () => {
     expect(await json(res)).toEqual({ ok: true, revokedSessions: 1 });
     expect((await api('/api/auth/session', { method: 'GET', token: u.accessToken })).status).toBe(200);
     const dead = await api('/api/auth/session', { method: 'GET', token: other.accessToken });
-    expect((await json(dead)).error?.code).toBe('session_revoked');
+    expect((await json(dead)).error).toMatchObject({ code: 'session_revoked', reason: 'password_changed' });
+    const deadRefresh = await api('/api/auth/refresh', { refresh: other.cookie });
+    expect((await json(deadRefresh)).error).toMatchObject({ code: 'session_revoked', reason: 'password_changed' });
     const ip = freshIp();
     const oldPw = await api('/api/auth/login', { body: await loginBody(u, { ip }), ip });
     expect((await json(oldPw)).error?.code).toBe('invalid_credentials');
@@ -533,9 +544,10 @@ describe('identity reset', () => {
     const pk = await db().select().from(schema.oneTimePrekeys).where(eq(schema.oneTimePrekeys.userId, u.userId)).all();
     expect(pk).toHaveLength(0);
     for (const tok of [u.accessToken, other.accessToken]) {
-      expect((await json(await api('/api/auth/session', { method: 'GET', token: tok }))).error?.code).toBe(
-        'session_revoked',
-      );
+      expect((await json(await api('/api/auth/session', { method: 'GET', token: tok }))).error).toMatchObject({
+        code: 'session_revoked',
+        reason: 'identity_reset',
+      });
     }
     const ok = await api('/api/auth/session', { method: 'GET', token: t.accessToken as string });
     expect((await json(ok)).identityVersion).toBe(2);
@@ -621,9 +633,10 @@ describe('device-store applyDeviceList', () => {
     const drop = await applyDeviceList(db(), u.userId, ik, v2, v3);
     expect(drop.revoked).toEqual([u.deviceId]);
     await db().batch(drop.statements);
-    expect((await json(await api('/api/auth/session', { method: 'GET', token: u.accessToken }))).error?.code).toBe(
-      'session_revoked',
-    );
+    expect((await json(await api('/api/auth/session', { method: 'GET', token: u.accessToken }))).error).toMatchObject({
+      code: 'session_revoked',
+      reason: 'device_revoked',
+    });
     // A stale update (based on v2) now loses the compare-and-swap and rolls back as a whole.
     const d3 = await makeTestDevice(c, rng, u.keys.identity, u.userId, 'third');
     const stale = await applyDeviceList(db(), u.userId, ik, v2, await sign(3, [d2.certificate, d3.certificate]));

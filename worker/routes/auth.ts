@@ -11,7 +11,7 @@
  * exists. Login and identity reset answer an unknown user and a wrong password with the same 401
  * `invalid_credentials` after the same work (an HMAC against a dummy salt for unknown users).
  */
-import { and, eq, isNotNull, isNull, ne, type SQL, sql } from 'drizzle-orm';
+import { and, eq, isNotNull, isNull, ne, or, type SQL, sql } from 'drizzle-orm';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
@@ -30,7 +30,7 @@ import { toB64u, utf8 } from '../../web/src/protocol/bytes.js';
 import { verifyLoginChallenge } from '../../web/src/protocol/identity.js';
 import { defaultCurves, hmacSha256 } from '../../web/src/protocol/primitives.js';
 import { consumeChallenge, issueChallenge } from '../auth/challenges.js';
-import { requireAuth } from '../auth/middleware.js';
+import { requireAuth, sessionRevoked } from '../auth/middleware.js';
 import { checkPassword, newPasswordRecord } from '../auth/password.js';
 import { issueAccessToken, newOpaqueToken, tokenHash } from '../auth/tokens.js';
 import {
@@ -488,6 +488,7 @@ auth.post('/refresh', async (c) => {
       userId: tokenFamilies.userId,
       deviceId: tokenFamilies.deviceId,
       familyRevokedAt: tokenFamilies.revokedAt,
+      familyRevokeReason: tokenFamilies.revokeReason,
       deviceRevokedAt: devices.revokedAt,
     })
     .from(refreshTokens)
@@ -502,7 +503,7 @@ auth.post('/refresh', async (c) => {
   await enforceRateLimit(c.env, 'refresh', [`family:${row.familyId}`]);
   if (row.familyRevokedAt !== null || row.deviceRevokedAt !== null) {
     clearRefreshCookie(c);
-    throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
+    throw sessionRevoked(row.familyRevokedAt !== null ? row.familyRevokeReason : null, row.deviceRevokedAt !== null);
   }
   if (row.expiresAt <= now) {
     clearRefreshCookie(c);
@@ -835,10 +836,20 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
       .update(devices)
       .set({ revokedAt: now })
       .where(and(eq(devices.userId, user.id), ne(devices.deviceId, body.deviceId), isNull(devices.revokedAt))),
+    // Every session ends with reason identity_reset — also those the device-list statements above just
+    // ended as device_revoked (same `now`): the cut-off devices then say why.
     db
       .update(tokenFamilies)
       .set({ revokedAt: now, revokeReason: 'identity_reset' })
-      .where(and(eq(tokenFamilies.userId, user.id), isNull(tokenFamilies.revokedAt))),
+      .where(
+        and(
+          eq(tokenFamilies.userId, user.id),
+          or(
+            isNull(tokenFamilies.revokedAt),
+            and(eq(tokenFamilies.revokedAt, now), eq(tokenFamilies.revokeReason, 'device_revoked')),
+          ),
+        ),
+      ),
     db.delete(schema.signedPrekeys).where(eq(schema.signedPrekeys.userId, user.id)),
     db.delete(schema.oneTimePrekeys).where(eq(schema.oneTimePrekeys.userId, user.id)),
     db.delete(schema.kemPrekeys).where(eq(schema.kemPrekeys.userId, user.id)),

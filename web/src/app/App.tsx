@@ -37,7 +37,10 @@ const ROUTES: readonly Route[] = [
   { pattern: '/account', page: Account, auth: 'signed-in' },
 ];
 
-export const hadAccount = () => typeof localStorage !== 'undefined' && !!localStorage.getItem('e2e-chat:account');
+/** Whether anyone ever signed in on this browser (signed-out visitors then go to "Sign in"). */
+export const hadAccount = () =>
+  typeof localStorage !== 'undefined' &&
+  (!!localStorage.getItem('e2e-chat:account') || !!localStorage.getItem('e2e-chat:signed-in-before'));
 
 function Loading() {
   return (

@@ -88,7 +88,7 @@ async function open(username: string, passphrase?: string): Promise<Opened> {
   close();
   const dbName = await dbNameFor(name);
   const store = await openIdbStore(dbName, passphrase === undefined ? {} : { passphrase, onProgress: unlockProgress });
-  const http = new HttpClient({ onSignedOut: () => port.postMessage({ signedOut: true }) });
+  const http = new HttpClient({ onSignedOut: (e) => port.postMessage({ signedOut: signOutReason(e) }) });
   const engine = createEngine({
     store,
     api: createHttpApi(http),
@@ -128,6 +128,16 @@ function close(): void {
 function need(): Opened {
   if (!current) throw new AppError('not_signed_in', 'not signed in');
   return current;
+}
+
+/**
+ * Why the server ended this session, for the sign-in screen: the `reason` of a 401 `session_revoked`
+ * (identity_reset, device_revoked, password_changed, logout_all, signed_out_by_user, logout, refresh_reuse),
+ * else the error code (refresh_reused, refresh_expired, invalid_refresh).
+ */
+function signOutReason(e: { code: string; details?: Readonly<Record<string, unknown>> }): string {
+  const r = e.details?.reason;
+  return typeof r === 'string' && /^[a-z_]{1,40}$/.test(r) ? r : e.code;
 }
 
 const progress = (p: Progress) => port.postMessage({ progress: p });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ROLE_ACTIONS, ROLES } from '../protocol/index.js';
-import { groupsOfFive, match, namesFromDirectTitle, validateRegistration } from './logic.js';
+import { groupsOfFive, match, namesFromDirectTitle, rateLimitText, validateRegistration, waitText } from './logic.js';
 import { allowedActions, canAddMembers, canLeave } from './roles.js';
 
 describe('registration form rules', () => {
@@ -65,5 +65,21 @@ describe('helpers', () => {
     expect(namesFromDirectTitle('alice bob', ['u1', 'u2'])).toEqual({ u1: 'alice', u2: 'bob' });
     expect(namesFromDirectTitle('', ['u1', 'u2'])).toEqual({});
     expect(namesFromDirectTitle('alice <script>', ['u1', 'u2'])).toEqual({});
+  });
+});
+
+describe('rate limits say how long to wait', () => {
+  it('rounds the Retry-After seconds up to a readable wait', () => {
+    expect(waitText(1)).toBe('1 second');
+    expect(waitText(42.2)).toBe('43 seconds');
+    expect(waitText(61)).toBe('2 minutes');
+    expect(waitText(900)).toBe('15 minutes');
+    expect(waitText(3600)).toBe('1 hour');
+    expect(waitText(3601)).toBe('2 hours');
+  });
+  it('names the wait and the local time it ends', () => {
+    const now = new Date(2026, 0, 1, 14, 0, 0).getTime();
+    const at = new Date(now + 900_000).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+    expect(rateLimitText(900, now)).toBe(`Too many attempts from here. Try again in 15 minutes (at ${at}).`);
   });
 });

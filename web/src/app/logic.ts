@@ -16,6 +16,22 @@ export function validateRegistration(username: string, password: string, confirm
   };
 }
 
+/** "45 seconds", "3 minutes", "2 hours" — how long a rate limit lasts, rounded up. */
+export function waitText(seconds: number): string {
+  const s = Math.max(1, Math.ceil(seconds));
+  if (s < 60) return `${s} second${s === 1 ? '' : 's'}`;
+  const m = Math.ceil(s / 60);
+  if (m < 60) return `${m} minute${m === 1 ? '' : 's'}`;
+  const h = Math.ceil(m / 60);
+  return `${h} hour${h === 1 ? '' : 's'}`;
+}
+
+/** The message for a 429 with Retry-After `seconds`: how long, and until when on the local clock. */
+export function rateLimitText(seconds: number, now = Date.now()): string {
+  const at = new Date(now + seconds * 1000).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+  return `Too many attempts from here. Try again in ${waitText(seconds)} (at ${at}).`;
+}
+
 /** "12345678901234…" → ["12345", "67890", …] (60 digits → 12 groups). */
 export function groupsOfFive(digits: string): string[] {
   return digits.replace(/\D/g, '').match(/.{1,5}/g) ?? [];

@@ -108,16 +108,28 @@ export interface SessionRequest {
 
 export type SessionResponse =
   | { readonly rid: number; readonly ok: true; readonly value: unknown }
-  | { readonly rid: number; readonly ok: false; readonly error: { name: string; code?: string; message: string } };
+  | {
+      readonly rid: number;
+      readonly ok: false;
+      readonly error: { name: string; code?: string; message: string; retryAfter?: number };
+    };
 
-/** An error from the worker with the server's or engine's stable code. */
+/** An error from the worker with the server's or engine's stable code (and, for 429, Retry-After seconds). */
 export class AppError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    readonly retryAfter?: number,
   ) {
     super(message);
   }
+}
+
+/** Seconds to wait from an error that carries them: `retryAfter` (Retry-After) or the body's `retryAfterSec`. */
+export function retryAfterOf(e: unknown): number | undefined {
+  const x = e as { retryAfter?: unknown; details?: { retryAfterSec?: unknown } } | null;
+  const v = typeof x?.retryAfter === 'number' ? x.retryAfter : x?.details?.retryAfterSec;
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.ceil(v) : undefined;
 }
 
 interface Port {
@@ -143,7 +155,7 @@ export function sessionClient(port: Port, onProgress: (p: Progress) => void): Se
     if (!w) return;
     waiting.delete(d.rid);
     if (d.ok) w.resolve(d.value);
-    else w.reject(new AppError(d.error.code ?? d.error.name, d.error.message));
+    else w.reject(new AppError(d.error.code ?? d.error.name, d.error.message, d.error.retryAfter));
   });
   const call =
     (method: string) =>
@@ -175,6 +187,7 @@ export function hostSession(api: SessionApi, port: Port): void {
       port.postMessage({ rid: req.rid, ok: true, value } satisfies SessionResponse);
     } catch (e) {
       const err = e as { name?: string; code?: string; message?: string };
+      const retryAfter = retryAfterOf(e);
       port.postMessage({
         rid: req.rid,
         ok: false,
@@ -182,6 +195,7 @@ export function hostSession(api: SessionApi, port: Port): void {
           name: err.name ?? 'Error',
           ...(err.code ? { code: err.code } : {}),
           message: err.message ?? String(e),
+          ...(retryAfter ? { retryAfter } : {}),
         },
       } satisfies SessionResponse);
     }

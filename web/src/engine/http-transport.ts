@@ -141,7 +141,11 @@ export interface HttpClientOptions {
   readonly fetch?: typeof fetch;
   /** Node: a cookie jar for the refresh cookie (default: a memory jar outside browsers, none inside). */
   readonly cookies?: CookieJar | null;
-  /** Called once when the session is over for good (refresh refused): the UI shows the sign-in screen. */
+  /**
+   * Called when the session is over for good (refresh refused, or any request answered 401
+   * `session_revoked`): the UI shows the sign-in screen with the reason (`details.reason` of the error:
+   * identity_reset, device_revoked, password_changed, logout_all, …).
+   */
   readonly onSignedOut?: (error: ApiError) => void;
 }
 
@@ -202,16 +206,19 @@ export class HttpClient {
         this.setTokens(t);
         return t.accessToken;
       } catch (e) {
-        if (isApiError(e) && e.status === 401) {
-          this.clearSession();
-          this.onSignedOut?.(e);
-        }
+        if (isApiError(e) && e.status === 401) this.ended(e);
         throw e;
       } finally {
         this.refreshing = null;
       }
     })();
     return this.refreshing;
+  }
+
+  /** The session ended for good: forget it and tell the owner. */
+  private ended(e: ApiError): void {
+    this.clearSession();
+    this.onSignedOut?.(e);
   }
 
   /** A valid access token: the current one, or a refreshed one if there is none or it is about to expire. */
@@ -230,6 +237,7 @@ export class HttpClient {
     try {
       return await this.raw<T>(method, path, opts, token);
     } catch (e) {
+      if (isApiError(e, 'session_revoked') && e.status === 401) this.ended(e);
       if (!(isApiError(e, 'invalid_token') && e.status === 401)) throw e;
       return this.raw<T>(method, path, opts, await this.refresh());
     }

@@ -18,6 +18,8 @@ export class RemoteEngineError extends Error {
     override readonly name: string,
     readonly code: string | undefined,
     message: string,
+    /** Seconds to wait (a 429's Retry-After), when the server said. */
+    readonly retryAfter?: number,
   ) {
     super(message);
   }
@@ -45,7 +47,7 @@ export function engineClient(port: Endpoint): EngineClient {
     if (!w) return;
     waiting.delete(data.id);
     if (data.ok) w.resolve(data.value);
-    else w.reject(new RemoteEngineError(data.error.name, data.error.code, data.error.message));
+    else w.reject(new RemoteEngineError(data.error.name, data.error.code, data.error.message, data.error.retryAfter));
   });
   const call =
     (method: string) =>

@@ -24,7 +24,12 @@ export interface RpcRequest {
 
 export type RpcResponse =
   | { readonly id: number; readonly ok: true; readonly value: unknown }
-  | { readonly id: number; readonly ok: false; readonly error: { name: string; code?: string; message: string } };
+  | {
+      readonly id: number;
+      readonly ok: false;
+      /** `retryAfter`: seconds, from a 429's Retry-After (HttpApiError.retryAfter). */
+      readonly error: { name: string; code?: string; message: string; retryAfter?: number };
+    };
 
 /** The methods callable over RPC (everything in EngineApi; nothing else on the engine). */
 export const ENGINE_METHODS: readonly (keyof EngineApi)[] = [
@@ -69,7 +74,7 @@ export function hostEngine(engine: Engine, port: Endpoint): () => void {
       const value = await fn(...(Array.isArray(req.args) ? req.args : []));
       port.postMessage({ id: req.id, ok: true, value } satisfies RpcResponse);
     } catch (e) {
-      const err = e as { name?: string; code?: string; message?: string };
+      const err = e as { name?: string; code?: string; message?: string; retryAfter?: unknown };
       port.postMessage({
         id: req.id,
         ok: false,
@@ -77,6 +82,7 @@ export function hostEngine(engine: Engine, port: Endpoint): () => void {
           name: err.name ?? 'Error',
           ...(err.code ? { code: err.code } : {}),
           message: err.message ?? String(e),
+          ...(typeof err.retryAfter === 'number' && err.retryAfter > 0 ? { retryAfter: err.retryAfter } : {}),
         },
       } satisfies RpcResponse);
     }

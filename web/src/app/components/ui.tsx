@@ -4,6 +4,7 @@
  * @module
  */
 import { createSignal, createUniqueId, type JSX, Show, splitProps } from 'solid-js';
+import { rateLimitText } from '../logic.js';
 
 export const focusRing =
   'focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-blue-600 dark:focus-visible:outline-blue-400';
@@ -179,7 +180,11 @@ export function createAction() {
 }
 
 export function errorText(e: unknown): string {
-  const err = e as { code?: string; message?: string };
+  const err = e as { code?: string; message?: string; retryAfter?: number; details?: { retryAfterSec?: number } };
+  if (err?.code === 'rate_limited') {
+    const wait = err.retryAfter ?? err.details?.retryAfterSec;
+    if (typeof wait === 'number' && wait > 0) return rateLimitText(wait);
+  }
   const byCode: Record<string, string> = {
     invalid_credentials: 'Wrong username or password.',
     username_taken: 'That username is taken — try another.',

@@ -9,6 +9,7 @@ import { ConfirmDialog } from '../components/Modal.js';
 import { AuthCard, Banner, Button, createAction, Field } from '../components/ui.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
+import { SIGNED_OUT_REASON, signedOutText } from '../store/session.js';
 
 type Step = 'password' | 'totp' | 'not_linked';
 
@@ -22,6 +23,8 @@ export default function Login() {
   const { busy, error, setError, run } = createAction();
   const [confirmReset, setConfirmReset] = createSignal(false);
   const [resetNeedsCode, setResetNeedsCode] = createSignal(false);
+  // Why the server ended this browser's session, if it did (kept until the next sign-in).
+  const signedOut = signedOutText(sessionStorage.getItem(SIGNED_OUT_REASON));
 
   const submitPassword = (e: Event) => {
     e.preventDefault();
@@ -62,6 +65,11 @@ export default function Login() {
     <Switch>
       <Match when={step() === 'password'}>
         <AuthCard title="Sign in" subtitle="Welcome back.">
+          <Show when={signedOut}>
+            <Banner kind="warn" class="mb-4">
+              <p data-testid="signed-out-reason">{signedOut}</p>
+            </Banner>
+          </Show>
           <form class="space-y-4" onSubmit={submitPassword} aria-label="Sign in">
             <Field
               label="Username"

@@ -21,8 +21,12 @@ export interface Agent {
   readonly session: SessionApi;
   onEvent(listener: (e: EngineEvent) => void): () => void;
   onProgress(listener: (p: Progress) => void): () => void;
-  /** The server ended the session for good (refresh refused: signed out elsewhere, device revoked). */
-  onSignedOut(listener: () => void): void;
+  /**
+   * The server ended the session for good (refresh refused or a request answered `session_revoked`), with
+   * why: identity_reset, device_revoked, password_changed, logout_all, signed_out_by_user, logout,
+   * refresh_reuse, refresh_reused, refresh_expired, invalid_refresh.
+   */
+  onSignedOut(listener: (reason: string) => void): void;
   /** Another tab re-keyed, locked or erased the store: this tab's engine has closed. */
   onStoreChanged(listener: (notice: StoreNotice) => void): void;
   /** Terminates the worker (and with it every key in its memory). */
@@ -39,11 +43,11 @@ export function getAgent(): Agent {
   const session = sessionClient(worker, (p) => {
     for (const l of progress) l(p);
   });
-  const signedOut = new Set<() => void>();
+  const signedOut = new Set<(reason: string) => void>();
   const storeChanged = new Set<(n: StoreNotice) => void>();
   worker.addEventListener('message', (ev) => {
-    const d = ev.data as { signedOut?: boolean; storeChanged?: StoreNotice } | null;
-    if (d?.signedOut) for (const l of signedOut) l();
+    const d = ev.data as { signedOut?: string; storeChanged?: StoreNotice } | null;
+    if (typeof d?.signedOut === 'string') for (const l of signedOut) l(d.signedOut);
     if (d?.storeChanged) for (const l of storeChanged) l(d.storeChanged);
   });
   const self: Agent = {

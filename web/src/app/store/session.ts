@@ -14,6 +14,38 @@ import type { Agent } from './agent.js';
 import type { Actions, SetState, State } from './state.js';
 
 const LAST_ACCOUNT = 'e2e-chat:account';
+/** Set at the first sign-in and kept after signing out: this browser goes to "Sign in", not "Create". */
+export const KNOWN_BROWSER = 'e2e-chat:signed-in-before';
+/** Why the server signed this browser out (read and cleared by the sign-in screen). */
+export const SIGNED_OUT_REASON = 'e2e-chat:signed-out-reason';
+
+/** What the sign-in screen says after the server ended this browser's session (null: nothing to say). */
+export function signedOutText(reason: string | null): string | null {
+  switch (reason) {
+    case null:
+    case 'invalid_refresh': // no session to end (never signed in here, or signed out here)
+      return null;
+    case 'identity_reset':
+      return 'You were signed out because your account’s identity was reset on another device. The keys in this browser no longer work; your contacts see a new safety number.';
+    case 'device_revoked':
+      return 'You were signed out because this browser was removed from your account on another device.';
+    case 'password_changed':
+      return 'You were signed out because your password was changed on another device. Sign in with the new password.';
+    case 'logout_all':
+      return 'You were signed out because someone chose “Sign out everywhere” on one of your devices.';
+    case 'signed_out_by_user':
+      return 'You were signed out of this browser from another of your devices.';
+    case 'logout':
+      return 'You signed out (in another tab of this browser).';
+    case 'refresh_reuse':
+    case 'refresh_reused':
+      return 'You were signed out to be safe: this sign-in was used from somewhere else at the same time. Sign in again.';
+    case 'refresh_expired':
+      return 'Your session expired. Sign in again.';
+    default:
+      return 'You were signed out. Sign in again.';
+  }
+}
 
 const isLocked = (e: unknown) => (e as { code?: string } | null)?.code === 'locked';
 
@@ -33,17 +65,25 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
   };
 
   let watching = false;
+  /** Listens for the server ending the session (also during a restore, so its reason is not lost). */
+  const watch = () => {
+    if (watching) return;
+    watching = true;
+    agent().onSignedOut((reason) => {
+      if (signedOutText(reason) === null) return;
+      sessionStorage.setItem(SIGNED_OUT_REASON, reason);
+      if (!state.me) return;
+      // A fresh page on the sign-in screen: the engine and every decrypted message go away.
+      location.assign('/login');
+    });
+    // Another tab set, changed or removed the passphrase, locked or erased the store: this tab's
+    // engine has closed; a fresh page shows the lock screen (or carries on under the new keys).
+    agent().onStoreChanged(() => location.reload());
+  };
   const signedIn = async (me: NonNullable<State['me']>) => {
-    if (!watching) {
-      watching = true;
-      agent().onSignedOut(() => {
-        actions.toast('You were signed out.', 'error');
-        setState('me', null);
-      });
-      // Another tab set, changed or removed the passphrase, locked or erased the store: this tab's
-      // engine has closed; a fresh page shows the lock screen (or carries on under the new keys).
-      agent().onStoreChanged(() => location.reload());
-    }
+    watch();
+    sessionStorage.removeItem(SIGNED_OUT_REASON);
+    localStorage.setItem(KNOWN_BROWSER, '1');
     localStorage.setItem(LAST_ACCOUNT, me.username);
     setState({ me, authChecked: true });
     actions.rememberName(me.userId, me.username);
@@ -57,6 +97,7 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
     async restore() {
       const username = localStorage.getItem(LAST_ACCOUNT);
       try {
+        if (username) watch();
         const me = username ? await agent().session.restore(username) : null;
         if (me) await signedIn(me);
       } catch (e) {
