@@ -40,7 +40,7 @@ describe('HttpClient', () => {
     expect(jar.header()).toBe('__Host-e2e_refresh=r2');
   });
 
-  it('does not retry other 401s; a refused refresh signs out; errors keep code, details and Retry-After', async () => {
+  it('does not retry other 401s; a revoked session or a refused refresh signs out; errors keep code, details and Retry-After', async () => {
     const ended: string[] = [];
     const { fetchFn } = scripted(
       () => json(401, { error: { code: 'session_revoked', message: 'revoked' } }),
@@ -57,6 +57,10 @@ describe('HttpClient', () => {
     http.setTokens(tokens('t'));
     const revoked = await http.request('GET', '/a').catch((e) => e);
     expect(isApiError(revoked, 'session_revoked')).toBe(true);
+    // A revoked session is over: forgotten, and the owner told (it shows the reason on the sign-in screen).
+    expect(http.session).toBeNull();
+    expect(ended).toEqual(['session_revoked']);
+    http.setTokens(tokens('t'));
     const limited = (await http.request('POST', '/b', { json: {} }).catch((e) => e)) as HttpApiError;
     expect(limited).toBeInstanceOf(HttpApiError);
     expect([limited.status, limited.code, limited.retryAfter, limited.details.retryAfterSec]).toEqual([
@@ -66,7 +70,7 @@ describe('HttpClient', () => {
       7,
     ]);
     await expect(http.refresh()).rejects.toMatchObject({ code: 'refresh_reused' });
-    expect(ended).toEqual(['refresh_reused']);
+    expect(ended).toEqual(['session_revoked', 'refresh_reused']);
     expect(http.session).toBeNull();
     const bad = await http.request('GET', '/c', { auth: false }).catch((e) => e);
     expect(bad).toMatchObject({ status: 502, code: 'http_502' });
