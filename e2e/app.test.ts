@@ -10,6 +10,7 @@
 import * as OTPAuth from 'otpauth';
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
+import { MAX_TEXT_BYTES } from '../web/src/engine/messages.js';
 import { expectAccessible } from './a11y.js';
 import { bodies, cast, contains, PASSWORD, rawIndexedDb, register, screenshot, uniq, waitForText } from './browser.js';
 
@@ -38,6 +39,9 @@ async function send(page: Page, text: string): Promise<void> {
   await composer.press('Enter');
 }
 
+/** The info lines (group changes) the open conversation shows. */
+const infoLines = (page: Page) => page.getByTestId('info-line').allTextContents();
+
 async function statusOf(page: Page, text: string): Promise<string | null> {
   const m = page.getByTestId('message').filter({ hasText: text }).last();
   return m.getAttribute('data-status');
@@ -63,6 +67,33 @@ describe('messenger in Chromium', () => {
     await screenshot(alice.page, 'chat-list-empty');
 
     const conv = await startChat(alice.page, b);
+    // The key directory refuses (standing in for any failure before the server accepts a message): the
+    // message shows as not sent, with its reason, Retry and Delete.
+    await alice.context.route('**/api/keys/claim', (route) =>
+      route.fulfill({
+        status: 403,
+        contentType: 'application/json',
+        body: JSON.stringify({ error: { code: 'forbidden', message: 'refused for the test' } }),
+      }),
+    );
+    await send(alice.page, 'first try, it fails');
+    await expect.poll(() => statusOf(alice.page, 'first try, it fails'), { timeout: 30_000 }).toBe('failed');
+    await send(alice.page, 'second try, delete me');
+    await expect.poll(() => statusOf(alice.page, 'second try, delete me'), { timeout: 30_000 }).toBe('failed');
+    expect(await alice.page.getByTestId('failure-reason').first().textContent()).toContain('Not sent.');
+    await screenshot(alice.page, 'message-failed');
+    await alice.context.unroute('**/api/keys/claim');
+    // The composer enforces the engine's length limit as you type.
+    const composer = alice.page.getByTestId('composer');
+    await composer.fill('x'.repeat(MAX_TEXT_BYTES + 1));
+    await expect
+      .poll(() => alice.page.getByTestId('composer-count').textContent())
+      .toBe('Too long to send: remove 1 character.');
+    expect(await alice.page.getByRole('button', { name: 'Send' }).isDisabled()).toBe(true);
+    await composer.press('Enter');
+    expect((await composer.inputValue()).length).toBe(MAX_TEXT_BYTES + 1); // not sent
+    await screenshot(alice.page, 'composer-too-long');
+    await composer.fill('');
     await send(alice.page, 'hello bob, this is secret 1');
     await waitForText(alice.page, 'hello bob, this is secret 1');
 
@@ -137,6 +168,22 @@ describe('messenger in Chromium', () => {
       expect(raw.keys.length).toBeGreaterThan(0);
       expect(raw.keys.every((k) => !k.extractable)).toBe(true);
     }
+
+    // After a reload the failed messages are still where they were written (before the first message that
+    // went through); Delete removes one, Retry sends the other.
+    await alice.page.goto(`/chats/${conv}`);
+    await waitForText(alice.page, 'hello bob, this is secret 1');
+    const order = await bodies(alice.page);
+    expect(order.indexOf('first try, it fails')).toBeGreaterThanOrEqual(0);
+    expect(order.indexOf('first try, it fails')).toBeLessThan(order.indexOf('second try, delete me'));
+    expect(order.indexOf('second try, delete me')).toBeLessThan(order.indexOf('hello bob, this is secret 1'));
+    const bubble = (text: string) => alice.page.getByTestId('message').filter({ hasText: text });
+    await bubble('second try, delete me').getByRole('button', { name: 'Delete' }).click();
+    await expect.poll(() => bodies(alice.page)).not.toContain('second try, delete me');
+    await bubble('first try, it fails').getByRole('button', { name: 'Retry' }).click();
+    await waitForText(bob.page, 'first try, it fails', 45_000);
+    await expect.poll(() => statusOf(alice.page, 'first try, it fails'), { timeout: 30_000 }).toMatch(/sent|delivered/);
+    expect(await alice.page.getByTestId('failed').count()).toBe(0);
 
     // The account screen.
     await alice.page.goto('/account');
@@ -259,7 +306,7 @@ describe('messenger in Chromium', () => {
     await bobNew.page.goto('/chats');
     await openConversation(bobNew.page, conv);
     await waitForText(bobNew.page, 'after the reset', 45_000);
-  }, 240_000);
+  }, 360_000);
 
   it('a three-person group: everyone receives; a removed member stops receiving; promote, transfer ownership, leave', async () => {
     const alice = await newPerson();
@@ -286,6 +333,10 @@ describe('messenger in Chromium', () => {
     await send(carol.page, 'carol is here');
     await waitForText(alice.page, 'carol is here');
     await waitForText(bob.page, 'carol is here');
+    // The group's creation reads as info lines on every member's device, before the first message.
+    await expect
+      .poll(() => infoLines(bob.page), { timeout: 30_000 })
+      .toEqual([`${a} created the group “Trip”`, `${a} added you`, `${a} added ${c}`]);
 
     // Alice (owner) removes Carol.
     await alice.page.goto(`/chats/${conv}/info`);
@@ -300,13 +351,44 @@ describe('messenger in Chromium', () => {
     await waitForText(bob.page, 'only for bob now');
     await send(bob.page, 'bob agrees');
     await waitForText(alice.page, 'bob agrees');
+    // Bob sees the removal as a line between the last message Carol could see and the first she could not.
+    const timeline = () =>
+      bob.page
+        .locator('[data-testid="message-body"], [data-testid="info-line"]')
+        .evaluateAll((els) => els.map((e) => e.textContent ?? ''));
+    await expect.poll(timeline, { timeout: 30_000 }).toContain(`${a} removed ${c}`);
+    const t = await timeline();
+    expect(t.indexOf('carol is here')).toBeLessThan(t.indexOf(`${a} removed ${c}`));
+    expect(t.indexOf(`${a} removed ${c}`)).toBeLessThan(t.indexOf('only for bob now'));
+    await screenshot(bob.page, 'group-info-lines');
     // Carol has had time to receive them if she could.
     await carol.page.waitForTimeout(3000);
     const carolSees = await bodies(carol.page);
     expect(carolSees).toContain('carol is here');
     expect(carolSees).not.toContain('only for bob now');
     expect(carolSees).not.toContain('bob agrees');
-    await expect.poll(() => carol.page.getByTestId('composer').isDisabled(), { timeout: 30_000 }).toBe(true);
+    // Removed: read-only history and "You were removed" — no message box, no spinner; also after a reload.
+    await carol.page.getByTestId('removed-notice').waitFor({ timeout: 30_000 });
+    expect(await carol.page.getByTestId('composer').count()).toBe(0);
+    await carol.page.reload();
+    await waitForText(carol.page, 'carol is here');
+    await carol.page.getByTestId('removed-notice').waitFor({ timeout: 30_000 });
+    expect(await carol.page.getByTestId('composer').count()).toBe(0);
+    expect(await carol.page.getByTestId('conversation-title').textContent()).toBe('Trip');
+    await expect.poll(() => carol.page.getByText('You are no longer a member').count()).toBe(1);
+    await expect.poll(() => carol.page.locator(`a[href="/chats/${conv}"]`).count()).toBeGreaterThan(0);
+    await expectAccessible(carol.page, 'removed-member');
+
+    // Renaming: the owner may (ROLE_ACTIONS); everyone sees the new name and the line.
+    await alice.page.goto(`/chats/${conv}/info`);
+    await alice.page.getByLabel('Group name').fill('Trip to the sea');
+    await alice.page.getByRole('button', { name: 'Rename' }).click();
+    await expect
+      .poll(() => bob.page.getByTestId('conversation-title').textContent(), { timeout: 30_000 })
+      .toBe('Trip to the sea');
+    await expect
+      .poll(() => infoLines(bob.page), { timeout: 30_000 })
+      .toContain(`${a} renamed the group to “Trip to the sea”`);
 
     // Roles: only what the protocol's table allows is offered. The owner promotes Bob, hands him the
     // group, and (now an admin) may leave.
@@ -339,7 +421,22 @@ describe('messenger in Chromium', () => {
     await alice.page.getByRole('alertdialog').getByRole('button', { name: 'Leave' }).click();
     await alice.page.waitForURL('**/chats', { timeout: 30_000 });
     await expect.poll(() => bob.page.getByTestId('member').count(), { timeout: 30_000 }).toBe(1);
-  }, 240_000);
+    await bob.page.goto(`/chats/${conv}`);
+    await expect
+      .poll(async () => (await infoLines(bob.page)).slice(-4), { timeout: 30_000 })
+      .toEqual([
+        `${a} renamed the group to “Trip to the sea”`,
+        `${a} made you an admin`,
+        `${a} made you the owner`,
+        `${a} left`,
+      ]);
+    // Alice, who left, reads the history without a message box.
+    await alice.page.goto(`/chats/${conv}`);
+    await expect
+      .poll(() => alice.page.getByTestId('removed-notice').textContent(), { timeout: 30_000 })
+      .toContain('You left this group.');
+    expect(await alice.page.getByTestId('composer').count()).toBe(0);
+  }, 420_000);
 
   it('two-step verification: enrol with QR and recovery codes, sign out, sign in with a recovery code', async () => {
     const alice = await newPerson();

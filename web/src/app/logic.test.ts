@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ROLE_ACTIONS, ROLES } from '../protocol/index.js';
 import { groupsOfFive, match, namesFromDirectTitle, rateLimitText, validateRegistration, waitText } from './logic.js';
-import { allowedActions, canAddMembers, canLeave } from './roles.js';
+import { allowedActions, canAddMembers, canLeave, canRename } from './roles.js';
 
 describe('registration form rules', () => {
   it('accepts what the server accepts and says what is wrong otherwise', () => {
@@ -41,6 +41,12 @@ describe('membership actions shown for each role follow the protocol table', () 
     expect(canAddMembers('group', 'admin')).toBe(true);
     expect(canAddMembers('group', 'member')).toBe(false);
     expect(canAddMembers('group', null)).toBe(false);
+  });
+
+  it('renaming is offered exactly to the roles the table allows, in groups only', () => {
+    for (const me of ROLES) expect(canRename('group', me), me).toBe(ROLE_ACTIONS[me].rename === true);
+    expect(canRename('group', null)).toBe(false);
+    expect(canRename('direct', 'owner')).toBe(false);
   });
 });
 

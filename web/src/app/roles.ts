@@ -19,6 +19,10 @@ export function canAddMembers(kind: 'direct' | 'group', myRole: Role | null): bo
   return kind === 'group' && !!myRole && canPerform(myRole, 'add', 'member');
 }
 
+export function canRename(kind: 'direct' | 'group', myRole: Role | null): boolean {
+  return kind === 'group' && !!myRole && canPerform(myRole, 'rename', null);
+}
+
 export function canLeave(kind: 'direct' | 'group', myRole: Role | null): boolean {
   return kind === 'group' && !!myRole && canPerform(myRole, 'leave', null);
 }

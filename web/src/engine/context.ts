@@ -7,6 +7,7 @@
  * @module
  */
 import type { Curve25519, Rng } from '../protocol/index.js';
+import type { InfoLine } from './info.js';
 import type { EngineLocks } from './locks.js';
 import type { Store } from './storage.js';
 import type { ConnectionStatus, ServerApi } from './transport.js';
@@ -28,6 +29,8 @@ export type EngineErrorCode =
   | 'not_member'
   | 'membership_invalid'
   | 'no_devices'
+  | 'too_long'
+  | 'not_failed'
   | 'send_failed';
 
 export class EngineError extends Error {
@@ -62,6 +65,10 @@ export interface MessageView {
 export type EngineEvent =
   | { readonly type: 'message_added'; readonly message: MessageView }
   | { readonly type: 'message_updated'; readonly message: MessageView }
+  /** A failed local message was deleted, or replaced by its retry. */
+  | { readonly type: 'message_removed'; readonly conversationId: string; readonly clientId: string }
+  /** A timeline info line (engine/info.ts), e.g. a verified membership change. */
+  | { readonly type: 'info_added'; readonly line: InfoLine }
   | { readonly type: 'key_change'; readonly userId: string; readonly blocked: boolean }
   | { readonly type: 'devices_changed'; readonly userId: string }
   | { readonly type: 'membership_changed'; readonly conversationId: string; readonly members: readonly string[] }

@@ -28,9 +28,10 @@ import type { ContactView } from './directory.js';
 import { Directory } from './directory.js';
 import { Groups } from './groups.js';
 import { Inbox } from './inbox.js';
+import type { InfoLine } from './info.js';
 import { Keystore, type KeystoreConfig } from './keystore.js';
 import type { EngineLocks } from './locks.js';
-import { encodePayload, Messages } from './messages.js';
+import { encodePayload, MAX_TEXT_BYTES, Messages } from './messages.js';
 import { Outbox } from './outbox.js';
 import { Sessions } from './sessions.js';
 import { putJson, readJson, type Store } from './storage.js';
@@ -74,6 +75,11 @@ export interface ConversationView {
   readonly members: readonly { readonly userId: string; readonly role: Role }[];
   /** Our role; null if we are no longer a member. */
   readonly myRole: Role | null;
+  /**
+   * The server no longer lists us as a member (removed, or we left on another device): the history this
+   * device holds stays readable; nothing can be sent. `myRole` is then null.
+   */
+  readonly removed: boolean;
 }
 
 /** A membership change other than add/remove (those have their own methods). */
@@ -111,8 +117,13 @@ export interface EngineApi {
   addMember(conversationId: string, userId: string): Promise<void>;
   removeMember(conversationId: string, userId: string): Promise<void>;
   members(conversationId: string): Promise<string[]>;
-  /** Every conversation we are in, from the verified logs. */
+  /**
+   * Every conversation we are in, from the verified logs — plus those this device holds a log of that the
+   * server no longer lists us in (`removed`, read-only).
+   */
   conversations(): Promise<ConversationView[]>;
+  /** The conversation's info lines (engine/info.ts): verified membership changes, placed among messages. */
+  infoLines(conversationId: string): Promise<InfoLine[]>;
   conversation(conversationId: string): Promise<ConversationView>;
   changeMembership(conversationId: string, change: MembershipChange): Promise<void>;
   /** Small UI preferences and known usernames, kept in the (sealed) store under `ui/`. */
@@ -122,7 +133,12 @@ export interface EngineApi {
   connect(conversationIds?: string[]): Promise<void>;
   disconnect(): Promise<void>;
   connectionStatus(conversationId: string): Promise<ConnectionStatus>;
+  /** Refuses a body over MAX_TEXT_BYTES (UTF-8) with `too_long` before anything is stored. */
   sendText(conversationId: string, body: string): Promise<MessageView>;
+  /** Sends a failed message's text again (as a new message); the failed one is removed. */
+  retrySend(conversationId: string, clientId: string): Promise<MessageView>;
+  /** Deletes a failed message from this device (it was never accepted by the server). */
+  discardFailed(conversationId: string, clientId: string): Promise<void>;
   messages(conversationId: string, opts?: { beforeSeq?: number; limit?: number }): Promise<MessageView[]>;
   /** Offline catch-up: fetch, process and acknowledge the whole mailbox. Returns envelopes processed. */
   syncMailbox(): Promise<number>;
@@ -162,8 +178,8 @@ export function createEngine(opts: EngineOptions): Engine {
   const keys = new Keystore(ctx, opts.keystore);
   const directory = new Directory(ctx, keys);
   const sessions = new Sessions(ctx, keys, directory);
-  const groups = new Groups(ctx, keys, directory);
   const messages = new Messages(ctx.store);
+  const groups = new Groups(ctx, keys, directory, (c) => messages.cursor(c));
   const realtime: RealtimeChannel = createRealtime({
     connect: opts.realtime,
     lastSeq: (c) => messages.cursor(c),
@@ -213,7 +229,7 @@ export function createEngine(opts: EngineOptions): Engine {
         track(outbox.onError(conversationId, frame));
         break;
       case 'membership':
-        track(groups.onMembershipEntry(conversationId, frame.entry));
+        track(groups.onMembershipEntry(conversationId, frame.entry, frame.afterSeq));
         break;
       case 'resume':
         break;
@@ -238,7 +254,7 @@ export function createEngine(opts: EngineOptions): Engine {
     };
   };
 
-  const conversationView = async (id: string): Promise<ConversationView> => {
+  const conversationView = async (id: string, removed = false): Promise<ConversationView> => {
     const state = await groups.membership(id);
     const own = await keys.identity();
     return {
@@ -246,8 +262,22 @@ export function createEngine(opts: EngineOptions): Engine {
       kind: await groups.kind(id),
       title: state.title,
       members: [...state.members].map(([userId, role]) => ({ userId, role })),
-      myRole: state.members.get(own.userId) ?? null,
+      myRole: removed ? null : (state.members.get(own.userId) ?? null),
+      removed,
     };
+  };
+
+  /** A failed local message (never accepted): its record and its outbox entry, removed in one transaction. */
+  const dropFailed = async (conversationId: string, clientId: string): Promise<MessageView> => {
+    const m = await messages.getPending(conversationId, clientId);
+    if (!m || m.status !== 'failed')
+      throw new EngineError('not_failed', 'only a failed message can be retried or deleted');
+    await ctx.store.transaction(async (tx) => {
+      messages.deletePendingInTx(tx, conversationId, clientId);
+      outbox.dropInTx(tx, clientId);
+    });
+    ctx.emit({ type: 'message_removed', conversationId, clientId });
+    return m;
   };
 
   const assertMembersSendable = async (conversationId: string) => {
@@ -291,8 +321,19 @@ export function createEngine(opts: EngineOptions): Engine {
           console.error('engine: conversation', c.id, e);
         }
       }
+      await groups.remember(out.map((c) => c.id));
+      const listed = new Set(list.map((c) => c.id));
+      for (const id of await groups.knownConversations()) {
+        if (listed.has(id)) continue;
+        try {
+          out.push(await conversationView(id, true));
+        } catch (e) {
+          console.error('engine: conversation', id, e);
+        }
+      }
       return out;
     },
+    infoLines: (c) => groups.infoLines(c),
     conversation: (c) => conversationView(c),
     changeMembership: (c, change) => groups.append(c, change),
     getPref: (k) => readJson<unknown>(ctx.store, `ui/${prefKey(k)}`),
@@ -314,6 +355,8 @@ export function createEngine(opts: EngineOptions): Engine {
     },
     connectionStatus: async (c) => realtime.status(c),
     async sendText(conversationId, body) {
+      if (new TextEncoder().encode(body).length > MAX_TEXT_BYTES)
+        throw new EngineError('too_long', `a text is at most ${MAX_TEXT_BYTES} bytes`);
       await assertMembersSendable(conversationId);
       const own = await keys.identity();
       const clientId = newId();
@@ -366,6 +409,16 @@ export function createEngine(opts: EngineOptions): Engine {
       }
       track(outbox.flush(conversationId));
       return m;
+    },
+    async retrySend(conversationId, clientId) {
+      // What would refuse the new send is checked first: the failed message stays until one is queued.
+      const before = await messages.getPending(conversationId, clientId);
+      if (before?.status === 'failed') await assertMembersSendable(conversationId);
+      const m = await dropFailed(conversationId, clientId);
+      return engine.sendText(conversationId, m.body ?? '');
+    },
+    async discardFailed(conversationId, clientId) {
+      await dropFailed(conversationId, clientId);
     },
     messages: (c, o) => messages.page(c, o),
     async syncMailbox() {

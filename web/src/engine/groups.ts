@@ -15,6 +15,8 @@
  * - A member removed (remove / leave) loses their sender keys with us: every stored `skr/<conv>/<user>/*`
  *   is deleted, so nothing they send with an old chain decrypts (the inbox also rejects any envelope from
  *   a non-member or an unlisted device before decrypting — `verifiedSender`).
+ * - Every verified entry becomes a timeline info line (info.ts): its position (the message seq it follows)
+ *   is stored with the log in one transaction, and `info_added` is emitted after the commit.
  * - Receiving is all-or-nothing: `decrypt` and `withDistribution` hand the caller a `commit(tx)` to run
  *   in the same transaction that stores the message and advances the cursor, under the receive lock.
  *
@@ -50,8 +52,9 @@ import {
 import { encodeRecord } from './codec.js';
 import { type EngineContext, EngineError } from './context.js';
 import type { Directory } from './directory.js';
+import { type InfoLine, infoKey, membershipLine } from './info.js';
 import type { Keystore } from './keystore.js';
-import { readJson, type StoreTx, writeJson } from './storage.js';
+import { listJson, readJson, type StoreTx, writeJson } from './storage.js';
 import type { ConversationKind } from './transport.js';
 
 interface LogRecord {
@@ -67,6 +70,8 @@ interface OwnKeyRecord {
 
 const K = {
   log: (c: string) => `conv/${c}/log`,
+  /** One record per conversation whose log this device holds (the store lists one directory level). */
+  known: (c: string) => `convs/${c}`,
   rotate: (c: string) => `conv/${c}/rotate`,
   own: (c: string) => `sk/${c}/own`,
   recv: (c: string, u: string, d: string) => `skr/${c}/${u}/${d}`,
@@ -85,6 +90,8 @@ export class Groups {
     private readonly ctx: EngineContext,
     private readonly keys: Keystore,
     private readonly directory: Directory,
+    /** The last message seq this device processed in a conversation (where a new info line goes). */
+    private readonly cursor: (conversationId: string) => Promise<number> = async () => 0,
   ) {}
 
   /** Builds, signs and registers a new conversation with us as owner and `members` added as members. */
@@ -104,7 +111,10 @@ export class Groups {
     for (const m of members) if (m !== own.userId) await push({ action: 'add', target: m, role: 'member' });
     const bytes = entries.map(encodeMembershipEntry);
     await this.ctx.api.createConversation(kind, bytes);
-    await this.ctx.store.put(K.log(id), encodeRecord({ kind, entries: bytes }));
+    await this.ctx.store.transaction(async (tx) => {
+      writeJson(tx, K.log(id), { kind, entries: bytes });
+      writeJson(tx, K.known(id), true);
+    });
     return id;
   }
 
@@ -137,7 +147,10 @@ export class Groups {
       const info = await this.ctx.api.getConversation(conversationId);
       const entries = await this.ctx.api.fetchMembershipLog(conversationId, -1);
       const state = await this.verify(conversationId, entries);
-      await this.ctx.store.put(K.log(conversationId), encodeRecord({ kind: info.kind, entries }));
+      await this.ctx.store.transaction(async (tx) => {
+        writeJson(tx, K.log(conversationId), { kind: info.kind, entries });
+        writeJson(tx, K.known(conversationId), true);
+      });
       return state;
     }
     const cached = this.states.get(conversationId);
@@ -160,13 +173,30 @@ export class Groups {
     return state;
   }
 
-  /** A membership frame (or our own append): apply, and mark our sender key for rotation on removal. */
-  async onMembershipEntry(conversationId: string, entryB64u: string): Promise<void> {
+  /**
+   * A membership frame: apply, and mark our sender key for rotation on removal. `afterSeq` (the frame's)
+   * places its info line; without it the line follows the last message this device processed.
+   */
+  async onMembershipEntry(conversationId: string, entryB64u: string, afterSeq?: number): Promise<void> {
     await this.membership(conversationId);
-    await this.applyNew(conversationId, [fromB64u(entryB64u)]);
+    await this.applyNew(conversationId, [fromB64u(entryB64u)], afterSeq);
   }
 
-  private async applyNew(conversationId: string, fresh: readonly Uint8Array[]): Promise<void> {
+  /** The info lines of the verified log (none for direct conversations), in log order. */
+  async infoLines(conversationId: string): Promise<InfoLine[]> {
+    await this.membership(conversationId);
+    const rec = await readJson<LogRecord>(this.ctx.store, K.log(conversationId));
+    if (!rec || rec.kind !== 'group') return [];
+    const positions = new Map(
+      (await listJson<number>(this.ctx.store, infoKey.dir(conversationId))).map((p) => [p.key, p.value]),
+    );
+    return rec.entries.map((b) => {
+      const e = decodeMembershipEntry(b);
+      return membershipLine(conversationId, e, positions.get(infoKey.position(conversationId, e.seq)) ?? 0);
+    });
+  }
+
+  private async applyNew(conversationId: string, fresh: readonly Uint8Array[], afterSeq?: number): Promise<void> {
     const rec = (await readJson<LogRecord>(this.ctx.store, K.log(conversationId)))!;
     let state = await this.membership(conversationId);
     const before = new Set(state.members.keys());
@@ -185,13 +215,32 @@ export class Groups {
     }
     if (!added.length) return;
     const removed = [...before].filter((u) => !state.members.has(u));
+    const position = afterSeq ?? (await this.cursor(conversationId));
+    const lines = added.map((b) => membershipLine(conversationId, decodeMembershipEntry(b), position));
     await this.ctx.store.transaction(async (tx) => {
       writeJson(tx, K.log(conversationId), { kind: rec.kind, entries: [...rec.entries, ...added] });
       if (removed.length) writeJson(tx, K.rotate(conversationId), true);
+      for (const l of lines) writeJson(tx, infoKey.position(conversationId, Number(l.id.split(':')[1])), position);
     });
     this.states.set(conversationId, { seq: state.seq, state });
     for (const u of removed) await this.forgetSenderKeys(conversationId, u);
     this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
+    if (rec.kind === 'group') for (const line of lines) this.ctx.emit({ type: 'info_added', line });
+  }
+
+  /** Ids of the conversations whose log this device holds (also those the server no longer lists us in). */
+  async knownConversations(): Promise<string[]> {
+    return (await this.ctx.store.list('convs/')).map((e) => e.key.slice('convs/'.length));
+  }
+
+  /** Records `ids` as known (for logs stored before the index existed). */
+  async remember(ids: readonly string[]): Promise<void> {
+    const known = new Set(await this.knownConversations());
+    const missing = ids.filter((id) => !known.has(id));
+    if (!missing.length) return;
+    await this.ctx.store.transaction(async (tx) => {
+      for (const id of missing) if (await tx.get(K.log(id))) writeJson(tx, K.known(id), true);
+    });
   }
 
   async kind(conversationId: string): Promise<ConversationKind> {

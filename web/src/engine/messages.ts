@@ -13,6 +13,7 @@
  * @module
  */
 
+import { constants } from './_protocol.js';
 import { decodeRecord, encodeRecord } from './codec.js';
 import type { MessageView } from './context.js';
 import { listJson, readJson, type Store, type StoreTx, writeJson } from './storage.js';
@@ -37,6 +38,13 @@ export function decodePayload(bytes: Uint8Array): Payload | null {
     return null;
   }
 }
+
+/**
+ * Longest text body, in UTF-8 bytes: half the protocol's plaintext limit, so the payload around it, the
+ * padding, the ratchet header and a prekey message's KEM ciphertext always fit (the composer enforces it
+ * as you type; `sendText` refuses more with `too_long`).
+ */
+export const MAX_TEXT_BYTES = constants.MAX_PLAINTEXT_LEN / 2;
 
 /** The one-byte placeholder for devices that get nothing from us (base64url "AA"). */
 export const WITHHELD = 'AA';
@@ -105,6 +113,14 @@ export class Messages {
     const next = { ...m, ...patch };
     writeJson(tx, k, next);
     return next;
+  }
+
+  async getPending(conversationId: string, clientId: string): Promise<MessageView | undefined> {
+    return readJson<MessageView>(this.store, K.pending(conversationId, clientId));
+  }
+
+  deletePendingInTx(tx: StoreTx, conversationId: string, clientId: string): void {
+    tx.delete(K.pending(conversationId, clientId));
   }
 
   async get(conversationId: string, seq: number): Promise<MessageView | undefined> {

@@ -142,6 +142,11 @@ export class Outbox {
     });
   }
 
+  /** Removes an entry (a failed message the user deleted or retried as a new one). */
+  dropInTx(tx: StoreTx, clientId: string): void {
+    tx.delete(key(clientId));
+  }
+
   async entries(): Promise<OutboxEntry[]> {
     return (await listJson<OutboxEntry>(this.ctx.store, 'out/'))
       .map((e) => e.value)

@@ -59,6 +59,9 @@ export const ENGINE_METHODS: readonly (keyof EngineApi)[] = [
   'contact',
   'refreshContact',
   'safetyNumber',
+  'infoLines',
+  'retrySend',
+  'discardFailed',
   'acceptIdentityChange',
 ];
 

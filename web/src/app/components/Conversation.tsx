@@ -1,18 +1,26 @@
 /**
  * One conversation: header with connection state, key-change warning (sending is blocked until the user
- * accepts), history from the local store (older pages load as you scroll up), delivery states on our
- * messages, and the composer (Enter sends, Shift+Enter adds a line).
+ * accepts), the timeline (messages from the local store — older pages load as you scroll up — with info
+ * lines for group changes, date separators and a "new messages" divider), delivery states on our
+ * messages, failed messages with their reason, Retry and Delete, links, "jump to latest" when scrolled
+ * up, and the composer: it grows with its text, counts against the engine's length limit as you type,
+ * Enter sends, Shift+Enter adds a line. A conversation we were removed from is read-only: its history,
+ * "You were removed", no composer and no socket.
  */
-import { createEffect, createMemo, createSignal, For, on, onCleanup, onMount, Show } from 'solid-js';
+import { createEffect, createMemo, createSignal, For, Match, on, onCleanup, onMount, Show, Switch } from 'solid-js';
 import type { MessageView } from '../../engine/context.js';
+import type { InfoLine } from '../../engine/info.js';
+import { MAX_TEXT_BYTES } from '../../engine/messages.js';
 import { useConversationName } from '../pages/Chats.js';
 import { Link } from '../router.js';
 import { useStore } from '../store/index.js';
+import { buildTimeline, infoText, linkify } from '../timeline.js';
 import { Modal } from './Modal.js';
 import { SafetyNumber } from './SafetyNumber.js';
-import { Avatar, Banner, Button, focusRing, inputClass, Spinner } from './ui.js';
+import { Avatar, Banner, Button, errorText, focusRing, inputClass, Spinner } from './ui.js';
 
 const time = (ms: number) => new Date(ms).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+const utf8 = new TextEncoder();
 
 export function StatusMark(props: { status: MessageView['status'] }) {
   const label = () =>
@@ -22,7 +30,7 @@ export function StatusMark(props: { status: MessageView['status'] }) {
   const mark = () => ({ sending: '◷', sent: '✓', delivered: '✓✓', failed: '!' })[props.status as 'sent'] ?? '';
   return (
     <Show when={label()}>
-      <span class={props.status === 'failed' ? 'font-semibold text-red-200' : ''} title={label()}>
+      <span class={props.status === 'failed' ? 'font-semibold' : ''} title={label()}>
         <span aria-hidden="true">{mark()}</span>
         <span class="sr-only">{label()}</span>
       </span>
@@ -30,9 +38,75 @@ export function StatusMark(props: { status: MessageView['status'] }) {
   );
 }
 
+/** Why a message was not sent, in words. */
+export function failureText(code: string | undefined): string {
+  switch (code) {
+    case 'too_long':
+      return 'It is too long to send.';
+    case 'identity_changed':
+      return 'A safety number changed: review it, then retry.';
+    case 'not_member':
+    case 'forbidden':
+      return 'You are not a member of this conversation.';
+    case 'device_mismatch':
+      return 'The recipients’ devices kept changing.';
+    case 'rate_limited':
+      return 'Too many messages at once.';
+    case 'no_devices':
+      return 'Nobody here has a device to receive it.';
+    default:
+      return 'It could not be sent.';
+  }
+}
+
+/** Message text with http(s) links (opened in a new tab, no referrer, nothing fetched for previews). */
+function Body(props: { text: string }) {
+  return (
+    <For each={linkify(props.text)}>
+      {(part) =>
+        part.href ? (
+          <a
+            href={part.href}
+            target="_blank"
+            rel="noopener noreferrer"
+            class="break-all underline decoration-1 underline-offset-2"
+          >
+            {part.text}
+          </a>
+        ) : (
+          part.text
+        )
+      }
+    </For>
+  );
+}
+
+function InfoRow(props: { line: InfoLine }) {
+  const { state, actions } = useStore();
+  return (
+    <li class="flex justify-center py-1" data-testid="info-line" data-action={props.line.event.action}>
+      <p class="max-w-[90%] rounded-full bg-slate-200/80 px-3 py-1 text-center text-xs text-slate-700 dark:bg-slate-800 dark:text-slate-300">
+        {infoText(props.line, (u) => actions.nameOf(u), state.me?.userId)}
+      </p>
+    </li>
+  );
+}
+
 function Bubble(props: { m: MessageView; showSender: boolean }) {
   const { actions } = useStore();
   const out = () => props.m.outgoing;
+  const failed = () => out() && props.m.status === 'failed';
+  const [busy, setBusy] = createSignal(false);
+  const act = async (fn: () => Promise<void>) => {
+    setBusy(true);
+    try {
+      await fn();
+    } catch (e) {
+      actions.toast(`Not sent: ${errorText(e)}`, 'error');
+    } finally {
+      setBusy(false);
+    }
+  };
   return (
     <li
       class={`flex ${out() ? 'justify-end' : 'justify-start'}`}
@@ -43,8 +117,8 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
       <div
         class={`max-w-[80%] rounded-2xl px-3.5 py-2 text-[0.95rem] leading-snug shadow-sm ${
           out()
-            ? props.m.status === 'failed'
-              ? 'rounded-br-md bg-red-600 text-white'
+            ? failed()
+              ? 'rounded-br-md bg-red-700 text-white'
               : 'rounded-br-md bg-blue-600 text-white'
             : 'rounded-bl-md bg-white text-slate-900 ring-1 ring-slate-200 dark:bg-slate-800 dark:text-slate-100 dark:ring-slate-700'
         }`}
@@ -57,13 +131,13 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
         <Show
           when={props.m.body !== null}
           fallback={
-            <span class="italic opacity-80" data-testid="undecryptable" data-error={props.m.error ?? ''}>
+            <span class="italic opacity-90" data-testid="undecryptable" data-error={props.m.error ?? ''}>
               This message could not be decrypted.
             </span>
           }
         >
           <p class="break-words whitespace-pre-wrap" data-testid="message-body">
-            {props.m.body}
+            <Body text={props.m.body ?? ''} />
           </p>
         </Show>
         <div
@@ -74,6 +148,29 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
             <StatusMark status={props.m.status} />
           </Show>
         </div>
+        <Show when={failed()}>
+          <div class="mt-1.5 border-t border-white/30 pt-1.5 text-xs" data-testid="failed">
+            <p data-testid="failure-reason">Not sent. {failureText(props.m.error)}</p>
+            <div class="mt-1 flex justify-end gap-1.5">
+              <button
+                type="button"
+                class={`rounded-md bg-white/20 px-2 py-0.5 font-medium hover:bg-white/30 ${focusRing}`}
+                disabled={busy()}
+                onClick={() => void act(() => actions.retrySend(props.m.conversationId, props.m.clientId))}
+              >
+                Retry
+              </button>
+              <button
+                type="button"
+                class={`rounded-md bg-white/20 px-2 py-0.5 font-medium hover:bg-white/30 ${focusRing}`}
+                disabled={busy()}
+                onClick={() => void act(() => actions.discardFailed(props.m.conversationId, props.m.clientId))}
+              >
+                Delete
+              </button>
+            </div>
+          </div>
+        </Show>
       </div>
     </li>
   );
@@ -87,18 +184,46 @@ export function Conversation(props: { id: string }) {
   const [draft, setDraft] = createSignal('');
   const [loadingOlder, setLoadingOlder] = createSignal(false);
   const [review, setReview] = createSignal<string | null>(null);
+  const [atBottom, setAtBottom] = createSignal(true);
+  // The first message that arrived while the conversation was not on screen (the "new messages" divider).
+  const [unreadFrom, setUnreadFrom] = createSignal<string | null>(null);
   let scroller!: HTMLDivElement;
-  let input!: HTMLTextAreaElement;
+  let input: HTMLTextAreaElement | undefined;
 
   const others = createMemo(() => (conv()?.members ?? []).map((m) => m.userId).filter((u) => u !== state.me?.userId));
   const blocked = createMemo(() => others().filter((u) => state.contacts[u]?.blocked));
   const removed = () => conv() !== undefined && conv()!.myRole === null;
+  const left = () => {
+    const lines = state.info[props.id] ?? [];
+    const last = lines[lines.length - 1];
+    return last?.event.action === 'leave' && last.event.actor === state.me?.userId;
+  };
   const status = () => state.connection[props.id] ?? 'connecting';
+  const bytes = createMemo(() => utf8.encode(draft()).length);
+  const tooLong = () => bytes() > MAX_TEXT_BYTES;
+  const nearLimit = () => bytes() > MAX_TEXT_BYTES * 0.9;
+  const timeline = createMemo(() =>
+    buildTimeline(messages(), state.info[props.id] ?? [], {
+      hasOlder: state.hasOlder[props.id] ?? false,
+      unreadFrom: unreadFrom(),
+    }),
+  );
+
+  const scrollToEnd = () => {
+    scroller.scrollTop = scroller.scrollHeight;
+    setAtBottom(true);
+  };
 
   onMount(() => {
+    const unread = state.unread[props.id] ?? 0;
     actions.setActive(props.id);
     void actions.loadMessages(props.id).then(() => {
-      scroller.scrollTop = scroller.scrollHeight;
+      if (unread > 0) {
+        const received = messages().filter((m) => !m.outgoing);
+        setUnreadFrom(received[Math.max(0, received.length - unread)]?.clientId ?? null);
+      }
+      scrollToEnd();
+      if (unread > 0) scroller.querySelector('[data-testid="unread-divider"]')?.scrollIntoView({ block: 'center' });
     });
     input?.focus();
     setTimeout(() => input?.focus(), 0); // after a dialog that opened this conversation has let go of focus
@@ -107,23 +232,23 @@ export function Conversation(props: { id: string }) {
   createEffect(
     on(others, (us) => {
       // Fresh device lists on open: an identity key change shows up here, before anything is sent.
+      if (removed()) return;
       for (const u of us) void actions.loadContact(u, { refresh: true }).catch(() => undefined);
     }),
   );
 
-  // Stick to the bottom when new messages arrive and we were already there.
-  let atBottom = true;
+  // Stick to the bottom when new items arrive and we were already there.
   createEffect(
     on(
-      () => messages().length,
+      () => timeline().length,
       () => {
-        if (atBottom) queueMicrotask(() => (scroller.scrollTop = scroller.scrollHeight));
+        if (atBottom()) queueMicrotask(scrollToEnd);
       },
     ),
   );
 
   const onScroll = async () => {
-    atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+    setAtBottom(scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40);
     if (scroller.scrollTop > 80 || loadingOlder() || !state.hasOlder[props.id]) return;
     setLoadingOlder(true);
     const before = scroller.scrollHeight;
@@ -135,21 +260,27 @@ export function Conversation(props: { id: string }) {
     }
   };
 
+  /** The composer grows with its text up to its max height, then scrolls. */
+  const fit = () => {
+    if (!input) return;
+    input.style.height = 'auto';
+    input.style.height = `${input.scrollHeight + 2}px`;
+  };
+  createEffect(on(draft, () => queueMicrotask(fit)));
+
   const send = async () => {
     const body = draft().trim();
-    if (!body || blocked().length || removed()) return;
+    if (!body || blocked().length || removed() || tooLong()) return;
     setDraft('');
-    atBottom = true;
+    setUnreadFrom(null);
+    setAtBottom(true);
     try {
       await actions.send(props.id, body);
     } catch (e) {
       setDraft(body); // rollback: the text comes back to the composer
-      actions.toast(
-        (e as Error).message === 'identity_changed' ? 'A safety number changed.' : `Not sent: ${(e as Error).message}`,
-        'error',
-      );
+      actions.toast(`Not sent: ${errorText(e)}`, 'error');
     }
-    input.focus();
+    input?.focus();
   };
 
   return (
@@ -161,30 +292,34 @@ export function Conversation(props: { id: string }) {
         <Avatar name={nameOf(conv())} seed={props.id} />
         <div class="min-w-0 flex-1">
           <h1 class="truncate font-semibold" data-testid="conversation-title">
-            {nameOf(conv())}
+            {conv() ? nameOf(conv()) : state.conversationsLoaded ? 'Conversation not found' : 'Loading…'}
           </h1>
           <p class="text-xs text-slate-500 dark:text-slate-400" aria-live="polite">
-            {removed()
-              ? 'Not a member'
-              : status() === 'online'
-                ? conv()?.kind === 'group'
-                  ? `${conv()?.members.length} members · end-to-end encrypted`
-                  : 'End-to-end encrypted'
-                : status() === 'forbidden'
-                  ? 'Not a member'
-                  : 'Connecting…'}
+            {!conv()
+              ? ''
+              : removed()
+                ? 'You are no longer a member'
+                : status() === 'online'
+                  ? conv()?.kind === 'group'
+                    ? `${conv()?.members.length} members · end-to-end encrypted`
+                    : 'End-to-end encrypted'
+                  : status() === 'forbidden'
+                    ? 'You are no longer a member'
+                    : 'Connecting…'}
           </p>
         </div>
-        <Link
-          href={`/chats/${props.id}/info`}
-          class={`rounded-lg px-2.5 py-1.5 text-sm text-slate-600 hover:bg-slate-100 dark:text-slate-300 dark:hover:bg-slate-800 ${focusRing}`}
-          aria-label="Conversation info and safety numbers"
-        >
-          Info
-        </Link>
+        <Show when={conv()}>
+          <Link
+            href={`/chats/${props.id}/info`}
+            class={`rounded-lg px-2.5 py-1.5 text-sm text-slate-600 hover:bg-slate-100 dark:text-slate-300 dark:hover:bg-slate-800 ${focusRing}`}
+            aria-label="Conversation info and safety numbers"
+          >
+            Info
+          </Link>
+        </Show>
       </header>
 
-      <Show when={blocked().length}>
+      <Show when={blocked().length && !removed()}>
         <div
           class="border-b border-amber-200 bg-amber-50 px-4 py-3 text-sm text-amber-950 dark:border-amber-900 dark:bg-amber-950/60 dark:text-amber-100"
           role="alert"
@@ -213,64 +348,133 @@ export function Conversation(props: { id: string }) {
         </div>
       </Show>
 
-      <div
-        ref={scroller}
-        onScroll={() => void onScroll()}
-        class={`min-h-0 flex-1 overflow-y-auto bg-slate-50 px-3 py-4 sm:px-6 dark:bg-slate-950 ${focusRing} focus-visible:-outline-offset-2`}
-        role="log"
-        aria-label="Messages"
-        tabindex="0"
-        aria-live="polite"
-        data-testid="message-list"
-      >
-        <Show when={loadingOlder()}>
-          <div class="flex justify-center py-2 text-slate-400">
-            <Spinner />
-          </div>
+      <div class="relative min-h-0 flex-1">
+        <div
+          ref={scroller}
+          onScroll={() => void onScroll()}
+          class={`h-full overflow-y-auto bg-slate-50 px-3 py-4 sm:px-6 dark:bg-slate-950 ${focusRing} focus-visible:-outline-offset-2`}
+          role="log"
+          aria-label="Messages"
+          aria-live="polite"
+          tabindex="0"
+          data-testid="message-list"
+        >
+          <Show when={loadingOlder()}>
+            <div class="flex justify-center py-2 text-slate-500">
+              <Spinner />
+            </div>
+          </Show>
+          <Show when={state.messages[props.id] && !messages().length && !(state.info[props.id] ?? []).length}>
+            <p class="py-10 text-center text-sm text-slate-500 dark:text-slate-400">
+              No messages yet. Say hello — only the people here can read it.
+            </p>
+          </Show>
+          <ul class="mx-auto flex max-w-3xl flex-col gap-1.5">
+            <For each={timeline()}>
+              {(e) => (
+                <Switch>
+                  <Match when={e.kind === 'message' && e}>
+                    {(m) => <Bubble m={m().message} showSender={conv()?.kind === 'group'} />}
+                  </Match>
+                  <Match when={e.kind === 'info' && e}>{(i) => <InfoRow line={i().info} />}</Match>
+                  <Match when={e.kind === 'date' && e}>
+                    {(d) => (
+                      <li class="flex justify-center py-2" data-testid="date-separator">
+                        <span class="rounded-full bg-white px-3 py-0.5 text-xs font-medium text-slate-600 ring-1 ring-slate-200 dark:bg-slate-900 dark:text-slate-300 dark:ring-slate-800">
+                          {d().label}
+                        </span>
+                      </li>
+                    )}
+                  </Match>
+                  <Match when={e.kind === 'unread'}>
+                    <li class="flex items-center gap-3 py-1" data-testid="unread-divider">
+                      <span class="h-px flex-1 bg-blue-600/40 dark:bg-blue-400/40" />
+                      <span class="text-xs font-semibold text-blue-700 dark:text-blue-300">New messages</span>
+                      <span class="h-px flex-1 bg-blue-600/40 dark:bg-blue-400/40" />
+                    </li>
+                  </Match>
+                </Switch>
+              )}
+            </For>
+          </ul>
+        </div>
+        <Show when={!atBottom()}>
+          <button
+            type="button"
+            class={`absolute right-4 bottom-3 rounded-full bg-white px-3 py-1.5 text-sm font-medium text-slate-800 shadow-lg ring-1 ring-slate-200 hover:bg-slate-50 dark:bg-slate-800 dark:text-slate-100 dark:ring-slate-700 ${focusRing}`}
+            onClick={scrollToEnd}
+            data-testid="jump-to-latest"
+          >
+            ↓ Latest
+          </button>
         </Show>
-        <Show when={state.messages[props.id] && !messages().length}>
-          <p class="py-10 text-center text-sm text-slate-500 dark:text-slate-400">
-            No messages yet. Say hello — only the people here can read it.
-          </p>
-        </Show>
-        <ul class="mx-auto flex max-w-3xl flex-col gap-1.5">
-          <For each={messages()}>{(m) => <Bubble m={m} showSender={conv()?.kind === 'group'} />}</For>
-        </ul>
       </div>
 
-      <Show when={removed()}>
-        <Banner kind="warn" class="m-3">
-          You are no longer a member of this conversation. You can read its history, but not send.
-        </Banner>
-      </Show>
-      <form
-        class="flex items-end gap-2 border-t border-slate-200 bg-white p-3 dark:border-slate-800 dark:bg-slate-900"
-        onSubmit={(e) => {
-          e.preventDefault();
-          void send();
-        }}
+      <Show
+        when={!removed()}
+        fallback={
+          <Show when={conv()}>
+            <div class="border-t border-slate-200 bg-white p-3 dark:border-slate-800 dark:bg-slate-900">
+              <Banner kind="warn">
+                <p data-testid="removed-notice">
+                  {left() ? 'You left this group.' : 'You were removed from this conversation.'} You can read its
+                  history here, but not send.
+                </p>
+              </Banner>
+            </div>
+          </Show>
+        }
       >
-        <textarea
-          ref={input}
-          rows={1}
-          aria-label="Message"
-          placeholder={blocked().length ? 'Review the safety number change to send' : 'Message'}
-          class={`${inputClass} max-h-40 min-h-10 resize-none`}
-          value={draft()}
-          disabled={removed() || blocked().length > 0}
-          onInput={(e) => setDraft(e.currentTarget.value)}
-          onKeyDown={(e) => {
-            if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
-              e.preventDefault();
-              void send();
-            }
+        <form
+          class="border-t border-slate-200 bg-white p-3 dark:border-slate-800 dark:bg-slate-900"
+          onSubmit={(e) => {
+            e.preventDefault();
+            void send();
           }}
-          data-testid="composer"
-        />
-        <Button type="submit" disabled={!draft().trim() || removed() || blocked().length > 0} aria-label="Send">
-          Send
-        </Button>
-      </form>
+        >
+          <div class="flex items-end gap-2">
+            <textarea
+              ref={(el) => {
+                input = el;
+              }}
+              rows={1}
+              aria-label="Message"
+              aria-describedby="composer-count"
+              aria-invalid={tooLong() ? 'true' : undefined}
+              placeholder={blocked().length ? 'Review the safety number change to send' : 'Message'}
+              class={`${inputClass} max-h-40 min-h-10 resize-none overflow-y-auto`}
+              value={draft()}
+              disabled={!conv() || blocked().length > 0}
+              onInput={(e) => setDraft(e.currentTarget.value)}
+              onKeyDown={(e) => {
+                if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+                  e.preventDefault();
+                  void send();
+                }
+              }}
+              data-testid="composer"
+            />
+            <Button
+              type="submit"
+              disabled={!draft().trim() || !conv() || blocked().length > 0 || tooLong()}
+              aria-label="Send"
+            >
+              Send
+            </Button>
+          </div>
+          <p
+            id="composer-count"
+            class={`mt-1 text-right text-xs ${tooLong() ? 'font-medium text-red-700 dark:text-red-400' : 'text-slate-600 dark:text-slate-400'} ${nearLimit() ? '' : 'sr-only'}`}
+            data-testid="composer-count"
+            aria-live={nearLimit() ? 'polite' : 'off'}
+          >
+            {/* The limit is in UTF-8 bytes; for plain text a byte is a character, otherwise this is conservative. */}
+            {tooLong()
+              ? `Too long to send: remove ${(bytes() - MAX_TEXT_BYTES).toLocaleString()} character${bytes() - MAX_TEXT_BYTES === 1 ? '' : 's'}.`
+              : `${(MAX_TEXT_BYTES - bytes()).toLocaleString()} characters left`}
+          </p>
+        </form>
+      </Show>
 
       <Modal
         open={review() !== null}

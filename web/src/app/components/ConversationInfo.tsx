@@ -5,7 +5,7 @@
 import { DropdownMenu } from '@kobalte/core/dropdown-menu';
 import { createMemo, createSignal, For, Show } from 'solid-js';
 import { useConversationName } from '../pages/Chats.js';
-import { allowedActions, canAddMembers, canLeave, type MemberAction } from '../roles.js';
+import { allowedActions, canAddMembers, canLeave, canRename, type MemberAction } from '../roles.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
 import { ConfirmDialog, Modal } from './Modal.js';
@@ -31,6 +31,25 @@ export function ConversationInfo(props: { id: string }) {
   const [add, setAdd] = createSignal('');
   const [addError, setAddError] = createSignal<string | null>(null);
   const [adding, setAdding] = createSignal(false);
+  const [title, setTitle] = createSignal<string | null>(null);
+  const [renameError, setRenameError] = createSignal<string | null>(null);
+  const [renaming, setRenaming] = createSignal(false);
+  const mayRename = () => canRename(conv()?.kind ?? 'direct', myRole());
+  const submitRename = async (e: Event) => {
+    e.preventDefault();
+    const t = (title() ?? '').trim();
+    if (!t) return setRenameError('Enter a name.');
+    setRenaming(true);
+    setRenameError(null);
+    try {
+      await actions.renameGroup(props.id, t);
+      setTitle(null);
+    } catch (err) {
+      setRenameError(errorText(err));
+    } finally {
+      setRenaming(false);
+    }
+  };
   const myRole = () => conv()?.myRole ?? null;
   const members = createMemo(() =>
     [...(conv()?.members ?? [])].sort(
@@ -80,6 +99,28 @@ export function ConversationInfo(props: { id: string }) {
               </p>
             </div>
           </div>
+
+          <Show when={mayRename()}>
+            <form class="flex items-end gap-2" onSubmit={submitRename} aria-label="Rename group">
+              <Field
+                class="flex-1"
+                label="Group name"
+                name="group-title"
+                maxlength={100}
+                value={title() ?? conv()?.title ?? ''}
+                onInput={(e) => setTitle(e.currentTarget.value)}
+                error={renameError()}
+              />
+              <Button
+                type="submit"
+                variant="secondary"
+                busy={renaming()}
+                disabled={renaming() || title() === null || title()!.trim() === conv()?.title}
+              >
+                Rename
+              </Button>
+            </form>
+          </Show>
 
           <section aria-labelledby="members-h">
             <h2 id="members-h" class="mb-2 text-sm font-semibold text-slate-500 uppercase dark:text-slate-400">

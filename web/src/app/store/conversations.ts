@@ -82,7 +82,7 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
         case 'connection':
           setState('connection', e.conversationId, e.status);
           if (e.status === 'forbidden')
-            setState('conversations', e.conversationId, (c) => (c ? { ...c, myRole: null } : c));
+            setState('conversations', e.conversationId, (c) => (c ? { ...c, myRole: null, removed: true } : c));
           break;
         case 'message_added':
           if (!state.conversations[e.message.conversationId]) void actions.loadConversations();
@@ -128,7 +128,7 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
       for (const c of list) put(c);
       // Conversations we were removed from stay readable, marked as left.
       for (const id of Object.keys(state.conversations))
-        if (!live.has(id)) setState('conversations', id, (c) => (c ? { ...c, myRole: null } : c));
+        if (!live.has(id)) setState('conversations', id, (c) => (c ? { ...c, myRole: null, removed: true } : c));
       setState('conversationsLoaded', true);
       // Previews for conversations we have not opened yet (local reads of the newest message).
       for (const c of list)
@@ -139,13 +139,14 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
               const m = page[page.length - 1];
               if (m && !state.last[c.id]) setState('last', c.id, m);
             });
-      await connectNew(list.map((c) => c.id));
+      // Conversations we were removed from are read-only: no socket (it would only be refused).
+      await connectNew(list.filter((c) => !c.removed).map((c) => c.id));
     },
     async refreshConversation(id: string) {
       try {
         put(await agent().engine.conversation(id));
       } catch {
-        setState('conversations', id, (c) => (c ? { ...c, myRole: null } : c));
+        setState('conversations', id, (c) => (c ? { ...c, myRole: null, removed: true } : c));
       }
     },
     async startDirect(username: string) {
@@ -201,6 +202,10 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
     async leave(id: string) {
       await agent().engine.changeMembership(id, { action: 'leave' });
       setState('conversations', id, (c) => (c ? { ...c, myRole: null } : c));
+    },
+    async renameGroup(id: string, title: string) {
+      await agent().engine.changeMembership(id, { action: 'rename', title: title.trim() });
+      await actions.refreshConversation(id);
     },
     async reconnect() {
       await agent().engine.disconnect();

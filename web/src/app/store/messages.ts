@@ -5,6 +5,8 @@
  * @module
  */
 import type { MessageView } from '../../engine/context.js';
+import type { InfoLine } from '../../engine/info.js';
+import { sortMessages } from '../timeline.js';
 import type { Agent } from './agent.js';
 import type { Actions, SetState, State } from './state.js';
 
@@ -18,11 +20,11 @@ export function order(a: MessageView, b: MessageView): number {
   return a.sentAt - b.sentAt;
 }
 
-/** Inserts or replaces `m` (matched by clientId) keeping the order. */
+/** Inserts or replaces `m` (matched by clientId) keeping the timeline order (timeline.ts sortMessages). */
 export function upsert(list: readonly MessageView[], m: MessageView): MessageView[] {
   const out = list.filter((x) => x.clientId !== m.clientId);
   out.push(m);
-  return out.sort(order);
+  return sortMessages(out);
 }
 
 /**
@@ -83,6 +85,16 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
       if (ev.data?.user === state.me?.userId) reread(ev.data.conversationId);
     });
     agent().onEvent((e) => {
+      if (e.type === 'info_added') {
+        const c = e.line.conversationId;
+        if (state.info[c]) setState('info', c, (l) => [...l.filter((x) => x.id !== e.line.id), e.line] as InfoLine[]);
+        return;
+      }
+      if (e.type === 'message_removed') {
+        if (state.messages[e.conversationId])
+          setState('messages', e.conversationId, (l) => l.filter((x) => x.clientId !== e.clientId));
+        return;
+      }
       if (e.type !== 'message_added' && e.type !== 'message_updated') return;
       const c = e.message.conversationId;
       tabs?.postMessage({ user: state.me?.userId, conversationId: c });
@@ -108,7 +120,14 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
       loads.add(during);
       let page: MessageView[];
       try {
-        page = await agent().engine.messages(c, { limit: PAGE });
+        const [p, info] = await Promise.all([
+          agent().engine.messages(c, { limit: PAGE }),
+          agent()
+            .engine.infoLines(c)
+            .catch(() => [] as InfoLine[]),
+        ]);
+        page = p;
+        setState('info', c, info);
       } finally {
         loads.delete(during);
         if (loads.size === 0) inFlight.delete(c);
@@ -168,6 +187,16 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
         const err = e as { code?: string; message?: string };
         throw new SendError(err.code ?? 'send_failed', err.message ?? 'sending failed');
       }
+    },
+    async retrySend(c: string, clientId: string) {
+      wire();
+      const m = await agent().engine.retrySend(c, clientId);
+      setState('messages', c, (l) => upsert(l ?? [], m));
+    },
+    async discardFailed(c: string, clientId: string) {
+      wire();
+      await agent().engine.discardFailed(c, clientId);
+      setState('messages', c, (l) => (l ?? []).filter((x) => x.clientId !== clientId));
     },
   } satisfies Partial<Actions>);
 }

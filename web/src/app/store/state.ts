@@ -5,6 +5,7 @@
 import type { SetStoreFunction } from 'solid-js/store';
 import type { MessageView } from '../../engine/context.js';
 import type { ConversationView } from '../../engine/engine.js';
+import type { InfoLine } from '../../engine/info.js';
 import type { ConnectionStatus } from '../../engine/transport.js';
 import type { DeviceInfo, LoginResult, Me, Progress } from '../session-api.js';
 
@@ -39,6 +40,8 @@ export interface State {
   conversations: Record<string, ConversationView>;
   conversationsLoaded: boolean;
   messages: Record<string, MessageView[]>;
+  /** Timeline info lines per conversation (verified membership changes), once its messages are loaded. */
+  info: Record<string, InfoLine[]>;
   /** True while older history may exist (scrolling up loads more). */
   hasOlder: Record<string, boolean>;
   connection: Record<string, ConnectionStatus>;
@@ -68,6 +71,7 @@ export const initialState = (): State => ({
   conversations: {},
   conversationsLoaded: false,
   messages: {},
+  info: {},
   hasOlder: {},
   connection: {},
   last: {},
@@ -118,12 +122,17 @@ export interface Actions {
     action: 'promote' | 'demote' | 'transfer_ownership',
   ): Promise<void>;
   leave(conversationId: string): Promise<void>;
+  renameGroup(conversationId: string, title: string): Promise<void>;
   refreshConversation(conversationId: string): Promise<void>;
   reconnect(): Promise<void>;
   // messages
   loadMessages(conversationId: string): Promise<void>;
   loadOlder(conversationId: string): Promise<number>;
   send(conversationId: string, body: string): Promise<void>;
+  /** Sends a failed message again (it is replaced by the new one). */
+  retrySend(conversationId: string, clientId: string): Promise<void>;
+  /** Deletes a failed message from this device. */
+  discardFailed(conversationId: string, clientId: string): Promise<void>;
   /** Starts following engine message events (previews, unread counts, open conversations). */
   watchMessages(): void;
   /** Marks the conversation as on screen (null: none) and clears its unread count. */

@@ -1,0 +1,84 @@
+/**
+ * Info lines: timeline items that are not messages — "Alice added Bob", "Bob left", "Alice renamed the
+ * group to …" — shown among the messages, in conversation order, on every member's device.
+ *
+ * Membership lines are derived ONLY from the locally verified, signed membership log (groups.ts): what a
+ * line says comes from an entry whose signature, hash chain and role rules were checked, never from
+ * anything the server asserts alone. Where a line sits is the one thing the server decides (as it decides
+ * message order): a live `membership` frame names the message seq it follows (`afterSeq`; the DO drains
+ * queued sends first, so it is the exact cut); an entry learned otherwise (the log fetched when a
+ * conversation is first seen, or a gap filled) sits after the last message this device had processed.
+ * Positions are kept per entry (`info/<conv>/<logSeq>`); entries without one (the log as it was when this
+ * device first saw the conversation) sit before every message.
+ *
+ * The union is meant to grow: linked devices (#14), disappearing-message timers (#17) and security notices
+ * (#20) add their own `InfoEvent` variants and store their lines the same way (a stable `id`, an
+ * `afterSeq`), and the app renders each variant.
+ *
+ * Does NOT: verify anything (groups.ts does, before a line exists), render text, or send.
+ * @module
+ */
+import type { Action, Role } from './_protocol.js';
+
+/** What an info line reports. Membership: one verified log entry. */
+export type InfoEvent = {
+  readonly type: 'membership';
+  readonly action: Action;
+  /** Author of the entry (for `leave`: who left). */
+  readonly actor: string;
+  /** Target user: add, remove, promote, demote, transfer_ownership. */
+  readonly target: string | null;
+  /** Granted role (add). */
+  readonly role: Role | null;
+  /** New title: create, rename. */
+  readonly title: string | null;
+};
+
+/** A non-message timeline item (plain data, across the worker boundary). */
+export interface InfoLine {
+  readonly kind: 'info';
+  readonly conversationId: string;
+  /** Stable per conversation: `membership:<log seq>`. */
+  readonly id: string;
+  /** The message seq this line follows (0: before every message). */
+  readonly afterSeq: number;
+  /** The author's clock (informational). */
+  readonly at: number;
+  readonly event: InfoEvent;
+}
+
+export const infoKey = {
+  position: (c: string, logSeq: number) => `info/${c}/${logSeq.toString().padStart(10, '0')}`,
+  dir: (c: string) => `info/${c}/`,
+};
+
+/** The line for one verified membership entry. */
+export function membershipLine(
+  conversationId: string,
+  e: {
+    readonly seq: number;
+    readonly action: Action;
+    readonly authorUserId: string;
+    readonly target: string | null;
+    readonly role: Role | null;
+    readonly title: string | null;
+    readonly timestamp: number;
+  },
+  afterSeq: number,
+): InfoLine {
+  return {
+    kind: 'info',
+    conversationId,
+    id: `membership:${e.seq}`,
+    afterSeq,
+    at: e.timestamp,
+    event: {
+      type: 'membership',
+      action: e.action,
+      actor: e.authorUserId,
+      target: e.target,
+      role: e.role,
+      title: e.title,
+    },
+  };
+}
