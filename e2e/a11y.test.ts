@@ -118,7 +118,7 @@ describe('accessibility in Chromium', () => {
     await elsewhere.page.getByRole('button', { name: 'Sign in' }).click();
     await elsewhere.page.getByTestId('device-not-linked').waitFor({ timeout: 30_000 });
     await expectAccessible(elsewhere.page, 'a11y-device-not-linked');
-  }, 240_000);
+  }, 360_000);
 
   it('keyboard only: the new-chat dialog opens on its field, Esc returns focus; a conversation is read and written without a mouse', async () => {
     const alice = await newPerson();
