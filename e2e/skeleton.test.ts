@@ -12,7 +12,12 @@ describe('walking skeleton in Chromium', () => {
 
   it('the page shows the health result and round-trips a frame through the probe DO', async () => {
     const { page } = alice;
+    // The first screen keeps operator details off it; they are on /status.
     await page.goto('/');
+    await page.getByRole('link', { name: 'Create an account' }).waitFor();
+    expect(await page.getByTestId('health').count()).toBe(0);
+    await page.getByRole('link', { name: 'System status' }).click();
+    await page.waitForURL('**/status');
     await expect
       .poll(() => page.getByTestId('health').textContent(), { timeout: 20_000 })
       .toMatch(/^ok · migration \d{4}_/);

@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { ROLE_ACTIONS, ROLES } from '../protocol/index.js';
-import { groupsOfFive, match, namesFromDirectTitle, rateLimitText, validateRegistration, waitText } from './logic.js';
+import {
+  deviceLabel,
+  groupsOfFive,
+  match,
+  namesFromDirectTitle,
+  rateLimitText,
+  validateRegistration,
+  waitText,
+} from './logic.js';
 import { allowedActions, canAddMembers, canLeave, canRename } from './roles.js';
 
 describe('registration form rules', () => {
@@ -71,6 +79,25 @@ describe('helpers', () => {
     expect(namesFromDirectTitle('alice bob', ['u1', 'u2'])).toEqual({ u1: 'alice', u2: 'bob' });
     expect(namesFromDirectTitle('', ['u1', 'u2'])).toEqual({});
     expect(namesFromDirectTitle('alice <script>', ['u1', 'u2'])).toEqual({});
+  });
+});
+
+describe('this device’s readable name', () => {
+  it('names the browser and the system from the user agent', () => {
+    expect(
+      deviceLabel(
+        'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/140.0 Safari/537.36',
+      ),
+    ).toBe('Chromium on Linux');
+    expect(deviceLabel('Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:130.0) Gecko/20100101 Firefox/130.0')).toBe(
+      'Firefox on Windows',
+    );
+    expect(
+      deviceLabel(
+        'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15',
+      ),
+    ).toBe('Safari on macOS');
+    expect(deviceLabel('something else')).toBe('Browser');
   });
 });
 

@@ -16,6 +16,38 @@ export function validateRegistration(username: string, password: string, confirm
   };
 }
 
+/**
+ * A readable name for this browser from its user agent ("Chromium on Linux", "Firefox on Windows") — shown
+ * for the current device until devices carry names of their own. Computed here; never sent.
+ */
+export function deviceLabel(ua: string): string {
+  const browser = /Edg\//.test(ua)
+    ? 'Edge'
+    : /Firefox\//.test(ua)
+      ? 'Firefox'
+      : /(Chromium|HeadlessChrome)\//.test(ua)
+        ? 'Chromium'
+        : /Chrome\//.test(ua)
+          ? 'Chrome'
+          : /Safari\//.test(ua)
+            ? 'Safari'
+            : 'Browser';
+  const os = /Android/.test(ua)
+    ? 'Android'
+    : /iPhone|iPad|iOS/.test(ua)
+      ? 'iOS'
+      : /Mac OS X|Macintosh/.test(ua)
+        ? 'macOS'
+        : /Windows/.test(ua)
+          ? 'Windows'
+          : /CrOS/.test(ua)
+            ? 'ChromeOS'
+            : /Linux/.test(ua)
+              ? 'Linux'
+              : '';
+  return os ? `${browser} on ${os}` : browser;
+}
+
 /** "45 seconds", "3 minutes", "2 hours" — how long a rate limit lasts, rounded up. */
 export function waitText(seconds: number): string {
   const s = Math.max(1, Math.ceil(seconds));

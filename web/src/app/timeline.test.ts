@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { MessageView } from '../engine/context.js';
 import { type InfoLine, membershipLine } from '../engine/info.js';
-import { buildTimeline, dayLabel, infoText, linkify, sortMessages } from './timeline.js';
+import { buildTimeline, dayLabel, infoText, linkify, relativeTime, sortMessages } from './timeline.js';
 
 const T0 = new Date(2026, 5, 10, 12, 0, 0).getTime();
 const msg = (clientId: string, seq: number | null, sentAt: number, status: MessageView['status'] = 'received') =>
@@ -94,6 +94,16 @@ describe('membership lines read as sentences', () => {
       0,
     );
     expect(infoText(leave, name, undefined)).toBe('bob left');
+  });
+});
+
+describe('chat list times', () => {
+  it('say how long ago, the time today, then the day', () => {
+    expect(relativeTime(T0 - 10_000, T0)).toBe('now');
+    expect(relativeTime(T0 - 5 * 60_000, T0)).toBe('5 min');
+    expect(relativeTime(T0 - 3 * 3_600_000, T0)).toMatch(/09/);
+    expect(relativeTime(T0 - 86_400_000, T0)).toBe('Yesterday');
+    expect(relativeTime(T0 - 30 * 86_400_000, T0)).not.toBe('Yesterday');
   });
 });
 

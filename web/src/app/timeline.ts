@@ -93,6 +93,19 @@ export function buildTimeline(
   return out;
 }
 
+/** Chat-list time of the last activity: "now", "5 min", "14:05" (today), "Yesterday", "Mon", "10 Jun". */
+export function relativeTime(ms: number, now = Date.now()): string {
+  const diff = Math.max(0, now - ms);
+  if (diff < 60_000) return 'now';
+  if (diff < 3_600_000) return `${Math.floor(diff / 60_000)} min`;
+  const label = dayLabel(ms, now);
+  if (label === 'Today') return new Date(ms).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+  if (label === 'Yesterday') return label;
+  const days = (now - ms) / 86_400_000;
+  if (days < 7) return new Date(ms).toLocaleDateString(undefined, { weekday: 'short' });
+  return new Date(ms).toLocaleDateString(undefined, { day: 'numeric', month: 'short' });
+}
+
 /** The sentence for a membership line; `name` turns user ids into names ("you" for us). */
 export function infoText(line: InfoLine, name: (userId: string) => string, me: string | undefined): string {
   const e = line.event;

@@ -8,7 +8,7 @@ import { KeyProgress } from '../components/KeyProgress.js';
 import { ConfirmDialog } from '../components/Modal.js';
 import { Qr } from '../components/Qr.js';
 import { Banner, Button, createAction, errorText, Field, focusRing } from '../components/ui.js';
-import { MIN_PASSWORD } from '../logic.js';
+import { deviceLabel, MIN_PASSWORD } from '../logic.js';
 import { Link } from '../router.js';
 import { useStore } from '../store/index.js';
 import type { Theme } from '../store/state.js';
@@ -39,8 +39,11 @@ function Devices() {
           {(d) => (
             <li class="flex items-center gap-3 py-3">
               <div class="min-w-0 flex-1">
-                <p class="truncate font-mono text-sm">
-                  {d.deviceId.slice(0, 12)}…
+                <p class="truncate text-sm font-medium">
+                  {d.current ? deviceLabel(navigator.userAgent) : 'Another device'}
+                  <span class="ml-2 font-mono text-xs font-normal text-slate-500 dark:text-slate-400">
+                    {d.deviceId.slice(0, 8)}
+                  </span>
                   <Show when={d.current}>
                     <span class="ml-2 rounded-full bg-blue-100 px-2 py-0.5 font-sans text-xs text-blue-800 dark:bg-blue-900 dark:text-blue-100">
                       This browser
@@ -140,6 +143,17 @@ function Password() {
 }
 
 const MIN_PASSPHRASE = 8;
+
+/** Saves the recovery codes as a text file (made here; nothing is uploaded). */
+function downloadCodes(codes: readonly string[], username: string): void {
+  const text = `e2e-chat recovery codes for ${username}\nEach code works once. Keep them somewhere safe.\n\n${codes.join('\n')}\n`;
+  const url = URL.createObjectURL(new Blob([text], { type: 'text/plain' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = `e2e-chat-recovery-codes-${username}.txt`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
 
 /** This browser's passphrase lock: set, change, remove, lock now. */
 function LocalLock() {
@@ -322,7 +336,23 @@ function TwoStep() {
             <ol class="grid grid-cols-2 gap-2 font-mono text-sm">
               <For each={list()}>{(c) => <li class="rounded bg-slate-100 px-2 py-1 dark:bg-slate-800">{c}</li>}</For>
             </ol>
-            <Button onClick={() => setCodes(null)}>I saved them</Button>
+            <div class="flex flex-wrap gap-2">
+              <Button
+                variant="secondary"
+                onClick={() =>
+                  void navigator.clipboard
+                    .writeText(list().join('\n'))
+                    .then(() => actions.toast('Recovery codes copied.'))
+                    .catch(() => actions.toast('Could not copy. Select the codes and copy them by hand.', 'error'))
+                }
+              >
+                Copy
+              </Button>
+              <Button variant="secondary" onClick={() => downloadCodes(list(), state.me?.username ?? 'account')}>
+                Download
+              </Button>
+              <Button onClick={() => setCodes(null)}>I saved them</Button>
+            </div>
           </div>
         )}
       </Show>

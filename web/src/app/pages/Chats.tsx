@@ -3,7 +3,7 @@
  * conversation (or its info) beside it on wide screens; one at a time, stacked, on narrow ones.
  */
 import { DropdownMenu } from '@kobalte/core/dropdown-menu';
-import { createMemo, createSignal, For, Show } from 'solid-js';
+import { createEffect, createMemo, createSignal, For, onCleanup, Show } from 'solid-js';
 import type { ConversationView } from '../../engine/engine.js';
 import { Conversation } from '../components/Conversation.js';
 import { ConversationInfo } from '../components/ConversationInfo.js';
@@ -13,6 +13,7 @@ import { Avatar, Banner, Button, buttonClass, errorText, Field, focusRing, Logo 
 import { Link, navigate, path } from '../router.js';
 import { directPeer } from '../store/conversations.js';
 import { useStore } from '../store/index.js';
+import { relativeTime } from '../timeline.js';
 
 export function useConversationName() {
   const { state, actions } = useStore();
@@ -143,6 +144,18 @@ function Sidebar(props: { activeId?: string }) {
   const { state, actions } = useStore();
   const nameOf = useConversationName();
   const [dialog, setDialog] = createSignal<'direct' | 'group' | null>(null);
+  // Relative times ("5 min") refresh every half minute.
+  const [tick, setTick] = createSignal(0);
+  const timer = setInterval(() => setTick((n) => n + 1), 30_000);
+  onCleanup(() => clearInterval(timer));
+  // The unread count in the tab title.
+  createEffect(() => {
+    const n = Object.values(state.unread).reduce((a, b) => a + (b ?? 0), 0);
+    document.title = n > 0 ? `(${n}) e2e-chat` : 'e2e-chat';
+  });
+  onCleanup(() => {
+    document.title = 'e2e-chat';
+  });
   let newButton: HTMLButtonElement | undefined;
   // Most recent activity first (Signal-like); conversations without messages by name.
   const list = createMemo(() =>
@@ -213,7 +226,20 @@ function Sidebar(props: { activeId?: string }) {
                   >
                     <Avatar name={nameOf(c)} seed={c.id} />
                     <span class="min-w-0 flex-1">
-                      <span class="block truncate font-medium">{nameOf(c)}</span>
+                      <span class="flex items-baseline gap-2">
+                        <span class="min-w-0 flex-1 truncate font-medium">{nameOf(c)}</span>
+                        <Show when={state.last[c.id]}>
+                          {(m) => (
+                            <time
+                              class="shrink-0 text-xs text-slate-600 dark:text-slate-300"
+                              dateTime={new Date(m().receivedAt).toISOString()}
+                              data-testid="last-time"
+                            >
+                              {(tick(), relativeTime(Math.min(m().receivedAt, Date.now())))}
+                            </time>
+                          )}
+                        </Show>
+                      </span>
                       <span
                         class={`block truncate text-xs ${
                           props.activeId === c.id

@@ -1,9 +1,9 @@
-/** `/`: signed-in people go to their chats; everyone else sees what this is, how to start, and the status. */
+/** `/`: signed-in people go to their chats; everyone else sees what this is and how to start (operator details
+ * — database, migration, realtime probe — are on /status, linked at the bottom). */
 import { createEffect, Show } from 'solid-js';
 import { buttonClass, Logo } from '../components/ui.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
-import { SystemStatus } from './Status.js';
 
 export default function Home() {
   const { state } = useStore();
@@ -31,7 +31,11 @@ export default function Home() {
             </Link>
           </div>
         </div>
-        <SystemStatus />
+        <p class="text-sm text-slate-600 dark:text-slate-400">
+          <Link href="/status" class="underline hover:text-slate-900 dark:hover:text-slate-200">
+            System status
+          </Link>
+        </p>
       </main>
     </Show>
   );
