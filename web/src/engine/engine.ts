@@ -270,7 +270,7 @@ export function createEngine(opts: EngineOptions): Engine {
   /** A failed local message (never accepted): its record and its outbox entry, removed in one transaction. */
   const dropFailed = async (conversationId: string, clientId: string): Promise<MessageView> => {
     const m = await messages.getPending(conversationId, clientId);
-    if (!m || m.status !== 'failed')
+    if (m?.status !== 'failed' || !m)
       throw new EngineError('not_failed', 'only a failed message can be retried or deleted');
     await ctx.store.transaction(async (tx) => {
       messages.deletePendingInTx(tx, conversationId, clientId);

@@ -186,7 +186,7 @@ export class Groups {
   async infoLines(conversationId: string): Promise<InfoLine[]> {
     await this.membership(conversationId);
     const rec = await readJson<LogRecord>(this.ctx.store, K.log(conversationId));
-    if (!rec || rec.kind !== 'group') return [];
+    if (rec?.kind !== 'group' || !rec) return [];
     const positions = new Map(
       (await listJson<number>(this.ctx.store, infoKey.dir(conversationId))).map((p) => [p.key, p.value]),
     );

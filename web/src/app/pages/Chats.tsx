@@ -235,7 +235,7 @@ function Sidebar(props: { activeId?: string }) {
                               dateTime={new Date(m().receivedAt).toISOString()}
                               data-testid="last-time"
                             >
-                              {(tick(), relativeTime(Math.min(m().receivedAt, Date.now())))}
+                              {relativeTime(Math.min(m().receivedAt, Date.now()), Date.now() + tick() * 0)}
                             </time>
                           )}
                         </Show>
