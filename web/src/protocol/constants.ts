@@ -94,6 +94,31 @@ export const MAX_PLAINTEXT_LEN = 64 * 1024;
 /** Plaintexts are padded (0x80 then zeros, no randomness) to a multiple of this: Signal's 160-byte block. */
 export const PADDING_BLOCK = 160;
 
+// ---- Attachments (attachments.ts; docs/PROTOCOL.md §"Attachments") ----------------------------------
+/** Version byte leading every chunk's AAD; bump on any change of the chunk format. */
+export const ATTACHMENT_FORMAT_VERSION = 1;
+/** HKDF info expanding the 32-byte attachment key into AES-256 key ‖ 12-byte nonce base (44 bytes). */
+export const LABEL_ATTACHMENT_KEYS = 'e2e-chat/v1 attachment keys';
+/** Bytes of the fresh random key per attachment (it travels inside the encrypted message). */
+export const ATTACHMENT_KEY_LEN = 32;
+/**
+ * Plaintext bytes per chunk (the last one may be shorter): 64 KiB like age's STREAM; small enough that a
+ * receiver holds one chunk at a time, large enough that per-chunk overhead (16-byte tag, one AEAD call)
+ * stays under 0.03 %.
+ */
+export const ATTACHMENT_CHUNK_SIZE = 64 * 1024;
+/** SHA-256 of the whole ciphertext, carried in the message and checked before anything is shown. */
+export const ATTACHMENT_DIGEST_LEN = 32;
+/**
+ * Largest plaintext a sender offers by default (the engine's `maxAttachmentBytes` and the server's
+ * ATTACHMENT_LIMITS can lower or raise it per deployment).
+ */
+export const DEFAULT_MAX_ATTACHMENT_SIZE = 100 * 1024 * 1024;
+/** Largest plaintext size a receiver accepts in a pointer (format limit, far above any deployment's). */
+export const MAX_ATTACHMENT_SIZE = 2 ** 32;
+/** Largest thumbnail carried inside the encrypted message (a few KB is the aim; the message is ≤ 64 KiB). */
+export const MAX_THUMBNAIL_LEN = 16 * 1024;
+
 // ---- Passwords (client-side pre-hash; see password.ts) -------------------------------------------------
 /** Domain-separates the username-derived argon2id salt. */
 export const LABEL_PASSWORD_SALT = 'e2e-chat/v1 password salt';

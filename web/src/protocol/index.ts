@@ -7,6 +7,15 @@
  * (`defaultCurves()`), an `Rng` and `now`. Specification: docs/PROTOCOL.md.
  * @module
  */
+export {
+  AttachmentDecryptor,
+  AttachmentEncryptor,
+  type AttachmentLayout,
+  attachmentLayout,
+  decryptAttachment,
+  encryptAttachment,
+  generateAttachmentKey,
+} from './attachments.js';
 export { fromB64u, fromHex, toB64u, toHex } from './bytes.js';
 export * as constants from './constants.js';
 export { ErrorCode, is, ProtocolError, publicDecryptError } from './errors.js';
@@ -90,7 +99,15 @@ export {
   verifyPrekeyUpload,
   verifySignedPrekey,
 } from './prekeys.js';
-export { type Curve25519, defaultCurves, nobleCurves, type Rng, webCryptoCurves } from './primitives.js';
+export {
+  type Curve25519,
+  defaultCurves,
+  nobleCurves,
+  type Rng,
+  type Sha256Stream,
+  sha256Stream,
+  webCryptoCurves,
+} from './primitives.js';
 export {
   createSenderKey,
   decodeSenderKeyDistribution,

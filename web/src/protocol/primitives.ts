@@ -2,6 +2,9 @@
  * Cryptographic primitives — the ONLY module that imports `@noble/*` or touches WebCrypto.
  *
  * - Hashing, HMAC, HKDF (RFC 5869), AES-256-GCM (NIST SP 800-38D) and ML-KEM-1024 (FIPS 203): @noble, sync.
+ * - Bulk data (attachments): `aesGcmKey` prepares an AES-256-GCM key once for many chunks — WebCrypto where
+ *   the platform has it (hardware AES, off the JS thread), noble otherwise, byte-identical — and
+ *   `sha256Stream` hashes data that is never in memory whole.
  * - X25519 (RFC 7748) and Ed25519 (RFC 8032): behind the async `Curve25519` interface, with two
  *   implementations that must agree byte for byte: `nobleCurves` (pure JS, the reference and fallback)
  *   and `webCryptoCurves()` (3–15× faster where the platform has it: browsers, Node, workerd).
@@ -136,6 +139,80 @@ export function aesGcmDecrypt(key: Uint8Array, nonce: Uint8Array, ciphertext: Ui
   } catch {
     return fail(ErrorCode.DecryptionFailed, 'aesGcmDecrypt');
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bulk data (attachments): AES-256-GCM with a prepared key, async, WebCrypto where the platform has it
+// (hardware AES, off the JS thread) and noble otherwise; and an incremental SHA-256.
+// ---------------------------------------------------------------------------------------------
+
+/** An AES-256-GCM key prepared once for many chunks. Nonces and AADs are always the caller's. */
+export interface AesGcmKey {
+  readonly impl: 'webcrypto' | 'noble';
+  encrypt(nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Promise<Uint8Array>;
+  /** The plaintext, or throws `decryption_failed` (never a partial result). */
+  decrypt(nonce: Uint8Array, ciphertext: Uint8Array, aad: Uint8Array): Promise<Uint8Array>;
+}
+
+function nobleAesGcmKey(key: Uint8Array): AesGcmKey {
+  const k = key.slice();
+  return {
+    impl: 'noble',
+    encrypt: async (nonce, plaintext, aad) => aesGcmEncrypt(k, nonce, plaintext, aad),
+    decrypt: async (nonce, ciphertext, aad) => aesGcmDecrypt(k, nonce, ciphertext, aad),
+  };
+}
+
+/**
+ * Prepares `key` (32 bytes) for bulk AES-256-GCM. `subtle` defaults to the platform's WebCrypto; pass
+ * `null` for the pure-JS path (tests check both agree byte for byte). The CryptoKey is not extractable.
+ */
+export async function aesGcmKey(
+  key: Uint8Array,
+  subtle: SubtleCrypto | null | undefined = typeof crypto === 'undefined' ? undefined : crypto.subtle,
+): Promise<AesGcmKey> {
+  if (!(key instanceof Uint8Array) || key.length !== AES_KEY_LEN) fail(ErrorCode.InvalidKey, 'aesGcmKey');
+  if (!subtle) return nobleAesGcmKey(key);
+  let ck: CryptoKey;
+  try {
+    ck = await subtle.importKey('raw', bs(key.slice()), { name: 'AES-GCM' }, false, ['encrypt', 'decrypt']);
+  } catch {
+    return nobleAesGcmKey(key);
+  }
+  const params = (nonce: Uint8Array, aad: Uint8Array): Parameters<SubtleCrypto['encrypt']>[0] => {
+    if (nonce.length !== GCM_NONCE_LEN) fail(ErrorCode.InvalidKey, 'aesGcm', 'nonce must be 12 bytes');
+    return { name: 'AES-GCM', iv: bs(nonce), additionalData: bs(aad), tagLength: GCM_TAG_LEN * 8 };
+  };
+  return {
+    impl: 'webcrypto',
+    async encrypt(nonce, plaintext, aad) {
+      return new Uint8Array(await subtle.encrypt(params(nonce, aad), ck, bs(plaintext)));
+    },
+    async decrypt(nonce, ciphertext, aad) {
+      const p = params(nonce, aad);
+      if (ciphertext.length < GCM_TAG_LEN) fail(ErrorCode.DecryptionFailed, 'aesGcmDecrypt');
+      try {
+        return new Uint8Array(await subtle.decrypt(p, ck, bs(ciphertext)));
+      } catch {
+        return fail(ErrorCode.DecryptionFailed, 'aesGcmDecrypt');
+      }
+    },
+  };
+}
+
+/** Incremental SHA-256 (FIPS 180-4) for data that never sits in memory whole. */
+export interface Sha256Stream {
+  update(data: Uint8Array): void;
+  /** The digest; the stream cannot be updated afterwards. */
+  digest(): Uint8Array;
+}
+
+export function sha256Stream(): Sha256Stream {
+  const h = nobleSha256.create();
+  return {
+    update: (data) => void h.update(data),
+    digest: () => h.digest(),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

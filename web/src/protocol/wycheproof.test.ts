@@ -8,6 +8,7 @@ import { is } from './errors.js';
 import {
   aesGcmDecrypt,
   aesGcmEncrypt,
+  aesGcmKey,
   type Curve25519,
   hkdfSha256,
   mlkemDecapsulate,
@@ -133,6 +134,35 @@ describe('Wycheproof AES-256-GCM (96-bit IV)', () => {
           if (dec !== null) failures.push(label(gi, t));
         } else if (dec !== t.msg || toHex(aesGcmEncrypt(key, iv, fromHex(t.msg), aad)) !== t.ct + t.tag) {
           failures.push(label(gi, t));
+        }
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+
+  it('the bulk path (aesGcmKey, WebCrypto and noble) passes every case too', async () => {
+    const failures: string[] = [];
+    for (const subtle of [crypto.subtle, null]) {
+      for (const [gi, g] of aesGcm.testGroups.entries()) {
+        for (const t of g.tests as (Case & {
+          key: string;
+          iv: string;
+          aad: string;
+          msg: string;
+          ct: string;
+          tag: string;
+        })[]) {
+          const k = await aesGcmKey(fromHex(t.key), subtle);
+          const [iv, aad] = [fromHex(t.iv), fromHex(t.aad)];
+          const dec = await k.decrypt(iv, fromHex(t.ct + t.tag), aad).then(
+            (p) => toHex(p),
+            (e: unknown) => (is(e, 'decryption_failed') ? null : 'unexpected error'),
+          );
+          const ok =
+            t.result === 'invalid'
+              ? dec === null
+              : dec === t.msg && toHex(await k.encrypt(iv, fromHex(t.msg), aad)) === t.ct + t.tag;
+          if (!ok) failures.push(`${k.impl} ${label(gi, t)}`);
         }
       }
     }
