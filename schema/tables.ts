@@ -306,6 +306,33 @@ export const wsTickets = sqliteTable(
   (t) => [index('ws_tickets_expiry_idx').on(t.expiresAt)],
 );
 
+// ---- Attachments (issue 16) ------------------------------------------------------------------------------
+
+/**
+ * Encrypted attachment blobs in R2 (binding ATTACHMENTS, object key = id). Only what the server needs to
+ * authorise, bill and expire: the id, the conversation whose current members may fetch it, the uploading
+ * account, the ciphertext size and times — never a name, type, dimension or key (those travel inside the
+ * end-to-end encrypted message). A row is a reservation until `uploaded_at` is set by a complete upload.
+ * Deleted with its blob by the scheduled clean-up (worker/domain/attachments.ts: after the retention period,
+ * or a day for reservations never uploaded) and by `deleteUserAttachments` when the account goes.
+ */
+export const attachments = sqliteTable(
+  'attachments',
+  {
+    id: text('id').primaryKey(),
+    conversationId: text('conversation_id').notNull(),
+    uploaderUserId: text('uploader_user_id').notNull(),
+    /** Ciphertext bytes the upload must carry, exactly. */
+    size: integer('size').notNull(),
+    createdAt: integer('created_at').notNull(),
+    uploadedAt: integer('uploaded_at'),
+  },
+  (t) => [
+    index('attachments_uploader_idx').on(t.uploaderUserId, t.createdAt),
+    index('attachments_created_idx').on(t.createdAt),
+  ],
+);
+
 // ---- Audit -----------------------------------------------------------------------------------------------
 
 /** Security-relevant events. `details` is JSON of ids and counts only — never secrets or plaintext. */

@@ -13,6 +13,7 @@ import type { AppBindings } from './env.js';
 import { AppError } from './errors.js';
 import { LIMITS } from './limits.js';
 import { log } from './log.js';
+import { attachments, isAttachmentUpload } from './routes/attachments.js';
 import { auth } from './routes/auth.js';
 import { conversations } from './routes/conversations.js';
 import { devices } from './routes/devices.js';
@@ -44,15 +45,14 @@ app.use('*', async (c, next) => {
   });
 });
 app.use('*', drainUnreadBody, securityHeaders, cspHeader, corsPolicy);
-app.use(
-  '*',
-  bodyLimit({
-    maxSize: LIMITS.maxPrekeyBodyBytes,
-    onError: () => {
-      throw new AppError(413, 'payload_too_large', 'request body too large');
-    },
-  }),
-);
+const globalBodyLimit = bodyLimit({
+  maxSize: LIMITS.maxPrekeyBodyBytes,
+  onError: () => {
+    throw new AppError(413, 'payload_too_large', 'request body too large');
+  },
+});
+// Attachment uploads stream up to their reserved size and count every byte themselves (routes/attachments.ts).
+app.use('*', (c, next) => (isAttachmentUpload(c) ? next() : globalBodyLimit(c, next)));
 
 app.route('/api/health', health);
 // Realtime (ticket, WebSocket) first: it owns /api/conversations/:id/ws.
@@ -65,6 +65,7 @@ app.route('/api/keys', keys);
 app.route('/graphql', graphql);
 app.route('/api/auth', auth);
 app.route('/api/users', users);
+app.route('/api/attachments', attachments);
 // ROUTES: sub-apps are mounted above this line.
 
 app.notFound((c) => c.json({ error: { code: 'not_found', message: 'no such route' } }, 404));

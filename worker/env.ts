@@ -9,6 +9,8 @@ export interface Env {
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
   /** The realtime health check's echo DO (worker/probe.ts); no storage. */
   PROBE: DurableObjectNamespace<ProbeDO>;
+  /** Encrypted attachment blobs (object key = attachment id); worker/domain/attachments.ts. */
+  ATTACHMENTS: R2Bucket;
   ASSETS?: Fetcher;
   /** "production" in wrangler.toml; "development" from .dev.vars; "test" in the workers test pool. */
   APP_ENV: string;
@@ -18,6 +20,8 @@ export interface Env {
   RATE_LIMITS: string;
   /** JSON overrides for delivery settings (see worker/delivery/config.ts); empty for defaults. */
   DELIVERY_LIMITS?: string;
+  /** JSON overrides for attachment quotas and retention (see worker/domain/attachments.ts); empty for defaults. */
+  ATTACHMENT_LIMITS?: string;
   /** Development only: fault injection for the reliability suites (worker/faults.ts); ignored elsewhere. */
   E2E_CHAT_FAULTS?: string;
   /** Secret: access-token HMAC keys as `kid:base64url` pairs separated by commas, newest (signing) first. */

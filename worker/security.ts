@@ -46,10 +46,13 @@ export const securityHeaders = secureHeaders({
   permissionsPolicy: { camera: [], microphone: [], geolocation: [], payment: [], usb: [] },
 });
 
-/** The CSP as one literal header (hono's builder would reorder it; the _headers file must match exactly). */
+/**
+ * The CSP as one literal header (hono's builder would reorder it; the _headers file must match exactly).
+ * A route that sets a stricter policy of its own (an attachment blob's sandbox) keeps it.
+ */
 export const cspHeader = createMiddleware<AppBindings>(async (c, next) => {
   await next();
-  c.header('Content-Security-Policy', CSP);
+  if (!c.res.headers.has('Content-Security-Policy')) c.header('Content-Security-Policy', CSP);
 });
 
 /**
@@ -60,7 +63,7 @@ export const cspHeader = createMiddleware<AppBindings>(async (c, next) => {
  */
 const allowedCors = cors({
   origin: (origin) => origin,
-  allowMethods: ['GET', 'POST', 'DELETE'],
+  allowMethods: ['GET', 'POST', 'PUT', 'DELETE'],
   allowHeaders: ['Authorization', 'Content-Type'],
   exposeHeaders: ['Retry-After', 'X-Request-Id'],
   credentials: true,

@@ -7,6 +7,7 @@
  * @module
  */
 import type { Curve25519, Rng } from '../protocol/index.js';
+import type { AttachmentView, TransferPhase } from './attachments.js';
 import type { InfoLine } from './info.js';
 import type { EngineLocks } from './locks.js';
 import type { Store } from './storage.js';
@@ -31,7 +32,16 @@ export type EngineErrorCode =
   | 'no_devices'
   | 'too_long'
   | 'not_failed'
-  | 'send_failed';
+  | 'send_failed'
+  // attachments (attachments.ts)
+  | 'attachment_too_large'
+  | 'attachment_quota_exceeded'
+  | 'upload_failed'
+  | 'download_failed'
+  | 'attachment_damaged'
+  | 'attachment_unavailable'
+  | 'no_attachment'
+  | 'cancelled';
 
 export class EngineError extends Error {
   override readonly name = 'EngineError';
@@ -60,6 +70,8 @@ export interface MessageView {
   readonly receivedAt: number;
   /** Why a message could not be decrypted or sent (an error code). */
   readonly error?: string;
+  /** An attachment (content type `att`): what the UI may show; its key and digest stay in the engine. */
+  readonly attachment?: AttachmentView;
 }
 
 export type EngineEvent =
@@ -72,4 +84,11 @@ export type EngineEvent =
   | { readonly type: 'key_change'; readonly userId: string; readonly blocked: boolean }
   | { readonly type: 'devices_changed'; readonly userId: string }
   | { readonly type: 'membership_changed'; readonly conversationId: string; readonly members: readonly string[] }
-  | { readonly type: 'connection'; readonly conversationId: string; readonly status: ConnectionStatus };
+  | { readonly type: 'connection'; readonly conversationId: string; readonly status: ConnectionStatus }
+  | {
+      readonly type: 'transfer';
+      readonly id: string;
+      readonly phase: TransferPhase;
+      readonly loaded: number;
+      readonly total: number;
+    };

@@ -23,6 +23,7 @@ import {
   signLoginChallenge,
   toB64u,
 } from './_protocol.js';
+import { type AttachmentDraft, MAX_CAPTION_LEN, Transfers, viewOf } from './attachments.js';
 import { type EngineContext, EngineError, type EngineEvent, type MessageView } from './context.js';
 import type { ContactView } from './directory.js';
 import { Directory } from './directory.js';
@@ -31,10 +32,10 @@ import { Inbox } from './inbox.js';
 import type { InfoLine } from './info.js';
 import { Keystore, type KeystoreConfig } from './keystore.js';
 import type { EngineLocks } from './locks.js';
-import { encodePayload, MAX_TEXT_BYTES, Messages } from './messages.js';
+import { encodePayload, MAX_TEXT_BYTES, Messages, type Payload } from './messages.js';
 import { Outbox } from './outbox.js';
 import { Sessions } from './sessions.js';
-import { putJson, readJson, type Store } from './storage.js';
+import { putJson, readJson, type Store, type StoreTx } from './storage.js';
 import {
   type ConnectionStatus,
   type ConversationKind,
@@ -57,6 +58,8 @@ export interface EngineOptions {
   readonly locks: EngineLocks;
   readonly keystore?: Partial<KeystoreConfig>;
   readonly backoff?: { readonly baseMs: number; readonly maxMs: number };
+  /** Largest file this client sends (plaintext bytes; default DEFAULT_MAX_ATTACHMENT_SIZE, 100 MiB). */
+  readonly maxAttachmentBytes?: number;
 }
 
 export interface OwnIdentityView {
@@ -139,6 +142,20 @@ export interface EngineApi {
   retrySend(conversationId: string, clientId: string): Promise<MessageView>;
   /** Deletes a failed message from this device (it was never accepted by the server). */
   discardFailed(conversationId: string, clientId: string): Promise<void>;
+  /**
+   * Encrypts and uploads `draft` (progress as `transfer` events under `transferId`), then — only once the
+   * upload completed — sends it as a message with an optional caption. After a failure the same call with
+   * the same `transferId` retries the upload without reading the file again; `cancelTransfer` gives up.
+   */
+  sendAttachment(
+    conversationId: string,
+    draft: AttachmentDraft,
+    opts: { transferId: string; caption?: string },
+  ): Promise<MessageView>;
+  /** Downloads and decrypts an attachment message's file: the whole file, or an error and nothing. */
+  openAttachment(conversationId: string, clientId: string, transferId: string): Promise<Blob>;
+  /** Cancels an upload or download (and drops a failed upload kept for a retry). */
+  cancelTransfer(transferId: string): Promise<void>;
   messages(conversationId: string, opts?: { beforeSeq?: number; limit?: number }): Promise<MessageView[]>;
   /** Offline catch-up: fetch, process and acknowledge the whole mailbox. Returns envelopes processed. */
   syncMailbox(): Promise<number>;
@@ -187,6 +204,7 @@ export function createEngine(opts: EngineOptions): Engine {
   });
   const outbox = new Outbox(ctx, sessions, groups, directory, messages, (c, f) => realtime.send(c, f));
   const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId);
+  const transfers = new Transfers(ctx, opts.maxAttachmentBytes ? { maxBytes: opts.maxAttachmentBytes } : {});
 
   // ---- background work tracking (idle() for tests and for a clean shutdown) ----
   const pending = new Set<Promise<unknown>>();
@@ -284,6 +302,75 @@ export function createEngine(opts: EngineOptions): Engine {
     for (const u of (await groups.membership(conversationId)).members.keys()) await directory.assertSendable(u);
   };
 
+  /**
+   * Stores a visible message as pending (with `extra` in the same transaction) and queues its payload:
+   * pairwise to every verified device, or with our sender key for groups (distributed first, pairwise, to
+   * the verified devices that lack it).
+   */
+  const send = async (
+    conversationId: string,
+    clientId: string,
+    payload: Extract<Payload, { t: 'text' | 'att' }>,
+    more: Partial<MessageView>,
+    extra?: (tx: StoreTx) => void,
+  ): Promise<MessageView> => {
+    const own = await keys.identity();
+    const kind = await groups.kind(conversationId);
+    const m: MessageView = {
+      conversationId,
+      seq: null,
+      clientId,
+      from: { userId: own.userId, deviceId: own.deviceId },
+      outgoing: true,
+      body: payload.body,
+      status: 'sending',
+      sentAt: payload.sentAt,
+      receivedAt: payload.sentAt,
+      ...more,
+    };
+    await ctx.store.transaction(async (tx) => {
+      messages.putInTx(tx, m);
+      extra?.(tx);
+    });
+    ctx.emit({ type: 'message_added', message: m });
+    try {
+      if (kind === 'group') {
+        const sk = await groups.prepareSenderKey(conversationId);
+        if (sk.needs.length) {
+          await outbox.enqueue(
+            entry(
+              conversationId,
+              newId(),
+              encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
+              'pairwise',
+              false,
+              ctx.now(),
+            ),
+          );
+          await groups.markDistributed(conversationId, sk.needs);
+        }
+      }
+      await outbox.enqueue(
+        entry(
+          conversationId,
+          clientId,
+          encodePayload(payload),
+          kind === 'group' ? 'group' : 'pairwise',
+          true,
+          payload.sentAt,
+        ),
+      );
+    } catch (err) {
+      // Nothing was queued: the message must not stay 'sending' forever — show it as failed.
+      const code = err instanceof EngineError ? err.code : 'send_failed';
+      const failed = await messages.update(conversationId, { seq: null, clientId }, { status: 'failed', error: code });
+      if (failed) ctx.emit({ type: 'message_updated', message: failed });
+      throw err;
+    }
+    track(outbox.flush(conversationId));
+    return m;
+  };
+
   const engine: Engine = {
     async bootstrap(p) {
       if (!(await keys.exists())) await keys.create(p);
@@ -358,57 +445,33 @@ export function createEngine(opts: EngineOptions): Engine {
       if (new TextEncoder().encode(body).length > MAX_TEXT_BYTES)
         throw new EngineError('too_long', `a text is at most ${MAX_TEXT_BYTES} bytes`);
       await assertMembersSendable(conversationId);
-      const own = await keys.identity();
       const clientId = newId();
       const sentAt = ctx.now();
-      const payload = encodePayload({ t: 'text', conv: conversationId, id: clientId, body, sentAt });
-      const kind = await groups.kind(conversationId);
-      const m: MessageView = {
+      return send(conversationId, clientId, { t: 'text', conv: conversationId, id: clientId, body, sentAt }, {});
+    },
+    async sendAttachment(conversationId, draft, o) {
+      const caption = o.caption ?? '';
+      if (caption.length > MAX_CAPTION_LEN) throw new EngineError('send_failed', 'caption too long');
+      // Blocked (unaccepted key change) or not a member: refused before a byte is uploaded.
+      await assertMembersSendable(conversationId);
+      const pointer = await transfers.upload(o.transferId, conversationId, draft);
+      const clientId = newId();
+      const sentAt = ctx.now();
+      return send(
         conversationId,
-        seq: null,
         clientId,
-        from: { userId: own.userId, deviceId: own.deviceId },
-        outgoing: true,
-        body,
-        status: 'sending',
-        sentAt,
-        receivedAt: sentAt,
-      };
-      await messages.putPending(m);
-      ctx.emit({ type: 'message_added', message: m });
-      try {
-        if (kind === 'group') {
-          const sk = await groups.prepareSenderKey(conversationId);
-          if (sk.needs.length) {
-            await outbox.enqueue(
-              entry(
-                conversationId,
-                newId(),
-                encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
-                'pairwise',
-                false,
-                ctx.now(),
-              ),
-            );
-            await groups.markDistributed(conversationId, sk.needs);
-          }
-        }
-        await outbox.enqueue(
-          entry(conversationId, clientId, payload, kind === 'group' ? 'group' : 'pairwise', true, sentAt),
-        );
-      } catch (err) {
-        // Nothing was queued: the message must not stay 'sending' forever — show it as failed.
-        const code = err instanceof EngineError ? err.code : 'send_failed';
-        const failed = await messages.update(
-          conversationId,
-          { seq: null, clientId },
-          { status: 'failed', error: code },
-        );
-        if (failed) ctx.emit({ type: 'message_updated', message: failed });
-        throw err;
-      }
-      track(outbox.flush(conversationId));
-      return m;
+        { t: 'att', conv: conversationId, id: clientId, body: caption, sentAt, att: pointer },
+        { attachment: viewOf(pointer) },
+        (tx) => messages.putAttachmentInTx(tx, conversationId, clientId, pointer),
+      );
+    },
+    async openAttachment(conversationId, clientId, transferId) {
+      const pointer = await messages.attachment(conversationId, clientId);
+      if (!pointer) throw new EngineError('no_attachment');
+      return transfers.download(transferId, pointer);
+    },
+    async cancelTransfer(transferId) {
+      transfers.cancel(transferId);
     },
     async retrySend(conversationId, clientId) {
       // What would refuse the new send is checked first: the failed message stays until one is queued.

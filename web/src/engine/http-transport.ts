@@ -41,6 +41,7 @@ import {
   type PrekeyCounts,
   type ServerApi,
   type SocketFactory,
+  type TransferOptions,
 } from './transport.js';
 
 // ---- errors ------------------------------------------------------------------------------------------
@@ -278,16 +279,108 @@ export class HttpClient {
     } catch {
       body = null;
     }
-    if (!res.ok) {
-      const err = (body as { error?: Record<string, unknown> } | null)?.error;
-      const code = typeof err?.code === 'string' ? err.code : `http_${res.status}`;
-      const message = typeof err?.message === 'string' ? err.message : `HTTP ${res.status}`;
-      const { code: _c, message: _m, ...details } = err ?? {};
-      const ra = Number(res.headers.get('retry-after'));
-      throw new HttpApiError(res.status, code, message, details, Number.isFinite(ra) && ra > 0 ? ra : null);
-    }
+    if (!res.ok) throw httpError(res.status, body, res.headers.get('retry-after'));
     return body as T;
   }
+
+  /** Runs `op` with the access token; one refresh-and-retry on 401 `invalid_token` (as `request`). */
+  private async authorized<T>(op: (headers: Record<string, string>) => Promise<T>): Promise<T> {
+    const headers = (token: string) => {
+      const h: Record<string, string> = { authorization: `Bearer ${token}` };
+      const cookie = this.cookies?.header();
+      if (cookie) h.cookie = cookie;
+      return h;
+    };
+    try {
+      return await op(headers(await this.token()));
+    } catch (e) {
+      if (!(isApiError(e, 'invalid_token') && e.status === 401)) throw e;
+      return op(headers(await this.refresh()));
+    }
+  }
+
+  /**
+   * PUT of a Blob body (attachments). In a browser (page or worker) through XMLHttpRequest, the one API that
+   * reports upload progress; elsewhere through fetch (progress only at the end). `signal` aborts.
+   */
+  upload(path: string, body: Blob, opts: TransferOptions = {}): Promise<unknown> {
+    return this.authorized(async (auth) => {
+      const headers = { ...auth, accept: 'application/json', 'content-type': 'application/octet-stream' };
+      const url = this.url(path);
+      if (typeof XMLHttpRequest !== 'undefined') {
+        const r = await xhrPut(url, headers, body, opts);
+        const parsed = parseJson(r.text);
+        if (r.status < 200 || r.status >= 300) throw httpError(r.status, parsed, r.retryAfter);
+        return parsed;
+      }
+      const res = await this.fetchFn(url, {
+        method: 'PUT',
+        headers,
+        body,
+        credentials: this.cookies ? 'omit' : 'same-origin',
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      const parsed = parseJson(await res.text());
+      if (!res.ok) throw httpError(res.status, parsed, res.headers.get('retry-after'));
+      opts.onProgress?.(body.size);
+      return parsed;
+    });
+  }
+
+  /** GET of a binary body as a stream (attachments); errors as for `request`. */
+  download(path: string, opts: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    return this.authorized(async (headers) => {
+      const res = await this.fetchFn(this.url(path), {
+        method: 'GET',
+        headers,
+        credentials: this.cookies ? 'omit' : 'same-origin',
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      if (!res.ok || !res.body)
+        throw httpError(res.status, parseJson(await res.text()), res.headers.get('retry-after'));
+      return res.body as ReadableStream<Uint8Array>;
+    });
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The server's `{error:{code,message,…}}` as an HttpApiError (with Retry-After for 429). */
+function httpError(status: number, body: unknown, retryAfter: string | null): HttpApiError {
+  const err = (body as { error?: Record<string, unknown> } | null)?.error;
+  const code = typeof err?.code === 'string' ? err.code : `http_${status}`;
+  const message = typeof err?.message === 'string' ? err.message : `HTTP ${status}`;
+  const { code: _c, message: _m, ...details } = err ?? {};
+  const ra = Number(retryAfter);
+  return new HttpApiError(status, code, message, details, Number.isFinite(ra) && ra > 0 ? ra : null);
+}
+
+function xhrPut(
+  url: string,
+  headers: Record<string, string>,
+  body: Blob,
+  opts: TransferOptions,
+): Promise<{ status: number; text: string; retryAfter: string | null }> {
+  return new Promise((resolve, reject) => {
+    const aborted = () => reject(new DOMException('the transfer was cancelled', 'AbortError'));
+    if (opts.signal?.aborted) return aborted();
+    const x = new XMLHttpRequest();
+    x.open('PUT', url);
+    for (const [k, v] of Object.entries(headers)) if (k !== 'cookie') x.setRequestHeader(k, v);
+    x.upload.onprogress = (e) => opts.onProgress?.(e.loaded);
+    x.onload = () =>
+      resolve({ status: x.status, text: x.responseText, retryAfter: x.getResponseHeader('retry-after') });
+    x.onerror = () => reject(new TypeError('network error'));
+    x.onabort = aborted;
+    opts.signal?.addEventListener('abort', () => x.abort(), { once: true });
+    x.send(body);
+  });
 }
 
 // ---- the engine's ServerApi ----------------------------------------------------------------------------
@@ -388,6 +481,19 @@ export function createHttpApi(http: HttpClient): ServerApi {
       for (let i = 0; i < acks.length; i += 100)
         await http.request<void>('POST', '/api/mailbox/ack', { json: { acks: acks.slice(i, i + 100) } });
     },
+    async reserveAttachment(conversationId, size) {
+      const r = await http.request<{ attachmentId: string }>('POST', '/api/attachments', {
+        json: { conversationId, size },
+      });
+      return { attachmentId: r.attachmentId };
+    },
+    async uploadAttachment(attachmentId, body, opts) {
+      await http.upload(`/api/attachments/${seg(attachmentId)}`, body, opts);
+    },
+    async cancelAttachment(attachmentId) {
+      await http.request<void>('DELETE', `/api/attachments/${seg(attachmentId)}`);
+    },
+    downloadAttachment: (attachmentId, opts) => http.download(`/api/attachments/${seg(attachmentId)}`, opts),
   };
 }
 

@@ -23,6 +23,9 @@
  *   allows: a failed pairwise message marks the session so our next send starts a new one (a prekey
  *   message re-establishes it on both sides), an untrusted identity refreshes the sender's device list
  *   (surfacing a key change), a group message without a sender key is retried when a distribution arrives;
+ * - attachments (`att`): the pointer is checked field by field (attachments.ts `parseAttachmentPointer`) and
+ *   stored with the message in one transaction; a pointer that breaks a rule is a failed message
+ *   (`malformed_payload`). Nothing is downloaded here — the user opens it (engine `openAttachment`);
  * - delivery receipts: one end-to-end encrypted receipt per batch, listing the client ids received.
  *
  * Known limit: membership is checked against the log as it stands when the envelope is processed, so a
@@ -33,6 +36,7 @@
  * @module
  */
 import { fromB64u, is } from './_protocol.js';
+import { MAX_CAPTION_LEN, parseAttachmentPointer, viewOf } from './attachments.js';
 import { decodeRecord, encodeRecord } from './codec.js';
 import type { EngineContext, MessageView } from './context.js';
 import type { Directory } from './directory.js';
@@ -193,6 +197,39 @@ export class Inbox {
         await commit(tx);
         if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
         this.messages.putInTx(tx, m);
+        if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+      });
+      return { added: [m], updated: [], receipt: u === own.userId ? null : env.id, distributionApplied: false };
+    }
+    if (p.t === 'att') {
+      // An attachment: the pointer must follow every rule of PROTOCOL.md §"Attachments" before it is stored.
+      const pointer = parseAttachmentPointer(p.att);
+      const caption = typeof p.body === 'string' && p.body.length <= MAX_CAPTION_LEN ? p.body : null;
+      if (!pointer || caption === null || typeof p.sentAt !== 'number') {
+        const m = this.failedView(conversationId, env, 'malformed_payload', own.userId);
+        await this.ctx.store.transaction(async (tx) => {
+          await commit(tx);
+          this.putFailedInTx(tx, m, env, retry);
+        });
+        return { added: [m], updated: [], receipt: null, distributionApplied: false };
+      }
+      const m: MessageView = {
+        conversationId,
+        seq: env.seq,
+        clientId: env.id,
+        from: { userId: u, deviceId: d },
+        outgoing: u === own.userId,
+        body: caption,
+        status: u === own.userId ? 'sent' : 'received',
+        sentAt: p.sentAt,
+        receivedAt: this.ctx.now(),
+        attachment: viewOf(pointer),
+      };
+      await this.ctx.store.transaction(async (tx) => {
+        await commit(tx);
+        if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
+        this.messages.putInTx(tx, m);
+        this.messages.putAttachmentInTx(tx, conversationId, env.id, pointer);
         if (!retry) this.advanceInTx(tx, conversationId, env.seq);
       });
       return { added: [m], updated: [], receipt: u === own.userId ? null : env.id, distributionApplied: false };

@@ -5,7 +5,10 @@
  *
  * Payloads (inside every pairwise or sender-key ciphertext) are JSON naming their conversation, so the
  * server cannot replay a ciphertext into another conversation: `text`, `skd` (a sender-key distribution),
- * `receipt` (delivered/read for client ids). A pairwise slot addressed to a device we will not encrypt to
+ * `receipt` (delivered/read for client ids), `att` (an attachment pointer and an optional caption;
+ * attachments.ts). An attachment message's pointer — key and digest included — is kept in its own record
+ * (`att/<conv>/<clientId>`), written in the same transaction as the message, so the MessageView the UI
+ * gets never carries the key. A pairwise slot addressed to a device we will not encrypt to
  * (not in a verified list, or a member only the server added) carries the one-byte WITHHELD marker.
  *
  * Does NOT: decrypt, send, or page by anything but seq (the sealed store lists a conversation's directory;
@@ -14,6 +17,7 @@
  */
 
 import { constants } from './_protocol.js';
+import type { AttachmentPointer } from './attachments.js';
 import { decodeRecord, encodeRecord } from './codec.js';
 import type { MessageView } from './context.js';
 import { listJson, readJson, type Store, type StoreTx, writeJson } from './storage.js';
@@ -21,6 +25,16 @@ import { listJson, readJson, type Store, type StoreTx, writeJson } from './stora
 export type Payload =
   | { readonly t: 'text'; readonly conv: string; readonly id: string; readonly body: string; readonly sentAt: number }
   | { readonly t: 'skd'; readonly conv: string; readonly d: Uint8Array }
+  | {
+      readonly t: 'att';
+      readonly conv: string;
+      readonly id: string;
+      /** Caption (may be empty). */
+      readonly body: string;
+      readonly sentAt: number;
+      /** The pointer; checked with `parseAttachmentPointer` before anything uses it. */
+      readonly att: unknown;
+    }
   | {
       readonly t: 'receipt';
       readonly conv: string;
@@ -56,6 +70,7 @@ const K = {
   pending: (c: string, id: string) => `pending/${c}/${id}`,
   pendingDir: (c: string) => `pending/${c}/`,
   cursor: (c: string) => `cur/${c}`,
+  attachment: (c: string, clientId: string) => `att/${c}/${clientId}`,
 };
 
 export class Messages {
@@ -121,6 +136,15 @@ export class Messages {
 
   deletePendingInTx(tx: StoreTx, conversationId: string, clientId: string): void {
     tx.delete(K.pending(conversationId, clientId));
+  }
+
+  /** The full pointer (key and digest included) of an attachment message, in the message's transaction. */
+  putAttachmentInTx(tx: StoreTx, conversationId: string, clientId: string, p: AttachmentPointer): void {
+    writeJson(tx, K.attachment(conversationId, clientId), p);
+  }
+
+  attachment(conversationId: string, clientId: string): Promise<AttachmentPointer | undefined> {
+    return readJson<AttachmentPointer>(this.store, K.attachment(conversationId, clientId));
   }
 
   async get(conversationId: string, seq: number): Promise<MessageView | undefined> {

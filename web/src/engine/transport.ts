@@ -2,7 +2,8 @@
  * What the engine needs from the network, as two interfaces:
  *
  * - `ServerApi` — request/response calls (REST today): prekey upload and counts, bundle claims, device
- *   lists, conversations and their signed membership log, WebSocket tickets, the offline mailbox.
+ *   lists, conversations and their signed membership log, WebSocket tickets, the offline mailbox, and
+ *   attachment blobs (reserve, upload with progress, download as a stream).
  *   Binary values are `Uint8Array` here; adapters do the base64url.
  * - `RealtimeChannel` — one WebSocket per open conversation carrying the frames of schema/wire.ts.
  *   `createRealtime` implements it over any `SocketFactory` (the browser WebSocket adapter, the fake
@@ -75,6 +76,20 @@ export interface ServerApi {
   appendMembershipEntry(id: string, entry: Uint8Array): Promise<ConversationInfo>;
   fetchMailbox(cursor: MailboxCursor | null): Promise<{ envelopes: MailboxEnvelope[]; next: MailboxCursor | null }>;
   ackMailbox(acks: readonly { readonly conversationId: string; readonly upTo: number }[]): Promise<void>;
+  // ---- attachments (docs/API.md §"Attachments") ----
+  /** Reserves an id for exactly `size` ciphertext bytes in a conversation we are a member of. */
+  reserveAttachment(conversationId: string, size: number): Promise<{ readonly attachmentId: string }>;
+  /** Uploads the ciphertext into the reservation; `onProgress(bytesSent)` where the platform can tell. */
+  uploadAttachment(attachmentId: string, body: Blob, opts: TransferOptions): Promise<void>;
+  /** Drops a reservation that was never completed. */
+  cancelAttachment(attachmentId: string): Promise<void>;
+  /** The blob, as a stream. 404 `not_found` when it is gone or we are no longer a member. */
+  downloadAttachment(attachmentId: string, opts: TransferOptions): Promise<ReadableStream<Uint8Array>>;
+}
+
+export interface TransferOptions {
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (loaded: number) => void;
 }
 
 /** An HTTP error with the server's stable error code (`{"error":{"code":…}}`). */

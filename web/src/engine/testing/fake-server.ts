@@ -116,6 +116,17 @@ export class FakeServer {
   readonly sentFrames: { user: string; device: string; conversationId: string; frame: ClientFrame }[] = [];
   private readonly curves: Curve25519;
   private readonly now: () => number;
+  /** Attachment blobs (as the Worker + R2: members only, exactly the reserved size). */
+  readonly attachments = new Map<
+    string,
+    { conversationId: string; uploader: string; size: number; bytes: Uint8Array | null }
+  >();
+  /** Every attachment call a client made, with what it sent (for "the server never sees …" assertions). */
+  readonly attachmentCalls: { op: string; user: string; args: unknown[] }[] = [];
+  /** Test hook: the next `n` uploads fail with a network error after the bytes were read. */
+  failUploads = 0;
+  /** Test hook: uploads wait for this before completing (to cancel one mid-way). */
+  uploadGate: Promise<void> | null = null;
 
   constructor(opts: FakeServerOptions) {
     this.curves = opts.curves;
@@ -304,6 +315,53 @@ export class FakeServer {
       ackMailbox: async (acks) => {
         me();
         for (const a of acks) this.ack(this.conv(a.conversationId), userId, deviceId, a.upTo);
+      },
+      reserveAttachment: async (conversationId, size) => {
+        me();
+        this.attachmentCalls.push({ op: 'reserve', user: userId, args: [conversationId, size] });
+        this.memberConv(conversationId, userId);
+        const attachmentId = toB64u(crypto.getRandomValues(new Uint8Array(16)));
+        this.attachments.set(attachmentId, { conversationId, uploader: userId, size, bytes: null });
+        return { attachmentId };
+      },
+      uploadAttachment: async (attachmentId, body, opts) => {
+        me();
+        const bytes = new Uint8Array(await body.arrayBuffer());
+        this.attachmentCalls.push({ op: 'upload', user: userId, args: [attachmentId, bytes] });
+        const a = this.attachments.get(attachmentId);
+        if (!a || a.uploader !== userId) throw new ApiError(404, 'not_found');
+        if (a.bytes) throw new ApiError(409, 'already_uploaded');
+        if (bytes.length !== a.size) throw new ApiError(400, 'size_mismatch');
+        opts.onProgress?.(Math.floor(bytes.length / 2));
+        if (this.uploadGate) await this.uploadGate;
+        if (opts.signal?.aborted) throw new DOMException('aborted', 'AbortError');
+        if (this.failUploads > 0) {
+          this.failUploads--;
+          throw new TypeError('network error');
+        }
+        a.bytes = bytes;
+        opts.onProgress?.(bytes.length);
+      },
+      cancelAttachment: async (attachmentId) => {
+        this.attachmentCalls.push({ op: 'cancel', user: userId, args: [attachmentId] });
+        const a = this.attachments.get(attachmentId);
+        if (a && a.uploader === userId && !a.bytes) this.attachments.delete(attachmentId);
+      },
+      downloadAttachment: async (attachmentId) => {
+        me();
+        this.attachmentCalls.push({ op: 'download', user: userId, args: [attachmentId] });
+        const a = this.attachments.get(attachmentId);
+        if (!a?.bytes || !this.conversations.get(a.conversationId)?.members.has(userId))
+          throw new ApiError(404, 'not_found');
+        const bytes = a.bytes.slice();
+        let off = 0;
+        return new ReadableStream<Uint8Array>({
+          pull(ctl) {
+            if (off >= bytes.length) return ctl.close();
+            ctl.enqueue(bytes.slice(off, off + 100_000));
+            off += 100_000;
+          },
+        });
       },
     };
   }

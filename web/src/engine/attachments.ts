@@ -1,0 +1,390 @@
+/**
+ * Attachments in the engine (docs/PROTOCOL.md §"Attachments"): the pointer format inside messages, and
+ * transfers — encrypt + upload before a message is sent, download + decrypt when the user opens one.
+ *
+ * Upload (`Transfers.upload`): the file is read in 1 MiB slices, encrypted chunk by chunk under a fresh key
+ * (the protocol core's AttachmentEncryptor) and collected as a Blob (the browser keeps large blobs out of
+ * the JS heap), an id is reserved for the ciphertext size, and the ciphertext is uploaded while its SHA-256
+ * is computed alongside. Progress is emitted as `transfer` events; `cancel(id)` aborts. A failed upload
+ * keeps its prepared ciphertext and reservation in memory, so `upload` with the same transfer id retries
+ * WITHOUT the file being picked or encrypted again (the same bytes, so no key/nonce pair protects anything
+ * new); a cancelled one drops them and frees the reservation.
+ *
+ * Download (`Transfers.download`): the blob streams through the AttachmentDecryptor; decrypted chunks are
+ * held back (as Blob parts) until every byte arrived and the digest matched — then the whole file is
+ * returned. Any authentication, length or digest failure is `attachment_damaged` and nothing is returned.
+ *
+ * The pointer's key and digest stay in the engine (the store, the worker's memory); the UI sees an
+ * `AttachmentView` without them.
+ *
+ * Does NOT: touch pixels (the app strips image metadata and makes thumbnails before `upload`), send the
+ * message (engine.ts does, after `upload` resolved), or keep plaintext anywhere but in the returned Blob.
+ * @module
+ */
+import {
+  AttachmentDecryptor,
+  AttachmentEncryptor,
+  attachmentLayout,
+  constants,
+  generateAttachmentKey,
+  type Rng,
+  sha256Stream,
+} from './_protocol.js';
+import { type EngineContext, EngineError, type EngineErrorCode } from './context.js';
+import { ApiError, type ServerApi } from './transport.js';
+
+/** What the encrypted message carries (payload content type `att`). */
+export interface AttachmentPointer {
+  readonly v: 1;
+  readonly attachmentId: string;
+  readonly key: Uint8Array;
+  readonly digest: Uint8Array;
+  /** Plaintext bytes. */
+  readonly size: number;
+  readonly contentType: string;
+  readonly fileName: string;
+  readonly width: number | null;
+  readonly height: number | null;
+  readonly thumbnail: Uint8Array | null;
+}
+
+/** The pointer as the UI sees it: no key, no digest. */
+export type AttachmentView = Omit<AttachmentPointer, 'key' | 'digest' | 'v'>;
+
+/** What the app hands the engine to send: the (already metadata-stripped) file and what it says about it. */
+export interface AttachmentDraft {
+  readonly file: Blob;
+  readonly fileName: string;
+  readonly contentType: string;
+  readonly width?: number | null;
+  readonly height?: number | null;
+  readonly thumbnail?: Uint8Array | null;
+}
+
+export const MAX_CAPTION_LEN = 4096;
+export const MAX_FILE_NAME_LEN = 255;
+const MAX_CONTENT_TYPE_LEN = 127;
+const ATTACHMENT_ID = /^[A-Za-z0-9_-]{22,64}$/;
+const CONTENT_TYPE = /^[a-z0-9!#$&^_.+-]{1,63}\/[a-z0-9!#$&^_.+-]{1,63}$/;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+const BAD_NAME = /[/\\\u0000-\u001f\u007f]/;
+
+export const viewOf = (p: AttachmentPointer): AttachmentView => ({
+  attachmentId: p.attachmentId,
+  size: p.size,
+  contentType: p.contentType,
+  fileName: p.fileName,
+  width: p.width,
+  height: p.height,
+  thumbnail: p.thumbnail,
+});
+
+/** A content type to send: lower-cased `type/subtype` of token characters, or application/octet-stream. */
+export function normalizeContentType(t: string): string {
+  const base = (t.split(';')[0] ?? '').trim().toLowerCase();
+  return CONTENT_TYPE.test(base) && base.length <= MAX_CONTENT_TYPE_LEN ? base : 'application/octet-stream';
+}
+
+/** A file name to send: no path separators or control characters, at most 255 characters. */
+export function normalizeFileName(n: string): string {
+  const clean = [...n.normalize('NFC')]
+    .filter((ch) => !BAD_NAME.test(ch))
+    .join('')
+    .trim();
+  const chars = [...(clean || 'file')];
+  if (chars.length <= MAX_FILE_NAME_LEN) return chars.join('');
+  const dot = clean.lastIndexOf('.');
+  const ext = dot > 0 && clean.length - dot <= 16 ? clean.slice(dot) : '';
+  return chars.slice(0, MAX_FILE_NAME_LEN - [...ext].length).join('') + ext;
+}
+
+const dim = (v: unknown) => v === null || (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535);
+
+/** The pointer of a received payload, or null if any field breaks a rule of PROTOCOL.md §"Attachments". */
+export function parseAttachmentPointer(x: unknown): AttachmentPointer | null {
+  if (!x || typeof x !== 'object' || Array.isArray(x)) return null;
+  const p = x as Record<string, unknown>;
+  const ok =
+    p.v === 1 &&
+    typeof p.attachmentId === 'string' &&
+    ATTACHMENT_ID.test(p.attachmentId) &&
+    p.key instanceof Uint8Array &&
+    p.key.length === constants.ATTACHMENT_KEY_LEN &&
+    p.digest instanceof Uint8Array &&
+    p.digest.length === constants.ATTACHMENT_DIGEST_LEN &&
+    Number.isSafeInteger(p.size) &&
+    (p.size as number) >= 0 &&
+    (p.size as number) <= constants.MAX_ATTACHMENT_SIZE &&
+    typeof p.contentType === 'string' &&
+    p.contentType.length <= MAX_CONTENT_TYPE_LEN &&
+    CONTENT_TYPE.test(p.contentType) &&
+    typeof p.fileName === 'string' &&
+    p.fileName.length > 0 &&
+    [...p.fileName].length <= MAX_FILE_NAME_LEN &&
+    !BAD_NAME.test(p.fileName) &&
+    dim(p.width) &&
+    dim(p.height) &&
+    (p.width === null) === (p.height === null) &&
+    (p.thumbnail === null ||
+      (p.thumbnail instanceof Uint8Array &&
+        p.thumbnail.length > 0 &&
+        p.thumbnail.length <= constants.MAX_THUMBNAIL_LEN));
+  if (!ok) return null;
+  return {
+    v: 1,
+    attachmentId: p.attachmentId as string,
+    key: p.key as Uint8Array,
+    digest: p.digest as Uint8Array,
+    size: p.size as number,
+    contentType: p.contentType as string,
+    fileName: p.fileName as string,
+    width: p.width as number | null,
+    height: p.height as number | null,
+    thumbnail: p.thumbnail as Uint8Array | null,
+  };
+}
+
+/**
+ * The type a decrypted file gets as a Blob: raster images the app renders keep theirs; anything else is
+ * `application/octet-stream`, so a `blob:` URL of it can never be rendered as HTML, SVG or script.
+ */
+export function safeBlobType(contentType: string): string {
+  return ['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/avif', 'image/bmp'].includes(contentType)
+    ? contentType
+    : 'application/octet-stream';
+}
+
+export type TransferPhase = 'encrypt' | 'upload' | 'download';
+
+/** Bytes read from the file per step (16 chunks: they are encrypted concurrently). */
+const READ_SLICE = 16 * constants.ATTACHMENT_CHUNK_SIZE;
+/** Ciphertext / plaintext collected in memory before it is folded into a Blob part. */
+const FOLD_BYTES = 4 * 1024 * 1024;
+
+/** An upload prepared (and maybe reserved) but not completed: kept for a retry. */
+interface Prepared {
+  readonly conversationId: string;
+  readonly file: Blob;
+  readonly pointer: Omit<AttachmentPointer, 'attachmentId' | 'digest'>;
+  readonly ciphertext: Blob;
+  attachmentId: string | null;
+  digest: Uint8Array | null;
+}
+
+/** Collects byte arrays into Blob parts of ≈ FOLD_BYTES, so at most that much sits in the JS heap. */
+class BlobCollector {
+  private readonly parts: Blob[] = [];
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  add(chunks: readonly Uint8Array[]): void {
+    for (const c of chunks) {
+      this.pending.push(c);
+      this.pendingBytes += c.length;
+    }
+    if (this.pendingBytes >= FOLD_BYTES) this.fold();
+  }
+  private fold(): void {
+    if (this.pending.length) this.parts.push(new Blob(this.pending as BlobPart[]));
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+  blob(type = 'application/octet-stream'): Blob {
+    this.fold();
+    return new Blob(this.parts, { type });
+  }
+}
+
+function engineErrorOf(err: unknown, fallback: EngineErrorCode): EngineError {
+  if (err instanceof EngineError) return err;
+  if (isAbort(err)) return new EngineError('cancelled');
+  if (err instanceof ApiError || (err && typeof err === 'object' && (err as { name?: string }).name === 'ApiError')) {
+    const code = (err as ApiError).code;
+    if (code === 'attachment_too_large' || code === 'attachment_quota_exceeded') return new EngineError(code);
+    if (code === 'not_found')
+      return new EngineError(fallback === 'download_failed' ? 'attachment_unavailable' : 'not_member');
+  }
+  return new EngineError(fallback);
+}
+
+const isAbort = (e: unknown) =>
+  !!e &&
+  typeof e === 'object' &&
+  ((e as { name?: string }).name === 'AbortError' || (e as { code?: string }).code === 'cancelled');
+
+export interface TransfersOptions {
+  /** Largest plaintext this client sends (default DEFAULT_MAX_ATTACHMENT_SIZE). */
+  readonly maxBytes?: number;
+}
+
+export class Transfers {
+  private readonly prepared = new Map<string, Prepared>();
+  private readonly running = new Map<string, AbortController>();
+  readonly maxBytes: number;
+
+  constructor(
+    private readonly ctx: EngineContext,
+    opts: TransfersOptions = {},
+  ) {
+    this.maxBytes = opts.maxBytes ?? constants.DEFAULT_MAX_ATTACHMENT_SIZE;
+  }
+
+  private get api(): ServerApi {
+    return this.ctx.api;
+  }
+
+  private progress(id: string, phase: TransferPhase, loaded: number, total: number): void {
+    this.ctx.emit({ type: 'transfer', id, phase, loaded, total });
+  }
+
+  private start(id: string): AbortSignal {
+    if (this.running.has(id)) throw new EngineError('send_failed', 'this transfer is already running');
+    const c = new AbortController();
+    this.running.set(id, c);
+    return c.signal;
+  }
+
+  /**
+   * Encrypts and uploads `draft` into `conversationId` under transfer id `id`; resolves with the pointer for
+   * the message once the upload completed. Called again with the same id after a failure, it re-sends the
+   * ciphertext it prepared the first time (the file is not read again).
+   */
+  async upload(id: string, conversationId: string, draft: AttachmentDraft): Promise<AttachmentPointer> {
+    const signal = this.start(id);
+    try {
+      let p = this.prepared.get(id);
+      if (p && p.conversationId !== conversationId) throw new EngineError('send_failed', 'transfer id reused');
+      if (!p) {
+        p = await this.encrypt(id, conversationId, draft, signal);
+        this.prepared.set(id, p);
+      }
+      const total = p.ciphertext.size;
+      if (p.attachmentId === null)
+        p.attachmentId = (await this.api.reserveAttachment(conversationId, total)).attachmentId;
+      const prep = p;
+      const digest = prep.digest ? Promise.resolve(prep.digest) : digestOf(prep.ciphertext, signal);
+      digest.then(
+        (d) => (prep.digest = d),
+        () => undefined, // an upload that fails first reports its own error
+      );
+      try {
+        await this.api.uploadAttachment(p.attachmentId, p.ciphertext, {
+          signal,
+          onProgress: (loaded) => this.progress(id, 'upload', loaded, total),
+        });
+      } catch (err) {
+        // A reservation that no longer exists (expired) is made again on the next try.
+        if (err instanceof ApiError && err.code === 'not_found') p.attachmentId = null;
+        throw err;
+      }
+      p.digest = await digest;
+      this.progress(id, 'upload', total, total);
+      this.prepared.delete(id);
+      return { ...p.pointer, attachmentId: p.attachmentId, digest: p.digest };
+    } catch (err) {
+      throw engineErrorOf(err, 'upload_failed');
+    } finally {
+      this.running.delete(id);
+    }
+  }
+
+  private async encrypt(
+    id: string,
+    conversationId: string,
+    d: AttachmentDraft,
+    signal: AbortSignal,
+  ): Promise<Prepared> {
+    const size = d.file.size;
+    if (size > this.maxBytes) throw new EngineError('attachment_too_large');
+    attachmentLayout(size);
+    const thumbnail = d.thumbnail && d.thumbnail.length > 0 ? d.thumbnail : null;
+    if (thumbnail && thumbnail.length > constants.MAX_THUMBNAIL_LEN)
+      throw new EngineError('send_failed', 'thumbnail too large');
+    const width = d.width ?? null;
+    const height = d.height ?? null;
+    const key = generateAttachmentKey(this.ctx.rng as Rng);
+    const enc = await AttachmentEncryptor.create(key, size);
+    const out = new BlobCollector();
+    for (let off = 0; off < size; off += READ_SLICE) {
+      signal.throwIfAborted();
+      const piece = new Uint8Array(await d.file.slice(off, Math.min(size, off + READ_SLICE)).arrayBuffer());
+      out.add(await enc.push(piece));
+      this.progress(id, 'encrypt', Math.min(size, off + READ_SLICE), size);
+    }
+    out.add(await enc.finish());
+    return {
+      conversationId,
+      file: d.file,
+      ciphertext: out.blob(),
+      attachmentId: null,
+      digest: null,
+      pointer: {
+        v: 1,
+        key,
+        size,
+        contentType: normalizeContentType(d.contentType),
+        fileName: normalizeFileName(d.fileName),
+        width: dim(width) && dim(height) && (width === null) === (height === null) ? width : null,
+        height: dim(width) && dim(height) && (width === null) === (height === null) ? height : null,
+        thumbnail,
+      },
+    };
+  }
+
+  /**
+   * Downloads and decrypts `pointer`'s blob; the whole file as a Blob, or `attachment_damaged` (nothing
+   * partial), `attachment_unavailable` (404: expired or no longer a member), `cancelled`, `download_failed`.
+   */
+  async download(id: string, pointer: AttachmentPointer): Promise<Blob> {
+    const signal = this.start(id);
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    try {
+      const dec = await AttachmentDecryptor.create(pointer.key, pointer.size, pointer.digest);
+      const total = dec.layout.encryptedSize;
+      const stream = await this.api.downloadAttachment(pointer.attachmentId, { signal });
+      reader = stream.getReader();
+      const out = new BlobCollector();
+      let damaged = false;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        try {
+          out.add(await dec.push(value));
+        } catch {
+          damaged = true;
+          break;
+        }
+        this.progress(id, 'download', dec.bytesReceived, total);
+      }
+      if (!damaged)
+        damaged = await dec.finish().then(
+          () => false,
+          () => true,
+        );
+      if (damaged) throw new EngineError('attachment_damaged');
+      return out.blob(safeBlobType(pointer.contentType));
+    } catch (err) {
+      throw engineErrorOf(err, 'download_failed');
+    } finally {
+      await reader?.cancel().catch(() => undefined);
+      this.running.delete(id);
+    }
+  }
+
+  /** Aborts a running transfer; a prepared upload is dropped and its reservation freed (best effort). */
+  cancel(id: string): void {
+    this.running.get(id)?.abort();
+    const p = this.prepared.get(id);
+    this.prepared.delete(id);
+    if (p?.attachmentId) void this.api.cancelAttachment(p.attachmentId).catch(() => undefined);
+  }
+}
+
+/** SHA-256 of a Blob, read in slices (never whole in memory). */
+async function digestOf(blob: Blob, signal: AbortSignal): Promise<Uint8Array> {
+  const h = sha256Stream();
+  for (let off = 0; off < blob.size; off += FOLD_BYTES) {
+    signal.throwIfAborted();
+    h.update(new Uint8Array(await blob.slice(off, off + FOLD_BYTES).arrayBuffer()));
+  }
+  return h.digest();
+}
