@@ -83,6 +83,7 @@ describe('wrangler.toml environments', () => {
       consumers: [{ queue: 'hooks-staging' }],
     };
     env.production!.queues = { producers: [{ binding: 'WEBHOOKS', queue: 'hooks' }] };
+    delete env.production!.r2_buckets;
     const problems = bindingParity(broken).join('\n');
     expect(problems).toMatch(/\[env\.production\] r2_buckets: has \[\] but the top level has \[ATTACHMENTS\]/);
     expect(problems).not.toMatch(/\[env\.staging\] r2_buckets/);
