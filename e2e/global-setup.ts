@@ -13,6 +13,7 @@ export default async function setup(project: TestProject) {
   server = await startDevServer();
   project.provide('baseUrl', server.url);
   project.provide('chromiumPath', chromium);
+  project.provide('stateDir', server.stateDir);
   return async () => {
     await server?.stop();
   };
@@ -22,5 +23,7 @@ declare module 'vitest' {
   export interface ProvidedContext {
     baseUrl: string;
     chromiumPath: string;
+    /** The dev server's local state folder (D1, R2, DOs), for tests that inspect or change it. */
+    stateDir: string;
   }
 }

@@ -328,6 +328,19 @@ describe('attachments: quotas', () => {
 });
 
 describe('attachments: what the server keeps, and for how long', () => {
+  it('the app’s CSP lets images come from the app and decrypted blob: URLs only (no data:, no other origin)', async () => {
+    const { CSP } = await import('./security.js');
+    const res = await api('/api/health', null, { method: 'GET' });
+    for (const csp of [CSP, res.headers.get('content-security-policy') ?? '']) {
+      const img = csp
+        .split(';')
+        .map((d) => d.trim())
+        .find((d) => d.startsWith('img-src'));
+      expect(img).toBe("img-src 'self' blob:");
+      expect(csp).not.toContain('data:');
+    }
+  });
+
   it('D1 keeps only id, conversation, uploader, size and times', async () => {
     const cols = await env.DB.prepare("SELECT name FROM pragma_table_info('attachments') ORDER BY cid").all<{
       name: string;

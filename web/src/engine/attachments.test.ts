@@ -60,7 +60,7 @@ function contains(hay: Uint8Array, needle: Uint8Array): boolean {
   return false;
 }
 
-describe('attachments in the engine', () => {
+describe('attachments in the engine', { timeout: 120_000 }, () => {
   it('Alice sends a file to Bob: only ciphertext of the reserved size is uploaded, Bob opens exactly the original bytes', async () => {
     const w = await makeWorld();
     const { alice, bob, conv } = await pair(w);

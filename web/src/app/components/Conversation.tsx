@@ -2,10 +2,11 @@
  * One conversation: header with connection state, key-change warning (sending is blocked until the user
  * accepts), the timeline (messages from the local store — older pages load as you scroll up — with info
  * lines for group changes, date separators and a "new messages" divider), delivery states on our
- * messages, failed messages with their reason, Retry and Delete, links, "jump to latest" when scrolled
- * up, and the composer: it grows with its text, counts against the engine's length limit as you type,
- * Enter sends, Shift+Enter adds a line. A conversation we were removed from is read-only: its history,
- * "You were removed", no composer and no socket.
+ * messages, failed messages with their reason, Retry and Delete, links, attachments (Attachments.tsx),
+ * "jump to latest" when scrolled up, and the composer: it grows with its text, counts against the
+ * engine's length limit as you type, Enter sends, Shift+Enter adds a line; files are attached with the
+ * paperclip button, by dropping them on the conversation or by pasting them. A conversation we were
+ * removed from is read-only: its history, "You were removed", no composer and no socket.
  */
 import { createEffect, createMemo, createSignal, For, Match, on, onCleanup, onMount, Show, Switch } from 'solid-js';
 import type { MessageView } from '../../engine/context.js';
@@ -15,6 +16,7 @@ import { useConversationName } from '../pages/Chats.js';
 import { Link } from '../router.js';
 import { useStore } from '../store/index.js';
 import { buildTimeline, infoText, linkify } from '../timeline.js';
+import { AttachmentContent, UploadCardView } from './Attachments.js';
 import { Modal } from './Modal.js';
 import { SafetyNumber } from './SafetyNumber.js';
 import { Avatar, Banner, Button, errorText, focusRing, inputClass, Spinner } from './ui.js';
@@ -128,6 +130,9 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
             {actions.nameOf(props.m.from.userId)}
           </div>
         </Show>
+        <Show when={props.m.attachment}>
+          <AttachmentContent m={props.m} />
+        </Show>
         <Show
           when={props.m.body !== null}
           fallback={
@@ -136,9 +141,11 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
             </span>
           }
         >
-          <p class="break-words whitespace-pre-wrap" data-testid="message-body">
-            <Body text={props.m.body ?? ''} />
-          </p>
+          <Show when={!props.m.attachment || props.m.body}>
+            <p class="break-words whitespace-pre-wrap" data-testid="message-body">
+              <Body text={props.m.body ?? ''} />
+            </p>
+          </Show>
         </Show>
         <div
           class={`mt-0.5 flex justify-end gap-1 text-[0.7rem] ${out() ? 'text-white/95' : 'text-slate-600 dark:text-slate-300'}`}
@@ -189,6 +196,9 @@ export function Conversation(props: { id: string }) {
   const [unreadFrom, setUnreadFrom] = createSignal<string | null>(null);
   let scroller!: HTMLDivElement;
   let input: HTMLTextAreaElement | undefined;
+  let picker!: HTMLInputElement;
+  let root!: HTMLDivElement;
+  const [dragging, setDragging] = createSignal(false);
 
   const others = createMemo(() => (conv()?.members ?? []).map((m) => m.userId).filter((u) => u !== state.me?.userId));
   const blocked = createMemo(() => others().filter((u) => state.contacts[u]?.blocked));
@@ -229,6 +239,31 @@ export function Conversation(props: { id: string }) {
     setTimeout(() => input?.focus(), 0); // after a dialog that opened this conversation has let go of focus
   });
   onCleanup(() => actions.setActive(null));
+  // Files dropped anywhere on the conversation are attached (the 📎 button is the keyboard path).
+  onMount(() => {
+    const over = (e: DragEvent) => {
+      if (!e.dataTransfer?.types.includes('Files')) return;
+      e.preventDefault();
+      setDragging(true);
+    };
+    const leave = (e: DragEvent) => {
+      if (e.target === root) setDragging(false);
+    };
+    const drop = (e: DragEvent) => {
+      if (!e.dataTransfer?.files.length) return;
+      e.preventDefault();
+      setDragging(false);
+      attach([...e.dataTransfer.files]);
+    };
+    root.addEventListener('dragover', over);
+    root.addEventListener('dragleave', leave);
+    root.addEventListener('drop', drop);
+    onCleanup(() => {
+      root.removeEventListener('dragover', over);
+      root.removeEventListener('dragleave', leave);
+      root.removeEventListener('drop', drop);
+    });
+  });
   createEffect(
     on(others, (us) => {
       // Fresh device lists on open: an identity key change shows up here, before anything is sent.
@@ -240,7 +275,7 @@ export function Conversation(props: { id: string }) {
   // Stick to the bottom when new items arrive and we were already there.
   createEffect(
     on(
-      () => timeline().length,
+      () => timeline().length + (state.uploads[props.id]?.length ?? 0),
       () => {
         if (atBottom()) queueMicrotask(scrollToEnd);
       },
@@ -268,6 +303,14 @@ export function Conversation(props: { id: string }) {
   };
   createEffect(on(draft, () => queueMicrotask(fit)));
 
+  /** Picked, dropped or pasted files: each becomes an upload card, then a message once uploaded. */
+  const attach = (files: File[]) => {
+    if (!files.length || blocked().length || removed() || !conv()) return;
+    setUnreadFrom(null);
+    void actions.sendFiles(props.id, files);
+    queueMicrotask(scrollToEnd);
+  };
+
   const send = async () => {
     const body = draft().trim();
     if (!body || blocked().length || removed() || tooLong()) return;
@@ -284,7 +327,11 @@ export function Conversation(props: { id: string }) {
   };
 
   return (
-    <div class="flex h-full min-h-0 flex-col" data-testid="conversation">
+    <div
+      ref={root}
+      class={`relative flex h-full min-h-0 flex-col ${dragging() ? 'ring-4 ring-inset ring-blue-400' : ''}`}
+      data-testid="conversation"
+    >
       <header class="flex items-center gap-3 border-b border-slate-200 bg-white px-3 py-2.5 dark:border-slate-800 dark:bg-slate-900">
         <Link href="/chats" class={`rounded-lg p-1.5 md:hidden ${focusRing}`} aria-label="Back to chats">
           ←
@@ -364,7 +411,14 @@ export function Conversation(props: { id: string }) {
               <Spinner />
             </div>
           </Show>
-          <Show when={state.messages[props.id] && !messages().length && !(state.info[props.id] ?? []).length}>
+          <Show
+            when={
+              state.messages[props.id] &&
+              !messages().length &&
+              !(state.info[props.id] ?? []).length &&
+              !(state.uploads[props.id] ?? []).length
+            }
+          >
             <p class="py-10 text-center text-sm text-slate-500 dark:text-slate-400">
               No messages yet. Say hello — only the people here can read it.
             </p>
@@ -395,6 +449,9 @@ export function Conversation(props: { id: string }) {
                   </Match>
                 </Switch>
               )}
+            </For>
+            <For each={state.uploads[props.id] ?? []}>
+              {(u) => <UploadCardView conversationId={props.id} u={u} />}
             </For>
           </ul>
         </div>
@@ -432,10 +489,40 @@ export function Conversation(props: { id: string }) {
             void send();
           }}
         >
+          <input
+            ref={picker}
+            type="file"
+            multiple
+            class="hidden"
+            data-testid="attach-input"
+            onChange={(e) => {
+              const files = [...(e.currentTarget.files ?? [])];
+              e.currentTarget.value = '';
+              attach(files);
+            }}
+          />
           <div class="flex items-end gap-2">
+            <Button
+              type="button"
+              variant="secondary"
+              aria-label="Attach files"
+              title="Attach files (or drop or paste them here)"
+              disabled={!conv() || blocked().length > 0}
+              onClick={() => picker.click()}
+              data-testid="attach"
+            >
+              <span aria-hidden="true">📎</span>
+            </Button>
             <textarea
               ref={(el) => {
                 input = el;
+              }}
+              onPaste={(e) => {
+                const files = [...(e.clipboardData?.files ?? [])];
+                if (files.length) {
+                  e.preventDefault();
+                  attach(files);
+                }
               }}
               rows={1}
               aria-label="Message"

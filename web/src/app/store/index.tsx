@@ -9,6 +9,7 @@
 import { createContext, type JSX, useContext } from 'solid-js';
 import { createStore } from 'solid-js/store';
 import { type Agent, getAgent } from './agent.js';
+import { createAttachments } from './attachments.js';
 import { createContacts } from './contacts.js';
 import { createConversations } from './conversations.js';
 import { createDevices } from './devices.js';
@@ -35,6 +36,7 @@ export function StoreProvider(props: { children: JSX.Element; agent?: () => Agen
   createSession(agent, actions, state, setState);
   createConversations(agent, actions, state, setState);
   createMessages(agent, actions, state, setState);
+  createAttachments(agent, actions, state, setState);
   createContacts(agent, actions, state, setState);
   createDevices(agent, actions, state, setState);
   return <StoreContext.Provider value={{ state, actions }}>{props.children}</StoreContext.Provider>;

@@ -8,6 +8,7 @@ import type { ConversationView } from '../../engine/engine.js';
 import type { InfoLine } from '../../engine/info.js';
 import type { ConnectionStatus } from '../../engine/transport.js';
 import type { DeviceInfo, LoginResult, Me, Progress } from '../session-api.js';
+import type { DownloadState, UploadCard } from './attachments.js';
 
 export type Theme = 'system' | 'light' | 'dark';
 
@@ -60,6 +61,10 @@ export interface State {
   devices: DeviceInfo[];
   theme: Theme;
   toasts: Toast[];
+  /** Files on their way out, per conversation (store/attachments.ts). */
+  uploads: Record<string, UploadCard[]>;
+  /** Attachments being opened, by message client id. */
+  downloads: Record<string, DownloadState>;
 }
 
 export const initialState = (): State => ({
@@ -84,6 +89,8 @@ export const initialState = (): State => ({
   devices: [],
   theme: 'system',
   toasts: [],
+  uploads: {},
+  downloads: {},
 });
 
 export interface Actions {
@@ -137,6 +144,14 @@ export interface Actions {
   watchMessages(): void;
   /** Marks the conversation as on screen (null: none) and clears its unread count. */
   setActive(conversationId: string | null): void;
+  // attachments (store/attachments.ts)
+  /** Prepares (images: metadata stripped, thumbnail), encrypts, uploads and then sends each file. */
+  sendFiles(conversationId: string, files: readonly File[]): Promise<void>;
+  retryUpload(conversationId: string, uploadId: string): void;
+  cancelUpload(conversationId: string, uploadId: string): Promise<void>;
+  /** The decrypted file, or null (damaged, unavailable, cancelled: `state.downloads` says which). */
+  openAttachment(conversationId: string, clientId: string): Promise<Blob | null>;
+  cancelDownload(clientId: string): Promise<void>;
   // contacts
   loadPrefs(): Promise<void>;
   /** `refresh`: fetch the user's current device list first (detects identity key changes). */

@@ -1,0 +1,206 @@
+/**
+ * Attachments in real Chromium against `npm run dev` (R2 local): Alice sends a photo (with EXIF GPS and a
+ * rotation flag) and a PDF to Bob; Bob sees the thumbnail before anything is downloaded, opens the full
+ * image (upright, no EXIF/GPS left — checked with exifr), downloads the PDF byte for byte; a blob changed
+ * in R2 by the test shows "damaged" and saves nothing; a group attachment reaches every member; the server
+ * never sees a file name or type.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import exifr from 'exifr';
+import type { Page, Request } from 'playwright-core';
+import { describe, expect, inject, it } from 'vitest';
+import { QUIET_ENV, ROOT } from '../scripts/local-env.js';
+import { cast, register, screenshot, uniq } from './browser.js';
+
+const newPerson = cast(16);
+const PHOTO = readFileSync(join(ROOT, 'e2e/fixtures/photo-gps.jpg'));
+
+/** A PDF of a few chunks (a real header and trailer around filler the test can recognise). */
+function pdf(seed: number): Buffer {
+  const filler = Buffer.alloc(200_000);
+  for (let i = 0; i < filler.length; i++) filler[i] = (i * 31 + seed) & 0xff;
+  return Buffer.concat([Buffer.from('%PDF-1.4\n% e2e-chat attachment test\n'), filler, Buffer.from('\n%%EOF\n')]);
+}
+
+async function startChat(page: Page, username: string): Promise<string> {
+  await page.getByRole('button', { name: 'New conversation' }).click();
+  await page.getByRole('menuitem', { name: 'New chat' }).click();
+  await page.getByRole('dialog').getByLabel('Username').fill(username);
+  await page.getByRole('button', { name: 'Start chat' }).click();
+  await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
+  return new URL(page.url()).pathname.split('/')[2]!;
+}
+
+async function openConversation(page: Page, id: string): Promise<void> {
+  await page.locator(`a[href="/chats/${id}"]`).first().waitFor({ timeout: 30_000 });
+  await page.locator(`a[href="/chats/${id}"]`).first().click();
+  await page.getByTestId('composer').waitFor();
+}
+
+async function attach(page: Page, files: { name: string; mimeType: string; buffer: Buffer }[]): Promise<void> {
+  await expect.poll(() => page.getByTestId('attach').isEnabled(), { timeout: 30_000 }).toBe(true);
+  await page.getByTestId('attach-input').setInputFiles(files);
+}
+
+/** The attachment bubble holding `name` (file cards show the name; images carry it in their label). */
+const bubble = (page: Page, name: string) =>
+  page
+    .getByTestId('attachment')
+    .filter({ has: page.locator(`[aria-label$="${name}"], :text("${name}")`) })
+    .last();
+
+/** Every attachment request a page's context makes (uploads and downloads). */
+function recordAttachmentRequests(page: Page): Request[] {
+  const seen: Request[] = [];
+  page.context().on('request', (r) => {
+    if (new URL(r.url()).pathname.startsWith('/api/attachments')) seen.push(r);
+  });
+  return seen;
+}
+
+function wrangler(args: string[]): void {
+  const r = spawnSync(process.execPath, [`${ROOT}node_modules/wrangler/bin/wrangler.js`, ...args], {
+    cwd: ROOT,
+    env: QUIET_ENV,
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) throw new Error(`wrangler ${args[0]} failed: ${(r.stderr || r.stdout).slice(-800)}`);
+}
+
+/** Flips one byte of a stored blob, directly in the dev server's local R2. */
+function corruptInR2(attachmentId: string): void {
+  const dir = mkdtempSync(join(tmpdir(), 'e2e-chat-r2-'));
+  try {
+    const file = join(dir, 'blob');
+    const common = ['--local', '--persist-to', inject('stateDir')];
+    wrangler(['r2', 'object', 'get', `e2e-chat-attachments/${attachmentId}`, '--file', file, ...common]);
+    const bytes = readFileSync(file);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    writeFileSync(file, bytes);
+    wrangler(['r2', 'object', 'put', `e2e-chat-attachments/${attachmentId}`, '--file', file, ...common]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('attachments in Chromium', () => {
+  it('Alice sends a photo and a PDF to Bob: thumbnail first, full image without EXIF/GPS, PDF bytes equal; a blob changed in R2 shows as damaged', async () => {
+    const alice = await newPerson();
+    const bob = await newPerson();
+    const a = uniq('alice');
+    const b = uniq('bob');
+    await register(alice.page, a);
+    await register(bob.page, b);
+    const aliceRequests = recordAttachmentRequests(alice.page);
+    const bobRequests = recordAttachmentRequests(bob.page);
+
+    // The fixture really carries GPS and a rotation flag (so their absence later means something).
+    const before = await exifr.parse(PHOTO, { gps: true, tiff: true });
+    expect(before?.latitude).toBeCloseTo(48.858, 2);
+    expect(before?.Orientation).toBeDefined();
+
+    const conv = await startChat(alice.page, b);
+    const report = pdf(1);
+    await attach(alice.page, [
+      { name: 'paris-trip.jpg', mimeType: 'image/jpeg', buffer: PHOTO },
+      { name: 'quarterly-report.pdf', mimeType: 'application/pdf', buffer: report },
+    ]);
+    await expect.poll(() => alice.page.getByTestId('attachment').count(), { timeout: 60_000 }).toBe(2);
+    await expect.poll(() => alice.page.getByTestId('upload-card').count(), { timeout: 60_000 }).toBe(0);
+    await screenshot(alice.page, 'attachments-sent');
+
+    // PITFALLS 29: what went to the server names no file, type or dimension.
+    const reservations = aliceRequests.filter((r) => r.method() === 'POST');
+    expect(reservations.length).toBe(2);
+    for (const r of aliceRequests) {
+      const seen = `${r.url()} ${r.postData() ?? ''}`;
+      for (const secret of ['paris-trip', 'quarterly-report', 'image/jpeg', 'application/pdf', '200', '320'])
+        expect(seen.includes(secret) && r.method() !== 'PUT', `${secret} in ${r.method()} ${r.url()}`).toBe(false);
+    }
+
+    // Bob: the image bubble shows its thumbnail at the right aspect ratio before anything is fetched.
+    await openConversation(bob.page, conv);
+    const photo = bubble(bob.page, 'paris-trip.jpg');
+    await photo.getByTestId('attachment-thumbnail').waitFor({ timeout: 60_000 });
+    expect(await photo.getByTestId('attachment-image').count()).toBe(0);
+    expect(bobRequests.filter((r) => r.method() === 'GET')).toEqual([]);
+    const box = await photo.getByTestId('attachment-view').boundingBox();
+    expect(box!.height).toBeGreaterThan(box!.width); // 320×200 stored, rotated upright: portrait
+    await screenshot(bob.page, 'attachment-thumbnail');
+
+    // Bob opens the full image: decrypted into a blob: URL, upright, and with no EXIF or GPS left.
+    await photo.getByTestId('attachment-view').click();
+    const full = photo.getByTestId('attachment-image');
+    await full.waitFor({ timeout: 60_000 });
+    const src = (await full.getAttribute('src'))!;
+    expect(src.startsWith('blob:')).toBe(true);
+    const fullBytes = Buffer.from(
+      await bob.page.evaluate(async (u) => [...new Uint8Array(await (await fetch(u)).arrayBuffer())], src),
+    );
+    expect(fullBytes.subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8])); // a JPEG
+    const after = await exifr.parse(fullBytes, { gps: true, tiff: true, xmp: true, icc: true, iptc: true });
+    expect(after?.latitude).toBeUndefined();
+    expect(after?.longitude).toBeUndefined();
+    expect(after?.Make).toBeUndefined();
+    expect(after?.Orientation).toBeUndefined();
+    expect(await exifr.gps(fullBytes).catch(() => undefined)).toBeUndefined();
+    expect(fullBytes.includes(Buffer.from('E2EChatTestCam'))).toBe(false);
+    const natural = await full.evaluate((img: HTMLImageElement) => [img.naturalWidth, img.naturalHeight]);
+    expect(natural).toEqual([200, 320]);
+    await screenshot(bob.page, 'attachment-full-image');
+
+    // Bob downloads the PDF: the saved bytes equal the original.
+    const card = bubble(bob.page, 'quarterly-report.pdf');
+    const [download] = await Promise.all([
+      bob.page.waitForEvent('download', { timeout: 60_000 }),
+      card.getByTestId('attachment-download').click(),
+    ]);
+    expect(download.suggestedFilename()).toBe('quarterly-report.pdf');
+    expect(Buffer.compare(readFileSync((await download.path())!), report)).toBe(0);
+
+    // A blob changed in R2: Bob sees "damaged", and nothing is saved.
+    await attach(alice.page, [{ name: 'tampered.pdf', mimeType: 'application/pdf', buffer: pdf(2) }]);
+    const tampered = bubble(bob.page, 'tampered.pdf');
+    await tampered.waitFor({ timeout: 60_000 });
+    corruptInR2((await tampered.getAttribute('data-attachment-id'))!);
+    let saved = false;
+    bob.page.on('download', () => {
+      saved = true;
+    });
+    await tampered.getByTestId('attachment-download').click();
+    await tampered.getByTestId('attachment-damaged').waitFor({ timeout: 60_000 });
+    expect(saved).toBe(false);
+    await screenshot(bob.page, 'attachment-damaged');
+  });
+
+  it('a group attachment reaches every member, and each downloads the same bytes', async () => {
+    const [alice, bob, carol] = [await newPerson(), await newPerson(), await newPerson()];
+    const [a, b, c] = [uniq('alice'), uniq('bob'), uniq('carol')];
+    await register(alice.page, a);
+    await register(bob.page, b);
+    await register(carol.page, c);
+    await alice.page.getByRole('button', { name: 'New conversation' }).click();
+    await alice.page.getByRole('menuitem', { name: 'New group' }).click();
+    await alice.page.getByLabel('Group name').fill('Photos');
+    await alice.page.getByLabel('Members').fill(`${b}, ${c}`);
+    await alice.page.getByRole('button', { name: 'Create group' }).click();
+    await alice.page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
+    const conv = new URL(alice.page.url()).pathname.split('/')[2]!;
+    const doc = pdf(3);
+    await attach(alice.page, [{ name: 'itinerary.pdf', mimeType: 'application/pdf', buffer: doc }]);
+    for (const p of [bob, carol]) {
+      await openConversation(p.page, conv);
+      const card = bubble(p.page, 'itinerary.pdf');
+      await card.waitFor({ timeout: 60_000 });
+      const [download] = await Promise.all([
+        p.page.waitForEvent('download', { timeout: 60_000 }),
+        card.getByTestId('attachment-download').click(),
+      ]);
+      expect(Buffer.compare(readFileSync((await download.path())!), doc)).toBe(0);
+    }
+    await screenshot(carol.page, 'attachment-group');
+  });
+});
