@@ -87,7 +87,9 @@ function corruptInR2(attachmentId: string): void {
 }
 
 describe('attachments in Chromium', () => {
-  it('Alice sends a photo and a PDF to Bob: thumbnail first, full image without EXIF/GPS, PDF bytes equal; a blob changed in R2 shows as damaged', async () => {
+  it('Alice sends a photo and a PDF to Bob: thumbnail first, full image without EXIF/GPS, PDF bytes equal; a blob changed in R2 shows as damaged', {
+    timeout: 300_000,
+  }, async () => {
     const alice = await newPerson();
     const bob = await newPerson();
     const a = uniq('alice');
@@ -176,7 +178,7 @@ describe('attachments in Chromium', () => {
     await screenshot(bob.page, 'attachment-damaged');
   });
 
-  it('a group attachment reaches every member, and each downloads the same bytes', async () => {
+  it('a group attachment reaches every member, and each downloads the same bytes', { timeout: 300_000 }, async () => {
     const [alice, bob, carol] = [await newPerson(), await newPerson(), await newPerson()];
     const [a, b, c] = [uniq('alice'), uniq('bob'), uniq('carol')];
     await register(alice.page, a);

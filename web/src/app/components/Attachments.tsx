@@ -37,13 +37,39 @@ function displaySize(w: number | null, h: number | null): { width: number; heigh
   return { width: Math.max(24, Math.round(W * s)), height: Math.max(24, Math.round(H * s)) };
 }
 
-function fileIcon(contentType: string): string {
-  if (contentType === 'application/pdf') return '📄';
-  if (contentType.startsWith('image/')) return '🖼️';
-  if (contentType.startsWith('audio/')) return '🎵';
-  if (contentType.startsWith('video/')) return '🎬';
-  if (/zip|compressed|tar|7z|rar/.test(contentType)) return '🗜️';
-  return '📎';
+/** A document icon with the file's kind as a short label (SVG: no emoji font needed). */
+function FileIcon(props: { contentType: string }) {
+  const label = () => {
+    const t = props.contentType;
+    if (t === 'application/pdf') return 'PDF';
+    if (t.startsWith('image/')) return 'IMG';
+    if (t.startsWith('audio/')) return 'AUD';
+    if (t.startsWith('video/')) return 'VID';
+    if (/zip|compressed|tar|7z|rar/.test(t)) return 'ZIP';
+    return 'FILE';
+  };
+  return (
+    <svg viewBox="0 0 32 40" class="h-10 w-8 shrink-0" aria-hidden="true">
+      <path d="M2 2h20l8 8v28H2z" fill="currentColor" opacity="0.18" />
+      <path d="M2 2h20l8 8v28H2z M22 2v8h8" fill="none" stroke="currentColor" stroke-width="2" />
+      <text x="16" y="30" text-anchor="middle" font-size="8" font-weight="700" fill="currentColor">
+        {label()}
+      </text>
+    </svg>
+  );
+}
+
+/** A paperclip (the attach button). */
+export function PaperclipIcon() {
+  return (
+    <svg viewBox="0 0 24 24" class="h-5 w-5" fill="none" stroke="currentColor" stroke-width="2" aria-hidden="true">
+      <path
+        stroke-linecap="round"
+        stroke-linejoin="round"
+        d="M21 11.5l-8.6 8.6a5 5 0 01-7.1-7.1l8.6-8.6a3.3 3.3 0 014.7 4.7l-8.6 8.6a1.7 1.7 0 01-2.4-2.4l7.9-7.9"
+      />
+    </svg>
+  );
 }
 
 function Progress(props: { fraction: number; label: string; onCancel?: () => void; dark?: boolean }) {
@@ -123,9 +149,7 @@ export function AttachmentContent(props: { m: MessageView }) {
           when={image()}
           fallback={
             <div class="flex items-center gap-3 py-1" data-testid="attachment-file">
-              <span class="text-2xl" aria-hidden="true">
-                {fileIcon(a().contentType)}
-              </span>
+              <FileIcon contentType={a().contentType} />
               <div class="min-w-0 flex-1">
                 <p class="truncate text-sm font-medium" data-testid="attachment-name">
                   {a().fileName}
@@ -219,14 +243,7 @@ export function UploadCardView(props: { conversationId: string; u: UploadCard })
         }`}
       >
         <div class="flex items-center gap-3">
-          <Show
-            when={thumbUrl()}
-            fallback={
-              <span class="text-2xl" aria-hidden="true">
-                {fileIcon(props.u.contentType)}
-              </span>
-            }
-          >
+          <Show when={thumbUrl()} fallback={<FileIcon contentType={props.u.contentType} />}>
             <img src={thumbUrl()!} alt="" class="h-12 w-12 rounded-lg object-cover" />
           </Show>
           <div class="min-w-0 flex-1">

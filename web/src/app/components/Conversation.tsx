@@ -16,7 +16,7 @@ import { useConversationName } from '../pages/Chats.js';
 import { Link } from '../router.js';
 import { useStore } from '../store/index.js';
 import { buildTimeline, infoText, linkify } from '../timeline.js';
-import { AttachmentContent, UploadCardView } from './Attachments.js';
+import { AttachmentContent, PaperclipIcon, UploadCardView } from './Attachments.js';
 import { Modal } from './Modal.js';
 import { SafetyNumber } from './SafetyNumber.js';
 import { Avatar, Banner, Button, errorText, focusRing, inputClass, Spinner } from './ui.js';
@@ -239,7 +239,7 @@ export function Conversation(props: { id: string }) {
     setTimeout(() => input?.focus(), 0); // after a dialog that opened this conversation has let go of focus
   });
   onCleanup(() => actions.setActive(null));
-  // Files dropped anywhere on the conversation are attached (the 📎 button is the keyboard path).
+  // Files dropped anywhere on the conversation are attached (the paperclip button is the keyboard path).
   onMount(() => {
     const over = (e: DragEvent) => {
       if (!e.dataTransfer?.types.includes('Files')) return;
@@ -511,7 +511,7 @@ export function Conversation(props: { id: string }) {
               onClick={() => picker.click()}
               data-testid="attach"
             >
-              <span aria-hidden="true">📎</span>
+              <PaperclipIcon />
             </Button>
             <textarea
               ref={(el) => {

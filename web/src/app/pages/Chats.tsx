@@ -169,7 +169,9 @@ function Sidebar(props: { activeId?: string }) {
     if (c.myRole === null) return 'You left or were removed';
     if (!m) return c.kind === 'group' ? `Group · ${c.members.length} members` : 'Direct message';
     const who = m.outgoing ? 'You: ' : c.kind === 'group' ? `${actions.nameOf(m.from.userId)}: ` : '';
-    return `${who}${m.body ?? 'Message could not be decrypted'}`;
+    const att = m.attachment ? (m.attachment.width !== null ? 'Photo' : m.attachment.fileName) : null;
+    const text = att ? (m.body ? `${att} · ${m.body}` : att) : m.body;
+    return `${who}${text ?? 'Message could not be decrypted'}`;
   };
   return (
     <div class="flex h-full flex-col">

@@ -1,0 +1,184 @@
+/**
+ * `npm run bench:attachments` — attachments in Chromium against the local Worker (`npm run dev`: vite +
+ * workerd, R2 on local disk):
+ *
+ *  1. client-side encryption and decryption speed (MB/s) of the protocol core's AttachmentEncryptor /
+ *     AttachmentDecryptor (decryption includes the SHA-256 digest check) on an in-memory file;
+ *  2. a SIZE-MB file (default 50) uploaded and downloaded through the same routes — encrypted (the engine's
+ *     own Transfers: read, encrypt, reserve, upload with the digest alongside; streamed download, decrypt,
+ *     digest check) vs the same bytes unencrypted (reserve, the same XHR upload, the same streamed download
+ *     collected into a Blob). Runs alternate A/B (--runs=N, default 3); medians, ranges and the ratio of
+ *     medians (unencrypted time ÷ encrypted time: ≥ 0.8 is the target).
+ *
+ * The page imports the real modules from the dev server (`/src/engine/…`), signed in with a token of a
+ * user the benchmark registered. Prints a Markdown section with the machine and its load average;
+ * `--write` appends it to bench/RESULTS.md under "## Attachments". Options: --runs=N --size=MB.
+ * @module
+ */
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, ensureChromium } from '../scripts/chromium.js';
+import { startDevServer } from '../scripts/dev-server.js';
+import { ROOT } from '../scripts/local-env.js';
+import { createConversation, register } from './lib/app-client.js';
+import { describeMachine, machineInfo, markdownTable, median } from './stats.js';
+
+const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+const RUNS = Number(arg('runs') ?? 3);
+const SIZE_MB = Number(arg('size') ?? 50);
+
+interface PageResult {
+  encryptMBs: number;
+  decryptMBs: number;
+  encrypted: number[];
+  plain: number[];
+}
+
+async function main(): Promise<void> {
+  const load = () =>
+    loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ');
+  const loadBefore = load();
+  const server = await startDevServer({
+    vars: { ATTACHMENT_LIMITS: JSON.stringify({ dailyBytes: 1e12, dailyCount: 100000 }) },
+  });
+  const profile = mkdtempSync(join(tmpdir(), 'e2e-chat-bench-att-'));
+  try {
+    const user = await register(server.url, 'benchatt');
+    const conv = await createConversation(server.url, [user]);
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: ensureChromium(),
+      args: CHROMIUM_ARGS,
+      headless: true,
+    });
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.setDefaultTimeout(600_000);
+    await page.goto(`${server.url}/`);
+    const result = (await page.evaluate(
+      async ({ token, userId, deviceId, conv, sizeMb, runs }) => {
+        const { Transfers } = await import('/src/engine/attachments.ts' as string);
+        const { HttpClient, createHttpApi } = await import('/src/engine/http-transport.ts' as string);
+        const { AttachmentEncryptor, AttachmentDecryptor, generateAttachmentKey, sha256Stream } = await import(
+          '/src/protocol/index.ts' as string
+        );
+        const size = sizeMb * 1024 * 1024;
+        const data = new Uint8Array(size);
+        for (let o = 0; o < size; o += 65536) crypto.getRandomValues(data.subarray(o, Math.min(size, o + 65536)));
+        const rng = (n: number) => crypto.getRandomValues(new Uint8Array(n));
+        const MiB = 1024 * 1024;
+
+        // 1. The cipher alone, in memory.
+        const key = generateAttachmentKey(rng);
+        let t = performance.now();
+        const enc = await AttachmentEncryptor.create(key, size);
+        const sealed: Uint8Array[] = [];
+        for (let o = 0; o < size; o += MiB) sealed.push(...(await enc.push(data.subarray(o, o + MiB))));
+        sealed.push(...(await enc.finish()));
+        const encryptMBs = sizeMb / ((performance.now() - t) / 1000);
+        const h = sha256Stream();
+        for (const s of sealed) h.update(s);
+        const digest = h.digest();
+        t = performance.now();
+        const dec = await AttachmentDecryptor.create(key, size, digest);
+        for (const s of sealed) await dec.push(s);
+        await dec.finish();
+        const decryptMBs = sizeMb / ((performance.now() - t) / 1000);
+        sealed.length = 0;
+
+        // 2. Round trips through the local Worker.
+        const http = new HttpClient();
+        http.setTokens({ accessToken: token, expiresIn: 600, userId, deviceId });
+        const api = createHttpApi(http);
+        const transfers = new Transfers({ api, rng, emit: () => undefined, now: Date.now });
+        const file = new Blob([data as BlobPart]);
+        const encrypted: number[] = [];
+        const plain: number[] = [];
+        const drain = async (stream: ReadableStream<Uint8Array>) => {
+          const parts: Blob[] = [];
+          let pending: Uint8Array[] = [];
+          let n = 0;
+          const reader = stream.getReader();
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            pending.push(value);
+            n += value.length;
+            if (n >= 4 * MiB) {
+              parts.push(new Blob(pending as BlobPart[]));
+              pending = [];
+              n = 0;
+            }
+          }
+          parts.push(new Blob(pending as BlobPart[]));
+          return new Blob(parts);
+        };
+        for (let i = 0; i < runs; i++) {
+          t = performance.now();
+          const pointer = await transfers.upload(`up${i}`, conv, {
+            file,
+            fileName: 'bench.bin',
+            contentType: 'application/octet-stream',
+          });
+          const back = await transfers.download(`down${i}`, pointer);
+          if (back.size !== size) throw new Error('encrypted round trip lost bytes');
+          encrypted.push((performance.now() - t) / 1000);
+
+          t = performance.now();
+          const { attachmentId } = await api.reserveAttachment(conv, size);
+          await api.uploadAttachment(attachmentId, file, {});
+          const got = await drain(await api.downloadAttachment(attachmentId, {}));
+          if (got.size !== size) throw new Error('plain round trip lost bytes');
+          plain.push((performance.now() - t) / 1000);
+        }
+        return { encryptMBs, decryptMBs, encrypted, plain };
+      },
+      { token: user.token, userId: user.userId, deviceId: user.deviceId, conv, sizeMb: SIZE_MB, runs: RUNS },
+    )) as PageResult;
+    await context.close();
+
+    const loadAfter = load();
+    const mb = (s: number) => (SIZE_MB / s).toFixed(0);
+    const range = (xs: number[]) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)} s`;
+    const encMed = median(result.encrypted);
+    const plainMed = median(result.plain);
+    const ratios = result.encrypted.map((e, i) => result.plain[i]! / e);
+    const md = [
+      '',
+      `### Attachments — ${describeMachine(machineInfo())}`,
+      '',
+      `Load average before: ${loadBefore}; after: ${loadAfter}. Chromium (headless) against \`npm run dev\` (local R2).`,
+      '',
+      markdownTable(
+        ['measure', 'result'],
+        [
+          ['encrypt (AttachmentEncryptor, in memory)', `${result.encryptMBs.toFixed(0)} MB/s`],
+          ['decrypt + digest check (AttachmentDecryptor)', `${result.decryptMBs.toFixed(0)} MB/s`],
+          [
+            `${SIZE_MB} MB upload + download, encrypted (median of ${RUNS})`,
+            `${encMed.toFixed(2)} s (${mb(encMed)} MB/s), range ${range(result.encrypted)}`,
+          ],
+          [
+            `${SIZE_MB} MB upload + download, unencrypted, same routes (median of ${RUNS})`,
+            `${plainMed.toFixed(2)} s (${mb(plainMed)} MB/s), range ${range(result.plain)}`,
+          ],
+          [
+            'encrypted ÷ unencrypted throughput (target ≥ 0.80)',
+            `${(plainMed / encMed).toFixed(2)}× (per run ${ratios.map((r) => r.toFixed(2)).join(', ')})`,
+          ],
+        ],
+        ['left', 'right'],
+      ),
+      '',
+    ].join('\n');
+    process.stdout.write(`${md}\n`);
+    if (process.argv.includes('--write')) appendFileSync(join(ROOT, 'bench/RESULTS.md'), md);
+  } finally {
+    rmSync(profile, { recursive: true, force: true });
+    await server.stop();
+  }
+}
+
+await main();
