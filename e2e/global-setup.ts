@@ -10,7 +10,8 @@ let server: DevServer | undefined;
 
 export default async function setup(project: TestProject) {
   const chromium = ensureChromium();
-  server = await startDevServer();
+  // A loaded machine (several suites and dev servers at once) can take minutes to start Vite + workerd.
+  server = await startDevServer({ timeoutMs: 300_000 });
   project.provide('baseUrl', server.url);
   project.provide('chromiumPath', chromium);
   project.provide('stateDir', server.stateDir);
