@@ -12,25 +12,21 @@ import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { MAX_TEXT_BYTES } from '../web/src/engine/messages.js';
 import { expectAccessible } from './a11y.js';
-import { bodies, cast, contains, PASSWORD, rawIndexedDb, register, screenshot, uniq, waitForText } from './browser.js';
+import {
+  bodies,
+  cast,
+  contains,
+  openConversation,
+  PASSWORD,
+  rawIndexedDb,
+  register,
+  screenshot,
+  startChat,
+  uniq,
+  waitForText,
+} from './browser.js';
 
 const newPerson = cast(0);
-
-async function startChat(page: Page, username: string): Promise<string> {
-  await page.getByRole('button', { name: 'New conversation' }).click();
-  await page.getByRole('menuitem', { name: 'New chat' }).click();
-  await page.getByRole('dialog').getByLabel('Username').fill(username);
-  await page.getByRole('button', { name: 'Start chat' }).click();
-  await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
-  return new URL(page.url()).pathname.split('/')[2]!;
-}
-
-async function openConversation(page: Page, id: string): Promise<void> {
-  // Conversations others start appear by polling (a few seconds).
-  await page.locator(`a[href="/chats/${id}"]`).first().waitFor({ timeout: 30_000 });
-  await page.locator(`a[href="/chats/${id}"]`).first().click();
-  await page.getByTestId('composer').waitFor();
-}
 
 async function send(page: Page, text: string): Promise<void> {
   const composer = page.getByTestId('composer');

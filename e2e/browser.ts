@@ -147,3 +147,20 @@ export async function waitForText(page: Page, text: string, timeout = 30_000): P
     throw e;
   }
 }
+
+/** Starts a direct chat with `username` from the chat list; returns the conversation id. */
+export async function startChat(page: Page, username: string): Promise<string> {
+  await page.getByRole('button', { name: 'New conversation' }).click();
+  await page.getByRole('menuitem', { name: 'New chat' }).click();
+  await page.getByRole('dialog').getByLabel('Username').fill(username);
+  await page.getByRole('button', { name: 'Start chat' }).click();
+  await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
+  return new URL(page.url()).pathname.split('/')[2]!;
+}
+
+/** Opens conversation `id` from the list (conversations others start appear by polling, a few seconds). */
+export async function openConversation(page: Page, id: string): Promise<void> {
+  await page.locator(`a[href="/chats/${id}"]`).first().waitFor({ timeout: 30_000 });
+  await page.locator(`a[href="/chats/${id}"]`).first().click();
+  await page.getByTestId('composer').waitFor();
+}
