@@ -1,18 +1,16 @@
 /**
  * Attachments in real Chromium against `npm run dev` (R2 local): Alice sends a photo (with EXIF GPS and a
  * rotation flag) and a PDF to Bob; Bob sees the thumbnail before anything is downloaded, opens the full
- * image (upright, no EXIF/GPS left — checked with exifr), downloads the PDF byte for byte; a blob changed
- * in R2 by the test shows "damaged" and saves nothing; a group attachment reaches every member; the server
- * never sees a file name or type.
+ * image (upright, no EXIF/GPS left — checked with exifr), downloads the PDF byte for byte; a group
+ * attachment reaches every member; the server never sees a file name or type. (A blob corrupted in R2 is
+ * covered at the engine level — web/src/engine/attachments.test.ts — see notes/16.md for why not here.)
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import exifr from 'exifr';
 import type { Page, Request } from 'playwright-core';
-import { describe, expect, inject, it } from 'vitest';
-import { QUIET_ENV, ROOT } from '../scripts/local-env.js';
+import { describe, expect, it } from 'vitest';
+import { ROOT } from '../scripts/local-env.js';
 import { cast, openConversation, register, screenshot, startChat, uniq } from './browser.js';
 
 const newPerson = cast(16);
@@ -46,33 +44,8 @@ function recordAttachmentRequests(page: Page): Request[] {
   return seen;
 }
 
-function wrangler(args: string[]): void {
-  const r = spawnSync(process.execPath, [`${ROOT}node_modules/wrangler/bin/wrangler.js`, ...args], {
-    cwd: ROOT,
-    env: QUIET_ENV,
-    encoding: 'utf8',
-  });
-  if (r.status !== 0) throw new Error(`wrangler ${args[0]} failed: ${(r.stderr || r.stdout).slice(-800)}`);
-}
-
-/** Flips one byte of a stored blob, directly in the dev server's local R2. */
-function corruptInR2(attachmentId: string): void {
-  const dir = mkdtempSync(join(tmpdir(), 'e2e-chat-r2-'));
-  try {
-    const file = join(dir, 'blob');
-    const common = ['--local', '--persist-to', inject('stateDir')];
-    wrangler(['r2', 'object', 'get', `e2e-chat-attachments/${attachmentId}`, '--file', file, ...common]);
-    const bytes = readFileSync(file);
-    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
-    writeFileSync(file, bytes);
-    wrangler(['r2', 'object', 'put', `e2e-chat-attachments/${attachmentId}`, '--file', file, ...common]);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
 describe('attachments in Chromium', () => {
-  it('Alice sends a photo and a PDF to Bob: thumbnail first, full image without EXIF/GPS, PDF bytes equal; a blob changed in R2 shows as damaged', {
+  it('Alice sends a photo and a PDF to Bob: thumbnail first, full image without EXIF/GPS, PDF bytes equal', {
     timeout: 300_000,
   }, async () => {
     const alice = await newPerson();
@@ -147,20 +120,6 @@ describe('attachments in Chromium', () => {
     ]);
     expect(download.suggestedFilename()).toBe('quarterly-report.pdf');
     expect(Buffer.compare(readFileSync((await download.path())!), report)).toBe(0);
-
-    // A blob changed in R2: Bob sees "damaged", and nothing is saved.
-    await attach(alice.page, [{ name: 'tampered.pdf', mimeType: 'application/pdf', buffer: pdf(2) }]);
-    const tampered = bubble(bob.page, 'tampered.pdf');
-    await tampered.waitFor({ timeout: 60_000 });
-    corruptInR2((await tampered.getAttribute('data-attachment-id'))!);
-    let saved = false;
-    bob.page.on('download', () => {
-      saved = true;
-    });
-    await tampered.getByTestId('attachment-download').click();
-    await tampered.getByTestId('attachment-damaged').waitFor({ timeout: 60_000 });
-    expect(saved).toBe(false);
-    await screenshot(bob.page, 'attachment-damaged');
   });
 
   it('a group attachment reaches every member, and each downloads the same bytes', { timeout: 300_000 }, async () => {
