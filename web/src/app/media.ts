@@ -35,7 +35,7 @@ export interface PreparedFile {
   readonly thumbnail: Uint8Array | null;
 }
 
-const fit = (w: number, h: number, max: number) => {
+const scaleToFit = (w: number, h: number, max: number) => {
   const s = Math.min(1, max / Math.max(w, h));
   return { w: Math.max(1, Math.round(w * s)), h: Math.max(1, Math.round(h * s)) };
 };
@@ -62,7 +62,7 @@ async function thumbnailOf(bitmap: ImageBitmap): Promise<Uint8Array | null> {
     [96, 0.5],
     [64, 0.4],
   ] as const) {
-    const { w, h } = fit(bitmap.width, bitmap.height, side);
+    const { w, h } = scaleToFit(bitmap.width, bitmap.height, side);
     const b = await encode(bitmap, w, h, 'image/jpeg', q);
     if (b.size <= constants.MAX_THUMBNAIL_LEN) return new Uint8Array(await b.arrayBuffer());
   }
@@ -96,7 +96,7 @@ export async function prepareFile(file: File): Promise<PreparedFile> {
   }
   try {
     const outType = type === 'image/png' ? 'image/png' : 'image/jpeg';
-    const { w, h } = fit(bitmap.width, bitmap.height, MAX_IMAGE_SIDE);
+    const { w, h } = scaleToFit(bitmap.width, bitmap.height, MAX_IMAGE_SIDE);
     const clean = await encode(bitmap, w, h, outType, 0.9);
     return {
       file: clean,

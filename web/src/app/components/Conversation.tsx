@@ -450,9 +450,7 @@ export function Conversation(props: { id: string }) {
                 </Switch>
               )}
             </For>
-            <For each={state.uploads[props.id] ?? []}>
-              {(u) => <UploadCardView conversationId={props.id} u={u} />}
-            </For>
+            <For each={state.uploads[props.id] ?? []}>{(u) => <UploadCardView conversationId={props.id} u={u} />}</For>
           </ul>
         </div>
         <Show when={!atBottom()}>
