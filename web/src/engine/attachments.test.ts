@@ -207,6 +207,43 @@ describe('attachments in the engine', { timeout: 120_000 }, () => {
     bob.engine.close();
   });
 
+  it('a failed attachment message is retried with its attachment (same blob, not uploaded again), never as an empty text', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    const data = fileBytes(90_000, 9);
+    w.server.refuseSends = 1;
+    const m = await alice.engine.sendAttachment(
+      conv,
+      { file: new Blob([data as BlobPart]), fileName: 'minutes.pdf', contentType: CONTENT_TYPE },
+      { transferId: 'f', caption: 'for Monday' },
+    );
+    await until(
+      async () => (await alice.engine.messages(conv)).some((x) => x.clientId === m.clientId && x.status === 'failed'),
+      'the send is refused',
+    );
+    const retried = await alice.engine.retrySend(conv, m.clientId);
+    expect(retried.clientId).not.toBe(m.clientId);
+    expect(retried).toMatchObject({
+      body: 'for Monday',
+      attachment: { fileName: 'minutes.pdf', size: m.attachment!.size },
+    });
+    // One reservation and one upload in all: the retry reuses the uploaded blob.
+    expect(w.server.attachmentCalls.filter((c) => c.op === 'reserve').length).toBe(1);
+    expect(w.server.attachmentCalls.filter((c) => c.op === 'upload').length).toBe(1);
+    await until(async () => (await received(bob.engine, conv)).length === 1, 'delivered after the retry');
+    const [got] = await received(bob.engine, conv);
+    expect(got).toMatchObject({ body: 'for Monday', attachment: { fileName: 'minutes.pdf' } });
+    expect(await bytesOf(await bob.engine.openAttachment(conv, got!.clientId, 'o'))).toEqual(data);
+    // The failed message and its pointer are gone; only the retried one is left (with its pointer).
+    expect((await alice.engine.messages(conv)).map((x) => x.clientId)).toEqual([retried.clientId]);
+    await expect(alice.engine.openAttachment(conv, m.clientId, 'gone')).rejects.toMatchObject({
+      code: 'no_attachment',
+    });
+    expect(await bytesOf(await alice.engine.openAttachment(conv, retried.clientId, 'mine'))).toEqual(data);
+    alice.engine.close();
+    bob.engine.close();
+  });
+
   it('an upload cancelled mid-way sends nothing and frees its reservation', async () => {
     const w = await makeWorld();
     const { alice, conv } = await pair(w);

@@ -23,7 +23,7 @@ import {
   signLoginChallenge,
   toB64u,
 } from './_protocol.js';
-import { type AttachmentDraft, MAX_CAPTION_LEN, Transfers, viewOf } from './attachments.js';
+import { type AttachmentDraft, type AttachmentPointer, MAX_CAPTION_LEN, Transfers, viewOf } from './attachments.js';
 import { type EngineContext, EngineError, type EngineEvent, type MessageView } from './context.js';
 import type { ContactView } from './directory.js';
 import { Directory } from './directory.js';
@@ -292,6 +292,7 @@ export function createEngine(opts: EngineOptions): Engine {
       throw new EngineError('not_failed', 'only a failed message can be retried or deleted');
     await ctx.store.transaction(async (tx) => {
       messages.deletePendingInTx(tx, conversationId, clientId);
+      messages.deleteAttachmentInTx(tx, conversationId, clientId);
       outbox.dropInTx(tx, clientId);
     });
     ctx.emit({ type: 'message_removed', conversationId, clientId });
@@ -369,6 +370,19 @@ export function createEngine(opts: EngineOptions): Engine {
     }
     track(outbox.flush(conversationId));
     return m;
+  };
+
+  /** A message carrying an uploaded attachment's pointer (kept, key included, in its own record). */
+  const sendPointer = (conversationId: string, pointer: AttachmentPointer, caption: string) => {
+    const clientId = newId();
+    const sentAt = ctx.now();
+    return send(
+      conversationId,
+      clientId,
+      { t: 'att', conv: conversationId, id: clientId, body: caption, sentAt, att: pointer },
+      { attachment: viewOf(pointer) },
+      (tx) => messages.putAttachmentInTx(tx, conversationId, clientId, pointer),
+    );
   };
 
   const engine: Engine = {
@@ -454,16 +468,7 @@ export function createEngine(opts: EngineOptions): Engine {
       if (caption.length > MAX_CAPTION_LEN) throw new EngineError('send_failed', 'caption too long');
       // Blocked (unaccepted key change) or not a member: refused before a byte is uploaded.
       await assertMembersSendable(conversationId);
-      const pointer = await transfers.upload(o.transferId, conversationId, draft);
-      const clientId = newId();
-      const sentAt = ctx.now();
-      return send(
-        conversationId,
-        clientId,
-        { t: 'att', conv: conversationId, id: clientId, body: caption, sentAt, att: pointer },
-        { attachment: viewOf(pointer) },
-        (tx) => messages.putAttachmentInTx(tx, conversationId, clientId, pointer),
-      );
+      return sendPointer(conversationId, await transfers.upload(o.transferId, conversationId, draft), caption);
     },
     async openAttachment(conversationId, clientId, transferId) {
       const pointer = await messages.attachment(conversationId, clientId);
@@ -477,8 +482,12 @@ export function createEngine(opts: EngineOptions): Engine {
       // What would refuse the new send is checked first: the failed message stays until one is queued.
       const before = await messages.getPending(conversationId, clientId);
       if (before?.status === 'failed') await assertMembersSendable(conversationId);
+      // An attachment message goes out again with the same pointer: its blob is already uploaded.
+      const pointer = await messages.attachment(conversationId, clientId);
       const m = await dropFailed(conversationId, clientId);
-      return engine.sendText(conversationId, m.body ?? '');
+      return pointer
+        ? sendPointer(conversationId, pointer, m.body ?? '')
+        : engine.sendText(conversationId, m.body ?? '');
     },
     async discardFailed(conversationId, clientId) {
       await dropFailed(conversationId, clientId);

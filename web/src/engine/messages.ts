@@ -143,6 +143,10 @@ export class Messages {
     writeJson(tx, K.attachment(conversationId, clientId), p);
   }
 
+  deleteAttachmentInTx(tx: StoreTx, conversationId: string, clientId: string): void {
+    tx.delete(K.attachment(conversationId, clientId));
+  }
+
   attachment(conversationId: string, clientId: string): Promise<AttachmentPointer | undefined> {
     return readJson<AttachmentPointer>(this.store, K.attachment(conversationId, clientId));
   }

@@ -127,6 +127,8 @@ export class FakeServer {
   failUploads = 0;
   /** Test hook: uploads wait for this before completing (to cancel one mid-way). */
   uploadGate: Promise<void> | null = null;
+  /** Test hook: the next `n` `send` frames are refused (`frame_too_large`: a terminal error, the message fails). */
+  refuseSends = 0;
 
   constructor(opts: FakeServerOptions) {
     this.curves = opts.curves;
@@ -473,6 +475,11 @@ export class FakeServer {
     }
     if (!c.members.has(s.user)) {
       this.closeSocket(c, s, CLOSE.forbidden);
+      return;
+    }
+    if (frame.type === 'send' && this.refuseSends > 0) {
+      this.refuseSends--;
+      this.push(s, { v: WIRE_VERSION, type: 'error', code: 'frame_too_large', message: 'refused', id: frame.id });
       return;
     }
     const sender = { u: s.user, d: s.device };
