@@ -69,7 +69,11 @@ describe('info lines from the verified membership log', () => {
     const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'g' });
     await alice.engine.connect([conv]);
     await alice.engine.sendText(conv, 'before');
-    await until(async () => w.server.pending(conv, 'carol', 'carol-1').length > 0, 'carol has mail');
+    // The sender key goes first (pairwise), the message after it (group): wait for the message itself.
+    await until(
+      async () => w.server.pending(conv, 'carol', 'carol-1').some((e) => e.mode === 'group'),
+      'carol has mail',
+    );
     await carol.engine.syncMailbox();
     expect(await texts(carol.engine, conv)).toEqual(['before']);
     await alice.engine.removeMember(conv, 'carol');
