@@ -78,6 +78,31 @@ export const MAX_ONE_TIME_PREKEYS_PER_UPLOAD = 100;
 /** ML-KEM prekeys per upload: each is 1.6 KB public + 64 B signature, so 100 ≈ 165 KB per request. */
 export const MAX_KEM_PREKEYS_PER_UPLOAD = 100;
 
+// ---- People: profiles and private settings (profile.ts, private-settings.ts) ---------------------------
+/** HKDF info turning a 32-byte profile key into the AES-256 key that seals its owner's profile. */
+export const LABEL_PROFILE = 'e2e-chat/v1 profile';
+/** AEAD label of a sealed profile (bound with the owner's user id: a profile cannot be moved to another user). */
+export const LABEL_PROFILE_AAD = 'e2e-chat/v1 profile aad';
+/** Bytes of a profile key (random, shared only inside end-to-end encrypted messages). */
+export const PROFILE_KEY_LEN = 32;
+/** Max UTF-8 bytes of a display name (Signal allows 26 + 26 characters; this leaves room for any script). */
+export const MAX_PROFILE_NAME_LEN = 128;
+/** Max bytes of an avatar image: the client resizes to 128 × 128 and re-encodes, which stays far below. */
+export const MAX_AVATAR_LEN = 24 * 1024;
+/**
+ * Padded profile sizes: a profile is padded to the smallest bucket that fits, so the server learns only
+ * "no avatar" / "small avatar" / "larger avatar", never the name's length or the image's exact size.
+ */
+export const PROFILE_BUCKETS = [256, 1024, 4096, 16384, 32768] as const;
+/** HKDF info deriving the private-settings key from the user identity seed every own device holds. */
+export const LABEL_PRIVATE_SETTINGS = 'e2e-chat/v1 private settings';
+/** AEAD label of the sealed private settings (bound with the user id and the revision). */
+export const LABEL_PRIVATE_SETTINGS_AAD = 'e2e-chat/v1 private settings aad';
+/** Entries (blocks, mutes, accepted people and conversations, hidden requests) in the private settings. */
+export const MAX_SETTINGS_ENTRIES = 2048;
+/** Padded private-settings sizes (as PROFILE_BUCKETS): the server learns the size class only. */
+export const SETTINGS_BUCKETS = [1024, 4096, 16384, 65536, 131072] as const;
+
 // ---- Safety numbers (Signal NumericFingerprintGenerator) ------------------------------------------
 /** SHA-512 iterations (libsignal's value; makes a targeted second-preimage search expensive). */
 export const FINGERPRINT_ITERATIONS = 5200;

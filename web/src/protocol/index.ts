@@ -109,6 +109,32 @@ export {
   webCryptoCurves,
 } from './primitives.js';
 export {
+  openPrivateSettings,
+  type PrivateSettings,
+  privateSettingsKey,
+  SEALED_SETTINGS_LENGTHS,
+  SETTING_KIND,
+  type SettingEntry,
+  sealedSettingsRevision,
+  sealPrivateSettings,
+} from './private-settings.js';
+export {
+  type Avatar,
+  type AvatarType,
+  avatarMagicMatches,
+  decodeProfileKeyMessage,
+  displayNameProblem,
+  encodeProfileKeyMessage,
+  generateProfileKey,
+  isSealedProfileShape,
+  openProfile,
+  PROFILE_KEY_MESSAGE_LEN,
+  type ProfileContent,
+  type ProfileKeyMessage,
+  SEALED_PROFILE_LENGTHS,
+  sealProfile,
+} from './profile.js';
+export {
   createSenderKey,
   decodeSenderKeyDistribution,
   deserializeOwnSenderKey,
