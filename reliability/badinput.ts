@@ -61,6 +61,8 @@ import {
   register,
 } from '../bench/lib/app-client.js';
 import { CLOSE, HARD_FRAME_BYTES, MAX_FRAME_BYTES, serverFrame, WIRE_PONG, WIRE_VERSION } from '../schema/wire.js';
+import { SEALED_SETTINGS_LENGTHS } from '../web/src/protocol/private-settings.js';
+import { SEALED_PROFILE_LENGTHS } from '../web/src/protocol/profile.js';
 import { diffSnapshots, snapshotD1 } from './lib/d1.js';
 import { pool } from './lib/people.js';
 import { streamBody, truncatedBody, tryUpgrade } from './lib/raw-http.js';
@@ -88,7 +90,8 @@ export const BADINPUT_CI: BadInputConfig = { http: 100, graphql: 50, ws: 50, ove
 
 /**
  * Tables valid requests in the mix may legitimately write: single-use challenges, tickets and MFA steps,
- * audit events, and the mailbox (the DO flushes accepted sends there ~2 s later; acks delete). Prekey
+ * audit events, the mailbox (the DO flushes accepted sends there ~2 s later; acks delete), and a fuzzing
+ * account's own sealed profile and private settings (a well-shaped blob is a valid write). Prekey
  * tables may only lose rows (a claim takes one-time prekeys). `devices.last_seen_at` may change. Rows of
  * the throwaway account (destructive routes) may change.
  */
@@ -101,6 +104,8 @@ const ALLOWED = new Set([
   'group_envelopes',
   // Reservations made by valid POST /api/attachments calls in the mix and by attachmentUploads (never uploaded).
   'attachments',
+  'profiles',
+  'private_settings',
   'sqlite_sequence',
   '_cf_METADATA',
   'd1_migrations',
@@ -202,6 +207,42 @@ export function bodyArb(keys: string[], w: World) {
         `{"a":${'['.repeat(2000)}${']'.repeat(2000)}}`,
       ),
     },
+  );
+}
+
+// ---- people (issue 17): sealed profiles and private settings -------------------------------------------
+
+/**
+ * Sealed-looking values: every size the server accepts, one byte short and over, with version bytes 0-3
+ * and (settings) any revision bytes — the server can check only shape and revision; plus boundary strings
+ * and a value far over the limit.
+ */
+export function sealedArb(what: 'profile' | 'settings'): fc.Arbitrary<string> {
+  const lengths = what === 'profile' ? SEALED_PROFILE_LENGTHS : SEALED_SETTINGS_LENGTHS;
+  const shaped = fc
+    .tuple(
+      fc.constantFrom(...lengths),
+      fc.constantFrom(-1, 0, 0, 1),
+      fc.constantFrom(0, 1, 1, 2, 255),
+      fc.uint8Array({ minLength: 8, maxLength: 8 }),
+    )
+    .map(([len, delta, version, revision]) => {
+      const b = Buffer.alloc(len + delta, 0x5a);
+      b[0] = version;
+      if (what === 'settings') b.set(revision, 1);
+      return b.toString('base64url');
+    });
+  return fc.oneof(
+    { weight: 4, arbitrary: shaped },
+    { weight: 1, arbitrary: boundaryString },
+    { weight: 1, arbitrary: fc.constant('A'.repeat(300_000)) },
+  );
+}
+
+function peopleBody(key: 'profile' | 'settings', w: World): fc.Arbitrary<string> {
+  return fc.oneof(
+    { weight: 3, arbitrary: sealedArb(key).map((v) => JSON.stringify({ [key]: v })) },
+    { weight: 2, arbitrary: bodyArb([key], w) },
   );
 }
 
@@ -320,6 +361,12 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
   },
   'GET /api/attachments/:id': { auth: 'bearer' },
   'DELETE /api/attachments/:id': { auth: 'bearer' },
+  // people: sealed profiles and private settings (issue 17)
+  'GET /api/users/:userId/profile': { auth: 'bearer' },
+  'GET /api/profile': { auth: 'bearer' },
+  'PUT /api/profile': { auth: 'bearer', json: true, keys: ['profile'], body: (w) => peopleBody('profile', w) },
+  'GET /api/settings': { auth: 'bearer' },
+  'PUT /api/settings': { auth: 'bearer', json: true, keys: ['settings'], body: (w) => peopleBody('settings', w) },
 };
 
 /** A fresh reservation by `a` in `conv` (never uploaded unless the caller does); its id. */
@@ -417,6 +464,12 @@ export const GRAPHQL_GENERATORS: Record<string, GraphqlGenerator> = {
       }),
   },
   'Mutation.appendMembershipEntry': TYPE_DRIVEN,
+  // people (issue 17)
+  'Query.profile': TYPE_DRIVEN,
+  'Query.viewerProfile': TYPE_DRIVEN,
+  'Query.privateSettings': TYPE_DRIVEN,
+  'Mutation.setProfile': { vars: () => fc.record({ profile: sealedArb('profile') }) },
+  'Mutation.putPrivateSettings': { vars: () => fc.record({ settings: sealedArb('settings') }) },
 };
 
 /** Ciphertext-ish values: a valid-looking one, boundary strings, one far over the ciphertext limit. */

@@ -332,6 +332,34 @@ export const attachments = sqliteTable(
     index('attachments_created_idx').on(t.createdAt),
   ],
 );
+// ---- People: profiles and private settings (issue 17) ---------------------------------------------------
+
+/**
+ * Each user's sealed profile (web/src/protocol/profile.ts): display name and avatar under a profile key the
+ * server never sees. Served to any signed-in user; only the owner writes it.
+ */
+export const profiles = sqliteTable('profiles', {
+  userId: text('user_id')
+    .primaryKey()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  /** One of the five sealed-profile lengths (285 … 32,797 bytes), version byte 1. */
+  sealed: bytes('sealed').notNull(),
+  updatedAt: integer('updated_at').notNull().default(now),
+});
+
+/**
+ * Each user's sealed private settings (web/src/protocol/private-settings.ts): profile key, blocks, mutes,
+ * accepted people and conversations — readable only by the user's own devices. `revision` is the one the
+ * sealed bytes carry; a write must carry exactly revision + 1 (compare-and-swap).
+ */
+export const privateSettings = sqliteTable('private_settings', {
+  userId: text('user_id')
+    .primaryKey()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  revision: integer('revision').notNull(),
+  sealed: bytes('sealed').notNull(),
+  updatedAt: integer('updated_at').notNull().default(now),
+});
 
 // ---- Audit -----------------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import { graphql } from './routes/graphql.js';
 import { health } from './routes/health.js';
 import { keys } from './routes/keys.js';
 import { mailbox } from './routes/mailbox.js';
+import { profile, settings } from './routes/people.js';
 import { probe } from './routes/probe.js';
 import { realtime } from './routes/realtime.js';
 import { users } from './routes/users.js';
@@ -66,6 +67,8 @@ app.route('/graphql', graphql);
 app.route('/api/auth', auth);
 app.route('/api/users', users);
 app.route('/api/attachments', attachments);
+app.route('/api/profile', profile);
+app.route('/api/settings', settings);
 // ROUTES: sub-apps are mounted above this line.
 
 app.notFound((c) => c.json({ error: { code: 'not_found', message: 'no such route' } }, 404));

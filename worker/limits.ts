@@ -47,6 +47,10 @@ export const DEFAULT_RATE_LIMITS = {
   ticket: { limit: 120, windowMs: 60 * 1000 },
   /** Username lookups (GET /api/users/by-name/:username) per signed-in account: slows enumeration. */
   lookup: { limit: 120, windowMs: 60 * 1000 },
+  /** Profile reads (GET /api/users/:id/profile, GraphQL `profile`) per account: chat lists fetch a few dozen. */
+  profile: { limit: 600, windowMs: 60 * 1000 },
+  /** Profile and private-settings writes per account (a person edits rarely; devices retry a conflict). */
+  people: { limit: 60, windowMs: 60 * 1000 },
   /** Unauthenticated realtime health check (/api/probe/ws), per client address: 2 sockets per check. */
   probe: { limit: 30, windowMs: 60 * 1000 },
 } satisfies Record<string, RateRule>;

@@ -67,6 +67,7 @@ import { appendEntryBody, createConversationBody } from './conversations.js';
 import { registerDeviceBody, revokeDeviceBody } from './devices.js';
 import { parseInput } from './input.js';
 import { claimBody, uploadBody } from './keys.js';
+import { PEOPLE_SDL, peopleResolvers } from './people.js';
 
 export const SDL = /* GraphQL */ `
 """All byte strings are base64url (RFC 4648 section 5, no padding). Times are ms since the epoch."""
@@ -209,7 +210,7 @@ type Mutation {
 }
 `;
 
-export const graphqlSchema = buildSchema(SDL);
+export const graphqlSchema = buildSchema(SDL + PEOPLE_SDL);
 
 const armorRules = [
   maxDepthRule({ n: LIMITS.graphqlMaxDepth }),
@@ -325,6 +326,8 @@ const rootValue = {
     const { entry } = parseInput(appendEntryBody, { entry: args.entry });
     return conversationObject(caller, await appendEntry(caller, args.conversationId, entry));
   },
+  // People (routes/people.ts): sealed profiles and private settings.
+  ...peopleResolvers(need),
 };
 void b64uString;
 

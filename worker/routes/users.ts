@@ -6,6 +6,8 @@
  *   GET /api/users/:userId/device-list    → { userId, identityKey, identityVersion, deviceList: { version, bytes } }
  *   GET /api/users/names?ids=a,b,…        → { users: [{ userId, username }] } (≤ 100 ids; only the caller and
  *                                           users sharing a conversation with the caller — others are absent)
+ *   GET /api/users/:userId/profile        → { userId, profile, updatedAt } (the SEALED profile, routes/people.ts;
+ *                                           any signed-in caller, bucket `profile`; none → 404 `not_found`)
  *
  * Both need a bearer token. `bytes` is the exact signed encoding (decodeDeviceList + verifyDeviceList on the
  * client — the server's answer is never trusted on its own). Unknown users → 404 `not_found`.
@@ -25,7 +27,8 @@ import { lookupUserByName, MAX_NAME_IDS, usernamesForIds } from '../domain/users
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { idString } from '../validate.js';
-import { parseInput } from './input.js';
+import { callerOf, parseInput } from './input.js';
+import { userProfile } from './people.js';
 
 const notFound = () => new AppError(404, 'not_found', 'no such user');
 
@@ -49,6 +52,10 @@ export const users = new Hono<AppBindings>()
     const found = await usernamesForIds(makeDb(c.env), c.get('auth').userId, ids);
     c.header('Cache-Control', 'no-store');
     return c.json({ users: found });
+  })
+  .get('/:userId/profile', async (c) => {
+    c.header('Cache-Control', 'no-store');
+    return c.json(await userProfile(callerOf(c), c.req.param('userId')));
   })
   .get('/:userId/device-list', async (c) => {
     const userId = parseInput(idString, c.req.param('userId'));
