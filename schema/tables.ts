@@ -332,6 +332,7 @@ export const attachments = sqliteTable(
     index('attachments_created_idx').on(t.createdAt),
   ],
 );
+
 // ---- People: profiles and private settings (issue 17) ---------------------------------------------------
 
 /**
