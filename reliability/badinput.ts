@@ -467,9 +467,9 @@ export const GRAPHQL_GENERATORS: Record<string, GraphqlGenerator> = {
   // people (issue 17)
   'Query.profile': TYPE_DRIVEN,
   'Query.viewerProfile': TYPE_DRIVEN,
-  'Query.privateSettings': TYPE_DRIVEN,
+  'Query.sealedSettings': TYPE_DRIVEN,
   'Mutation.setProfile': { vars: () => fc.record({ profile: sealedArb('profile') }) },
-  'Mutation.putPrivateSettings': { vars: () => fc.record({ settings: sealedArb('settings') }) },
+  'Mutation.putSealedSettings': { vars: () => fc.record({ settings: sealedArb('settings') }) },
 };
 
 /** Ciphertext-ish values: a valid-looking one, boundary strings, one far over the ciphertext limit. */

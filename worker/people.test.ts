@@ -262,7 +262,7 @@ describe('private settings', () => {
 });
 
 describe('people over GraphQL', () => {
-  it('setProfile, profile, viewerProfile, privateSettings and putPrivateSettings follow the REST rules', async () => {
+  it('setProfile, profile, viewerProfile, sealedSettings and putSealedSettings follow the REST rules', async () => {
     const alice = await makeUser('gqlpa');
     const bob = await makeUser('gqlpb');
     const [ta, tb] = [await alice.token(), await bob.token()];
@@ -272,10 +272,10 @@ describe('people over GraphQL', () => {
     expect(set.body.errors).toBeUndefined();
     const read = await gql(tb, 'query($u: ID!) { profile(userId: $u) { userId profile } }', { u: alice.userId });
     expect(read.body.data?.profile).toEqual({ userId: alice.userId, profile: sealed });
-    const mine = await gql(ta, '{ viewerProfile { profile } privateSettings { revision settings } }');
+    const mine = await gql(ta, '{ viewerProfile { profile } sealedSettings { revision settings } }');
     expect(mine.body.data).toEqual({
       viewerProfile: { profile: sealed },
-      privateSettings: { revision: 0, settings: null },
+      sealedSettings: { revision: 0, settings: null },
     });
     const none = await gql(ta, 'query($u: ID!) { profile(userId: $u) { profile } }', { u: bob.userId });
     expect(none.body.data?.profile).toBeNull();
@@ -284,15 +284,15 @@ describe('people over GraphQL', () => {
 
     const skey = privateSettingsKey(rng(32));
     const s1 = toB64u(seal(alice.userId, skey, 1, 'u_q'));
-    const put1 = await gql(ta, 'mutation($s: String!) { putPrivateSettings(settings: $s) { revision } }', { s: s1 });
-    expect(put1.body.data?.putPrivateSettings).toEqual({ revision: 1 });
-    const conflict = await gql(ta, 'mutation($s: String!) { putPrivateSettings(settings: $s) { revision } }', {
+    const put1 = await gql(ta, 'mutation($s: String!) { putSealedSettings(settings: $s) { revision } }', { s: s1 });
+    expect(put1.body.data?.putSealedSettings).toEqual({ revision: 1 });
+    const conflict = await gql(ta, 'mutation($s: String!) { putSealedSettings(settings: $s) { revision } }', {
       s: s1,
     });
     expect(conflict.body.errors?.[0]?.extensions).toEqual(
       expect.objectContaining({ code: 'CONFLICT', reason: 'revision_conflict', revision: 1 }),
     );
-    const back = await gql(ta, '{ privateSettings { revision settings } }');
-    expect(back.body.data?.privateSettings).toEqual({ revision: 1, settings: s1 });
+    const back = await gql(ta, '{ sealedSettings { revision settings } }');
+    expect(back.body.data?.sealedSettings).toEqual({ revision: 1, settings: s1 });
   });
 });

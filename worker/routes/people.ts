@@ -9,8 +9,8 @@
  *   PUT  /api/settings      { settings: b64u } → { revision }            (exactly stored + 1, else 409
  *                                                                         `revision_conflict` {revision})
  *
- * GraphQL: `profile(userId)`, `viewerProfile`, `privateSettings`, `setProfile(profile)`,
- * `putPrivateSettings(settings)` — the SDL extension and resolvers below, merged by routes/graphql.ts.
+ * GraphQL: `profile(userId)`, `viewerProfile`, `sealedSettings`, `setProfile(profile)`,
+ * `putSealedSettings(settings)` — the SDL extension and resolvers below, merged by routes/graphql.ts.
  */
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -88,7 +88,7 @@ type SealedProfile {
 }
 
 "The viewer's sealed private settings (docs/PROTOCOL.md §Private settings); revision 0 and null before the first write."
-type PrivateSettings {
+type SealedSettings {
   revision: Int!
   settings: String
 }
@@ -107,14 +107,14 @@ extend type Query {
   "The viewer's own sealed profile; null if none."
   viewerProfile: SealedProfile
   "The viewer's sealed private settings."
-  privateSettings: PrivateSettings!
+  sealedSettings: SealedSettings!
 }
 
 extend type Mutation {
   "Stores the viewer's sealed profile (version 1, one of the five sealed sizes)."
   setProfile(profile: String!): ProfileUpdate!
   "Stores the viewer's sealed private settings; they must carry exactly the stored revision + 1 (else CONFLICT, reason revision_conflict)."
-  putPrivateSettings(settings: String!): SettingsRevision!
+  putSealedSettings(settings: String!): SettingsRevision!
 }
 `;
 
@@ -132,12 +132,12 @@ export function peopleResolvers<Ctx>(need: (ctx: Ctx) => Caller) {
       const caller = need(ctx);
       return sealedObject(await getProfile(caller, caller.auth.userId));
     },
-    privateSettings: (_: unknown, ctx: Ctx) => ownSettings(need(ctx)),
+    sealedSettings: (_: unknown, ctx: Ctx) => ownSettings(need(ctx)),
     setProfile: (args: unknown, ctx: Ctx) => {
       const caller = need(ctx);
       return putProfile(caller, parseInput(profileBody, args).profile);
     },
-    putPrivateSettings: (args: unknown, ctx: Ctx) => {
+    putSealedSettings: (args: unknown, ctx: Ctx) => {
       const caller = need(ctx);
       return putPrivateSettings(caller, parseInput(settingsBody, args).settings);
     },
