@@ -41,7 +41,11 @@ export type EngineErrorCode =
   | 'attachment_damaged'
   | 'attachment_unavailable'
   | 'no_attachment'
-  | 'cancelled';
+  | 'cancelled'
+  // people (people.ts)
+  | 'settings_rollback'
+  | 'settings_conflict'
+  | 'invalid_profile';
 
 export class EngineError extends Error {
   override readonly name = 'EngineError';
@@ -85,6 +89,10 @@ export type EngineEvent =
   | { readonly type: 'devices_changed'; readonly userId: string }
   | { readonly type: 'membership_changed'; readonly conversationId: string; readonly members: readonly string[] }
   | { readonly type: 'connection'; readonly conversationId: string; readonly status: ConnectionStatus }
+  /** Our private settings changed (blocks, mutes, accepted requests), on this device or another of ours. */
+  | { readonly type: 'people_changed' }
+  /** A profile (ours or a contact's) was set or opened anew. */
+  | { readonly type: 'profile_changed'; readonly userId: string }
   | {
       readonly type: 'transfer';
       readonly id: string;

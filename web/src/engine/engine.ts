@@ -20,6 +20,7 @@ import {
   encodeDeviceCertificate,
   type Rng,
   type Role,
+  SETTING_KIND,
   signLoginChallenge,
   toB64u,
 } from './_protocol.js';
@@ -34,6 +35,7 @@ import { Keystore, type KeystoreConfig } from './keystore.js';
 import type { EngineLocks } from './locks.js';
 import { encodePayload, MAX_TEXT_BYTES, Messages, type Payload } from './messages.js';
 import { Outbox } from './outbox.js';
+import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { Sessions } from './sessions.js';
 import { putJson, readJson, type Store, type StoreTx } from './storage.js';
 import {
@@ -60,6 +62,12 @@ export interface EngineOptions {
   readonly backoff?: { readonly baseMs: number; readonly maxMs: number };
   /** Largest file this client sends (plaintext bytes; default DEFAULT_MAX_ATTACHMENT_SIZE, 100 MiB). */
   readonly maxAttachmentBytes?: number;
+  /**
+   * Message requests (people.ts): a conversation started by someone we never accepted waits for our
+   * accept before any receipt or our profile key goes back. The app turns this on; a bot accepts everyone
+   * (default off). Blocks apply either way.
+   */
+  readonly messageRequests?: boolean;
 }
 
 export interface OwnIdentityView {
@@ -78,6 +86,8 @@ export interface ConversationView {
   readonly members: readonly { readonly userId: string; readonly role: Role }[];
   /** Our role; null if we are no longer a member. */
   readonly myRole: Role | null;
+  /** Accepted, a message request, a deleted (hidden) request, or blocked (people.ts). */
+  readonly requestState: RequestState;
   /**
    * The server no longer lists us as a member (removed, or we left on another device): the history this
    * device holds stays readable; nothing can be sent. `myRole` is then null.
@@ -168,7 +178,30 @@ export interface EngineApi {
    */
   safetyNumber(userId: string, which?: 'trusted' | 'pending'): Promise<SafetyNumberView | null>;
   acceptIdentityChange(userId: string): Promise<ContactView>;
+  // ---- people (people.ts): profiles, message requests, block and mute ----
+  /** Pulls our private settings (blocks, mutes, accepted requests) written by another device of ours. */
+  syncPeople(): Promise<PeopleView>;
+  people(): Promise<PeopleView>;
+  /** Seals and stores our display name and avatar (the avatar already resized and re-encoded). */
+  setProfile(p: { name: string; avatar: ProfileView['avatar'] }): Promise<ProfileView>;
+  /** A person's profile as this device holds it (`refresh`: fetch and open it again first). */
+  profile(userId: string, opts?: { refresh?: boolean }): Promise<ProfileView | null>;
+  profiles(): Promise<ProfileView[]>;
+  /** Who added us to a conversation (for a request: who is asking). */
+  requester(conversationId: string): Promise<string | null>;
+  /** Accepts a message request: held receipts go out, our profile key goes along with our next message. */
+  acceptRequest(conversationId: string): Promise<void>;
+  /** Deletes a request: hidden until a later message arrives; no receipt is ever sent for what it held. */
+  deleteRequest(conversationId: string): Promise<void>;
+  /** Blocks a person (their messages are dropped on all our devices; they are not told) or a conversation. */
+  block(target: PeopleTarget): Promise<void>;
+  unblock(target: PeopleTarget): Promise<void>;
+  /** Mutes until `until` (ms; 0 or omitted: until unmuted). */
+  mute(target: PeopleTarget, until?: number): Promise<void>;
+  unmute(target: PeopleTarget): Promise<void>;
 }
+
+export type PeopleTarget = { readonly userId: string } | { readonly conversationId: string };
 
 export interface Engine extends EngineApi {
   /** Subscribe to UI events; returns an unsubscribe function (not across the worker boundary). */
@@ -203,7 +236,8 @@ export function createEngine(opts: EngineOptions): Engine {
     ...(opts.backoff ? { backoff: opts.backoff } : {}),
   });
   const outbox = new Outbox(ctx, sessions, groups, directory, messages, (c, f) => realtime.send(c, f));
-  const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId);
+  const people = new People(ctx, keys, (c, u) => groups.addedBy(c, u), opts.messageRequests ?? false);
+  const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId, people, (p) => track(p));
   const transfers = new Transfers(ctx, opts.maxAttachmentBytes ? { maxBytes: opts.maxAttachmentBytes } : {});
 
   // ---- background work tracking (idle() for tests and for a clean shutdown) ----
@@ -282,8 +316,30 @@ export function createEngine(opts: EngineOptions): Engine {
       members: [...state.members].map(([userId, role]) => ({ userId, role })),
       myRole: removed ? null : (state.members.get(own.userId) ?? null),
       removed,
+      requestState: await people.state(id, await messages.cursor(id)),
     };
   };
+
+  // ---- people: accepting a request, and sharing our profile key with those we talk to ----
+  const acceptConversation = async (conversationId: string) => {
+    await people.accept(conversationId, await groups.kind(conversationId));
+    const held = await people.takeHeldReceipts(conversationId);
+    if (held.length) {
+      await inbox.queueReceipt(conversationId, held);
+      track(outbox.flush(conversationId));
+    }
+  };
+  /** Queues our profile key (pairwise) where the members lack our current one; a request is accepted first. */
+  const beforeVisibleSend = async (conversationId: string) => {
+    const state = await people.state(conversationId, await messages.cursor(conversationId));
+    if (state === 'request' || state === 'hidden') await acceptConversation(conversationId);
+    const pk = await people.profileKeyToShare(conversationId);
+    if (!pk) return;
+    await outbox.enqueue(entry(conversationId, newId(), encodePayload(pk.payload), 'pairwise', false, ctx.now()));
+    await ctx.store.transaction(async (tx) => people.markSharedInTx(tx, conversationId, pk.mark));
+  };
+  const targetOf = (t: PeopleTarget, user: number, conv: number) =>
+    'userId' in t ? { kind: user, target: t.userId } : { kind: conv, target: t.conversationId };
 
   /** A failed local message (never accepted): its record and its outbox entry, removed in one transaction. */
   const dropFailed = async (conversationId: string, clientId: string): Promise<MessageView> => {
@@ -335,6 +391,7 @@ export function createEngine(opts: EngineOptions): Engine {
     });
     ctx.emit({ type: 'message_added', message: m });
     try {
+      await beforeVisibleSend(conversationId);
       if (kind === 'group') {
         const sk = await groups.prepareSenderKey(conversationId);
         if (sk.needs.length) {
@@ -406,7 +463,16 @@ export function createEngine(opts: EngineOptions): Engine {
       return ownView();
     },
     publishPrekeys: () => keys.maintain(ctx.api),
-    createConversation: (p) => groups.create(p.kind, p.members, p.title ?? ''),
+    async createConversation(p) {
+      const id = await groups.create(p.kind, p.members, p.title ?? '');
+      // The people we start a conversation with are accepted: what they start with us is not a request.
+      if (people.requests) {
+        const own = await keys.identity();
+        const others = p.members.filter((u) => u !== own.userId);
+        track(people.setEntries(others.map((u) => ({ kind: SETTING_KIND.acceptUser, target: u, value: 0 }))));
+      }
+      return id;
+    },
     addMember: (c, u) => groups.append(c, { action: 'add', target: u, role: 'member' }),
     removeMember: (c, u) => groups.append(c, { action: 'remove', target: u }),
     async members(c) {
@@ -527,6 +593,39 @@ export function createEngine(opts: EngineOptions): Engine {
       const v = await directory.acceptIdentityChange(u);
       await sessions.dropUser(u);
       return v;
+    },
+    // ---- people ----
+    async syncPeople() {
+      await people.sync();
+      return people.view();
+    },
+    people: () => people.view(),
+    setProfile: (p) => people.setProfile(p),
+    async profile(u, o) {
+      return o?.refresh ? people.refreshProfile(u) : people.profile(u);
+    },
+    profiles: () => people.profiles(),
+    requester: (c) => people.requester(c),
+    acceptRequest: (c) => acceptConversation(c),
+    async deleteRequest(c) {
+      await people.setEntries([{ kind: SETTING_KIND.hideConversation, target: c, value: await messages.cursor(c) }]);
+      await people.takeHeldReceipts(c);
+    },
+    async block(t) {
+      const { kind, target } = targetOf(t, SETTING_KIND.blockUser, SETTING_KIND.blockConversation);
+      await people.setEntries([{ kind, target, value: 0 }]);
+    },
+    async unblock(t) {
+      const { kind, target } = targetOf(t, SETTING_KIND.blockUser, SETTING_KIND.blockConversation);
+      await people.setEntries([{ kind, target, value: null }]);
+    },
+    async mute(t, until = 0) {
+      const { kind, target } = targetOf(t, SETTING_KIND.muteUser, SETTING_KIND.muteConversation);
+      await people.setEntries([{ kind, target, value: until }]);
+    },
+    async unmute(t) {
+      const { kind, target } = targetOf(t, SETTING_KIND.muteUser, SETTING_KIND.muteConversation);
+      await people.setEntries([{ kind, target, value: null }]);
     },
     on(l) {
       listeners.add(l);

@@ -54,6 +54,7 @@ import { type EngineContext, EngineError } from './context.js';
 import type { Directory } from './directory.js';
 import { type InfoLine, infoKey, membershipLine } from './info.js';
 import type { Keystore } from './keystore.js';
+import { adderFromLog } from './people.js';
 import { listJson, readJson, type StoreTx, writeJson } from './storage.js';
 import type { ConversationKind } from './transport.js';
 
@@ -387,6 +388,13 @@ export class Groups {
       const next = serializeSenderKeyRecord(r.record);
       return then({ plaintext: r.plaintext, commit: async (tx) => tx.put(K.recv(conversationId, u, d), next) });
     });
+  }
+
+  /** Who added `userId` to the conversation, per the verified log (people.ts: message requests). */
+  async addedBy(conversationId: string, userId: string): Promise<string | null> {
+    await this.membership(conversationId);
+    const rec = await readJson<LogRecord>(this.ctx.store, K.log(conversationId));
+    return rec ? adderFromLog(rec.entries, userId) : null;
   }
 
   async hasSenderKeyFrom(conversationId: string, u: string, d: string): Promise<boolean> {

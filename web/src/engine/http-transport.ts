@@ -494,6 +494,26 @@ export function createHttpApi(http: HttpClient): ServerApi {
       await http.request<void>('DELETE', `/api/attachments/${seg(attachmentId)}`);
     },
     downloadAttachment: (attachmentId, opts) => http.download(`/api/attachments/${seg(attachmentId)}`, opts),
+    // ---- people ----
+    async putProfile(sealed) {
+      await http.request<unknown>('PUT', '/api/profile', { json: { profile: toB64u(sealed) } });
+    },
+    async fetchProfile(userId) {
+      try {
+        const r = await http.request<{ profile: string }>('GET', `/api/users/${seg(userId)}/profile`);
+        return fromB64u(r.profile);
+      } catch (e) {
+        if (isApiError(e, 'not_found')) return null;
+        throw e;
+      }
+    },
+    async fetchPrivateSettings() {
+      const r = await http.request<{ revision: number; settings: string | null }>('GET', '/api/settings');
+      return { revision: r.revision, sealed: r.settings === null ? null : fromB64u(r.settings) };
+    },
+    async putPrivateSettings(sealed) {
+      await http.request<unknown>('PUT', '/api/settings', { json: { settings: toB64u(sealed) } });
+    },
   };
 }
 

@@ -26,7 +26,12 @@
  * - attachments (`att`): the pointer is checked field by field (attachments.ts `parseAttachmentPointer`) and
  *   stored with the message in one transaction; a pointer that breaks a rule is a failed message
  *   (`malformed_payload`). Nothing is downloaded here — the user opens it (engine `openAttachment`);
- * - delivery receipts: one end-to-end encrypted receipt per batch, listing the client ids received.
+ * - delivery receipts: one end-to-end encrypted receipt per batch, listing the client ids received —
+ *   held instead while the conversation is a message request (people.ts; sent when it is accepted);
+ * - people (people.ts): a message from a blocked person, or in a blocked conversation, is decrypted (so the
+ *   session stays in step) and dropped in the same transaction — nothing stored, no receipt, no event; a
+ *   `pk` payload stores the sender's profile key with the envelope, and the profile is fetched after the
+ *   commit; a malformed one is ignored (nothing shown, the envelope is processed).
  *
  * Known limit: membership is checked against the log as it stands when the envelope is processed, so a
  * message a member sent just before being removed, processed after the removal, is stored as `not_member`.
@@ -44,6 +49,7 @@ import type { Groups } from './groups.js';
 import type { Keystore } from './keystore.js';
 import { decodePayload, encodePayload, type Messages } from './messages.js';
 import type { Outbox } from './outbox.js';
+import type { People } from './people.js';
 import type { Sessions } from './sessions.js';
 import { mutex, type StoreTx } from './storage.js';
 import type { Envelope } from './transport.js';
@@ -59,6 +65,8 @@ interface Outcome {
   readonly updated: readonly MessageView[];
   readonly receipt: string | null;
   readonly distributionApplied: boolean;
+  /** A new profile key from this user was stored: fetch their profile. */
+  readonly profileFrom?: string;
 }
 
 interface HeldEnvelope {
@@ -78,6 +86,9 @@ export class Inbox {
     private readonly messages: Messages,
     private readonly outbox: Outbox,
     private readonly newId: () => string,
+    private readonly people: People,
+    /** Runs follow-up work in the background (the engine tracks it for idle()). */
+    private readonly background: (p: Promise<unknown>) => void = (p) => void p.catch(() => undefined),
   ) {}
 
   private queue(conversationId: string) {
@@ -105,7 +116,7 @@ export class Inbox {
         if (r) receipts.push(r);
         acked = env.seq;
       }
-      if (receipts.length) await this.queueReceipt(conversationId, receipts);
+      if (receipts.length) await this.receiptsFor(conversationId, receipts);
       return acked;
     });
   }
@@ -155,6 +166,7 @@ export class Inbox {
     for (const m of outcome.updated) this.ctx.emit({ type: 'message_updated', message: m });
     if (outcome.distributionApplied)
       await this.retryUndecryptable(conversationId, (h) => h.from.u === u && h.from.d === d);
+    if (outcome.profileFrom) this.background(this.people.refreshProfile(outcome.profileFrom));
     return outcome.receipt;
   }
 
@@ -180,6 +192,32 @@ export class Inbox {
         this.putFailedInTx(tx, m, env, retry);
       });
       return { added: [m], updated: [], receipt: null, distributionApplied: false };
+    }
+    // ---- people: what a blocked person sends is dropped; profile keys are stored ----
+    const dropped =
+      u !== own.userId && p.t !== 'skd' && p.t !== 'receipt' && (await this.people.isDropped(conversationId, u));
+    if (dropped || p.t === 'pk') {
+      let fresh = false;
+      await this.ctx.store.transaction(async (tx) => {
+        await commit(tx);
+        fresh = false;
+        if (!dropped && p.t === 'pk' && u !== own.userId && p.k instanceof Uint8Array) {
+          try {
+            fresh = await this.people.acceptProfileKeyInTx(tx, u, p.k);
+          } catch (e) {
+            if (!is(e)) throw e; // a malformed profile-key message: ignored
+          }
+        }
+        if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
+        else this.advanceInTx(tx, conversationId, env.seq);
+      });
+      return {
+        added: [],
+        updated: [],
+        receipt: null,
+        distributionApplied: false,
+        ...(fresh ? { profileFrom: u } : {}),
+      };
     }
     if (p.t === 'text') {
       const m: MessageView = {
@@ -329,10 +367,17 @@ export class Inbox {
       const r = await this.one(conversationId, envelope, true);
       if (r) receipts.push(r);
     }
-    if (receipts.length) await this.queueReceipt(conversationId, receipts);
+    if (receipts.length) await this.receiptsFor(conversationId, receipts);
   }
 
-  private async queueReceipt(conversationId: string, ids: string[]): Promise<void> {
+  /** Queues a delivery receipt, or holds it while the conversation is a message request (people.ts). */
+  private async receiptsFor(conversationId: string, ids: string[]): Promise<void> {
+    const state = await this.people.state(conversationId, await this.messages.cursor(conversationId));
+    if (state === 'accepted') await this.queueReceipt(conversationId, ids);
+    else if (state !== 'blocked') await this.people.holdReceipts(conversationId, ids);
+  }
+
+  async queueReceipt(conversationId: string, ids: string[]): Promise<void> {
     const clientId = this.newId();
     const createdAt = this.ctx.now();
     await this.outbox.enqueueReceipt(conversationId, ids, (all) => ({

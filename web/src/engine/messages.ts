@@ -6,7 +6,7 @@
  * Payloads (inside every pairwise or sender-key ciphertext) are JSON naming their conversation, so the
  * server cannot replay a ciphertext into another conversation: `text`, `skd` (a sender-key distribution),
  * `receipt` (delivered/read for client ids), `att` (an attachment pointer and an optional caption;
- * attachments.ts). An attachment message's pointer — key and digest included — is kept in its own record
+ * attachments.ts), `pk` (our profile key as a 41-byte profile-key message, always pairwise; people.ts). An attachment message's pointer — key and digest included — is kept in its own record
  * (`att/<conv>/<clientId>`), written in the same transaction as the message, so the MessageView the UI
  * gets never carries the key. A pairwise slot addressed to a device we will not encrypt to
  * (not in a verified list, or a member only the server added) carries the one-byte WITHHELD marker.
@@ -40,7 +40,9 @@ export type Payload =
       readonly conv: string;
       readonly status: 'delivered' | 'read';
       readonly ids: readonly string[];
-    };
+    }
+  // ---- people (people.ts): our profile key, pairwise only ----
+  | { readonly t: 'pk'; readonly conv: string; readonly k: Uint8Array };
 
 export const encodePayload = (p: Payload): Uint8Array => encodeRecord(p);
 

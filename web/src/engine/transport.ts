@@ -85,6 +85,15 @@ export interface ServerApi {
   cancelAttachment(attachmentId: string): Promise<void>;
   /** The blob, as a stream. 404 `not_found` when it is gone or we are no longer a member. */
   downloadAttachment(attachmentId: string, opts: TransferOptions): Promise<ReadableStream<Uint8Array>>;
+  // ---- people (docs/API.md §"Profiles and private settings"): ciphertext only ----
+  /** Stores our sealed profile (web/src/protocol/profile.ts). */
+  putProfile(sealed: Uint8Array): Promise<void>;
+  /** Any user's sealed profile, or null if they have none. */
+  fetchProfile(userId: string): Promise<Uint8Array | null>;
+  /** Our sealed private settings (revision 0 and null before the first write). */
+  fetchPrivateSettings(): Promise<{ readonly revision: number; readonly sealed: Uint8Array | null }>;
+  /** Stores them if they carry exactly the stored revision + 1; else ApiError 409 `revision_conflict`. */
+  putPrivateSettings(sealed: Uint8Array): Promise<void>;
 }
 
 export interface TransferOptions {

@@ -66,6 +66,19 @@ export const ENGINE_METHODS: readonly (keyof EngineApi)[] = [
   'retrySend',
   'discardFailed',
   'acceptIdentityChange',
+  // people (people.ts)
+  'syncPeople',
+  'people',
+  'setProfile',
+  'profile',
+  'profiles',
+  'requester',
+  'acceptRequest',
+  'deleteRequest',
+  'block',
+  'unblock',
+  'mute',
+  'unmute',
 ];
 
 export function hostEngine(engine: Engine, port: Endpoint): () => void {

@@ -36,7 +36,9 @@ import {
   decodePrekeyUpload,
   deviceKeyResolver,
   encodeBundle,
+  isSealedProfileShape,
   type MembershipState,
+  sealedSettingsRevision,
   toB64u,
   type VerifiedDeviceList,
   verifyDeviceList,
@@ -123,6 +125,9 @@ export class FakeServer {
   >();
   /** Every attachment call a client made, with what it sent (for "the server never sees …" assertions). */
   readonly attachmentCalls: { op: string; user: string; args: unknown[] }[] = [];
+  /** Sealed profiles and sealed private settings by user (as the Worker's D1 rows: ciphertext only). */
+  readonly profiles = new Map<string, Uint8Array>();
+  readonly privateSettings = new Map<string, { revision: number; sealed: Uint8Array }>();
   /** Test hook: the next `n` uploads fail with a network error after the bytes were read. */
   failUploads = 0;
   /** Test hook: uploads wait for this before completing (to cancel one mid-way). */
@@ -364,6 +369,29 @@ export class FakeServer {
             off += 100_000;
           },
         });
+      },
+      // ---- people (the Worker's rules: shape checks only, compare-and-swap on the settings revision) ----
+      putProfile: async (sealed) => {
+        me();
+        if (!isSealedProfileShape(sealed)) throw new ApiError(422, 'invalid_profile');
+        this.profiles.set(userId, sealed.slice());
+      },
+      fetchProfile: async (target) => {
+        me();
+        return this.profiles.get(target)?.slice() ?? null;
+      },
+      fetchPrivateSettings: async () => {
+        me();
+        const s = this.privateSettings.get(userId);
+        return s ? { revision: s.revision, sealed: s.sealed.slice() } : { revision: 0, sealed: null };
+      },
+      putPrivateSettings: async (sealed) => {
+        me();
+        const revision = sealedSettingsRevision(sealed);
+        if (revision === null) throw new ApiError(422, 'invalid_settings');
+        if (revision !== (this.privateSettings.get(userId)?.revision ?? 0) + 1)
+          throw new ApiError(409, 'revision_conflict');
+        this.privateSettings.set(userId, { revision, sealed: sealed.slice() });
       },
     };
   }

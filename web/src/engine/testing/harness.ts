@@ -6,7 +6,7 @@
  */
 import { type Curve25519, defaultCurves, type Rng } from '../_protocol.js';
 import { decodeRecord } from '../codec.js';
-import { createEngine, type Engine } from '../engine.js';
+import { createEngine, type Engine, type EngineOptions } from '../engine.js';
 import type { OwnIdentity } from '../keystore.js';
 import { type EngineLocks, memoryLocks } from '../locks.js';
 import { memoryStore, type Store } from '../storage.js';
@@ -32,7 +32,14 @@ export interface Client {
   readonly deviceId: string;
 }
 
-export function engineOn(w: World, userId: string, deviceId: string, store: Store, locks: EngineLocks): Engine {
+export function engineOn(
+  w: World,
+  userId: string,
+  deviceId: string,
+  store: Store,
+  locks: EngineLocks,
+  extra: Partial<EngineOptions> = {},
+): Engine {
   return createEngine({
     store,
     api: w.server.api(userId, deviceId),
@@ -42,6 +49,7 @@ export function engineOn(w: World, userId: string, deviceId: string, store: Stor
     locks,
     keystore: { batch: 4, watermark: 2 },
     backoff: { baseMs: 5, maxMs: 40 },
+    ...extra,
   });
 }
 
@@ -50,11 +58,11 @@ export async function newClient(
   w: World,
   userId: string,
   deviceId = `${userId}-1`,
-  opts: { store?: Store; locks?: EngineLocks; register?: boolean } = {},
+  opts: { store?: Store; locks?: EngineLocks; register?: boolean; engine?: Partial<EngineOptions> } = {},
 ): Promise<Client> {
   const store = opts.store ?? memoryStore();
   const locks = opts.locks ?? memoryLocks();
-  const engine = engineOn(w, userId, deviceId, store, locks);
+  const engine = engineOn(w, userId, deviceId, store, locks, opts.engine);
   const id = await engine.bootstrap({ userId, deviceId });
   if (opts.register !== false) {
     await w.server.register(id.deviceList);
