@@ -15,6 +15,7 @@ import { reconcile } from 'solid-js/store';
 import type { ConversationView } from '../../engine/engine.js';
 import { namesFromDirectTitle } from '../logic.js';
 import type { Agent } from './agent.js';
+import { setLast } from './messages.js';
 import type { Actions, SetState, State } from './state.js';
 
 const POLL_VISIBLE_MS = 4000;
@@ -137,7 +138,7 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
             .engine.messages(c.id, { limit: 1 })
             .then((page) => {
               const m = page[page.length - 1];
-              if (m && !state.last[c.id]) setState('last', c.id, m);
+              if (m && !state.last[c.id]) setLast(setState, m);
             });
       // Conversations we were removed from are read-only: no socket (it would only be refused).
       await connectNew(list.filter((c) => !c.removed).map((c) => c.id));

@@ -125,6 +125,38 @@ describe('message store: the first load of a conversation races its first messag
     bob.engine.close();
   });
 
+  it('the first message of a new conversation stays on screen when the second arrives', async () => {
+    // The view has loaded the (still empty) conversation; then the first two messages arrive. The first
+    // one's object was both in the list and the chat-list preview (state.last); setting the preview to the
+    // second merged the second into that shared object (Solid merges an object set over an object), so the
+    // first message turned into a copy of the second and left the list — a reload showed both.
+    vi.stubGlobal('document', { visibilityState: 'visible' });
+    vi.stubGlobal('BroadcastChannel', undefined);
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+
+    const { state, actions, close } = page(bob.engine);
+    actions.setActive(conv);
+    await actions.loadMessages(conv);
+    expect(state.messages[conv]).toEqual([]);
+
+    await alice.engine.connect([conv]);
+    await alice.engine.sendText(conv, 'first');
+    await alice.engine.sendText(conv, 'second');
+    await bob.engine.connect([conv]);
+    await until(() => (state.messages[conv] ?? []).some((m) => m.body === 'second'), 'the second message shown');
+
+    expect((state.messages[conv] ?? []).map((m) => m.body)).toEqual(['first', 'second']);
+    expect(state.last[conv]?.body).toBe('second');
+    expect(await texts(bob.engine, conv)).toEqual(['first', 'second']);
+
+    close();
+    alice.engine.close();
+    bob.engine.close();
+  });
+
   it('a newer state announced while an open conversation is re-read is not overwritten by the older read', async () => {
     vi.stubGlobal('document', { visibilityState: 'visible' });
     vi.stubGlobal('BroadcastChannel', undefined);

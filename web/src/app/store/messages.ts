@@ -41,6 +41,17 @@ export function applyLoaded(list: readonly MessageView[], m: MessageView, hasOld
   return upsert(list, m);
 }
 
+/**
+ * Sets the chat-list preview of `m`'s conversation to `m` by REPLACING the previous one. Solid merges an
+ * object set at a path over the object already there (`setState('last', c, m)` copies m's fields INTO the
+ * previous message object) — and that object is usually also in the open conversation's list, so the
+ * previous message turned into a copy of the new one and vanished from the view (the first message of a
+ * new conversation, when the second arrived). Setting `{ [c]: m }` on `last` replaces the entry.
+ */
+export function setLast(setState: SetState, m: MessageView): void {
+  setState('last', { [m.conversationId]: m });
+}
+
 export class SendError extends Error {
   constructor(
     readonly code: string,
@@ -76,7 +87,7 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
   const inFlight = new Map<string, Set<MessageView[]>>();
   const noteLast = (m: MessageView) => {
     const cur = state.last[m.conversationId];
-    if (!cur || cur.clientId === m.clientId || order(cur, m) <= 0) setState('last', m.conversationId, m);
+    if (!cur || cur.clientId === m.clientId || order(cur, m) <= 0) setLast(setState, m);
   };
   const wire = () => {
     if (wired) return;
