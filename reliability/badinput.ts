@@ -508,6 +508,9 @@ export const FRAME_GENERATORS: Record<string, (w: World) => fc.Arbitrary<Record<
     ),
   ack: () => fc.record({ upTo: seqArb, extra: weird }, { requiredKeys: [] }),
   resume: () => fc.record({ after: seqArb, extra: weird }, { requiredKeys: [] }),
+  // Issue 17: an ephemeral typing signal (relayed, never stored): both bodies, either, neither, and floods
+  // of them are all in the mix; a stray `id` must not make it look like a send.
+  typing: (w) => fc.record({ to: pairwise(w), group: cipher, id: msgId, extra: weird }, { requiredKeys: [] }),
 };
 
 // ---- generic generators for surfaces nobody registered (still fuzzed; the unit test complains) --------

@@ -7,6 +7,9 @@
  * sender-key group message, produced by web/src/protocol); the only cleartext is routing metadata:
  * ids, sequence numbers, timestamps, the frame type and a receipt's status.
  *
+ * `typing` (both directions) is the one ephemeral frame: relayed to live sockets, never given a seq, never
+ * stored, lost when nobody is listening.
+ *
  * Does NOT: encrypt, decide who may send (the DO checks membership and the device set), or carry the
  * `{"type":"ping"}` / `{"type":"pong"}` keep-alive pair, which the runtime answers by exact string match
  * without waking the object (WIRE_PING / WIRE_PONG).
@@ -28,6 +31,11 @@ export const MAX_FRAME_BYTES = 256 * 1024;
 export const HARD_FRAME_BYTES = 1024 * 1024;
 /** Most recipient devices of one pairwise send (larger groups use sender keys). */
 export const MAX_PAIRWISE_RECIPIENTS = 256;
+/**
+ * Largest decoded ciphertext of one typing signal: a padded one-block payload as a pairwise Message, or as
+ * a PreKeyMessage while the session is unacknowledged (≈ 2.3 KB), or as a sender-key message.
+ */
+export const MAX_TYPING_CIPHERTEXT_BYTES = 4096;
 /** Most envelopes in one `deliver` frame (resume replays, and the group commit fans out, in batches of this size). */
 export const MAX_DELIVER_BATCH = 100;
 
@@ -83,11 +91,35 @@ export const ackFrame = z.strictObject({ v, type: z.literal('ack'), upTo: seq })
 /** "The last seq I processed is `after`": the server replays everything after it, in order. */
 export const resumeRequestFrame = z.strictObject({ v, type: z.literal('resume'), after: seq });
 
-export const clientFrame = z.union([sendFrame, receiptFrame, ackFrame, resumeRequestFrame]);
+// ---- typing (issue 17): ephemeral — relayed to live sockets only, never sequenced or stored ------------
+const typingCiphertext = z
+  .string()
+  .min(1)
+  .max(Math.ceil((MAX_TYPING_CIPHERTEXT_BYTES * 4) / 3))
+  .regex(/^[A-Za-z0-9_-]+$/);
+/**
+ * "I am typing / I stopped": an encrypted `typing` payload (docs/PROTOCOL.md §"Content types"), either one
+ * ciphertext per device we already have a session with (`to`, a subset of the recipients) or one
+ * sender-key ciphertext (`group`). The DO relays it to the addressed devices' live sockets and forgets it.
+ */
+export const typingFrame = z.union([
+  z.strictObject({
+    v,
+    type: z.literal('typing'),
+    to: z
+      .array(z.strictObject({ u: wireId, d: wireId, c: typingCiphertext }))
+      .min(1)
+      .max(MAX_PAIRWISE_RECIPIENTS),
+  }),
+  z.strictObject({ v, type: z.literal('typing'), group: typingCiphertext }),
+]);
+export type TypingFrame = z.infer<typeof typingFrame>;
+
+export const clientFrame = z.union([sendFrame, receiptFrame, ackFrame, resumeRequestFrame, typingFrame]);
 export type ClientFrame = z.infer<typeof clientFrame>;
 export type SendFrame = z.infer<typeof sendFrame>;
 export type ReceiptFrame = z.infer<typeof receiptFrame>;
-export const CLIENT_FRAME_TYPES = ['send', 'receipt', 'ack', 'resume'] as const;
+export const CLIENT_FRAME_TYPES = ['send', 'receipt', 'ack', 'resume', 'typing'] as const;
 
 // ---- server → client ------------------------------------------------------------------------------------
 
@@ -138,6 +170,15 @@ export const resumedFrame = z.strictObject({
   more: z.boolean(),
 });
 
+/** A typing signal relayed from a live member device (never stored; lost if this socket was not live). */
+export const typingRelayFrame = z.strictObject({
+  v,
+  type: z.literal('typing'),
+  from: z.strictObject({ u: wireId, d: wireId }),
+  mode: z.enum(['pairwise', 'group']),
+  c: typingCiphertext,
+});
+
 export const ERROR_CODES = [
   'bad_frame',
   'unknown_type',
@@ -167,11 +208,19 @@ export const errorFrame = z.strictObject({
   retryAfterMs: z.number().int().nonnegative().optional(),
 });
 
-export const serverFrame = z.union([acceptedFrame, deliverFrame, membershipFrame, resumedFrame, errorFrame]);
+export const serverFrame = z.union([
+  acceptedFrame,
+  deliverFrame,
+  membershipFrame,
+  resumedFrame,
+  errorFrame,
+  typingRelayFrame,
+]);
 export type ServerFrame = z.infer<typeof serverFrame>;
 export type AcceptedFrame = z.infer<typeof acceptedFrame>;
 export type DeliverFrame = z.infer<typeof deliverFrame>;
 export type MembershipFrame = z.infer<typeof membershipFrame>;
 export type ResumedFrame = z.infer<typeof resumedFrame>;
 export type ErrorFrame = z.infer<typeof errorFrame>;
+export type TypingRelayFrame = z.infer<typeof typingRelayFrame>;
 export type DeviceRef = z.infer<typeof deviceRef>;

@@ -41,6 +41,7 @@ import {
   type ReceiptFrame,
   type SendFrame,
   type ServerFrame,
+  type TypingFrame,
   WIRE_PING,
   WIRE_PONG,
   WIRE_VERSION,
@@ -72,6 +73,10 @@ export const INTERNAL_DEVICE_HEADER = 'X-E2E-Device-Id';
 export const INTERNAL_FAMILY_HEADER = 'X-E2E-Family-Id';
 export const INTERNAL_CONVERSATION_HEADER = 'X-E2E-Conversation-Id';
 export const INTERNAL_ROLE_HEADER = 'X-E2E-Role';
+
+/** Typing signals per device: a burst, then this many per second (a person types one signal per ~3 s). */
+export const TYPING_BURST = 10;
+export const TYPING_PER_SEC = 2;
 
 /** What a socket remembers across hibernation: ids, connect time, and whether it gets live deliveries. */
 interface Attachment {
@@ -194,6 +199,8 @@ export class ConversationDO extends DurableObject<Env> {
   private deviceSetLoad: Promise<DeviceSet> | null = null;
   /** Per-device send token buckets (in memory: a wake from hibernation starts them full). */
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  /** Per-device typing-signal buckets (in memory; issue 17). */
+  private readonly typingBuckets = new Map<string, { tokens: number; at: number }>();
   private readonly attachments = new WeakMap<WebSocket, Attachment>();
   /** Last frame per socket (in memory), so an active sender that does not ping is not reaped. */
   private readonly lastFrameAt = new WeakMap<WebSocket, number>();
@@ -341,6 +348,50 @@ export class ConversationDO extends DurableObject<Env> {
         return this.handleAck(att, frame.upTo);
       case 'resume':
         return this.handleResume(ws, att, frame.after);
+      case 'typing':
+        return this.handleTyping(ws, att, frame);
+    }
+  }
+
+  // ---- typing (issue 17): relayed to live sockets, never sequenced, never stored -----------------------
+
+  /**
+   * An encrypted typing signal: from a live member device, relayed to the addressed live member devices'
+   * live sockets (every other live member socket for a sender-key signal) and forgotten. Nothing is written
+   * to DO storage or D1; a device that is not connected never learns of it. Rate-limited per device
+   * (TYPING_BURST, TYPING_PER_SEC) apart from the send bucket, so a typing flood never delays messages.
+   */
+  private async handleTyping(ws: WebSocket, att: Attachment, frame: TypingFrame): Promise<void> {
+    const now = Date.now();
+    const key = deviceKey(att.u, att.d);
+    const b = this.typingBuckets.get(key) ?? { tokens: TYPING_BURST, at: now };
+    b.tokens = Math.min(TYPING_BURST, b.tokens + ((now - b.at) / 1000) * TYPING_PER_SEC);
+    b.at = now;
+    this.typingBuckets.set(key, b);
+    if (b.tokens < 1) {
+      const retryAfterMs = Math.ceil(((1 - b.tokens) / TYPING_PER_SEC) * 1000);
+      throw new FrameError('rate_limited', 'typing signals too fast', { retryAfterMs });
+    }
+    b.tokens -= 1;
+    const set = await this.devices();
+    if (!isLiveMemberDevice(set, att.u, att.d)) {
+      close(ws, CLOSE.forbidden, 'not a member or device revoked');
+      return;
+    }
+    const from = { u: att.u, d: att.d };
+    const targets = new Map<string, string>(); // device key → ciphertext
+    if ('group' in frame) {
+      for (const [u, devices] of set.live) for (const d of devices) targets.set(deviceKey(u, d), frame.group);
+    } else {
+      for (const t of frame.to) if (isLiveMemberDevice(set, t.u, t.d)) targets.set(deviceKey(t.u, t.d), t.c);
+    }
+    targets.delete(key);
+    const mode = 'group' in frame ? 'group' : 'pairwise';
+    for (const other of this.ctx.getWebSockets()) {
+      if (other === ws) continue;
+      const a = this.attachment(other);
+      const c = a?.live ? targets.get(this.socketKey(other, a)) : undefined;
+      if (c !== undefined) send(other, { v: WIRE_VERSION, type: 'typing', from, mode, c });
     }
   }
 

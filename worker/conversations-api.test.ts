@@ -59,6 +59,34 @@ async function append(by: Fixture, c: Conv, e: Awaited<ReturnType<typeof entry>>
   return api(`/api/conversations/${c.id}/log`, tokens.get(by)!, { method: 'POST', json: { entry: enc(e) } });
 }
 
+describe('conversations: the disappearing-message timer (issue 17)', () => {
+  it('either person sets it in a direct chat, only owners and admins in a group; the server verifies the role', async () => {
+    const id = `dm${++n}`;
+    const { entryHash } = await import('../web/src/protocol/membership.js');
+    const e0 = await entry(O, null, id, { action: 'create', title: '' });
+    const st = { conversationId: id, members: new Map(), title: '', headHash: entryHash(e0), seq: 0 };
+    const e1 = await entry(O, st, id, { action: 'add', target: Z.userId, role: 'member' });
+    const res = await api('/api/conversations', tokens.get(O)!, {
+      method: 'POST',
+      json: { kind: 'direct', entries: [enc(e0), enc(e1)] },
+    });
+    expect(res.status).toBe(201);
+    const dm = (await res.json()) as Conv;
+    // Z is a plain member of the direct chat: may set the timer.
+    const t = await entry(Z, state(dm), id, { action: 'set_timer', timer: 300 });
+    const r = await append(Z, dm, t);
+    expect(r.status).toBe(200);
+    const log = (await (await api(`/api/conversations/${id}/log`, tokens.get(O)!)).json()) as { entries: unknown[] };
+    expect(log.entries.length).toBe(3);
+    // In a group a member may not; an admin may.
+    const g = await group();
+    const byMember = await append(M, g, await entry(M, state(g), g.id, { action: 'set_timer', timer: 300 }));
+    expect(byMember.status).toBe(403);
+    const byAdmin = await append(A, g, await entry(A, state(g), g.id, { action: 'set_timer', timer: 3600 }));
+    expect(byAdmin.status).toBe(200);
+  });
+});
+
 describe('conversations: create and read', () => {
   it('creates a group from signed entries; members read it with roles and the full log; non-members get 404', async () => {
     const c = await group();

@@ -232,7 +232,9 @@ export async function appendEntry(
   // but never sent (or sent to another conversation state), as create already requires.
   if (entry.authorUserId !== auth.userId || entry.authorDeviceId !== auth.deviceId)
     throw new AppError(403, 'not_entry_author', 'the entry must be authored by the signed-in device');
-  if (conv.kind === 'direct')
+  // A direct conversation's log takes no entry after its creation but the disappearing-message timer
+  // (issue 17: either person may set it; applyEntry checks the role rule).
+  if (conv.kind === 'direct' && entry.action !== 'set_timer')
     throw new AppError(422, 'direct_conversation_closed', 'a direct conversation takes no further entries');
   const headHash = asBytes(conv.headHash);
   if (entry.conversationId !== conv.id || entry.seq !== conv.headSeq + 1 || !equal(entry.prevHash, headHash)) {

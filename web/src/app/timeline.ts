@@ -128,7 +128,33 @@ export function infoText(line: InfoLine, name: (userId: string) => string, me: s
       return `${actor} renamed the group to “${e.title ?? ''}”`;
     case 'leave':
       return `${actor} left`;
+    case 'set_timer':
+      return e.timer
+        ? `${actor} set disappearing messages to ${timerLabel(e.timer)}`
+        : `${actor} turned off disappearing messages`;
   }
+}
+
+/** The disappearing-message timer choices the app offers (seconds; 0 = off). */
+export const TIMER_CHOICES: readonly number[] = [0, 300, 3600, 8 * 3600, 86_400, 7 * 86_400, 28 * 86_400];
+
+/** "5 minutes", "1 hour", "8 hours", "1 day", "1 week", "4 weeks"; other values in the largest whole unit. */
+export function timerLabel(seconds: number): string {
+  if (seconds <= 0) return 'Off';
+  const units: [number, string][] = [
+    [7 * 86_400, 'week'],
+    [86_400, 'day'],
+    [3600, 'hour'],
+    [60, 'minute'],
+    [1, 'second'],
+  ];
+  for (const [size, name] of units) {
+    if (seconds % size === 0) {
+      const n = seconds / size;
+      return `${n} ${name}${n === 1 ? '' : 's'}`;
+    }
+  }
+  return `${seconds} seconds`;
 }
 
 /** Splits text into plain runs and http(s) URLs (trailing punctuation stays text). */

@@ -45,7 +45,20 @@ export type EngineErrorCode =
   // people (people.ts)
   | 'settings_rollback'
   | 'settings_conflict'
-  | 'invalid_profile';
+  | 'invalid_profile'
+  // ---- message actions and timers (issue 17; docs/PROTOCOL.md §"Content types") ----
+  /** No message with that id in this conversation on this device (or not sent yet). */
+  | 'unknown_message'
+  /** Only the original sender may edit; only the sender or a group's admin may delete. */
+  | 'not_allowed'
+  /** An edit more than EDIT_WINDOW_MS after the message. */
+  | 'edit_window'
+  /** The message was deleted for everyone. */
+  | 'deleted'
+  /** Not a message that can be edited (an attachment, an unsupported or undecryptable message). */
+  | 'not_editable'
+  /** Not a valid reaction (one emoji) or timer value. */
+  | 'invalid_input';
 
 export class EngineError extends Error {
   override readonly name = 'EngineError';
@@ -76,6 +89,45 @@ export interface MessageView {
   readonly error?: string;
   /** An attachment (content type `att`): what the UI may show; its key and digest stay in the engine. */
   readonly attachment?: AttachmentView;
+  // ---- issue 17: everyday messaging (all optional: absent on messages stored before them) ----
+  /** The server's time for the message (from its envelope, or our `accepted`): edit window and expiry. */
+  readonly ts?: number;
+  /** A reply: the message it quotes. */
+  readonly quote?: QuoteView;
+  /** At most one per person: the latest by conversation order (an empty emoji removed it). */
+  readonly reactions?: readonly Reaction[];
+  /** The last edit applied (by conversation order); `body` is its text. */
+  readonly edited?: { readonly seq: number; readonly at: number };
+  /** Deleted for everyone: the text is gone from the store; a placeholder remains. */
+  readonly deleted?: { readonly by: string; readonly seq: number; readonly at: number };
+  /** When it disappears from every device (the conversation's timer when it was sent), ms. */
+  readonly expiresAt?: number;
+  /** A content type (or version of one) this app does not understand: shown as "unsupported message". */
+  readonly unsupported?: string;
+  /** Our own action on this message that the server has not sequenced yet (shown until it is applied). */
+  readonly pending?: PendingAction;
+}
+
+/** The message a reply quotes, as the reply carries it or — when this device has it — as stored here. */
+export interface QuoteView {
+  readonly id: string;
+  readonly author: string;
+  /** An excerpt; null once the quoted message was deleted or has disappeared. */
+  readonly text: string | null;
+}
+
+export interface Reaction {
+  readonly userId: string;
+  readonly emoji: string;
+  /** The conversation seq of the reaction that set it (a later one replaces it). */
+  readonly seq: number;
+}
+
+export interface PendingAction {
+  /** Our reaction ('' = removed) until the server sequences it. */
+  readonly react?: string;
+  readonly body?: string;
+  readonly deleted?: true;
 }
 
 export type EngineEvent =
@@ -86,6 +138,13 @@ export type EngineEvent =
   /** A timeline info line (engine/info.ts), e.g. a verified membership change. */
   | { readonly type: 'info_added'; readonly line: InfoLine }
   | { readonly type: 'key_change'; readonly userId: string; readonly blocked: boolean }
+  /** Someone in the conversation is typing (on) or stopped (off); ephemeral, never stored. */
+  | { readonly type: 'typing'; readonly conversationId: string; readonly userId: string; readonly on: boolean }
+  /**
+   * A received reaction, edit, delete or signal was not applied: `code` says why (unknown_message,
+   * not_allowed, edit_window, deleted, not_editable, malformed_payload, wrong_conversation). Nothing changed.
+   */
+  | { readonly type: 'content_refused'; readonly conversationId: string; readonly id: string; readonly code: string }
   | { readonly type: 'devices_changed'; readonly userId: string }
   | { readonly type: 'membership_changed'; readonly conversationId: string; readonly members: readonly string[] }
   | { readonly type: 'connection'; readonly conversationId: string; readonly status: ConnectionStatus }

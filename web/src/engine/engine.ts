@@ -10,31 +10,50 @@
  * the verified devices that lack it). Sending is refused while any member's identity key change is
  * unaccepted (PITFALLS 15).
  *
+ * Everyday messaging (issue 17, docs/PROTOCOL.md §"Content types"): replies carry a quote of the message
+ * they answer; reactions, edits and deletes for everyone are payloads of their own that name their target
+ * by id, checked here before they are queued (a friendly refusal) and applied — on every device, ours
+ * included — only once the server has sequenced them (actions.ts), so all devices converge; until then
+ * our own shows as `pending` on the target. The disappearing-message timer is a signed membership entry
+ * (`setTimer`); expiry.ts deletes what has expired. Typing signals (typing.ts) are ephemeral frames.
+ * `search` looks through this device's decrypted store only.
+ *
  * Does NOT: authenticate (the ServerApi is already signed in; `signLoginChallenge` helps the auth flow),
  * render, or choose a storage backend.
  * @module
  */
 import {
+  type Content,
   type Curve25519,
+  canSetTimer,
+  constants,
+  decodeContent,
   decodeDeviceCertificate,
+  encodeContent,
   encodeDeviceCertificate,
+  isReaction,
+  isTimerSeconds,
+  type Quote,
+  quoteExcerpt,
   type Rng,
   type Role,
   SETTING_KIND,
   signLoginChallenge,
   toB64u,
 } from './_protocol.js';
+import { applyActionInTx, isEditable, type MessageAction } from './actions.js';
 import { type AttachmentDraft, type AttachmentPointer, MAX_CAPTION_LEN, Transfers, viewOf } from './attachments.js';
-import { type EngineContext, EngineError, type EngineEvent, type MessageView } from './context.js';
+import { type EngineContext, EngineError, type EngineEvent, type MessageView, type PendingAction } from './context.js';
 import type { ContactView } from './directory.js';
 import { Directory } from './directory.js';
+import { Expiry } from './expiry.js';
 import { Groups } from './groups.js';
 import { Inbox } from './inbox.js';
 import type { InfoLine } from './info.js';
 import { Keystore, type KeystoreConfig } from './keystore.js';
 import type { EngineLocks } from './locks.js';
-import { encodePayload, MAX_TEXT_BYTES, Messages, type Payload } from './messages.js';
-import { Outbox } from './outbox.js';
+import { encodePayload, MAX_TEXT_BYTES, Messages } from './messages.js';
+import { Outbox, type OutboxEntry } from './outbox.js';
 import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { Sessions } from './sessions.js';
 import { putJson, readJson, type Store, type StoreTx } from './storage.js';
@@ -48,6 +67,7 @@ import {
   type ServerApi,
   type SocketFactory,
 } from './transport.js';
+import { Typing } from './typing.js';
 
 export interface EngineOptions {
   readonly store: Store;
@@ -68,6 +88,11 @@ export interface EngineOptions {
    * (default off). Blocks apply either way.
    */
   readonly messageRequests?: boolean;
+  /**
+   * Whether signals that reveal we are present (typing) may be sent into a conversation — e.g. not before a
+   * message request is accepted. Default: always.
+   */
+  readonly signalsAllowed?: (conversationId: string) => Promise<boolean>;
 }
 
 export interface OwnIdentityView {
@@ -93,13 +118,16 @@ export interface ConversationView {
    * device holds stays readable; nothing can be sent. `myRole` is then null.
    */
   readonly removed: boolean;
+  /** Disappearing-message timer in seconds (0: off), from the verified log's last `set_timer` entry. */
+  readonly timer: number;
 }
 
 /** A membership change other than add/remove (those have their own methods). */
 export type MembershipChange =
   | { readonly action: 'promote' | 'demote' | 'transfer_ownership'; readonly target: string }
   | { readonly action: 'leave' }
-  | { readonly action: 'rename'; readonly title: string };
+  | { readonly action: 'rename'; readonly title: string }
+  | { readonly action: 'set_timer'; readonly timer: number };
 
 export interface SafetyNumberView {
   readonly digits: string;
@@ -146,8 +174,28 @@ export interface EngineApi {
   connect(conversationIds?: string[]): Promise<void>;
   disconnect(): Promise<void>;
   connectionStatus(conversationId: string): Promise<ConnectionStatus>;
-  /** Refuses a body over MAX_TEXT_BYTES (UTF-8) with `too_long` before anything is stored. */
-  sendText(conversationId: string, body: string): Promise<MessageView>;
+  /**
+   * Refuses a body over MAX_TEXT_BYTES (UTF-8) with `too_long` before anything is stored. `replyTo`: the id
+   * of the message this one answers (quoted; `unknown_message` / `deleted` if it cannot be).
+   */
+  sendText(conversationId: string, body: string, opts?: { replyTo?: string }): Promise<MessageView>;
+  // ---- issue 17: actions on messages, timer, typing, search ----
+  /** Our reaction to a message ('' removes it). */
+  react(conversationId: string, messageId: string, emoji: string): Promise<void>;
+  /** Edits our own text message (within EDIT_WINDOW_MS). */
+  editMessage(conversationId: string, messageId: string, body: string): Promise<void>;
+  /** Deletes a message for everyone: our own, or anyone's as a group's owner or admin. */
+  deleteForEveryone(conversationId: string, messageId: string): Promise<void>;
+  /** Sets the disappearing-message timer (seconds, 0 = off) with a signed membership entry. */
+  setTimer(conversationId: string, seconds: number): Promise<void>;
+  /** Tells the others we are typing (true) or stopped (false); false if nothing was sent. */
+  typing(conversationId: string, on: boolean): Promise<boolean>;
+  /** Searches this device's decrypted messages (every conversation); newest first. */
+  search(query: string, opts?: { limit?: number; conversationId?: string }): Promise<MessageView[]>;
+  /** The seq of a message by its id in this device's store (null if it does not have it). */
+  locate(conversationId: string, messageId: string): Promise<number | null>;
+  /** Deletes every message whose disappearing time has passed (also run by `connect`). */
+  sweepExpired(): Promise<number>;
   /** Sends a failed message's text again (as a new message); the failed one is removed. */
   retrySend(conversationId: string, clientId: string): Promise<MessageView>;
   /** Deletes a failed message from this device (it was never accepted by the server). */
@@ -221,6 +269,8 @@ export function createEngine(opts: EngineOptions): Engine {
     now: opts.now ?? Date.now,
     locks: opts.locks,
     emit: (e) => {
+      if ((e.type === 'message_added' || e.type === 'message_updated') && e.message.expiresAt !== undefined)
+        expiry.poke(e.message.expiresAt);
       for (const l of listeners) l(e);
     },
   };
@@ -228,15 +278,28 @@ export function createEngine(opts: EngineOptions): Engine {
   const keys = new Keystore(ctx, opts.keystore);
   const directory = new Directory(ctx, keys);
   const sessions = new Sessions(ctx, keys, directory);
-  const messages = new Messages(ctx.store);
-  const groups = new Groups(ctx, keys, directory, (c) => messages.cursor(c));
+  const messages = new Messages(ctx.store, ctx.now);
+  const expiry = new Expiry(ctx, messages);
+  const groups = new Groups(ctx, keys, directory, (c) => messages.newest(c));
   const realtime: RealtimeChannel = createRealtime({
     connect: opts.realtime,
     lastSeq: (c) => messages.cursor(c),
     ...(opts.backoff ? { backoff: opts.backoff } : {}),
   });
-  const outbox = new Outbox(ctx, sessions, groups, directory, messages, (c, f) => realtime.send(c, f));
+  const outbox = new Outbox(ctx, sessions, groups, directory, messages, (c, f) => realtime.send(c, f), {
+    expiresAt: async (c) => {
+      const timer = await groups.timer(c);
+      return timer > 0 ? (ts) => ts + timer * 1000 : undefined;
+    },
+    accepted: (e, seq, ts) => ownActionSequenced(e, seq, ts),
+    failed: (e) => ownActionFailed(e),
+  });
   const people = new People(ctx, keys, (c, u) => groups.addedBy(c, u), opts.messageRequests ?? false);
+  // Typing reveals presence: never into a conversation that is still a request (or blocked).
+  const typingAllowed = async (c: string) =>
+    (opts.signalsAllowed ? await opts.signalsAllowed(c) : true) &&
+    (await people.state(c, await messages.cursor(c))) === 'accepted';
+  const typing = new Typing(ctx, keys, sessions, groups, directory, (c, f) => realtime.send(c, f), typingAllowed);
   const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId, people, (p) => track(p));
   const transfers = new Transfers(ctx, opts.maxAttachmentBytes ? { maxBytes: opts.maxAttachmentBytes } : {});
 
@@ -275,13 +338,16 @@ export function createEngine(opts: EngineOptions): Engine {
         track(receive(conversationId, frame.envelopes));
         break;
       case 'accepted':
-        track(outbox.onAccepted(conversationId, frame.id, frame.seq));
+        track(outbox.onAccepted(conversationId, frame.id, frame.seq, frame.ts));
         break;
       case 'error':
         track(outbox.onError(conversationId, frame));
         break;
       case 'membership':
         track(groups.onMembershipEntry(conversationId, frame.entry, frame.afterSeq));
+        break;
+      case 'typing':
+        track(typing.receive(conversationId, frame));
         break;
       case 'resume':
         break;
@@ -317,6 +383,7 @@ export function createEngine(opts: EngineOptions): Engine {
       myRole: removed ? null : (state.members.get(own.userId) ?? null),
       removed,
       requestState: await people.state(id, await messages.cursor(id)),
+      timer: state.timer ?? 0,
     };
   };
 
@@ -359,65 +426,150 @@ export function createEngine(opts: EngineOptions): Engine {
     for (const u of (await groups.membership(conversationId)).members.keys()) await directory.assertSendable(u);
   };
 
+  // ---- issue 17: our own actions on messages ----
+  const actionOf = (payload: Uint8Array): MessageAction | null => {
+    const r = decodeContent(payload);
+    return r.kind === 'ok' && (r.content.t === 'react' || r.content.t === 'edit' || r.content.t === 'delete')
+      ? r.content
+      : null;
+  };
+  const pendingKey = (a: MessageAction): keyof PendingAction =>
+    a.t === 'react' ? 'react' : a.t === 'edit' ? 'body' : 'deleted';
+  /** The target without our pending overlay for this kind of action (it has been applied or given up). */
+  const clearPending = async (conversationId: string, a: MessageAction): Promise<MessageView | null> =>
+    ctx.store.transaction(async (tx) => {
+      const t = await messages.byIdInTx(tx, conversationId, a.target);
+      if (!t?.pending || !(pendingKey(a) in t.pending)) return null;
+      const { [pendingKey(a)]: _gone, ...rest } = t.pending;
+      const next: MessageView = { ...t };
+      if (Object.keys(rest).length) (next as { pending?: PendingAction }).pending = rest;
+      else delete (next as { pending?: PendingAction }).pending;
+      messages.replaceInTx(tx, next);
+      return next;
+    });
+
+  /** Our action was sequenced at `seq`: applied to our store exactly as every other device applies it. */
+  const ownActionSequenced = async (e: OutboxEntry, seq: number, ts: number) => {
+    const a = actionOf(e.payload);
+    if (!a) return;
+    const own = await keys.identity();
+    const moderator = a.t === 'delete' && (await groups.isModerator(e.conversationId, own.userId));
+    const r = await ctx.store.transaction((tx) =>
+      applyActionInTx(tx, messages, a, {
+        conversationId: e.conversationId,
+        actor: own.userId,
+        seq,
+        ts,
+        moderator,
+        dropOutboxInTx: (t, id) => outbox.dropInTx(t, id),
+      }),
+    );
+    const cleared = await clearPending(e.conversationId, a);
+    if (!r.ok) ctx.emit({ type: 'content_refused', conversationId: e.conversationId, id: e.clientId, code: r.code });
+    const shown = new Map<string, MessageView>();
+    for (const m of r.ok ? r.updated : []) shown.set(m.clientId, m);
+    if (cleared) shown.set(cleared.clientId, cleared);
+    for (const m of shown.values()) ctx.emit({ type: 'message_updated', message: m });
+  };
+
+  const ownActionFailed = async (e: OutboxEntry) => {
+    const a = actionOf(e.payload);
+    if (!a) return;
+    const cleared = await clearPending(e.conversationId, a);
+    if (cleared) ctx.emit({ type: 'message_updated', message: cleared });
+  };
+
+  /** Queues a payload (distributing our sender key first in a group, as a text does). */
+  const queue = async (conversationId: string, clientId: string, payload: Uint8Array, visible: boolean, at: number) => {
+    const kind = await groups.kind(conversationId);
+    if (kind === 'group') {
+      const sk = await groups.prepareSenderKey(conversationId);
+      if (sk.needs.length) {
+        await outbox.enqueue(
+          entry(
+            conversationId,
+            newId(),
+            encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
+            'pairwise',
+            false,
+            ctx.now(),
+          ),
+        );
+        await groups.markDistributed(conversationId, sk.needs);
+      }
+    }
+    await outbox.enqueue(
+      entry(conversationId, clientId, payload, kind === 'group' ? 'group' : 'pairwise', visible, at),
+    );
+  };
+
+  /** A message to act on: ours to find by id (sequenced), not undecryptable. */
+  const messageTarget = async (conversationId: string, messageId: string): Promise<MessageView> => {
+    const t = await messages.byId(conversationId, messageId);
+    if (!t || t.seq === null || t.status === 'undecryptable')
+      throw new EngineError('unknown_message', 'no such message in this conversation');
+    return t;
+  };
+
+  /** Queues an action and shows it as pending on its target until the server sequences it. */
+  const sendAction = async (conversationId: string, a: MessageAction, pending: PendingAction) => {
+    await assertMembersSendable(conversationId);
+    const payload = encodeContent(a);
+    const shown = await ctx.store.transaction(async (tx) => {
+      const t = await messages.byIdInTx(tx, conversationId, a.target);
+      if (!t) return null;
+      const next: MessageView = { ...t, pending: { ...t.pending, ...pending } };
+      messages.replaceInTx(tx, next);
+      return next;
+    });
+    if (shown) ctx.emit({ type: 'message_updated', message: shown });
+    try {
+      await queue(conversationId, newId(), payload, false, ctx.now());
+    } catch (err) {
+      const cleared = await clearPending(conversationId, a);
+      if (cleared) ctx.emit({ type: 'message_updated', message: cleared });
+      throw err;
+    }
+    track(outbox.flush(conversationId));
+  };
+
+  /** Case- and accent-insensitive form for search. */
+  const fold = (s: string) => s.normalize('NFKD').replace(/\p{M}/gu, '').toLocaleLowerCase();
+
   /**
-   * Stores a visible message as pending (with `extra` in the same transaction) and queues its payload:
-   * pairwise to every verified device, or with our sender key for groups (distributed first, pairwise, to
-   * the verified devices that lack it).
+   * Stores a visible message (`text` or `att`) as pending (with `extra` in the same transaction) and queues
+   * its payload: pairwise to every verified device, or with our sender key for groups (distributed first,
+   * pairwise, to the verified devices that lack it).
    */
   const send = async (
     conversationId: string,
     clientId: string,
-    payload: Extract<Payload, { t: 'text' | 'att' }>,
+    content: Extract<Content, { t: 'text' | 'att' }>,
     more: Partial<MessageView>,
     extra?: (tx: StoreTx) => void,
   ): Promise<MessageView> => {
     const own = await keys.identity();
-    const kind = await groups.kind(conversationId);
+    const payload = encodeContent(content);
     const m: MessageView = {
       conversationId,
       seq: null,
       clientId,
       from: { userId: own.userId, deviceId: own.deviceId },
       outgoing: true,
-      body: payload.body,
+      body: content.body,
       status: 'sending',
-      sentAt: payload.sentAt,
-      receivedAt: payload.sentAt,
+      sentAt: content.sentAt,
+      receivedAt: content.sentAt,
       ...more,
     };
     await ctx.store.transaction(async (tx) => {
-      messages.putInTx(tx, m);
+      await messages.putInTx(tx, m);
       extra?.(tx);
     });
     ctx.emit({ type: 'message_added', message: m });
     try {
       await beforeVisibleSend(conversationId);
-      if (kind === 'group') {
-        const sk = await groups.prepareSenderKey(conversationId);
-        if (sk.needs.length) {
-          await outbox.enqueue(
-            entry(
-              conversationId,
-              newId(),
-              encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
-              'pairwise',
-              false,
-              ctx.now(),
-            ),
-          );
-          await groups.markDistributed(conversationId, sk.needs);
-        }
-      }
-      await outbox.enqueue(
-        entry(
-          conversationId,
-          clientId,
-          encodePayload(payload),
-          kind === 'group' ? 'group' : 'pairwise',
-          true,
-          payload.sentAt,
-        ),
-      );
+      await queue(conversationId, clientId, payload, true, content.sentAt);
     } catch (err) {
       // Nothing was queued: the message must not stay 'sending' forever — show it as failed.
       const code = err instanceof EngineError ? err.code : 'send_failed';
@@ -430,13 +582,22 @@ export function createEngine(opts: EngineOptions): Engine {
   };
 
   /** A message carrying an uploaded attachment's pointer (kept, key included, in its own record). */
-  const sendPointer = (conversationId: string, pointer: AttachmentPointer, caption: string) => {
+  const sendPointer = async (conversationId: string, pointer: AttachmentPointer, caption: string) => {
     const clientId = newId();
     const sentAt = ctx.now();
+    const timer = await groups.timer(conversationId);
     return send(
       conversationId,
       clientId,
-      { t: 'att', conv: conversationId, id: clientId, body: caption, sentAt, att: pointer },
+      {
+        t: 'att',
+        conv: conversationId,
+        id: clientId,
+        body: caption,
+        sentAt,
+        att: pointer,
+        ...(timer > 0 ? { exp: timer } : {}),
+      },
       { attachment: viewOf(pointer) },
       (tx) => messages.putAttachmentInTx(tx, conversationId, clientId, pointer),
     );
@@ -503,9 +664,26 @@ export function createEngine(opts: EngineOptions): Engine {
     infoLines: (c) => groups.infoLines(c),
     conversation: (c) => conversationView(c),
     changeMembership: (c, change) => groups.append(c, change),
+    async setTimer(c, seconds) {
+      if (!isTimerSeconds(seconds)) throw new EngineError('invalid_input', 'a timer is 0 or 5 minutes to 4 weeks');
+      const own = (await keys.identity()).userId;
+      let state = await groups.membership(c);
+      let me = state.members.get(own);
+      if (!me || !canSetTimer(me, state.members.size)) {
+        // Our copy of the log may be behind (a promotion we have not seen yet): verify newer entries first.
+        await groups.syncLog(c).catch(() => undefined);
+        state = await groups.membership(c);
+        me = state.members.get(own);
+      }
+      if (!me || !canSetTimer(me, state.members.size))
+        throw new EngineError('not_allowed', 'your role may not change the timer here');
+      if ((state.timer ?? 0) === seconds) return;
+      await groups.append(c, { action: 'set_timer', timer: seconds });
+    },
     getPref: (k) => readJson<unknown>(ctx.store, `ui/${prefKey(k)}`),
     setPref: (k, v) => putJson(ctx.store, `ui/${prefKey(k)}`, v),
     async connect(ids) {
+      await expiry.start(); // what expired while we were closed goes before anything is shown
       const list = ids ?? (await ctx.api.listConversations()).map((c) => c.id);
       for (const id of list) realtime.open(id);
       // While online, re-check the server's counts and the signed-prekey schedule now and then (a tab
@@ -516,18 +694,39 @@ export function createEngine(opts: EngineOptions): Engine {
       }
     },
     async disconnect() {
+      expiry.stop();
       realtime.closeAll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
     },
     connectionStatus: async (c) => realtime.status(c),
-    async sendText(conversationId, body) {
+    async sendText(conversationId, body, o = {}) {
       if (new TextEncoder().encode(body).length > MAX_TEXT_BYTES)
         throw new EngineError('too_long', `a text is at most ${MAX_TEXT_BYTES} bytes`);
       await assertMembersSendable(conversationId);
+      let reply: Quote | undefined;
+      if (o.replyTo !== undefined) {
+        const t = await messageTarget(conversationId, o.replyTo);
+        if (t.deleted) throw new EngineError('deleted', 'that message was deleted');
+        reply = { id: t.clientId, author: t.from.userId, text: quoteExcerpt(t.body ?? '') };
+      }
       const clientId = newId();
       const sentAt = ctx.now();
-      return send(conversationId, clientId, { t: 'text', conv: conversationId, id: clientId, body, sentAt }, {});
+      const timer = await groups.timer(conversationId);
+      return send(
+        conversationId,
+        clientId,
+        {
+          t: 'text',
+          conv: conversationId,
+          id: clientId,
+          body,
+          sentAt,
+          ...(reply ? { reply } : {}),
+          ...(timer > 0 ? { exp: timer } : {}),
+        },
+        reply ? { quote: { id: reply.id, author: reply.author, text: reply.text } } : {},
+      );
     },
     async sendAttachment(conversationId, draft, o) {
       const caption = o.caption ?? '';
@@ -553,8 +752,50 @@ export function createEngine(opts: EngineOptions): Engine {
       const m = await dropFailed(conversationId, clientId);
       return pointer
         ? sendPointer(conversationId, pointer, m.body ?? '')
-        : engine.sendText(conversationId, m.body ?? '');
+        : engine.sendText(conversationId, m.body ?? '', m.quote ? { replyTo: m.quote.id } : {});
     },
+    async react(c, id, emoji) {
+      if (emoji !== '' && !isReaction(emoji)) throw new EngineError('invalid_input', 'a reaction is one emoji');
+      const t = await messageTarget(c, id);
+      if (t.deleted) throw new EngineError('deleted', 'that message was deleted');
+      await sendAction(c, { t: 'react', conv: c, target: id, emoji }, { react: emoji });
+    },
+    async editMessage(c, id, body) {
+      if (!body.trim()) throw new EngineError('invalid_input', 'an edit needs text');
+      if (new TextEncoder().encode(body).length > MAX_TEXT_BYTES)
+        throw new EngineError('too_long', `a text is at most ${MAX_TEXT_BYTES} bytes`);
+      const t = await messageTarget(c, id);
+      if (t.from.userId !== (await keys.identity()).userId)
+        throw new EngineError('not_allowed', 'only your own messages can be edited');
+      if (t.deleted) throw new EngineError('deleted', 'that message was deleted');
+      if (!isEditable(t)) throw new EngineError('not_editable', 'only text messages can be edited');
+      if (ctx.now() - (t.ts ?? t.sentAt) > constants.EDIT_WINDOW_MS)
+        throw new EngineError('edit_window', 'messages can be edited for 24 hours');
+      await sendAction(c, { t: 'edit', conv: c, target: id, body, sentAt: ctx.now() }, { body });
+    },
+    async deleteForEveryone(c, id) {
+      const t = await messageTarget(c, id);
+      if (t.deleted) return;
+      const me = (await keys.identity()).userId;
+      if (t.from.userId !== me && !(await groups.isModerator(c, me)))
+        throw new EngineError('not_allowed', 'only the sender or a group admin can delete this for everyone');
+      await sendAction(c, { t: 'delete', conv: c, target: id }, { deleted: true });
+    },
+    typing: (c, on) => typing.signal(c, on),
+    async search(query, o = {}) {
+      const q = fold(query.trim());
+      if (!q) return [];
+      const limit = o.limit ?? 50;
+      const ids = o.conversationId ? [o.conversationId] : await groups.knownConversations();
+      const hits: MessageView[] = [];
+      for (const c of ids)
+        for (const m of await messages.all(c)) if (m.body !== null && fold(m.body).includes(q)) hits.push(m);
+      return hits.sort((a, b) => (b.ts ?? b.sentAt) - (a.ts ?? a.sentAt)).slice(0, limit);
+    },
+    async locate(c, id) {
+      return (await messages.seqOf(c, id)) ?? null;
+    },
+    sweepExpired: () => expiry.sweep(),
     async discardFailed(conversationId, clientId) {
       await dropFailed(conversationId, clientId);
     },
@@ -638,6 +879,7 @@ export function createEngine(opts: EngineOptions): Engine {
       }
     },
     close() {
+      expiry.stop();
       realtime.closeAll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;

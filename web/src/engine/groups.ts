@@ -91,7 +91,7 @@ export class Groups {
     private readonly ctx: EngineContext,
     private readonly keys: Keystore,
     private readonly directory: Directory,
-    /** The last message seq this device processed in a conversation (where a new info line goes). */
+    /** The newest message seq this device knows in a conversation (where a new info line goes). */
     private readonly cursor: (conversationId: string) => Promise<number> = async () => 0,
   ) {}
 
@@ -123,10 +123,11 @@ export class Groups {
   async append(
     conversationId: string,
     p: {
-      action: 'add' | 'remove' | 'leave' | 'promote' | 'demote' | 'transfer_ownership' | 'rename';
+      action: 'add' | 'remove' | 'leave' | 'promote' | 'demote' | 'transfer_ownership' | 'rename' | 'set_timer';
       target?: string;
       role?: Role;
       title?: string;
+      timer?: number;
     },
   ) {
     const own = await this.keys.identity();
@@ -183,18 +184,38 @@ export class Groups {
     await this.applyNew(conversationId, [fromB64u(entryB64u)], afterSeq);
   }
 
-  /** The info lines of the verified log (none for direct conversations), in log order. */
+  /**
+   * The info lines of the verified log, in log order: every entry of a group; in a direct conversation
+   * only timer changes (its creation is not news).
+   */
   async infoLines(conversationId: string): Promise<InfoLine[]> {
     await this.membership(conversationId);
     const rec = await readJson<LogRecord>(this.ctx.store, K.log(conversationId));
-    if (rec?.kind !== 'group' || !rec) return [];
+    if (!rec) return [];
     const positions = new Map(
       (await listJson<number>(this.ctx.store, infoKey.dir(conversationId))).map((p) => [p.key, p.value]),
     );
-    return rec.entries.map((b) => {
-      const e = decodeMembershipEntry(b);
-      return membershipLine(conversationId, e, positions.get(infoKey.position(conversationId, e.seq)) ?? 0);
-    });
+    return rec.entries
+      .map((b) => decodeMembershipEntry(b))
+      .filter((e) => rec.kind === 'group' || e.action === 'set_timer')
+      .map((e) => membershipLine(conversationId, e, positions.get(infoKey.position(conversationId, e.seq)) ?? 0));
+  }
+
+  /** The conversation's disappearing-message timer in seconds (0: off), from the verified log. */
+  async timer(conversationId: string): Promise<number> {
+    return (await this.membership(conversationId)).timer ?? 0;
+  }
+
+  /** Whether `userId` is an owner or admin of a GROUP per the verified log (may delete anyone's message). */
+  async isModerator(conversationId: string, userId: string): Promise<boolean> {
+    if ((await this.kind(conversationId)) !== 'group') return false;
+    const role = (await this.membership(conversationId)).members.get(userId);
+    return role === 'owner' || role === 'admin';
+  }
+
+  /** Fetches and applies (verified) any entries newer than the local log (e.g. when a timer hint differs). */
+  syncLog(conversationId: string): Promise<void> {
+    return this.sync(conversationId);
   }
 
   private async applyNew(conversationId: string, fresh: readonly Uint8Array[], afterSeq?: number): Promise<void> {
@@ -226,7 +247,8 @@ export class Groups {
     this.states.set(conversationId, { seq: state.seq, state });
     for (const u of removed) await this.forgetSenderKeys(conversationId, u);
     this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
-    if (rec.kind === 'group') for (const line of lines) this.ctx.emit({ type: 'info_added', line });
+    for (const line of lines)
+      if (rec.kind === 'group' || line.event.action === 'set_timer') this.ctx.emit({ type: 'info_added', line });
   }
 
   /** Ids of the conversations whose log this device holds (also those the server no longer lists us in). */
@@ -255,6 +277,10 @@ export class Groups {
     const out: Recipient[] = [];
     for (const userId of state.members.keys()) out.push({ userId, devices: await this.directory.devices(userId) });
     return out;
+  }
+
+  async memberIds(conversationId: string): Promise<string[]> {
+    return [...(await this.membership(conversationId)).members.keys()];
   }
 
   async isVerifiedMember(conversationId: string, userId: string): Promise<boolean> {
@@ -395,6 +421,20 @@ export class Groups {
     await this.membership(conversationId);
     const rec = await readJson<LogRecord>(this.ctx.store, K.log(conversationId));
     return rec ? adderFromLog(rec.entries, userId) : null;
+  }
+
+  /**
+   * Whether our current sender key can be used as it is: it exists, no removal marked it for rotation and
+   * every current recipient device has it. Ephemeral signals (typing) are sent only then — they never
+   * create, rotate or distribute a key.
+   */
+  async senderKeyReady(conversationId: string): Promise<boolean> {
+    const own = await readJson<OwnKeyRecord>(this.ctx.store, K.own(conversationId));
+    if (!own || (await readJson<boolean>(this.ctx.store, K.rotate(conversationId)))) return false;
+    const have = new Set(own.distributed);
+    for (const r of await this.recipients(conversationId))
+      for (const d of r.devices) if (!have.has(`${d.userId}/${d.deviceId}`)) return false;
+    return true;
   }
 
   async hasSenderKeyFrom(conversationId: string, u: string, d: string): Promise<boolean> {

@@ -26,6 +26,13 @@
  * - attachments (`att`): the pointer is checked field by field (attachments.ts `parseAttachmentPointer`) and
  *   stored with the message in one transaction; a pointer that breaks a rule is a failed message
  *   (`malformed_payload`). Nothing is downloaded here — the user opens it (engine `openAttachment`);
+ * - content types (docs/PROTOCOL.md §"Content types", protocol/content.ts): a `text` is stored (its quote
+ *   resolved against this device's copy of the quoted message when it has one, its expiry from the
+ *   conversation's VERIFIED timer — a different timer named by the message only makes us bring the log up
+ *   to date first); a reaction, edit or delete is applied under the rules of actions.ts in the same
+ *   transaction, or refused (nothing changes; a `content_refused` event names the code); a type or version
+ *   from the future is stored as an "unsupported message" if it has an id, else ignored; a broken message
+ *   is stored as failed, a broken signal ignored (`content_refused`);
  * - delivery receipts: one end-to-end encrypted receipt per batch, listing the client ids received —
  *   held instead while the conversation is a message request (people.ts; sent when it is accepted);
  * - people (people.ts): a message from a blocked person, or in a blocked conversation, is decrypted (so the
@@ -40,14 +47,16 @@
  * (it queues receipts in the outbox).
  * @module
  */
-import { fromB64u, is } from './_protocol.js';
+
+import { type Content, decodeContent, fromB64u, is, quoteExcerpt, type TextContent } from './_protocol.js';
+import { type ActionOutcome, applyActionInTx, type MessageAction } from './actions.js';
 import { MAX_CAPTION_LEN, parseAttachmentPointer, viewOf } from './attachments.js';
 import { decodeRecord, encodeRecord } from './codec.js';
-import type { EngineContext, MessageView } from './context.js';
+import type { EngineContext, MessageView, QuoteView } from './context.js';
 import type { Directory } from './directory.js';
 import type { Groups } from './groups.js';
 import type { Keystore } from './keystore.js';
-import { decodePayload, encodePayload, type Messages } from './messages.js';
+import { encodePayload, type Messages } from './messages.js';
 import type { Outbox } from './outbox.js';
 import type { People } from './people.js';
 import type { Sessions } from './sessions.js';
@@ -67,6 +76,8 @@ interface Outcome {
   readonly distributionApplied: boolean;
   /** A new profile key from this user was stored: fetch their profile. */
   readonly profileFrom?: string;
+  /** A reaction / edit / delete / signal that was not applied, and why. */
+  readonly refused?: string;
 }
 
 interface HeldEnvelope {
@@ -164,6 +175,7 @@ export class Inbox {
     }
     for (const m of outcome.added) this.ctx.emit({ type: retry ? 'message_updated' : 'message_added', message: m });
     for (const m of outcome.updated) this.ctx.emit({ type: 'message_updated', message: m });
+    if (outcome.refused) this.ctx.emit({ type: 'content_refused', conversationId, id: env.id, code: outcome.refused });
     if (outcome.distributionApplied)
       await this.retryUndecryptable(conversationId, (h) => h.from.u === u && h.from.d === d);
     if (outcome.profileFrom) this.background(this.people.refreshProfile(outcome.profileFrom));
@@ -183,27 +195,45 @@ export class Inbox {
   ): Promise<Outcome> {
     const { u, d } = env.from;
     const own = await this.keys.identity();
-    const p = decodePayload(plaintext);
-    const bad = !p ? 'malformed_payload' : p.conv !== conversationId ? 'wrong_conversation' : null;
-    if (!p || bad) {
-      const m = this.failedView(conversationId, env, bad ?? 'malformed_payload', own.userId);
+    const r = decodeContent(plaintext);
+    const conv = r.kind === 'malformed' ? r.conv : r.kind === 'ok' ? r.content.conv : r.conv;
+    const signal = r.kind === 'malformed' && r.t !== null && r.t !== 'text' && isKnownSignal(r.t);
+    const bad =
+      r.kind === 'malformed'
+        ? 'malformed_payload'
+        : conv !== conversationId
+          ? 'wrong_conversation'
+          : r.kind === 'ok' && (r.content.t === 'text' || r.content.t === 'att') && r.content.id !== env.id
+            ? 'malformed_payload' // a message's id is the one its envelope was sent under
+            : r.kind === 'unsupported' && r.id !== null && r.id !== env.id
+              ? 'malformed_payload'
+              : null;
+    if (bad) {
+      const isSignal =
+        signal ||
+        (r.kind === 'ok' && r.content.t !== 'text' && r.content.t !== 'att') ||
+        (r.kind === 'unsupported' && !r.id);
+      if (isSignal) return this.ignore(conversationId, env, commit, retry, bad);
+      const m = this.failedView(conversationId, env, bad, own.userId);
       await this.ctx.store.transaction(async (tx) => {
         await commit(tx);
-        this.putFailedInTx(tx, m, env, retry);
+        await this.putFailedInTx(tx, m, env, retry);
       });
       return { added: [m], updated: [], receipt: null, distributionApplied: false };
     }
     // ---- people: what a blocked person sends is dropped; profile keys are stored ----
+    const t = r.kind === 'ok' ? r.content.t : r.t;
     const dropped =
-      u !== own.userId && p.t !== 'skd' && p.t !== 'receipt' && (await this.people.isDropped(conversationId, u));
-    if (dropped || p.t === 'pk') {
+      u !== own.userId && t !== 'skd' && t !== 'receipt' && (await this.people.isDropped(conversationId, u));
+    const pk = r.kind === 'ok' && r.content.t === 'pk' ? r.content : null;
+    if (dropped || pk) {
       let fresh = false;
       await this.ctx.store.transaction(async (tx) => {
         await commit(tx);
         fresh = false;
-        if (!dropped && p.t === 'pk' && u !== own.userId && p.k instanceof Uint8Array) {
+        if (!dropped && pk && u !== own.userId) {
           try {
-            fresh = await this.people.acceptProfileKeyInTx(tx, u, p.k);
+            fresh = await this.people.acceptProfileKeyInTx(tx, u, pk.k);
           } catch (e) {
             if (!is(e)) throw e; // a malformed profile-key message: ignored
           }
@@ -219,22 +249,35 @@ export class Inbox {
         ...(fresh ? { profileFrom: u } : {}),
       };
     }
-    if (p.t === 'text') {
+    if (r.kind === 'unsupported') {
+      // A type (or version) from the future: a timeline message shows as unsupported, a signal is ignored.
+      if (r.id === null) return this.ignore(conversationId, env, commit, retry);
+      const expiresAt = await this.expiryFor(conversationId, env.ts);
       const m: MessageView = {
-        conversationId,
-        seq: env.seq,
-        clientId: env.id,
-        from: { userId: u, deviceId: d },
-        outgoing: u === own.userId,
+        ...this.baseView(conversationId, env, own.userId),
+        body: null,
+        unsupported: r.t,
+        ...(expiresAt !== undefined ? { expiresAt } : {}),
+      };
+      await this.storeMessage(conversationId, env, m, commit, retry);
+      return { added: [m], updated: [], receipt: u === own.userId ? null : env.id, distributionApplied: false };
+    }
+    if (r.kind !== 'ok') return this.ignore(conversationId, env, commit, retry, 'malformed_payload');
+    const p: Content = r.content;
+    if (p.t === 'text') {
+      const expiresAt = await this.expiryFor(conversationId, env.ts, p.exp ?? 0);
+      let m: MessageView = {
+        ...this.baseView(conversationId, env, own.userId),
         body: p.body,
-        status: u === own.userId ? 'sent' : 'received',
         sentAt: p.sentAt,
-        receivedAt: this.ctx.now(),
+        ...(expiresAt !== undefined ? { expiresAt } : {}),
       };
       await this.ctx.store.transaction(async (tx) => {
         await commit(tx);
         if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
-        this.messages.putInTx(tx, m);
+        const quote = p.reply ? await this.resolveQuote(tx, conversationId, p) : undefined;
+        m = quote ? { ...m, quote } : m;
+        await this.messages.putInTx(tx, m);
         if (!retry) this.advanceInTx(tx, conversationId, env.seq);
       });
       return { added: [m], updated: [], receipt: u === own.userId ? null : env.id, distributionApplied: false };
@@ -242,31 +285,26 @@ export class Inbox {
     if (p.t === 'att') {
       // An attachment: the pointer must follow every rule of PROTOCOL.md §"Attachments" before it is stored.
       const pointer = parseAttachmentPointer(p.att);
-      const caption = typeof p.body === 'string' && p.body.length <= MAX_CAPTION_LEN ? p.body : null;
-      if (!pointer || caption === null || typeof p.sentAt !== 'number') {
+      if (!pointer || p.body.length > MAX_CAPTION_LEN) {
         const m = this.failedView(conversationId, env, 'malformed_payload', own.userId);
         await this.ctx.store.transaction(async (tx) => {
           await commit(tx);
-          this.putFailedInTx(tx, m, env, retry);
+          await this.putFailedInTx(tx, m, env, retry);
         });
         return { added: [m], updated: [], receipt: null, distributionApplied: false };
       }
+      const expiresAt = await this.expiryFor(conversationId, env.ts, p.exp ?? 0);
       const m: MessageView = {
-        conversationId,
-        seq: env.seq,
-        clientId: env.id,
-        from: { userId: u, deviceId: d },
-        outgoing: u === own.userId,
-        body: caption,
-        status: u === own.userId ? 'sent' : 'received',
+        ...this.baseView(conversationId, env, own.userId),
+        body: p.body,
         sentAt: p.sentAt,
-        receivedAt: this.ctx.now(),
         attachment: viewOf(pointer),
+        ...(expiresAt !== undefined ? { expiresAt } : {}),
       };
       await this.ctx.store.transaction(async (tx) => {
         await commit(tx);
         if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
-        this.messages.putInTx(tx, m);
+        await this.messages.putInTx(tx, m);
         this.messages.putAttachmentInTx(tx, conversationId, env.id, pointer);
         if (!retry) this.advanceInTx(tx, conversationId, env.seq);
       });
@@ -280,13 +318,21 @@ export class Inbox {
           if (apply) {
             apply(tx);
             if (!retry) this.advanceInTx(tx, conversationId, env.seq);
-          } else this.putFailedInTx(tx, m!, env, retry);
+          } else await this.putFailedInTx(tx, m!, env, retry);
         });
         return { added: m ? [m] : [], updated: [], receipt: null, distributionApplied: !!apply };
       });
     }
+    if (p.t === 'react' || p.t === 'edit' || p.t === 'delete') {
+      const result = await this.applyAction(conversationId, env, p, commit, retry);
+      return result.ok
+        ? { added: [], updated: result.updated, receipt: null, distributionApplied: false }
+        : { added: [], updated: [], receipt: null, distributionApplied: false, refused: result.code };
+    }
+    // `typing` is ephemeral only, never sequenced; `pk` was handled above (TypeScript narrowing needs it here).
+    if (p.t === 'typing' || p.t === 'pk') return this.ignore(conversationId, env, commit, retry);
     // A receipt (the sender is a verified member: checked before decrypting).
-    const ids = p.t === 'receipt' ? p.ids : [];
+    const ids = p.ids;
     const updated = await this.ctx.store.transaction(async (tx) => {
       await commit(tx);
       const out = await this.outbox.markDeliveredInTx(tx, conversationId, ids);
@@ -294,6 +340,106 @@ export class Inbox {
       return out;
     });
     return { added: [], updated, receipt: null, distributionApplied: false };
+  }
+
+  /** The fields every stored message shares (who, where in the order, when). */
+  private baseView(conversationId: string, env: Envelope, ownUserId: string) {
+    return {
+      conversationId,
+      seq: env.seq,
+      clientId: env.id,
+      from: { userId: env.from.u, deviceId: env.from.d },
+      outgoing: env.from.u === ownUserId,
+      status: env.from.u === ownUserId ? ('sent' as const) : ('received' as const),
+      sentAt: env.ts,
+      receivedAt: this.ctx.now(),
+      ts: env.ts,
+    };
+  }
+
+  private async storeMessage(
+    conversationId: string,
+    env: Envelope,
+    m: MessageView,
+    commit: (tx: StoreTx) => Promise<void>,
+    retry: boolean,
+  ): Promise<void> {
+    await this.ctx.store.transaction(async (tx) => {
+      await commit(tx);
+      if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
+      await this.messages.putInTx(tx, m);
+      if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+    });
+  }
+
+  /** Commits the decryption and advances the cursor without storing anything (a signal, or a refused one). */
+  private async ignore(
+    conversationId: string,
+    env: Envelope,
+    commit: (tx: StoreTx) => Promise<void>,
+    retry: boolean,
+    refused?: string,
+  ): Promise<Outcome> {
+    await this.ctx.store.transaction(async (tx) => {
+      await commit(tx);
+      if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
+      else this.advanceInTx(tx, conversationId, env.seq);
+    });
+    return { added: [], updated: [], receipt: null, distributionApplied: false, ...(refused ? { refused } : {}) };
+  }
+
+  /**
+   * The quote a reply shows: from this device's copy of the quoted message when it has it (the author and
+   * text the sender claims are not trusted over it; a deleted original quotes nothing), else as carried.
+   */
+  private async resolveQuote(tx: StoreTx, conversationId: string, p: TextContent): Promise<QuoteView> {
+    const q = p.reply!;
+    const local = await this.messages.byIdInTx(tx, conversationId, q.id);
+    if (!local) return { id: q.id, author: q.author, text: q.text };
+    return {
+      id: q.id,
+      author: local.from.userId,
+      text: local.deleted || local.body === null ? null : quoteExcerpt(local.body),
+    };
+  }
+
+  /**
+   * When a message the server stamped `ts` disappears: ts + the conversation's VERIFIED timer (undefined
+   * when off). A message naming another timer (`hint`, the sender's view) makes us fetch and verify newer
+   * log entries first; the log still decides (PITFALLS 30: a timer only comes from a signed entry).
+   */
+  private async expiryFor(conversationId: string, ts: number, hint?: number): Promise<number | undefined> {
+    let timer = await this.groups.timer(conversationId);
+    if (hint !== undefined && hint !== timer) {
+      await this.groups.syncLog(conversationId).catch(() => undefined);
+      timer = await this.groups.timer(conversationId);
+    }
+    return timer > 0 ? ts + timer * 1000 : undefined;
+  }
+
+  /** A reaction, edit or delete: applied under the rules (actions.ts) in the decryption's transaction. */
+  private async applyAction(
+    conversationId: string,
+    env: Envelope,
+    a: MessageAction,
+    commit: (tx: StoreTx) => Promise<void>,
+    retry: boolean,
+  ): Promise<ActionOutcome> {
+    const moderator = a.t === 'delete' && (await this.groups.isModerator(conversationId, env.from.u));
+    return this.ctx.store.transaction(async (tx) => {
+      await commit(tx);
+      const r = await applyActionInTx(tx, this.messages, a, {
+        conversationId,
+        actor: env.from.u,
+        seq: env.seq,
+        ts: env.ts,
+        moderator,
+        dropOutboxInTx: (t, id) => this.outbox.dropInTx(t, id),
+      });
+      if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
+      else this.advanceInTx(tx, conversationId, env.seq);
+      return r;
+    });
   }
 
   private failedView(conversationId: string, env: Envelope, error: string, ownUserId: string): MessageView {
@@ -312,8 +458,8 @@ export class Inbox {
   }
 
   /** A failed message with nothing to retry (no raw envelope kept); on a retry it replaces the held one. */
-  private putFailedInTx(tx: StoreTx, m: MessageView, env: Envelope, retry: boolean): void {
-    this.messages.putInTx(tx, m);
+  private async putFailedInTx(tx: StoreTx, m: MessageView, env: Envelope, retry: boolean): Promise<void> {
+    await this.messages.putInTx(tx, m);
     if (retry) tx.delete(K.undecryptable(m.conversationId, env.seq));
     else this.advanceInTx(tx, m.conversationId, env.seq);
   }
@@ -322,7 +468,7 @@ export class Inbox {
   private async storeFailed(conversationId: string, env: Envelope, error: string, retry: boolean): Promise<void> {
     if (retry) return; // a held envelope stays as it was
     const m = this.failedView(conversationId, env, error, (await this.keys.identity()).userId);
-    await this.ctx.store.transaction(async (tx) => this.putFailedInTx(tx, m, env, false));
+    await this.ctx.store.transaction((tx) => this.putFailedInTx(tx, m, env, false));
     this.ctx.emit({ type: 'message_added', message: m });
   }
 
@@ -350,7 +496,7 @@ export class Inbox {
       error,
     };
     await this.ctx.store.transaction(async (tx) => {
-      this.messages.putInTx(tx, m);
+      await this.messages.putInTx(tx, m);
       tx.put(K.undecryptable(conversationId, env.seq), encodeRecord({ conversationId, envelope: env }));
       this.advanceInTx(tx, conversationId, env.seq);
     });
@@ -397,4 +543,11 @@ export class Inbox {
       visible: false,
     }));
   }
+}
+
+/** Known content types that are signals or actions rather than timeline messages. */
+function isKnownSignal(t: string): boolean {
+  return (
+    t === 'react' || t === 'edit' || t === 'delete' || t === 'typing' || t === 'receipt' || t === 'skd' || t === 'pk'
+  );
 }

@@ -11,7 +11,10 @@
  * Positions are kept per entry (`info/<conv>/<logSeq>`); entries without one (the log as it was when this
  * device first saw the conversation) sit before every message.
  *
- * The union is meant to grow: linked devices (#14), disappearing-message timers (#17) and security notices
+ * Disappearing-message timer changes are membership entries too (`set_timer`, #17): their lines are shown in
+ * direct conversations as well, where no other entry gets a line.
+ *
+ * The union is meant to grow: linked devices (#14) and security notices
  * (#20) add their own `InfoEvent` variants and store their lines the same way (a stable `id`, an
  * `afterSeq`), and the app renders each variant.
  *
@@ -32,6 +35,8 @@ export type InfoEvent = {
   readonly role: Role | null;
   /** New title: create, rename. */
   readonly title: string | null;
+  /** The disappearing-message timer in seconds, 0 = off (set_timer; also shown in direct chats). */
+  readonly timer?: number | null;
 };
 
 /** A non-message timeline item (plain data, across the worker boundary). */
@@ -62,6 +67,7 @@ export function membershipLine(
     readonly target: string | null;
     readonly role: Role | null;
     readonly title: string | null;
+    readonly timer?: number | null;
     readonly timestamp: number;
   },
   afterSeq: number,
@@ -79,6 +85,7 @@ export function membershipLine(
       target: e.target,
       role: e.role,
       title: e.title,
+      ...(e.action === 'set_timer' ? { timer: e.timer ?? 0 } : {}),
     },
   };
 }

@@ -1,58 +1,45 @@
 /**
  * The local message store per conversation: messages the server sequenced (`msg/<conv>/<seq>`, ordered by
  * seq), local messages not yet accepted (`pending/<conv>/<clientId>`), the processed-seq cursor per
- * conversation (resume point and acknowledgement bound), and the end-to-end payload format.
+ * conversation (resume point and acknowledgement bound), and four indexes:
  *
- * Payloads (inside every pairwise or sender-key ciphertext) are JSON naming their conversation, so the
- * server cannot replay a ciphertext into another conversation: `text`, `skd` (a sender-key distribution),
- * `receipt` (delivered/read for client ids), `att` (an attachment pointer and an optional caption;
- * attachments.ts), `pk` (our profile key as a 41-byte profile-key message, always pairwise; people.ts). An attachment message's pointer — key and digest included — is kept in its own record
- * (`att/<conv>/<clientId>`), written in the same transaction as the message, so the MessageView the UI
- * gets never carries the key. A pairwise slot addressed to a device we will not encrypt to
- * (not in a verified list, or a member only the server added) carries the one-byte WITHHELD marker.
+ * - `mid/<conv>/<id>` → seq: a message by its id within the conversation (what reactions, edits, deletes
+ *   and replies refer to). The FIRST message stored under an id keeps it: a later message reusing the id
+ *   (a malicious member copying it) never redirects an action meant for the original;
+ * - `qr/<conv>/<quoted id>/<seq>`: the replies quoting a message, so deleting or expiring it also erases
+ *   the excerpts its replies carry;
+ * - `exp/<expiresAt>.<seq>.<conv>`: disappearing messages by expiry time (expiry.ts sweeps it).
+ * - `att/<conv>/<clientId>`: an attachment message's full pointer (key and digest included), written in
+ *   the same transaction as the message, so the MessageView the UI gets never carries the key.
  *
- * Does NOT: decrypt, send, or page by anything but seq (the sealed store lists a conversation's directory;
- * history paging slices it).
+ * Payloads (inside every pairwise or sender-key ciphertext) are the content types of protocol/content.ts
+ * (docs/PROTOCOL.md §"Content types"): `text`, `att`, `react`, `edit`, `delete`, `typing`, `receipt`, `skd`, `pk`. A
+ * pairwise slot addressed to a device we will not encrypt to (not in a verified list, or a member only the
+ * server added) carries the one-byte WITHHELD marker.
+ *
+ * Does NOT: decrypt, send, decide whether an action is allowed (actions.ts), or page by anything but seq
+ * (the sealed store lists a conversation's directory; history paging slices it).
  * @module
  */
 
-import { constants } from './_protocol.js';
+import { type Content, constants, decodeContent, encodeJson } from './_protocol.js';
 import type { AttachmentPointer } from './attachments.js';
-import { decodeRecord, encodeRecord } from './codec.js';
 import type { MessageView } from './context.js';
 import { listJson, readJson, type Store, type StoreTx, writeJson } from './storage.js';
 
-export type Payload =
-  | { readonly t: 'text'; readonly conv: string; readonly id: string; readonly body: string; readonly sentAt: number }
-  | { readonly t: 'skd'; readonly conv: string; readonly d: Uint8Array }
-  | {
-      readonly t: 'att';
-      readonly conv: string;
-      readonly id: string;
-      /** Caption (may be empty). */
-      readonly body: string;
-      readonly sentAt: number;
-      /** The pointer; checked with `parseAttachmentPointer` before anything uses it. */
-      readonly att: unknown;
-    }
-  | {
-      readonly t: 'receipt';
-      readonly conv: string;
-      readonly status: 'delivered' | 'read';
-      readonly ids: readonly string[];
-    }
-  // ---- people (people.ts): our profile key, pairwise only ----
-  | { readonly t: 'pk'; readonly conv: string; readonly k: Uint8Array };
+/** What a decrypted payload can be (protocol/content.ts). */
+export type Payload = Content;
 
-export const encodePayload = (p: Payload): Uint8Array => encodeRecord(p);
+/**
+ * Encodes a payload WITHOUT checking it (tests craft hostile payloads with it); the engine's own sends use
+ * `encodeContent`, which checks every field.
+ */
+export const encodePayload = (p: Payload | Readonly<Record<string, unknown>>): Uint8Array => encodeJson(p);
 
+/** A payload of a known type that passes its field rules, or null. */
 export function decodePayload(bytes: Uint8Array): Payload | null {
-  try {
-    const p = decodeRecord<Payload>(bytes);
-    return p && typeof p === 'object' && typeof p.t === 'string' && typeof p.conv === 'string' ? p : null;
-  } catch {
-    return null;
-  }
+  const r = decodeContent(bytes);
+  return r.kind === 'ok' ? r.content : null;
 }
 
 /**
@@ -60,12 +47,12 @@ export function decodePayload(bytes: Uint8Array): Payload | null {
  * padding, the ratchet header and a prekey message's KEM ciphertext always fit (the composer enforces it
  * as you type; `sendText` refuses more with `too_long`).
  */
-export const MAX_TEXT_BYTES = constants.MAX_PLAINTEXT_LEN / 2;
+export const MAX_TEXT_BYTES = constants.MAX_TEXT_BYTES;
 
 /** The one-byte placeholder for devices that get nothing from us (base64url "AA"). */
 export const WITHHELD = 'AA';
 
-const pad = (seq: number) => seq.toString().padStart(16, '0');
+const pad = (n: number) => n.toString().padStart(16, '0');
 const K = {
   msg: (c: string, seq: number) => `msg/${c}/${pad(seq)}`,
   msgDir: (c: string) => `msg/${c}/`,
@@ -73,10 +60,26 @@ const K = {
   pendingDir: (c: string) => `pending/${c}/`,
   cursor: (c: string) => `cur/${c}`,
   attachment: (c: string, clientId: string) => `att/${c}/${clientId}`,
+  /** The highest seq stored (our own accepted messages included: the cursor counts only received ones). */
+  top: (c: string) => `top/${c}`,
+  id: (c: string, id: string) => `mid/${c}/${id}`,
+  quotedBy: (c: string, id: string, seq: number) => `qr/${c}/${id}/${pad(seq)}`,
+  quotedDir: (c: string, id: string) => `qr/${c}/${id}/`,
+  expiry: (at: number, c: string, seq: number) => `exp/${pad(at)}.${pad(seq)}.${c}`,
 };
+export const EXPIRY_DIR = 'exp/';
+
+/** An expiry index entry's parts (`exp/<at>.<seq>.<conv>`). */
+export function parseExpiryKey(key: string): { at: number; seq: number; conversationId: string } | null {
+  const m = /^exp\/(\d{16})\.(\d{16})\.([A-Za-z0-9_-]+)$/.exec(key);
+  return m ? { at: Number(m[1]), seq: Number(m[2]), conversationId: m[3]! } : null;
+}
 
 export class Messages {
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   /** Last seq durably processed in `conversationId` (0 if none). */
   async cursor(conversationId: string): Promise<number> {
@@ -91,25 +94,68 @@ export class Messages {
     writeJson(tx, K.cursor(conversationId), seq);
   }
 
-  putInTx(tx: StoreTx, m: MessageView): void {
-    if (m.seq === null) writeJson(tx, K.pending(m.conversationId, m.clientId), m);
-    else writeJson(tx, K.msg(m.conversationId, m.seq), m);
+  /**
+   * Stores a message (pending, or sequenced with its indexes). A sequenced message claims its id in the
+   * id index unless an earlier message holds it.
+   */
+  async putInTx(tx: StoreTx, m: MessageView): Promise<void> {
+    if (m.seq === null) {
+      writeJson(tx, K.pending(m.conversationId, m.clientId), m);
+      return;
+    }
+    writeJson(tx, K.msg(m.conversationId, m.seq), m);
+    await this.indexInTx(tx, m);
+    if (((await readJson<number>(tx, K.top(m.conversationId))) ?? 0) < m.seq)
+      writeJson(tx, K.top(m.conversationId), m.seq);
+  }
+
+  /** The newest seq this device knows in the conversation: processed (cursor) or stored (own accepted). */
+  async newest(conversationId: string): Promise<number> {
+    const [cur, top] = await Promise.all([
+      this.cursor(conversationId),
+      readJson<number>(this.store, K.top(conversationId)),
+    ]);
+    return Math.max(cur, top ?? 0);
+  }
+
+  private async indexInTx(tx: StoreTx, m: MessageView): Promise<void> {
+    if (m.seq === null) return;
+    const held = await readJson<number>(tx, K.id(m.conversationId, m.clientId));
+    if (held === undefined) writeJson(tx, K.id(m.conversationId, m.clientId), m.seq);
+    if (m.quote) writeJson(tx, K.quotedBy(m.conversationId, m.quote.id, m.seq), true);
+    if (m.expiresAt !== undefined) writeJson(tx, K.expiry(m.expiresAt, m.conversationId, m.seq), true);
   }
 
   async putPending(m: MessageView): Promise<void> {
     await this.store.transaction(async (tx) => this.putInTx(tx, m));
   }
 
-  /** A local message was accepted with `seq`: it moves from pending into the sequenced history. */
-  async accept(conversationId: string, clientId: string, seq: number): Promise<MessageView | null> {
+  /**
+   * A local message was accepted with `seq` (and the server's `ts`): it moves from pending into the
+   * sequenced history; `expiresAt(ts)` gives its disappearing time, if the conversation has a timer.
+   */
+  async accept(
+    conversationId: string,
+    clientId: string,
+    seq: number,
+    ts?: number,
+    expiresAt?: (ts: number) => number | undefined,
+  ): Promise<MessageView | null> {
+    const at = ts !== undefined ? expiresAt?.(ts) : undefined;
     return this.store.transaction(async (tx) => {
       const m =
         (await readJson<MessageView>(tx, K.pending(conversationId, clientId))) ??
         (await readJson<MessageView>(tx, K.msg(conversationId, seq)));
       if (!m) return null;
       tx.delete(K.pending(conversationId, clientId));
-      const next: MessageView = { ...m, seq, status: m.status === 'delivered' ? 'delivered' : 'sent' };
-      writeJson(tx, K.msg(conversationId, seq), next);
+      const next: MessageView = {
+        ...m,
+        seq,
+        status: m.status === 'delivered' ? 'delivered' : 'sent',
+        ...(ts !== undefined && m.ts === undefined ? { ts } : {}),
+        ...(at !== undefined && m.expiresAt === undefined ? { expiresAt: at } : {}),
+      };
+      await this.putInTx(tx, next);
       return next;
     });
   }
@@ -132,6 +178,11 @@ export class Messages {
     return next;
   }
 
+  /** Replaces a sequenced message record as it is (the caller built it from the stored one). */
+  replaceInTx(tx: StoreTx, m: MessageView): void {
+    if (m.seq !== null) writeJson(tx, K.msg(m.conversationId, m.seq), m);
+  }
+
   async getPending(conversationId: string, clientId: string): Promise<MessageView | undefined> {
     return readJson<MessageView>(this.store, K.pending(conversationId, clientId));
   }
@@ -145,6 +196,7 @@ export class Messages {
     writeJson(tx, K.attachment(conversationId, clientId), p);
   }
 
+  /** Forgets an attachment's pointer (its key): a failed one deleted, or deleted for everyone, or expired. */
   deleteAttachmentInTx(tx: StoreTx, conversationId: string, clientId: string): void {
     tx.delete(K.attachment(conversationId, clientId));
   }
@@ -157,13 +209,91 @@ export class Messages {
     return readJson<MessageView>(this.store, K.msg(conversationId, seq));
   }
 
+  /** The seq of the message with this id in the conversation (the first one stored under it). */
+  seqOfInTx(tx: StoreTx, conversationId: string, id: string): Promise<number | undefined> {
+    return readJson<number>(tx, K.id(conversationId, id));
+  }
+
+  seqOf(conversationId: string, id: string): Promise<number | undefined> {
+    return readJson<number>(this.store, K.id(conversationId, id));
+  }
+
+  /** The message with this id, as stored (inside a transaction). */
+  async byIdInTx(tx: StoreTx, conversationId: string, id: string): Promise<MessageView | undefined> {
+    const seq = await this.seqOfInTx(tx, conversationId, id);
+    return seq === undefined ? undefined : readJson<MessageView>(tx, K.msg(conversationId, seq));
+  }
+
+  async byId(conversationId: string, id: string): Promise<MessageView | undefined> {
+    return this.store.transaction((tx) => this.byIdInTx(tx, conversationId, id));
+  }
+
+  /**
+   * Erases what a deleted or expired message said from the replies that quote it (their excerpt becomes
+   * null); returns the replies changed.
+   */
+  async eraseQuotesOfInTx(tx: StoreTx, conversationId: string, id: string): Promise<MessageView[]> {
+    const out: MessageView[] = [];
+    for (const e of await tx.list(K.quotedDir(conversationId, id))) {
+      const seq = Number(e.key.slice(e.key.lastIndexOf('/') + 1));
+      const reply = await readJson<MessageView>(tx, K.msg(conversationId, seq));
+      if (reply?.quote && reply.quote.text !== null) {
+        const next: MessageView = { ...reply, quote: { ...reply.quote, text: null } };
+        writeJson(tx, K.msg(conversationId, seq), next);
+        out.push(next);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Removes a sequenced message and its index entries (expiry). Replies quoting it keep their place with
+   * the excerpt erased; the id stays claimed (no later message can take it over).
+   */
+  async removeInTx(tx: StoreTx, m: MessageView): Promise<MessageView[]> {
+    if (m.seq === null) return [];
+    tx.delete(K.msg(m.conversationId, m.seq));
+    tx.delete(K.attachment(m.conversationId, m.clientId));
+    if (m.expiresAt !== undefined) tx.delete(K.expiry(m.expiresAt, m.conversationId, m.seq));
+    if (m.quote) tx.delete(K.quotedBy(m.conversationId, m.quote.id, m.seq));
+    return this.eraseQuotesOfInTx(tx, m.conversationId, m.clientId);
+  }
+
+  /** Expiry index entries due at or before `now` (oldest first), at most `limit`. */
+  async due(now: number, limit = 500): Promise<{ key: string; at: number; seq: number; conversationId: string }[]> {
+    const out: { key: string; at: number; seq: number; conversationId: string }[] = [];
+    for (const e of await this.store.list(EXPIRY_DIR)) {
+      const p = parseExpiryKey(e.key);
+      if (!p) continue;
+      if (p.at > now) break; // sorted by key: zero-padded expiry first
+      out.push({ key: e.key, ...p });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** The earliest expiry in the index, or null. */
+  async nextExpiry(): Promise<number | null> {
+    const first = (await this.store.list(EXPIRY_DIR))[0];
+    return first ? (parseExpiryKey(first.key)?.at ?? null) : null;
+  }
+
+  /** Every sequenced message of a conversation, oldest first (search; expired ones left out). */
+  async all(conversationId: string): Promise<MessageView[]> {
+    const now = this.now();
+    return (await listJson<MessageView>(this.store, K.msgDir(conversationId)))
+      .map((e) => e.value)
+      .filter((m) => m.expiresAt === undefined || m.expiresAt > now);
+  }
+
   /**
    * Up to `limit` sequenced messages before `beforeSeq` (newest page when omitted), oldest first; the
-   * newest page also carries pending local messages at the end.
+   * newest page also carries pending local messages at the end. Messages past their expiry are never
+   * returned, even before the sweep has deleted them.
    */
   async page(conversationId: string, opts: { beforeSeq?: number; limit?: number } = {}): Promise<MessageView[]> {
     const limit = opts.limit ?? 50;
-    const all = (await listJson<MessageView>(this.store, K.msgDir(conversationId))).map((e) => e.value);
+    const all = await this.all(conversationId);
     const older = opts.beforeSeq === undefined ? all : all.filter((m) => (m.seq ?? 0) < opts.beforeSeq!);
     const page = older.slice(Math.max(0, older.length - limit));
     if (opts.beforeSeq !== undefined) return page;

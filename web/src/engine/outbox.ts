@@ -72,6 +72,19 @@ function isTransient(err: unknown): boolean {
 const key = (clientId: string) => `out/${clientId}`;
 const ref = (u: string, d: string) => `${u}\n${d}`;
 
+/**
+ * What the engine does when the server sequenced (or refused) one of our entries: a sequenced message
+ * gets its disappearing time from `expiresAt`; an action or signal (`visible: false`) is handed to
+ * `accepted` before its entry is dropped — our reactions, edits and deletes are applied to our own store at
+ * the seq the server gave them, exactly as every other device applies them; `failed` hears of the ones
+ * that will never be sent.
+ */
+export interface OutboxHooks {
+  readonly expiresAt?: (conversationId: string) => Promise<((ts: number) => number | undefined) | undefined>;
+  readonly accepted?: (e: OutboxEntry, seq: number, ts: number) => Promise<void>;
+  readonly failed?: (e: OutboxEntry) => Promise<void>;
+}
+
 export class Outbox {
   private readonly inFlight = new Set<string>();
   /** Answers and flushes run one at a time, so an answer is never raced by a resend of the same entry. */
@@ -91,6 +104,7 @@ export class Outbox {
     private readonly directory: Directory,
     private readonly messages: Messages,
     private readonly send: (conversationId: string, frame: ClientFrame) => boolean,
+    private readonly hooks: OutboxHooks = {},
   ) {}
 
   private lastOrder = 0;
@@ -230,19 +244,25 @@ export class Outbox {
     return items;
   }
 
-  onAccepted(conversationId: string, clientId: string, seq: number): Promise<void> {
-    return this.serial(() => this.acceptedNow(conversationId, clientId, seq));
+  onAccepted(conversationId: string, clientId: string, seq: number, ts?: number): Promise<void> {
+    return this.serial(() => this.acceptedNow(conversationId, clientId, seq, ts));
   }
 
-  private async acceptedNow(conversationId: string, clientId: string, seq: number): Promise<void> {
+  private async acceptedNow(conversationId: string, clientId: string, seq: number, ts?: number): Promise<void> {
     this.answered(conversationId, clientId);
     const e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
     if (e && e.conversationId === conversationId) {
-      if (!e.visible) await this.ctx.store.delete(key(clientId));
-      else {
+      if (!e.visible) {
+        // Sequenced means every other device applies it: so do we (even if we had given up on it).
+        if (this.hooks.accepted) {
+          await this.hooks.accepted(e, seq, ts ?? this.ctx.now()).catch((err) => console.error('outbox:', err));
+        }
+        await this.ctx.store.delete(key(clientId));
+      } else {
         const state = e.state === 'delivered' ? 'delivered' : 'sent';
         await putJson(this.ctx.store, key(clientId), { ...e, state, seq });
-        const m = await this.messages.accept(conversationId, clientId, seq);
+        const expiry = await this.hooks.expiresAt?.(conversationId).catch(() => undefined);
+        const m = await this.messages.accept(conversationId, clientId, seq, ts, expiry);
         if (m) this.ctx.emit({ type: 'message_updated', message: m });
       }
     }
@@ -309,7 +329,10 @@ export class Outbox {
     const e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
     if (!e) return;
     await putJson(this.ctx.store, key(clientId), { ...e, state: 'failed', error });
-    if (!e.visible) return;
+    if (!e.visible) {
+      await this.hooks.failed?.(e).catch(() => undefined);
+      return;
+    }
     const m = await this.messages.update(e.conversationId, { seq: e.seq, clientId }, { status: 'failed', error });
     if (m) this.ctx.emit({ type: 'message_updated', message: m });
   }

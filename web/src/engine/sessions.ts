@@ -101,6 +101,23 @@ export class Sessions {
     return out;
   }
 
+  /**
+   * Encrypts only to devices we already have a usable session with — never claims a bundle or starts a
+   * session (ephemeral signals such as typing must not spend anyone's one-time prekeys).
+   */
+  async encryptExisting(
+    userId: string,
+    devices: readonly VerifiedDevice[],
+    plaintext: Uint8Array,
+  ): Promise<Encrypted[]> {
+    const out: Encrypted[] = [];
+    for (const d of devices) {
+      const c = await this.encryptOne(userId, d.deviceId, plaintext, null);
+      if (c) out.push({ deviceId: d.deviceId, ciphertext: c });
+    }
+    return out;
+  }
+
   /** One claim for the user; verified bundles for the devices we need (others are discarded). */
   private async claim(userId: string, need: readonly VerifiedDevice[]): Promise<Map<string, VerifiedBundle>> {
     const claim = await this.ctx.api.claimBundles(userId);

@@ -79,6 +79,15 @@ export const ENGINE_METHODS: readonly (keyof EngineApi)[] = [
   'unblock',
   'mute',
   'unmute',
+  // issue 17: everyday messaging
+  'react',
+  'editMessage',
+  'deleteForEveryone',
+  'setTimer',
+  'typing',
+  'search',
+  'locate',
+  'sweepExpired',
 ];
 
 export function hostEngine(engine: Engine, port: Endpoint): () => void {

@@ -143,6 +143,41 @@ export const DEFAULT_MAX_ATTACHMENT_SIZE = 100 * 1024 * 1024;
 export const MAX_ATTACHMENT_SIZE = 2 ** 32;
 /** Largest thumbnail carried inside the encrypted message (a few KB is the aim; the message is ≤ 64 KiB). */
 export const MAX_THUMBNAIL_LEN = 16 * 1024;
+// ---- Content types (content.ts; docs/PROTOCOL.md §"Content types") --------------------------------
+/**
+ * The highest version of each content type this implementation understands. A payload without `v` is
+ * version 1; a payload whose `v` is above this for its type is treated like an unknown type (shown as an
+ * unsupported message if it has an `id`, otherwise ignored), never guessed at.
+ */
+export const CONTENT_VERSIONS = {
+  text: 1,
+  react: 1,
+  edit: 1,
+  delete: 1,
+  typing: 1,
+  receipt: 1,
+  skd: 1,
+  att: 1,
+  pk: 1,
+} as const;
+/** Longest content type name (`t`): bounds what an unsupported message records. */
+export const MAX_CONTENT_TYPE_LEN = 32;
+/**
+ * Longest text body (and edited body), in UTF-8 bytes: half the plaintext limit, so the payload around
+ * it, the padding, the ratchet header and a prekey message's KEM ciphertext always fit.
+ */
+export const MAX_TEXT_BYTES = MAX_PLAINTEXT_LEN / 2;
+/** Longest quoted excerpt a reply carries (UTF-8 bytes); senders quote the first ~200 characters. */
+export const MAX_QUOTE_BYTES = 1024;
+/** Longest reaction (UTF-8 bytes): one emoji grapheme, ZWJ sequences and skin tones included. */
+export const MAX_REACTION_BYTES = 32;
+/** Most message ids one receipt covers (≈ 1.5 KB per member device, far below a frame's limit). */
+export const MAX_RECEIPT_IDS = 64;
+/** An edit is honoured only if the server time between the message and the edit is at most this. */
+export const EDIT_WINDOW_MS = 24 * 3600 * 1000;
+/** Disappearing-message timer bounds (seconds), besides 0 = off: 5 minutes … 4 weeks. */
+export const MIN_TIMER_SECONDS = 5 * 60;
+export const MAX_TIMER_SECONDS = 28 * 24 * 3600;
 
 // ---- Passwords (client-side pre-hash; see password.ts) -------------------------------------------------
 /** Domain-separates the username-derived argon2id salt. */

@@ -36,8 +36,10 @@ describe('encodings are injective and strict (property)', () => {
   });
 
   it('membership entry: decode(encode(e)) = e for every action shape', () => {
+    const timerArb = fc.oneof(fc.constantFrom(0, 300, 2_419_200), fc.integer({ min: 300, max: 2_419_200 }));
     const entry = fc.constantFrom(...ACTIONS).chain((action) =>
       fc.record({
+        ...(action === 'set_timer' ? { timer: timerArb } : {}),
         conversationId: id,
         seq: u32,
         prevHash: bytes(32),

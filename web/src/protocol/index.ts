@@ -18,6 +18,30 @@ export {
 } from './attachments.js';
 export { fromB64u, fromHex, toB64u, toHex } from './bytes.js';
 export * as constants from './constants.js';
+export {
+  ACTION_TYPES,
+  type AttContent,
+  CONTENT_TYPES,
+  type Content,
+  type ContentType,
+  type DecodedContent,
+  type DeleteContent,
+  type DistributionContent,
+  decodeContent,
+  decodeJson,
+  type EditContent,
+  encodeContent,
+  encodeJson,
+  isReaction,
+  isTimerSeconds,
+  type ProfileKeyContent,
+  type Quote,
+  quoteExcerpt,
+  type ReactContent,
+  type ReceiptContent,
+  type TextContent,
+  type TypingContent,
+} from './content.js';
 export { ErrorCode, is, ProtocolError, publicDecryptError } from './errors.js';
 export {
   compareScanned,
@@ -64,6 +88,7 @@ export {
   type Action,
   applyEntry,
   canPerform,
+  canSetTimer,
   decodeMembershipEntry,
   encodeMembershipEntry,
   entryHash,

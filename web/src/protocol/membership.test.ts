@@ -81,6 +81,7 @@ const EXPECTED: Record<Role, Record<string, boolean>> = {
     'transfer_ownership:admin': true,
     'transfer_ownership:member': true,
     create: false,
+    set_timer: true,
   },
   admin: {
     'add:admin': false,
@@ -99,6 +100,7 @@ const EXPECTED: Record<Role, Record<string, boolean>> = {
     'transfer_ownership:admin': false,
     'transfer_ownership:member': false,
     create: false,
+    set_timer: true,
   },
   member: {
     'add:admin': false,
@@ -117,6 +119,8 @@ const EXPECTED: Record<Role, Record<string, boolean>> = {
     'transfer_ownership:member': false,
     'transfer_ownership:owner': false,
     create: false,
+    // In a conversation of more than two members (this one has five); see the set_timer tests below.
+    set_timer: false,
   },
 };
 const AUTHOR_OF: Record<Role, string> = { owner: 'owner', admin: 'admin', member: 'member' };
@@ -141,7 +145,9 @@ describe('membership role × action matrix', () => {
               ? { action, target: TARGET_WITH[targetRole] }
               : action === 'rename' || action === 'create'
                 ? { action, title: 'New' }
-                : { action };
+                : action === 'set_timer'
+                  ? { action, timer: 3600 }
+                  : { action };
         const e = await nextEntry(curves, signer(author), base, CONV, params(author, p));
         const result = await applyEntry(curves, base, e, resolve).catch((err) => err);
         if (allowed) {
@@ -340,3 +346,106 @@ describe('membership log integrity (pitfall 17)', () => {
     ).rejects.toThrow(/target presence/);
   });
 });
+
+describe('disappearing-message timer entries (set_timer)', () => {
+  it('a member may set the timer while the conversation has two members, not in a larger group', async () => {
+    const log: MembershipEntry[] = [];
+    let s = await append(log, null, 'owner', { action: 'create', title: '' });
+    s = await append(log, s, 'owner', { action: 'add', target: 'member', role: 'member' });
+    s = await append(log, s, 'member', { action: 'set_timer', timer: 300 });
+    expect(s.timer).toBe(300);
+    s = await append(log, s, 'owner', { action: 'set_timer', timer: 0 });
+    expect(s.timer).toBe(0);
+    s = await append(log, s, 'owner', { action: 'add', target: 'member2', role: 'member' });
+    const e = await nextEntry(
+      curves,
+      signer('member'),
+      s,
+      CONV,
+      params('member', { action: 'set_timer', timer: 60 * 60 }),
+    );
+    expect((await applyEntry(curves, s, e, resolve).catch((x) => x)).code).toBe('forbidden');
+    const replayed = await verifyLog(curves, log, resolve);
+    expect(replayed.timer).toBe(0);
+  });
+
+  it('the timer travels as a u32 after the title, only in set_timer entries, and decodes to the same entry', async () => {
+    const e = await nextEntry(
+      curves,
+      signer('owner'),
+      base,
+      CONV,
+      params('owner', { action: 'set_timer', timer: 604_800 }),
+    );
+    const bytes = encodeMembershipEntry(e);
+    const back = decodeMembershipEntry(bytes);
+    expect(back.timer).toBe(604_800);
+    expect(toHex(encodeMembershipEntry(back))).toBe(toHex(bytes));
+    // … u8 hasTitle = 0 ‖ u32 timer ‖ u64 timestamp ‖ signature[64]
+    const tail = bytes.slice(bytes.length - 64 - 8 - 4 - 1, bytes.length - 64 - 8);
+    expect(toHex(tail)).toBe('00' + '00093a80');
+    // Other actions carry no timer bytes (the existing layout is unchanged).
+    const rename = await nextEntry(
+      curves,
+      signer('owner'),
+      base,
+      CONV,
+      params('owner', { action: 'rename', title: 'x' }),
+    );
+    expect(decodeMembershipEntry(encodeMembershipEntry(rename)).timer).toBeUndefined();
+  });
+
+  it('a timer outside 0 or 5 minutes … 4 weeks is refused when signing and when decoding', async () => {
+    for (const timer of [1, 299, 2_419_201, -1, 1.5]) {
+      const err = await nextEntry(
+        curves,
+        signer('owner'),
+        base,
+        CONV,
+        params('owner', { action: 'set_timer', timer }),
+      ).catch((x) => x);
+      expect(is(err, 'invalid_structure'), String(timer)).toBe(true);
+    }
+    // A valid entry with its timer bytes rewritten to 299 s no longer decodes.
+    const e = await nextEntry(
+      curves,
+      signer('owner'),
+      base,
+      CONV,
+      params('owner', { action: 'set_timer', timer: 300 }),
+    );
+    const bytes = encodeMembershipEntry(e);
+    const at = bytes.length - 64 - 8 - 4;
+    bytes.set([0, 0, 0x01, 0x2b], at);
+    expect(
+      is(
+        catching(() => decodeMembershipEntry(bytes)),
+        'invalid_structure',
+      ),
+    ).toBe(true);
+    // A set_timer without its timer, or another action with one, is a shape error.
+    const noTimer = { ...e, timer: null };
+    expect(
+      is(
+        catching(() => encodeMembershipEntry(noTimer)),
+        'invalid_structure',
+      ),
+    ).toBe(true);
+    const renameWithTimer = { ...e, action: 'rename' as const, title: 't', timer: 300 };
+    expect(
+      is(
+        catching(() => encodeMembershipEntry(renameWithTimer)),
+        'invalid_structure',
+      ),
+    ).toBe(true);
+  });
+});
+
+function catching(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  return null;
+}

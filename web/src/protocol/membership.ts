@@ -11,13 +11,23 @@
  */
 import { concat, equal, isAllZero, Reader, Writer } from './bytes.js';
 import { MAX_MEMBERS, MAX_MEMBERSHIP_ENTRIES, MAX_TITLE_LEN, PROTOCOL_VERSION, SIG_MEMBERSHIP } from './constants.js';
+import { isTimerSeconds } from './content.js';
 import { ErrorCode, fail } from './errors.js';
 import { assertId, type DeviceKeyResolver, readId, signatureInput } from './identity.js';
 import type { OurEd25519KeyPair } from './keys.js';
 import { type Curve25519, SIG_LEN, sha256 } from './primitives.js';
 
 export type Role = 'owner' | 'admin' | 'member';
-export type Action = 'create' | 'add' | 'remove' | 'promote' | 'demote' | 'rename' | 'leave' | 'transfer_ownership';
+export type Action =
+  | 'create'
+  | 'add'
+  | 'remove'
+  | 'promote'
+  | 'demote'
+  | 'rename'
+  | 'leave'
+  | 'transfer_ownership'
+  | 'set_timer';
 
 export const ROLES: readonly Role[] = ['owner', 'admin', 'member'];
 export const ACTIONS: readonly Action[] = [
@@ -29,6 +39,7 @@ export const ACTIONS: readonly Action[] = [
   'rename',
   'leave',
   'transfer_ownership',
+  'set_timer',
 ];
 /** Wire codes (u8). */
 const ACTION_CODE: Record<Action, number> = {
@@ -40,6 +51,7 @@ const ACTION_CODE: Record<Action, number> = {
   rename: 6,
   leave: 7,
   transfer_ownership: 8,
+  set_timer: 9,
 };
 const ROLE_CODE: Record<Role, number> = { owner: 1, admin: 2, member: 3 };
 
@@ -48,7 +60,9 @@ const ROLE_CODE: Record<Role, number> = { owner: 1, admin: 2, member: 3 };
  * the target may have (for `add`: the role granted; otherwise the target's current role). `create` is only
  * valid as entry 0 of a log, where its author becomes the owner. Members may not rename (decided: the title
  * is shared state that admins curate). The owner cannot leave; it must transfer ownership first, after
- * which it is an admin. There is always exactly one owner.
+ * which it is an admin. There is always exactly one owner. `set_timer` (the disappearing-message timer) is
+ * for owners and admins — and for a member while the conversation has at most two members (a direct chat,
+ * where both people may set it; `canSetTimer`).
  */
 export const ROLE_ACTIONS: Readonly<Record<Role, Readonly<Record<Action, boolean | readonly Role[]>>>> = {
   owner: {
@@ -60,6 +74,7 @@ export const ROLE_ACTIONS: Readonly<Record<Role, Readonly<Record<Action, boolean
     rename: true,
     leave: false,
     transfer_ownership: ['admin', 'member'],
+    set_timer: true,
   },
   admin: {
     create: false,
@@ -70,6 +85,7 @@ export const ROLE_ACTIONS: Readonly<Record<Role, Readonly<Record<Action, boolean
     rename: true,
     leave: true,
     transfer_ownership: [],
+    set_timer: true,
   },
   member: {
     create: false,
@@ -80,6 +96,7 @@ export const ROLE_ACTIONS: Readonly<Record<Role, Readonly<Record<Action, boolean
     rename: false,
     leave: true,
     transfer_ownership: [],
+    set_timer: false,
   },
 };
 
@@ -90,16 +107,25 @@ export function canPerform(role: Role, action: Action, targetRole: Role | null):
   return targetRole !== null && rule.includes(targetRole);
 }
 
+/**
+ * Whether `role` may set the disappearing-message timer in a conversation of `memberCount` members: the
+ * table's `set_timer` rule, plus a member while there are at most two members (a direct chat).
+ */
+export function canSetTimer(role: Role, memberCount: number): boolean {
+  return canPerform(role, 'set_timer', null) || memberCount <= 2;
+}
+
 /** Which optional fields each action carries (any other presence is `invalid_structure`). */
-const SHAPE: Record<Action, { target: boolean; role: boolean; title: boolean }> = {
-  create: { target: false, role: false, title: true },
-  add: { target: true, role: true, title: false },
-  remove: { target: true, role: false, title: false },
-  promote: { target: true, role: false, title: false },
-  demote: { target: true, role: false, title: false },
-  rename: { target: false, role: false, title: true },
-  leave: { target: false, role: false, title: false },
-  transfer_ownership: { target: true, role: false, title: false },
+const SHAPE: Record<Action, { target: boolean; role: boolean; title: boolean; timer: boolean }> = {
+  create: { target: false, role: false, title: true, timer: false },
+  add: { target: true, role: true, title: false, timer: false },
+  remove: { target: true, role: false, title: false, timer: false },
+  promote: { target: true, role: false, title: false, timer: false },
+  demote: { target: true, role: false, title: false, timer: false },
+  rename: { target: false, role: false, title: true, timer: false },
+  leave: { target: false, role: false, title: false, timer: false },
+  transfer_ownership: { target: true, role: false, title: false, timer: false },
+  set_timer: { target: false, role: false, title: false, timer: true },
 };
 
 export interface MembershipEntryBody {
@@ -117,6 +143,11 @@ export interface MembershipEntryBody {
   readonly role: Role | null;
   /** create, rename. */
   readonly title: string | null;
+  /**
+   * set_timer only: the disappearing-message timer in seconds, 0 (off) or MIN_TIMER_SECONDS …
+   * MAX_TIMER_SECONDS. Absent (undefined or null) for every other action.
+   */
+  readonly timer?: number | null;
   /** Author's clock, ms since epoch. Informational only. */
   readonly timestamp: number;
 }
@@ -130,6 +161,8 @@ export interface MembershipState {
   readonly conversationId: string;
   readonly members: ReadonlyMap<string, Role>;
   readonly title: string;
+  /** Disappearing-message timer in seconds, as the last `set_timer` entry set it (absent or 0: off). */
+  readonly timer?: number;
   /** entryHash of the last applied entry. */
   readonly headHash: Uint8Array;
   /** seq of the last applied entry. */
@@ -141,7 +174,8 @@ const OP = 'membership';
 
 /**
  * version u8 ‖ str conversationId ‖ u32 seq ‖ prevHash[32] ‖ u8 action ‖ str authorUserId ‖
- * str authorDeviceId ‖ u8 hasTarget [‖ str target] ‖ u8 role (0 none) ‖ u8 hasTitle [‖ str title] ‖ u64 ts
+ * str authorDeviceId ‖ u8 hasTarget [‖ str target] ‖ u8 role (0 none) ‖ u8 hasTitle [‖ str title] ‖
+ * [u32 timerSeconds, set_timer only] ‖ u64 ts
  */
 export function encodeMembershipEntryBody(e: MembershipEntryBody): Uint8Array {
   assertShape(e);
@@ -157,6 +191,7 @@ export function encodeMembershipEntryBody(e: MembershipEntryBody): Uint8Array {
   if (e.target !== null) w.str(e.target);
   w.u8(e.role === null ? 0 : ROLE_CODE[e.role]).bool(e.title !== null);
   if (e.title !== null) w.str(e.title);
+  if (e.action === 'set_timer') w.u32(e.timer!);
   return w.u64(e.timestamp).finish();
 }
 
@@ -184,10 +219,23 @@ export function decodeMembershipEntry(bytes: Uint8Array): MembershipEntry {
   const roleCode = r.u8();
   const role = roleCode === 0 ? null : byCode(ROLE_CODE, roleCode, op);
   const title = r.bool() ? r.str(MAX_TITLE_LEN) : null;
+  const timer = action === 'set_timer' ? r.u32() : null;
   const timestamp = r.u64();
   const signature = r.fixed(SIG_LEN);
   r.end();
-  const e = { conversationId, seq, prevHash, action, authorUserId, authorDeviceId, target, role, title, timestamp };
+  const e = {
+    conversationId,
+    seq,
+    prevHash,
+    action,
+    authorUserId,
+    authorDeviceId,
+    target,
+    role,
+    title,
+    ...(timer !== null ? { timer } : {}),
+    timestamp,
+  };
   assertShape(e);
   return { ...e, signature };
 }
@@ -200,6 +248,8 @@ function assertShape(e: MembershipEntryBody): void {
   if (s.target !== (e.target !== null)) fail(ErrorCode.InvalidStructure, OP, 'target presence');
   if (s.role !== (e.role !== null)) fail(ErrorCode.InvalidStructure, OP, 'role presence');
   if (s.title !== (e.title !== null)) fail(ErrorCode.InvalidStructure, OP, 'title presence');
+  if (s.timer !== (e.timer !== undefined && e.timer !== null)) fail(ErrorCode.InvalidStructure, OP, 'timer presence');
+  if (s.timer && !isTimerSeconds(e.timer)) fail(ErrorCode.InvalidStructure, OP, 'timer out of range');
   if (e.target !== null) assertId(e.target, 'target', OP);
   if (e.title !== null && new TextEncoder().encode(e.title).length > MAX_TITLE_LEN)
     fail(ErrorCode.LimitExceeded, OP, 'title too long');
@@ -227,6 +277,8 @@ export interface EntryParams {
   readonly target?: string;
   readonly role?: Role;
   readonly title?: string;
+  /** set_timer: seconds (0 = off). */
+  readonly timer?: number;
   readonly timestamp: number;
 }
 
@@ -248,6 +300,7 @@ export function nextEntry(
     target: p.target ?? null,
     role: p.role ?? null,
     title: p.title ?? null,
+    ...(p.action === 'set_timer' ? { timer: p.timer ?? null } : {}),
     timestamp: p.timestamp,
   });
 }
@@ -319,7 +372,7 @@ function assertChain(state: MembershipState | null, e: MembershipEntryBody): voi
 function applyRules(state: MembershipState | null, e: MembershipEntryBody, hash: Uint8Array): MembershipState {
   if (state === null) {
     const members = new Map<string, Role>([[e.authorUserId, 'owner']]);
-    return { conversationId: e.conversationId, members, title: e.title!, headHash: hash, seq: 0 };
+    return { conversationId: e.conversationId, members, title: e.title!, timer: 0, headHash: hash, seq: 0 };
   }
   const authorRole = state.members.get(e.authorUserId);
   if (!authorRole) fail(ErrorCode.Forbidden, OP, `entry ${e.seq}: author is not a member`);
@@ -330,9 +383,12 @@ function applyRules(state: MembershipState | null, e: MembershipEntryBody, hash:
   if (e.action !== 'add' && e.target !== null && targetRole === undefined)
     fail(ErrorCode.InvalidStructure, OP, 'target is not a member');
   const relevant = e.action === 'add' ? e.role : (targetRole ?? null);
-  if (!canPerform(authorRole, e.action, relevant)) fail(ErrorCode.Forbidden, OP, `entry ${e.seq}: ${e.action}`);
+  const allowed =
+    e.action === 'set_timer' ? canSetTimer(authorRole, state.members.size) : canPerform(authorRole, e.action, relevant);
+  if (!allowed) fail(ErrorCode.Forbidden, OP, `entry ${e.seq}: ${e.action}`);
   const members = new Map(state.members);
   let title = state.title;
+  let timer = state.timer ?? 0;
   switch (e.action) {
     case 'add':
       if (members.size >= MAX_MEMBERS) fail(ErrorCode.LimitExceeded, OP, 'too many members');
@@ -357,6 +413,9 @@ function applyRules(state: MembershipState | null, e: MembershipEntryBody, hash:
       members.set(e.target!, 'owner');
       members.set(e.authorUserId, 'admin');
       break;
+    case 'set_timer':
+      timer = e.timer!;
+      break;
   }
-  return { conversationId: state.conversationId, members, title, headHash: hash, seq: e.seq };
+  return { conversationId: state.conversationId, members, title, timer, headHash: hash, seq: e.seq };
 }

@@ -12,6 +12,8 @@
  *   client message ids are idempotency keys (`accepted` + `duplicate`), envelopes stay in each device's
  *   mailbox until acked (over the socket or HTTP), `resume` replays before live delivery starts, a removed
  *   member's sockets close with 4403;
+ * - typing signals (as the ConversationDO): relayed to the addressed live member sockets, never sequenced
+ *   or stored (`typingRelayed` counts them for tests);
  * - network switches: `setOnline(user, device, false)` drops sockets and refuses new ones.
  *
  * Does NOT: authenticate (each `api(user, device)` is already "signed in"), rate-limit, or persist.
@@ -116,6 +118,8 @@ export class FakeServer {
   private readonly muted = new Set<string>();
   /** Every frame a client sent, for assertions. */
   readonly sentFrames: { user: string; device: string; conversationId: string; frame: ClientFrame }[] = [];
+  /** Typing signals relayed to sockets (never stored). */
+  typingRelayed = 0;
   private readonly curves: Curve25519;
   private readonly now: () => number;
   /** Attachment blobs (as the Worker + R2: members only, exactly the reserved size). */
@@ -293,6 +297,8 @@ export class FakeServer {
         const c = this.memberConv(id, userId);
         const entry = decodeMembershipEntry(bytes);
         if (entry.authorUserId !== userId || entry.authorDeviceId !== deviceId) throw new ApiError(403, 'forbidden');
+        // As the Worker: a direct conversation takes no entry after its creation but timer changes.
+        if (c.kind === 'direct' && entry.action !== 'set_timer') throw new ApiError(422, 'direct_conversation_closed');
         const state = await applyEntry(this.curves, c.state, entry, this.resolver()).catch(() =>
           fail(422, 'invalid_entry'),
         );
@@ -505,6 +511,10 @@ export class FakeServer {
       this.closeSocket(c, s, CLOSE.forbidden);
       return;
     }
+    if (frame.type === 'typing') {
+      this.relayTyping(c, s, frame);
+      return;
+    }
     if (frame.type === 'send' && this.refuseSends > 0) {
       this.refuseSends--;
       this.push(s, { v: WIRE_VERSION, type: 'error', code: 'frame_too_large', message: 'refused', id: frame.id });
@@ -576,6 +586,24 @@ export class FakeServer {
           this.push(o, { v: WIRE_VERSION, type: 'deliver', envelopes: [env] });
     }
     this.push(s, { v: WIRE_VERSION, type: 'accepted', id: frame.id, seq, ts });
+  }
+
+  /** A typing signal goes to the live sockets it addresses (members only) and nowhere else. */
+  private relayTyping(c: FakeConversation, s: FakeSocket, frame: Extract<ClientFrame, { type: 'typing' }>): void {
+    const from = { u: s.user, d: s.device };
+    const targets =
+      'group' in frame
+        ? [...c.sockets]
+            .filter((o) => !(o.user === s.user && o.device === s.device))
+            .map((o) => ({ o, c: frame.group }))
+        : frame.to.flatMap((t) =>
+            [...c.sockets].filter((o) => o.user === t.u && o.device === t.d).map((o) => ({ o, c: t.c })),
+          );
+    for (const { o, c: ct } of targets) {
+      if (!o.live || !c.members.has(o.user)) continue;
+      this.typingRelayed++;
+      this.push(o, { v: WIRE_VERSION, type: 'typing', from, mode: 'group' in frame ? 'group' : 'pairwise', c: ct });
+    }
   }
 
   private ack(c: FakeConversation, u: string, d: string, upTo: number): void {

@@ -4,11 +4,14 @@
  * Does NOT: belong in production code paths (tests and the reliability suites only).
  * @module
  */
-import { type Curve25519, defaultCurves, type Rng } from '../_protocol.js';
-import { decodeRecord } from '../codec.js';
+import { type Curve25519, defaultCurves, type Rng, toB64u } from '../_protocol.js';
+import { decodeRecord, encodeRecord } from '../codec.js';
+import type { EngineContext } from '../context.js';
+import { Directory } from '../directory.js';
 import { createEngine, type Engine, type EngineOptions } from '../engine.js';
-import type { OwnIdentity } from '../keystore.js';
+import { Keystore, type OwnIdentity } from '../keystore.js';
 import { type EngineLocks, memoryLocks } from '../locks.js';
+import { Sessions } from '../sessions.js';
 import { memoryStore, type Store } from '../storage.js';
 import { FakeServer } from './fake-server.js';
 
@@ -17,11 +20,14 @@ export const cryptoRng: Rng = (n) => globalThis.crypto.getRandomValues(new Uint8
 export interface World {
   readonly curves: Curve25519;
   readonly server: FakeServer;
+  /** The clock of the server and of every engine made with `engineOn` (tests may move it). */
+  readonly now: () => number;
 }
 
-export async function makeWorld(): Promise<World> {
+export async function makeWorld(opts: { now?: () => number } = {}): Promise<World> {
   const curves = await defaultCurves();
-  return { curves, server: new FakeServer({ curves }) };
+  const now = opts.now ?? Date.now;
+  return { curves, server: new FakeServer({ curves, now }), now };
 }
 
 export interface Client {
@@ -46,6 +52,7 @@ export function engineOn(
     realtime: w.server.sockets(userId, deviceId),
     curves: w.curves,
     rng: cryptoRng,
+    now: w.now,
     locks,
     keystore: { batch: 4, watermark: 2 },
     backoff: { baseMs: 5, maxMs: 40 },
@@ -86,4 +93,47 @@ export async function until(cond: () => boolean | Promise<boolean>, what = 'cond
 
 export async function texts(e: Engine, conversationId: string): Promise<string[]> {
   return (await e.messages(conversationId, { limit: 1000 })).filter((m) => m.body !== null).map((m) => m.body!);
+}
+
+/**
+ * Sends an arbitrary payload as `from` (a misbehaving or future client): pairwise, over `from`'s own
+ * sessions, to every live device of every other member of `conv` and to `from`'s other devices, in one raw
+ * `send` frame with client id `id`. Returns the raw socket (close it after).
+ */
+export async function sendRaw(w: World, from: Client, conv: string, id: string, payload: unknown) {
+  const ctx: EngineContext = {
+    store: from.store,
+    api: w.server.api(from.userId, from.deviceId),
+    curves: w.curves,
+    rng: cryptoRng,
+    now: w.now,
+    locks: from.locks,
+    emit: () => {},
+  };
+  const keys = new Keystore(ctx, { batch: 4, watermark: 2 });
+  const directory = new Directory(ctx, keys);
+  const sessions = new Sessions(ctx, keys, directory);
+  const bytes = encodeRecord(payload);
+  const to: { u: string; d: string; c: string }[] = [];
+  for (const u of w.server.conversations.get(conv)!.members.keys()) {
+    await directory.refresh(u);
+    for (const x of await sessions.encryptFor(u, await directory.devices(u), bytes))
+      to.push({ u, d: x.deviceId, c: toB64u(x.ciphertext) });
+  }
+  const sock = await w.server.sockets(from.userId, from.deviceId)(conv, { onMessage: () => {}, onClose: () => {} });
+  sock.send(JSON.stringify({ v: 1, type: 'send', id, to }));
+  return sock;
+}
+
+/** A second device of `first`'s account (same user identity secret), listed, adopted and with prekeys. */
+export async function linkDevice(w: World, first: Client, deviceId: string): Promise<Client> {
+  const secret = (await ownIdentity(first.store)).userIdentity.secretKey;
+  const store = memoryStore();
+  const locks = memoryLocks();
+  const engine = engineOn(w, first.userId, deviceId, store, locks);
+  const id = await engine.bootstrap({ userId: first.userId, deviceId, userIdentitySecret: secret });
+  await w.server.updateDeviceList(await first.engine.addDeviceToList(id.deviceCertificate));
+  await engine.adoptOwnDeviceList(w.server.users.get(first.userId)!.listBytes);
+  await engine.publishPrekeys();
+  return { engine, store, locks, userId: first.userId, deviceId };
 }
