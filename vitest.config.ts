@@ -43,7 +43,13 @@ export default defineConfig({
               bindings: {
                 APP_ENV: 'test',
                 APP_ORIGIN: 'https://app.example',
-                RATE_LIMITS: '',
+                // Defaults everywhere except conversation creation / member additions per account, which
+                // tests that build many groups from one owner would exhaust; worker/hardening.test.ts tests
+                // those two at their defaults through app.fetch with RATE_LIMITS emptied.
+                RATE_LIMITS: JSON.stringify({
+                  conversationCreate: { limit: 100_000, windowMs: 3_600_000 },
+                  memberAdd: { limit: 100_000, windowMs: 3_600_000 },
+                }),
                 JWT_SIGNING_KEYS: `test-a:${secret()},test-b:${secret()}`,
                 TOTP_ENCRYPTION_KEY: secret(),
                 TOKEN_HASH_KEY: secret(),

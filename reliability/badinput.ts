@@ -38,8 +38,10 @@
  *  4. wrong content types on JSON routes → 415;
  *  5. refused upgrades: an upgrade to every route, and used / foreign / missing tickets → the 4xx JSON the
  *     Worker sent, delivered (not a reset connection);
- *  6. GraphQL shapes: aliases, depth, size, list-amplifying queries (with their time);
- *  7. attack shapes: sign-in lockout and unconsented group floods (issue 12) — see `attackShapes`;
+ *  6. GraphQL shapes: aliases, depth, size (in the fuzz), and the list-amplifying query of issue 12 over
+ *     `groups` groups, alone and three at once, with the largest shape the cost allows (times reported);
+ *  7. attack shapes: unconsented group floods (refused with Retry-After, the victim's conversation still
+ *     connects); sign-in lockout by strangers is pinned in worker/hardening.test.ts;
  *  8. attachment uploads that break the size contract (issue 16) — see `attachmentUploads`.
  *
  * Pass: no 5xx; every error is JSON with a stable code; every server frame matches schema/wire.ts; a socket
@@ -81,12 +83,20 @@ export interface BadInputConfig {
   http: number;
   graphql: number;
   ws: number;
+  /** Groups of the fuzzing account for the list-amplifying GraphQL shapes (the probe used 150–200). */
+  groups: number;
   /** Bytes of each oversize body (every body-taking route, streamed with and without Content-Length). */
   oversizeBytes: number;
   seed?: number;
 }
-export const BADINPUT_FULL: BadInputConfig = { http: 600, graphql: 300, ws: 300, oversizeBytes: 20 * 1024 * 1024 };
-export const BADINPUT_CI: BadInputConfig = { http: 100, graphql: 50, ws: 50, oversizeBytes: 1024 * 1024 };
+export const BADINPUT_FULL: BadInputConfig = {
+  http: 600,
+  graphql: 300,
+  ws: 300,
+  groups: 200,
+  oversizeBytes: 20 * 1024 * 1024,
+};
+export const BADINPUT_CI: BadInputConfig = { http: 100, graphql: 50, ws: 50, groups: 30, oversizeBytes: 1024 * 1024 };
 
 /**
  * Tables valid requests in the mix may legitimately write: single-use challenges, tickets and MFA steps,
@@ -1060,6 +1070,129 @@ async function upgradeFamily(w: World, routes: RouteSurface[], tally: Tally): Pr
   return { rows: [['refused upgrades: cases / dropped or not 4xx JSON', `${cases} / ${failures.length}`]], failures };
 }
 
+// ---- families 6–7: list-amplifying GraphQL, group floods -----------------------------------------------------
+
+/** The probe's query (issue 12 item 1): 15 aliases of conversations with their members and logs. */
+export const AMPLIFYING_QUERY = `{ ${Array.from(
+  { length: 15 },
+  (_, i) => `a${i}: conversations { id headHash members { userId } membershipLog { seq } }`,
+).join(' ')} }`;
+/** The largest shape the cost allows over the same data: two aliases of 100 conversations × 5 × 5. */
+export const LARGEST_ALLOWED_QUERY = `{ ${[0, 1]
+  .map(
+    (i) =>
+      `a${i}: conversations(first: 100) { id headHash members(first: 5) { userId } membershipLog(limit: 5) { seq } }`,
+  )
+  .join(' ')} }`;
+
+async function timedGql(w: World, query: string): Promise<{ status: number; ms: number; code?: string }> {
+  const t0 = performance.now();
+  const res = await fetch(`${w.base}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...authHeader(w, 'a'), ...ipHeader() },
+    body: JSON.stringify({ query }),
+  });
+  const body = (await res.json()) as { errors?: { extensions?: { code?: string } }[] };
+  return { status: res.status, ms: performance.now() - t0, code: body.errors?.[0]?.extensions?.code };
+}
+
+async function healthMs(base: string): Promise<number> {
+  const t0 = performance.now();
+  const r = await fetch(`${base}/api/health`);
+  await r.arrayBuffer();
+  return performance.now() - t0;
+}
+
+/**
+ * `groups` groups of `a` (with `b`), then the probe's query alone and three at once with a health check in
+ * between, and the largest allowed shape three at once. Pass: the probe's query is refused (400
+ * QUERY_TOO_COMPLEX), the allowed shape answers (no 503 QUERY_TIMEOUT, no 5xx); the times are figures.
+ */
+async function amplificationFamily(w: World, groups: number, tally: Tally): Promise<FamilyResult> {
+  const failures: string[] = [];
+  const t0 = performance.now();
+  // Made by several accounts (each stays under the per-account creation limit, left at its default), all
+  // with `a` as a member.
+  const perCreator = 25;
+  const creators = await Promise.all(
+    Array.from({ length: Math.ceil(groups / perCreator) }, (_, i) => register(w.base, `fuzzmk${i}`)),
+  );
+  await pool(
+    Array.from({ length: groups }, (_, i) => i),
+    4,
+    (i) => createConversation(w.base, [creators[Math.floor(i / perCreator)]!, w.a]),
+  );
+  const setupS = (performance.now() - t0) / 1000;
+  const alone = await timedGql(w, AMPLIFYING_QUERY);
+  tally.add('GraphQL (list-amplifying)', alone.status, alone.ms);
+  if (alone.status !== 400 || alone.code !== 'QUERY_TOO_COMPLEX')
+    failures.push(
+      `the list-amplifying query over ${groups} groups → ${alone.status} ${alone.code} (expected 400 QUERY_TOO_COMPLEX)`,
+    );
+  const three = Promise.all([0, 1, 2].map(() => timedGql(w, AMPLIFYING_QUERY)));
+  const health = await healthMs(w.base);
+  const threeR = await three;
+  const largest = Promise.all([0, 1, 2].map(() => timedGql(w, LARGEST_ALLOWED_QUERY)));
+  const healthDuring = await healthMs(w.base);
+  const largestR = await largest;
+  for (const r of [...threeR, ...largestR]) tally.add('GraphQL (list-amplifying)', r.status, r.ms);
+  for (const r of largestR)
+    if (r.status !== 200)
+      failures.push(`the largest allowed shape over ${groups} groups → ${r.status} ${r.code ?? ''}`);
+  const ms = (xs: number[]) => `${Math.max(...xs).toFixed(0)}`;
+  return {
+    rows: [
+      [`list-amplifying GraphQL: ${groups} groups made (s)`, setupS.toFixed(0)],
+      [
+        'list-amplifying GraphQL: probe query (15 aliases) alone / slowest of 3 at once (ms); /api/health meanwhile (ms)',
+        `${alone.ms.toFixed(0)} (${alone.status}) / ${ms(threeR.map((r) => r.ms))}; ${health.toFixed(0)}`,
+      ],
+      [
+        'list-amplifying GraphQL: largest allowed shape (2 × 100 × (5 + 5)), slowest of 3 at once (ms); /api/health meanwhile (ms)',
+        `${ms(largestR.map((r) => r.ms))} (${largestR.map((r) => r.status).join('/')}); ${healthDuring.toFixed(0)}`,
+      ],
+    ],
+    failures,
+  };
+}
+
+/**
+ * A stranger (`c`) puts `b` into group after group: refused with 429 + Retry-After before 40 (the
+ * per-account creation limit), and `b`'s real conversation still connects afterwards.
+ */
+async function floodFamily(w: World): Promise<FamilyResult> {
+  const failures: string[] = [];
+  let created = 0;
+  let refused: { status: number; retryAfter: string | null; body: string } | null = null;
+  for (let i = 0; i < 40 && !refused; i++) {
+    try {
+      await createConversation(w.base, [w.c, w.b]);
+      created++;
+    } catch (err) {
+      const m = /create conversation: (\d+) (.*)$/s.exec((err as Error).message);
+      refused = { status: Number(m?.[1]), retryAfter: null, body: m?.[2] ?? '' };
+    }
+  }
+  if (!refused) failures.push(`group flood: ${created} groups with a stranger's victim and no refusal`);
+  else if (refused.status !== 429 || !refused.body.includes('retryAfterSec'))
+    failures.push(
+      `group flood refused with ${refused.status} ${refused.body.slice(0, 80)} (expected 429 with retryAfterSec)`,
+    );
+  const sock = await connectApp(w.base, w.conv, w.b).catch((e: Error) => e);
+  if (sock instanceof Error)
+    failures.push(`after the flood the victim's conversation does not connect: ${sock.message}`);
+  else sock.close(1000);
+  return {
+    rows: [
+      [
+        'group flood by a stranger: groups accepted before 429 / victim still connects',
+        `${created} / ${sock instanceof Error ? 'no' : 'yes'}`,
+      ],
+    ],
+    failures,
+  };
+}
+
 // ---- the suite -------------------------------------------------------------------------------------------
 
 export async function badInputSuite(
@@ -1187,6 +1320,11 @@ export async function badInputSuite(
     failures.push(
       `D1 table ${d.table} changed: +${d.added.length} −${d.removed.length} (${(d.added[0] ?? d.removed[0] ?? '').slice(0, 160)})`,
     );
+  // 6–7 write conversations on purpose: after the D1 comparison.
+  for (const f of [await amplificationFamily(w, cfg.groups, tally), await floodFamily(w)]) {
+    log(`badinput: ${f.rows.map(([k, v]) => `${k}: ${v}`).join('; ')}`);
+    families.push(f);
+  }
   failures.push(...httpBad, ...gqlBad, ...wsBad, ...families.flatMap((f) => f.failures));
   const total = httpCases.length + gqlCases.length + frames.length;
   return {

@@ -123,6 +123,15 @@ export const tokenFamilies = sqliteTable(
     createdAt: integer('created_at').notNull().default(now),
     revokedAt: integer('revoked_at'),
     revokeReason: text('revoke_reason'),
+    /**
+     * The family's position: how many rotations it has had. A refresh token of an older generation that was
+     * never rotated (the sibling a grace re-issue made, when the other sibling has moved on) is reuse.
+     */
+    generation: integer('generation').notNull().default(0),
+    /** When `generation` last advanced. */
+    generationAt: integer('generation_at'),
+    /** Hash of the token the last rotation issued (lets that rotation's statements run in one batch). */
+    headTokenHash: bytes('head_token_hash'),
   },
   (t) => [index('token_families_user_idx').on(t.userId, t.deviceId)],
 );
@@ -144,6 +153,8 @@ export const refreshTokens = sqliteTable(
      * refreshing at the same moment) was used; any further presentation in the window gets no token.
      */
     graceUsedAt: integer('grace_used_at'),
+    /** The family generation this token belongs to (its successor is generation + 1). */
+    generation: integer('generation').notNull().default(0),
   },
   (t) => [index('refresh_tokens_family_idx').on(t.familyId)],
 );

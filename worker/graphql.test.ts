@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { toB64u } from '../web/src/protocol/bytes.js';
 import { encodeDeviceList, signLoginChallenge } from '../web/src/protocol/identity.js';
+import { limiterFor } from './limiter.js';
 import { LIMITS } from './limits.js';
 import {
   api,
@@ -105,8 +106,8 @@ describe('GraphQL over HTTP', () => {
     const bad = await gql(token, 'query($u: String!) { user(username: $u) { id } }', { u: 'no spaces allowed!' });
     expect(bad.body.errors?.[0]?.extensions.reason).toBe('invalid_username');
     // The account's lookup bucket is nearly spent: one aliased query cannot get past it.
-    const limiter = env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(`lookup:acct:${bob.userId}`));
-    for (let i = 0; i < 117; i++) await limiter.hit(120, 60_000);
+    const { stub: limiter } = limiterFor(env, 'lookup', `acct:${bob.userId}`);
+    await limiter.hit(`acct:${bob.userId}`, 120, 60_000, 117);
     const aliases = Array.from({ length: 5 }, (_, i) => `a${i}: user(username: $u) { id }`).join(' ');
     const many = await gql(token, `query($u: String!) { ${aliases} }`, { u: bob.username });
     const reasons = (many.body.errors ?? []).map((e) => e.extensions.reason);

@@ -31,28 +31,70 @@ export const LIMITS = {
   graphqlMaxAliases: 15,
   graphqlMaxCost: 5000,
   graphqlMaxTokens: 1000,
+  /** Wall time one GraphQL request may take before it is cut off (503 QUERY_TIMEOUT). */
+  graphqlMaxWallMs: 5000,
+  /** Conversations one account may be a member of (create and add refuse past it). */
+  maxConversationsPerAccount: 500,
 } as const;
 
-const rate = z.object({ limit: z.number().int().positive(), windowMs: z.number().int().positive() });
+const rate = z.object({
+  limit: z.number().int().positive(),
+  windowMs: z.number().int().positive(),
+  /** Limiter objects the bucket's keys are spread over (worker/limiter.ts); default 16. */
+  shards: z.number().int().positive().max(256).optional(),
+});
 export type RateRule = z.infer<typeof rate>;
 
-/** Exact sliding-window limits, enforced per account and per client address by the RateLimiter DO. */
+const MIN = 60 * 1000;
+const HOUR = 60 * MIN;
+
+/**
+ * Exact sliding-window limits, enforced by the RateLimiter DO (worker/limiter.ts). "Failures" buckets
+ * reserve a hit before the check and release it when the attempt succeeds, so only failures count — a
+ * household or office behind one address is not one attacker, and a stranger cannot lock anyone out with
+ * requests that never reach a password check (issue 12 items 2 and 4, issue 13 item 6). Account-keyed
+ * buckets use one shard: known and never-seen names touch the same object (item 7).
+ */
 export const DEFAULT_RATE_LIMITS = {
-  register: { limit: 5, windowMs: 60 * 60 * 1000 },
-  login: { limit: 10, windowMs: 15 * 60 * 1000 },
-  totp: { limit: 5, windowMs: 5 * 60 * 1000 },
-  refresh: { limit: 60, windowMs: 60 * 1000 },
-  /** Bundle claims: stops one client draining another user's one-time prekeys. */
-  claim: { limit: 60, windowMs: 60 * 1000 },
-  ticket: { limit: 120, windowMs: 60 * 1000 },
+  /** Failed registrations per client address (409 username_taken is the one enumeration answer). */
+  register: { limit: 10, windowMs: HOUR },
+  /** Successful registrations per client address: a ceiling on mass sign-up, high enough for an office. */
+  registerAddress: { limit: 50, windowMs: HOUR },
+  /** Failed password checks per account from a device that did NOT prove its key (new browsers). */
+  login: { limit: 10, windowMs: 15 * MIN, shards: 1 },
+  /** Failed sign-in attempts per client address, any account (a higher ceiling: one router, many people). */
+  loginAddress: { limit: 100, windowMs: 15 * MIN },
+  /**
+   * Failed password checks per device that proved its key (login challenge signature) or is signed in
+   * (password change, TOTP enrolment): such a device is never blocked by strangers' failures.
+   */
+  loginDevice: { limit: 10, windowMs: 15 * MIN },
+  /** Failed identity resets per account (the password is the only proof a reset has). */
+  reset: { limit: 10, windowMs: HOUR, shards: 1 },
+  /** Failed TOTP / recovery codes per account (sign-in, identity reset, confirm, disable). */
+  totp: { limit: 5, windowMs: 5 * MIN, shards: 1 },
+  /** Failed TOTP / recovery codes per client address. */
+  totpAddress: { limit: 50, windowMs: 5 * MIN },
+  /** Login challenges per client address (each one writes a row). */
+  challenge: { limit: 60, windowMs: MIN },
+  refresh: { limit: 60, windowMs: MIN },
+  /** Bundle claims per claiming account and per client address. */
+  claim: { limit: 60, windowMs: MIN },
+  /** Bundle claims per (claimer, target) pair, as Signal does: one stranger cannot drain one user's prekeys. */
+  claimPair: { limit: 10, windowMs: HOUR },
+  ticket: { limit: 120, windowMs: MIN },
   /** Username lookups (GET /api/users/by-name/:username) per signed-in account: slows enumeration. */
-  lookup: { limit: 120, windowMs: 60 * 1000 },
+  lookup: { limit: 120, windowMs: MIN },
   /** Profile reads (GET /api/users/:id/profile, GraphQL `profile`) per account: chat lists fetch a few dozen. */
-  profile: { limit: 600, windowMs: 60 * 1000 },
+  profile: { limit: 600, windowMs: MIN },
   /** Profile and private-settings writes per account (a person edits rarely; devices retry a conflict). */
-  people: { limit: 60, windowMs: 60 * 1000 },
+  people: { limit: 60, windowMs: MIN },
   /** Unauthenticated realtime health check (/api/probe/ws), per client address: 2 sockets per check. */
-  probe: { limit: 30, windowMs: 60 * 1000 },
+  probe: { limit: 30, windowMs: MIN },
+  /** Conversations (direct or group) created per account. */
+  conversationCreate: { limit: 30, windowMs: HOUR },
+  /** Members added per account, in creations and later entries (a 64-member group is 63). */
+  memberAdd: { limit: 300, windowMs: HOUR },
 } satisfies Record<string, RateRule>;
 export type RateBucket = keyof typeof DEFAULT_RATE_LIMITS;
 
@@ -60,5 +102,7 @@ export function rateLimits(json: string | undefined): Record<RateBucket, RateRul
   if (!json) return DEFAULT_RATE_LIMITS;
   const parsed = z.record(z.string(), rate).safeParse(JSON.parse(json));
   if (!parsed.success) throw new Error('RATE_LIMITS is not valid JSON of {bucket: {limit, windowMs}}');
-  return { ...DEFAULT_RATE_LIMITS, ...parsed.data } as Record<RateBucket, RateRule>;
+  const out: Record<string, RateRule> = { ...DEFAULT_RATE_LIMITS };
+  for (const [k, v] of Object.entries(parsed.data)) out[k] = { ...out[k], ...v };
+  return out as Record<RateBucket, RateRule>;
 }

@@ -107,7 +107,8 @@ export function isConstraintError(err: unknown, target?: string): boolean {
 type Renderable = { toSQL(): { sql: string; params: unknown[] } } | { getQuery(): { sql: string; params: unknown[] } };
 
 /**
- * Runs write statements as ONE D1 batch (a single transaction: all or nothing). Used instead of
+ * Runs write statements as ONE D1 batch (a single transaction: all or nothing) and returns each statement's
+ * result (`meta.changes` tells a compare-and-swap whether it won). Used instead of
  * `db.batch` because drizzle 0.45's D1 batch cannot bind parameters of `db.run(sql…)` items
  * (SQLiteRaw has no prepared `stmt`), which the compare-and-swap guards need. Every value stays a bound
  * parameter (pitfall 26): drizzle renders the SQL text, D1 binds the values.
@@ -115,11 +116,11 @@ type Renderable = { toSQL(): { sql: string; params: unknown[] } } | { getQuery()
 export async function writeBatch(
   env: Pick<Env, 'DB'> & Partial<Pick<Env, 'APP_ENV' | 'E2E_CHAT_FAULTS'>>,
   items: readonly unknown[],
-): Promise<void> {
+): Promise<D1Result[]> {
   const db = d1(env); // through the fault hook like every other D1 access (db.ts)
   const stmts = (items as Renderable[]).map((item) => {
     const q = 'toSQL' in item ? item.toSQL() : item.getQuery();
     return db.prepare(q.sql).bind(...q.params);
   });
-  if (stmts.length > 0) await db.batch(stmts);
+  return stmts.length > 0 ? db.batch(stmts) : [];
 }

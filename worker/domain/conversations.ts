@@ -12,7 +12,7 @@
  *
  * Reads are for members only; a non-member gets 404 `not_found` so existence is not revealed.
  */
-import { and, asc, eq, gt, inArray, isNull } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, isNull, or, type SQL, sql } from 'drizzle-orm';
 import { wireId } from '../../schema/wire.js';
 import { equal, toB64u } from '../../web/src/protocol/bytes.js';
 import { ErrorCode, ProtocolError } from '../../web/src/protocol/errors.js';
@@ -29,6 +29,8 @@ import {
 import type { Db } from '../db.js';
 import { schema } from '../db.js';
 import { AppError } from '../errors.js';
+import { enforceRateLimit } from '../limiter.js';
+import { LIMITS } from '../limits.js';
 import { log } from '../log.js';
 import { asBytes, auditStmt, type Caller, chunkRows, curves, isConstraintError, writeBatch } from './common.js';
 
@@ -113,6 +115,35 @@ async function assertUsersExist(db: Db, userIds: string[]): Promise<void> {
   if (rows.length !== unique.length) throw new AppError(422, 'unknown_user', 'an added user does not exist');
 }
 
+/**
+ * The per-account conversation ceiling (LIMITS.maxConversationsPerAccount): each user in `joining` must be
+ * below it. Checked before the write; concurrent requests may overshoot by their number.
+ */
+async function assertRoomFor(db: Db, joining: string[]): Promise<void> {
+  const unique = [...new Set(joining)];
+  if (unique.length === 0) return;
+  const rows = await db
+    .select({ userId: schema.members.userId, n: count() })
+    .from(schema.members)
+    .where(inArray(schema.members.userId, unique))
+    .groupBy(schema.members.userId)
+    .all();
+  const full = rows.find((r) => r.n >= LIMITS.maxConversationsPerAccount);
+  if (full) {
+    throw new AppError(409, 'too_many_conversations', 'a member is in too many conversations', {
+      userId: full.userId,
+      limit: LIMITS.maxConversationsPerAccount,
+    });
+  }
+}
+
+/** Creations and member additions per account (buckets conversationCreate, memberAdd): every attempt counts. */
+async function enforceFloodLimits(caller: Caller, creates: number, adds: number): Promise<void> {
+  const key = [`acct:${caller.auth.userId}`];
+  if (creates > 0) await enforceRateLimit(caller.env, 'conversationCreate', key, creates);
+  if (adds > 0) await enforceRateLimit(caller.env, 'memberAdd', key, adds);
+}
+
 export async function createConversation(
   caller: Caller,
   input: { kind: Kind; entries: Uint8Array[] },
@@ -132,10 +163,10 @@ export async function createConversation(
     if (entries.length !== 2 || second?.action !== 'add' || second.role !== 'member')
       throw new AppError(422, 'invalid_direct', 'a direct conversation is [create, add the other user as member]');
   }
-  await assertUsersExist(
-    db,
-    entries.filter((e) => e.action === 'add').map((e) => e.target!),
-  );
+  const added = entries.filter((e) => e.action === 'add').map((e) => e.target!);
+  await enforceFloodLimits(caller, 1, added.length);
+  await assertUsersExist(db, added);
+  await assertRoomFor(db, [auth.userId, ...added]);
   const resolve = await resolverFor(
     db,
     entries.map((e) => e.authorUserId),
@@ -250,7 +281,11 @@ export async function appendEntry(
     headHash,
     seq: conv.headSeq,
   };
-  if (entry.action === 'add') await assertUsersExist(db, [entry.target!]);
+  if (entry.action === 'add') {
+    await enforceFloodLimits(caller, 0, 1);
+    await assertUsersExist(db, [entry.target!]);
+    await assertRoomFor(db, [entry.target!]);
+  }
   let next: MembershipState;
   try {
     next = await applyEntry(await curves(), state, entry, await resolverFor(db, [entry.authorUserId]));
@@ -330,20 +365,135 @@ export async function appendEntry(
   } satisfies ConversationView;
 }
 
-export async function listConversations(db: Db, userId: string) {
-  return db
+export interface ConversationListItem {
+  id: string;
+  kind: Kind;
+  role: Role;
+  headSeq: number;
+  headHash: Uint8Array;
+  createdAt: number;
+}
+
+/**
+ * The caller's conversations, oldest first (createdAt, id). With `page`, at most `first` of them after the
+ * conversation `after` (a cursor: the id of the last one of the previous page; unknown → from the start).
+ * Without, all of them (bounded by LIMITS.maxConversationsPerAccount).
+ */
+export async function listConversations(
+  db: Db,
+  userId: string,
+  page?: { first: number; after?: string | null },
+): Promise<ConversationListItem[]> {
+  const c = schema.conversations;
+  let cursor: SQL | undefined;
+  if (page?.after) {
+    const at = await db.select({ createdAt: c.createdAt }).from(c).where(eq(c.id, page.after)).get();
+    if (at) cursor = or(gt(c.createdAt, at.createdAt), and(eq(c.createdAt, at.createdAt), gt(c.id, page.after)));
+  }
+  const q = db
     .select({
-      id: schema.conversations.id,
-      kind: schema.conversations.kind,
+      id: c.id,
+      kind: c.kind,
       role: schema.members.role,
-      headSeq: schema.conversations.headSeq,
-      createdAt: schema.conversations.createdAt,
+      headSeq: c.headSeq,
+      headHash: c.headHash,
+      createdAt: c.createdAt,
     })
     .from(schema.members)
-    .innerJoin(schema.conversations, eq(schema.conversations.id, schema.members.conversationId))
-    .where(eq(schema.members.userId, userId))
-    .orderBy(asc(schema.conversations.createdAt), asc(schema.conversations.id))
-    .all();
+    .innerJoin(c, eq(c.id, schema.members.conversationId))
+    .where(and(eq(schema.members.userId, userId), cursor))
+    .orderBy(asc(c.createdAt), asc(c.id));
+  const rows = page ? await q.limit(page.first).all() : await q.all();
+  return rows.map((r) => ({ ...r, headHash: asBytes(r.headHash) }));
+}
+
+/** How many conversations `userId` is a member of. */
+export async function conversationCount(db: Db, userId: string): Promise<number> {
+  const row = await db.select({ n: count() }).from(schema.members).where(eq(schema.members.userId, userId)).get();
+  return row?.n ?? 0;
+}
+
+/** D1 binds at most 100 parameters per statement: id lists are cut into parts of this size. */
+const ID_BATCH = 90;
+function parts<T>(xs: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += ID_BATCH) out.push(xs.slice(i, i + ID_BATCH));
+  return out;
+}
+
+/** Which of `ids` the user is a member of: one query per 90 ids (batched reads: GraphQL's loaders). */
+export async function memberOfMany(db: Db, userId: string, ids: readonly string[]): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const part of parts([...new Set(ids)])) {
+    const rows = await db
+      .select({ id: schema.members.conversationId })
+      .from(schema.members)
+      .where(and(eq(schema.members.userId, userId), inArray(schema.members.conversationId, part)))
+      .all();
+    for (const r of rows) out.add(r.id);
+  }
+  return out;
+}
+
+/**
+ * The first `first` members (joinedSeq, userId order) of each conversation in `ids`, in one query per 90
+ * ids (a window function ranks members within each conversation). No membership check: callers pass ids the
+ * viewer may read.
+ */
+export async function membersOfMany(db: Db, ids: readonly string[], first: number): Promise<Map<string, MemberView[]>> {
+  const out = new Map<string, MemberView[]>(ids.map((id) => [id, []]));
+  for (const part of parts([...new Set(ids)])) {
+    const rows = await db.all<{ conversation_id: string; user_id: string; role: Role; joined_seq: number }>(sql`
+      SELECT conversation_id, user_id, role, joined_seq FROM (
+        SELECT conversation_id, user_id, role, joined_seq,
+               ROW_NUMBER() OVER (PARTITION BY conversation_id ORDER BY joined_seq, user_id) AS rn
+        FROM members WHERE conversation_id IN (${sql.join(
+          part.map((id) => sql`${id}`),
+          sql`, `,
+        )})
+      ) WHERE rn <= ${first} ORDER BY conversation_id, joined_seq, user_id`);
+    for (const r of rows)
+      out.get(r.conversation_id)?.push({ userId: r.user_id, role: r.role, joinedSeq: r.joined_seq });
+  }
+  return out;
+}
+
+/**
+ * Log entries with seq > afterSeq, oldest first, at most `limit` per conversation, for each conversation in
+ * `ids`: one query per 90 ids. No membership check: callers pass ids the viewer may read.
+ */
+export async function logPagesOfMany(
+  db: Db,
+  ids: readonly string[],
+  afterSeq: number,
+  limit: number,
+): Promise<Map<string, LogEntryView[]>> {
+  const out = new Map<string, LogEntryView[]>(ids.map((id) => [id, []]));
+  for (const part of parts([...new Set(ids)])) {
+    const rows = await db.all<{
+      conversation_id: string;
+      seq: number;
+      entry: unknown;
+      author_user_id: string;
+      author_device_id: string;
+    }>(sql`
+      SELECT conversation_id, seq, entry, author_user_id, author_device_id FROM (
+        SELECT conversation_id, seq, entry, author_user_id, author_device_id,
+               ROW_NUMBER() OVER (PARTITION BY conversation_id ORDER BY seq) AS rn
+        FROM membership_log WHERE seq > ${afterSeq} AND conversation_id IN (${sql.join(
+          part.map((id) => sql`${id}`),
+          sql`, `,
+        )})
+      ) WHERE rn <= ${limit} ORDER BY conversation_id, seq`);
+    for (const r of rows)
+      out.get(r.conversation_id)?.push({
+        seq: r.seq,
+        entry: toB64u(asBytes(r.entry)),
+        authorUserId: r.author_user_id,
+        authorDeviceId: r.author_device_id,
+      });
+  }
+  return out;
 }
 
 export async function getConversation(db: Db, userId: string, id: string): Promise<ConversationView> {

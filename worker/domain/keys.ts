@@ -282,6 +282,8 @@ export async function claimBundles(caller: Caller, targetUserId: string): Promis
     .where(eq(schema.users.id, targetUserId))
     .get();
   if (!user) throw new AppError(404, 'not_found', 'no such user');
+  // Per (claimer, target) pair, as Signal does: one stranger cannot drain one user's one-time prekeys.
+  if (targetUserId !== auth.userId) await enforceRateLimit(env, 'claimPair', [`pair:${auth.userId}:${targetUserId}`]);
   const live = await db
     .select({ deviceId: schema.devices.deviceId, certificate: schema.devices.certificate })
     .from(schema.devices)

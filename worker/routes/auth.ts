@@ -11,10 +11,11 @@
  * exists. Login and identity reset answer an unknown user and a wrong password with the same 401
  * `invalid_credentials` after the same work (an HMAC against a dummy salt for unknown users).
  */
-import { and, eq, isNotNull, isNull, ne, or, type SQL, sql } from 'drizzle-orm';
+import { and, eq, isNotNull, isNull, ne, or, sql } from 'drizzle-orm';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
+import type { z } from 'zod';
 import {
   loginRequest,
   normalizeUsername,
@@ -26,12 +27,12 @@ import {
   totpEnrollRequest,
   totpLoginRequest,
 } from '../../schema/auth-api.js';
-import { toB64u, utf8 } from '../../web/src/protocol/bytes.js';
+import { fromHex, toB64u, utf8 } from '../../web/src/protocol/bytes.js';
 import { verifyLoginChallenge } from '../../web/src/protocol/identity.js';
 import { defaultCurves, hmacSha256 } from '../../web/src/protocol/primitives.js';
 import { consumeChallenge, issueChallenge } from '../auth/challenges.js';
 import { requireAuth, sessionRevoked } from '../auth/middleware.js';
-import { checkPassword, newPasswordRecord } from '../auth/password.js';
+import { checkPassword, newPasswordRecord, type PasswordRecord } from '../auth/password.js';
 import { issueAccessToken, newOpaqueToken, tokenHash } from '../auth/tokens.js';
 import {
   canonicalRecoveryCode,
@@ -46,11 +47,12 @@ import {
 import { clientKey } from '../context.js';
 import { type Db, makeDb, schema } from '../db.js';
 import { applyDeviceList, deviceListConflict, type Statement } from '../device-store.js';
-import { auditInsert, isConstraintError } from '../domain/common.js';
+import { auditInsert, isConstraintError, writeBatch } from '../domain/common.js';
 import { notifyConversations } from '../domain/devices.js';
 import type { AppBindings, Env } from '../env.js';
 import { AppError } from '../errors.js';
-import { enforceRateLimit, resetRateLimit } from '../limiter.js';
+import { enforceRateLimit, type Reservation, resetRateLimit } from '../limiter.js';
+import type { RateBucket } from '../limits.js';
 import { LIMITS } from '../limits.js';
 import { log } from '../log.js';
 import { secretBytes } from '../secrets.js';
@@ -107,13 +109,20 @@ interface NewSession {
   statements: [Statement, ...Statement[]];
 }
 
-function refreshTokenRow(env: Env, db: Db, familyId: string, now: number): { token: string; stmt: Statement } {
+function refreshTokenRow(
+  env: Env,
+  db: Db,
+  familyId: string,
+  now: number,
+  generation = 0,
+): { token: string; stmt: Statement } {
   const token = newOpaqueToken();
   const stmt = db.insert(refreshTokens).values({
     tokenHash: tokenHash(env, token, 'refresh'),
     familyId,
     createdAt: now,
     expiresAt: now + LIMITS.refreshTokenTtlMs,
+    generation,
   });
   return { token, stmt };
 }
@@ -239,6 +248,46 @@ function checkOrigin(c: Ctx): void {
   throw new AppError(403, 'bad_origin', 'cross-origin request refused');
 }
 
+// ---- rate limits that count failures, not successes (issue 12 items 2, 4, 8; issue 13 item 6) -------
+
+/** Reserves a hit in each (bucket, keys) — 429 with Retry-After if any is full — all or none. */
+async function reserve(env: Env, limits: [RateBucket, string[]][]): Promise<Reservation[]> {
+  const held: Reservation[] = [];
+  try {
+    for (const [bucket, keys] of limits) held.push(await enforceRateLimit(env, bucket, keys));
+  } catch (err) {
+    await Promise.all(held.map((r) => r.release()));
+    throw err;
+  }
+  return held;
+}
+const releaseAll = (held: Reservation[]) => Promise.all(held.map((r) => r.release()));
+
+/** A failed check (a 401 of the password / code / signature): the reserved hit stays. */
+const isFailure = (err: unknown) => err instanceof AppError && err.status === 401;
+
+/**
+ * Runs `attempt` with a hit reserved in each (bucket, keys): kept if the attempt fails (throws a 401),
+ * released otherwise (success, or an answer that is not a wrong guess).
+ */
+async function countFailures<T>(env: Env, limits: [RateBucket, string[]][], attempt: () => Promise<T>): Promise<T> {
+  const held = await reserve(env, limits);
+  try {
+    const out = await attempt();
+    await releaseAll(held);
+    return out;
+  } catch (err) {
+    if (!isFailure(err)) await releaseAll(held);
+    throw err;
+  }
+}
+
+/** The TOTP failure buckets of an account: per account and per client address. */
+const totpLimits = (userId: string, client: string): [RateBucket, string[]][] => [
+  ['totp', [`acct:${userId}`]],
+  ['totpAddress', [`client:${client}`]],
+];
+
 // ---- routes --------------------------------------------------------------------------------------------
 
 export const auth = new Hono<AppBindings>();
@@ -274,6 +323,8 @@ function onlyDevice<D extends { deviceId: string }>(list: readonly D[], deviceId
 }
 
 auth.post('/challenge', async (c) => {
+  // Each challenge writes a row: limited per client address.
+  await enforceRateLimit(c.env, 'challenge', [`client:${clientKey(c)}`]);
   const { challengeId, challenge, expiresAt } = await issueChallenge(c.env, makeDb(c.env), 'login');
   return c.json({ challengeId, challenge: toB64u(challenge), expiresAt });
 });
@@ -283,7 +334,30 @@ auth.post('/register', jsonBody, valid('json', registerRequest), async (c) => {
   const name = username(body.username);
   const db = makeDb(c.env);
   const client = clientKey(c);
-  await enforceRateLimit(c.env, 'register', [`client:${client}`]);
+  // Failed registrations (409 username_taken is the one enumeration answer) and successful ones (a ceiling
+  // on mass sign-up, high enough for a household or an office) are counted apart, per client address.
+  const held = await reserve(c.env, [
+    ['register', [`client:${client}`]],
+    ['registerAddress', [`client:${client}`]],
+  ]);
+  const [failures, successes] = held as [Reservation, Reservation];
+  try {
+    const res = await registerAccount(c, body, name, db, client);
+    await failures.release();
+    return res;
+  } catch (err) {
+    await successes.release();
+    throw err;
+  }
+});
+
+async function registerAccount(
+  c: Ctx,
+  body: z.infer<typeof registerRequest>,
+  name: string,
+  db: Db,
+  client: string,
+): Promise<Response> {
   const challenge = await consumeChallenge(c.env, db, 'login', body.challengeId);
   if (!challenge) throw invalidChallenge();
 
@@ -320,27 +394,40 @@ auth.post('/register', jsonBody, valid('json', registerRequest), async (c) => {
     throw deviceListConflict(err) ?? err;
   }
   return c.json(await tokens(c, { userId: body.userId, deviceId: body.deviceId, ...session }), 201);
-});
+}
 
 /**
- * The opening of every password + device-challenge step (login, identity reset): the `login` limit per
- * account and per client address, then the single-use challenge — before any user lookup, so an unknown
- * username costs the same and reveals nothing.
+ * The opening of every password + device-challenge step (login, identity reset): the single-use challenge
+ * first. A request without a valid one is answered 401 `invalid_challenge` and counts only against its
+ * client address (bucket `loginAddress`), never against the account: a stranger with made-up challenge
+ * ids cannot lock anyone out (issue 12 item 2).
  */
-async function passwordStep(c: Ctx, body: { username: string; challengeId: string }) {
+async function challengeStep(c: Ctx, body: { username: string; challengeId: string }) {
   const name = username(body.username);
   const db = makeDb(c.env);
   const client = clientKey(c);
-  const account = accountKey(c.env, name);
-  await enforceRateLimit(c.env, 'login', [account, `client:${client}`]);
-  const challenge = await consumeChallenge(c.env, db, 'login', body.challengeId);
-  if (!challenge) throw invalidChallenge();
-  return { name, db, client, account, challenge };
+  const challenge = await countFailures(c.env, [['loginAddress', [`client:${client}`]]], async () => {
+    const ch = await consumeChallenge(c.env, db, 'login', body.challengeId);
+    if (!ch) throw invalidChallenge();
+    return ch;
+  });
+  return { name, db, client, account: accountKey(c.env, name), challenge };
 }
 
+/** A valid Ed25519 public key (RFC 8032 test 1): unknown users and devices verify against it, and fail. */
+const DUMMY_SIGNING_KEY = fromHex('d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a');
+
+/**
+ * Login. After the challenge: the user row and the device row are read and the challenge signature is
+ * verified for every request — against a dummy key when the user or device is unknown — so every path does
+ * the same work. A device that proves its key (a live device of the account, valid signature) is limited
+ * on its own failures (`loginDevice`); anything else on the account's failed password checks (`login`);
+ * both on the client address's failures (`loginAddress`, a higher ceiling). Successful sign-ins count
+ * nowhere, so a stranger's failures never stop the owner's devices, and a household is not one attacker.
+ */
 auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
   const body = c.req.valid('json');
-  const { name, db, client, account, challenge } = await passwordStep(c, body);
+  const { name, db, client, account, challenge } = await challengeStep(c, body);
 
   const now = Date.now();
   const user = await db
@@ -348,128 +435,154 @@ auth.post('/login', jsonBody, valid('json', loginRequest), async (c) => {
     .from(users)
     .where(eq(users.username, name))
     .get();
-  // Same work and the same answer for an unknown user and a wrong password.
-  if (!checkPassword(body.passwordPrehash, user ?? null) || !user) {
-    await db.batch([auditInsert(db, 'login_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
-    throw invalidCredentials();
-  }
-
   const device = await db
     .select({ signingKey: devices.signingKey, revokedAt: devices.revokedAt })
     .from(devices)
-    .where(and(eq(devices.userId, user.id), eq(devices.deviceId, body.deviceId)))
+    .where(and(eq(devices.userId, user?.id ?? '\u0000unknown'), eq(devices.deviceId, body.deviceId)))
     .get();
-  if (!device || device.revokedAt !== null) {
-    // Only after a correct password: the account's id and list version, which an identity reset from a
-    // browser that holds nothing needs (its new list is signed for this user id at version + 1).
-    const list = await db
-      .select({ version: deviceLists.version })
-      .from(deviceLists)
-      .where(eq(deviceLists.userId, user.id))
-      .get();
-    throw new AppError(
-      403,
-      'device_not_linked',
-      'this browser holds no keys for this account (or its device was removed): link it from a device ' +
-        'you already use, or reset the account identity (new keys; your contacts will see a key change)',
-      { userId: user.id, deviceListVersion: list?.version ?? 0 },
-    );
-  }
-  if (
-    !(await deviceSignatureOk(
-      new Uint8Array(device.signingKey),
-      challenge,
-      user.id,
-      body.deviceId,
-      body.challengeSignature,
-    ))
-  ) {
-    await db.batch([
-      auditInsert(
-        db,
-        'login_bad_device_signature',
-        { userId: user.id, deviceId: body.deviceId, clientHash: client },
-        now,
-      ),
-    ]);
-    throw invalidDeviceSignature();
-  }
+  const live = device && device.revokedAt === null ? device : undefined;
+  const signed = await deviceSignatureOk(
+    live ? new Uint8Array(live.signingKey) : DUMMY_SIGNING_KEY,
+    challenge,
+    user?.id ?? body.username,
+    body.deviceId,
+    body.challengeSignature,
+  );
+  const proven = !!(user && live && signed);
+  const limits: [RateBucket, string[]][] = [
+    proven ? ['loginDevice', [`device:${user!.id}:${body.deviceId}`]] : ['login', [account]],
+    ['loginAddress', [`client:${client}`]],
+  ];
+  return countFailures(c.env, limits, async () => {
+    // Same answer for an unknown user and a wrong password.
+    if (!checkPassword(body.passwordPrehash, user ?? null) || !user) {
+      await db.batch([auditInsert(db, 'login_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
+      throw invalidCredentials();
+    }
+    if (!live) {
+      // Only after a correct password: the account's id and list version, which an identity reset from a
+      // browser that holds nothing needs (its new list is signed for this user id at version + 1).
+      const list = await db
+        .select({ version: deviceLists.version })
+        .from(deviceLists)
+        .where(eq(deviceLists.userId, user.id))
+        .get();
+      throw new AppError(
+        403,
+        'device_not_linked',
+        'this browser holds no keys for this account (or its device was removed): link it from a device ' +
+          'you already use, or reset the account identity (new keys; your contacts will see a key change)',
+        { userId: user.id, deviceListVersion: list?.version ?? 0 },
+      );
+    }
+    if (!signed) {
+      await db.batch([
+        auditInsert(
+          db,
+          'login_bad_device_signature',
+          { userId: user.id, deviceId: body.deviceId, clientHash: client },
+          now,
+        ),
+      ]);
+      throw invalidDeviceSignature();
+    }
 
-  if (await totpEnabled(db, user.id)) {
-    const mfaToken = newOpaqueToken();
-    await db.batch([
-      db.delete(mfaPending).where(sql`${mfaPending.expiresAt} < ${now}`),
-      db.insert(mfaPending).values({
-        tokenHash: tokenHash(c.env, mfaToken, 'mfa'),
-        userId: user.id,
-        deviceId: body.deviceId,
-        expiresAt: now + LIMITS.mfaPendingTtlMs,
-      }),
-      auditInsert(db, 'login_mfa_pending', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
-    ]);
-    return c.json({ mfaRequired: true as const, mfaToken });
-  }
+    if (await totpEnabled(db, user.id)) {
+      const mfaToken = newOpaqueToken();
+      await db.batch([
+        db.delete(mfaPending).where(sql`${mfaPending.expiresAt} < ${now}`),
+        db.insert(mfaPending).values({
+          tokenHash: tokenHash(c.env, mfaToken, 'mfa'),
+          userId: user.id,
+          deviceId: body.deviceId,
+          expiresAt: now + LIMITS.mfaPendingTtlMs,
+        }),
+        auditInsert(db, 'login_mfa_pending', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
+      ]);
+      return c.json({ mfaRequired: true as const, mfaToken });
+    }
 
-  const session = openSession(c.env, db, user.id, body.deviceId, now);
-  await db.batch([
-    ...session.statements,
-    db
-      .update(devices)
-      .set({ lastSeenAt: now })
-      .where(and(eq(devices.userId, user.id), eq(devices.deviceId, body.deviceId))),
-    auditInsert(db, 'login', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
-  ]);
-  await resetRateLimit(c.env, 'login', account);
-  return c.json(await tokens(c, { userId: user.id, deviceId: body.deviceId, ...session }));
+    const session = openSession(c.env, db, user.id, body.deviceId, now);
+    await db.batch([
+      ...session.statements,
+      db
+        .update(devices)
+        .set({ lastSeenAt: now })
+        .where(and(eq(devices.userId, user.id), eq(devices.deviceId, body.deviceId))),
+      auditInsert(db, 'login', { userId: user.id, deviceId: body.deviceId, clientHash: client }, now),
+    ]);
+    // The owner is in: earlier failures on the account and on this device no longer count.
+    await resetRateLimit(c.env, 'login', account);
+    await resetRateLimit(c.env, 'loginDevice', `device:${user.id}:${body.deviceId}`);
+    return c.json(await tokens(c, { userId: user.id, deviceId: body.deviceId, ...session }));
+  });
 });
 
-/** Second step of a login on an account with TOTP: a code or a recovery code. */
+/**
+ * Second step of a login on an account with TOTP: a code or a recovery code. Failures count per client
+ * address (`totpAddress`, also for an unknown MFA token) and per account (`totp`); a correct code counts
+ * nowhere.
+ */
 auth.post('/totp', jsonBody, valid('json', totpLoginRequest), async (c) => {
   const body = c.req.valid('json');
   const db = makeDb(c.env);
   const client = clientKey(c);
-  await enforceRateLimit(c.env, 'totp', [`client:${client}`]);
   const now = Date.now();
   const hash = tokenHash(c.env, body.mfaToken, 'mfa');
-  const pending = await db.select().from(mfaPending).where(eq(mfaPending.tokenHash, hash)).get();
-  if (!pending || pending.expiresAt <= now) {
-    throw new AppError(401, 'invalid_mfa_token', 'sign-in step expired or unknown; sign in again');
-  }
-  await enforceRateLimit(c.env, 'totp', [`acct:${pending.userId}`]);
-  let method: 'totp' | 'recovery';
-  try {
-    method = await requireSecondFactor(c.env, db, pending.userId, body, now);
-  } catch (err) {
-    await db.batch([auditInsert(db, 'totp_failed', { userId: pending.userId, clientHash: client }, now)]);
-    throw err;
-  }
-  // Single use: whoever deletes the pending row completes the login.
-  const taken = await db.delete(mfaPending).where(eq(mfaPending.tokenHash, hash)).returning({ u: mfaPending.userId });
-  if (taken.length !== 1)
-    throw new AppError(401, 'invalid_mfa_token', 'sign-in step expired or unknown; sign in again');
+  return countFailures(c.env, [['totpAddress', [`client:${client}`]]], async () => {
+    const pending = await db.select().from(mfaPending).where(eq(mfaPending.tokenHash, hash)).get();
+    if (!pending || pending.expiresAt <= now) {
+      throw new AppError(401, 'invalid_mfa_token', 'sign-in step expired or unknown; sign in again');
+    }
+    return countFailures(c.env, [['totp', [`acct:${pending.userId}`]]], async () => {
+      let method: 'totp' | 'recovery';
+      try {
+        method = await requireSecondFactor(c.env, db, pending.userId, body, now);
+      } catch (err) {
+        await db.batch([auditInsert(db, 'totp_failed', { userId: pending.userId, clientHash: client }, now)]);
+        throw err;
+      }
+      // Single use: whoever deletes the pending row completes the login.
+      const taken = await db
+        .delete(mfaPending)
+        .where(eq(mfaPending.tokenHash, hash))
+        .returning({ u: mfaPending.userId });
+      if (taken.length !== 1)
+        throw new AppError(401, 'invalid_mfa_token', 'sign-in step expired or unknown; sign in again');
 
-  const session = openSession(c.env, db, pending.userId, pending.deviceId, now);
-  await db.batch([
-    ...session.statements,
-    auditInsert(
-      db,
-      method === 'recovery' ? 'login_recovery_code' : 'login',
-      { userId: pending.userId, deviceId: pending.deviceId, clientHash: client, details: { mfa: method } },
-      now,
-    ),
-  ]);
-  const user = await db.select({ username: users.username }).from(users).where(eq(users.id, pending.userId)).get();
-  if (user) await resetRateLimit(c.env, 'login', accountKey(c.env, user.username));
-  await resetRateLimit(c.env, 'totp', `acct:${pending.userId}`);
-  return c.json(await tokens(c, { userId: pending.userId, deviceId: pending.deviceId, ...session }));
+      const session = openSession(c.env, db, pending.userId, pending.deviceId, now);
+      await db.batch([
+        ...session.statements,
+        auditInsert(
+          db,
+          method === 'recovery' ? 'login_recovery_code' : 'login',
+          { userId: pending.userId, deviceId: pending.deviceId, clientHash: client, details: { mfa: method } },
+          now,
+        ),
+      ]);
+      const user = await db.select({ username: users.username }).from(users).where(eq(users.id, pending.userId)).get();
+      if (user) await resetRateLimit(c.env, 'login', accountKey(c.env, user.username));
+      await resetRateLimit(c.env, 'loginDevice', `device:${pending.userId}:${pending.deviceId}`);
+      return c.json(await tokens(c, { userId: pending.userId, deviceId: pending.deviceId, ...session }));
+    });
+  });
 });
 
 /**
- * Rotates the refresh token (cookie only). A token presented again after its rotation revokes the whole
- * family (theft: two parties hold descendants) — unless within LIMITS.refreshGraceMs of the rotation: a
- * family belongs to exactly one device, so that is two tabs of the same browser refreshing at once, and
- * it is honoured with a fresh token of the same family — once per rotated token (`grace_used_at`); a
- * further presentation in the window is 409 `refresh_conflict` (no token, family kept).
+ * Rotates the refresh token (cookie only). Tokens carry their family's generation; the family records its
+ * current generation (worker/../schema/tables.ts). Exactly one token per generation can be rotated, and a
+ * rotation advances the family's generation (compare-and-swap, in the same batch as the new token).
+ *
+ * Reuse — theft: two parties hold descendants of one token — revokes the whole family:
+ *  - a token presented again after its rotation, more than LIMITS.refreshGraceMs later;
+ *  - a token that was never rotated but whose generation the family has passed, more than the grace
+ *    window after that happened: the sibling of a grace re-issue whose other sibling moved on (issue 12
+ *    item 5 — without this, refresh c0→c1, replay c0 within 10 s → c1′ gave two chains that never met).
+ * Within the grace window, a family belongs to exactly one device, so a second presentation is the same
+ * browser refreshing from two tabs at once: a rotated token gets ONE re-issue (`grace_used_at`) — a sibling
+ * of its successor, at the successor's generation, only while that is still the family's current one — and
+ * anything else gets 409 `refresh_conflict` (no token; the family and the cookie are kept, the tab retries
+ * with the cookie's newer token). Whichever sibling rotates first, the other is dead from then on.
  */
 auth.post('/refresh', async (c) => {
   checkOrigin(c);
@@ -485,6 +598,9 @@ auth.post('/refresh', async (c) => {
       familyId: refreshTokens.familyId,
       expiresAt: refreshTokens.expiresAt,
       rotatedAt: refreshTokens.rotatedAt,
+      generation: refreshTokens.generation,
+      familyGeneration: tokenFamilies.generation,
+      familyGenerationAt: tokenFamilies.generationAt,
       userId: tokenFamilies.userId,
       deviceId: tokenFamilies.deviceId,
       familyRevokedAt: tokenFamilies.revokedAt,
@@ -509,7 +625,7 @@ auth.post('/refresh', async (c) => {
     clearRefreshCookie(c);
     throw new AppError(401, 'refresh_expired', 'session expired; sign in again');
   }
-  if (row.rotatedAt !== null && now - row.rotatedAt > LIMITS.refreshGraceMs) {
+  const reuse = async () => {
     await db.batch([
       db
         .update(tokenFamilies)
@@ -524,34 +640,66 @@ auth.post('/refresh', async (c) => {
     ]);
     await endSessionSockets(c.env, db, row.userId, [row.familyId]);
     clearRefreshCookie(c);
-    throw new AppError(401, 'refresh_reused', 'this sign-in was used elsewhere and has been ended; sign in again');
-  }
-  // Claim the rotation (or, within the grace window, its single re-issue) with a conditional update and
-  // count the rows it changed: of two concurrent presentations only one can claim each.
-  const claim = async (set: { rotatedAt: number } | { graceUsedAt: number }, unclaimed: SQL | undefined) =>
-    (
-      await db
+    return new AppError(401, 'refresh_reused', 'this sign-in was used elsewhere and has been ended; sign in again');
+  };
+  const conflict = () =>
+    new AppError(409, 'refresh_conflict', 'this refresh token was already re-issued; retry the refresh');
+  const within = (t: number | null) => t !== null && now - t <= LIMITS.refreshGraceMs;
+
+  /** The one re-issue of a rotated token: a sibling of its successor while that is the current generation. */
+  const graceReissue = async (): Promise<string> => {
+    const claimed = await db
+      .update(refreshTokens)
+      .set({ graceUsedAt: now })
+      .where(
+        and(
+          eq(refreshTokens.tokenHash, hash),
+          isNotNull(refreshTokens.rotatedAt),
+          isNull(refreshTokens.graceUsedAt),
+          sql`EXISTS (SELECT 1 FROM token_families WHERE id = ${row.familyId} AND generation = ${row.generation + 1})`,
+        ),
+      )
+      .returning({ h: refreshTokens.tokenHash });
+    if (claimed.length !== 1) throw conflict();
+    const sibling = refreshTokenRow(c.env, db, row.familyId, now, row.generation + 1);
+    await db.batch([sibling.stmt]);
+    return sibling.token;
+  };
+
+  let next: string;
+  if (row.rotatedAt !== null) {
+    // Rotated before: reuse after the window; within it, the one re-issue.
+    if (!within(row.rotatedAt)) throw await reuse();
+    next = await graceReissue();
+  } else if (row.generation < row.familyGeneration) {
+    // Never rotated, but the family moved past it: the other sibling of a grace re-issue went on.
+    if (within(row.familyGenerationAt)) throw conflict();
+    throw await reuse();
+  } else {
+    // The current generation: rotate. The family's generation is the compare-and-swap; the token's rotation
+    // and its successor are written only if this request won it (one batch, conditioned on the new head).
+    const successor = newOpaqueToken();
+    const successorHash = tokenHash(c.env, successor, 'refresh');
+    const won = sql`EXISTS (SELECT 1 FROM token_families WHERE id = ${row.familyId} AND head_token_hash = ${successorHash})`;
+    const [advanced] = await writeBatch(c.env, [
+      db
+        .update(tokenFamilies)
+        .set({ generation: row.generation + 1, generationAt: now, headTokenHash: successorHash })
+        .where(and(eq(tokenFamilies.id, row.familyId), eq(tokenFamilies.generation, row.generation))),
+      db
         .update(refreshTokens)
-        .set(set)
-        .where(and(eq(refreshTokens.tokenHash, hash), unclaimed))
-        .returning({ h: refreshTokens.tokenHash })
-    ).length === 1;
-  const rotated = row.rotatedAt === null && (await claim({ rotatedAt: now }, isNull(refreshTokens.rotatedAt)));
-  if (!rotated) {
-    const regraced = await claim(
-      { graceUsedAt: now },
-      and(isNotNull(refreshTokens.rotatedAt), isNull(refreshTokens.graceUsedAt)),
-    );
-    if (!regraced) {
-      // Not reuse after the window (the family stays live, the shared cookie is kept): the browser's
-      // cookie already holds a newer token, so the caller retries with it.
-      throw new AppError(409, 'refresh_conflict', 'this refresh token was already re-issued; retry the refresh');
-    }
+        .set({ rotatedAt: now })
+        .where(and(eq(refreshTokens.tokenHash, hash), isNull(refreshTokens.rotatedAt), won)),
+      db.run(
+        sql`INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at, generation) SELECT ${successorHash}, ${row.familyId}, ${now}, ${now + LIMITS.refreshTokenTtlMs}, ${row.generation + 1} WHERE ${won}`,
+      ),
+    ]);
+    // Lost to a concurrent refresh of the same token (another tab): that one rotated it just now, so this
+    // presentation is the grace re-issue.
+    next = advanced?.meta.changes === 1 ? successor : await graceReissue();
   }
-  const next = refreshTokenRow(c.env, db, row.familyId, now);
-  await db.batch([next.stmt]);
   return c.json(
-    await tokens(c, { userId: row.userId, deviceId: row.deviceId, familyId: row.familyId, refreshToken: next.token }),
+    await tokens(c, { userId: row.userId, deviceId: row.deviceId, familyId: row.familyId, refreshToken: next }),
   );
 });
 
@@ -649,14 +797,15 @@ auth.post('/sessions/revoke', requireAuth, jsonBody, valid('json', revokeSession
 });
 
 /**
- * A signed-in user re-proves the password before a sensitive change (password change, TOTP enrolment):
- * the login rate-limit bucket first, then the check; a failure is audited as `failEvent` and answered like
- * a failed login. Returns the username.
+ * A signed-in user re-proves the password before a sensitive change (password change, TOTP enrolment).
+ * Failures count against the signed-in device (`loginDevice`) and the client address, never against the
+ * account — a stranger's failed sign-ins cannot block the owner's password change. A failure is audited as
+ * `failEvent` and answered like a failed login. Returns the username.
  */
 async function reprovePassword(
   env: Env,
   db: Db,
-  userId: string,
+  who: { userId: string; deviceId: string },
   client: string,
   prehash: Uint8Array,
   failEvent: string,
@@ -665,14 +814,19 @@ async function reprovePassword(
   const user = await db
     .select({ username: users.username, passwordHash: users.passwordHash, passwordSalt: users.passwordSalt })
     .from(users)
-    .where(eq(users.id, userId))
+    .where(eq(users.id, who.userId))
     .get();
   if (!user) throw new AppError(401, 'session_revoked', 'this session was signed out or its device revoked');
-  await enforceRateLimit(env, 'login', [accountKey(env, user.username), `client:${client}`]);
-  if (!checkPassword(prehash, user)) {
-    await db.batch([auditInsert(db, failEvent, { userId, clientHash: client }, now)]);
-    throw invalidCredentials();
-  }
+  const limits: [RateBucket, string[]][] = [
+    ['loginDevice', [`device:${who.userId}:${who.deviceId}`]],
+    ['loginAddress', [`client:${client}`]],
+  ];
+  await countFailures(env, limits, async () => {
+    if (!checkPassword(prehash, user)) {
+      await db.batch([auditInsert(db, failEvent, { userId: who.userId, clientHash: client }, now)]);
+      throw invalidCredentials();
+    }
+  });
   return { username: user.username };
 }
 
@@ -683,7 +837,7 @@ auth.post('/password', requireAuth, jsonBody, valid('json', passwordChangeReques
   const db = makeDb(c.env);
   const client = clientKey(c);
   const now = Date.now();
-  await reprovePassword(c.env, db, a.userId, client, body.currentPrehash, 'password_change_failed', now);
+  await reprovePassword(c.env, db, a, client, body.currentPrehash, 'password_change_failed', now);
   const [, revoked] = await db.batch([
     db.update(users).set(newPasswordRecord(body.newPrehash)).where(eq(users.id, a.userId)),
     db
@@ -713,7 +867,7 @@ auth.post('/totp/enroll', requireAuth, jsonBody, valid('json', totpEnrollRequest
   const db = makeDb(c.env);
   const client = clientKey(c);
   const now = Date.now();
-  const { username } = await reprovePassword(c.env, db, a.userId, client, currentPrehash, 'totp_enroll_failed', now);
+  const { username } = await reprovePassword(c.env, db, a, client, currentPrehash, 'totp_enroll_failed', now);
   const existing = await db
     .select({ enabledAt: totpSecrets.enabledAt })
     .from(totpSecrets)
@@ -738,12 +892,15 @@ auth.post('/totp/confirm', requireAuth, jsonBody, valid('json', totpCodeRequest)
   const { code } = c.req.valid('json');
   const db = makeDb(c.env);
   const client = clientKey(c);
-  await enforceRateLimit(c.env, 'totp', [`acct:${a.userId}`, `client:${client}`]);
   const row = await db.select().from(totpSecrets).where(eq(totpSecrets.userId, a.userId)).get();
   if (!row || row.enabledAt !== null) throw new AppError(409, 'totp_not_pending', 'start enrolment first');
   const now = Date.now();
-  const step = totpStep(decryptTotpSecret(c.env, a.userId, row.secretEnc), code, now);
-  if (step === null) throw new AppError(401, 'invalid_totp', 'wrong or expired authenticator code');
+  // Only wrong codes count (enrolment plus one typo must not lock anyone out).
+  const step = await countFailures(c.env, totpLimits(a.userId, client), async () => {
+    const s = totpStep(decryptTotpSecret(c.env, a.userId, row.secretEnc), code, now);
+    if (s === null) throw new AppError(401, 'invalid_totp', 'wrong or expired authenticator code');
+    return s;
+  });
   const codes = Array.from({ length: RECOVERY_CODE_COUNT }, () => newRecoveryCode());
   const [enabled] = await db.batch([
     db
@@ -768,10 +925,11 @@ auth.post('/totp/disable', requireAuth, jsonBody, valid('json', totpCodeRequest)
   const { code } = c.req.valid('json');
   const db = makeDb(c.env);
   const client = clientKey(c);
-  await enforceRateLimit(c.env, 'totp', [`acct:${a.userId}`, `client:${client}`]);
   if (!(await totpEnabled(db, a.userId))) throw new AppError(409, 'totp_not_enabled', 'TOTP is not enabled');
   const now = Date.now();
-  await requireSecondFactor(c.env, db, a.userId, { code }, now);
+  await countFailures(c.env, totpLimits(a.userId, client), () =>
+    requireSecondFactor(c.env, db, a.userId, { code }, now),
+  );
   await db.batch([
     db.delete(totpSecrets).where(eq(totpSecrets.userId, a.userId)),
     db.delete(recoveryCodes).where(eq(recoveryCodes.userId, a.userId)),
@@ -788,7 +946,7 @@ auth.post('/totp/disable', requireAuth, jsonBody, valid('json', totpCodeRequest)
  */
 auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), async (c) => {
   const body = c.req.valid('json');
-  const { name, db, client, account, challenge } = await passwordStep(c, body);
+  const { name, db, client, account, challenge } = await challengeStep(c, body);
   const now = Date.now();
   const user = await db
     .select({
@@ -800,7 +958,33 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
     .from(users)
     .where(eq(users.username, name))
     .get();
-  if (!checkPassword(body.passwordPrehash, user ?? null) || !user) {
+  // The password is a reset's only proof: failures count per account in their own bucket (a stranger's
+  // failed sign-ins do not block a reset, nor the other way round) and per client address.
+  return countFailures(
+    c.env,
+    [
+      ['reset', [account]],
+      ['loginAddress', [`client:${client}`]],
+    ],
+    () => resetIdentity(c, { body, db, client, account, challenge, user: user ?? null, now }),
+  );
+});
+
+async function resetIdentity(
+  c: Ctx,
+  r: {
+    body: z.infer<typeof resetIdentityRequest>;
+    db: Db;
+    client: string;
+    account: string;
+    challenge: Uint8Array;
+    user: (Omit<PasswordRecord, 'passwordParams'> & { id: string; identityVersion: number }) | null;
+    now: number;
+  },
+): Promise<Response> {
+  const { body, db, client, account, challenge, now } = r;
+  const user = r.user;
+  if (!checkPassword(body.passwordPrehash, user) || !user) {
     await db.batch([auditInsert(db, 'reset_identity_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
     throw invalidCredentials();
   }
@@ -822,7 +1006,10 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
   if (!(await deviceSignatureOk(device.signingKey, challenge, user.id, body.deviceId, body.challengeSignature))) {
     throw invalidDeviceSignature();
   }
-  if (await totpEnabled(db, user.id)) await requireSecondFactor(c.env, db, user.id, body, now);
+  // The second factor through a reset is limited like every TOTP guess (issue 12 item 8).
+  if (await totpEnabled(db, user.id)) {
+    await countFailures(c.env, totpLimits(user.id, client), () => requireSecondFactor(c.env, db, user.id, body, now));
+  }
 
   const session = openSession(c.env, db, user.id, body.deviceId, now);
   // A concurrent device-list change (device-store.ts guard) rolls the whole reset back: 409, not a 500.
@@ -878,4 +1065,4 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
   });
   await resetRateLimit(c.env, 'login', account);
   return c.json(await tokens(c, { userId: user.id, deviceId: body.deviceId, ...session }));
-});
+}

@@ -44,9 +44,10 @@ const logQuery = z.object({
  * The conversation WebSocket (ticket, upgrade) lives in routes/realtime.ts, mounted before this sub-app.
  */
 export const conversations = new Hono<AppBindings>()
-  .get('/', requireAuth, async (c) =>
-    c.json({ conversations: await listConversations(makeDb(c.env), c.get('auth').userId) }),
-  )
+  .get('/', requireAuth, async (c) => {
+    const rows = await listConversations(makeDb(c.env), c.get('auth').userId);
+    return c.json({ conversations: rows.map(({ headHash: _, ...r }) => r) });
+  })
   .post('/', smallBody, requireAuth, async (c) => {
     const body = await readJson(c, createConversationBody);
     return c.json(await createConversation(callerOf(c), body), 201);

@@ -6,18 +6,23 @@
  *   1. method GET (queries only; a mutation over GET is 405) or POST with `application/json`;
  *   2. document size ≤ LIMITS.graphqlMaxQueryBytes (413 QUERY_TOO_LARGE);
  *   3. parse with the GraphQL Armor token-counting parser, ≤ LIMITS.graphqlMaxTokens (400);
- *   4. GraphQL Armor depth / alias / cost rules from LIMITS (400 QUERY_TOO_COMPLEX), then graphql-js's
- *      specified validation rules (400 GRAPHQL_VALIDATION_FAILED);
- *   5. the Bearer access token, verified exactly as REST's requireAuth (401 UNAUTHENTICATED if present
+ *   4. GraphQL Armor depth / alias rules from LIMITS (400 QUERY_TOO_COMPLEX), then graphql-js's specified
+ *      validation rules (400 GRAPHQL_VALIDATION_FAILED);
+ *   5. the cost (worker/graphql/cost.ts): every list field multiplies its selection by its size — its
+ *      `first` / `limit` argument, which must be within its ceiling (400 BAD_USER_INPUT), or a fixed bound;
+ *      over LIMITS.graphqlMaxCost → 400 QUERY_TOO_COMPLEX;
+ *   6. the Bearer access token, verified exactly as REST's requireAuth (401 UNAUTHENTICATED if present
  *      and invalid; absent → only introspection and `user`-less fields work, the rest say UNAUTHENTICATED);
- *   6. execution. Resolver errors come back with HTTP 200 and `errors[].extensions.code` (+ `reason`, the
- *      REST error code); unknown errors are masked as INTERNAL_SERVER_ERROR.
+ *   7. execution, with nested lists read in batches (worker/graphql/loaders.ts: one query per level, not per
+ *      parent) and a wall-time cap (LIMITS.graphqlMaxWallMs → 503 QUERY_TIMEOUT, Retry-After; no resolver
+ *      starts after it). Resolver errors come back with HTTP 200 and `errors[].extensions.code` (+ `reason`,
+ *      the REST error code; a RATE_LIMITED one also sets Retry-After); unknown errors are masked as
+ *      INTERNAL_SERVER_ERROR.
  *
  * Introspection is allowed (GraphiQL and codegen work); the schema has no private field at all — no
  * password, token, secret or private key exists in it.
  */
 
-import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
 import { maxAliasesRule } from '@escape.tech/graphql-armor-max-aliases';
 import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
 import { MaxTokensParserWLexer } from '@escape.tech/graphql-armor-max-tokens';
@@ -25,6 +30,7 @@ import { eq } from 'drizzle-orm';
 import {
   buildSchema,
   type DocumentNode,
+  defaultFieldResolver,
   type ExecutionResult,
   execute,
   type GraphQLError,
@@ -47,7 +53,6 @@ import {
   createConversation,
   getConversation,
   listConversations,
-  membershipLogPage,
 } from '../domain/conversations.js';
 import {
   currentDeviceList,
@@ -60,6 +65,8 @@ import { claimBundles, prekeyCounts, uploadPrekeys } from '../domain/keys.js';
 import { lookupUserByName, MAX_NAME_IDS, usernamesForIds } from '../domain/users.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
+import { badArgumentError, queryCost } from '../graphql/cost.js';
+import { type Deadline, type Loaders, makeLoaders } from '../graphql/loaders.js';
 import { LIMITS } from '../limits.js';
 import { log } from '../log.js';
 import { idString } from '../validate.js';
@@ -78,8 +85,8 @@ type Query {
   user(username: String!): User
   "Usernames of up to 100 user ids: the viewer's and those of users sharing a conversation with the viewer (others are left out)."
   usernames(ids: [ID!]!): [UserName!]!
-  "Conversations the viewer is a member of."
-  conversations: [Conversation!]!
+  "Conversations the viewer is a member of, oldest first: at most first (1-100), after the conversation with id after (the last id of the previous page)."
+  conversations(first: Int = 20, after: ID): [Conversation!]!
   "A conversation the viewer is a member of (NOT_FOUND otherwise)."
   conversation(id: ID!): Conversation
   "Prekey counts of the viewer's current device."
@@ -153,8 +160,10 @@ type Conversation {
   headSeq: Int!
   headHash: String!
   createdAt: Float!
-  members: [Member!]!
-  membershipLog(afterSeq: Int = -1, limit: Int = 500): [LogEntry!]!
+  "The first members (1-256) in joinedSeq order."
+  members(first: Int = 50): [Member!]!
+  "Log entries after afterSeq, oldest first, at most limit (1-500)."
+  membershipLog(afterSeq: Int = -1, limit: Int = 100): [LogEntry!]!
 }
 
 type PrekeyCounts {
@@ -212,29 +221,37 @@ type Mutation {
 
 export const graphqlSchema = buildSchema(SDL + PEOPLE_SDL);
 
-const armorRules = [
-  maxDepthRule({ n: LIMITS.graphqlMaxDepth }),
-  maxAliasesRule({ n: LIMITS.graphqlMaxAliases }),
-  costLimitRule({ maxCost: LIMITS.graphqlMaxCost }),
-];
+const armorRules = [maxDepthRule({ n: LIMITS.graphqlMaxDepth }), maxAliasesRule({ n: LIMITS.graphqlMaxAliases })];
 
 interface GqlContext {
   caller: Caller | null;
   username: string | null;
+  loaders: Loaders | null;
+  deadline: Deadline;
 }
 
-function need(ctx: GqlContext): Caller {
-  if (!ctx.caller) throw new AppError(401, 'invalid_token', 'access token missing, invalid or expired');
-  return ctx.caller;
+function need(ctx: GqlContext): Caller & { loaders: Loaders } {
+  if (!ctx.caller || !ctx.loaders) throw new AppError(401, 'invalid_token', 'access token missing, invalid or expired');
+  return { ...ctx.caller, loaders: ctx.loaders };
 }
 
-function conversationObject(caller: Caller, v: ConversationView) {
+type LogArgs = { afterSeq: number; limit: number };
+
+/** A conversation's nested lists, read through the request's loaders (one query per level). */
+function nested(loaders: Loaders, id: string) {
+  return {
+    membershipLog: (args: LogArgs) => loaders.log.load({ id, afterSeq: args.afterSeq, limit: args.limit }),
+  };
+}
+
+/** A conversation already read in full (single lookup or a mutation's result): members from it. */
+function conversationObject(caller: Caller & { loaders: Loaders }, v: ConversationView) {
   const me = v.members.find((m) => m.userId === caller.auth.userId);
   return {
     ...v,
     role: me?.role,
-    membershipLog: (args: { afterSeq?: number; limit?: number }) =>
-      membershipLogPage(caller.db, caller.auth.userId, v.id, args.afterSeq ?? -1, args.limit ?? 500),
+    members: (args: { first: number }) => v.members.slice(0, args.first),
+    ...nested(caller.loaders, v.id),
   };
 }
 
@@ -275,15 +292,15 @@ const rootValue = {
     const ids = parseInput(z.array(idString).min(1).max(MAX_NAME_IDS), args.ids);
     return usernamesForIds(caller.db, caller.auth.userId, ids);
   },
-  conversations: async (_: unknown, ctx: GqlContext) => {
+  conversations: async (args: { first: number; after?: string | null }, ctx: GqlContext) => {
     const caller = need(ctx);
-    const rows = await listConversations(caller.db, caller.auth.userId);
+    const after = args.after == null ? null : parseInput(idString, args.after);
+    const rows = await listConversations(caller.db, caller.auth.userId, { first: args.first, after });
     return rows.map((r) => ({
       ...r,
-      headHash: async () => (await getConversation(caller.db, caller.auth.userId, r.id)).headHash,
-      members: async () => (await getConversation(caller.db, caller.auth.userId, r.id)).members,
-      membershipLog: (args: { afterSeq?: number; limit?: number }) =>
-        membershipLogPage(caller.db, caller.auth.userId, r.id, args.afterSeq ?? -1, args.limit ?? 500),
+      headHash: toB64u(r.headHash),
+      members: (a: { first: number }) => caller.loaders.members.load({ id: r.id, first: a.first }),
+      ...nested(caller.loaders, r.id),
     }));
   },
   conversation: async (args: { id: string }, ctx: GqlContext) => {
@@ -382,7 +399,7 @@ const FIXED_MESSAGE = {
   GRAPHQL_VALIDATION_FAILED: 'the query does not match the schema',
 } as const;
 
-type Status = 200 | 400 | 401 | 405 | 413 | 415;
+type Status = 200 | 400 | 401 | 405 | 413 | 415 | 503;
 function gqlError(c: Context<AppBindings>, status: Status, code: string, message: string) {
   return c.json({ errors: [{ message, extensions: { code } }] }, status);
 }
@@ -476,6 +493,30 @@ async function handle(c: Context<AppBindings>, method: 'GET' | 'POST') {
   }
   const op = getOperationAST(document, operationName ?? undefined);
   if (!op) return gqlError(c, 400, 'BAD_REQUEST', 'no unique operation (name it with operationName)');
+  // Cost: list sizes multiply (worker/graphql/cost.ts).
+  let cost: ReturnType<typeof queryCost>;
+  try {
+    cost = queryCost(graphqlSchema, document, variables ?? undefined, operationName ?? undefined);
+  } catch (err) {
+    if (!(err instanceof GraphQLErrorClass)) throw err;
+    return gqlError(c, 400, 'BAD_USER_INPUT', FIXED_MESSAGE.BAD_USER_INPUT);
+  }
+  if (cost.badArguments.length > 0) {
+    return gqlError(c, 400, 'BAD_USER_INPUT', badArgumentError(cost.badArguments).message);
+  }
+  if (cost.cost > LIMITS.graphqlMaxCost) {
+    return c.json(
+      {
+        errors: [
+          {
+            message: `query cost ${cost.cost} exceeds ${LIMITS.graphqlMaxCost} (list fields cost their size × their selection: ask for fewer items)`,
+            extensions: { code: 'QUERY_TOO_COMPLEX', cost: cost.cost, maxCost: LIMITS.graphqlMaxCost },
+          },
+        ],
+      },
+      400,
+    );
+  }
   // The schema has no Subscription type; graphql-js would answer at execution time (HTTP 200).
   if (op.operation === 'subscription')
     return gqlError(c, 400, 'BAD_REQUEST', 'subscriptions are not supported (use the conversation WebSocket)');
@@ -495,15 +536,58 @@ async function handle(c: Context<AppBindings>, method: 'GET' | 'POST') {
     caller = { env: c.env, db: makeDb(c.env), auth: c.get('auth'), clientHash: clientKey(c) };
   }
 
-  const result = (await execute({
-    schema: graphqlSchema,
-    document,
-    rootValue,
-    contextValue: { caller, username: null } satisfies GqlContext,
-    variableValues: variables ?? undefined,
-    operationName: operationName ?? undefined,
-  })) as ExecutionResult;
+  // Wall-time cap: past the deadline no resolver or batch starts, and the answer is 503 QUERY_TIMEOUT.
+  const deadlineAt = Date.now() + LIMITS.graphqlMaxWallMs;
+  let timedOut = false;
+  const deadline: Deadline = {
+    check() {
+      if (timedOut || Date.now() > deadlineAt) {
+        timedOut = true;
+        throw new AppError(503, 'query_timeout', 'the query took too long');
+      }
+    },
+  };
+  const context: GqlContext = {
+    caller,
+    username: null,
+    loaders: caller ? makeLoaders(caller.db, caller.auth.userId, deadline) : null,
+    deadline,
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    Promise.resolve(
+      execute({
+        schema: graphqlSchema,
+        document,
+        rootValue,
+        contextValue: context,
+        variableValues: variables ?? undefined,
+        operationName: operationName ?? undefined,
+        fieldResolver: (source, args, ctx: GqlContext, info) => {
+          ctx.deadline.check();
+          return defaultFieldResolver(source, args, ctx, info);
+        },
+      }) as ExecutionResult | Promise<ExecutionResult>,
+    ),
+    new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), LIMITS.graphqlMaxWallMs);
+    }),
+  ]);
+  if (timer !== undefined) clearTimeout(timer);
+  if (outcome === 'timeout' || timedOut) {
+    timedOut = true;
+    log('warn', 'graphql_timeout', { requestId: c.get('requestId'), cost: cost.cost });
+    c.header('Retry-After', '5');
+    return gqlError(c, 503, 'QUERY_TIMEOUT', `the query took longer than ${LIMITS.graphqlMaxWallMs} ms; ask for less`);
+  }
+  const result = outcome;
   const errors = result.errors?.map(formatError);
+  // Like every 429: a RATE_LIMITED field error sets Retry-After (the longest wait any of them asks for).
+  const waits = (errors ?? [])
+    .filter((e) => e.extensions?.code === 'RATE_LIMITED')
+    .map((e) => Number(e.extensions?.retryAfterSec))
+    .filter((n) => Number.isFinite(n));
+  if (waits.length > 0) c.header('Retry-After', String(Math.max(...waits)));
   // No data at all means the request failed before any resolver (variable coercion): a request error.
   const status = result.data === undefined && errors ? 400 : 200;
   return c.json(errors ? { errors, data: result.data ?? null } : { data: result.data }, status);

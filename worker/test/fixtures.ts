@@ -9,6 +9,7 @@
  * limits can spread their requests over distinct rate-limit keys.
  */
 import { exports } from 'cloudflare:workers';
+import * as OTPAuth from 'otpauth';
 import { fromB64u, toB64u } from '../../web/src/protocol/bytes.js';
 import {
   type DeviceList,
@@ -19,6 +20,7 @@ import {
 import { generateEd25519, type OurEd25519KeyPair } from '../../web/src/protocol/keys.js';
 import { type Curve25519, defaultCurves, type Rng } from '../../web/src/protocol/primitives.js';
 import { makeTestDevice, makeTestUser, type TestDevice, type TestUser } from '../../web/src/protocol/testing.js';
+import { totpCodeAt } from '../auth/totp.js';
 
 export const BASE = 'http://example.com';
 export const rng: Rng = (n) => crypto.getRandomValues(new Uint8Array(n));
@@ -151,6 +153,12 @@ export async function loginBody(
   };
 }
 
+/** A login by `u`'s own device with a random (wrong) password, from a fresh client address. */
+export async function wrongPasswordLogin(u: RegisteredUser): Promise<Response> {
+  const ip = freshIp();
+  return api('/api/auth/login', { body: { ...(await loginBody(u, { ip })), passwordPrehash: toB64u(rng(32)) }, ip });
+}
+
 /** Logs `u` in again from its device; returns the token response and refresh cookie. */
 export async function login(u: RegisteredUser, ip = freshIp()): Promise<{ accessToken: string; cookie: string }> {
   const res = await api('/api/auth/login', { body: await loginBody(u, { ip }), ip });
@@ -167,4 +175,24 @@ export async function newIdentity(userId: string, version: number) {
   const device = await makeTestDevice(c, rng, identity, userId, deviceId);
   const list: DeviceList = await signDeviceList(c, identity, { userId, version, devices: [device.certificate] });
   return { identity, device, deviceId, list, listBytes: encodeDeviceList(list) };
+}
+
+/** Enrols and confirms TOTP for `u`; returns the secret and the recovery codes. */
+export async function enableTotp(u: RegisteredUser): Promise<{ secret: Uint8Array; recoveryCodes: string[] }> {
+  const e = (await (
+    await api('/api/auth/totp/enroll', { token: u.accessToken, body: { currentPrehash: u.prehash } })
+  ).json()) as { secret: string };
+  const secret = OTPAuth.Secret.fromBase32(e.secret).bytes;
+  const c = await api('/api/auth/totp/confirm', {
+    token: u.accessToken,
+    body: { code: totpCodeAt(secret, Date.now()) },
+  });
+  return { secret, ...((await c.json()) as { recoveryCodes: string[] }) };
+}
+
+/** The first step of a login on a TOTP account: its MFA token. */
+export async function mfaToken(u: RegisteredUser): Promise<string> {
+  const ip = freshIp();
+  const res = await api('/api/auth/login', { body: await loginBody(u, { ip }), ip });
+  return ((await res.json()) as { mfaToken: string }).mfaToken;
 }
