@@ -310,6 +310,7 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
   'ALL /graphql': { auth: 'none', keys: ['query'] },
   // auth
   'POST /api/auth/challenge': { auth: 'none' },
+  'GET /api/auth/username/:username': { auth: 'none' },
   'POST /api/auth/register': {
     auth: 'none',
     json: true,

@@ -60,6 +60,12 @@ export const DEFAULT_RATE_LIMITS = {
   register: { limit: 10, windowMs: HOUR },
   /** Successful registrations per client address: a ceiling on mass sign-up, high enough for an office. */
   registerAddress: { limit: 50, windowMs: HOUR },
+  /**
+   * Public username availability checks (GET /api/auth/username/:username) per client address: what
+   * registration's 409 reveals, without key generation. Counted apart from registrations; a household or an
+   * office signing up behind one address checks a few names each.
+   */
+  usernameCheck: { limit: 100, windowMs: HOUR },
   /** Failed password checks per account from a device that did NOT prove its key (new browsers). */
   login: { limit: 10, windowMs: 15 * MIN, shards: 1 },
   /** Failed sign-in attempts per client address, any account (a higher ceiling: one router, many people). */

@@ -70,6 +70,48 @@ describe('usernames', () => {
   });
 });
 
+describe('username availability (GET /api/auth/username/:username)', () => {
+  const check = (name: string, ip: string) =>
+    api(`/api/auth/username/${encodeURIComponent(name)}`, { method: 'GET', ip });
+
+  it('says a free name is available and a taken one (in any case) is not, with nothing else', async () => {
+    const ip = freshIp();
+    const free = freshName('free');
+    const res = await check(free.toUpperCase(), ip);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    expect(await res.json()).toEqual({ username: free, available: true });
+
+    const u = await registerUser(freshName('taken'));
+    const taken = await check(u.username.toUpperCase(), ip);
+    expect(taken.status).toBe(200);
+    expect(await taken.json()).toEqual({ username: u.username, available: false });
+  });
+
+  it('a malformed name is 400 invalid_username, needs no token, and changes no row', async () => {
+    const ip = freshIp();
+    const before = await db().select().from(schema.users).all();
+    for (const bad of ['ab', '1abc', 'alice smith', 'a'.repeat(200), 'аlice', '%00']) {
+      const res = await check(bad, ip);
+      expect(res.status, bad).toBe(400);
+      expect((await json(res)).error?.code, bad).toBe('invalid_username');
+    }
+    expect(await db().select().from(schema.users).all()).toEqual(before);
+  });
+
+  it('is rate-limited per client address (its own bucket), with Retry-After; another address is not affected', async () => {
+    const ip = freshIp();
+    for (let i = 0; i < 100; i++) expect((await check(freshName('probe'), ip)).status).toBe(200);
+    const limited = await check(freshName('probe'), ip);
+    expect(limited.status).toBe(429);
+    expect((await json(limited)).error?.code).toBe('rate_limited');
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect((await check(freshName('probe'), freshIp())).status).toBe(200);
+    // Its own budget: registration from the limited address still works.
+    await registerUser(freshName('after'), ip);
+  });
+});
+
 describe('challenge', () => {
   it('returns a 32-byte challenge, an id and an expiry, and stores neither in clear', async () => {
     const res = await api('/api/auth/challenge');

@@ -7,7 +7,8 @@
  * Does NOT: link or revoke devices at the key level or serve the key directory (devices API); it only
  * signs sessions out. Every failure is an AppError with a stable code; nothing secret is logged or echoed.
  *
- * Enumeration: only registration (409 `username_taken`, rate-limited per client) reveals that a username
+ * Enumeration: only registration (409 `username_taken`, rate-limited per client) and its look-ahead
+ * `GET /username/:username` (rate-limited per client, bucket `usernameCheck`) reveal that a username
  * exists. Login and identity reset answer an unknown user and a wrong password with the same 401
  * `invalid_credentials` after the same work (an HMAC against a dummy salt for unknown users).
  */
@@ -327,6 +328,20 @@ auth.post('/challenge', async (c) => {
   await enforceRateLimit(c.env, 'challenge', [`client:${clientKey(c)}`]);
   const { challengeId, challenge, expiresAt } = await issueChallenge(c.env, makeDb(c.env), 'login');
   return c.json({ challengeId, challenge: toB64u(challenge), expiresAt });
+});
+
+/**
+ * Is a username free? Asked by the register screen BEFORE it spends seconds generating keys. Public and
+ * rate-limited per client address (bucket `usernameCheck`); it reveals exactly what registration's 409
+ * `username_taken` already reveals, with no key generation needed — hence its own limit. `available` is a
+ * hint: registration still decides (someone may take the name in between).
+ */
+auth.get('/username/:username', async (c) => {
+  const name = username(c.req.param('username'));
+  await enforceRateLimit(c.env, 'usernameCheck', [`client:${clientKey(c)}`]);
+  const taken = await makeDb(c.env).select({ id: users.id }).from(users).where(eq(users.username, name)).get();
+  c.header('Cache-Control', 'no-store');
+  return c.json({ username: name, available: !taken });
 });
 
 auth.post('/register', jsonBody, valid('json', registerRequest), async (c) => {

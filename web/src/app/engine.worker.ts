@@ -23,7 +23,7 @@ import {
   type SecondFactor,
 } from '../engine/account.js';
 import { createEngine, type Engine } from '../engine/engine.js';
-import { createHttpApi, createSocketFactory, HttpClient } from '../engine/http-transport.js';
+import { createHttpApi, createRestApi, createSocketFactory, HttpClient } from '../engine/http-transport.js';
 import { openIdbStore } from '../engine/idb-store.js';
 import { webLocks } from '../engine/locks.js';
 import type { SealedStore } from '../engine/sealed-store.js';
@@ -238,6 +238,13 @@ const api: SessionApi = {
   async lookup(username) {
     const u = await need().account.lookup(username);
     return u ? { userId: u.userId, username: u.username } : null;
+  },
+  async usernameAvailable(username) {
+    try {
+      return (await createRestApi(new HttpClient()).usernameAvailable(normalize(username))).available;
+    } catch {
+      return null;
+    }
   },
   async names(userIds) {
     const ids = [...new Set(userIds)].slice(0, 100);

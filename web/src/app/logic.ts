@@ -7,8 +7,11 @@
 export const USERNAME_RE = /^[a-z][a-z0-9_.-]{2,31}$/;
 export const MIN_PASSWORD = 10;
 
+/** A username as typed, normalised the way the server does (NFKC, lower case) and trimmed. */
+export const normalizeTyped = (u: string) => u.normalize('NFKC').toLowerCase().trim();
+
 export function validateRegistration(username: string, password: string, confirm: string) {
-  const u = username.normalize('NFKC').toLowerCase().trim();
+  const u = normalizeTyped(username);
   return {
     username: USERNAME_RE.test(u) ? null : '3–32 characters: a–z, 0–9, “_”, “.” or “-”, starting with a letter.',
     password: password.length >= MIN_PASSWORD ? null : `At least ${MIN_PASSWORD} characters.`,

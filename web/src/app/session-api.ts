@@ -58,6 +58,11 @@ export interface SessionApi {
   totpDisable(code: string): Promise<void>;
   devices(): Promise<DeviceInfo[]>;
   revokeDevice(deviceId: string): Promise<void>;
+  /**
+   * Whether a username is free (asked before any key is generated; needs no account): true / false, or null
+   * when the server could not say (rate-limited, offline). Registration still decides.
+   */
+  usernameAvailable(username: string): Promise<boolean | null>;
   /** Directory lookup by username (normalised by the server); null when there is no such user. */
   lookup(username: string): Promise<{ userId: string; username: string } | null>;
   /** userId → username for people who share a conversation with us (others are left out). */
@@ -91,6 +96,7 @@ export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
   'totpDisable',
   'devices',
   'revokeDevice',
+  'usernameAvailable',
   'lookup',
   'names',
   'unlock',

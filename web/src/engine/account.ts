@@ -32,7 +32,12 @@ import {
   type SessionInfo,
 } from './http-transport.js';
 
-export type AccountErrorCode = 'invalid_username' | 'empty_password' | 'store_not_empty' | 'not_signed_in';
+export type AccountErrorCode =
+  | 'invalid_username'
+  | 'username_taken'
+  | 'empty_password'
+  | 'store_not_empty'
+  | 'not_signed_in';
 
 export class AccountError extends Error {
   override readonly name = 'AccountError';
@@ -114,6 +119,9 @@ export class Account {
    */
   async register(username: string, password: string, opts: ProgressOptions = {}): Promise<LoginResult> {
     const name = this.username(username);
+    // A taken name is reported before seconds of password hashing and key generation are spent.
+    if ((await this.usernameAvailable(name)) === false)
+      throw new AccountError('username_taken', 'this username is taken');
     const prehash = await this.prehash(password, name, opts);
     opts.onProgress?.({ phase: 'keys', fraction: 0 });
     const existing = await this.engine.identity();
@@ -136,6 +144,19 @@ export class Account {
     await this.engine.publishPrekeys();
     opts.onProgress?.({ phase: 'server', fraction: 1 });
     return { status: 'signed_in', userId: tokens.userId, deviceId: tokens.deviceId };
+  }
+
+  /**
+   * Whether `username` is free (GET /api/auth/username/:username): true / false, or null when the server
+   * could not say (rate-limited, offline) — a hint only, registration decides. Throws `invalid_username`.
+   */
+  async usernameAvailable(username: string): Promise<boolean | null> {
+    const name = this.username(username);
+    try {
+      return (await this.rest.usernameAvailable(name)).available;
+    } catch {
+      return null;
+    }
   }
 
   /** Sign in with the keys this Store holds (never creates any). */

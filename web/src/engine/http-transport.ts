@@ -557,6 +557,13 @@ export function createRestApi(http: HttpClient) {
     http.request<T>('POST', path, { ...(json !== undefined ? { json } : {}), auth });
   return {
     challenge: () => post<ChallengeJson>('/api/auth/challenge', undefined, false),
+    /** Whether a (valid) username is free — a hint before key generation; registration decides. */
+    usernameAvailable: (username: string) =>
+      http.request<{ username: string; available: boolean }>(
+        'GET',
+        `/api/auth/username/${encodeURIComponent(username)}`,
+        { auth: false },
+      ),
     register: (body: RegisterRequest) => post<TokenResponse>('/api/auth/register', body, false),
     login: (body: {
       username: string;

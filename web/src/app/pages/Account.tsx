@@ -9,6 +9,7 @@ import { ConfirmDialog } from '../components/Modal.js';
 import { Qr } from '../components/Qr.js';
 import { Banner, Button, createAction, errorText, Field, focusRing } from '../components/ui.js';
 import { deviceLabel, MIN_PASSWORD } from '../logic.js';
+import { createPasswordCheck } from '../password-strength-loader.js';
 import { Link } from '../router.js';
 import { useStore } from '../store/index.js';
 import type { Theme } from '../store/state.js';
@@ -89,9 +90,15 @@ function Password() {
   const [confirm, setConfirm] = createSignal('');
   const [msg, setMsg] = createSignal<{ kind: 'info' | 'error'; text: string } | null>(null);
   const [busy, setBusy] = createSignal(false);
+  // The strength checker (zxcvbn-ts) loads when the new-password field is first used, never with a page.
+  const strength = createPasswordCheck(next, () => [state.me?.username ?? '']);
+  const check = strength.check;
   const submit = async (e: Event) => {
     e.preventDefault();
     if (next().length < MIN_PASSWORD) return setMsg({ kind: 'error', text: `At least ${MIN_PASSWORD} characters.` });
+    await strength.ensure().catch(() => null);
+    const s = check();
+    if (s && !s.ok) return setMsg({ kind: 'error', text: `The new password is too easy to guess: ${s.reason}` });
     if (next() !== confirm()) return setMsg({ kind: 'error', text: 'The new passwords do not match.' });
     setBusy(true);
     setMsg(null);
@@ -124,7 +131,10 @@ function Password() {
         type="password"
         autocomplete="new-password"
         value={next()}
+        onFocus={strength.load}
         onInput={(e) => setNext(e.currentTarget.value)}
+        error={check()?.ok === false ? check()!.reason : null}
+        hint={check()?.ok ? 'Strong enough.' : `At least ${MIN_PASSWORD} characters; a few unrelated words work well.`}
       />
       <Field
         label="Confirm new password"

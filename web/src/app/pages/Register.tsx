@@ -1,10 +1,18 @@
-/** /register: username + password; keys are generated in the engine worker with visible progress. */
+/**
+ * /register: username + password; keys are generated in the engine worker with visible progress.
+ * The username is checked with the server when the field is left and again before any key is generated;
+ * the password's strength (zxcvbn-ts, password-strength.ts) is loaded lazily when the password field is
+ * first used, and its reason is shown as you type.
+ */
 import { createSignal, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
 import { AuthCard, Banner, Button, createAction, Field } from '../components/ui.js';
-import { validateRegistration } from '../logic.js';
+import { MIN_PASSWORD, normalizeTyped, USERNAME_RE, validateRegistration } from '../logic.js';
+import { createPasswordCheck } from '../password-strength-loader.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
+
+const TAKEN = 'That username is taken — try another.';
 
 export default function Register() {
   const { state, actions } = useStore();
@@ -12,18 +20,42 @@ export default function Register() {
   const [password, setPassword] = createSignal('');
   const [confirm, setConfirm] = createSignal('');
   const [touched, setTouched] = createSignal(false);
-  const { busy, error, run } = createAction();
-  const errors = () => validateRegistration(username(), password(), confirm());
+  const [takenName, setTakenName] = createSignal<string | null>(null);
+  const { busy, error, setError, run } = createAction();
+  // Loaded when the password field is first used (not with the page: ready-to-type stays as fast).
+  const strength = createPasswordCheck(password, () => [username()]);
+  const check = strength.check;
+  const errors = () => {
+    const v = validateRegistration(username(), password(), confirm());
+    return {
+      ...v,
+      username: v.username ?? (takenName() === normalizeTyped(username()) ? TAKEN : null),
+      password: v.password ?? (check()?.ok === false ? check()!.reason : null),
+    };
+  };
+  const passwordError = () =>
+    touched() || (password().length >= MIN_PASSWORD && check()?.ok === false) ? errors().password : null;
+
+  const checkName = async () => {
+    const u = normalizeTyped(username());
+    if (!USERNAME_RE.test(u)) return;
+    if ((await actions.usernameAvailable(u)) === false) setTakenName(u);
+  };
 
   const submit = async (e: Event) => {
     e.preventDefault();
     setTouched(true);
+    await strength.ensure().catch(() => null);
     const v = errors();
     if (v.username || v.password || v.confirm) return;
-    await run(async () => {
+    const ok = await run(async () => {
       await actions.register(username().trim(), password());
       navigate('/chats', { replace: true });
     });
+    if (!ok && error() === TAKEN) {
+      setTakenName(normalizeTyped(username()));
+      setError(null); // shown at the field
+    }
   };
 
   return (
@@ -38,7 +70,8 @@ export default function Register() {
           required
           value={username()}
           onInput={(e) => setUsername(e.currentTarget.value)}
-          error={touched() ? errors().username : null}
+          onBlur={() => void checkName()}
+          error={touched() ? errors().username : takenName() === normalizeTyped(username()) ? TAKEN : null}
           hint="People find you by this name."
           disabled={busy()}
           autofocus
@@ -50,8 +83,12 @@ export default function Register() {
           autocomplete="new-password"
           required
           value={password()}
+          onFocus={strength.load}
           onInput={(e) => setPassword(e.currentTarget.value)}
-          error={touched() ? errors().password : null}
+          error={passwordError()}
+          hint={
+            check()?.ok ? 'Strong enough.' : `At least ${MIN_PASSWORD} characters; a few unrelated words work well.`
+          }
           disabled={busy()}
         />
         <Field

@@ -107,6 +107,7 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
         setState('authChecked', true);
       }
     },
+    usernameAvailable: (username: string) => agent().session.usernameAvailable(username),
     async register(username: string, password: string) {
       const me = await withProgress(() => agent().session.register(username, password));
       await signedIn(me);

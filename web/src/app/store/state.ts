@@ -96,6 +96,8 @@ export const initialState = (): State => ({
 export interface Actions {
   // session
   restore(): Promise<void>;
+  /** Whether a username is free (null: the server could not say); asked before keys are generated. */
+  usernameAvailable(username: string): Promise<boolean | null>;
   register(username: string, password: string): Promise<void>;
   login(username: string, password: string): Promise<LoginResult['status']>;
   loginSecondFactor(p: { code?: string; recoveryCode?: string }): Promise<void>;
