@@ -99,6 +99,8 @@ async function open(username: string, passphrase?: string): Promise<Opened> {
     // 50 per kind: registration stays quick (ML-KEM-1024 key generation dominates), and the default
     // batch of 100 plus the last-resort KEM key exceeds the upload's 100-per-kind limit.
     keystore: { batch: 50, watermark: 20 },
+    // A conversation from someone we never accepted waits for Accept before anything goes back (people.ts).
+    messageRequests: true,
   });
   const account = new AccountImpl({ http, engine, rng });
   const unhost = hostEngine(engine, port);

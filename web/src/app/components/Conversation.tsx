@@ -12,8 +12,8 @@ import { createEffect, createMemo, createSignal, For, Match, on, onCleanup, onMo
 import type { MessageView } from '../../engine/context.js';
 import type { InfoLine } from '../../engine/info.js';
 import { MAX_TEXT_BYTES } from '../../engine/messages.js';
-import { useConversationName } from '../pages/Chats.js';
-import { Link } from '../router.js';
+import { useConversationName, usePeerProfile } from '../pages/Chats.js';
+import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
 import { buildTimeline, infoText, linkify } from '../timeline.js';
 import { AttachmentContent, PaperclipIcon, UploadCardView } from './Attachments.js';
@@ -186,6 +186,7 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
 export function Conversation(props: { id: string }) {
   const { state, actions } = useStore();
   const nameOf = useConversationName();
+  const profileOf = usePeerProfile();
   const conv = () => state.conversations[props.id];
   const messages = () => state.messages[props.id] ?? [];
   const [draft, setDraft] = createSignal('');
@@ -336,9 +337,13 @@ export function Conversation(props: { id: string }) {
         <Link href="/chats" class={`rounded-lg p-1.5 md:hidden ${focusRing}`} aria-label="Back to chats">
           ←
         </Link>
-        <Avatar name={nameOf(conv())} seed={props.id} />
+        <Avatar name={profileOf(conv()).name || nameOf(conv())} seed={props.id} src={profileOf(conv()).avatarUrl} />
         <div class="min-w-0 flex-1">
           <h1 class="truncate font-semibold" data-testid="conversation-title">
+            <Show when={profileOf(conv()).name}>
+              <span data-testid="header-profile-name">{profileOf(conv()).name}</span>{' '}
+              <span class="text-sm font-normal text-slate-600 dark:text-slate-300">· </span>
+            </Show>
             {conv() ? nameOf(conv()) : state.conversationsLoaded ? 'Conversation not found' : 'Loading…'}
           </h1>
           <p class="text-xs text-slate-500 dark:text-slate-400" aria-live="polite">
@@ -465,6 +470,11 @@ export function Conversation(props: { id: string }) {
         </Show>
       </div>
 
+      {/* ---- people: a message request is answered before anything goes back (store/people.ts) ---- */}
+      <Show when={conv()?.requestState === 'request' && !removed()}>
+        <RequestBar id={props.id} />
+      </Show>
+      {/* Replying to a request accepts it (the engine does), so the composer stays. */}
       <Show
         when={!removed()}
         fallback={
@@ -569,5 +579,70 @@ export function Conversation(props: { id: string }) {
         <Show when={review()}>{(u) => <SafetyNumber userId={u()} />}</Show>
       </Modal>
     </div>
+  );
+}
+
+/**
+ * A message request: who is asking, and Accept / Delete / Block. Until accepted the other side gets no
+ * delivery receipt and not our profile (engine/people.ts).
+ */
+function RequestBar(props: { id: string }) {
+  const { state, actions } = useStore();
+  const [busy, setBusy] = createSignal(false);
+  const [requester, setRequester] = createSignal<string | null>(null);
+  const conv = () => state.conversations[props.id];
+  createEffect(
+    on(
+      () => props.id,
+      async (id) => setRequester(await actions.requesterOf(id)),
+    ),
+  );
+  const who = () => (requester() ? actions.nameOf(requester()!) : 'Someone');
+  const run = async (fn: () => Promise<void>) => {
+    setBusy(true);
+    try {
+      await fn();
+    } catch (e) {
+      actions.toast(errorText(e), 'error');
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <section
+      class="border-t border-slate-200 bg-white p-3 dark:border-slate-800 dark:bg-slate-900"
+      data-testid="request-bar"
+      aria-label="Message request"
+    >
+      <p class="mb-2 text-sm text-slate-700 dark:text-slate-200">
+        <strong>{who()}</strong> {conv()?.kind === 'group' ? 'added you to this group.' : 'wants to message you.'} They
+        will not know you have seen this, and get no delivery signal or profile, until you accept or reply.
+      </p>
+      <div class="flex flex-wrap gap-2">
+        <Button
+          disabled={busy()}
+          onClick={() => run(() => actions.acceptRequest(props.id))}
+          data-testid="request-accept"
+        >
+          Accept
+        </Button>
+        <Button
+          variant="secondary"
+          disabled={busy()}
+          onClick={() => run(() => actions.deleteRequest(props.id).then(() => navigate('/chats')))}
+          data-testid="request-delete"
+        >
+          Delete
+        </Button>
+        <Button
+          variant="danger"
+          disabled={busy() || !requester()}
+          onClick={() => run(() => actions.block({ userId: requester()! }).then(() => navigate('/chats')))}
+          data-testid="request-block"
+        >
+          Block {who()}
+        </Button>
+      </div>
+    </section>
   );
 }

@@ -14,6 +14,7 @@ import { createContacts } from './contacts.js';
 import { createConversations } from './conversations.js';
 import { createDevices } from './devices.js';
 import { createMessages } from './messages.js';
+import { createPeople } from './people.js';
 import { createSession } from './session.js';
 import { type Actions, initialState, type State } from './state.js';
 import { createUi } from './ui.js';
@@ -39,6 +40,7 @@ export function StoreProvider(props: { children: JSX.Element; agent?: () => Agen
   createAttachments(agent, actions, state, setState);
   createContacts(agent, actions, state, setState);
   createDevices(agent, actions, state, setState);
+  createPeople(agent, actions, state, setState);
   return <StoreContext.Provider value={{ state, actions }}>{props.children}</StoreContext.Provider>;
 }
 

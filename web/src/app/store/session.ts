@@ -89,6 +89,7 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
     actions.rememberName(me.userId, me.username);
     actions.watchMessages();
     await actions.loadPrefs();
+    await actions.loadPeople().catch(() => undefined); // before the list: requests and blocks come from it
     await actions.loadConversations();
     void actions.loadLocalLock().catch(() => undefined);
   };

@@ -6,6 +6,7 @@ import type { SetStoreFunction } from 'solid-js/store';
 import type { MessageView } from '../../engine/context.js';
 import type { ConversationView } from '../../engine/engine.js';
 import type { InfoLine } from '../../engine/info.js';
+import type { PeopleView } from '../../engine/people.js';
 import type { ConnectionStatus } from '../../engine/transport.js';
 import type { DeviceInfo, LoginResult, Me, Progress } from '../session-api.js';
 import type { DownloadState, UploadCard } from './attachments.js';
@@ -65,6 +66,18 @@ export interface State {
   uploads: Record<string, UploadCard[]>;
   /** Attachments being opened, by message client id. */
   downloads: Record<string, DownloadState>;
+  // ---- people (store/people.ts) ----
+  /** Profiles this device could open (ours included), by user id. */
+  profiles: Record<string, ProfileState>;
+  /** Our blocks, mutes and accepted people (sealed private settings); null until loaded. */
+  people: PeopleView | null;
+}
+
+export interface ProfileState {
+  /** Empty: no display name (show the username alone). */
+  readonly name: string;
+  /** A `blob:` URL of the decrypted avatar, or null. */
+  readonly avatarUrl: string | null;
 }
 
 export const initialState = (): State => ({
@@ -91,6 +104,8 @@ export const initialState = (): State => ({
   toasts: [],
   uploads: {},
   downloads: {},
+  profiles: {},
+  people: null,
 });
 
 export interface Actions {
@@ -172,6 +187,23 @@ export interface Actions {
   // devices
   loadDevices(): Promise<void>;
   revokeDevice(deviceId: string): Promise<void>;
+  // people (store/people.ts)
+  /** Our private settings (`sync`: pull them from the server first) and every profile this device holds. */
+  loadPeople(sync?: boolean): Promise<void>;
+  loadProfile(userId: string, refresh?: boolean): Promise<void>;
+  /** `avatar`: a picked image (resized and re-encoded here), null to remove it, 'keep' to leave it. */
+  setProfile(name: string, avatar: File | null | 'keep'): Promise<void>;
+  acceptRequest(conversationId: string): Promise<void>;
+  deleteRequest(conversationId: string): Promise<void>;
+  block(target: { userId: string } | { conversationId: string }): Promise<void>;
+  unblock(target: { userId: string } | { conversationId: string }): Promise<void>;
+  mute(target: { userId: string } | { conversationId: string }, until?: number): Promise<void>;
+  unmute(target: { userId: string } | { conversationId: string }): Promise<void>;
+  isMuted(conversationId: string): boolean;
+  /** Who added us to the conversation (for a request: who is asking). */
+  requesterOf(conversationId: string): Promise<string | null>;
+  /** The display name from the person's profile ('' if none or not shared with us). */
+  profileName(userId: string): string;
   // ui
   setTheme(t: Theme): void;
   toast(text: string, kind?: Toast['kind']): void;
