@@ -89,7 +89,8 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
     actions.rememberName(me.userId, me.username);
     actions.watchMessages();
     await actions.loadPrefs();
-    await actions.loadPeople().catch(() => undefined); // before the list: requests and blocks come from it
+    // Requests and blocks come from the sealed settings: pulled alongside (a change reloads the list).
+    void actions.loadPeople().catch(() => undefined);
     await actions.loadConversations();
     void actions.loadLocalLock().catch(() => undefined);
   };
