@@ -29,7 +29,7 @@ const statusOf = (page: Page, text: string) =>
 
 describe('people in Chromium', () => {
   it('a profile name and picture reach the person you message; a request is accepted, another stranger is blocked and not told', {
-    timeout: 180_000,
+    timeout: 240_000, // measured: 150 s at load 14, 167 s at load 28 (three registrations dominate)
   }, async () => {
     const alice = await newPerson();
     const bob = await newPerson();
