@@ -103,6 +103,53 @@ export const MAX_SETTINGS_ENTRIES = 2048;
 /** Padded private-settings sizes (as PROFILE_BUCKETS): the server learns the size class only. */
 export const SETTINGS_BUCKETS = [1024, 4096, 16384, 65536, 131072] as const;
 
+// ---- Linking a device (docs/PROTOCOL.md §"Linking") -----------------------------------------------
+/** Version byte of the link code the new device shows (QR and text); bumped on any change of its layout. */
+export const LINK_CODE_VERSION = 1;
+/** Prefix of the link code's text form (the QR carries the same text), so a pasted code is recognisable. */
+export const LINK_CODE_PREFIX = 'e2echat-link:';
+/** Raw bytes of a provisioning channel id (128 bits from the new device's rng; 22 base64url characters). */
+export const LINK_CHANNEL_ID_LEN = 16;
+/** Max UTF-8 bytes of the server origin in a link code (scheme, host and port only). */
+export const MAX_LINK_ORIGIN_LEN = 255;
+/** HKDF info of the provisioning message's key, nonce and channel key (one X25519 exchange, used once). */
+export const LABEL_PROVISIONING = 'e2e-chat/v1 provisioning';
+/** HKDF info of the per-direction keys that seal every channel frame after the provisioning message. */
+export const LABEL_TRANSFER = 'e2e-chat/v1 transfer';
+/** HKDF info of the keys derived from the user identity secret for data only the user's devices read. */
+export const LABEL_ACCOUNT_KEYS = 'e2e-chat/v1 account keys';
+/** AEAD associated-data label of an encrypted device name. */
+export const LABEL_DEVICE_NAME = 'e2e-chat/v1 device name';
+/** HMAC input label of the id of the user's own sync conversation (read positions across own devices). */
+export const LABEL_SELF_CONVERSATION = 'e2e-chat/v1 self conversation';
+/** Device names are padded to this many bytes before encryption, so the server learns not even their length. */
+export const DEVICE_NAME_PADDED_LEN = 64;
+/** Max UTF-8 bytes of a device name (one byte of the padded length is the 0x80 padding marker). */
+export const MAX_DEVICE_NAME_LEN = DEVICE_NAME_PADDED_LEN - 1;
+/** Max bytes of a single-use linking token inside a provisioning message (the server issues 32). */
+export const MAX_LINKING_TOKEN_LEN = 64;
+/** Max UTF-8 bytes of a username inside a provisioning message (the server allows 3–32 ASCII). */
+export const MAX_LINK_USERNAME_LEN = 64;
+/** Contacts' trust state carried by one provisioning message (≈ 140 B each): bounds its size (~140 KB). */
+export const MAX_LINK_CONTACTS = 1000;
+/** Max bytes of the device list inside a provisioning message (10 certificates are ≈ 2 KB). */
+export const MAX_LINK_DEVICE_LIST_LEN = 8192;
+/** Provisioning messages and channel frames are padded (0x80 then zeros) to a multiple of this. */
+export const LINK_PADDING_BLOCK = 1024;
+/** Max record bytes in one history chunk: a sealed chunk stays well under the relay's per-message limit. */
+export const MAX_HISTORY_CHUNK_LEN = 192 * 1024;
+/** Max messages in one history transfer (the sender's cap; the receiver refuses more). */
+export const MAX_HISTORY_MESSAGES = 10_000;
+/** Max record bytes in one history transfer (the sender's cap; the receiver refuses more). */
+export const MAX_HISTORY_BYTES = 50 * 1024 * 1024;
+/**
+ * Max chunks in one history transfer. Records never straddle chunks, so a chunk may close early (by up to one
+ * record, MAX_HISTORY_RECORD_LEN): 50 MiB / (192 − 65) KiB ≈ 404 in the worst case.
+ */
+export const MAX_HISTORY_CHUNKS = 512;
+/** Max bytes of one record body in a history chunk (a message of MAX_PLAINTEXT_LEN plus its fields). */
+export const MAX_HISTORY_RECORD_LEN = 64 * 1024 + 1024;
+
 // ---- Safety numbers (Signal NumericFingerprintGenerator) ------------------------------------------
 /** SHA-512 iterations (libsignal's value; makes a targeted second-preimage search expensive). */
 export const FINGERPRINT_ITERATIONS = 5200;

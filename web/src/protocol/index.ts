@@ -8,6 +8,14 @@
  * @module
  */
 export {
+  type AccountKeys,
+  accountKeys,
+  DEVICE_NAME_SEALED_LEN,
+  openDeviceName,
+  sealDeviceName,
+  selfConversationId,
+} from './account-keys.js';
+export {
   AttachmentDecryptor,
   AttachmentEncryptor,
   type AttachmentLayout,
@@ -51,6 +59,16 @@ export {
   safetyNumber,
 } from './fingerprint.js';
 export {
+  decodeHistoryRecords,
+  encodeHistoryRecord,
+  HISTORY_STATUSES,
+  type HistoryMessage,
+  type HistoryReadPosition,
+  type HistoryRecord,
+  type HistoryStatus,
+  packHistory,
+} from './history.js';
+export {
   type DeviceCertificate,
   type DeviceKeyResolver,
   type DeviceList,
@@ -83,6 +101,14 @@ export {
   theirX25519,
   x25519FromSecret,
 } from './keys.js';
+export {
+  canonicalOrigin,
+  channelIdBytes,
+  channelIdString,
+  decodeLinkCode,
+  encodeLinkCode,
+  type LinkCode,
+} from './link-code.js';
 export {
   ACTIONS,
   type Action,
@@ -160,6 +186,14 @@ export {
   sealProfile,
 } from './profile.js';
 export {
+  MAX_PROVISIONING_LEN,
+  type OpenedProvisioning,
+  openProvisioning,
+  type ProvisioningContact,
+  type ProvisioningContent,
+  sealProvisioning,
+} from './provisioning.js';
+export {
   createSenderKey,
   decodeSenderKeyDistribution,
   deserializeOwnSenderKey,
@@ -192,3 +226,14 @@ export {
   type SessionRecord,
   serializeSessionRecord,
 } from './session.js';
+export {
+  Direction,
+  MAX_TRANSFER_FRAME_LEN,
+  openTransferFrame,
+  sealTransferFrame,
+  TRANSFER_STATUSES,
+  type TransferFrame,
+  type TransferKeys,
+  type TransferStatus,
+  transferKeys,
+} from './transfer.js';
