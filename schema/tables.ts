@@ -51,6 +51,11 @@ export const devices = sqliteTable(
     createdAt: integer('created_at').notNull().default(now),
     lastSeenAt: integer('last_seen_at'),
     revokedAt: integer('revoked_at'),
+    /**
+     * The device's name, encrypted by the user's devices under a key derived from the user identity secret
+     * (web/src/protocol/account-keys.ts; 93 bytes, fixed length). The server never sees the name.
+     */
+    nameEnc: bytes('name_enc'),
   },
   (t) => [primaryKey({ columns: [t.userId, t.deviceId] })],
 );
@@ -64,6 +69,31 @@ export const deviceLists = sqliteTable('device_lists', {
   list: bytes('list').notNull(),
   updatedAt: integer('updated_at').notNull().default(now),
 });
+
+// ---- Linking devices (issue 14) -------------------------------------------------------------------------
+
+/**
+ * Single-use linking tokens: issued to a signed-in device for one provisioning channel it claimed, sealed
+ * into the provisioning message, redeemed once by the new device (POST /api/devices) together with a
+ * signature by the new device's key. Only HMAC(TOKEN_HASH_KEY, "linking:" ‖ token) is stored.
+ */
+export const linkingTokens = sqliteTable(
+  'linking_tokens',
+  {
+    tokenHash: bytes('token_hash').primaryKey(),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    /** The device that asked for the token (the one linking). */
+    issuedBy: text('issued_by').notNull(),
+    channelId: text('channel_id').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+    usedAt: integer('used_at'),
+    /** The device that redeemed it: the token is spent on exactly this device key. */
+    usedBy: text('used_by'),
+  },
+  (t) => [index('linking_tokens_user_idx').on(t.userId), index('linking_tokens_expiry_idx').on(t.expiresAt)],
+);
 
 // ---- Key directory -------------------------------------------------------------------------------------
 

@@ -161,6 +161,13 @@ export const membershipFrame = z.strictObject({
   afterSeq: seq,
 });
 
+/**
+ * A member's device set changed (a device was linked, registered or removed; issue 14): a hint to fetch
+ * and verify that user's signed device list again, so their new device gets sender keys at once. Clients
+ * never trust the frame itself — only a list signed by the identity key they trust.
+ */
+export const devicesFrame = z.strictObject({ v, type: z.literal('devices'), userId: wireId });
+
 /** End of a resume replay: everything up to `through` was sent; `more` means resume again from it. */
 export const resumedFrame = z.strictObject({
   v,
@@ -215,6 +222,7 @@ export const serverFrame = z.union([
   resumedFrame,
   errorFrame,
   typingRelayFrame,
+  devicesFrame,
 ]);
 export type ServerFrame = z.infer<typeof serverFrame>;
 export type AcceptedFrame = z.infer<typeof acceptedFrame>;
@@ -223,4 +231,5 @@ export type MembershipFrame = z.infer<typeof membershipFrame>;
 export type ResumedFrame = z.infer<typeof resumedFrame>;
 export type ErrorFrame = z.infer<typeof errorFrame>;
 export type TypingRelayFrame = z.infer<typeof typingRelayFrame>;
+export type DevicesFrame = z.infer<typeof devicesFrame>;
 export type DeviceRef = z.infer<typeof deviceRef>;

@@ -788,7 +788,14 @@ export class ConversationDO extends DurableObject<Env> {
     this.store.forgetDevice(userId, deviceId);
     await deleteDeviceMailbox(makeDb(this.env), userId, deviceId);
     if (this.conversationId) this.deviceSet = null; // reloaded on the next send
+    this.announceDevices(userId);
     return closed;
+  }
+
+  /** Tells every socket that `userId`'s device set changed (a hint: clients verify the signed list). */
+  private announceDevices(userId: string): void {
+    const frame = JSON.stringify({ v: WIRE_VERSION, type: 'devices', userId });
+    for (const ws of this.ctx.getWebSockets()) if (this.attachment(ws)) send(ws, frame);
   }
 
   /**
@@ -801,6 +808,7 @@ export class ConversationDO extends DurableObject<Env> {
     this.drainSends();
     this.deviceSet = null;
     this.epochMemo = null;
+    this.announceDevices(userId);
   }
 
   /**

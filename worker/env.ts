@@ -1,6 +1,7 @@
 /** Bindings and secrets the Worker receives (wrangler.toml + .dev.vars / `wrangler secret put`). */
 import type { ConversationDO } from './conversation.js';
 import type { RateLimiter } from './limiter.js';
+import type { LinkChannelDO } from './link-channel.js';
 import type { ProbeDO } from './probe.js';
 
 export interface Env {
@@ -11,6 +12,8 @@ export interface Env {
   PROBE: DurableObjectNamespace<ProbeDO>;
   /** Encrypted attachment blobs (object key = attachment id); worker/domain/attachments.ts. */
   ATTACHMENTS: R2Bucket;
+  /** One short-lived relay per provisioning channel while a device is linked (worker/link-channel.ts). */
+  LINK_CHANNEL: DurableObjectNamespace<LinkChannelDO>;
   ASSETS?: Fetcher;
   /** "production" in wrangler.toml; "development" from .dev.vars; "test" in the workers test pool. */
   APP_ENV: string;
@@ -22,6 +25,8 @@ export interface Env {
   DELIVERY_LIMITS?: string;
   /** JSON overrides for attachment quotas and retention (see worker/domain/attachments.ts); empty for defaults. */
   ATTACHMENT_LIMITS?: string;
+  /** Devices per account, 1..10 (empty: LIMITS.defaultDeviceLimit = 5). */
+  DEVICE_LIMIT?: string;
   /** Development only: fault injection for the reliability suites (worker/faults.ts); ignored elsewhere. */
   E2E_CHAT_FAULTS?: string;
   /** Secret: access-token HMAC keys as `kid:base64url` pairs separated by commas, newest (signing) first. */

@@ -7,23 +7,26 @@ import { makeDb } from './db.js';
 import { deliveryConfig } from './delivery/config.js';
 import { cleanupExpired } from './delivery/mailbox-db.js';
 import { cleanupAttachments } from './domain/attachments.js';
+import { cleanupLinkingTokens } from './domain/linking.js';
 import type { Env } from './env.js';
 import { log } from './log.js';
 
 export { ConversationDO } from './conversation.js';
 export { RateLimiter } from './limiter.js';
+export { LinkChannelDO } from './link-channel.js';
 export { ProbeDO } from './probe.js';
 
 /**
  * Cron (wrangler.toml [triggers]): expired mailbox envelopes (DELIVERY_LIMITS.mailboxTtlMs), orphaned group
- * envelopes, revoked devices' leftovers, expired WebSocket tickets, login challenges and MFA steps; and
+ * envelopes, revoked devices' leftovers, expired WebSocket tickets, login challenges and MFA steps, linking tokens; and
  * attachments past ATTACHMENT_LIMITS.retentionMs (30 days) or never uploaded (blob, then row).
  */
 async function scheduled(_controller: ScheduledController, env: Env, _ctx: ExecutionContext): Promise<void> {
   try {
     const counts = await cleanupExpired(makeDb(env), deliveryConfig(env.DELIVERY_LIMITS).mailboxTtlMs);
     const attachments = await cleanupAttachments(env);
-    log('info', 'cleanup', { ...counts, ...attachments });
+    const linkingTokens = await cleanupLinkingTokens(makeDb(env));
+    log('info', 'cleanup', { ...counts, ...attachments, linkingTokens });
   } catch (err) {
     log('error', 'cleanup_failed', { type: err instanceof Error ? err.name : 'unknown' });
     throw err;

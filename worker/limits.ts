@@ -3,6 +3,7 @@
  * with the RATE_LIMITS variable (JSON), so local load tests can raise them.
  */
 import { z } from 'zod';
+import { MAX_DEVICES_PER_USER } from '../web/src/protocol/constants.js';
 
 export const LIMITS = {
   /** Largest JSON body on any route except prekey uploads (a device list of 10 certificates is ~3 KB). */
@@ -35,7 +36,33 @@ export const LIMITS = {
   graphqlMaxWallMs: 5000,
   /** Conversations one account may be a member of (create and add refuse past it). */
   maxConversationsPerAccount: 500,
+  /** Devices per account unless DEVICE_LIMIT says otherwise (Signal: a phone + 5 linked devices). */
+  defaultDeviceLimit: 5,
+  /** A provisioning channel (and its linking token) lives this long, then is deleted. */
+  linkChannelTtlMs: 10 * 60 * 1000,
+  /** Longest a channel poll waits for a message before answering empty. */
+  linkPollMaxWaitMs: 25 * 1000,
+  /** Largest sealed message to the new device (a provisioning message or a history chunk frame ≈ 197 KB). */
+  linkMaxMessageBytes: 200 * 1024,
+  /** Largest sealed message from the new device (status and cancel frames are ≈ 1 KB). */
+  linkMaxReplyBytes: 4 * 1024,
+  /** Bytes waiting for the receiver per direction before a sender must pause (429 channel_full). */
+  linkMaxQueuedBytes: 4 * 1024 * 1024,
+  /** Everything one channel may carry to the new device (50 MB of history, sealed, retried once, plus the rest). */
+  linkMaxTotalBytes: 128 * 1024 * 1024,
+  /** Messages one channel may carry per direction. */
+  linkMaxMessagesToNew: 2048,
+  linkMaxMessagesToExisting: 256,
 } as const;
+
+/** Devices per account: DEVICE_LIMIT (1..MAX_DEVICES_PER_USER = 10) or the default of 5. */
+export function deviceLimit(raw: string | undefined): number {
+  if (!raw) return LIMITS.defaultDeviceLimit;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_DEVICES_PER_USER)
+    throw new Error(`DEVICE_LIMIT must be an integer from 1 to ${MAX_DEVICES_PER_USER}`);
+  return n;
+}
 
 const rate = z.object({
   limit: z.number().int().positive(),
@@ -101,6 +128,12 @@ export const DEFAULT_RATE_LIMITS = {
   conversationCreate: { limit: 30, windowMs: HOUR },
   /** Members added per account, in creations and later entries (a 64-member group is 63). */
   memberAdd: { limit: 300, windowMs: HOUR },
+  /** Provisioning channels opened per client address (unauthenticated): a flood of opens gets 429. */
+  link_channel: { limit: 10, windowMs: 10 * 60 * 1000 },
+  /** Linking tokens issued per account. */
+  link_token: { limit: 10, windowMs: 60 * 60 * 1000 },
+  /** Linking-token redemptions per client address (each costs a signature check and a channel lookup). */
+  link_redeem: { limit: 20, windowMs: 10 * 60 * 1000 },
 } satisfies Record<string, RateRule>;
 export type RateBucket = keyof typeof DEFAULT_RATE_LIMITS;
 

@@ -6,7 +6,8 @@
  */
 import { and, eq } from 'drizzle-orm';
 import { createMiddleware } from 'hono/factory';
-import { makeDb, schema } from '../db.js';
+import { toB64u } from '../../web/src/protocol/bytes.js';
+import { type Db, makeDb, schema } from '../db.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { verifyAccessToken } from './tokens.js';
@@ -41,8 +42,10 @@ export const requireAuth = createMiddleware<AppBindings>(async (c, next) => {
     )
     .get();
   if (!row) throw sessionRevoked(null, false);
-  if (row.familyRevokedAt !== null || row.deviceRevokedAt !== null)
-    throw sessionRevoked(row.familyRevokedAt !== null ? row.familyRevokeReason : null, row.deviceRevokedAt !== null);
+  if (row.familyRevokedAt !== null || row.deviceRevokedAt !== null) {
+    const ended = sessionRevoked(row.familyRevokedAt !== null ? row.familyRevokeReason : null, row.deviceRevokedAt !== null);
+    throw row.deviceRevokedAt !== null ? await withDeviceList(db, ended, auth.userId) : ended;
+  }
   c.set('auth', auth);
   await next();
 });
@@ -77,4 +80,23 @@ export function sessionRevoked(familyReason: string | null, deviceRevoked: boole
         ? 'device_revoked'
         : 'unknown';
   return new AppError(401, 'session_revoked', 'this session was signed out or its device revoked', { reason });
+}
+
+/**
+ * A revoked device's 401 also carries the account's current signed device list (`deviceList`, base64url),
+ * so the browser can check for itself — under the identity key it holds — that a list newer than its own
+ * no longer contains it before it erases its store (issue 14). The server's word alone never erases
+ * anything: it cannot sign such a list. Only the holder of that device's session or cookie gets here.
+ */
+export async function withDeviceList(db: Db, err: AppError, userId: string): Promise<AppError> {
+  const row = await db
+    .select({ list: schema.deviceLists.list })
+    .from(schema.deviceLists)
+    .where(eq(schema.deviceLists.userId, userId))
+    .get();
+  if (!row) return err;
+  return new AppError(err.status, err.code, err.message, {
+    ...err.details,
+    deviceList: toB64u(new Uint8Array(row.list)),
+  });
 }

@@ -62,6 +62,10 @@ export function newOpaqueToken(rng: (n: number) => Uint8Array = (n) => crypto.ge
 }
 
 /** Keyed hash under which refresh tokens, recovery codes and challenges are stored. */
-export function tokenHash(env: Env, token: string, purpose: 'refresh' | 'recovery' | 'challenge' | 'mfa'): Uint8Array {
+export function tokenHash(
+  env: Env,
+  token: string,
+  purpose: 'refresh' | 'recovery' | 'challenge' | 'mfa' | 'linking',
+): Uint8Array {
   return hmacSha256(secretBytes(env, 'TOKEN_HASH_KEY'), new TextEncoder().encode(`${purpose}:${token}`));
 }

@@ -20,6 +20,7 @@ import { schema } from '../db.js';
 import { applyDeviceList, deviceListConflict } from '../device-store.js';
 import type { Env } from '../env.js';
 import { AppError } from '../errors.js';
+import { deviceLimit } from '../limits.js';
 import { log } from '../log.js';
 import { asBytes, auditStmt, type Caller, curves, writeBatch } from './common.js';
 
@@ -29,6 +30,8 @@ export interface DeviceView {
   lastSeenAt: number | null;
   revoked: boolean;
   revokedAt: number | null;
+  /** base64url of the encrypted name (account-keys.ts), or null if the device has none yet. */
+  name: string | null;
 }
 
 export async function listDevices(db: Db, userId: string): Promise<DeviceView[]> {
@@ -38,12 +41,17 @@ export async function listDevices(db: Db, userId: string): Promise<DeviceView[]>
       createdAt: schema.devices.createdAt,
       lastSeenAt: schema.devices.lastSeenAt,
       revokedAt: schema.devices.revokedAt,
+      nameEnc: schema.devices.nameEnc,
     })
     .from(schema.devices)
     .where(eq(schema.devices.userId, userId))
     .orderBy(schema.devices.createdAt, schema.devices.deviceId)
     .all();
-  return rows.map((r) => ({ ...r, revoked: r.revokedAt !== null }));
+  return rows.map(({ nameEnc, ...r }) => ({
+    ...r,
+    revoked: r.revokedAt !== null,
+    name: nameEnc ? toB64u(asBytes(nameEnc)) : null,
+  }));
 }
 
 export interface DeviceListView {
@@ -95,6 +103,8 @@ export async function registerDevice(caller: Caller, input: RegisterDeviceInput)
   if (applied.revoked.length > 0 || applied.added.length !== 1) {
     throw new AppError(422, 'unexpected_device_change', 'registration must add exactly one device and remove none');
   }
+  const limit = deviceLimit(env.DEVICE_LIMIT);
+  if (applied.verified.devices.length > limit) throw deviceLimitError(limit);
   const device = applied.added[0]!;
   // Single use: the challenge is burned by this attempt whether or not the signature verifies.
   const challenge = await consumeChallenge(caller.env, db, 'device', input.challengeId);
@@ -119,6 +129,11 @@ export async function registerDevice(caller: Caller, input: RegisterDeviceInput)
   ]).catch(rethrowDeviceListRace);
   await notifyConversations(env, db, auth.userId, (stub) => stub.devicesChanged(auth.userId));
   return { version: applied.verified.version, bytes: toB64u(input.deviceList) };
+}
+
+/** 409 `device_limit`: the account already has DEVICE_LIMIT live devices. */
+export function deviceLimitError(limit: number): AppError {
+  return new AppError(409, 'device_limit', `an account can have at most ${limit} devices; remove one first`, { limit });
 }
 
 /** A concurrent device-list update won (device-store.ts guard): 409 device_list_conflict, not a 500. */

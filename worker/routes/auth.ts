@@ -32,7 +32,7 @@ import { fromHex, toB64u, utf8 } from '../../web/src/protocol/bytes.js';
 import { verifyLoginChallenge } from '../../web/src/protocol/identity.js';
 import { defaultCurves, hmacSha256 } from '../../web/src/protocol/primitives.js';
 import { consumeChallenge, issueChallenge } from '../auth/challenges.js';
-import { requireAuth, sessionRevoked } from '../auth/middleware.js';
+import { requireAuth, sessionRevoked, withDeviceList } from '../auth/middleware.js';
 import { checkPassword, newPasswordRecord, type PasswordRecord } from '../auth/password.js';
 import { issueAccessToken, newOpaqueToken, tokenHash } from '../auth/tokens.js';
 import {
@@ -129,7 +129,7 @@ function refreshTokenRow(
 }
 
 /** A new token family for (user, device) and its first refresh token. */
-function openSession(env: Env, db: Db, userId: string, deviceId: string, now: number): NewSession {
+export function openSession(env: Env, db: Db, userId: string, deviceId: string, now: number): NewSession {
   const familyId = crypto.randomUUID();
   const first = refreshTokenRow(env, db, familyId, now);
   return {
@@ -156,7 +156,7 @@ function clearRefreshCookie(c: Ctx): void {
   deleteCookie(c, REFRESH_COOKIE, { prefix: 'host', path: '/', secure: true, httpOnly: true, sameSite: 'Strict' });
 }
 
-async function tokens(c: Ctx, a: { userId: string; deviceId: string; familyId: string; refreshToken: string }) {
+export async function tokens(c: Ctx, a: { userId: string; deviceId: string; familyId: string; refreshToken: string }) {
   setRefreshCookie(c, a.refreshToken);
   const accessToken = await issueAccessToken(c.env, { userId: a.userId, deviceId: a.deviceId, familyId: a.familyId });
   return { accessToken, expiresIn: LIMITS.accessTokenTtlSec, userId: a.userId, deviceId: a.deviceId };
@@ -634,7 +634,8 @@ auth.post('/refresh', async (c) => {
   await enforceRateLimit(c.env, 'refresh', [`family:${row.familyId}`]);
   if (row.familyRevokedAt !== null || row.deviceRevokedAt !== null) {
     clearRefreshCookie(c);
-    throw sessionRevoked(row.familyRevokedAt !== null ? row.familyRevokeReason : null, row.deviceRevokedAt !== null);
+    const ended = sessionRevoked(row.familyRevokedAt !== null ? row.familyRevokeReason : null, row.deviceRevokedAt !== null);
+    throw row.deviceRevokedAt !== null ? await withDeviceList(db, ended, row.userId) : ended;
   }
   if (row.expiresAt <= now) {
     clearRefreshCookie(c);

@@ -114,6 +114,11 @@ export const LINK_CHANNEL_ID_LEN = 16;
 export const MAX_LINK_ORIGIN_LEN = 255;
 /** HKDF info of the provisioning message's key, nonce and channel key (one X25519 exchange, used once). */
 export const LABEL_PROVISIONING = 'e2e-chat/v1 provisioning';
+/**
+ * Prefix of the value the new device signs (as a login challenge) when it redeems its linking token:
+ * SHA-256(LABEL_LINKING_PROOF ‖ token). Binds the single-use token to the new device's signing key.
+ */
+export const LABEL_LINKING_PROOF = 'e2e-chat/v1 linking token proof';
 /** HKDF info of the per-direction keys that seal every channel frame after the provisioning message. */
 export const LABEL_TRANSFER = 'e2e-chat/v1 transfer';
 /** HKDF info of the keys derived from the user identity secret for data only the user's devices read. */

@@ -186,6 +186,7 @@ export {
   sealProfile,
 } from './profile.js';
 export {
+  linkingChallenge,
   MAX_PROVISIONING_LEN,
   type OpenedProvisioning,
   openProvisioning,

@@ -27,6 +27,7 @@
  */
 import { concat, Reader, utf8, Writer } from './bytes.js';
 import {
+  LABEL_LINKING_PROOF,
   LABEL_PROVISIONING,
   LINK_CHANNEL_ID_LEN,
   LINK_PADDING_BLOCK,
@@ -60,6 +61,7 @@ import {
   hkdfSha256ZeroSalt,
   KEY_LEN,
   type Rng,
+  sha256,
 } from './primitives.js';
 
 /** Frame type byte of the provisioning message (transfer.ts frames carry their direction instead). */
@@ -279,4 +281,15 @@ export async function openProvisioning(
   if (!verifiedList.devices.some((d) => d.deviceId === body.linkedBy))
     fail(ErrorCode.InvalidStructure, op, 'the linking device is not in the list');
   return { content: { ...body, userIdentity, verifiedList }, channelKey };
+}
+
+/**
+ * The challenge the new device signs with `signLoginChallenge` when it redeems the linking token:
+ * SHA-256(LABEL_LINKING_PROOF ‖ token). The server verifies it under the new device's certified signing
+ * key, so the token is spent on that key and nothing else.
+ */
+export function linkingChallenge(linkingToken: Uint8Array): Uint8Array {
+  if (linkingToken.length === 0 || linkingToken.length > MAX_LINKING_TOKEN_LEN)
+    fail(ErrorCode.LimitExceeded, 'linkingChallenge', 'bad linking token length');
+  return sha256(concat(utf8(LABEL_LINKING_PROOF), linkingToken));
 }
