@@ -5,7 +5,8 @@
  *
  * Responsibilities:
  *  - lifetime: opened once by the new device (which alone holds the channel secret; only its SHA-256 is
- *    stored), gone LIMITS.linkChannelTtlMs after opening (alarm → deleteAll) or when either side closes it;
+ *    stored), gone LIMITS.linkChannelTtlMs after opening (alarm → deleteAll) or once both sides closed it
+ *    (a side that closes first leaves what it sent readable for the other: the last status is not lost);
  *  - single use: exactly one (user, device) may claim the linking side (the first to ask for a linking
  *    token); after the new device redeemed the token the channel cannot be claimed or provisioned again;
  *  - relay: two ordered queues (to the new device, to the linking device) of opaque messages, each numbered
@@ -53,7 +54,8 @@ interface Meta {
   claimedBy: { userId: string; deviceId: string } | null;
   /** The new device redeemed its linking token: no further claim. */
   linked: boolean;
-  closed: boolean;
+  /** Each side that closed the channel: it sends and receives nothing more; the other may still drain. */
+  closedBy: Record<ChannelSide, boolean>;
   /** Per direction (key = receiving side): last seq assigned, last seq the receiver acknowledged. */
   next: Record<ChannelSide, number>;
   acked: Record<ChannelSide, number>;
@@ -112,13 +114,14 @@ export class LinkChannelDO extends DurableObject<Env> {
       await this.wipe();
       return failure(410, 'channel_expired', 'this linking code expired; start again on the new device');
     }
-    if (m.closed) return failure(410, 'channel_closed', 'this linking channel was closed');
+    if (m.closedBy.new && m.closedBy.existing) return failure(410, 'channel_closed', 'this linking channel was closed');
     return { ok: true, meta: m };
   }
 
   private async authorize(cred: ChannelCredential, now: number): Promise<ChannelResult<{ meta: Meta }>> {
     const r = await this.live(now);
     if (!r.ok) return r;
+    if (r.meta.closedBy[cred.side]) return failure(410, 'channel_closed', 'this linking channel was closed');
     if (cred.side === 'new') {
       if (typeof cred.secret !== 'string' || !sameBytes(await sha256(cred.secret), r.meta.secretHash))
         return failure(403, 'channel_forbidden', 'wrong channel secret');
@@ -141,7 +144,7 @@ export class LinkChannelDO extends DurableObject<Env> {
       expiresAt,
       claimedBy: null,
       linked: false,
-      closed: false,
+      closedBy: { new: false, existing: false },
       next: { new: 0, existing: 0 },
       acked: { new: 0, existing: 0 },
       queuedBytes: { new: 0, existing: 0 },
@@ -159,6 +162,7 @@ export class LinkChannelDO extends DurableObject<Env> {
     const r = await this.live(now);
     if (!r.ok) return r;
     const m = r.meta;
+    if (m.closedBy.new || m.closedBy.existing) return failure(410, 'channel_closed', 'this linking channel was closed');
     if (m.linked) return failure(409, 'channel_used', 'a device was already linked through this channel');
     if (m.claimedBy && (m.claimedBy.userId !== userId || m.claimedBy.deviceId !== deviceId))
       return failure(403, 'channel_claimed', 'another device is linking through this channel');
@@ -192,6 +196,7 @@ export class LinkChannelDO extends DurableObject<Env> {
     // No await from here to the write: concurrent sends never share a seq (the secret check above awaits).
     const m = this.meta!;
     const to = other(cred.side);
+    if (m.closedBy[to]) return failure(410, 'channel_closed', 'the other device closed this linking channel');
     const max = to === 'new' ? LIMITS.linkMaxMessageBytes : LIMITS.linkMaxReplyBytes;
     if (!(data instanceof Uint8Array) || data.length === 0 || data.length > max)
       return failure(413, 'payload_too_large', `a channel message to the ${to} device is 1..${max} bytes`);
@@ -250,6 +255,8 @@ export class LinkChannelDO extends DurableObject<Env> {
         }
         return { ok: true, messages, peerAcked: meta.acked[other(me)], linked: meta.linked };
       }
+      if (meta.closedBy[other(me)])
+        return failure(410, 'channel_closed', 'the other device closed this linking channel');
       const left = deadline - Date.now();
       if (left <= 0) return { ok: true, messages: [], peerAcked: meta.acked[other(me)], linked: meta.linked };
       await new Promise<void>((resolve) => {
@@ -264,14 +271,28 @@ export class LinkChannelDO extends DurableObject<Env> {
     }
   }
 
-  /** Either side ends the channel: everything queued is deleted; later calls get 410 `channel_closed`. */
+  /**
+   * One side is done: what was queued for it is deleted and it can send or receive nothing more; the other
+   * side may still read what was sent to it (a last status), then gets 410 `channel_closed`. When both
+   * sides closed, everything is deleted (a tombstone stays until the expiry alarm).
+   */
   async close(cred: ChannelCredential, now = Date.now()): Promise<ChannelResult<object>> {
     const r = await this.authorize(cred, now);
     if (!r.ok) return r;
-    await this.ctx.storage.deleteAll();
-    const closed: Meta = { ...r.meta, closed: true, queuedBytes: { new: 0, existing: 0 } };
-    await this.save(closed);
-    await this.ctx.storage.setAlarm(r.meta.expiresAt);
+    const me = cred.side;
+    const m = this.meta!;
+    const closedBy = { ...m.closedBy, [me]: true };
+    if (closedBy.new && closedBy.existing) {
+      await this.ctx.storage.deleteAll();
+      await this.save({ ...m, closedBy, queuedBytes: { new: 0, existing: 0 } });
+    } else {
+      const mine = [...(await this.ctx.storage.list({ start: msgKey(me, 0), end: msgKey(me, m.next[me] + 1) }))].map(
+        ([k]) => k,
+      );
+      for (let i = 0; i < mine.length; i += 128) await this.ctx.storage.delete(mine.slice(i, i + 128));
+      await this.save({ ...this.meta!, closedBy, queuedBytes: { ...this.meta!.queuedBytes, [me]: 0 } });
+    }
+    await this.ctx.storage.setAlarm(m.expiresAt);
     this.wake('new');
     this.wake('existing');
     return { ok: true };

@@ -27,6 +27,7 @@ import { AppError } from '../errors.js';
 import { enforceRateLimit } from '../limiter.js';
 import { LIMITS } from '../limits.js';
 import { asBytes, auditStmt, type Caller, chunkRows, curves, isConstraintError, writeBatch } from './common.js';
+import { notifyConversations } from './devices.js';
 
 const otp = schema.oneTimePrekeys;
 const kem = schema.kemPrekeys;
@@ -150,6 +151,8 @@ export async function uploadPrekeys(caller: Caller, uploadBytes: Uint8Array): Pr
   const now = Date.now();
   const mine = <T extends typeof otp | typeof kem | typeof spk>(t: T) =>
     and(eq(t.userId, userId), eq(t.deviceId, deviceId));
+  // A device's first signed prekey: it can be encrypted to from now on (a device linked a moment ago).
+  const firstKeys = u.signedPrekey !== null && !(await db.select({ id: spk.keyId }).from(spk).where(mine(spk)).get());
   const stmts = [];
   if (u.signedPrekey) {
     stmts.push(db.delete(spk).where(mine(spk)));
@@ -208,6 +211,9 @@ export async function uploadPrekeys(caller: Caller, uploadBytes: Uint8Array): Pr
     if (!isConstraintError(err)) throw err;
     throw new AppError(409, 'prekey_conflict', 'a concurrent upload changed the stored prekeys; retry');
   }
+  // Tell the user's conversations again (the first time was at registration, before it had keys): members
+  // who gave it WITHHELD for their sender key retry now (engine.ts onDevicesHint).
+  if (firstKeys) await notifyConversations(caller.env, db, userId, (stub) => stub.devicesChanged(userId));
   return prekeyCounts(db, userId, deviceId);
 }
 

@@ -23,13 +23,23 @@ import {
   type SecondFactor,
 } from '../engine/account.js';
 import { createEngine, type Engine } from '../engine/engine.js';
-import { createHttpApi, createRestApi, createSocketFactory, HttpClient } from '../engine/http-transport.js';
+import { createHttpApi, createRestApi, createSocketFactory, HttpClient, isApiError } from '../engine/http-transport.js';
 import { openIdbStore } from '../engine/idb-store.js';
+import { createNewDeviceLinkApi } from '../engine/link-transport.js';
+import { type LinkingDeviceLink, type LinkProgress, NewDeviceLink } from '../engine/linking.js';
 import { webLocks } from '../engine/locks.js';
 import type { SealedStore } from '../engine/sealed-store.js';
 import { hostEngine } from '../engine/worker-host.js';
-import { defaultCurves } from '../protocol/index.js';
-import { AppError, type DeviceInfo, hostSession, type Me, type Progress, type SessionApi } from './session-api.js';
+import { defaultCurves, fromB64u, toB64u } from '../protocol/index.js';
+import {
+  AppError,
+  type DeviceInfo,
+  hostSession,
+  type LinkProgressView,
+  type Me,
+  type Progress,
+  type SessionApi,
+} from './session-api.js';
 
 const port = self as unknown as {
   postMessage(m: unknown): void;
@@ -88,7 +98,7 @@ async function open(username: string, passphrase?: string): Promise<Opened> {
   close();
   const dbName = await dbNameFor(name);
   const store = await openIdbStore(dbName, passphrase === undefined ? {} : { passphrase, onProgress: unlockProgress });
-  const http = new HttpClient({ onSignedOut: (e) => port.postMessage({ signedOut: signOutReason(e) }) });
+  const http = new HttpClient({ onSignedOut: (e) => void signedOut(dbName, e) });
   const engine = createEngine({
     store,
     api: createHttpApi(http),
@@ -140,6 +150,71 @@ function need(): Opened {
 function signOutReason(e: { code: string; details?: Readonly<Record<string, unknown>> }): string {
   const r = e.details?.reason;
   return typeof r === 'string' && /^[a-z_]{1,40}$/.test(r) ? r : e.code;
+}
+
+/**
+ * The server ended this session. If it says the device was revoked and carries the account's signed list,
+ * the engine checks that list itself (our identity key, newer than ours, without us); only then is this
+ * browser's store erased and the page shows "This device was removed". Anything else: signed out.
+ */
+async function signedOut(dbName: string, e: unknown): Promise<void> {
+  const d = (e as { details?: Record<string, unknown> } | null)?.details ?? {};
+  const o = current;
+  if (o?.dbName === dbName && d.reason === 'device_revoked' && typeof d.deviceList === 'string') {
+    let removed = false;
+    try {
+      removed = await o.engine.confirmRemoved(fromB64u(d.deviceList));
+    } catch {
+      removed = false;
+    }
+    if (removed) {
+      tellOtherTabs(dbName, 'erased');
+      close();
+      await deleteDb(dbName).catch(() => undefined);
+      port.postMessage({ removed: true });
+      return;
+    }
+  }
+  port.postMessage({ signedOut: signOutReason(e as { code: string; details?: Record<string, unknown> }) });
+}
+
+// ---- linking (issue 14) -------------------------------------------------------------------------------
+
+let incoming: NewDeviceLink | null = null;
+let outgoing: LinkingDeviceLink | null = null;
+const linkProgress = (p: LinkProgressView) => port.postMessage({ link: p });
+const linkOutProgress = (p: LinkProgress) => port.postMessage({ linkOut: p });
+
+/** This browser being linked: provisioning message → store for that account → keys, session, history. */
+async function runIncoming(link: NewDeviceLink): Promise<void> {
+  try {
+    const p = await link.waitForProvisioning();
+    let o = await open(p.username);
+    if (await o.engine.identity()) {
+      // Keys of an earlier, removed device of this account (or a failed attempt): worthless now.
+      const dbName = o.dbName;
+      close();
+      await deleteDb(dbName);
+      o = await open(p.username);
+    }
+    const deviceId = toB64u(rng(16));
+    await link.complete(o.engine, deviceId, createNewDeviceLinkApi(o.http));
+    linkProgress({ phase: 'linked', username: p.username, deviceName: p.deviceName, me: await me(o) });
+    await receiveHistory(link, o);
+  } catch (e) {
+    if (incoming !== link) return;
+    const code = (e as { code?: string }).code ?? 'link_failed';
+    if (code !== 'history_incomplete') linkProgress({ phase: 'failed', code });
+  }
+}
+
+async function receiveHistory(link: NewDeviceLink, o: Opened): Promise<void> {
+  try {
+    await link.receiveHistory(o.engine);
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? 'history_failed';
+    if (code !== 'history_incomplete') linkProgress({ phase: 'failed', code });
+  }
 }
 
 const progress = (p: Progress) => port.postMessage({ progress: p });
@@ -224,13 +299,14 @@ const api: SessionApi = {
   async devices() {
     const o = need();
     const mine = o.http.session?.deviceId;
-    return (await o.account.devices()).map(
+    return (await o.account.devicesWithNames()).map(
       (d): DeviceInfo => ({
         deviceId: d.deviceId,
         createdAt: d.createdAt,
         lastSeenAt: d.lastSeenAt,
         revoked: d.revoked,
         current: d.deviceId === mine,
+        name: d.displayName,
       }),
     );
   },
@@ -280,6 +356,64 @@ const api: SessionApi = {
   async lock() {
     if (current) tellOtherTabs(current.dbName, 'locked');
     close();
+  },
+  async linkStart() {
+    await incoming?.cancel().catch(() => undefined);
+    const link = await NewDeviceLink.start({
+      api: createNewDeviceLinkApi(new HttpClient({ cookies: null })),
+      curves: await curves,
+      rng,
+      onProgress: (p) => {
+        if (incoming === link && p.phase !== 'linked') linkProgress(p);
+      },
+    });
+    incoming = link;
+    void runIncoming(link);
+    return { code: link.code, expiresAt: link.expiresAt };
+  },
+  async linkRetryHistory() {
+    const link = incoming;
+    if (!link || !current) throw new AppError('not_linking', 'no link in progress');
+    await link.retryHistory();
+    void receiveHistory(link, current);
+  },
+  async linkCancel() {
+    const link = incoming;
+    incoming = null;
+    await link?.cancel();
+  },
+  async linkDevice(code, req) {
+    const o = need();
+    if (typeof req?.deviceName !== 'string' || typeof req.history !== 'boolean')
+      throw new AppError('invalid_request', 'a device name and the history choice are needed');
+    try {
+      return await o.account.linkNewDevice(code, req, {
+        onProgress: linkOutProgress,
+        onLink: (l) => {
+          outgoing = l;
+        },
+      });
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'link_failed';
+      linkOutProgress({ phase: 'failed', code });
+      throw e;
+    } finally {
+      outgoing = null;
+    }
+  },
+  async linkDeviceCancel() {
+    await outgoing?.cancel();
+  },
+  async renameDevice(deviceId, name) {
+    await need().account.renameDevice(deviceId, name);
+  },
+  async checkSession() {
+    const o = need();
+    try {
+      await o.http.refresh();
+    } catch (e) {
+      if (!isApiError(e)) throw e; // a 401 already reached signedOut() through the HTTP client
+    }
   },
   async eraseLocal(username) {
     const dbName = await dbNameFor(normalize(username));

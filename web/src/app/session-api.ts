@@ -24,7 +24,7 @@ export interface Me {
 export type LoginResult =
   | { readonly status: 'ok'; readonly me: Me }
   | { readonly status: 'totp_required' }
-  /** The password was right, but this browser holds no keys for the account (linking comes later). */
+  /** The password was right, but this browser holds no keys for the account (link it from another device). */
   | { readonly status: 'device_not_linked' };
 
 export interface DeviceInfo {
@@ -33,6 +33,20 @@ export interface DeviceInfo {
   readonly lastSeenAt: number | null;
   readonly revoked: boolean;
   readonly current: boolean;
+  /** The device's name, opened by this device (null: none set, or not readable). */
+  readonly name: string | null;
+}
+
+/** Linking progress (engine/linking.ts LinkProgress) as the page sees it; `me` once this device is linked. */
+export interface LinkProgressView {
+  readonly phase: 'waiting' | 'linking' | 'linked' | 'history' | 'done' | 'interrupted' | 'failed';
+  readonly done?: number;
+  readonly total?: number;
+  readonly messages?: number;
+  readonly code?: string;
+  readonly username?: string;
+  readonly deviceName?: string;
+  readonly me?: Me;
 }
 
 /** What register / login / reset report while they work (argon2id first, then key generation). */
@@ -80,6 +94,18 @@ export interface SessionApi {
   lock(): Promise<void>;
   /** Deletes this browser's store for `username` (a forgotten passphrase; an identity reset follows). */
   eraseLocal(username: string): Promise<void>;
+  // ---- linking (issue 14); progress arrives as `{ link }` (this browser being linked) / `{ linkOut }` ----
+  /** This browser: opens a provisioning channel and returns the code to show (QR and text). */
+  linkStart(): Promise<{ code: string; expiresAt: number }>;
+  /** This browser, after `interrupted`: asks the other device to send the history again. */
+  linkRetryHistory(): Promise<void>;
+  linkCancel(): Promise<void>;
+  /** A signed-in browser links the device whose code this is. */
+  linkDevice(code: string, req: { deviceName: string; history: boolean }): Promise<{ messages: number }>;
+  linkDeviceCancel(): Promise<void>;
+  renameDevice(deviceId: string, name: string): Promise<void>;
+  /** Refreshes the session now (a removed device then learns it at once). */
+  checkSession(): Promise<void>;
 }
 
 export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
@@ -104,6 +130,13 @@ export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
   'setLocalPassphrase',
   'lock',
   'eraseLocal',
+  'linkStart',
+  'linkRetryHistory',
+  'linkCancel',
+  'linkDevice',
+  'linkDeviceCancel',
+  'renameDevice',
+  'checkSession',
 ];
 
 export interface SessionRequest {

@@ -31,6 +31,14 @@ import {
   type RestApi,
   type SessionInfo,
 } from './http-transport.js';
+import { createLinkingDeviceLinkApi } from './link-transport.js';
+import {
+  LinkingDeviceLink,
+  type LinkOutcome,
+  type LinkProgress,
+  type LinkRequest,
+  type LinkTimings,
+} from './linking.js';
 
 export type AccountErrorCode =
   | 'invalid_username'
@@ -358,6 +366,52 @@ export class Account {
     } catch (e) {
       await this.devices(); // back to the list the server holds
       throw e;
+    }
+  }
+
+  /** The account's devices with their names opened (only our devices can; null: none or unreadable). */
+  async devicesWithNames(): Promise<(DeviceJson & { readonly displayName: string | null })[]> {
+    const list = await this.devices();
+    const names = await this.engine.deviceNames(
+      list.map((d) => ({ deviceId: d.deviceId, name: d.name ? fromB64u(d.name) : null })),
+    );
+    return list.map((d) => ({ ...d, displayName: names[d.deviceId] ?? null }));
+  }
+
+  /** Names one of our devices (the server stores only the ciphertext). */
+  async renameDevice(deviceId: string, name: string): Promise<void> {
+    const sealed = await this.engine.sealDeviceName(deviceId, name);
+    await createLinkingDeviceLinkApi(this.http).setDeviceName(deviceId, sealed);
+  }
+
+  /**
+   * Links the new device whose code (QR or text) this is (docs/PROTOCOL.md §"Linking"): a linking token,
+   * the sealed provisioning message, then the history if asked. Resolves when it is done. Errors:
+   * LinkError (`bad_link_code`, `wrong_server`, `cancelled`, `link_expired`, …) or the server's code
+   * (`device_limit`, `channel_claimed`, `rate_limited`, …). `onLink` receives the object (to cancel).
+   */
+  async linkNewDevice(
+    code: string,
+    req: LinkRequest,
+    opts: {
+      onProgress?: (p: LinkProgress) => void;
+      onLink?: (l: LinkingDeviceLink) => void;
+      timings?: Partial<LinkTimings>;
+    } = {},
+  ): Promise<LinkOutcome> {
+    const { username } = await this.rest.session();
+    const link = new LinkingDeviceLink({
+      api: createLinkingDeviceLinkApi(this.http),
+      engine: this.engine,
+      username,
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      ...(opts.timings ? { timings: opts.timings } : {}),
+    });
+    opts.onLink?.(link);
+    try {
+      return await link.link(code, req);
+    } finally {
+      await this.devices().catch(() => undefined); // our copy of the list now has the new device
     }
   }
 

@@ -145,7 +145,12 @@ export type EngineEvent =
    * not_allowed, edit_window, deleted, not_editable, malformed_payload, wrong_conversation). Nothing changed.
    */
   | { readonly type: 'content_refused'; readonly conversationId: string; readonly id: string; readonly code: string }
-  | { readonly type: 'devices_changed'; readonly userId: string }
+  /** A user's verified device list moved forward; `added`: device ids new in it (a device was linked). */
+  | { readonly type: 'devices_changed'; readonly userId: string; readonly added?: readonly string[] }
+  /** Another of our devices read this conversation up to `seq` (or this one did). */
+  | { readonly type: 'read_position'; readonly conversationId: string; readonly seq: number }
+  /** History from the device that linked this one was imported (reload these conversations). */
+  | { readonly type: 'history_imported'; readonly conversations: readonly string[] }
   | { readonly type: 'membership_changed'; readonly conversationId: string; readonly members: readonly string[] }
   | { readonly type: 'connection'; readonly conversationId: string; readonly status: ConnectionStatus }
   /** Our private settings changed (blocks, mutes, accepted requests), on this device or another of ours. */

@@ -28,6 +28,7 @@ import {
   verifyDeviceList,
   verifyDeviceListUpdate,
 } from './_protocol.js';
+import { encodeRecord } from './codec.js';
 import { type EngineContext, EngineError } from './context.js';
 import type { Keystore } from './keystore.js';
 import { putJson, readJson } from './storage.js';
@@ -35,7 +36,8 @@ import { putJson, readJson } from './storage.js';
 interface ContactRecord {
   readonly userId: string;
   readonly trustedIdentityKey: Uint8Array;
-  readonly list: Uint8Array;
+  /** Null only for a pinned contact whose key changed before we ever saw a list under the pinned key. */
+  readonly list: Uint8Array | null;
   readonly version: number;
   readonly pendingChange: { readonly identityKey: Uint8Array; readonly list: Uint8Array } | null;
 }
@@ -53,6 +55,18 @@ export interface ContactView {
 }
 
 const key = (userId: string) => `dir/user/${userId}`;
+/**
+ * A contact's identity key as another of our devices trusted it, handed over when this device was linked
+ * (docs/PROTOCOL.md §"Linking"). It replaces trust on first use for that contact: the first list seen must
+ * be signed by the pinned key, otherwise it is a key change the person must accept — exactly as it would
+ * have been on the device that linked us.
+ */
+const pinKey = (userId: string) => `dir/pin/${userId}`;
+
+export interface TrustPin {
+  readonly userId: string;
+  readonly identityKey: Uint8Array;
+}
 
 export class Directory {
   private readonly verified = new Map<string, { bytes: Uint8Array; list: VerifiedDeviceList }>();
@@ -76,7 +90,9 @@ export class Directory {
       return this.accept(userId, rec ?? null, bytes, own.userIdentity.publicKey);
     }
     if (!rec) {
-      await verifyDeviceListUpdate(this.ctx.curves, null, next); // trust on first use
+      const pin = await readJson<TrustPin>(this.ctx.store, pinKey(userId));
+      if (pin && !equal(pin.identityKey, next.userIdentityKey)) return this.pinnedKeyChanged(userId, pin, bytes);
+      await verifyDeviceListUpdate(this.ctx.curves, null, next); // trust on first use (or the pinned key)
       return this.accept(userId, null, bytes, next.userIdentityKey);
     }
     if (!equal(next.userIdentityKey, rec.trustedIdentityKey)) {
@@ -92,6 +108,33 @@ export class Directory {
     return this.accept(userId, rec, bytes, rec.trustedIdentityKey);
   }
 
+  /** Pins contacts' identity keys handed over by the device that linked this one (kept if already known). */
+  async pin(pins: readonly TrustPin[]): Promise<void> {
+    await this.ctx.store.transaction(async (tx) => {
+      for (const p of pins) {
+        if (!(await tx.get(key(p.userId)))) tx.put(pinKey(p.userId), encodeRecord(p));
+      }
+    });
+  }
+
+  /**
+   * The first list of a pinned contact is under another key: their identity changed since the device that
+   * linked us last looked. We hold no list under the pinned key, so nothing is encryptable until the
+   * person accepts the change (`acceptIdentityChange`), exactly as on the linking device.
+   */
+  private async pinnedKeyChanged(userId: string, pin: TrustPin, bytes: Uint8Array): Promise<ContactView> {
+    const next = await verifyDeviceList(this.ctx.curves, decodeDeviceList(bytes)); // genuine under its own key
+    await putJson(this.ctx.store, key(userId), {
+      userId,
+      trustedIdentityKey: pin.identityKey,
+      list: null,
+      version: 0,
+      pendingChange: { identityKey: next.userIdentityKey, list: bytes },
+    } satisfies ContactRecord);
+    this.ctx.emit({ type: 'key_change', userId, blocked: true });
+    return this.view(userId);
+  }
+
   private async accept(
     userId: string,
     rec: ContactRecord | null,
@@ -99,10 +142,10 @@ export class Directory {
     trusted: Uint8Array,
   ): Promise<ContactView> {
     const next = decodeDeviceList(bytes);
-    if (rec && next.version <= rec.version) return this.view(userId); // never roll back
+    if (rec?.list && next.version <= rec.version) return this.view(userId); // never roll back
     let list: VerifiedDeviceList;
-    if (rec && next.version === rec.version + 1) {
-      list = await verifyDeviceListUpdate(this.ctx.curves, await this.loadVerified(rec), next);
+    if (rec?.list && next.version === rec.version + 1) {
+      list = await verifyDeviceListUpdate(this.ctx.curves, (await this.loadVerified(rec))!, next);
     } else {
       list = await verifyDeviceList(this.ctx.curves, next, trusted);
     }
@@ -114,11 +157,16 @@ export class Directory {
       pendingChange: rec?.pendingChange ?? null,
     } satisfies ContactRecord);
     this.verified.set(userId, { bytes, list });
-    if (rec) this.ctx.emit({ type: 'devices_changed', userId });
+    if (rec) {
+      const before = new Set(rec.list ? decodeDeviceList(rec.list).devices.map((d) => d.deviceId) : []);
+      const added = list.devices.map((d) => d.deviceId).filter((d) => !before.has(d));
+      this.ctx.emit({ type: 'devices_changed', userId, added });
+    }
     return this.view(userId);
   }
 
-  private async loadVerified(rec: ContactRecord): Promise<VerifiedDeviceList> {
+  private async loadVerified(rec: ContactRecord): Promise<VerifiedDeviceList | null> {
+    if (!rec.list) return null;
     const hit = this.verified.get(rec.userId);
     if (hit && equal(hit.bytes, rec.list)) return hit.list;
     const list = await verifyDeviceList(this.ctx.curves, decodeDeviceList(rec.list), rec.trustedIdentityKey);
@@ -207,7 +255,7 @@ export class Directory {
     return {
       userId,
       identityKey: rec.trustedIdentityKey,
-      deviceIds: decodeDeviceList(rec.list).devices.map((d) => d.deviceId),
+      deviceIds: rec.list ? decodeDeviceList(rec.list).devices.map((d) => d.deviceId) : [],
       listVersion: rec.version,
       blocked: rec.pendingChange !== null,
       pendingIdentityKey: rec.pendingChange?.identityKey ?? null,

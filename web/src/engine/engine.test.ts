@@ -107,8 +107,12 @@ describe('engine over the fake server', () => {
     const bobSecret = (await ownIdentity(bob.store)).userIdentity.secretKey;
     const bob2 = engineOn(w, 'bob', 'bob-2', memoryStore(), bob.locks);
     const id2 = await bob2.bootstrap({ userId: 'bob', deviceId: 'bob-2', userIdentitySecret: bobSecret });
+    // The server's `devices` hint to Alice is lost here, so the send itself must find and repair the gap.
+    w.server.muteReplies('alice', 'alice-1', true);
     await w.server.updateDeviceList(await bob.engine.addDeviceToList(id2.deviceCertificate));
     await bob2.publishPrekeys();
+    await new Promise((r) => setTimeout(r, 20));
+    w.server.muteReplies('alice', 'alice-1', false);
     const before = await alice.engine.safetyNumber('bob');
     const m = await alice.engine.sendText(conv, 'after');
     await until(

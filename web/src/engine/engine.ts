@@ -35,10 +35,12 @@ import {
   isTimerSeconds,
   type Quote,
   quoteExcerpt,
+  type ProvisioningContact,
   type Rng,
   type Role,
   SETTING_KIND,
   signLoginChallenge,
+  theirX25519,
   toB64u,
 } from './_protocol.js';
 import { applyActionInTx, isEditable, type MessageAction } from './actions.js';
@@ -55,6 +57,7 @@ import type { EngineLocks } from './locks.js';
 import { encodePayload, MAX_TEXT_BYTES, Messages } from './messages.js';
 import { Outbox, type OutboxEntry } from './outbox.js';
 import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
+import { DEFAULT_HISTORY, type HistoryArchive, type HistoryOptions, OwnDevices } from './own-devices.js';
 import { Sessions } from './sessions.js';
 import { putJson, readJson, type Store, type StoreTx } from './storage.js';
 import {
@@ -143,6 +146,8 @@ export interface EngineApi {
     userIdentitySecret?: Uint8Array;
     /** Version of the first signed list (identity reset: the account's current version + 1). Default 1. */
     listVersion?: number;
+    /** Linking: the account's current signed list; ours is its version + 1 with this device added. */
+    linkTo?: Uint8Array;
   }): Promise<OwnIdentityView>;
   identity(): Promise<OwnIdentityView | null>;
   signLoginChallenge(challenge: Uint8Array): Promise<Uint8Array>;
@@ -247,6 +252,32 @@ export interface EngineApi {
   /** Mutes until `until` (ms; 0 or omitted: until unmuted). */
   mute(target: PeopleTarget, until?: number): Promise<void>;
   unmute(target: PeopleTarget): Promise<void>;
+
+  // ---- own devices and linking (issue 14; own-devices.ts, linking.ts) ----
+  /** Our device's name, encrypted for the server to store (only our devices can read it). */
+  sealDeviceName(deviceId: string, name: string): Promise<Uint8Array>;
+  /** Names of our devices from the server's ciphertexts (null: none, or unreadable). */
+  deviceNames(devices: { deviceId: string; name: Uint8Array | null }[]): Promise<Record<string, string | null>>;
+  /** Linking device: the provisioning message for a new device (carries our identity secret, sealed). */
+  sealProvisioning(p: {
+    channelId: Uint8Array;
+    ephemeralKey: Uint8Array;
+    username: string;
+    linkingToken: Uint8Array;
+    deviceName: string;
+    history: boolean;
+  }): Promise<{ sealed: Uint8Array; channelKey: Uint8Array }>;
+  /** New device: contacts' trust state from the provisioning message (pins, verified marks, names). */
+  importTrust(contacts: ProvisioningContact[]): Promise<void>;
+  /** Linking device: the history archive to send (defaults: 90 days, 10,000 messages, 50 MB). */
+  exportHistory(opts?: Partial<HistoryOptions>): Promise<HistoryArchive>;
+  /** New device: imports a complete archive in one transaction (all or nothing). */
+  importHistory(chunks: Uint8Array[]): Promise<{ messages: number; conversations: string[] }>;
+  /** True only if `list` (signed by our identity key, newer than ours) no longer contains this device. */
+  confirmRemoved(list: Uint8Array): Promise<boolean>;
+  /** Marks a conversation read up to `seq`; our other devices follow (through our own sync conversation). */
+  markRead(conversationId: string, seq: number): Promise<void>;
+  readPosition(conversationId: string): Promise<number>;
 }
 
 export type PeopleTarget = { readonly userId: string } | { readonly conversationId: string };
@@ -300,7 +331,8 @@ export function createEngine(opts: EngineOptions): Engine {
     (opts.signalsAllowed ? await opts.signalsAllowed(c) : true) &&
     (await people.state(c, await messages.cursor(c))) === 'accepted';
   const typing = new Typing(ctx, keys, sessions, groups, directory, (c, f) => realtime.send(c, f), typingAllowed);
-  const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId, people, (p) => track(p));
+  const own = new OwnDevices(ctx, keys, directory, async () => (await ctx.api.listConversations()).map((c) => c.id));
+  const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId, people, (p) => track(p), own);
   const transfers = new Transfers(ctx, opts.maxAttachmentBytes ? { maxBytes: opts.maxAttachmentBytes } : {});
 
   // ---- background work tracking (idle() for tests and for a clean shutdown) ----
@@ -348,6 +380,9 @@ export function createEngine(opts: EngineOptions): Engine {
         break;
       case 'typing':
         track(typing.receive(conversationId, frame));
+        break;
+      case 'devices':
+        track(onDevicesHint(conversationId, frame.userId));
         break;
       case 'resume':
         break;
@@ -485,8 +520,8 @@ export function createEngine(opts: EngineOptions): Engine {
     if (kind === 'group') {
       const sk = await groups.prepareSenderKey(conversationId);
       if (sk.needs.length) {
-        await outbox.enqueue(
-          entry(
+        await outbox.enqueue({
+          ...entry(
             conversationId,
             newId(),
             encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
@@ -494,7 +529,8 @@ export function createEngine(opts: EngineOptions): Engine {
             false,
             ctx.now(),
           ),
-        );
+          distributes: true,
+        });
         await groups.markDistributed(conversationId, sk.needs);
       }
     }
@@ -603,6 +639,60 @@ export function createEngine(opts: EngineOptions): Engine {
     );
   };
 
+  /**
+   * A member's device set changed (a hint from the conversation's object): verify their signed list
+   * again and, in a group where we already hold a sender key, give it to their new devices now — so a
+   * linked device can read our next group message instead of waiting for it.
+   */
+  const onDevicesHint = async (conversationId: string, userId: string) => {
+    await directory.refresh(userId).catch(() => null);
+    if ((await groups.kind(conversationId).catch(() => null)) !== 'group') return;
+    if (!(await groups.hasOwnSenderKey(conversationId))) return;
+    const sk = await groups.prepareSenderKey(conversationId);
+    if (!sk.needs.length) return;
+    await outbox.enqueue({
+      ...entry(
+        conversationId,
+        newId(),
+        encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
+        'pairwise',
+        false,
+        ctx.now(),
+      ),
+      distributes: true,
+    });
+    await groups.markDistributed(conversationId, sk.needs);
+    await outbox.flush(conversationId);
+  };
+
+  /** Our own sync conversation (read positions): created by whichever of our devices needs it first. */
+  const ensureSelf = async (): Promise<string> => {
+    const self = await own.selfConversationId();
+    try {
+      await groups.membership(self);
+    } catch {
+      await groups.create('group', [], '', self).catch(() => undefined); // another device may win: fine
+    }
+    return self;
+  };
+
+  // ---- read positions across our own devices (the own sync conversation) ----
+  const pendingReads = new Map<string, number>();
+  let readTimer: ReturnType<typeof setTimeout> | undefined;
+  const syncReads = async () => {
+    readTimer = undefined;
+    const reads = [...pendingReads].map(([c, seq]) => ({ c, seq }));
+    pendingReads.clear();
+    const me = await keys.identity();
+    if (!reads.length || (await directory.devices(me.userId)).length === 0) return;
+    const self = await ensureSelf();
+    await outbox.enqueue(
+      entry(self, newId(), encodePayload({ t: 'sync', conv: self, read: reads }), 'pairwise', false, ctx.now()),
+    );
+    realtime.open(self);
+    await outbox.flush(self);
+  };
+
   const engine: Engine = {
     async bootstrap(p) {
       if (!(await keys.exists())) await keys.create(p);
@@ -640,7 +730,11 @@ export function createEngine(opts: EngineOptions): Engine {
       return [...(await groups.membership(c)).members.keys()];
     },
     conversations: async () => {
-      const list = await ctx.api.listConversations();
+      const self = await own.selfConversationId();
+      const all = await ctx.api.listConversations();
+      // Our own sync conversation is never shown; its socket is kept open (read positions arrive there).
+      if (all.some((c) => c.id === self)) realtime.open(self);
+      const list = all.filter((c) => c.id !== self);
       const out: ConversationView[] = [];
       for (const c of list) {
         try {
@@ -868,6 +962,34 @@ export function createEngine(opts: EngineOptions): Engine {
       const { kind, target } = targetOf(t, SETTING_KIND.muteUser, SETTING_KIND.muteConversation);
       await people.setEntries([{ kind, target, value: null }]);
     },
+    sealDeviceName: (deviceId, name) => own.sealDeviceName(deviceId, name),
+    deviceNames: (devices) => own.deviceNames(devices),
+    async sealProvisioning(p) {
+      // The newest list (another device may have been linked since we last looked) and the sync
+      // conversation the new device will join from its first connect.
+      const current = await ctx.api.fetchDeviceList((await keys.identity()).userId);
+      if (current) await keys.adoptDeviceList(current);
+      await ensureSelf();
+      return own.sealProvisioning({ ...p, ephemeralKey: theirX25519(p.ephemeralKey) });
+    },
+    importTrust: (contacts) => own.importTrust(contacts),
+    exportHistory: (opts) => own.exportHistory({ ...DEFAULT_HISTORY, ...opts }),
+    async importHistory(chunks) {
+      const r = await own.importHistory(chunks);
+      ctx.emit({ type: 'history_imported', conversations: r.conversations });
+      return r;
+    },
+    confirmRemoved: (list) => own.confirmRemoved(list),
+    async markRead(conversationId, seq) {
+      if (!(await own.raiseRead(conversationId, seq))) return;
+      ctx.emit({ type: 'read_position', conversationId, seq });
+      pendingReads.set(conversationId, Math.max(seq, pendingReads.get(conversationId) ?? 0));
+      if (readTimer === undefined) {
+        readTimer = setTimeout(() => track(syncReads()), 300);
+        (readTimer as { unref?: () => void }).unref?.();
+      }
+    },
+    readPosition: (c) => own.readPosition(c),
     on(l) {
       listeners.add(l);
       return () => listeners.delete(l);
@@ -880,6 +1002,7 @@ export function createEngine(opts: EngineOptions): Engine {
     },
     close() {
       expiry.stop();
+      clearTimeout(readTimer);
       realtime.closeAll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;

@@ -95,10 +95,13 @@ export class Groups {
     private readonly cursor: (conversationId: string) => Promise<number> = async () => 0,
   ) {}
 
-  /** Builds, signs and registers a new conversation with us as owner and `members` added as members. */
-  async create(kind: ConversationKind, members: readonly string[], title: string): Promise<string> {
+  /**
+   * Builds, signs and registers a new conversation with us as owner and `members` added as members.
+   * `fixedId`: our own sync conversation, whose id every device of ours derives (account-keys.ts).
+   */
+  async create(kind: ConversationKind, members: readonly string[], title: string, fixedId?: string): Promise<string> {
     const own = await this.keys.identity();
-    const id = randomId(this.ctx.rng(16));
+    const id = fixedId ?? randomId(this.ctx.rng(16));
     const resolve = await this.directory.resolver([own.userId]);
     const entries: MembershipEntry[] = [];
     let state: MembershipState | null = null;
@@ -355,6 +358,16 @@ export class Groups {
     });
   }
 
+  /** Devices that did not get the current chain after all (WITHHELD): the next send distributes again. */
+  async unmarkDistributed(conversationId: string, devices: readonly { userId: string; deviceId: string }[]) {
+    await this.ctx.store.transaction(async (tx) => {
+      const own = await readJson<OwnKeyRecord>(tx, K.own(conversationId));
+      if (!own) return;
+      const drop = new Set(devices.map((d) => `${d.userId}/${d.deviceId}`));
+      writeJson(tx, K.own(conversationId), { ...own, distributed: own.distributed.filter((x) => !drop.has(x)) });
+    });
+  }
+
   /** Encrypts with our chain; the advanced chain is persisted before the ciphertext is returned. */
   encrypt(conversationId: string, plaintext: Uint8Array): Promise<Uint8Array> {
     return this.ctx.locks.request(`senderkey:${conversationId}`, async () => {
@@ -435,6 +448,11 @@ export class Groups {
     for (const r of await this.recipients(conversationId))
       for (const d of r.devices) if (!have.has(`${d.userId}/${d.deviceId}`)) return false;
     return true;
+  }
+
+  /** True if we hold a sending chain for this conversation (we sent there, or distributed already). */
+  async hasOwnSenderKey(conversationId: string): Promise<boolean> {
+    return (await this.ctx.store.get(K.own(conversationId))) !== undefined;
   }
 
   async hasSenderKeyFrom(conversationId: string, u: string, d: string): Promise<boolean> {

@@ -535,6 +535,8 @@ export interface DeviceJson {
   readonly lastSeenAt: number | null;
   readonly revoked: boolean;
   readonly revokedAt: number | null;
+  /** base64url of the encrypted name (only our devices open it: Account.devicesWithNames). */
+  readonly name?: string | null;
 }
 
 export interface DeviceListJson {

@@ -59,6 +59,7 @@ import type { Keystore } from './keystore.js';
 import { encodePayload, type Messages } from './messages.js';
 import type { Outbox } from './outbox.js';
 import type { People } from './people.js';
+import type { OwnDevices } from './own-devices.js';
 import type { Sessions } from './sessions.js';
 import { mutex, type StoreTx } from './storage.js';
 import type { Envelope } from './transport.js';
@@ -100,6 +101,7 @@ export class Inbox {
     private readonly people: People,
     /** Runs follow-up work in the background (the engine tracks it for idle()). */
     private readonly background: (p: Promise<unknown>) => void = (p) => void p.catch(() => undefined),
+    private readonly own?: OwnDevices,
   ) {}
 
   private queue(conversationId: string) {
@@ -322,6 +324,18 @@ export class Inbox {
         });
         return { added: m ? [m] : [], updated: [], receipt: null, distributionApplied: !!apply };
       });
+    }
+    if (p.t === 'sync') {
+      // Only our own devices, only in our own sync conversation; anything else is dropped (cursor advances).
+      const ours = u === own.userId && this.own && (await this.own.selfConversationId()) === conversationId;
+      let moved: { c: string; seq: number }[] = [];
+      await this.ctx.store.transaction(async (tx) => {
+        await commit(tx);
+        if (ours && Array.isArray(p.read)) moved = await this.own!.applyReadsInTx(tx, p.read);
+        if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+      });
+      for (const r of moved) this.ctx.emit({ type: 'read_position', conversationId: r.c, seq: r.seq });
+      return { added: [], updated: [], receipt: null, distributionApplied: false };
     }
     if (p.t === 'react' || p.t === 'edit' || p.t === 'delete') {
       const result = await this.applyAction(conversationId, env, p, commit, retry);

@@ -131,6 +131,11 @@ export class Keystore {
     userIdentitySecret?: Uint8Array;
     /** Version of the one-device list to sign (identity reset: the server's version + 1). Default 1. */
     listVersion?: number;
+    /**
+     * Linking (issue 14): the account's current signed list, handed over in the provisioning message. The
+     * new list is its version + 1 with this device added, signed with `userIdentitySecret`.
+     */
+    linkTo?: Uint8Array;
   }): Promise<OwnIdentity> {
     const { curves, rng, now } = this.ctx;
     const userIdentity = p.userIdentitySecret
@@ -145,11 +150,15 @@ export class Keystore {
       identityKey: identity.publicKey,
       createdAt: now(),
     });
-    const list = await signDeviceList(curves, userIdentity, {
-      userId: p.userId,
-      version: p.listVersion ?? 1,
-      devices: [certificate],
-    });
+    let version = p.listVersion ?? 1;
+    let devices = [certificate];
+    if (p.linkTo) {
+      const cur = await verifyDeviceList(curves, decodeDeviceList(p.linkTo), userIdentity.publicKey);
+      if (cur.userId !== p.userId) throw new Error('keystore: the list to link to is for another user');
+      version = cur.version + 1;
+      devices = [...cur.list.devices.filter((d) => d.deviceId !== p.deviceId), certificate];
+    }
+    const list = await signDeviceList(curves, userIdentity, { userId: p.userId, version, devices });
     const own: OwnIdentity = {
       userId: p.userId,
       deviceId: p.deviceId,

@@ -49,6 +49,11 @@ export interface OutboxEntry {
   readonly error?: string;
   /** A delivery receipt: the client ids it covers (the payload encodes them; kept to merge receipts). */
   readonly receiptIds?: readonly string[];
+  /**
+   * A sender-key distribution: once accepted, devices that got WITHHELD instead of it (no prekeys yet — a
+   * device linked a moment ago) are marked as still needing it, so the next group send retries them.
+   */
+  readonly distributes?: boolean;
 }
 
 /**
@@ -252,6 +257,10 @@ export class Outbox {
     this.answered(conversationId, clientId);
     const e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
     if (e && e.conversationId === conversationId) {
+      if (e.distributes && e.items) {
+        const missed = e.items.filter((i) => i.c === WITHHELD).map((i) => ({ userId: i.u, deviceId: i.d }));
+        if (missed.length) await this.groups.unmarkDistributed(conversationId, missed);
+      }
       if (!e.visible) {
         // Sequenced means every other device applies it: so do we (even if we had given up on it).
         if (this.hooks.accepted) {

@@ -88,6 +88,8 @@ export const ENGINE_METHODS: readonly (keyof EngineApi)[] = [
   'search',
   'locate',
   'sweepExpired',
+  'markRead',
+  'readPosition',
 ];
 
 export function hostEngine(engine: Engine, port: Endpoint): () => void {

@@ -14,7 +14,12 @@
  *   member's sockets close with 4403;
  * - typing signals (as the ConversationDO): relayed to the addressed live member sockets, never sequenced
  *   or stored (`typingRelayed` counts them for tests);
- * - network switches: `setOnline(user, device, false)` drops sockets and refuses new ones.
+ * - network switches: `setOnline(user, device, false)` drops sockets and refuses new ones;
+ * - linking (issue 14): provisioning channels (an in-memory relay with the real one's single use and
+ *   secret), single-use linking tokens bound to the account and channel, redemption checked like the
+ *   Worker (list version + 1 under the account's key, exactly one device added, the new key's signature
+ *   over the token, the device limit), encrypted device names, and the `devices` hint frame; test hooks
+ *   to tamper with or drop relayed messages (a malicious relay).
  *
  * Does NOT: authenticate (each `api(user, device)` is already "signed in"), rate-limit, or persist.
  * @module
@@ -32,6 +37,7 @@ import {
 import {
   applyEntry,
   type Curve25519,
+  channelIdBytes,
   type DeviceCertificate,
   decodeDeviceList,
   decodeMembershipEntry,
@@ -39,6 +45,8 @@ import {
   deviceKeyResolver,
   encodeBundle,
   isSealedProfileShape,
+  fromB64u,
+  linkingChallenge,
   type MembershipState,
   sealedSettingsRevision,
   toB64u,
@@ -46,9 +54,11 @@ import {
   verifyDeviceList,
   verifyDeviceListUpdate,
   verifyLog,
+  verifyLoginChallenge,
   verifyPrekeyUpload,
 } from '../../protocol/index.js';
 import type { PrekeyBundle } from '../../protocol/prekeys.js';
+import type { ChannelPoll, LinkingDeviceLinkApi, NewDeviceLinkApi } from '../link-transport.js';
 import {
   ApiError,
   type BundleClaim,
@@ -67,9 +77,21 @@ type Spk = PrekeyBundle['signedPrekey'];
 type Otp = NonNullable<PrekeyBundle['oneTimePrekey']>;
 type Kem = PrekeyBundle['kemPrekey'];
 
+interface FakeChannel {
+  secret: string;
+  expiresAt: number;
+  claimedBy: string | null;
+  linked: boolean;
+  closedBy: { new: boolean; existing: boolean };
+  toNew: { seq: number; data: Uint8Array }[];
+  toExisting: { seq: number; data: Uint8Array }[];
+  next: { new: number; existing: number };
+}
+
 interface FakeDevice {
   cert: DeviceCertificate;
   revoked: boolean;
+  name: Uint8Array | null;
   spk: Spk | null;
   otps: Otp[];
   kems: Kem[];
@@ -109,6 +131,8 @@ const dk = (u: string, d: string) => `${u}\n${d}`;
 export interface FakeServerOptions {
   readonly curves: Curve25519;
   readonly now?: () => number;
+  /** Devices per account (the Worker's DEVICE_LIMIT); default 5. */
+  readonly deviceLimit?: number;
 }
 
 export class FakeServer {
@@ -138,10 +162,19 @@ export class FakeServer {
   uploadGate: Promise<void> | null = null;
   /** Test hook: the next `n` `send` frames are refused (`frame_too_large`: a terminal error, the message fails). */
   refuseSends = 0;
+  readonly channels = new Map<string, FakeChannel>();
+  private readonly tokens = new Map<
+    string,
+    { userId: string; channelId: string; expiresAt: number; usedBy: string | null }
+  >();
+  deviceLimit: number;
+  /** Test hook (a malicious relay): rewrites or drops each message to the new device (null = drop). */
+  tamperToNew: ((data: Uint8Array, seq: number) => Uint8Array | null) | null = null;
 
   constructor(opts: FakeServerOptions) {
     this.curves = opts.curves;
     this.now = opts.now ?? Date.now;
+    this.deviceLimit = opts.deviceLimit ?? 5;
   }
 
   // ---- accounts and devices ----------------------------------------------------------------------
@@ -181,6 +214,15 @@ export class FakeServer {
         u.devices.set(d.deviceId, emptyDevice(d.certificate));
     u.list = list;
     u.listBytes = bytes;
+    this.announceDevices(list.userId);
+  }
+
+  /** The `devices` hint to every live socket of the user's conversations (as the ConversationDO). */
+  private announceDevices(userId: string): void {
+    for (const c of this.conversations.values()) {
+      if (!c.members.has(userId)) continue;
+      for (const s of c.sockets) if (s.live) this.push(s, { v: WIRE_VERSION, type: 'devices', userId });
+    }
   }
 
   private revoke(userId: string, deviceId: string, d: FakeDevice): void {
@@ -251,12 +293,14 @@ export class FakeServer {
         const upload = decodePrekeyUpload(bytes);
         const cert = this.user(userId).list.devices.find((x) => x.deviceId === deviceId)!;
         await verifyPrekeyUpload(this.curves, upload, cert.signingKey);
+        const firstKeys = upload.signedPrekey !== null && d.spk === null;
         if (upload.signedPrekey) d.spk = upload.signedPrekey;
         d.otps.push(...upload.oneTimePrekeys);
         for (const k of upload.kemPrekeys) {
           if (k.lastResort) d.lastResort = k;
           else d.kems.push(k);
         }
+        if (firstKeys) this.announceDevices(userId);
         return counts(d);
       },
       prekeyCounts: async () => counts(me()),
@@ -426,6 +470,177 @@ export class FakeServer {
       };
       return socket;
     };
+  }
+
+  // ---- linking (issue 14) ------------------------------------------------------------------------
+
+  /** The live channel for `side` (as the relay: a side that closed is done; see worker/link-channel.ts). */
+  private channel(id: string, check: (c: FakeChannel) => void, side?: 'new' | 'existing'): FakeChannel {
+    const c = this.channels.get(id);
+    if (!c) throw new ApiError(404, 'channel_not_found');
+    if (this.now() >= c.expiresAt) {
+      this.channels.delete(id);
+      throw new ApiError(410, 'channel_expired');
+    }
+    if ((c.closedBy.new && c.closedBy.existing) || (side && c.closedBy[side]))
+      throw new ApiError(410, 'channel_closed');
+    check(c);
+    return c;
+  }
+
+  /** A long poll: until a message after `after` is queued for `side`, or `waitMs` (at least one timer turn). */
+  private async channelWait(id: string, side: 'new' | 'existing', after: number, waitMs: number): Promise<void> {
+    const end = Date.now() + waitMs;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 2));
+      const c = this.channels.get(id);
+      const box = c ? (side === 'new' ? c.toNew : c.toExisting) : [];
+      if (!c || c.closedBy.new || c.closedBy.existing || box.some((m) => m.seq > after) || Date.now() >= end) return;
+    }
+  }
+
+  private pollChannel(c: FakeChannel, side: 'new' | 'existing', after: number): ChannelPoll {
+    const box = side === 'new' ? c.toNew : c.toExisting;
+    const keep = box.filter((m) => m.seq > after);
+    box.splice(0, box.length, ...keep);
+    if (keep.length === 0 && c.closedBy[side === 'new' ? 'existing' : 'new']) throw new ApiError(410, 'channel_closed');
+    return {
+      messages: keep.slice(0, 16).map((m) => ({ seq: m.seq, data: m.data.slice() })),
+      peerAcked: 0,
+      linked: c.linked,
+    };
+  }
+
+  /** The new device's side: no session until `redeem`, which calls `onSignedIn` with its ids. */
+  newDeviceLinkApi(onSignedIn: (userId: string, deviceId: string) => void = () => undefined): NewDeviceLinkApi {
+    const auth = (secret: string) => (c: FakeChannel) => {
+      if (c.secret !== secret) throw new ApiError(403, 'channel_forbidden');
+    };
+    return {
+      origin: 'https://fake.example',
+      openChannel: async (channelId) => {
+        channelIdBytes(channelId);
+        if (this.channels.has(channelId)) throw new ApiError(409, 'channel_exists');
+        const secret = b64(32);
+        const expiresAt = this.now() + 10 * 60 * 1000;
+        this.channels.set(channelId, {
+          secret,
+          expiresAt,
+          claimedBy: null,
+          linked: false,
+          closedBy: { new: false, existing: false },
+          toNew: [],
+          toExisting: [],
+          next: { new: 0, existing: 0 },
+        });
+        return { secret, expiresAt };
+      },
+      poll: async (id, secret, after, waitMs) => {
+        await this.channelWait(id, 'new', after, waitMs);
+        return this.pollChannel(this.channel(id, auth(secret), 'new'), 'new', after);
+      },
+      send: async (id, secret, data) => {
+        const c = this.channel(id, auth(secret), 'new');
+        if (c.closedBy.existing) throw new ApiError(410, 'channel_closed');
+        const seq = ++c.next.existing;
+        c.toExisting.push({ seq, data: data.slice() });
+        return seq;
+      },
+      close: async (id, secret) => {
+        const c = this.channel(id, auth(secret), 'new');
+        c.closedBy.new = true;
+        c.toNew = [];
+      },
+      redeem: async (r) => {
+        const t = this.tokens.get(r.linkingToken);
+        if (!t) throw new ApiError(401, 'invalid_linking_token');
+        if (t.usedBy) throw new ApiError(409, 'linking_token_used');
+        if (t.expiresAt <= this.now()) throw new ApiError(401, 'linking_token_expired');
+        if (t.channelId !== r.channelId) throw new ApiError(403, 'linking_token_mismatch');
+        const c = this.channel(r.channelId, auth(r.channelSecret));
+        if (c.claimedBy?.split('\n')[0] !== t.userId) throw new ApiError(403, 'channel_forbidden');
+        const next = decodeDeviceList(r.deviceList);
+        if (next.userId !== t.userId) throw new ApiError(422, 'invalid_device_list');
+        const u = this.user(t.userId);
+        const list = await verifyDeviceListUpdate(this.curves, u.list, next).catch(() =>
+          fail(422, 'invalid_device_list'),
+        );
+        const before = new Set(u.list.devices.map((d) => d.deviceId));
+        const added = list.devices.filter((d) => !before.has(d.deviceId));
+        if (added.length !== 1 || u.list.devices.some((d) => !list.devices.some((x) => x.deviceId === d.deviceId)))
+          throw new ApiError(422, 'unexpected_device_change');
+        if (list.devices.length > this.deviceLimit) throw new ApiError(409, 'device_limit');
+        const dev = added[0]!;
+        const ok = await verifyLoginChallenge(
+          this.curves,
+          dev.signingKey,
+          linkingChallenge(fromB64u(r.linkingToken)),
+          t.userId,
+          dev.deviceId,
+          r.signature,
+        ).catch(() => false);
+        if (!ok) throw new ApiError(422, 'invalid_device_proof');
+        this.applyList(u, list, r.deviceList);
+        t.usedBy = dev.deviceId;
+        c.linked = true;
+        if (r.name) u.devices.get(dev.deviceId)!.name = r.name.slice();
+        onSignedIn(t.userId, dev.deviceId);
+        return { userId: t.userId, deviceId: dev.deviceId };
+      },
+    };
+  }
+
+  /** The signed-in device's side of linking. */
+  linkingApi(userId: string, deviceId: string): LinkingDeviceLinkApi {
+    const me = dk(userId, deviceId);
+    const claimed = (c: FakeChannel) => {
+      if (!c.claimedBy) throw new ApiError(409, 'channel_unclaimed');
+      if (c.claimedBy !== me) throw new ApiError(403, 'channel_claimed');
+    };
+    return {
+      origin: 'https://fake.example',
+      linkingToken: async (channelId) => {
+        this.liveDevice(userId, deviceId);
+        const c = this.channel(channelId, () => undefined);
+        const u = this.user(userId);
+        if ([...u.devices.values()].filter((d) => !d.revoked).length >= this.deviceLimit)
+          throw new ApiError(409, 'device_limit');
+        if (c.closedBy.new || c.closedBy.existing) throw new ApiError(410, 'channel_closed');
+        if (c.linked) throw new ApiError(409, 'channel_used');
+        if (c.claimedBy && c.claimedBy !== me) throw new ApiError(403, 'channel_claimed');
+        c.claimedBy = me;
+        const token = b64(32);
+        this.tokens.set(token, { userId, channelId, expiresAt: c.expiresAt, usedBy: null });
+        return { linkingToken: token, expiresAt: c.expiresAt };
+      },
+      poll: async (id, after, waitMs) => {
+        await this.channelWait(id, 'existing', after, waitMs);
+        return this.pollChannel(this.channel(id, claimed, 'existing'), 'existing', after);
+      },
+      send: async (id, data) => {
+        const c = this.channel(id, claimed, 'existing');
+        if (c.closedBy.new) throw new ApiError(410, 'channel_closed');
+        const seq = ++c.next.new;
+        const out = this.tamperToNew ? this.tamperToNew(data.slice(), seq) : data.slice();
+        if (out) c.toNew.push({ seq, data: out });
+        return seq;
+      },
+      close: async (id) => {
+        const c = this.channel(id, claimed, 'existing');
+        c.closedBy.existing = true;
+        c.toExisting = [];
+      },
+      setDeviceName: async (target, name) => {
+        const d = this.user(userId).devices.get(target);
+        if (!d || d.revoked) throw new ApiError(404, 'unknown_device');
+        d.name = name.slice();
+      },
+    };
+  }
+
+  /** The account's devices as GET /api/devices shows them (names are ciphertext). */
+  deviceNames(userId: string): { deviceId: string; name: Uint8Array | null; revoked: boolean }[] {
+    return [...this.user(userId).devices].map(([deviceId, d]) => ({ deviceId, name: d.name, revoked: d.revoked }));
   }
 
   // ---- internals --------------------------------------------------------------------------------
@@ -650,8 +865,10 @@ export class FakeServer {
   }
 }
 
+const b64 = (n: number) => toB64u(globalThis.crypto.getRandomValues(new Uint8Array(n)));
+
 function emptyDevice(cert: DeviceCertificate): FakeDevice {
-  return { cert, revoked: false, spk: null, otps: [], kems: [], lastResort: null };
+  return { cert, revoked: false, name: null, spk: null, otps: [], kems: [], lastResort: null };
 }
 
 function counts(d: FakeDevice): PrekeyCounts {
