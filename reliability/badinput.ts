@@ -106,6 +106,8 @@ export const BADINPUT_CI: BadInputConfig = { http: 100, graphql: 50, ws: 50, gro
  * the throwaway account (destructive routes) may change.
  */
 const ALLOWED = new Set([
+  // Linking (issue 14): a valid token request on the suite's open channel issues a single-use token.
+  'linking_tokens',
   'login_challenges',
   'ws_tickets',
   'mfa_pending',
@@ -138,6 +140,8 @@ export interface World {
   conv: string;
   /** A conversation `a` is not in (tickets minted for it are foreign to `conv`). */
   other: string;
+  /** An open provisioning channel (issue 14) and its secret, so the link routes are reached past the id check. */
+  channel: { id: string; secret: string };
 }
 
 type Auth = 'none' | 'a' | 'b' | 'z' | 'garbage' | 'algnone' | 'lowercase' | 'zlowercase';
@@ -184,7 +188,17 @@ const weird = fc.oneof(
 
 export function idArb(w: World) {
   return fc.oneof(
-    fc.constantFrom(w.a.userId, w.b.userId, w.c.userId, w.a.deviceId, w.b.deviceId, w.conv, w.other, 'nonexistent_id'),
+    fc.constantFrom(
+      w.a.userId,
+      w.b.userId,
+      w.c.userId,
+      w.a.deviceId,
+      w.b.deviceId,
+      w.conv,
+      w.other,
+      w.channel.id,
+      'nonexistent_id',
+    ),
     boundaryString.map((s) => encodeURIComponent(s)),
   );
 }
@@ -256,6 +270,36 @@ function peopleBody(key: 'profile' | 'settings', w: World): fc.Arbitrary<string>
   );
 }
 
+// ---- linking (issue 14): the provisioning channel -----------------------------------------------------
+
+/**
+ * Bodies for the provisioning-channel routes: the real channel id and secret (or hostile ones), cursors,
+ * sealed-looking data of every size class, and waits that are never long (a valid long poll would hold a
+ * fuzz case for 25 s).
+ */
+function linkBody(w: World, keys: string[]): fc.Arbitrary<string> {
+  const values: Record<string, fc.Arbitrary<unknown>> = {
+    secret: fc.oneof(fc.constant(w.channel.secret), boundaryString, fc.constant('A'.repeat(43))),
+    channelId: fc.oneof(fc.constant(w.channel.id), boundaryString, fc.constant('A'.repeat(22))),
+    after: fc.oneof(fc.constantFrom(0, 1, 999_999, 1_000_001), weird),
+    waitMs: fc.oneof(fc.constantFrom(0, -1, 25_001, 1e12), boundaryString),
+    data: fc.oneof(
+      fc.constant(b64u('sealed')),
+      fc.constant('A'.repeat(300_000)),
+      fc.constant(b64u('x'.repeat(5000))),
+      boundaryString,
+    ),
+  };
+  const wanted = ['secret', ...keys];
+  const filled = fc.record(Object.fromEntries(wanted.map((k) => [k, fc.oneof(values[k] ?? weird, weird)])), {
+    requiredKeys: [],
+  });
+  return fc.oneof(
+    { weight: 4, arbitrary: filled.map((o) => JSON.stringify(o)) },
+    { weight: 1, arbitrary: bodyArb(wanted, w) },
+  );
+}
+
 // ---- the registration tables --------------------------------------------------------------------------
 
 export interface RouteGenerator {
@@ -299,8 +343,43 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
   // devices and keys
   'GET /api/devices': { auth: 'bearer' },
   'POST /api/devices/challenge': { auth: 'bearer' },
-  'POST /api/devices': { auth: 'bearer', keys: ['deviceList', 'challengeId', 'signature'], json: true },
+  // Without a bearer token this is the new device redeeming a linking token (issue 14).
+  'POST /api/devices': {
+    auth: 'bearer',
+    keys: ['deviceList', 'challengeId', 'signature', 'linkingToken', 'channelId', 'channelSecret', 'name'],
+    json: true,
+  },
   'POST /api/devices/:deviceId/revoke': { auth: 'bearer', keys: ['deviceList'], json: true },
+  'PUT /api/devices/:deviceId/name': { auth: 'bearer', keys: ['name'], json: true },
+  // linking (issue 14): provisioning channels and linking tokens
+  'POST /api/link/channels': { auth: 'none', keys: ['channelId'], json: true },
+  'POST /api/link/channels/:id/new/poll': {
+    auth: 'none',
+    json: true,
+    keys: ['secret', 'after', 'waitMs'],
+    body: (w) => linkBody(w, ['after', 'waitMs']),
+  },
+  'POST /api/link/channels/:id/new/send': {
+    auth: 'none',
+    json: true,
+    keys: ['secret', 'data'],
+    body: (w) => linkBody(w, ['data']),
+  },
+  'POST /api/link/channels/:id/new/close': { auth: 'none', json: true, keys: ['secret'], body: (w) => linkBody(w, []) },
+  'POST /api/link/token': { auth: 'bearer', json: true, keys: ['channelId'], body: (w) => linkBody(w, ['channelId']) },
+  'POST /api/link/channels/:id/existing/poll': {
+    auth: 'bearer',
+    json: true,
+    keys: ['after', 'waitMs'],
+    body: (w) => linkBody(w, ['after', 'waitMs']),
+  },
+  'POST /api/link/channels/:id/existing/send': {
+    auth: 'bearer',
+    json: true,
+    keys: ['data'],
+    body: (w) => linkBody(w, ['data']),
+  },
+  'POST /api/link/channels/:id/existing/close': { auth: 'bearer' },
   'POST /api/keys': { auth: 'bearer', keys: ['upload'], json: true },
   'GET /api/keys/count': { auth: 'bearer' },
   'POST /api/keys/claim': { auth: 'bearer', keys: ['userId'], json: true },
@@ -1198,6 +1277,20 @@ async function floodFamily(w: World): Promise<FamilyResult> {
   };
 }
 
+/** A provisioning channel for the link routes' generators (its secret is remembered for the secrets suite). */
+async function openChannel(base: string): Promise<{ id: string; secret: string }> {
+  const id = Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString('base64url');
+  const res = await fetch(`${base}/api/link/channels`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...ipHeader() },
+    body: JSON.stringify({ channelId: id }),
+  });
+  if (res.status !== 201) throw new Error(`badinput: opening a link channel: ${res.status}`);
+  const { secret } = (await res.json()) as { secret: string };
+  remember('token', secret);
+  return { id, secret };
+}
+
 // ---- the suite -------------------------------------------------------------------------------------------
 
 export async function badInputSuite(
@@ -1224,6 +1317,7 @@ export async function badInputSuite(
     z: z!,
     conv: await createConversation(base, [a!, b!]),
     other: await createConversation(base, [c!]),
+    channel: await openChannel(base),
   };
   // A valid send to replay later.
   let sock = await open(w);
