@@ -19,6 +19,8 @@ const Status = lazy(() => import('./pages/Status.js'));
 const Chats = lazy(() => import('./pages/Chats.js'));
 const Account = lazy(() => import('./pages/Account.js'));
 const Lock = lazy(() => import('./pages/Lock.js'));
+const LinkPage = lazy(() => import('./pages/Link.js'));
+const Removed = lazy(() => import('./pages/Removed.js'));
 
 interface Route {
   readonly pattern: string;
@@ -35,6 +37,9 @@ const ROUTES: readonly Route[] = [
   { pattern: '/chats/:id', page: Chats, auth: 'signed-in' },
   { pattern: '/chats/:id/info', page: Chats, auth: 'signed-in' },
   { pattern: '/account', page: Account, auth: 'signed-in' },
+  // Linking (issue 14): no auth rule — the page signs this browser in half-way and stays for the history.
+  { pattern: '/link', page: LinkPage },
+  { pattern: '/removed', page: Removed },
 ];
 
 /** Whether anyone ever signed in on this browser (signed-out visitors then go to "Sign in"). */

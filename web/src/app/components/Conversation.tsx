@@ -137,7 +137,9 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
           when={props.m.body !== null}
           fallback={
             <span class="italic opacity-90" data-testid="undecryptable" data-error={props.m.error ?? ''}>
-              This message could not be decrypted.
+              {props.m.error === 'no_session'
+                ? 'Waiting for this message. It appears when the sender’s device shares its key.'
+                : 'This message could not be decrypted.'}
             </span>
           }
         >

@@ -218,6 +218,21 @@ export function errorText(e: unknown): string {
     invalid_passphrase: 'Enter a passphrase.',
     locked: 'This browser’s keys are locked with a passphrase.',
     stale: 'The local passphrase was changed in another tab. Reload this page.',
+    // linking (issue 14)
+    bad_link_code: 'That is not a link code from e2e-chat. Copy the whole code shown on the new device.',
+    wrong_server: 'That code is for another e2e-chat server than this one.',
+    device_limit: 'Your account already has the most devices it may have. Remove one first.',
+    channel_expired: 'That code expired. Show a new one on the new device.',
+    channel_not_found: 'That code is unknown or expired. Show a new one on the new device.',
+    channel_closed: 'That code was already used or cancelled. Show a new one on the new device.',
+    channel_claimed: 'Another device is already linking with that code.',
+    channel_used: 'That code was already used to link a device.',
+    link_expired: 'The code expired before the devices finished. Start again.',
+    provisioning_failed: 'The message from your other device could not be opened safely. Start again.',
+    cancelled: 'The other device stopped linking.',
+    linking_token_used: 'That link was already completed. Start again on the new device.',
+    history_incomplete: 'The history did not arrive complete. Nothing was imported.',
+    history_failed: 'The history could not be saved. Nothing was imported.',
   };
   return (err.code && byCode[err.code]) || err.message || 'Something went wrong.';
 }

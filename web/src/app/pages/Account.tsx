@@ -1,10 +1,11 @@
 /**
- * /account — devices (with revoke), security (password, two-step verification with QR + recovery
+ * /account — devices (names, this device marked, rename, remove, "Link a new device"), security (password, two-step verification with QR + recovery
  * codes, this browser's local passphrase and "lock now"), sign out / sign out everywhere, appearance.
  */
 import { Tabs } from '@kobalte/core/tabs';
 import { createSignal, For, onMount, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
+import { LinkDevice } from '../components/LinkDevice.js';
 import { ConfirmDialog } from '../components/Modal.js';
 import { Qr } from '../components/Qr.js';
 import { Avatar, Banner, Button, createAction, errorText, Field, focusRing } from '../components/ui.js';
@@ -20,65 +21,145 @@ const date = (ms: number | null) => (ms ? new Date(ms).toLocaleString() : '—')
 function Devices() {
   const { state, actions } = useStore();
   const [revoke, setRevoke] = createSignal<string | null>(null);
+  const [renaming, setRenaming] = createSignal<string | null>(null);
+  const [newName, setNewName] = createSignal('');
+  const [linking, setLinking] = createSignal(false);
   const [error, setError] = createSignal<string | null>(null);
-  onMount(() => void actions.loadDevices().catch((e) => setError(errorText(e))));
+  onMount(async () => {
+    try {
+      await actions.loadDevices();
+      // This device has no name yet (registered before names, or the first device): give it its readable
+      // default ("Chromium on Linux"), encrypted like every name, so the user's other devices see it too.
+      const mine = state.devices.find((d) => d.current && !d.revoked);
+      if (mine && mine.name === null) await actions.renameDevice(mine.deviceId, deviceLabel(navigator.userAgent));
+    } catch (e) {
+      setError(errorText(e));
+    }
+  });
+  const live = () => state.devices.filter((d) => !d.revoked);
+  const revoked = () => state.devices.filter((d) => d.revoked);
+  const label = (d: { name: string | null; current: boolean }) =>
+    d.name ?? (d.current ? deviceLabel(navigator.userAgent) : 'Unnamed device');
+  const rename = async (e: Event) => {
+    e.preventDefault();
+    const id = renaming();
+    if (!id || !newName().trim()) return;
+    try {
+      await actions.renameDevice(id, newName().trim());
+      setRenaming(null);
+    } catch (err) {
+      setError(errorText(err));
+    }
+  };
   return (
     <section class={card} aria-labelledby="devices-h">
-      <h2 id="devices-h" class="font-semibold">
-        Your devices
-      </h2>
-      <p class="mt-1 text-sm text-slate-500 dark:text-slate-400">
-        Each device has its own keys. Revoking one signs it out and stops encrypting to it.
-      </p>
+      <div class="flex flex-wrap items-start justify-between gap-3">
+        <div>
+          <h2 id="devices-h" class="font-semibold">
+            Your devices
+          </h2>
+          <p class="mt-1 text-sm text-slate-500 dark:text-slate-400">
+            Each device has its own keys and reads your messages. Names are encrypted: only your devices can read them.
+          </p>
+        </div>
+        <Button onClick={() => setLinking(true)} data-testid="link-new-device-button">
+          Link a new device
+        </Button>
+      </div>
       <Show when={error()}>
         <Banner kind="error" class="mt-3">
           {error()}
         </Banner>
       </Show>
       <ul class="mt-4 divide-y divide-slate-200 dark:divide-slate-800" data-testid="devices">
-        <For each={state.devices}>
+        <For each={live()}>
           {(d) => (
-            <li class="flex items-center gap-3 py-3">
+            <li class="flex flex-wrap items-center gap-3 py-3" data-testid="device" data-device={d.deviceId}>
               <div class="min-w-0 flex-1">
-                <p class="truncate text-sm font-medium">
-                  {d.current ? deviceLabel(navigator.userAgent) : 'Another device'}
-                  <span class="ml-2 font-mono text-xs font-normal text-slate-500 dark:text-slate-400">
-                    {d.deviceId.slice(0, 8)}
-                  </span>
-                  <Show when={d.current}>
-                    <span class="ml-2 rounded-full bg-blue-100 px-2 py-0.5 font-sans text-xs text-blue-800 dark:bg-blue-900 dark:text-blue-100">
-                      This browser
-                    </span>
-                  </Show>
-                  <Show when={d.revoked}>
-                    <span class="ml-2 rounded-full bg-slate-200 px-2 py-0.5 font-sans text-xs dark:bg-slate-800">
-                      Revoked
-                    </span>
-                  </Show>
-                </p>
-                <p class="text-xs text-slate-500 dark:text-slate-400">
-                  Added {date(d.createdAt)} · last seen {date(d.lastSeenAt)}
+                <Show
+                  when={renaming() === d.deviceId}
+                  fallback={
+                    <p class="truncate text-sm font-medium" data-testid="device-label">
+                      {label(d)}
+                      <Show when={d.current}>
+                        <span class="ml-2 rounded-full bg-blue-100 px-2 py-0.5 text-xs font-normal text-blue-800 dark:bg-blue-900 dark:text-blue-100">
+                          This device
+                        </span>
+                      </Show>
+                    </p>
+                  }
+                >
+                  <form class="flex gap-2" onSubmit={rename} aria-label="Rename device">
+                    <Field
+                      label="Device name"
+                      class="flex-1"
+                      maxlength={40}
+                      value={newName()}
+                      onInput={(e) => setNewName(e.currentTarget.value)}
+                      autofocus
+                    />
+                    <Button type="submit" class="self-end">
+                      Save
+                    </Button>
+                  </form>
+                </Show>
+                <p class="text-xs text-slate-600 dark:text-slate-400">
+                  Linked {date(d.createdAt)} · last seen {d.current ? 'now' : date(d.lastSeenAt)}
                 </p>
               </div>
-              <Show when={!d.current && !d.revoked}>
-                <Button variant="secondary" onClick={() => setRevoke(d.deviceId)}>
-                  Revoke
-                </Button>
-              </Show>
+              <div class="flex gap-2">
+                <Show when={renaming() !== d.deviceId}>
+                  <Button
+                    variant="ghost"
+                    onClick={() => {
+                      setNewName(d.name ?? '');
+                      setRenaming(d.deviceId);
+                    }}
+                    aria-label={`Rename ${label(d)}`}
+                  >
+                    Rename
+                  </Button>
+                </Show>
+                <Show when={!d.current}>
+                  <Button variant="secondary" onClick={() => setRevoke(d.deviceId)} aria-label={`Remove ${label(d)}`}>
+                    Remove
+                  </Button>
+                </Show>
+              </div>
             </li>
           )}
         </For>
       </ul>
+      <Show when={revoked().length}>
+        <details class="mt-3 text-sm">
+          <summary class={`cursor-pointer rounded text-slate-600 dark:text-slate-400 ${focusRing}`}>
+            Removed devices ({revoked().length})
+          </summary>
+          <ul class="mt-2 space-y-1 text-xs text-slate-600 dark:text-slate-400">
+            <For each={revoked()}>{(d) => <li>{label(d)} — removed</li>}</For>
+          </ul>
+        </details>
+      </Show>
       <ConfirmDialog
         open={revoke() !== null}
         onOpenChange={(o) => !o && setRevoke(null)}
-        title="Revoke this device?"
-        confirmLabel="Revoke"
+        title="Remove this device?"
+        confirmLabel="Remove"
         danger
         onConfirm={() => actions.revokeDevice(revoke()!)}
       >
-        <p>It is signed out at once, its keys are removed from your account and nobody encrypts to it any more.</p>
+        <p>
+          It is signed out at once and nobody encrypts to it any more. When it next connects it shows “This device was
+          removed from your account” and erases its keys and messages.
+        </p>
       </ConfirmDialog>
+      <LinkDevice
+        open={linking()}
+        onOpenChange={(o) => {
+          setLinking(o);
+          if (!o) void actions.loadDevices().catch(() => undefined);
+        }}
+      />
     </section>
   );
 }

@@ -101,6 +101,13 @@ export default function Login() {
               Sign in
             </Button>
           </form>
+          <Link
+            href="/link"
+            class="mt-4 block rounded-lg px-3 py-2 text-center text-sm font-medium text-blue-700 ring-1 ring-blue-200 hover:bg-blue-50 dark:text-blue-300 dark:ring-blue-900 dark:hover:bg-blue-950"
+            data-testid="link-instead"
+          >
+            Link to a device you already use
+          </Link>
           <p class="mt-5 text-center text-sm text-slate-500 dark:text-slate-400">
             New here?{' '}
             <Link href="/register" class="font-medium text-blue-600 hover:underline dark:text-blue-400">
@@ -167,7 +174,7 @@ export default function Login() {
             </p>
             <p>
               <strong class="font-semibold text-slate-900 dark:text-slate-100">Use a device you already have.</strong>{' '}
-              Linking this browser from it is coming soon.
+              Link this browser from it: your contacts see no change, and your recent history can come along.
             </p>
             <p>
               <strong class="font-semibold text-slate-900 dark:text-slate-100">Lost every device?</strong> You can reset
@@ -176,6 +183,7 @@ export default function Login() {
             </p>
           </div>
           <div class="mt-5 flex flex-col gap-2">
+            <Button onClick={() => navigate('/link')}>Link to a device you already use</Button>
             <Button variant="secondary" onClick={() => setStep('password')}>
               Back
             </Button>

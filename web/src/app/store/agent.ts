@@ -11,7 +11,7 @@
  */
 import type { EngineEvent } from '../../engine/context.js';
 import { type EngineClient, engineClient } from '../../engine/worker-client.js';
-import { AppError, type Progress, type SessionApi, sessionClient } from '../session-api.js';
+import { AppError, type LinkProgressView, type Progress, type SessionApi, sessionClient } from '../session-api.js';
 
 /** What another tab did to the store this tab's engine uses (see engine.worker.ts). */
 export type StoreNotice = 'rekeyed' | 'locked' | 'erased';
@@ -29,6 +29,10 @@ export interface Agent {
   onSignedOut(listener: (reason: string) => void): void;
   /** Another tab re-keyed, locked or erased the store: this tab's engine has closed. */
   onStoreChanged(listener: (notice: StoreNotice) => void): void;
+  /** Linking progress: this browser being linked (`in`) or linking another device (`out`). */
+  onLink(listener: (side: 'in' | 'out', p: LinkProgressView) => void): void;
+  /** This device was removed from the account (checked against a signed list) and its store erased. */
+  onRemoved(listener: () => void): void;
   /** Terminates the worker (and with it every key in its memory). */
   terminate(): void;
 }
@@ -45,10 +49,21 @@ export function getAgent(): Agent {
   });
   const signedOut = new Set<(reason: string) => void>();
   const storeChanged = new Set<(n: StoreNotice) => void>();
+  const link = new Set<(side: 'in' | 'out', p: LinkProgressView) => void>();
+  const removed = new Set<() => void>();
   worker.addEventListener('message', (ev) => {
-    const d = ev.data as { signedOut?: string; storeChanged?: StoreNotice } | null;
+    const d = ev.data as {
+      signedOut?: string;
+      storeChanged?: StoreNotice;
+      link?: LinkProgressView;
+      linkOut?: LinkProgressView;
+      removed?: boolean;
+    } | null;
     if (typeof d?.signedOut === 'string') for (const l of signedOut) l(d.signedOut);
     if (d?.storeChanged) for (const l of storeChanged) l(d.storeChanged);
+    if (d?.link) for (const l of link) l('in', d.link);
+    if (d?.linkOut) for (const l of link) l('out', d.linkOut);
+    if (d?.removed) for (const l of removed) l();
   });
   const self: Agent = {
     engine,
@@ -60,6 +75,8 @@ export function getAgent(): Agent {
     },
     onSignedOut: (l) => void signedOut.add(l),
     onStoreChanged: (l) => void storeChanged.add(l),
+    onLink: (l) => void link.add(l),
+    onRemoved: (l) => void removed.add(l),
     terminate() {
       worker.terminate();
       const gone = new AppError('locked', 'the local store is locked');

@@ -82,8 +82,13 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
           break;
         case 'connection':
           setState('connection', e.conversationId, e.status);
-          if (e.status === 'forbidden')
+          if (e.status === 'forbidden') {
             setState('conversations', e.conversationId, (c) => (c ? { ...c, myRole: null, removed: true } : c));
+            // Removed from the conversation, or this device was removed from the account: ask now.
+            void agent()
+              .session.checkSession()
+              .catch(() => undefined);
+          }
           break;
         case 'message_added':
           if (!state.conversations[e.message.conversationId]) void actions.loadConversations();

@@ -64,6 +64,7 @@ export class SendError extends Error {
 export function createMessages(agent: () => Agent, actions: Actions, state: State, setState: SetState): void {
   let wired = false;
   let localId = 0;
+  const readTimers = new Map<string, ReturnType<typeof setTimeout>>();
   // Several tabs of one account share the sealed store, but each tab's engine reports only what IT
   // processed: whichever tab handles a frame first stores it. Tabs tell each other which conversation
   // changed, and the others re-read it from the store.
@@ -96,6 +97,17 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
       if (ev.data?.user === state.me?.userId) reread(ev.data.conversationId);
     });
     agent().onEvent((e) => {
+      if (e.type === 'read_position') {
+        // Another of our devices (or this one) read up to here: nothing before it is unread.
+        const last = state.last[e.conversationId];
+        if (!last || last.seq === null || e.seq >= last.seq) setState('unread', e.conversationId, 0);
+        return;
+      }
+      if (e.type === 'history_imported') {
+        void actions.loadConversations().catch(() => undefined);
+        for (const c of e.conversations) if (state.messages[c]) void actions.loadMessages(c).catch(() => undefined);
+        return;
+      }
       if (e.type === 'info_added') {
         const c = e.line.conversationId;
         if (state.info[c]) setState('info', c, (l) => [...l.filter((x) => x.id !== e.line.id), e.line] as InfoLine[]);
@@ -116,6 +128,8 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
         (state.activeConversation !== c || document.visibilityState !== 'visible')
       )
         setState('unread', c, (n) => (n ?? 0) + 1);
+      if (e.type === 'message_added' && state.activeConversation === c && document.visibilityState === 'visible')
+        actions.markRead(c);
       for (const during of inFlight.get(c) ?? []) during.push(e.message);
       if (!state.messages[c]) return; // not loaded yet: the load in flight (or a later one) brings it
       setState('messages', c, (l) => applyLoaded(l, e.message, state.hasOlder[c] ?? false));
@@ -168,7 +182,27 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
     watchMessages: () => wire(),
     setActive(c: string | null) {
       setState('activeConversation', c);
-      if (c) setState('unread', c, 0);
+      if (c) {
+        setState('unread', c, 0);
+        actions.markRead(c);
+      }
+    },
+    markRead(c: string) {
+      // Debounced: a burst of arrivals is one read position (and one sync to our other devices).
+      clearTimeout(readTimers.get(c));
+      readTimers.set(
+        c,
+        setTimeout(() => {
+          readTimers.delete(c);
+          const seqs = [...(state.messages[c] ?? []), ...(state.last[c] ? [state.last[c]!] : [])]
+            .map((m) => m.seq)
+            .filter((s): s is number => s !== null);
+          if (seqs.length)
+            void agent()
+              .engine.markRead(c, Math.max(...seqs))
+              .catch(() => undefined);
+        }, 400),
+      );
     },
     async send(c: string, body: string) {
       wire();

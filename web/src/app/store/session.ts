@@ -64,6 +64,18 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
     }
   };
 
+  let removalWired = false;
+  /** This device removed from the account (verified in the worker, store already erased): say so. */
+  const wireRemoval = () => {
+    if (removalWired) return;
+    removalWired = true;
+    agent().onRemoved(() => {
+      localStorage.removeItem(LAST_ACCOUNT);
+      setState({ me: null, removed: true, link: null });
+      navigate('/removed', { replace: true });
+    });
+  };
+
   let watching = false;
   /** Listens for the server ending the session (also during a restore, so its reason is not lost). */
   const watch = () => {
@@ -81,6 +93,7 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
     agent().onStoreChanged(() => location.reload());
   };
   const signedIn = async (me: NonNullable<State['me']>) => {
+    wireRemoval();
     watch();
     sessionStorage.removeItem(SIGNED_OUT_REASON);
     localStorage.setItem(KNOWN_BROWSER, '1');
@@ -98,6 +111,7 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
   Object.assign(actions, {
     async restore() {
       const username = localStorage.getItem(LAST_ACCOUNT);
+      if (username) wireRemoval();
       try {
         if (username) watch();
         const me = username ? await agent().session.restore(username) : null;
@@ -110,6 +124,9 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
       }
     },
     usernameAvailable: (username: string) => agent().session.usernameAvailable(username),
+    async linkedAs(me: NonNullable<State['me']>) {
+      await signedIn(me);
+    },
     async register(username: string, password: string) {
       const me = await withProgress(() => agent().session.register(username, password));
       await signedIn(me);

@@ -8,7 +8,7 @@ import type { ConversationView } from '../../engine/engine.js';
 import type { InfoLine } from '../../engine/info.js';
 import type { PeopleView } from '../../engine/people.js';
 import type { ConnectionStatus } from '../../engine/transport.js';
-import type { DeviceInfo, LoginResult, Me, Progress } from '../session-api.js';
+import type { DeviceInfo, LinkProgressView, LoginResult, Me, Progress } from '../session-api.js';
 import type { DownloadState, UploadCard } from './attachments.js';
 
 export type Theme = 'system' | 'light' | 'dark';
@@ -60,6 +60,12 @@ export interface State {
   /** userId → the identity key (b64u) the user marked as verified. */
   verified: Record<string, string>;
   devices: DeviceInfo[];
+  /** This browser being linked to an account (the /link screen). */
+  link: LinkProgressView | null;
+  /** This browser linking another device (Account → Devices). */
+  linkOut: LinkProgressView | null;
+  /** This device was removed from the account and its store erased. */
+  removed: boolean;
   theme: Theme;
   toasts: Toast[];
   /** Files on their way out, per conversation (store/attachments.ts). */
@@ -100,6 +106,9 @@ export const initialState = (): State => ({
   names: {},
   verified: {},
   devices: [],
+  link: null,
+  linkOut: null,
+  removed: false,
   theme: 'system',
   toasts: [],
   uploads: {},
@@ -187,6 +196,19 @@ export interface Actions {
   // devices
   loadDevices(): Promise<void>;
   revokeDevice(deviceId: string): Promise<void>;
+  renameDevice(deviceId: string, name: string): Promise<void>;
+  // linking (issue 14)
+  /** This browser: a link code to show; progress lands in `state.link`. */
+  linkStart(): Promise<{ code: string; expiresAt: number }>;
+  linkRetry(): Promise<void>;
+  linkCancel(): Promise<void>;
+  /** Links the device whose code this is; progress in `state.linkOut`. */
+  linkDevice(code: string, req: { deviceName: string; history: boolean }): Promise<{ messages: number }>;
+  linkDeviceCancel(): Promise<void>;
+  /** This browser was just linked as `me`: signed in (history may still be arriving). */
+  linkedAs(me: Me): Promise<void>;
+  /** The conversation on screen was read up to its newest message (our other devices follow). */
+  markRead(conversationId: string): void;
   // people (store/people.ts)
   /** Our private settings (`sync`: pull them from the server first) and every profile this device holds. */
   loadPeople(sync?: boolean): Promise<void>;
