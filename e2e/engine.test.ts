@@ -2,11 +2,12 @@
  * The real client engine in Node against the real `npm run dev` (workerd, D1, the ConversationDO): account
  * flows over HTTP (http-transport.ts + account.ts), conversations over ticketed WebSockets (the `ws`
  * package on Node 20), offline catch-up through the mailbox and resume, groups with sender keys and a
- * removal, and device_mismatch after a second device is registered through the devices API.
+ * removal, device_mismatch after a second device is registered through the devices API, and linking a
+ * device over the provisioning channel (issue 14).
  */
 import * as OTPAuth from 'otpauth';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { type Curve25519, defaultCurves, toB64u } from '../web/src/engine/_protocol.js';
+import { type Curve25519, defaultCurves, fromB64u, toB64u } from '../web/src/engine/_protocol.js';
 import { Account } from '../web/src/engine/account.js';
 import type { MessageView } from '../web/src/engine/context.js';
 import { createEngine, type Engine } from '../web/src/engine/engine.js';
@@ -17,6 +18,8 @@ import {
   HttpClient,
   isApiError,
 } from '../web/src/engine/http-transport.js';
+import { createNewDeviceLinkApi } from '../web/src/engine/link-transport.js';
+import { NewDeviceLink } from '../web/src/engine/linking.js';
 import { memoryLocks } from '../web/src/engine/locks.js';
 import { memoryStore, type Store } from '../web/src/engine/storage.js';
 import { cryptoRng, ownIdentity, texts } from '../web/src/engine/testing/harness.js';
@@ -291,4 +294,46 @@ describe('client engine against the real server (Node)', () => {
     await expect(bob2.account.sessionInfo()).rejects.toMatchObject({ code: 'session_revoked' });
     console.log(`device_mismatch + link/revoke: ${(performance.now() - t0).toFixed(0)} ms`);
   });
+
+  it('links a second device over the provisioning channel: history, its own session, both devices receive, removal confirmed', async () => {
+    const a = await registered('linka');
+    const b = await registered('linkb');
+    const conv = await a.engine.createConversation({ kind: 'direct', members: [b.userId] });
+    await a.engine.connect();
+    await b.engine.connect();
+    await online(b, conv);
+    await a.engine.sendText(conv, 'before the link');
+    await receives(b, conv, 'before the link');
+    const number = (await b.engine.safetyNumber(a.userId)).digits;
+
+    const a2 = await device(`linka2-${run}`);
+    const timings = { pollWaitMs: 3000, stallMs: 20_000 };
+    const nl = await NewDeviceLink.start({ api: createNewDeviceLinkApi(a2.http), curves, rng: cryptoRng, timings });
+    const linking = a.account.linkNewDevice(nl.code, { deviceName: 'Laptop', history: true }, { timings });
+    const p = await nl.waitForProvisioning();
+    expect(p.username).toBe(a.name);
+    const linked = await nl.complete(a2.engine, `d2-${run}`, createNewDeviceLinkApi(a2.http));
+    a2.userId = linked.userId;
+    a2.deviceId = linked.deviceId;
+    expect(await nl.receiveHistory(a2.engine)).toBe(1);
+    expect((await linking).messages).toBe(1);
+    expect(await texts(a2.engine, conv)).toEqual(['before the link']);
+    expect((await a2.account.sessionInfo()).deviceId).toBe(a2.deviceId);
+    const names = await a.account.devicesWithNames();
+    expect(names.find((d) => d.deviceId === a2.deviceId)?.displayName).toBe('Laptop');
+
+    await a2.engine.connect();
+    await online(a2, conv);
+    await b.engine.sendText(conv, 'to both');
+    await receives(a, conv, 'to both');
+    await receives(a2, conv, 'to both');
+    expect((await b.engine.safetyNumber(a.userId)).digits).toBe(number);
+
+    // Removed from the first device: the second learns it from the signed list the server hands it.
+    await a.account.revokeDevice(a2.deviceId);
+    const err = await a2.http.refresh().catch((e) => e);
+    expect(err).toMatchObject({ code: 'session_revoked', details: { reason: 'device_removed' } });
+    const list = (err as { details: { deviceList: string } }).details.deviceList;
+    expect(await a2.engine.confirmRemoved(fromB64u(list))).toBe(true);
+  }, 120_000);
 });

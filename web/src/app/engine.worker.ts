@@ -359,12 +359,14 @@ const api: SessionApi = {
   },
   async linkStart() {
     await incoming?.cancel().catch(() => undefined);
-    const link = await NewDeviceLink.start({
+    let link: NewDeviceLink | null = null;
+    link = await NewDeviceLink.start({
       api: createNewDeviceLinkApi(new HttpClient({ cookies: null })),
       curves: await curves,
       rng,
+      // 'linked' is reported by runIncoming, with the session it opened.
       onProgress: (p) => {
-        if (incoming === link && p.phase !== 'linked') linkProgress(p);
+        if (link !== null && incoming === link && p.phase !== 'linked') linkProgress(p);
       },
     });
     incoming = link;

@@ -1,0 +1,149 @@
+/**
+ * Linking a device in real Chromium (issue 14), three browser profiles against `npm run dev`: Alice
+ * registers in A and chats with Bob (C); she links B by the pasted code; her history shows in B; Bob's next
+ * message reaches A and B; B's message shows in A as Alice's own; the Alice↔Bob safety number is the same
+ * before and after; A removes B; B shows the removed screen with its store erased; Bob's next message
+ * reaches only A. Screenshots of the link screens are written to test-artifacts/screenshots/.
+ */
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { bodies, cast, rawIndexedDb, register, screenshot, uniq, waitForText } from './browser.js';
+
+const newPerson = cast(14);
+
+async function startChat(page: Page, username: string): Promise<string> {
+  await page.getByRole('button', { name: 'New conversation' }).click();
+  await page.getByRole('menuitem', { name: 'New chat' }).click();
+  await page.getByRole('dialog').getByLabel('Username').fill(username);
+  await page.getByRole('button', { name: 'Start chat' }).click();
+  await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
+  return new URL(page.url()).pathname.split('/')[2]!;
+}
+
+async function openConversation(page: Page, id: string): Promise<void> {
+  await page.locator(`a[href="/chats/${id}"]`).first().waitFor({ timeout: 45_000 });
+  await page.locator(`a[href="/chats/${id}"]`).first().click();
+  await page.getByTestId('composer').waitFor();
+}
+
+async function send(page: Page, text: string): Promise<void> {
+  const composer = page.getByTestId('composer');
+  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
+  await composer.fill(text);
+  await composer.press('Enter');
+}
+
+async function safetyNumber(page: Page, conversationId: string, username: string): Promise<string> {
+  await page.goto(`/chats/${conversationId}/info`);
+  await page.getByTestId('member').filter({ hasText: username }).getByRole('button', { name: 'Safety number' }).click();
+  const sn = page.getByTestId('safety-number');
+  await sn.waitFor({ timeout: 30_000 });
+  const digits = (await sn.locator('li').allTextContents()).join(' ');
+  await page.keyboard.press('Escape');
+  return digits;
+}
+
+describe('linking a device in Chromium', () => {
+  it('Alice links a second browser by the pasted code: history, both devices receive, own messages, same safety number, removal', async () => {
+    const A = await newPerson();
+    const B = await newPerson();
+    const C = await newPerson();
+    const alice = uniq('alice');
+    const bob = uniq('bob');
+    await register(A.page, alice);
+    await register(C.page, bob);
+    const conv = await startChat(A.page, bob);
+    await send(A.page, 'history one from A');
+    await waitForText(A.page, 'history one from A');
+    await openConversation(C.page, conv);
+    await waitForText(C.page, 'history one from A');
+    await send(C.page, 'history two from Bob');
+    await waitForText(A.page, 'history two from Bob');
+    const before = await safetyNumber(A.page, conv, bob);
+    expect(before.replace(/\D/g, '')).toHaveLength(60);
+
+    // B: the sign-in screen offers linking; the code is shown as QR and as text.
+    await B.page.goto('/login');
+    await B.page.getByTestId('link-instead').click();
+    await B.page.waitForURL('**/link');
+    const codeBox = B.page.getByTestId('link-code');
+    await codeBox.waitFor({ timeout: 60_000 });
+    const code = (await codeBox.inputValue()).trim();
+    expect(code.startsWith('e2echat-link:')).toBe(true);
+    await expect.poll(() => B.page.getByRole('img', { name: 'Link code for this browser' }).count()).toBe(1);
+    await screenshot(B.page, 'link-new-device-code');
+
+    // A: Account → Devices → Link a new device; a wrong code first, then the real one.
+    await A.page.goto('/account');
+    await A.page.getByTestId('link-new-device-button').click();
+    const dialog = A.page.getByRole('dialog');
+    await dialog.getByTestId('paste-code').fill('hello, not a code');
+    await dialog.getByRole('button', { name: 'Continue' }).click();
+    await expect.poll(() => dialog.getByRole('alert').textContent()).toContain('not a link code');
+    await dialog.getByTestId('paste-code').fill(code);
+    await screenshot(A.page, 'link-device-paste');
+    await dialog.getByRole('button', { name: 'Continue' }).click();
+    await dialog.getByTestId('device-name').fill('Laptop');
+    expect(await dialog.getByTestId('link-warning').textContent()).toContain('will be able to read your new messages');
+    expect(await dialog.getByTestId('send-history').isChecked()).toBe(true);
+    await screenshot(A.page, 'link-device-confirm');
+    await dialog.getByTestId('confirm-link').click();
+    await dialog.getByTestId('link-out-done').waitFor({ timeout: 90_000 });
+    await screenshot(A.page, 'link-device-done');
+
+    // B: linked, history imported, then the chats.
+    await B.page.getByTestId('link-done').waitFor({ timeout: 90_000 });
+    expect(await B.page.getByTestId('link-done').textContent()).toContain('2 messages');
+    await screenshot(B.page, 'link-new-device-done');
+    await B.page.getByRole('button', { name: 'Open your chats' }).click();
+    await openConversation(B.page, conv);
+    await waitForText(B.page, 'history one from A');
+    await waitForText(B.page, 'history two from Bob');
+    const own = B.page.getByTestId('message').filter({ hasText: 'history one from A' });
+    expect(await own.getAttribute('data-outgoing')).toBe('true');
+
+    // Bob's next message reaches both of Alice's devices.
+    await C.page.goto(`/chats/${conv}`);
+    await send(C.page, 'to both of you');
+    await A.page.goto(`/chats/${conv}`);
+    await waitForText(A.page, 'to both of you', 60_000);
+    await waitForText(B.page, 'to both of you', 60_000);
+
+    // B's message shows in A as Alice's own, and reaches Bob.
+    await send(B.page, 'from the laptop');
+    await waitForText(A.page, 'from the laptop', 60_000);
+    expect(
+      await A.page.getByTestId('message').filter({ hasText: 'from the laptop' }).getAttribute('data-outgoing'),
+    ).toBe('true');
+    await waitForText(C.page, 'from the laptop', 60_000);
+    await screenshot(A.page, 'link-own-message-on-other-device');
+
+    // The Alice↔Bob safety number did not change, and B computes the same one.
+    expect(await safetyNumber(A.page, conv, bob)).toBe(before);
+    expect(await safetyNumber(B.page, conv, bob)).toBe(before);
+    expect(await safetyNumber(C.page, conv, alice)).toBe(before);
+
+    // Devices: both listed, this one marked, the name readable.
+    await A.page.goto('/account');
+    await expect.poll(() => A.page.getByTestId('device').count(), { timeout: 30_000 }).toBe(2);
+    expect(await A.page.getByTestId('devices').textContent()).toContain('Laptop');
+    expect(await A.page.getByTestId('devices').textContent()).toContain('This device');
+    await screenshot(A.page, 'devices');
+
+    // A removes B: B shows the removed screen and erases its store.
+    await A.page.getByRole('button', { name: 'Remove Laptop' }).click();
+    await A.page.getByRole('alertdialog').getByRole('button', { name: 'Remove' }).click();
+    await expect.poll(() => A.page.getByTestId('device').count(), { timeout: 30_000 }).toBe(1);
+    await B.page.getByTestId('device-removed').waitFor({ timeout: 90_000 });
+    await screenshot(B.page, 'device-removed');
+    const raw = await rawIndexedDb(B.page);
+    expect(raw.bytes.length + raw.strings.length).toBe(0);
+
+    // Bob's next message reaches only A.
+    await C.page.goto(`/chats/${conv}`);
+    await send(C.page, 'only for A now');
+    await waitForText(A.page, 'only for A now', 60_000);
+    await B.page.goto('/chats');
+    expect(await bodies(B.page)).not.toContain('only for A now');
+  }, 480_000);
+});
