@@ -332,7 +332,7 @@ describe('client engine against the real server (Node)', () => {
     // Removed from the first device: the second learns it from the signed list the server hands it.
     await a.account.revokeDevice(a2.deviceId);
     const err = await a2.http.refresh().catch((e) => e);
-    expect(err).toMatchObject({ code: 'session_revoked', details: { reason: 'device_removed' } });
+    expect(err).toMatchObject({ code: 'session_revoked', details: { reason: 'device_revoked' } });
     const list = (err as { details: { deviceList: string } }).details.deviceList;
     expect(await a2.engine.confirmRemoved(fromB64u(list))).toBe(true);
   }, 120_000);

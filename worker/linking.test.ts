@@ -517,9 +517,10 @@ describe('device limit', () => {
 });
 
 describe('removal', () => {
-  it('a removed device’s refresh says device_removed and carries the signed list without it', async () => {
+  it('a removed device’s refresh and its requests say device_revoked and carry the signed list without it', async () => {
     const alice = await makeUser('removed');
     const { res, dev } = await link(alice);
+    const b2 = (await res.clone().json()) as { accessToken: string };
     const cookie = res.headers
       .getSetCookie()
       .find((c) => c.startsWith('__Host-e2e_refresh='))!
@@ -538,7 +539,11 @@ describe('removal', () => {
       headers: { cookie: `__Host-e2e_refresh=${cookie}` },
     });
     const b = await expectError(r, 401, 'session_revoked');
-    expect(b.error).toMatchObject({ reason: 'device_removed', deviceList: toB64u(encodeDeviceList(without)) });
+    expect(b.error).toMatchObject({ reason: 'device_revoked', deviceList: toB64u(encodeDeviceList(without)) });
+    // Any other request of the removed device says the same (its access token is still unexpired).
+    const r2 = await api('/api/devices', b2.accessToken, { method: 'GET' });
+    const e2 = await expectError(r2, 401, 'session_revoked');
+    expect(e2.error).toMatchObject({ reason: 'device_revoked', deviceList: toB64u(encodeDeviceList(without)) });
   });
 });
 

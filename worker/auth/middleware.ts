@@ -43,7 +43,10 @@ export const requireAuth = createMiddleware<AppBindings>(async (c, next) => {
     .get();
   if (!row) throw sessionRevoked(null, false);
   if (row.familyRevokedAt !== null || row.deviceRevokedAt !== null) {
-    const ended = sessionRevoked(row.familyRevokedAt !== null ? row.familyRevokeReason : null, row.deviceRevokedAt !== null);
+    const ended = sessionRevoked(
+      row.familyRevokedAt !== null ? row.familyRevokeReason : null,
+      row.deviceRevokedAt !== null,
+    );
     throw row.deviceRevokedAt !== null ? await withDeviceList(db, ended, auth.userId) : ended;
   }
   c.set('auth', auth);

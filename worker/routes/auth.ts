@@ -634,7 +634,10 @@ auth.post('/refresh', async (c) => {
   await enforceRateLimit(c.env, 'refresh', [`family:${row.familyId}`]);
   if (row.familyRevokedAt !== null || row.deviceRevokedAt !== null) {
     clearRefreshCookie(c);
-    const ended = sessionRevoked(row.familyRevokedAt !== null ? row.familyRevokeReason : null, row.deviceRevokedAt !== null);
+    const ended = sessionRevoked(
+      row.familyRevokedAt !== null ? row.familyRevokeReason : null,
+      row.deviceRevokedAt !== null,
+    );
     throw row.deviceRevokedAt !== null ? await withDeviceList(db, ended, row.userId) : ended;
   }
   if (row.expiresAt <= now) {
