@@ -304,7 +304,7 @@ describe('client engine against the real server (Node)', () => {
     await online(b, conv);
     await a.engine.sendText(conv, 'before the link');
     await receives(b, conv, 'before the link');
-    const number = (await b.engine.safetyNumber(a.userId)).digits;
+    const number = (await b.engine.safetyNumber(a.userId))!.digits;
 
     const a2 = await device(`linka2-${run}`);
     const timings = { pollWaitMs: 3000, stallMs: 20_000 };
@@ -327,7 +327,7 @@ describe('client engine against the real server (Node)', () => {
     await b.engine.sendText(conv, 'to both');
     await receives(a, conv, 'to both');
     await receives(a2, conv, 'to both');
-    expect((await b.engine.safetyNumber(a.userId)).digits).toBe(number);
+    expect((await b.engine.safetyNumber(a.userId))!.digits).toBe(number);
 
     // Removed from the first device: the second learns it from the signed list the server hands it.
     await a.account.revokeDevice(a2.deviceId);

@@ -77,7 +77,7 @@ describe('linking a device (engine, fake server)', () => {
     await until(async () => (await texts(bob.engine, conv)).includes('hi bob'), 'bob gets it');
     await bob.engine.sendText(conv, 'hi alice');
     await until(async () => (await texts(alice.engine, conv)).includes('hi alice'), 'alice gets it');
-    const numberBefore = (await bob.engine.safetyNumber('alice')).digits;
+    const numberBefore = (await bob.engine.safetyNumber('alice'))!.digits;
     const bobEvents: EngineEvent[] = [];
     bob.engine.on((e) => bobEvents.push(e));
 
@@ -119,8 +119,8 @@ describe('linking a device (engine, fake server)', () => {
     await bob.engine.sendText(conv, 'to both');
     await until(async () => (await texts(alice.engine, conv)).includes('to both'), 'alice-1 gets it');
     await until(async () => (await texts(a2.engine, conv)).includes('to both'), 'alice-2 gets it');
-    expect((await bob.engine.safetyNumber('alice')).digits).toBe(numberBefore);
-    expect((await a2.engine.safetyNumber('bob')).digits).toBe(numberBefore);
+    expect((await bob.engine.safetyNumber('alice'))!.digits).toBe(numberBefore);
+    expect((await a2.engine.safetyNumber('bob'))!.digits).toBe(numberBefore);
     expect((await bob.engine.contact('alice')).blocked).toBe(false);
     expect(
       bobEvents.some((e) => e.type === 'devices_changed' && e.userId === 'alice' && e.added?.includes('alice-2')),
@@ -163,7 +163,7 @@ describe('linking a device (engine, fake server)', () => {
     expect(view.blocked).toBe(true);
     // Bob's key is unchanged: accepted through the pin, not blocked, same safety number.
     expect((await a2.engine.refreshContact('bob')).blocked).toBe(false);
-    expect((await a2.engine.safetyNumber('bob')).digits).toBe((await alice.engine.safetyNumber('bob')).digits);
+    expect((await a2.engine.safetyNumber('bob'))!.digits).toBe((await alice.engine.safetyNumber('bob'))!.digits);
     for (const c of [alice, bob, carol, a2]) c.engine.close();
     c2.close();
     void conv;
