@@ -108,6 +108,11 @@ describe('linking a device in Chromium', () => {
     await A.page.goto(`/chats/${conv}`);
     await waitForText(A.page, 'to both of you', 60_000);
     await waitForText(B.page, 'to both of you', 60_000);
+    // Bob's conversation says, quietly, that Alice linked a device (no key-change warning).
+    const line = C.page.getByTestId('info-line').filter({ hasText: 'linked a new device' });
+    await expect.poll(() => line.count(), { timeout: 30_000 }).toBe(1);
+    expect(await C.page.getByTestId('key-change').count()).toBe(0);
+    await screenshot(C.page, 'link-info-line');
 
     // B's message shows in A as Alice's own, and reaches Bob.
     await send(B.page, 'from the laptop');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { MessageView } from '../engine/context.js';
-import { type InfoLine, membershipLine } from '../engine/info.js';
+import { deviceLinkedLine, type InfoLine, membershipLine } from '../engine/info.js';
 import { buildTimeline, dayLabel, infoText, linkify, relativeTime, sortMessages } from './timeline.js';
 
 const T0 = new Date(2026, 5, 10, 12, 0, 0).getTime();
@@ -70,6 +70,15 @@ describe('timeline order', () => {
       'c',
     ]);
     expect(dayLabel(T0 - 30 * 86_400_000, T0)).toMatch(/2026/);
+  });
+});
+
+describe('a contact’s linked device reads as a quiet sentence', () => {
+  it('names who linked a device, "You" for us', () => {
+    const l = deviceLinkedLine('c', 'alice', 'd2', 4, T0);
+    expect(infoText(l, (u) => (u === 'alice' ? 'Alice' : u), 'bob')).toBe('Alice linked a new device');
+    expect(infoText(l, (u) => u, 'alice')).toBe('You linked a new device');
+    expect(l.id).toBe('device:alice:d2');
   });
 });
 

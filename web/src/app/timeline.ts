@@ -106,9 +106,11 @@ export function relativeTime(ms: number, now = Date.now()): string {
   return new Date(ms).toLocaleDateString(undefined, { day: 'numeric', month: 'short' });
 }
 
-/** The sentence for a membership line; `name` turns user ids into names ("you" for us). */
+/** The sentence for an info line; `name` turns user ids into names ("you" for us). */
 export function infoText(line: InfoLine, name: (userId: string) => string, me: string | undefined): string {
   const e = line.event;
+  if (e.type === 'device_linked')
+    return e.userId === me ? 'You linked a new device' : `${name(e.userId)} linked a new device`;
   const who = (u: string | null) => (u === null ? 'someone' : u === me ? 'you' : name(u));
   const actor = e.actor === me ? 'You' : name(e.actor);
   switch (e.action) {

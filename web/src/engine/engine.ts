@@ -51,7 +51,7 @@ import { Directory } from './directory.js';
 import { Expiry } from './expiry.js';
 import { Groups } from './groups.js';
 import { Inbox } from './inbox.js';
-import type { InfoLine } from './info.js';
+import { deviceLinkedLine, type InfoLine, infoKey } from './info.js';
 import { Keystore, type KeystoreConfig } from './keystore.js';
 import type { EngineLocks } from './locks.js';
 import { encodePayload, MAX_TEXT_BYTES, Messages } from './messages.js';
@@ -59,7 +59,7 @@ import { Outbox, type OutboxEntry } from './outbox.js';
 import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { DEFAULT_HISTORY, type HistoryArchive, type HistoryOptions, OwnDevices } from './own-devices.js';
 import { Sessions } from './sessions.js';
-import { putJson, readJson, type Store, type StoreTx } from './storage.js';
+import { listJson, putJson, readJson, type Store, type StoreTx, writeJson } from './storage.js';
 import {
   type ConnectionStatus,
   type ConversationKind,
@@ -303,8 +303,11 @@ export function createEngine(opts: EngineOptions): Engine {
       if ((e.type === 'message_added' || e.type === 'message_updated') && e.message.expiresAt !== undefined)
         expiry.poke(e.message.expiresAt);
       for (const l of listeners) l(e);
+      if (e.type === 'devices_changed' && e.added?.length) onDevicesAdded(e.userId, e.added);
     },
   };
+  /** Set below: a contact linked a device → a quiet info line in every conversation with them. */
+  let onDevicesAdded: (userId: string, added: readonly string[]) => void = () => undefined;
   const newId = () => toB64u(ctx.rng(16));
   const keys = new Keystore(ctx, opts.keystore);
   const directory = new Directory(ctx, keys);
@@ -665,6 +668,34 @@ export function createEngine(opts: EngineOptions): Engine {
     await outbox.flush(conversationId);
   };
 
+  onDevicesAdded = (userId, added) =>
+    track(
+      (async () => {
+        const me = await keys.identity();
+        if (userId === me.userId) return; // our own devices are listed in Account → Devices
+        const self = await own.selfConversationId();
+        const at = ctx.now();
+        for (const c of await groups.knownConversations()) {
+          if (c === self) continue;
+          const state = await groups.membership(c).catch(() => null);
+          if (!state?.members.has(userId)) continue;
+          const afterSeq = await messages.cursor(c);
+          const fresh = await ctx.store.transaction(async (tx) => {
+            const out: InfoLine[] = [];
+            for (const d of added) {
+              const k = infoKey.device(c, userId, d);
+              if (await tx.get(k)) continue;
+              const line = deviceLinkedLine(c, userId, d, afterSeq, at);
+              writeJson(tx, k, line);
+              out.push(line);
+            }
+            return out;
+          });
+          for (const line of fresh) ctx.emit({ type: 'info_added', line });
+        }
+      })(),
+    );
+
   /** Our own sync conversation (read positions): created by whichever of our devices needs it first. */
   const ensureSelf = async (): Promise<string> => {
     const self = await own.selfConversationId();
@@ -746,7 +777,7 @@ export function createEngine(opts: EngineOptions): Engine {
       await groups.remember(out.map((c) => c.id));
       const listed = new Set(list.map((c) => c.id));
       for (const id of await groups.knownConversations()) {
-        if (listed.has(id)) continue;
+        if (listed.has(id) || id === self) continue;
         try {
           out.push(await conversationView(id, true));
         } catch (e) {
@@ -755,7 +786,13 @@ export function createEngine(opts: EngineOptions): Engine {
       }
       return out;
     },
-    infoLines: (c) => groups.infoLines(c),
+    async infoLines(c) {
+      const devices = (await listJson<InfoLine>(ctx.store, infoKey.deviceDir(c))).map((e) => e.value);
+      // Stable: at the same position, membership lines first, then device lines in the order they came.
+      return [...(await groups.infoLines(c)), ...devices.sort((a, b) => a.at - b.at)].sort(
+        (a, b) => a.afterSeq - b.afterSeq,
+      );
+    },
     conversation: (c) => conversationView(c),
     changeMembership: (c, change) => groups.append(c, change),
     async setTimer(c, seconds) {

@@ -24,7 +24,9 @@
 import type { Action, Role } from './_protocol.js';
 
 /** What an info line reports. Membership: one verified log entry. */
-export type InfoEvent = {
+export type InfoEvent = MembershipInfo | DeviceLinkedInfo;
+
+export type MembershipInfo = {
   readonly type: 'membership';
   readonly action: Action;
   /** Author of the entry (for `leave`: who left). */
@@ -39,11 +41,22 @@ export type InfoEvent = {
   readonly timer?: number | null;
 };
 
+/**
+ * Linked devices (issue 14): a member's signed device list gained a device ("Alice linked a new device"). A
+ * quiet line, in every conversation with that person: the safety number does not change and nothing needs
+ * accepting — it only says that one more device of theirs now receives what is sent there.
+ */
+export interface DeviceLinkedInfo {
+  readonly type: 'device_linked';
+  readonly userId: string;
+  readonly deviceId: string;
+}
+
 /** A non-message timeline item (plain data, across the worker boundary). */
 export interface InfoLine {
   readonly kind: 'info';
   readonly conversationId: string;
-  /** Stable per conversation: `membership:<log seq>`. */
+  /** Stable per conversation: `membership:<log seq>`, `device:<userId>:<deviceId>`. */
   readonly id: string;
   /** The message seq this line follows (0: before every message). */
   readonly afterSeq: number;
@@ -55,7 +68,28 @@ export interface InfoLine {
 export const infoKey = {
   position: (c: string, logSeq: number) => `info/${c}/${logSeq.toString().padStart(10, '0')}`,
   dir: (c: string) => `info/${c}/`,
+  /** Device lines are stored whole (they are not derived from the log). */
+  device: (c: string, userId: string, deviceId: string) => `infodev/${c}/${userId}:${deviceId}`,
+  deviceDir: (c: string) => `infodev/${c}/`,
 };
+
+/** The line for a device a member linked, placed after the last message this device had processed. */
+export function deviceLinkedLine(
+  conversationId: string,
+  userId: string,
+  deviceId: string,
+  afterSeq: number,
+  at: number,
+): InfoLine {
+  return {
+    kind: 'info',
+    conversationId,
+    id: `device:${userId}:${deviceId}`,
+    afterSeq,
+    at,
+    event: { type: 'device_linked', userId, deviceId },
+  };
+}
 
 /** The line for one verified membership entry. */
 export function membershipLine(

@@ -125,6 +125,15 @@ describe('linking a device (engine, fake server)', () => {
     expect(
       bobEvents.some((e) => e.type === 'devices_changed' && e.userId === 'alice' && e.added?.includes('alice-2')),
     ).toBe(true);
+    // A quiet info line in Bob's conversation with Alice (no key change, nothing to accept), once.
+    await until(
+      async () => (await bob.engine.infoLines(conv)).some((l) => l.event.type === 'device_linked'),
+      'info line',
+    );
+    const lines = (await bob.engine.infoLines(conv)).filter((l) => l.event.type === 'device_linked');
+    expect(lines.map((l) => l.event)).toEqual([{ type: 'device_linked', userId: 'alice', deviceId: 'alice-2' }]);
+    expect(bobEvents.some((e) => e.type === 'info_added' && e.line.id === 'device:alice:alice-2')).toBe(true);
+    expect(bobEvents.some((e) => e.type === 'key_change')).toBe(false);
 
     // The new device's message shows on the first one as sent by us.
     await a2.engine.sendText(conv, 'from the laptop');
@@ -299,9 +308,9 @@ describe('linking: bad input and attacks', () => {
     const w = await makeWorld();
     const { alice, bob, conv } = await chat(w);
     // Enough history for several chunks.
-    const long = 'x'.repeat(60_000);
-    for (let i = 0; i < 8; i++) await bob.engine.sendText(conv, `${i}:${long}`);
-    await until(async () => (await texts(alice.engine, conv)).length === 8, 'alice has the history');
+    const long = 'x'.repeat(30_000);
+    for (let i = 0; i < 16; i++) await bob.engine.sendText(conv, `${i}:${long}`);
+    await until(async () => (await texts(alice.engine, conv)).length === 16, 'alice has the history');
     let dropped = false;
     w.server.tamperToNew = (data, seq) => {
       if (seq === 4 && !dropped) {
@@ -333,9 +342,9 @@ describe('linking: bad input and attacks', () => {
     expect(newSide.some((x) => x.phase === 'interrupted')).toBe(true);
     expect(await texts(a2, conv)).toEqual([]); // never half-imported
     await nl.retryHistory();
-    expect(await nl.receiveHistory(a2)).toBe(8);
-    expect((await texts(a2, conv)).length).toBe(8);
-    expect((await linking).messages).toBe(8);
+    expect(await nl.receiveHistory(a2)).toBe(16);
+    expect((await texts(a2, conv)).length).toBe(16);
+    expect((await linking).messages).toBe(16);
     for (const c of [alice.engine, bob.engine, a2]) c.close();
   });
 

@@ -34,7 +34,11 @@ describe('info lines from the verified membership log', () => {
 
     for (const c of [alice, bob, carol]) {
       const lines = await c.engine.infoLines(conv);
-      expect(lines.map((l) => [l.event.action, l.event.actor, l.event.target, l.event.title])).toEqual([
+      expect(
+        lines.map((l) =>
+          l.event.type === 'membership' ? [l.event.action, l.event.actor, l.event.target, l.event.title] : [],
+        ),
+      ).toEqual([
         ['create', 'alice', null, 'Trip'],
         ['add', 'alice', 'bob', null],
         ['add', 'alice', 'carol', null],
@@ -52,7 +56,9 @@ describe('info lines from the verified membership log', () => {
       }
     }
     expect(
-      seen.filter((e) => e.type === 'info_added').map((e) => (e.type === 'info_added' ? e.line.event.action : '')),
+      seen
+        .filter((e) => e.type === 'info_added')
+        .map((e) => (e.type === 'info_added' && e.line.event.type === 'membership' ? e.line.event.action : '')),
     ).toEqual(['promote', 'rename']);
     expect((await bob.engine.conversation(conv)).title).toBe('Trip 2');
     // Direct conversations have no membership lines.

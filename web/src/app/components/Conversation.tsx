@@ -86,7 +86,11 @@ function Body(props: { text: string }) {
 function InfoRow(props: { line: InfoLine }) {
   const { state, actions } = useStore();
   return (
-    <li class="flex justify-center py-1" data-testid="info-line" data-action={props.line.event.action}>
+    <li
+      class="flex justify-center py-1"
+      data-testid="info-line"
+      data-action={props.line.event.type === 'membership' ? props.line.event.action : props.line.event.type}
+    >
       <p class="max-w-[90%] rounded-full bg-slate-200/80 px-3 py-1 text-center text-xs text-slate-700 dark:bg-slate-800 dark:text-slate-300">
         {infoText(props.line, (u) => actions.nameOf(u), state.me?.userId)}
       </p>
@@ -208,8 +212,8 @@ export function Conversation(props: { id: string }) {
   const removed = () => conv() !== undefined && conv()!.myRole === null;
   const left = () => {
     const lines = state.info[props.id] ?? [];
-    const last = lines[lines.length - 1];
-    return last?.event.action === 'leave' && last.event.actor === state.me?.userId;
+    const last = lines.filter((l) => l.event.type === 'membership').at(-1)?.event;
+    return last?.type === 'membership' && last.action === 'leave' && last.actor === state.me?.userId;
   };
   const status = () => state.connection[props.id] ?? 'connecting';
   const bytes = createMemo(() => utf8.encode(draft()).length);
