@@ -21,7 +21,9 @@ import {
   PASSWORD,
   rawIndexedDb,
   register,
+  safetyNumberWith,
   screenshot,
+  send,
   startChat,
   uniq,
   waitForText,
@@ -29,28 +31,12 @@ import {
 
 const newPerson = cast(0);
 
-async function send(page: Page, text: string): Promise<void> {
-  const composer = page.getByTestId('composer');
-  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
-  await composer.fill(text);
-  await composer.press('Enter');
-}
-
 /** The info lines (group changes) the open conversation shows. */
 const infoLines = (page: Page) => page.getByTestId('info-line').allTextContents();
 
 async function statusOf(page: Page, text: string): Promise<string | null> {
   const m = page.getByTestId('message').filter({ hasText: text }).last();
   return m.getAttribute('data-status');
-}
-
-async function safetyNumberWith(page: Page, conversationId: string, username: string): Promise<string> {
-  await page.goto(`/chats/${conversationId}/info`);
-  await page.getByTestId('member').filter({ hasText: username }).getByRole('button', { name: 'Safety number' }).click();
-  const sn = page.getByTestId('safety-number');
-  await sn.waitFor({ timeout: 30_000 });
-  const text = (await sn.locator('li').allTextContents()).join(' ');
-  return text;
 }
 
 describe('messenger in Chromium', () => {

@@ -7,38 +7,24 @@
  */
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
-import { bodies, cast, rawIndexedDb, register, screenshot, uniq, waitForText } from './browser.js';
+import {
+  bodies,
+  cast,
+  openConversation,
+  rawIndexedDb,
+  register,
+  safetyNumberWith,
+  screenshot,
+  send,
+  startChat,
+  uniq,
+  waitForText,
+} from './browser.js';
 
 const newPerson = cast(14);
 
-async function startChat(page: Page, username: string): Promise<string> {
-  await page.getByRole('button', { name: 'New conversation' }).click();
-  await page.getByRole('menuitem', { name: 'New chat' }).click();
-  await page.getByRole('dialog').getByLabel('Username').fill(username);
-  await page.getByRole('button', { name: 'Start chat' }).click();
-  await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
-  return new URL(page.url()).pathname.split('/')[2]!;
-}
-
-async function openConversation(page: Page, id: string): Promise<void> {
-  await page.locator(`a[href="/chats/${id}"]`).first().waitFor({ timeout: 45_000 });
-  await page.locator(`a[href="/chats/${id}"]`).first().click();
-  await page.getByTestId('composer').waitFor();
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  const composer = page.getByTestId('composer');
-  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
-  await composer.fill(text);
-  await composer.press('Enter');
-}
-
 async function safetyNumber(page: Page, conversationId: string, username: string): Promise<string> {
-  await page.goto(`/chats/${conversationId}/info`);
-  await page.getByTestId('member').filter({ hasText: username }).getByRole('button', { name: 'Safety number' }).click();
-  const sn = page.getByTestId('safety-number');
-  await sn.waitFor({ timeout: 30_000 });
-  const digits = (await sn.locator('li').allTextContents()).join(' ');
+  const digits = await safetyNumberWith(page, conversationId, username);
   await page.keyboard.press('Escape');
   return digits;
 }
