@@ -33,9 +33,9 @@ import {
   encodeDeviceCertificate,
   isReaction,
   isTimerSeconds,
+  type ProvisioningContact,
   type Quote,
   quoteExcerpt,
-  type ProvisioningContact,
   type Rng,
   type Role,
   SETTING_KIND,
@@ -56,8 +56,8 @@ import { Keystore, type KeystoreConfig } from './keystore.js';
 import type { EngineLocks } from './locks.js';
 import { encodePayload, MAX_TEXT_BYTES, Messages } from './messages.js';
 import { Outbox, type OutboxEntry } from './outbox.js';
-import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { DEFAULT_HISTORY, type HistoryArchive, type HistoryOptions, OwnDevices } from './own-devices.js';
+import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { Sessions } from './sessions.js';
 import { listJson, putJson, readJson, type Store, type StoreTx, writeJson } from './storage.js';
 import {
@@ -335,7 +335,19 @@ export function createEngine(opts: EngineOptions): Engine {
     (await people.state(c, await messages.cursor(c))) === 'accepted';
   const typing = new Typing(ctx, keys, sessions, groups, directory, (c, f) => realtime.send(c, f), typingAllowed);
   const own = new OwnDevices(ctx, keys, directory, async () => (await ctx.api.listConversations()).map((c) => c.id));
-  const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId, people, (p) => track(p), own);
+  const inbox = new Inbox(
+    ctx,
+    keys,
+    sessions,
+    groups,
+    directory,
+    messages,
+    outbox,
+    newId,
+    people,
+    (p) => track(p),
+    own,
+  );
   const transfers = new Transfers(ctx, opts.maxAttachmentBytes ? { maxBytes: opts.maxAttachmentBytes } : {});
 
   // ---- background work tracking (idle() for tests and for a clean shutdown) ----
@@ -717,9 +729,12 @@ export function createEngine(opts: EngineOptions): Engine {
     const me = await keys.identity();
     if (!reads.length || (await directory.devices(me.userId)).length === 0) return;
     const self = await ensureSelf();
-    await outbox.enqueue(
-      entry(self, newId(), encodePayload({ t: 'sync', conv: self, read: reads }), 'pairwise', false, ctx.now()),
-    );
+    for (let i = 0; i < reads.length; i += constants.MAX_SYNC_READS) {
+      const read = reads.slice(i, i + constants.MAX_SYNC_READS);
+      await outbox.enqueue(
+        entry(self, newId(), encodeContent({ t: 'sync', conv: self, read }), 'pairwise', false, ctx.now()),
+      );
+    }
     realtime.open(self);
     await outbox.flush(self);
   };

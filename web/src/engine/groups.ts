@@ -251,7 +251,8 @@ export class Groups {
     for (const u of removed) await this.forgetSenderKeys(conversationId, u);
     this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
     for (const line of lines)
-      if (rec.kind === 'group' || line.event.action === 'set_timer') this.ctx.emit({ type: 'info_added', line });
+      if (rec.kind === 'group' || (line.event.type === 'membership' && line.event.action === 'set_timer'))
+        this.ctx.emit({ type: 'info_added', line });
   }
 
   /** Ids of the conversations whose log this device holds (also those the server no longer lists us in). */

@@ -325,7 +325,7 @@ export class OwnDevices {
     reads: readonly { c: string; seq: number }[],
   ): Promise<{ c: string; seq: number }[]> {
     const moved: { c: string; seq: number }[] = [];
-    for (const r of reads.slice(0, 100)) {
+    for (const r of reads.slice(0, constants.MAX_SYNC_READS)) {
       if (typeof r?.c !== 'string' || r.c.length === 0 || r.c.length > 64) continue;
       if (this.raiseReadInTx(tx, r.c, r.seq, (await readJson<number>(tx, READ(r.c))) ?? 0)) moved.push(r);
     }

@@ -211,6 +211,7 @@ export const CONTENT_VERSIONS = {
   skd: 1,
   att: 1,
   pk: 1,
+  sync: 1,
 } as const;
 /** Longest content type name (`t`): bounds what an unsupported message records. */
 export const MAX_CONTENT_TYPE_LEN = 32;
@@ -225,6 +226,8 @@ export const MAX_QUOTE_BYTES = 1024;
 export const MAX_REACTION_BYTES = 32;
 /** Most message ids one receipt covers (≈ 1.5 KB per member device, far below a frame's limit). */
 export const MAX_RECEIPT_IDS = 64;
+/** Most read positions one own-device `sync` payload carries (linking, issue 14; ≈ 40 B each). */
+export const MAX_SYNC_READS = 100;
 /** An edit is honoured only if the server time between the message and the edit is at most this. */
 export const EDIT_WINDOW_MS = 24 * 3600 * 1000;
 /** Disappearing-message timer bounds (seconds), besides 0 = off: 5 minutes … 4 weeks. */

@@ -13,7 +13,8 @@
  *  - actions on a message (refer to it by `target`, its id within the conversation): `react`, `edit`,
  *    `delete`;
  *  - signals: `typing` (ephemeral, never stored by the server), `receipt`, `skd` (a sender-key
- *    distribution), `pk` (the sender's profile key, pairwise; people.ts).
+ *    distribution), `pk` (the sender's profile key, pairwise; people.ts), `sync` (read positions between
+ *    the user's own devices, in their own sync conversation only; linking).
  *
  * Versioning: a receiver ignores fields it does not know (adding an optional field needs no new
  * version); a change an older receiver would misread raises the type's `v`. A payload of an unknown type,
@@ -33,6 +34,7 @@ import {
   MAX_QUOTE_BYTES,
   MAX_REACTION_BYTES,
   MAX_RECEIPT_IDS,
+  MAX_SYNC_READS,
   MAX_TEXT_BYTES,
   MAX_TIMER_SECONDS,
   MIN_TIMER_SECONDS,
@@ -119,8 +121,19 @@ export interface ProfileKeyContent {
   readonly k: Uint8Array;
 }
 
+/**
+ * Own-device sync (docs/PROTOCOL.md §"Linking a device"): read positions per conversation, sent only into
+ * the user's own sync conversation and applied only from the user's own devices (the engine checks both).
+ */
+export interface SyncContent {
+  readonly t: 'sync';
+  readonly conv: string;
+  readonly read: readonly { readonly c: string; readonly seq: number }[];
+}
+
 export type Content =
   | ProfileKeyContent
+  | SyncContent
   | TextContent
   | AttContent
   | ReactContent
@@ -258,6 +271,17 @@ function check(t: ContentType, conv: string, o: Record<string, unknown>): Checke
     case 'pk':
       if (!(o.k instanceof Uint8Array)) return bad('k');
       return { ok: true, content: { t, conv, k: o.k } };
+    case 'sync': {
+      if (!Array.isArray(o.read) || o.read.length > MAX_SYNC_READS) return bad('read');
+      const read: { c: string; seq: number }[] = [];
+      for (const r of o.read as unknown[]) {
+        const e = r as Record<string, unknown> | null;
+        if (!e || typeof e !== 'object' || !isId(e.c) || !Number.isSafeInteger(e.seq) || (e.seq as number) < 0)
+          return bad('read');
+        read.push({ c: e.c, seq: e.seq as number });
+      }
+      return { ok: true, content: { t, conv, read } };
+    }
   }
 }
 

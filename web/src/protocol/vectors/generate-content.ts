@@ -50,6 +50,7 @@ export const CONTENT_CASES: readonly (readonly [string, string])[] = [
   ['receipt', `{"t":"receipt","conv":"${C}","status":"read","ids":["m1","m2"]}`],
   ['skd', `{"t":"skd","conv":"${C}","d":{"$b":"AQIDBA"}}`],
   ['pk', `{"t":"pk","conv":"${C}","k":{"$b":"AQID"}}`],
+  ['sync', `{"t":"sync","conv":"${C}","read":[{"c":"c2","seq":41},{"c":"c3","seq":0}]}`],
   ['future type with id: unsupported message', `{"t":"poll","conv":"${C}","id":"m5","question":"lunch?"}`],
   ['future type without id: ignored signal', `{"t":"presence","conv":"${C}","state":"away"}`],
   ['future version of a known type', `{"t":"text","v":2,"conv":"${C}","id":"m6","rich":[]}`],
@@ -61,6 +62,7 @@ export const CONTENT_CASES: readonly (readonly [string, string])[] = [
   ['edit with a bad target', `{"t":"edit","conv":"${C}","target":"../m1","body":"x","sentAt":0}`],
   ['typing with a non-boolean', `{"t":"typing","conv":"${C}","on":"yes"}`],
   ['text with a timer out of range', `{"t":"text","conv":"${C}","id":"m8","body":"x","sentAt":0,"exp":60}`],
+  ['sync with a negative seq', `{"t":"sync","conv":"${C}","read":[{"c":"c2","seq":-1}]}`],
   ['version 0', `{"t":"text","v":0,"conv":"${C}","id":"m9","body":"x","sentAt":0}`],
 ];
 
