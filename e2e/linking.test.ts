@@ -133,6 +133,7 @@ describe('linking a device in Chromium', () => {
     // Bob's next message reaches only A.
     await C.page.goto(`/chats/${conv}`);
     await send(C.page, 'only for A now');
+    await A.page.goto(`/chats/${conv}`); // A was still on Account → Devices
     await waitForText(A.page, 'only for A now', 60_000);
     await B.page.goto('/chats');
     expect(await bodies(B.page)).not.toContain('only for A now');
