@@ -12,6 +12,8 @@ export interface Env {
   /** Encrypted attachment blobs (object key = attachment id); worker/domain/attachments.ts. */
   ATTACHMENTS: R2Bucket;
   ASSETS?: Fetcher;
+  /** Operator counters (worker/metrics.ts): Workers Analytics Engine; a no-op binding locally. */
+  METRICS?: AnalyticsEngineDataset;
   /** "production" in wrangler.toml; "development" from .dev.vars; "test" in the workers test pool. */
   APP_ENV: string;
   /** The app's origin for CORS; empty means "same origin as the request". */
@@ -38,4 +40,8 @@ export interface AuthContext {
   familyId: string;
 }
 
-export type AppBindings = { Bindings: Env; Variables: { requestId: string; auth: AuthContext } };
+export type AppBindings = {
+  Bindings: Env;
+  /** errorCode: the AppError code onError answered with, for the request's log line (worker/index.ts). */
+  Variables: { requestId: string; auth: AuthContext; errorCode: string };
+};

@@ -5,10 +5,11 @@
 import { app } from './app.js';
 import { makeDb } from './db.js';
 import { deliveryConfig } from './delivery/config.js';
-import { cleanupExpired } from './delivery/mailbox-db.js';
+import { cleanupExpired, mailboxDepth } from './delivery/mailbox-db.js';
 import { cleanupAttachments } from './domain/attachments.js';
 import type { Env } from './env.js';
 import { log } from './log.js';
+import { count } from './metrics.js';
 
 export { ConversationDO } from './conversation.js';
 export { RateLimiter } from './limiter.js';
@@ -21,9 +22,11 @@ export { ProbeDO } from './probe.js';
  */
 async function scheduled(_controller: ScheduledController, env: Env, _ctx: ExecutionContext): Promise<void> {
   try {
-    const counts = await cleanupExpired(makeDb(env), deliveryConfig(env.DELIVERY_LIMITS).mailboxTtlMs);
+    const db = makeDb(env);
+    const counts = await cleanupExpired(db, deliveryConfig(env.DELIVERY_LIMITS).mailboxTtlMs);
     const attachments = await cleanupAttachments(env);
     log('info', 'cleanup', { ...counts, ...attachments });
+    count(env, 'mailbox_depth', '', await mailboxDepth(db));
   } catch (err) {
     log('error', 'cleanup_failed', { type: err instanceof Error ? err.name : 'unknown' });
     throw err;

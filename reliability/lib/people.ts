@@ -18,7 +18,7 @@ import {
 import { memoryLocks } from '../../web/src/engine/locks.js';
 import type { Store } from '../../web/src/engine/storage.js';
 import { cryptoRng, ownIdentity } from '../../web/src/engine/testing/harness.js';
-import { remember } from '../secrets.js';
+import { remember, rememberForLogs } from '../secrets.js';
 import { indexedMemoryStore } from './indexed-store.js';
 
 export const PASSWORD = 'correct horse battery staple';
@@ -73,6 +73,9 @@ export async function rememberKeys(p: Person): Promise<void> {
   remember('private key', id.signing.secretKey);
   remember('private key', id.identity.secretKey);
   remember('password', PASSWORD);
+  rememberForLogs('account id', p.userId);
+  rememberForLogs('username', p.name);
+  rememberForLogs('client address', p.ip);
 }
 
 export const runId = () =>

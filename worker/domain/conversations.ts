@@ -31,7 +31,7 @@ import { schema } from '../db.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit } from '../limiter.js';
 import { LIMITS } from '../limits.js';
-import { log } from '../log.js';
+import { log, logId } from '../log.js';
 import { asBytes, auditStmt, type Caller, chunkRows, curves, isConstraintError, writeBatch } from './common.js';
 
 /** Entries accepted in one create request (more members are added with later entries). */
@@ -347,7 +347,7 @@ export async function appendEntry(
     // Committed already. Not retried (a second membership frame could reach the sockets twice): the DO
     // re-reads the member set once its cache is older than DELIVERY_LIMITS.deviceSetTtlMs, closing a
     // removed member's sockets then at the latest.
-    log('warn', 'membership_notify_failed', { conversationId: conv.id });
+    log('warn', 'membership_notify_failed', { conv: logId(env, 'c', conv.id) });
   }
   // Built from the new fold, not re-read: after `leave` the caller is no longer allowed to read it.
   const joinedSeq = new Map(current.map((m) => [m.userId, m.joinedSeq]));
