@@ -5,6 +5,8 @@ import tailwindcss from '@tailwindcss/vite';
 import { defineConfig } from 'vite';
 import solid from 'vite-plugin-solid';
 import { relayRefusedUpgrades } from './scripts/vite-refused-upgrades.js';
+import { sri } from 'vite-plugin-sri3';
+import { assetManifest } from './scripts/asset-manifest.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
@@ -23,6 +25,10 @@ export default defineConfig({
     tailwindcss(),
     // Before the Cloudflare plugin: its upgrade listener must see our marker (see the file's header).
     relayRefusedUpgrades(),
+    // The verifiable client (README §Verify the web client): Subresource Integrity (sha384) on every
+    // script and style index.html loads, and asset-manifest.json with the SHA-256 of every served file.
+    sri(),
+    assetManifest(here('.')),
     cloudflare({
       // E2E_CHAT_WRANGLER_CONFIG: scripts/deploy.test.ts deploys a copy without placeholders.
       configPath: process.env.E2E_CHAT_WRANGLER_CONFIG ?? here('./wrangler.toml'),

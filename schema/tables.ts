@@ -390,3 +390,14 @@ export const auditEvents = sqliteTable(
   },
   (t) => [index('audit_events_user_idx').on(t.userId, t.at)],
 );
+
+// ---- Account deletion (issue 18) ----------------------------------------------------------------------------
+
+/**
+ * Usernames of deleted accounts, blocked for LIMITS.usernameCooldownMs so nobody can take a name over at
+ * once. Only HMAC(TOKEN_HASH_KEY, "username:" ‖ normalised name) is kept — no account id, nothing else.
+ */
+export const releasedUsernames = sqliteTable('released_usernames', {
+  nameHash: bytes('name_hash').primaryKey(),
+  blockedUntil: integer('blocked_until').notNull(),
+});

@@ -15,6 +15,7 @@ import { AppError } from './errors.js';
 import { LIMITS } from './limits.js';
 import { log, logId } from './log.js';
 import { count } from './metrics.js';
+import { account } from './routes/account.js';
 import { attachments, isAttachmentUpload } from './routes/attachments.js';
 import { auth } from './routes/auth.js';
 import { conversations } from './routes/conversations.js';
@@ -112,6 +113,7 @@ app.route('/api/attachments', attachments);
 app.route('/api/profile', profile);
 app.route('/api/settings', settings);
 app.route('/api/status', status);
+app.route('/api/account', account);
 // ROUTES: sub-apps are mounted above this line.
 
 app.notFound((c) => {

@@ -859,6 +859,41 @@ export class ConversationDO extends DurableObject<Env> {
     if (this.store.ack(userId, deviceId, upTo)) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
   }
 
+  /**
+   * An account was deleted (domain/account.ts) and others remain here: its sockets are closed, its
+   * devices' envelopes, cursors and acks dropped, and the messages it sent are re-attributed to the
+   * `tombstone` id (they stay, in order, for the members still waiting for them).
+   */
+  async forgetUser(userId: string, deviceIds: string[], tombstone: string): Promise<void> {
+    if (!wireId.safeParse(userId).success || !wireId.safeParse(tombstone).success || !Array.isArray(deviceIds)) return;
+    this.drainSends();
+    for (const ws of this.ctx.getWebSockets(userTag(userId))) close(ws, CLOSE.forbidden, 'account deleted');
+    if (this.flushing) await this.flushing.catch(() => undefined);
+    for (const d of deviceIds.slice(0, 1000)) {
+      if (!wireId.safeParse(d).success) continue;
+      this.acks.delete(deviceKey(userId, d));
+      this.store.forgetDevice(userId, d);
+    }
+    this.store.forgetSender(userId, tombstone);
+    this.deviceSet = null;
+    this.epochMemo = null;
+  }
+
+  /** The conversation was deleted with its last member (domain/account.ts): every byte of storage goes. */
+  async erase(): Promise<void> {
+    this.drainSends();
+    for (const ws of this.ctx.getWebSockets()) close(ws, CLOSE.forbidden, 'conversation deleted');
+    if (this.flushing) await this.flushing.catch(() => undefined);
+    await this.ctx.storage.deleteAlarm();
+    await this.ctx.storage.deleteAll();
+    this.alarmAt = null;
+    this.conversationId = null;
+    this.deviceSet = null;
+    this.epochMemo = null;
+    this.acks.clear();
+    this.store.init();
+  }
+
   /** Number of connected sockets (tests and, later, presence). */
   async connectedCount(): Promise<number> {
     return this.ctx.getWebSockets().length;

@@ -21,6 +21,8 @@ export const LIMITS = {
   refreshTokenTtlMs: 30 * 24 * 3600 * 1000,
   /** A rotated refresh token presented again within this window is a concurrent refresh, not theft. */
   refreshGraceMs: 10 * 1000,
+  /** A deleted account's username stays blocked this long (issue 18: no instant takeover of a name). */
+  usernameCooldownMs: 30 * 24 * 3600 * 1000,
   /** Login challenges are single-use and short-lived. */
   loginChallengeTtlMs: 2 * 60 * 1000,
   /** Pending MFA step after a correct password + device signature. */

@@ -210,6 +210,22 @@ describe('log lines', () => {
   });
 });
 
+describe('log pseudonyms', () => {
+  it('logId is u_/c_ + 16 base64url chars of HMAC-SHA256(TOKEN_HASH_KEY, "log:<kind>:<id>") (npm run log-id)', async () => {
+    const key = await crypto.subtle.importKey(
+      'raw',
+      fromB64u(env.TOKEN_HASH_KEY),
+      { name: 'HMAC', hash: 'SHA-256' },
+      false,
+      ['sign'],
+    );
+    for (const kind of ['u', 'c'] as const) {
+      const mac = await crypto.subtle.sign('HMAC', key, new TextEncoder().encode(`log:${kind}:some_id_42`));
+      expect(logId(env, kind, 'some_id_42')).toBe(`${kind}_${toB64u(new Uint8Array(mac)).slice(0, 16)}`);
+    }
+  });
+});
+
 describe('counters', () => {
   it('the local tally behind the status page counts errors by code, rate-limit refusals and messages', async () => {
     const before = await call('/api/status/counters');

@@ -652,6 +652,22 @@ export class DeliveryStore {
    * A revoked device gets nothing more from this DO: its pairwise envelopes, cursor and pending acks are
    * dropped and it leaves every epoch (so no group message is pending for it or expanded for it in D1).
    */
+  /** A deleted account's sent messages stay for their recipients under the `tombstone` sender id. */
+  forgetSender(userId: string, tombstone: string): void {
+    this.sql.exec(
+      "UPDATE log SET sender_user = ?, sender_device = ?, client_id = 'deleted-' || seq WHERE sender_user = ?",
+      tombstone,
+      tombstone,
+      userId,
+    );
+    this.sql.exec('DELETE FROM epoch_devices WHERE user_id = ?', userId);
+    this.sql.exec('DELETE FROM cursors WHERE user_id = ?', userId);
+    this.sql.exec('DELETE FROM pairwise WHERE user_id = ?', userId);
+    this.sql.exec('DELETE FROM pending_acks WHERE user_id = ?', userId);
+    this.epochCache.clear();
+    this.latestEpoch = undefined;
+  }
+
   forgetDevice(userId: string, deviceId: string): void {
     this.sql.exec('DELETE FROM pairwise WHERE user_id = ? AND device_id = ?', userId, deviceId);
     this.sql.exec('DELETE FROM pending_acks WHERE user_id = ? AND device_id = ?', userId, deviceId);

@@ -48,6 +48,7 @@ import {
 import { clientKey } from '../context.js';
 import { type Db, makeDb, schema } from '../db.js';
 import { applyDeviceList, deviceListConflict, type Statement } from '../device-store.js';
+import { usernameCoolingDown } from '../domain/account.js';
 import { auditInsert, isConstraintError, writeBatch } from '../domain/common.js';
 import { notifyConversations } from '../domain/devices.js';
 import type { AppBindings, Env } from '../env.js';
@@ -195,7 +196,7 @@ async function useRecoveryCode(env: Env, db: Db, userId: string, code: string, n
 }
 
 /** Checks one second factor; throws the matching 401. */
-async function requireSecondFactor(
+export async function requireSecondFactor(
   env: Env,
   db: Db,
   userId: string,
@@ -218,7 +219,7 @@ async function requireSecondFactor(
   throw new AppError(401, 'mfa_required', 'this account requires an authenticator or recovery code');
 }
 
-async function totpEnabled(db: Db, userId: string): Promise<boolean> {
+export async function totpEnabled(db: Db, userId: string): Promise<boolean> {
   const row = await db
     .select({ enabledAt: totpSecrets.enabledAt })
     .from(totpSecrets)
@@ -377,7 +378,9 @@ async function registerAccount(
   if (!challenge) throw invalidChallenge();
 
   const taken = await db.select({ id: users.id }).from(users).where(eq(users.username, name)).get();
-  if (taken) throw new AppError(409, 'username_taken', 'this username is taken');
+  if (taken || (await usernameCoolingDown(c.env, db, name, Date.now()))) {
+    throw new AppError(409, 'username_taken', 'this username is taken');
+  }
   const idTaken = await db.select({ id: users.id }).from(users).where(eq(users.id, body.userId)).get();
   if (idTaken) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
 
@@ -817,7 +820,7 @@ auth.post('/sessions/revoke', requireAuth, jsonBody, valid('json', revokeSession
  * account — a stranger's failed sign-ins cannot block the owner's password change. A failure is audited as
  * `failEvent` and answered like a failed login. Returns the username.
  */
-async function reprovePassword(
+export async function reprovePassword(
   env: Env,
   db: Db,
   who: { userId: string; deviceId: string },
