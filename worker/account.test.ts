@@ -152,7 +152,7 @@ describe('your data: export and account deletion', () => {
       c.close();
     }
     await flushOutbox(shared.id);
-  });
+  }, 120_000);
 
   it('Download my data: the account, its devices, conversations and roles, audit events — hashes withheld', async () => {
     const res = await api('/api/account/export', { method: 'GET', token: alice.accessToken });

@@ -73,6 +73,7 @@ export async function exportAccount(env: Pick<Env, 'DB'>, userId: string): Promi
     const mine = columns.filter((c) => isUserColumn(table, c));
     if (mine.length === 0) continue;
     const where = mine.map((c) => `${quote(c)} = ?1`).join(' OR ');
+    // sql-interpolation-ok: table and column names come from sqlite_master / pragma_table_info; the id is bound.
     const rows = await env.DB.prepare(`SELECT * FROM ${quote(table)} WHERE ${where}`)
       .bind(userId)
       .all();
@@ -174,6 +175,7 @@ export async function deleteAccountData(env: Env, db: Db, userId: string, now = 
     stmts.push(q);
     binds.push(b);
   };
+  // Table and column names below come from constants or from sqlite_master; every value is bound.
   for (const c of orphaned) {
     for (const t of ['mailbox', 'group_envelopes', 'ws_tickets', 'members', 'membership_log']) {
       add(`DELETE FROM ${quote(t)} WHERE conversation_id = ?1`, c);
