@@ -378,6 +378,15 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
   'PUT /api/profile': { auth: 'bearer', json: true, keys: ['profile'], body: (w) => peopleBody('profile', w) },
   'GET /api/settings': { auth: 'bearer' },
   'PUT /api/settings': { auth: 'bearer', json: true, keys: ['settings'], body: (w) => peopleBody('settings', w) },
+  // status and account data (issue 18)
+  'GET /api/status/counters': { auth: 'none' },
+  'GET /api/account/export': { auth: 'bearer' },
+  'POST /api/account/delete': {
+    auth: 'bearer',
+    json: true,
+    keys: ['passwordPrehash', 'code', 'recoveryCode', 'leave'],
+    destructive: true,
+  },
 };
 
 /** A fresh reservation by `a` in `conv` (never uploaded unless the caller does); its id. */
