@@ -4,9 +4,9 @@ import { cloudflare } from '@cloudflare/vite-plugin';
 import tailwindcss from '@tailwindcss/vite';
 import { defineConfig } from 'vite';
 import solid from 'vite-plugin-solid';
-import { relayRefusedUpgrades } from './scripts/vite-refused-upgrades.js';
 import { sri } from 'vite-plugin-sri3';
 import { assetManifest } from './scripts/asset-manifest.js';
+import { relayRefusedUpgrades } from './scripts/vite-refused-upgrades.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
