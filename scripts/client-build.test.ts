@@ -18,7 +18,7 @@ import { verifyClient } from './verify-client.js';
 
 const base = mkdtempSync(join(tmpdir(), 'e2e-chat-repro-'));
 const trees = [join(base, 'a'), join(base, 'elsewhere', 'b')];
-afterAll(() => rmSync(base, { recursive: true, force: true }));
+afterAll(() => rmSync(base, { recursive: true, force: true }), 120_000);
 
 /**
  * The working tree's files (tracked + untracked, not ignored) into the first folder, that folder into the

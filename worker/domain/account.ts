@@ -20,8 +20,7 @@
 import { eq, sql } from 'drizzle-orm';
 import { toB64u, utf8 } from '../../web/src/protocol/bytes.js';
 import { hmacSha256 } from '../../web/src/protocol/primitives.js';
-import type { Db } from '../db.js';
-import { schema } from '../db.js';
+import { type Db, d1, schema } from '../db.js';
 import type { Env } from '../env.js';
 import { LIMITS } from '../limits.js';
 import { log, logId } from '../log.js';
@@ -41,13 +40,13 @@ export interface UserColumn {
 
 /** Every D1 table (internal ones excluded) with its columns. */
 export async function tablesAndColumns(env: Pick<Env, 'DB'>): Promise<{ table: string; columns: string[] }[]> {
-  const tables = await env.DB.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all<{
+  const tables = await d1(env).prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all<{
     name: string;
   }>();
   const out: { table: string; columns: string[] }[] = [];
   for (const { name } of tables.results) {
     if (INTERNAL.test(name)) continue;
-    const cols = await env.DB.prepare(`SELECT name FROM pragma_table_info(?1)`).bind(name).all<{ name: string }>();
+    const cols = await d1(env).prepare(`SELECT name FROM pragma_table_info(?1)`).bind(name).all<{ name: string }>();
     out.push({ table: name, columns: cols.results.map((c) => c.name) });
   }
   return out;
@@ -74,7 +73,8 @@ export async function exportAccount(env: Pick<Env, 'DB'>, userId: string): Promi
     if (mine.length === 0) continue;
     const where = mine.map((c) => `${quote(c)} = ?1`).join(' OR ');
     // sql-interpolation-ok: table and column names come from sqlite_master / pragma_table_info; the id is bound.
-    const rows = await env.DB.prepare(`SELECT * FROM ${quote(table)} WHERE ${where}`)
+    const rows = await d1(env)
+      .prepare(`SELECT * FROM ${quote(table)} WHERE ${where}`)
       .bind(userId)
       .all();
     if (rows.results.length === 0) continue;
@@ -210,7 +210,13 @@ export async function deleteAccountData(env: Env, db: Db, userId: string, now = 
     "INSERT INTO audit_events (event, details) VALUES ('account_deleted', ?1)",
     JSON.stringify({ conversations: conversationIds.length }),
   );
-  await env.DB.batch(stmts.map((q, i) => env.DB.prepare(q).bind(...binds[i]!)));
+  await d1(env).batch(
+    stmts.map((q, i) =>
+      d1(env)
+        .prepare(q)
+        .bind(...binds[i]!),
+    ),
+  );
 
   // The conversation objects: sockets closed, its devices' envelopes and cursors dropped, its sent
   // messages re-attributed to the tombstone; an orphaned conversation's storage erased.
