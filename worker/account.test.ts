@@ -121,11 +121,27 @@ function r2Buckets(): [string, R2Bucket][] {
   return names.map((n) => [n, (env as unknown as Record<string, R2Bucket>)[n]!] as [string, R2Bucket]);
 }
 
+/** Reserves and uploads a 64-byte blob into `conv` as `u`; returns its id (the R2 object key). */
+async function upload(u: RegisteredUser, conv: string): Promise<string> {
+  const r = await api('/api/attachments', { token: u.accessToken, body: { conversationId: conv, size: 64 } });
+  expect(r.status, await r.clone().text()).toBe(201);
+  const { attachmentId } = (await r.json()) as { attachmentId: string };
+  const put = await api(`/api/attachments/${attachmentId}`, {
+    method: 'PUT',
+    token: u.accessToken,
+    raw: 'x'.repeat(64),
+    contentType: 'application/octet-stream',
+  });
+  expect(put.status, await put.clone().text()).toBe(200);
+  return attachmentId;
+}
+
 describe('your data: export and account deletion', () => {
   let alice: RegisteredUser;
   let bob: RegisteredUser;
   let shared: { id: string; entries: MembershipEntry[] };
   let alone: { id: string; entries: MembershipEntry[] };
+  let blobs: { alice: string[]; bob: string };
 
   beforeAll(async () => {
     alice = await registerUser(freshName('alice'));
@@ -152,6 +168,11 @@ describe('your data: export and account deletion', () => {
       c.close();
     }
     await flushOutbox(shared.id);
+    // Attachments (R2 objects keyed by an id, found through their D1 row): hers in both groups, his in one.
+    blobs = {
+      alice: [await upload(alice, shared.id), await upload(alice, alone.id)],
+      bob: await upload(bob, shared.id),
+    };
   }, 120_000);
 
   it('Download my data: the account, its devices, conversations and roles, audit events — hashes withheld', async () => {
@@ -252,6 +273,17 @@ describe('your data: export and account deletion', () => {
     expect(await doHits(conversationStub(alone.id), alice.userId)).toEqual([]);
     expect(await doHits(conversationStub(alone.id), 'deleted-')).toEqual([]);
 
+    // Her attachments' blobs are gone from R2 with their rows (a deletion hook that runs BEFORE the rows
+    // go: the blobs are found through them); bob's attachment in the group he keeps is still there.
+    for (const id of blobs.alice) expect(await env.ATTACHMENTS.head(id), id).toBeNull();
+    expect(await env.ATTACHMENTS.head(blobs.bob)).not.toBeNull();
+    expect(
+      (
+        await env.DB.prepare('SELECT id FROM attachments WHERE id IN (?, ?, ?)')
+          .bind(...blobs.alice, blobs.bob)
+          .all()
+      ).results,
+    ).toEqual([{ id: blobs.bob }]);
     // Every R2 bucket: no object key or metadata that names the account.
     for (const [name, bucket] of r2Buckets()) {
       let cursor: string | undefined;

@@ -7,7 +7,8 @@
  * later is exported and wiped without a change here AS LONG AS its account column follows that naming;
  * worker/account.test.ts scans every cell of every table for the id afterwards, so one that does not is
  * caught. State outside D1 (R2 objects, queued work, key-transparency entries, Durable Objects of other
- * features) is handled by an `onAccountDeletion` hook of its owner.
+ * features) is handled by an `onAccountDeletion` hook of its owner (`before` the rows go when the hook
+ * finds its state through them, `after` otherwise).
  *
  * What deletion keeps, by design (README §Your data):
  *  - membership-log entries of conversations that still have other members: they are the signed history
@@ -22,6 +23,7 @@ import { toB64u, utf8 } from '../../web/src/protocol/bytes.js';
 import { hmacSha256 } from '../../web/src/protocol/primitives.js';
 import { type Db, d1, schema } from '../db.js';
 import type { Env } from '../env.js';
+import { AppError } from '../errors.js';
 import { LIMITS } from '../limits.js';
 import { log, logId } from '../log.js';
 import { secretBytes } from '../secrets.js';
@@ -99,18 +101,33 @@ export interface AccountDeletionContext {
   deviceIds: string[];
   /** Conversations the account was in (before deletion). */
   conversationIds: string[];
+  /** Of those, the ones nobody else is in: they go whole (log, mailboxes, object storage). */
+  orphanedConversationIds: string[];
 }
 export type AccountDeletionHook = (ctx: AccountDeletionContext) => Promise<void>;
+/**
+ * `before`: runs while the account's D1 rows still exist (state found through them — R2 blobs keyed by an
+ * attachment row); a failure stops the deletion before anything in D1 changed (503, the user retries).
+ * `after` (default): runs once the rows are gone, so nothing new can be made for the account; a failure
+ * is logged for the operator.
+ */
+export type AccountDeletionPhase = 'before' | 'after';
 
-const hooks: { name: string; run: AccountDeletionHook }[] = [];
+const hooks: { name: string; run: AccountDeletionHook; phase: AccountDeletionPhase }[] = [];
 
 /**
- * Registers work to run when an account is deleted, AFTER its D1 rows are gone (so nothing new can be
- * made for it) — R2 objects, queued deliveries, a key-transparency tombstone… Hooks must be idempotent
- * (a failed deletion is retried by the user) and must not throw for "nothing to delete".
+ * Registers work to run when an account is deleted — R2 objects, queued deliveries, a key-transparency
+ * tombstone, other Durable Objects… Hooks must be idempotent (a failed deletion is retried by the user)
+ * and must not throw for "nothing to delete". Registered at module load by the feature that owns the
+ * state (worker/domain/attachments.ts is an example).
  */
-export function onAccountDeletion(name: string, run: AccountDeletionHook): void {
-  if (!hooks.some((h) => h.name === name)) hooks.push({ name, run });
+export function onAccountDeletion(name: string, run: AccountDeletionHook, phase: AccountDeletionPhase = 'after'): void {
+  if (!hooks.some((h) => h.name === name)) hooks.push({ name, run, phase });
+}
+
+/** The registered hooks' names by phase (the deletion test checks the features it knows about are wired). */
+export function accountDeletionHooks(): { name: string; phase: AccountDeletionPhase }[] {
+  return hooks.map(({ name, phase }) => ({ name, phase }));
 }
 
 export function usernameHash(env: Pick<Env, 'TOKEN_HASH_KEY'>, normalized: string): Uint8Array {
@@ -167,6 +184,23 @@ export async function deleteAccountData(env: Env, db: Db, userId: string, now = 
       .where(sql`${schema.members.conversationId} = ${c} AND ${schema.members.userId} != ${userId}`)
       .get();
     if (Number(others?.n ?? 0) === 0) orphaned.push(c);
+  }
+
+  const ctx: AccountDeletionContext = {
+    env,
+    db,
+    userId,
+    deviceIds,
+    conversationIds,
+    orphanedConversationIds: orphaned,
+  };
+  for (const h of hooks.filter((x) => x.phase === 'before')) {
+    try {
+      await h.run(ctx);
+    } catch (err) {
+      log('error', 'account_delete_hook_failed', { hook: h.name, type: err instanceof Error ? err.name : 'unknown' });
+      throw new AppError(503, 'account_deletion_incomplete', 'account deletion could not finish; try again');
+    }
   }
 
   const stmts: string[] = [];
@@ -229,9 +263,9 @@ export async function deleteAccountData(env: Env, db: Db, userId: string, now = 
       log('warn', 'account_delete_conversation_failed', { conv: logId(env, 'c', c) });
     }
   }
-  for (const h of hooks) {
+  for (const h of hooks.filter((x) => x.phase === 'after')) {
     try {
-      await h.run({ env, db, userId, deviceIds, conversationIds });
+      await h.run(ctx);
     } catch (err) {
       // The account is gone already (its session too): logged for the operator, who re-runs the hook.
       log('error', 'account_delete_hook_failed', { hook: h.name, type: err instanceof Error ? err.name : 'unknown' });

@@ -28,6 +28,7 @@ import type { Db } from '../db.js';
 import { makeDb, schema } from '../db.js';
 import type { Env } from '../env.js';
 import { AppError } from '../errors.js';
+import { onAccountDeletion } from './account.js';
 
 export const ATTACHMENT_DEFAULTS = {
   /** Largest blob (ciphertext bytes): a DEFAULT_MAX_ATTACHMENT_SIZE (100 MiB) file plus its chunk tags. */
@@ -395,3 +396,38 @@ export async function deleteUserAttachments(env: Env, userId: string): Promise<n
     if (rows.length < cfg.cleanupBatch) return total;
   }
 }
+
+/**
+ * The attachments of a conversation that is going whole (account deletion of its last member): nobody is
+ * left who could open them.
+ */
+export async function deleteConversationAttachments(env: Env, conversationId: string): Promise<number> {
+  const cfg = attachmentConfig(env.ATTACHMENT_LIMITS);
+  const db = makeDb(env);
+  let total = 0;
+  for (;;) {
+    const rows = await db
+      .select({ id: schema.attachments.id })
+      .from(schema.attachments)
+      .where(eq(schema.attachments.conversationId, conversationId))
+      .limit(cfg.cleanupBatch)
+      .all();
+    await deleteRows(
+      env,
+      db,
+      rows.map((r) => r.id),
+    );
+    total += rows.length;
+    if (rows.length < cfg.cleanupBatch) return total;
+  }
+}
+
+// Account deletion (worker/domain/account.ts): BEFORE the D1 rows go — the blobs are found through them.
+onAccountDeletion(
+  'attachments',
+  async ({ env, userId, orphanedConversationIds }) => {
+    await deleteUserAttachments(env, userId);
+    for (const c of orphanedConversationIds) await deleteConversationAttachments(env, c);
+  },
+  'before',
+);
