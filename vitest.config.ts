@@ -50,6 +50,8 @@ export default defineConfig({
                   conversationCreate: { limit: 100_000, windowMs: 3_600_000 },
                   memberAdd: { limit: 100_000, windowMs: 3_600_000 },
                 }),
+                // Retries and timeouts in seconds, so retries and disabling are testable (worker/webhooks/config.ts).
+                WEBHOOK_SETTINGS: JSON.stringify({ retryScheduleSec: [0, 1, 1], timeoutMs: 1500 }),
                 JWT_SIGNING_KEYS: `test-a:${secret()},test-b:${secret()}`,
                 TOTP_ENCRYPTION_KEY: secret(),
                 TOKEN_HASH_KEY: secret(),
@@ -62,6 +64,8 @@ export default defineConfig({
           name: 'worker',
           include: ['worker/**/*.test.ts'],
           setupFiles: ['./worker/test/apply-migrations.ts'],
+          // A local webhook receiver (Node) the Worker under test POSTs to.
+          globalSetup: ['./worker/test/receiver-setup.ts'],
           testTimeout: 30_000,
         },
       },

@@ -29,6 +29,7 @@ import { probe } from './routes/probe.js';
 import { realtime } from './routes/realtime.js';
 import { status } from './routes/status.js';
 import { users } from './routes/users.js';
+import { webhooks } from './routes/webhooks.js';
 import { ConfigError } from './secrets.js';
 import { corsPolicy, cspHeader, securityHeaders } from './security.js';
 
@@ -114,6 +115,7 @@ app.route('/api/profile', profile);
 app.route('/api/settings', settings);
 app.route('/api/status', status);
 app.route('/api/account', account);
+app.route('/api/webhooks', webhooks);
 // ROUTES: sub-apps are mounted above this line.
 
 app.notFound((c) => {

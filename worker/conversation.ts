@@ -64,6 +64,7 @@ import { type AppendResult, DeliveryStore, type Epoch, type ReplayRow } from './
 import type { Env } from './env.js';
 import { type LogFields, log, logId } from './log.js';
 import { count } from './metrics.js';
+import { emitMessageEvents } from './webhooks/emit.js';
 
 /** Close code for "you are no longer allowed here" (device revoked, member removed). */
 export const CLOSE_FORBIDDEN = CLOSE.forbidden;
@@ -230,6 +231,11 @@ export class ConversationDO extends DurableObject<Env> {
       this.store.init();
       this.conversationId = this.store.state().conversationId;
       this.alarmAt = await ctx.storage.getAlarm();
+      // Messages committed just before an eviction whose alarm was never set: their flush and webhook events
+      // must still happen (the log holds them; events_through says how far events went).
+      if (this.alarmAt === null && this.store.eventsThrough() < this.store.lastSeq()) {
+        await this.ensureAlarm(Date.now());
+      }
     });
   }
 
@@ -545,6 +551,7 @@ export class ConversationDO extends DurableObject<Env> {
           status: q.status,
           group: q.group ? { c: q.group.c, epoch: epochs[i]!.id } : null,
           recipients: q.recipients,
+          rcpt: q.kind === 'message' && !q.group ? recipientUsers(q) : null,
           checkedNew: q.checkedNew,
         })),
         Date.now(),
@@ -921,6 +928,16 @@ export class ConversationDO extends DurableObject<Env> {
       failed = true;
       next = now + Math.max(this.cfg.flushDelayMs, 5_000);
     }
+    // Webhook events for what the flush made fetchable (never on the send path: nothing waits on them).
+    if (this.conversationId) {
+      try {
+        const more = await emitMessageEvents(this.env, this.store, this.conversationId);
+        if (more) next = Math.min(next ?? now, now);
+      } catch (err) {
+        log('warn', 'conversation_events_failed', { type: err instanceof Error ? err.name : 'unknown' });
+        next = Math.min(next ?? Number.POSITIVE_INFINITY, now + 5_000);
+      }
+    }
     try {
       this.store.prune(now - this.cfg.logRetentionMs);
     } catch (err) {
@@ -985,6 +1002,13 @@ export class ConversationDO extends DurableObject<Env> {
   override async webSocketError(ws: WebSocket): Promise<void> {
     close(ws, CLOSE.internal, 'error');
   }
+}
+
+/** A pairwise message's recipient accounts other than the sender's (its webhook audience), space-separated. */
+function recipientUsers(q: QueuedSend): string | null {
+  const users = new Set<string>();
+  for (const r of q.recipients) if (r.u !== q.sender.u) users.add(r.u);
+  return users.size === 0 ? null : [...users].join(' ');
 }
 
 function decodeCiphertext(b64u: string, id: string): Uint8Array {

@@ -2,6 +2,7 @@
 import type { ConversationDO } from './conversation.js';
 import type { RateLimiter } from './limiter.js';
 import type { ProbeDO } from './probe.js';
+import type { QueueMessage } from './webhooks/events.js';
 
 export interface Env {
   DB: D1Database;
@@ -11,6 +12,8 @@ export interface Env {
   PROBE: DurableObjectNamespace<ProbeDO>;
   /** Encrypted attachment blobs (object key = attachment id); worker/domain/attachments.ts. */
   ATTACHMENTS: R2Bucket;
+  /** Webhook events and delivery attempts (worker/webhooks/); producer and consumer in wrangler.toml. */
+  WEBHOOK_QUEUE: Queue<QueueMessage>;
   ASSETS?: Fetcher;
   /** Operator counters (worker/metrics.ts): Workers Analytics Engine; a no-op binding locally. */
   METRICS?: AnalyticsEngineDataset;
@@ -24,6 +27,10 @@ export interface Env {
   DELIVERY_LIMITS?: string;
   /** JSON overrides for attachment quotas and retention (see worker/domain/attachments.ts); empty for defaults. */
   ATTACHMENT_LIMITS?: string;
+  /** JSON overrides for webhook delivery settings (worker/webhooks/config.ts); empty for defaults. */
+  WEBHOOK_SETTINGS?: string;
+  /** Development only: `1` logs every webhook queue message (the e2e plaintext scan reads the log). */
+  E2E_CHAT_QUEUE_TAP?: string;
   /** Development only: fault injection for the reliability suites (worker/faults.ts); ignored elsewhere. */
   E2E_CHAT_FAULTS?: string;
   /** Secret: access-token HMAC keys as `kid:base64url` pairs separated by commas, newest (signing) first. */

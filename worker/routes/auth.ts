@@ -59,6 +59,7 @@ import { LIMITS } from '../limits.js';
 import { log } from '../log.js';
 import { secretBytes } from '../secrets.js';
 import { valid } from '../validate.js';
+import { deviceEvent, identityChangedEvent, outboxEvents } from '../webhooks/outbox.js';
 import { jsonBody } from './input.js';
 
 /** Cookie name without its prefix; hono adds `__Host-` (and enforces Secure, Path=/, no Domain). */
@@ -1030,6 +1031,17 @@ async function resetIdentity(
   }
 
   const session = openSession(c.env, db, user.id, body.deviceId, now);
+  // Webhooks: contacts learn of the new identity key; the account's own endpoints of its device changes.
+  const listVersion = applied.verified.version;
+  const events = outboxEvents(db, [
+    identityChangedEvent({ userId: user.id, identityVersion: user.identityVersion + 1, at: now }),
+    ...applied.revoked
+      .filter((d) => d !== body.deviceId)
+      .map((deviceId) => deviceEvent('device.removed', { userId: user.id, deviceId, listVersion, at: now })),
+    ...applied.added.map((d) =>
+      deviceEvent('device.added', { userId: user.id, deviceId: d.deviceId, listVersion, at: now }),
+    ),
+  ]);
   // A concurrent device-list change (device-store.ts guard) rolls the whole reset back: 409, not a 500.
   const reset = db.batch([
     db
@@ -1071,10 +1083,12 @@ async function resetIdentity(
       },
       now,
     ),
+    ...events.statements,
   ]);
   await reset.catch((err: unknown) => {
     throw deviceListConflict(err) ?? err;
   });
+  await events.release(c.env, db);
   // Conversations drop the old devices' sockets and mailboxes and must address the new device from now on.
   const revoked = applied.revoked.filter((d) => d !== body.deviceId);
   await notifyConversations(c.env, db, user.id, async (stub) => {
