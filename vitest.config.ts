@@ -16,7 +16,7 @@ const secret = () => randomBytes(32).toString('base64url');
 
 /**
  * Three suites, one command (`npm test` runs them all; `--project <name>` runs one):
- *  - unit:    protocol core, client engine and scripts, in Node;
+ *  - unit:    protocol core, client engine, bot SDK and scripts, in Node;
  *  - worker:  the Worker and its Durable Objects inside workerd, with real D1 (migrations applied) and DOs;
  *  - browser: real Chromium (Debian's package, driven by playwright-core) against `npm run dev`,
  *             started and stopped by e2e/global-setup.ts.
@@ -29,7 +29,7 @@ export default defineConfig({
         resolve: { alias: workerdStub },
         test: {
           name: 'unit',
-          include: ['web/src/**/*.test.ts', 'scripts/**/*.test.ts', 'reliability/**/*.test.ts'],
+          include: ['web/src/**/*.test.ts', 'scripts/**/*.test.ts', 'reliability/**/*.test.ts', 'bots/**/*.test.ts'],
           environment: 'node',
           testTimeout: 30_000,
         },
