@@ -174,6 +174,8 @@ export class Bot {
   private readonly waiters = new Set<() => void>();
   private readonly background = new Set<Promise<unknown>>();
   private pollTimer: ReturnType<typeof setInterval> | null = null;
+  /** listen() was called: sockets stay open; otherwise (webhook mode) they close after each webhook. */
+  private listening = false;
   private closed = false;
   private kinds = new Map<string, 'direct' | 'group'>();
 
@@ -493,6 +495,7 @@ export class Bot {
    * `close()` to stop.
    */
   async listen(): Promise<void> {
+    this.listening = true;
     await this.engine.connect();
     await this.catchUp();
     const ms = this.opts.pollMs ?? 5_000;
@@ -546,8 +549,9 @@ export class Bot {
 
   /**
    * Webhook mode: verifies the request with the Standard Webhooks library against the bot's secrets (401 if
-   * none matches or the timestamp is off by more than 5 minutes), drops a `webhook-id` seen before (200), and
-   * otherwise syncs the mailbox — handlers run before this resolves — and answers 200. Works with any
+   * none matches or the timestamp is off by more than 5 minutes), drops a `webhook-id` already handled (200),
+   * and otherwise syncs the mailbox — handlers run before this resolves — and answers 200. The server waits
+   * 10 s for the answer; a slower handler makes it retry (the copy is dropped once the first one finished). Works with any
    * WHATWG `Request` (Node 20's global, a serverless runtime's, or `nodeRequest` below).
    */
   async handleWebhook(request: Request): Promise<Response> {
@@ -571,13 +575,9 @@ export class Bot {
       return Response.json({ error: { code: 'invalid_signature', message: 'no secret verifies it' } }, { status: 401 });
     }
     const id = headers['webhook-id'] ?? '';
-    const fresh = await this.store.transaction(async (tx) => {
-      const seen = (await readJson<string[]>(tx, K.seen)) ?? [];
-      if (seen.includes(id)) return false;
-      writeJson(tx, K.seen, [...seen.slice(-(SEEN_KEPT - 1)), id]);
-      return true;
-    });
-    if (!fresh) return Response.json({ ok: true, duplicate: true });
+    if (((await readJson<string[]>(this.store, K.seen)) ?? []).includes(id)) {
+      return Response.json({ ok: true, duplicate: true });
+    }
     switch (event.type) {
       case 'message.created':
       case 'conversation.member_added':
@@ -588,6 +588,17 @@ export class Bot {
         break;
       default:
         break;
+    }
+    // Remembered only once handled: a delivery retried after a crash mid-way is processed again (the
+    // engine drops envelopes it has, handlers resume after their mark), a later copy is dropped.
+    await this.store.transaction(async (tx) => {
+      const seen = (await readJson<string[]>(tx, K.seen)) ?? [];
+      if (!seen.includes(id)) writeJson(tx, K.seen, [...seen.slice(-(SEEN_KEPT - 1)), id]);
+    });
+    // Webhook mode keeps no socket between calls (replies opened one for their conversation).
+    if (!this.listening) {
+      await this.idle();
+      await this.engine.disconnect();
     }
     return Response.json({ ok: true });
   }
