@@ -15,13 +15,13 @@ export interface Person {
 }
 
 /** A separate browser profile (its own IndexedDB, cookies, storage) — one per simulated person. */
-export async function person(): Promise<Person> {
+export async function person(baseURL: string = inject('baseUrl')): Promise<Person> {
   const dir = mkdtempSync(join(tmpdir(), 'e2e-chat-profile-'));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: inject('chromiumPath'),
     args: CHROMIUM_ARGS,
     headless: true,
-    baseURL: inject('baseUrl'),
+    baseURL,
   });
   const page = context.pages()[0] ?? (await context.newPage());
   return {
@@ -104,16 +104,16 @@ export const uniq = (base: string) => `${base}${Date.now().toString(36)}${Math.f
 /**
  * The people of one test file: each a fresh profile with its own client address (registration is
  * rate-limited per address, and every test browser is the same address locally; `salt` keeps the files'
- * addresses apart). Closed after the file.
+ * addresses apart). Closed after the file. `baseUrl`: a server of the file's own instead of the shared one.
  */
-export function cast(salt: number): () => Promise<Person> {
+export function cast(salt: number, baseUrl?: () => string): () => Promise<Person> {
   const people: Person[] = [];
   let counter = 0;
   afterAll(async () => {
     for (const p of people) await p.close().catch(() => undefined);
   });
   return async () => {
-    const p = await person();
+    const p = await person(baseUrl?.());
     people.push(p);
     const n = ++counter;
     await p.context.setExtraHTTPHeaders({
