@@ -21,19 +21,13 @@ import {
   rawIndexedDb,
   register,
   screenshot,
+  send,
   startChat,
   uniq,
   waitForText,
 } from './browser.js';
 
 const newPerson = cast(0);
-
-async function send(page: Page, text: string): Promise<void> {
-  const composer = page.getByTestId('composer');
-  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
-  await composer.fill(text);
-  await composer.press('Enter');
-}
 
 /** The info lines (group changes) the open conversation shows. */
 const infoLines = (page: Page) => page.getByTestId('info-line').allTextContents();

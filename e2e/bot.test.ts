@@ -13,14 +13,13 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Page } from 'playwright-core';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSuiteServer } from '../reliability/server.js';
 import { webhookEventBody } from '../schema/webhooks.js';
 import { type DevServer, freePort } from '../scripts/dev-server.js';
 import { QUIET_ENV, ROOT } from '../scripts/local-env.js';
-import { cast, register, screenshot, uniq, waitForText } from './browser.js';
+import { cast, register, screenshot, send, startChat, uniq, waitForText } from './browser.js';
 
 let server: DevServer;
 beforeAll(async () => {
@@ -102,21 +101,6 @@ function recordingProxy(port: number, botPort: number): Promise<{ server: Server
     });
   });
   return new Promise((resolve) => proxy.listen(port, '127.0.0.1', () => resolve({ server: proxy, seen })));
-}
-
-async function startChat(page: Page, username: string): Promise<void> {
-  await page.getByRole('button', { name: 'New conversation' }).click();
-  await page.getByRole('menuitem', { name: 'New chat' }).click();
-  await page.getByRole('dialog').getByLabel('Username').fill(username);
-  await page.getByRole('button', { name: 'Start chat' }).click();
-  await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  const composer = page.getByTestId('composer');
-  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
-  await composer.fill(text);
-  await composer.press('Enter');
 }
 
 describe('bot SDK end to end', () => {

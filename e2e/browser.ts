@@ -135,6 +135,24 @@ export async function register(page: Page, username: string, shot?: string): Pro
   await expect.poll(() => page.getByTestId('me').textContent()).toBe(username);
 }
 
+/** Starts a direct chat with `username` from the chat list; returns the conversation id. */
+export async function startChat(page: Page, username: string): Promise<string> {
+  await page.getByRole('button', { name: 'New conversation' }).click();
+  await page.getByRole('menuitem', { name: 'New chat' }).click();
+  await page.getByRole('dialog').getByLabel('Username').fill(username);
+  await page.getByRole('button', { name: 'Start chat' }).click();
+  await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
+  return new URL(page.url()).pathname.split('/')[2]!;
+}
+
+/** Types `text` into the open conversation's composer (once it is enabled) and sends it. */
+export async function send(page: Page, text: string): Promise<void> {
+  const composer = page.getByTestId('composer');
+  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
+  await composer.fill(text);
+  await composer.press('Enter');
+}
+
 /** The message bodies the open conversation shows. */
 export const bodies = (page: Page) => page.getByTestId('message-body').allTextContents();
 
@@ -146,16 +164,6 @@ export async function waitForText(page: Page, text: string, timeout = 30_000): P
     await screenshot(page, `timeout-${Date.now()}`).catch(() => undefined);
     throw e;
   }
-}
-
-/** Starts a direct chat with `username` from the chat list; returns the conversation id. */
-export async function startChat(page: Page, username: string): Promise<string> {
-  await page.getByRole('button', { name: 'New conversation' }).click();
-  await page.getByRole('menuitem', { name: 'New chat' }).click();
-  await page.getByRole('dialog').getByLabel('Username').fill(username);
-  await page.getByRole('button', { name: 'Start chat' }).click();
-  await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
-  return new URL(page.url()).pathname.split('/')[2]!;
 }
 
 /** Opens conversation `id` from the list (conversations others start appear by polling, a few seconds). */

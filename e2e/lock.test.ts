@@ -7,18 +7,11 @@
  */
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
-import { cast, contains, PASSWORD, rawIndexedDb, register, screenshot, uniq, waitForText } from './browser.js';
+import { cast, contains, PASSWORD, rawIndexedDb, register, screenshot, send, uniq, waitForText } from './browser.js';
 
 const PASSPHRASE = 'plum tiger seven lanterns';
 const NEXT_PASSPHRASE = 'quiet harbour nine kites';
 const newPerson = cast(97);
-
-async function send(page: Page, text: string): Promise<void> {
-  const composer = page.getByTestId('composer');
-  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
-  await composer.fill(text);
-  await composer.press('Enter');
-}
 
 async function securityTab(page: Page): Promise<void> {
   await page.goto('/account');

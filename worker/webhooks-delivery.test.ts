@@ -101,6 +101,24 @@ async function endpointRow(id: string) {
   return (await db().select().from(schema.webhookEndpoints).where(eq(schema.webhookEndpoints.id, id)).get())!;
 }
 
+/** The endpoint's row once it has been disabled. */
+const disabled = (id: string, ms?: number) =>
+  waitFor(
+    `endpoint ${id} disabled`,
+    async () => {
+      const r = await endpointRow(id);
+      return r.enabled ? null : r;
+    },
+    ms,
+  );
+
+/** The delivery log once it holds `n` attempts (newest first). */
+const logged = (token: string, id: string, n: number) =>
+  waitFor(`${n} attempts logged`, async () => {
+    const d = await deliveries(token, id);
+    return d.length === n ? d : null;
+  });
+
 describe('webhook signatures (verified with standardwebhooks)', () => {
   it('a test event arrives with webhook-id / -timestamp / -signature that the reference library accepts', async () => {
     const u = await makeUser('wh');
@@ -121,10 +139,7 @@ describe('webhook signatures (verified with standardwebhooks)', () => {
     expect(() => new Webhook(ep.secret).verify(r!.body, { ...r!.headers, 'webhook-id': 'msg_other' })).toThrow(
       WebhookVerificationError,
     );
-    const log = await waitFor('the attempt in the log', async () => {
-      const d = await deliveries(tok, ep.id);
-      return d.length === 1 ? d : null;
-    });
+    const log = await logged(tok, ep.id, 1);
     expect(log[0]).toMatchObject({
       eventId,
       eventType: 'webhook.test',
@@ -179,17 +194,11 @@ describe('retries and disabling', () => {
     for (const r of got) verified(ep.secret, r);
     // Retries waited for the schedule (≥ 1 s apart; 10 % jitter allowed).
     expect(got[1]!.at - got[0]!.at).toBeGreaterThanOrEqual(800);
-    const row = await waitFor('disabled', async () => {
-      const r = await endpointRow(ep.id);
-      return r.enabled ? null : r;
-    });
+    const row = await disabled(ep.id);
     expect(row.disabledReason).toMatch(
       new RegExp(`^retries_exhausted: 3 attempts of ${eventId} \\(webhook.test\\) failed; last: HTTP 500$`),
     );
-    const log = await waitFor('3 attempts logged', async () => {
-      const d = await deliveries(tok, ep.id);
-      return d.length === 3 ? d : null;
-    });
+    const log = await logged(tok, ep.id, 3);
     expect(log.map((d) => [d.attempt, d.status, d.httpStatus, d.error])).toEqual([
       [3, 'failed', 500, 'http_status'],
       [2, 'failed', 500, 'http_status'],
@@ -214,14 +223,7 @@ describe('retries and disabling', () => {
     const name = uniq('slow');
     const ep = await endpoint(tok, name, 'timeout');
     await sendTest(tok, ep.id);
-    const row = await waitFor(
-      'disabled after timeouts',
-      async () => {
-        const r = await endpointRow(ep.id);
-        return r.enabled ? null : r;
-      },
-      30_000,
-    );
+    const row = await disabled(ep.id, 30_000);
     expect(row.disabledReason).toMatch(/^retries_exhausted: 3 attempts .* failed; last: timeout$/);
     const log = await deliveries(tok, ep.id);
     expect(log.map((d) => d.error)).toEqual(['timeout', 'timeout', 'timeout']);
@@ -236,10 +238,7 @@ describe('retries and disabling', () => {
     const ep = await endpoint(tok, name, 'flaky-2');
     await sendTest(tok, ep.id);
     await atLeast(name, 3);
-    const log = await waitFor('3 attempts logged', async () => {
-      const d = await deliveries(tok, ep.id);
-      return d.length === 3 ? d : null;
-    });
+    const log = await logged(tok, ep.id, 3);
     expect(log.map((d) => d.status)).toEqual(['succeeded', 'failed', 'failed']);
     const row = await endpointRow(ep.id);
     expect(row.enabled).toBe(true);
@@ -252,10 +251,7 @@ describe('retries and disabling', () => {
     const gone = uniq('gone');
     const g = await endpoint(tok, gone, 'gone');
     const goneId = await sendTest(tok, g.id);
-    const row = await waitFor('disabled by 410', async () => {
-      const r = await endpointRow(g.id);
-      return r.enabled ? null : r;
-    });
+    const row = await disabled(g.id);
     expect(row.disabledReason).toBe(`gone: the endpoint answered 410 Gone to ${goneId}`);
     expect(await received(gone)).toHaveLength(1);
 
@@ -263,10 +259,7 @@ describe('retries and disabling', () => {
     const r = await endpoint(tok, redir, 'redirect');
     await sendTest(tok, r.id);
     await atLeast(redir, 3);
-    const log = await waitFor('redirect attempts logged', async () => {
-      const d = await deliveries(tok, r.id);
-      return d.length === 3 ? d : null;
-    });
+    const log = await logged(tok, r.id, 3);
     expect(log.map((d) => [d.httpStatus, d.error])).toEqual([
       [302, 'redirect'],
       [302, 'redirect'],
