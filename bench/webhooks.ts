@@ -151,7 +151,8 @@ async function main() {
   });
   const port = await freePort();
   await new Promise<void>((resolve) => receiver.listen(port, '127.0.0.1', resolve));
-  const server = await startSuiteServer();
+  // A loaded machine needs longer than the default 90 s for a first `vite` start.
+  const server = await startSuiteServer({ timeoutMs: 300_000 });
   const rows: Row[] = [];
   try {
     for (const n of SIZES) {
