@@ -1,3 +1,8 @@
+CREATE TABLE `released_usernames` (
+	`name_hash` blob PRIMARY KEY NOT NULL,
+	`blocked_until` integer NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE `webhook_deliveries` (
 	`id` integer PRIMARY KEY AUTOINCREMENT NOT NULL,
 	`endpoint_id` text NOT NULL,
