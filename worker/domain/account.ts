@@ -74,8 +74,8 @@ export async function exportAccount(env: Pick<Env, 'DB'>, userId: string): Promi
     const mine = columns.filter((c) => isUserColumn(table, c));
     if (mine.length === 0) continue;
     const where = mine.map((c) => `${quote(c)} = ?1`).join(' OR ');
-    // sql-interpolation-ok: table and column names come from sqlite_master / pragma_table_info; the id is bound.
     const rows = await d1(env)
+      // sql-interpolation-ok: table and column names come from sqlite_master / pragma_table_info; the id is bound.
       .prepare(`SELECT * FROM ${quote(table)} WHERE ${where}`)
       .bind(userId)
       .all();
