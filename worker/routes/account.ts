@@ -30,7 +30,7 @@ export const account = new Hono<AppBindings>()
     const body = c.req.valid('json');
     const db = makeDb(c.env);
     const now = Date.now();
-    await reprovePassword(c.env, db, a.userId, clientKey(c), body.passwordPrehash, 'account_delete_failed', now);
+    await reprovePassword(c.env, db, a, clientKey(c), body.passwordPrehash, 'account_delete_failed', now);
     if (await totpEnabled(db, a.userId)) {
       await requireSecondFactor(c.env, db, a.userId, { code: body.code, recoveryCode: body.recoveryCode }, now);
     }
