@@ -13,6 +13,7 @@ import { createAttachments } from './attachments.js';
 import { createContacts } from './contacts.js';
 import { createConversations } from './conversations.js';
 import { createDevices } from './devices.js';
+import { createMessageActions } from './message-actions.js';
 import { createMessages } from './messages.js';
 import { createPeople } from './people.js';
 import { createSession } from './session.js';
@@ -38,6 +39,7 @@ export function StoreProvider(props: { children: JSX.Element; agent?: () => Agen
   createConversations(agent, actions, state, setState);
   createMessages(agent, actions, state, setState);
   createAttachments(agent, actions, state, setState);
+  createMessageActions(agent, actions, state, setState);
   createContacts(agent, actions, state, setState);
   createDevices(agent, actions, state, setState);
   createPeople(agent, actions, state, setState);

@@ -152,7 +152,16 @@ export interface Actions {
   // messages
   loadMessages(conversationId: string): Promise<void>;
   loadOlder(conversationId: string): Promise<number>;
-  send(conversationId: string, body: string): Promise<void>;
+  send(conversationId: string, body: string, opts?: { replyTo?: string }): Promise<void>;
+  // ---- issue 17: actions on messages (store/message-actions.ts) ----
+  /** Our reaction to a message ('' removes it). */
+  react(conversationId: string, messageId: string, emoji: string): Promise<void>;
+  /** Edits our own text message (within 24 h). */
+  editMessage(conversationId: string, messageId: string, body: string): Promise<void>;
+  /** Deletes a message for everyone (our own, or anyone's as a group's owner or admin). */
+  deleteForEveryone(conversationId: string, messageId: string): Promise<void>;
+  /** Loads older pages until the message is shown; false if this device does not have it. */
+  revealMessage(conversationId: string, messageId: string): Promise<boolean>;
   /** Sends a failed message again (it is replaced by the new one). */
   retrySend(conversationId: string, clientId: string): Promise<void>;
   /** Deletes a failed message from this device. */

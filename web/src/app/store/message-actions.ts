@@ -1,0 +1,37 @@
+/**
+ * Issue 17 — actions on messages (reply, react, edit, delete for everyone) and jumping to a quoted
+ * message. The engine applies each action at the server's seq on every device and announces the changed
+ * messages (`message_updated`, with our own pending action shown until it is sequenced), so these only
+ * call it; the message list follows the events.
+ * @module
+ */
+import type { Agent } from './agent.js';
+import type { Actions, SetState, State } from './state.js';
+
+/** Most older pages loaded while looking for a quoted message before giving up. */
+const MAX_PAGES_FOR_JUMP = 40;
+
+export function createMessageActions(agent: () => Agent, actions: Actions, state: State, _setState: SetState): void {
+  Object.assign(actions, {
+    async react(c: string, id: string, emoji: string) {
+      await agent().engine.react(c, id, emoji);
+    },
+    async editMessage(c: string, id: string, body: string) {
+      await agent().engine.editMessage(c, id, body);
+    },
+    async deleteForEveryone(c: string, id: string) {
+      await agent().engine.deleteForEveryone(c, id);
+    },
+    /**
+     * Makes sure the message `id` is in the loaded list (loading older pages while it is not) and returns
+     * whether it is: false when this device does not have it (it was deleted, expired or never arrived).
+     */
+    async revealMessage(c: string, id: string) {
+      const shown = () => (state.messages[c] ?? []).some((m) => m.clientId === id);
+      if (shown()) return true;
+      if ((await agent().engine.locate(c, id)) === null) return false;
+      for (let i = 0; i < MAX_PAGES_FOR_JUMP && !shown(); i++) if ((await actions.loadOlder(c)) === 0) break;
+      return shown();
+    },
+  } satisfies Partial<Actions>);
+}
