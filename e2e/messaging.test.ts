@@ -1,5 +1,5 @@
 /**
- * Everyday messaging in real Chromium (issue 17): two people reply (the quote jumps to the original),
+ * Everyday messaging in real Chromium (issue 17): two people see each other typing, reply (the quote jumps to the original),
  * react (grouped with counts, one per person, removable), edit ("edited" on both sides) and delete for
  * everyone (a placeholder on both sides, the reply's excerpt erased). Screens checked with axe in light and
  * dark, desktop and 390 px wide.
@@ -62,6 +62,14 @@ describe('everyday messaging in Chromium', () => {
     await waitForText(alice.page, 'what time is lunch?');
     await openConversation(bob.page, conv);
     await waitForText(bob.page, 'what time is lunch?', 60_000);
+
+    // Typing: Bob types and Alice sees it (relayed, never stored); clearing the composer takes it away.
+    const typing = alice.page.getByTestId('typing-indicator');
+    await bob.page.getByTestId('composer').fill('hmm');
+    await expect.poll(() => typing.textContent(), { timeout: 60_000 }).toBe(`${b} is typing…`);
+    await screenshot(alice.page, 'messaging-typing');
+    await bob.page.getByTestId('composer').fill('');
+    await expect.poll(() => typing.textContent(), { timeout: 30_000 }).toBe('');
 
     // Bob replies: the composer says what he is answering; Alice sees the quote with author and text.
     await (await menu(bob.page, 'what time is lunch?')).getByTestId('action-reply').click();

@@ -20,6 +20,7 @@ import { AttachmentContent, PaperclipIcon, UploadCardView } from './Attachments.
 import { ComposerContext, canAct, MessageMenu, QuoteBlock, Reactions } from './MessageActions.js';
 import { ConfirmDialog, Modal } from './Modal.js';
 import { SafetyNumber } from './SafetyNumber.js';
+import { TypingIndicator } from './Typing.js';
 import { Avatar, Banner, Button, errorText, focusRing, inputClass, Spinner } from './ui.js';
 
 const time = (ms: number) => new Date(ms).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
@@ -345,7 +346,10 @@ export function Conversation(props: { id: string }) {
     input?.focus();
     setTimeout(() => input?.focus(), 0); // after a dialog that opened this conversation has let go of focus
   });
-  onCleanup(() => actions.setActive(null));
+  onCleanup(() => {
+    actions.setActive(null);
+    void actions.typingChanged(props.id, false);
+  });
   // Files dropped anywhere on the conversation are attached (the paperclip button is the keyboard path).
   onMount(() => {
     const over = (e: DragEvent) => {
@@ -438,6 +442,7 @@ export function Conversation(props: { id: string }) {
     const reply = replyTo();
     setReplyTo(null);
     setDraft('');
+    void actions.typingChanged(props.id, false);
     setUnreadFrom(null);
     setAtBottom(true);
     try {
@@ -592,6 +597,9 @@ export function Conversation(props: { id: string }) {
           </button>
         </Show>
       </div>
+      <Show when={!removed() && conv()}>
+        <TypingIndicator conversationId={props.id} />
+      </Show>
 
       {/* ---- people: a message request is answered before anything goes back (store/people.ts) ---- */}
       <Show when={conv()?.requestState === 'request' && !removed()}>
@@ -666,7 +674,11 @@ export function Conversation(props: { id: string }) {
               class={`${inputClass} max-h-40 min-h-10 resize-none overflow-y-auto`}
               value={draft()}
               disabled={!conv() || blocked().length > 0}
-              onInput={(e) => setDraft(e.currentTarget.value)}
+              onInput={(e) => {
+                setDraft(e.currentTarget.value);
+                if (!editing()) void actions.typingChanged(props.id, e.currentTarget.value.trim() !== '');
+              }}
+              onBlur={() => void actions.typingChanged(props.id, false)}
               onKeyDown={(e) => {
                 if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
                   e.preventDefault();

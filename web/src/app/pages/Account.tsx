@@ -7,6 +7,7 @@ import { createSignal, For, onMount, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
 import { ConfirmDialog } from '../components/Modal.js';
 import { Qr } from '../components/Qr.js';
+import { TypingSetting } from '../components/Typing.js';
 import { Avatar, Banner, Button, createAction, errorText, Field, focusRing } from '../components/ui.js';
 import { deviceLabel, MIN_PASSWORD } from '../logic.js';
 import { createPasswordCheck } from '../password-strength-loader.js';
@@ -527,6 +528,16 @@ function Appearance() {
   );
 }
 
+/** Issue 17: privacy settings kept in this account's sealed store. */
+function Privacy() {
+  return (
+    <fieldset class={`${card} space-y-3`}>
+      <legend class="font-semibold">Privacy</legend>
+      <TypingSetting />
+    </fieldset>
+  );
+}
+
 const tab = `rounded-lg px-3 py-1.5 text-sm font-medium text-slate-600 data-[selected]:bg-white data-[selected]:text-slate-900 data-[selected]:shadow-sm dark:text-slate-300 dark:data-[selected]:bg-slate-800 dark:data-[selected]:text-white ${focusRing}`;
 
 // ---- people: profile name and picture, blocked people (issue 17) ----------------------------------------
@@ -674,6 +685,7 @@ export default function AccountPage() {
         </Tabs.Content>
         <Tabs.Content value="general" class="space-y-4">
           <Appearance />
+          <Privacy />
           <Sessions />
         </Tabs.Content>
         <Tabs.Content value="profile" class="space-y-4">

@@ -10,9 +10,42 @@ import type { Actions, SetState, State } from './state.js';
 
 /** Most older pages loaded while looking for a quoted message before giving up. */
 const MAX_PAGES_FOR_JUMP = 40;
+/** While someone keeps typing, "on" is sent again this often (receivers show it for TYPING_SHOW_MS). */
+export const TYPING_RESEND_MS = 3_000;
+/** How long a received "typing" is shown unless it is refreshed or turned off. */
+export const TYPING_SHOW_MS = 6_000;
+/** The engine pref behind the privacy setting (engine/typing.ts TYPING_PREF). */
+const TYPING_PREF = 'typingIndicators';
 
 export function createMessageActions(agent: () => Agent, actions: Actions, state: State, _setState: SetState): void {
+  /** When we last told each conversation we are typing (absent: we are not). */
+  const typingSince = new Map<string, number>();
   Object.assign(actions, {
+    // ---- typing indicators (ephemeral; the engine checks the privacy setting and what it may reach) ----
+    async typingChanged(c: string, active: boolean) {
+      const last = typingSince.get(c);
+      if (active) {
+        if (last !== undefined && Date.now() - last < TYPING_RESEND_MS) return;
+        typingSince.set(c, Date.now());
+      } else {
+        if (last === undefined) return;
+        typingSince.delete(c);
+      }
+      await agent()
+        .engine.typing(c, active)
+        .catch(() => false);
+    },
+    watchTyping(listener: (e: { conversationId: string; userId: string; on: boolean }) => void) {
+      return agent().onEvent((e) => {
+        if (e.type === 'typing') listener(e);
+      });
+    },
+    async typingIndicators() {
+      return (await agent().engine.getPref(TYPING_PREF)) !== false;
+    },
+    async setTypingIndicators(on: boolean) {
+      await agent().engine.setPref(TYPING_PREF, on);
+    },
     async react(c: string, id: string, emoji: string) {
       await agent().engine.react(c, id, emoji);
     },

@@ -162,6 +162,13 @@ export interface Actions {
   deleteForEveryone(conversationId: string, messageId: string): Promise<void>;
   /** Loads older pages until the message is shown; false if this device does not have it. */
   revealMessage(conversationId: string, messageId: string): Promise<boolean>;
+  /** The person is (still) typing in the composer, or stopped; sends at most one "on" per few seconds. */
+  typingChanged(conversationId: string, active: boolean): Promise<void>;
+  /** Follows received typing signals; returns the unsubscribe function. */
+  watchTyping(listener: (e: { conversationId: string; userId: string; on: boolean }) => void): () => void;
+  /** The privacy setting: typing indicators sent and shown (default on). */
+  typingIndicators(): Promise<boolean>;
+  setTypingIndicators(on: boolean): Promise<void>;
   /** Sends a failed message again (it is replaced by the new one). */
   retrySend(conversationId: string, clientId: string): Promise<void>;
   /** Deletes a failed message from this device. */
