@@ -78,7 +78,7 @@ describe('everyday messaging in Chromium', () => {
     await waitForText(alice.page, 'noon at the café', 60_000);
     const quote = bubble(alice.page, 'noon at the café').getByTestId('quote');
     await expect.poll(() => quote.textContent()).toContain('what time is lunch?');
-    expect(await quote.textContent()).toContain(b);
+    expect(await quote.textContent()).toContain(a); // the quoted message's author
     expect(await bob.page.getByTestId('replying-to').count()).toBe(0);
     // Activating the quote brings the original into view and marks it.
     await quote.click();
@@ -137,5 +137,38 @@ describe('everyday messaging in Chromium', () => {
     await bob.page.setViewportSize({ width: 390, height: 760 });
     await expectAccessible(bob.page, 'messaging-deleted-mobile');
     await bob.page.setViewportSize({ width: 1280, height: 720 });
+  }, 180_000);
+
+  it('a disappearing-message timer set in a direct chat is shown to both people, and the change is an info line', async () => {
+    const alice = await newPerson();
+    const bob = await newPerson();
+    const a = uniq('alice');
+    const b = uniq('bob');
+    await register(alice.page, a);
+    await register(bob.page, b);
+    const conv = await startChat(alice.page, b);
+    await send(alice.page, 'this one stays');
+    await waitForText(alice.page, 'this one stays');
+    await openConversation(bob.page, conv);
+    await waitForText(bob.page, 'this one stays', 60_000);
+    // Bob (a member of the direct chat) sets it in the conversation info.
+    await bob.page.getByRole('link', { name: 'Conversation info and safety numbers' }).click();
+    const select = bob.page.getByLabel('New messages disappear from every device after');
+    await expect.poll(() => select.isEnabled(), { timeout: 30_000 }).toBe(true);
+    await select.selectOption({ label: '5 minutes' });
+    await expect.poll(() => select.inputValue(), { timeout: 30_000 }).toBe('300');
+    await expectAccessible(bob.page, 'messaging-timer-setting');
+    await bob.page.getByRole('link', { name: 'Back to conversation' }).click();
+    await expect
+      .poll(() => bob.page.getByTestId('info-line').allTextContents(), { timeout: 30_000 })
+      .toContain('You set disappearing messages to 5 minutes');
+    // Alice's device verifies the signed entry and agrees.
+    await expect
+      .poll(() => alice.page.getByTestId('timer-badge').textContent(), { timeout: 60_000 })
+      .toContain('5 minutes');
+    await expect
+      .poll(() => alice.page.getByTestId('info-line').allTextContents(), { timeout: 30_000 })
+      .toContain(`${b} set disappearing messages to 5 minutes`);
+    await screenshot(alice.page, 'messaging-timer');
   }, 180_000);
 });

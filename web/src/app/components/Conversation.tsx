@@ -15,7 +15,7 @@ import { MAX_TEXT_BYTES } from '../../engine/messages.js';
 import { useConversationName, usePeerProfile } from '../pages/Chats.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
-import { buildTimeline, infoText, linkify } from '../timeline.js';
+import { buildTimeline, infoText, linkify, timerLabel } from '../timeline.js';
 import { AttachmentContent, PaperclipIcon, UploadCardView } from './Attachments.js';
 import { ComposerContext, canAct, MessageMenu, QuoteBlock, Reactions } from './MessageActions.js';
 import { ConfirmDialog, Modal } from './Modal.js';
@@ -486,6 +486,9 @@ export function Conversation(props: { id: string }) {
                   : status() === 'forbidden'
                     ? 'You are no longer a member'
                     : 'Connecting…'}
+            <Show when={!removed() && (conv()?.timer ?? 0) > 0}>
+              <span data-testid="timer-badge"> · Disappearing messages: {timerLabel(conv()?.timer ?? 0)}</span>
+            </Show>
           </p>
         </div>
         <Show when={conv()}>

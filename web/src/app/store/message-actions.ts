@@ -17,10 +17,19 @@ export const TYPING_SHOW_MS = 6_000;
 /** The engine pref behind the privacy setting (engine/typing.ts TYPING_PREF). */
 const TYPING_PREF = 'typingIndicators';
 
-export function createMessageActions(agent: () => Agent, actions: Actions, state: State, _setState: SetState): void {
+export function createMessageActions(agent: () => Agent, actions: Actions, state: State, setState: SetState): void {
   /** When we last told each conversation we are typing (absent: we are not). */
   const typingSince = new Map<string, number>();
   Object.assign(actions, {
+    /** Sets the disappearing-message timer (a signed membership entry), then shows the new state. */
+    async setTimer(c: string, seconds: number) {
+      await agent().engine.setTimer(c, seconds);
+      await actions.refreshConversation(c);
+      const info = await agent()
+        .engine.infoLines(c)
+        .catch(() => null);
+      if (info) setState('info', c, info);
+    },
     // ---- typing indicators (ephemeral; the engine checks the privacy setting and what it may reach) ----
     async typingChanged(c: string, active: boolean) {
       const last = typingSince.get(c);

@@ -162,6 +162,8 @@ export interface Actions {
   deleteForEveryone(conversationId: string, messageId: string): Promise<void>;
   /** Loads older pages until the message is shown; false if this device does not have it. */
   revealMessage(conversationId: string, messageId: string): Promise<boolean>;
+  /** Sets the disappearing-message timer (seconds, 0 = off). */
+  setTimer(conversationId: string, seconds: number): Promise<void>;
   /** The person is (still) typing in the composer, or stopped; sends at most one "on" per few seconds. */
   typingChanged(conversationId: string, active: boolean): Promise<void>;
   /** Follows received typing signals; returns the unsubscribe function. */
