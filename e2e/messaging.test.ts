@@ -9,7 +9,13 @@ import { describe, expect, it } from 'vitest';
 import { expectAccessible } from './a11y.js';
 import { bodies, cast, register, screenshot, uniq, waitForText } from './browser.js';
 
-const newPerson = cast(173);
+const cast173 = cast(173);
+/** A person whose page waits longer for navigations (registration runs argon2 on a shared, loaded machine). */
+const newPerson = async () => {
+  const p = await cast173();
+  p.page.setDefaultNavigationTimeout(120_000);
+  return p;
+};
 
 async function startChat(page: Page, username: string): Promise<string> {
   await page.getByRole('button', { name: 'New conversation' }).click();
@@ -109,6 +115,20 @@ describe('everyday messaging in Chromium', () => {
     await expect.poll(() => bubble(alice.page, '12:30 at the café').getByTestId('edited').count()).toBe(1);
     await expect.poll(() => bubble(bob.page, '12:30 at the café').getByTestId('edited').count()).toBe(1);
     await screenshot(alice.page, 'messaging-reply-react-edit');
+
+    // Search runs over this device's decrypted store: ignoring case and accents, it finds the edited text,
+    // and a result opens the conversation at the message.
+    await alice.page.getByLabel('Search messages').fill('CAFE');
+    const result = alice.page.getByTestId('search-result');
+    await expect
+      .poll(() => result.allTextContents(), { timeout: 30_000 })
+      .toEqual([expect.stringContaining('12:30 at the café')]);
+    await expectAccessible(alice.page, 'messaging-search');
+    await result.first().click();
+    await expect
+      .poll(() => bubble(alice.page, '12:30 at the café').getAttribute('data-highlight'), { timeout: 10_000 })
+      .toBe('true');
+    await alice.page.getByLabel('Search messages').fill('');
     await expectAccessible(alice.page, 'messaging-conversation');
 
     // Alice opens a menu: the menu itself passes axe too.

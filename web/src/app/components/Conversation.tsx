@@ -20,6 +20,7 @@ import { AttachmentContent, PaperclipIcon, UploadCardView } from './Attachments.
 import { ComposerContext, canAct, MessageMenu, QuoteBlock, Reactions } from './MessageActions.js';
 import { ConfirmDialog, Modal } from './Modal.js';
 import { SafetyNumber } from './SafetyNumber.js';
+import { pendingJump, takePendingJump } from './Search.js';
 import { TypingIndicator } from './Typing.js';
 import { Avatar, Banner, Button, errorText, focusRing, inputClass, Spinner } from './ui.js';
 
@@ -278,6 +279,17 @@ export function Conversation(props: { id: string }) {
       setTimeout(() => delete el.dataset.highlight, 2000);
     });
   };
+  // A search result opened this conversation (or asks for another message in it): jump there once loaded.
+  createEffect(
+    on(
+      () => [pendingJump(), state.messages[props.id] !== undefined] as const,
+      ([, loaded]) => {
+        if (!loaded) return;
+        const id = takePendingJump(props.id);
+        if (id) void jumpTo(id);
+      },
+    ),
+  );
   const bubbleActions = {
     get moderator() {
       return moderator();

@@ -6,6 +6,7 @@ import { Tabs } from '@kobalte/core/tabs';
 import { createSignal, For, onMount, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
 import { ConfirmDialog } from '../components/Modal.js';
+import { NotificationSetting } from '../components/Notifications.js';
 import { Qr } from '../components/Qr.js';
 import { TypingSetting } from '../components/Typing.js';
 import { Avatar, Banner, Button, createAction, errorText, Field, focusRing } from '../components/ui.js';
@@ -534,6 +535,7 @@ function Privacy() {
     <fieldset class={`${card} space-y-3`}>
       <legend class="font-semibold">Privacy</legend>
       <TypingSetting />
+      <NotificationSetting />
     </fieldset>
   );
 }

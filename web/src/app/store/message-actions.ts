@@ -5,6 +5,7 @@
  * call it; the message list follows the events.
  * @module
  */
+import type { EngineEvent } from '../../engine/context.js';
 import type { Agent } from './agent.js';
 import type { Actions, SetState, State } from './state.js';
 
@@ -29,6 +30,17 @@ export function createMessageActions(agent: () => Agent, actions: Actions, state
         .engine.infoLines(c)
         .catch(() => null);
       if (info) setState('info', c, info);
+    },
+    /** Searches this device's decrypted messages (newest first); nothing is sent anywhere. */
+    async searchMessages(query: string) {
+      return agent().engine.search(query, { limit: 50 });
+    },
+    watchEvents(listener: (e: EngineEvent) => void) {
+      return agent().onEvent(listener);
+    },
+    getUiPref: (key: string) => agent().engine.getPref(key),
+    async setUiPref(key: string, value: unknown) {
+      await agent().engine.setPref(key, value);
     },
     // ---- typing indicators (ephemeral; the engine checks the privacy setting and what it may reach) ----
     async typingChanged(c: string, active: boolean) {

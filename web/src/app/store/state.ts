@@ -3,7 +3,7 @@
  * @module
  */
 import type { SetStoreFunction } from 'solid-js/store';
-import type { MessageView } from '../../engine/context.js';
+import type { EngineEvent, MessageView } from '../../engine/context.js';
 import type { ConversationView } from '../../engine/engine.js';
 import type { InfoLine } from '../../engine/info.js';
 import type { PeopleView } from '../../engine/people.js';
@@ -162,6 +162,13 @@ export interface Actions {
   deleteForEveryone(conversationId: string, messageId: string): Promise<void>;
   /** Loads older pages until the message is shown; false if this device does not have it. */
   revealMessage(conversationId: string, messageId: string): Promise<boolean>;
+  /** Searches this device's decrypted messages (newest first); nothing leaves the device. */
+  searchMessages(query: string): Promise<MessageView[]>;
+  /** Follows every engine event (notifications); returns the unsubscribe function. */
+  watchEvents(listener: (e: EngineEvent) => void): () => void;
+  /** Small UI preferences in the sealed store (notifications). */
+  getUiPref(key: string): Promise<unknown>;
+  setUiPref(key: string, value: unknown): Promise<void>;
   /** Sets the disappearing-message timer (seconds, 0 = off). */
   setTimer(conversationId: string, seconds: number): Promise<void>;
   /** The person is (still) typing in the composer, or stopped; sends at most one "on" per few seconds. */
