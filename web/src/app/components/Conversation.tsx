@@ -105,6 +105,8 @@ interface BubbleActions {
   readonly onEdit: (m: MessageView) => void;
   readonly onDelete: (m: MessageView) => void;
   readonly onJump: (id: string) => void;
+  /** The message a jump just brought into view (marked for a few seconds). */
+  readonly highlighted: string | null;
 }
 
 function Bubble(props: { m: MessageView; showSender: boolean; act?: BubbleActions }) {
@@ -144,6 +146,7 @@ function Bubble(props: { m: MessageView; showSender: boolean; act?: BubbleAction
       data-status={props.m.status}
       data-outgoing={out() ? 'true' : 'false'}
       data-message-id={props.m.clientId}
+      data-highlight={props.act?.highlighted === props.m.clientId ? 'true' : undefined}
       tabindex="-1"
     >
       <Show when={out()}>{menu()}</Show>
@@ -264,19 +267,20 @@ export function Conversation(props: { id: string }) {
   const [replyTo, setReplyTo] = createSignal<MessageView | null>(null);
   const [editing, setEditing] = createSignal<MessageView | null>(null);
   const [deleting, setDeleting] = createSignal<MessageView | null>(null);
+  const [highlighted, setHighlighted] = createSignal<string | null>(null);
   const moderator = () => conv()?.kind === 'group' && (conv()?.myRole === 'owner' || conv()?.myRole === 'admin');
   const jumpTo = async (id: string) => {
     if (!(await actions.revealMessage(props.id, id))) {
       actions.toast('The original message is not on this device any more.', 'info');
       return;
     }
+    setHighlighted(id);
+    setTimeout(() => setHighlighted((h) => (h === id ? null : h)), 3000);
     queueMicrotask(() => {
       const el = scroller.querySelector<HTMLElement>(`[data-message-id="${CSS.escape(id)}"]`);
       if (!el) return;
       el.scrollIntoView({ block: 'center' });
       el.focus({ preventScroll: true });
-      el.dataset.highlight = 'true';
-      setTimeout(() => delete el.dataset.highlight, 2000);
     });
   };
   // A search result opened this conversation (or asks for another message in it): jump there once loaded.
@@ -293,6 +297,9 @@ export function Conversation(props: { id: string }) {
   const bubbleActions = {
     get moderator() {
       return moderator();
+    },
+    get highlighted() {
+      return highlighted();
     },
     onReply: (m: MessageView) => {
       setEditing(null);

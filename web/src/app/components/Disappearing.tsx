@@ -16,7 +16,7 @@ export function DisappearingSetting(props: { id: string }) {
   const [error, setError] = createSignal<string | null>(null);
   const allowed = () => {
     const c = conv();
-    if (!c || !c.myRole) return false;
+    if (!c?.myRole) return false;
     return c.kind === 'direct' || c.members.length <= 2 || c.myRole === 'owner' || c.myRole === 'admin';
   };
   const current = () => conv()?.timer ?? 0;
