@@ -40,7 +40,11 @@ async function send(page: Page, text: string): Promise<void> {
 }
 
 /** The message bubble (list item) showing `text`. */
-const bubble = (page: Page, text: string) => page.getByTestId('message').filter({ hasText: text }).last();
+const bubble = (page: Page, text: string) =>
+  page
+    .getByTestId('message')
+    .filter({ has: page.getByTestId('message-body').filter({ hasText: text }) }) // not a reply quoting it
+    .last();
 
 /** Opens a message's action menu once it is sequenced (the menu is offered only then). */
 async function menu(page: Page, text: string) {
