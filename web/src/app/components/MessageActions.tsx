@@ -48,10 +48,10 @@ export function QuoteBlock(props: { quote: QuoteView; outgoing: boolean; onJump:
       onClick={() => props.onJump(props.quote.id)}
       data-testid="quote"
       data-quote-id={props.quote.id}
-      aria-label={`Reply to ${actions.nameOf(props.quote.author)}: ${props.quote.text ?? 'original message deleted'}. Show the original.`}
     >
       <span class="block font-semibold">{actions.nameOf(props.quote.author)}</span>
       <span class="line-clamp-2 break-words">{props.quote.text ?? <em>The original message was deleted.</em>}</span>
+      <span class="sr-only"> (show the original message)</span>
     </button>
   );
 }
