@@ -42,7 +42,7 @@ export function QuoteBlock(props: { quote: QuoteView; outgoing: boolean; onJump:
       type="button"
       class={`mb-1 block w-full rounded-md border-l-4 px-2 py-1 text-left text-xs ${
         props.outgoing
-          ? 'border-white/80 bg-white/15 text-white'
+          ? 'border-white/80 bg-blue-800 text-white'
           : 'border-blue-600 bg-slate-100 text-slate-800 dark:border-blue-400 dark:bg-slate-700 dark:text-slate-100'
       } ${focusRing}`}
       onClick={() => props.onJump(props.quote.id)}
