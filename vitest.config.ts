@@ -53,6 +53,10 @@ export default defineConfig({
                 JWT_SIGNING_KEYS: `test-a:${secret()},test-b:${secret()}`,
                 TOTP_ENCRYPTION_KEY: secret(),
                 TOKEN_HASH_KEY: secret(),
+                // A fresh log key per run; tests derive its public half (worker/test/kt.ts).
+                KT_LOG_SIGNING_KEY: secret(),
+                // Heads signed at least every 50 ms, so tests see new entries in fresh heads quickly.
+                KT_CONFIG: JSON.stringify({ headIntervalMs: 50 }),
                 TEST_MIGRATIONS: await readD1Migrations('./schema/migrations'),
               },
             },

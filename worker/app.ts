@@ -20,6 +20,7 @@ import { devices } from './routes/devices.js';
 import { graphql } from './routes/graphql.js';
 import { health } from './routes/health.js';
 import { keys } from './routes/keys.js';
+import { kt } from './routes/kt.js';
 import { mailbox } from './routes/mailbox.js';
 import { profile, settings } from './routes/people.js';
 import { probe } from './routes/probe.js';
@@ -69,6 +70,7 @@ app.route('/api/users', users);
 app.route('/api/attachments', attachments);
 app.route('/api/profile', profile);
 app.route('/api/settings', settings);
+app.route('/api/kt', kt);
 // ROUTES: sub-apps are mounted above this line.
 
 app.notFound((c) => c.json({ error: { code: 'not_found', message: 'no such route' } }, 404));

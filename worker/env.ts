@@ -1,5 +1,6 @@
 /** Bindings and secrets the Worker receives (wrangler.toml + .dev.vars / `wrangler secret put`). */
 import type { ConversationDO } from './conversation.js';
+import type { KeyLogDO } from './kt-log.js';
 import type { RateLimiter } from './limiter.js';
 import type { ProbeDO } from './probe.js';
 
@@ -11,6 +12,8 @@ export interface Env {
   PROBE: DurableObjectNamespace<ProbeDO>;
   /** Encrypted attachment blobs (object key = attachment id); worker/domain/attachments.ts. */
   ATTACHMENTS: R2Bucket;
+  /** The key-transparency log (worker/kt-log.ts): one object, `idFromName('kt-log')`. */
+  KT_LOG: DurableObjectNamespace<KeyLogDO>;
   ASSETS?: Fetcher;
   /** "production" in wrangler.toml; "development" from .dev.vars; "test" in the workers test pool. */
   APP_ENV: string;
@@ -22,6 +25,12 @@ export interface Env {
   DELIVERY_LIMITS?: string;
   /** JSON overrides for attachment quotas and retention (see worker/domain/attachments.ts); empty for defaults. */
   ATTACHMENT_LIMITS?: string;
+  /** JSON overrides for the key-transparency log (see worker/kt-log.ts KT_DEFAULTS); empty for defaults. */
+  KT_CONFIG?: string;
+  /** The log key's public half (base64url), also built into the client; checked against the secret. */
+  KT_LOG_PUBLIC_KEY?: string;
+  /** Development only: a key-transparency tampering server for the browser tests (worker/kt-tamper.ts). */
+  E2E_CHAT_KT_TAMPER?: string;
   /** Development only: fault injection for the reliability suites (worker/faults.ts); ignored elsewhere. */
   E2E_CHAT_FAULTS?: string;
   /** Secret: access-token HMAC keys as `kid:base64url` pairs separated by commas, newest (signing) first. */
@@ -30,6 +39,8 @@ export interface Env {
   TOTP_ENCRYPTION_KEY: string;
   /** Secret: base64url HMAC key for stored token/recovery-code hashes and client-address hashes. */
   TOKEN_HASH_KEY: string;
+  /** Secret: base64url 32-byte Ed25519 seed of the key-transparency log key (signs tree heads). */
+  KT_LOG_SIGNING_KEY: string;
 }
 
 export interface AuthContext {

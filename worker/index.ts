@@ -11,6 +11,7 @@ import type { Env } from './env.js';
 import { log } from './log.js';
 
 export { ConversationDO } from './conversation.js';
+export { KeyLogDO } from './kt-log.js';
 export { RateLimiter } from './limiter.js';
 export { ProbeDO } from './probe.js';
 

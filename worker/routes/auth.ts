@@ -50,6 +50,7 @@ import { type Db, makeDb, schema } from '../db.js';
 import { applyDeviceList, deviceListConflict, type Statement } from '../device-store.js';
 import { auditInsert, isConstraintError, writeBatch } from '../domain/common.js';
 import { notifyConversations } from '../domain/devices.js';
+import { ktRecordKey } from '../domain/kt.js';
 import type { AppBindings, Env } from '../env.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit, type Reservation, resetRateLimit } from '../limiter.js';
@@ -408,6 +409,13 @@ async function registerAccount(
     if (isConstraintError(err, 'users.id')) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
     throw deviceListConflict(err) ?? err;
   }
+  // Key transparency: the new account's key enters the log (best effort here; a lookup heals a lost append).
+  await ktRecordKey(c.env, {
+    userId: body.userId,
+    username: name,
+    identityKey: body.userIdentityKey,
+    identityVersion: 1,
+  });
   return c.json(await tokens(c, { userId: body.userId, deviceId: body.deviceId, ...session }), 201);
 }
 
@@ -1071,6 +1079,12 @@ async function resetIdentity(
   ]);
   await reset.catch((err: unknown) => {
     throw deviceListConflict(err) ?? err;
+  });
+  await ktRecordKey(c.env, {
+    userId: user.id,
+    username: name,
+    identityKey: body.userIdentityKey,
+    identityVersion: user.identityVersion + 1,
   });
   // Conversations drop the old devices' sockets and mailboxes and must address the new device from now on.
   const revoked = applied.revoked.filter((d) => d !== body.deviceId);
