@@ -167,6 +167,7 @@ export const CONTENT_VERSIONS = {
   skd: 1,
   att: 1,
   pk: 1,
+  kth: 1,
 } as const;
 /** Longest content type name (`t`): bounds what an unsupported message records. */
 export const MAX_CONTENT_TYPE_LEN = 32;

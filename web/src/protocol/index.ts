@@ -35,6 +35,7 @@ export {
   isReaction,
   isTimerSeconds,
   type ProfileKeyContent,
+  type KtHeadContent,
   type Quote,
   quoteExcerpt,
   type ReactContent,

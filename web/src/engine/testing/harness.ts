@@ -27,7 +27,7 @@ export interface World {
 export async function makeWorld(opts: { now?: () => number } = {}): Promise<World> {
   const curves = await defaultCurves();
   const now = opts.now ?? Date.now;
-  return { curves, server: new FakeServer({ curves, now }), now };
+  return { curves, server: await FakeServer.create({ curves, now }), now };
 }
 
 export interface Client {
@@ -38,14 +38,21 @@ export interface Client {
   readonly deviceId: string;
 }
 
+/**
+ * Key-transparency options for test engines on `w`: its log's key, and no head gossip unless asked (most
+ * tests count envelopes exactly; transparency.test.ts turns gossip on).
+ */
+export const ktOptions = (w: World, gossip = false) => ({ logKey: w.server.ktLogKey, gossip });
+
 export function engineOn(
   w: World,
   userId: string,
   deviceId: string,
   store: Store,
   locks: EngineLocks,
-  extra: Partial<EngineOptions> = {},
+  extra: Partial<EngineOptions> & { gossip?: boolean } = {},
 ): Engine {
+  const { gossip, ...rest } = extra;
   return createEngine({
     store,
     api: w.server.api(userId, deviceId),
@@ -56,7 +63,8 @@ export function engineOn(
     locks,
     keystore: { batch: 4, watermark: 2 },
     backoff: { baseMs: 5, maxMs: 40 },
-    ...extra,
+    kt: ktOptions(w, gossip),
+    ...rest,
   });
 }
 
@@ -65,14 +73,22 @@ export async function newClient(
   w: World,
   userId: string,
   deviceId = `${userId}-1`,
-  opts: { store?: Store; locks?: EngineLocks; register?: boolean; engine?: Partial<EngineOptions> } = {},
+  opts: {
+    store?: Store;
+    locks?: EngineLocks;
+    register?: boolean;
+    username?: string;
+    gossip?: boolean;
+    engine?: Partial<EngineOptions>;
+  } = {},
 ): Promise<Client> {
   const store = opts.store ?? memoryStore();
   const locks = opts.locks ?? memoryLocks();
-  const engine = engineOn(w, userId, deviceId, store, locks, opts.engine);
+  const engine = engineOn(w, userId, deviceId, store, locks, { ...opts.engine, gossip: opts.gossip });
   const id = await engine.bootstrap({ userId, deviceId });
   if (opts.register !== false) {
-    await w.server.register(id.deviceList);
+    await w.server.register(id.deviceList, opts.username);
+    await engine.setOwnUsername(opts.username ?? userId);
     await engine.publishPrekeys();
   }
   return { engine, store, locks, userId, deviceId };
