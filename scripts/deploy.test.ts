@@ -5,7 +5,7 @@
  * The real wrangler runs offline (`--dry-run`); account calls go to a stand-in (E2E_CHAT_WRANGLER).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';

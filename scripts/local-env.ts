@@ -60,24 +60,27 @@ export function readVars(path: string): Record<string, string> {
  * The key-transparency log's public key the client is built with (vite.config.ts): `KT_LOG_PUBLIC_KEY` from
  * the environment; else, when building for a deployed environment (CLOUDFLARE_ENV names an `[env.*]` of
  * wrangler.toml), that env's var — never a local key; else the top-level var; else — local development and
- * tests — the `.dev.vars` file the local Worker uses (`.dev.vars.<CLOUDFLARE_ENV>` if there is one). Empty
+ * tests — the local `.dev.vars`. Empty
  * when none is set: such a build refuses every key (no key is trusted without the log).
  */
-export function ktLogPublicKeyForBuild(
-  wranglerToml = process.env.E2E_CHAT_WRANGLER_CONFIG ?? `${ROOT}wrangler.toml`,
-): { key: string; source: string } {
+export function ktLogPublicKeyForBuild(wranglerToml = process.env.E2E_CHAT_WRANGLER_CONFIG ?? `${ROOT}wrangler.toml`): {
+  key: string;
+  source: string;
+} {
   if (process.env.KT_LOG_PUBLIC_KEY) return { key: process.env.KT_LOG_PUBLIC_KEY, source: 'environment' };
   const toml = existsSync(wranglerToml) ? readFileSync(wranglerToml, 'utf8') : '';
   const env = process.env.CLOUDFLARE_ENV;
   if (env && toml.includes(`[env.${env}.vars]`)) {
     const section = toml.split(`[env.${env}.vars]`)[1]!.split(/^\[/m)[0]!;
-    return { key: /^KT_LOG_PUBLIC_KEY\s*=\s*"([^"]*)"/m.exec(section)?.[1] ?? '', source: `wrangler.toml [env.${env}.vars]` };
+    return {
+      key: /^KT_LOG_PUBLIC_KEY\s*=\s*"([^"]*)"/m.exec(section)?.[1] ?? '',
+      source: `wrangler.toml [env.${env}.vars]`,
+    };
   }
   const top = toml.split(/^\[vars\]/m)[1]?.split(/^\[/m)[0] ?? '';
   const fromToml = /^KT_LOG_PUBLIC_KEY\s*=\s*"([^"]*)"/m.exec(top)?.[1];
   if (fromToml) return { key: fromToml, source: 'wrangler.toml [vars]' };
-  const file = env && existsSync(`${ROOT}.dev.vars.${env}`) ? `${ROOT}.dev.vars.${env}` : `${ROOT}.dev.vars`;
-  const vars = readVars(file);
+  const vars = readVars(`${ROOT}.dev.vars`);
   if (vars.KT_LOG_PUBLIC_KEY) return { key: vars.KT_LOG_PUBLIC_KEY, source: 'local .dev.vars' };
   return { key: '', source: 'none' };
 }

@@ -18,6 +18,7 @@ import { createMessages } from './messages.js';
 import { createPeople } from './people.js';
 import { createSession } from './session.js';
 import { type Actions, initialState, type State } from './state.js';
+import { createTransparency } from './transparency.js';
 import { createUi } from './ui.js';
 
 export type { Actions, State };
@@ -43,6 +44,7 @@ export function StoreProvider(props: { children: JSX.Element; agent?: () => Agen
   createContacts(agent, actions, state, setState);
   createDevices(agent, actions, state, setState);
   createPeople(agent, actions, state, setState);
+  createTransparency(agent, actions, state, setState);
   return <StoreContext.Provider value={{ state, actions }}>{props.children}</StoreContext.Provider>;
 }
 

@@ -7,6 +7,7 @@ import type { EngineEvent, MessageView } from '../../engine/context.js';
 import type { ConversationView } from '../../engine/engine.js';
 import type { InfoLine } from '../../engine/info.js';
 import type { PeopleView } from '../../engine/people.js';
+import type { KtAlert } from '../../engine/transparency.js';
 import type { ConnectionStatus } from '../../engine/transport.js';
 import type { DeviceInfo, LoginResult, Me, Progress } from '../session-api.js';
 import type { DownloadState, UploadCard } from './attachments.js';
@@ -71,6 +72,8 @@ export interface State {
   profiles: Record<string, ProfileState>;
   /** Our blocks, mutes and accepted people (sealed private settings); null until loaded. */
   people: PeopleView | null;
+  /** Key-transparency security warnings, newest first (store/transparency.ts). */
+  ktAlerts: KtAlert[];
 }
 
 export interface ProfileState {
@@ -106,6 +109,7 @@ export const initialState = (): State => ({
   downloads: {},
   profiles: {},
   people: null,
+  ktAlerts: [],
 });
 
 export interface Actions {
@@ -229,6 +233,9 @@ export interface Actions {
   requesterOf(conversationId: string): Promise<string | null>;
   /** The display name from the person's profile ('' if none or not shared with us). */
   profileName(userId: string): string;
+  // key transparency
+  loadKtAlerts(): Promise<void>;
+  dismissKtAlert(id: string): Promise<void>;
   // ui
   setTheme(t: Theme): void;
   toast(text: string, kind?: Toast['kind']): void;
