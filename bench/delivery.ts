@@ -16,13 +16,13 @@
  * This is a benchmark, not a test: it prints figures and asserts only that nothing was lost.
  * @module
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WIRE_VERSION } from '../schema/wire.js';
-import { freePort, startDevServer } from '../scripts/dev-server.js';
+import { startDevServer } from '../scripts/dev-server.js';
 import { ensureDevVars, QUIET_ENV, ROOT } from '../scripts/local-env.js';
 import {
   ACK_EVERY,
