@@ -4,8 +4,8 @@ import { cloudflare } from '@cloudflare/vite-plugin';
 import tailwindcss from '@tailwindcss/vite';
 import { defineConfig } from 'vite';
 import solid from 'vite-plugin-solid';
-import { relayRefusedUpgrades } from './scripts/vite-refused-upgrades.js';
 import { ktLogPublicKeyForBuild } from './scripts/local-env.js';
+import { relayRefusedUpgrades } from './scripts/vite-refused-upgrades.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
