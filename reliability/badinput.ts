@@ -378,6 +378,11 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
   'PUT /api/profile': { auth: 'bearer', json: true, keys: ['profile'], body: (w) => peopleBody('profile', w) },
   'GET /api/settings': { auth: 'bearer' },
   'PUT /api/settings': { auth: 'bearer', json: true, keys: ['settings'], body: (w) => peopleBody('settings', w) },
+  // key transparency (public: heads and proofs name nobody)
+  'GET /api/kt/key': { auth: 'none' },
+  'GET /api/kt/head': { auth: 'none' },
+  'GET /api/kt/heads': { auth: 'none', query: 'after=:q&limit=:q' },
+  'GET /api/kt/consistency': { auth: 'none', query: 'from=:q&to=:q' },
 };
 
 /** A fresh reservation by `a` in `conv` (never uploaded unless the caller does); its id. */
