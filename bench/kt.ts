@@ -108,10 +108,12 @@ async function benchDo(): Promise<string> {
       times.push(r.ms);
       bytes = r.bytes;
     }
+    const stats = (await (await fetch(`${server.url}/stats?log=${grown}`)).json()) as { databaseBytes: number };
     proveRow = [
       `proveLatest at ${fmt(size)} entries (DO-side, median of 30)`,
       `${fmt(median(times), 1)} ms`,
       `${bytes} B`,
+      `${fmt(stats.databaseBytes / size)} B`,
     ];
   } finally {
     await server.stop();
@@ -128,7 +130,11 @@ async function benchDo(): Promise<string> {
       'right',
     ]),
     '',
-    markdownTable(['log DO proof', 'time', 'entry + head + proof'], [proveRow], ['left', 'right', 'right']),
+    markdownTable(
+      ['log DO proof', 'time', 'entry + head + proof', 'SQLite bytes per entry'],
+      [proveRow],
+      ['left', 'right', 'right', 'right'],
+    ),
   ].join('\n');
 }
 

@@ -19,7 +19,8 @@ import {
   verifyTreeHead,
 } from '../web/src/protocol/transparency.js';
 import { KtStore } from './kt/store.js';
-import type { KtAppend } from './kt-log.js';
+import { type KtAppend, logSigningKey } from './kt-log.js';
+import { ConfigError } from './secrets.js';
 import { makeUser } from './test/directory-fixtures.js';
 import { api, freshIp, newIdentity, registerUser, rng, signedChallenge } from './test/fixtures.js';
 
@@ -221,6 +222,22 @@ describe('the log object', () => {
     expect(h2.root).toEqual(h1.root);
     // One row per size: the re-signed head replaced the older one.
     expect((await log.heads(0, 10)).length).toBe(1);
+  });
+});
+
+describe('the log key', () => {
+  it('a missing, malformed or mismatched key is a configuration error, never a silent default', async () => {
+    await expect(logSigningKey({ KT_LOG_SIGNING_KEY: '' })).rejects.toThrow(ConfigError);
+    await expect(logSigningKey({ KT_LOG_SIGNING_KEY: 'not base64url!' })).rejects.toThrow(/base64url/);
+    await expect(logSigningKey({ KT_LOG_SIGNING_KEY: toB64u(rng(16)) })).rejects.toThrow(/32-byte/);
+    const seed = toB64u(rng(32));
+    const key = await logSigningKey({ KT_LOG_SIGNING_KEY: seed });
+    expect(
+      (await logSigningKey({ KT_LOG_SIGNING_KEY: seed, KT_LOG_PUBLIC_KEY: toB64u(key.publicKey) })).publicKey,
+    ).toEqual(key.publicKey);
+    await expect(
+      logSigningKey({ KT_LOG_SIGNING_KEY: seed, KT_LOG_PUBLIC_KEY: toB64u(await logPublic()) }),
+    ).rejects.toThrow(/does not belong/);
   });
 });
 

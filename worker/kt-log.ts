@@ -325,8 +325,13 @@ export class KeyLogDO extends DurableObject<Env> {
     return r!;
   }
 
-  /** For tests and the benchmark: tree size, commits since start, heads stored. */
-  stats(): { size: number; commits: number; latestHeadSize: number | null } {
-    return { size: this.store.treeSize, commits: this.commits, latestHeadSize: this.store.latestHead()?.size ?? null };
+  /** For tests and the benchmark: tree size, commits since start, the newest head's size, SQLite bytes. */
+  stats(): { size: number; commits: number; latestHeadSize: number | null; databaseBytes: number } {
+    return {
+      size: this.store.treeSize,
+      commits: this.commits,
+      latestHeadSize: this.store.latestHead()?.size ?? null,
+      databaseBytes: this.ctx.storage.sql.databaseSize,
+    };
   }
 }

@@ -70,14 +70,18 @@ export async function ktRecordDeletion(env: Env, userId: string): Promise<KtAppe
   return ktLog(env).recordDeletion(userId);
 }
 
-/** The user's latest entry proven against a fresh head (healing a missing append from D1's state). */
-export async function proveUser(env: Env, u: UserKey): Promise<KtProofJson | null> {
-  let proof: KtProof | null;
+/** A call into the log object: its failure is 503 `kt_unavailable` (logged by type), never a bare 500. */
+export async function ktCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
   try {
-    proof = await ktLog(env).proveLatest(u.userId, keyEntry(u));
+    return await fn();
   } catch (err) {
-    log('error', 'kt_prove_failed', { type: err instanceof Error ? err.name : 'unknown' });
+    log('error', 'kt_log_failed', { what, type: err instanceof Error ? err.name : 'unknown' });
     throw new AppError(503, 'kt_unavailable', 'the key transparency log is unavailable; try again later');
   }
+}
+
+/** The user's latest entry proven against a fresh head (healing a missing append from D1's state). */
+export async function proveUser(env: Env, u: UserKey): Promise<KtProofJson | null> {
+  const proof = await ktCall('prove', () => ktLog(env).proveLatest(u.userId, keyEntry(u)));
   return proof ? ktProofJson(proof) : null;
 }

@@ -9,14 +9,14 @@
  *   GET /api/kt/heads?after=N&limit=M        → { heads, more } signed heads with size > N, oldest first
  *   GET /api/kt/consistency?from=A&to=B      → { from, to, proof } RFC 9162 consistency proof, 1 ≤ A ≤ B ≤ size
  *
- * Byte values are base64url. Entries and inclusion proofs are served with the username lookup and the
+ * Byte values are base64url. A log object that cannot answer is 503 `kt_unavailable`. Entries and inclusion proofs are served with the username lookup and the
  * device-list fetch (worker/routes/users.ts), to signed-in users only.
  */
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { toB64u } from '../../web/src/protocol/bytes.js';
 import { clientKey } from '../context.js';
-import { ktLog } from '../domain/kt.js';
+import { ktCall, ktLog } from '../domain/kt.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { KT_DEFAULTS, logSigningKey } from '../kt-log.js';
@@ -32,7 +32,7 @@ export const kt = new Hono<AppBindings>()
     c.header('Cache-Control', 'no-store');
   })
   .get('/key', async (c) => c.json({ publicKey: toB64u((await logSigningKey(c.env)).publicKey) }))
-  .get('/head', async (c) => c.json({ head: toB64u(await ktLog(c.env).head()) }))
+  .get('/head', async (c) => c.json({ head: toB64u(await ktCall('head', () => ktLog(c.env).head())) }))
   .get('/heads', async (c) => {
     const q = parseInput(
       z.object({
@@ -41,12 +41,12 @@ export const kt = new Hono<AppBindings>()
       }),
       { after: c.req.query('after'), limit: c.req.query('limit') },
     );
-    const heads = await ktLog(c.env).heads(q.after, q.limit + 1);
+    const heads = await ktCall('heads', () => ktLog(c.env).heads(q.after, q.limit + 1));
     return c.json({ heads: heads.slice(0, q.limit).map((h) => toB64u(h)), more: heads.length > q.limit });
   })
   .get('/consistency', async (c) => {
     const q = parseInput(z.object({ from: size, to: size }), { from: c.req.query('from'), to: c.req.query('to') });
-    const proof = await ktLog(c.env).consistency(q.from, q.to);
+    const proof = await ktCall('consistency', () => ktLog(c.env).consistency(q.from, q.to));
     if (!proof) throw new AppError(400, 'kt_out_of_range', 'sizes must satisfy 1 ≤ from ≤ to ≤ the size of the log');
     return c.json({ from: q.from, to: q.to, proof: proof.map((h) => toB64u(h)) });
   });

@@ -14,7 +14,7 @@
  * - **Gossip.** Heads travel inside our end-to-end encrypted conversations (payload `kth`, messages.ts);
  *   `onPeerHead` checks a peer's head against ours through the server's consistency proofs — a log that
  *   shows different histories to different people (a split view) cannot answer both.
- * - **Self-monitoring.** On start and every `monitorIntervalMs`, the log's latest entry for our user id and
+ * - **Self-monitoring.** On connect and every `monitorIntervalMs` (6 h), the log's latest entry for our user id and
  *   for our username must be our own key; otherwise "someone registered a new key for your account".
  *
  * Every failure is an alert (`kt_alert` event, kept in `kt/alerts`) the app shows as a security warning.
@@ -46,7 +46,7 @@ export interface KtOptions {
   readonly logKey: Uint8Array;
   /** A head older than this proves nothing new (the log signs fresh ones every few seconds). Default 1 day. */
   readonly maxHeadAgeMs?: number;
-  /** Self-monitoring period while connected. Default 1 hour. */
+  /** Self-monitoring period while connected (and once on connect). Default 6 hours. */
   readonly monitorIntervalMs?: number;
   /** Resend our head in a conversation at most this often unless it changed. Default 1 day. */
   readonly gossipIntervalMs?: number;
@@ -109,7 +109,7 @@ export class Transparency {
     private readonly opts: KtOptions,
   ) {
     this.maxHeadAgeMs = opts.maxHeadAgeMs ?? 24 * 3600_000;
-    this.monitorIntervalMs = opts.monitorIntervalMs ?? 3600_000;
+    this.monitorIntervalMs = opts.monitorIntervalMs ?? 6 * 3600_000;
     this.gossipIntervalMs = opts.gossipIntervalMs ?? 24 * 3600_000;
   }
 
@@ -246,7 +246,9 @@ export class Transparency {
         {
           code: 'unproven_key',
           userId: expect.userId,
-          message: `The server gave a key for ${expect.username ?? 'a contact'} that the key-transparency log does not prove (${why}). It was not used.`,
+          message:
+            `The server gave a key for ${expect.username ?? 'a contact'} that the key-transparency log does not prove (${why}). ` +
+            'It was not used: nothing was encrypted to it. Before you trust a new key for them, compare safety numbers in person.',
         },
         'kt_unproven',
       );
