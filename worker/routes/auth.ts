@@ -989,7 +989,7 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
       ['reset', [account]],
       ['loginAddress', [`client:${client}`]],
     ],
-    () => resetIdentity(c, { body, db, client, account, challenge, user: user ?? null, now }),
+    () => resetIdentity(c, { body, db, client, account, challenge, user: user ?? null, name, now }),
   );
 });
 
@@ -1002,10 +1002,12 @@ async function resetIdentity(
     account: string;
     challenge: Uint8Array;
     user: (Omit<PasswordRecord, 'passwordParams'> & { id: string; identityVersion: number }) | null;
+    /** The normalised username (the key-transparency entry names it). */
+    name: string;
     now: number;
   },
 ): Promise<Response> {
-  const { body, db, client, account, challenge, now } = r;
+  const { body, db, client, account, challenge, name, now } = r;
   const user = r.user;
   if (!checkPassword(body.passwordPrehash, user) || !user) {
     await db.batch([auditInsert(db, 'reset_identity_failed', { userId: user?.id ?? null, clientHash: client }, now)]);

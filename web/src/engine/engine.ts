@@ -314,7 +314,6 @@ export function createEngine(opts: EngineOptions): Engine {
     (opts.signalsAllowed ? await opts.signalsAllowed(c) : true) &&
     (await people.state(c, await messages.cursor(c))) === 'accepted';
   const typing = new Typing(ctx, keys, sessions, groups, directory, (c, f) => realtime.send(c, f), typingAllowed);
-  const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId, people, (p) => track(p));
   const inbox = new Inbox(
     ctx,
     keys,

@@ -13,6 +13,7 @@ import { Keystore, type OwnIdentity } from '../keystore.js';
 import { type EngineLocks, memoryLocks } from '../locks.js';
 import { Sessions } from '../sessions.js';
 import { memoryStore, type Store } from '../storage.js';
+import { Transparency } from '../transparency.js';
 import { FakeServer } from './fake-server.js';
 
 export const cryptoRng: Rng = (n) => globalThis.crypto.getRandomValues(new Uint8Array(n));
@@ -127,7 +128,7 @@ export async function sendRaw(w: World, from: Client, conv: string, id: string, 
     emit: () => {},
   };
   const keys = new Keystore(ctx, { batch: 4, watermark: 2 });
-  const directory = new Directory(ctx, keys);
+  const directory = new Directory(ctx, keys, new Transparency(ctx, ktOptions(w)));
   const sessions = new Sessions(ctx, keys, directory);
   const bytes = encodeRecord(payload);
   const to: { u: string; d: string; c: string }[] = [];
