@@ -208,8 +208,9 @@ describe('the log object', () => {
   it('heads: the alarm publishes one after appends, a reader never gets one older than headIntervalMs, and every head is signed by the log key', async () => {
     const log = privateLog();
     await log.append([await keyAppend()]);
-    expect((await log.stats()).latestHeadSize).toBeNull();
-    expect(await runDurableObjectAlarm(log)).toBe(true);
+    // The append scheduled the alarm (50 ms here); on a loaded machine it may have fired by itself already,
+    // so run it only if it is still pending. No reader asked for a head: the alarm alone published it.
+    await runDurableObjectAlarm(log);
     expect((await log.stats()).latestHeadSize).toBe(1);
     const h1 = await verifyHead(await log.head());
     await new Promise((r) => setTimeout(r, 60)); // KT_CONFIG headIntervalMs = 50 in the test pool
