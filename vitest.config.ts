@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
+import { ktPublicKeyOf } from './scripts/local-env.js';
 
 /**
  * Outside workerd, `cloudflare:workers` (the Durable Object base classes) is a stub: the bad-input suite
@@ -13,6 +14,7 @@ const workerdStub = {
 
 /** Fresh secrets for every test run (the pool must not depend on a developer's .dev.vars). */
 const secret = () => randomBytes(32).toString('base64url');
+const ktSeed = secret();
 
 /**
  * Three suites, one command (`npm test` runs them all; `--project <name>` runs one):
@@ -55,6 +57,12 @@ export default defineConfig({
                 JWT_SIGNING_KEYS: `test-a:${secret()},test-b:${secret()}`,
                 TOTP_ENCRYPTION_KEY: secret(),
                 TOKEN_HASH_KEY: secret(),
+                // A fresh log key per run, with its public half (the Worker checks they match; a
+                // developer's .dev.vars, which the pool also reads, must not leave its own half here).
+                KT_LOG_SIGNING_KEY: ktSeed,
+                KT_LOG_PUBLIC_KEY: ktPublicKeyOf(ktSeed),
+                // Heads signed at least every 50 ms, so tests see new entries in fresh heads quickly.
+                KT_CONFIG: JSON.stringify({ headIntervalMs: 50 }),
                 TEST_MIGRATIONS: await readD1Migrations('./schema/migrations'),
               },
             },

@@ -7,6 +7,7 @@
  * Each person gets its own client address header: registration is rate-limited per client (5 an hour),
  * and the local dev server sees every test browser as the same address.
  */
+import { readFileSync } from 'node:fs';
 import * as OTPAuth from 'otpauth';
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
@@ -52,8 +53,7 @@ describe('messenger in Chromium', () => {
     const bob = await newPerson();
     const a = uniq('alice');
     const b = uniq('bob');
-    await register(alice.page, a, 'register');
-    await register(bob.page, b);
+    await Promise.all([register(alice.page, a, 'register'), register(bob.page, b)]);
     await screenshot(alice.page, 'chat-list-empty');
 
     const conv = await startChat(alice.page, b);
@@ -89,6 +89,8 @@ describe('messenger in Chromium', () => {
 
     // The new conversation appears in Bob's list with an unread count and a preview.
     await expect.poll(() => bob.page.getByTestId('unread').first().textContent(), { timeout: 30_000 }).toContain('1');
+    // … and in the tab title.
+    await expect.poll(() => bob.page.title()).toBe('(1) e2e-chat');
     await expect
       .poll(async () => {
         // An undecryptable first message would show its engine error code here.
@@ -99,6 +101,7 @@ describe('messenger in Chromium', () => {
     await openConversation(bob.page, conv);
     await waitForText(bob.page, 'hello bob, this is secret 1');
     await expect.poll(() => bob.page.getByTestId('unread').count()).toBe(0);
+    await expect.poll(() => bob.page.title()).toBe('e2e-chat');
     await expect.poll(() => bob.page.getByTestId('conversation-title').textContent()).toBe(a);
     await send(bob.page, 'hi alice, secret 2');
     await waitForText(alice.page, 'hi alice, secret 2');
@@ -178,6 +181,8 @@ describe('messenger in Chromium', () => {
     // The account screen.
     await alice.page.goto('/account');
     await expect.poll(() => alice.page.getByTestId('devices').locator('li').count(), { timeout: 30_000 }).toBe(1);
+    // This browser has a readable name (from its user agent, computed locally).
+    expect(await alice.page.getByTestId('devices').locator('li').first().textContent()).toContain('Chromium on Linux');
     await screenshot(alice.page, 'account');
   }, 240_000);
 
@@ -186,8 +191,7 @@ describe('messenger in Chromium', () => {
     const bob = await newPerson();
     const a = uniq('alice');
     const b = uniq('bob');
-    await register(alice.page, a);
-    await register(bob.page, b);
+    await Promise.all([register(alice.page, a), register(bob.page, b)]);
     const conv = await startChat(alice.page, b);
     await send(alice.page, 'tab one first');
     await openConversation(bob.page, conv);
@@ -229,8 +233,7 @@ describe('messenger in Chromium', () => {
     const bob = await newPerson();
     const a = uniq('alice');
     const b = uniq('bob');
-    await register(alice.page, a);
-    await register(bob.page, b);
+    await Promise.all([register(alice.page, a), register(bob.page, b)]);
     const conv = await startChat(alice.page, b);
     await send(alice.page, 'before the reset');
     await waitForText(alice.page, 'before the reset');
@@ -296,16 +299,14 @@ describe('messenger in Chromium', () => {
     await bobNew.page.goto('/chats');
     await openConversation(bobNew.page, conv);
     await waitForText(bobNew.page, 'after the reset', 45_000);
-  }, 360_000);
+  }, 240_000);
 
   it('a three-person group: everyone receives; a removed member stops receiving; promote, transfer ownership, leave', async () => {
     const alice = await newPerson();
     const bob = await newPerson();
     const carol = await newPerson();
     const [a, b, c] = [uniq('alice'), uniq('bob'), uniq('carol')];
-    await register(alice.page, a);
-    await register(bob.page, b);
-    await register(carol.page, c);
+    await Promise.all([register(alice.page, a), register(bob.page, b), register(carol.page, c)]);
 
     await alice.page.getByRole('button', { name: 'New conversation' }).click();
     await alice.page.getByRole('menuitem', { name: 'New group' }).click();
@@ -351,14 +352,13 @@ describe('messenger in Chromium', () => {
     expect(t.indexOf('carol is here')).toBeLessThan(t.indexOf(`${a} removed ${c}`));
     expect(t.indexOf(`${a} removed ${c}`)).toBeLessThan(t.indexOf('only for bob now'));
     await screenshot(bob.page, 'group-info-lines');
-    // Carol has had time to receive them if she could.
-    await carol.page.waitForTimeout(3000);
+    // Removed: read-only history and "You were removed" — no message box, no spinner; also after a reload.
+    // Her device has seen the removal, and Bob has both later messages: she would have them too if she could.
+    await carol.page.getByTestId('removed-notice').waitFor({ timeout: 30_000 });
     const carolSees = await bodies(carol.page);
     expect(carolSees).toContain('carol is here');
     expect(carolSees).not.toContain('only for bob now');
     expect(carolSees).not.toContain('bob agrees');
-    // Removed: read-only history and "You were removed" — no message box, no spinner; also after a reload.
-    await carol.page.getByTestId('removed-notice').waitFor({ timeout: 30_000 });
     expect(await carol.page.getByTestId('composer').count()).toBe(0);
     await carol.page.reload();
     await waitForText(carol.page, 'carol is here');
@@ -426,7 +426,7 @@ describe('messenger in Chromium', () => {
       .poll(() => alice.page.getByTestId('removed-notice').textContent(), { timeout: 30_000 })
       .toContain('You left this group.');
     expect(await alice.page.getByTestId('composer').count()).toBe(0);
-  }, 420_000);
+  }, 300_000);
 
   it('two-step verification: enrol with QR and recovery codes, sign out, sign in with a recovery code', async () => {
     const alice = await newPerson();
@@ -446,6 +446,14 @@ describe('messenger in Chromium', () => {
     const recovery = await codes.locator('li').allTextContents();
     expect(recovery).toHaveLength(10);
     await screenshot(alice.page, 'account-recovery-codes');
+    // Download saves the ten codes as a text file made in the browser.
+    const [download] = await Promise.all([
+      alice.page.waitForEvent('download'),
+      alice.page.getByRole('button', { name: 'Download' }).click(),
+    ]);
+    expect(download.suggestedFilename()).toBe(`e2e-chat-recovery-codes-${a}.txt`);
+    const saved = readFileSync((await download.path())!, 'utf8');
+    for (const code of recovery) expect(saved).toContain(code);
     await alice.page.getByRole('button', { name: 'I saved them' }).click();
 
     await alice.page.getByRole('tab', { name: 'General' }).click();
@@ -481,5 +489,5 @@ describe('messenger in Chromium', () => {
     await alice.page.getByRole('button', { name: 'Verify' }).click();
     await alice.page.waitForURL('**/chats', { timeout: 30_000 });
     await expect.poll(() => alice.page.getByTestId('me').textContent()).toBe(a);
-  }, 240_000);
+  }, 180_000);
 });

@@ -14,7 +14,10 @@ export interface Person {
   close: () => Promise<void>;
 }
 
-/** A separate browser profile (its own IndexedDB, cookies, storage) — one per simulated person. */
+/**
+ * A separate browser profile (its own IndexedDB, cookies, storage) — one per simulated person — on the
+ * shared dev server, or on `baseURL` (a test's own server).
+ */
 export async function person(baseURL: string = inject('baseUrl')): Promise<Person> {
   const dir = mkdtempSync(join(tmpdir(), 'e2e-chat-profile-'));
   const context = await chromium.launchPersistentContext(dir, {
@@ -104,16 +107,16 @@ export const uniq = (base: string) => `${base}${Date.now().toString(36)}${Math.f
 /**
  * The people of one test file: each a fresh profile with its own client address (registration is
  * rate-limited per address, and every test browser is the same address locally; `salt` keeps the files'
- * addresses apart). Closed after the file. `baseUrl`: a server of the file's own instead of the shared one.
+ * addresses apart). Closed after the file. `baseURL`: a server of the file's own instead of the shared one.
  */
-export function cast(salt: number, baseUrl?: () => string): () => Promise<Person> {
+export function cast(salt: number, baseURL?: () => string): () => Promise<Person> {
   const people: Person[] = [];
   let counter = 0;
   afterAll(async () => {
     for (const p of people) await p.close().catch(() => undefined);
   });
   return async () => {
-    const p = await person(baseUrl?.());
+    const p = await person(baseURL?.());
     people.push(p);
     const n = ++counter;
     await p.context.setExtraHTTPHeaders({
@@ -135,6 +138,19 @@ export async function register(page: Page, username: string, shot?: string): Pro
   await expect.poll(() => page.getByTestId('me').textContent()).toBe(username);
 }
 
+/** The message bodies the open conversation shows. */
+export const bodies = (page: Page) => page.getByTestId('message-body').allTextContents();
+
+/** Waits for `text` among the message bodies; on a timeout a screenshot of the page is saved first. */
+export async function waitForText(page: Page, text: string, timeout = 30_000): Promise<void> {
+  try {
+    await expect.poll(() => bodies(page), { timeout }).toContain(text);
+  } catch (e) {
+    await screenshot(page, `timeout-${Date.now()}`).catch(() => undefined);
+    throw e;
+  }
+}
+
 /** Starts a direct chat with `username` from the chat list; returns the conversation id. */
 export async function startChat(page: Page, username: string): Promise<string> {
   await page.getByRole('button', { name: 'New conversation' }).click();
@@ -151,19 +167,6 @@ export async function send(page: Page, text: string): Promise<void> {
   await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
   await composer.fill(text);
   await composer.press('Enter');
-}
-
-/** The message bodies the open conversation shows. */
-export const bodies = (page: Page) => page.getByTestId('message-body').allTextContents();
-
-/** Waits for `text` among the message bodies; on a timeout a screenshot of the page is saved first. */
-export async function waitForText(page: Page, text: string, timeout = 30_000): Promise<void> {
-  try {
-    await expect.poll(() => bodies(page), { timeout }).toContain(text);
-  } catch (e) {
-    await screenshot(page, `timeout-${Date.now()}`).catch(() => undefined);
-    throw e;
-  }
 }
 
 /** Opens conversation `id` from the list (conversations others start appear by polling, a few seconds). */

@@ -23,6 +23,7 @@ import { devices } from './routes/devices.js';
 import { graphql } from './routes/graphql.js';
 import { health } from './routes/health.js';
 import { keys } from './routes/keys.js';
+import { kt } from './routes/kt.js';
 import { mailbox } from './routes/mailbox.js';
 import { profile, settings } from './routes/people.js';
 import { probe } from './routes/probe.js';
@@ -116,6 +117,7 @@ app.route('/api/settings', settings);
 app.route('/api/status', status);
 app.route('/api/account', account);
 app.route('/api/webhooks', webhooks);
+app.route('/api/kt', kt);
 // ROUTES: sub-apps are mounted above this line.
 
 app.notFound((c) => {

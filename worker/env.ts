@@ -1,5 +1,6 @@
 /** Bindings and secrets the Worker receives (wrangler.toml + .dev.vars / `wrangler secret put`). */
 import type { ConversationDO } from './conversation.js';
+import type { KeyLogDO } from './kt-log.js';
 import type { RateLimiter } from './limiter.js';
 import type { ProbeDO } from './probe.js';
 import type { QueueMessage } from './webhooks/events.js';
@@ -14,6 +15,8 @@ export interface Env {
   ATTACHMENTS: R2Bucket;
   /** Webhook events and delivery attempts (worker/webhooks/); producer and consumer in wrangler.toml. */
   WEBHOOK_QUEUE: Queue<QueueMessage>;
+  /** The key-transparency log (worker/kt-log.ts): one object, `idFromName('kt-log')`. */
+  KT_LOG: DurableObjectNamespace<KeyLogDO>;
   ASSETS?: Fetcher;
   /** Operator counters (worker/metrics.ts): Workers Analytics Engine; a no-op binding locally. */
   METRICS?: AnalyticsEngineDataset;
@@ -31,6 +34,12 @@ export interface Env {
   WEBHOOK_SETTINGS?: string;
   /** Development only: `1` logs every webhook queue message (the e2e plaintext scan reads the log). */
   E2E_CHAT_QUEUE_TAP?: string;
+  /** JSON overrides for the key-transparency log (see worker/kt-log.ts KT_DEFAULTS); empty for defaults. */
+  KT_CONFIG?: string;
+  /** The log key's public half (base64url), also built into the client; checked against the secret. */
+  KT_LOG_PUBLIC_KEY?: string;
+  /** Development only: a key-transparency tampering server for the browser tests (worker/kt-tamper.ts). */
+  E2E_CHAT_KT_TAMPER?: string;
   /** Development only: fault injection for the reliability suites (worker/faults.ts); ignored elsewhere. */
   E2E_CHAT_FAULTS?: string;
   /** Secret: access-token HMAC keys as `kid:base64url` pairs separated by commas, newest (signing) first. */
@@ -39,6 +48,8 @@ export interface Env {
   TOTP_ENCRYPTION_KEY: string;
   /** Secret: base64url HMAC key for stored token/recovery-code hashes and client-address hashes. */
   TOKEN_HASH_KEY: string;
+  /** Secret: base64url 32-byte Ed25519 seed of the key-transparency log key (signs tree heads). */
+  KT_LOG_SIGNING_KEY: string;
 }
 
 export interface AuthContext {

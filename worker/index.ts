@@ -14,6 +14,7 @@ import { handleWebhookBatch } from './webhooks/consumer.js';
 import { sweepOutbox } from './webhooks/outbox.js';
 
 export { ConversationDO } from './conversation.js';
+export { KeyLogDO } from './kt-log.js';
 export { RateLimiter } from './limiter.js';
 export { ProbeDO } from './probe.js';
 

@@ -97,6 +97,8 @@ export const DEFAULT_RATE_LIMITS = {
   profile: { limit: 600, windowMs: MIN },
   /** Profile and private-settings writes per account (a person edits rarely; devices retry a conflict). */
   people: { limit: 60, windowMs: MIN },
+  /** Key-transparency heads and proofs (/api/kt/*), per client address: clients need a few per minute. */
+  kt: { limit: 300, windowMs: MIN },
   /** Unauthenticated realtime health check (/api/probe/ws), per client address: 2 sockets per check. */
   probe: { limit: 30, windowMs: MIN },
   /** Conversations (direct or group) created per account. */

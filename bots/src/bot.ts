@@ -35,6 +35,7 @@ import {
   type Engine,
   EngineError,
   type EngineEvent,
+  fromB64u,
   HttpClient,
   isApiError,
   type MessageView,
@@ -95,6 +96,22 @@ export interface BotOptions {
   readonly sendTimeoutMs?: number;
   /** A fetch to use (tests, proxies). */
   readonly fetch?: typeof fetch;
+  /**
+   * The server's key-transparency log key (Ed25519 public key, base64url or 32 bytes; `GET /api/kt/key`
+   * prints it). Default: the E2E_BOT_KT_LOG_KEY environment variable; without either, the bot fetches it
+   * from the server at start — which trusts the server for it, so pin it for anything real (bots/README.md).
+   */
+  readonly ktLogKey?: string | Uint8Array;
+}
+
+/** The log key the engine verifies key-transparency proofs with (see BotOptions.ktLogKey). */
+async function ktLogKey(opts: BotOptions): Promise<Uint8Array> {
+  const given = opts.ktLogKey ?? process.env.E2E_BOT_KT_LOG_KEY;
+  if (given !== undefined && given !== '') return typeof given === 'string' ? fromB64u(given) : given;
+  const res = await (opts.fetch ?? fetch)(new URL('/api/kt/key', opts.server));
+  if (!res.ok) throw new Error(`GET /api/kt/key: HTTP ${res.status}`);
+  const { publicKey } = (await res.json()) as { publicKey: string };
+  return fromB64u(publicKey);
 }
 
 export interface SentMessage {
@@ -218,6 +235,7 @@ export class Bot {
         curves: await defaultCurves(),
         rng: (n) => globalThis.crypto.getRandomValues(new Uint8Array(n)),
         locks: memoryLocks(),
+        kt: { logKey: await ktLogKey(opts) },
       });
       const account = new Account({ http, engine });
       const own = await engine.identity();

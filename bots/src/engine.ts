@@ -29,4 +29,5 @@ export {
   TxOverlay,
   writeJson,
 } from '../../web/src/engine/storage.js';
+export { fromB64u } from '../../web/src/protocol/bytes.js';
 export { defaultCurves, type Rng } from '../../web/src/protocol/index.js';

@@ -6,7 +6,7 @@
  */
 
 import WebSocket from 'ws';
-import { type Curve25519, defaultCurves, toB64u } from '../../web/src/engine/_protocol.js';
+import { type Curve25519, defaultCurves, fromB64u, toB64u } from '../../web/src/engine/_protocol.js';
 import { Account } from '../../web/src/engine/account.js';
 import { createEngine, type Engine } from '../../web/src/engine/engine.js';
 import {
@@ -113,6 +113,22 @@ function tappedWebSocket(tap: SocketTap, who: string): WebSocketConstructor {
   return Tapped as unknown as WebSocketConstructor;
 }
 
+const ktKeys = new Map<string, Promise<Uint8Array>>();
+/**
+ * The log key of the server at `baseUrl` (GET /api/kt/key). The app has it built in; these test clients run
+ * against a server of their own and take its word for it — never do this in a real client.
+ */
+export function ktLogKeyOf(baseUrl: string): Promise<Uint8Array> {
+  let k = ktKeys.get(baseUrl);
+  if (!k) {
+    k = fetch(`${baseUrl}/api/kt/key`)
+      .then((r) => r.json() as Promise<{ publicKey: string }>)
+      .then((j) => fromB64u(j.publicKey));
+    ktKeys.set(baseUrl, k);
+  }
+  return k;
+}
+
 /** A person's device: an engine over `store` (a fresh in-memory store by default) talking to `baseUrl`. */
 export async function device(
   baseUrl: string,
@@ -132,6 +148,7 @@ export async function device(
     locks: memoryLocks(),
     keystore: { batch: 8, watermark: 3 },
     backoff: { baseMs: 50, maxMs: 400 },
+    kt: { logKey: await ktLogKeyOf(baseUrl) },
   });
   return { name, http, engine, account: new Account({ http, engine }), store, ip, userId: '', deviceId: '' };
 }
@@ -152,6 +169,7 @@ export async function restartEngine(p: Person, tap?: SocketTap): Promise<void> {
     locks: memoryLocks(),
     keystore: { batch: 8, watermark: 3 },
     backoff: { baseMs: 50, maxMs: 400 },
+    kt: { logKey: await ktLogKeyOf(p.http.baseUrl) },
   });
   p.account = new Account({ http: p.http, engine: p.engine });
 }

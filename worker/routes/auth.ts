@@ -51,6 +51,7 @@ import { applyDeviceList, deviceListConflict, type Statement } from '../device-s
 import { usernameCoolingDown } from '../domain/account.js';
 import { auditInsert, isConstraintError, writeBatch } from '../domain/common.js';
 import { notifyConversations } from '../domain/devices.js';
+import { ktRecordKey } from '../domain/kt.js';
 import type { AppBindings, Env } from '../env.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit, type Reservation, resetRateLimit } from '../limiter.js';
@@ -412,6 +413,13 @@ async function registerAccount(
     if (isConstraintError(err, 'users.id')) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
     throw deviceListConflict(err) ?? err;
   }
+  // Key transparency: the new account's key enters the log (best effort here; a lookup heals a lost append).
+  await ktRecordKey(c.env, {
+    userId: body.userId,
+    username: name,
+    identityKey: body.userIdentityKey,
+    identityVersion: 1,
+  });
   return c.json(await tokens(c, { userId: body.userId, deviceId: body.deviceId, ...session }), 201);
 }
 
@@ -985,7 +993,7 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
       ['reset', [account]],
       ['loginAddress', [`client:${client}`]],
     ],
-    () => resetIdentity(c, { body, db, client, account, challenge, user: user ?? null, now }),
+    () => resetIdentity(c, { body, db, client, account, challenge, user: user ?? null, name, now }),
   );
 });
 
@@ -998,10 +1006,12 @@ async function resetIdentity(
     account: string;
     challenge: Uint8Array;
     user: (Omit<PasswordRecord, 'passwordParams'> & { id: string; identityVersion: number }) | null;
+    /** The normalised username (the key-transparency entry names it). */
+    name: string;
     now: number;
   },
 ): Promise<Response> {
-  const { body, db, client, account, challenge, now } = r;
+  const { body, db, client, account, challenge, name, now } = r;
   const user = r.user;
   if (!checkPassword(body.passwordPrehash, user) || !user) {
     await db.batch([auditInsert(db, 'reset_identity_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
@@ -1089,6 +1099,12 @@ async function resetIdentity(
     throw deviceListConflict(err) ?? err;
   });
   await events.release(c.env, db);
+  await ktRecordKey(c.env, {
+    userId: user.id,
+    username: name,
+    identityKey: body.userIdentityKey,
+    identityVersion: user.identityVersion + 1,
+  });
   // Conversations drop the old devices' sockets and mailboxes and must address the new device from now on.
   const revoked = applied.revoked.filter((d) => d !== body.deviceId);
   await notifyConversations(c.env, db, user.id, async (stub) => {

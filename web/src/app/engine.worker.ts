@@ -29,6 +29,7 @@ import { webLocks } from '../engine/locks.js';
 import type { SealedStore } from '../engine/sealed-store.js';
 import { hostEngine } from '../engine/worker-host.js';
 import { defaultCurves } from '../protocol/index.js';
+import { KT_LOG_PUBLIC_KEY } from './kt-key.js';
 import { AppError, type DeviceInfo, hostSession, type Me, type Progress, type SessionApi } from './session-api.js';
 
 const port = self as unknown as {
@@ -99,6 +100,9 @@ async function open(username: string, passphrase?: string): Promise<Opened> {
     // 50 per kind: registration stays quick (ML-KEM-1024 key generation dominates), and the default
     // batch of 100 plus the last-resort KEM key exceeds the upload's 100-per-kind limit.
     keystore: { batch: 50, watermark: 20 },
+    // A conversation from someone we never accepted waits for Accept before anything goes back (people.ts).
+    messageRequests: true,
+    kt: { logKey: KT_LOG_PUBLIC_KEY },
   });
   const account = new AccountImpl({ http, engine, rng });
   const unhost = hostEngine(engine, port);

@@ -120,3 +120,49 @@ export function formatSize(n: number): string {
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10 * 1024 ? 1 : 0)} KB`;
   return `${(n / (1024 * 1024)).toFixed(1)} MB`;
 }
+
+// ---- avatars (issue 17: profiles) ----------------------------------------------------------------------
+
+/** Side of an avatar, in pixels (square, centre-cropped). */
+export const AVATAR_SIDE = 256;
+
+/**
+ * A picked image as a profile avatar: decoded by the browser, centre-cropped to a square, drawn at
+ * AVATAR_SIDE (smaller if needed) and encoded as JPEG until it fits MAX_AVATAR_LEN. Pixels only: every
+ * metadata block of the original is gone. `invalid_image` if the browser cannot decode it.
+ */
+export async function prepareAvatar(file: Blob): Promise<{ type: 'jpeg'; bytes: Uint8Array }> {
+  let bitmap: ImageBitmap;
+  try {
+    bitmap = await createImageBitmap(file, { imageOrientation: 'from-image' });
+  } catch {
+    throw Object.assign(new Error('This image cannot be read. Try a JPEG or PNG.'), { code: 'invalid_image' });
+  }
+  try {
+    const side = Math.min(bitmap.width, bitmap.height);
+    const sx = (bitmap.width - side) / 2;
+    const sy = (bitmap.height - side) / 2;
+    for (const [px, q] of [
+      [AVATAR_SIDE, 0.85],
+      [AVATAR_SIDE, 0.7],
+      [192, 0.6],
+      [128, 0.6],
+      [96, 0.5],
+    ] as const) {
+      const out = Math.min(px, side);
+      const canvas = new OffscreenCanvas(out, out);
+      const g = canvas.getContext('2d');
+      if (!g) throw new Error('no 2d canvas');
+      g.fillStyle = '#fff';
+      g.fillRect(0, 0, out, out);
+      g.imageSmoothingQuality = 'high';
+      g.drawImage(bitmap, sx, sy, side, side, 0, 0, out, out);
+      const blob = await canvas.convertToBlob({ type: 'image/jpeg', quality: q });
+      if (blob.size <= constants.MAX_AVATAR_LEN)
+        return { type: 'jpeg', bytes: new Uint8Array(await blob.arrayBuffer()) };
+    }
+    throw Object.assign(new Error('This image is too detailed to use as a picture.'), { code: 'invalid_image' });
+  } finally {
+    bitmap.close();
+  }
+}

@@ -141,6 +141,7 @@ export class Account {
       challengeSignature: toB64u(signature),
     });
     this.http.setTokens(tokens);
+    await this.engine.setOwnUsername(name);
     await this.engine.publishPrekeys();
     opts.onProgress?.({ phase: 'server', fraction: 1 });
     return { status: 'signed_in', userId: tokens.userId, deviceId: tokens.deviceId };
@@ -189,12 +190,12 @@ export class Account {
       const totp = async (factor: SecondFactor): Promise<LoginResult> => {
         const t = await this.rest.totp({ mfaToken, ...factor });
         this.http.setTokens(t);
-        return this.afterSignIn();
+        return this.afterSignIn(name);
       };
       return { status: 'mfa_required', totp };
     }
     this.http.setTokens(res);
-    return this.afterSignIn();
+    return this.afterSignIn(name);
   }
 
   /**
@@ -279,6 +280,7 @@ export class Account {
         if (isApiError(e, 'mfa_required') && !factor) return { status: 'mfa_required', totp: attempt };
         throw e;
       }
+      await this.engine.setOwnUsername(name);
       await this.engine.publishPrekeys();
       opts.onProgress?.({ phase: 'server', fraction: 1 });
       return { status: 'signed_in', userId: own.userId, deviceId: own.deviceId };
@@ -374,23 +376,20 @@ export class Account {
     }
   }
 
-  /** Resolves a username (any signed-in user may; rate-limited) to the user id and identity key. */
+  /**
+   * Resolves a username (any signed-in user may; rate-limited) to the user id and identity key — only if
+   * the key-transparency log proves them (the engine verifies; otherwise `kt_unproven` is thrown).
+   */
   async lookup(username: string): Promise<{ userId: string; username: string; identityKey: Uint8Array } | null> {
-    const name = this.username(username);
-    try {
-      const u = await this.rest.userByName(name);
-      return { userId: u.userId, username: u.username, identityKey: fromB64u(u.identityKey) };
-    } catch (e) {
-      if (isApiError(e, 'not_found')) return null;
-      throw e;
-    }
+    return this.engine.lookupUser(this.username(username));
   }
 
   // ---- internals ----
 
-  private async afterSignIn(): Promise<LoginResult> {
+  private async afterSignIn(username: string): Promise<LoginResult> {
     const s = this.http.session;
     if (!s) throw new AccountError('not_signed_in');
+    await this.engine.setOwnUsername(username); // self-monitoring checks the log's entry for it
     await this.engine.publishPrekeys();
     try {
       await this.devices();

@@ -57,6 +57,7 @@ import { Outbox, type OutboxEntry } from './outbox.js';
 import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { Sessions } from './sessions.js';
 import { putJson, readJson, type Store, type StoreTx } from './storage.js';
+import { type KtAlert, type KtOptions, Transparency } from './transparency.js';
 import {
   type ConnectionStatus,
   type ConversationKind,
@@ -93,6 +94,8 @@ export interface EngineOptions {
    * message request is accepted. Default: always.
    */
   readonly signalsAllowed?: (conversationId: string) => Promise<boolean>;
+  /** Key transparency: the log's public key built into the app, and timing (transparency.ts). */
+  readonly kt: KtOptions;
 }
 
 export interface OwnIdentityView {
@@ -247,6 +250,16 @@ export interface EngineApi {
   /** Mutes until `until` (ms; 0 or omitted: until unmuted). */
   mute(target: PeopleTarget, until?: number): Promise<void>;
   unmute(target: PeopleTarget): Promise<void>;
+  // ---- key transparency (transparency.ts) ----
+  /** Username → user id and identity key, only if the key-transparency log proves them (null: no such user). */
+  lookupUser(username: string): Promise<{ userId: string; username: string; identityKey: Uint8Array } | null>;
+  /** Our username, for self-monitoring (the log's entry for it must carry our key). */
+  setOwnUsername(username: string): Promise<void>;
+  /** Self-monitoring now: the log's newest head and our own entries. Returns the alerts it raised. */
+  ktCheck(): Promise<KtAlert[]>;
+  /** Security warnings from key transparency, newest first. */
+  ktAlerts(): Promise<KtAlert[]>;
+  dismissKtAlert(id: string): Promise<void>;
 }
 
 export type PeopleTarget = { readonly userId: string } | { readonly conversationId: string };
@@ -276,7 +289,8 @@ export function createEngine(opts: EngineOptions): Engine {
   };
   const newId = () => toB64u(ctx.rng(16));
   const keys = new Keystore(ctx, opts.keystore);
-  const directory = new Directory(ctx, keys);
+  const kt = new Transparency(ctx, opts.kt);
+  const directory = new Directory(ctx, keys, kt);
   const sessions = new Sessions(ctx, keys, directory);
   const messages = new Messages(ctx.store, ctx.now);
   const expiry = new Expiry(ctx, messages);
@@ -300,7 +314,19 @@ export function createEngine(opts: EngineOptions): Engine {
     (opts.signalsAllowed ? await opts.signalsAllowed(c) : true) &&
     (await people.state(c, await messages.cursor(c))) === 'accepted';
   const typing = new Typing(ctx, keys, sessions, groups, directory, (c, f) => realtime.send(c, f), typingAllowed);
-  const inbox = new Inbox(ctx, keys, sessions, groups, directory, messages, outbox, newId, people, (p) => track(p));
+  const inbox = new Inbox(
+    ctx,
+    keys,
+    sessions,
+    groups,
+    directory,
+    messages,
+    outbox,
+    newId,
+    people,
+    (p) => track(p),
+    (u, head) => track(kt.onPeerHead(u, head)),
+  );
   const transfers = new Transfers(ctx, opts.maxAttachmentBytes ? { maxBytes: opts.maxAttachmentBytes } : {});
 
   // ---- background work tracking (idle() for tests and for a clean shutdown) ----
@@ -324,6 +350,23 @@ export function createEngine(opts: EngineOptions): Engine {
     if (!backgroundRun && keys.takeConsumed()) maintainInBackground();
   };
   let maintenanceTimer: ReturnType<typeof setInterval> | undefined;
+
+  // ---- key transparency: self-monitoring on connect and periodically; head gossip after we send ----
+  let monitorTimer: ReturnType<typeof setInterval> | undefined;
+  const monitorSelf = async () => {
+    if (!(await keys.exists())) return [];
+    const own = await keys.identity();
+    return kt.monitorSelf({ userId: own.userId, userIdentityKey: own.userIdentity.publicKey });
+  };
+  /** Our newest verified head, invisibly, to the conversation's members (if it changed since the last time). */
+  const gossip = async (conversationId: string, kind: ConversationKind) => {
+    const head = await kt.headToGossip(conversationId);
+    if (!head) return;
+    const payload = encodePayload({ t: 'kth', conv: conversationId, head });
+    await outbox.enqueue(
+      entry(conversationId, newId(), payload, kind === 'group' ? 'group' : 'pairwise', false, ctx.now()),
+    );
+  };
 
   const receive = async (conversationId: string, envelopes: readonly Envelope[]) => {
     const upTo = await inbox.process(conversationId, envelopes);
@@ -570,6 +613,7 @@ export function createEngine(opts: EngineOptions): Engine {
     try {
       await beforeVisibleSend(conversationId);
       await queue(conversationId, clientId, payload, true, content.sentAt);
+      await gossip(conversationId, await groups.kind(conversationId));
     } catch (err) {
       // Nothing was queued: the message must not stay 'sending' forever — show it as failed.
       const code = err instanceof EngineError ? err.code : 'send_failed';
@@ -692,12 +736,19 @@ export function createEngine(opts: EngineOptions): Engine {
         maintenanceTimer = setInterval(maintainInBackground, keys.config.maintenanceIntervalMs);
         (maintenanceTimer as { unref?: () => void }).unref?.(); // Node: never keeps a bot's process alive
       }
+      if (monitorTimer === undefined) {
+        track(monitorSelf());
+        monitorTimer = setInterval(() => track(monitorSelf()), kt.monitorIntervalMs);
+        (monitorTimer as { unref?: () => void }).unref?.();
+      }
     },
     async disconnect() {
       expiry.stop();
       realtime.closeAll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
+      clearInterval(monitorTimer);
+      monitorTimer = undefined;
     },
     connectionStatus: async (c) => realtime.status(c),
     async sendText(conversationId, body, o = {}) {
@@ -868,6 +919,12 @@ export function createEngine(opts: EngineOptions): Engine {
       const { kind, target } = targetOf(t, SETTING_KIND.muteUser, SETTING_KIND.muteConversation);
       await people.setEntries([{ kind, target, value: null }]);
     },
+    // ---- key transparency ----
+    lookupUser: (username) => kt.provenUser(username),
+    setOwnUsername: (username) => kt.setOwnUsername(username),
+    ktCheck: monitorSelf,
+    ktAlerts: () => kt.alerts(),
+    dismissKtAlert: (id) => kt.dismissAlert(id),
     on(l) {
       listeners.add(l);
       return () => listeners.delete(l);
@@ -883,6 +940,8 @@ export function createEngine(opts: EngineOptions): Engine {
       realtime.closeAll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
+      clearInterval(monitorTimer);
+      monitorTimer = undefined;
       listeners.clear();
     },
   };

@@ -297,3 +297,23 @@ it('the profile key in our settings is the one shared: a second device of ours s
   await alice2.engine.syncPeople();
   expect((await alice2.engine.profile('alice'))?.name).toBe('Alice');
 });
+
+it('after an identity reset the old sealed settings cannot be opened: the new device starts again on top of them', async () => {
+  const w = await makeWorld();
+  const bob = await newClient(w, 'bob');
+  await bob.engine.block({ userId: 'mallory' });
+  const old = w.server.privateSettings.get('bob')!;
+  expect(old.revision).toBe(1);
+  // An identity reset: a new device under a new user identity key, the old one revoked.
+  const fresh = engineOn(w, 'bob', 'bob-new', memoryStore(), bob.locks);
+  const id = await fresh.bootstrap({ userId: 'bob', deviceId: 'bob-new', listVersion: 2 });
+  await w.server.resetIdentity(id.deviceList);
+  expect((await fresh.syncPeople()).blockedUsers).toEqual([]);
+  await fresh.mute({ userId: 'eve' });
+  expect(w.server.privateSettings.get('bob')?.revision).toBe(2);
+  // A device that holds settings never lets unreadable ones replace them.
+  w.server.privateSettings.set('bob', { revision: 3, sealed: old.sealed });
+  await expect(fresh.syncPeople()).rejects.toMatchObject({ code: 'decryption_failed' });
+  expect((await fresh.people()).mutedUsers.map((m) => m.userId)).toEqual(['eve']);
+  fresh.close();
+});

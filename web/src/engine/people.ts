@@ -75,6 +75,8 @@ export interface PeopleView {
 interface LocalSettings {
   readonly revision: number;
   readonly settings: PrivateSettings;
+  /** Sealed under a user identity key we no longer have: never stored locally, only written over. */
+  readonly unreadable?: true;
 }
 
 interface ContactKey {
@@ -135,7 +137,7 @@ export class People {
   async sync(): Promise<LocalSettings> {
     const remote = await this.fetchRemote();
     const held = await this.local();
-    if (remote.revision <= held.revision) {
+    if (remote.revision <= held.revision || remote.unreadable) {
       if (!(await readJson(this.ctx.store, K.settings)))
         await this.ctx.store.transaction(async (tx) => writeJson(tx, K.settings, held));
       return held;
@@ -152,8 +154,17 @@ export class People {
     const r = await this.ctx.api.fetchPrivateSettings();
     if (!r.sealed) return { revision: 0, settings: EMPTY };
     const { key, userId } = await this.settingsKey();
-    const opened = openPrivateSettings(key, userId, r.sealed);
-    return { revision: opened.revision, settings: opened.settings };
+    try {
+      const opened = openPrivateSettings(key, userId, r.sealed);
+      return { revision: opened.revision, settings: opened.settings };
+    } catch (e) {
+      // Sealed under a user identity key we no longer have (an identity reset: every device of ours is new
+      // and holds nothing): start again on top of the stored revision. A device that holds settings never
+      // lets unreadable ones replace them.
+      if (is(e, 'decryption_failed') && (await this.local()).revision === 0)
+        return { revision: r.revision, settings: EMPTY, unreadable: true };
+      throw e;
+    }
   }
 
   /**
@@ -172,7 +183,7 @@ export class People {
           );
         const next = change(latest.settings);
         if (next === null) {
-          if (latest.revision > held.revision) await this.adopt(latest);
+          if (latest.revision > held.revision && !latest.unreadable) await this.adopt(latest);
           return latest.settings;
         }
         const { key, userId } = await this.settingsKey();

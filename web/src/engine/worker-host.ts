@@ -88,6 +88,12 @@ export const ENGINE_METHODS: readonly (keyof EngineApi)[] = [
   'search',
   'locate',
   'sweepExpired',
+  // key transparency (transparency.ts)
+  'lookupUser',
+  'setOwnUsername',
+  'ktCheck',
+  'ktAlerts',
+  'dismissKtAlert',
 ];
 
 export function hostEngine(engine: Engine, port: Endpoint): () => void {

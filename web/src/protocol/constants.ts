@@ -103,6 +103,14 @@ export const MAX_SETTINGS_ENTRIES = 2048;
 /** Padded private-settings sizes (as PROFILE_BUCKETS): the server learns the size class only. */
 export const SETTINGS_BUCKETS = [1024, 4096, 16384, 65536, 131072] as const;
 
+// ---- Key transparency (RFC 9162 Merkle tree; see merkle.ts, transparency.ts) ------------------------
+/** Signature label of a signed tree head (the log key signs nothing else). */
+export const SIG_KT_TREE_HEAD = 'e2e-chat/v1 kt tree head';
+/** Hashes in one inclusion or consistency proof: a tree of < 2^53 leaves needs at most 2·53. */
+export const KT_MAX_PROOF_HASHES = 128;
+/** Bytes of the username in a log entry (normalised usernames are 3–32 ASCII characters). */
+export const KT_MAX_USERNAME_LEN = 64;
+
 // ---- Safety numbers (Signal NumericFingerprintGenerator) ------------------------------------------
 /** SHA-512 iterations (libsignal's value; makes a targeted second-preimage search expensive). */
 export const FINGERPRINT_ITERATIONS = 5200;
@@ -159,6 +167,7 @@ export const CONTENT_VERSIONS = {
   skd: 1,
   att: 1,
   pk: 1,
+  kth: 1,
 } as const;
 /** Longest content type name (`t`): bounds what an unsupported message records. */
 export const MAX_CONTENT_TYPE_LEN = 32;

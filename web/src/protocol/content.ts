@@ -13,7 +13,8 @@
  *  - actions on a message (refer to it by `target`, its id within the conversation): `react`, `edit`,
  *    `delete`;
  *  - signals: `typing` (ephemeral, never stored by the server), `receipt`, `skd` (a sender-key
- *    distribution), `pk` (the sender's profile key, pairwise; people.ts).
+ *    distribution), `pk` (the sender's profile key, pairwise; people.ts), `kth` (the newest key-transparency
+ *    tree head the sender verified; its bytes are checked by transparency.ts).
  *
  * Versioning: a receiver ignores fields it does not know (adding an optional field needs no new
  * version); a change an older receiver would misread raises the type's `v`. A payload of an unknown type,
@@ -119,8 +120,19 @@ export interface ProfileKeyContent {
   readonly k: Uint8Array;
 }
 
+/**
+ * Key-transparency gossip (docs/PROTOCOL.md §"Key transparency", step 3): the newest signed tree head the
+ * sender verified, never shown; the receiver compares it with its own view of the log.
+ */
+export interface KtHeadContent {
+  readonly t: 'kth';
+  readonly conv: string;
+  readonly head: Uint8Array;
+}
+
 export type Content =
   | ProfileKeyContent
+  | KtHeadContent
   | TextContent
   | AttContent
   | ReactContent
@@ -258,6 +270,9 @@ function check(t: ContentType, conv: string, o: Record<string, unknown>): Checke
     case 'pk':
       if (!(o.k instanceof Uint8Array)) return bad('k');
       return { ok: true, content: { t, conv, k: o.k } };
+    case 'kth':
+      if (!(o.head instanceof Uint8Array)) return bad('head');
+      return { ok: true, content: { t, conv, head: o.head } };
   }
 }
 

@@ -34,6 +34,7 @@ export {
   encodeJson,
   isReaction,
   isTimerSeconds,
+  type KtHeadContent,
   type ProfileKeyContent,
   type Quote,
   quoteExcerpt,
@@ -100,6 +101,25 @@ export {
   type Role,
   verifyLog,
 } from './membership.js';
+export {
+  appendLeaf,
+  consistencyProof,
+  emptyRoot,
+  frontierPositions,
+  frontierRoot,
+  HASH_LEN,
+  inclusionProof,
+  leafHash,
+  MemoryTree,
+  type NodeReader,
+  nodeHash,
+  rootAt,
+  rootFromInclusionProof,
+  subtreeHash,
+  type TreeNode,
+  verifyConsistency,
+  verifyInclusion,
+} from './merkle.js';
 export { passwordPrehash, passwordSalt } from './password.js';
 export type { PqxdhLocalIdentity, PqxdhResponderKeys } from './pqxdh.js';
 export {
@@ -192,3 +212,18 @@ export {
   type SessionRecord,
   serializeSessionRecord,
 } from './session.js';
+export {
+  decodeKtEntry,
+  decodeTreeHead,
+  encodeKtEntry,
+  encodeTreeHeadBody,
+  isFork,
+  type KtEntry,
+  ktLeafHash,
+  signTreeHead,
+  type TreeHead,
+  type VerifiedTreeHead,
+  verifyEntryInclusion,
+  verifyHeadConsistency,
+  verifyTreeHead,
+} from './transparency.js';

@@ -8,9 +8,10 @@ import { useConversationName } from '../pages/Chats.js';
 import { allowedActions, canAddMembers, canLeave, canRename, type MemberAction } from '../roles.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
+import { DisappearingSetting } from './Disappearing.js';
 import { ConfirmDialog, Modal } from './Modal.js';
 import { SafetyNumber } from './SafetyNumber.js';
-import { Avatar, Banner, Button, buttonClass, errorText, Field, focusRing } from './ui.js';
+import { Avatar, Banner, Button, buttonClass, createAction, errorText, Field, focusRing } from './ui.js';
 
 const ACTION_LABEL: Record<MemberAction, string> = {
   promote: 'Make admin',
@@ -122,6 +123,11 @@ export function ConversationInfo(props: { id: string }) {
             </form>
           </Show>
 
+          <PeopleControls id={props.id} />
+          <Show when={conv()}>
+            <DisappearingSetting id={props.id} />
+          </Show>
+
           <section aria-labelledby="members-h">
             <h2 id="members-h" class="mb-2 text-sm font-semibold text-slate-500 uppercase dark:text-slate-400">
               Members
@@ -133,9 +139,18 @@ export function ConversationInfo(props: { id: string }) {
                   const acts = () => allowedActions(conv()?.kind ?? 'direct', myRole(), m.role);
                   return (
                     <li class="flex items-center gap-3 px-3 py-2.5" data-testid="member">
-                      <Avatar name={actions.nameOf(m.userId)} seed={m.userId} size="sm" />
+                      <Avatar
+                        name={actions.profileName(m.userId) || actions.nameOf(m.userId)}
+                        seed={m.userId}
+                        size="sm"
+                        src={state.profiles[m.userId]?.avatarUrl ?? null}
+                      />
                       <div class="min-w-0 flex-1">
                         <p class="truncate text-sm font-medium">
+                          <Show when={actions.profileName(m.userId)}>
+                            <span data-testid="member-profile-name">{actions.profileName(m.userId)}</span>{' '}
+                            <span class="font-normal text-slate-600 dark:text-slate-300">· </span>
+                          </Show>
                           {actions.nameOf(m.userId)}
                           {isMe() ? ' (you)' : ''}
                           <Show when={state.contacts[m.userId]?.verified}>
@@ -255,5 +270,48 @@ export function ConversationInfo(props: { id: string }) {
         <p>You will stop receiving its messages. Someone must add you again to rejoin.</p>
       </ConfirmDialog>
     </div>
+  );
+}
+
+// ---- people: mute and block (issue 17; store/people.ts) -------------------------------------------------
+
+function PeopleControls(props: { id: string }) {
+  const { state, actions } = useStore();
+  const conv = () => state.conversations[props.id];
+  const peer = () => {
+    const c = conv();
+    return c?.kind === 'direct' ? c.members.find((m) => m.userId !== state.me?.userId)?.userId : undefined;
+  };
+  const muted = () => actions.isMuted(props.id);
+  const blocked = () => {
+    const p = state.people;
+    const u = peer();
+    return u ? !!p?.blockedUsers.includes(u) : !!p?.blockedConversations.includes(props.id);
+  };
+  const target = () => (peer() ? { userId: peer()! } : { conversationId: props.id });
+  const { busy, run } = createAction();
+  return (
+    <section aria-label="Mute and block" class="flex flex-wrap gap-2" data-testid="people-controls">
+      <Button
+        variant="secondary"
+        busy={busy()}
+        onClick={() =>
+          void run(() =>
+            muted() ? actions.unmute({ conversationId: props.id }) : actions.mute({ conversationId: props.id }),
+          )
+        }
+        data-testid="mute-toggle"
+      >
+        {muted() ? 'Unmute' : 'Mute notifications'}
+      </Button>
+      <Button
+        variant={blocked() ? 'secondary' : 'danger'}
+        busy={busy()}
+        onClick={() => void run(() => (blocked() ? actions.unblock(target()) : actions.block(target())))}
+        data-testid="block-toggle"
+      >
+        {blocked() ? 'Unblock' : peer() ? `Block ${actions.nameOf(peer()!)}` : 'Block group'}
+      </Button>
+    </section>
   );
 }

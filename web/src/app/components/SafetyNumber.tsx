@@ -27,7 +27,11 @@ export function SafetyNumber(props: { userId: string }) {
     (k) => actions.safetyNumber(k.u, k.pending ? 'pending' : 'trusted'),
   );
   const verified = () => c()?.verified ?? false;
-  const name = () => actions.nameOf(props.userId);
+  // The username, with the display name from their profile next to it when they shared one (issue 17).
+  const name = () =>
+    actions.profileName(props.userId)
+      ? `${actions.nameOf(props.userId)} (${actions.profileName(props.userId)})`
+      : actions.nameOf(props.userId);
   const fail = () => actions.toast('Could not save', 'error');
   return (
     <div class="space-y-4">

@@ -102,7 +102,7 @@ const AVATAR_TONES = [
   'bg-cyan-100 text-cyan-800 dark:bg-cyan-900 dark:text-cyan-100',
 ];
 
-export function Avatar(props: { name: string; seed: string; size?: 'sm' | 'md' }) {
+export function Avatar(props: { name: string; seed: string; size?: 'sm' | 'md'; src?: string | null }) {
   const tone = () => AVATAR_TONES[[...props.seed].reduce((a, c) => (a * 31 + c.charCodeAt(0)) >>> 0, 7) % 6];
   const initials = () =>
     props.name
@@ -113,14 +113,28 @@ export function Avatar(props: { name: string; seed: string; size?: 'sm' | 'md' }
       .map((w) => w[0]!.toUpperCase())
       .join('') || '?';
   return (
-    <span
-      aria-hidden="true"
-      class={`inline-flex shrink-0 items-center justify-center rounded-full font-semibold ${tone()} ${
-        props.size === 'sm' ? 'size-8 text-xs' : 'size-10 text-sm'
-      }`}
+    <Show
+      when={props.src}
+      fallback={
+        <span
+          aria-hidden="true"
+          class={`inline-flex shrink-0 items-center justify-center rounded-full font-semibold ${tone()} ${
+            props.size === 'sm' ? 'size-8 text-xs' : 'size-10 text-sm'
+          }`}
+        >
+          {initials()}
+        </span>
+      }
     >
-      {initials()}
-    </span>
+      {/* A profile picture: a decrypted blob: URL (store/people.ts). */}
+      <img
+        src={props.src!}
+        alt=""
+        aria-hidden="true"
+        data-testid="avatar-image"
+        class={`shrink-0 rounded-full object-cover ${props.size === 'sm' ? 'size-8' : 'size-10'}`}
+      />
+    </Show>
   );
 }
 

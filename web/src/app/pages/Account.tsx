@@ -6,8 +6,10 @@ import { Tabs } from '@kobalte/core/tabs';
 import { createSignal, For, onMount, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
 import { ConfirmDialog } from '../components/Modal.js';
+import { NotificationSetting } from '../components/Notifications.js';
 import { Qr } from '../components/Qr.js';
-import { Banner, Button, createAction, errorText, Field, focusRing } from '../components/ui.js';
+import { TypingSetting } from '../components/Typing.js';
+import { Avatar, Banner, Button, createAction, errorText, Field, focusRing } from '../components/ui.js';
 import { deviceLabel, MIN_PASSWORD } from '../logic.js';
 import { createPasswordCheck } from '../password-strength-loader.js';
 import { Link } from '../router.js';
@@ -527,7 +529,122 @@ function Appearance() {
   );
 }
 
+/** Issue 17: privacy settings kept in this account's sealed store. */
+function Privacy() {
+  return (
+    <fieldset class={`${card} space-y-3`}>
+      <legend class="font-semibold">Privacy</legend>
+      <TypingSetting />
+      <NotificationSetting />
+    </fieldset>
+  );
+}
+
 const tab = `rounded-lg px-3 py-1.5 text-sm font-medium text-slate-600 data-[selected]:bg-white data-[selected]:text-slate-900 data-[selected]:shadow-sm dark:text-slate-300 dark:data-[selected]:bg-slate-800 dark:data-[selected]:text-white ${focusRing}`;
+
+// ---- people: profile name and picture, blocked people (issue 17) ----------------------------------------
+
+function Profile() {
+  const { state, actions } = useStore();
+  const me = () => state.me?.userId ?? '';
+  const [name, setName] = createSignal(state.profiles[me()]?.name ?? '');
+  const [file, setFile] = createSignal<File | null | 'keep'>('keep');
+  const [preview, setPreview] = createSignal<string | null>(null);
+  const [msg, setMsg] = createSignal<{ kind: 'info' | 'error'; text: string } | null>(null);
+  const { busy, run } = createAction();
+  onMount(() => {
+    void actions.loadProfile(me()).then(() => setName(state.profiles[me()]?.name ?? ''));
+  });
+  const shown = () => (file() === 'keep' ? (state.profiles[me()]?.avatarUrl ?? null) : preview());
+  const pick = (f: File | null) => {
+    const old = preview();
+    if (old) URL.revokeObjectURL(old);
+    setPreview(f ? URL.createObjectURL(f) : null);
+    setFile(f);
+  };
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setMsg(null);
+    const ok = await run(() => actions.setProfile(name().trim(), file()));
+    if (ok) {
+      setFile('keep');
+      setMsg({ kind: 'info', text: 'Profile saved. People you talk to see it with your next message.' });
+    } else setMsg({ kind: 'error', text: 'Could not save the profile.' });
+  };
+  return (
+    <form class={`${card} space-y-3`} onSubmit={submit} aria-labelledby="profile-h" data-testid="profile-form">
+      <h2 id="profile-h" class="font-semibold">
+        Profile
+      </h2>
+      <p class="text-sm text-slate-600 dark:text-slate-300">
+        Your name and picture are encrypted. Only people you message (or whose requests you accept) get the key; the
+        server stores them sealed.
+      </p>
+      <div class="flex items-center gap-3">
+        <Avatar name={name() || state.me?.username || ''} seed={me()} src={shown()} />
+        <label
+          class={`${focusRing} cursor-pointer rounded-lg px-3 py-1.5 text-sm ring-1 ring-slate-300 dark:ring-slate-700`}
+        >
+          Choose picture
+          <input
+            type="file"
+            accept="image/jpeg,image/png,image/webp"
+            class="sr-only"
+            data-testid="avatar-input"
+            onChange={(e) => pick(e.currentTarget.files?.[0] ?? null)}
+          />
+        </label>
+        <Show when={shown()}>
+          <Button type="button" variant="ghost" onClick={() => pick(null)}>
+            Remove picture
+          </Button>
+        </Show>
+      </div>
+      <Field
+        label="Display name"
+        maxLength={64}
+        value={name()}
+        onInput={(e) => setName(e.currentTarget.value)}
+        hint="Shown next to your username."
+        data-testid="profile-name-input"
+      />
+      <Show when={msg()}>{(m) => <Banner kind={m().kind}>{m().text}</Banner>}</Show>
+      <Button type="submit" busy={busy()} disabled={busy()} data-testid="profile-save">
+        Save profile
+      </Button>
+    </form>
+  );
+}
+
+function Blocked() {
+  const { state, actions } = useStore();
+  onMount(() => void actions.loadPeople(false).catch(() => undefined));
+  const list = () => state.people?.blockedUsers ?? [];
+  return (
+    <section class={`${card} space-y-3`} aria-labelledby="blocked-h" data-testid="blocked">
+      <h2 id="blocked-h" class="font-semibold">
+        Blocked people
+      </h2>
+      <Show
+        when={list().length}
+        fallback={<p class="text-sm text-slate-600 dark:text-slate-300">You have not blocked anyone.</p>}
+      >
+        <ul class="space-y-2">
+          <For each={list()}>
+            {(u) => (
+              <li class="flex items-center justify-between gap-2">
+                <span>{actions.nameOf(u)}</span>
+                <Button variant="secondary" onClick={() => void actions.unblock({ userId: u })}>
+                  Unblock
+                </Button>
+              </li>
+            )}
+          </For>
+        </ul>
+      </Show>
+    </section>
+  );
+}
 
 export default function AccountPage() {
   const { state } = useStore();
@@ -556,6 +673,9 @@ export default function AccountPage() {
           <Tabs.Trigger class={tab} value="general">
             General
           </Tabs.Trigger>
+          <Tabs.Trigger class={tab} value="profile">
+            Profile
+          </Tabs.Trigger>
         </Tabs.List>
         <Tabs.Content value="devices" class="space-y-4">
           <Devices />
@@ -567,7 +687,12 @@ export default function AccountPage() {
         </Tabs.Content>
         <Tabs.Content value="general" class="space-y-4">
           <Appearance />
+          <Privacy />
           <Sessions />
+        </Tabs.Content>
+        <Tabs.Content value="profile" class="space-y-4">
+          <Profile />
+          <Blocked />
         </Tabs.Content>
       </Tabs>
     </main>

@@ -8,6 +8,8 @@ import type { ConversationView } from '../../engine/engine.js';
 import { Conversation } from '../components/Conversation.js';
 import { ConversationInfo } from '../components/ConversationInfo.js';
 import { Modal } from '../components/Modal.js';
+import { Notifier } from '../components/Notifications.js';
+import { MessageSearch } from '../components/Search.js';
 import { ThemeToggle } from '../components/ThemeToggle.js';
 import { Avatar, Banner, Button, buttonClass, errorText, Field, focusRing, Logo } from '../components/ui.js';
 import { Link, navigate, path } from '../router.js';
@@ -22,6 +24,17 @@ export function useConversationName() {
     if (c.kind === 'group') return c.title || 'Untitled group';
     const peer = directPeer(c, state.me?.userId ?? '');
     return peer ? actions.nameOf(peer) : 'Direct message';
+  };
+}
+
+/** The other person of a direct conversation (their profile picture and display name; store/people.ts). */
+export function usePeerProfile() {
+  const { state } = useStore();
+  return (c: ConversationView | undefined) => {
+    if (c?.kind !== 'direct') return { name: '', avatarUrl: null as string | null };
+    const peer = directPeer(c, state.me?.userId ?? '');
+    const p = peer ? state.profiles[peer] : undefined;
+    return { name: p?.name ?? '', avatarUrl: p?.avatarUrl ?? null };
   };
 }
 
@@ -143,6 +156,7 @@ function NewChatDialogs(props: {
 function Sidebar(props: { activeId?: string }) {
   const { state, actions } = useStore();
   const nameOf = useConversationName();
+  const profileOf = usePeerProfile();
   const [dialog, setDialog] = createSignal<'direct' | 'group' | null>(null);
   // Relative times ("5 min") refresh every half minute.
   const [tick, setTick] = createSignal(0);
@@ -150,7 +164,8 @@ function Sidebar(props: { activeId?: string }) {
   onCleanup(() => clearInterval(timer));
   // The unread count in the tab title.
   createEffect(() => {
-    const n = Object.values(state.unread).reduce((a, b) => a + (b ?? 0), 0);
+    // Muted conversations do not count (store/people.ts).
+    const n = Object.entries(state.unread).reduce((a, [id, b]) => a + (actions.isMuted(id) ? 0 : (b ?? 0)), 0);
     document.title = n > 0 ? `(${n}) e2e-chat` : 'e2e-chat';
   });
   onCleanup(() => {
@@ -158,11 +173,15 @@ function Sidebar(props: { activeId?: string }) {
   });
   let newButton: HTMLButtonElement | undefined;
   // Most recent activity first (Signal-like); conversations without messages by name.
+  // Deleted requests and blocked conversations are not listed (they come back with a later message / unblock).
   const list = createMemo(() =>
-    Object.values(state.conversations).sort(
-      (a, b) =>
-        (state.last[b.id]?.receivedAt ?? 0) - (state.last[a.id]?.receivedAt ?? 0) || nameOf(a).localeCompare(nameOf(b)),
-    ),
+    Object.values(state.conversations)
+      .filter((c) => c.requestState !== 'hidden' && c.requestState !== 'blocked')
+      .sort(
+        (a, b) =>
+          (state.last[b.id]?.receivedAt ?? 0) - (state.last[a.id]?.receivedAt ?? 0) ||
+          nameOf(a).localeCompare(nameOf(b)),
+      ),
   );
   const preview = (c: ConversationView) => {
     const m = state.last[c.id];
@@ -171,6 +190,9 @@ function Sidebar(props: { activeId?: string }) {
     const who = m.outgoing ? 'You: ' : c.kind === 'group' ? `${actions.nameOf(m.from.userId)}: ` : '';
     const att = m.attachment ? (m.attachment.width !== null ? 'Photo' : m.attachment.fileName) : null;
     const text = att ? (m.body ? `${att} · ${m.body}` : att) : m.body;
+    // issue 17: a deleted or unsupported message is not an undecryptable one.
+    if (m.deleted) return `${who}Message deleted`;
+    if (m.unsupported !== undefined) return `${who}Unsupported message`;
     return `${who}${text ?? 'Message could not be decrypted'}`;
   };
   return (
@@ -204,6 +226,8 @@ function Sidebar(props: { activeId?: string }) {
           </DropdownMenu.Portal>
         </DropdownMenu>
       </header>
+      <MessageSearch />
+      <Notifier />
       <nav aria-label="Conversations" class="min-h-0 flex-1 overflow-y-auto p-2">
         <Show
           when={list().length}
@@ -226,10 +250,29 @@ function Sidebar(props: { activeId?: string }) {
                         : 'hover:bg-slate-100 dark:hover:bg-slate-800/70'
                     }`}
                   >
-                    <Avatar name={nameOf(c)} seed={c.id} />
+                    <Avatar name={profileOf(c).name || nameOf(c)} seed={c.id} src={profileOf(c).avatarUrl} />
                     <span class="min-w-0 flex-1">
                       <span class="flex items-baseline gap-2">
-                        <span class="min-w-0 flex-1 truncate font-medium">{nameOf(c)}</span>
+                        <span class="min-w-0 flex-1 truncate font-medium">
+                          <Show when={profileOf(c).name}>
+                            <span data-testid="profile-name">{profileOf(c).name}</span>{' '}
+                            <span class="text-xs font-normal text-slate-600 dark:text-slate-300">{nameOf(c)}</span>
+                          </Show>
+                          <Show when={!profileOf(c).name}>{nameOf(c)}</Show>
+                        </span>
+                        <Show when={c.requestState === 'request'}>
+                          <span
+                            class="shrink-0 rounded-full bg-amber-100 px-2 text-xs font-medium text-amber-900 dark:bg-amber-900/60 dark:text-amber-100"
+                            data-testid="request-badge"
+                          >
+                            Request
+                          </span>
+                        </Show>
+                        <Show when={actions.isMuted(c.id)}>
+                          <span class="shrink-0 text-xs text-slate-600 dark:text-slate-300" data-testid="muted-badge">
+                            Muted
+                          </span>
+                        </Show>
                         <Show when={state.last[c.id]}>
                           {(m) => (
                             <time

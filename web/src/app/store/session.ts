@@ -89,6 +89,9 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
     actions.rememberName(me.userId, me.username);
     actions.watchMessages();
     await actions.loadPrefs();
+    // Requests and blocks come from the sealed settings: pulled alongside (a change reloads the list).
+    void actions.loadPeople().catch(() => undefined);
+    await actions.loadKtAlerts();
     await actions.loadConversations();
     void actions.loadLocalLock().catch(() => undefined);
   };

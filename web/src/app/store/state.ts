@@ -3,9 +3,11 @@
  * @module
  */
 import type { SetStoreFunction } from 'solid-js/store';
-import type { MessageView } from '../../engine/context.js';
+import type { EngineEvent, MessageView } from '../../engine/context.js';
 import type { ConversationView } from '../../engine/engine.js';
 import type { InfoLine } from '../../engine/info.js';
+import type { PeopleView } from '../../engine/people.js';
+import type { KtAlert } from '../../engine/transparency.js';
 import type { ConnectionStatus } from '../../engine/transport.js';
 import type { DeviceInfo, LoginResult, Me, Progress } from '../session-api.js';
 import type { DownloadState, UploadCard } from './attachments.js';
@@ -65,6 +67,20 @@ export interface State {
   uploads: Record<string, UploadCard[]>;
   /** Attachments being opened, by message client id. */
   downloads: Record<string, DownloadState>;
+  // ---- people (store/people.ts) ----
+  /** Profiles this device could open (ours included), by user id. */
+  profiles: Record<string, ProfileState>;
+  /** Our blocks, mutes and accepted people (sealed private settings); null until loaded. */
+  people: PeopleView | null;
+  /** Key-transparency security warnings, newest first (store/transparency.ts). */
+  ktAlerts: KtAlert[];
+}
+
+export interface ProfileState {
+  /** Empty: no display name (show the username alone). */
+  readonly name: string;
+  /** A `blob:` URL of the decrypted avatar, or null. */
+  readonly avatarUrl: string | null;
 }
 
 export const initialState = (): State => ({
@@ -91,6 +107,9 @@ export const initialState = (): State => ({
   toasts: [],
   uploads: {},
   downloads: {},
+  profiles: {},
+  people: null,
+  ktAlerts: [],
 });
 
 export interface Actions {
@@ -137,7 +156,32 @@ export interface Actions {
   // messages
   loadMessages(conversationId: string): Promise<void>;
   loadOlder(conversationId: string): Promise<number>;
-  send(conversationId: string, body: string): Promise<void>;
+  send(conversationId: string, body: string, opts?: { replyTo?: string }): Promise<void>;
+  // ---- issue 17: actions on messages (store/message-actions.ts) ----
+  /** Our reaction to a message ('' removes it). */
+  react(conversationId: string, messageId: string, emoji: string): Promise<void>;
+  /** Edits our own text message (within 24 h). */
+  editMessage(conversationId: string, messageId: string, body: string): Promise<void>;
+  /** Deletes a message for everyone (our own, or anyone's as a group's owner or admin). */
+  deleteForEveryone(conversationId: string, messageId: string): Promise<void>;
+  /** Loads older pages until the message is shown; false if this device does not have it. */
+  revealMessage(conversationId: string, messageId: string): Promise<boolean>;
+  /** Searches this device's decrypted messages (newest first); nothing leaves the device. */
+  searchMessages(query: string): Promise<MessageView[]>;
+  /** Follows every engine event (notifications); returns the unsubscribe function. */
+  watchEvents(listener: (e: EngineEvent) => void): () => void;
+  /** Small UI preferences in the sealed store (notifications). */
+  getUiPref(key: string): Promise<unknown>;
+  setUiPref(key: string, value: unknown): Promise<void>;
+  /** Sets the disappearing-message timer (seconds, 0 = off). */
+  setTimer(conversationId: string, seconds: number): Promise<void>;
+  /** The person is (still) typing in the composer, or stopped; sends at most one "on" per few seconds. */
+  typingChanged(conversationId: string, active: boolean): Promise<void>;
+  /** Follows received typing signals; returns the unsubscribe function. */
+  watchTyping(listener: (e: { conversationId: string; userId: string; on: boolean }) => void): () => void;
+  /** The privacy setting: typing indicators sent and shown (default on). */
+  typingIndicators(): Promise<boolean>;
+  setTypingIndicators(on: boolean): Promise<void>;
   /** Sends a failed message again (it is replaced by the new one). */
   retrySend(conversationId: string, clientId: string): Promise<void>;
   /** Deletes a failed message from this device. */
@@ -172,6 +216,26 @@ export interface Actions {
   // devices
   loadDevices(): Promise<void>;
   revokeDevice(deviceId: string): Promise<void>;
+  // people (store/people.ts)
+  /** Our private settings (`sync`: pull them from the server first) and every profile this device holds. */
+  loadPeople(sync?: boolean): Promise<void>;
+  loadProfile(userId: string, refresh?: boolean): Promise<void>;
+  /** `avatar`: a picked image (resized and re-encoded here), null to remove it, 'keep' to leave it. */
+  setProfile(name: string, avatar: File | null | 'keep'): Promise<void>;
+  acceptRequest(conversationId: string): Promise<void>;
+  deleteRequest(conversationId: string): Promise<void>;
+  block(target: { userId: string } | { conversationId: string }): Promise<void>;
+  unblock(target: { userId: string } | { conversationId: string }): Promise<void>;
+  mute(target: { userId: string } | { conversationId: string }, until?: number): Promise<void>;
+  unmute(target: { userId: string } | { conversationId: string }): Promise<void>;
+  isMuted(conversationId: string): boolean;
+  /** Who added us to the conversation (for a request: who is asking). */
+  requesterOf(conversationId: string): Promise<string | null>;
+  /** The display name from the person's profile ('' if none or not shared with us). */
+  profileName(userId: string): string;
+  // key transparency
+  loadKtAlerts(): Promise<void>;
+  dismissKtAlert(id: string): Promise<void>;
   // ui
   setTheme(t: Theme): void;
   toast(text: string, kind?: Toast['kind']): void;

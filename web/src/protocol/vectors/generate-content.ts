@@ -50,6 +50,7 @@ export const CONTENT_CASES: readonly (readonly [string, string])[] = [
   ['receipt', `{"t":"receipt","conv":"${C}","status":"read","ids":["m1","m2"]}`],
   ['skd', `{"t":"skd","conv":"${C}","d":{"$b":"AQIDBA"}}`],
   ['pk', `{"t":"pk","conv":"${C}","k":{"$b":"AQID"}}`],
+  ['kth', `{"t":"kth","conv":"${C}","head":{"$b":"AQIDBAU"}}`],
   ['future type with id: unsupported message', `{"t":"poll","conv":"${C}","id":"m5","question":"lunch?"}`],
   ['future type without id: ignored signal', `{"t":"presence","conv":"${C}","state":"away"}`],
   ['future version of a known type', `{"t":"text","v":2,"conv":"${C}","id":"m6","rich":[]}`],
