@@ -687,6 +687,12 @@ export class DeliveryStore {
       tombstone,
       userId,
     );
+    // …and it is no longer named as a recipient of anyone's pairwise message (the webhook audience list).
+    this.sql.exec(
+      "UPDATE log SET rcpt = trim(replace(' ' || rcpt || ' ', ' ' || ? || ' ', ' ')) WHERE instr(' ' || rcpt || ' ', ' ' || ? || ' ') > 0",
+      userId,
+      userId,
+    );
     this.sql.exec('DELETE FROM epoch_devices WHERE user_id = ?', userId);
     this.sql.exec('DELETE FROM cursors WHERE user_id = ?', userId);
     this.sql.exec('DELETE FROM pairwise WHERE user_id = ?', userId);

@@ -66,7 +66,7 @@ function messageEvent(conversationId: string, r: EventRow, users: string[]): Fan
 
 /** The accounts a message was addressed to, other than the sender's. */
 function audienceOf(store: DeliveryStore, r: EventRow): string[] {
-  if (r.rcpt !== null) return r.rcpt.split(' ');
+  if (r.rcpt !== null) return r.rcpt.split(' ').filter((u) => u !== '');
   if (r.epoch === null) return [];
   const users = new Set<string>();
   for (const key of store.epochDevices(r.epoch)) {
