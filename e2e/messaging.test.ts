@@ -72,6 +72,9 @@ describe('everyday messaging in Chromium', () => {
     await waitForText(alice.page, 'what time is lunch?');
     await openConversation(bob.page, conv);
     await waitForText(bob.page, 'what time is lunch?', 60_000);
+    // For Bob this is a message request: nothing goes back (typing included) until he accepts.
+    await bob.page.getByTestId('request-accept').click();
+    await expect.poll(() => bob.page.getByTestId('request-bar').count(), { timeout: 30_000 }).toBe(0);
 
     // Typing: Bob types and Alice sees it (relayed, never stored); clearing the composer takes it away.
     const typing = alice.page.getByTestId('typing-indicator');
