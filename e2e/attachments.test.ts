@@ -11,6 +11,7 @@ import exifr from 'exifr';
 import type { Page, Request } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { ROOT } from '../scripts/local-env.js';
+import { expectAccessible } from './a11y.js';
 import { cast, openConversation, register, screenshot, startChat, uniq } from './browser.js';
 
 const newPerson = cast(16);
@@ -71,6 +72,7 @@ describe('attachments in Chromium', () => {
     await expect.poll(() => alice.page.getByTestId('attachment').count(), { timeout: 60_000 }).toBe(2);
     await expect.poll(() => alice.page.getByTestId('upload-card').count(), { timeout: 60_000 }).toBe(0);
     await screenshot(alice.page, 'attachments-sent');
+    await expectAccessible(alice.page, 'attachments-sent');
 
     // PITFALLS 29: what went to the server names no file, type or dimension.
     const reservations = aliceRequests.filter((r) => r.method() === 'POST');
@@ -90,6 +92,7 @@ describe('attachments in Chromium', () => {
     const box = await photo.getByTestId('attachment-view').boundingBox();
     expect(box!.height).toBeGreaterThan(box!.width); // 320×200 stored, rotated upright: portrait
     await screenshot(bob.page, 'attachment-thumbnail');
+    await expectAccessible(bob.page, 'attachment-received');
 
     // Bob opens the full image: decrypted into a blob: URL, upright, and with no EXIF or GPS left.
     await photo.getByTestId('attachment-view').click();
