@@ -283,6 +283,15 @@ const api: SessionApi = {
     if (current) tellOtherTabs(current.dbName, 'locked');
     close();
   },
+  exportServerData: async () => JSON.stringify(await need().account.exportServerData(), null, 2),
+  async deleteAccount(p) {
+    const o = need();
+    await o.account.deleteAccount(p.password, p.code || p.recoveryCode ? factor(p) : {}, { onProgress });
+    // The account is gone: so is everything this browser kept for it.
+    tellOtherTabs(o.dbName, 'erased');
+    close();
+    await deleteDb(o.dbName);
+  },
   async eraseLocal(username) {
     const dbName = await dbNameFor(normalize(username));
     tellOtherTabs(dbName, 'erased');

@@ -80,6 +80,10 @@ export interface SessionApi {
   lock(): Promise<void>;
   /** Deletes this browser's store for `username` (a forgotten passphrase; an identity reset follows). */
   eraseLocal(username: string): Promise<void>;
+  /** "Download my data": the server's export of this account, as pretty JSON text. */
+  exportServerData(): Promise<string>;
+  /** Deletes the account (leaves every group with signed entries first), then this browser's store. */
+  deleteAccount(p: { password: string; code?: string; recoveryCode?: string }): Promise<void>;
 }
 
 export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
@@ -104,6 +108,8 @@ export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
   'setLocalPassphrase',
   'lock',
   'eraseLocal',
+  'exportServerData',
+  'deleteAccount',
 ];
 
 export interface SessionRequest {

@@ -308,6 +308,32 @@ export class Account {
     }
   }
 
+  /** "Download my data": everything the server holds about this account, as the server exports it. */
+  async exportServerData(): Promise<Record<string, unknown>> {
+    return this.rest.exportAccount();
+  }
+
+  /**
+   * Deletes the account (issue 18): signs the entries that leave every group others are still in, proves
+   * the password (and the second factor when TOTP is on), and asks the server to delete everything.
+   * The caller erases this browser's store afterwards.
+   */
+  async deleteAccount(
+    password: string,
+    factor: { code?: string; recoveryCode?: string } = {},
+    opts: ProgressOptions = {},
+  ): Promise<void> {
+    const { username } = await this.rest.session();
+    const prehash = await this.prehash(password, username, opts);
+    const leave = (await this.engine.departures()).map((d) => ({
+      conversationId: d.conversationId,
+      entries: d.entries.map((e) => toB64u(e)),
+    }));
+    await this.rest.deleteAccount({ passwordPrehash: toB64u(prehash), ...factor, leave });
+    await this.engine.disconnect();
+    this.http.clearSession();
+  }
+
   /** Other sessions are signed out; this one stays. */
   async changePassword(current: string, next: string, opts: ProgressOptions = {}): Promise<number> {
     const { username } = await this.rest.session();

@@ -170,6 +170,8 @@ export interface EngineApi {
   infoLines(conversationId: string): Promise<InfoLine[]>;
   conversation(conversationId: string): Promise<ConversationView>;
   changeMembership(conversationId: string, change: MembershipChange): Promise<void>;
+  /** Account deletion: the signed entries that leave every group others are still in (Groups.departure). */
+  departures(): Promise<{ conversationId: string; entries: Uint8Array[] }[]>;
   /** Small UI preferences and known usernames, kept in the (sealed) store under `ui/`. */
   getPref(key: string): Promise<unknown>;
   setPref(key: string, value: unknown): Promise<void>;
@@ -723,6 +725,15 @@ export function createEngine(opts: EngineOptions): Engine {
         throw new EngineError('not_allowed', 'your role may not change the timer here');
       if ((state.timer ?? 0) === seconds) return;
       await groups.append(c, { action: 'set_timer', timer: seconds });
+    },
+    async departures() {
+      const out: { conversationId: string; entries: Uint8Array[] }[] = [];
+      for (const c of await ctx.api.listConversations()) {
+        if (c.kind !== 'group') continue;
+        const entries = await groups.departure(c.id);
+        if (entries.length) out.push({ conversationId: c.id, entries });
+      }
+      return out;
     },
     getPref: (k) => readJson<unknown>(ctx.store, `ui/${prefKey(k)}`),
     setPref: (k, v) => putJson(ctx.store, `ui/${prefKey(k)}`, v),

@@ -619,6 +619,14 @@ export function createRestApi(http: HttpClient) {
       post<z.infer<typeof totpEnrollResponse>>('/api/auth/totp/enroll', { currentPrehash }),
     totpConfirm: (code: string) => post<z.infer<typeof recoveryCodesResponse>>('/api/auth/totp/confirm', { code }),
     totpDisable: (code: string) => post<{ ok: true }>('/api/auth/totp/disable', { code }),
+    /** Issue 18: everything the server holds about the account (GET /api/account/export). */
+    exportAccount: () => http.request<Record<string, unknown>>('GET', '/api/account/export'),
+    deleteAccount: (body: {
+      passwordPrehash: string;
+      code?: string;
+      recoveryCode?: string;
+      leave: { conversationId: string; entries: string[] }[];
+    }) => post<{ ok: true; deleted: true }>('/api/account/delete', body),
     devices: () => http.request<{ devices: DeviceJson[]; deviceList: DeviceListJson | null }>('GET', '/api/devices'),
     deviceChallenge: () => post<{ challengeId: string; challenge: string }>('/api/devices/challenge'),
     registerDevice: (deviceList: Uint8Array, challengeId: string, signature: Uint8Array) =>

@@ -15,6 +15,7 @@ import { createPasswordCheck } from '../password-strength-loader.js';
 import { Link } from '../router.js';
 import { useStore } from '../store/index.js';
 import type { Theme } from '../store/state.js';
+import { YourData } from './YourData.js';
 
 const card = 'rounded-2xl bg-white p-5 shadow-sm ring-1 ring-slate-200 dark:bg-slate-900 dark:ring-slate-800';
 const date = (ms: number | null) => (ms ? new Date(ms).toLocaleString() : '—');
@@ -689,6 +690,7 @@ export default function AccountPage() {
           <Appearance />
           <Privacy />
           <Sessions />
+          <YourData />
         </Tabs.Content>
         <Tabs.Content value="profile" class="space-y-4">
           <Profile />

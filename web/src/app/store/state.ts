@@ -123,6 +123,10 @@ export interface Actions {
   resetIdentity(p: { username: string; password: string; code?: string; recoveryCode?: string }): Promise<void>;
   logout(everywhere?: boolean): Promise<void>;
   changePassword(current: string, next: string): Promise<void>;
+  /** "Download my data": the server's export of the account (JSON text). */
+  exportServerData(): Promise<string>;
+  /** Deletes the account and this browser's store, then shows the sign-in page. */
+  deleteAccount(p: { password: string; code?: string; recoveryCode?: string }): Promise<void>;
   totpEnroll(password: string): Promise<{ otpauthUri: string; secret: string }>;
   totpConfirm(code: string): Promise<string[]>;
   totpDisable(code: string): Promise<void>;
