@@ -32,8 +32,11 @@ const SIZE_MB = Number(arg('size') ?? 50);
 interface PageResult {
   encryptMBs: number;
   decryptMBs: number;
+  digestMBs: number;
+  nativeChunkDigestMBs: number;
   encrypted: number[];
   plain: number[];
+  phases: { encUp: number[]; encDown: number[]; plainUp: number[]; plainDown: number[] };
 }
 
 async function main(): Promise<void> {
@@ -83,10 +86,11 @@ async function main(): Promise<void> {
         t = performance.now();
         const h = sha256Stream();
         for (const s of sealed) h.update(s);
-        const digest = h.digest();
+        h.digest();
+        const digest = enc.digest;
         const digestMBs = sizeMb / ((performance.now() - t) / 1000);
         t = performance.now();
-        for (const s of sealed) await crypto.subtle.digest('SHA-256', s);
+        for (const s of sealed) await crypto.subtle.digest('SHA-256', s as Uint8Array<ArrayBuffer>);
         const nativeChunkDigestMBs = sizeMb / ((performance.now() - t) / 1000);
         t = performance.now();
         const dec = await AttachmentDecryptor.create(key, size, digest);
@@ -103,7 +107,12 @@ async function main(): Promise<void> {
         const file = new Blob([data as BlobPart]);
         const encrypted: number[] = [];
         const plain: number[] = [];
-        const phases = { encUp: [] as number[], encDown: [] as number[], plainUp: [] as number[], plainDown: [] as number[] };
+        const phases = {
+          encUp: [] as number[],
+          encDown: [] as number[],
+          plainUp: [] as number[],
+          plainDown: [] as number[],
+        };
         const drain = async (stream: ReadableStream<Uint8Array>) => {
           const parts: Blob[] = [];
           let pending: Uint8Array[] = [];
@@ -170,8 +179,14 @@ async function main(): Promise<void> {
         [
           ['encrypt (AttachmentEncryptor, in memory)', `${result.encryptMBs.toFixed(0)} MB/s`],
           ['decrypt + digest check (AttachmentDecryptor)', `${result.decryptMBs.toFixed(0)} MB/s`],
-          ['SHA-256 of the blob (sha256Stream, pure JS)', `${result.digestMBs.toFixed(0)} MB/s`],
-          ['WebCrypto SHA-256 per sealed chunk (for comparison)', `${result.nativeChunkDigestMBs.toFixed(0)} MB/s`],
+          [
+            'SHA-256 of the whole blob in pure JS (sha256Stream; the format before chunk hashes)',
+            `${result.digestMBs.toFixed(0)} MB/s`,
+          ],
+          [
+            'WebCrypto SHA-256 per sealed chunk (what the digest now costs)',
+            `${result.nativeChunkDigestMBs.toFixed(0)} MB/s`,
+          ],
           [
             `${SIZE_MB} MB upload + download, encrypted (median of ${RUNS})`,
             `${encMed.toFixed(2)} s (${mb(encMed)} MB/s), range ${range(result.encrypted)}`,

@@ -89,8 +89,13 @@ describe('attachments in Chromium', () => {
     await photo.getByTestId('attachment-thumbnail').waitFor({ timeout: 60_000 });
     expect(await photo.getByTestId('attachment-image').count()).toBe(0);
     expect(bobRequests.filter((r) => r.method() === 'GET')).toEqual([]);
-    const box = await photo.getByTestId('attachment-view').boundingBox();
-    expect(box!.height).toBeGreaterThan(box!.width); // 320×200 stored, rotated upright: portrait
+    // 320×200 stored, rotated upright: portrait. (Polled: the bubble may re-render while the list settles,
+    // and a detached element has no box.)
+    const portrait = async () => {
+      const box = await photo.getByTestId('attachment-view').boundingBox();
+      return box ? box.height > box.width : null;
+    };
+    await expect.poll(portrait, { timeout: 30_000 }).toBe(true);
     await screenshot(bob.page, 'attachment-thumbnail');
     await expectAccessible(bob.page, 'attachment-received');
 

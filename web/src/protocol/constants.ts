@@ -140,7 +140,7 @@ export const ATTACHMENT_KEY_LEN = 32;
  * stays under 0.03 %.
  */
 export const ATTACHMENT_CHUNK_SIZE = 64 * 1024;
-/** SHA-256 of the whole ciphertext, carried in the message and checked before anything is shown. */
+/** The blob digest (SHA-256 of the SHA-256 of every sealed chunk), carried in the message and checked before anything is shown. */
 export const ATTACHMENT_DIGEST_LEN = 32;
 /**
  * Largest plaintext a sender offers by default (the engine's `maxAttachmentBytes` and the server's
