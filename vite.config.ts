@@ -4,9 +4,17 @@ import { cloudflare } from '@cloudflare/vite-plugin';
 import tailwindcss from '@tailwindcss/vite';
 import { defineConfig } from 'vite';
 import solid from 'vite-plugin-solid';
+import { sri } from 'vite-plugin-sri3';
+import { assetManifest } from './scripts/asset-manifest.js';
+import { ktLogPublicKeyForBuild } from './scripts/local-env.js';
 import { relayRefusedUpgrades } from './scripts/vite-refused-upgrades.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+
+// The key-transparency log's public key ships in the client build (web/src/app/kt-key.ts): the app trusts
+// no tree head that is not signed by it. From KT_LOG_PUBLIC_KEY, wrangler.toml or the local .dev.vars.
+const ktKey = ktLogPublicKeyForBuild();
+if (!ktKey.key) console.warn('vite: no KT_LOG_PUBLIC_KEY — this client build will refuse every key (docs/DEPLOY.md)');
 
 // One origin for everything: Vite serves the SolidJS app from web/, and the Cloudflare plugin runs the
 // Worker, its Durable Objects and local D1 inside workerd (the same runtime as production).
@@ -23,6 +31,10 @@ export default defineConfig({
     tailwindcss(),
     // Before the Cloudflare plugin: its upgrade listener must see our marker (see the file's header).
     relayRefusedUpgrades(),
+    // The verifiable client (README §Verify the web client): Subresource Integrity (sha384) on every
+    // script and style index.html loads, and asset-manifest.json with the SHA-256 of every served file.
+    sri(),
+    assetManifest(here('.')),
     cloudflare({
       // E2E_CHAT_WRANGLER_CONFIG: scripts/deploy.test.ts deploys a copy without placeholders.
       configPath: process.env.E2E_CHAT_WRANGLER_CONFIG ?? here('./wrangler.toml'),
@@ -48,6 +60,7 @@ export default defineConfig({
     // (Kobalte ships JSX for Solid and is compiled by vite-plugin-solid instead.)
     include: ['solid-js', 'solid-js/web', 'solid-js/store', 'uqr', 'zod'],
   },
+  define: { __KT_LOG_PUBLIC_KEY__: JSON.stringify(ktKey.key) },
   // E2E_CHAT_DIST_DIR: tests build elsewhere (scripts/deploy-config.ts DIST).
   build: { outDir: process.env.E2E_CHAT_DIST_DIR ?? here('./dist'), emptyOutDir: true, target: 'es2022' },
   // No CORS from Vite itself (its default reflects any localhost origin, which let other local pages read

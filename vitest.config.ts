@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
+import { ktPublicKeyOf } from './scripts/local-env.js';
 
 /**
  * Outside workerd, `cloudflare:workers` (the Durable Object base classes) is a stub: the bad-input suite
@@ -13,10 +14,11 @@ const workerdStub = {
 
 /** Fresh secrets for every test run (the pool must not depend on a developer's .dev.vars). */
 const secret = () => randomBytes(32).toString('base64url');
+const ktSeed = secret();
 
 /**
  * Three suites, one command (`npm test` runs them all; `--project <name>` runs one):
- *  - unit:    protocol core, client engine and scripts, in Node;
+ *  - unit:    protocol core, client engine, bot SDK and scripts, in Node;
  *  - worker:  the Worker and its Durable Objects inside workerd, with real D1 (migrations applied) and DOs;
  *  - browser: real Chromium (Debian's package, driven by playwright-core) against `npm run dev`,
  *             started and stopped by e2e/global-setup.ts.
@@ -29,7 +31,7 @@ export default defineConfig({
         resolve: { alias: workerdStub },
         test: {
           name: 'unit',
-          include: ['web/src/**/*.test.ts', 'scripts/**/*.test.ts', 'reliability/**/*.test.ts'],
+          include: ['web/src/**/*.test.ts', 'scripts/**/*.test.ts', 'reliability/**/*.test.ts', 'bots/**/*.test.ts'],
           environment: 'node',
           testTimeout: 30_000,
         },
@@ -50,9 +52,17 @@ export default defineConfig({
                   conversationCreate: { limit: 100_000, windowMs: 3_600_000 },
                   memberAdd: { limit: 100_000, windowMs: 3_600_000 },
                 }),
+                // Retries and timeouts in seconds, so retries and disabling are testable (worker/webhooks/config.ts).
+                WEBHOOK_SETTINGS: JSON.stringify({ retryScheduleSec: [0, 1, 1], timeoutMs: 1500 }),
                 JWT_SIGNING_KEYS: `test-a:${secret()},test-b:${secret()}`,
                 TOTP_ENCRYPTION_KEY: secret(),
                 TOKEN_HASH_KEY: secret(),
+                // A fresh log key per run, with its public half (the Worker checks they match; a
+                // developer's .dev.vars, which the pool also reads, must not leave its own half here).
+                KT_LOG_SIGNING_KEY: ktSeed,
+                KT_LOG_PUBLIC_KEY: ktPublicKeyOf(ktSeed),
+                // Heads signed at least every 50 ms, so tests see new entries in fresh heads quickly.
+                KT_CONFIG: JSON.stringify({ headIntervalMs: 50 }),
                 TEST_MIGRATIONS: await readD1Migrations('./schema/migrations'),
               },
             },
@@ -62,6 +72,8 @@ export default defineConfig({
           name: 'worker',
           include: ['worker/**/*.test.ts'],
           setupFiles: ['./worker/test/apply-migrations.ts'],
+          // A local webhook receiver (Node) the Worker under test POSTs to.
+          globalSetup: ['./worker/test/receiver-setup.ts'],
           testTimeout: 30_000,
         },
       },

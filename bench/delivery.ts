@@ -16,13 +16,13 @@
  * This is a benchmark, not a test: it prints figures and asserts only that nothing was lost.
  * @module
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WIRE_VERSION } from '../schema/wire.js';
-import { freePort, startDevServer } from '../scripts/dev-server.js';
+import { startDevServer } from '../scripts/dev-server.js';
 import { ensureDevVars, QUIET_ENV, ROOT } from '../scripts/local-env.js';
 import {
   ACK_EVERY,
@@ -36,6 +36,7 @@ import {
   runLoad,
   WINDOW,
 } from './lib/app-client.js';
+import { startWrangler } from './lib/wrangler-dev.js';
 import { describeMachine, machineInfo, markdownTable } from './stats.js';
 
 const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
@@ -97,66 +98,8 @@ async function relayScenario(base: string, n: number, total: number): Promise<Re
 
 // ---- servers -------------------------------------------------------------------------------------------
 
-/** `wrangler dev` of `config` on a free port with its own state folder; resolves once `probePath` answers. */
-async function startWrangler(
-  config: string,
-  probePath: string,
-  state = mkdtempSync(join(STATE_BASE, 'e2e-chat-bench-')),
-): Promise<{ url: string; stop: () => Promise<void> }> {
-  const port = await freePort();
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      `${ROOT}node_modules/wrangler/bin/wrangler.js`,
-      'dev',
-      '--config',
-      config,
-      '--ip',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      '--persist-to',
-      state,
-      '--log-level',
-      'error',
-      '--show-interactive-dev-session=false',
-    ],
-    { cwd: ROOT, env: QUIET_ENV, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
-  );
-  let out = '';
-  child.stdout?.on('data', (d) => {
-    out += d;
-  });
-  child.stderr?.on('data', (d) => {
-    out += d;
-  });
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    if (child.exitCode === null && child.pid) {
-      const exited = new Promise((r) => child.once('exit', r));
-      try {
-        process.kill(-child.pid, 'SIGTERM');
-      } catch {
-        /* gone */
-      }
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-    }
-    rmSync(state, { recursive: true, force: true });
-  };
-  const deadline = Date.now() + 90_000;
-  while (Date.now() < deadline && child.exitCode === null) {
-    try {
-      if ((await fetch(`${url}${probePath}`)).ok) return { url, stop };
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  await stop();
-  throw new Error(`wrangler dev (${config}) did not start:\n${out.slice(-2000)}`);
-}
-
-const startRelay = () => startWrangler(`${ROOT}bench/relay/wrangler.toml`, '/health');
+const startRelay = () =>
+  startWrangler(`${ROOT}bench/relay/wrangler.toml`, '/health', mkdtempSync(join(STATE_BASE, 'e2e-chat-bench-')));
 
 /**
  * The app's Worker under plain `wrangler dev` (no Vite in front), like the relay: a generated config in
@@ -189,9 +132,13 @@ async function startAppDirect(vars: Record<string, string>): Promise<{ url: stri
             { name: 'CONVERSATION', class_name: 'ConversationDO' },
             { name: 'RATE_LIMITER', class_name: 'RateLimiter' },
             { name: 'PROBE', class_name: 'ProbeDO' },
+            { name: 'KT_LOG', class_name: 'KeyLogDO' },
           ],
         },
-        migrations: [{ tag: 'v1', new_sqlite_classes: ['ConversationDO', 'RateLimiter', 'ProbeDO'] }],
+        migrations: [
+          { tag: 'v1', new_sqlite_classes: ['ConversationDO', 'RateLimiter', 'ProbeDO'] },
+          { tag: 'v2', new_sqlite_classes: ['KeyLogDO'] },
+        ],
         vars: { APP_ENV: 'development', APP_ORIGIN: '', ...vars },
       },
       null,

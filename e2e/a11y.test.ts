@@ -165,6 +165,10 @@ describe('accessibility in Chromium', () => {
 
     await bob.page.goto(`/chats/${conv}`);
     await waitForText(bob.page, 'typed without a mouse');
+    // For Bob it is a message request: he accepts it from the keyboard, then answers.
+    await bob.page.getByTestId('request-accept').press('Enter');
+    await expect.poll(() => bob.page.getByTestId('request-bar').count(), { timeout: 30_000 }).toBe(0);
+    await bob.page.getByTestId('composer').focus();
     for (let i = 1; i <= 3; i++) {
       await bob.page.keyboard.type(`reply ${i}`);
       await bob.page.keyboard.press('Enter');

@@ -61,7 +61,7 @@ describe('messenger in Chromium', () => {
     await send(alice.page, 'first try, it fails');
     await expect.poll(() => statusOf(alice.page, 'first try, it fails'), { timeout: 30_000 }).toBe('failed');
     await send(alice.page, 'second try, delete me');
-    await expect.poll(() => statusOf(alice.page, 'second try, delete me'), { timeout: 30_000 }).toBe('failed');
+    await expect.poll(() => statusOf(alice.page, 'second try, delete me'), { timeout: 60_000 }).toBe('failed');
     expect(await alice.page.getByTestId('failure-reason').first().textContent()).toContain('Not sent.');
     await screenshot(alice.page, 'message-failed');
     await alice.context.unroute('**/api/keys/claim');

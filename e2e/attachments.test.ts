@@ -11,6 +11,7 @@ import exifr from 'exifr';
 import type { Page, Request } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { ROOT } from '../scripts/local-env.js';
+import { expectAccessible } from './a11y.js';
 import { cast, openConversation, register, screenshot, startChat, uniq } from './browser.js';
 
 const newPerson = cast(16);
@@ -71,6 +72,7 @@ describe('attachments in Chromium', () => {
     await expect.poll(() => alice.page.getByTestId('attachment').count(), { timeout: 60_000 }).toBe(2);
     await expect.poll(() => alice.page.getByTestId('upload-card').count(), { timeout: 60_000 }).toBe(0);
     await screenshot(alice.page, 'attachments-sent');
+    await expectAccessible(alice.page, 'attachments-sent');
 
     // PITFALLS 29: what went to the server names no file, type or dimension.
     const reservations = aliceRequests.filter((r) => r.method() === 'POST');
@@ -87,9 +89,15 @@ describe('attachments in Chromium', () => {
     await photo.getByTestId('attachment-thumbnail').waitFor({ timeout: 60_000 });
     expect(await photo.getByTestId('attachment-image').count()).toBe(0);
     expect(bobRequests.filter((r) => r.method() === 'GET')).toEqual([]);
-    const box = await photo.getByTestId('attachment-view').boundingBox();
-    expect(box!.height).toBeGreaterThan(box!.width); // 320×200 stored, rotated upright: portrait
+    // 320×200 stored, rotated upright: portrait. (Polled: the bubble may re-render while the list settles,
+    // and a detached element has no box.)
+    const portrait = async () => {
+      const box = await photo.getByTestId('attachment-view').boundingBox();
+      return box ? box.height > box.width : null;
+    };
+    await expect.poll(portrait, { timeout: 30_000 }).toBe(true);
     await screenshot(bob.page, 'attachment-thumbnail');
+    await expectAccessible(bob.page, 'attachment-received');
 
     // Bob opens the full image: decrypted into a blob: URL, upright, and with no EXIF or GPS left.
     await photo.getByTestId('attachment-view').click();

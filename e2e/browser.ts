@@ -14,14 +14,17 @@ export interface Person {
   close: () => Promise<void>;
 }
 
-/** A separate browser profile (its own IndexedDB, cookies, storage) — one per simulated person. */
-export async function person(): Promise<Person> {
+/**
+ * A separate browser profile (its own IndexedDB, cookies, storage) — one per simulated person — on the
+ * shared dev server, or on `baseURL` (a test's own server).
+ */
+export async function person(baseURL: string = inject('baseUrl')): Promise<Person> {
   const dir = mkdtempSync(join(tmpdir(), 'e2e-chat-profile-'));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: inject('chromiumPath'),
     args: CHROMIUM_ARGS,
     headless: true,
-    baseURL: inject('baseUrl'),
+    baseURL,
   });
   const page = context.pages()[0] ?? (await context.newPage());
   return {
@@ -104,16 +107,16 @@ export const uniq = (base: string) => `${base}${Date.now().toString(36)}${Math.f
 /**
  * The people of one test file: each a fresh profile with its own client address (registration is
  * rate-limited per address, and every test browser is the same address locally; `salt` keeps the files'
- * addresses apart). Closed after the file.
+ * addresses apart). Closed after the file. `baseURL`: a server of the file's own instead of the shared one.
  */
-export function cast(salt: number): () => Promise<Person> {
+export function cast(salt: number, baseURL?: () => string): () => Promise<Person> {
   const people: Person[] = [];
   let counter = 0;
   afterAll(async () => {
     for (const p of people) await p.close().catch(() => undefined);
   });
   return async () => {
-    const p = await person();
+    const p = await person(baseURL?.());
     people.push(p);
     const n = ++counter;
     await p.context.setExtraHTTPHeaders({
@@ -156,6 +159,14 @@ export async function startChat(page: Page, username: string): Promise<string> {
   await page.getByRole('button', { name: 'Start chat' }).click();
   await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
   return new URL(page.url()).pathname.split('/')[2]!;
+}
+
+/** Types `text` into the open conversation's composer (once it is enabled) and sends it. */
+export async function send(page: Page, text: string): Promise<void> {
+  const composer = page.getByTestId('composer');
+  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
+  await composer.fill(text);
+  await composer.press('Enter');
 }
 
 /** Opens conversation `id` from the list (conversations others start appear by polling, a few seconds). */

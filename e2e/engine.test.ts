@@ -7,6 +7,7 @@
  */
 import * as OTPAuth from 'otpauth';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { ktLogKeyOf } from '../reliability/lib/people.js';
 import { type Curve25519, defaultCurves, fromB64u, toB64u } from '../web/src/engine/_protocol.js';
 import { Account } from '../web/src/engine/account.js';
 import type { MessageView } from '../web/src/engine/context.js';
@@ -68,6 +69,7 @@ async function device(name: string, store: Store = memoryStore()): Promise<Perso
     locks: memoryLocks(),
     keystore: { batch: 8, watermark: 3 },
     backoff: { baseMs: 50, maxMs: 400 },
+    kt: { logKey: await ktLogKeyOf(inject('baseUrl')) },
   });
   const p: Person = { name, http, engine, account: new Account({ http, engine }), store, userId: '', deviceId: '' };
   everyone.push(p);

@@ -50,4 +50,15 @@ describe('walking skeleton in Chromium', () => {
     await page.getByRole('button', { name: 'Test again' }).click();
     await expect.poll(() => page.getByTestId('roundtrip').textContent(), { timeout: 20_000 }).toMatch(/^round trip ok/);
   });
+
+  it('the status page shows the local operator counters, and the refused socket above counted as an error', async () => {
+    const { page } = alice;
+    await page.getByRole('button', { name: 'Test again' }).click();
+    const counter = (name: string) => page.locator(`[data-counter="${name}"]`).textContent();
+    await expect.poll(() => counter('mailbox_depth'), { timeout: 20_000 }).toMatch(/^\d+$/);
+    // The ticketless upgrade of the previous test was refused with a stable code, counted by code.
+    await expect.poll(() => counter('errors'), { timeout: 20_000 }).toMatch(/^[1-9]\d* \(.*[a-z_]+ \d+/);
+    expect(await counter('messages_accepted')).toMatch(/^\d+/);
+    await screenshot(page, 'status-counters');
+  });
 });

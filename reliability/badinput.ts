@@ -457,6 +457,39 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
   'PUT /api/profile': { auth: 'bearer', json: true, keys: ['profile'], body: (w) => peopleBody('profile', w) },
   'GET /api/settings': { auth: 'bearer' },
   'PUT /api/settings': { auth: 'bearer', json: true, keys: ['settings'], body: (w) => peopleBody('settings', w) },
+  // status and account data (issue 18)
+  'GET /api/status/counters': { auth: 'none' },
+  'GET /api/account/export': { auth: 'bearer' },
+  'POST /api/account/delete': {
+    auth: 'bearer',
+    json: true,
+    keys: ['passwordPrehash', 'code', 'recoveryCode', 'leave'],
+    destructive: true,
+  },
+  // webhooks (issue 15): hostile endpoint URLs — every SSRF shape — and hostile fields; no URL here is accepted
+  'GET /api/webhooks': { auth: 'bearer' },
+  'POST /api/webhooks': {
+    auth: 'bearer',
+    json: true,
+    keys: ['url', 'events', 'conversationId', 'description'],
+    body: (w) => webhookBody(w, false),
+  },
+  'GET /api/webhooks/:id': { auth: 'bearer' },
+  'PATCH /api/webhooks/:id': {
+    auth: 'bearer',
+    json: true,
+    keys: ['url', 'events', 'conversationId', 'description', 'enabled'],
+    body: (w) => webhookBody(w, true),
+  },
+  'DELETE /api/webhooks/:id': { auth: 'bearer' },
+  'POST /api/webhooks/:id/rotate': { auth: 'bearer' },
+  'POST /api/webhooks/:id/test': { auth: 'bearer' },
+  'GET /api/webhooks/:id/deliveries': { auth: 'bearer', query: 'limit=:q' },
+  // key transparency (public: heads and proofs name nobody)
+  'GET /api/kt/key': { auth: 'none' },
+  'GET /api/kt/head': { auth: 'none' },
+  'GET /api/kt/heads': { auth: 'none', query: 'after=:q&limit=:q' },
+  'GET /api/kt/consistency': { auth: 'none', query: 'from=:q&to=:q' },
 };
 
 /** A fresh reservation by `a` in `conv` (never uploaded unless the caller does); its id. */
@@ -560,7 +593,86 @@ export const GRAPHQL_GENERATORS: Record<string, GraphqlGenerator> = {
   'Query.sealedSettings': TYPE_DRIVEN,
   'Mutation.setProfile': { vars: () => fc.record({ profile: sealedArb('profile') }) },
   'Mutation.putSealedSettings': { vars: () => fc.record({ settings: sealedArb('settings') }) },
+  'Query.webhooks': TYPE_DRIVEN,
+  'Query.webhook': TYPE_DRIVEN,
+  'Mutation.createWebhook': {
+    vars: (w) =>
+      fc.record(
+        { url: webhookUrl, events: fc.oneof(webhookEvents, weird), conversationId: idArb(w), description: weird },
+        { requiredKeys: ['url'] },
+      ),
+  },
+  'Mutation.updateWebhook': {
+    vars: (w) =>
+      fc.record(
+        { id: idArb(w), url: webhookUrl, events: fc.oneof(webhookEvents, weird), enabled: weird },
+        { requiredKeys: ['id'] },
+      ),
+  },
+  'Mutation.rotateWebhookSecret': TYPE_DRIVEN,
+  'Mutation.deleteWebhook': TYPE_DRIVEN,
+  'Mutation.testWebhook': TYPE_DRIVEN,
 };
+
+/**
+ * Endpoint URLs the webhook routes must refuse with a 400 code (worker/webhooks/url-policy.ts): every SSRF
+ * shape — private, loopback, link-local, reserved and mapped IP literals in several spellings, credentials,
+ * other schemes, fragments, local names, over-long — plus boundary strings. None is accepted, so no endpoint
+ * is ever created (and nothing is ever fetched) by the fuzzer.
+ */
+const webhookUrl = fc.oneof(
+  fc.constantFrom(
+    'https://10.0.0.1/h',
+    'https://172.16.5.4/h',
+    'https://192.168.0.1/h',
+    'https://127.0.0.1/h',
+    'https://2130706433/h',
+    'https://0x7f.0.0.1/h',
+    'https://0177.0.0.1/h',
+    'https://169.254.169.254/latest/meta-data/',
+    'https://100.64.0.1/h',
+    'https://0.0.0.0/h',
+    'https://[::1]/h',
+    'https://[::ffff:10.0.0.1]/h',
+    'https://[fe80::1]/h',
+    'https://[fd12::1]/h',
+    'https://[64:ff9b::7f00:1]/h',
+    'https://localhost/h',
+    'https://x.localhost/h',
+    'https://intranet/h',
+    'https://user:pw@hooks.example.com/h',
+    'http://hooks.example.com/h',
+    'http://10.0.0.1/h',
+    'ftp://hooks.example.com/h',
+    'file:///etc/passwd',
+    'javascript:alert(1)',
+    'https://hooks.example.com/h#frag',
+    `https://hooks.example.com/${'a'.repeat(2100)}`,
+    '//hooks.example.com/h',
+    'https://',
+  ),
+  boundaryString,
+);
+const webhookEvents = fc.array(
+  fc.oneof(fc.constantFrom('message.created', 'device.added', 'message.deleted', 'MESSAGE.CREATED'), boundaryString),
+  { maxLength: 9 },
+);
+/** A create (or, with `patch`, an update) body: a hostile URL and hostile optional fields, as JSON text. */
+function webhookBody(w: World, patch: boolean): fc.Arbitrary<string> {
+  return fc
+    .record(
+      {
+        url: webhookUrl,
+        events: fc.oneof(webhookEvents, weird),
+        conversationId: fc.oneof(idArb(w), fc.constant(null)),
+        description: weird,
+        ...(patch ? { enabled: weird } : {}),
+        extra: weird,
+      },
+      { requiredKeys: patch ? [] : ['url'] },
+    )
+    .map((b) => JSON.stringify(b));
+}
 
 /** Ciphertext-ish values: a valid-looking one, boundary strings, one far over the ciphertext limit. */
 const cipher = fc.oneof(fc.constant(payload()), boundaryString, fc.constant('A'.repeat(90_000)));

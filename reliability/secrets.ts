@@ -12,6 +12,11 @@ import type { SuiteResult } from './report.js';
 import { VITE_CACHE } from './server.js';
 
 export type SecretKind = 'plaintext' | 'private key' | 'password' | 'token';
+/**
+ * Values the server stores by design but must never log (issue 18: logs hold hashed ids, route patterns,
+ * no usernames or addresses): searched in the log output only, not in the state files.
+ */
+export type LogOnlyKind = 'username' | 'account id' | 'client address';
 
 const registry = new Map<string, { kind: SecretKind; value: Buffer }>();
 
@@ -20,6 +25,15 @@ export function remember(kind: SecretKind, value: string | Uint8Array): void {
   const buf = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value);
   if (buf.length < 8) return;
   registry.set(`${kind}:${buf.toString('hex')}`, { kind, value: buf });
+}
+
+const logOnly = new Map<string, { kind: LogOnlyKind; value: Buffer }>();
+
+/** Registers a value that must not appear in any server log line (values shorter than 8 bytes are ignored). */
+export function rememberForLogs(kind: LogOnlyKind, value: string): void {
+  const buf = Buffer.from(value, 'utf8');
+  if (buf.length < 8) return;
+  logOnly.set(`${kind}:${value}`, { kind, value: buf });
 }
 
 /** Everything remembered so far (a fleet worker thread sends its share to the main thread). */
@@ -133,6 +147,13 @@ export function secretsSuite(extraLogs: string[] = [], extraStacks: Haystack[] =
     for (const n of needles(value)) search.add(i, n);
   }
   for (const h of all) for (const i of search.find(h.bytes)) hits.push(`${secrets[i]!.kind} found in ${h.label}`);
+  // Log-only values: stored by design (usernames, ids), never in a log line; addresses never in clear.
+  const logOnlyValues = [...logOnly.values()];
+  const logSearch = new NeedleSearch();
+  for (const [i, { value }] of logOnlyValues.entries()) logSearch.add(i, value);
+  for (const [li, l] of logs.entries()) {
+    for (const i of logSearch.find(Buffer.from(l, 'utf8'))) hits.push(`${logOnlyValues[i]!.kind} found in log ${li}`);
+  }
   const bytes = all.reduce((s, h) => s + h.bytes.length, 0);
   const logLines = logs.reduce((s, l) => s + l.split('\n').length, 0);
   return {
@@ -141,6 +162,12 @@ export function secretsSuite(extraLogs: string[] = [], extraStacks: Haystack[] =
       [
         'secrets searched (plaintexts / private keys / passwords / tokens)',
         `${byKind.get('plaintext') ?? 0} / ${byKind.get('private key') ?? 0} / ${byKind.get('password') ?? 0} / ${byKind.get('token') ?? 0}`,
+      ],
+      [
+        'usernames / account ids / addresses searched in logs',
+        (['username', 'account id', 'client address'] as const)
+          .map((k) => logOnlyValues.filter((v) => v.kind === k).length)
+          .join(' / '),
       ],
       ['log lines / state files / MB scanned', `${logLines} / ${stacks.length} / ${(bytes / 1e6).toFixed(1)}`],
       ['secrets found', String(hits.length)],

@@ -180,3 +180,28 @@ export type TotpLoginRequest = z.input<typeof totpLoginRequest>;
 export type ResetIdentityRequest = z.input<typeof resetIdentityRequest>;
 export type TokenResponse = z.infer<typeof tokenResponse>;
 export type LoginResponse = z.infer<typeof loginResponse>;
+
+// ---- Account deletion (issue 18; worker/routes/account.ts) ---------------------------------------------------
+
+/**
+ * POST /api/account/delete. `leave`: per group conversation the caller is in, the membership entries its
+ * device signed to leave it (a `leave`, preceded by `transfer_ownership` when it is the owner and others
+ * remain), appended in order before anything is deleted. `code` is required when TOTP is on.
+ */
+export const accountDeleteRequest = z.strictObject({
+  passwordPrehash: prehash,
+  code: totpCode.optional(),
+  recoveryCode: recoveryCode.optional(),
+  leave: z
+    .array(
+      z.strictObject({
+        conversationId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+        entries: z
+          .array(b64u({ max: 8192 }))
+          .min(1)
+          .max(2),
+      }),
+    )
+    .max(1000),
+});
+export type AccountDeleteRequest = z.input<typeof accountDeleteRequest>;

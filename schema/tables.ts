@@ -420,3 +420,90 @@ export const auditEvents = sqliteTable(
   },
   (t) => [index('audit_events_user_idx').on(t.userId, t.at)],
 );
+
+// ---- Account deletion (issue 18) ----------------------------------------------------------------------------
+
+/**
+ * Usernames of deleted accounts, blocked for LIMITS.usernameCooldownMs so nobody can take a name over at
+ * once. Only HMAC(TOKEN_HASH_KEY, "username:" ‖ normalised name) is kept — no account id, nothing else.
+ */
+export const releasedUsernames = sqliteTable('released_usernames', {
+  nameHash: bytes('name_hash').primaryKey(),
+  blockedUntil: integer('blocked_until').notNull(),
+});
+
+// ---- Webhooks (issue 15): notify-only endpoints, their delivery log and the event outbox -----------------
+
+/**
+ * An account's webhook endpoints (at most WEBHOOK_LIMITS.maxEndpointsPerAccount). The signing secret is
+ * stored only encrypted (AES-256-GCM under a key derived from TOTP_ENCRYPTION_KEY, AD = endpoint id); after
+ * a rotation the previous secret keeps signing alongside the new one until `prev_expires_at` (24 h).
+ */
+export const webhookEndpoints = sqliteTable(
+  'webhook_endpoints',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    url: text('url').notNull(),
+    description: text('description').notNull().default(''),
+    /** JSON array of subscribed event types (worker/webhooks/events.ts). */
+    eventTypes: text('event_types').notNull(),
+    /** Only events of this conversation (message and membership events); null = every conversation. */
+    conversationId: text('conversation_id'),
+    secretEnc: bytes('secret_enc').notNull(),
+    prevSecretEnc: bytes('prev_secret_enc'),
+    prevExpiresAt: integer('prev_expires_at'),
+    enabled: integer('enabled', { mode: 'boolean' }).notNull().default(true),
+    /** Why delivery stopped (`retries_exhausted`, `gone`), with the last failure; null while enabled. */
+    disabledReason: text('disabled_reason'),
+    disabledAt: integer('disabled_at'),
+    lastSuccessAt: integer('last_success_at'),
+    createdAt: integer('created_at').notNull().default(now),
+    updatedAt: integer('updated_at').notNull().default(now),
+  },
+  (t) => [index('webhook_endpoints_user_idx').on(t.userId)],
+);
+
+/** Delivery attempts, newest kept: at most WEBHOOK_LIMITS.deliveriesKept per endpoint (older ones pruned). */
+export const webhookDeliveries = sqliteTable(
+  'webhook_deliveries',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    endpointId: text('endpoint_id')
+      .notNull()
+      .references(() => webhookEndpoints.id, { onDelete: 'cascade' }),
+    /** The `webhook-id` (same for every attempt of one event). */
+    eventId: text('event_id').notNull(),
+    eventType: text('event_type').notNull(),
+    attempt: integer('attempt').notNull(),
+    status: text('status', { enum: ['succeeded', 'failed'] }).notNull(),
+    /** The receiver's HTTP status, or null when no response came (timeout, network, refused URL). */
+    httpStatus: integer('http_status'),
+    /** Stable failure code (`http_status`, `timeout`, `network`, `redirect`, `url_refused`); null on success. */
+    error: text('error'),
+    latencyMs: integer('latency_ms').notNull(),
+    /** When the next attempt is scheduled (null: succeeded, or no attempt left). */
+    nextRetryAt: integer('next_retry_at'),
+    at: integer('at').notNull(),
+  },
+  (t) => [index('webhook_deliveries_endpoint_idx').on(t.endpointId, t.id)],
+);
+
+/**
+ * Events of changes made through the Worker (membership, devices, identity), written in the same D1 batch as
+ * the change and deleted once the Queue accepted them; the per-minute cron re-sends rows left behind (a
+ * Worker that died between commit and send). `message.created` does not use it: the ConversationDO emits
+ * those from its own durable log (worker/webhooks/emit.ts).
+ */
+export const webhookOutbox = sqliteTable(
+  'webhook_outbox',
+  {
+    id: text('id').primaryKey(),
+    /** The queue message (JSON: event ids, types, ids of users and conversations — never content). */
+    body: text('body').notNull(),
+    createdAt: integer('created_at').notNull(),
+  },
+  (t) => [index('webhook_outbox_created_idx').on(t.createdAt)],
+);

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { assertNoFaultHook, directD1Access, faultHookInBuild } from './check-fault-hook.js';
 import { QUIET_ENV, ROOT } from './local-env.js';
 
-describe('reliability fault hook stays out of deploys', () => {
+describe('test hooks (reliability faults, KT tampering) stay out of deploys', () => {
   it('every Worker D1 access goes through d1(env) in worker/db.ts (where the hook is applied)', () => {
     expect(directD1Access()).toEqual([]);
   });
@@ -38,6 +38,8 @@ describe('reliability fault hook stays out of deploys', () => {
       expect(r.status, r.stderr).toBe(0);
       const worker = readFileSync(join(out, 'e2e_chat', 'index.js'), 'utf8');
       expect(worker).toContain('function d1(env)');
+      // …and the users route without the key-transparency tampering hook of the browser tests.
+      expect(worker).toContain('kt_unavailable');
       expect(faultHookInBuild(out)).toEqual([]);
     } finally {
       rmSync(out, { recursive: true, force: true });

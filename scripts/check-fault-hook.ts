@@ -1,5 +1,6 @@
 /**
- * The reliability fault hook (worker/faults.ts, switched on by E2E_CHAT_FAULTS in `npm run dev`) must not
+ * The reliability fault hook (worker/faults.ts, switched on by E2E_CHAT_FAULTS in `npm run dev`) and the
+ * key-transparency tampering hook of the browser tests (worker/kt-tamper.ts, E2E_CHAT_KT_TAMPER) must not
  * ship: `deploy` and `deploy:check` run this after `vite build` and fail if any built Worker file under
  * dist/ still carries it (worker/db.ts guards it with `import.meta.env.DEV`, which `vite build` replaces by
  * false, so the bundler drops it). `directD1Access` lists Worker source lines that reach the D1 binding
@@ -9,8 +10,19 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { ROOT } from './local-env.js';
 
-/** Strings only faults.ts contains (its error message, class name, config field and flag name). */
-export const FAULT_HOOK_MARKERS = ['injected D1 write failure', 'InjectedFault', 'd1WriteFailRate', 'E2E_CHAT_FAULTS'];
+/**
+ * Strings only the test hooks contain: faults.ts (its error message, class name, config field and flag name)
+ * and kt-tamper.ts (its flag name, config field and key-derivation label).
+ */
+export const FAULT_HOOK_MARKERS = [
+  'injected D1 write failure',
+  'InjectedFault',
+  'd1WriteFailRate',
+  'E2E_CHAT_FAULTS',
+  'E2E_CHAT_KT_TAMPER',
+  'falseKeyFor',
+  'kt tamper forged',
+];
 
 /** Built JavaScript files under `dir` that contain a fault-hook marker, with the markers found. */
 export function faultHookInBuild(dir = join(ROOT, 'dist')): { file: string; markers: string[] }[] {

@@ -161,6 +161,8 @@ export const SECRET_RECIPES: Record<string, string> = {
   JWT_SIGNING_KEYS: `echo "k1:$(openssl rand -base64 32 | tr '+/' '-_' | tr -d '=')"`,
   TOTP_ENCRYPTION_KEY: `openssl rand -base64 32 | tr '+/' '-_' | tr -d '='`,
   TOKEN_HASH_KEY: `openssl rand -base64 32 | tr '+/' '-_' | tr -d '='`,
+  // The seed from `npm run kt:keygen`; its public half goes in [env.X.vars] KT_LOG_PUBLIC_KEY.
+  KT_LOG_SIGNING_KEY: `printf %s "<KT_LOG_SIGNING_KEY from npm run kt:keygen>"`,
 };
 
 /** One ready-to-paste line per secret: `<recipe> | npx wrangler secret put NAME --env <env>`. */
@@ -185,6 +187,12 @@ export function placeholders(raw: Raw, env: string): string[] {
   for (const r of routes) {
     const pattern = typeof r === 'string' ? r : String(r.pattern);
     if (/example\.(com|org|net)/.test(pattern)) out.push(`[env.${env}] routes: ${pattern} is a placeholder domain`);
+  }
+  const ktKey = (sec.vars as Raw | undefined)?.KT_LOG_PUBLIC_KEY;
+  if (!ktKey) {
+    out.push(
+      `[env.${env}] vars.KT_LOG_PUBLIC_KEY is empty: npm run kt:keygen, put the public half here and the secret with wrangler secret put KT_LOG_SIGNING_KEY`,
+    );
   }
   const origin = (sec.vars as Raw | undefined)?.APP_ORIGIN;
   if (typeof origin === 'string' && /example\.(com|org|net)/.test(origin)) {

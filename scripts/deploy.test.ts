@@ -5,7 +5,7 @@
  * The real wrangler runs offline (`--dry-run`); account calls go to a stand-in (E2E_CHAT_WRANGLER).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -112,13 +112,17 @@ describe('wrangler.toml environments', () => {
   });
 });
 
+/** A key-transparency log public key for the test copy's environments (any 32 bytes, base64url). */
+const TEST_KT_KEY = Buffer.alloc(32, 7).toString('base64url');
+
 describe('npm run deploy', () => {
   // A copy of wrangler.toml (next to it, so relative paths hold) with the placeholders filled in.
   writeFileSync(
     testConfig,
     readFileSync(join(ROOT, 'wrangler.toml'), 'utf8')
       .replace(/00000000-0000-4000-8000-00000000000([12])/g, '1234abcd-0000-4000-8000-00000000000$1')
-      .replaceAll('example.com', 'chat-test.invalid'),
+      .replaceAll('example.com', 'chat-test.invalid')
+      .replaceAll('KT_LOG_PUBLIC_KEY = ""', `KT_LOG_PUBLIC_KEY = "${TEST_KT_KEY}"`),
   );
   const secrets = requiredSecrets(raw, 'staging');
 
@@ -203,6 +207,13 @@ describe('npm run deploy', () => {
     expect(built.name).toBe('e2e-chat-staging');
     expect(built.observability.traces.head_sampling_rate).toBe(1);
     expect(existsSync(join(dist, 'e2e_chat/.dev.vars'))).toBe(false);
+    // The client is built with the staging log key (the Worker checks its secret against the same var).
+    const client = readdirSync(join(dist, 'client/assets'))
+      .filter((f) => f.endsWith('.js'))
+      .map((f) => readFileSync(join(dist, 'client/assets', f), 'utf8'))
+      .join('\n');
+    expect(client).toContain(TEST_KT_KEY);
+    expect(built.vars.KT_LOG_PUBLIC_KEY).toBe(TEST_KT_KEY);
   });
 });
 

@@ -62,7 +62,9 @@ import {
 import { deleteDeviceMailbox, flushOutbox, readMailbox } from './delivery/mailbox-db.js';
 import { type AppendResult, DeliveryStore, type Epoch, type ReplayRow } from './delivery/store.js';
 import type { Env } from './env.js';
-import { log } from './log.js';
+import { type LogFields, log, logId } from './log.js';
+import { count } from './metrics.js';
+import { emitMessageEvents } from './webhooks/emit.js';
 
 /** Close code for "you are no longer allowed here" (device revoked, member removed). */
 export const CLOSE_FORBIDDEN = CLOSE.forbidden;
@@ -229,7 +231,17 @@ export class ConversationDO extends DurableObject<Env> {
       this.store.init();
       this.conversationId = this.store.state().conversationId;
       this.alarmAt = await ctx.storage.getAlarm();
+      // Messages committed just before an eviction whose alarm was never set: their flush and webhook events
+      // must still happen (the log holds them; events_through says how far events went).
+      if (this.alarmAt === null && this.store.eventsThrough() < this.store.lastSeq()) {
+        await this.ensureAlarm(Date.now());
+      }
     });
+  }
+
+  /** A log line with the conversation as a keyed hash (`conv`), never the id (worker/log.ts). */
+  private log(level: 'info' | 'warn' | 'error', event: string, fields: LogFields = {}): void {
+    log(level, event, { conv: this.conversationId ? logId(this.env, 'c', this.conversationId) : undefined, ...fields });
   }
 
   // ---- connect ------------------------------------------------------------------------------------------
@@ -265,6 +277,8 @@ export class ConversationDO extends DurableObject<Env> {
     const att: Attachment = { u, d, t: Date.now(), live: false };
     server.serializeAttachment(att);
     this.attachments.set(server, att);
+    count(this.env, 'sockets_opened');
+    this.log('info', 'socket_open', { user: logId(this.env, 'u', u), sockets: this.ctx.getWebSockets().length });
     await this.ensureAlarm(Date.now() + this.cfg.reapIntervalMs);
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -286,9 +300,15 @@ export class ConversationDO extends DurableObject<Env> {
       await this.handleFrame(ws, message);
     } catch (err) {
       if (err instanceof FrameError) {
+        count(
+          this.env,
+          err.code === 'rate_limited' ? 'rate_limited' : 'errors',
+          err.code === 'rate_limited' ? 'send' : err.code,
+        );
         send(ws, errorFrame(err.code, err.message, err.extra));
       } else {
-        log('error', 'conversation_frame_failed', { type: err instanceof Error ? err.name : 'unknown' });
+        count(this.env, 'errors', 'internal');
+        this.log('error', 'conversation_frame_failed', { type: err instanceof Error ? err.name : 'unknown' });
         send(ws, errorFrame('internal', 'internal error; retry the frame'));
       }
     }
@@ -531,12 +551,13 @@ export class ConversationDO extends DurableObject<Env> {
           status: q.status,
           group: q.group ? { c: q.group.c, epoch: epochs[i]!.id } : null,
           recipients: q.recipients,
+          rcpt: q.kind === 'message' && !q.group ? recipientUsers(q) : null,
           checkedNew: q.checkedNew,
         })),
         Date.now(),
       );
     } catch (err) {
-      log('error', 'conversation_commit_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      this.log('error', 'conversation_commit_failed', { type: err instanceof Error ? err.name : 'unknown' });
       for (const q of batch) send(q.ws, errorFrame('internal', 'internal error; retry the frame', { id: q.id }));
       return;
     }
@@ -546,7 +567,9 @@ export class ConversationDO extends DurableObject<Env> {
       const a = this.attachment(ws);
       if (a?.live) live.push({ ws, key: this.socketKey(ws, a), out: [], bytes: 0 });
     }
+    let delivered = 0;
     const push = (to: (typeof live)[number], envelope: string) => {
+      delivered++;
       if (to.out.length >= MAX_DELIVER_BATCH || to.bytes + envelope.length > DELIVER_FRAME_CHARS) {
         send(to.ws, deliverFrame(to.out));
         to.out = [];
@@ -556,11 +579,17 @@ export class ConversationDO extends DurableObject<Env> {
       to.bytes += envelope.length + 1;
     };
     let stored = false;
+    let pairwise = 0;
+    let group = 0;
     for (let i = 0; i < batch.length; i++) {
       const q = batch[i]!;
       const res = results[i]!;
       if (res.duplicate) continue;
       stored = true;
+      if (q.kind === 'message') {
+        if (q.group) group++;
+        else pairwise++;
+      }
       const base = { seq: res.seq, ts: res.ts, from: q.sender, id: q.id, kind: q.kind };
       const head = q.status ? { ...base, status: q.status } : base;
       const senderKey = deviceKey(q.sender.u, q.sender.d);
@@ -579,6 +608,9 @@ export class ConversationDO extends DurableObject<Env> {
       }
     }
     for (const to of live) if (to.out.length > 0) send(to.ws, deliverFrame(to.out));
+    if (pairwise) count(this.env, 'messages_accepted', 'pairwise', pairwise);
+    if (group) count(this.env, 'messages_accepted', 'group', group);
+    if (delivered) count(this.env, 'messages_delivered', 'live', delivered);
     for (let i = 0; i < batch.length; i++) {
       const { seq, ts, duplicate } = results[i]!;
       const id = batch[i]!.id;
@@ -587,7 +619,7 @@ export class ConversationDO extends DurableObject<Env> {
     // The alarm flushes what is still un-acked then (a group message also moves the group-flushed mark).
     if (stored) {
       this.ensureAlarm(Date.now() + this.cfg.flushDelayMs).catch((err: unknown) => {
-        log('warn', 'conversation_alarm_failed', { type: err instanceof Error ? err.name : 'unknown' });
+        this.log('warn', 'conversation_alarm_failed', { type: err instanceof Error ? err.name : 'unknown' });
       });
     }
   }
@@ -642,7 +674,9 @@ export class ConversationDO extends DurableObject<Env> {
         set = await this.devices();
         if (!isLiveMemberDevice(set, att.u, att.d)) set = await this.devices(true);
       } catch (err) {
-        log('warn', 'conversation_resume_member_check_failed', { type: err instanceof Error ? err.name : 'unknown' });
+        this.log('warn', 'conversation_resume_member_check_failed', {
+          type: err instanceof Error ? err.name : 'unknown',
+        });
       }
       if (set && !isLiveMemberDevice(set, att.u, att.d)) {
         close(ws, CLOSE.forbidden, 'not a member or device revoked');
@@ -670,6 +704,7 @@ export class ConversationDO extends DurableObject<Env> {
       bySeq.set(r.seq, toEnvelope(r));
     }
     const envelopes = [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(0, limit);
+    if (envelopes.length) count(this.env, 'messages_delivered', 'resume', envelopes.length);
     for (let i = 0; i < envelopes.length; i += MAX_DELIVER_BATCH) {
       send(ws, { v: WIRE_VERSION, type: 'deliver', envelopes: envelopes.slice(i, i + MAX_DELIVER_BATCH) });
     }
@@ -706,7 +741,7 @@ export class ConversationDO extends DurableObject<Env> {
       // Only the age expired (no RPC dropped it, no mismatch): while D1 is unreachable the expired set
       // keeps the conversation usable; `loadedAt` stays old, so the next call tries D1 again.
       if (!cached) throw err;
-      log('warn', 'conversation_device_set_reload_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      this.log('warn', 'conversation_device_set_reload_failed', { type: err instanceof Error ? err.name : 'unknown' });
       return cached;
     }
     this.deviceSet = set;
@@ -741,7 +776,7 @@ export class ConversationDO extends DurableObject<Env> {
         await this.devices(true);
       } catch {
         this.deviceSet = null; // reloaded on the next send
-        log('warn', 'conversation_device_set_refresh_failed', {});
+        this.log('warn', 'conversation_device_set_refresh_failed', {});
       }
     }
     if (
@@ -839,6 +874,41 @@ export class ConversationDO extends DurableObject<Env> {
     if (this.store.ack(userId, deviceId, upTo)) await this.ensureAlarm(Date.now() + this.cfg.flushDelayMs);
   }
 
+  /**
+   * An account was deleted (domain/account.ts) and others remain here: its sockets are closed, its
+   * devices' envelopes, cursors and acks dropped, and the messages it sent are re-attributed to the
+   * `tombstone` id (they stay, in order, for the members still waiting for them).
+   */
+  async forgetUser(userId: string, deviceIds: string[], tombstone: string): Promise<void> {
+    if (!wireId.safeParse(userId).success || !wireId.safeParse(tombstone).success || !Array.isArray(deviceIds)) return;
+    this.drainSends();
+    for (const ws of this.ctx.getWebSockets(userTag(userId))) close(ws, CLOSE.forbidden, 'account deleted');
+    if (this.flushing) await this.flushing.catch(() => undefined);
+    for (const d of deviceIds.slice(0, 1000)) {
+      if (!wireId.safeParse(d).success) continue;
+      this.acks.delete(deviceKey(userId, d));
+      this.store.forgetDevice(userId, d);
+    }
+    this.store.forgetSender(userId, tombstone);
+    this.deviceSet = null;
+    this.epochMemo = null;
+  }
+
+  /** The conversation was deleted with its last member (domain/account.ts): every byte of storage goes. */
+  async erase(): Promise<void> {
+    this.drainSends();
+    for (const ws of this.ctx.getWebSockets()) close(ws, CLOSE.forbidden, 'conversation deleted');
+    if (this.flushing) await this.flushing.catch(() => undefined);
+    await this.ctx.storage.deleteAlarm();
+    await this.ctx.storage.deleteAll();
+    this.alarmAt = null;
+    this.conversationId = null;
+    this.deviceSet = null;
+    this.epochMemo = null;
+    this.acks.clear();
+    this.store.init();
+  }
+
   /** Number of connected sockets (tests and, later, presence). */
   async connectedCount(): Promise<number> {
     return this.ctx.getWebSockets().length;
@@ -862,14 +932,24 @@ export class ConversationDO extends DurableObject<Env> {
       const more = await this.flush();
       if (more) next = now;
     } catch (err) {
-      log('warn', 'conversation_flush_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      this.log('warn', 'conversation_flush_failed', { type: err instanceof Error ? err.name : 'unknown' });
       failed = true;
       next = now + Math.max(this.cfg.flushDelayMs, 5_000);
+    }
+    // Webhook events for what the flush made fetchable (never on the send path: nothing waits on them).
+    if (this.conversationId) {
+      try {
+        const more = await emitMessageEvents(this.env, this.store, this.conversationId);
+        if (more) next = Math.min(next ?? now, now);
+      } catch (err) {
+        log('warn', 'conversation_events_failed', { type: err instanceof Error ? err.name : 'unknown' });
+        next = Math.min(next ?? Number.POSITIVE_INFINITY, now + 5_000);
+      }
     }
     try {
       this.store.prune(now - this.cfg.logRetentionMs);
     } catch (err) {
-      log('warn', 'conversation_prune_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      this.log('warn', 'conversation_prune_failed', { type: err instanceof Error ? err.name : 'unknown' });
     }
     this.reap(now);
     const candidates: number[] = [];
@@ -921,6 +1001,8 @@ export class ConversationDO extends DurableObject<Env> {
   // ---- socket lifecycle ---------------------------------------------------------------------------------
 
   override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    count(this.env, 'sockets_closed', String(code));
+    this.log('info', 'socket_close', { code });
     // 1005/1006 are reserved and may not be sent back; answer with a normal closure instead.
     close(ws, code === 1005 || code === 1006 ? CLOSE.normal : code, 'closing');
   }
@@ -928,6 +1010,13 @@ export class ConversationDO extends DurableObject<Env> {
   override async webSocketError(ws: WebSocket): Promise<void> {
     close(ws, CLOSE.internal, 'error');
   }
+}
+
+/** A pairwise message's recipient accounts other than the sender's (its webhook audience), space-separated. */
+function recipientUsers(q: QueuedSend): string | null {
+  const users = new Set<string>();
+  for (const r of q.recipients) if (r.u !== q.sender.u) users.add(r.u);
+  return users.size === 0 ? null : [...users].join(' ');
 }
 
 function decodeCiphertext(b64u: string, id: string): Uint8Array {

@@ -140,7 +140,16 @@ describe('GraphQL over HTTP', () => {
   it('introspection works and reveals no private field (no password, token, secret or private key anywhere)', async () => {
     const { status, body } = await gql(null, '{ __schema { types { name fields { name } inputFields { name } } } }');
     expect(status).toBe(200);
-    const names = JSON.stringify(body.data).toLowerCase();
+    // The one deliberate exception: a webhook endpoint's own signing secret, which the account chose to create
+    // and which createWebhook / rotateWebhookSecret return once (type WebhookSecret, as REST does).
+    const types = (body.data as { __schema: { types: { name: string; fields: { name: string }[] | null }[] } }).__schema
+      .types;
+    const secretType = types.find((t) => t.name === 'WebhookSecret');
+    expect(secretType?.fields?.map((f) => f.name).sort()).toEqual(['endpoint', 'secret']);
+    const names = JSON.stringify(
+      types.filter((t) => t.name !== 'WebhookSecret'),
+      (k, v) => (k === 'name' && /^(rotateWebhookSecret|previousSecretExpiresAt)$/.test(v) ? 'allowed' : v),
+    ).toLowerCase();
     for (const word of ['password', 'token', 'secret', 'private', 'totp', 'recovery', 'salt'])
       expect(names).not.toContain(word);
     expect(names).toContain('claimprekeybundles');

@@ -16,6 +16,7 @@ import { DurableObject } from 'cloudflare:workers';
 import type { Env } from './env.js';
 import { AppError } from './errors.js';
 import { type RateBucket, type RateRule, rateLimits } from './limits.js';
+import { count } from './metrics.js';
 
 export interface HitResult {
   allowed: boolean;
@@ -160,6 +161,7 @@ export async function enforceRateLimit(env: Env, bucket: RateBucket, keys: strin
   const refused = results.filter((r) => !r.allowed);
   if (refused.length > 0) {
     await release();
+    count(env, 'rate_limited', bucket);
     throw rateLimitError(Math.max(...refused.map((r) => r.retryAfterMs)));
   }
   let released = false;

@@ -22,6 +22,8 @@ export const LIMITS = {
   refreshTokenTtlMs: 30 * 24 * 3600 * 1000,
   /** A rotated refresh token presented again within this window is a concurrent refresh, not theft. */
   refreshGraceMs: 10 * 1000,
+  /** A deleted account's username stays blocked this long (issue 18: no instant takeover of a name). */
+  usernameCooldownMs: 30 * 24 * 3600 * 1000,
   /** Login challenges are single-use and short-lived. */
   loginChallengeTtlMs: 2 * 60 * 1000,
   /** Pending MFA step after a correct password + device signature. */
@@ -122,6 +124,8 @@ export const DEFAULT_RATE_LIMITS = {
   profile: { limit: 600, windowMs: MIN },
   /** Profile and private-settings writes per account (a person edits rarely; devices retry a conflict). */
   people: { limit: 60, windowMs: MIN },
+  /** Key-transparency heads and proofs (/api/kt/*), per client address: clients need a few per minute. */
+  kt: { limit: 300, windowMs: MIN },
   /** Unauthenticated realtime health check (/api/probe/ws), per client address: 2 sockets per check. */
   probe: { limit: 30, windowMs: MIN },
   /** Conversations (direct or group) created per account. */

@@ -86,7 +86,7 @@ describe('profiles', () => {
     expect(openProfile(key, alice.userId, fromB64u(served)).name).toBe(name);
     expect(await findInD1([name, marker, key, toB64u(key)])).toEqual([]);
     expect(await findInD1([sealed])).toEqual(['profiles.sealed']);
-    expect(logs).toContain('"path":"/api/profile"'); // the request lines were captured
+    expect(logs).toContain('"route":"/api/profile"'); // the request lines were captured
     for (const needle of [name, marker, toB64u(key), served.slice(0, 40)]) expect(logs).not.toContain(needle);
   });
 

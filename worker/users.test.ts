@@ -70,11 +70,13 @@ describe('GET /api/users/by-name/:username', () => {
     for (const raw of [bob.username, bob.username.toUpperCase()]) {
       const res = await api(`/api/users/by-name/${encodeURIComponent(raw)}`, token);
       expect(res.status).toBe(200);
-      expect(await res.json()).toEqual({
+      const body = (await res.json()) as Record<string, unknown>;
+      expect(body).toEqual({
         userId: bob.userId,
         username: bob.username,
         identityKey: toB64u(bob.t.identity.publicKey),
         identityVersion: 1,
+        kt: expect.objectContaining({ entry: expect.any(String), index: expect.any(Number), head: expect.any(String) }),
       });
     }
   });

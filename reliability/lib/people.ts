@@ -6,7 +6,7 @@
  */
 
 import WebSocket from 'ws';
-import { type Curve25519, defaultCurves, toB64u } from '../../web/src/engine/_protocol.js';
+import { type Curve25519, defaultCurves, fromB64u, toB64u } from '../../web/src/engine/_protocol.js';
 import { Account } from '../../web/src/engine/account.js';
 import { createEngine, type Engine } from '../../web/src/engine/engine.js';
 import {
@@ -18,7 +18,7 @@ import {
 import { memoryLocks } from '../../web/src/engine/locks.js';
 import type { Store } from '../../web/src/engine/storage.js';
 import { cryptoRng, ownIdentity } from '../../web/src/engine/testing/harness.js';
-import { remember } from '../secrets.js';
+import { remember, rememberForLogs } from '../secrets.js';
 import { indexedMemoryStore } from './indexed-store.js';
 
 export const PASSWORD = 'correct horse battery staple';
@@ -73,6 +73,9 @@ export async function rememberKeys(p: Person): Promise<void> {
   remember('private key', id.signing.secretKey);
   remember('private key', id.identity.secretKey);
   remember('password', PASSWORD);
+  rememberForLogs('account id', p.userId);
+  rememberForLogs('username', p.name);
+  rememberForLogs('client address', p.ip);
 }
 
 export const runId = () =>
@@ -110,6 +113,22 @@ function tappedWebSocket(tap: SocketTap, who: string): WebSocketConstructor {
   return Tapped as unknown as WebSocketConstructor;
 }
 
+const ktKeys = new Map<string, Promise<Uint8Array>>();
+/**
+ * The log key of the server at `baseUrl` (GET /api/kt/key). The app has it built in; these test clients run
+ * against a server of their own and take its word for it — never do this in a real client.
+ */
+export function ktLogKeyOf(baseUrl: string): Promise<Uint8Array> {
+  let k = ktKeys.get(baseUrl);
+  if (!k) {
+    k = fetch(`${baseUrl}/api/kt/key`)
+      .then((r) => r.json() as Promise<{ publicKey: string }>)
+      .then((j) => fromB64u(j.publicKey));
+    ktKeys.set(baseUrl, k);
+  }
+  return k;
+}
+
 /** A person's device: an engine over `store` (a fresh in-memory store by default) talking to `baseUrl`. */
 export async function device(
   baseUrl: string,
@@ -129,6 +148,7 @@ export async function device(
     locks: memoryLocks(),
     keystore: { batch: 8, watermark: 3 },
     backoff: { baseMs: 50, maxMs: 400 },
+    kt: { logKey: await ktLogKeyOf(baseUrl) },
   });
   return { name, http, engine, account: new Account({ http, engine }), store, ip, userId: '', deviceId: '' };
 }
@@ -149,6 +169,7 @@ export async function restartEngine(p: Person, tap?: SocketTap): Promise<void> {
     locks: memoryLocks(),
     keystore: { batch: 8, watermark: 3 },
     backoff: { baseMs: 50, maxMs: 400 },
+    kt: { logKey: await ktLogKeyOf(p.http.baseUrl) },
   });
   p.account = new Account({ http: p.http, engine: p.engine });
 }

@@ -240,3 +240,9 @@ export async function cleanupExpired(db: Db, mailboxTtlMs: number, now = Date.no
   const mfa = changes(await db.delete(schema.mfaPending).where(lt(schema.mfaPending.expiresAt, now)).run());
   return { mailbox, groups, revokedDevices: revokedDevices.length, tickets, challenges, mfa };
 }
+
+/** Envelopes waiting in D1 mailboxes (all devices): the `mailbox_depth` gauge (worker/metrics.ts). */
+export async function mailboxDepth(db: Db): Promise<number> {
+  const row = await db.select({ n: sql<number>`count(*)` }).from(schema.mailbox).get();
+  return Number(row?.n ?? 0);
+}

@@ -15,9 +15,11 @@
  *
  * Tables (all SQL below uses bound parameters; multi-row statements only repeat `(?,?,?,?)` placeholders):
  *   state          one row: conversation id, last seq, last ts, pruned-through seq, group-flushed-through
- *                  seq (every group message ≤ it has been copied to D1 for the devices behind then)
+ *                  seq (every group message ≤ it has been copied to D1 for the devices behind then),
+ *                  events-through seq (webhook `message.created` events are queued for every message ≤ it)
  *   log            one row per message: seq, ts, sender, client id, kind/status, sender-key ciphertext and
- *                  epoch (group) or NULL, NULL (pairwise)
+ *                  epoch (group) or NULL, NULL (pairwise); for a pairwise message the recipient user ids
+ *                  (`rcpt`, space-separated, the sender's own account left out) for its webhook event
  *   epochs         one row per recipient set: epoch id, first seq it applies to
  *   epoch_devices  (epoch, user, device): the devices of an epoch; a revoked device's rows are deleted
  *   cursors        (user, device) → acked_through: the device processed every envelope ≤ it
@@ -39,6 +41,8 @@ export interface AppendInput {
   group: { c: Uint8Array; epoch: number } | null;
   /** Pairwise recipients, each with its own ciphertext (empty for a group message). */
   recipients: { u: string; d: string; c: Uint8Array }[];
+  /** Pairwise `message`s: the recipient user ids other than the sender's (webhook audience), or null. */
+  rcpt?: string | null;
   /** The caller already looked this client id up in the log (findDuplicate) and it was not there. */
   checkedNew?: boolean;
 }
@@ -83,6 +87,18 @@ export interface OutboxBatch {
   more: boolean;
 }
 
+/** What a `message.created` event is built from. */
+export interface EventRow {
+  seq: number;
+  ts: number;
+  sender_user: string;
+  sender_device: string;
+  /** Group message: its recipient-set epoch (the audience); pairwise: null. */
+  epoch: number | null;
+  /** Pairwise message: recipient user ids other than the sender's, space-separated; group: null. */
+  rcpt: string | null;
+}
+
 export interface PendingAck {
   user_id: string;
   device_id: string;
@@ -104,8 +120,8 @@ export interface Epoch {
   devices: Set<string>;
 }
 
-/** DO SQLite allows 100 bound parameters per statement; log rows have 9, pairwise 4, epoch_devices 3. */
-const LOG_ROWS_PER_INSERT = 11;
+/** DO SQLite allows 100 bound parameters per statement; log rows have 10, pairwise 4, epoch_devices 3. */
+const LOG_ROWS_PER_INSERT = 10;
 const PAIRWISE_ROWS_PER_INSERT = 25;
 const EPOCH_ROWS_PER_INSERT = 33;
 /** Cap on ciphertext bytes held in memory by one outbox batch (DO isolate memory is 128 MB). */
@@ -116,9 +132,9 @@ const GROUP_SCAN_PER_BATCH = 5_000;
 type Row = Record<string, SqlStorageValue>;
 
 const LOG_INSERT =
-  'INSERT INTO log (seq, ts, sender_user, sender_device, client_id, kind, status, group_c, epoch) VALUES ';
-const LOG_TUPLE = '(?, ?, ?, ?, ?, ?, ?, ?, ?), ';
-const LOG_TUPLE_LAST = '(?, ?, ?, ?, ?, ?, ?, ?, ?)';
+  'INSERT INTO log (seq, ts, sender_user, sender_device, client_id, kind, status, group_c, epoch, rcpt) VALUES ';
+const LOG_TUPLE = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ';
+const LOG_TUPLE_LAST = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
 const PW_INSERT = 'INSERT INTO pairwise (user_id, device_id, seq, c) VALUES ';
 const PW_TUPLE = '(?, ?, ?, ?), ';
 const PW_TUPLE_LAST = '(?, ?, ?, ?)';
@@ -154,7 +170,8 @@ export class DeliveryStore {
       last_seq INTEGER NOT NULL,
       last_ts INTEGER NOT NULL,
       pruned_through INTEGER NOT NULL DEFAULT 0,
-      group_flushed INTEGER NOT NULL DEFAULT 0)`);
+      group_flushed INTEGER NOT NULL DEFAULT 0,
+      events_through INTEGER NOT NULL DEFAULT 0)`);
     this.sql.exec('INSERT OR IGNORE INTO state (id, conversation_id, last_seq, last_ts) VALUES (1, NULL, 0, 0)');
     this.sql.exec(`CREATE TABLE IF NOT EXISTS log (
       seq INTEGER PRIMARY KEY,
@@ -165,7 +182,8 @@ export class DeliveryStore {
       kind TEXT NOT NULL,
       status TEXT,
       group_c BLOB,
-      epoch INTEGER)`);
+      epoch INTEGER,
+      rcpt TEXT)`);
     this.sql.exec('CREATE UNIQUE INDEX IF NOT EXISTS log_client_uq ON log (sender_user, sender_device, client_id)');
     // Storage written before epochs existed (local development only; nothing was deployed): upgrade it.
     const old = this.sql
@@ -185,6 +203,14 @@ export class DeliveryStore {
         }
       }
     }
+    // Storage written before webhook events (local development only): no events for messages stored then.
+    const stateCols = this.sql.exec<{ name: string }>('PRAGMA table_info(state)').toArray();
+    if (!stateCols.some((c) => c.name === 'events_through')) {
+      this.sql.exec('ALTER TABLE state ADD COLUMN events_through INTEGER NOT NULL DEFAULT 0');
+      this.sql.exec('UPDATE state SET events_through = last_seq WHERE id = 1');
+    }
+    const logCols = this.sql.exec<{ name: string }>('PRAGMA table_info(log)').toArray();
+    if (!logCols.some((c) => c.name === 'rcpt')) this.sql.exec('ALTER TABLE log ADD COLUMN rcpt TEXT');
     this.sql.exec(`CREATE TABLE IF NOT EXISTS epochs (
       epoch INTEGER PRIMARY KEY,
       from_seq INTEGER NOT NULL)`);
@@ -376,6 +402,7 @@ export class DeliveryStore {
           input.status,
           input.group ? blob(input.group.c) : null,
           input.group ? input.group.epoch : null,
+          input.rcpt ?? null,
         );
         if (++logRows === LOG_ROWS_PER_INSERT) flushLog();
         for (const r of input.recipients) {
@@ -652,6 +679,28 @@ export class DeliveryStore {
    * A revoked device gets nothing more from this DO: its pairwise envelopes, cursor and pending acks are
    * dropped and it leaves every epoch (so no group message is pending for it or expanded for it in D1).
    */
+  /** A deleted account's sent messages stay for their recipients under the `tombstone` sender id. */
+  forgetSender(userId: string, tombstone: string): void {
+    this.sql.exec(
+      "UPDATE log SET sender_user = ?, sender_device = ?, client_id = 'deleted-' || seq WHERE sender_user = ?",
+      tombstone,
+      tombstone,
+      userId,
+    );
+    // …and it is no longer named as a recipient of anyone's pairwise message (the webhook audience list).
+    this.sql.exec(
+      "UPDATE log SET rcpt = trim(replace(' ' || rcpt || ' ', ' ' || ? || ' ', ' ')) WHERE instr(' ' || rcpt || ' ', ' ' || ? || ' ') > 0",
+      userId,
+      userId,
+    );
+    this.sql.exec('DELETE FROM epoch_devices WHERE user_id = ?', userId);
+    this.sql.exec('DELETE FROM cursors WHERE user_id = ?', userId);
+    this.sql.exec('DELETE FROM pairwise WHERE user_id = ?', userId);
+    this.sql.exec('DELETE FROM pending_acks WHERE user_id = ?', userId);
+    this.epochCache.clear();
+    this.latestEpoch = undefined;
+  }
+
   forgetDevice(userId: string, deviceId: string): void {
     this.sql.exec('DELETE FROM pairwise WHERE user_id = ? AND device_id = ?', userId, deviceId);
     this.sql.exec('DELETE FROM pending_acks WHERE user_id = ? AND device_id = ?', userId, deviceId);
@@ -663,7 +712,8 @@ export class DeliveryStore {
 
   /**
    * Drops what is older than `cutoffTs` and already safe in D1: flushed pairwise envelopes, then log rows
-   * no pairwise envelope refers to (group messages once the flush has passed them), then epochs no log row
+   * no pairwise envelope refers to (group messages once the flush has passed them; any message only once its
+   * webhook event is queued), then epochs no log row
    * uses (except the latest). Un-flushed envelopes (D1 unreachable) are kept however old. Returns the new
    * pruned-through seq (resume below it reads the D1 mailbox).
    */
@@ -677,7 +727,7 @@ export class DeliveryStore {
       this.sql.exec('DELETE FROM pairwise WHERE flushed = 1 AND seq <= ?', through);
       this.sql.exec(
         `DELETE FROM log WHERE seq <= ? AND NOT EXISTS (SELECT 1 FROM pairwise p WHERE p.seq = log.seq)
-           AND (epoch IS NULL OR seq <= ?)`,
+           AND (epoch IS NULL OR seq <= ?) AND seq <= (SELECT events_through FROM state WHERE id = 1)`,
         through,
         groupMark,
       );
@@ -694,6 +744,52 @@ export class DeliveryStore {
     });
     this.epochCache.clear();
     return through;
+  }
+
+  // ---- webhook events (worker/webhooks/emit.ts) ----------------------------------------------------------
+
+  /** Events are queued for every message ≤ this seq. */
+  eventsThrough(): number {
+    return this.sql.exec<{ e: number }>('SELECT events_through AS e FROM state WHERE id = 1').one().e;
+  }
+
+  setEventsThrough(seq: number): void {
+    this.sql.exec('UPDATE state SET events_through = max(events_through, ?) WHERE id = 1', seq);
+  }
+
+  /**
+   * The highest seq such that every message ≤ it can be fetched by each recipient device that has not
+   * acked it: its pairwise rows are in D1 or acked (none left at flush state 0 or 2 below it), and the D1
+   * flush has passed every group message below it. `message.created` for a message is sent only then, so a
+   * bot that syncs its mailbox on the event finds the envelope.
+   */
+  eventsReadyThrough(): number {
+    const last = this.lastSeq();
+    const pw = this.sql
+      .exec<{ s: number | null }>(
+        'SELECT min(s) AS s FROM (SELECT min(seq) AS s FROM pairwise WHERE flushed = 0 UNION ALL SELECT min(seq) FROM pairwise WHERE flushed = 2)',
+      )
+      .one().s;
+    const grp = this.sql
+      .exec<{ s: number }>(
+        'SELECT seq AS s FROM log WHERE seq > ? AND epoch IS NOT NULL ORDER BY seq LIMIT 1',
+        this.groupFlushed(),
+      )
+      .toArray()[0]?.s;
+    return Math.min(last, pw === null ? last : pw - 1, grp === undefined ? last : grp - 1);
+  }
+
+  /** Messages (kind `message`) in (after, through], oldest first, at most `limit`: what their events need. */
+  eventRows(after: number, through: number, limit: number): EventRow[] {
+    return this.sql
+      .exec<Row & EventRow>(
+        `SELECT seq, ts, sender_user, sender_device, epoch, rcpt FROM log
+         WHERE seq > ? AND seq <= ? AND kind = 'message' ORDER BY seq LIMIT ?`,
+        after,
+        through,
+        limit,
+      )
+      .toArray();
   }
 
   /** Oldest log timestamp (for scheduling the next prune), or null when the log is empty. */

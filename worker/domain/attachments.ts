@@ -20,7 +20,7 @@
  * log does, via the `members` fold).
  * @module
  */
-import { and, eq, isNull, lt, or, sql } from 'drizzle-orm';
+import { and, eq, isNull, lt, or, type SQL, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { attachmentLayout } from '../../web/src/protocol/attachments.js';
 import { DEFAULT_MAX_ATTACHMENT_SIZE } from '../../web/src/protocol/constants.js';
@@ -28,6 +28,7 @@ import type { Db } from '../db.js';
 import { makeDb, schema } from '../db.js';
 import type { Env } from '../env.js';
 import { AppError } from '../errors.js';
+import { onAccountDeletion } from './account.js';
 
 export const ATTACHMENT_DEFAULTS = {
   /** Largest blob (ciphertext bytes): a DEFAULT_MAX_ATTACHMENT_SIZE (100 MiB) file plus its chunk tags. */
@@ -371,11 +372,8 @@ export async function cleanupAttachments(env: Env, now = Date.now()): Promise<{ 
   return { attachments: total };
 }
 
-/**
- * Account deletion (issue 18): every attachment `userId` uploaded — blobs and rows. Attachments other
- * people sent into conversations the user was in belong to those people and stay until they expire.
- */
-export async function deleteUserAttachments(env: Env, userId: string): Promise<number> {
+/** Deletes, batch by batch (blob first, then row), every attachment row `where` selects; how many. */
+async function deleteAttachmentsWhere(env: Env, where: SQL): Promise<number> {
   const cfg = attachmentConfig(env.ATTACHMENT_LIMITS);
   const db = makeDb(env);
   let total = 0;
@@ -383,7 +381,7 @@ export async function deleteUserAttachments(env: Env, userId: string): Promise<n
     const rows = await db
       .select({ id: schema.attachments.id })
       .from(schema.attachments)
-      .where(eq(schema.attachments.uploaderUserId, userId))
+      .where(where)
       .limit(cfg.cleanupBatch)
       .all();
     await deleteRows(
@@ -395,3 +393,29 @@ export async function deleteUserAttachments(env: Env, userId: string): Promise<n
     if (rows.length < cfg.cleanupBatch) return total;
   }
 }
+
+/**
+ * Account deletion (issue 18): every attachment `userId` uploaded — blobs and rows. Attachments other
+ * people sent into conversations the user was in belong to those people and stay until they expire.
+ */
+export function deleteUserAttachments(env: Env, userId: string): Promise<number> {
+  return deleteAttachmentsWhere(env, eq(schema.attachments.uploaderUserId, userId));
+}
+
+/**
+ * The attachments of a conversation that is going whole (account deletion of its last member): nobody is
+ * left who could open them.
+ */
+export function deleteConversationAttachments(env: Env, conversationId: string): Promise<number> {
+  return deleteAttachmentsWhere(env, eq(schema.attachments.conversationId, conversationId));
+}
+
+// Account deletion (worker/domain/account.ts): BEFORE the D1 rows go — the blobs are found through them.
+onAccountDeletion(
+  'attachments',
+  async ({ env, userId, orphanedConversationIds }) => {
+    await deleteUserAttachments(env, userId);
+    for (const c of orphanedConversationIds) await deleteConversationAttachments(env, c);
+  },
+  'before',
+);

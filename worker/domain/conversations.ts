@@ -31,7 +31,8 @@ import { schema } from '../db.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit } from '../limiter.js';
 import { LIMITS } from '../limits.js';
-import { log } from '../log.js';
+import { log, logId } from '../log.js';
+import { membershipEvents, outboxEvents } from '../webhooks/outbox.js';
 import { asBytes, auditStmt, type Caller, chunkRows, curves, isConstraintError, writeBatch } from './common.js';
 
 /** Entries accepted in one create request (more members are added with later entries). */
@@ -201,6 +202,19 @@ export async function createConversation(
     authorDeviceId: e.authorDeviceId,
     createdAt: now,
   }));
+  // Webhooks: every member of the new conversation is "added" (the creator included), in the same batch.
+  const events = outboxEvents(
+    db,
+    membershipEvents({
+      conversationId: id,
+      before: new Map(),
+      after: final.members,
+      byUserId: auth.userId,
+      logSeq: final.seq,
+      at: now,
+    }),
+    now,
+  );
   try {
     await writeBatch(caller.env, [
       db
@@ -214,11 +228,13 @@ export async function createConversation(
         members: memberRows.length,
         headSeq: final.seq,
       }),
+      ...events.statements,
     ]);
   } catch (err) {
     if (isConstraintError(err)) throw new AppError(409, 'conversation_exists', 'a conversation with this id exists');
     throw err;
   }
+  await events.release(caller.env, db);
   return {
     id,
     kind: input.kind,
@@ -334,6 +350,18 @@ export async function appendEntry(
       target: entry.target,
     }),
   );
+  const events = outboxEvents(
+    db,
+    membershipEvents({
+      conversationId: conv.id,
+      before,
+      after: next.members,
+      byUserId: auth.userId,
+      logSeq: entry.seq,
+      at: Date.now(),
+    }),
+  );
+  stmts.push(...events.statements);
   try {
     await writeBatch(env, stmts);
   } catch (err) {
@@ -341,13 +369,14 @@ export async function appendEntry(
     if (isConstraintError(err)) throw new AppError(409, 'chain_conflict', 'entry does not extend the current head');
     throw err;
   }
+  await events.release(env, db);
   try {
     await env.CONVERSATION.get(env.CONVERSATION.idFromName(conv.id)).membershipChanged(toB64u(entryBytes), removed);
   } catch {
     // Committed already. Not retried (a second membership frame could reach the sockets twice): the DO
     // re-reads the member set once its cache is older than DELIVERY_LIMITS.deviceSetTtlMs, closing a
     // removed member's sockets then at the latest.
-    log('warn', 'membership_notify_failed', { conversationId: conv.id });
+    log('warn', 'membership_notify_failed', { conv: logId(env, 'c', conv.id) });
   }
   // Built from the new fold, not re-read: after `leave` the caller is no longer allowed to read it.
   const joinedSeq = new Map(current.map((m) => [m.userId, m.joinedSeq]));

@@ -22,6 +22,7 @@ import type { Env } from '../env.js';
 import { AppError } from '../errors.js';
 import { deviceLimit } from '../limits.js';
 import { log } from '../log.js';
+import { deviceEvent, outboxEvents } from '../webhooks/outbox.js';
 import { asBytes, auditStmt, type Caller, curves, writeBatch } from './common.js';
 
 export interface DeviceView {
@@ -123,10 +124,20 @@ export async function registerDevice(caller: Caller, input: RegisterDeviceInput)
     ok = false;
   }
   if (!ok) throw new AppError(422, 'invalid_device_proof', 'the new device did not sign the challenge');
+  const events = outboxEvents(db, [
+    deviceEvent('device.added', {
+      userId: auth.userId,
+      deviceId: device.deviceId,
+      listVersion: applied.verified.version,
+      at: Date.now(),
+    }),
+  ]);
   await writeBatch(caller.env, [
     ...applied.statements,
     auditStmt(caller, 'device.registered', { newDeviceId: device.deviceId, listVersion: applied.verified.version }),
+    ...events.statements,
   ]).catch(rethrowDeviceListRace);
+  await events.release(env, db);
   await notifyConversations(env, db, auth.userId, (stub) => stub.devicesChanged(auth.userId));
   return { version: applied.verified.version, bytes: toB64u(input.deviceList) };
 }
@@ -155,10 +166,20 @@ export async function revokeDevice(
   if (applied.added.length > 0 || applied.revoked.length !== 1 || applied.revoked[0] !== input.deviceId) {
     throw new AppError(422, 'unexpected_device_change', 'revocation must remove exactly the named device and add none');
   }
+  const events = outboxEvents(db, [
+    deviceEvent('device.removed', {
+      userId: auth.userId,
+      deviceId: input.deviceId,
+      listVersion: applied.verified.version,
+      at: Date.now(),
+    }),
+  ]);
   await writeBatch(env, [
     ...applied.statements,
     auditStmt(caller, 'device.revoked', { revokedDeviceId: input.deviceId, listVersion: applied.verified.version }),
+    ...events.statements,
   ]).catch(rethrowDeviceListRace);
+  await events.release(env, db);
   await notifyConversations(env, db, auth.userId, (stub) => stub.deviceRevoked(auth.userId, input.deviceId));
   return { version: applied.verified.version, bytes: toB64u(input.deviceList) };
 }

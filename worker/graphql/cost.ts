@@ -12,6 +12,7 @@
  */
 import { type DocumentNode, GraphQLError, type GraphQLSchema } from 'graphql';
 import { getComplexity } from 'graphql-query-complexity';
+import { MAX_WEBHOOK_ENDPOINTS, WEBHOOK_DELIVERIES_KEPT, WEBHOOK_EVENT_TYPES } from '../../schema/webhooks.js';
 import { MAX_DEVICES_PER_USER, MAX_MEMBERS } from '../../web/src/protocol/constants.js';
 import { MAX_LOG_PAGE } from '../domain/conversations.js';
 import { MAX_NAME_IDS } from '../domain/users.js';
@@ -32,6 +33,9 @@ export const LIST_FIELDS: Record<string, ListSize> = {
   'Viewer.devices': { max: MAX_DEVICES_PER_USER },
   'ClaimResult.devices': { max: MAX_DEVICES_PER_USER },
   'ClaimResult.unavailable': { max: MAX_DEVICES_PER_USER },
+  'Query.webhooks': { max: MAX_WEBHOOK_ENDPOINTS },
+  'WebhookEndpoint.events': { max: WEBHOOK_EVENT_TYPES.length },
+  'WebhookEndpoint.deliveries': { arg: 'limit', max: WEBHOOK_DELIVERIES_KEPT },
 };
 
 export interface CostResult {

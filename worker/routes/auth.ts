@@ -48,8 +48,10 @@ import {
 import { clientKey } from '../context.js';
 import { type Db, makeDb, schema } from '../db.js';
 import { applyDeviceList, deviceListConflict, type Statement } from '../device-store.js';
+import { usernameCoolingDown } from '../domain/account.js';
 import { auditInsert, isConstraintError, writeBatch } from '../domain/common.js';
 import { notifyConversations } from '../domain/devices.js';
+import { ktRecordKey } from '../domain/kt.js';
 import type { AppBindings, Env } from '../env.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit, type Reservation, resetRateLimit } from '../limiter.js';
@@ -58,6 +60,7 @@ import { LIMITS } from '../limits.js';
 import { log } from '../log.js';
 import { secretBytes } from '../secrets.js';
 import { valid } from '../validate.js';
+import { deviceEvent, identityChangedEvent, outboxEvents } from '../webhooks/outbox.js';
 import { jsonBody } from './input.js';
 
 /** Cookie name without its prefix; hono adds `__Host-` (and enforces Secure, Path=/, no Domain). */
@@ -195,7 +198,7 @@ async function useRecoveryCode(env: Env, db: Db, userId: string, code: string, n
 }
 
 /** Checks one second factor; throws the matching 401. */
-async function requireSecondFactor(
+export async function requireSecondFactor(
   env: Env,
   db: Db,
   userId: string,
@@ -218,7 +221,7 @@ async function requireSecondFactor(
   throw new AppError(401, 'mfa_required', 'this account requires an authenticator or recovery code');
 }
 
-async function totpEnabled(db: Db, userId: string): Promise<boolean> {
+export async function totpEnabled(db: Db, userId: string): Promise<boolean> {
   const row = await db
     .select({ enabledAt: totpSecrets.enabledAt })
     .from(totpSecrets)
@@ -377,7 +380,9 @@ async function registerAccount(
   if (!challenge) throw invalidChallenge();
 
   const taken = await db.select({ id: users.id }).from(users).where(eq(users.username, name)).get();
-  if (taken) throw new AppError(409, 'username_taken', 'this username is taken');
+  if (taken || (await usernameCoolingDown(c.env, db, name, Date.now()))) {
+    throw new AppError(409, 'username_taken', 'this username is taken');
+  }
   const idTaken = await db.select({ id: users.id }).from(users).where(eq(users.id, body.userId)).get();
   if (idTaken) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
 
@@ -408,6 +413,13 @@ async function registerAccount(
     if (isConstraintError(err, 'users.id')) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
     throw deviceListConflict(err) ?? err;
   }
+  // Key transparency: the new account's key enters the log (best effort here; a lookup heals a lost append).
+  await ktRecordKey(c.env, {
+    userId: body.userId,
+    username: name,
+    identityKey: body.userIdentityKey,
+    identityVersion: 1,
+  });
   return c.json(await tokens(c, { userId: body.userId, deviceId: body.deviceId, ...session }), 201);
 }
 
@@ -821,7 +833,7 @@ auth.post('/sessions/revoke', requireAuth, jsonBody, valid('json', revokeSession
  * account — a stranger's failed sign-ins cannot block the owner's password change. A failure is audited as
  * `failEvent` and answered like a failed login. Returns the username.
  */
-async function reprovePassword(
+export async function reprovePassword(
   env: Env,
   db: Db,
   who: { userId: string; deviceId: string },
@@ -985,7 +997,7 @@ auth.post('/reset-identity', jsonBody, valid('json', resetIdentityRequest), asyn
       ['reset', [account]],
       ['loginAddress', [`client:${client}`]],
     ],
-    () => resetIdentity(c, { body, db, client, account, challenge, user: user ?? null, now }),
+    () => resetIdentity(c, { body, db, client, account, challenge, user: user ?? null, name, now }),
   );
 });
 
@@ -998,10 +1010,12 @@ async function resetIdentity(
     account: string;
     challenge: Uint8Array;
     user: (Omit<PasswordRecord, 'passwordParams'> & { id: string; identityVersion: number }) | null;
+    /** The normalised username (the key-transparency entry names it). */
+    name: string;
     now: number;
   },
 ): Promise<Response> {
-  const { body, db, client, account, challenge, now } = r;
+  const { body, db, client, account, challenge, name, now } = r;
   const user = r.user;
   if (!checkPassword(body.passwordPrehash, user) || !user) {
     await db.batch([auditInsert(db, 'reset_identity_failed', { userId: user?.id ?? null, clientHash: client }, now)]);
@@ -1031,6 +1045,17 @@ async function resetIdentity(
   }
 
   const session = openSession(c.env, db, user.id, body.deviceId, now);
+  // Webhooks: contacts learn of the new identity key; the account's own endpoints of its device changes.
+  const listVersion = applied.verified.version;
+  const events = outboxEvents(db, [
+    identityChangedEvent({ userId: user.id, identityVersion: user.identityVersion + 1, at: now }),
+    ...applied.revoked
+      .filter((d) => d !== body.deviceId)
+      .map((deviceId) => deviceEvent('device.removed', { userId: user.id, deviceId, listVersion, at: now })),
+    ...applied.added.map((d) =>
+      deviceEvent('device.added', { userId: user.id, deviceId: d.deviceId, listVersion, at: now }),
+    ),
+  ]);
   // A concurrent device-list change (device-store.ts guard) rolls the whole reset back: 409, not a 500.
   const reset = db.batch([
     db
@@ -1072,9 +1097,17 @@ async function resetIdentity(
       },
       now,
     ),
+    ...events.statements,
   ]);
   await reset.catch((err: unknown) => {
     throw deviceListConflict(err) ?? err;
+  });
+  await events.release(c.env, db);
+  await ktRecordKey(c.env, {
+    userId: user.id,
+    username: name,
+    identityKey: body.userIdentityKey,
+    identityVersion: user.identityVersion + 1,
   });
   // Conversations drop the old devices' sockets and mailboxes and must address the new device from now on.
   const revoked = applied.revoked.filter((d) => d !== body.deviceId);

@@ -42,6 +42,8 @@ import {
 } from 'graphql';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
+import type { WebhookEndpointView } from '../../schema/webhooks.js';
+import { createWebhookBody, updateWebhookBody } from '../../schema/webhooks.js';
 import { toB64u, utf8 } from '../../web/src/protocol/bytes.js';
 import { requireAuth } from '../auth/middleware.js';
 import { clientKey } from '../context.js';
@@ -63,6 +65,16 @@ import {
 } from '../domain/devices.js';
 import { claimBundles, prekeyCounts, uploadPrekeys } from '../domain/keys.js';
 import { lookupUserByName, MAX_NAME_IDS, usernamesForIds } from '../domain/users.js';
+import {
+  createWebhook,
+  deleteWebhook,
+  getWebhook,
+  listWebhooks,
+  rotateWebhookSecret,
+  testWebhook,
+  updateWebhook,
+  webhookDeliveries,
+} from '../domain/webhooks.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { badArgumentError, queryCost } from '../graphql/cost.js';
@@ -91,6 +103,10 @@ type Query {
   conversation(id: ID!): Conversation
   "Prekey counts of the viewer's current device."
   prekeyCount: PrekeyCounts!
+  "The viewer's webhook endpoints (issue 15; same rules as /api/webhooks)."
+  webhooks: [WebhookEndpoint!]!
+  "One of the viewer's webhook endpoints (NOT_FOUND otherwise)."
+  webhook(id: ID!): WebhookEndpoint
 }
 
 type Viewer {
@@ -201,6 +217,49 @@ type DeviceChallenge {
   challenge: String!
 }
 
+"A webhook endpoint. Event types: message.created, conversation.member_added, conversation.member_removed, conversation.role_changed, device.added, device.removed, contact.identity_changed."
+type WebhookEndpoint {
+  id: ID!
+  url: String!
+  description: String!
+  events: [String!]!
+  "Only this conversation's events; null = all."
+  conversationId: ID
+  enabled: Boolean!
+  "Why delivery stopped (retries_exhausted, gone, disabled_by_user), with the last failure."
+  disabledReason: String
+  disabledAt: Float
+  lastSuccessAt: Float
+  "Until when the previous secret still signs (after a rotation)."
+  previousSecretExpiresAt: Float
+  createdAt: Float!
+  updatedAt: Float!
+  "The newest delivery attempts, newest first (at most 100 are kept)."
+  deliveries(limit: Int = 100): [WebhookDelivery!]!
+}
+
+type WebhookDelivery {
+  id: Float!
+  "The webhook-id (the same for every attempt of one event)."
+  eventId: String!
+  eventType: String!
+  attempt: Int!
+  "succeeded or failed"
+  status: String!
+  httpStatus: Int
+  "http_status, timeout, network, redirect or url_refused"
+  error: String
+  latencyMs: Int!
+  nextRetryAt: Float
+  at: Float!
+}
+
+"The only answer that carries the signing secret (whsec_…): create and rotate."
+type WebhookSecret {
+  endpoint: WebhookEndpoint!
+  secret: String!
+}
+
 type Mutation {
   "A single-use challenge for a NEW device to sign (signLoginChallenge)."
   deviceChallenge: DeviceChallenge!
@@ -216,6 +275,15 @@ type Mutation {
   createConversation(kind: ConversationKind!, entries: [String!]!): Conversation!
   "Appends one signed entry extending the current head."
   appendMembershipEntry(conversationId: ID!, entry: String!): Conversation!
+  "A webhook endpoint (https URL; at most 10 per account); the secret is shown only here."
+  createWebhook(url: String!, events: [String!], conversationId: ID, description: String): WebhookSecret!
+  "Changes an endpoint; conversationId null removes the filter; enabled true re-enables a disabled one."
+  updateWebhook(id: ID!, url: String, events: [String!], conversationId: ID, description: String, enabled: Boolean): WebhookEndpoint!
+  "A new secret; the previous one keeps signing alongside it for 24 h."
+  rotateWebhookSecret(id: ID!): WebhookSecret!
+  deleteWebhook(id: ID!): Boolean!
+  "Queues a webhook.test event to the endpoint; returns its webhook-id."
+  testWebhook(id: ID!): String!
 }
 `;
 
@@ -256,6 +324,20 @@ function conversationObject(caller: Caller & { loaders: Loaders }, v: Conversati
 }
 
 const b64uString = z.string().max(LIMITS.maxPrekeyBodyBytes);
+
+/** A WebhookEndpoint object: the view plus its delivery log on demand. */
+function webhookObject(caller: Caller, v: WebhookEndpointView) {
+  return {
+    ...v,
+    deliveries: (args: { limit?: number }) =>
+      webhookDeliveries(caller, v.id, parseInput(z.number().int().min(1).max(100), args.limit ?? 100)),
+  };
+}
+
+/** GraphQL passes absent optional arguments as undefined and explicit nulls as null: keep only the given ones. */
+function given(args: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.filter((k) => args[k] !== undefined).map((k) => [k, args[k]]));
+}
 
 const rootValue = {
   viewer: async (_: unknown, ctx: GqlContext) => {
@@ -345,6 +427,39 @@ const rootValue = {
   },
   // People (routes/people.ts): sealed profiles and private settings.
   ...peopleResolvers(need),
+  // ---- webhooks (worker/domain/webhooks.ts) ----
+  webhooks: async (_: unknown, ctx: GqlContext) => {
+    const caller = need(ctx);
+    return (await listWebhooks(caller)).map((v) => webhookObject(caller, v));
+  },
+  webhook: async (args: { id: string }, ctx: GqlContext) => {
+    const caller = need(ctx);
+    return webhookObject(caller, await getWebhook(caller, args.id));
+  },
+  createWebhook: async (args: Record<string, unknown>, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const input = parseInput(createWebhookBody, given(args, ['url', 'events', 'conversationId', 'description']));
+    const r = await createWebhook(caller, input);
+    return { endpoint: webhookObject(caller, r.endpoint), secret: r.secret };
+  },
+  updateWebhook: async (args: Record<string, unknown> & { id: string }, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const input = parseInput(
+      updateWebhookBody,
+      given(args, ['url', 'events', 'conversationId', 'description', 'enabled']),
+    );
+    return webhookObject(caller, await updateWebhook(caller, args.id, input));
+  },
+  rotateWebhookSecret: async (args: { id: string }, ctx: GqlContext) => {
+    const caller = need(ctx);
+    const r = await rotateWebhookSecret(caller, args.id);
+    return { endpoint: webhookObject(caller, r.endpoint), secret: r.secret };
+  },
+  deleteWebhook: async (args: { id: string }, ctx: GqlContext) => {
+    await deleteWebhook(need(ctx), args.id);
+    return true;
+  },
+  testWebhook: async (args: { id: string }, ctx: GqlContext) => (await testWebhook(need(ctx), args.id)).eventId,
 };
 void b64uString;
 

@@ -6,7 +6,7 @@
 import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { and, asc, eq } from 'drizzle-orm';
-import { expect } from 'vitest';
+import { afterAll, expect } from 'vitest';
 import type { Envelope, ServerFrame } from '../../schema/wire.js';
 import { WIRE_VERSION } from '../../schema/wire.js';
 import { toB64u } from '../../web/src/protocol/bytes.js';
@@ -217,6 +217,23 @@ export class Client {
   }
 }
 
+/**
+ * Every client a test file opened. After the file's last test, each still-open one is closed and its
+ * closing handshake awaited: the DO logs `socket_close` before it answers, and a log line written after
+ * the file's workerd runtime is torn down is an unhandled error in vitest ("Closing rpc while
+ * onUserConsoleLog was pending").
+ */
+const live = new Set<Client>();
+afterAll(async () => {
+  await Promise.all(
+    [...live].map(async (c) => {
+      c.close();
+      await c.waitClosed(5_000).catch(() => undefined);
+    }),
+  );
+  live.clear();
+});
+
 /** Ticket + upgrade + resume(after): a live client. */
 export async function connect(conversationId: string, dev: TestDeviceRef, after = 0): Promise<Client> {
   const res = await upgrade(conversationId, await ticket(conversationId, dev));
@@ -224,6 +241,7 @@ export async function connect(conversationId: string, dev: TestDeviceRef, after 
   const ws = res.webSocket!;
   ws.accept();
   const c = new Client(ws, dev);
+  live.add(c);
   await c.resume(after);
   return c;
 }

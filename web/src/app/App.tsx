@@ -1,11 +1,12 @@
 /**
- * The app shell: the store, the routes (each page lazy-loaded), the offline banner and toasts. Signed-in
+ * The app shell: the store, the routes (each page lazy-loaded), the security (key transparency) and offline
+ * banners and toasts. Signed-in
  * routes wait for the session restore and send signed-out visitors to /login (or /register when this
  * browser never had an account). While the account's local store is passphrase-locked, only the lock
  * screen shows, whatever the route.
  * @module
  */
-import { createEffect, createMemo, type JSX, lazy, Match, onMount, Show, Suspense, Switch } from 'solid-js';
+import { createEffect, createMemo, For, type JSX, lazy, Match, onMount, Show, Suspense, Switch } from 'solid-js';
 import { Dynamic } from 'solid-js/web';
 import { Toasts } from './components/Toasts.js';
 import { Spinner } from './components/ui.js';
@@ -106,6 +107,43 @@ function Routes() {
   );
 }
 
+/**
+ * Key-transparency warnings (store/transparency.ts): shown on every signed-in screen until dismissed, so a
+ * forged key, a forked or rewritten log, or a new key for our own account cannot go unnoticed.
+ */
+function SecurityBanner() {
+  const { state, actions } = useStore();
+  return (
+    <Show when={state.me && state.ktAlerts.length > 0}>
+      <section aria-label="Security warnings" data-testid="kt-banner" class="bg-red-700 text-white">
+        <For each={state.ktAlerts.slice(0, 3)}>
+          {(a) => (
+            <div role="alert" class="flex items-start gap-3 px-4 py-2 text-sm" data-kt-code={a.code}>
+              <span aria-hidden="true" class="font-bold">
+                ⚠
+              </span>
+              <p class="min-w-0 flex-1">
+                <strong class="font-semibold">Security warning: </strong>
+                {a.message}
+              </p>
+              <button
+                type="button"
+                class="shrink-0 rounded px-2 py-0.5 text-xs font-medium ring-1 ring-white/60 hover:bg-white/10 focus-visible:outline-2 focus-visible:outline-white"
+                onClick={() => void actions.dismissKtAlert(a.id)}
+              >
+                Dismiss
+              </button>
+            </div>
+          )}
+        </For>
+        <Show when={state.ktAlerts.length > 3}>
+          <p class="px-4 pb-2 text-xs">and {state.ktAlerts.length - 3} more</p>
+        </Show>
+      </section>
+    </Show>
+  );
+}
+
 function OfflineBanner() {
   const { state } = useStore();
   return (
@@ -127,6 +165,7 @@ export function App() {
   return (
     <StoreProvider>
       <div class="flex h-full flex-col">
+        <SecurityBanner />
         <OfflineBanner />
         <div class="min-h-0 flex-1">
           <Routes />

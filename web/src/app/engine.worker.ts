@@ -31,6 +31,7 @@ import { webLocks } from '../engine/locks.js';
 import type { SealedStore } from '../engine/sealed-store.js';
 import { hostEngine } from '../engine/worker-host.js';
 import { defaultCurves, fromB64u, toB64u } from '../protocol/index.js';
+import { KT_LOG_PUBLIC_KEY } from './kt-key.js';
 import {
   AppError,
   type DeviceInfo,
@@ -111,6 +112,7 @@ async function open(username: string, passphrase?: string): Promise<Opened> {
     keystore: { batch: 50, watermark: 20 },
     // A conversation from someone we never accepted waits for Accept before anything goes back (people.ts).
     messageRequests: true,
+    kt: { logKey: KT_LOG_PUBLIC_KEY },
   });
   const account = new AccountImpl({ http, engine, rng });
   const unhost = hostEngine(engine, port);
@@ -416,6 +418,15 @@ const api: SessionApi = {
     } catch (e) {
       if (!isApiError(e)) throw e; // a 401 already reached signedOut() through the HTTP client
     }
+  },
+  exportServerData: async () => JSON.stringify(await need().account.exportServerData(), null, 2),
+  async deleteAccount(p) {
+    const o = need();
+    await o.account.deleteAccount(p.password, p.code || p.recoveryCode ? factor(p) : {}, { onProgress });
+    // The account is gone: so is everything this browser kept for it.
+    tellOtherTabs(o.dbName, 'erased');
+    close();
+    await deleteDb(o.dbName);
   },
   async eraseLocal(username) {
     const dbName = await dbNameFor(normalize(username));

@@ -106,6 +106,10 @@ export interface SessionApi {
   renameDevice(deviceId: string, name: string): Promise<void>;
   /** Refreshes the session now (a removed device then learns it at once). */
   checkSession(): Promise<void>;
+  /** "Download my data": the server's export of this account, as pretty JSON text. */
+  exportServerData(): Promise<string>;
+  /** Deletes the account (leaves every group with signed entries first), then this browser's store. */
+  deleteAccount(p: { password: string; code?: string; recoveryCode?: string }): Promise<void>;
 }
 
 export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
@@ -137,6 +141,8 @@ export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
   'linkDeviceCancel',
   'renameDevice',
   'checkSession',
+  'exportServerData',
+  'deleteAccount',
 ];
 
 export interface SessionRequest {

@@ -16,6 +16,23 @@ export async function fetchHealth(): Promise<Health> {
   return (await res.json()) as Health;
 }
 
+export interface CounterRow {
+  name: string;
+  label: string;
+  value: number;
+}
+
+/**
+ * The local operator counters (GET /api/status/counters; worker/metrics.ts). Null where the server keeps
+ * them in Workers Analytics Engine instead (a deployed environment answers 404).
+ */
+export async function fetchCounters(): Promise<CounterRow[] | null> {
+  const res = await fetch('/api/status/counters', { headers: { accept: 'application/json' } });
+  if (res.status === 404) return null;
+  if (!res.ok) throw new Error(`counters unavailable (${res.status})`);
+  return ((await res.json()) as { counters: CounterRow[] }).counters;
+}
+
 function wsUrl(path: string): string {
   const u = new URL(path, location.href);
   u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';

@@ -149,6 +149,7 @@ export class Account {
       challengeSignature: toB64u(signature),
     });
     this.http.setTokens(tokens);
+    await this.engine.setOwnUsername(name);
     await this.engine.publishPrekeys();
     opts.onProgress?.({ phase: 'server', fraction: 1 });
     return { status: 'signed_in', userId: tokens.userId, deviceId: tokens.deviceId };
@@ -197,12 +198,12 @@ export class Account {
       const totp = async (factor: SecondFactor): Promise<LoginResult> => {
         const t = await this.rest.totp({ mfaToken, ...factor });
         this.http.setTokens(t);
-        return this.afterSignIn();
+        return this.afterSignIn(name);
       };
       return { status: 'mfa_required', totp };
     }
     this.http.setTokens(res);
-    return this.afterSignIn();
+    return this.afterSignIn(name);
   }
 
   /**
@@ -287,6 +288,7 @@ export class Account {
         if (isApiError(e, 'mfa_required') && !factor) return { status: 'mfa_required', totp: attempt };
         throw e;
       }
+      await this.engine.setOwnUsername(name);
       await this.engine.publishPrekeys();
       opts.onProgress?.({ phase: 'server', fraction: 1 });
       return { status: 'signed_in', userId: own.userId, deviceId: own.deviceId };
@@ -312,6 +314,32 @@ export class Account {
     } finally {
       this.http.clearSession();
     }
+  }
+
+  /** "Download my data": everything the server holds about this account, as the server exports it. */
+  async exportServerData(): Promise<Record<string, unknown>> {
+    return this.rest.exportAccount();
+  }
+
+  /**
+   * Deletes the account (issue 18): signs the entries that leave every group others are still in, proves
+   * the password (and the second factor when TOTP is on), and asks the server to delete everything.
+   * The caller erases this browser's store afterwards.
+   */
+  async deleteAccount(
+    password: string,
+    factor: { code?: string; recoveryCode?: string } = {},
+    opts: ProgressOptions = {},
+  ): Promise<void> {
+    const { username } = await this.rest.session();
+    const prehash = await this.prehash(password, username, opts);
+    const leave = (await this.engine.departures()).map((d) => ({
+      conversationId: d.conversationId,
+      entries: d.entries.map((e) => toB64u(e)),
+    }));
+    await this.rest.deleteAccount({ passwordPrehash: toB64u(prehash), ...factor, leave });
+    await this.engine.disconnect();
+    this.http.clearSession();
   }
 
   /** Other sessions are signed out; this one stays. */
@@ -428,23 +456,20 @@ export class Account {
     }
   }
 
-  /** Resolves a username (any signed-in user may; rate-limited) to the user id and identity key. */
+  /**
+   * Resolves a username (any signed-in user may; rate-limited) to the user id and identity key — only if
+   * the key-transparency log proves them (the engine verifies; otherwise `kt_unproven` is thrown).
+   */
   async lookup(username: string): Promise<{ userId: string; username: string; identityKey: Uint8Array } | null> {
-    const name = this.username(username);
-    try {
-      const u = await this.rest.userByName(name);
-      return { userId: u.userId, username: u.username, identityKey: fromB64u(u.identityKey) };
-    } catch (e) {
-      if (isApiError(e, 'not_found')) return null;
-      throw e;
-    }
+    return this.engine.lookupUser(this.username(username));
   }
 
   // ---- internals ----
 
-  private async afterSignIn(): Promise<LoginResult> {
+  private async afterSignIn(username: string): Promise<LoginResult> {
     const s = this.http.session;
     if (!s) throw new AccountError('not_signed_in');
+    await this.engine.setOwnUsername(username); // self-monitoring checks the log's entry for it
     await this.engine.publishPrekeys();
     try {
       await this.devices();

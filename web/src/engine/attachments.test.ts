@@ -6,7 +6,7 @@ import type { EngineEvent, MessageView } from './context.js';
 import { createEngine } from './engine.js';
 import { memoryLocks } from './locks.js';
 import { memoryStore } from './storage.js';
-import { cryptoRng, makeWorld, newClient, until, type World } from './testing/harness.js';
+import { cryptoRng, ktOptions, makeWorld, newClient, until, type World } from './testing/harness.js';
 
 const FILE_NAME = 'holiday-GPS-secret-name.pdf';
 const CONTENT_TYPE = 'application/pdf';
@@ -326,6 +326,7 @@ describe('attachments in the engine', { timeout: 120_000 }, () => {
       rng: cryptoRng,
       locks: memoryLocks(),
       keystore: { batch: 4, watermark: 2 },
+      kt: ktOptions(w),
       maxAttachmentBytes: 1000,
     });
     const id = await small.bootstrap({ userId: 'carol', deviceId: 'carol-1' });

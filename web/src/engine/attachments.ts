@@ -28,7 +28,6 @@ import {
   constants,
   generateAttachmentKey,
   type Rng,
-  sha256Stream,
 } from './_protocol.js';
 import { type EngineContext, EngineError, type EngineErrorCode } from './context.js';
 import { ApiError, type ServerApi } from './transport.js';
@@ -168,7 +167,7 @@ interface Prepared {
   readonly pointer: Omit<AttachmentPointer, 'attachmentId' | 'digest'>;
   readonly ciphertext: Blob;
   attachmentId: string | null;
-  digest: Uint8Array | null;
+  readonly digest: Uint8Array;
 }
 
 /** Collects byte arrays into Blob parts of ≈ FOLD_BYTES, so at most that much sits in the JS heap. */
@@ -260,12 +259,6 @@ export class Transfers {
       const total = p.ciphertext.size;
       if (p.attachmentId === null)
         p.attachmentId = (await this.api.reserveAttachment(conversationId, total)).attachmentId;
-      const prep = p;
-      const digest = prep.digest ? Promise.resolve(prep.digest) : digestOf(prep.ciphertext, signal);
-      digest.then(
-        (d) => (prep.digest = d),
-        () => undefined, // an upload that fails first reports its own error
-      );
       try {
         await this.api.uploadAttachment(p.attachmentId, p.ciphertext, {
           signal,
@@ -276,7 +269,6 @@ export class Transfers {
         if (err instanceof ApiError && err.code === 'not_found') p.attachmentId = null;
         throw err;
       }
-      p.digest = await digest;
       this.progress(id, 'upload', total, total);
       this.prepared.delete(id);
       return { ...p.pointer, attachmentId: p.attachmentId, digest: p.digest };
@@ -304,19 +296,25 @@ export class Transfers {
     const key = generateAttachmentKey(this.ctx.rng as Rng);
     const enc = await AttachmentEncryptor.create(key, size);
     const out = new BlobCollector();
+    // The next slice is read while this one is encrypted and hashed (both off the JS thread).
+    const read = (off: number) =>
+      off < size ? d.file.slice(off, Math.min(size, off + READ_SLICE)).arrayBuffer() : Promise.resolve(null);
+    let next = read(0);
     for (let off = 0; off < size; off += READ_SLICE) {
       signal.throwIfAborted();
-      const piece = new Uint8Array(await d.file.slice(off, Math.min(size, off + READ_SLICE)).arrayBuffer());
+      const piece = new Uint8Array((await next)!);
+      next = read(off + READ_SLICE);
       out.add(await enc.push(piece));
       this.progress(id, 'encrypt', Math.min(size, off + READ_SLICE), size);
     }
+    await next.catch(() => undefined);
     out.add(await enc.finish());
     return {
       conversationId,
       file: d.file,
       ciphertext: out.blob(),
       attachmentId: null,
-      digest: null,
+      digest: enc.digest,
       pointer: {
         v: 1,
         key,
@@ -377,14 +375,4 @@ export class Transfers {
     this.prepared.delete(id);
     if (p?.attachmentId) void this.api.cancelAttachment(p.attachmentId).catch(() => undefined);
   }
-}
-
-/** SHA-256 of a Blob, read in slices (never whole in memory). */
-async function digestOf(blob: Blob, signal: AbortSignal): Promise<Uint8Array> {
-  const h = sha256Stream();
-  for (let off = 0; off < blob.size; off += FOLD_BYTES) {
-    signal.throwIfAborted();
-    h.update(new Uint8Array(await blob.slice(off, off + FOLD_BYTES).arrayBuffer()));
-  }
-  return h.digest();
 }

@@ -11,6 +11,7 @@ import type { AttachmentView, TransferPhase } from './attachments.js';
 import type { InfoLine } from './info.js';
 import type { EngineLocks } from './locks.js';
 import type { Store } from './storage.js';
+import type { KtAlert } from './transparency.js';
 import type { ConnectionStatus, ServerApi } from './transport.js';
 
 export interface EngineContext {
@@ -58,7 +59,12 @@ export type EngineErrorCode =
   /** Not a message that can be edited (an attachment, an unsupported or undecryptable message). */
   | 'not_editable'
   /** Not a valid reaction (one emoji) or timer value. */
-  | 'invalid_input';
+  | 'invalid_input'
+  // key transparency (transparency.ts)
+  /** Key transparency: the log does not prove this user's key (transparency.ts). */
+  | 'kt_unproven'
+  /** Key transparency: the log itself misbehaved (bad signature, rollback, fork, rewritten history). */
+  | 'kt_log_invalid';
 
 export class EngineError extends Error {
   override readonly name = 'EngineError';
@@ -163,4 +169,6 @@ export type EngineEvent =
       readonly phase: TransferPhase;
       readonly loaded: number;
       readonly total: number;
-    };
+    }
+  /** A key-transparency problem to show as a security warning (transparency.ts). */
+  | { readonly type: 'kt_alert'; readonly alert: KtAlert };

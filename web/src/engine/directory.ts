@@ -11,6 +11,9 @@
  *   A device added under the same key changes nothing the user must confirm.
  * - Only devices in a verified list are ever encrypted to (PITFALLS 16): `devices()` returns exactly
  *   `encryptableDevices(list)`; a device the server names that is not in it gets nothing.
+ * - No identity key is trusted — on first use or as a key change — unless the key-transparency log proves
+ *   it for that user (PITFALLS 31, transparency.ts): an unproven key throws `kt_unproven` and is never
+ *   stored, so nothing is ever encrypted to it.
  *
  * Does NOT: fetch bundles or hold sessions (sessions.ts), or decide membership (groups.ts).
  * @module
@@ -32,6 +35,7 @@ import { encodeRecord } from './codec.js';
 import { type EngineContext, EngineError } from './context.js';
 import type { Keystore } from './keystore.js';
 import { putJson, readJson } from './storage.js';
+import type { Transparency } from './transparency.js';
 
 interface ContactRecord {
   readonly userId: string;
@@ -74,29 +78,45 @@ export class Directory {
   constructor(
     private readonly ctx: EngineContext,
     private readonly keys: Keystore,
+    private readonly kt: Transparency,
   ) {}
 
-  /** Fetches the user's current list from the server (or takes `listBytes`) and applies the rules above. */
+  /**
+   * Fetches the user's current list from the server (or takes `listBytes`) and applies the rules above.
+   * A list is fetched with the key-transparency proof of its identity key (transparency.ts), which must
+   * verify before the key is trusted on first use or offered as a key change; `listBytes` (from a bundle
+   * claim) is used only while it is signed by the key we already trust.
+   */
   async refresh(userId: string, listBytes?: Uint8Array): Promise<ContactView> {
-    const bytes = listBytes ?? (await this.ctx.api.fetchDeviceList(userId));
-    if (!bytes) throw new EngineError('unknown_user', `no such user ${userId}`, userId);
     const own = await this.keys.identity();
     const rec = await readJson<ContactRecord>(this.ctx.store, key(userId));
-    const next = decodeDeviceList(bytes);
-    if (next.userId !== userId) throw new EngineError('unknown_user', 'device list for another user', userId);
     if (userId === own.userId) {
-      // Our own user: the identity key is ours; nothing else is ever trusted for it.
-      if (!equal(next.userIdentityKey, own.userIdentity.publicKey)) return this.view(userId);
+      // Our own user: the identity key is ours; nothing else is ever trusted for it (self-monitoring
+      // checks the log for our account separately).
+      const bytes = listBytes ?? (await this.ctx.api.fetchDeviceList(userId))?.list;
+      if (!bytes) throw new EngineError('unknown_user', `no such user ${userId}`, userId);
+      const mine = decodeDeviceList(bytes);
+      if (mine.userId !== userId || !equal(mine.userIdentityKey, own.userIdentity.publicKey)) return this.view(userId);
       return this.accept(userId, rec ?? null, bytes, own.userIdentity.publicKey);
     }
+    let bytes = listBytes;
+    if (!bytes || !rec || !equal(decodeDeviceList(bytes).userIdentityKey, rec.trustedIdentityKey)) {
+      // A key we do not trust yet, or a fresh fetch: only with the log's proof (throws kt_unproven).
+      const proven = await this.kt.provenDeviceList(userId);
+      if (!proven) throw new EngineError('unknown_user', `no such user ${userId}`, userId);
+      bytes = proven;
+    }
+    const next = decodeDeviceList(bytes);
+    if (next.userId !== userId) throw new EngineError('unknown_user', 'device list for another user', userId);
     if (!rec) {
       const pin = await readJson<TrustPin>(this.ctx.store, pinKey(userId));
       if (pin && !equal(pin.identityKey, next.userIdentityKey)) return this.pinnedKeyChanged(userId, pin, bytes);
-      await verifyDeviceListUpdate(this.ctx.curves, null, next); // trust on first use (or the pinned key)
+      // Trust on first use of a logged key (or the key our linking device pinned, also logged).
+      await verifyDeviceListUpdate(this.ctx.curves, null, next);
       return this.accept(userId, null, bytes, next.userIdentityKey);
     }
     if (!equal(next.userIdentityKey, rec.trustedIdentityKey)) {
-      await verifyDeviceList(this.ctx.curves, next); // a genuine list under the new key, or nothing
+      await verifyDeviceList(this.ctx.curves, next); // a genuine list under the new (logged) key, or nothing
       if (rec.pendingChange && equal(rec.pendingChange.list, bytes)) return this.view(userId);
       await putJson(this.ctx.store, key(userId), {
         ...rec,

@@ -60,6 +60,7 @@ import { DEFAULT_HISTORY, type HistoryArchive, type HistoryOptions, OwnDevices }
 import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { Sessions } from './sessions.js';
 import { listJson, putJson, readJson, type Store, type StoreTx, writeJson } from './storage.js';
+import { type KtAlert, type KtOptions, Transparency } from './transparency.js';
 import {
   type ConnectionStatus,
   type ConversationKind,
@@ -96,6 +97,8 @@ export interface EngineOptions {
    * message request is accepted. Default: always.
    */
   readonly signalsAllowed?: (conversationId: string) => Promise<boolean>;
+  /** Key transparency: the log's public key built into the app, and timing (transparency.ts). */
+  readonly kt: KtOptions;
 }
 
 export interface OwnIdentityView {
@@ -172,6 +175,8 @@ export interface EngineApi {
   infoLines(conversationId: string): Promise<InfoLine[]>;
   conversation(conversationId: string): Promise<ConversationView>;
   changeMembership(conversationId: string, change: MembershipChange): Promise<void>;
+  /** Account deletion: the signed entries that leave every group others are still in (Groups.departure). */
+  departures(): Promise<{ conversationId: string; entries: Uint8Array[] }[]>;
   /** Small UI preferences and known usernames, kept in the (sealed) store under `ui/`. */
   getPref(key: string): Promise<unknown>;
   setPref(key: string, value: unknown): Promise<void>;
@@ -252,6 +257,16 @@ export interface EngineApi {
   /** Mutes until `until` (ms; 0 or omitted: until unmuted). */
   mute(target: PeopleTarget, until?: number): Promise<void>;
   unmute(target: PeopleTarget): Promise<void>;
+  // ---- key transparency (transparency.ts) ----
+  /** Username → user id and identity key, only if the key-transparency log proves them (null: no such user). */
+  lookupUser(username: string): Promise<{ userId: string; username: string; identityKey: Uint8Array } | null>;
+  /** Our username, for self-monitoring (the log's entry for it must carry our key). */
+  setOwnUsername(username: string): Promise<void>;
+  /** Self-monitoring now: the log's newest head and our own entries. Returns the alerts it raised. */
+  ktCheck(): Promise<KtAlert[]>;
+  /** Security warnings from key transparency, newest first. */
+  ktAlerts(): Promise<KtAlert[]>;
+  dismissKtAlert(id: string): Promise<void>;
 
   // ---- own devices and linking (issue 14; own-devices.ts, linking.ts) ----
   /** Our device's name, encrypted for the server to store (only our devices can read it). */
@@ -310,7 +325,8 @@ export function createEngine(opts: EngineOptions): Engine {
   let onDevicesAdded: (userId: string, added: readonly string[]) => void = () => undefined;
   const newId = () => toB64u(ctx.rng(16));
   const keys = new Keystore(ctx, opts.keystore);
-  const directory = new Directory(ctx, keys);
+  const kt = new Transparency(ctx, opts.kt);
+  const directory = new Directory(ctx, keys, kt);
   const sessions = new Sessions(ctx, keys, directory);
   const messages = new Messages(ctx.store, ctx.now);
   const expiry = new Expiry(ctx, messages);
@@ -347,6 +363,7 @@ export function createEngine(opts: EngineOptions): Engine {
     people,
     (p) => track(p),
     own,
+    (u, head) => track(kt.onPeerHead(u, head)),
   );
   const transfers = new Transfers(ctx, opts.maxAttachmentBytes ? { maxBytes: opts.maxAttachmentBytes } : {});
 
@@ -371,6 +388,23 @@ export function createEngine(opts: EngineOptions): Engine {
     if (!backgroundRun && keys.takeConsumed()) maintainInBackground();
   };
   let maintenanceTimer: ReturnType<typeof setInterval> | undefined;
+
+  // ---- key transparency: self-monitoring on connect and periodically; head gossip after we send ----
+  let monitorTimer: ReturnType<typeof setInterval> | undefined;
+  const monitorSelf = async () => {
+    if (!(await keys.exists())) return [];
+    const own = await keys.identity();
+    return kt.monitorSelf({ userId: own.userId, userIdentityKey: own.userIdentity.publicKey });
+  };
+  /** Our newest verified head, invisibly, to the conversation's members (if it changed since the last time). */
+  const gossip = async (conversationId: string, kind: ConversationKind) => {
+    const head = await kt.headToGossip(conversationId);
+    if (!head) return;
+    const payload = encodePayload({ t: 'kth', conv: conversationId, head });
+    await outbox.enqueue(
+      entry(conversationId, newId(), payload, kind === 'group' ? 'group' : 'pairwise', false, ctx.now()),
+    );
+  };
 
   const receive = async (conversationId: string, envelopes: readonly Envelope[]) => {
     const upTo = await inbox.process(conversationId, envelopes);
@@ -621,6 +655,7 @@ export function createEngine(opts: EngineOptions): Engine {
     try {
       await beforeVisibleSend(conversationId);
       await queue(conversationId, clientId, payload, true, content.sentAt);
+      await gossip(conversationId, await groups.kind(conversationId));
     } catch (err) {
       // Nothing was queued: the message must not stay 'sending' forever — show it as failed.
       const code = err instanceof EngineError ? err.code : 'send_failed';
@@ -826,6 +861,15 @@ export function createEngine(opts: EngineOptions): Engine {
       if ((state.timer ?? 0) === seconds) return;
       await groups.append(c, { action: 'set_timer', timer: seconds });
     },
+    async departures() {
+      const out: { conversationId: string; entries: Uint8Array[] }[] = [];
+      for (const c of await ctx.api.listConversations()) {
+        if (c.kind !== 'group') continue;
+        const entries = await groups.departure(c.id);
+        if (entries.length) out.push({ conversationId: c.id, entries });
+      }
+      return out;
+    },
     getPref: (k) => readJson<unknown>(ctx.store, `ui/${prefKey(k)}`),
     setPref: (k, v) => putJson(ctx.store, `ui/${prefKey(k)}`, v),
     async connect(ids) {
@@ -838,12 +882,19 @@ export function createEngine(opts: EngineOptions): Engine {
         maintenanceTimer = setInterval(maintainInBackground, keys.config.maintenanceIntervalMs);
         (maintenanceTimer as { unref?: () => void }).unref?.(); // Node: never keeps a bot's process alive
       }
+      if (monitorTimer === undefined) {
+        track(monitorSelf());
+        monitorTimer = setInterval(() => track(monitorSelf()), kt.monitorIntervalMs);
+        (monitorTimer as { unref?: () => void }).unref?.();
+      }
     },
     async disconnect() {
       expiry.stop();
       realtime.closeAll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
+      clearInterval(monitorTimer);
+      monitorTimer = undefined;
     },
     connectionStatus: async (c) => realtime.status(c),
     async sendText(conversationId, body, o = {}) {
@@ -1042,6 +1093,12 @@ export function createEngine(opts: EngineOptions): Engine {
       }
     },
     readPosition: (c) => own.readPosition(c),
+    // ---- key transparency ----
+    lookupUser: (username) => kt.provenUser(username),
+    setOwnUsername: (username) => kt.setOwnUsername(username),
+    ktCheck: monitorSelf,
+    ktAlerts: () => kt.alerts(),
+    dismissKtAlert: (id) => kt.dismissAlert(id),
     on(l) {
       listeners.add(l);
       return () => listeners.delete(l);
@@ -1058,6 +1115,8 @@ export function createEngine(opts: EngineOptions): Engine {
       realtime.closeAll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
+      clearInterval(monitorTimer);
+      monitorTimer = undefined;
       listeners.clear();
     },
   };

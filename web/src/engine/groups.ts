@@ -145,6 +145,35 @@ export class Groups {
     await this.applyNew(conversationId, [encodeMembershipEntry(e)]);
   }
 
+  /**
+   * Account deletion (issue 18): the entries this device signs to leave `conversationId` — a `leave`,
+   * preceded by `transfer_ownership` to an admin (else the first other member) when we own it, since the
+   * owner cannot leave — or none when nobody else is in it. Not sent here: the server appends them, in
+   * order, as part of the deletion request (it cannot sign them itself).
+   */
+  async departure(conversationId: string): Promise<Uint8Array[]> {
+    const own = await this.keys.identity();
+    let state = await this.membership(conversationId);
+    const others = [...state.members].filter(([u]) => u !== own.userId);
+    if (others.length === 0 || !state.members.has(own.userId)) return [];
+    const author = { authorUserId: own.userId, authorDeviceId: own.deviceId, timestamp: this.ctx.now() };
+    const out: Uint8Array[] = [];
+    if (state.members.get(own.userId) === 'owner') {
+      const heir = (others.find(([, r]) => r === 'admin') ?? others[0]!)[0];
+      const t = await nextEntry(this.ctx.curves, own.signing, state, conversationId, {
+        action: 'transfer_ownership',
+        target: heir,
+        ...author,
+      });
+      out.push(encodeMembershipEntry(t));
+      // The leave is signed on top of the transfer, replayed with the same rules every member uses.
+      state = await applyEntry(this.ctx.curves, state, t, await this.directory.resolver([own.userId]));
+    }
+    const leave = await nextEntry(this.ctx.curves, own.signing, state, conversationId, { action: 'leave', ...author });
+    out.push(encodeMembershipEntry(leave));
+    return out;
+  }
+
   /** The verified membership state: the locally held log plus anything new from the server, all verified. */
   async membership(conversationId: string): Promise<MembershipState> {
     const rec = await readJson<LogRecord>(this.ctx.store, K.log(conversationId));

@@ -36,6 +36,7 @@ import {
   type ConversationInfo,
   type ConversationKind,
   type FrameSocket,
+  type KtProof,
   type MailboxCursor,
   type MailboxEnvelope,
   type PrekeyCounts,
@@ -426,13 +427,30 @@ export function createHttpApi(http: HttpClient): ServerApi {
     },
     async fetchDeviceList(userId) {
       try {
-        const r = await http.request<{ deviceList: { bytes: string } }>('GET', `/api/users/${seg(userId)}/device-list`);
-        return fromB64u(r.deviceList.bytes);
+        const r = await http.request<{ deviceList: { bytes: string }; kt: KtProofJson | null }>(
+          'GET',
+          `/api/users/${seg(userId)}/device-list`,
+        );
+        return { list: fromB64u(r.deviceList.bytes), kt: ktProof(r.kt) };
       } catch (e) {
         if (isApiError(e, 'not_found')) return null;
         throw e;
       }
     },
+    async lookupUser(username) {
+      try {
+        const r = await http.request<UserJson>('GET', `/api/users/by-name/${seg(username)}`);
+        return { userId: r.userId, username: r.username, identityKey: fromB64u(r.identityKey), kt: ktProof(r.kt) };
+      } catch (e) {
+        if (isApiError(e, 'not_found')) return null;
+        throw e;
+      }
+    },
+    ktHead: async () => fromB64u((await http.request<{ head: string }>('GET', '/api/kt/head')).head),
+    ktConsistency: async (from, to) =>
+      (await http.request<{ proof: string[] }>('GET', `/api/kt/consistency?from=${from}&to=${to}`)).proof.map((h) =>
+        fromB64u(h),
+      ),
     createConversation: async (kind, entries) =>
       info(
         await http.request<ConversationJson>('POST', '/api/conversations', {
@@ -545,12 +563,27 @@ export interface DeviceListJson {
   readonly bytes: string;
 }
 
+/** A key-transparency proof as the users routes send it (worker/domain/kt.ts): base64url values. */
+export interface KtProofJson {
+  readonly entry: string;
+  readonly index: number;
+  readonly head: string;
+  readonly proof: readonly string[];
+}
+
+const ktProof = (j: KtProofJson | null | undefined): KtProof | null =>
+  j
+    ? { entry: fromB64u(j.entry), index: j.index, head: fromB64u(j.head), proof: j.proof.map((h) => fromB64u(h)) }
+    : null;
+
 export interface UserJson {
   readonly userId: string;
   readonly username: string;
   /** base64url. */
   readonly identityKey: string;
   readonly identityVersion: number;
+  /** The log's proof of the key (clients go through the engine, which verifies it). */
+  readonly kt: KtProofJson | null;
 }
 
 /** Typed wrappers of /api/auth, /api/devices and /api/users (bodies as in schema/auth-api.ts, docs/API.md). */
@@ -588,6 +621,14 @@ export function createRestApi(http: HttpClient) {
       post<z.infer<typeof totpEnrollResponse>>('/api/auth/totp/enroll', { currentPrehash }),
     totpConfirm: (code: string) => post<z.infer<typeof recoveryCodesResponse>>('/api/auth/totp/confirm', { code }),
     totpDisable: (code: string) => post<{ ok: true }>('/api/auth/totp/disable', { code }),
+    /** Issue 18: everything the server holds about the account (GET /api/account/export). */
+    exportAccount: () => http.request<Record<string, unknown>>('GET', '/api/account/export'),
+    deleteAccount: (body: {
+      passwordPrehash: string;
+      code?: string;
+      recoveryCode?: string;
+      leave: { conversationId: string; entries: string[] }[];
+    }) => post<{ ok: true; deleted: true }>('/api/account/delete', body),
     devices: () => http.request<{ devices: DeviceJson[]; deviceList: DeviceListJson | null }>('GET', '/api/devices'),
     deviceChallenge: () => post<{ challengeId: string; challenge: string }>('/api/devices/challenge'),
     registerDevice: (deviceList: Uint8Array, challengeId: string, signature: Uint8Array) =>

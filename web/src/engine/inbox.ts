@@ -101,7 +101,10 @@ export class Inbox {
     private readonly people: People,
     /** Runs follow-up work in the background (the engine tracks it for idle()). */
     private readonly background: (p: Promise<unknown>) => void = (p) => void p.catch(() => undefined),
+    /** Our own devices (linking): read positions from our sync conversation. */
     private readonly own?: OwnDevices,
+    /** A peer's key-transparency head arrived (`kth`); checked after the commit, outside the session lock. */
+    private readonly onPeerHead: (userId: string, head: Uint8Array) => void = () => undefined,
   ) {}
 
   private queue(conversationId: string) {
@@ -335,6 +338,15 @@ export class Inbox {
         if (!retry) this.advanceInTx(tx, conversationId, env.seq);
       });
       for (const r of moved) this.ctx.emit({ type: 'read_position', conversationId: r.c, seq: r.seq });
+      return { added: [], updated: [], receipt: null, distributionApplied: false };
+    }
+    if (p.t === 'kth') {
+      // Key-transparency gossip: nothing to show; the head is compared with ours once this is committed.
+      await this.ctx.store.transaction(async (tx) => {
+        await commit(tx);
+        if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+      });
+      if (p.head instanceof Uint8Array) this.onPeerHead(u, p.head);
       return { added: [], updated: [], receipt: null, distributionApplied: false };
     }
     if (p.t === 'react' || p.t === 'edit' || p.t === 'delete') {

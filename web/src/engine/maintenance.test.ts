@@ -11,7 +11,7 @@ import { createEngine } from './engine.js';
 import { DEFAULT_KEYSTORE_CONFIG, Keystore } from './keystore.js';
 import { memoryLocks } from './locks.js';
 import { memoryStore } from './storage.js';
-import { cryptoRng, makeWorld, newClient, texts, until } from './testing/harness.js';
+import { cryptoRng, ktOptions, makeWorld, newClient, texts, until } from './testing/harness.js';
 
 const DAY = 24 * 3600 * 1000;
 const FULL = { oneTime: 100, kem: 100, signedPrekey: true };
@@ -92,6 +92,8 @@ describe('signed prekey rotation', () => {
       locks: memoryLocks(),
       keystore: { batch: 4, watermark: 2, spkRotationMs: 7 * DAY, spkGraceMs: 30 * DAY },
       backoff: { baseMs: 5, maxMs: 40 },
+      // The server's log signs heads on the real clock; Bob's runs weeks ahead (no freshness bound here).
+      kt: { ...ktOptions(w), maxHeadAgeMs: Number.POSITIVE_INFINITY },
     });
     const id = await bob.bootstrap({ userId: 'bob', deviceId: 'bob-1' });
     await w.server.register(id.deviceList);
@@ -156,6 +158,7 @@ describe('one-time prekey replenishment', () => {
       rng: cryptoRng,
       locks,
       keystore: { batch: 4, watermark: 2 },
+      kt: ktOptions(w),
     });
     await Promise.all([tab1.engine.publishPrekeys(), tab2.publishPrekeys()]);
     // Exactly one top-up of 3: the second run saw the first one's upload.

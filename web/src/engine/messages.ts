@@ -13,8 +13,10 @@
  *   the same transaction as the message, so the MessageView the UI gets never carries the key.
  *
  * Payloads (inside every pairwise or sender-key ciphertext) are the content types of protocol/content.ts
- * (docs/PROTOCOL.md §"Content types"): `text`, `att`, `react`, `edit`, `delete`, `typing`, `receipt`, `skd`, `pk`, `sync` (read positions, between our own devices only). A
- * pairwise slot addressed to a device we will not encrypt to (not in a verified list, or a member only the
+ * (docs/PROTOCOL.md §"Content types"): `text`, `att`, `react`, `edit`, `delete`, `typing`, `receipt`, `skd`, `pk`, `sync` (read
+ * positions, between our own devices only),
+ * `kth` (key transparency: the newest signed tree head the sender verified — never shown; transparency.ts
+ * compares it with ours to catch a split view). A pairwise slot addressed to a device we will not encrypt to (not in a verified list, or a member only the
  * server added) carries the one-byte WITHHELD marker.
  *
  * Does NOT: decrypt, send, decide whether an action is allowed (actions.ts), or page by anything but seq

@@ -8,6 +8,7 @@ import { encodePayload, type Payload } from './messages.js';
 import { Sessions } from './sessions.js';
 import { memoryStore, type Store, type StoreTx } from './storage.js';
 import { type Client, cryptoRng, engineOn, makeWorld, newClient, texts, until, type World } from './testing/harness.js';
+import { Transparency } from './transparency.js';
 
 /** A Store that "loses power" once, on the next transaction that writes a message (`msg/...`). */
 function crashOnMessageWrite(inner: Store): { store: Store; arm: () => void; crashes: () => number } {
@@ -56,7 +57,7 @@ async function sendRawPairwise(w: World, from: Client, to: string, conv: string,
     emit: () => {},
   };
   const keys = new Keystore(ctx, { batch: 4, watermark: 2 });
-  const directory = new Directory(ctx, keys);
+  const directory = new Directory(ctx, keys, new Transparency(ctx, { logKey: w.server.ktLogKey }));
   const sessions = new Sessions(ctx, keys, directory);
   const items = await sessions.encryptFor(to, await directory.devices(to), encodePayload(p));
   const sock = await rawSocket(w, from.userId, from.deviceId, conv);

@@ -42,6 +42,24 @@ export interface BundleClaim {
   readonly unavailable: readonly string[];
 }
 
+/**
+ * A user's latest key-transparency log entry as the server proves it: the encoded entry, its leaf index,
+ * the signed tree head and the RFC 9162 inclusion proof (transparency.ts verifies all of it).
+ */
+export interface KtProof {
+  readonly entry: Uint8Array;
+  readonly index: number;
+  readonly head: Uint8Array;
+  readonly proof: readonly Uint8Array[];
+}
+
+export interface UserLookup {
+  readonly userId: string;
+  readonly username: string;
+  readonly identityKey: Uint8Array;
+  readonly kt: KtProof | null;
+}
+
 export type ConversationKind = 'direct' | 'group';
 
 export interface ConversationInfo {
@@ -66,8 +84,17 @@ export interface ServerApi {
   prekeyCounts(): Promise<PrekeyCounts>;
   /** Bundles for every live device of `userId` except the caller's device (consumes one-time prekeys). */
   claimBundles(userId: string): Promise<BundleClaim>;
-  /** The user's current signed device list, or null if the user does not exist. */
-  fetchDeviceList(userId: string): Promise<Uint8Array | null>;
+  /**
+   * The user's current signed device list with the log's proof of their identity key, or null if the user
+   * does not exist.
+   */
+  fetchDeviceList(userId: string): Promise<{ list: Uint8Array; kt: KtProof | null } | null>;
+  /** Username → user id and identity key with the log's proof, or null if there is no such user. */
+  lookupUser(username: string): Promise<UserLookup | null>;
+  /** The key-transparency log's newest signed tree head. */
+  ktHead(): Promise<Uint8Array>;
+  /** RFC 9162 consistency proof between two tree sizes (throws an ApiError if the log cannot give one). */
+  ktConsistency(from: number, to: number): Promise<Uint8Array[]>;
   createConversation(kind: ConversationKind, entries: readonly Uint8Array[]): Promise<ConversationInfo>;
   getConversation(id: string): Promise<ConversationInfo>;
   listConversations(): Promise<readonly { readonly id: string; readonly kind: ConversationKind }[]>;

@@ -88,8 +88,15 @@ export const ENGINE_METHODS: readonly (keyof EngineApi)[] = [
   'search',
   'locate',
   'sweepExpired',
+  // own devices (linking)
   'markRead',
   'readPosition',
+  // key transparency (transparency.ts)
+  'lookupUser',
+  'setOwnUsername',
+  'ktCheck',
+  'ktAlerts',
+  'dismissKtAlert',
 ];
 
 export function hostEngine(engine: Engine, port: Endpoint): () => void {

@@ -47,6 +47,17 @@ function pieces(data: Uint8Array, seed: number): Uint8Array[] {
   return out;
 }
 
+/**
+ * The digest a sender (or an attacker who rewrote the blob) computes over `ct`: SHA-256 of the SHA-256 of
+ * every (C + 16)-byte sealed chunk, the last one shorter (docs/PROTOCOL.md §"Attachments").
+ */
+function digestOf(ct: Uint8Array): Uint8Array {
+  const hashes: Uint8Array[] = [];
+  for (let off = 0; off < ct.length || hashes.length === 0; off += C + T)
+    hashes.push(sha256(ct.subarray(off, off + C + T)));
+  return sha256(concat(...hashes));
+}
+
 /** The ciphertext chunks of an encrypted file, by layout. */
 function split(ciphertext: Uint8Array, size: number): Uint8Array[] {
   const l = attachmentLayout(size);
@@ -88,7 +99,8 @@ describe('attachment encryption', () => {
         const ct = concat(...parts);
         expect(ct.length).toBe(enc.layout.encryptedSize);
         outputs.push(toHex(ct));
-        const digest = sha256(ct);
+        const digest = digestOf(ct);
+        expect(toHex(enc.digest)).toBe(toHex(digest));
         const dec = await AttachmentDecryptor.create(key, size, digest, subtle);
         const opened: Uint8Array[] = [];
         for (const p of pieces(ct, size + 13)) opened.push(...(await dec.push(p)));
@@ -146,7 +158,7 @@ describe('attachment decryption refuses tampering', () => {
   };
 
   /** Decrypts with an attacker who ALSO recomputes the digest (so only the AEAD stands in the way). */
-  const withOwnDigest = (key: Uint8Array, ct: Uint8Array, n: number) => decryptAttachment(key, ct, n, sha256(ct));
+  const withOwnDigest = (key: Uint8Array, ct: Uint8Array, n: number) => decryptAttachment(key, ct, n, digestOf(ct));
 
   it('PITFALLS 29: chunked AEAD binds each chunk’s index and a last-chunk flag, so a reordered, dropped or truncated file fails', async () => {
     const { key, ciphertext, digest, chunks } = await setup();

@@ -12,8 +12,11 @@
  * - AAD(i) = u8 ATTACHMENT_FORMAT_VERSION ‖ u64be(i) ‖ u8 last, so a chunk moved to another position, a
  *   dropped chunk and a file cut after a chunk boundary (its new final chunk was sealed with last = 0) all
  *   fail authentication (PITFALLS 29);
- * - ciphertext = chunk 0 ‖ chunk 1 ‖ … each `AES-GCM(plaintext) ‖ tag[16]`; the message carries
- *   SHA-256(ciphertext) and the plaintext size, and the receiver checks both before it releases anything.
+ * - ciphertext = chunk 0 ‖ chunk 1 ‖ … each `AES-GCM(plaintext) ‖ tag[16]`; the message carries the
+ *   digest SHA-256(SHA-256(chunk 0) ‖ … ‖ SHA-256(chunk n−1)) and the plaintext size, and the receiver
+ *   checks both before it releases anything. Hashing each sealed chunk on its own lets the platform's
+ *   native SHA-256 do the bulk of the work chunk by chunk (bench/RESULTS.md §Attachments: the pure-JS
+ *   stream hash was the largest cost of a round trip) while the file still streams through.
  *
  * `AttachmentEncryptor` / `AttachmentDecryptor` take the bytes in pieces of any size and hold at most one
  * chunk, so a caller can stream a file of any size through them.
@@ -43,6 +46,7 @@ import {
   hkdfSha256ZeroSalt,
   type Rng,
   type Sha256Stream,
+  sha256Async,
   sha256Stream,
 } from './primitives.js';
 
@@ -112,12 +116,14 @@ export function chunkAad(index: number, last: boolean): Uint8Array {
 export interface AttachmentCipher {
   readonly aead: AesGcmKey;
   readonly nonceBase: Uint8Array;
+  /** SHA-256 of one sealed chunk (WebCrypto or noble, as `subtle` chose). */
+  readonly hashChunk: (sealed: Uint8Array) => Promise<Uint8Array>;
 }
 
 /** `subtle`: the platform's WebCrypto by default, `null` for the pure-JS path (see primitives `aesGcmKey`). */
 export async function attachmentCipher(key: Uint8Array, subtle?: SubtleCrypto | null): Promise<AttachmentCipher> {
   const { aesKey, nonceBase } = deriveAttachmentSecrets(key);
-  return { aead: await aesGcmKey(aesKey, subtle), nonceBase };
+  return { aead: await aesGcmKey(aesKey, subtle), nonceBase, hashChunk: (sealed) => sha256Async(sealed, subtle) };
 }
 
 export function encryptChunk(
@@ -139,6 +145,26 @@ export function decryptChunk(
   return c.aead.decrypt(chunkNonce(c.nonceBase, index), ciphertext, chunkAad(index, last));
 }
 
+/**
+ * The blob digest, fed one sealed chunk's hash at a time in chunk order:
+ * digest = SHA-256(SHA-256(sealed(0)) ‖ SHA-256(sealed(1)) ‖ … ‖ SHA-256(sealed(n−1))).
+ */
+class ChunkDigest {
+  private readonly outer: Sha256Stream = sha256Stream();
+  add(chunkHashes: Uint8Array[]): void {
+    for (const h of chunkHashes) this.outer.update(h);
+  }
+  digest(): Uint8Array {
+    return this.outer.digest();
+  }
+}
+
+/** `sealed` and its hash, both started at once (WebCrypto works off the JS thread). */
+async function withHash(c: AttachmentCipher, sealed: Promise<Uint8Array>): Promise<[Uint8Array, Uint8Array]> {
+  const s = await sealed;
+  return [s, await c.hashChunk(s)];
+}
+
 /** Plaintext bytes of chunk `index` in `layout`. */
 const plainLen = (l: AttachmentLayout, index: number) =>
   index === l.chunks - 1 ? l.lastChunkSize : ATTACHMENT_CHUNK_SIZE;
@@ -158,6 +184,8 @@ export class AttachmentEncryptor {
   private busy = false;
   private done = false;
   private readonly buf: Uint8Array;
+  private readonly chain = new ChunkDigest();
+  private result: Uint8Array | null = null;
 
   private constructor(
     private readonly cipher: AttachmentCipher,
@@ -181,7 +209,7 @@ export class AttachmentEncryptor {
       this.received += piece.length;
       // Every chunk of this piece is dispatched before any is awaited: WebCrypto copies its input at the
       // call and works off the JS thread, so the chunks of one piece are encrypted concurrently.
-      const sealed: Promise<Uint8Array>[] = [];
+      const sealed: Promise<[Uint8Array, Uint8Array]>[] = [];
       let off = 0;
       while (off < piece.length) {
         const want = plainLen(this.layout, this.index) - this.fill;
@@ -197,10 +225,16 @@ export class AttachmentEncryptor {
         }
         off += take;
       }
-      return await Promise.all(sealed);
+      return this.collect(await Promise.all(sealed));
     } finally {
       this.busy = false;
     }
+  }
+
+  /** The blob's digest (for the pointer); available once `finish()` returned. */
+  get digest(): Uint8Array {
+    if (!this.result) fail(ErrorCode.InvalidStructure, 'AttachmentEncryptor.digest', 'not finished');
+    return this.result.slice();
   }
 
   /** All `size` bytes were pushed: returns the last chunk for an empty file, otherwise nothing. */
@@ -209,7 +243,8 @@ export class AttachmentEncryptor {
     try {
       if (this.received !== this.layout.size)
         fail(ErrorCode.Decode, 'AttachmentEncryptor.finish', 'fewer bytes than the declared size');
-      const out = this.layout.size === 0 ? [await this.seal(new Uint8Array(0))] : [];
+      const out = this.layout.size === 0 ? this.collect([await this.seal(new Uint8Array(0))]) : [];
+      this.result = this.chain.digest();
       this.done = true;
       return out;
     } finally {
@@ -223,16 +258,21 @@ export class AttachmentEncryptor {
     this.busy = true;
   }
 
-  private seal(plaintext: Uint8Array): Promise<Uint8Array> {
+  private seal(plaintext: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
     const i = this.index++;
-    return encryptChunk(this.cipher, i, i === this.layout.chunks - 1, plaintext);
+    return withHash(this.cipher, encryptChunk(this.cipher, i, i === this.layout.chunks - 1, plaintext));
+  }
+
+  private collect(done: [Uint8Array, Uint8Array][]): Uint8Array[] {
+    this.chain.add(done.map((d) => d[1]));
+    return done.map((d) => d[0]);
   }
 }
 
 /**
  * The receiving side: `push` the ciphertext as it arrives, get back the plaintext of every chunk that
  * authenticated, then `finish()`, which fails unless exactly `encryptedSize` bytes arrived and their
- * SHA-256 equals the message's digest. Any failure is `decryption_failed` and final: the decryptor refuses
+ * chunk-hash digest (above) equals the message's. Any failure is `decryption_failed` and final: the decryptor refuses
  * every later call. The plaintext returned before `finish()` succeeded must not be shown or saved — only
  * a successful `finish()` vouches for the whole file (the engine keeps everything until then).
  */
@@ -243,7 +283,7 @@ export class AttachmentDecryptor {
   private received = 0;
   private busy = false;
   private state: 'open' | 'done' | 'failed' = 'open';
-  private readonly hash: Sha256Stream = sha256Stream();
+  private readonly chain = new ChunkDigest();
   private readonly buf: Uint8Array;
 
   private constructor(
@@ -277,8 +317,7 @@ export class AttachmentDecryptor {
       if (this.received + piece.length > this.layout.encryptedSize)
         fail(ErrorCode.DecryptionFailed, 'AttachmentDecryptor.push', 'longer than the declared size');
       this.received += piece.length;
-      this.hash.update(piece);
-      const opened: Promise<Uint8Array>[] = [];
+      const opened: Promise<[Uint8Array, Uint8Array]>[] = [];
       let off = 0;
       while (off < piece.length) {
         const want = this.cipherLen(this.index) - this.fill;
@@ -294,7 +333,9 @@ export class AttachmentDecryptor {
         }
         off += take;
       }
-      return Promise.all(opened);
+      const done = await Promise.all(opened);
+      this.chain.add(done.map((d) => d[1]));
+      return done.map((d) => d[0]);
     });
   }
 
@@ -303,7 +344,7 @@ export class AttachmentDecryptor {
     await this.guard('AttachmentDecryptor.finish', async () => {
       if (this.received !== this.layout.encryptedSize || this.index !== this.layout.chunks)
         fail(ErrorCode.DecryptionFailed, 'AttachmentDecryptor.finish', 'truncated');
-      if (!equal(this.hash.digest(), this.digest))
+      if (!equal(this.chain.digest(), this.digest))
         fail(ErrorCode.DecryptionFailed, 'AttachmentDecryptor.finish', 'digest mismatch');
       this.state = 'done';
     });
@@ -327,9 +368,13 @@ export class AttachmentDecryptor {
     return plainLen(this.layout, index) + GCM_TAG_LEN;
   }
 
-  private open(ciphertext: Uint8Array): Promise<Uint8Array> {
+  /** The chunk's plaintext and the hash of its ciphertext, computed side by side. */
+  private open(ciphertext: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
     const i = this.index++;
-    return decryptChunk(this.cipher, i, i === this.layout.chunks - 1, ciphertext);
+    return Promise.all([
+      decryptChunk(this.cipher, i, i === this.layout.chunks - 1, ciphertext),
+      this.cipher.hashChunk(ciphertext),
+    ]);
   }
 }
 
@@ -341,9 +386,7 @@ export async function encryptAttachment(
 ): Promise<{ readonly ciphertext: Uint8Array; readonly digest: Uint8Array }> {
   const enc = await AttachmentEncryptor.create(key, plaintext.length, subtle);
   const ciphertext = concat(...(await enc.push(plaintext)), ...(await enc.finish()));
-  const h = sha256Stream();
-  h.update(ciphertext);
-  return { ciphertext, digest: h.digest() };
+  return { ciphertext, digest: enc.digest };
 }
 
 /** One-shot decryption (tests, vectors): the plaintext, or `decryption_failed`. */

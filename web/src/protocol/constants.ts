@@ -154,6 +154,13 @@ export const MAX_HISTORY_BYTES = 50 * 1024 * 1024;
 export const MAX_HISTORY_CHUNKS = 512;
 /** Max bytes of one record body in a history chunk (a message of MAX_PLAINTEXT_LEN plus its fields). */
 export const MAX_HISTORY_RECORD_LEN = 64 * 1024 + 1024;
+// ---- Key transparency (RFC 9162 Merkle tree; see merkle.ts, transparency.ts) ------------------------
+/** Signature label of a signed tree head (the log key signs nothing else). */
+export const SIG_KT_TREE_HEAD = 'e2e-chat/v1 kt tree head';
+/** Hashes in one inclusion or consistency proof: a tree of < 2^53 leaves needs at most 2·53. */
+export const KT_MAX_PROOF_HASHES = 128;
+/** Bytes of the username in a log entry (normalised usernames are 3–32 ASCII characters). */
+export const KT_MAX_USERNAME_LEN = 64;
 
 // ---- Safety numbers (Signal NumericFingerprintGenerator) ------------------------------------------
 /** SHA-512 iterations (libsignal's value; makes a targeted second-preimage search expensive). */
@@ -184,7 +191,7 @@ export const ATTACHMENT_KEY_LEN = 32;
  * stays under 0.03 %.
  */
 export const ATTACHMENT_CHUNK_SIZE = 64 * 1024;
-/** SHA-256 of the whole ciphertext, carried in the message and checked before anything is shown. */
+/** The blob digest (SHA-256 of the SHA-256 of every sealed chunk), carried in the message and checked before anything is shown. */
 export const ATTACHMENT_DIGEST_LEN = 32;
 /**
  * Largest plaintext a sender offers by default (the engine's `maxAttachmentBytes` and the server's
@@ -212,6 +219,7 @@ export const CONTENT_VERSIONS = {
   att: 1,
   pk: 1,
   sync: 1,
+  kth: 1,
 } as const;
 /** Longest content type name (`t`): bounds what an unsupported message records. */
 export const MAX_CONTENT_TYPE_LEN = 32;

@@ -14,7 +14,8 @@
  *    `delete`;
  *  - signals: `typing` (ephemeral, never stored by the server), `receipt`, `skd` (a sender-key
  *    distribution), `pk` (the sender's profile key, pairwise; people.ts), `sync` (read positions between
- *    the user's own devices, in their own sync conversation only; linking).
+ *    the user's own devices, in their own sync conversation only; linking), `kth` (the newest
+ *    key-transparency tree head the sender verified; its bytes are checked by transparency.ts).
  *
  * Versioning: a receiver ignores fields it does not know (adding an optional field needs no new
  * version); a change an older receiver would misread raises the type's `v`. A payload of an unknown type,
@@ -131,9 +132,20 @@ export interface SyncContent {
   readonly read: readonly { readonly c: string; readonly seq: number }[];
 }
 
+/**
+ * Key-transparency gossip (docs/PROTOCOL.md §"Key transparency", step 3): the newest signed tree head the
+ * sender verified, never shown; the receiver compares it with its own view of the log.
+ */
+export interface KtHeadContent {
+  readonly t: 'kth';
+  readonly conv: string;
+  readonly head: Uint8Array;
+}
+
 export type Content =
   | ProfileKeyContent
   | SyncContent
+  | KtHeadContent
   | TextContent
   | AttContent
   | ReactContent
@@ -282,6 +294,9 @@ function check(t: ContentType, conv: string, o: Record<string, unknown>): Checke
       }
       return { ok: true, content: { t, conv, read } };
     }
+    case 'kth':
+      if (!(o.head instanceof Uint8Array)) return bad('head');
+      return { ok: true, content: { t, conv, head: o.head } };
   }
 }
 

@@ -41,6 +41,8 @@ export const ErrorCode = {
   BeyondChainEnd: 'beyond_chain_end',
   /** A PQXDH init naming a (user id, device id) other than the sender the transport authenticated. */
   SenderMismatch: 'sender_mismatch',
+  /** A Merkle inclusion or consistency proof that does not verify (key transparency). */
+  Proof: 'proof',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -42,6 +42,7 @@ export {
   encodeJson,
   isReaction,
   isTimerSeconds,
+  type KtHeadContent,
   type ProfileKeyContent,
   type Quote,
   quoteExcerpt,
@@ -126,6 +127,25 @@ export {
   type Role,
   verifyLog,
 } from './membership.js';
+export {
+  appendLeaf,
+  consistencyProof,
+  emptyRoot,
+  frontierPositions,
+  frontierRoot,
+  HASH_LEN,
+  inclusionProof,
+  leafHash,
+  MemoryTree,
+  type NodeReader,
+  nodeHash,
+  rootAt,
+  rootFromInclusionProof,
+  subtreeHash,
+  type TreeNode,
+  verifyConsistency,
+  verifyInclusion,
+} from './merkle.js';
 export { passwordPrehash, passwordSalt } from './password.js';
 export type { PqxdhLocalIdentity, PqxdhResponderKeys } from './pqxdh.js';
 export {
@@ -238,3 +258,18 @@ export {
   type TransferStatus,
   transferKeys,
 } from './transfer.js';
+export {
+  decodeKtEntry,
+  decodeTreeHead,
+  encodeKtEntry,
+  encodeTreeHeadBody,
+  isFork,
+  type KtEntry,
+  ktLeafHash,
+  signTreeHead,
+  type TreeHead,
+  type VerifiedTreeHead,
+  verifyEntryInclusion,
+  verifyHeadConsistency,
+  verifyTreeHead,
+} from './transparency.js';

@@ -207,6 +207,18 @@ export interface Sha256Stream {
   digest(): Uint8Array;
 }
 
+/**
+ * One-shot SHA-256 of `data` on the platform's WebCrypto (native, 10–20× the pure-JS rate in a browser), or
+ * noble's where there is none (`subtle` null or absent). Both give the same bytes.
+ */
+export async function sha256Async(
+  data: Uint8Array,
+  subtle: SubtleCrypto | null | undefined = typeof crypto === 'undefined' ? undefined : crypto.subtle,
+): Promise<Uint8Array> {
+  if (!subtle) return nobleSha256(data);
+  return new Uint8Array(await subtle.digest('SHA-256', bs(data)));
+}
+
 export function sha256Stream(): Sha256Stream {
   const h = nobleSha256.create();
   return {

@@ -29,7 +29,15 @@ interface Vector {
   size: number;
   aesKey: string;
   nonceBase: string;
-  chunks: { index: number; last: boolean; nonce: string; aad: string; plaintextLength: number; tag: string }[];
+  chunks: {
+    index: number;
+    last: boolean;
+    nonce: string;
+    aad: string;
+    plaintextLength: number;
+    tag: string;
+    sealedSha256: string;
+  }[];
   encryptedSize: number;
   digest: string;
   ciphertext?: string;
@@ -66,11 +74,14 @@ describe('attachment known-answer vectors', () => {
         const out = await encryptChunk(cipher, ch.index, ch.last, plaintext.subarray(off, off + ch.plaintextLength));
         off += ch.plaintextLength;
         expect(toHex(out.subarray(out.length - 16))).toBe(ch.tag);
+        expect(toHex(sha256(out))).toBe(ch.sealedSha256);
         sealed.push(out);
       }
       const ciphertext = concat(...sealed);
       expect(ciphertext.length).toBe(v.encryptedSize);
-      expect(toHex(sha256(ciphertext))).toBe(v.digest);
+      expect(toHex(sha256(concat(...sealed.map((c) => sha256(c)))))).toBe(v.digest);
+      // Not the hash of the blob itself: a reader who hashes the whole blob gets a different value.
+      expect(toHex(sha256(ciphertext))).not.toBe(v.digest);
       if (v.ciphertext !== undefined) expect(toHex(ciphertext)).toBe(v.ciphertext);
       for (const subtle of [crypto.subtle, null]) {
         const opened = await decryptAttachment(key, ciphertext, v.size, fromHex(v.digest), subtle);
@@ -88,6 +99,7 @@ describe('attachment known-answer vectors', () => {
       );
       const nonceBase = okm.subarray(32);
       const chunks = Math.max(1, Math.ceil(plaintext.length / chunkSize));
+      // digest = SHA-256 of the SHA-256 of every sealed chunk, in order.
       const hash = createHash('sha256');
       let total = 0;
       for (let i = 0; i < chunks; i++) {
@@ -103,7 +115,7 @@ describe('attachment known-answer vectors', () => {
         const body = Buffer.concat([c.update(plaintext.subarray(i * chunkSize, (i + 1) * chunkSize)), c.final()]);
         const tag = c.getAuthTag();
         expect(tag.toString('hex')).toBe(v.chunks[i]!.tag);
-        hash.update(body).update(tag);
+        hash.update(createHash('sha256').update(body).update(tag).digest());
         total += body.length + tag.length;
       }
       expect(total).toBe(v.encryptedSize);

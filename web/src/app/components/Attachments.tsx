@@ -154,7 +154,7 @@ export function AttachmentContent(props: { m: MessageView }) {
                 <p class="truncate text-sm font-medium" data-testid="attachment-name">
                   {a().fileName}
                 </p>
-                <p class="text-xs opacity-80">{formatSize(a().size)}</p>
+                <p class="text-xs">{formatSize(a().size)}</p>
               </div>
               <button
                 type="button"
@@ -177,9 +177,9 @@ export function AttachmentContent(props: { m: MessageView }) {
                 class={`relative block overflow-hidden rounded-xl bg-slate-200 dark:bg-slate-700 ${focusRing}`}
                 style={{ width: `${size().width}px`, height: `${size().height}px` }}
                 onClick={() => void open()}
-                aria-label={`View image ${a().fileName}`}
                 data-testid="attachment-view"
               >
+                <span class="sr-only">{`Image ${a().fileName}: `}</span>
                 <Show when={thumbUrl()}>
                   <img
                     src={thumbUrl()!}

@@ -15,10 +15,13 @@ import { MAX_TEXT_BYTES } from '../../engine/messages.js';
 import { useConversationName, usePeerProfile } from '../pages/Chats.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
-import { buildTimeline, infoText, linkify } from '../timeline.js';
+import { buildTimeline, infoText, linkify, timerLabel } from '../timeline.js';
 import { AttachmentContent, PaperclipIcon, UploadCardView } from './Attachments.js';
-import { Modal } from './Modal.js';
+import { ComposerContext, canAct, MessageMenu, QuoteBlock, Reactions } from './MessageActions.js';
+import { ConfirmDialog, Modal } from './Modal.js';
 import { SafetyNumber } from './SafetyNumber.js';
+import { pendingJump, takePendingJump } from './Search.js';
+import { TypingIndicator } from './Typing.js';
 import { Avatar, Banner, Button, errorText, focusRing, inputClass, Spinner } from './ui.js';
 
 const time = (ms: number) => new Date(ms).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
@@ -98,8 +101,20 @@ function InfoRow(props: { line: InfoLine }) {
   );
 }
 
-function Bubble(props: { m: MessageView; showSender: boolean }) {
-  const { actions } = useStore();
+/** Issue 17: what a bubble may do with its message (set by the conversation). */
+interface BubbleActions {
+  /** We may delete anyone's message here (a group's owner or admin). */
+  readonly moderator: boolean;
+  readonly onReply: (m: MessageView) => void;
+  readonly onEdit: (m: MessageView) => void;
+  readonly onDelete: (m: MessageView) => void;
+  readonly onJump: (id: string) => void;
+  /** The message a jump just brought into view (marked for a few seconds). */
+  readonly highlighted: string | null;
+}
+
+function Bubble(props: { m: MessageView; showSender: boolean; act?: BubbleActions }) {
+  const { state, actions } = useStore();
   const out = () => props.m.outgoing;
   const failed = () => out() && props.m.status === 'failed';
   const [busy, setBusy] = createSignal(false);
@@ -113,13 +128,32 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
       setBusy(false);
     }
   };
+  const react = (emoji: string) =>
+    void actions
+      .react(props.m.conversationId, props.m.clientId, emoji)
+      .catch((e) => actions.toast(`Reaction not sent: ${errorText(e)}`, 'error'));
+  const menu = () =>
+    props.act && canAct(props.m) ? (
+      <MessageMenu
+        m={props.m}
+        canDelete={out() || props.act.moderator}
+        onReply={() => props.act?.onReply(props.m)}
+        onReact={react}
+        onEdit={() => props.act?.onEdit(props.m)}
+        onDelete={() => props.act?.onDelete(props.m)}
+      />
+    ) : null;
   return (
     <li
-      class={`flex ${out() ? 'justify-end' : 'justify-start'}`}
+      class={`flex items-start gap-1 rounded-xl outline-none data-[highlight=true]:bg-amber-100 dark:data-[highlight=true]:bg-amber-900/40 ${out() ? 'justify-end' : 'justify-start'}`}
       data-testid="message"
       data-status={props.m.status}
       data-outgoing={out() ? 'true' : 'false'}
+      data-message-id={props.m.clientId}
+      data-highlight={props.act?.highlighted === props.m.clientId ? 'true' : undefined}
+      tabindex="-1"
     >
+      <Show when={out()}>{menu()}</Show>
       <div
         class={`max-w-[80%] rounded-2xl px-3.5 py-2 text-[0.95rem] leading-snug shadow-sm ${
           out()
@@ -134,28 +168,55 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
             {actions.nameOf(props.m.from.userId)}
           </div>
         </Show>
-        <Show when={props.m.attachment}>
+        <Show when={props.m.quote && !props.m.deleted && props.m.quote}>
+          {(q) => <QuoteBlock quote={q()} outgoing={out()} onJump={(id) => props.act?.onJump(id)} />}
+        </Show>
+        <Show when={props.m.attachment && !props.m.deleted}>
           <AttachmentContent m={props.m} />
         </Show>
         <Show
           when={props.m.body !== null}
           fallback={
-            <span class="italic opacity-90" data-testid="undecryptable" data-error={props.m.error ?? ''}>
-              {props.m.error === 'no_session'
-                ? 'Waiting for this message. It appears when the sender’s device shares its key.'
-                : 'This message could not be decrypted.'}
-            </span>
+            <Switch
+              fallback={
+                <span class="italic opacity-90" data-testid="undecryptable" data-error={props.m.error ?? ''}>
+                  {props.m.error === 'no_session'
+                    ? 'Waiting for this message. It appears when the sender’s device shares its key.'
+                    : 'This message could not be decrypted.'}
+                </span>
+              }
+            >
+              {/* ---- issue 17: content types (docs/PROTOCOL.md §"Content types") ---- */}
+              <Match when={props.m.deleted}>
+                <span class="italic opacity-90" data-testid="deleted">
+                  {props.m.deleted?.by === props.m.from.userId
+                    ? 'This message was deleted.'
+                    : `This message was deleted by ${actions.nameOf(props.m.deleted?.by ?? '')}.`}
+                </span>
+              </Match>
+              <Match when={props.m.unsupported !== undefined}>
+                <span class="italic opacity-90" data-testid="unsupported" data-type={props.m.unsupported}>
+                  Unsupported message: this app cannot show it yet.
+                </span>
+              </Match>
+            </Switch>
           }
         >
           <Show when={!props.m.attachment || props.m.body}>
             <p class="break-words whitespace-pre-wrap" data-testid="message-body">
-              <Body text={props.m.body ?? ''} />
+              <Body text={props.m.pending?.body ?? props.m.body ?? ''} />
             </p>
           </Show>
+        </Show>
+        <Show when={!props.m.deleted}>
+          <Reactions m={props.m} me={state.me?.userId} onToggle={react} />
         </Show>
         <div
           class={`mt-0.5 flex justify-end gap-1 text-[0.7rem] ${out() ? 'text-white/95' : 'text-slate-600 dark:text-slate-300'}`}
         >
+          <Show when={props.m.edited && !props.m.deleted}>
+            <span data-testid="edited">edited</span>
+          </Show>
           <time dateTime={new Date(props.m.sentAt).toISOString()}>{time(Math.min(props.m.sentAt, Date.now()))}</time>
           <Show when={out()}>
             <StatusMark status={props.m.status} />
@@ -185,6 +246,7 @@ function Bubble(props: { m: MessageView; showSender: boolean }) {
           </div>
         </Show>
       </div>
+      <Show when={!out()}>{menu()}</Show>
     </li>
   );
 }
@@ -206,6 +268,70 @@ export function Conversation(props: { id: string }) {
   let picker!: HTMLInputElement;
   let root!: HTMLDivElement;
   const [dragging, setDragging] = createSignal(false);
+
+  // ---- issue 17: reply / edit / delete for everyone / jump to a quoted message ----
+  const [replyTo, setReplyTo] = createSignal<MessageView | null>(null);
+  const [editing, setEditing] = createSignal<MessageView | null>(null);
+  const [deleting, setDeleting] = createSignal<MessageView | null>(null);
+  const [highlighted, setHighlighted] = createSignal<string | null>(null);
+  const moderator = () => conv()?.kind === 'group' && (conv()?.myRole === 'owner' || conv()?.myRole === 'admin');
+  const jumpTo = async (id: string) => {
+    if (!(await actions.revealMessage(props.id, id))) {
+      actions.toast('The original message is not on this device any more.', 'info');
+      return;
+    }
+    setHighlighted(id);
+    setTimeout(() => setHighlighted((h) => (h === id ? null : h)), 3000);
+    queueMicrotask(() => {
+      const el = scroller.querySelector<HTMLElement>(`[data-message-id="${CSS.escape(id)}"]`);
+      if (!el) return;
+      el.scrollIntoView({ block: 'center' });
+      el.focus({ preventScroll: true });
+    });
+  };
+  // A search result opened this conversation (or asks for another message in it): jump there once loaded.
+  createEffect(
+    on(
+      () => [pendingJump(), state.messages[props.id] !== undefined] as const,
+      ([, loaded]) => {
+        if (!loaded) return;
+        const id = takePendingJump(props.id);
+        if (id) void jumpTo(id);
+      },
+    ),
+  );
+  const bubbleActions = {
+    get moderator() {
+      return moderator();
+    },
+    get highlighted() {
+      return highlighted();
+    },
+    onReply: (m: MessageView) => {
+      setEditing(null);
+      setReplyTo(m);
+      input?.focus();
+    },
+    onEdit: (m: MessageView) => {
+      setReplyTo(null);
+      setEditing(m);
+      setDraft(m.body ?? '');
+      input?.focus();
+    },
+    onDelete: (m: MessageView) => setDeleting(m),
+    onJump: (id: string) => void jumpTo(id),
+  };
+  const cancelContext = () => {
+    if (editing()) setDraft('');
+    setEditing(null);
+    setReplyTo(null);
+    input?.focus();
+  };
+  /** The dialog shows a failure itself and stays open. */
+  const confirmDelete = async () => {
+    const m = deleting();
+    if (m) await actions.deleteForEveryone(props.id, m.clientId);
+  };
 
   const others = createMemo(() => (conv()?.members ?? []).map((m) => m.userId).filter((u) => u !== state.me?.userId));
   const blocked = createMemo(() => others().filter((u) => state.contacts[u]?.blocked));
@@ -245,7 +371,10 @@ export function Conversation(props: { id: string }) {
     input?.focus();
     setTimeout(() => input?.focus(), 0); // after a dialog that opened this conversation has let go of focus
   });
-  onCleanup(() => actions.setActive(null));
+  onCleanup(() => {
+    actions.setActive(null);
+    void actions.typingChanged(props.id, false);
+  });
   // Files dropped anywhere on the conversation are attached (the paperclip button is the keyboard path).
   onMount(() => {
     const over = (e: DragEvent) => {
@@ -321,13 +450,31 @@ export function Conversation(props: { id: string }) {
   const send = async () => {
     const body = draft().trim();
     if (!body || blocked().length || removed() || tooLong()) return;
+    const edit = editing();
+    if (edit) {
+      setDraft('');
+      setEditing(null);
+      try {
+        if (body !== edit.body) await actions.editMessage(props.id, edit.clientId, body);
+      } catch (e) {
+        setDraft(body);
+        setEditing(edit);
+        actions.toast(`Not edited: ${errorText(e)}`, 'error');
+      }
+      input?.focus();
+      return;
+    }
+    const reply = replyTo();
+    setReplyTo(null);
     setDraft('');
+    void actions.typingChanged(props.id, false);
     setUnreadFrom(null);
     setAtBottom(true);
     try {
-      await actions.send(props.id, body);
+      await actions.send(props.id, body, reply ? { replyTo: reply.clientId } : {});
     } catch (e) {
       setDraft(body); // rollback: the text comes back to the composer
+      if (reply) setReplyTo(reply);
       actions.toast(`Not sent: ${errorText(e)}`, 'error');
     }
     input?.focus();
@@ -364,6 +511,9 @@ export function Conversation(props: { id: string }) {
                   : status() === 'forbidden'
                     ? 'You are no longer a member'
                     : 'Connecting…'}
+            <Show when={!removed() && (conv()?.timer ?? 0) > 0}>
+              <span data-testid="timer-badge"> · Disappearing messages: {timerLabel(conv()?.timer ?? 0)}</span>
+            </Show>
           </p>
         </div>
         <Show when={conv()}>
@@ -439,7 +589,7 @@ export function Conversation(props: { id: string }) {
               {(e) => (
                 <Switch>
                   <Match when={e.kind === 'message' && e}>
-                    {(m) => <Bubble m={m().message} showSender={conv()?.kind === 'group'} />}
+                    {(m) => <Bubble m={m().message} showSender={conv()?.kind === 'group'} act={bubbleActions} />}
                   </Match>
                   <Match when={e.kind === 'info' && e}>{(i) => <InfoRow line={i().info} />}</Match>
                   <Match when={e.kind === 'date' && e}>
@@ -475,6 +625,9 @@ export function Conversation(props: { id: string }) {
           </button>
         </Show>
       </div>
+      <Show when={!removed() && conv()}>
+        <TypingIndicator conversationId={props.id} />
+      </Show>
 
       {/* ---- people: a message request is answered before anything goes back (store/people.ts) ---- */}
       <Show when={conv()?.requestState === 'request' && !removed()}>
@@ -503,6 +656,9 @@ export function Conversation(props: { id: string }) {
             void send();
           }}
         >
+          <Show when={editing() ?? replyTo()}>
+            {(m) => <ComposerContext mode={editing() ? 'edit' : 'reply'} m={m()} onCancel={cancelContext} />}
+          </Show>
           <input
             ref={picker}
             type="file"
@@ -546,11 +702,18 @@ export function Conversation(props: { id: string }) {
               class={`${inputClass} max-h-40 min-h-10 resize-none overflow-y-auto`}
               value={draft()}
               disabled={!conv() || blocked().length > 0}
-              onInput={(e) => setDraft(e.currentTarget.value)}
+              onInput={(e) => {
+                setDraft(e.currentTarget.value);
+                if (!editing()) void actions.typingChanged(props.id, e.currentTarget.value.trim() !== '');
+              }}
+              onBlur={() => void actions.typingChanged(props.id, false)}
               onKeyDown={(e) => {
                 if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
                   e.preventDefault();
                   void send();
+                } else if (e.key === 'Escape' && (editing() || replyTo())) {
+                  e.preventDefault();
+                  cancelContext();
                 }
               }}
               data-testid="composer"
@@ -558,9 +721,9 @@ export function Conversation(props: { id: string }) {
             <Button
               type="submit"
               disabled={!draft().trim() || !conv() || blocked().length > 0 || tooLong()}
-              aria-label="Send"
+              aria-label={editing() ? 'Save edit' : 'Send'}
             >
-              Send
+              {editing() ? 'Save' : 'Send'}
             </Button>
           </div>
           <p
@@ -576,6 +739,18 @@ export function Conversation(props: { id: string }) {
           </p>
         </form>
       </Show>
+
+      <ConfirmDialog
+        open={deleting() !== null}
+        onOpenChange={(o) => !o && setDeleting(null)}
+        title="Delete for everyone?"
+        confirmLabel="Delete for everyone"
+        danger
+        onConfirm={confirmDelete}
+      >
+        The message is erased from every device in this conversation; “This message was deleted” stays in its place.
+        This cannot be undone.
+      </ConfirmDialog>
 
       <Modal
         open={review() !== null}

@@ -8,6 +8,7 @@ import { useConversationName } from '../pages/Chats.js';
 import { allowedActions, canAddMembers, canLeave, canRename, type MemberAction } from '../roles.js';
 import { Link, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
+import { DisappearingSetting } from './Disappearing.js';
 import { ConfirmDialog, Modal } from './Modal.js';
 import { SafetyNumber } from './SafetyNumber.js';
 import { Avatar, Banner, Button, buttonClass, createAction, errorText, Field, focusRing } from './ui.js';
@@ -123,6 +124,9 @@ export function ConversationInfo(props: { id: string }) {
           </Show>
 
           <PeopleControls id={props.id} />
+          <Show when={conv()}>
+            <DisappearingSetting id={props.id} />
+          </Show>
 
           <section aria-labelledby="members-h">
             <h2 id="members-h" class="mb-2 text-sm font-semibold text-slate-500 uppercase dark:text-slate-400">

@@ -7,13 +7,16 @@ import { createSignal, For, onMount, Show } from 'solid-js';
 import { KeyProgress } from '../components/KeyProgress.js';
 import { LinkDevice } from '../components/LinkDevice.js';
 import { ConfirmDialog } from '../components/Modal.js';
+import { NotificationSetting } from '../components/Notifications.js';
 import { Qr } from '../components/Qr.js';
+import { TypingSetting } from '../components/Typing.js';
 import { Avatar, Banner, Button, createAction, errorText, Field, focusRing } from '../components/ui.js';
 import { deviceLabel, MIN_PASSWORD } from '../logic.js';
 import { createPasswordCheck } from '../password-strength-loader.js';
 import { Link } from '../router.js';
 import { useStore } from '../store/index.js';
 import type { Theme } from '../store/state.js';
+import { YourData } from './YourData.js';
 
 const card = 'rounded-2xl bg-white p-5 shadow-sm ring-1 ring-slate-200 dark:bg-slate-900 dark:ring-slate-800';
 const date = (ms: number | null) => (ms ? new Date(ms).toLocaleString() : '—');
@@ -608,6 +611,17 @@ function Appearance() {
   );
 }
 
+/** Issue 17: privacy settings kept in this account's sealed store. */
+function Privacy() {
+  return (
+    <fieldset class={`${card} space-y-3`}>
+      <legend class="font-semibold">Privacy</legend>
+      <TypingSetting />
+      <NotificationSetting />
+    </fieldset>
+  );
+}
+
 const tab = `rounded-lg px-3 py-1.5 text-sm font-medium text-slate-600 data-[selected]:bg-white data-[selected]:text-slate-900 data-[selected]:shadow-sm dark:text-slate-300 dark:data-[selected]:bg-slate-800 dark:data-[selected]:text-white ${focusRing}`;
 
 // ---- people: profile name and picture, blocked people (issue 17) ----------------------------------------
@@ -755,7 +769,9 @@ export default function AccountPage() {
         </Tabs.Content>
         <Tabs.Content value="general" class="space-y-4">
           <Appearance />
+          <Privacy />
           <Sessions />
+          <YourData />
         </Tabs.Content>
         <Tabs.Content value="profile" class="space-y-4">
           <Profile />

@@ -8,6 +8,8 @@ import type { ConversationView } from '../../engine/engine.js';
 import { Conversation } from '../components/Conversation.js';
 import { ConversationInfo } from '../components/ConversationInfo.js';
 import { Modal } from '../components/Modal.js';
+import { Notifier } from '../components/Notifications.js';
+import { MessageSearch } from '../components/Search.js';
 import { ThemeToggle } from '../components/ThemeToggle.js';
 import { Avatar, Banner, Button, buttonClass, errorText, Field, focusRing, Logo } from '../components/ui.js';
 import { Link, navigate, path } from '../router.js';
@@ -188,6 +190,9 @@ function Sidebar(props: { activeId?: string }) {
     const who = m.outgoing ? 'You: ' : c.kind === 'group' ? `${actions.nameOf(m.from.userId)}: ` : '';
     const att = m.attachment ? (m.attachment.width !== null ? 'Photo' : m.attachment.fileName) : null;
     const text = att ? (m.body ? `${att} · ${m.body}` : att) : m.body;
+    // issue 17: a deleted or unsupported message is not an undecryptable one.
+    if (m.deleted) return `${who}Message deleted`;
+    if (m.unsupported !== undefined) return `${who}Unsupported message`;
     return `${who}${text ?? 'Message could not be decrypted'}`;
   };
   return (
@@ -221,6 +226,8 @@ function Sidebar(props: { activeId?: string }) {
           </DropdownMenu.Portal>
         </DropdownMenu>
       </header>
+      <MessageSearch />
+      <Notifier />
       <nav aria-label="Conversations" class="min-h-0 flex-1 overflow-y-auto p-2">
         <Show
           when={list().length}

@@ -1,11 +1,32 @@
 /** /status: system status (database health + a realtime round trip through the probe Durable Object). */
-import { createResource, createSignal, Show } from 'solid-js';
+import { createResource, createSignal, For, Show } from 'solid-js';
 import { Button } from '../components/ui.js';
 import { Link } from '../router.js';
-import { fetchHealth, roundTrip } from '../transport.js';
+import { type CounterRow, fetchCounters, fetchHealth, roundTrip } from '../transport.js';
+
+/** The counters an operator watches, in the order shown (worker/metrics.ts COUNTERS). */
+const COUNTER_NAMES: [string, string][] = [
+  ['messages_accepted', 'Messages accepted'],
+  ['messages_delivered', 'Messages delivered'],
+  ['sockets_opened', 'Sockets opened'],
+  ['sockets_closed', 'Sockets closed'],
+  ['mailbox_depth', 'Mailbox depth'],
+  ['errors', 'Errors'],
+  ['rate_limited', 'Rate-limit refusals'],
+  ['webhook_deliveries', 'Webhook deliveries'],
+];
+
+/** "12 (group 10, pairwise 2)": the total and, when labelled, the split by label. */
+function summarise(rows: CounterRow[], name: string): string {
+  const mine = rows.filter((r) => r.name === name);
+  const total = mine.reduce((s, r) => s + r.value, 0);
+  const labelled = mine.filter((r) => r.label !== '');
+  return labelled.length ? `${total} (${labelled.map((r) => `${r.label} ${r.value}`).join(', ')})` : String(total);
+}
 
 export function SystemStatus() {
   const [health] = createResource(fetchHealth);
+  const [counters, { refetch: refetchCounters }] = createResource(() => fetchCounters().catch(() => null));
   const [rt, setRt] = createSignal<{ ms: number } | { error: string } | null>(null);
   const probe = async () => {
     setRt(null);
@@ -15,6 +36,7 @@ export function SystemStatus() {
     } catch (e) {
       setRt({ error: e instanceof Error ? e.message : 'failed' });
     }
+    void refetchCounters();
   };
   void probe();
   return (
@@ -44,6 +66,23 @@ export function SystemStatus() {
           </Show>
         </dd>
       </dl>
+      <Show when={counters()}>
+        {(rows) => (
+          <>
+            <h3 class="mt-4 text-sm font-medium">Counters (this server, since it started)</h3>
+            <dl class="mt-1 grid grid-cols-[10rem_1fr] gap-y-1 text-sm" data-testid="counters">
+              <For each={COUNTER_NAMES}>
+                {([name, title]) => (
+                  <>
+                    <dt class="text-slate-500 dark:text-slate-400">{title}</dt>
+                    <dd data-counter={name}>{summarise(rows(), name)}</dd>
+                  </>
+                )}
+              </For>
+            </dl>
+          </>
+        )}
+      </Show>
       <Button class="mt-3" variant="secondary" onClick={() => void probe()}>
         Test again
       </Button>

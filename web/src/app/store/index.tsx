@@ -13,10 +13,12 @@ import { createAttachments } from './attachments.js';
 import { createContacts } from './contacts.js';
 import { createConversations } from './conversations.js';
 import { createDevices } from './devices.js';
+import { createMessageActions } from './message-actions.js';
 import { createMessages } from './messages.js';
 import { createPeople } from './people.js';
 import { createSession } from './session.js';
 import { type Actions, initialState, type State } from './state.js';
+import { createTransparency } from './transparency.js';
 import { createUi } from './ui.js';
 
 export type { Actions, State };
@@ -38,9 +40,11 @@ export function StoreProvider(props: { children: JSX.Element; agent?: () => Agen
   createConversations(agent, actions, state, setState);
   createMessages(agent, actions, state, setState);
   createAttachments(agent, actions, state, setState);
+  createMessageActions(agent, actions, state, setState);
   createContacts(agent, actions, state, setState);
   createDevices(agent, actions, state, setState);
   createPeople(agent, actions, state, setState);
+  createTransparency(agent, actions, state, setState);
   return <StoreContext.Provider value={{ state, actions }}>{props.children}</StoreContext.Provider>;
 }
 

@@ -204,7 +204,7 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
         }, 400),
       );
     },
-    async send(c: string, body: string) {
+    async send(c: string, body: string, opts: { replyTo?: string } = {}) {
       wire();
       const me = state.me!;
       const temp: MessageView = {
@@ -220,7 +220,7 @@ export function createMessages(agent: () => Agent, actions: Actions, state: Stat
       };
       setState('messages', c, (l) => upsert(l ?? [], temp));
       try {
-        const m = await agent().engine.sendText(c, body);
+        const m = await agent().engine.sendText(c, body, opts.replyTo ? { replyTo: opts.replyTo } : {});
         setState('messages', c, (l) =>
           upsert(
             l.filter((x) => x.clientId !== temp.clientId),

@@ -104,6 +104,7 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
     await actions.loadPrefs();
     // Requests and blocks come from the sealed settings: pulled alongside (a change reloads the list).
     void actions.loadPeople().catch(() => undefined);
+    await actions.loadKtAlerts();
     await actions.loadConversations();
     void actions.loadLocalLock().catch(() => undefined);
   };
@@ -200,6 +201,13 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
       }
     },
     changePassword: (current: string, next: string) => agent().session.changePassword(current, next),
+    exportServerData: () => agent().session.exportServerData(),
+    async deleteAccount(p: { password: string; code?: string; recoveryCode?: string }) {
+      await agent().session.deleteAccount(p);
+      localStorage.removeItem(LAST_ACCOUNT);
+      agent().terminate();
+      location.assign('/login');
+    },
     totpEnroll: (password: string) => agent().session.totpEnroll(password),
     async totpConfirm(code: string) {
       const r = await agent().session.totpConfirm(code);

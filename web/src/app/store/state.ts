@@ -3,10 +3,11 @@
  * @module
  */
 import type { SetStoreFunction } from 'solid-js/store';
-import type { MessageView } from '../../engine/context.js';
+import type { EngineEvent, MessageView } from '../../engine/context.js';
 import type { ConversationView } from '../../engine/engine.js';
 import type { InfoLine } from '../../engine/info.js';
 import type { PeopleView } from '../../engine/people.js';
+import type { KtAlert } from '../../engine/transparency.js';
 import type { ConnectionStatus } from '../../engine/transport.js';
 import type { DeviceInfo, LinkProgressView, LoginResult, Me, Progress } from '../session-api.js';
 import type { DownloadState, UploadCard } from './attachments.js';
@@ -77,6 +78,8 @@ export interface State {
   profiles: Record<string, ProfileState>;
   /** Our blocks, mutes and accepted people (sealed private settings); null until loaded. */
   people: PeopleView | null;
+  /** Key-transparency security warnings, newest first (store/transparency.ts). */
+  ktAlerts: KtAlert[];
 }
 
 export interface ProfileState {
@@ -115,6 +118,7 @@ export const initialState = (): State => ({
   downloads: {},
   profiles: {},
   people: null,
+  ktAlerts: [],
 });
 
 export interface Actions {
@@ -128,6 +132,10 @@ export interface Actions {
   resetIdentity(p: { username: string; password: string; code?: string; recoveryCode?: string }): Promise<void>;
   logout(everywhere?: boolean): Promise<void>;
   changePassword(current: string, next: string): Promise<void>;
+  /** "Download my data": the server's export of the account (JSON text). */
+  exportServerData(): Promise<string>;
+  /** Deletes the account and this browser's store, then shows the sign-in page. */
+  deleteAccount(p: { password: string; code?: string; recoveryCode?: string }): Promise<void>;
   totpEnroll(password: string): Promise<{ otpauthUri: string; secret: string }>;
   totpConfirm(code: string): Promise<string[]>;
   totpDisable(code: string): Promise<void>;
@@ -161,7 +169,32 @@ export interface Actions {
   // messages
   loadMessages(conversationId: string): Promise<void>;
   loadOlder(conversationId: string): Promise<number>;
-  send(conversationId: string, body: string): Promise<void>;
+  send(conversationId: string, body: string, opts?: { replyTo?: string }): Promise<void>;
+  // ---- issue 17: actions on messages (store/message-actions.ts) ----
+  /** Our reaction to a message ('' removes it). */
+  react(conversationId: string, messageId: string, emoji: string): Promise<void>;
+  /** Edits our own text message (within 24 h). */
+  editMessage(conversationId: string, messageId: string, body: string): Promise<void>;
+  /** Deletes a message for everyone (our own, or anyone's as a group's owner or admin). */
+  deleteForEveryone(conversationId: string, messageId: string): Promise<void>;
+  /** Loads older pages until the message is shown; false if this device does not have it. */
+  revealMessage(conversationId: string, messageId: string): Promise<boolean>;
+  /** Searches this device's decrypted messages (newest first); nothing leaves the device. */
+  searchMessages(query: string): Promise<MessageView[]>;
+  /** Follows every engine event (notifications); returns the unsubscribe function. */
+  watchEvents(listener: (e: EngineEvent) => void): () => void;
+  /** Small UI preferences in the sealed store (notifications). */
+  getUiPref(key: string): Promise<unknown>;
+  setUiPref(key: string, value: unknown): Promise<void>;
+  /** Sets the disappearing-message timer (seconds, 0 = off). */
+  setTimer(conversationId: string, seconds: number): Promise<void>;
+  /** The person is (still) typing in the composer, or stopped; sends at most one "on" per few seconds. */
+  typingChanged(conversationId: string, active: boolean): Promise<void>;
+  /** Follows received typing signals; returns the unsubscribe function. */
+  watchTyping(listener: (e: { conversationId: string; userId: string; on: boolean }) => void): () => void;
+  /** The privacy setting: typing indicators sent and shown (default on). */
+  typingIndicators(): Promise<boolean>;
+  setTypingIndicators(on: boolean): Promise<void>;
   /** Sends a failed message again (it is replaced by the new one). */
   retrySend(conversationId: string, clientId: string): Promise<void>;
   /** Deletes a failed message from this device. */
@@ -226,6 +259,9 @@ export interface Actions {
   requesterOf(conversationId: string): Promise<string | null>;
   /** The display name from the person's profile ('' if none or not shared with us). */
   profileName(userId: string): string;
+  // key transparency
+  loadKtAlerts(): Promise<void>;
+  dismissKtAlert(id: string): Promise<void>;
   // ui
   setTheme(t: Theme): void;
   toast(text: string, kind?: Toast['kind']): void;

@@ -20,6 +20,10 @@
  *   Worker (list version + 1 under the account's key, exactly one device added, the new key's signature
  *   over the token, the device limit), encrypted device names, and the `devices` hint frame; test hooks
  *   to tamper with or drop relayed messages (a malicious relay).
+ * - key transparency (fake-kt.ts): registrations and identity resets enter a log whose proofs come with
+ *   the username lookup and the device-list fetch; test hooks make it misbehave like a malicious server —
+ *   `ktTamper` rewrites answers, `forkKtView(user)` shows one user a diverging log, `resetIdentity(…,
+ *   { log: false })` resets an identity without logging it.
  *
  * Does NOT: authenticate (each `api(user, device)` is already "signed in"), rate-limit, or persist.
  * @module
@@ -65,13 +69,16 @@ import {
   type ConversationInfo,
   type ConversationKind,
   type FrameSocket,
+  type KtProof,
   type MailboxCursor,
   type MailboxEnvelope,
   type PrekeyCounts,
   type ServerApi,
   type SocketFactory,
   type SocketHandlers,
+  type UserLookup,
 } from '../transport.js';
+import { FakeKtLog } from './fake-kt.js';
 
 type Spk = PrekeyBundle['signedPrekey'];
 type Otp = NonNullable<PrekeyBundle['oneTimePrekey']>;
@@ -99,9 +106,22 @@ interface FakeDevice {
 }
 
 interface FakeUser {
+  username: string;
+  identityVersion: number;
   list: VerifiedDeviceList;
   listBytes: Uint8Array;
   devices: Map<string, FakeDevice>;
+}
+
+/** How a malicious server rewrites key-transparency answers for `viewer` (the signed-in user asking). */
+export interface KtTamper {
+  deviceList?(
+    viewer: string,
+    a: { list: Uint8Array; kt: KtProof | null },
+  ): { list: Uint8Array; kt: KtProof | null } | Promise<{ list: Uint8Array; kt: KtProof | null }>;
+  lookup?(viewer: string, a: UserLookup): UserLookup | Promise<UserLookup>;
+  head?(viewer: string, head: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  consistency?(viewer: string, from: number, to: number, proof: Uint8Array[]): Uint8Array[];
 }
 
 interface FakeSocket {
@@ -136,6 +156,11 @@ export interface FakeServerOptions {
 }
 
 export class FakeServer {
+  /** The key-transparency log everyone sees (unless a test forks a view). */
+  readonly kt: FakeKtLog;
+  private readonly ktViews = new Map<string, FakeKtLog>();
+  /** Test hooks: a malicious server's rewritten key-transparency answers. */
+  ktTamper: KtTamper = {};
   readonly users = new Map<string, FakeUser>();
   readonly conversations = new Map<string, FakeConversation>();
   private readonly offline = new Set<string>();
@@ -171,21 +196,60 @@ export class FakeServer {
   /** Test hook (a malicious relay): rewrites or drops each message to the new device (null = drop). */
   tamperToNew: ((data: Uint8Array, seq: number) => Uint8Array | null) | null = null;
 
-  constructor(opts: FakeServerOptions) {
+  private constructor(opts: FakeServerOptions, kt: FakeKtLog) {
     this.curves = opts.curves;
     this.now = opts.now ?? Date.now;
     this.deviceLimit = opts.deviceLimit ?? 5;
+    this.kt = kt;
+  }
+
+  static async create(opts: FakeServerOptions): Promise<FakeServer> {
+    const rng = (n: number) => globalThis.crypto.getRandomValues(new Uint8Array(n));
+    return new FakeServer(opts, await FakeKtLog.create(opts.curves, rng, opts.now ?? Date.now));
+  }
+
+  /** The log's public key: what the app is built with. */
+  get ktLogKey(): Uint8Array {
+    return this.kt.publicKey;
+  }
+
+  /** The log `viewer` is shown. */
+  ktFor(viewer: string): FakeKtLog {
+    return this.ktViews.get(viewer) ?? this.kt;
+  }
+
+  /**
+   * From now on `viewer` sees its own copy of the log (or `view`, e.g. a log with rewritten history), which
+   * the test can make diverge: a split view.
+   */
+  forkKtView(viewer: string, view: FakeKtLog = this.kt.fork()): FakeKtLog {
+    this.ktViews.set(viewer, view);
+    return view;
+  }
+
+  private logKey(userId: string): void {
+    const u = this.user(userId);
+    this.kt.append({
+      kind: 'key',
+      userId,
+      version: u.identityVersion,
+      username: u.username,
+      identityKey: u.list.userIdentityKey,
+    });
   }
 
   // ---- accounts and devices ----------------------------------------------------------------------
 
-  /** Registration: a version-1 device list signed by a new user identity key. */
-  async register(listBytes: Uint8Array): Promise<void> {
+  /** Registration: a version-1 device list signed by a new user identity key (username: the user id). */
+  async register(listBytes: Uint8Array, username?: string): Promise<void> {
     const list = await verifyDeviceList(this.curves, decodeDeviceList(listBytes));
     if (list.version !== 1) throw new ApiError(422, 'invalid_device_list');
     if (this.users.has(list.userId)) throw new ApiError(409, 'user_id_taken');
+    const name = username ?? list.userId;
+    if ([...this.users.values()].some((u) => u.username === name)) throw new ApiError(409, 'username_taken');
     const devices = new Map(list.devices.map((d) => [d.deviceId, emptyDevice(d.certificate)]));
-    this.users.set(list.userId, { list, listBytes, devices });
+    this.users.set(list.userId, { username: name, identityVersion: 1, list, listBytes, devices });
+    this.logKey(list.userId);
   }
 
   /** A device list update (add or remove devices) signed by the same identity key, version + 1. */
@@ -196,14 +260,19 @@ export class FakeServer {
     this.applyList(u, list, listBytes);
   }
 
-  /** Identity reset: a new identity key and a new list (version + 1); every old device is revoked. */
-  async resetIdentity(listBytes: Uint8Array): Promise<void> {
+  /**
+   * Identity reset: a new identity key and a new list (version + 1); every old device is revoked, and the
+   * new key enters the log — unless `log: false` (a malicious server resetting an identity off the log).
+   */
+  async resetIdentity(listBytes: Uint8Array, opts: { log?: boolean } = {}): Promise<void> {
     const next = decodeDeviceList(listBytes);
     const u = this.user(next.userId);
     const list = await verifyDeviceList(this.curves, next);
     if (list.version !== u.list.version + 1) throw new ApiError(422, 'invalid_device_list');
     for (const d of u.devices.values()) d.revoked = true;
     this.applyList(u, list, listBytes);
+    u.identityVersion++;
+    if (opts.log !== false) this.logKey(next.userId);
   }
 
   private applyList(u: FakeUser, list: VerifiedDeviceList, bytes: Uint8Array): void {
@@ -308,7 +377,31 @@ export class FakeServer {
         me();
         return this.claim(userId, deviceId, target);
       },
-      fetchDeviceList: async (target) => this.users.get(target)?.listBytes.slice() ?? null,
+      fetchDeviceList: async (target) => {
+        const u = this.users.get(target);
+        if (!u) return null;
+        const a = { list: u.listBytes.slice(), kt: await this.ktFor(userId).prove(target) };
+        return this.ktTamper.deviceList ? this.ktTamper.deviceList(userId, a) : a;
+      },
+      lookupUser: async (username) => {
+        const [id, u] = [...this.users].find(([, x]) => x.username === username) ?? [];
+        if (!id || !u) return null;
+        const a: UserLookup = {
+          userId: id,
+          username,
+          identityKey: u.list.userIdentityKey.slice(),
+          kt: await this.ktFor(userId).prove(id),
+        };
+        return this.ktTamper.lookup ? this.ktTamper.lookup(userId, a) : a;
+      },
+      ktHead: async () => {
+        const h = await this.ktFor(userId).head();
+        return this.ktTamper.head ? this.ktTamper.head(userId, h) : h;
+      },
+      ktConsistency: async (from, to) => {
+        const p = this.ktFor(userId).consistency(from, to) ?? fail(400, 'kt_out_of_range');
+        return this.ktTamper.consistency ? this.ktTamper.consistency(userId, from, to, p) : p;
+      },
       createConversation: async (kind, entryBytes) => {
         me();
         const entries = entryBytes.map((b) => decodeMembershipEntry(b));

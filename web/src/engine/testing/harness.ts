@@ -13,6 +13,7 @@ import { Keystore, type OwnIdentity } from '../keystore.js';
 import { type EngineLocks, memoryLocks } from '../locks.js';
 import { Sessions } from '../sessions.js';
 import { memoryStore, type Store } from '../storage.js';
+import { Transparency } from '../transparency.js';
 import { FakeServer } from './fake-server.js';
 
 export const cryptoRng: Rng = (n) => globalThis.crypto.getRandomValues(new Uint8Array(n));
@@ -27,7 +28,7 @@ export interface World {
 export async function makeWorld(opts: { now?: () => number } = {}): Promise<World> {
   const curves = await defaultCurves();
   const now = opts.now ?? Date.now;
-  return { curves, server: new FakeServer({ curves, now }), now };
+  return { curves, server: await FakeServer.create({ curves, now }), now };
 }
 
 export interface Client {
@@ -38,14 +39,21 @@ export interface Client {
   readonly deviceId: string;
 }
 
+/**
+ * Key-transparency options for test engines on `w`: its log's key, and no head gossip unless asked (most
+ * tests count envelopes exactly; transparency.test.ts turns gossip on).
+ */
+export const ktOptions = (w: World, gossip = false) => ({ logKey: w.server.ktLogKey, gossip });
+
 export function engineOn(
   w: World,
   userId: string,
   deviceId: string,
   store: Store,
   locks: EngineLocks,
-  extra: Partial<EngineOptions> = {},
+  extra: Partial<EngineOptions> & { gossip?: boolean } = {},
 ): Engine {
+  const { gossip, ...rest } = extra;
   return createEngine({
     store,
     api: w.server.api(userId, deviceId),
@@ -56,7 +64,8 @@ export function engineOn(
     locks,
     keystore: { batch: 4, watermark: 2 },
     backoff: { baseMs: 5, maxMs: 40 },
-    ...extra,
+    kt: ktOptions(w, gossip),
+    ...rest,
   });
 }
 
@@ -65,14 +74,22 @@ export async function newClient(
   w: World,
   userId: string,
   deviceId = `${userId}-1`,
-  opts: { store?: Store; locks?: EngineLocks; register?: boolean; engine?: Partial<EngineOptions> } = {},
+  opts: {
+    store?: Store;
+    locks?: EngineLocks;
+    register?: boolean;
+    username?: string;
+    gossip?: boolean;
+    engine?: Partial<EngineOptions>;
+  } = {},
 ): Promise<Client> {
   const store = opts.store ?? memoryStore();
   const locks = opts.locks ?? memoryLocks();
-  const engine = engineOn(w, userId, deviceId, store, locks, opts.engine);
+  const engine = engineOn(w, userId, deviceId, store, locks, { ...opts.engine, gossip: opts.gossip });
   const id = await engine.bootstrap({ userId, deviceId });
   if (opts.register !== false) {
-    await w.server.register(id.deviceList);
+    await w.server.register(id.deviceList, opts.username);
+    await engine.setOwnUsername(opts.username ?? userId);
     await engine.publishPrekeys();
   }
   return { engine, store, locks, userId, deviceId };
@@ -111,7 +128,7 @@ export async function sendRaw(w: World, from: Client, conv: string, id: string, 
     emit: () => {},
   };
   const keys = new Keystore(ctx, { batch: 4, watermark: 2 });
-  const directory = new Directory(ctx, keys);
+  const directory = new Directory(ctx, keys, new Transparency(ctx, ktOptions(w)));
   const sessions = new Sessions(ctx, keys, directory);
   const bytes = encodeRecord(payload);
   const to: { u: string; d: string; c: string }[] = [];

@@ -5,8 +5,9 @@
  *
  * Every input is listed: the 32-byte key and the plaintext — in hex when short, otherwise as the pattern
  * `byte i = i mod 251` with its length and SHA-256. Every intermediate is listed too: the derived AES key and
- * nonce base, and per chunk its index, last flag, nonce, AAD, plaintext length and GCM tag; then the
- * ciphertext's length, SHA-256 (the digest the message carries) and, when short, the ciphertext itself.
+ * nonce base, and per chunk its index, last flag, nonce, AAD, plaintext length, GCM tag and the SHA-256 of the
+ * sealed chunk; then the ciphertext's length, the digest the message carries (SHA-256 of the chunk hashes in
+ * order) and, when short, the ciphertext itself.
  *
  * Does NOT: use randomness or a clock; every byte follows from the seeds below.
  * @module
@@ -89,6 +90,7 @@ export async function generateAttachmentVectors(subtle: SubtleCrypto | null): Pr
         aad: toHex(chunkAad(i, last)),
         plaintextLength: len,
         tag: toHex(sealed.subarray(len)),
+        sealedSha256: toHex(sha256(sealed)),
       });
     }
     const listed = c.plaintext.length <= LIST_HEX_MAX;
@@ -113,6 +115,7 @@ export async function generateAttachmentVectors(subtle: SubtleCrypto | null): Pr
     _note: NOTE,
     chunkSize: ATTACHMENT_CHUNK_SIZE,
     kdf: 'HKDF-SHA256(ikm = key, salt = 32 zero bytes, info = "e2e-chat/v1 attachment keys", L = 44) = aesKey ‖ nonceBase',
+    digestRule: 'digest = SHA-256(sealedSha256(chunk 0) ‖ sealedSha256(chunk 1) ‖ … ‖ sealedSha256(chunk n−1))',
     vectors,
   };
 }

@@ -51,6 +51,7 @@ export const CONTENT_CASES: readonly (readonly [string, string])[] = [
   ['skd', `{"t":"skd","conv":"${C}","d":{"$b":"AQIDBA"}}`],
   ['pk', `{"t":"pk","conv":"${C}","k":{"$b":"AQID"}}`],
   ['sync', `{"t":"sync","conv":"${C}","read":[{"c":"c2","seq":41},{"c":"c3","seq":0}]}`],
+  ['kth', `{"t":"kth","conv":"${C}","head":{"$b":"AQIDBAU"}}`],
   ['future type with id: unsupported message', `{"t":"poll","conv":"${C}","id":"m5","question":"lunch?"}`],
   ['future type without id: ignored signal', `{"t":"presence","conv":"${C}","state":"away"}`],
   ['future version of a known type', `{"t":"text","v":2,"conv":"${C}","id":"m6","rich":[]}`],

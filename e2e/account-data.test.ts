@@ -1,0 +1,65 @@
+/**
+ * Your data (issue 18) in Chromium, one account: Account → General → "Download my data" saves the server's
+ * JSON export; "Delete account…" is used from the keyboard (the form passes axe, light and dark), deletes the
+ * account, erases this browser's store and shows the sign-in page — and the username cannot be taken again
+ * at once. The group and direct-chat departures the device signs are tested in the engine
+ * (web/src/engine/departures.test.ts) and the server's deletion in worker/account.test.ts.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { expectAccessible } from './a11y.js';
+import { cast, PASSWORD, register, screenshot, uniq } from './browser.js';
+
+const newPerson = cast(181);
+
+describe('your data in the browser', () => {
+  it('a person downloads their data, then deletes the account from the keyboard; the name stays reserved', async () => {
+    const { page } = await newPerson();
+    const a = uniq('dora');
+    await register(page, a);
+
+    await page.goto('/account');
+    await page.getByRole('tab', { name: 'General' }).click();
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download my data' }).click(),
+    ]);
+    expect(download.suggestedFilename()).toBe(`e2e-chat-${a}-data.json`);
+    const data = JSON.parse(readFileSync((await download.path())!, 'utf8')) as {
+      tables: Record<string, Record<string, unknown>[]>;
+    };
+    expect(data.tables.users![0]).toMatchObject({ username: a, password_hash: '(withheld)' });
+    expect(data.tables.devices!.length).toBe(1);
+
+    // Keyboard only from here: Tab to "Delete account…", Enter opens the form with the password focused.
+    await page.getByRole('button', { name: 'Download my data' }).focus();
+    for (let i = 0; i < 5; i++) {
+      await page.keyboard.press('Tab');
+      if ((await page.evaluate(() => document.activeElement?.textContent?.trim())) === 'Delete account…') break;
+    }
+    await page.keyboard.press('Enter');
+    const password = page.getByLabel('Password', { exact: true });
+    await expect.poll(() => password.evaluate((el) => el === document.activeElement)).toBe(true);
+    await page.keyboard.type(PASSWORD);
+    const del = page.getByRole('button', { name: 'Delete my account' });
+    expect(await del.isDisabled()).toBe(true); // the username is not typed yet
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(a);
+    expect(await del.isDisabled()).toBe(false);
+    await expectAccessible(page, 'account-delete');
+    await page.keyboard.press('Enter'); // submits the form
+    await page.waitForURL('**/login', { timeout: 60_000 });
+    // This browser's store is gone too.
+    const dbs = await page.evaluate(async () => (await indexedDB.databases()).map((d) => d.name));
+    expect(dbs.filter((n) => n?.includes(a))).toEqual([]);
+
+    // The name cannot be registered again right away.
+    await page.goto('/register');
+    await page.getByLabel('Username').fill(a);
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await page.getByLabel('Confirm password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await expect.poll(() => page.getByText(/taken/i).count(), { timeout: 60_000 }).toBeGreaterThan(0);
+    await screenshot(page, 'account-deleted-name-reserved');
+  }, 120_000);
+});

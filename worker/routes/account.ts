@@ -1,0 +1,64 @@
+/**
+ * /api/account — the user's data (issue 18; README §Your data; docs/API.md):
+ *  - GET /export: everything D1 holds about the signed-in account, as JSON (domain/account.ts);
+ *  - POST /delete: after the password (and the second factor if TOTP is on), appends the client-signed
+ *    leave entries, then deletes the account everywhere (domain/account.ts deleteAccountData).
+ */
+import { eq } from 'drizzle-orm';
+import { Hono } from 'hono';
+import { accountDeleteRequest } from '../../schema/auth-api.js';
+import { requireAuth } from '../auth/middleware.js';
+import { clientKey } from '../context.js';
+import { makeDb, schema } from '../db.js';
+import { deleteAccountData, exportAccount } from '../domain/account.js';
+import { appendEntry } from '../domain/conversations.js';
+import type { AppBindings } from '../env.js';
+import { AppError } from '../errors.js';
+import { valid } from '../validate.js';
+import { reprovePassword, requireSecondFactor, totpEnabled } from './auth.js';
+import { callerOf, jsonBody } from './input.js';
+
+export const account = new Hono<AppBindings>()
+  .use('*', requireAuth)
+  .get('/export', async (c) => {
+    c.header('Cache-Control', 'no-store');
+    c.header('Content-Disposition', 'attachment; filename="e2e-chat-account.json"');
+    return c.json(await exportAccount(c.env, c.get('auth').userId));
+  })
+  .post('/delete', jsonBody, valid('json', accountDeleteRequest), async (c) => {
+    const a = c.get('auth');
+    const body = c.req.valid('json');
+    const db = makeDb(c.env);
+    const now = Date.now();
+    await reprovePassword(c.env, db, a, clientKey(c), body.passwordPrehash, 'account_delete_failed', now);
+    if (await totpEnabled(db, a.userId)) {
+      await requireSecondFactor(c.env, db, a.userId, { code: body.code, recoveryCode: body.recoveryCode }, now);
+    }
+    // Every group it is in with someone else must get its signed leave: the server cannot sign one.
+    const given = new Map(body.leave.map((l) => [l.conversationId, l.entries]));
+    const groups = await db
+      .select({ id: schema.conversations.id, kind: schema.conversations.kind })
+      .from(schema.members)
+      .innerJoin(schema.conversations, eq(schema.conversations.id, schema.members.conversationId))
+      .where(eq(schema.members.userId, a.userId));
+    const missing: string[] = [];
+    for (const g of groups) {
+      if (g.kind !== 'group' || given.has(g.id)) continue;
+      const others = await db
+        .select({ u: schema.members.userId })
+        .from(schema.members)
+        .where(eq(schema.members.conversationId, g.id));
+      if (others.some((o) => o.u !== a.userId)) missing.push(g.id);
+    }
+    if (missing.length) {
+      throw new AppError(409, 'leave_entries_required', 'sign a leave entry for every group first', {
+        conversations: missing,
+      });
+    }
+    const caller = callerOf(c);
+    for (const [conversationId, entries] of given) {
+      for (const e of entries) await appendEntry(caller, conversationId, e);
+    }
+    await deleteAccountData(c.env, db, a.userId, now);
+    return c.json({ ok: true as const, deleted: true as const });
+  });
