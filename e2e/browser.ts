@@ -176,14 +176,6 @@ export async function openConversation(page: Page, id: string): Promise<void> {
   await page.getByTestId('composer').waitFor();
 }
 
-/** Types `text` into the open conversation's composer (once it is enabled) and sends it with Enter. */
-export async function send(page: Page, text: string): Promise<void> {
-  const composer = page.getByTestId('composer');
-  await expect.poll(() => composer.isEnabled(), { timeout: 30_000 }).toBe(true);
-  await composer.fill(text);
-  await composer.press('Enter');
-}
-
 /** The safety number with `username` as the conversation's info screen shows it (the dialog stays open). */
 export async function safetyNumberWith(page: Page, conversationId: string, username: string): Promise<string> {
   await page.goto(`/chats/${conversationId}/info`);

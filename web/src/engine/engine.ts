@@ -1071,7 +1071,7 @@ export function createEngine(opts: EngineOptions): Engine {
       // The newest list (another device may have been linked since we last looked) and the sync
       // conversation the new device will join from its first connect.
       const current = await ctx.api.fetchDeviceList((await keys.identity()).userId);
-      if (current) await keys.adoptDeviceList(current);
+      if (current) await keys.adoptDeviceList(current.list);
       await ensureSelf();
       return own.sealProvisioning({ ...p, ephemeralKey: theirX25519(p.ephemeralKey) });
     },
