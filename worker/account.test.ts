@@ -18,7 +18,7 @@ import {
 } from '../web/src/protocol/index.js';
 import wranglerToml from '../wrangler.toml?raw';
 import { Client, conversationStub, flushOutbox, upgrade } from './test/delivery-fixtures.js';
-import { api, curves, freshName, type RegisteredUser, registerUser } from './test/fixtures.js';
+import { api, curves, freshIp, freshName, type RegisteredUser, registerUser } from './test/fixtures.js';
 
 const T = 1_700_000_000_000;
 
@@ -110,6 +110,13 @@ async function doHits(stub: DurableObjectStub, needle: string): Promise<string[]
   });
 }
 
+/** Every key a provisioning channel's object holds (its KV storage: the claim, the relayed messages). */
+async function channelKeys(id: string): Promise<string[]> {
+  return runInDurableObject(env.LINK_CHANNEL.get(env.LINK_CHANNEL.idFromName(id)), async (_i, state) => [
+    ...(await state.storage.list()).keys(),
+  ]);
+}
+
 /**
  * Every R2 bucket bound to the Worker, from wrangler.toml's top-level `[[r2_buckets]]` (the attachments
  * feature adds one; any bucket added later is scanned too). Probing `env` by shape would call into
@@ -142,6 +149,8 @@ describe('your data: export and account deletion', () => {
   let shared: { id: string; entries: MembershipEntry[] };
   let alone: { id: string; entries: MembershipEntry[] };
   let blobs: { alice: string[]; bob: string };
+  /** A provisioning channel alice's device claimed (issue 14): its object names her account. */
+  let channelId: string;
 
   beforeAll(async () => {
     alice = await registerUser(freshName('alice'));
@@ -173,6 +182,13 @@ describe('your data: export and account deletion', () => {
       alice: [await upload(alice, shared.id), await upload(alice, alone.id)],
       bob: await upload(bob, shared.id),
     };
+    // Linking a device (issue 14): a new browser opened a channel, alice's device claimed it with a token.
+    channelId = toB64u(crypto.getRandomValues(new Uint8Array(16)));
+    const opened = await api('/api/link/channels', { body: { channelId }, ip: freshIp() });
+    expect(opened.status, await opened.clone().text()).toBe(201);
+    const tok = await api('/api/link/token', { token: alice.accessToken, body: { channelId } });
+    expect(tok.status, await tok.clone().text()).toBe(201);
+    expect(await channelKeys(channelId)).not.toEqual([]);
   }, 120_000);
 
   it('Download my data: the account, its devices, conversations and roles, audit events — hashes withheld', async () => {
@@ -272,6 +288,10 @@ describe('your data: export and account deletion', () => {
     expect(await doHits(conversationStub(shared.id), alice.userId)).toEqual([]);
     expect(await doHits(conversationStub(alone.id), alice.userId)).toEqual([]);
     expect(await doHits(conversationStub(alone.id), 'deleted-')).toEqual([]);
+
+    // The provisioning channel she claimed is erased (a deletion hook that runs BEFORE her linking tokens'
+    // rows go: the channels are found through them): not one stored key is left in its object.
+    expect(await channelKeys(channelId)).toEqual([]);
 
     // Her attachments' blobs are gone from R2 with their rows (a deletion hook that runs BEFORE the rows
     // go: the blobs are found through them); bob's attachment in the group he keeps is still there.

@@ -298,6 +298,19 @@ export class LinkChannelDO extends DurableObject<Env> {
     return { ok: true };
   }
 
+  /**
+   * Account deletion (worker/domain/linking.ts registers the hook): a channel this account claimed is erased
+   * at once — what it relays, the claim naming the account, its alarm. Idempotent; a channel claimed by
+   * anyone else (or by nobody) is left alone.
+   */
+  async eraseForAccount(userId: string): Promise<boolean> {
+    const m = await this.load();
+    if (!m || m.claimedBy?.userId !== userId) return false;
+    await this.ctx.storage.deleteAlarm();
+    await this.wipe();
+    return true;
+  }
+
   override async alarm(): Promise<void> {
     await this.wipe();
   }

@@ -14,7 +14,9 @@ import {
   signLoginChallenge,
   verifyDeviceList,
 } from '../web/src/protocol/identity.js';
+import { ed25519FromSecret } from '../web/src/protocol/keys.js';
 import { linkingChallenge } from '../web/src/protocol/provisioning.js';
+import { verifyEntryInclusion, verifyTreeHead } from '../web/src/protocol/transparency.js';
 import { makeDb } from './db.js';
 import { cleanupLinkingTokens, issueLinkingToken } from './domain/linking.js';
 import type { Env } from './env.js';
@@ -353,6 +355,37 @@ describe('linking token', () => {
     );
     // The channel cannot be claimed again.
     await expectError(await token(alice, body.channelId), 409, 'channel_used');
+  });
+
+  it('key transparency: linking appends nothing; the device-list fetch proves the same logged identity key, which signs the new list', async () => {
+    const alice = await makeUser('linkkt');
+    const viewer = await makeUser('linkktview');
+    const logKey = (await ed25519FromSecret(alice.curves, fromB64u(env.KT_LOG_SIGNING_KEY))).publicKey;
+    const fetchList = async () => {
+      const res = await api(`/api/users/${alice.userId}/device-list`, await viewer.token(), { method: 'GET' });
+      expect(res.status).toBe(200);
+      const b = (await res.json()) as {
+        deviceList: { version: number; bytes: string };
+        kt: { entry: string; index: number; head: string; proof: string[] };
+      };
+      // Verified as a client does: a head signed by the log key, the entry included in it.
+      const head = await verifyTreeHead(alice.curves, logKey, fromB64u(b.kt.head));
+      const entry = verifyEntryInclusion(head, b.kt.index, fromB64u(b.kt.entry), b.kt.proof.map(fromB64u));
+      return { list: fromB64u(b.deviceList.bytes), version: b.deviceList.version, kt: b.kt, entry };
+    };
+    const before = await fetchList();
+    const { res, dev } = await link(alice);
+    expect(res.status).toBe(201);
+    const after = await fetchList();
+    expect(after.version).toBe(before.version + 1);
+    // The same entry (index and bytes): the identity key and its version did not change.
+    expect([after.kt.index, after.kt.entry]).toEqual([before.kt.index, before.kt.entry]);
+    expect(after.entry).toMatchObject({ kind: 'key', userId: alice.userId, username: alice.username, version: 1 });
+    const logged = after.entry.kind === 'key' ? after.entry.identityKey : new Uint8Array(0);
+    expect(toB64u(logged)).toBe(toB64u(alice.t.identity.publicKey));
+    // The list with the linked device verifies under exactly the logged key.
+    const verified = await verifyDeviceList(alice.curves, decodeDeviceList(after.list), logged);
+    expect(verified.devices.map((d) => d.deviceId)).toContain(dev.deviceId);
   });
 
   it('device names are stored only as ciphertext: only the user’s devices can read them', async () => {

@@ -32,6 +32,8 @@ import { AppError } from '../errors.js';
 import { enforceRateLimit } from '../limiter.js';
 import { deviceLimit, LIMITS } from '../limits.js';
 import type { ChannelCredential, ChannelFailure, ChannelMessage } from '../link-channel.js';
+import { deviceEvent, outboxEvents } from '../webhooks/outbox.js';
+import { onAccountDeletion } from './account.js';
 import { asBytes, auditInsert, auditStmt, type Caller, curves, writeBatch } from './common.js';
 import { deviceLimitError, notifyConversations } from './devices.js';
 
@@ -200,6 +202,15 @@ export async function redeemLinkingToken(
   // whose device claimed the channel.
   unwrap(await stub.redeem(input.channelSecret, token.userId));
 
+  // The same webhook event as any other device registration (worker/webhooks/outbox.ts).
+  const events = outboxEvents(db, [
+    deviceEvent('device.added', {
+      userId: token.userId,
+      deviceId: device.deviceId,
+      listVersion: applied.verified.version,
+      at: now,
+    }),
+  ]);
   const statements: Statement[] = [
     ...applied.statements,
     db
@@ -233,6 +244,7 @@ export async function redeemLinkingToken(
       },
       now,
     ),
+    ...events.statements,
   ];
   try {
     await writeBatch(env, statements);
@@ -240,6 +252,7 @@ export async function redeemLinkingToken(
     if (isTokenRace(err)) throw new AppError(409, 'linking_token_used', 'this linking token was already used');
     throw deviceListConflict(err) ?? err;
   }
+  await events.release(env, db);
   await stub.markLinked().catch(() => undefined);
   await notifyConversations(env, db, token.userId, (s) => s.devicesChanged(token.userId));
   return { userId: token.userId, deviceId: device.deviceId, listVersion: applied.verified.version };
@@ -272,3 +285,21 @@ export async function cleanupLinkingTokens(db: Db, now = Date.now()): Promise<nu
   const r = await db.delete(schema.linkingTokens).where(lt(schema.linkingTokens.expiresAt, now)).run();
   return r.meta.changes ?? 0;
 }
+
+// Account deletion (worker/domain/account.ts): BEFORE the D1 rows go (the channels are found through the
+// account's linking tokens), every provisioning channel the account claimed is erased — the sealed bytes
+// it relays and the claim that names the account. The linking_tokens rows themselves go with the other
+// `user_id` tables.
+onAccountDeletion(
+  'linking-channels',
+  async ({ env, db, userId }) => {
+    const rows = await db
+      .select({ channelId: schema.linkingTokens.channelId })
+      .from(schema.linkingTokens)
+      .where(eq(schema.linkingTokens.userId, userId));
+    for (const channelId of new Set(rows.map((r) => r.channelId))) {
+      await channelStub(env, channelId).eraseForAccount(userId);
+    }
+  },
+  'before',
+);

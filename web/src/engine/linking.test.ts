@@ -397,12 +397,13 @@ describe('linking: bad input and attacks', () => {
         devices: aliceList.list.devices,
       }),
     );
-    // A server that serves it: Bob sees an identity change he must accept, never a new trusted device.
+    // A server that serves it (it cannot sign with Alice's identity key, so it signs with its own).
     expect((await bob.engine.contact('alice')).blocked).toBe(false);
     const original = w.server.users.get('alice')!.listBytes;
     w.server.users.get('alice')!.listBytes = forged;
-    // Its certificates do not verify under the signing key: refused outright, nothing changes.
-    await expect(bob.engine.refreshContact('alice')).rejects.toMatchObject({ code: 'signature' });
+    // It is signed by a key the key-transparency log never recorded for Alice: refused before it is even
+    // offered as a key change (kt_unproven), nothing changes.
+    await expect(bob.engine.refreshContact('alice')).rejects.toMatchObject({ code: 'kt_unproven' });
     const still = await bob.engine.contact('alice');
     expect([still.blocked, still.deviceIds]).toEqual([false, ['alice-1']]);
     w.server.users.get('alice')!.listBytes = original;
