@@ -16,6 +16,7 @@ import {
   toB64u,
 } from './_protocol.js';
 import type { EngineEvent } from './context.js';
+import type { EngineOptions } from './engine.js';
 import { type LinkError, LinkingDeviceLink, type LinkProgress, NewDeviceLink } from './linking.js';
 import { memoryLocks } from './locks.js';
 import { memoryStore } from './storage.js';
@@ -27,7 +28,13 @@ const fast = { pollWaitMs: 0, stallMs: 400, backoffMs: 5 };
 async function link(
   w: World,
   existing: Client,
-  opts: { deviceId?: string; history?: boolean; name?: string; username?: string } = {},
+  opts: {
+    deviceId?: string;
+    history?: boolean;
+    name?: string;
+    username?: string;
+    engine?: Partial<EngineOptions>;
+  } = {},
 ) {
   const deviceId = opts.deviceId ?? `${existing.userId}-${Math.floor(Math.random() * 1e6)}`;
   const newSide: LinkProgress[] = [];
@@ -51,7 +58,7 @@ async function link(
   const p = await nl.waitForProvisioning();
   const store = memoryStore();
   const locks = memoryLocks();
-  const engine = engineOn(w, p.userId, deviceId, store, locks);
+  const engine = engineOn(w, p.userId, deviceId, store, locks, opts.engine);
   await nl.complete(engine, deviceId);
   const imported = await nl.receiveHistory(engine);
   const outcome = await linking;
@@ -250,6 +257,49 @@ describe('linking a device (engine, fake server)', () => {
     await until(async () => (await texts(alice.engine, conv)).includes('only alice-1'), 'alice-1 gets it');
     expect(w.server.pending(conv, 'alice', a2.deviceId)).toEqual([]);
     for (const c of [alice, bob, a2]) c.engine.close();
+  });
+});
+
+describe('linking meets message requests and key transparency', () => {
+  it('the linked device sees the same accepted and pending requests (sealed settings), and accepting on it reaches the first', async () => {
+    const w = await makeWorld();
+    const req = { engine: { messageRequests: true } };
+    const alice = await newClient(w, 'alice', 'alice-1', req);
+    const bob = await newClient(w, 'bob', 'bob-1', req);
+    const carol = await newClient(w, 'carol', 'carol-1', req);
+    const fromBob = await bob.engine.createConversation({ kind: 'direct', members: ['alice'] });
+    const fromCarol = await carol.engine.createConversation({ kind: 'direct', members: ['alice'] });
+    for (const c of [alice, bob, carol]) await c.engine.connect();
+    await bob.engine.sendText(fromBob, 'hi alice');
+    await carol.engine.sendText(fromCarol, 'buy now');
+    await until(async () => (await texts(alice.engine, fromBob)).includes('hi alice'), 'bob’s request');
+    await until(async () => (await texts(alice.engine, fromCarol)).includes('buy now'), 'carol’s request');
+    await alice.engine.acceptRequest(fromBob);
+
+    const { client: a2 } = await link(w, alice, { deviceId: 'alice-2', engine: { messageRequests: true } });
+    await a2.engine.syncPeople();
+    expect((await a2.engine.conversation(fromBob)).requestState).toBe('accepted');
+    expect((await a2.engine.conversation(fromCarol)).requestState).toBe('request');
+    // Accepted on the new device: the first device follows from the same sealed settings.
+    await a2.engine.acceptRequest(fromCarol);
+    await alice.engine.syncPeople();
+    expect((await alice.engine.conversation(fromCarol)).requestState).toBe('accepted');
+    for (const c of [alice, a2, bob, carol]) c.engine.close();
+  });
+
+  it('the linked device monitors the log for its account like any signed-in device (a username pointed elsewhere is caught)', async () => {
+    const w = await makeWorld();
+    const { alice, bob } = await chat(w);
+    const { client: a2 } = await link(w, alice, { deviceId: 'alice-2', username: 'alice' });
+    expect(await a2.engine.ktCheck()).toEqual([]);
+    // The server maps "alice" to Bob's account in the lookup that self-monitoring makes.
+    w.server.ktTamper = {
+      lookup: async (viewer, a) =>
+        viewer === 'alice' ? { ...a, userId: 'bob', kt: await w.server.kt.prove('bob') } : a,
+    };
+    const raised = await a2.engine.ktCheck();
+    expect(raised.map((x) => x.code)).toEqual(['own_key_replaced']);
+    for (const c of [alice, a2, bob]) c.engine.close();
   });
 });
 

@@ -248,6 +248,8 @@ export class NewDeviceLink {
       throw e;
     }
     await engine.importTrust([...p.contacts]);
+    // Self-monitoring (key transparency) checks the log's entry for our username, as after any sign-in.
+    await engine.setOwnUsername(p.username);
     await engine.publishPrekeys();
     await this.sendFrame({ type: 'status', status: 'linked', attempt: 0, value: 0, code: '' });
     this.progress({ phase: 'linked' });
