@@ -3,10 +3,12 @@
  * registers in A and chats with Bob (C); she links B by the pasted code; her history shows in B; Bob's next
  * message reaches A and B; B's message shows in A as Alice's own; the Alice↔Bob safety number is the same
  * before and after; A removes B; B shows the removed screen with its store erased; Bob's next message
- * reaches only A. Screenshots of the link screens are written to test-artifacts/screenshots/.
+ * reaches only A. Screenshots of the link screens are written to test-artifacts/screenshots/; the link screens,
+ * Account → Devices and the removed screen are checked with axe (light + dark) on the way.
  */
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
+import { expectAccessible } from './a11y.js';
 import {
   bodies,
   cast,
@@ -43,6 +45,9 @@ describe('linking a device in Chromium', () => {
     await waitForText(A.page, 'history one from A');
     await openConversation(C.page, conv);
     await waitForText(C.page, 'history one from A');
+    // For Bob, Alice's first chat is a message request (#17): he accepts before answering.
+    await C.page.getByTestId('request-accept').click();
+    await expect.poll(() => C.page.getByTestId('request-bar').count(), { timeout: 30_000 }).toBe(0);
     await send(C.page, 'history two from Bob');
     await waitForText(A.page, 'history two from Bob');
     const before = await safetyNumber(A.page, conv, bob);
@@ -57,7 +62,7 @@ describe('linking a device in Chromium', () => {
     const code = (await codeBox.inputValue()).trim();
     expect(code.startsWith('e2echat-link:')).toBe(true);
     await expect.poll(() => B.page.getByRole('img', { name: 'Link code for this browser' }).count()).toBe(1);
-    await screenshot(B.page, 'link-new-device-code');
+    await expectAccessible(B.page, 'link-new-device-code'); // axe, light + dark, with screenshots
 
     // A: Account → Devices → Link a new device; a wrong code first, then the real one.
     await A.page.goto('/account');
@@ -72,7 +77,7 @@ describe('linking a device in Chromium', () => {
     await dialog.getByTestId('device-name').fill('Laptop');
     expect(await dialog.getByTestId('link-warning').textContent()).toContain('will be able to read your new messages');
     expect(await dialog.getByTestId('send-history').isChecked()).toBe(true);
-    await screenshot(A.page, 'link-device-confirm');
+    await expectAccessible(A.page, 'link-device-confirm');
     await dialog.getByTestId('confirm-link').click();
     await dialog.getByTestId('link-out-done').waitFor({ timeout: 90_000 });
     await screenshot(A.page, 'link-device-done');
@@ -119,14 +124,14 @@ describe('linking a device in Chromium', () => {
     await expect.poll(() => A.page.getByTestId('device').count(), { timeout: 30_000 }).toBe(2);
     expect(await A.page.getByTestId('devices').textContent()).toContain('Laptop');
     expect(await A.page.getByTestId('devices').textContent()).toContain('This device');
-    await screenshot(A.page, 'devices');
+    await expectAccessible(A.page, 'devices');
 
     // A removes B: B shows the removed screen and erases its store.
     await A.page.getByRole('button', { name: 'Remove Laptop' }).click();
     await A.page.getByRole('alertdialog').getByRole('button', { name: 'Remove' }).click();
     await expect.poll(() => A.page.getByTestId('device').count(), { timeout: 30_000 }).toBe(1);
     await B.page.getByTestId('device-removed').waitFor({ timeout: 90_000 });
-    await screenshot(B.page, 'device-removed');
+    await expectAccessible(B.page, 'device-removed');
     const raw = await rawIndexedDb(B.page);
     expect(raw.bytes.length + raw.strings.length).toBe(0);
 
