@@ -52,6 +52,15 @@ export {
   safetyNumber,
 } from './fingerprint.js';
 export {
+  HISTORY_EXPORT_HEADER_LEN,
+  type HistoryExportHeader,
+  type HistoryExportKdf,
+  isHistoryExportContainer,
+  openHistoryExport,
+  parseHistoryExportHeader,
+  sealHistoryExport,
+} from './history-export.js';
+export {
   type DeviceCertificate,
   type DeviceKeyResolver,
   type DeviceList,
