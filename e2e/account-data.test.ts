@@ -1,14 +1,17 @@
 /**
  * Your data (issue 18) in Chromium, one account: Account → General → "Download my data" saves the server's
- * JSON export; "Delete account…" is used from the keyboard (the form passes axe, light and dark), deletes the
+ * JSON export; "Download my history…" saves this browser's history encrypted with a passphrase (the file
+ * opens with the protocol core in Node; nothing of it reaches the server); "Delete account…" is used from
+ * the keyboard (the form passes axe, light and dark), deletes the
  * account, erases this browser's store and shows the sign-in page — and the username cannot be taken again
  * at once. The group and direct-chat departures the device signs are tested in the engine
  * (web/src/engine/departures.test.ts) and the server's deletion in worker/account.test.ts.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { openHistoryExport } from '../web/src/protocol/history-export.js';
 import { expectAccessible } from './a11y.js';
-import { cast, PASSWORD, register, screenshot, uniq } from './browser.js';
+import { cast, PASSWORD, register, screenshot, send, uniq, waitForText } from './browser.js';
 
 const newPerson = cast(181);
 
@@ -17,6 +20,15 @@ describe('your data in the browser', () => {
     const { page } = await newPerson();
     const a = uniq('dora');
     await register(page, a);
+    // Some history: a group of one, with a note in it.
+    await page.getByRole('button', { name: 'New conversation' }).click();
+    await page.getByRole('menuitem', { name: 'New group' }).click();
+    await page.getByLabel('Group name').fill('Notes');
+    await page.getByRole('button', { name: 'Create group' }).click();
+    await page.waitForURL(/\/chats\/[A-Za-z0-9_-]+$/, { timeout: 30_000 });
+    const note = 'remember the milk';
+    await send(page, note);
+    await waitForText(page, note);
 
     await page.goto('/account');
     await page.getByRole('tab', { name: 'General' }).click();
@@ -30,6 +42,38 @@ describe('your data in the browser', () => {
     };
     expect(data.tables.users![0]).toMatchObject({ username: a, password_hash: '(withheld)' });
     expect(data.tables.devices!.length).toBe(1);
+
+    // The history, encrypted: every request and socket frame while it is made is recorded.
+    await page.getByRole('button', { name: 'Download my history…' }).click();
+    const phrase = 'a long export passphrase';
+    await page.getByLabel('Export passphrase').fill(phrase);
+    await page.getByLabel('Repeat the passphrase').fill(phrase);
+    await expectAccessible(page, 'account-history-export');
+    const sent: string[] = [];
+    const onRequest = (r: import('playwright-core').Request) =>
+      sent.push(`${r.method()} ${r.url()} ${r.postData() ?? ''}`);
+    page.on('request', onRequest);
+    const [history] = await Promise.all([
+      page.waitForEvent('download', { timeout: 60_000 }),
+      page.getByRole('button', { name: 'Save history' }).click(),
+    ]);
+    expect(history.suggestedFilename()).toBe(`e2e-chat-${a}-history.e2ehist`);
+    const sealed = new Uint8Array(readFileSync((await history.path())!));
+    page.off('request', onRequest);
+    expect(Buffer.from(sealed.subarray(0, 8)).toString()).toBe('e2e-hist');
+    expect(Buffer.from(sealed).includes(note)).toBe(false);
+    const doc = JSON.parse(Buffer.from(await openHistoryExport(sealed, phrase)).toString()) as {
+      account: { username: string };
+      conversations: { title: string; messages: { body: string }[] }[];
+    };
+    expect(doc.account.username).toBe(a);
+    expect(doc.conversations.map((c) => [c.title, c.messages.map((m) => m.body)])).toEqual([['Notes', [note]]]);
+    // Nothing of the export went to the server: no request carried the text, the passphrase or the file.
+    const salt = Buffer.from(sealed.subarray(19, 35));
+    for (const r of sent)
+      for (const secret of [note, phrase, salt.toString('hex'), salt.toString('base64url')])
+        expect(r.includes(secret), r).toBe(false);
+    await expect.poll(() => page.getByText(/Your history was downloaded, encrypted/).count()).toBe(1);
 
     // Keyboard only from here: Tab to "Delete account…", Enter opens the form with the password focused.
     await page.getByRole('button', { name: 'Download my data' }).focus();
@@ -61,5 +105,5 @@ describe('your data in the browser', () => {
     await page.getByRole('button', { name: 'Create account' }).click();
     await expect.poll(() => page.getByText(/taken/i).count(), { timeout: 60_000 }).toBeGreaterThan(0);
     await screenshot(page, 'account-deleted-name-reserved');
-  }, 120_000);
+  }, 180_000);
 });

@@ -20,8 +20,12 @@ export { RateLimiter } from './limiter.js';
 export { LinkChannelDO } from './link-channel.js';
 export { ProbeDO } from './probe.js';
 
-/** The per-minute cron of wrangler.toml [triggers]; every other schedule is the hourly clean-up. */
-export const WEBHOOK_SWEEP_CRON = '* * * * *';
+/**
+ * The per-minute cron of wrangler.toml [triggers]; every other schedule is the hourly clean-up. Not exported:
+ * every named export of the main module must be an entrypoint class (workerd refuses to start otherwise —
+ * scripts/worker-exports.test.ts).
+ */
+const WEBHOOK_SWEEP_CRON = '* * * * *';
 
 /**
  * Cron (wrangler.toml [triggers]). Every minute: webhook events left in the D1 outbox are sent again

@@ -428,6 +428,11 @@ const api: SessionApi = {
     close();
     await deleteDb(o.dbName);
   },
+  exportHistory: (p) =>
+    need().engine.exportHistory({
+      ...(p.passphrase ? { passphrase: p.passphrase } : {}),
+      onProgress: (fraction) => progress({ step: 'seal', fraction }),
+    }),
   async eraseLocal(username) {
     const dbName = await dbNameFor(normalize(username));
     tellOtherTabs(dbName, 'erased');

@@ -51,8 +51,8 @@ export interface LinkProgressView {
 
 /** What register / login / reset report while they work (argon2id first, then key generation). */
 export interface Progress {
-  /** `unlock`: deriving the local store's key from its passphrase (argon2id). */
-  readonly step: 'prehash' | 'keys' | 'register' | 'prekeys' | 'sync' | 'unlock';
+  /** `unlock`: deriving the local store's key from its passphrase (argon2id); `seal`: the same for a history export. */
+  readonly step: 'prehash' | 'keys' | 'register' | 'prekeys' | 'sync' | 'unlock' | 'seal';
   /** 0..1 within the step, when known. */
   readonly fraction?: number;
 }
@@ -110,6 +110,16 @@ export interface SessionApi {
   exportServerData(): Promise<string>;
   /** Deletes the account (leaves every group with signed entries first), then this browser's store. */
   deleteAccount(p: { password: string; code?: string; recoveryCode?: string }): Promise<void>;
+  /** "Download my history": this browser's history from its store (plain JSON, or sealed under `passphrase`). */
+  exportHistory(p: { passphrase?: string }): Promise<HistoryFile>;
+}
+
+/** A history export as the engine made it (engine/history.ts). */
+export interface HistoryFile {
+  readonly bytes: Uint8Array;
+  readonly encrypted: boolean;
+  readonly conversations: number;
+  readonly messages: number;
 }
 
 export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
@@ -143,6 +153,7 @@ export const SESSION_METHODS: readonly (keyof SessionApi)[] = [
   'checkSession',
   'exportServerData',
   'deleteAccount',
+  'exportHistory',
 ];
 
 export interface SessionRequest {

@@ -50,6 +50,7 @@ import type { ContactView } from './directory.js';
 import { Directory } from './directory.js';
 import { Expiry } from './expiry.js';
 import { Groups } from './groups.js';
+import { buildHistory, type HistoryExport, historyFile } from './history.js';
 import { Inbox } from './inbox.js';
 import { deviceLinkedLine, type InfoLine, infoKey } from './info.js';
 import { Keystore, type KeystoreConfig } from './keystore.js';
@@ -177,6 +178,15 @@ export interface EngineApi {
   changeMembership(conversationId: string, change: MembershipChange): Promise<void>;
   /** Account deletion: the signed entries that leave every group others are still in (Groups.departure). */
   departures(): Promise<{ conversationId: string; entries: Uint8Array[] }[]>;
+  /**
+   * The local history as a file (history.ts): every conversation and message this device holds, read from
+   * the store alone — plain JSON, or sealed under `passphrase` (PROTOCOL.md §"History export"). Export-only.
+   */
+  exportHistory(opts?: {
+    passphrase?: string;
+    kdf?: { m: number; t: number; p: number };
+    onProgress?: (fraction: number) => void;
+  }): Promise<HistoryExport>;
   /** Small UI preferences and known usernames, kept in the (sealed) store under `ui/`. */
   getPref(key: string): Promise<unknown>;
   setPref(key: string, value: unknown): Promise<void>;
@@ -869,6 +879,17 @@ export function createEngine(opts: EngineOptions): Engine {
         if (entries.length) out.push({ conversationId: c.id, entries });
       }
       return out;
+    },
+    async exportHistory(o = {}) {
+      const own = await keys.identity();
+      const doc = await buildHistory({
+        store: ctx.store,
+        groups,
+        messages,
+        own: { userId: own.userId, deviceId: own.deviceId },
+        now: ctx.now(),
+      });
+      return historyFile(doc, { ...o, rng: ctx.rng });
     },
     getPref: (k) => readJson<unknown>(ctx.store, `ui/${prefKey(k)}`),
     setPref: (k, v) => putJson(ctx.store, `ui/${prefKey(k)}`, v),

@@ -202,6 +202,36 @@ export const DEFAULT_MAX_ATTACHMENT_SIZE = 100 * 1024 * 1024;
 export const MAX_ATTACHMENT_SIZE = 2 ** 32;
 /** Largest thumbnail carried inside the encrypted message (a few KB is the aim; the message is ≤ 64 KiB). */
 export const MAX_THUMBNAIL_LEN = 16 * 1024;
+// ---- History export (history-export.ts; docs/PROTOCOL.md §"History export") -------------------------
+/** The 8 bytes every passphrase-encrypted history export starts with: ASCII "e2e-hist". */
+export const HISTORY_EXPORT_MAGIC = 'e2e-hist';
+/** Format version (byte 8 of the header); bump on any change of the header, the derivation or the chunks. */
+export const HISTORY_EXPORT_VERSION = 1;
+/** KDF identifier (byte 9 of the header): 1 = argon2id version 0x13 (RFC 9106). */
+export const HISTORY_EXPORT_KDF_ARGON2ID = 1;
+/** HKDF info expanding the argon2id output into AES-256 key ‖ 12-byte nonce base ‖ 16-byte key check. */
+export const LABEL_HISTORY_EXPORT = 'e2e-chat/v1 history export';
+/** Bytes of the fresh random argon2id salt per export (so no two exports share a key, hence a nonce). */
+export const HISTORY_EXPORT_SALT_LEN = 16;
+/** Bytes of the key check in the header: tells a wrong passphrase from a damaged file. */
+export const HISTORY_EXPORT_CHECK_LEN = 16;
+/** Plaintext bytes per chunk (the last one may be shorter), as for attachments. */
+export const HISTORY_EXPORT_CHUNK_SIZE = 64 * 1024;
+/**
+ * argon2id cost a writer uses by default: RFC 9106 §4's second recommended option (m = 64 MiB, t = 3) with
+ * one lane, since the pure-JS implementation runs one thread; ≈ 2–3 s on a laptop core. An export leaves the
+ * device and may be attacked offline for ever, so it costs more than the password pre-hash.
+ */
+export const HISTORY_EXPORT_ARGON2 = { m: 64 * 1024, t: 3, p: 1 } as const;
+/**
+ * What a reader accepts in a header (anything outside is `limit_exceeded` before any argon2id runs, so a
+ * crafted file cannot make a device allocate gigabytes or spin): m ≤ 1 GiB (and ≥ 8·p, RFC 9106), t ≤ 16,
+ * p ≤ 16.
+ */
+export const MAX_HISTORY_EXPORT_ARGON2 = { m: 1024 * 1024, t: 16, p: 16 } as const;
+/** Largest plaintext a history export holds (the whole document is built and read in memory). */
+export const MAX_HISTORY_EXPORT_SIZE = 1024 * 1024 * 1024;
+
 // ---- Content types (content.ts; docs/PROTOCOL.md §"Content types") --------------------------------
 /**
  * The highest version of each content type this implementation understands. A payload without `v` is

@@ -43,6 +43,8 @@ export const ErrorCode = {
   SenderMismatch: 'sender_mismatch',
   /** A Merkle inclusion or consistency proof that does not verify (key transparency). */
   Proof: 'proof',
+  /** A passphrase-encrypted export whose key check does not match: wrong passphrase (or a changed header). */
+  WrongPassphrase: 'wrong_passphrase',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

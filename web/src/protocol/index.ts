@@ -70,6 +70,15 @@ export {
   packHistory,
 } from './history.js';
 export {
+  HISTORY_EXPORT_HEADER_LEN,
+  type HistoryExportHeader,
+  type HistoryExportKdf,
+  isHistoryExportContainer,
+  openHistoryExport,
+  parseHistoryExportHeader,
+  sealHistoryExport,
+} from './history-export.js';
+export {
   type DeviceCertificate,
   type DeviceKeyResolver,
   type DeviceList,

@@ -101,11 +101,18 @@ function Progress(props: { fraction: number; label: string; onCancel?: () => voi
   );
 }
 
-function Damaged() {
+/** Which file failed its checks, and that nothing of it was shown or saved. */
+function Damaged(props: { fileName: string; contentType: string }) {
   return (
-    <p class="text-sm italic" role="alert" data-testid="attachment-damaged">
-      This attachment is damaged and cannot be opened.
-    </p>
+    <div class="flex items-center gap-3 py-1" data-testid="attachment-damaged" role="alert">
+      <FileIcon contentType={props.contentType} />
+      <div class="min-w-0 flex-1">
+        <p class="truncate text-sm font-medium" data-testid="attachment-name">
+          {props.fileName}
+        </p>
+        <p class="text-sm italic">This attachment is damaged and cannot be opened.</p>
+      </div>
+    </div>
   );
 }
 
@@ -144,7 +151,10 @@ export function AttachmentContent(props: { m: MessageView }) {
 
   return (
     <div class="mb-1" data-testid="attachment" data-attachment-id={a().attachmentId}>
-      <Show when={download()?.state !== 'damaged'} fallback={<Damaged />}>
+      <Show
+        when={download()?.state !== 'damaged'}
+        fallback={<Damaged fileName={a().fileName} contentType={a().contentType} />}
+      >
         <Show
           when={image()}
           fallback={

@@ -11,6 +11,7 @@ const STEPS: { step: Progress['step']; label: string }[] = [
   { step: 'keys', label: 'Generating your identity and device keys' },
   { step: 'register', label: 'Creating your account and publishing prekeys' },
   { step: 'unlock', label: 'Deriving the key from your passphrase (argon2id, in this browser)' },
+  { step: 'seal', label: 'Encrypting your history with your passphrase (argon2id, in this browser)' },
 ];
 const DEFAULT_STEPS: Progress['step'][] = ['prehash', 'keys', 'register'];
 

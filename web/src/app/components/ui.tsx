@@ -10,11 +10,11 @@ export const focusRing =
   'focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-blue-600 dark:focus-visible:outline-blue-400';
 
 const variants = {
-  primary: 'bg-blue-600 text-white hover:bg-blue-500 disabled:bg-blue-600/50',
+  primary: 'bg-blue-600 text-white hover:bg-blue-700 disabled:bg-blue-600/50',
   secondary:
     'bg-white text-slate-900 ring-1 ring-slate-300 hover:bg-slate-50 disabled:opacity-50 dark:bg-slate-800 dark:text-slate-100 dark:ring-slate-700 dark:hover:bg-slate-700',
   ghost: 'text-slate-700 hover:bg-slate-200/70 disabled:opacity-50 dark:text-slate-200 dark:hover:bg-slate-800',
-  danger: 'bg-red-600 text-white hover:bg-red-500 disabled:bg-red-600/50',
+  danger: 'bg-red-600 text-white hover:bg-red-700 disabled:bg-red-600/50',
 } as const;
 
 export function buttonClass(variant: keyof typeof variants = 'primary', extra = ''): string {

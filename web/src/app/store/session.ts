@@ -51,7 +51,7 @@ const isLocked = (e: unknown) => (e as { code?: string } | null)?.code === 'lock
 
 export function createSession(agent: () => Agent, actions: Actions, state: State, setState: SetState): void {
   let progressWired = false;
-  const withProgress = async <T>(fn: () => Promise<T>, step: 'prehash' | 'unlock' = 'prehash'): Promise<T> => {
+  const withProgress = async <T>(fn: () => Promise<T>, step: 'prehash' | 'unlock' | 'seal' = 'prehash'): Promise<T> => {
     if (!progressWired) {
       progressWired = true;
       agent().onProgress((p) => setState('progress', p));
@@ -202,8 +202,9 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
     },
     changePassword: (current: string, next: string) => agent().session.changePassword(current, next),
     exportServerData: () => agent().session.exportServerData(),
+    exportHistory: (p: { passphrase?: string }) => withProgress(() => agent().session.exportHistory(p), 'seal'),
     async deleteAccount(p: { password: string; code?: string; recoveryCode?: string }) {
-      await agent().session.deleteAccount(p);
+      await withProgress(() => agent().session.deleteAccount(p));
       localStorage.removeItem(LAST_ACCOUNT);
       agent().terminate();
       location.assign('/login');

@@ -9,7 +9,7 @@ import type { InfoLine } from '../../engine/info.js';
 import type { PeopleView } from '../../engine/people.js';
 import type { KtAlert } from '../../engine/transparency.js';
 import type { ConnectionStatus } from '../../engine/transport.js';
-import type { DeviceInfo, LinkProgressView, LoginResult, Me, Progress } from '../session-api.js';
+import type { DeviceInfo, HistoryFile, LinkProgressView, LoginResult, Me, Progress } from '../session-api.js';
 import type { DownloadState, UploadCard } from './attachments.js';
 
 export type Theme = 'system' | 'light' | 'dark';
@@ -136,6 +136,8 @@ export interface Actions {
   exportServerData(): Promise<string>;
   /** Deletes the account and this browser's store, then shows the sign-in page. */
   deleteAccount(p: { password: string; code?: string; recoveryCode?: string }): Promise<void>;
+  /** "Download my history": this browser's history, plain or sealed under `passphrase`. */
+  exportHistory(p: { passphrase?: string }): Promise<HistoryFile>;
   totpEnroll(password: string): Promise<{ otpauthUri: string; secret: string }>;
   totpConfirm(code: string): Promise<string[]>;
   totpDisable(code: string): Promise<void>;
