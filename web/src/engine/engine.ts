@@ -295,9 +295,9 @@ export interface EngineApi {
   /** New device: contacts' trust state from the provisioning message (pins, verified marks, names). */
   importTrust(contacts: ProvisioningContact[]): Promise<void>;
   /** Linking device: the history archive to send (defaults: 90 days, 10,000 messages, 50 MB). */
-  exportHistory(opts?: Partial<HistoryOptions>): Promise<HistoryArchive>;
+  exportLinkHistory(opts?: Partial<HistoryOptions>): Promise<HistoryArchive>;
   /** New device: imports a complete archive in one transaction (all or nothing). */
-  importHistory(chunks: Uint8Array[]): Promise<{ messages: number; conversations: string[] }>;
+  importLinkHistory(chunks: Uint8Array[]): Promise<{ messages: number; conversations: string[] }>;
   /** True only if `list` (signed by our identity key, newer than ours) no longer contains this device. */
   confirmRemoved(list: Uint8Array): Promise<boolean>;
   /** Marks a conversation read up to `seq`; our other devices follow (through our own sync conversation). */
@@ -1097,8 +1097,8 @@ export function createEngine(opts: EngineOptions): Engine {
       return own.sealProvisioning({ ...p, ephemeralKey: theirX25519(p.ephemeralKey) });
     },
     importTrust: (contacts) => own.importTrust(contacts),
-    exportHistory: (opts) => own.exportHistory({ ...DEFAULT_HISTORY, ...opts }),
-    async importHistory(chunks) {
+    exportLinkHistory: (opts) => own.exportHistory({ ...DEFAULT_HISTORY, ...opts }),
+    async importLinkHistory(chunks) {
       const r = await own.importHistory(chunks);
       ctx.emit({ type: 'history_imported', conversations: r.conversations });
       return r;

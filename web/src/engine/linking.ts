@@ -342,7 +342,7 @@ export class NewDeviceLink {
   ): Promise<number> {
     let imported: number;
     try {
-      imported = (await engine.importHistory(chunks)).messages;
+      imported = (await engine.importLinkHistory(chunks)).messages;
     } catch {
       await this.sendFrame({
         type: 'status',
@@ -472,7 +472,7 @@ export class LinkingDeviceLink {
       await this.close();
       return { messages: 0 };
     }
-    const archive = await this.o.engine.exportHistory(req.historyOptions);
+    const archive = await this.o.engine.exportLinkHistory(req.historyOptions);
     let attempt = 1;
     let answer = await this.sendArchive(attempt, archive);
     for (;;) {
