@@ -574,25 +574,31 @@ export function createEngine(opts: EngineOptions): Engine {
   };
 
   /** Queues a payload (distributing our sender key first in a group, as a text does). */
+  /**
+   * Queues our sender key (pairwise, flagged for the WITHHELD retry) to the group's devices that lack it;
+   * false when every device has it.
+   */
+  const distributeSenderKey = async (conversationId: string): Promise<boolean> => {
+    const sk = await groups.prepareSenderKey(conversationId);
+    if (!sk.needs.length) return false;
+    await outbox.enqueue({
+      ...entry(
+        conversationId,
+        newId(),
+        encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
+        'pairwise',
+        false,
+        ctx.now(),
+      ),
+      distributes: true,
+    });
+    await groups.markDistributed(conversationId, sk.needs);
+    return true;
+  };
+
   const queue = async (conversationId: string, clientId: string, payload: Uint8Array, visible: boolean, at: number) => {
     const kind = await groups.kind(conversationId);
-    if (kind === 'group') {
-      const sk = await groups.prepareSenderKey(conversationId);
-      if (sk.needs.length) {
-        await outbox.enqueue({
-          ...entry(
-            conversationId,
-            newId(),
-            encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
-            'pairwise',
-            false,
-            ctx.now(),
-          ),
-          distributes: true,
-        });
-        await groups.markDistributed(conversationId, sk.needs);
-      }
-    }
+    if (kind === 'group') await distributeSenderKey(conversationId);
     await outbox.enqueue(
       entry(conversationId, clientId, payload, kind === 'group' ? 'group' : 'pairwise', visible, at),
     );
@@ -708,21 +714,7 @@ export function createEngine(opts: EngineOptions): Engine {
     await directory.refresh(userId).catch(() => null);
     if ((await groups.kind(conversationId).catch(() => null)) !== 'group') return;
     if (!(await groups.hasOwnSenderKey(conversationId))) return;
-    const sk = await groups.prepareSenderKey(conversationId);
-    if (!sk.needs.length) return;
-    await outbox.enqueue({
-      ...entry(
-        conversationId,
-        newId(),
-        encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
-        'pairwise',
-        false,
-        ctx.now(),
-      ),
-      distributes: true,
-    });
-    await groups.markDistributed(conversationId, sk.needs);
-    await outbox.flush(conversationId);
+    if (await distributeSenderKey(conversationId)) await outbox.flush(conversationId);
   };
 
   onDevicesAdded = (userId, added) =>

@@ -66,6 +66,23 @@ async function link(
   return { client, imported, outcome, newSide, oldSide, provisioning: p };
 }
 
+/** Both sides of a link with no progress listeners, for tests that break it part-way. */
+async function bareLink(w: World, existing: Client) {
+  const nl = await NewDeviceLink.start({
+    api: w.server.newDeviceLinkApi(),
+    curves: w.curves,
+    rng: cryptoRng,
+    timings: fast,
+  });
+  const linker = new LinkingDeviceLink({
+    api: w.server.linkingApi(existing.userId, existing.deviceId),
+    engine: existing.engine,
+    username: existing.userId,
+    timings: fast,
+  });
+  return { nl, linker };
+}
+
 async function chat(w: World) {
   const alice = await newClient(w, 'alice');
   const bob = await newClient(w, 'bob');
@@ -334,18 +351,7 @@ describe('linking: bad input and attacks', () => {
       if (seq === 1) data[40] = data[40]! ^ 1;
       return data;
     };
-    const nl = await NewDeviceLink.start({
-      api: w.server.newDeviceLinkApi(),
-      curves: w.curves,
-      rng: cryptoRng,
-      timings: fast,
-    });
-    const linker = new LinkingDeviceLink({
-      api: w.server.linkingApi('alice', 'alice-1'),
-      engine: alice.engine,
-      username: 'alice',
-      timings: fast,
-    });
+    const { nl, linker } = await bareLink(w, alice);
     const linking = linker.link(nl.code, { deviceName: 'x', history: false });
     await expect(nl.waitForProvisioning()).rejects.toMatchObject({ code: 'provisioning_failed' });
     await nl.cancel();
@@ -415,18 +421,7 @@ describe('linking: bad input and attacks', () => {
     // A limit of 3 (configurable like the Worker's DEVICE_LIMIT): the 4th device is refused.
     w.server.deviceLimit = 3;
     await link(w, alice, { history: false });
-    const nl6 = await NewDeviceLink.start({
-      api: w.server.newDeviceLinkApi(),
-      curves: w.curves,
-      rng: cryptoRng,
-      timings: fast,
-    });
-    const linker = new LinkingDeviceLink({
-      api: w.server.linkingApi('alice', 'alice-1'),
-      engine: alice.engine,
-      username: 'alice',
-      timings: fast,
-    });
+    const { nl: nl6, linker } = await bareLink(w, alice);
     await expect(linker.link(nl6.code, { deviceName: 'x', history: false })).rejects.toMatchObject({
       code: 'device_limit',
     });
