@@ -119,6 +119,8 @@ describe('your data in the browser', () => {
       .toContain(`${a} deleted their account`);
     await expect.poll(() => eve.page.getByTestId('removed-notice').textContent()).toMatch(/deleted their account/);
     expect(await eve.page.getByTestId('composer').count()).toBe(0);
+    // Still named after her (from the signed title), not after eve herself.
+    await expect.poll(() => eve.page.getByTestId('conversation-title').textContent()).toContain(a);
     await screenshot(eve.page, 'direct-chat-account-deleted');
-  }, 180_000);
+  }, 300_000);
 });
