@@ -1,22 +1,23 @@
 /**
- * Your data (issue 18) in Chromium, one account: Account → General → "Download my data" saves the server's
- * JSON export; "Download my history…" saves this browser's history encrypted with a passphrase (the file
- * opens with the protocol core in Node; nothing of it reaches the server); "Delete account…" is used from
- * the keyboard (the form passes axe, light and dark), deletes the
- * account, erases this browser's store and shows the sign-in page — and the username cannot be taken again
- * at once. The group and direct-chat departures the device signs are tested in the engine
- * (web/src/engine/departures.test.ts) and the server's deletion in worker/account.test.ts.
+ * Your data (issue 18) in Chromium, one account (and a friend with a direct chat): Account → General →
+ * "Download my data" saves the server's JSON export; "Download my history…" saves this browser's history
+ * encrypted with a passphrase (the file opens with the protocol core in Node; nothing of it reaches the
+ * server); "Delete account…" is used from the keyboard (the form passes axe, light and dark), deletes the
+ * account, erases this browser's store and shows the sign-in page; the username cannot be taken again at
+ * once, and the friend's direct chat says the account was deleted (its signed leave) and turns read-only.
+ * The departures the device signs are tested in web/src/engine/departures.test.ts, the server's side in
+ * worker/account.test.ts and worker/account-direct.test.ts.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { openHistoryExport } from '../web/src/protocol/history-export.js';
 import { expectAccessible } from './a11y.js';
-import { cast, PASSWORD, register, screenshot, send, uniq, waitForText } from './browser.js';
+import { cast, PASSWORD, register, screenshot, send, startChat, uniq, waitForText } from './browser.js';
 
 const newPerson = cast(181);
 
 describe('your data in the browser', () => {
-  it('a person downloads their data, then deletes the account from the keyboard; the name stays reserved', async () => {
+  it('a person downloads their data and history, then deletes the account from the keyboard; the name stays reserved and a friend sees it deleted', async () => {
     const { page } = await newPerson();
     const a = uniq('dora');
     await register(page, a);
@@ -29,6 +30,10 @@ describe('your data in the browser', () => {
     const note = 'remember the milk';
     await send(page, note);
     await waitForText(page, note);
+    // Someone has a direct chat with her: after the deletion it says so, signed by her device.
+    const eve = await newPerson();
+    await register(eve.page, uniq('eve'));
+    const chat = await startChat(eve.page, a);
 
     await page.goto('/account');
     await page.getByRole('tab', { name: 'General' }).click();
@@ -67,7 +72,8 @@ describe('your data in the browser', () => {
       conversations: { title: string; messages: { body: string }[] }[];
     };
     expect(doc.account.username).toBe(a);
-    expect(doc.conversations.map((c) => [c.title, c.messages.map((m) => m.body)])).toEqual([['Notes', [note]]]);
+    const notes = doc.conversations.filter((c) => c.title === 'Notes');
+    expect(notes.map((c) => c.messages.map((m) => m.body))).toEqual([[note]]);
     // Nothing of the export went to the server: no request carried the text, the passphrase or the file.
     const salt = Buffer.from(sealed.subarray(19, 35));
     for (const r of sent)
@@ -105,5 +111,16 @@ describe('your data in the browser', () => {
     await page.getByRole('button', { name: 'Create account' }).click();
     await expect.poll(() => page.getByText(/taken/i).count(), { timeout: 60_000 }).toBeGreaterThan(0);
     await screenshot(page, 'account-deleted-name-reserved');
-  }, 180_000);
+
+    // Eve's direct chat: her app verified the signed leave and shows the account as deleted, read-only.
+    await eve.page.goto(`/chats/${chat}`);
+    await expect
+      .poll(() => eve.page.getByTestId('info-line').allTextContents(), { timeout: 30_000 })
+      .toContain(`${a} deleted their account`);
+    await expect.poll(() => eve.page.getByTestId('removed-notice').textContent()).toMatch(/deleted their account/);
+    expect(await eve.page.getByTestId('composer').count()).toBe(0);
+    // Still named after her (from the signed title), not after eve herself.
+    await expect.poll(() => eve.page.getByTestId('conversation-title').textContent()).toContain(a);
+    await screenshot(eve.page, 'direct-chat-account-deleted');
+  }, 300_000);
 });

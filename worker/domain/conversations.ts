@@ -6,9 +6,10 @@
  * changes, the new head (compare-and-swap) and an audit event.
  *
  * Kinds: `group` — entry 0 `create` (author becomes owner) and any entries after it. `direct` — exactly two
- * members, created in one request as [create by A, add B as member]; the log is closed after that (no
- * rename, add, remove or leave — hiding a 1:1 chat is a client-side action), so a direct conversation can
- * never gain a third member.
+ * members, created in one request as [create by A, add B as member]; after that it takes only `set_timer`
+ * (no rename, add, remove or leave — hiding a 1:1 chat is a client-side action), so a direct conversation
+ * can never gain a third member — and, only inside an account deletion (`departure`), the deleting
+ * account's `transfer_ownership` to the other person and its `leave`; once one person is left, nothing.
  *
  * Reads are for members only; a non-member gets 404 `not_found` so existence is not revealed.
  */
@@ -71,6 +72,21 @@ function decodeEntry(bytes: Uint8Array): MembershipEntry {
   } catch {
     throw new AppError(400, 'invalid_entry', 'membership entry does not decode');
   }
+}
+
+/**
+ * A deleting account's departure from one conversation must be `[transfer_ownership]?, leave` (422
+ * `invalid_departure` otherwise; 400 `invalid_entry` if an entry does not decode). The entries themselves
+ * are checked by `appendEntry` like any other.
+ */
+export function assertDeparture(conversationId: string, entries: readonly Uint8Array[]): void {
+  const actions = entries.map((e) => decodeEntry(e).action);
+  const ok =
+    actions.length === 1
+      ? actions[0] === 'leave'
+      : actions.length === 2 && actions[0] === 'transfer_ownership' && actions[1] === 'leave';
+  if (!ok)
+    throw new AppError(422, 'invalid_departure', 'a departure is [transfer_ownership]?, leave', { conversationId });
 }
 
 function entryError(err: unknown): AppError {
@@ -271,6 +287,8 @@ export async function appendEntry(
   caller: Caller,
   conversationId: string,
   entryBytes: Uint8Array,
+  /** Set only by POST /api/account/delete: the deleting account's own departure (routes/account.ts). */
+  opts: { departure?: boolean } = {},
 ): Promise<ConversationView> {
   const { db, auth, env } = caller;
   const conv = await loadForMember(db, auth.userId, conversationId);
@@ -280,14 +298,19 @@ export async function appendEntry(
   if (entry.authorUserId !== auth.userId || entry.authorDeviceId !== auth.deviceId)
     throw new AppError(403, 'not_entry_author', 'the entry must be authored by the signed-in device');
   // A direct conversation's log takes no entry after its creation but the disappearing-message timer
-  // (issue 17: either person may set it; applyEntry checks the role rule).
-  if (conv.kind === 'direct' && entry.action !== 'set_timer')
+  // (issue 17: either person may set it; applyEntry checks the role rule) — and a deleting account's
+  // departure (docs/PROTOCOL.md, direct conversations).
+  const departing = opts.departure === true && (entry.action === 'transfer_ownership' || entry.action === 'leave');
+  if (conv.kind === 'direct' && entry.action !== 'set_timer' && !departing)
     throw new AppError(422, 'direct_conversation_closed', 'a direct conversation takes no further entries');
   const headHash = asBytes(conv.headHash);
   if (entry.conversationId !== conv.id || entry.seq !== conv.headSeq + 1 || !equal(entry.prevHash, headHash)) {
     throw new AppError(409, 'chain_conflict', 'entry does not extend the current head', { headSeq: conv.headSeq });
   }
   const current = await membersOf(db, conv.id);
+  // After a departure one person is left in a direct conversation: its log is closed for good.
+  if (conv.kind === 'direct' && current.length < 2)
+    throw new AppError(422, 'direct_conversation_closed', 'the other person deleted their account');
   const before = new Map(current.map((m) => [m.userId, m.role]));
   const state: MembershipState = {
     conversationId: conv.id,

@@ -2,7 +2,8 @@
  * /api/account — the user's data (issue 18; README §Your data; docs/API.md):
  *  - GET /export: everything D1 holds about the signed-in account, as JSON (domain/account.ts);
  *  - POST /delete: after the password (and the second factor if TOTP is on), appends the client-signed
- *    leave entries, then deletes the account everywhere (domain/account.ts deleteAccountData).
+ *    departures (group and direct conversations: [transfer_ownership]?, leave), then deletes the account
+ *    everywhere (domain/account.ts deleteAccountData).
  */
 import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
@@ -11,7 +12,7 @@ import { requireAuth } from '../auth/middleware.js';
 import { clientKey } from '../context.js';
 import { makeDb, schema } from '../db.js';
 import { deleteAccountData, exportAccount } from '../domain/account.js';
-import { appendEntry } from '../domain/conversations.js';
+import { appendEntry, assertDeparture } from '../domain/conversations.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { valid } from '../validate.js';
@@ -34,8 +35,10 @@ export const account = new Hono<AppBindings>()
     if (await totpEnabled(db, a.userId)) {
       await requireSecondFactor(c.env, db, a.userId, { code: body.code, recoveryCode: body.recoveryCode }, now);
     }
-    // Every group it is in with someone else must get its signed leave: the server cannot sign one.
+    // Every conversation it is in with someone else — group or direct — must get its signed departure:
+    // [transfer_ownership]?, leave (the server cannot sign one). Checked whole before anything is appended.
     const given = new Map(body.leave.map((l) => [l.conversationId, l.entries]));
+    for (const [conversationId, entries] of given) assertDeparture(conversationId, entries);
     const groups = await db
       .select({ id: schema.conversations.id, kind: schema.conversations.kind })
       .from(schema.members)
@@ -43,7 +46,7 @@ export const account = new Hono<AppBindings>()
       .where(eq(schema.members.userId, a.userId));
     const missing: string[] = [];
     for (const g of groups) {
-      if (g.kind !== 'group' || given.has(g.id)) continue;
+      if (given.has(g.id)) continue;
       const others = await db
         .select({ u: schema.members.userId })
         .from(schema.members)
@@ -51,13 +54,13 @@ export const account = new Hono<AppBindings>()
       if (others.some((o) => o.u !== a.userId)) missing.push(g.id);
     }
     if (missing.length) {
-      throw new AppError(409, 'leave_entries_required', 'sign a leave entry for every group first', {
+      throw new AppError(409, 'leave_entries_required', 'sign a departure for every conversation others are in first', {
         conversations: missing,
       });
     }
     const caller = callerOf(c);
     for (const [conversationId, entries] of given) {
-      for (const e of entries) await appendEntry(caller, conversationId, e);
+      for (const e of entries) await appendEntry(caller, conversationId, e, { departure: true });
     }
     await deleteAccountData(c.env, db, a.userId, now);
     return c.json({ ok: true as const, deleted: true as const });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { MessageView } from '../engine/context.js';
-import { deviceLinkedLine, type InfoLine, membershipLine } from '../engine/info.js';
+import { deviceLinkedLine, type InfoLine, membershipLine, shownLine } from '../engine/info.js';
 import { buildTimeline, dayLabel, infoText, linkify, relativeTime, sortMessages } from './timeline.js';
 
 const T0 = new Date(2026, 5, 10, 12, 0, 0).getTime();
@@ -103,6 +103,28 @@ describe('membership lines read as sentences', () => {
       0,
     );
     expect(infoText(leave, name, undefined)).toBe('bob left');
+  });
+
+  it('a leave in a direct chat says the account was deleted; the handover before it is not shown', () => {
+    const entry = (seq: number, action: 'leave' | 'transfer_ownership' | 'set_timer') =>
+      membershipLine(
+        'd',
+        {
+          seq,
+          action,
+          authorUserId: 'bob',
+          target: action === 'transfer_ownership' ? 'alice' : null,
+          role: null,
+          title: null,
+          timer: action === 'set_timer' ? 3600 : null,
+          timestamp: T0,
+        },
+        0,
+      );
+    expect(shownLine('direct', entry(2, 'transfer_ownership'))).toBeNull();
+    expect(infoText(shownLine('direct', entry(3, 'leave'))!, name, 'alice')).toBe('bob deleted their account');
+    expect(infoText(shownLine('group', entry(3, 'leave'))!, name, 'alice')).toBe('bob left');
+    expect(shownLine('direct', entry(4, 'set_timer'))?.event.accountDeleted).toBeUndefined();
   });
 });
 

@@ -129,7 +129,8 @@ export function infoText(line: InfoLine, name: (userId: string) => string, me: s
     case 'rename':
       return `${actor} renamed the group to “${e.title ?? ''}”`;
     case 'leave':
-      return `${actor} left`;
+      // In a direct chat only an account deletion writes a leave (docs/PROTOCOL.md, direct conversations).
+      return e.accountDeleted ? `${actor} deleted their account` : `${actor} left`;
     case 'set_timer':
       return e.timer
         ? `${actor} set disappearing messages to ${timerLabel(e.timer)}`

@@ -2,7 +2,8 @@
  * Account deletion on the device (issue 18, README §Your data): `Engine.departures()` signs the entries
  * that take a deleting account out of every conversation others are still in — `transfer_ownership` to an
  * admin (else the first other member) before the `leave` when it owns the group — and the members'
- * engines verify them like any other entry once the server has appended them.
+ * engines verify them like any other entry once the server has appended them. Direct chats too: there a
+ * `leave` can only come from an account deletion, so the peer sees "deleted their account" and a closed log.
  */
 import { describe, expect, it } from 'vitest';
 import { decodeMembershipEntry } from './_protocol.js';
@@ -10,8 +11,7 @@ import { makeWorld, newClient, until, type World } from './testing/harness.js';
 
 /** Appends `entries` as the deleting account's device would have them appended by POST /api/account/delete. */
 async function appendAll(w: World, user: string, conversationId: string, entries: Uint8Array[]) {
-  const api = w.server.api(user, `${user}-1`);
-  for (const e of entries) await api.appendMembershipEntry(conversationId, e);
+  for (const e of entries) await w.server.appendEntry(user, `${user}-1`, conversationId, e, true);
 }
 
 describe('departures of a deleting account', () => {
@@ -57,5 +57,59 @@ describe('departures of a deleting account', () => {
     expect((await carol.engine.conversation(owned)).myRole).toBe('owner');
     expect((await bob.engine.conversation(joined)).members.map((m) => m.userId)).toEqual(['bob']);
     for (const c of [alice, bob, carol]) c.engine.close();
+  });
+});
+
+describe('departures from direct chats', () => {
+  it('a deleting account leaves both kinds of direct chat; the peer sees "deleted their account" and a closed log', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const dave = await newClient(w, 'dave');
+    const erin = await newClient(w, 'erin');
+    const mine = await alice.engine.createConversation({ kind: 'direct', members: ['dave'], title: 'alice dave' });
+    const theirs = await erin.engine.createConversation({ kind: 'direct', members: ['alice'], title: 'erin alice' });
+    await alice.engine.setTimer(mine, 3600); // a direct log that already moved past its creation
+
+    // Outside a deletion the server refuses a leave in a direct chat (as the Worker does).
+    const early = await alice.engine.changeMembership(theirs, { action: 'leave' }).catch((e: unknown) => e);
+    expect(String((early as { code?: string }).code ?? early)).toMatch(/direct_conversation_closed/);
+
+    const out = await alice.engine.departures();
+    const actions = (id: string) =>
+      out
+        .find((d) => d.conversationId === id)!
+        .entries.map((b) => {
+          const e = decodeMembershipEntry(b);
+          return [e.action, e.target ?? null];
+        });
+    expect(actions(mine)).toEqual([
+      ['transfer_ownership', 'dave'],
+      ['leave', null],
+    ]);
+    expect(actions(theirs)).toEqual([['leave', null]]);
+
+    await dave.engine.connect();
+    await until(async () => (await dave.engine.connectionStatus(mine)) === 'online', 'dave online');
+    for (const d of out) await appendAll(w, 'alice', d.conversationId, d.entries);
+    await until(async () => (await dave.engine.conversation(mine)).members.length === 1, 'dave sees alice go');
+    expect((await dave.engine.conversation(mine)).myRole).toBe('owner');
+    // The peer's timeline: the timer line, then the deletion — the handover gets no line.
+    const lines = (await dave.engine.infoLines(mine)).map(({ event: e }) =>
+      e.type === 'membership' ? [e.action, e.actor, !!e.accountDeleted] : [e.type],
+    );
+    expect(lines).toEqual([
+      ['set_timer', 'alice', false],
+      ['leave', 'alice', true],
+    ]);
+    // erin was offline: she verifies the same departure when she connects again.
+    await erin.engine.connect();
+    await until(async () => (await erin.engine.conversation(theirs)).members.length === 1, 'erin sees alice go');
+    expect(
+      (await erin.engine.infoLines(theirs)).map(({ event: e }) => e.type === 'membership' && e.accountDeleted),
+    ).toEqual([true]);
+    // The log is closed: not even the timer changes now.
+    const closed = await dave.engine.setTimer(mine, 300).catch((e: unknown) => e);
+    expect(String((closed as { code?: string }).code ?? closed)).toMatch(/direct_conversation_closed/);
+    for (const c of [alice, dave, erin]) c.engine.close();
   });
 });

@@ -176,7 +176,7 @@ export interface EngineApi {
   infoLines(conversationId: string): Promise<InfoLine[]>;
   conversation(conversationId: string): Promise<ConversationView>;
   changeMembership(conversationId: string, change: MembershipChange): Promise<void>;
-  /** Account deletion: the signed entries that leave every group others are still in (Groups.departure). */
+  /** Account deletion: the signed entries that leave every conversation others are still in (Groups.departure). */
   departures(): Promise<{ conversationId: string; entries: Uint8Array[] }[]>;
   /**
    * The local history as a file (history.ts): every conversation and message this device holds, read from
@@ -452,6 +452,9 @@ export function createEngine(opts: EngineOptions): Engine {
     if (status === 'online') {
       outbox.reset(conversationId);
       track(outbox.flush(conversationId));
+      // Entries appended while we were away come only as live frames: fetch what we missed (a direct
+      // chat's last entry may be a deleted account's leave, after which no frame ever comes).
+      track(groups.syncLog(conversationId).catch(() => undefined));
     }
   });
 
@@ -866,7 +869,6 @@ export function createEngine(opts: EngineOptions): Engine {
     async departures() {
       const out: { conversationId: string; entries: Uint8Array[] }[] = [];
       for (const c of await ctx.api.listConversations()) {
-        if (c.kind !== 'group') continue;
         const entries = await groups.departure(c.id);
         if (entries.length) out.push({ conversationId: c.id, entries });
       }

@@ -52,7 +52,7 @@ import {
 import { encodeRecord } from './codec.js';
 import { type EngineContext, EngineError } from './context.js';
 import type { Directory } from './directory.js';
-import { type InfoLine, infoKey, membershipLine } from './info.js';
+import { type InfoLine, infoKey, membershipLine, shownLine } from './info.js';
 import type { Keystore } from './keystore.js';
 import { adderFromLog } from './people.js';
 import { listJson, readJson, type StoreTx, writeJson } from './storage.js';
@@ -146,13 +146,15 @@ export class Groups {
   }
 
   /**
-   * Account deletion (issue 18): the entries this device signs to leave `conversationId` — a `leave`,
-   * preceded by `transfer_ownership` to an admin (else the first other member) when we own it, since the
-   * owner cannot leave — or none when nobody else is in it. Not sent here: the server appends them, in
-   * order, as part of the deletion request (it cannot sign them itself).
+   * Account deletion (issue 18): the entries this device signs to leave `conversationId` — group or
+   * direct — a `leave`, preceded by `transfer_ownership` to an admin (else the first other member; in a
+   * direct chat, the other person) when we own it, since the owner cannot leave — or none when nobody else
+   * is in it. Not sent here: the server appends them, in order, as part of the deletion request (it
+   * cannot sign them itself; it accepts them in a direct log only there).
    */
   async departure(conversationId: string): Promise<Uint8Array[]> {
     const own = await this.keys.identity();
+    await this.syncLog(conversationId); // sign on top of the server's head, not an older copy
     let state = await this.membership(conversationId);
     const others = [...state.members].filter(([u]) => u !== own.userId);
     if (others.length === 0 || !state.members.has(own.userId)) return [];
@@ -218,7 +220,7 @@ export class Groups {
 
   /**
    * The info lines of the verified log, in log order: every entry of a group; in a direct conversation
-   * only timer changes (its creation is not news).
+   * only timer changes and a deleted account's leave (`shownLine`).
    */
   async infoLines(conversationId: string): Promise<InfoLine[]> {
     await this.membership(conversationId);
@@ -229,8 +231,13 @@ export class Groups {
     );
     return rec.entries
       .map((b) => decodeMembershipEntry(b))
-      .filter((e) => rec.kind === 'group' || e.action === 'set_timer')
-      .map((e) => membershipLine(conversationId, e, positions.get(infoKey.position(conversationId, e.seq)) ?? 0));
+      .map((e) =>
+        shownLine(
+          rec.kind,
+          membershipLine(conversationId, e, positions.get(infoKey.position(conversationId, e.seq)) ?? 0),
+        ),
+      )
+      .filter((l): l is InfoLine => l !== null);
   }
 
   /** The conversation's disappearing-message timer in seconds (0: off), from the verified log. */
@@ -279,9 +286,10 @@ export class Groups {
     this.states.set(conversationId, { seq: state.seq, state });
     for (const u of removed) await this.forgetSenderKeys(conversationId, u);
     this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
-    for (const line of lines)
-      if (rec.kind === 'group' || (line.event.type === 'membership' && line.event.action === 'set_timer'))
-        this.ctx.emit({ type: 'info_added', line });
+    for (const l of lines) {
+      const line = shownLine(rec.kind, l);
+      if (line) this.ctx.emit({ type: 'info_added', line });
+    }
   }
 
   /** Ids of the conversations whose log this device holds (also those the server no longer lists us in). */

@@ -12,7 +12,8 @@
  * device first saw the conversation) sit before every message.
  *
  * Disappearing-message timer changes are membership entries too (`set_timer`, #17): their lines are shown in
- * direct conversations as well, where no other entry gets a line.
+ * direct conversations as well, where no other entry gets a line but a `leave` — which only an account
+ * deletion writes there (docs/PROTOCOL.md, direct conversations), so its line says the account was deleted.
  *
  * The union is meant to grow: linked devices (#14) and security notices
  * (#20) add their own `InfoEvent` variants and store their lines the same way (a stable `id`, an
@@ -39,6 +40,8 @@ export type MembershipInfo = {
   readonly title: string | null;
   /** The disappearing-message timer in seconds, 0 = off (set_timer; also shown in direct chats). */
   readonly timer?: number | null;
+  /** A `leave` in a direct conversation: only an account deletion writes one ("… deleted their account"). */
+  readonly accountDeleted?: boolean;
 };
 
 /**
@@ -122,4 +125,16 @@ export function membershipLine(
       ...(e.action === 'set_timer' ? { timer: e.timer ?? 0 } : {}),
     },
   };
+}
+
+/**
+ * The line of `line`'s entry as a conversation of `kind` shows it, or null: a group shows every entry; a
+ * direct conversation only timer changes and the `leave` of a deleted account (its creation, and the
+ * ownership handover before that leave, are not news).
+ */
+export function shownLine(kind: 'direct' | 'group', line: InfoLine): InfoLine | null {
+  if (kind === 'group' || line.event.type !== 'membership') return line; // device lines show in both kinds
+  if (line.event.action === 'set_timer') return line;
+  if (line.event.action === 'leave') return { ...line, event: { ...line.event, accountDeleted: true } };
+  return null;
 }

@@ -335,7 +335,9 @@ export function Conversation(props: { id: string }) {
 
   const others = createMemo(() => (conv()?.members ?? []).map((m) => m.userId).filter((u) => u !== state.me?.userId));
   const blocked = createMemo(() => others().filter((u) => state.contacts[u]?.blocked));
-  const removed = () => conv() !== undefined && conv()!.myRole === null;
+  /** A direct chat whose other person deleted their account (their signed leave): read-only from then on. */
+  const peerDeleted = () => conv()?.kind === 'direct' && conv()!.myRole !== null && others().length === 0;
+  const removed = () => (conv() !== undefined && conv()!.myRole === null) || peerDeleted();
   const left = () => {
     const lines = state.info[props.id] ?? [];
     const last = lines.filter((l) => l.event.type === 'membership').at(-1)?.event;
@@ -502,15 +504,17 @@ export function Conversation(props: { id: string }) {
           <p class="text-xs text-slate-500 dark:text-slate-400" aria-live="polite">
             {!conv()
               ? ''
-              : removed()
-                ? 'You are no longer a member'
-                : status() === 'online'
-                  ? conv()?.kind === 'group'
-                    ? `${conv()?.members.length} members · end-to-end encrypted`
-                    : 'End-to-end encrypted'
-                  : status() === 'forbidden'
-                    ? 'You are no longer a member'
-                    : 'Connecting…'}
+              : peerDeleted()
+                ? 'Account deleted'
+                : removed()
+                  ? 'You are no longer a member'
+                  : status() === 'online'
+                    ? conv()?.kind === 'group'
+                      ? `${conv()?.members.length} members · end-to-end encrypted`
+                      : 'End-to-end encrypted'
+                    : status() === 'forbidden'
+                      ? 'You are no longer a member'
+                      : 'Connecting…'}
             <Show when={!removed() && (conv()?.timer ?? 0) > 0}>
               <span data-testid="timer-badge"> · Disappearing messages: {timerLabel(conv()?.timer ?? 0)}</span>
             </Show>
@@ -641,8 +645,12 @@ export function Conversation(props: { id: string }) {
             <div class="border-t border-slate-200 bg-white p-3 dark:border-slate-800 dark:bg-slate-900">
               <Banner kind="warn">
                 <p data-testid="removed-notice">
-                  {left() ? 'You left this group.' : 'You were removed from this conversation.'} You can read its
-                  history here, but not send.
+                  {peerDeleted()
+                    ? 'This person deleted their account.'
+                    : left()
+                      ? 'You left this group.'
+                      : 'You were removed from this conversation.'}{' '}
+                  You can read its history here, but not send.
                 </p>
               </Banner>
             </div>

@@ -22,16 +22,28 @@ export function useConversationName() {
   return (c: ConversationView | undefined) => {
     if (!c) return '';
     if (c.kind === 'group') return c.title || 'Untitled group';
+    const gone = departedPeerName(c, state.me?.userId ?? '', state.me?.username ?? '');
+    if (gone !== undefined) return gone;
     const peer = directPeer(c, state.me?.userId ?? '');
     return peer ? actions.nameOf(peer) : 'Direct message';
   };
+}
+
+/**
+ * A direct chat whose other person deleted their account holds only us: their name comes from the signed
+ * title ("creator other", both usernames). Undefined while the other person is still a member.
+ */
+function departedPeerName(c: ConversationView, me: string, myName: string): string | undefined {
+  if (c.kind !== 'direct' || c.members.some((m) => m.userId !== me)) return undefined;
+  return c.title.split(' ').find((n) => n && n !== myName) ?? 'Deleted account';
 }
 
 /** The other person of a direct conversation (their profile picture and display name; store/people.ts). */
 export function usePeerProfile() {
   const { state } = useStore();
   return (c: ConversationView | undefined) => {
-    if (c?.kind !== 'direct') return { name: '', avatarUrl: null as string | null };
+    if (c?.kind !== 'direct' || !c.members.some((m) => m.userId !== state.me?.userId))
+      return { name: '', avatarUrl: null as string | null };
     const peer = directPeer(c, state.me?.userId ?? '');
     const p = peer ? state.profiles[peer] : undefined;
     return { name: p?.name ?? '', avatarUrl: p?.avatarUrl ?? null };

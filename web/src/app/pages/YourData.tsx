@@ -184,8 +184,8 @@ export function YourData() {
         <form class="space-y-3 border-t border-slate-200 pt-3 dark:border-slate-800" onSubmit={remove}>
           <p class="text-sm">
             This deletes your account on the server and your history in this browser. Each group you are in shows that
-            you left; if you own a group, it passes to another member. Your username stays reserved for 30 days. This
-            cannot be undone.
+            you left (if you own one, it passes to another member); each direct chat shows that your account was
+            deleted. Your username stays reserved for 30 days. This cannot be undone.
           </p>
           <Field
             label="Password"

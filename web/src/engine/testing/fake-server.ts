@@ -354,6 +354,41 @@ export class FakeServer {
 
   // ---- the API a signed-in device sees ----------------------------------------------------------
 
+  /**
+   * POST /api/conversations/:id/log as the Worker checks it — and, with `departure`, the entries a deleting
+   * account's POST /api/account/delete appends: a direct conversation takes only timer changes after its
+   * creation, plus a departure ([transfer_ownership]?, leave) there; with one person left, nothing.
+   */
+  async appendEntry(userId: string, deviceId: string, id: string, bytes: Uint8Array, departure = false) {
+    const c = this.memberConv(id, userId);
+    const entry = decodeMembershipEntry(bytes);
+    if (entry.authorUserId !== userId || entry.authorDeviceId !== deviceId) throw new ApiError(403, 'forbidden');
+    const departing = departure && (entry.action === 'transfer_ownership' || entry.action === 'leave');
+    if (c.kind === 'direct' && ((entry.action !== 'set_timer' && !departing) || c.members.size < 2))
+      throw new ApiError(422, 'direct_conversation_closed');
+    const state = await applyEntry(this.curves, c.state, entry, this.resolver()).catch(() =>
+      fail(422, 'invalid_entry'),
+    );
+    const removed = [...c.state.members.keys()].filter((u) => !state.members.has(u));
+    c.state = state;
+    c.entries.push(bytes.slice());
+    for (const u of removed) c.members.delete(u);
+    for (const [u, r] of state.members) c.members.set(u, r);
+    const frame: ServerFrame = {
+      v: WIRE_VERSION,
+      type: 'membership',
+      entry: toB64u(bytes),
+      removed,
+      afterSeq: c.seq,
+    };
+    for (const s of [...c.sockets]) {
+      if (removed.includes(s.user)) this.closeSocket(c, s, CLOSE.forbidden);
+      else if (s.live) this.push(s, frame);
+    }
+    for (const u of removed) for (const k of [...c.mailbox.keys()]) if (k.startsWith(`${u}\n`)) c.mailbox.delete(k);
+    return info(c);
+  }
+
   api(userId: string, deviceId: string): ServerApi {
     const me = () => this.liveDevice(userId, deviceId);
     return {
@@ -430,34 +465,7 @@ export class FakeServer {
         this.memberConv(id, userId)
           .entries.slice(afterSeq + 1)
           .map((b) => b.slice()),
-      appendMembershipEntry: async (id, bytes) => {
-        const c = this.memberConv(id, userId);
-        const entry = decodeMembershipEntry(bytes);
-        if (entry.authorUserId !== userId || entry.authorDeviceId !== deviceId) throw new ApiError(403, 'forbidden');
-        // As the Worker: a direct conversation takes no entry after its creation but timer changes.
-        if (c.kind === 'direct' && entry.action !== 'set_timer') throw new ApiError(422, 'direct_conversation_closed');
-        const state = await applyEntry(this.curves, c.state, entry, this.resolver()).catch(() =>
-          fail(422, 'invalid_entry'),
-        );
-        const removed = [...c.state.members.keys()].filter((u) => !state.members.has(u));
-        c.state = state;
-        c.entries.push(bytes.slice());
-        for (const u of removed) c.members.delete(u);
-        for (const [u, r] of state.members) c.members.set(u, r);
-        const frame: ServerFrame = {
-          v: WIRE_VERSION,
-          type: 'membership',
-          entry: toB64u(bytes),
-          removed,
-          afterSeq: c.seq,
-        };
-        for (const s of [...c.sockets]) {
-          if (removed.includes(s.user)) this.closeSocket(c, s, CLOSE.forbidden);
-          else if (s.live) this.push(s, frame);
-        }
-        for (const u of removed) for (const k of [...c.mailbox.keys()]) if (k.startsWith(`${u}\n`)) c.mailbox.delete(k);
-        return info(c);
-      },
+      appendMembershipEntry: (id, bytes) => this.appendEntry(userId, deviceId, id, bytes),
       fetchMailbox: async (cursor) => {
         me();
         return this.readMailbox(userId, deviceId, cursor, 50);
