@@ -169,6 +169,12 @@ export const FINGERPRINT_ITERATIONS = 5200;
 export const FINGERPRINT_VERSION = 0;
 /** Scannable fingerprint payload version. */
 export const SCANNABLE_FINGERPRINT_VERSION = 1;
+/**
+ * Text form of the scannable payload in a QR code (QR readers — BarcodeDetector, jsQR — return text, and the
+ * payload is binary): SAFETY_QR_PREFIX ‖ decimal SAFETY_QR_TEXT_VERSION ‖ ":" ‖ base64url(payload).
+ */
+export const SAFETY_QR_PREFIX = 'e2echat-sn:';
+export const SAFETY_QR_TEXT_VERSION = 1;
 /** Key type byte prefixed to the Ed25519 user identity key in fingerprints (Signal's 0x05 is for X25519). */
 export const FINGERPRINT_KEY_TYPE_ED25519 = 0x06;
 

@@ -1,10 +1,13 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { fromHex, toHex, utf8 } from './bytes.js';
+import { fromHex, toB64u, toHex, utf8 } from './bytes.js';
 import {
   compareScanned,
+  compareScannedText,
   decodeScannable,
+  decodeScannableText,
   displayableFingerprint,
   encodeScannable,
+  encodeScannableText,
   fingerprintHash,
   safetyNumber,
 } from './fingerprint.js';
@@ -96,5 +99,78 @@ describe('safety numbers (pitfall 15)', () => {
     const x = safetyNumber(alice.identity.publicKey, 'alice', bob.identity.publicKey, 'bob');
     const y = safetyNumber(alice.identity.publicKey, 'alice', bob.identity.publicKey, 'bobby');
     expect(x.digits).not.toBe(y.digits);
+  });
+});
+
+describe('safety-number QR text form (docs/PROTOCOL.md §"Safety numbers")', () => {
+  const vectorPath = new URL('./vectors/safety-qr.json', import.meta.url);
+  const inputs = { aliceUserId: 'u_alice', bobUserId: 'u_bob' };
+  /** Two real Ed25519 public keys from a fixed seed (listed in the vector). */
+  const keys = async () => {
+    const rng = seededRng('safety-qr vector');
+    const a = await generateEd25519(nobleCurves, rng);
+    const b = await generateEd25519(nobleCurves, rng);
+    return { a: a.publicKey, b: b.publicKey };
+  };
+
+  it('carries the binary payload as text a QR reader returns, and compares like the bytes (published vector)', async () => {
+    const { a, b } = await keys();
+    const sa = safetyNumber(a, inputs.aliceUserId, b, inputs.bobUserId);
+    const sb = safetyNumber(b, inputs.bobUserId, a, inputs.aliceUserId);
+    const textA = encodeScannableText(sa.scannable);
+    const textB = encodeScannableText(sb.scannable);
+    expect(textA).toMatch(/^e2echat-sn:1:[A-Za-z0-9_-]{99}$/);
+    expect(toHex(decodeScannableText(textA))).toBe(toHex(sa.scannable));
+    expect(compareScannedText(sa.scannable, textB)).toBe(true);
+    expect(compareScannedText(sb.scannable, textA)).toBe(true);
+    expect(compareScannedText(sa.scannable, textA)).toBe(false); // our own code is not theirs
+    const vector = {
+      _note:
+        'e2e-chat safety-number QR text form: the libsignal CombinedFingerprints payload (version 1) of two users, as the QR text "e2echat-sn:1:" + base64url(payload). Keys: Ed25519 public keys from seededRng("safety-qr vector") (generateEd25519 twice, noble path). Layer: docs/PROTOCOL.md §"Safety numbers" (QR text form) only.',
+      aliceIdentityPublic: toHex(a),
+      aliceUserId: inputs.aliceUserId,
+      bobIdentityPublic: toHex(b),
+      bobUserId: inputs.bobUserId,
+      digits: sa.digits,
+      aliceScannable: toHex(sa.scannable),
+      aliceText: textA,
+      bobScannable: toHex(sb.scannable),
+      bobText: textB,
+    };
+    const { existsSync, readFileSync, writeFileSync } = await import('node:fs');
+    if (process.env.UPDATE_VECTORS || !existsSync(vectorPath)) {
+      writeFileSync(vectorPath, `${JSON.stringify(vector, null, 2)}\n`);
+    }
+    const committed = JSON.parse(readFileSync(vectorPath, 'utf8')) as typeof vector;
+    expect(committed).toEqual(vector);
+    // From the committed inputs alone (keys as listed): the same texts.
+    const fromFile = safetyNumber(
+      fromHex(committed.aliceIdentityPublic),
+      committed.aliceUserId,
+      fromHex(committed.bobIdentityPublic),
+      committed.bobUserId,
+    );
+    expect(encodeScannableText(fromFile.scannable)).toBe(committed.aliceText);
+  });
+
+  const B64U = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  it('refuses a code that is not a safety-number code, another text version, non-canonical or malformed base64url', async () => {
+    const { a, b } = await keys();
+    const text = encodeScannableText(safetyNumber(a, 'u_alice', b, 'u_bob').scannable);
+    const body = text.slice('e2echat-sn:1:'.length);
+    for (const bad of [
+      '',
+      'hello',
+      'e2echat-link:1:AAAA',
+      `e2echat-sn:2:${body}`,
+      `e2echat-sn:1:${body}A`,
+      `e2echat-sn:1:${body.slice(0, -1)}`,
+      `e2echat-sn:1:${body.slice(0, -1)}${B64U[B64U.indexOf(body.at(-1)!) | 1]}`, // a set unused low bit
+      `e2echat-sn:1:${body.replace(/^./, '+')}`,
+      `e2echat-sn:1:${toB64u(new Uint8Array(74))}`,
+    ]) {
+      expect(() => decodeScannableText(bad), bad).toThrow();
+    }
+    expect(toHex(decodeScannableText(` ${text}\n`))).toBe(toHex(decodeScannableText(text))); // pasted with spaces
   });
 });

@@ -11,11 +11,13 @@
  * Does NOT: decide what happens on a mismatch or key change (the caller blocks sending until accepted).
  * @module
  */
-import { concat, equal, fromHex, utf8 } from './bytes.js';
+import { concat, equal, fromB64u, fromHex, toB64u, utf8 } from './bytes.js';
 import {
   FINGERPRINT_ITERATIONS,
   FINGERPRINT_KEY_TYPE_ED25519,
   FINGERPRINT_VERSION,
+  SAFETY_QR_PREFIX,
+  SAFETY_QR_TEXT_VERSION,
   SCANNABLE_FINGERPRINT_VERSION,
 } from './constants.js';
 import { ErrorCode, fail } from './errors.js';
@@ -104,6 +106,34 @@ export function compareScanned(ours: Uint8Array, scanned: Uint8Array): boolean {
   const same1 = equal(a.local, b.remote);
   const same2 = equal(a.remote, b.local);
   return same1 && same2;
+}
+
+/** The text a safety-number QR code carries: `e2echat-sn:1:` ‖ base64url(the 74-byte payload), 112 characters. */
+export function encodeScannableText(scannable: Uint8Array): string {
+  decodeScannable(scannable); // only a well-formed payload is ever shown
+  return `${SAFETY_QR_PREFIX}${SAFETY_QR_TEXT_VERSION}:${toB64u(scannable)}`;
+}
+
+/**
+ * Strict decode of a scanned (or pasted) safety-number code: the prefix, text version 1, canonical
+ * base64url of exactly a well-formed payload. Anything else is a `decode` error (a QR of something else).
+ */
+export function decodeScannableText(text: string): Uint8Array {
+  const op = 'decodeScannableText';
+  const head = `${SAFETY_QR_PREFIX}${SAFETY_QR_TEXT_VERSION}:`;
+  const t = text.trim();
+  if (!t.startsWith(head)) fail(ErrorCode.Decode, op, 'not a safety-number code');
+  const body = t.slice(head.length);
+  if (!/^[A-Za-z0-9_-]+$/.test(body)) fail(ErrorCode.Decode, op, 'bad encoding');
+  const bytes = fromB64u(body);
+  if (toB64u(bytes) !== body) fail(ErrorCode.Decode, op, 'non-canonical encoding');
+  decodeScannable(bytes);
+  return bytes;
+}
+
+/** Compares our payload with a scanned code's text: true iff it is the mirror of ours (compareScanned). */
+export function compareScannedText(ours: Uint8Array, text: string): boolean {
+  return compareScanned(ours, decodeScannableText(text));
 }
 
 export interface SafetyNumber {

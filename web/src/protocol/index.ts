@@ -54,7 +54,10 @@ export {
 export { ErrorCode, is, ProtocolError, publicDecryptError } from './errors.js';
 export {
   compareScanned,
+  compareScannedText,
   decodeScannable,
+  decodeScannableText,
+  encodeScannableText,
   fingerprintKeyBytes,
   type SafetyNumber,
   safetyNumber,
