@@ -112,8 +112,19 @@ describe('messenger in Chromium', () => {
     expect(snA.replace(/\D/g, '')).toHaveLength(60);
     expect(snA).toBe(snB);
     await screenshot(alice.page, 'safety-number');
-    await alice.page.getByRole('button', { name: 'Mark as verified' }).click();
+    // Alice compares by Bob's code (what his QR carries; pasted here, as from a camera-less desktop): a
+    // code that is not one is refused, Bob's matches and verifies him.
+    const bobsCode = await bob.page.getByTestId('safety-code').getAttribute('data-code');
+    expect(bobsCode).toMatch(/^e2echat-sn:1:[A-Za-z0-9_-]{99}$/);
+    await alice.page.getByRole('button', { name: 'Compare with their code' }).click();
+    await alice.page.getByTestId('their-code').fill('e2echat-link:1:not-this');
+    await alice.page.getByRole('button', { name: 'Compare', exact: true }).click();
+    await expect.poll(() => alice.page.getByTestId('compare-outcome').getAttribute('data-outcome')).toBe('not_a_code');
+    await alice.page.getByTestId('their-code').fill(bobsCode!);
+    await alice.page.getByRole('button', { name: 'Compare', exact: true }).click();
+    await expect.poll(() => alice.page.getByTestId('compare-outcome').getAttribute('data-outcome')).toBe('match');
     await expect.poll(() => alice.page.getByTestId('verified-state').textContent()).toContain('Verified');
+    await screenshot(alice.page, 'safety-number-compared');
     await alice.page.keyboard.press('Escape');
     await expect.poll(() => alice.page.getByRole('dialog').count()).toBe(0);
 

@@ -1,17 +1,22 @@
 /**
  * A contact's safety number: 60 digits in twelve groups of five, the scannable QR, and "mark as verified"
- * (remembered for the current identity key; a key change clears it).
+ * (remembered for the current identity key; a key change clears it). The QR carries the payload in its text
+ * form (docs/PROTOCOL.md §"Safety numbers", QR text form); "Compare with their code" scans the other
+ * person's QR with the camera (QrScanner) or takes their pasted code, compares it with ours on this device,
+ * and a match marks them verified.
  *
  * While the contact's identity key change awaits acceptance (sending to them is paused), this shows the
  * NEW number — the one to compare now — marked "Not verified", says plainly that it changed and that an
  * earlier verification no longer applies, and offers "Mark as verified" (compared and matching: accepts the
  * change and verifies the new key in one step) or "Accept without verifying".
  */
-import { createResource, For, Show } from 'solid-js';
+import { createResource, createSignal, For, Show } from 'solid-js';
+import { compareScannedText, encodeScannableText } from '../../protocol/fingerprint.js';
 import { groupsOfFive } from '../logic.js';
 import { useStore } from '../store/index.js';
 import { Qr } from './Qr.js';
-import { Banner, Button, Spinner } from './ui.js';
+import { QrScanner } from './QrScanner.js';
+import { Banner, Button, inputClass, Spinner } from './ui.js';
 
 export function SafetyNumber(props: { userId: string }) {
   const { state, actions } = useStore();
@@ -33,6 +38,28 @@ export function SafetyNumber(props: { userId: string }) {
       ? `${actions.nameOf(props.userId)} (${actions.profileName(props.userId)})`
       : actions.nameOf(props.userId);
   const fail = () => actions.toast('Could not save', 'error');
+  // Comparing by their code (camera or pasted): the QR carries the payload as text (protocol/fingerprint.ts).
+  const [comparing, setComparing] = createSignal(false);
+  const [camera, setCamera] = createSignal(false);
+  const [cameraNote, setCameraNote] = createSignal('');
+  const [pasted, setPasted] = createSignal('');
+  const [outcome, setOutcome] = createSignal<'match' | 'mismatch' | 'not_a_code' | null>(null);
+  const compare = (text: string) => {
+    const ours = sn()?.scannable;
+    if (!ours) return;
+    let same: boolean;
+    try {
+      same = compareScannedText(ours, text);
+    } catch {
+      setOutcome('not_a_code');
+      return;
+    }
+    setOutcome(same ? 'match' : 'mismatch');
+    setCamera(false);
+    // Matching codes are a verification (as in Signal): the same step as "Mark as verified".
+    if (same && pending()) void actions.verifyKeyChange(props.userId).catch(fail);
+    else if (same && !verified()) void actions.setVerified(props.userId, true).catch(fail);
+  };
   return (
     <div class="space-y-4">
       <Show
@@ -60,8 +87,8 @@ export function SafetyNumber(props: { userId: string }) {
       <Show when={sn()} fallback={<Spinner />}>
         {(s) => (
           <>
-            <div class="flex justify-center">
-              <Qr data={s().scannable} label={`Safety number QR code for ${name()}`} />
+            <div class="flex justify-center" data-testid="safety-code" data-code={encodeScannableText(s().scannable)}>
+              <Qr data={encodeScannableText(s().scannable)} label={`Safety number QR code for ${name()}`} />
             </div>
             <ol
               class="grid grid-cols-4 gap-x-4 gap-y-2 text-center font-mono text-lg tracking-wider tabular-nums"
@@ -73,6 +100,73 @@ export function SafetyNumber(props: { userId: string }) {
             </ol>
           </>
         )}
+      </Show>
+      <Show
+        when={comparing()}
+        fallback={
+          <Button variant="secondary" class="w-full" onClick={() => setComparing(true)}>
+            Compare with their code
+          </Button>
+        }
+      >
+        <div class="space-y-2" data-testid="compare-code">
+          <Show
+            when={camera()}
+            fallback={
+              <Button variant="secondary" class="w-full" onClick={() => setCamera(true)}>
+                Scan their QR code with the camera
+              </Button>
+            }
+          >
+            <QrScanner
+              onCode={compare}
+              onUnavailable={(why) => {
+                setCamera(false);
+                setCameraNote(why);
+              }}
+            />
+          </Show>
+          <Show when={cameraNote()}>
+            <Banner kind="warn">{cameraNote()}</Banner>
+          </Show>
+          <form
+            class="space-y-2"
+            onSubmit={(e) => {
+              e.preventDefault();
+              compare(pasted());
+            }}
+          >
+            <label for="their-code" class="block text-sm font-medium text-slate-700 dark:text-slate-300">
+              Or paste their code
+            </label>
+            <textarea
+              id="their-code"
+              rows={2}
+              class={`${inputClass} font-mono text-xs`}
+              placeholder="e2echat-sn:…"
+              value={pasted()}
+              onInput={(e) => setPasted(e.currentTarget.value)}
+              data-testid="their-code"
+            />
+            <Button type="submit" class="w-full" disabled={!pasted().trim()}>
+              Compare
+            </Button>
+          </form>
+          <div role="status" data-testid="compare-outcome" data-outcome={outcome() ?? ''}>
+            <Show when={outcome() === 'match'}>
+              <Banner kind="info">The codes match: nobody is in the middle. Marked as verified.</Banner>
+            </Show>
+            <Show when={outcome() === 'mismatch'}>
+              <Banner kind="error">
+                These codes do not match. Do not mark {name()} as verified; check that you scanned their code for this
+                chat.
+              </Banner>
+            </Show>
+            <Show when={outcome() === 'not_a_code'}>
+              <Banner kind="error">That is not a safety-number code.</Banner>
+            </Show>
+          </div>
+        </div>
       </Show>
       <Show when={contact.error}>
         <Banner kind="error">Could not load this contact.</Banner>
