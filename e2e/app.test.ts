@@ -124,7 +124,7 @@ describe('messenger in Chromium', () => {
     await alice.page.getByRole('button', { name: 'Compare', exact: true }).click();
     await expect.poll(() => alice.page.getByTestId('compare-outcome').getAttribute('data-outcome')).toBe('match');
     await expect.poll(() => alice.page.getByTestId('verified-state').textContent()).toContain('Verified');
-    await screenshot(alice.page, 'safety-number-compared');
+    await expectAccessible(alice.page, 'safety-number-compared'); // axe, light + dark
     await alice.page.keyboard.press('Escape');
     await expect.poll(() => alice.page.getByRole('dialog').count()).toBe(0);
 
