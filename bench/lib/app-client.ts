@@ -258,14 +258,33 @@ export async function runLoad(peers: Peer[], total: number): Promise<Omit<Result
   };
 }
 
-export async function appScenario(base: string, n: number, total: number): Promise<Result> {
+/**
+ * Which send frames the load uses: `group` = one sender-key ciphertext fanned out by the DO; `pairwise` =
+ * one ciphertext per other device (`to`), each stored in that device's mailbox.
+ */
+export type FrameMode = 'group' | 'pairwise';
+
+/** A pairwise `to` list: one fresh ciphertext-sized payload for every device but the sender's. */
+export function pairwiseTo(users: readonly BenchUser[], sender: number): { u: string; d: string; c: string }[] {
+  const to: { u: string; d: string; c: string }[] = [];
+  for (let j = 0; j < users.length; j++)
+    if (j !== sender) to.push({ u: users[j]!.userId, d: users[j]!.deviceId, c: payload() });
+  return to;
+}
+
+export async function appScenario(base: string, n: number, total: number, mode: FrameMode = 'group'): Promise<Result> {
   const users = await inBatches(n, 10, (i) => register(base, `bench${i}x`));
   const conv = await createConversation(base, users);
   const sockets = await inBatches(n, 20, (i) => connectApp(base, conv, users[i]!));
   const peers: Peer[] = sockets.map((ws, i) => ({
     ws,
     me: users[i]!.userId,
-    frame: (id) => JSON.stringify({ v: WIRE_VERSION, type: 'send', id, group: payload() }),
+    frame: (id) =>
+      JSON.stringify(
+        mode === 'group'
+          ? { v: WIRE_VERSION, type: 'send', id, group: payload() }
+          : { v: WIRE_VERSION, type: 'send', id, to: pairwiseTo(users, i) },
+      ),
     parse: (data) => {
       const f = JSON.parse(data) as {
         type: string;
