@@ -19,7 +19,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WIRE_VERSION } from '../schema/wire.js';
@@ -198,14 +198,14 @@ async function main() {
   );
   const vars = {
     RATE_LIMITS: JSON.stringify(limits),
-    DELIVERY_LIMITS: JSON.stringify({ sendBurst: 1_000_000, sendPerSec: 1_000_000 }),
+    DELIVERY_LIMITS: JSON.stringify({
+      sendBurst: 1_000_000,
+      sendPerSec: 1_000_000,
+      ...(process.env.BENCH_FLUSH_MS ? { flushDelayMs: Number(process.env.BENCH_FLUSH_MS) } : {}),
+    }),
   };
   ensureDevVars();
   const stops: (() => Promise<void>)[] = [];
-  // Wrangler ignores process env vars once .dev.vars exists, but loads `.dev.vars.<env>` instead of it for
-  // CLOUDFLARE_ENV=<env>: a git-ignored copy of the local secrets plus raised limits, removed afterwards.
-  const benchVars = `${ROOT}.dev.vars.bench`;
-  stops.push(async () => rmSync(benchVars, { force: true }));
   const rows: {
     mode: FrameMode;
     app: Result;
@@ -216,20 +216,15 @@ async function main() {
   }[] = [];
   let vite: Awaited<ReturnType<typeof startDevServer>> | null = null;
   try {
-    process.stdout.write('starting the app (wrangler dev), the relay (wrangler dev) and npm run dev…\n');
+    process.stdout.write(
+      `starting the app (wrangler dev), the relay (wrangler dev)${SKIP_VITE ? '' : ' and npm run dev'}…\n`,
+    );
     const direct = await startAppDirect(vars);
     stops.push(direct.stop);
     const relay = await startRelay();
     stops.push(relay.stop);
-    writeFileSync(
-      benchVars,
-      `${readFileSync(`${ROOT}.dev.vars`, 'utf8').trimEnd()}\n${Object.entries(vars)
-        .map(([k, v]) => `${k}='${v}'`)
-        .join('\n')}\n`,
-      { mode: 0o600 },
-    );
     if (!SKIP_VITE) {
-      vite = await startDevServer({ env: { CLOUDFLARE_ENV: 'bench' } });
+      vite = await startDevServer({ vars });
       stops.push(vite.stop);
     }
     for (const n of SIZES)

@@ -19,7 +19,8 @@ export const DELIVERY_DEFAULTS = {
   logRetentionMs: 24 * 3600 * 1000,
   /**
    * Outbox → D1 flush delay. Envelopes acknowledged within it never touch D1 (the common case: the
-   * recipient is online); everything else reaches D1 within ~this delay, in batched statements.
+   * recipient is online); everything else reaches D1 within ~this delay, in batched statements. While
+   * writes keep coming, alarm runs are at least a quarter of it apart (so within 1.25× this delay).
    */
   flushDelayMs: 2_000,
   /** Rows per alarm run (≤ 250 D1 statements of 8 rows); more is picked up by an immediate re-run. */
