@@ -249,6 +249,12 @@ export const conversations = sqliteTable('conversations', {
   /** Sequence number and hash of the latest membership-log entry (the chain head). */
   headSeq: integer('head_seq').notNull(),
   headHash: bytes('head_hash').notNull(),
+  /**
+   * The disappearing-message timer (seconds, 0 = off) as the last verified `set_timer` entry set it, written
+   * in the same batch as that entry. The ConversationDO and the mailbox clean-up delete pending envelopes
+   * older than it (issue 17: the server's mailbox TTL never outlives the timer).
+   */
+  timerSeconds: integer('timer_seconds').notNull().default(0),
   createdAt: integer('created_at').notNull().default(now),
 });
 

@@ -19,6 +19,9 @@
  *  - keep every envelope pending until its device acks (pairwise rows; group ack cursors); copy the
  *    un-acked ones to the D1 mailbox in batches from the alarm (DELIVERY_LIMITS.flushDelayMs after they
  *    were written), replay them on `resume`;
+ *  - disappearing messages (issue 17): the conversation's timer comes with the member/device set (D1
+ *    conversations.timer_seconds, written with the verified set_timer entry); the alarm drops every envelope
+ *    older than min(timer, mailbox TTL) from its store and from D1 (mailbox rows, group envelopes);
  *  - membershipChanged / deviceRevoked RPCs: close removed members' / revoked devices' sockets with 4403,
  *    push the signed membership entry, delete a revoked device's envelopes here and in D1.
  *
@@ -59,7 +62,7 @@ import {
   liveDevicesOf,
   loadDeviceSet,
 } from './delivery/device-set.js';
-import { deleteDeviceMailbox, flushOutbox, readMailbox } from './delivery/mailbox-db.js';
+import { deleteDeviceMailbox, expireConversation, flushOutbox, readMailbox } from './delivery/mailbox-db.js';
 import { type AppendResult, DeliveryStore, type Epoch, type ReplayRow } from './delivery/store.js';
 import type { Env } from './env.js';
 import { type LogFields, log, logId } from './log.js';
@@ -745,6 +748,8 @@ export class ConversationDO extends DurableObject<Env> {
       return cached;
     }
     this.deviceSet = set;
+    // A changed disappearing-message timer: the alarm expires what is now older than it (here and in D1).
+    if (this.store.setTimer(set.timerMs)) await this.ensureAlarm(Date.now());
     // Anyone connected who is no longer a member (or whose device was revoked) is disconnected.
     for (const ws of this.ctx.getWebSockets()) {
       const a = this.attachment(ws);
@@ -928,6 +933,16 @@ export class ConversationDO extends DurableObject<Env> {
     this.applyAcks();
     let next: number | null = null;
     let failed = false;
+    // Disappearing messages (issue 17): nothing pending outlives the timer (nor the mailbox TTL).
+    const timerMs = this.store.timerMs();
+    const lifeMs = timerMs > 0 ? Math.min(timerMs, this.cfg.mailboxTtlMs) : 0;
+    if (lifeMs > 0) {
+      try {
+        this.store.expire(now - lifeMs);
+      } catch (err) {
+        this.log('warn', 'conversation_expire_failed', { type: err instanceof Error ? err.name : 'unknown' });
+      }
+    }
     try {
       const more = await this.flush();
       if (more) next = now;
@@ -943,6 +958,16 @@ export class ConversationDO extends DurableObject<Env> {
         if (more) next = Math.min(next ?? now, now);
       } catch (err) {
         log('warn', 'conversation_events_failed', { type: err instanceof Error ? err.name : 'unknown' });
+        next = Math.min(next ?? Number.POSITIVE_INFINITY, now + 5_000);
+      }
+    }
+    if (lifeMs > 0 && this.conversationId && this.store.expireD1Pending()) {
+      const through = this.store.expiredThrough();
+      try {
+        await expireConversation(makeDb(this.env), this.conversationId, now - lifeMs, through);
+        this.store.clearExpireD1(through);
+      } catch (err) {
+        this.log('warn', 'conversation_expire_failed', { type: err instanceof Error ? err.name : 'unknown' });
         next = Math.min(next ?? Number.POSITIVE_INFINITY, now + 5_000);
       }
     }
@@ -962,6 +987,8 @@ export class ConversationDO extends DurableObject<Env> {
     if (flushAt !== null) candidates.push(Math.max(flushAt, now + Math.floor(this.cfg.flushDelayMs / 4)));
     if (this.acks.size > 0) candidates.push(now + this.cfg.flushDelayMs);
     if (this.ctx.getWebSockets().length > 0) candidates.push(now + this.cfg.reapIntervalMs);
+    const expiresAt = this.store.nextExpiryAt(lifeMs);
+    if (expiresAt !== null) candidates.push(Math.max(now + 1_000, expiresAt));
     const oldest = this.store.oldestTs();
     if (oldest !== null) candidates.push(Math.max(now + 60_000, oldest + this.cfg.logRetentionMs));
     if (candidates.length > 0) await this.ensureAlarm(Math.min(...candidates));
@@ -978,7 +1005,7 @@ export class ConversationDO extends DurableObject<Env> {
       if (this.store.hasOutboxInFlight()) this.store.commitOutbox();
       return batch.more;
     }
-    const run = flushOutbox(makeDb(this.env), conv, batch, acks, this.cfg.mailboxTtlMs);
+    const run = flushOutbox(makeDb(this.env), conv, batch, acks, this.cfg.mailboxTtlMs, this.store.timerMs());
     this.flushing = run;
     try {
       await run;

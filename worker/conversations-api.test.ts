@@ -84,6 +84,11 @@ describe('conversations: the disappearing-message timer (issue 17)', () => {
     expect(byMember.status).toBe(403);
     const byAdmin = await append(A, g, await entry(A, state(g), g.id, { action: 'set_timer', timer: 3600 }));
     expect(byAdmin.status).toBe(200);
+    // The verified timer is what the server's mailbox clean-up enforces (worker/disappearing.test.ts).
+    const timers = await env.DB.prepare('SELECT id, timer_seconds AS t FROM conversations WHERE id IN (?, ?)')
+      .bind(id, g.id)
+      .all<{ id: string; t: number }>();
+    expect(Object.fromEntries(timers.results.map((r) => [r.id, r.t]))).toEqual({ [id]: 300, [g.id]: 3600 });
   });
 });
 

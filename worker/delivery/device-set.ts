@@ -1,6 +1,7 @@
 /**
  * A conversation's recipient set as the ConversationDO caches it: current members (with roles) and, for
- * each, their live and revoked devices, read from D1 in one query.
+ * each, their live and revoked devices, plus the conversation's disappearing-message timer, read from D1 in
+ * one batch.
  *
  * Responsibilities: load the set, list the devices a send must reach, and explain a pairwise send that
  * does not address exactly them (missing / extra / stale). Does NOT: decide when to refresh (the DO
@@ -21,23 +22,31 @@ export interface DeviceSet {
   revoked: Map<string, Set<string>>;
   /** When it was read from D1 (ms): the DO re-reads it once it is older than deviceSetTtlMs. */
   loadedAt: number;
+  /** The conversation's disappearing-message timer in ms (conversations.timer_seconds; 0 = off). */
+  timerMs: number;
 }
 
 export const deviceKey = (u: string, d: string) => `${u}\n${d}`;
 
 export async function loadDeviceSet(db: Db, conversationId: string, now = Date.now()): Promise<DeviceSet> {
-  const rows = await db
-    .select({
-      userId: schema.members.userId,
-      role: schema.members.role,
-      deviceId: schema.devices.deviceId,
-      revokedAt: schema.devices.revokedAt,
-    })
-    .from(schema.members)
-    .leftJoin(schema.devices, eq(schema.devices.userId, schema.members.userId))
-    .where(eq(schema.members.conversationId, conversationId))
-    .all();
-  const set: DeviceSet = { members: new Map(), live: new Map(), revoked: new Map(), loadedAt: now };
+  const [rows, conv] = await db.batch([
+    db
+      .select({
+        userId: schema.members.userId,
+        role: schema.members.role,
+        deviceId: schema.devices.deviceId,
+        revokedAt: schema.devices.revokedAt,
+      })
+      .from(schema.members)
+      .leftJoin(schema.devices, eq(schema.devices.userId, schema.members.userId))
+      .where(eq(schema.members.conversationId, conversationId)),
+    db
+      .select({ timerSeconds: schema.conversations.timerSeconds })
+      .from(schema.conversations)
+      .where(eq(schema.conversations.id, conversationId)),
+  ]);
+  const timerMs = (conv[0]?.timerSeconds ?? 0) * 1000;
+  const set: DeviceSet = { members: new Map(), live: new Map(), revoked: new Map(), loadedAt: now, timerMs };
   for (const r of rows) {
     set.members.set(r.userId, r.role);
     if (!set.live.has(r.userId)) set.live.set(r.userId, new Set());

@@ -8,7 +8,7 @@
  *
  * Does NOT: decide what to flush (worker/delivery/store.ts) or authenticate (routes do).
  */
-import { and, asc, eq, gt, isNotNull, lt, lte, or, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, gte, isNotNull, lt, lte, or, sql } from 'drizzle-orm';
 import type { BatchItem } from 'drizzle-orm/batch';
 import type { Envelope } from '../../schema/wire.js';
 import { toB64u } from '../../web/src/protocol/bytes.js';
@@ -33,14 +33,21 @@ async function runBatches(db: Db, stmts: Stmt[]): Promise<void> {
 
 const bytesOf = (b: ArrayBuffer | null) => (b ? new Uint8Array(b) : null);
 
-/** Copies an outbox batch into D1 and applies pending acks after it. Safe to repeat. */
+/**
+ * Copies an outbox batch into D1 and applies pending acks after it. Safe to repeat. A mailbox row expires
+ * after `mailboxTtlMs`, or after the conversation's disappearing-message timer `timerMs` when that is
+ * shorter (issue 17); a group envelope keeps the TTL (the orphan rule of cleanupExpired reads it) and is
+ * deleted with its messages by expireConversation.
+ */
 export async function flushOutbox(
   db: Db,
   conversationId: string,
   batch: OutboxBatch,
   acks: PendingAck[],
   mailboxTtlMs: number,
+  timerMs = 0,
 ): Promise<void> {
+  const rowTtl = timerMs > 0 ? Math.min(timerMs, mailboxTtlMs) : mailboxTtlMs;
   const stmts: Stmt[] = [];
   for (const part of chunkRows(batch.groups, 4, {
     maxParams: MAX_PARAMS,
@@ -82,7 +89,7 @@ export async function flushOutbox(
             kind: r.kind,
             status: r.status,
             ciphertext: bytesOf(r.c),
-            expiresAt: r.ts + mailboxTtlMs,
+            expiresAt: r.ts + rowTtl,
           })),
         )
         .onConflictDoNothing(),
@@ -105,6 +112,26 @@ export function ackStatement(db: Db, userId: string, deviceId: string, conversat
     );
 }
 
+/**
+ * Disappearing messages (issue 17): every pending envelope of the conversation older than `cutoffTs` —
+ * mailbox rows by their ts, group envelopes through the same seq (ts grows with seq) or through
+ * `throughSeq` (what the ConversationDO has expired). Idempotent.
+ */
+export async function expireConversation(
+  db: Db,
+  conversationId: string,
+  cutoffTs: number,
+  throughSeq: number,
+): Promise<void> {
+  const m = schema.mailbox;
+  const g = schema.groupEnvelopes;
+  // Group envelopes first: their seq bound is read from the mailbox rows deleted next (a retry repeats both).
+  await db.run(
+    sql`DELETE FROM ${g} WHERE ${g.conversationId} = ${conversationId} AND ${g.seq} <= max(${throughSeq}, (SELECT coalesce(max(${m.seq}), 0) FROM ${m} WHERE ${m.conversationId} = ${conversationId} AND ${m.ts} < ${cutoffTs}))`,
+  );
+  await db.delete(m).where(and(eq(m.conversationId, conversationId), lt(m.ts, cutoffTs)));
+}
+
 /** A revoked device's mailbox, in every conversation. */
 export async function deleteDeviceMailbox(db: Db, userId: string, deviceId: string): Promise<void> {
   await db.delete(schema.mailbox).where(and(eq(schema.mailbox.userId, userId), eq(schema.mailbox.deviceId, deviceId)));
@@ -122,13 +149,25 @@ export async function readMailbox(
   db: Db,
   userId: string,
   deviceId: string,
-  q: { afterConversation: string; afterSeq: number; limit: number; onlyConversation?: string; throughSeq?: number },
+  q: {
+    afterConversation: string;
+    afterSeq: number;
+    limit: number;
+    onlyConversation?: string;
+    throughSeq?: number;
+    now?: number;
+  },
 ): Promise<MailboxEnvelope[]> {
   const m = schema.mailbox;
   const g = schema.groupEnvelopes;
+  const c = schema.conversations;
+  const now = q.now ?? Date.now();
   const conds = [
     eq(m.userId, userId),
     eq(m.deviceId, deviceId),
+    // An expired row (TTL or disappearing-message timer) is never served, even before the clean-up ran.
+    gte(m.expiresAt, now),
+    sql`(${c.timerSeconds} IS NULL OR ${c.timerSeconds} = 0 OR ${m.ts} >= ${now} - ${c.timerSeconds} * 1000)`,
     or(
       gt(m.conversationId, q.afterConversation),
       and(eq(m.conversationId, q.afterConversation), gt(m.seq, q.afterSeq)),
@@ -151,6 +190,7 @@ export async function readMailbox(
     })
     .from(m)
     .leftJoin(g, and(eq(g.conversationId, m.conversationId), eq(g.seq, m.seq), sql`${m.ciphertext} IS NULL`))
+    .leftJoin(c, eq(c.id, m.conversationId))
     .where(and(...conds))
     .orderBy(asc(m.conversationId), asc(m.seq))
     .limit(q.limit)
@@ -217,6 +257,15 @@ export async function cleanupExpired(db: Db, mailboxTtlMs: number, now = Date.no
       ),
     ),
   );
+  // Disappearing messages (issue 17): rows older than their conversation's timer, whatever TTL they were
+  // written with (the ConversationDO deletes them sooner; this is the net behind it).
+  const timed = await deleteInChunks(async () =>
+    changes(
+      await db.run(
+        sql`DELETE FROM ${m} WHERE rowid IN (SELECT ${m}.rowid FROM ${m} JOIN ${schema.conversations} c ON c.id = ${m.conversationId} WHERE c.timer_seconds > 0 AND ${m.ts} < ${now} - c.timer_seconds * 1000 LIMIT ${CLEANUP_CHUNK})`,
+      ),
+    ),
+  );
   const revokedDevices = await db
     .select({ userId: schema.devices.userId, deviceId: schema.devices.deviceId })
     .from(schema.devices)
@@ -225,11 +274,13 @@ export async function cleanupExpired(db: Db, mailboxTtlMs: number, now = Date.no
     .all();
   for (const d of revokedDevices) await deleteDeviceMailbox(db, d.userId, d.deviceId);
   // Orphans only once an hour old: a flush may write a group envelope and its mailbox rows in two batches.
+  // A group envelope's expires_at is its ts + the TTL, so in a conversation with a timer it also goes once
+  // ts is older than the timer.
   const orphanBefore = now + mailboxTtlMs - 3600 * 1000;
   const groups = await deleteInChunks(async () =>
     changes(
       await db.run(
-        sql`DELETE FROM ${g} WHERE rowid IN (SELECT rowid FROM ${g} WHERE ${g.expiresAt} < ${now} OR (${g.expiresAt} < ${orphanBefore} AND NOT EXISTS (SELECT 1 FROM ${m} WHERE ${m.conversationId} = ${g.conversationId} AND ${m.seq} = ${g.seq})) LIMIT ${CLEANUP_CHUNK})`,
+        sql`DELETE FROM ${g} WHERE rowid IN (SELECT rowid FROM ${g} WHERE ${g.expiresAt} < ${now} OR (${g.expiresAt} < ${orphanBefore} AND NOT EXISTS (SELECT 1 FROM ${m} WHERE ${m.conversationId} = ${g.conversationId} AND ${m.seq} = ${g.seq})) OR EXISTS (SELECT 1 FROM ${schema.conversations} c WHERE c.id = ${g.conversationId} AND c.timer_seconds > 0 AND ${g.expiresAt} - ${mailboxTtlMs} < ${now} - c.timer_seconds * 1000) LIMIT ${CLEANUP_CHUNK})`,
       ),
     ),
   );
@@ -238,7 +289,7 @@ export async function cleanupExpired(db: Db, mailboxTtlMs: number, now = Date.no
     await db.delete(schema.loginChallenges).where(lt(schema.loginChallenges.expiresAt, now)).run(),
   );
   const mfa = changes(await db.delete(schema.mfaPending).where(lt(schema.mfaPending.expiresAt, now)).run());
-  return { mailbox, groups, revokedDevices: revokedDevices.length, tickets, challenges, mfa };
+  return { mailbox: mailbox + timed, groups, revokedDevices: revokedDevices.length, tickets, challenges, mfa };
 }
 
 /** Envelopes waiting in D1 mailboxes (all devices): the `mailbox_depth` gauge (worker/metrics.ts). */

@@ -4,7 +4,8 @@
  *
  * Responsibilities: assign `seq`/`ts` in the SAME transaction that persists a message (so the counter
  * survives evictions and is gap-free), answer idempotent retries with the original seq, derive a device's
- * pending envelopes, hand out outbox batches for the D1 flush, and prune what is older than the retention.
+ * pending envelopes, hand out outbox batches for the D1 flush, prune what is older than the retention, and
+ * drop every envelope older than the conversation's disappearing-message timer (expire).
  * Does NOT: talk to D1 or to sockets, check membership, or see plaintext (every `c` is ciphertext bytes).
  *
  * A sender-key (group) message costs ONE row: its log row (ciphertext, epoch). Who it is for is its
@@ -16,7 +17,9 @@
  * Tables (all SQL below uses bound parameters; multi-row statements only repeat `(?,?,?,?)` placeholders):
  *   state          one row: conversation id, last seq, last ts, pruned-through seq, group-flushed-through
  *                  seq (every group message ≤ it has been copied to D1 for the devices behind then),
- *                  events-through seq (webhook `message.created` events are queued for every message ≤ it)
+ *                  events-through seq (webhook `message.created` events are queued for every message ≤ it),
+ *                  the disappearing-message timer (ms, 0 = off), expired-through seq (every envelope ≤ it
+ *                  was older than the timer and is gone here) and whether D1 still has to follow (issue 17)
  *   log            one row per message: seq, ts, sender, client id, kind/status, sender-key ciphertext and
  *                  epoch (group) or NULL, NULL (pairwise); for a pairwise message the recipient user ids
  *                  (`rcpt`, space-separated, the sender's own account left out) for its webhook event
@@ -209,6 +212,12 @@ export class DeliveryStore {
       this.sql.exec('ALTER TABLE state ADD COLUMN events_through INTEGER NOT NULL DEFAULT 0');
       this.sql.exec('UPDATE state SET events_through = last_seq WHERE id = 1');
     }
+    // Storage written before disappearing messages reached the server (issue 17): timer off.
+    if (!stateCols.some((c) => c.name === 'timer_ms')) {
+      this.sql.exec('ALTER TABLE state ADD COLUMN timer_ms INTEGER NOT NULL DEFAULT 0');
+      this.sql.exec('ALTER TABLE state ADD COLUMN expired_through INTEGER NOT NULL DEFAULT 0');
+      this.sql.exec('ALTER TABLE state ADD COLUMN expire_d1 INTEGER NOT NULL DEFAULT 0');
+    }
     const logCols = this.sql.exec<{ name: string }>('PRAGMA table_info(log)').toArray();
     if (!logCols.some((c) => c.name === 'rcpt')) this.sql.exec('ALTER TABLE log ADD COLUMN rcpt TEXT');
     this.sql.exec(`CREATE TABLE IF NOT EXISTS epochs (
@@ -263,6 +272,63 @@ export class DeliveryStore {
   /** The last assigned seq (cached: only appendBatch() changes it). */
   lastSeq(): number {
     return this.lastSeqCache ?? this.state().lastSeq;
+  }
+
+  // ---- disappearing messages (issue 17) ------------------------------------------------------------------
+
+  /** The conversation's disappearing-message timer in ms (0: off), as the DO last read it from D1. */
+  timerMs(): number {
+    return this.sql.exec<{ t: number }>('SELECT timer_ms AS t FROM state WHERE id = 1').one().t;
+  }
+
+  /** Records a changed timer; D1 must then be swept once with it (`expireD1Pending`). Returns true if it changed. */
+  setTimer(ms: number): boolean {
+    if (ms === this.timerMs()) return false;
+    this.sql.exec('UPDATE state SET timer_ms = ?, expire_d1 = ? WHERE id = 1', ms, ms > 0 ? 1 : 0);
+    return true;
+  }
+
+  /**
+   * Drops every envelope of a message older than `cutoffTs` (its ts < cutoff): pairwise rows (flushed or
+   * not) and sender-key ciphertexts. The log rows stay without ciphertext (seq order, retry detection and
+   * webhook events need them; the prune removes them later). Marks D1 for a sweep when anything new expired.
+   * Returns the expired-through seq.
+   */
+  expire(cutoffTs: number): number {
+    const st = this.sql.exec<{ e: number }>('SELECT expired_through AS e FROM state WHERE id = 1').one();
+    const r = this.sql.exec<{ s: number | null }>('SELECT max(seq) AS s FROM log WHERE ts < ?', cutoffTs).one();
+    if (r.s === null || r.s <= st.e) return st.e;
+    const through = r.s;
+    this.storage.transactionSync(() => {
+      this.sql.exec('DELETE FROM pairwise WHERE seq <= ?', through);
+      this.sql.exec('UPDATE log SET group_c = NULL WHERE seq <= ? AND group_c IS NOT NULL', through);
+      this.sql.exec('UPDATE state SET expired_through = ?, expire_d1 = 1 WHERE id = 1', through);
+    });
+    return through;
+  }
+
+  /** The seq through which envelopes have expired here (0: none). */
+  expiredThrough(): number {
+    return this.sql.exec<{ e: number }>('SELECT expired_through AS e FROM state WHERE id = 1').one().e;
+  }
+
+  /** True while D1 may still hold envelopes this store has expired (or a changed timer was not applied there). */
+  expireD1Pending(): boolean {
+    return this.sql.exec<{ p: number }>('SELECT expire_d1 AS p FROM state WHERE id = 1').one().p === 1;
+  }
+
+  /** The D1 sweep for `through` succeeded (a later expire() sets the mark again). */
+  clearExpireD1(through: number): void {
+    this.sql.exec('UPDATE state SET expire_d1 = 0 WHERE id = 1 AND expired_through <= ?', through);
+  }
+
+  /** When the next message expires under `timerMs` (its ts + timer), or null when none is waiting. */
+  nextExpiryAt(timerMs: number): number | null {
+    if (timerMs <= 0) return null;
+    const t = this.sql
+      .exec<{ t: number | null }>('SELECT min(ts) AS t FROM log WHERE seq > ?', this.expiredThrough())
+      .one().t;
+    return t === null ? null : t + timerMs;
   }
 
   private groupFlushed(): number {
@@ -513,7 +579,7 @@ export class DeliveryStore {
            UNION ALL
            SELECT l.seq, l.ts, l.sender_user, l.sender_device, l.client_id, l.kind, l.status, l.group_c, 1
            FROM log l JOIN epoch_devices e ON e.epoch = l.epoch AND e.user_id = ? AND e.device_id = ?
-           WHERE l.seq > ? AND NOT (l.sender_user = ? AND l.sender_device = ?)
+           WHERE l.seq > ? AND l.group_c IS NOT NULL AND NOT (l.sender_user = ? AND l.sender_device = ?)
          ) ORDER BY seq LIMIT ?`,
         userId,
         deviceId,
@@ -602,7 +668,7 @@ export class DeliveryStore {
           break;
         }
         through = m.seq;
-        if (behind.length === 0) continue;
+        if (behind.length === 0 || m.n === null) continue; // acked in time, or expired (no ciphertext left)
         wanted.set(m.seq, m.ts);
         bytes += m.n;
         for (const k of behind) {

@@ -233,9 +233,14 @@ export async function createConversation(
   );
   try {
     await writeBatch(caller.env, [
-      db
-        .insert(schema.conversations)
-        .values({ id, kind: input.kind, headSeq: final.seq, headHash: final.headHash, createdAt: now }),
+      db.insert(schema.conversations).values({
+        id,
+        kind: input.kind,
+        headSeq: final.seq,
+        headHash: final.headHash,
+        timerSeconds: final.timer ?? 0,
+        createdAt: now,
+      }),
       ...chunkRows(logRows, 7).map((part) => db.insert(schema.membershipLog).values(part)),
       ...chunkRows(memberRows, 4).map((part) => db.insert(schema.members).values(part)),
       auditStmt(caller, 'conversation.created', {
@@ -344,7 +349,12 @@ export async function appendEntry(
     }),
     db
       .update(schema.conversations)
-      .set({ headSeq: next.seq, headHash: next.headHash })
+      // The timer the server enforces on its mailbox is the verified log's (only a set_timer entry changes it).
+      .set({
+        headSeq: next.seq,
+        headHash: next.headHash,
+        ...(entry.action === 'set_timer' ? { timerSeconds: next.timer ?? 0 } : {}),
+      })
       .where(and(eq(schema.conversations.id, conv.id), eq(schema.conversations.headSeq, conv.headSeq))),
   );
   for (const u of removed) {

@@ -1,0 +1,1 @@
+ALTER TABLE `conversations` ADD `timer_seconds` integer DEFAULT 0 NOT NULL;
