@@ -118,6 +118,7 @@ describe('identity known-answer vectors', () => {
       );
       expect(state.seq).toBe(v.finalState.seq);
       expect(state.title).toBe(v.finalState.title);
+      expect(state.timer).toBe(v.finalState.timer);
       expect(toHex(state.headHash)).toBe(v.finalState.headHash);
       expect(Object.fromEntries([...state.members].sort())).toEqual(v.finalState.members);
     }

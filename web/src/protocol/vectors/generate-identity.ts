@@ -191,6 +191,8 @@ export async function generateIdentityVectors(curves: Curve25519): Promise<Vecto
     ['alice', { action: 'promote', target: 'carol' }],
     ['alice', { action: 'transfer_ownership', target: 'bob' }],
     ['alice', { action: 'leave' }],
+    // Appended (issue 17): the new owner turns disappearing messages on (1 hour); entries 0-6 are unchanged.
+    ['bob', { action: 'set_timer', timer: 3600 }],
   ];
   const entries: MembershipEntry[] = [];
   let state: MembershipState | null = null;
@@ -218,6 +220,7 @@ export async function generateIdentityVectors(curves: Curve25519): Promise<Vecto
         target: e.target,
         role: e.role,
         title: e.title,
+        ...(e.action === 'set_timer' ? { timer: e.timer } : {}),
         timestamp: e.timestamp,
       },
       encoded: toHex(encodeMembershipEntry(e)),
@@ -226,6 +229,7 @@ export async function generateIdentityVectors(curves: Curve25519): Promise<Vecto
     finalState: {
       seq: state!.seq,
       title: state!.title,
+      timer: state!.timer ?? 0,
       headHash: toHex(state!.headHash),
       members: Object.fromEntries([...state!.members].sort()),
     },
