@@ -103,8 +103,9 @@ describe('people in Chromium', () => {
     // Mallory's next message is accepted by the server but dropped on Bob's device; she is not told.
     await send(mallory.page, 'hello? are you there');
     await expect.poll(() => statusOf(mallory.page, 'hello? are you there'), { timeout: 30_000 }).toBe('sent');
-    // Bob's device is online on both conversations: by the time Alice's later message is shown, Mallory's
-    // (accepted by the server earlier) has reached it too — and was dropped.
+    // The blocked conversation has no socket on Bob's device: Mallory's message reaches it by the mailbox
+    // poll (every 4 s) and is dropped (engine test: "a blocked person’s messages are dropped…"). Alice's
+    // later message, shown after a few polls, bounds the wait.
     await alice.page.goto(`/chats/${conv}`);
     await send(alice.page, 'marker after the block');
     await bob.page.goto(`/chats/${conv}`);

@@ -112,6 +112,8 @@ async function open(username: string, passphrase?: string): Promise<Opened> {
     keystore: { batch: 50, watermark: 20 },
     // A conversation from someone we never accepted waits for Accept before anything goes back (people.ts).
     messageRequests: true,
+    // …and gets no socket until then: its messages come from the mailbox, polled as often as the chat list.
+    requestPollMs: 4_000,
     kt: { logKey: KT_LOG_PUBLIC_KEY },
   });
   const account = new AccountImpl({ http, engine, rng });

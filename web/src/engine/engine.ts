@@ -94,6 +94,12 @@ export interface EngineOptions {
    */
   readonly messageRequests?: boolean;
   /**
+   * How often the mailbox is polled while a conversation is left unconnected because it is a message
+   * request (or hidden, or blocked): such a conversation gets no socket and spends no ticket until it is
+   * accepted; its envelopes come from `GET /api/mailbox` (ms, default 15 s).
+   */
+  readonly requestPollMs?: number;
+  /**
    * Whether signals that reveal we are present (typing) may be sent into a conversation — e.g. not before a
    * message request is accepted. Default: always.
    */
@@ -399,6 +405,89 @@ export function createEngine(opts: EngineOptions): Engine {
   };
   let maintenanceTimer: ReturnType<typeof setInterval> | undefined;
 
+  /** Offline catch-up: fetch, process and acknowledge the whole mailbox (also the request poll's). */
+  const syncMailboxNow = async (): Promise<number> => {
+    let cursor = null;
+    let count = 0;
+    do {
+      const page = await ctx.api.fetchMailbox(cursor);
+      const byConv = new Map<string, Envelope[]>();
+      for (const e of page.envelopes) {
+        const { conversationId, ...env } = e;
+        byConv.set(conversationId, [...(byConv.get(conversationId) ?? []), env]);
+      }
+      const acks: { conversationId: string; upTo: number }[] = [];
+      for (const [c, envs] of byConv) {
+        const upTo = await inbox.process(c, envs);
+        if (upTo !== null) acks.push({ conversationId: c, upTo });
+        count += envs.length;
+      }
+      if (acks.length) await ctx.api.ackMailbox(acks);
+      cursor = page.next;
+    } while (cursor);
+    maintainIfConsumed();
+    return count;
+  };
+
+  // ---- message requests get no socket (issue 17, issue 12 item 3) ----------------------------------------
+  /**
+   * Conversations left unconnected because they are not accepted (a request, a deleted request, blocked):
+   * no socket is opened and no ticket spent for them, so a flood of groups from strangers cannot starve the
+   * ticket budget of real chats; their envelopes come from the mailbox poll (every requestPollMs while any
+   * is parked). Accepting (or unblocking) opens the socket.
+   */
+  const parked = new Set<string>();
+  let requestPollTimer: ReturnType<typeof setInterval> | undefined;
+  const isParkable = async (c: string) => (await people.state(c, await messages.cursor(c))) !== 'accepted';
+  const openOrPark = async (c: string): Promise<boolean> => {
+    let park = false;
+    try {
+      park = await isParkable(c);
+    } catch {
+      park = false; // cannot tell (its log did not load): connect as before
+    }
+    if (!park) {
+      parked.delete(c);
+      realtime.open(c);
+      return false;
+    }
+    parked.add(c);
+    if (requestPollTimer === undefined) {
+      requestPollTimer = setInterval(() => track(pollRequests()), opts.requestPollMs ?? 15_000);
+      (requestPollTimer as { unref?: () => void }).unref?.();
+    }
+    return true;
+  };
+  /** Parked conversations that are accepted now (here, by another device of ours, by unblocking) connect. */
+  const unpark = async () => {
+    for (const c of [...parked]) if (!(await isParkable(c).catch(() => true))) await openOrPark(c);
+    if (parked.size === 0) {
+      clearInterval(requestPollTimer);
+      requestPollTimer = undefined;
+    }
+  };
+  let polling: Promise<void> | null = null;
+  const pollRequests = () => {
+    polling ??= (async () => {
+      try {
+        if (parked.size === 0) return;
+        await people.sync().catch(() => undefined);
+        await syncMailboxNow();
+        await unpark();
+      } catch {
+        // offline or refused: the next tick tries again
+      } finally {
+        polling = null;
+      }
+    })();
+    return polling;
+  };
+  const stopRequestPoll = () => {
+    clearInterval(requestPollTimer);
+    requestPollTimer = undefined;
+    parked.clear();
+  };
+
   // ---- key transparency: self-monitoring on connect and periodically; head gossip after we send ----
   let monitorTimer: ReturnType<typeof setInterval> | undefined;
   const monitorSelf = async () => {
@@ -487,6 +576,8 @@ export function createEngine(opts: EngineOptions): Engine {
   // ---- people: accepting a request, and sharing our profile key with those we talk to ----
   const acceptConversation = async (conversationId: string) => {
     await people.accept(conversationId, await groups.kind(conversationId));
+    // A request had no socket: it connects now (its resume replays anything the poll has not fetched).
+    if (parked.has(conversationId)) await openOrPark(conversationId);
     const held = await people.takeHeldReceipts(conversationId);
     if (held.length) {
       await inbox.queueReceipt(conversationId, held);
@@ -497,10 +588,16 @@ export function createEngine(opts: EngineOptions): Engine {
   const beforeVisibleSend = async (conversationId: string) => {
     const state = await people.state(conversationId, await messages.cursor(conversationId));
     if (state === 'request' || state === 'hidden') await acceptConversation(conversationId);
-    const pk = await people.profileKeyToShare(conversationId);
-    if (!pk) return;
+    await shareProfileKey(conversationId);
+  };
+  /** Queues our current profile key (pairwise) into an accepted conversation whose members lack it. */
+  const shareProfileKey = async (conversationId: string): Promise<boolean> => {
+    const members = (await groups.membership(conversationId)).members.keys();
+    const pk = await people.profileKeyToShare(conversationId, members);
+    if (!pk) return false;
     await outbox.enqueue(entry(conversationId, newId(), encodePayload(pk.payload), 'pairwise', false, ctx.now()));
     await ctx.store.transaction(async (tx) => people.markSharedInTx(tx, conversationId, pk.mark));
+    return true;
   };
   const targetOf = (t: PeopleTarget, user: number, conv: number) =>
     'userId' in t ? { kind: user, target: t.userId } : { kind: conv, target: t.conversationId };
@@ -890,7 +987,10 @@ export function createEngine(opts: EngineOptions): Engine {
     async connect(ids) {
       await expiry.start(); // what expired while we were closed goes before anything is shown
       const list = ids ?? (await ctx.api.listConversations()).map((c) => c.id);
-      for (const id of list) realtime.open(id);
+      let parkedNow = false;
+      for (const id of list) if (await openOrPark(id)) parkedNow = true;
+      // A request that just appeared: fetch what it holds now rather than at the next tick.
+      if (parkedNow) track(pollRequests());
       // While online, re-check the server's counts and the signed-prekey schedule now and then (a tab
       // left open for days still rotates; a failed run is retried at the next tick).
       if (maintenanceTimer === undefined) {
@@ -906,6 +1006,7 @@ export function createEngine(opts: EngineOptions): Engine {
     async disconnect() {
       expiry.stop();
       realtime.closeAll();
+      stopRequestPoll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
       clearInterval(monitorTimer);
@@ -1012,28 +1113,7 @@ export function createEngine(opts: EngineOptions): Engine {
       await dropFailed(conversationId, clientId);
     },
     messages: (c, o) => messages.page(c, o),
-    async syncMailbox() {
-      let cursor = null;
-      let count = 0;
-      do {
-        const page = await ctx.api.fetchMailbox(cursor);
-        const byConv = new Map<string, Envelope[]>();
-        for (const e of page.envelopes) {
-          const { conversationId, ...env } = e;
-          byConv.set(conversationId, [...(byConv.get(conversationId) ?? []), env]);
-        }
-        const acks: { conversationId: string; upTo: number }[] = [];
-        for (const [c, envs] of byConv) {
-          const upTo = await inbox.process(c, envs);
-          if (upTo !== null) acks.push({ conversationId: c, upTo });
-          count += envs.length;
-        }
-        if (acks.length) await ctx.api.ackMailbox(acks);
-        cursor = page.next;
-      } while (cursor);
-      maintainIfConsumed();
-      return count;
-    },
+    syncMailbox: () => syncMailboxNow(),
     flushOutbox: () => outbox.flush(),
     contact: (u) => directory.view(u),
     refreshContact: (u) => directory.refresh(u),
@@ -1050,6 +1130,7 @@ export function createEngine(opts: EngineOptions): Engine {
     // ---- people ----
     async syncPeople() {
       await people.sync();
+      await unpark(); // another device of ours may have accepted or unblocked
       return people.view();
     },
     people: () => people.view(),
@@ -1065,12 +1146,30 @@ export function createEngine(opts: EngineOptions): Engine {
       await people.takeHeldReceipts(c);
     },
     async block(t) {
+      if ('userId' in t) {
+        // Our profile key rotates with the block; everyone else we shared it with gets the new one now
+        // (not in a conversation the blocked person is in: profileKeyToShare refuses those).
+        for (const c of await people.blockUser(t.userId)) {
+          try {
+            if (await shareProfileKey(c)) track(outbox.flush(c));
+          } catch (e) {
+            console.error('engine: profile key re-share', c, e); // shared with their next message instead
+          }
+        }
+        return;
+      }
       const { kind, target } = targetOf(t, SETTING_KIND.blockUser, SETTING_KIND.blockConversation);
       await people.setEntries([{ kind, target, value: 0 }]);
+      // A blocked conversation needs no socket any more (what still arrives comes by the poll, dropped).
+      if ('conversationId' in t && (await isParkable(t.conversationId))) {
+        realtime.close(t.conversationId);
+        await openOrPark(t.conversationId);
+      }
     },
     async unblock(t) {
       const { kind, target } = targetOf(t, SETTING_KIND.blockUser, SETTING_KIND.blockConversation);
       await people.setEntries([{ kind, target, value: null }]);
+      await unpark();
     },
     async mute(t, until = 0) {
       const { kind, target } = targetOf(t, SETTING_KIND.muteUser, SETTING_KIND.muteConversation);
@@ -1128,6 +1227,7 @@ export function createEngine(opts: EngineOptions): Engine {
       expiry.stop();
       clearTimeout(readTimer);
       realtime.closeAll();
+      stopRequestPoll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
       clearInterval(monitorTimer);

@@ -12,7 +12,8 @@ import {
   type World,
 } from './testing/harness.js';
 
-const requests = { engine: { messageRequests: true } };
+// A request has no socket: its messages come from the mailbox poll (fast here).
+const requests = { engine: { messageRequests: true, requestPollMs: 20 } };
 const PNG = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3, 4, 5, 6, 7, 8]);
 
 /** Frames a user sent into a conversation (receipts and profile keys are `send` frames too). */
@@ -150,6 +151,40 @@ describe('profiles', () => {
 });
 
 describe('message requests', () => {
+  it('a request opens no socket and spends no ticket until accepted: its messages come from the mailbox poll', async () => {
+    const w = await makeWorld();
+    const mallory = await newClient(w, 'mallory', 'mallory-1', requests);
+    const bob = await newClient(w, 'bob', 'bob-1', requests);
+    const sockets = (conv: string) =>
+      w.server.openedSockets.filter((s) => s.user === 'bob' && s.conversationId === conv);
+    const conv = await mallory.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await mallory.engine.connect();
+    const hi = await mallory.engine.sendText(conv, 'hi from a stranger');
+    await bob.engine.connect();
+    await until(async () => (await texts(bob.engine, conv)).includes('hi from a stranger'), 'polled from the mailbox');
+    await mallory.engine.sendText(conv, 'and again');
+    await until(async () => (await texts(bob.engine, conv)).includes('and again'), 'the next poll');
+    await bob.engine.idle();
+    expect(sockets(conv)).toEqual([]);
+    expect((await bob.engine.connectionStatus(conv)) === 'online').toBe(false);
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]); // fetched and acknowledged over HTTP
+    expect(sendsBy(w, 'bob', conv)).toEqual([]);
+    // A conversation Bob started connects at once, as before.
+    const own = await bob.engine.createConversation({ kind: 'direct', members: ['mallory'] });
+    await bob.engine.connect([own]);
+    expect(sockets(own)).toHaveLength(1);
+
+    await bob.engine.acceptRequest(conv);
+    expect(sockets(conv)).toHaveLength(1);
+    await until(
+      async () => (await statusOf(mallory, conv, hi.clientId)) === 'delivered',
+      'held receipt, on the socket',
+    );
+    await until(async () => (await bob.engine.connectionStatus(conv)) === 'online', 'bob online');
+    mallory.engine.close();
+    bob.engine.close();
+  });
+
   it('a first message from a stranger is a request: no receipt and no profile key go back until Bob accepts', async () => {
     const w = await makeWorld();
     const mallory = await newClient(w, 'mallory', 'mallory-1', requests);
@@ -259,6 +294,52 @@ describe('block and mute', () => {
     await bob.engine.syncMailbox();
     expect(await texts(bob.engine, conv)).toEqual(['first', 'third']);
     mallory.engine.close();
+  });
+
+  it('blocking someone rotates our profile key: the others get the new key, the blocked person keeps only the old one', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const mallory = await newClient(w, 'mallory');
+    await alice.engine.setProfile({ name: 'Alice', avatar: null });
+    const withBob = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    const withMallory = await alice.engine.createConversation({ kind: 'direct', members: ['mallory'] });
+    const all = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'mallory'], title: 'all' });
+    await alice.engine.connect();
+    for (const c of [withBob, withMallory, all]) await alice.engine.sendText(c, 'hi');
+    await alice.engine.idle();
+    for (const p of [bob, mallory]) {
+      await until(
+        async () => (await p.engine.syncMailbox()) >= 0 && (await p.engine.profile('alice'))?.name === 'Alice',
+        `${p.userId} has the key`,
+      );
+    }
+    const keyOf = async (c: Client) => Buffer.from((await c.store.get('ppl/key/alice'))!).toString('hex');
+    const settingsKey = async () => (await alice.engine.syncPeople()) && (await alice.store.get('ppl/settings'));
+    const before = { settings: await settingsKey(), bob: await keyOf(bob), mallory: await keyOf(mallory) };
+    const toMallory = () =>
+      w.server.sentFrames.filter((f) => f.user === 'alice' && f.conversationId !== withBob).length;
+    const sentBefore = toMallory();
+
+    await alice.engine.block({ userId: 'mallory' });
+    await alice.engine.idle();
+    expect(await settingsKey()).not.toEqual(before.settings); // the sealed settings hold a new key
+    // Bob gets the new key at once (no message of Alice's needed); nothing goes where Mallory is a member.
+    await until(async () => (await bob.engine.syncMailbox()) >= 0 && (await keyOf(bob)) !== before.bob, 'bob re-keyed');
+    expect(toMallory()).toBe(sentBefore);
+    // Alice's profile is sealed under the new key: Bob opens what she changes next, Mallory cannot.
+    await alice.engine.setProfile({ name: 'Alice (new)', avatar: null });
+    expect((await bob.engine.profile('alice', { refresh: true }))?.name).toBe('Alice (new)');
+    await mallory.engine.syncMailbox();
+    expect(await keyOf(mallory)).toBe(before.mallory);
+    expect((await mallory.engine.profile('alice', { refresh: true }))?.name).toBe('Alice');
+    // Alice keeps writing to the group with Mallory in it: still no new key goes there.
+    await alice.engine.sendText(all, 'still here');
+    await alice.engine.idle();
+    await mallory.engine.syncMailbox();
+    expect(await texts(mallory.engine, all)).toContain('still here');
+    expect(await keyOf(mallory)).toBe(before.mallory);
+    for (const c of [alice, bob, mallory]) c.engine.close();
   });
 
   it('two devices change the settings at once: both changes survive (compare-and-swap), and no rollback is adopted', async () => {

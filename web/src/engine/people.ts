@@ -447,15 +447,42 @@ export class People {
    * The `pk` payload to send into `conversationId` before our next message, or null if its members
    * already have our current key and profile (or we have no profile to share).
    */
-  async profileKeyToShare(conversationId: string): Promise<{ payload: ProfileKeyPayload; mark: string } | null> {
+  async profileKeyToShare(
+    conversationId: string,
+    members: Iterable<string>,
+  ): Promise<{ payload: ProfileKeyPayload; mark: string } | null> {
     const s = await this.settings();
     if (!s.profileKey) return null;
+    // A pairwise payload reaches every member: never into a conversation with someone we blocked (they
+    // keep only the key they had before the block; see blockUser).
+    for (const u of members) if (People.has(s, SETTING_KIND.blockUser, u)) return null;
     const own = await readJson<ProfileView>(this.ctx.store, K.own);
     const updatedAt = own?.updatedAt ?? 0;
     const mark = `${toB64u(s.profileKey)}:${updatedAt}`;
     if ((await readJson<string>(this.ctx.store, K.shared(conversationId))) === mark) return null;
     const k = encodeProfileKeyMessage({ profileKey: s.profileKey, profileUpdatedAt: updatedAt });
     return { payload: { t: 'pk', conv: conversationId, k }, mark };
+  }
+
+  /**
+   * Blocks `userId` and rotates our profile key in ONE settings write (docs/PROTOCOL.md §"Profiles"), then
+   * re-seals our profile under the new key, so the blocked person — who keeps only the old key — cannot
+   * open it any more. Returns the conversations we had shared the old key in (the caller re-shares the new
+   * one where no blocked person is a member).
+   */
+  async blockUser(userId: string): Promise<string[]> {
+    const at = this.ctx.now();
+    const fresh = generateProfileKey(this.ctx.rng);
+    await this.update((s) => {
+      const blocked = People.withEntry(s, SETTING_KIND.blockUser, userId, 0, at);
+      // Already blocked: nothing to rotate. No profile key yet: nothing was ever shared.
+      if (!blocked) return null;
+      return s.profileKey ? { ...blocked, profileKey: fresh } : blocked;
+    });
+    const own = await readJson<ProfileView>(this.ctx.store, K.own);
+    if (own && (await this.settings()).profileKey !== null)
+      await this.setProfile({ name: own.name, avatar: own.avatar });
+    return (await listJson<string>(this.ctx.store, 'ppl/shared/')).map((e) => e.key.slice('ppl/shared/'.length));
   }
 
   /** Records that `mark` (from profileKeyToShare) was queued into `conversationId`. */

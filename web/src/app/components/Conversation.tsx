@@ -508,7 +508,8 @@ export function Conversation(props: { id: string }) {
                 ? 'Account deleted'
                 : removed()
                   ? 'You are no longer a member'
-                  : status() === 'online'
+                  : // A request has no socket until accepted (its messages come by the mailbox poll): not "Connecting…".
+                    status() === 'online' || (conv()?.requestState ?? 'accepted') !== 'accepted'
                     ? conv()?.kind === 'group'
                       ? `${conv()?.members.length} members · end-to-end encrypted`
                       : 'End-to-end encrypted'

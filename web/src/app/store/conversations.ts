@@ -3,7 +3,9 @@
  * groups and their membership (add, remove, roles, leave), realtime connection state and reconnecting.
  *
  * New conversations other people start with us have no socket yet, so the list is polled (every few
- * seconds while the page is visible); each new one is connected, and its socket's resume replays it.
+ * seconds while the page is visible); each new one is connected, and its socket's resume replays it —
+ * except a message request, which the engine leaves unconnected (no ticket) and reads from the mailbox
+ * until it is accepted.
  *
  * Direct conversation titles carry the two usernames ("alice bob", creator first) so both sides can show
  * a name: the server knows usernames anyway, and the title is signed in the membership log. Group

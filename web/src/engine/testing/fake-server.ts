@@ -167,6 +167,8 @@ export class FakeServer {
   private readonly muted = new Set<string>();
   /** Every frame a client sent, for assertions. */
   readonly sentFrames: { user: string; device: string; conversationId: string; frame: ClientFrame }[] = [];
+  /** Every socket a device opened (each costs a ticket on the real server), in order. */
+  readonly openedSockets: { user: string; device: string; conversationId: string }[] = [];
   /** Typing signals relayed to sockets (never stored). */
   typingRelayed = 0;
   private readonly curves: Curve25519;
@@ -557,6 +559,7 @@ export class FakeServer {
       if (!c?.members.has(userId) || !d || d.revoked) throw new ApiError(403, 'not_member');
       const s: FakeSocket = { user: userId, device: deviceId, live: false, handlers, open: true };
       c.sockets.add(s);
+      this.openedSockets.push({ user: userId, device: deviceId, conversationId });
       const socket: FrameSocket = {
         send: (data) => {
           if (!s.open) return;
