@@ -3,9 +3,12 @@ import { ROLE_ACTIONS, ROLES } from '../protocol/index.js';
 import {
   deviceLabel,
   groupsOfFive,
+  isMutedNow,
   match,
   namesFromDirectTitle,
   rateLimitText,
+  shouldNotify,
+  unreadTitle,
   validateRegistration,
   waitText,
 } from './logic.js';
@@ -114,5 +117,42 @@ describe('rate limits say how long to wait', () => {
     const now = new Date(2026, 0, 1, 14, 0, 0).getTime();
     const at = new Date(now + 900_000).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
     expect(rateLimitText(900, now)).toBe(`Too many attempts from here. Try again in 15 minutes (at ${at}).`);
+  });
+});
+
+describe('mute does something', () => {
+  const now = 1_000_000;
+  const mutes = {
+    mutedConversations: [
+      { conversationId: 'quiet-group', until: 0 },
+      { conversationId: 'was-muted', until: now - 1 },
+    ],
+    mutedUsers: [{ userId: 'mallory', until: now + 60_000 }],
+  };
+  const muted = (id: string, from?: string, peer?: string) => isMutedNow(mutes, id, [from, peer], now);
+
+  it('a muted conversation or person raises no notification; everything else notifies as before', () => {
+    const base = { on: true, permission: 'granted', hidden: true, incoming: true };
+    expect(shouldNotify({ ...base, muted: muted('quiet-group', 'alice') })).toBe(false);
+    // A muted person: in any conversation they write in, and their direct chat.
+    expect(shouldNotify({ ...base, muted: muted('some-group', 'mallory') })).toBe(false);
+    expect(shouldNotify({ ...base, muted: muted('dm-mallory', undefined, 'mallory') })).toBe(false);
+    // A mute that ran out, and an unmuted conversation: notified.
+    expect(shouldNotify({ ...base, muted: muted('was-muted', 'alice') })).toBe(true);
+    expect(shouldNotify({ ...base, muted: muted('dm-alice', 'alice', 'alice') })).toBe(true);
+    // The other rules stay: opt-in, permission, hidden tab, incoming only.
+    for (const off of [{ on: false }, { permission: 'default' }, { hidden: false }, { incoming: false }])
+      expect(shouldNotify({ ...base, ...off, muted: false })).toBe(false);
+    expect(isMutedNow(null, 'quiet-group', ['mallory'], now)).toBe(false);
+  });
+
+  it('muted conversations add nothing to the unread count in the tab title', () => {
+    const peers: Record<string, string> = { 'dm-mallory': 'mallory', 'dm-alice': 'alice' };
+    const isMuted = (id: string) => muted(id, undefined, peers[id]);
+    expect(unreadTitle({ 'quiet-group': 5, 'dm-mallory': 2, 'dm-alice': 1, 'was-muted': 2 }, isMuted)).toBe(
+      '(3) e2e-chat',
+    );
+    expect(unreadTitle({ 'quiet-group': 5, 'dm-mallory': 2 }, isMuted)).toBe('e2e-chat');
+    expect(unreadTitle({}, isMuted)).toBe('e2e-chat');
   });
 });

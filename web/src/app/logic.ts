@@ -99,3 +99,45 @@ export function namesFromDirectTitle(title: string, memberIds: readonly string[]
   });
   return out;
 }
+
+// ---- mute (issue 17): a muted conversation or person raises no notification and no unread count ----------
+
+/** Who and what is muted (engine PeopleView's mute lists; `until` 0: until unmuted). */
+export interface MuteLists {
+  readonly mutedUsers: readonly { readonly userId: string; readonly until: number }[];
+  readonly mutedConversations: readonly { readonly conversationId: string; readonly until: number }[];
+}
+
+const muteLive = (until: number, now: number) => until === 0 || until > now;
+
+/**
+ * Whether `conversationId` is muted for us now: the conversation itself, or one of `people` (the sender of a
+ * message, the other person of a direct chat) is muted, and that mute has not run out.
+ */
+export function isMutedNow(
+  mutes: MuteLists | null | undefined,
+  conversationId: string,
+  people: readonly (string | null | undefined)[],
+  now: number,
+): boolean {
+  if (!mutes) return false;
+  if (mutes.mutedConversations.some((m) => m.conversationId === conversationId && muteLive(m.until, now))) return true;
+  return mutes.mutedUsers.some((m) => people.includes(m.userId) && muteLive(m.until, now));
+}
+
+/** The tab title: the unread count of conversations that are not muted, e.g. "(3) e2e-chat". */
+export function unreadTitle(unread: Readonly<Record<string, number | undefined>>, muted: (id: string) => boolean) {
+  const n = Object.entries(unread).reduce((a, [id, b]) => a + (muted(id) ? 0 : (b ?? 0)), 0);
+  return n > 0 ? `(${n}) e2e-chat` : 'e2e-chat';
+}
+
+/** Whether a new message raises a browser notification (opt-in, permission granted, tab hidden, not muted). */
+export function shouldNotify(p: {
+  readonly on: boolean;
+  readonly permission: string;
+  readonly hidden: boolean;
+  readonly incoming: boolean;
+  readonly muted: boolean;
+}): boolean {
+  return p.on && p.permission === 'granted' && p.hidden && p.incoming && !p.muted;
+}

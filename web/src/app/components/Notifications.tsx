@@ -1,11 +1,13 @@
 /**
  * Issue 17 — browser notifications while the tab is hidden (opt-in; the message text only if previews are
- * allowed — otherwise just "New message"), next to the unread count in the tab title. Nothing leaves the
+ * allowed — otherwise just "New message"), next to the unread count in the tab title; none for a muted
+ * conversation or person. Nothing leaves the
  * device: the notification is made here from the decrypted message. Web Push (a notification while no tab
  * is open) is the next step; docs/ARCHITECTURE.md §"Notifications" says what it would reveal.
  * @module
  */
 import { createSignal, onCleanup, onMount, Show } from 'solid-js';
+import { shouldNotify } from '../logic.js';
 import { useStore } from '../store/index.js';
 
 /** Engine prefs (sealed store): notifications on, and whether they show the text. */
@@ -35,10 +37,17 @@ export function Notifier() {
       pref = p;
     });
     const off = actions.watchEvents((e) => {
-      if (e.type !== 'message_added' || e.message.outgoing || e.message.seq === null) return;
-      if (!pref.on || !supported() || Notification.permission !== 'granted') return;
-      if (document.visibilityState === 'visible') return;
+      if (e.type !== 'message_added' || e.message.seq === null || !supported()) return;
       const m = e.message;
+      const raise = shouldNotify({
+        on: pref.on,
+        permission: Notification.permission,
+        hidden: document.visibilityState !== 'visible',
+        incoming: !m.outgoing,
+        // A muted conversation or person raises nothing (Conversation info › Mute).
+        muted: actions.isMuted(m.conversationId, m.from.userId),
+      });
+      if (!raise) return;
       const { title, body } = notificationText(pref, actions.nameOf(m.from.userId), m.body);
       try {
         const n = new Notification(title, { body, tag: m.conversationId });

@@ -12,6 +12,7 @@ import { Notifier } from '../components/Notifications.js';
 import { MessageSearch } from '../components/Search.js';
 import { ThemeToggle } from '../components/ThemeToggle.js';
 import { Avatar, Banner, Button, buttonClass, errorText, Field, focusRing, Logo } from '../components/ui.js';
+import { unreadTitle } from '../logic.js';
 import { Link, navigate, path } from '../router.js';
 import { directPeer } from '../store/conversations.js';
 import { useStore } from '../store/index.js';
@@ -176,9 +177,8 @@ function Sidebar(props: { activeId?: string }) {
   onCleanup(() => clearInterval(timer));
   // The unread count in the tab title.
   createEffect(() => {
-    // Muted conversations do not count (store/people.ts).
-    const n = Object.entries(state.unread).reduce((a, [id, b]) => a + (actions.isMuted(id) ? 0 : (b ?? 0)), 0);
-    document.title = n > 0 ? `(${n}) e2e-chat` : 'e2e-chat';
+    // Muted conversations (and direct chats with a muted person) do not count (store/people.ts).
+    document.title = unreadTitle(state.unread, (id) => actions.isMuted(id));
   });
   onCleanup(() => {
     document.title = 'e2e-chat';

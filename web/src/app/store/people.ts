@@ -7,6 +7,7 @@
  * @module
  */
 import type { ProfileView } from '../../engine/people.js';
+import { isMutedNow } from '../logic.js';
 import { prepareAvatar } from '../media.js';
 import type { Agent } from './agent.js';
 import type { Actions, ProfileState, SetState, State } from './state.js';
@@ -87,9 +88,12 @@ export function createPeople(agent: () => Agent, actions: Actions, state: State,
       await actions.loadPeople(false);
     },
     requesterOf: (conversationId: string) => agent().engine.requester(conversationId),
-    isMuted(conversationId: string) {
-      const p = state.people;
-      return !!p?.mutedConversations.some((m) => m.conversationId === conversationId);
+    isMuted(conversationId: string, fromUserId?: string) {
+      // The conversation, the sender, or the other person of a direct chat (logic.ts isMutedNow).
+      const c = state.conversations[conversationId];
+      const me = state.me?.userId;
+      const peer = c?.kind === 'direct' ? c.members.find((m) => m.userId !== me)?.userId : undefined;
+      return isMutedNow(state.people, conversationId, [fromUserId, peer], Date.now());
     },
     profileName(userId: string) {
       return state.profiles[userId]?.name ?? '';

@@ -256,7 +256,8 @@ export interface Actions {
   unblock(target: { userId: string } | { conversationId: string }): Promise<void>;
   mute(target: { userId: string } | { conversationId: string }, until?: number): Promise<void>;
   unmute(target: { userId: string } | { conversationId: string }): Promise<void>;
-  isMuted(conversationId: string): boolean;
+  /** Muted now: the conversation, `fromUserId` (a message's sender) or the other person of a direct chat. */
+  isMuted(conversationId: string, fromUserId?: string): boolean;
   /** Who added us to the conversation (for a request: who is asking). */
   requesterOf(conversationId: string): Promise<string | null>;
   /** The display name from the person's profile ('' if none or not shared with us). */
