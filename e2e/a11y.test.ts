@@ -1,6 +1,7 @@
 /**
  * Accessibility in real Chromium: axe-core on every screen in the light and the dark theme (0 serious,
- * 0 critical — e2e/a11y.ts), and keyboard-only use of the new-chat dialog and of a conversation.
+ * 0 critical — e2e/a11y.ts), and keyboard-only use of the new-chat dialog, of a conversation and of the
+ * notification settings.
  * Screens with their own scenario are checked there too (the lock screen in lock.test.ts, two-step
  * verification and the key-change review in app.test.ts).
  */
@@ -118,6 +119,18 @@ describe('accessibility in Chromium', () => {
     await expectAccessible(page, 'a11y-account-security');
     await page.getByRole('tab', { name: 'General' }).click();
     await expectAccessible(page, 'a11y-account-general');
+    // Notifications (components/Notifications.tsx): reached and switched on from the keyboard (permission
+    // granted up front: Chromium shows no prompt to a test), then its own axe run with both boxes on.
+    await page.context().grantPermissions(['notifications']);
+    await tabTo(page, (f) => f.testid === 'notifications-setting', 80);
+    await page.keyboard.press('Space');
+    await expect.poll(() => page.getByTestId('previews-setting').isEnabled(), { timeout: 15_000 }).toBe(true);
+    expect(await page.getByTestId('notifications-setting').isChecked()).toBe(true);
+    await page.keyboard.press('Tab');
+    expect((await focused(page)).testid).toBe('previews-setting');
+    await page.keyboard.press('Space');
+    await expect.poll(() => page.getByTestId('previews-setting').isChecked()).toBe(true);
+    await expectAccessible(page, 'a11y-notifications-on');
 
     // A browser without keys for the account.
     const elsewhere = await newPerson();
