@@ -482,6 +482,20 @@ export function createEngine(opts: EngineOptions): Engine {
     })();
     return polling;
   };
+  /** Resolves when the conversation's socket is online (at once if it is), or after `ms`. */
+  const online = (conversationId: string, ms: number) =>
+    new Promise<void>((resolve) => {
+      if (realtime.status(conversationId) === 'online') return resolve();
+      const done = () => {
+        clearTimeout(t);
+        off();
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      const off = realtime.onStatus((c, st) => {
+        if (c === conversationId && st === 'online') done();
+      });
+    });
   const stopRequestPoll = () => {
     clearInterval(requestPollTimer);
     requestPollTimer = undefined;
@@ -577,7 +591,9 @@ export function createEngine(opts: EngineOptions): Engine {
   const acceptConversation = async (conversationId: string) => {
     await people.accept(conversationId, await groups.kind(conversationId));
     // A request had no socket: it connects now (its resume replays anything the poll has not fetched).
-    if (parked.has(conversationId)) await openOrPark(conversationId);
+    // Accepting returns once it is online (or after 15 s): what the person does next — typing, replying —
+    // then goes out at once instead of being dropped (typing) or waiting for the reconnect.
+    if (parked.has(conversationId) && !(await openOrPark(conversationId))) await online(conversationId, 15_000);
     const held = await people.takeHeldReceipts(conversationId);
     if (held.length) {
       await inbox.queueReceipt(conversationId, held);
