@@ -280,7 +280,8 @@ describe('linking a device (engine, fake server)', () => {
 describe('linking meets message requests and key transparency', () => {
   it('the linked device sees the same accepted and pending requests (sealed settings), and accepting on it reaches the first', async () => {
     const w = await makeWorld();
-    const req = { engine: { messageRequests: true } };
+    // A request has no socket: its messages come from the mailbox poll (fast here).
+    const req = { engine: { messageRequests: true, requestPollMs: 20 } };
     const alice = await newClient(w, 'alice', 'alice-1', req);
     const bob = await newClient(w, 'bob', 'bob-1', req);
     const carol = await newClient(w, 'carol', 'carol-1', req);
@@ -293,7 +294,7 @@ describe('linking meets message requests and key transparency', () => {
     await until(async () => (await texts(alice.engine, fromCarol)).includes('buy now'), 'carol’s request');
     await alice.engine.acceptRequest(fromBob);
 
-    const { client: a2 } = await link(w, alice, { deviceId: 'alice-2', engine: { messageRequests: true } });
+    const { client: a2 } = await link(w, alice, { deviceId: 'alice-2', engine: req.engine });
     await a2.engine.syncPeople();
     expect((await a2.engine.conversation(fromBob)).requestState).toBe('accepted');
     expect((await a2.engine.conversation(fromCarol)).requestState).toBe('request');
