@@ -350,6 +350,7 @@ export function createEngine(opts: EngineOptions): Engine {
   const realtime: RealtimeChannel = createRealtime({
     connect: opts.realtime,
     lastSeq: (c) => messages.cursor(c),
+    now: ctx.now,
     ...(opts.backoff ? { backoff: opts.backoff } : {}),
   });
   const outbox = new Outbox(ctx, sessions, groups, directory, messages, (c, f) => realtime.send(c, f), {
@@ -961,7 +962,10 @@ export function createEngine(opts: EngineOptions): Engine {
         (a, b) => a.afterSeq - b.afterSeq,
       );
     },
-    conversation: (c) => conversationView(c),
+    conversation: (c) => {
+      realtime.prioritize(c); // the conversation on screen opens before the rest of a long queue
+      return conversationView(c);
+    },
     changeMembership: (c, change) => groups.append(c, change),
     async setTimer(c, seconds) {
       if (!isTimerSeconds(seconds)) throw new EngineError('invalid_input', 'a timer is 0 or 5 minutes to 4 weeks');

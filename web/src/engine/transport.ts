@@ -165,6 +165,11 @@ export interface RealtimeChannel {
   /** Sends if a socket is open (acks may go out during the resume replay); returns false otherwise. */
   send(conversationId: string, frame: ClientFrame): boolean;
   status(conversationId: string): ConnectionStatus;
+  /**
+   * Moves a conversation waiting for the ticket budget to the front of the queue (the one on screen); a
+   * no-op for one already connecting or connected.
+   */
+  prioritize(conversationId: string): void;
   onFrame(handler: (conversationId: string, frame: ServerFrame) => void): () => void;
   onStatus(handler: (conversationId: string, status: ConnectionStatus) => void): () => void;
 }
@@ -177,7 +182,18 @@ export interface RealtimeOptions {
   readonly random?: () => number;
   readonly setTimer?: (fn: () => void, ms: number) => unknown;
   readonly clearTimer?: (handle: unknown) => void;
+  /** Clock for the ticket budget (ms). */
+  readonly now?: () => number;
+  /**
+   * Socket opens (each spends one server ticket) allowed at once and per minute after that. The server allows
+   * 120 tickets a minute per device (docs/API.md); the default stays under it, so an account with hundreds of
+   * conversations never has its opens refused — the rest wait in a queue the visible conversation can jump.
+   */
+  readonly ticketBudget?: { readonly burst: number; readonly perMinute: number };
 }
+
+/** Default ticket budget: under the server's 120 tickets / min per device. */
+export const TICKET_BUDGET = { burst: 100, perMinute: 100 } as const;
 
 interface Conn {
   socket: FrameSocket | null;
@@ -194,6 +210,42 @@ export function createRealtime(opts: RealtimeOptions): RealtimeChannel {
   const setTimer = opts.setTimer ?? ((fn, ms) => setTimeout(fn, ms));
   const clearTimer = opts.clearTimer ?? ((h) => clearTimeout(h as ReturnType<typeof setTimeout>));
   const conns = new Map<string, Conn>();
+  const now = opts.now ?? Date.now;
+  const budget = opts.ticketBudget ?? TICKET_BUDGET;
+  let tokens = budget.burst;
+  let refilledAt = now();
+  /** Conversations waiting for a token, in the order they will open. */
+  const waiting: string[] = [];
+  let drainTimer: unknown = null;
+  const refill = () => {
+    const t = now();
+    tokens = Math.min(budget.burst, tokens + (Math.max(0, t - refilledAt) * budget.perMinute) / 60_000);
+    refilledAt = t;
+  };
+  const drain = () => {
+    drainTimer = null;
+    refill();
+    while (waiting.length > 0 && tokens >= 1) {
+      const id = waiting.shift()!;
+      const c = conns.get(id);
+      if (!c?.wanted) continue;
+      tokens -= 1;
+      void connect(id, c);
+    }
+    if (waiting.length > 0) drainTimer = setTimer(drain, Math.ceil(((1 - tokens) * 60_000) / budget.perMinute));
+  };
+  /** Connects now if the budget allows, otherwise queues (the conversation shows as connecting meanwhile). */
+  const start = (id: string, c: Conn) => {
+    refill();
+    if (waiting.length === 0 && tokens >= 1) {
+      tokens -= 1;
+      void connect(id, c);
+      return;
+    }
+    setStatus(id, c, 'connecting');
+    if (!waiting.includes(id)) waiting.push(id);
+    if (drainTimer === null) drain();
+  };
   const frameHandlers = new Set<(c: string, f: ServerFrame) => void>();
   const statusHandlers = new Set<(c: string, s: ConnectionStatus) => void>();
 
@@ -209,7 +261,7 @@ export function createRealtime(opts: RealtimeOptions): RealtimeChannel {
     c.attempt++;
     c.timer = setTimer(() => {
       c.timer = null;
-      void connect(id, c);
+      start(id, c);
     }, ms);
   };
 
@@ -270,6 +322,8 @@ export function createRealtime(opts: RealtimeOptions): RealtimeChannel {
     c.wanted = false;
     c.generation++;
     if (c.timer) clearTimer(c.timer);
+    const queued = waiting.indexOf(id);
+    if (queued >= 0) waiting.splice(queued, 1);
     c.socket?.close(CLOSE.normal);
     c.socket = null;
     setStatus(id, c, 'offline');
@@ -281,11 +335,20 @@ export function createRealtime(opts: RealtimeOptions): RealtimeChannel {
       if (conns.has(id)) return;
       const c: Conn = { socket: null, status: 'offline', attempt: 0, timer: null, wanted: true, generation: 0 };
       conns.set(id, c);
-      void connect(id, c);
+      start(id, c);
+    },
+    prioritize(id) {
+      const i = waiting.indexOf(id);
+      if (i > 0) {
+        waiting.splice(i, 1);
+        waiting.unshift(id);
+      }
     },
     close,
     closeAll() {
       for (const id of [...conns.keys()]) close(id);
+      if (drainTimer !== null) clearTimer(drainTimer);
+      drainTimer = null;
     },
     send(id, frame) {
       const c = conns.get(id);
