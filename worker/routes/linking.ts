@@ -59,18 +59,18 @@ export const linking = new Hono<AppBindings>()
     return c.json(await openChannel(c.env, clientKey(c), body.channelId), 201);
   })
   .post('/channels/:id/new/poll', smallBody, async (c) => {
-    const ch = id(c.req.param('id'));
     const body = await readJson(c, newPollBody);
+    const ch = id(c.req.param('id'));
     return c.json(await channelPoll(c.env, ch, { side: 'new', secret: body.secret }, body.after, body.waitMs ?? 0));
   })
   .post('/channels/:id/new/send', smallBody, async (c) => {
-    const ch = id(c.req.param('id'));
     const body = await readJson(c, newSendBody);
+    const ch = id(c.req.param('id'));
     return c.json(await channelSend(c.env, ch, { side: 'new', secret: body.secret }, body.data));
   })
   .post('/channels/:id/new/close', smallBody, async (c) => {
-    const ch = id(c.req.param('id'));
     const body = await readJson(c, newCloseBody);
+    const ch = id(c.req.param('id'));
     return c.json(await channelClose(c.env, ch, { side: 'new', secret: body.secret }));
   })
   .post('/token', smallBody, requireAuth, async (c) => {
@@ -78,14 +78,14 @@ export const linking = new Hono<AppBindings>()
     return c.json(await issueLinkingToken(callerOf(c), body.channelId), 201);
   })
   .post('/channels/:id/existing/poll', smallBody, requireAuth, async (c) => {
-    const ch = id(c.req.param('id'));
     const body = await readJson(c, existingPollBody);
+    const ch = id(c.req.param('id'));
     const { userId, deviceId } = c.get('auth');
     return c.json(await channelPoll(c.env, ch, { side: 'existing', userId, deviceId }, body.after, body.waitMs ?? 0));
   })
   .post('/channels/:id/existing/send', channelBody, requireAuth, async (c) => {
-    const ch = id(c.req.param('id'));
     const body = await readJson(c, existingSendBody);
+    const ch = id(c.req.param('id'));
     const { userId, deviceId } = c.get('auth');
     return c.json(await channelSend(c.env, ch, { side: 'existing', userId, deviceId }, body.data));
   })

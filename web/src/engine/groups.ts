@@ -268,7 +268,7 @@ export class Groups {
       if (e.seq !== state.seq + 1) {
         // We missed entries: fetch what is missing and verify it all in order.
         const more = await this.ctx.api.fetchMembershipLog(conversationId, state.seq);
-        return this.applyNew(conversationId, more);
+        return this.applyNew(conversationId, more, afterSeq);
       }
       const resolve = await this.directory.resolver([e.authorUserId]);
       state = await applyEntry(this.ctx.curves, state, e, resolve);
