@@ -7,8 +7,8 @@
 import { createSignal, Match, Show, Switch } from 'solid-js';
 import { useStore } from '../store/index.js';
 import { Modal } from './Modal.js';
-import { QrScanner } from './QrScanner.js';
-import { Banner, Button, errorText, Field, inputClass, Spinner } from './ui.js';
+import { ScanOrPaste } from './ScanOrPaste.js';
+import { Banner, Button, errorText, Field, Spinner } from './ui.js';
 
 /** A readable default name for the device being linked. */
 const DEFAULT_NAME = 'New device';
@@ -16,8 +16,6 @@ const DEFAULT_NAME = 'New device';
 export function LinkDevice(props: { open: boolean; onOpenChange: (open: boolean) => void }) {
   const { state, actions } = useStore();
   const [step, setStep] = createSignal<'code' | 'confirm' | 'progress'>('code');
-  const [camera, setCamera] = createSignal(false);
-  const [cameraNote, setCameraNote] = createSignal<string | null>(null);
   const [code, setCode] = createSignal('');
   const [name, setName] = createSignal(DEFAULT_NAME);
   const [history, setHistory] = createSignal(true);
@@ -25,8 +23,6 @@ export function LinkDevice(props: { open: boolean; onOpenChange: (open: boolean)
 
   const reset = () => {
     setStep('code');
-    setCamera(false);
-    setCameraNote(null);
     setCode('');
     setName(DEFAULT_NAME);
     setHistory(true);
@@ -41,16 +37,16 @@ export function LinkDevice(props: { open: boolean; onOpenChange: (open: boolean)
     }
     props.onOpenChange(open);
   };
-  const takeCode = (text: string) => {
+  const takeCode = (text: string): boolean => {
     const t = text.trim();
     if (!t.replace(/\s+/g, '').startsWith('e2echat-link:')) {
       setError(errorText({ code: 'bad_link_code' }));
-      return;
+      return false;
     }
     setError(null);
     setCode(t);
-    setCamera(false);
     setStep('confirm');
+    return true;
   };
   const link = () => {
     setStep('progress');
@@ -69,48 +65,18 @@ export function LinkDevice(props: { open: boolean; onOpenChange: (open: boolean)
               On the new device, choose “Link to a device you already use”. Then scan the code it shows, or paste the
               text under it.
             </p>
-            <Show
-              when={camera()}
-              fallback={
-                <Button variant="secondary" class="w-full" onClick={() => setCamera(true)}>
-                  Scan the QR code with the camera
-                </Button>
-              }
-            >
-              <QrScanner
-                onCode={takeCode}
-                onUnavailable={(why) => {
-                  setCamera(false);
-                  setCameraNote(why);
-                }}
-              />
-            </Show>
-            <Show when={cameraNote()}>
-              <Banner kind="warn">{cameraNote()}</Banner>
-            </Show>
-            <form
-              class="space-y-2"
-              onSubmit={(e) => {
-                e.preventDefault();
-                takeCode(code());
-              }}
-            >
-              <label for="paste-code" class="block text-sm font-medium text-slate-700 dark:text-slate-300">
-                Or paste the code
-              </label>
-              <textarea
-                id="paste-code"
-                rows={3}
-                class={`${inputClass} font-mono text-xs`}
-                placeholder="e2echat-link:…"
-                value={code()}
-                onInput={(e) => setCode(e.currentTarget.value)}
-                data-testid="paste-code"
-              />
-              <Button type="submit" class="w-full" disabled={!code().trim()}>
-                Continue
-              </Button>
-            </form>
+            <ScanOrPaste
+              scanLabel="Scan the QR code with the camera"
+              pasteLabel="Or paste the code"
+              pasteId="paste-code"
+              pasteTestId="paste-code"
+              placeholder="e2echat-link:…"
+              rows={3}
+              submitLabel="Continue"
+              value={code()}
+              onInput={setCode}
+              onCode={takeCode}
+            />
           </Match>
           <Match when={step() === 'confirm'}>
             <form

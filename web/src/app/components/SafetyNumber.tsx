@@ -15,8 +15,8 @@ import { compareScannedText, encodeScannableText } from '../../protocol/fingerpr
 import { groupsOfFive } from '../logic.js';
 import { useStore } from '../store/index.js';
 import { Qr } from './Qr.js';
-import { QrScanner } from './QrScanner.js';
-import { Banner, Button, inputClass, Spinner } from './ui.js';
+import { ScanOrPaste } from './ScanOrPaste.js';
+import { Banner, Button, Spinner } from './ui.js';
 
 export function SafetyNumber(props: { userId: string }) {
   const { state, actions } = useStore();
@@ -40,25 +40,24 @@ export function SafetyNumber(props: { userId: string }) {
   const fail = () => actions.toast('Could not save', 'error');
   // Comparing by their code (camera or pasted): the QR carries the payload as text (protocol/fingerprint.ts).
   const [comparing, setComparing] = createSignal(false);
-  const [camera, setCamera] = createSignal(false);
-  const [cameraNote, setCameraNote] = createSignal('');
   const [pasted, setPasted] = createSignal('');
   const [outcome, setOutcome] = createSignal<'match' | 'mismatch' | 'not_a_code' | null>(null);
-  const compare = (text: string) => {
+  /** Returns true when the text was a safety-number code (match or not): the camera can stop. */
+  const compare = (text: string): boolean => {
     const ours = sn()?.scannable;
-    if (!ours) return;
+    if (!ours) return false;
     let same: boolean;
     try {
       same = compareScannedText(ours, text);
     } catch {
       setOutcome('not_a_code');
-      return;
+      return false;
     }
     setOutcome(same ? 'match' : 'mismatch');
-    setCamera(false);
     // Matching codes are a verification (as in Signal): the same step as "Mark as verified".
     if (same && pending()) void actions.verifyKeyChange(props.userId).catch(fail);
     else if (same && !verified()) void actions.setVerified(props.userId, true).catch(fail);
+    return true;
   };
   return (
     <div class="space-y-4">
@@ -110,48 +109,18 @@ export function SafetyNumber(props: { userId: string }) {
         }
       >
         <div class="space-y-2" data-testid="compare-code">
-          <Show
-            when={camera()}
-            fallback={
-              <Button variant="secondary" class="w-full" onClick={() => setCamera(true)}>
-                Scan their QR code with the camera
-              </Button>
-            }
-          >
-            <QrScanner
-              onCode={compare}
-              onUnavailable={(why) => {
-                setCamera(false);
-                setCameraNote(why);
-              }}
-            />
-          </Show>
-          <Show when={cameraNote()}>
-            <Banner kind="warn">{cameraNote()}</Banner>
-          </Show>
-          <form
-            class="space-y-2"
-            onSubmit={(e) => {
-              e.preventDefault();
-              compare(pasted());
-            }}
-          >
-            <label for="their-code" class="block text-sm font-medium text-slate-700 dark:text-slate-300">
-              Or paste their code
-            </label>
-            <textarea
-              id="their-code"
-              rows={2}
-              class={`${inputClass} font-mono text-xs`}
-              placeholder="e2echat-sn:…"
-              value={pasted()}
-              onInput={(e) => setPasted(e.currentTarget.value)}
-              data-testid="their-code"
-            />
-            <Button type="submit" class="w-full" disabled={!pasted().trim()}>
-              Compare
-            </Button>
-          </form>
+          <ScanOrPaste
+            scanLabel="Scan their QR code with the camera"
+            pasteLabel="Or paste their code"
+            pasteId="their-code"
+            pasteTestId="their-code"
+            placeholder="e2echat-sn:…"
+            rows={2}
+            submitLabel="Compare"
+            value={pasted()}
+            onInput={setPasted}
+            onCode={compare}
+          />
           <div role="status" data-testid="compare-outcome" data-outcome={outcome() ?? ''}>
             <Show when={outcome() === 'match'}>
               <Banner kind="info">The codes match: nobody is in the middle. Marked as verified.</Banner>
