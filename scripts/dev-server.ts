@@ -58,10 +58,48 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     writeFileSync(varsFile, JSON.stringify(opts.vars), { mode: 0o600 });
     env.E2E_CHAT_DEV_VARS = varsFile;
   }
-  let out = '';
-  const child = spawn(process.execPath, [`${ROOT}node_modules/tsx/dist/cli.mjs`, `${ROOT}scripts/dev.ts`], {
-    cwd: ROOT,
+  const server = await startSupervised([`${ROOT}node_modules/tsx/dist/cli.mjs`, `${ROOT}scripts/dev.ts`], {
+    port,
     env: { ...QUIET_ENV, PORT: String(port), E2E_CHAT_STATE_DIR: stateDir, ...env },
+    probePath: '/api/health',
+    timeoutMs: opts.timeoutMs,
+    what: 'dev server',
+    cleanup: () => {
+      if (varsFile) rmSync(dirname(varsFile), { recursive: true, force: true });
+      if (!opts.stateDir) rmSync(stateDir, { recursive: true, force: true });
+    },
+  });
+  return { ...server, stateDir };
+}
+
+export interface Supervised {
+  url: string;
+  child: ChildProcess;
+  output: () => string;
+  stop: () => Promise<void>;
+}
+
+/**
+ * A Node script (`argv` after `node`) as its own process group serving 127.0.0.1:`port`, its output kept;
+ * resolves once `probePath` answers 200 (else stops it and throws with the output's tail). `stop` sends
+ * SIGTERM to the group, SIGKILL after 5 s, then runs `cleanup`. Shared by `npm run dev` here and the
+ * benchmarks' `wrangler dev` (bench/lib/wrangler-dev.ts).
+ */
+export async function startSupervised(
+  argv: string[],
+  opts: {
+    port: number;
+    env: NodeJS.ProcessEnv;
+    probePath: string;
+    timeoutMs?: number;
+    what: string;
+    cleanup?: () => void;
+  },
+): Promise<Supervised> {
+  let out = '';
+  const child = spawn(process.execPath, argv, {
+    cwd: ROOT,
+    env: opts.env,
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -71,7 +109,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   child.stderr?.on('data', (d) => {
     out += d;
   });
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://127.0.0.1:${opts.port}`;
   const stop = async () => {
     if (child.exitCode === null && child.pid) {
       const exited = new Promise((r) => child.once('exit', r));
@@ -89,20 +127,19 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
         }
       }
     }
-    if (varsFile) rmSync(dirname(varsFile), { recursive: true, force: true });
-    if (!opts.stateDir) rmSync(stateDir, { recursive: true, force: true });
+    opts.cleanup?.();
   };
   const deadline = Date.now() + (opts.timeoutMs ?? 90_000);
   while (Date.now() < deadline) {
     if (child.exitCode !== null) break;
     try {
-      const res = await fetch(`${url}/api/health`);
-      if (res.ok) return { url, stateDir, child, output: () => out, stop };
+      const res = await fetch(`${url}${opts.probePath}`);
+      if (res.ok) return { url, child, output: () => out, stop };
     } catch {
       /* not up yet */
     }
     await new Promise((r) => setTimeout(r, 250));
   }
   await stop();
-  throw new Error(`dev server did not become healthy:\n${out.slice(-4000)}`);
+  throw new Error(`${opts.what} did not become healthy:\n${out.slice(-4000)}`);
 }
