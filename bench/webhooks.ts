@@ -7,7 +7,10 @@
  *
  * Figures per size: messages accepted per second by the DO (the message rate in this run), webhook
  * deliveries received per second (first accepted → last received), and accepted → received latency p50 /
- * p99 over every delivery. Prints one Markdown table with the load average (paste it into bench/RESULTS.md
+ * p99 over every delivery; whether it keeps up (the median lag of the last tenth of the messages against the
+ * first tenth: a pipeline that keeps up delivers the last as quickly as the first); and the CPU each delivery
+ * costs on this machine (workerd, the dev server's Node, this process: sender and receiver), from /proc over
+ * first send → last delivery. Prints one Markdown table with the load average (paste it into bench/RESULTS.md
  * under "## Webhooks"). The receiver answers 200 without verifying (the tests verify every signature).
  *
  * Options: --sizes=1,10 · --scale=0.2 (multiplies the message counts) · --timeout=300 (seconds per size) ·
@@ -15,6 +18,7 @@
  * This is a benchmark, not a test: it prints figures and says how many deliveries did not arrive in time.
  * @module
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { loadavg } from 'node:os';
 import { startSuiteServer } from '../reliability/server.js';
@@ -48,10 +52,66 @@ interface Row {
   expected: number;
   p50: number;
   p99: number;
+  /** Median accepted → received latency of the first and the last tenth of the messages (by seq). */
+  lagFirst: number;
+  lagLast: number;
+  /** CPU seconds spent from the first send to the last delivery: workerd, the dev server's Node, this process. */
+  cpu: CpuSplit | null;
   load: string;
 }
 
-async function scenario(base: string, receiverUrl: string, arrivals: Map<string, number[]>, n: number): Promise<Row> {
+interface CpuSplit {
+  workerd: number;
+  node: number;
+  bench: number;
+}
+
+/**
+ * CPU seconds (user + system) so far of the process tree under `root`, split into workerd and the rest
+ * (the dev server's Node: Vite, Miniflare), read from /proc (Linux; null elsewhere).
+ */
+function treeCpu(root: number): { workerd: number; node: number } | null {
+  try {
+    const procs = new Map<number, { ppid: number; comm: string; ticks: number }>();
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+        const close = stat.lastIndexOf(')');
+        const comm = stat.slice(stat.indexOf('(') + 1, close);
+        const f = stat.slice(close + 2).split(' ');
+        procs.set(Number(d), { ppid: Number(f[1]), comm, ticks: Number(f[11]) + Number(f[12]) });
+      } catch {
+        /* exited */
+      }
+    }
+    const inTree = (pid: number): boolean => {
+      for (let p = pid, hops = 0; p > 1 && hops < 64; hops++) {
+        if (p === root) return true;
+        p = procs.get(p)?.ppid ?? 0;
+      }
+      return false;
+    };
+    let workerd = 0;
+    let node = 0;
+    for (const [pid, p] of procs) {
+      if (!inTree(pid)) continue;
+      if (p.comm.startsWith('workerd')) workerd += p.ticks;
+      else node += p.ticks;
+    }
+    return { workerd: workerd / 100, node: node / 100 };
+  } catch {
+    return null;
+  }
+}
+
+async function scenario(
+  base: string,
+  serverPid: number | undefined,
+  receiverUrl: string,
+  arrivals: Map<string, number[]>,
+  n: number,
+): Promise<Row> {
   const messages = Math.max(1, Math.round((MESSAGES[n] ?? 100) * SCALE));
   const accounts = Math.ceil(n / PER_ACCOUNT);
   const sender = await register(base, 'whsend');
@@ -71,6 +131,8 @@ async function scenario(base: string, receiverUrl: string, arrivals: Map<string,
     }
   }
   const ws = await connectApp(base, conv, sender);
+  const cpu0 = serverPid ? treeCpu(serverPid) : null;
+  const bench0 = process.cpuUsage();
   const acceptedAt = new Map<number, number>();
   const t0 = performance.now();
   let lastAccepted = t0;
@@ -102,7 +164,30 @@ async function scenario(base: string, receiverUrl: string, arrivals: Map<string,
     return c;
   };
   const deadline = Date.now() + TIMEOUT_S * 1000;
-  while (count() < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+  while (count() < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const cpu1 = serverPid ? treeCpu(serverPid) : null;
+  const benchUsed = process.cpuUsage(bench0);
+  const cpu =
+    cpu0 && cpu1
+      ? {
+          workerd: cpu1.workerd - cpu0.workerd,
+          node: cpu1.node - cpu0.node,
+          bench: (benchUsed.user + benchUsed.system) / 1e6,
+        }
+      : null;
+  // Does the pipeline keep up? If it does, the lag of the last messages is that of the first ones.
+  const seqs = [...acceptedAt.keys()].sort((a, b) => a - b);
+  const tenth = Math.max(1, Math.floor(seqs.length / 10));
+  const lagOf = (part: number[]) => {
+    const ls: number[] = [];
+    for (const seq of part)
+      for (let e = 0; e < n; e++) {
+        const got = arrivals.get(key(seq, e));
+        if (got) ls.push(got[0]! - acceptedAt.get(seq)!);
+      }
+    ls.sort((a, b) => a - b);
+    return percentile(ls, 50);
+  };
   const latencies: number[] = [];
   let first = Number.POSITIVE_INFINITY;
   let firstReceived = Number.POSITIVE_INFINITY;
@@ -128,6 +213,9 @@ async function scenario(base: string, receiverUrl: string, arrivals: Map<string,
     expected,
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
+    lagFirst: lagOf(seqs.slice(0, tenth)),
+    lagLast: lagOf(seqs.slice(-tenth)),
+    cpu,
     load: loadavg()
       .map((l) => l.toFixed(2))
       .join(' '),
@@ -167,7 +255,7 @@ async function main() {
   const rows: Row[] = [];
   try {
     for (const n of SIZES) {
-      const r = await scenario(server.url, `http://127.0.0.1:${port}`, arrivals, n);
+      const r = await scenario(server.url, server.child.pid, `http://127.0.0.1:${port}`, arrivals, n);
       rows.push(r);
       console.error(`${n} endpoints: ${r.delivered}/${r.expected} delivered`);
     }
@@ -189,6 +277,8 @@ async function main() {
         'received',
         'p50 ms',
         'p99 ms',
+        'lag first / last tenth ms',
+        'CPU ms per delivery (workerd + dev Node + bench)',
         'load avg',
       ],
       rows.map((r) => [
@@ -201,9 +291,13 @@ async function main() {
         `${r.delivered}/${r.expected}`,
         r.p50.toFixed(0),
         r.p99.toFixed(0),
+        `${r.lagFirst.toFixed(0)} / ${r.lagLast.toFixed(0)}`,
+        r.cpu && r.delivered
+          ? [r.cpu.workerd, r.cpu.node, r.cpu.bench].map((x) => ((x * 1000) / r.delivered).toFixed(2)).join(' + ')
+          : '—',
         r.load,
       ]),
-      ['right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
+      ['right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
     ),
   );
   console.log(`\nrepeated deliveries (same endpoint and seq, at-least-once): ${duplicates}`);
