@@ -110,7 +110,11 @@ export async function handleWebhookBatch(batch: MessageBatch<unknown>, env: Env)
   if (due.length > 0) {
     const endpoints = await loadEndpoints(db, [...new Set(due.map((j) => j.endpointId))]);
     const live = due.filter((j) => endpoints.get(j.endpointId)?.enabled === true);
-    const outcomes = await pool(live, cfg.concurrency, (j) => attempt(env, cfg, endpoints.get(j.endpointId)!, j));
+    // Each endpoint's secrets are opened once per batch, not once per attempt.
+    const secrets = new Map<string, Uint8Array[]>();
+    const outcomes = await pool(live, cfg.concurrency, (j) =>
+      attempt(env, cfg, endpoints.get(j.endpointId)!, j, secrets),
+    );
     await settle(env, db, cfg, endpoints, outcomes);
   }
   for (const a of attempts) a.msg.ack();
@@ -205,7 +209,13 @@ async function pool<T, R>(items: T[], n: number, f: (t: T) => Promise<R>): Promi
 }
 
 /** One signed POST. Never throws: every failure is an Outcome. */
-export async function attempt(env: Env, cfg: WebhookConfig, ep: EndpointRow, job: AttemptJob): Promise<Outcome> {
+export async function attempt(
+  env: Env,
+  cfg: WebhookConfig,
+  ep: EndpointRow,
+  job: AttemptJob,
+  opened: Map<string, Uint8Array[]> = new Map(),
+): Promise<Outcome> {
   const started = Date.now();
   const done = (o: Partial<Outcome>): Outcome => ({
     job,
@@ -225,9 +235,13 @@ export async function attempt(env: Env, cfg: WebhookConfig, ep: EndpointRow, job
   }
   let headers: Record<string, string>;
   try {
-    const secrets = [openSecret(env, ep.id, asBytes(ep.secretEnc))];
-    if (ep.prevSecretEnc && (ep.prevExpiresAt ?? 0) > started) {
-      secrets.push(openSecret(env, ep.id, asBytes(ep.prevSecretEnc)));
+    const overlap = ep.prevSecretEnc !== null && (ep.prevExpiresAt ?? 0) > started;
+    const key = `${ep.id}\n${overlap}`;
+    let secrets = opened.get(key);
+    if (!secrets) {
+      secrets = [openSecret(env, ep.id, asBytes(ep.secretEnc))];
+      if (overlap && ep.prevSecretEnc) secrets.push(openSecret(env, ep.id, asBytes(ep.prevSecretEnc)));
+      opened.set(key, secrets);
     }
     headers = signedHeaders(job.eventId, job.body, secrets, started);
   } catch (err) {
