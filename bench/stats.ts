@@ -47,10 +47,22 @@ export async function measureInterleaved(
   impls: readonly { readonly name: string; readonly workload: Workload; readonly ops: number }[],
   runs: number,
 ): Promise<Map<string, Sample>> {
-  for (const impl of impls) await timeOnce(impl.workload, impl.ops);
+  return measureInterleavedTimed(
+    impls.map((i) => ({ name: i.name, once: () => timeOnce(i.workload, i.ops) })),
+    runs,
+  );
+}
+
+/** As `measureInterleaved`, for implementations that time themselves (e.g. inside a browser worker):
+ * `once()` prepares and runs one measured run and returns its operations per second. */
+export async function measureInterleavedTimed(
+  impls: readonly { readonly name: string; readonly once: () => Promise<number> }[],
+  runs: number,
+): Promise<Map<string, Sample>> {
+  for (const impl of impls) await impl.once();
   const results = new Map<string, number[]>(impls.map((i) => [i.name, []]));
   for (let r = 0; r < runs; r++) {
-    for (const impl of impls) results.get(impl.name)!.push(await timeOnce(impl.workload, impl.ops));
+    for (const impl of impls) results.get(impl.name)!.push(await impl.once());
   }
   return new Map([...results].map(([name, xs]) => [name, { opsPerSec: xs, median: median(xs) }]));
 }
