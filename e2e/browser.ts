@@ -1,8 +1,7 @@
-/** Helpers for browser tests: a fresh Chromium profile per "person", screenshots as test artifacts. */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+/** Helpers for browser tests: a fresh browser context per "person", screenshots as test artifacts. */
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, expect, inject } from 'vitest';
 import { CHROMIUM_ARGS } from '../scripts/chromium.js';
 
@@ -15,26 +14,49 @@ export interface Person {
 }
 
 /**
- * A separate browser profile (its own IndexedDB, cookies, storage) — one per simulated person — on the
- * shared dev server, or on `baseURL` (a test's own server).
+ * One Chromium per test file, started on the first `person()` and closed with the last person's context:
+ * starting a browser per person cost ≈ 2–4 s each on 2 loaded cores (a dozen people in app.test.ts), a
+ * fresh context of a running one well under a second, and fewer browser processes load the machine less.
+ */
+let browser: Promise<Browser> | null = null;
+let open = 0;
+
+/**
+ * A separate browser context — one per simulated person, with its own IndexedDB, cookies, storage and
+ * network conditions (nothing is shared between contexts) — on the shared dev server, or on `baseURL` (a
+ * test's own server).
  */
 export async function person(baseURL: string = inject('baseUrl')): Promise<Person> {
-  const dir = mkdtempSync(join(tmpdir(), 'e2e-chat-profile-'));
-  const context = await chromium.launchPersistentContext(dir, {
-    executablePath: inject('chromiumPath'),
-    args: CHROMIUM_ARGS,
-    headless: true,
-    baseURL,
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
+  browser ??= chromium.launch({ executablePath: inject('chromiumPath'), args: CHROMIUM_ARGS, headless: true });
+  open++;
+  let context: BrowserContext;
+  try {
+    context = await (await browser).newContext({ baseURL });
+  } catch (err) {
+    if (--open === 0) await closeBrowser();
+    throw err;
+  }
+  const page = await context.newPage();
+  let closed = false;
   return {
     context,
     page,
     close: async () => {
-      await context.close();
-      rmSync(dir, { recursive: true, force: true });
+      if (closed) return;
+      closed = true;
+      try {
+        await context.close();
+      } finally {
+        if (--open === 0) await closeBrowser();
+      }
     },
   };
+}
+
+async function closeBrowser(): Promise<void> {
+  const b = browser;
+  browser = null;
+  await (await b?.catch(() => null))?.close();
 }
 
 export async function screenshot(page: Page, name: string): Promise<void> {

@@ -47,7 +47,8 @@ describe('reliability suites (CI size)', () => {
   });
 
   it('faults: restart, socket drops, D1 write failures, crash before send — nothing acknowledged lost, no duplicates, no key/nonce reuse', {
-    // Three dev-server restarts: ~40 s each at a load average of 15 on 2 cores (294 s in all measured there).
+    // Two dev-server restarts (three before the d1 phase went last): ~40 s each at a load average of 15 on 2
+    // cores (294 s in all for three, measured there).
     timeout: 420_000,
   }, async () => {
     const r = await faultsSuite(FAULTS_CI);

@@ -3,10 +3,11 @@
  *  1. restart — workerd (the whole `npm run dev`) is SIGKILLed mid-stream and restarted on the same port
  *     with the same state folder (D1 and Durable Object SQLite survive);
  *  2. drop — client sockets are terminated at random while messages are being sent;
- *  3. d1 — the server restarts with E2E_CHAT_FAULTS (worker/faults.ts): a fraction of all D1 writes throw
- *     (tickets, the DO's mailbox flush, acks) while one recipient is offline and comes back;
- *  4. crash — a client's engine is killed after it persisted an encrypted message and before the frame
- *     left (the frame is swallowed), then restarted from the same Store.
+ *  3. crash — a client's engine is killed after it persisted an encrypted message and before the frame
+ *     left (the frame is swallowed), then restarted from the same Store;
+ *  4. d1 — the server restarts with E2E_CHAT_FAULTS (worker/faults.ts): a fraction of all D1 writes throw
+ *     (tickets, the DO's mailbox flush, acks) while one recipient is offline and comes back (last, so the
+ *     suite needs two restarts, not three).
  * Afterwards, per phase: nothing the server acknowledged is missing anywhere, nothing delivered twice,
  * every device holds the same order, no message is left `sending`; every failure the sender saw is
  * counted; and over every frame any device sent, no (ratchet key, N) / (sender, chain, iteration) pair
@@ -229,20 +230,7 @@ export async function faultsSuite(cfg: FaultsConfig, log = (_: string) => {}): P
     await dropper;
     report(`drop (${drops} sockets terminated)`, dropOutcomes);
 
-    // 3. a fraction of D1 writes fail; b is offline for a while and catches up.
-    await restart({ E2E_CHAT_FAULTS: JSON.stringify({ d1WriteFailRate: cfg.d1WriteFailRate }) });
-    const offlineB = (async () => {
-      await b.engine.disconnect();
-      await sleep(cfg.messages * cfg.pauseMs * 0.5 + 2500); // past the DO's mailbox flush delay
-      await b.engine.connect([direct]);
-    })();
-    report(`d1 (${Math.round(cfg.d1WriteFailRate * 100)} % of writes fail)`, await both(offlineB));
-    const injected = (server!.output().match(/"event":"fault_injected"/g) ?? []).length;
-    rows.push(['d1: D1 writes failed by the fault hook', String(injected)]);
-    if (injected === 0) failures.push('d1: the fault hook failed no D1 write (is it compiled into `npm run dev`?)');
-    await restart();
-
-    // 4. crash between encrypting and sending, restart from the same Store.
+    // 3. crash between encrypting and sending, restart from the same Store.
     crashArmed = a;
     const body = `plaincrash${runId()}${runId()}`;
     await a.engine.sendText(direct, body);
@@ -270,6 +258,19 @@ export async function faultsSuite(cfg: FaultsConfig, log = (_: string) => {}): P
     }
     report('after crash', [await exchange(direct, [a, b], Math.max(3, cfg.messages / 4), cfg.pauseMs, cfg.timeoutMs)]);
     rows.push(['crash before send: delivered exactly once after restart', crashOk ? 'yes' : 'NO']);
+
+    // 4. a fraction of D1 writes fail; b is offline for a while and catches up. Last, so the server that
+    // fails writes is the one the suite stops (no restart back to a clean server: one dev-server start less).
+    await restart({ E2E_CHAT_FAULTS: JSON.stringify({ d1WriteFailRate: cfg.d1WriteFailRate }) });
+    const offlineB = (async () => {
+      await b.engine.disconnect();
+      await sleep(cfg.messages * cfg.pauseMs * 0.5 + 2500); // past the DO's mailbox flush delay
+      await b.engine.connect([direct]);
+    })();
+    report(`d1 (${Math.round(cfg.d1WriteFailRate * 100)} % of writes fail)`, await both(offlineB));
+    const injected = (server!.output().match(/"event":"fault_injected"/g) ?? []).length;
+    rows.push(['d1: D1 writes failed by the fault hook', String(injected)]);
+    if (injected === 0) failures.push('d1: the fault hook failed no D1 write (is it compiled into `npm run dev`?)');
     const reused = ledger.reused();
     rows.push(
       ['(key, nonce) pairs checked / reused with different ciphertexts', `${ledger.seen.size} / ${reused}`],
