@@ -32,9 +32,7 @@ describe('key transparency in Chromium', () => {
     const a = uniq(VICTIM_PREFIX);
     const b = uniq('ktbob');
     const c = uniq('ktcarol');
-    await register(alice.page, a);
-    await register(bob.page, b);
-    await register(carol.page, c);
+    await Promise.all([register(alice.page, a), register(bob.page, b), register(carol.page, c)]);
 
     // Bob asks for Alice: the server answers with its own key for her (and Alice's genuine log proof).
     const page = bob.page;

@@ -38,8 +38,7 @@ describe('linking a device in Chromium', () => {
     const C = await newPerson();
     const alice = uniq('alice');
     const bob = uniq('bob');
-    await register(A.page, alice);
-    await register(C.page, bob);
+    await Promise.all([register(A.page, alice), register(C.page, bob)]);
     const conv = await startChat(A.page, bob);
     await send(A.page, 'history one from A');
     await waitForText(A.page, 'history one from A');

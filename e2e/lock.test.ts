@@ -49,8 +49,7 @@ describe('local passphrase lock in Chromium', () => {
     const bob = await newPerson();
     const a = uniq('alice');
     const b = uniq('bob');
-    await register(alice.page, a);
-    await register(bob.page, b);
+    await Promise.all([register(alice.page, a), register(bob.page, b)]);
     const page = alice.page;
 
     await page.getByRole('button', { name: 'New conversation' }).click();

@@ -65,8 +65,7 @@ describe('everyday messaging in Chromium', () => {
     const bob = await newPerson();
     const a = uniq('alice');
     const b = uniq('bob');
-    await register(alice.page, a);
-    await register(bob.page, b);
+    await Promise.all([register(alice.page, a), register(bob.page, b)]);
     const conv = await startChat(alice.page, b);
     await send(alice.page, 'what time is lunch?');
     await waitForText(alice.page, 'what time is lunch?');
@@ -171,8 +170,7 @@ describe('everyday messaging in Chromium', () => {
     const bob = await newPerson();
     const a = uniq('alice');
     const b = uniq('bob');
-    await register(alice.page, a);
-    await register(bob.page, b);
+    await Promise.all([register(alice.page, a), register(bob.page, b)]);
     const conv = await startChat(alice.page, b);
     await send(alice.page, 'this one stays');
     await waitForText(alice.page, 'this one stays');

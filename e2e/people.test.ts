@@ -37,9 +37,7 @@ describe('people in Chromium', () => {
     const a = uniq('alice');
     const b = uniq('bob');
     const m = uniq('mallory');
-    await register(alice.page, a);
-    await register(bob.page, b);
-    await register(mallory.page, m);
+    await Promise.all([register(alice.page, a), register(bob.page, b), register(mallory.page, m)]);
 
     // Alice sets her profile; what the server receives is sealed.
     const uploads: string[] = [];
