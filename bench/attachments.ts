@@ -58,13 +58,16 @@ async function main(): Promise<void> {
       headless: true,
     });
     const page = context.pages()[0] ?? (await context.newPage());
+    page.on('console', (m) => {
+      if (m.text().startsWith('PROFILE')) process.stderr.write(`${m.text()}\n`);
+    });
     page.setDefaultTimeout(600_000);
     // tsx compiles this file with esbuild's keepNames: functions passed to page.evaluate call `__name`.
     await page.addInitScript('globalThis.__name = (f) => f;');
     await page.goto(`${server.url}/`);
     const result = (await page.evaluate(
       async ({ token, userId, deviceId, conv, sizeMb, runs }) => {
-        const { Transfers } = await import('/src/engine/attachments.ts' as string);
+        const { Transfers, BlobCollector } = await import('/src/engine/attachments.ts' as string);
         const { HttpClient, createHttpApi } = await import('/src/engine/http-transport.ts' as string);
         const { AttachmentEncryptor, AttachmentDecryptor, generateAttachmentKey, sha256Stream } = await import(
           '/src/protocol/index.ts' as string
@@ -103,7 +106,13 @@ async function main(): Promise<void> {
         const http = new HttpClient();
         http.setTokens({ accessToken: token, expiresIn: 600, userId, deviceId });
         const api = createHttpApi(http);
-        const transfers = new Transfers({ api, rng, emit: () => undefined, now: Date.now });
+        // Phase marks from the engine's own progress events: the first upload event ends the encrypt phase.
+        let tFirstUpload = 0;
+        const emit = (e: { type: string; phase?: string }) => {
+          if (e.type === 'transfer' && e.phase === 'upload' && tFirstUpload === 0) tFirstUpload = performance.now();
+        };
+        const transfers = new Transfers({ api, rng, emit, now: Date.now });
+        const prof = { encPhase: [] as number[], xhrPhase: [] as number[] };
         const file = new Blob([data as BlobPart]);
         const encrypted: number[] = [];
         const plain: number[] = [];
@@ -113,27 +122,20 @@ async function main(): Promise<void> {
           plainUp: [] as number[],
           plainDown: [] as number[],
         };
+        // The unencrypted download is collected into a Blob the same way the engine collects plaintext.
         const drain = async (stream: ReadableStream<Uint8Array>) => {
-          const parts: Blob[] = [];
-          let pending: Uint8Array[] = [];
-          let n = 0;
+          const out = new BlobCollector();
           const reader = stream.getReader();
           for (;;) {
             const { value, done } = await reader.read();
             if (done) break;
-            pending.push(value);
-            n += value.length;
-            if (n >= 4 * MiB) {
-              parts.push(new Blob(pending as BlobPart[]));
-              pending = [];
-              n = 0;
-            }
+            out.add([value]);
           }
-          parts.push(new Blob(pending as BlobPart[]));
-          return new Blob(parts);
+          return out.blob();
         };
         for (let i = 0; i < runs; i++) {
           t = performance.now();
+          tFirstUpload = 0;
           const pointer = await transfers.upload(`up${i}`, conv, {
             file,
             fileName: 'bench.bin',
@@ -144,6 +146,8 @@ async function main(): Promise<void> {
           if (back.size !== size) throw new Error('encrypted round trip lost bytes');
           encrypted.push((performance.now() - t) / 1000);
           phases.encUp.push((tUp - t) / 1000);
+          prof.encPhase.push((tFirstUpload - t) / 1000);
+          prof.xhrPhase.push((tUp - tFirstUpload) / 1000);
           phases.encDown.push((performance.now() - tUp) / 1000);
 
           t = performance.now();
@@ -156,7 +160,8 @@ async function main(): Promise<void> {
           phases.plainUp.push((tUp2 - t) / 1000);
           phases.plainDown.push((performance.now() - tUp2) / 1000);
         }
-        return { encryptMBs, decryptMBs, digestMBs, nativeChunkDigestMBs, encrypted, plain, phases };
+        console.log('PROFILE', JSON.stringify(prof));
+        return { encryptMBs, decryptMBs, digestMBs, nativeChunkDigestMBs, encrypted, plain, phases, prof };
       },
       { token: user.token, userId: user.userId, deviceId: user.deviceId, conv, sizeMb: SIZE_MB, runs: RUNS },
     )) as PageResult;

@@ -155,10 +155,16 @@ export function safeBlobType(contentType: string): string {
 
 export type TransferPhase = 'encrypt' | 'upload' | 'download';
 
-/** Bytes read from the file per step (16 chunks: they are encrypted concurrently). */
-const READ_SLICE = 16 * constants.ATTACHMENT_CHUNK_SIZE;
-/** Ciphertext / plaintext collected in memory before it is folded into a Blob part. */
-const FOLD_BYTES = 4 * 1024 * 1024;
+/**
+ * Bytes read from the file per step (128 chunks, encrypted concurrently). Each `Blob.slice().arrayBuffer()`
+ * is a round trip to the browser's blob store: 8 MiB reads cost a quarter of what 1 MiB reads do
+ * (bench/RESULTS.md §Attachments, profile of Dec 4).
+ */
+const READ_SLICE = 128 * constants.ATTACHMENT_CHUNK_SIZE;
+/** Ciphertext / plaintext gathered into one contiguous buffer before it becomes one Blob part. */
+const FOLD_BYTES = 8 * 1024 * 1024;
+/** Downloaded bytes gathered before they go to the decryptor in one call (its chunks run concurrently). */
+const DECRYPT_BATCH = 1024 * 1024;
 
 /** An upload prepared (and maybe reserved) but not completed: kept for a retry. */
 interface Prepared {
@@ -170,25 +176,36 @@ interface Prepared {
   readonly digest: Uint8Array;
 }
 
-/** Collects byte arrays into Blob parts of ≈ FOLD_BYTES, so at most that much sits in the JS heap. */
-class BlobCollector {
+/**
+ * Collects byte arrays into a Blob made of few large parts: bytes are copied into one FOLD_BYTES buffer,
+ * which becomes a Blob part when full (the Blob constructor copies it, so the buffer is reused). At most
+ * one buffer sits in the JS heap. A Blob built from hundreds of 64 KiB arrays costs the browser several
+ * times more to build, and to upload, than one built from a few large parts.
+ */
+export class BlobCollector {
   private readonly parts: Blob[] = [];
-  private pending: Uint8Array[] = [];
-  private pendingBytes = 0;
+  private buf: Uint8Array | null = null;
+  private fill = 0;
   add(chunks: readonly Uint8Array[]): void {
     for (const c of chunks) {
-      this.pending.push(c);
-      this.pendingBytes += c.length;
+      let off = 0;
+      while (off < c.length) {
+        if (!this.buf) this.buf = new Uint8Array(FOLD_BYTES);
+        const take = Math.min(this.buf.length - this.fill, c.length - off);
+        this.buf.set(c.subarray(off, off + take), this.fill);
+        this.fill += take;
+        off += take;
+        if (this.fill === this.buf.length) this.fold();
+      }
     }
-    if (this.pendingBytes >= FOLD_BYTES) this.fold();
   }
   private fold(): void {
-    if (this.pending.length) this.parts.push(new Blob(this.pending as BlobPart[]));
-    this.pending = [];
-    this.pendingBytes = 0;
+    if (this.buf && this.fill > 0) this.parts.push(new Blob([this.buf.subarray(0, this.fill) as BlobPart]));
+    this.fill = 0;
   }
   blob(type = 'application/octet-stream'): Blob {
     this.fold();
+    this.buf = null;
     return new Blob(this.parts, { type });
   }
 }
@@ -342,17 +359,47 @@ export class Transfers {
       reader = stream.getReader();
       const out = new BlobCollector();
       let damaged = false;
-      for (;;) {
+      // Network pieces are gathered into DECRYPT_BATCH batches (their chunks are decrypted concurrently),
+      // and the next batch is read while the previous one is decrypted.
+      let decrypting: Promise<boolean> | null = null;
+      const decrypt = (batch: Uint8Array) =>
+        dec.push(batch).then(
+          (chunks) => {
+            out.add(chunks);
+            this.progress(id, 'download', dec.bytesReceived, total);
+            return false;
+          },
+          () => true,
+        );
+      // Resolves true when the decryptor refused the previous batch (then the next is never pushed).
+      const next = async (bytes: Uint8Array): Promise<boolean> => {
+        if (decrypting && (await decrypting)) return true;
+        decrypting = decrypt(bytes);
+        return false;
+      };
+      let batch = new Uint8Array(DECRYPT_BATCH);
+      let fill = 0;
+      reading: for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        try {
-          out.add(await dec.push(value));
-        } catch {
-          damaged = true;
-          break;
+        let off = 0;
+        while (off < value.length) {
+          const take = Math.min(batch.length - fill, value.length - off);
+          batch.set(value.subarray(off, off + take), fill);
+          fill += take;
+          off += take;
+          if (fill === batch.length) {
+            if (await next(batch)) {
+              damaged = true;
+              break reading;
+            }
+            batch = new Uint8Array(DECRYPT_BATCH);
+            fill = 0;
+          }
         }
-        this.progress(id, 'download', dec.bytesReceived, total);
       }
+      if (!damaged && fill > 0) damaged = await next(batch.subarray(0, fill));
+      if (!damaged && decrypting) damaged = await decrypting;
       if (!damaged)
         damaged = await dec.finish().then(
           () => false,
