@@ -338,9 +338,16 @@ export function Conversation(props: { id: string }) {
   /** A direct chat whose other person deleted their account (their signed leave): read-only from then on. */
   const peerDeleted = () => conv()?.kind === 'direct' && conv()!.myRole !== null && others().length === 0;
   const removed = () => (conv() !== undefined && conv()!.myRole === null) || peerDeleted();
+  // The newest membership entry by log order (line id `membership:<log seq>`), not by arrival: a line the
+  // engine re-emits (e.g. placed again once its frame's position is known) moves to the end of the list.
   const left = () => {
-    const lines = state.info[props.id] ?? [];
-    const last = lines.filter((l) => l.event.type === 'membership').at(-1)?.event;
+    let newest: { seq: number; event: InfoLine['event'] } | null = null;
+    for (const l of state.info[props.id] ?? []) {
+      if (l.event.type !== 'membership' || !l.id.startsWith('membership:')) continue;
+      const seq = Number(l.id.slice('membership:'.length));
+      if (newest === null || seq > newest.seq) newest = { seq, event: l.event };
+    }
+    const last = newest?.event;
     return last?.type === 'membership' && last.action === 'leave' && last.actor === state.me?.userId;
   };
   const status = () => state.connection[props.id] ?? 'connecting';
