@@ -177,35 +177,54 @@ interface Prepared {
 }
 
 /**
- * Collects byte arrays into a Blob made of few large parts: bytes are copied into one FOLD_BYTES buffer,
- * which becomes a Blob part when full (the Blob constructor copies it, so the buffer is reused). At most
- * one buffer sits in the JS heap. A Blob built from hundreds of 64 KiB arrays costs the browser several
- * times more to build, and to upload, than one built from a few large parts.
+ * Regroups byte arrays of any sizes into `size`-byte batches (the last, shorter one from `rest`). Each batch
+ * is a fresh array the caller may keep or hand on; at most one partial batch sits here.
+ */
+class Rebatcher {
+  private buf: Uint8Array | null = null;
+  private fill = 0;
+  constructor(private readonly size: number) {}
+  /** The batches `bytes` completed (often none). */
+  push(bytes: Uint8Array): Uint8Array[] {
+    const full: Uint8Array[] = [];
+    let off = 0;
+    while (off < bytes.length) {
+      this.buf ??= new Uint8Array(this.size);
+      const take = Math.min(this.size - this.fill, bytes.length - off);
+      this.buf.set(bytes.subarray(off, off + take), this.fill);
+      this.fill += take;
+      off += take;
+      if (this.fill === this.size) {
+        full.push(this.buf);
+        this.buf = null;
+        this.fill = 0;
+      }
+    }
+    return full;
+  }
+  /** The partial batch left, if any (and the rebatcher is empty again). */
+  rest(): Uint8Array | null {
+    const r = this.buf && this.fill > 0 ? this.buf.subarray(0, this.fill) : null;
+    this.buf = null;
+    this.fill = 0;
+    return r;
+  }
+}
+
+/**
+ * Collects byte arrays into a Blob made of few large parts (FOLD_BYTES each). A Blob built from hundreds of
+ * 64 KiB arrays costs the browser several times more to build, and to upload, than one built from a few
+ * large parts. At most one part's bytes sit in the JS heap.
  */
 export class BlobCollector {
   private readonly parts: Blob[] = [];
-  private buf: Uint8Array | null = null;
-  private fill = 0;
+  private readonly batches = new Rebatcher(FOLD_BYTES);
   add(chunks: readonly Uint8Array[]): void {
-    for (const c of chunks) {
-      let off = 0;
-      while (off < c.length) {
-        if (!this.buf) this.buf = new Uint8Array(FOLD_BYTES);
-        const take = Math.min(this.buf.length - this.fill, c.length - off);
-        this.buf.set(c.subarray(off, off + take), this.fill);
-        this.fill += take;
-        off += take;
-        if (this.fill === this.buf.length) this.fold();
-      }
-    }
-  }
-  private fold(): void {
-    if (this.buf && this.fill > 0) this.parts.push(new Blob([this.buf.subarray(0, this.fill) as BlobPart]));
-    this.fill = 0;
+    for (const c of chunks) for (const part of this.batches.push(c)) this.parts.push(new Blob([part as BlobPart]));
   }
   blob(type = 'application/octet-stream'): Blob {
-    this.fold();
-    this.buf = null;
+    const rest = this.batches.rest();
+    if (rest) this.parts.push(new Blob([rest as BlobPart]));
     return new Blob(this.parts, { type });
   }
 }
@@ -377,28 +396,19 @@ export class Transfers {
         decrypting = decrypt(bytes);
         return false;
       };
-      let batch = new Uint8Array(DECRYPT_BATCH);
-      let fill = 0;
+      const batches = new Rebatcher(DECRYPT_BATCH);
       reading: for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        let off = 0;
-        while (off < value.length) {
-          const take = Math.min(batch.length - fill, value.length - off);
-          batch.set(value.subarray(off, off + take), fill);
-          fill += take;
-          off += take;
-          if (fill === batch.length) {
-            if (await next(batch)) {
-              damaged = true;
-              break reading;
-            }
-            batch = new Uint8Array(DECRYPT_BATCH);
-            fill = 0;
+        for (const batch of batches.push(value)) {
+          if (await next(batch)) {
+            damaged = true;
+            break reading;
           }
         }
       }
-      if (!damaged && fill > 0) damaged = await next(batch.subarray(0, fill));
+      const rest = damaged ? null : batches.rest();
+      if (rest) damaged = await next(rest);
       if (!damaged && decrypting) damaged = await decrypting;
       if (!damaged)
         damaged = await dec.finish().then(
