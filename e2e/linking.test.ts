@@ -72,7 +72,14 @@ describe('linking a device in Chromium', () => {
     await expect.poll(() => dialog.getByRole('alert').textContent()).toContain('not a link code');
     await dialog.getByTestId('paste-code').fill(code);
     await screenshot(A.page, 'link-device-paste');
-    await dialog.getByRole('button', { name: 'Continue' }).click();
+    await expectAccessible(A.page, 'link-device-code'); // the scan-or-paste step (ScanOrPaste), light + dark
+    // From the keyboard: the field's Tab goes to Continue, Enter submits the code.
+    await dialog.getByTestId('paste-code').focus();
+    await A.page.keyboard.press('Tab');
+    expect(await dialog.getByRole('button', { name: 'Continue' }).evaluate((b) => b === document.activeElement)).toBe(
+      true,
+    );
+    await A.page.keyboard.press('Enter');
     await dialog.getByTestId('device-name').fill('Laptop');
     expect(await dialog.getByTestId('link-warning').textContent()).toContain('will be able to read your new messages');
     expect(await dialog.getByTestId('send-history').isChecked()).toBe(true);

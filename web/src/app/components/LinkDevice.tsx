@@ -69,7 +69,6 @@ export function LinkDevice(props: { open: boolean; onOpenChange: (open: boolean)
               scanLabel="Scan the QR code with the camera"
               pasteLabel="Or paste the code"
               pasteId="paste-code"
-              pasteTestId="paste-code"
               placeholder="e2echat-link:…"
               rows={3}
               submitLabel="Continue"

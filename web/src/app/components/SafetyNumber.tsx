@@ -113,7 +113,6 @@ export function SafetyNumber(props: { userId: string }) {
             scanLabel="Scan their QR code with the camera"
             pasteLabel="Or paste their code"
             pasteId="their-code"
-            pasteTestId="their-code"
             placeholder="e2echat-sn:…"
             rows={2}
             submitLabel="Compare"

@@ -12,10 +12,9 @@ import { Banner, Button, inputClass } from './ui.js';
 export interface ScanOrPasteProps {
   /** The camera button's words. */
   scanLabel: string;
-  /** The paste field's label, id, test id, placeholder and height in rows. */
+  /** The paste field's label, id (also its test id), placeholder and height in rows. */
   pasteLabel: string;
   pasteId: string;
-  pasteTestId: string;
   placeholder: string;
   rows: number;
   /** The paste form's submit button. */
@@ -71,7 +70,7 @@ export function ScanOrPaste(props: ScanOrPasteProps) {
           placeholder={props.placeholder}
           value={props.value}
           onInput={(e) => props.onInput(e.currentTarget.value)}
-          data-testid={props.pasteTestId}
+          data-testid={props.pasteId}
         />
         <Button type="submit" class="w-full" disabled={!props.value.trim()}>
           {props.submitLabel}
