@@ -83,6 +83,33 @@ describe('sealed store (the IndexedDB sealing layer)', () => {
     expect(runs).toBeGreaterThan(1);
   });
 
+  it('a record another tab rewrote is read as it is now, never as this instance opened or wrote it before', async () => {
+    const raw = memoryRawKv();
+    const a = await openSealedStore(raw);
+    const b = await openSealedStore(raw); // a second tab: same keys, its own memory
+    await a.put('s/r', utf8('one'));
+    expect(await a.get('s/r')).toEqual(utf8('one')); // opened (and remembered) by a
+    await b.put('s/r', utf8('two'));
+    expect(await a.get('s/r')).toEqual(utf8('two'));
+    expect(await a.list('s/')).toEqual([{ key: 's/r', value: utf8('two') }]);
+    await a.transaction(async (tx) => {
+      expect(await tx.get('s/r')).toEqual(utf8('two'));
+      tx.put('s/r', utf8('three'));
+    });
+    await b.delete('s/r');
+    expect(await a.get('s/r')).toBeUndefined();
+    // The same bytes written back under the same slot open again (and a record's value is a copy).
+    await b.put('s/q', utf8('four'));
+    const got = (await a.get('s/q'))!;
+    got.fill(0);
+    expect(await a.get('s/q')).toEqual(utf8('four'));
+    // A re-key in one tab: the other's remembered ids and records are worthless; it fails, then re-opens.
+    await b.setPassphrase(null);
+    await expect(a.put('s/q', utf8('five'))).rejects.toThrow(StoreLockedError);
+    const a2 = await openSealedStore(raw);
+    expect(await a2.get('s/q')).toEqual(utf8('four'));
+  });
+
   it('with a passphrase the store is unusable until unlocked; a wrong passphrase fails', async () => {
     const raw = memoryRawKv();
     const s = await openSealedStore(raw);

@@ -17,6 +17,13 @@
  * write that first checks those bytes are unchanged (another tab did not write them) — else the
  * transaction function runs again. Within one process a mutex keeps transactions serial.
  *
+ * Caches (in memory, per key set; dropped by `lock`, a re-key and a stale epoch): the raw id of each key name
+ * (two HMACs, a pure function of the name and `idKey`), and the opened record of each raw id together with
+ * the exact sealed bytes it came from. A read still reads the backend every time; it skips AES-GCM only
+ * when the backend returned the very bytes that were opened (or sealed by this instance) before — the IV
+ * is random per write, so equal sealed bytes are the same record. What a read returns is therefore
+ * exactly what it returned without the caches, another tab's writes included.
+ *
  * Re-keying (`setPassphrase`) changes every raw id, so a second instance (another tab) still holding the
  * old keys would read nothing and write records nobody can open — e.g. an older ratchet state. Every
  * commit therefore also checks the `!epoch` record (random bytes, rewritten by each re-key): an instance
@@ -68,6 +75,34 @@ export class StoreLockedError extends Error {
 interface Keys {
   readonly dataKey: CryptoKey;
   readonly idKey: CryptoKey;
+}
+
+/** Most raw ids, and opened records, kept in memory per key set (least recently used dropped first). */
+export const SEALED_ID_CACHE_MAX = 8192;
+export const SEALED_RECORD_CACHE_MAX = 1024;
+/** Records larger than this are never kept opened in memory. */
+export const SEALED_RECORD_CACHE_VALUE_MAX = 64 * 1024;
+
+/** The caches that belong to one key set (see the module header). */
+interface Cache {
+  readonly ids: Map<string, string>;
+  readonly records: Map<string, { readonly sealed: Uint8Array; readonly key: string; readonly value: Uint8Array }>;
+}
+
+/** Map get that marks the entry most recently used. */
+function lruGet<K, V>(m: Map<K, V>, k: K): V | undefined {
+  const v = m.get(k);
+  if (v !== undefined) {
+    m.delete(k);
+    m.set(k, v);
+  }
+  return v;
+}
+
+function lruSet<K, V>(m: Map<K, V>, k: K, v: V, max: number): void {
+  m.delete(k);
+  m.set(k, v);
+  while (m.size > max) m.delete(m.keys().next().value as K);
 }
 
 const subtle = () => globalThis.crypto.subtle;
@@ -151,18 +186,41 @@ export async function openSealedStore(
   /** After a failed commit: if another instance re-keyed the store, our keys are worthless. */
   const checkEpoch = async () => {
     if (sameBytes(await raw.get(EPOCH_ID), epoch)) return;
+    forget(keys);
     keys = null;
     throw new StoreLockedError('stale');
   };
   const exclusive = mutex();
+  // One cache per key set: a read that started under old keys fills only the old (dropped) cache.
+  const caches = new WeakMap<Keys, Cache>();
+  const cacheOf = (k: Keys): Cache => {
+    let c = caches.get(k);
+    if (!c) {
+      c = { ids: new Map(), records: new Map() };
+      caches.set(k, c);
+    }
+    return c;
+  };
+  const forget = (k: Keys | null) => {
+    if (!k) return;
+    const c = caches.get(k);
+    c?.ids.clear();
+    c?.records.clear();
+  };
   const need = () =>
     keys ??
     (() => {
       throw new StoreLockedError('locked');
     })();
 
-  const mac = async (k: Keys, s: string) =>
-    toB64u(new Uint8Array(await subtle().sign('HMAC', k.idKey, buf(utf8(s)))).slice(0, 16));
+  const mac = async (k: Keys, s: string) => {
+    const ids = cacheOf(k).ids;
+    const hit = lruGet(ids, s);
+    if (hit !== undefined) return hit;
+    const id = toB64u(new Uint8Array(await subtle().sign('HMAC', k.idKey, buf(utf8(s)))).slice(0, 16));
+    lruSet(ids, s, id, SEALED_ID_CACHE_MAX);
+    return id;
+  };
   const dirId = (k: Keys, dir: string) => mac(k, `d:${dir}`).then((d) => `${d}.`);
   const rawId = async (k: Keys, key: string) => `${await dirId(k, dirOf(key))}${await mac(k, `k:${key}`)}`;
 
@@ -182,7 +240,20 @@ export async function openSealedStore(
     out.set(ct, 13);
     return out;
   };
+  /** Remembers what `sealed` (stored under `id`) opens to. */
+  const remember = (k: Keys, id: string, sealed: Uint8Array, key: string, value: Uint8Array) => {
+    const records = cacheOf(k).records;
+    if (value.length > SEALED_RECORD_CACHE_VALUE_MAX) records.delete(id);
+    else lruSet(records, id, { sealed: sealed.slice(), key, value: value.slice() }, SEALED_RECORD_CACHE_MAX);
+  };
   const unseal = async (k: Keys, id: string, sealed: Uint8Array): Promise<StoreEntry> => {
+    const hit = lruGet(cacheOf(k).records, id);
+    if (hit && sameBytes(hit.sealed, sealed)) return { key: hit.key, value: hit.value.slice() };
+    const e = await unsealRaw(k, id, sealed);
+    remember(k, id, sealed, e.key, e.value);
+    return e;
+  };
+  const unsealRaw = async (k: Keys, id: string, sealed: Uint8Array): Promise<StoreEntry> => {
     if (sealed[0] !== 1) throw new Error('sealed store: unknown record version');
     const pt = new Uint8Array(
       await subtle().decrypt(
@@ -234,13 +305,21 @@ export async function openSealedStore(
         const tx = new TxOverlay(reader(k, seen));
         const result = await fn(tx);
         const writes: { id: string; value: Uint8Array | null }[] = [];
+        const opened = new Map<string, { key: string; value: Uint8Array }>();
         for (const [key, v] of tx.writes) {
           const id = await rawId(k, key);
           writes.push({ id, value: v === null ? null : await seal(k, id, key, v) });
+          if (v !== null) opened.set(id, { key, value: v });
         }
         const checks = [...seen].map(([id, expected]) => ({ id, expected }));
         checks.push({ id: EPOCH_ID, expected: epoch });
-        if (await raw.commit(checks, writes)) return result;
+        if (await raw.commit(checks, writes)) {
+          for (const w of writes) {
+            const o = opened.get(w.id);
+            if (w.value !== null && o) remember(k, w.id, w.value, o.key, o.value);
+          }
+          return result;
+        }
         await checkEpoch();
       }
       throw new Error('sealed store: too many conflicting transactions');
@@ -253,6 +332,7 @@ export async function openSealedStore(
     delete: (key) => transaction(async (tx) => tx.delete(key)),
     transaction,
     lock() {
+      forget(keys);
       keys = null;
     },
     hasPassphrase: () => mode === 'passphrase',
@@ -272,7 +352,7 @@ export async function openSealedStore(
         const all = (await raw.range('')).filter((r) => r.id !== EPOCH_ID);
         const writes: { id: string; value: Uint8Array | null }[] = [];
         for (const r of all) {
-          const e = await unseal(old, r.id, r.value);
+          const e = await unsealRaw(old, r.id, r.value);
           const id = await rawId(next, e.key);
           writes.push({ id: r.id, value: null }, { id, value: await seal(next, id, e.key, e.value) });
         }
@@ -286,6 +366,7 @@ export async function openSealedStore(
           await checkEpoch();
           throw new Error('sealed store: concurrent write during re-key');
         }
+        forget(old);
         keys = next;
         epoch = nextEpoch;
         mode = m.mode;
