@@ -110,6 +110,50 @@ describe('sealed store (the IndexedDB sealing layer)', () => {
     expect(await a2.get('s/q')).toEqual(utf8('four'));
   });
 
+  it('transactions waiting together commit in one backend write, each as if alone: one that throws leaves no write and the others stand', async () => {
+    const raw = memoryRawKv();
+    const store = await openSealedStore(raw);
+    let commits = 0;
+    const counted = { ...raw, commit: (...a: Parameters<typeof raw.commit>) => (commits++, raw.commit(...a)) };
+    const s = await openSealedStore(counted);
+    await s.put('c/n', utf8('0'));
+    commits = 0;
+    const bump = () =>
+      s.transaction(async (tx) => {
+        const n = Number(new TextDecoder().decode(await tx.get('c/n')));
+        tx.put('c/n', utf8(String(n + 1)));
+        return n + 1;
+      });
+    const results = await Promise.allSettled([
+      bump(),
+      s.transaction(async (tx) => {
+        tx.put('c/half', utf8('written before the throw'));
+        tx.put('c/n', utf8('999'));
+        throw new Error('crash between decrypt and commit');
+      }),
+      bump(),
+      bump(),
+    ]);
+    expect(results.map((r) => (r.status === 'fulfilled' ? r.value : 'rejected'))).toEqual([1, 'rejected', 2, 3]);
+    expect(commits).toBeLessThanOrEqual(2); // the first runs alone (the store was free), the rest together
+    expect(await store.get('c/n')).toEqual(utf8('3'));
+    expect(await store.get('c/half')).toBeUndefined();
+    // Another tab writes while a group runs: the whole group runs again and still counts from what is there.
+    let runs = 0;
+    const again = await Promise.all([
+      s.transaction(async (tx) => {
+        runs++;
+        const v = await tx.get('c/n');
+        if (runs === 1) await store.put('c/n', utf8('10'));
+        tx.put('c/n', utf8(String(Number(new TextDecoder().decode(v)) + 1)));
+      }),
+      bump(),
+    ]);
+    expect(runs).toBe(2);
+    expect(again[1]).toBe(12);
+    expect(await store.get('c/n')).toEqual(utf8('12'));
+  });
+
   it('with a passphrase the store is unusable until unlocked; a wrong passphrase fails', async () => {
     const raw = memoryRawKv();
     const s = await openSealedStore(raw);

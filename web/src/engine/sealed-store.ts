@@ -80,6 +80,8 @@ interface Keys {
 /** Most raw ids, and opened records, kept in memory per key set (least recently used dropped first). */
 export const SEALED_ID_CACHE_MAX = 8192;
 export const SEALED_RECORD_CACHE_MAX = 1024;
+/** Most transactions committed together in one backend write (group commit, see `transaction`). */
+export const SEALED_GROUP_COMMIT_MAX = 64;
 /** Records larger than this are never kept opened in memory. */
 export const SEALED_RECORD_CACHE_VALUE_MAX = 64 * 1024;
 
@@ -297,16 +299,47 @@ export async function openSealedStore(
     }
   };
 
-  const transaction = <T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> =>
-    exclusive(async () => {
-      for (let attempt = 0; attempt < 10; attempt++) {
+  /**
+   * Group commit: the transactions that are waiting when the store becomes free run one after another,
+   * each over the writes of the ones before it (its own overlay on a shared one), and commit in ONE backend
+   * write — the same outcome as committing them one by one in that order, with one IndexedDB transaction.
+   * A function that throws is rejected at once and its writes dropped (the others are unaffected); on a
+   * conflict every function of the group runs again; each caller's promise settles after the commit.
+   */
+  interface Pending {
+    readonly fn: (tx: StoreTx) => Promise<unknown>;
+    readonly resolve: (v: unknown) => void;
+    readonly reject: (e: unknown) => void;
+  }
+  const waiting: Pending[] = [];
+  const runGroup = async () => {
+    let live = waiting.splice(0, SEALED_GROUP_COMMIT_MAX);
+    try {
+      for (let attempt = 0; attempt < 10 && live.length; attempt++) {
         const k = need();
         const seen = new Map<string, Uint8Array | undefined>();
-        const tx = new TxOverlay(reader(k, seen));
-        const result = await fn(tx);
+        const shared = new TxOverlay(reader(k, seen));
+        const done: { p: Pending; result: unknown }[] = [];
+        for (const p of live) {
+          const own = new TxOverlay(shared);
+          let result: unknown;
+          try {
+            result = await p.fn(own);
+          } catch (e) {
+            p.reject(e);
+            continue;
+          }
+          for (const [key, v] of own.writes) {
+            if (v === null) shared.delete(key);
+            else shared.put(key, v);
+          }
+          done.push({ p, result });
+        }
+        live = done.map((x) => x.p);
+        if (!live.length) return;
         const writes: { id: string; value: Uint8Array | null }[] = [];
         const opened = new Map<string, { key: string; value: Uint8Array }>();
-        for (const [key, v] of tx.writes) {
+        for (const [key, v] of shared.writes) {
           const id = await rawId(k, key);
           writes.push({ id, value: v === null ? null : await seal(k, id, key, v) });
           if (v !== null) opened.set(id, { key, value: v });
@@ -318,11 +351,22 @@ export async function openSealedStore(
             const o = opened.get(w.id);
             if (w.value !== null && o) remember(k, w.id, w.value, o.key, o.value);
           }
-          return result;
+          for (const x of done) x.p.resolve(x.result);
+          live = [];
+          return;
         }
         await checkEpoch();
       }
       throw new Error('sealed store: too many conflicting transactions');
+    } catch (e) {
+      for (const p of live) p.reject(e);
+    }
+  };
+  const transaction = <T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      waiting.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      // One turn of the mutex per call; a turn that finds its transaction already taken by a group is a no-op.
+      void exclusive(runGroup);
     });
 
   return {
