@@ -417,12 +417,12 @@ export function createEngine(opts: EngineOptions): Engine {
         const { conversationId, ...env } = e;
         byConv.set(conversationId, [...(byConv.get(conversationId) ?? []), env]);
       }
+      // The page's conversations side by side (each conversation's envelopes stay in order in its own queue),
+      // so their store transactions meet in the sealed store's group commit; acked once all are stored.
+      const done = await Promise.all([...byConv].map(async ([c, envs]) => ({ c, upTo: await inbox.process(c, envs) })));
       const acks: { conversationId: string; upTo: number }[] = [];
-      for (const [c, envs] of byConv) {
-        const upTo = await inbox.process(c, envs);
-        if (upTo !== null) acks.push({ conversationId: c, upTo });
-        count += envs.length;
-      }
+      for (const { c, upTo } of done) if (upTo !== null) acks.push({ conversationId: c, upTo });
+      count += page.envelopes.length;
       if (acks.length) await ctx.api.ackMailbox(acks);
       cursor = page.next;
     } while (cursor);

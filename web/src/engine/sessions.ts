@@ -188,7 +188,9 @@ export class Sessions {
     then: (r: { plaintext: Uint8Array; newSession: boolean; commit: (tx: StoreTx) => Promise<void> }) => Promise<T>,
   ): Promise<T> {
     return this.ctx.locks.request(this.lockName(u, d), async () => {
-      const { record } = await this.load(u, d);
+      // Only the record: the send-side mark and repair flag play no part in decrypting (one read, not three).
+      const bytes = await this.ctx.store.get(K.record(u, d));
+      const record = bytes ? deserializeSessionRecord(bytes) : null;
       const local = await this.keys.local();
       const r = await decrypt(
         this.ctx.curves,
