@@ -264,7 +264,29 @@ async function main(): Promise<void> {
                   return false;
               }
               return true;
-            }, `${s.name} sent ${label}`);
+            }, `${s.name} sent ${label}`).catch(async (e: unknown) => {
+              // What is stuck in this sender's outbox: its messages the server has not accepted (no seq),
+              // by status and error, and the first few of them.
+              for (const c of [direct, convs.group]) {
+                const mine = new Set(ids.filter((x) => x.c === c).map((x) => x.id));
+                const stuck = (await s.engine.messages(c, { limit: 5000 }).catch(() => [])).filter(
+                  (m) => mine.has(m.clientId) && (m.seq === null || m.seq === undefined),
+                );
+                const by = new Map<string, number>();
+                for (const m of stuck) {
+                  const k = `${m.status}${m.error ? `/${m.error}` : ''}`;
+                  by.set(k, (by.get(k) ?? 0) + 1);
+                }
+                console.error(
+                  `  ${s.name} outbox in ${c === convs.group ? 'the group' : 'its direct chat'}: ${stuck.length} of ${mine.size} not accepted` +
+                    ` (${[...by].map(([k, v]) => `${k}: ${v}`).join(', ') || 'none'}); first: ${stuck
+                      .slice(0, 3)
+                      .map((m) => `${m.clientId} ${m.status}`)
+                      .join('; ')}`,
+                );
+              }
+              throw e;
+            });
           }),
         );
         // The last message per conversation by server order (the list preview must show it).
