@@ -114,7 +114,13 @@ describe('sealed store (the IndexedDB sealing layer)', () => {
     const raw = memoryRawKv();
     const store = await openSealedStore(raw);
     let commits = 0;
-    const counted = { ...raw, commit: (...a: Parameters<typeof raw.commit>) => (commits++, raw.commit(...a)) };
+    const counted = {
+      ...raw,
+      commit: (...a: Parameters<typeof raw.commit>) => {
+        commits++;
+        return raw.commit(...a);
+      },
+    };
     const s = await openSealedStore(counted);
     await s.put('c/n', utf8('0'));
     commits = 0;
