@@ -52,7 +52,7 @@ import {
 import type { SideWorkloads } from './libsignal-side.js';
 import type { Workload } from './stats.js';
 
-/** The CSPRNG every workload uses (never a seeded test rng). */
+/** The CSPRNG every workload uses (never a seeded test rng), an ordinary rng as the app's engine passes. */
 export const rng: Rng = (n) => crypto.getRandomValues(new Uint8Array(n));
 
 function payload(size: number): Uint8Array {

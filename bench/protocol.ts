@@ -117,7 +117,7 @@ async function main(): Promise<void> {
   console.log(`# bench:protocol — e2e-chat in Chromium and Node vs @signalapp/libsignal-client ${version} (native)`);
   console.log(`machine: ${describeMachine(machine)}`);
   if (browser) console.log(`chromium: ${browser.version} headless · workers: ${JSON.stringify(browser.info)}`);
-  console.log(`node: our core on defaultCurves() = ${curves.name}`);
+  console.log(`node: our core on defaultCurves() = ${curves.name}, ML-KEM ${curves.mlkem.name}`);
   console.log(`load average at start: ${loadStart.map((x) => x.toFixed(2)).join(' ')}`);
   console.log(`method: median of ${runs} runs after one warm-up, every implementation once per round (interleaved);`);
   console.log(`        ${PAYLOAD}-byte payloads; Chromium runs each implementation in its own dedicated Web Worker\n`);

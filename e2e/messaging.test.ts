@@ -176,6 +176,31 @@ describe('everyday messaging in Chromium', () => {
     await waitForText(alice.page, 'this one stays');
     await openConversation(bob.page, conv);
     await waitForText(bob.page, 'this one stays', 60_000);
+    // Bob's KEM prekeys and this session's decapsulation ran on Chromium's own ML-KEM-1024 (WebCrypto, the
+    // app's path here), which agrees with noble byte for byte: the public key from a seed, and each
+    // decapsulates the other's ciphertext.
+    // (a string, so vitest does not rewrite the page's dynamic import; the dev server serves the module)
+    await bob.page.evaluate(`import('/src/protocol/primitives.ts').then((m) => { self.e2eKemCheck = m; })`);
+    const kem = await bob.page.evaluate(async () => {
+      type Primitives = typeof import('../web/src/protocol/primitives.js');
+      const p = (self as unknown as { e2eKemCheck: Primitives }).e2eKemCheck;
+      const hex = (u: Uint8Array) => Array.from(u, (x) => x.toString(16).padStart(2, '0')).join('');
+      const w = await p.webCryptoMlKem();
+      const out = { path: (await p.defaultCurves()).mlkem.name, agrees: [] as boolean[] };
+      for (let i = 0; w && i < 3; i++) {
+        const seed = p.platformRng(64);
+        const [ours, ref] = [await w.keygen(seed), p.mlkemKeygen(seed)];
+        const byNoble = p.mlkemEncapsulate(ref.publicKey, p.platformRng(32));
+        const byPlatform = await w.encapsulate(ref.publicKey, p.platformRng);
+        out.agrees.push(
+          hex(ours.publicKey) === hex(ref.publicKey) &&
+            hex(await w.decapsulate(byNoble.ciphertext, ours)) === hex(byNoble.sharedSecret) &&
+            hex(p.mlkemDecapsulate(byPlatform.ciphertext, ref.secretKey)) === hex(byPlatform.sharedSecret),
+        );
+      }
+      return out;
+    });
+    expect(kem).toEqual({ path: 'webcrypto', agrees: [true, true, true] });
     // Bob (a member of the direct chat) sets it in the conversation info.
     await bob.page.getByRole('link', { name: 'Conversation info and safety numbers' }).click();
     const select = bob.page.getByLabel('New messages disappear from every device after');

@@ -9,4 +9,4 @@ import { oursWorkloads } from '../ours-side.js';
 import { serveWorkloads } from './worker-host.js';
 
 const curves = await defaultCurves();
-serveWorkloads({ ...oursWorkloads(curves, 200) }, `defaultCurves() = ${curves.name}`);
+serveWorkloads({ ...oursWorkloads(curves, 200) }, `defaultCurves() = ${curves.name}, ML-KEM ${curves.mlkem.name}`);

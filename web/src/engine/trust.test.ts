@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { mlkemKeygen } from '../protocol/primitives.js';
 import { makeTestDevice } from '../protocol/testing.js';
 import {
   constants,
@@ -14,7 +15,7 @@ import type { EngineContext } from './context.js';
 import { DEFAULT_KEYSTORE_CONFIG, Keystore } from './keystore.js';
 import { memoryLocks } from './locks.js';
 import { WITHHELD } from './messages.js';
-import { memoryStore, readJson } from './storage.js';
+import { memoryStore, putJson, readJson } from './storage.js';
 import { cryptoRng, makeWorld, newClient, texts, until } from './testing/harness.js';
 
 describe('PITFALLS 16: only devices in a verified signed list are encrypted to', () => {
@@ -158,6 +159,50 @@ describe('keystore', () => {
     const afterCarol = await kems();
     expect([...after.keys()].filter((id) => !afterCarol.has(id))).toEqual([]);
     expect(afterCarol.get(lastResort[0]!)).toBe(true);
+    alice.engine.close();
+    carol.engine.close();
+  });
+
+  it('KEM prekey records keep the seed; a record written before (expanded key only) still opens its session', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const carol = await newClient(w, 'carol');
+    const bob = await newClient(w, 'bob');
+    type Rec = { id: number; keyPair: { publicKey: Uint8Array; seed?: Uint8Array; secretKey?: Uint8Array } };
+    const records = async () =>
+      Promise.all(
+        (await bob.store.list('ks/kem/')).map(async (e) => ({
+          key: e.key,
+          rec: (await readJson<Rec>(bob.store, e.key))!,
+        })),
+      );
+    for (const { rec } of await records()) expect(rec.keyPair.seed).toHaveLength(64);
+    // Bob's records as an older version wrote them (no seed, the 3,168-byte expanded key), then as the
+    // WebCrypto path writes them (seed only): each opens a session on this platform's path.
+    const original = new Map((await records()).map(({ key, rec }) => [key, rec.keyPair]));
+    const rewrite = async (keep: 'secretKey' | 'seed') => {
+      for (const { key, rec } of await records()) {
+        const { seed, secretKey, publicKey } = original.get(key)!;
+        const keyPair =
+          keep === 'seed' ? { publicKey, seed } : { publicKey, secretKey: secretKey ?? mlkemKeygen(seed!).secretKey };
+        await putJson(bob.store, key, { ...rec, keyPair });
+      }
+    };
+    let n = 0;
+    for (const [who, keep] of [
+      [alice, 'secretKey'],
+      [carol, 'seed'],
+    ] as const) {
+      await rewrite(keep);
+      const conv = await who.engine.createConversation({ kind: 'direct', members: ['bob'] });
+      await who.engine.connect([conv]);
+      await who.engine.sendText(conv, `from ${who.userId}`);
+      await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'sent');
+      await bob.engine.syncMailbox();
+      expect(await texts(bob.engine, conv)).toEqual([`from ${who.userId}`]);
+      n++;
+    }
+    expect(n).toBe(2);
     alice.engine.close();
     carol.engine.close();
   });

@@ -29,8 +29,16 @@ import {
   verifyBundle,
   verifyPrekeyUpload,
 } from './prekeys.js';
-import { type Curve25519, webCryptoCurves } from './primitives.js';
-import { makeTestDevice, makeTestUser, seededRng, type TestDevice, type TestUser, testBundle } from './testing.js';
+import type { Curve25519 } from './primitives.js';
+import {
+  makeTestDevice,
+  makeTestUser,
+  seededRng,
+  type TestDevice,
+  type TestUser,
+  testBundle,
+  webCryptoTestCurves,
+} from './testing.js';
 
 let curves: Curve25519;
 let bob: TestUser;
@@ -40,7 +48,7 @@ let b2: TestDevice;
 let v2list: DeviceList;
 
 beforeAll(async () => {
-  curves = (await webCryptoCurves())!;
+  curves = (await webCryptoTestCurves())!;
   const rng = seededRng('identity.test');
   bob = await makeTestUser(curves, rng, 'bob', ['b1']);
   mallory = await makeTestUser(curves, rng, 'mallory', ['m1']);

@@ -185,11 +185,16 @@ export {
 export {
   type Curve25519,
   defaultCurves,
+  type MlKem1024,
   nobleCurves,
+  nobleMlKem,
+  type OurMlKemKey,
+  platformRng,
   type Rng,
   type Sha256Stream,
   sha256Stream,
   webCryptoCurves,
+  webCryptoMlKem,
 } from './primitives.js';
 export {
   openPrivateSettings,

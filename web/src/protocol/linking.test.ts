@@ -31,7 +31,7 @@ import {
 import { encodeDeviceList, signDeviceList } from './identity.js';
 import { generateEd25519, generateX25519, type OurX25519KeyPair, theirX25519 } from './keys.js';
 import { canonicalOrigin, channelIdBytes, channelIdString, decodeLinkCode, encodeLinkCode } from './link-code.js';
-import { type Curve25519, webCryptoCurves } from './primitives.js';
+import type { Curve25519 } from './primitives.js';
 import {
   decodeProvisioningBody,
   encodeProvisioningBody,
@@ -40,7 +40,7 @@ import {
   type ProvisioningContent,
   sealProvisioning,
 } from './provisioning.js';
-import { makeTestUser, seededRng, type TestUser } from './testing.js';
+import { makeTestUser, seededRng, type TestUser, webCryptoTestCurves } from './testing.js';
 import {
   Direction,
   decodeTransferBody,
@@ -83,7 +83,7 @@ function content(over: Partial<ProvisioningContent> = {}): ProvisioningContent {
 }
 
 beforeAll(async () => {
-  curves = (await webCryptoCurves())!;
+  curves = (await webCryptoTestCurves())!;
   alice = await makeTestUser(curves, rng, 'alice', ['a1', 'a2']);
   eph = await generateX25519(curves, rng);
 });

@@ -17,8 +17,8 @@ import {
   type Role,
   verifyLog,
 } from './membership.js';
-import { type Curve25519, webCryptoCurves } from './primitives.js';
-import { makeTestUser, seededRng, type TestUser } from './testing.js';
+import type { Curve25519 } from './primitives.js';
+import { makeTestUser, seededRng, type TestUser, webCryptoTestCurves } from './testing.js';
 
 let curves: Curve25519;
 const users: Record<string, TestUser> = {};
@@ -51,7 +51,7 @@ async function append(
 }
 
 beforeAll(async () => {
-  curves = (await webCryptoCurves())!;
+  curves = (await webCryptoTestCurves())!;
   const rng = seededRng('membership.test');
   for (const n of NAMES) users[n] = await makeTestUser(curves, rng, n, [`${n}-d1`]);
   const lists = await Promise.all(NAMES.map((n) => verifyDeviceList(curves, users[n]!.deviceList)));

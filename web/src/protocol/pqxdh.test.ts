@@ -11,8 +11,16 @@ import {
   pqxdhRespond,
 } from './pqxdh.js';
 import { decodeBundle, encodeBundle, type PrekeyBundle, verifyBundle } from './prekeys.js';
-import { type Curve25519, nobleCurves, webCryptoCurves } from './primitives.js';
-import { makeTestUser, seededRng, type TestDevice, type TestUser, testBundle, testLocalIdentity } from './testing.js';
+import { type Curve25519, mlkemKeygen, nobleCurves, platformRng } from './primitives.js';
+import {
+  makeTestUser,
+  seededRng,
+  type TestDevice,
+  type TestUser,
+  testBundle,
+  testLocalIdentity,
+  webCryptoTestCurves,
+} from './testing.js';
 
 let wc: Curve25519;
 let alice: TestUser;
@@ -20,7 +28,7 @@ let bob: TestUser;
 let carol: TestUser;
 
 beforeAll(async () => {
-  const w = await webCryptoCurves();
+  const w = await webCryptoTestCurves();
   if (!w) throw new Error('WebCrypto curves required in Node 20');
   wc = w;
   const rng = seededRng('pqxdh.test');
@@ -55,6 +63,28 @@ async function handshake(curves: Curve25519, from: TestDevice, to: TestUser, toI
 }
 
 describe('PQXDH', () => {
+  it('with platformRng (WebCrypto draws m) and with an old KEM record (expanded key only), every path pair agrees', async () => {
+    const to = dev(bob);
+    const bundle = await verifyBundle(wc, testBundle(to), bob.identity.publicKey);
+    // the record the test device keeps has the seed only (made on the WebCrypto path); an old one has dk only
+    expect(to.kemPrekey.keyPair.seed).toHaveLength(64);
+    expect(to.kemPrekey.keyPair.secretKey).toBeUndefined();
+    const old = {
+      publicKey: to.kemPrekey.keyPair.publicKey,
+      secretKey: mlkemKeygen(to.kemPrekey.keyPair.seed!).secretKey,
+    };
+    for (const initiator of [wc, nobleCurves])
+      for (const rng of [platformRng, seededRng('eph')]) {
+        const a = await pqxdhInitiate(initiator, rng, testLocalIdentity(dev(alice)), bundle);
+        for (const responder of [wc, nobleCurves])
+          for (const kemPrekey of [to.kemPrekey.keyPair, old]) {
+            const keys = { ...responderKeys(to), kemPrekey };
+            const b = await pqxdhRespond(responder, testLocalIdentity(to), keys, a.init, certifiedIk(dev(alice)));
+            expect(toHex(b.sharedSecret)).toBe(toHex(a.sharedSecret));
+          }
+      }
+  });
+
   for (const which of ['noble', 'webcrypto'] as const) {
     it(`initiator and responder derive the same SK and AD (${which}, with and without one-time prekey)`, async () => {
       const curves = which === 'noble' ? nobleCurves : wc;

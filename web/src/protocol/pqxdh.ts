@@ -21,9 +21,7 @@ import {
   hkdfSha256,
   KEY_LEN,
   MLKEM_CIPHERTEXT_LEN,
-  MLKEM_MSG_LEN,
-  mlkemDecapsulate,
-  mlkemEncapsulate,
+  type OurMlKemKey,
   type Rng,
 } from './primitives.js';
 
@@ -55,7 +53,8 @@ export interface PqxdhResult {
 export interface PqxdhResponderKeys {
   signedPrekey: OurX25519KeyPair;
   oneTimePrekey: OurX25519KeyPair | null;
-  kemPrekey: { publicKey: Uint8Array; secretKey: Uint8Array };
+  /** As the KEM prekey record keeps it: the seed, or (records written before seeds) the expanded key. */
+  kemPrekey: OurMlKemKey;
   /** Optional: the ids under which the caller found these keys; checked against the init message. */
   signedPrekeyId?: number;
   oneTimePrekeyId?: number | null;
@@ -113,15 +112,10 @@ export async function pqxdhInitiate(
     curves.x25519(ek, spkB),
     ...(opkB ? [curves.x25519(ek, opkB.publicKey)] : []),
   ]);
-  // ML-KEM is synchronous: it runs while the (WebCrypto) DHs are in flight.
-  let kem: { ciphertext: Uint8Array; sharedSecret: Uint8Array };
-  try {
-    kem = mlkemEncapsulate(bundle.kemPrekey.publicKey, rng(MLKEM_MSG_LEN));
-  } catch (e) {
-    pending.catch(() => undefined);
-    throw e;
-  }
-  const [ekPub, ...dhs] = await pending;
+  // m is drawn from rng now, after EK_A (vectors depend on the order), unless WebCrypto draws it itself
+  // (`platformRng`, see `MlKem1024.encapsulate`); noble's encapsulation runs while the DHs are in flight.
+  const encaps = curves.mlkem.encapsulate(bundle.kemPrekey.publicKey, rng);
+  const [kem, [ekPub, ...dhs]] = await settleBoth(encaps, pending);
   const associatedData = pqxdhAssociatedData(
     { userId: ours.userId, deviceId: ours.deviceId, identityKey: ik.publicKey },
     bundle.device,
@@ -168,19 +162,20 @@ export async function pqxdhRespond(
     curves.x25519(keys.signedPrekey, ekA),
     ...(keys.oneTimePrekey ? [curves.x25519(keys.oneTimePrekey, ekA)] : []),
   ]);
-  let ss: Uint8Array;
-  try {
-    ss = mlkemDecapsulate(init.kemCiphertext, keys.kemPrekey.secretKey);
-  } catch (e) {
-    pending.catch(() => undefined);
-    throw e;
-  }
-  const dhs = await pending;
+  const [ss, dhs] = await settleBoth(curves.mlkem.decapsulate(init.kemCiphertext, keys.kemPrekey), pending);
   const associatedData = pqxdhAssociatedData(
     { userId: init.initiatorUserId, deviceId: init.initiatorDeviceId, identityKey: ikA },
     { userId: ours.userId, deviceId: ours.deviceId, identityKey: ours.identityKey.publicKey },
   );
   return { sharedSecret: deriveSk(dhs, ss), associatedData };
+}
+
+/** Both results, or the first failure once neither is still running (no rejection left unhandled). */
+async function settleBoth<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [ra, rb] = await Promise.allSettled([a, b]);
+  if (ra.status === 'rejected') throw ra.reason;
+  if (rb.status === 'rejected') throw rb.reason;
+  return [ra.value, rb.value];
 }
 
 function assertKeysMatch(keys: PqxdhResponderKeys, init: PqxdhInitMessage, op: string): void {

@@ -41,8 +41,7 @@ import {
   KEY_LEN,
   MLKEM_PUBLIC_LEN,
   MLKEM_SEED_LEN,
-  type MlKemKeyPair,
-  mlkemKeygen,
+  type OurMlKemKey,
   type Rng,
   SIG_LEN,
 } from './primitives.js';
@@ -76,9 +75,13 @@ export interface OneTimePrekeyRecord {
   readonly id: number;
   readonly keyPair: OurX25519KeyPair;
 }
+/**
+ * Local state only. `keyPair.seed` (64 bytes) is kept for every key generated since 2026-12-04; records
+ * written before hold only the expanded `secretKey` (3,168 bytes) and still decapsulate (through noble).
+ */
 export interface KemPrekeyRecord {
   readonly id: number;
-  readonly keyPair: MlKemKeyPair;
+  readonly keyPair: OurMlKemKey;
   readonly lastResort: boolean;
   readonly signature: Uint8Array;
 }
@@ -122,7 +125,10 @@ export async function generateOneTimePrekeys(
   return pairs.map((keyPair, i) => ({ id: startId + i, keyPair }));
 }
 
-/** ML-KEM-1024 key pair from a 64-byte rng seed (FIPS 203 d ‖ z), signed by the device signing key. */
+/**
+ * ML-KEM-1024 key pair from a 64-byte rng seed (FIPS 203 d ‖ z) on `curves.mlkem` (the same public key on
+ * every path), signed by the device signing key. The record keeps the seed.
+ */
 export async function generateKemPrekey(
   curves: Curve25519,
   rng: Rng,
@@ -131,7 +137,7 @@ export async function generateKemPrekey(
   lastResort: boolean,
 ): Promise<KemPrekeyRecord> {
   assertPrekeyId(id, 'generateKemPrekey');
-  const keyPair = mlkemKeygen(rng(MLKEM_SEED_LEN));
+  const keyPair = await curves.mlkem.keygen(rng(MLKEM_SEED_LEN));
   const msg = signatureInput(SIG_KEM_PREKEY, kemPrekeyBody(id, lastResort, keyPair.publicKey));
   return { id, keyPair, lastResort, signature: await curves.ed25519Sign(deviceSigningKey, msg) };
 }

@@ -9,11 +9,17 @@ import {
   hmacSha256,
   hmacSha256Prepare,
   hmacSha256Prepared,
+  type MlKem1024,
+  mlkemEncapsulate,
+  mlkemKeygen,
   nobleCurves,
+  nobleMlKem,
+  platformRng,
   webCryptoCurves,
+  webCryptoMlKem,
   X25519_BASE_POINT,
 } from './primitives.js';
-import { seededRng } from './testing.js';
+import { mlkemSubtleShim, seededRng } from './testing.js';
 
 const hex = (u: Uint8Array) => Buffer.from(u).toString('hex');
 
@@ -233,5 +239,128 @@ describe('Ed25519 verification rules beyond Wycheproof, identical on both curve 
     });
     expect(await webCryptoCurves(cofactored)).toBeNull();
     expect(await webCryptoCurves(real)).not.toBeNull();
+  });
+});
+
+describe("ML-KEM-1024 paths (noble and WebCrypto: the platform's in Chromium, emulated on Node 20)", () => {
+  /** The WebCrypto provider over the platform's ML-KEM where it has one, else over the shim; with call counts. */
+  const webcrypto = async (): Promise<{ kem: MlKem1024; calls: Map<string, number> }> => {
+    const shim = mlkemSubtleShim();
+    const platform = await webCryptoMlKem(crypto.subtle);
+    const kem = platform ?? (await webCryptoMlKem(shim.subtle));
+    expect(kem?.name).toBe('webcrypto');
+    return { kem: kem!, calls: platform ? new Map() : shim.calls };
+  };
+
+  it('both paths make the same public key from a 64-byte seed, and keep the seed', async () => {
+    const { kem } = await webcrypto();
+    const rng = seededRng('mlkem keygen paths');
+    for (let i = 0; i < 3; i++) {
+      const seed = rng(64);
+      const [w, n] = await Promise.all([kem.keygen(seed), nobleMlKem.keygen(seed)]);
+      expect(hex(w.publicKey)).toBe(hex(n.publicKey));
+      expect(hex(w.publicKey)).toBe(hex(mlkemKeygen(seed).publicKey));
+      expect(hex(w.seed!)).toBe(hex(seed));
+      expect(hex(n.seed!)).toBe(hex(seed));
+      // noble keeps its expanded key too (no re-expansion per decapsulation where the platform has no ML-KEM)
+      expect(hex(n.secretKey!)).toBe(hex(mlkemKeygen(seed).secretKey));
+      expect(w.secretKey).toBeUndefined();
+    }
+    await expect(kem.keygen(new Uint8Array(32))).rejects.toSatisfy((e) => is(e, ErrorCode.InvalidKey));
+  });
+
+  it('a seeded rng gives byte-identical ciphertexts on both paths; only platformRng lets the platform draw m', async () => {
+    const { kem, calls } = await webcrypto();
+    const seed = seededRng('mlkem encaps seed')(64);
+    const { publicKey } = mlkemKeygen(seed);
+    const [w, n] = await Promise.all([
+      kem.encapsulate(publicKey, seededRng('m')),
+      nobleMlKem.encapsulate(publicKey, seededRng('m')),
+    ]);
+    expect(hex(w.ciphertext)).toBe(hex(n.ciphertext));
+    expect(hex(w.sharedSecret)).toBe(hex(mlkemEncapsulate(publicKey, seededRng('m')(32)).sharedSecret));
+    const before = calls.get('encapsulateBits') ?? 0;
+    let drawn = 0;
+    const counting = (len: number) => {
+      drawn++;
+      return platformRng(len);
+    };
+    await kem.encapsulate(publicKey, counting); // a look-alike of platformRng is still an ordinary rng
+    expect(drawn).toBe(1);
+    const p = await kem.encapsulate(publicKey, platformRng);
+    if (calls.size) expect(calls.get('encapsulateBits')).toBe(before + 1);
+    // whatever drew m, both paths decapsulate it to the same secret
+    for (const path of [kem, nobleMlKem])
+      expect(hex(await path.decapsulate(p.ciphertext, { publicKey, seed }))).toBe(hex(p.sharedSecret));
+  });
+
+  it("each path decapsulates the other's ciphertexts, from the seed, the expanded key (records written before) or both", async () => {
+    const { kem, calls } = await webcrypto();
+    const before = calls.get('decapsulateBits') ?? 0; // (the probe's)
+    const rng = seededRng('mlkem decaps paths');
+    const seed = rng(64);
+    const { publicKey, secretKey } = mlkemKeygen(seed);
+    const records = [
+      { publicKey, seed },
+      { publicKey, secretKey },
+      { publicKey, seed, secretKey },
+    ];
+    for (const enc of [kem, nobleMlKem]) {
+      const { ciphertext, sharedSecret } = await enc.encapsulate(publicKey, rng);
+      for (const dec of [kem, nobleMlKem])
+        for (const r of records) expect(hex(await dec.decapsulate(ciphertext, r))).toBe(hex(sharedSecret));
+      // implicit rejection: a changed ciphertext gives another secret, the same on both paths
+      const bad = ciphertext.slice();
+      bad[0]! ^= 1;
+      const [a, b] = await Promise.all([
+        kem.decapsulate(bad, { publicKey, seed }),
+        nobleMlKem.decapsulate(bad, { publicKey, secretKey }),
+      ]);
+      expect(hex(a)).toBe(hex(b));
+      expect(hex(a)).not.toBe(hex(sharedSecret));
+    }
+    // the WebCrypto path imported the seed for decapsulation; an old record (no seed) went to noble
+    // 2 encapsulations × (2 records with a seed + 1 changed ciphertext)
+    if (calls.size) expect(calls.get('decapsulateBits')! - before).toBe(6);
+    for (const dec of [kem, nobleMlKem]) {
+      await expect(dec.decapsulate(new Uint8Array(1568), { publicKey })).rejects.toSatisfy((e) =>
+        is(e, ErrorCode.InvalidKey),
+      );
+      await expect(dec.decapsulate(new Uint8Array(10), { publicKey, seed })).rejects.toSatisfy((e) =>
+        is(e, ErrorCode.Decode),
+      );
+    }
+  });
+
+  it('an encapsulation key with a coefficient ≥ q is invalid_key on every path and rng', async () => {
+    const { kem } = await webcrypto();
+    const bad = new Uint8Array(1568).fill(0xff);
+    for (const path of [kem, nobleMlKem])
+      for (const rng of [platformRng, seededRng('x')])
+        await expect(path.encapsulate(bad, rng)).rejects.toSatisfy((e) => is(e, ErrorCode.InvalidKey));
+  });
+
+  it("the curves carry their ML-KEM path: WebCrypto's when it passes the probe, noble when forced or absent", async () => {
+    const { subtle } = mlkemSubtleShim();
+    expect(nobleCurves.mlkem.name).toBe('noble');
+    expect((await webCryptoCurves(subtle))!.mlkem.name).toBe('webcrypto');
+    expect((await webCryptoCurves(subtle, { mlkem: 'noble' }))!.mlkem.name).toBe('noble');
+    // a platform whose ML-KEM disagrees with noble fails the probe: noble is used
+    const wrong = new Proxy(subtle, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (prop === 'exportKey')
+          return async (f: string, k: CryptoKey) => {
+            const got = await (v as SubtleCrypto['exportKey'])(f as 'raw', k);
+            if (f !== 'raw-public') return got;
+            const out = new Uint8Array(got as ArrayBuffer);
+            out[0]! ^= 1;
+            return out.buffer;
+          };
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    expect(await webCryptoMlKem(wrong)).toBeNull();
+    expect((await webCryptoCurves(wrong))!.mlkem.name).toBe('noble');
   });
 });

@@ -5,7 +5,7 @@ import { MAX_RECEIVER_CHAINS, MAX_SKIP, MAX_SKIPPED_KEYS } from './constants.js'
 import { is } from './errors.js';
 import { decodeHeader } from './header.js';
 import { generateX25519, theirX25519 } from './keys.js';
-import { type Curve25519, nobleCurves, type Rng, webCryptoCurves } from './primitives.js';
+import { type Curve25519, nobleCurves, type Rng } from './primitives.js';
 import {
   decodeRatchetState,
   encodeRatchetState,
@@ -17,11 +17,11 @@ import {
   ratchetEncrypt,
 } from './ratchet.js';
 import { SkippedKeys } from './skipped-keys.js';
-import { seededRng } from './testing.js';
+import { seededRng, webCryptoTestCurves } from './testing.js';
 
 let wc: Curve25519;
 beforeAll(async () => {
-  const w = await webCryptoCurves();
+  const w = await webCryptoTestCurves();
   if (!w) throw new Error('WebCrypto curves required in Node 20');
   wc = w;
 });

@@ -5,7 +5,7 @@ import { MAX_PLAINTEXT_LEN, MAX_SENDER_KEY_STATES, MAX_SENDER_SKIP, SIG_SENDER_M
 import { is } from './errors.js';
 import { signatureInput } from './identity.js';
 import { MAX_PADDED_LEN, pad } from './padding.js';
-import { aesGcmEncrypt, type Curve25519, nobleCurves, webCryptoCurves } from './primitives.js';
+import { aesGcmEncrypt, type Curve25519, nobleCurves } from './primitives.js';
 import {
   createSenderKey,
   decodeSenderKeyDistribution,
@@ -22,12 +22,12 @@ import {
   serializeOwnSenderKey,
   serializeSenderKeyRecord,
 } from './sender-keys.js';
-import { seededRng } from './testing.js';
+import { seededRng, webCryptoTestCurves } from './testing.js';
 
 const CONV = 'conv-1';
 let wc: Curve25519;
 beforeAll(async () => {
-  const w = await webCryptoCurves();
+  const w = await webCryptoTestCurves();
   if (!w) throw new Error('WebCrypto curves required in Node 20');
   wc = w;
 });

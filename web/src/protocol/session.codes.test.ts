@@ -7,9 +7,16 @@ import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { equal, utf8 } from './bytes.js';
 import { is, publicDecryptError } from './errors.js';
 import { verifyBundle } from './prekeys.js';
-import { type Curve25519, webCryptoCurves } from './primitives.js';
+import type { Curve25519 } from './primitives.js';
 import { type DecryptContext, decrypt, emptySessionRecord, encrypt, initiateSession } from './session.js';
-import { makeTestUser, seededRng, type TestUser, testBundle, testLocalIdentity } from './testing.js';
+import {
+  makeTestUser,
+  seededRng,
+  type TestUser,
+  testBundle,
+  testLocalIdentity,
+  webCryptoTestCurves,
+} from './testing.js';
 
 vi.mock('./errors.js', async (importOriginal) => ({
   ...(await importOriginal<typeof import('./errors.js')>()),
@@ -23,7 +30,7 @@ let bob: TestUser;
 let carol: TestUser;
 
 beforeAll(async () => {
-  wc = (await webCryptoCurves())!;
+  wc = (await webCryptoTestCurves())!;
   const rng = seededRng('session.codes.test');
   alice = await makeTestUser(wc, rng, 'alice', ['a1']);
   bob = await makeTestUser(wc, rng, 'bob', ['b1']);

@@ -23,7 +23,15 @@ import {
   type SessionRecord,
   serializeSessionRecord,
 } from './session.js';
-import { makeTestUser, seededRng, type TestDevice, type TestUser, testBundle, testLocalIdentity } from './testing.js';
+import {
+  makeTestUser,
+  seededRng,
+  type TestDevice,
+  type TestUser,
+  testBundle,
+  testLocalIdentity,
+  webCryptoTestCurves,
+} from './testing.js';
 
 const T0 = 1_700_000_000_000;
 const DAY = 24 * 3600 * 1000;
@@ -33,7 +41,7 @@ let bob: TestUser;
 let carol: TestUser;
 
 beforeAll(async () => {
-  const w = await webCryptoCurves();
+  const w = await webCryptoTestCurves();
   if (!w) throw new Error('WebCrypto curves required in Node 20');
   wc = w;
   const rng = seededRng('session.test');

@@ -21,7 +21,15 @@ import {
   type SignedPrekeyRecord,
   signedPrekeyPublic,
 } from './prekeys.js';
-import { type Curve25519, type Rng, sha256 } from './primitives.js';
+import {
+  type Curve25519,
+  mlkemDecapsulate,
+  mlkemEncapsulate,
+  mlkemKeygen,
+  type Rng,
+  sha256,
+  webCryptoCurves,
+} from './primitives.js';
 
 /**
  * Block i of the stream is SHA-256(u32be(len(seed)) ‖ seed ‖ u32be(i)); `rng(n)` returns the next n bytes.
@@ -149,4 +157,94 @@ export function testBundle(device: TestDevice, withOneTime = true): PrekeyBundle
 /** The PQXDH local identity of a test device. */
 export function testLocalIdentity(device: TestDevice): PqxdhLocalIdentity {
   return { userId: device.userId, deviceId: device.deviceId, identityKey: device.identity };
+}
+
+/**
+ * A SubtleCrypto with WebCrypto's ML-KEM-1024 members (`raw-seed` / `raw-public` import, `getPublicKey`,
+ * `raw-public` export, `encapsulateBits`, `decapsulateBits`, as Chromium ships them) emulated with the noble
+ * functions, for platforms without them (Node 20): lets the unit tests run `webCryptoMlKem`'s code path.
+ * Everything else goes to `real`. `calls` counts each ML-KEM member used. Tests only.
+ */
+export function mlkemSubtleShim(real: SubtleCrypto = crypto.subtle): {
+  subtle: SubtleCrypto;
+  calls: Map<string, number>;
+} {
+  const calls = new Map<string, number>();
+  const count = (name: string) => calls.set(name, (calls.get(name) ?? 0) + 1);
+  interface FakeKey {
+    readonly mlkem: true;
+    readonly type: 'private' | 'public';
+    readonly bytes: Uint8Array;
+  }
+  const isMlKem = (alg: unknown) => (alg as { name?: string } | undefined)?.name === 'ML-KEM-1024';
+  const fake = (k: unknown): FakeKey => {
+    if (!(k as FakeKey | undefined)?.mlkem) throw new DOMException('not an ML-KEM key', 'InvalidAccessError');
+    return k as FakeKey;
+  };
+  const u8 = (b: BufferSource) =>
+    b instanceof Uint8Array ? b.slice() : new Uint8Array(ArrayBuffer.isView(b) ? b.buffer : b).slice();
+  const ab = (u: Uint8Array) => u.slice().buffer;
+  const shim = {
+    async importKey(format: string, data: BufferSource, alg: unknown, ...rest: unknown[]) {
+      if (!isMlKem(alg))
+        return (real.importKey as (...a: unknown[]) => Promise<CryptoKey>).call(real, format, data, alg, ...rest);
+      count(`importKey:${format}`);
+      const bytes = u8(data);
+      if (format === 'raw-seed' && bytes.length === 64) return { mlkem: true, type: 'private', bytes };
+      if (format === 'raw-public') {
+        try {
+          mlkemEncapsulate(bytes, new Uint8Array(32)); // the modulus check of FIPS 203 §7.2
+        } catch {
+          throw new DOMException('invalid key', 'DataError');
+        }
+        return { mlkem: true, type: 'public', bytes };
+      }
+      throw new DOMException('unsupported', 'NotSupportedError');
+    },
+    async exportKey(format: string, key: CryptoKey) {
+      if (!(key as unknown as FakeKey).mlkem) return real.exportKey(format as 'raw', key);
+      count(`exportKey:${format}`);
+      const k = fake(key);
+      if (format !== 'raw-public' || k.type !== 'public') throw new DOMException('wrong type', 'InvalidAccessError');
+      return ab(k.bytes);
+    },
+    async getPublicKey(key: unknown) {
+      count('getPublicKey');
+      const k = fake(key);
+      return { mlkem: true, type: 'public', bytes: mlkemKeygen(k.bytes).publicKey };
+    },
+    async encapsulateBits(_alg: unknown, key: unknown) {
+      count('encapsulateBits');
+      const { ciphertext, sharedSecret } = mlkemEncapsulate(
+        fake(key).bytes,
+        crypto.getRandomValues(new Uint8Array(32)),
+      );
+      return { ciphertext: ab(ciphertext), sharedKey: ab(sharedSecret) };
+    },
+    async decapsulateBits(_alg: unknown, key: unknown, ct: BufferSource) {
+      count('decapsulateBits');
+      const k = fake(key);
+      if (k.type !== 'private') throw new DOMException('wrong type', 'InvalidAccessError');
+      return ab(mlkemDecapsulate(u8(ct), mlkemKeygen(k.bytes).secretKey));
+    },
+  };
+  const subtle = new Proxy(real, {
+    get(target, prop) {
+      if (typeof prop === 'string' && prop in shim) return shim[prop as keyof typeof shim];
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  return { subtle, calls };
+}
+
+/**
+ * `webCryptoCurves()` with its WebCrypto ML-KEM path: the platform's where it has ML-KEM-1024 (Chromium),
+ * else the same code over `mlkemSubtleShim` (Node 20), so the protocol tests run both ML-KEM paths anywhere.
+ */
+export async function webCryptoTestCurves(): Promise<Curve25519 | null> {
+  const subtle = 'encapsulateBits' in crypto.subtle ? crypto.subtle : mlkemSubtleShim().subtle;
+  const curves = await webCryptoCurves(subtle);
+  if (curves && curves.mlkem.name !== 'webcrypto') throw new Error('the WebCrypto ML-KEM path failed its probe');
+  return curves;
 }

@@ -19,7 +19,8 @@ import { theirEd25519, theirX25519, x25519FromSecret } from './keys.js';
 import { decodeMembershipEntry, entryHash, verifyLog } from './membership.js';
 import { decodePqxdhInit, pqxdhRespond } from './pqxdh.js';
 import { decodeBundle, verifyBundle } from './prekeys.js';
-import { type Curve25519, mlkemKeygen, nobleCurves, sha256, webCryptoCurves } from './primitives.js';
+import { type Curve25519, mlkemKeygen, nobleCurves, sha256 } from './primitives.js';
+import { webCryptoTestCurves } from './testing.js';
 import { generateIdentityVectors, type VectorFiles } from './vectors/generate-identity.js';
 
 const dir = fileURLToPath(new URL('./vectors/', import.meta.url));
@@ -30,7 +31,7 @@ const load = (name: string): any => JSON.parse(readFileSync(dir + name, 'utf8'))
 let paths: Curve25519[];
 let generated: VectorFiles;
 beforeAll(async () => {
-  paths = [nobleCurves, (await webCryptoCurves())!];
+  paths = [nobleCurves, (await webCryptoTestCurves())!];
   generated = await generateIdentityVectors(paths[1]!);
   if (process.env.UPDATE_VECTORS === '1') {
     for (const [name, v] of Object.entries(generated)) writeFileSync(dir + name, serialize(v));

@@ -11,8 +11,9 @@ import { fromHex, toHex } from './bytes.js';
 import { decodeHistoryRecords } from './history.js';
 import { x25519FromSecret } from './keys.js';
 import { decodeLinkCode } from './link-code.js';
-import { type Curve25519, nobleCurves, webCryptoCurves } from './primitives.js';
+import { type Curve25519, nobleCurves } from './primitives.js';
 import { openProvisioning } from './provisioning.js';
+import { webCryptoTestCurves } from './testing.js';
 import { Direction, openTransferFrame, transferKeys } from './transfer.js';
 import { generateLinkingVectors, type LinkingVectorFiles } from './vectors/generate-linking.js';
 
@@ -24,7 +25,7 @@ const load = (): any => JSON.parse(readFileSync(`${dir}linking.json`, 'utf8'));
 let paths: Curve25519[];
 let generated: LinkingVectorFiles;
 beforeAll(async () => {
-  paths = [nobleCurves, (await webCryptoCurves())!];
+  paths = [nobleCurves, (await webCryptoTestCurves())!];
   generated = await generateLinkingVectors(paths[1]!);
   if (process.env.UPDATE_VECTORS === '1') writeFileSync(`${dir}linking.json`, serialize(generated['linking.json']));
 });

@@ -12,7 +12,7 @@ import { decodeDeviceCertificate } from './identity.js';
 import { x25519FromSecret } from './keys.js';
 import { pad, unpad } from './padding.js';
 import { decodeBundle, verifyBundle } from './prekeys.js';
-import { aesGcmDecrypt, type Curve25519, mlkemKeygen, nobleCurves, webCryptoCurves } from './primitives.js';
+import { aesGcmDecrypt, type Curve25519, mlkemKeygen, nobleCurves } from './primitives.js';
 import {
   type DecryptContext,
   decodeMessage,
@@ -22,7 +22,7 @@ import {
   initiateSession,
   MessageType,
 } from './session.js';
-import { replayRng } from './testing.js';
+import { replayRng, webCryptoTestCurves } from './testing.js';
 import { generateMessageVector } from './vectors/generate-message.js';
 
 const file = fileURLToPath(new URL('./vectors/message.json', import.meta.url));
@@ -33,7 +33,7 @@ let generated: unknown;
 // biome-ignore lint/suspicious/noExplicitAny: JSON fixture
 let v: any;
 beforeAll(async () => {
-  paths = [nobleCurves, (await webCryptoCurves())!];
+  paths = [nobleCurves, (await webCryptoTestCurves())!];
   generated = await generateMessageVector(paths[1]!);
   if (process.env.UPDATE_VECTORS === '1') writeFileSync(file, serialize(generated));
   v = JSON.parse(readFileSync(file, 'utf8'));

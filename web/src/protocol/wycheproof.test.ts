@@ -15,9 +15,8 @@ import {
   mlkemEncapsulate,
   mlkemKeygen,
   nobleCurves,
-  webCryptoCurves,
 } from './primitives.js';
-import { seededRng } from './testing.js';
+import { seededRng, webCryptoTestCurves } from './testing.js';
 import aesGcm from './vectors/wycheproof/aes_gcm_256_96_test.json' with { type: 'json' };
 import ed25519 from './vectors/wycheproof/ed25519_test.json' with { type: 'json' };
 import hkdf from './vectors/wycheproof/hkdf_sha256_test.json' with { type: 'json' };
@@ -43,7 +42,7 @@ function canonicalX25519(pk: Uint8Array): boolean {
 
 let paths: Curve25519[];
 beforeAll(async () => {
-  const wc = await webCryptoCurves();
+  const wc = await webCryptoTestCurves();
   if (!wc) throw new Error('WebCrypto X25519/Ed25519 expected in Node 20');
   paths = [nobleCurves, wc];
 });
