@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
@@ -15,6 +16,9 @@ const workerdStub = {
 /** Fresh secrets for every test run (the pool must not depend on a developer's .dev.vars). */
 const secret = () => randomBytes(32).toString('base64url');
 const ktSeed = secret();
+
+/** Unit + worker files side by side: at least 2 (see the unit project), one fewer than cores on bigger machines. */
+const phase1Workers = Math.max(2, availableParallelism() - 1);
 
 /**
  * Three suites, one command (`npm test` runs them all; `--project <name>` runs one):
@@ -34,6 +38,10 @@ export default defineConfig({
           include: ['web/src/**/*.test.ts', 'scripts/**/*.test.ts', 'reliability/**/*.test.ts', 'bots/**/*.test.ts'],
           environment: 'node',
           testTimeout: 30_000,
+          // Vitest's default is one fewer worker than cores: on the 2-core CI that is ONE, so unit and worker
+          // files ran one after the other while a core idled. Both projects share group 0, so they need the
+          // same count (vitest refuses two counts in one group); the browser project runs alone after them.
+          maxWorkers: phase1Workers,
         },
       },
       {
@@ -75,6 +83,7 @@ export default defineConfig({
           // A local webhook receiver (Node) the Worker under test POSTs to.
           globalSetup: ['./worker/test/receiver-setup.ts'],
           testTimeout: 30_000,
+          maxWorkers: phase1Workers, // as unit's: one group, one count
         },
       },
       {
