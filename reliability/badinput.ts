@@ -439,7 +439,7 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
   'GET /api/users/names': { auth: 'bearer', query: 'ids=:q' },
   'GET /api/users/:userId/device-list': { auth: 'bearer' },
   // attachments (issue 16)
-  'POST /api/attachments': { auth: 'bearer', keys: ['conversationId', 'size'], json: true },
+  'POST /api/attachments': { auth: 'bearer', keys: ['conversationId', 'size', 'parts'], json: true },
   'PUT /api/attachments/:id': {
     auth: 'bearer',
     oversize: {
@@ -449,6 +449,16 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
       code: 'size_mismatch',
     },
   },
+  'PUT /api/attachments/:id/parts/:n': {
+    auth: 'bearer',
+    oversize: {
+      target: async (w) => `/api/attachments/${await reserveUpload(w, 70_000, true)}/parts/1`,
+      headers: { 'content-type': 'application/octet-stream' },
+      status: 400,
+      code: 'size_mismatch',
+    },
+  },
+  'POST /api/attachments/:id/complete': { auth: 'bearer', keys: ['parts'], json: true },
   'GET /api/attachments/:id': { auth: 'bearer' },
   'DELETE /api/attachments/:id': { auth: 'bearer' },
   // people: sealed profiles and private settings (issue 17)
@@ -492,12 +502,12 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
   'GET /api/kt/consistency': { auth: 'none', query: 'from=:q&to=:q' },
 };
 
-/** A fresh reservation by `a` in `conv` (never uploaded unless the caller does); its id. */
-async function reserveUpload(w: World, size: number): Promise<string> {
+/** A fresh reservation by `a` in `conv` (never uploaded unless the caller does; `parts`: a parts upload); its id. */
+async function reserveUpload(w: World, size: number, parts = false): Promise<string> {
   const r = await fetch(`${w.base}/api/attachments`, {
     method: 'POST',
     headers: { ...authHeader(w, 'a'), 'content-type': 'application/json', ...ipHeader() },
-    body: JSON.stringify({ conversationId: w.conv, size }),
+    body: JSON.stringify(parts ? { conversationId: w.conv, size, parts } : { conversationId: w.conv, size }),
   });
   const text = await r.text();
   if (r.status !== 201) throw new Error(`attachments: reservation → ${r.status} ${text.slice(0, 80)}`);
@@ -506,8 +516,10 @@ async function reserveUpload(w: World, size: number): Promise<string> {
 
 /**
  * Attachment uploads that break the size contract — one byte more or less, nothing, a chunked stream longer
- * than reserved, a stream cut short, a JSON content type — each into a fresh reservation: every answer must
- * be a 4xx and the blob must never become downloadable.
+ * than reserved, a stream cut short, a JSON content type — each into a fresh reservation, whole and as part 1
+ * of a parts upload; and parts uploads broken otherwise (part numbers out of range or not numbers, the whole
+ * blob PUT into a parts reservation, completions with a stale etag, no parts, too many parts): every answer
+ * must be a 4xx and the blob must never become downloadable.
  */
 async function attachmentUploads(w: World): Promise<FamilyResult> {
   const failures: string[] = [];
@@ -521,7 +533,8 @@ async function attachmentUploads(w: World): Promise<FamilyResult> {
         ctl.error(new Error('connection dropped'));
       },
     });
-  const cases: { what: string; init: RequestInit & { duplex?: 'half' } }[] = [
+  // Fresh bodies each time: a stream is read once.
+  const makeCases = (): { what: string; init: RequestInit & { duplex?: 'half' } }[] => [
     { what: 'one byte more', init: { body: body(size + 1) } },
     { what: 'one byte less', init: { body: body(size - 1) } },
     { what: 'no body', init: {} },
@@ -532,13 +545,40 @@ async function attachmentUploads(w: World): Promise<FamilyResult> {
     { what: 'a stream cut short', init: { body: truncated(), duplex: 'half' } },
     { what: 'a JSON content type', init: { body: body(size), headers: { 'content-type': 'application/json' } } },
   ];
-  for (const c of cases) {
-    const attachmentId = await reserveUpload(w, size).catch((e: Error) => {
+  const cases = makeCases();
+  const partsCases: { what: string; path: (id: string) => string; init: RequestInit }[] = [
+    ...makeCases().map((c) => ({ what: `part 1 as ${c.what}`, path: (id: string) => `${id}/parts/1`, init: c.init })),
+    ...['0', '2', '-1', '1.5', 'x', '99999', '%00'].map((n) => ({
+      what: `part ${n}`,
+      path: (id: string) => `${id}/parts/${n}`,
+      init: { body: body(size) },
+    })),
+    { what: 'the whole blob into a parts reservation', path: (id: string) => id, init: { body: body(size) } },
+    ...[
+      [{ partNumber: 1, etag: 'stale' }],
+      [],
+      [
+        { partNumber: 1, etag: 'a' },
+        { partNumber: 2, etag: 'b' },
+      ],
+      [{ partNumber: 0, etag: 'a' }],
+    ].map((parts) => ({
+      what: `a completion with ${JSON.stringify(parts)}`,
+      path: (id: string) => `${id}/complete`,
+      init: { method: 'POST', body: JSON.stringify({ parts }), headers: { 'content-type': 'application/json' } },
+    })),
+  ];
+  const all = [
+    ...cases.map((c) => ({ ...c, parts: false, path: (id: string) => id })),
+    ...partsCases.map((c) => ({ ...c, parts: true })),
+  ];
+  for (const c of all) {
+    const attachmentId = await reserveUpload(w, size, c.parts).catch((e: Error) => {
       failures.push(`${e.message} (for "${c.what}")`);
       return null;
     });
     if (!attachmentId) continue;
-    const put = await fetch(`${w.base}/api/attachments/${attachmentId}`, {
+    const put = await fetch(`${w.base}/api/attachments/${c.path(attachmentId)}`, {
       method: 'PUT',
       ...c.init,
       headers: { ...auth, 'content-type': 'application/octet-stream', ...ipHeader(), ...(c.init.headers ?? {}) },
@@ -553,7 +593,7 @@ async function attachmentUploads(w: World): Promise<FamilyResult> {
     if (get.status !== 404) failures.push(`attachments: after an upload of ${c.what} the blob answers ${get.status}`);
   }
   return {
-    rows: [['attachment uploads breaking the size contract: cases / bad', `${cases.length} / ${failures.length}`]],
+    rows: [['attachment uploads breaking the size contract: cases / bad', `${all.length} / ${failures.length}`]],
     failures,
   };
 }

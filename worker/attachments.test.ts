@@ -278,6 +278,140 @@ describe('attachments: the size contract', () => {
   });
 });
 
+describe('attachments: parts uploads', () => {
+  const part = (m: TestMember, id: string, n: number | string, body: BodyInit | null, headers = {}) =>
+    api(`/api/attachments/${id}/parts/${n}`, token(m), {
+      method: 'PUT',
+      body,
+      headers: { 'content-type': 'application/octet-stream', ...headers },
+    });
+  const complete = (m: TestMember, id: string, parts: unknown) =>
+    api(`/api/attachments/${id}/complete`, token(m), { method: 'POST', json: { parts } });
+  async function reserveParts(m: TestMember, conversationId: string, size: number) {
+    const res = await api('/api/attachments', token(m), {
+      method: 'POST',
+      json: { conversationId, size, parts: true },
+    });
+    expect(res.status).toBe(201);
+    return (await res.json()) as { attachmentId: string; partBytes: number; parts: number };
+  }
+  type Etag = { partNumber: number; etag: string };
+
+  it('parts sent at once and out of order, one of them sent again, then completed: every member downloads exactly the bytes', async () => {
+    const { alice, bob, conv } = await trio();
+    const size = ATTACHMENT_DEFAULTS.partBytes + 1000;
+    const data = blob(size, 3);
+    const r = await reserveParts(alice, conv, size);
+    expect(r).toMatchObject({ partBytes: ATTACHMENT_DEFAULTS.partBytes, parts: 2 });
+    expect(await env.ATTACHMENTS.head(`parts/${r.attachmentId}`)).not.toBeNull();
+    const [p2, p1] = await Promise.all([
+      part(alice, r.attachmentId, 2, data.slice(r.partBytes)),
+      part(alice, r.attachmentId, 1, streamOf(data.subarray(0, r.partBytes), 500_000)),
+    ]);
+    expect([p1.status, p2.status]).toEqual([200, 200]);
+    expect((await get(bob, r.attachmentId)).status).toBe(404); // not complete yet
+    const again = await part(alice, r.attachmentId, 2, data.slice(r.partBytes));
+    expect(again.status).toBe(200);
+    const etags = [(await p1.json()) as Etag, (await again.json()) as Etag];
+    expect(etags.map((e) => e.partNumber)).toEqual([1, 2]);
+    const done = await complete(alice, r.attachmentId, etags);
+    expect(done.status, await done.clone().text()).toBe(200);
+    expect(await done.json()).toEqual({ attachmentId: r.attachmentId, size });
+    expect((await row(r.attachmentId))?.uploadedAt).toBeTypeOf('number');
+    expect(await env.ATTACHMENTS.head(`parts/${r.attachmentId}`)).toBeNull();
+    for (const m of [alice, bob]) expect(await sameBytes(await get(m, r.attachmentId), data)).toBe(true);
+    const late = await complete(alice, r.attachmentId, etags);
+    expect([late.status, await errorCode(late)]).toEqual([409, 'already_uploaded']);
+    const latePart = await part(alice, r.attachmentId, 2, data.slice(r.partBytes));
+    expect([latePart.status, await errorCode(latePart)]).toEqual([409, 'already_uploaded']);
+  });
+
+  it('parts of the wrong size or number, the wrong mode, a stranger, and a completion missing a part are refused with stable codes; nothing is downloadable', async () => {
+    const { alice, bob, conv } = await trio();
+    const size = 100_000; // one part (the last may be short)
+    const r = await reserveParts(alice, conv, size);
+    expect(r.parts).toBe(1);
+    const cases: [string, Promise<Response>, number, string][] = [
+      ['one byte less', part(alice, r.attachmentId, 1, blob(size - 1)), 400, 'size_mismatch'],
+      ['one byte more', part(alice, r.attachmentId, 1, blob(size + 1)), 400, 'size_mismatch'],
+      ['a longer chunked stream', part(alice, r.attachmentId, 1, streamOf(blob(size + 1))), 400, 'size_mismatch'],
+      ['no body', part(alice, r.attachmentId, 1, null), 400, 'size_mismatch'],
+      ['part 0', part(alice, r.attachmentId, 0, blob(size)), 400, 'invalid_part'],
+      ['part 2 of 1', part(alice, r.attachmentId, 2, blob(size)), 400, 'invalid_part'],
+      ['a part that is not a number', part(alice, r.attachmentId, 'x', blob(size)), 400, 'invalid_part'],
+      [
+        'JSON',
+        part(alice, r.attachmentId, 1, blob(size), { 'content-type': 'application/json' }),
+        415,
+        'unsupported_media_type',
+      ],
+      ['another member', part(bob, r.attachmentId, 1, blob(size)), 404, 'not_found'],
+      ['the whole blob in one PUT', put(alice, r.attachmentId, blob(size)), 409, 'upload_mode_mismatch'],
+      [
+        'completed before any part',
+        complete(alice, r.attachmentId, [{ partNumber: 1, etag: 'x' }]),
+        400,
+        'upload_incomplete',
+      ],
+      [
+        'completed with too many parts',
+        complete(alice, r.attachmentId, [
+          { partNumber: 1, etag: 'x' },
+          { partNumber: 2, etag: 'y' },
+        ]),
+        400,
+        'invalid_part',
+      ],
+      ['completed with nothing', complete(alice, r.attachmentId, []), 400, 'invalid_request'],
+    ];
+    for (const [what, res, status, code] of cases) {
+      const got = await res;
+      expect([what, got.status, await errorCode(got)]).toEqual([what, status, code]);
+    }
+    const whole = await reserve(alice, conv, size);
+    const wrongMode = await part(alice, whole.body.attachmentId, 1, blob(size));
+    expect([wrongMode.status, await errorCode(wrongMode)]).toEqual([409, 'upload_mode_mismatch']);
+    const wrongComplete = await complete(alice, whole.body.attachmentId, [{ partNumber: 1, etag: 'x' }]);
+    expect([wrongComplete.status, await errorCode(wrongComplete)]).toEqual([409, 'upload_mode_mismatch']);
+    for (const id of [r.attachmentId, whole.body.attachmentId]) {
+      expect((await get(bob, id)).status).toBe(404);
+      expect(await env.ATTACHMENTS.head(id)).toBeNull();
+      expect((await row(id))?.uploadedAt).toBeNull();
+    }
+    // The reservation still takes the right bytes afterwards.
+    const ok = await part(alice, r.attachmentId, 1, blob(size));
+    const fin = await complete(alice, r.attachmentId, [(await ok.json()) as Etag]);
+    expect(fin.status).toBe(200);
+    expect(await sameBytes(await get(bob, r.attachmentId), blob(size))).toBe(true);
+  });
+
+  it('a cancelled parts upload, one abandoned past the clean-up and one of a deleted account are aborted in R2 and leave no marker', async () => {
+    const { alice, conv } = await trio();
+    const made = await Promise.all([0, 1, 2].map(() => reserveParts(alice, conv, 1000)));
+    const uploadIds: string[] = [];
+    for (const r of made) {
+      expect((await part(alice, r.attachmentId, 1, blob(1000))).status).toBe(200);
+      uploadIds.push((await env.ATTACHMENTS.head(`parts/${r.attachmentId}`))!.customMetadata!.uploadId!);
+    }
+    const [cancelled, abandoned] = made as [(typeof made)[0], (typeof made)[0]]; // the third: account deletion
+    expect((await api(`/api/attachments/${cancelled.attachmentId}`, token(alice), { method: 'DELETE' })).status).toBe(
+      204,
+    );
+    await db()
+      .update(schema.attachments)
+      .set({ createdAt: Date.now() - 24 * 3600 * 1000 - 1 })
+      .where(eq(schema.attachments.id, abandoned.attachmentId));
+    await cleanupAttachments(env as Env);
+    await deleteUserAttachments(env as Env, alice.userId);
+    for (const [i, r] of made.entries()) {
+      expect(await row(r.attachmentId)).toBeUndefined();
+      expect(await env.ATTACHMENTS.head(`parts/${r.attachmentId}`)).toBeNull();
+      const resumed = env.ATTACHMENTS.resumeMultipartUpload(r.attachmentId, uploadIds[i]!);
+      await expect(resumed.uploadPart(1, blob(1000))).rejects.toThrow();
+    }
+  });
+});
+
 describe('attachments: quotas', () => {
   it('a file above the per-file limit is refused with 413 attachment_too_large, at reservation and at upload', async () => {
     const { alice, conv } = await trio();

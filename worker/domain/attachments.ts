@@ -11,6 +11,10 @@
  * - `storeAttachment`: the uploader streams exactly `size` bytes into R2 — a single `put` through a
  *   FixedLengthStream, or an R2 multipart upload of `partBytes` parts above `multipartThresholdBytes` — never
  *   holding more than one part in memory. More or fewer bytes: 400 `size_mismatch`, nothing kept.
+ * - Parts uploads (`reserveAttachment(..., parts = true)`, `storeAttachmentPart`, `completeAttachment`): the
+ *   client sends the blob as numbered `partBytes` parts, several at once, and completes it. The R2 upload id
+ *   and part size live between requests in a marker object `parts/<id>` (R2 custom metadata) — D1 stays as it
+ *   is, and the marker goes wherever the blob goes (cancel, clean-up, account deletion abort the upload).
  * - `openAttachment`: the blob for a CURRENT member of the conversation; anyone else gets 404 like an id
  *   that never existed (no existence leak).
  * - `cancelAttachment`: the uploader drops a reservation that was never completed (frees its quota).
@@ -108,7 +112,22 @@ export interface Reservation {
   uploadBy: number;
   /** When the blob will be deleted (ms). */
   expiresAt: number;
+  /** Parts uploads only: the size of every part but the last (bytes), and how many parts. */
+  partBytes?: number;
+  parts?: number;
 }
+
+/** R2 key of the marker keeping a parts upload's R2 upload id and part size between requests. */
+const partsKey = (id: string) => `parts/${id}`;
+
+const partCount = (size: number, partBytes: number) => Math.max(1, Math.ceil(size / partBytes));
+
+const modeMismatch = (parts: boolean) =>
+  new AppError(
+    409,
+    'upload_mode_mismatch',
+    parts ? 'this reservation is uploaded in parts' : 'this reservation was not made for a parts upload',
+  );
 
 /**
  * Reserves an id for `size` ciphertext bytes in `conversationId` for `userId` (a current member; anyone
@@ -120,6 +139,7 @@ export async function reserveAttachment(
   conversationId: string,
   size: number,
   now = Date.now(),
+  parts = false,
 ): Promise<Reservation> {
   const cfg = attachmentConfig(env.ATTACHMENT_LIMITS);
   const db = makeDb(env);
@@ -159,7 +179,37 @@ export async function reserveAttachment(
       retryAfterSec: Math.max(1, Math.ceil((freeAt - now) / 1000)),
     });
   }
-  return { attachmentId: id, size, uploadBy: now + cfg.pendingTtlMs, expiresAt: now + cfg.retentionMs };
+  const r0 = { attachmentId: id, size, uploadBy: now + cfg.pendingTtlMs, expiresAt: now + cfg.retentionMs };
+  if (!parts) return r0;
+  try {
+    const upload = await env.ATTACHMENTS.createMultipartUpload(id);
+    await env.ATTACHMENTS.put(partsKey(id), new Uint8Array(0), {
+      customMetadata: { uploadId: upload.uploadId, partBytes: String(cfg.partBytes) },
+    });
+  } catch (err) {
+    await db.delete(a).where(eq(a.id, id)).run(); // nothing half-made stays, the quota is freed
+    throw err;
+  }
+  return { ...r0, partBytes: cfg.partBytes, parts: partCount(size, cfg.partBytes) };
+}
+
+/** The parts upload of `id` (from its marker), or null for a reservation uploaded whole. */
+async function partsUploadOf(env: Env, id: string): Promise<{ uploadId: string; partBytes: number } | null> {
+  const marker = await env.ATTACHMENTS.head(partsKey(id));
+  const uploadId = marker?.customMetadata?.uploadId;
+  const partBytes = Number(marker?.customMetadata?.partBytes);
+  if (!uploadId || !Number.isSafeInteger(partBytes) || partBytes < 1) return null;
+  return { uploadId, partBytes };
+}
+
+/** Aborts the parts upload of `id` and drops its marker, if there is one (best effort on the abort). */
+async function abortParts(env: Env, id: string): Promise<void> {
+  const up = await partsUploadOf(env, id);
+  if (up)
+    await env.ATTACHMENTS.resumeMultipartUpload(id, up.uploadId)
+      .abort()
+      .catch(() => undefined);
+  await env.ATTACHMENTS.delete(partsKey(id));
 }
 
 type Row = typeof schema.attachments.$inferSelect;
@@ -201,6 +251,7 @@ export async function storeAttachment(
     row = await pendingOf(env, db, userId, id, now);
     if (declaredLength !== null && declaredLength !== row.size) throw sizeMismatch();
     if (!body) throw sizeMismatch();
+    if (await partsUploadOf(env, id)) throw modeMismatch(true);
     if (row.size > cfg.multipartThresholdBytes) await multipart(env.ATTACHMENTS, id, body, row.size, cfg.partBytes);
     else await single(env.ATTACHMENTS, id, body, row.size);
   } catch (err) {
@@ -211,6 +262,12 @@ export async function storeAttachment(
     // The client went away mid-upload (or R2 refused): the reservation stays pending for a retry.
     throw new AppError(400, 'upload_incomplete', 'the upload did not complete');
   }
+  await markUploaded(env, db, id);
+  return { attachmentId: id, size: row.size };
+}
+
+/** The blob of `id` is in R2: the row says so — unless it was cancelled meanwhile (then nothing is kept). */
+async function markUploaded(env: Env, db: Db, id: string): Promise<void> {
   const done = await db
     .update(schema.attachments)
     .set({ uploadedAt: Date.now() })
@@ -224,6 +281,94 @@ export async function storeAttachment(
       throw notFound();
     }
   }
+}
+
+const invalidPart = () => new AppError(400, 'invalid_part', 'no such part number for this attachment');
+
+/**
+ * Part `n` (1-based) of a parts upload: exactly `partBytes` bytes, the last part the rest. Sent again, a
+ * part replaces the one before (a failed part is re-sent alone). Returns what `completeAttachment` needs.
+ */
+export async function storeAttachmentPart(
+  env: Env,
+  userId: string,
+  id: string,
+  n: number,
+  body: ReadableStream<Uint8Array> | null,
+  declaredLength: number | null,
+  now = Date.now(),
+): Promise<{ partNumber: number; etag: string }> {
+  const db = makeDb(env);
+  try {
+    const row = await pendingOf(env, db, userId, id, now);
+    const up = await partsUploadOf(env, id);
+    if (!up) throw modeMismatch(false);
+    const count = partCount(row.size, up.partBytes);
+    if (!Number.isSafeInteger(n) || n < 1 || n > count) throw invalidPart();
+    const length = n < count ? up.partBytes : row.size - (count - 1) * up.partBytes;
+    if (declaredLength !== null && declaredLength !== length) throw sizeMismatch();
+    if (!body) throw sizeMismatch();
+    const bytes = await readExactly(body, length);
+    const part = await env.ATTACHMENTS.resumeMultipartUpload(id, up.uploadId).uploadPart(n, bytes);
+    return { partNumber: part.partNumber, etag: part.etag };
+  } catch (err) {
+    await body?.cancel().catch(() => undefined);
+    if (err instanceof SizeMismatch) throw sizeMismatch();
+    if (err instanceof AppError) throw err;
+    throw new AppError(400, 'upload_incomplete', 'the part did not arrive whole; send it again');
+  }
+}
+
+/** Reads exactly `length` bytes of `body` into one array; SizeMismatch past it or short of it. */
+async function readExactly(body: ReadableStream<Uint8Array>, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  const reader = body.getReader();
+  let fill = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    if (fill + value.byteLength > length) throw new SizeMismatch();
+    out.set(value, fill);
+    fill += value.byteLength;
+  }
+  if (fill !== length) throw new SizeMismatch();
+  return out;
+}
+
+/**
+ * Completes a parts upload from the `{partNumber, etag}` its part uploads returned, every part 1..N once, in
+ * order. Missing or stale parts: 400 `upload_incomplete` (send them, complete again). The blob is then
+ * exactly the reserved size (each part was); should it not be, nothing is kept (400 `size_mismatch`).
+ */
+export async function completeAttachment(
+  env: Env,
+  userId: string,
+  id: string,
+  parts: readonly { partNumber: number; etag: string }[],
+  now = Date.now(),
+): Promise<{ attachmentId: string; size: number }> {
+  const db = makeDb(env);
+  const row = await pendingOf(env, db, userId, id, now);
+  const up = await partsUploadOf(env, id);
+  if (!up) throw modeMismatch(false);
+  const count = partCount(row.size, up.partBytes);
+  if (parts.length !== count || parts.some((p, i) => p.partNumber !== i + 1)) throw invalidPart();
+  let size: number;
+  try {
+    size = (await env.ATTACHMENTS.resumeMultipartUpload(id, up.uploadId).complete([...parts])).size;
+  } catch {
+    throw new AppError(400, 'upload_incomplete', 'some parts are missing or were replaced; send them again');
+  }
+  await env.ATTACHMENTS.delete(partsKey(id));
+  if (size !== row.size) {
+    await env.ATTACHMENTS.delete(id);
+    await db
+      .delete(schema.attachments)
+      .where(and(eq(schema.attachments.id, id), isNull(schema.attachments.uploadedAt)))
+      .run();
+    throw sizeMismatch();
+  }
+  await markUploaded(env, db, id);
   return { attachmentId: id, size: row.size };
 }
 
@@ -319,15 +464,21 @@ export async function openAttachment(env: Env, userId: string, id: string): Prom
 export async function cancelAttachment(env: Env, userId: string, id: string, now = Date.now()): Promise<void> {
   const db = makeDb(env);
   await pendingOf(env, db, userId, id, now);
+  await abortParts(env, id);
   await db
     .delete(schema.attachments)
     .where(and(eq(schema.attachments.id, id), isNull(schema.attachments.uploadedAt)))
     .run();
 }
 
-/** Deletes the blobs of `rows`, then the rows (a blob never outlives its row: a crash between leaves a row). */
-async function deleteRows(env: Env, db: Db, ids: string[]): Promise<void> {
-  if (ids.length === 0) return;
+/**
+ * Deletes the blobs of `rows` (and aborts the parts uploads of those never completed), then the rows (a blob
+ * never outlives its row: a crash between leaves a row).
+ */
+async function deleteRows(env: Env, db: Db, rows: { id: string; uploadedAt: number | null }[]): Promise<void> {
+  if (rows.length === 0) return;
+  const ids = rows.map((r) => r.id);
+  for (const r of rows) if (r.uploadedAt === null) await abortParts(env, r.id);
   await env.ATTACHMENTS.delete(ids);
   for (let i = 0; i < ids.length; i += 90) {
     const chunk = ids.slice(i, i + 90);
@@ -354,18 +505,14 @@ export async function cleanupAttachments(env: Env, now = Date.now()): Promise<{ 
   let total = 0;
   for (let round = 0; round < 20; round++) {
     const rows = await db
-      .select({ id: a.id })
+      .select({ id: a.id, uploadedAt: a.uploadedAt })
       .from(a)
       .where(
         or(lt(a.createdAt, now - cfg.retentionMs), and(isNull(a.uploadedAt), lt(a.createdAt, now - cfg.pendingTtlMs))),
       )
       .limit(cfg.cleanupBatch)
       .all();
-    await deleteRows(
-      env,
-      db,
-      rows.map((r) => r.id),
-    );
+    await deleteRows(env, db, rows);
     total += rows.length;
     if (rows.length < cfg.cleanupBatch) break;
   }
@@ -379,16 +526,12 @@ async function deleteAttachmentsWhere(env: Env, where: SQL): Promise<number> {
   let total = 0;
   for (;;) {
     const rows = await db
-      .select({ id: schema.attachments.id })
+      .select({ id: schema.attachments.id, uploadedAt: schema.attachments.uploadedAt })
       .from(schema.attachments)
       .where(where)
       .limit(cfg.cleanupBatch)
       .all();
-    await deleteRows(
-      env,
-      db,
-      rows.map((r) => r.id),
-    );
+    await deleteRows(env, db, rows);
     total += rows.length;
     if (rows.length < cfg.cleanupBatch) return total;
   }

@@ -254,6 +254,57 @@ describe('attachments in the engine', { timeout: 120_000 }, () => {
     bob.engine.close();
   });
 
+  it('a large file goes up in parts while it is still being encrypted; a failed part is re-sent alone, without reading the file again, and Bob opens exactly the bytes', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    w.server.attachmentPartBytes = 3 * 1024 * 1024; // a 9 MiB file: 4 parts (3 at once)
+    const data = fileBytes(9 * 1024 * 1024 + 5, 9);
+    const { blob, reads } = countingBlob(data);
+    const log: string[] = [];
+    const inner = w.server.api('alice', 'alice-1');
+    const api = {
+      ...inner,
+      uploadAttachmentPart: (id: string, n: number, body: Blob, o: object) => {
+        log.push(`part ${n}`);
+        return inner.uploadAttachmentPart(id, n, body, o);
+      },
+    };
+    const emit = (e: EngineEvent) => {
+      if (e.type === 'transfer' && e.phase === 'encrypt' && e.loaded === e.total) log.push('encrypted');
+    };
+    const transfers = new Transfers({ api, rng: cryptoRng, emit, now: Date.now } as unknown as EngineContext);
+    const draft = { file: blob, fileName: 'big.bin', contentType: 'application/octet-stream' };
+    w.server.failUploads = 1;
+    const err = await transfers.upload('t', conv, draft).catch((e: { code: string }) => e);
+    expect((err as { code: string }).code).toBe('upload_failed');
+    expect(log.indexOf('part 1')).toBeLessThan(log.indexOf('encrypted')); // sent before the file was done
+    const [id, reservation] = [...w.server.attachments.entries()].at(-1)!;
+    expect(reservation.partBytes).toBe(3 * 1024 * 1024);
+    const had = [...reservation.parts!.keys()];
+    expect(had.length).toBeLessThan(4);
+    const readsAfterFirst = reads();
+    log.length = 0;
+    const pointer = await transfers.upload('t', conv, draft);
+    expect(reads()).toBe(readsAfterFirst);
+    const resent = log.map((x) => Number(x.slice(5)));
+    expect(resent.length).toBe(4 - had.length);
+    expect(resent.filter((n) => had.includes(n))).toEqual([]);
+    expect(w.server.attachmentCalls.filter((c) => c.op === 'reserve' || c.op === 'upload').length).toBe(1);
+    expect(w.server.attachmentCalls.filter((c) => c.op === 'complete').length).toBe(1);
+    expect(pointer.attachmentId).toBe(id);
+    const back = new Transfers({
+      api: w.server.api('bob', 'bob-1'),
+      rng: cryptoRng,
+      emit: () => undefined,
+      now: Date.now,
+    } as unknown as EngineContext);
+    const got = await bytesOf(await back.download('d', pointer));
+    expect(got.length).toBe(data.length);
+    expect(got.findIndex((b, i) => b !== data[i])).toBe(-1);
+    alice.engine.close();
+    bob.engine.close();
+  });
+
   it('a failed attachment message is retried with its attachment (same blob, not uploaded again), never as an empty text', async () => {
     const w = await makeWorld();
     const { alice, bob, conv } = await pair(w);

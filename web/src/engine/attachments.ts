@@ -2,13 +2,16 @@
  * Attachments in the engine (docs/PROTOCOL.md §"Attachments"): the pointer format inside messages, and
  * transfers — encrypt + upload before a message is sent, download + decrypt when the user opens one.
  *
- * Upload (`Transfers.upload`): the file is read in 1 MiB slices, encrypted chunk by chunk under a fresh key
- * (the protocol core's AttachmentEncryptor) and collected as a Blob (the browser keeps large blobs out of
- * the JS heap), an id is reserved for the ciphertext size, and the ciphertext is uploaded while its SHA-256
- * is computed alongside. Progress is emitted as `transfer` events; `cancel(id)` aborts. A failed upload
- * keeps its prepared ciphertext and reservation in memory, so `upload` with the same transfer id retries
- * WITHOUT the file being picked or encrypted again (the same bytes, so no key/nonce pair protects anything
- * new); a cancelled one drops them and frees the reservation.
+ * Upload (`Transfers.upload`): an id is reserved for the ciphertext size, then the file is read in 8 MiB
+ * slices and encrypted chunk by chunk under a fresh key (the protocol core's AttachmentEncryptor, which also
+ * computes the digest). Up to 8 MiB of ciphertext is collected as one Blob and sent in one PUT; a larger one
+ * goes up as a parts upload (docs/API.md §Attachments): each part of the server's part size is sent as soon
+ * as it is encrypted, PARTS_IN_FLIGHT at once, so encryption overlaps the upload. Progress is emitted as
+ * `transfer` events; `cancel(id)` aborts. A failed upload keeps its ciphertext (as Blobs — the browser keeps
+ * them out of the JS heap), reservation and part receipts in memory, so `upload` with the same transfer id
+ * re-sends only what the server lacks, WITHOUT the file being picked or encrypted again (the same bytes, so
+ * no key/nonce pair protects anything new). An upload whose file was not encrypted whole (unreadable,
+ * cancelled) keeps nothing — a retry starts with a fresh key; a cancelled one frees the reservation.
  *
  * Download (`Transfers.download`): the blob streams through the AttachmentDecryptor; decrypted chunks are
  * held back (as Blob parts) until every byte arrived and the digest matched — then the whole file is
@@ -30,7 +33,7 @@ import {
   type Rng,
 } from './_protocol.js';
 import { type EngineContext, EngineError, type EngineErrorCode } from './context.js';
-import { ApiError, type ServerApi } from './transport.js';
+import { ApiError, type PartReceipt, type ServerApi, type TransferOptions } from './transport.js';
 
 /** What the encrypted message carries (payload content type `att`). */
 export interface AttachmentPointer {
@@ -166,14 +169,86 @@ const FOLD_BYTES = 8 * 1024 * 1024;
 /** Downloaded bytes gathered before they go to the decryptor in one call (its chunks run concurrently). */
 const DECRYPT_BATCH = 1024 * 1024;
 
+/**
+ * Ciphertexts larger than this go up as a parts upload: parts of the server's part size, PARTS_IN_FLIGHT at
+ * once, each sent as soon as it is encrypted — encryption overlaps the upload instead of preceding it.
+ */
+const PARTS_ABOVE = 8 * 1024 * 1024;
+/** Parts uploading at once (browsers open up to 6 connections per host; the next part is encrypted meanwhile). */
+export const PARTS_IN_FLIGHT = 3;
+
 /** An upload prepared (and maybe reserved) but not completed: kept for a retry. */
 interface Prepared {
   readonly conversationId: string;
   readonly file: Blob;
   readonly pointer: Omit<AttachmentPointer, 'attachmentId' | 'digest'>;
-  readonly ciphertext: Blob;
+  /** The ciphertext in order (a parts upload: one Blob per part of `cutBytes`), once encrypted. */
+  ciphertext: Blob[] | null;
+  /** The part size `ciphertext` was cut at (0: one whole Blob). */
+  cutBytes: number;
   attachmentId: string | null;
-  readonly digest: Uint8Array;
+  /** A parts reservation: its part size, and the receipts of the parts the server has. */
+  partBytes: number | null;
+  receipts: (PartReceipt | undefined)[];
+  digest: Uint8Array | null;
+}
+
+/**
+ * Sends parts `0..count-1` (numbered from 1 on the wire) of a parts upload, `inFlight` at once in order,
+ * skipping those `receipts` already holds; `part(i)` may wait (for the part to be encrypted). Stops at the
+ * first failure (the parts already sent keep their receipts, so a retry sends only the rest). Used by
+ * `Transfers` and, with plain bytes, by the benchmark's baseline (bench/attachments.ts).
+ */
+export async function sendParts(
+  api: ServerApi,
+  attachmentId: string,
+  count: number,
+  part: (i: number) => Promise<Blob>,
+  receipts: (PartReceipt | undefined)[],
+  opts: TransferOptions & { readonly inFlight?: number },
+): Promise<PartReceipt[]> {
+  const loaded = new Array<number>(count).fill(0);
+  const report = () => opts.onProgress?.(loaded.reduce((a, b) => a + b, 0));
+  let next = 0;
+  let failure: { err: unknown } | null = null;
+  const lane = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= count || failure) return;
+      if (receipts[i]) continue;
+      try {
+        const body = await part(i);
+        if (failure) return;
+        receipts[i] = await api.uploadAttachmentPart(attachmentId, i + 1, body, {
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          onProgress: (n) => {
+            loaded[i] = n;
+            report();
+          },
+        });
+        loaded[i] = body.size;
+        report();
+      } catch (err) {
+        failure ??= { err };
+        return;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(count, opts.inFlight ?? PARTS_IN_FLIGHT) }, lane));
+  if (failure) throw (failure as { err: unknown }).err;
+  return receipts as PartReceipt[];
+}
+
+/** A promise with its resolve/reject at hand. */
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined); // a part never asked for must not be an unhandled rejection
+  return { promise, resolve, reject };
 }
 
 /**
@@ -280,8 +355,10 @@ export class Transfers {
 
   /**
    * Encrypts and uploads `draft` into `conversationId` under transfer id `id`; resolves with the pointer for
-   * the message once the upload completed. Called again with the same id after a failure, it re-sends the
-   * ciphertext it prepared the first time (the file is not read again).
+   * the message once the upload completed. A ciphertext over PARTS_ABOVE goes up as a parts upload, each
+   * part sent while the next is encrypted. Called again with the same id after a failure, it re-sends only
+   * what the server does not have, from the ciphertext it prepared the first time (the file is not read or
+   * encrypted again).
    */
   async upload(id: string, conversationId: string, draft: AttachmentDraft): Promise<AttachmentPointer> {
     const signal = this.start(id);
@@ -289,38 +366,88 @@ export class Transfers {
       let p = this.prepared.get(id);
       if (p && p.conversationId !== conversationId) throw new EngineError('send_failed', 'transfer id reused');
       if (!p) {
-        p = await this.encrypt(id, conversationId, draft, signal);
+        p = this.prepare(conversationId, draft);
         this.prepared.set(id, p);
       }
-      const total = p.ciphertext.size;
-      if (p.attachmentId === null)
-        p.attachmentId = (await this.api.reserveAttachment(conversationId, total)).attachmentId;
+      const total = attachmentLayout(p.pointer.size).encryptedSize;
+      if (p.attachmentId === null) {
+        const r = await this.api.reserveAttachment(conversationId, total, total > PARTS_ABOVE);
+        p.attachmentId = r.attachmentId;
+        p.partBytes = r.partBytes ?? null;
+        p.receipts = [];
+      }
       try {
-        await this.api.uploadAttachment(p.attachmentId, p.ciphertext, {
-          signal,
-          onProgress: (loaded) => this.progress(id, 'upload', loaded, total),
-        });
+        if (p.partBytes) await this.sendInParts(id, p, p.attachmentId, p.partBytes, total, signal);
+        else {
+          if (!p.ciphertext) await this.encrypt(id, p, 0, () => undefined, signal);
+          await this.api.uploadAttachment(p.attachmentId, new Blob(p.ciphertext!), {
+            signal,
+            onProgress: (loaded) => this.progress(id, 'upload', loaded, total),
+          });
+        }
       } catch (err) {
-        // A reservation that no longer exists (expired) is made again on the next try.
+        // A reservation that no longer exists (expired) is made again on the next try; a completion the
+        // server refused (parts missing or replaced) sends every part again.
         if (err instanceof ApiError && err.code === 'not_found') p.attachmentId = null;
+        if (err instanceof ApiError && err.code === 'upload_incomplete') p.receipts = [];
         throw err;
       }
       this.progress(id, 'upload', total, total);
       this.prepared.delete(id);
-      return { ...p.pointer, attachmentId: p.attachmentId, digest: p.digest };
+      return { ...p.pointer, attachmentId: p.attachmentId, digest: p.digest! };
     } catch (err) {
+      const p = this.prepared.get(id);
+      if (p && !p.ciphertext) {
+        // The file was not encrypted whole (unreadable, or cancelled): nothing is kept, so a retry starts
+        // with a fresh key — never the same key over bytes that may have changed.
+        this.prepared.delete(id);
+        if (p.attachmentId) void this.api.cancelAttachment(p.attachmentId).catch(() => undefined);
+      }
       throw engineErrorOf(err, 'upload_failed');
     } finally {
       this.running.delete(id);
     }
   }
 
-  private async encrypt(
+  /** Sends the parts of `p` (encrypting them first if this is the first try), then completes the upload. */
+  private async sendInParts(
     id: string,
-    conversationId: string,
-    d: AttachmentDraft,
+    p: Prepared,
+    attachmentId: string,
+    partBytes: number,
+    total: number,
     signal: AbortSignal,
-  ): Promise<Prepared> {
+  ): Promise<void> {
+    const count = Math.max(1, Math.ceil(total / partBytes));
+    if (p.ciphertext && p.cutBytes !== partBytes) {
+      // A new reservation with another part size: cut the prepared ciphertext again (slices copy nothing).
+      const whole = new Blob(p.ciphertext);
+      p.ciphertext = Array.from({ length: count }, (_, i) => whole.slice(i * partBytes, (i + 1) * partBytes));
+      p.cutBytes = partBytes;
+    }
+    const ready = Array.from({ length: count }, () => deferred<Blob>());
+    let encrypting: Promise<void> = Promise.resolve();
+    if (p.ciphertext) for (const [i, b] of p.ciphertext.entries()) ready[i]!.resolve(b);
+    else
+      encrypting = this.encrypt(id, p, partBytes, (i, b) => ready[i]!.resolve(b), signal).catch((err: unknown) => {
+        for (const d of ready) d.reject(err);
+        throw err;
+      });
+    try {
+      await sendParts(this.api, attachmentId, count, (i) => ready[i]!.promise, p.receipts, {
+        signal,
+        onProgress: (loaded) => this.progress(id, 'upload', loaded, total),
+      });
+    } finally {
+      // Whatever happened to the upload, the ciphertext is finished (a retry sends it without the file);
+      // an abort or a read error stops it (and is the error reported).
+      await encrypting;
+    }
+    await this.api.completeAttachment(attachmentId, p.receipts as PartReceipt[]);
+  }
+
+  /** A fresh key and the pointer of `d`; nothing read or encrypted yet. */
+  private prepare(conversationId: string, d: AttachmentDraft): Prepared {
     const size = d.file.size;
     if (size > this.maxBytes) throw new EngineError('attachment_too_large');
     attachmentLayout(size);
@@ -329,31 +456,18 @@ export class Transfers {
       throw new EngineError('send_failed', 'thumbnail too large');
     const width = d.width ?? null;
     const height = d.height ?? null;
-    const key = generateAttachmentKey(this.ctx.rng as Rng);
-    const enc = await AttachmentEncryptor.create(key, size);
-    const out = new BlobCollector();
-    // The next slice is read while this one is encrypted and hashed (both off the JS thread).
-    const read = (off: number) =>
-      off < size ? d.file.slice(off, Math.min(size, off + READ_SLICE)).arrayBuffer() : Promise.resolve(null);
-    let next = read(0);
-    for (let off = 0; off < size; off += READ_SLICE) {
-      signal.throwIfAborted();
-      const piece = new Uint8Array((await next)!);
-      next = read(off + READ_SLICE);
-      out.add(await enc.push(piece));
-      this.progress(id, 'encrypt', Math.min(size, off + READ_SLICE), size);
-    }
-    await next.catch(() => undefined);
-    out.add(await enc.finish());
     return {
       conversationId,
       file: d.file,
-      ciphertext: out.blob(),
+      ciphertext: null,
+      cutBytes: 0,
       attachmentId: null,
-      digest: enc.digest,
+      partBytes: null,
+      receipts: [],
+      digest: null,
       pointer: {
         v: 1,
-        key,
+        key: generateAttachmentKey(this.ctx.rng as Rng),
         size,
         contentType: normalizeContentType(d.contentType),
         fileName: normalizeFileName(d.fileName),
@@ -362,6 +476,58 @@ export class Transfers {
         thumbnail,
       },
     };
+  }
+
+  /**
+   * Reads and encrypts the file of `p` once, into `p.ciphertext` and `p.digest`: cut into `cutBytes` parts
+   * (each handed to `onPart` as soon as it is complete), or one Blob of few large parts for `cutBytes` 0.
+   */
+  private async encrypt(
+    id: string,
+    p: Prepared,
+    cutBytes: number,
+    onPart: (i: number, part: Blob) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const size = p.pointer.size;
+    const enc = await AttachmentEncryptor.create(p.pointer.key, size);
+    const parts: Blob[] = [];
+    const whole = new BlobCollector();
+    const cut = new Rebatcher(cutBytes || FOLD_BYTES);
+    const add = (chunks: readonly Uint8Array[]) => {
+      if (!cutBytes) return whole.add(chunks);
+      for (const c of chunks)
+        for (const b of cut.push(c)) {
+          parts.push(new Blob([b as BlobPart]));
+          onPart(parts.length - 1, parts[parts.length - 1]!);
+        }
+    };
+    // The next slice is read while this one is encrypted and hashed (both off the JS thread).
+    const read = (off: number) =>
+      off < size ? p.file.slice(off, Math.min(size, off + READ_SLICE)).arrayBuffer() : Promise.resolve(null);
+    let next = read(0);
+    try {
+      for (let off = 0; off < size; off += READ_SLICE) {
+        signal.throwIfAborted();
+        const piece = new Uint8Array((await next)!);
+        next = read(off + READ_SLICE);
+        add(await enc.push(piece));
+        this.progress(id, 'encrypt', Math.min(size, off + READ_SLICE), size);
+      }
+    } finally {
+      await next.catch(() => undefined);
+    }
+    add(await enc.finish());
+    if (cutBytes) {
+      const rest = cut.rest();
+      if (rest) {
+        parts.push(new Blob([rest as BlobPart]));
+        onPart(parts.length - 1, parts[parts.length - 1]!);
+      }
+      p.ciphertext = parts;
+    } else p.ciphertext = [whole.blob()];
+    p.cutBytes = cutBytes;
+    p.digest = enc.digest;
   }
 
   /**

@@ -499,14 +499,26 @@ export function createHttpApi(http: HttpClient): ServerApi {
       for (let i = 0; i < acks.length; i += 100)
         await http.request<void>('POST', '/api/mailbox/ack', { json: { acks: acks.slice(i, i + 100) } });
     },
-    async reserveAttachment(conversationId, size) {
-      const r = await http.request<{ attachmentId: string }>('POST', '/api/attachments', {
-        json: { conversationId, size },
+    async reserveAttachment(conversationId, size, parts) {
+      const r = await http.request<{ attachmentId: string; partBytes?: number }>('POST', '/api/attachments', {
+        json: parts ? { conversationId, size, parts: true } : { conversationId, size },
       });
-      return { attachmentId: r.attachmentId };
+      return r.partBytes ? { attachmentId: r.attachmentId, partBytes: r.partBytes } : { attachmentId: r.attachmentId };
     },
     async uploadAttachment(attachmentId, body, opts) {
       await http.upload(`/api/attachments/${seg(attachmentId)}`, body, opts);
+    },
+    async uploadAttachmentPart(attachmentId, partNumber, body, opts) {
+      const r = (await http.upload(`/api/attachments/${seg(attachmentId)}/parts/${partNumber}`, body, opts)) as {
+        partNumber: number;
+        etag: string;
+      };
+      return { partNumber: r.partNumber, etag: r.etag };
+    },
+    async completeAttachment(attachmentId, parts) {
+      await http.request<unknown>('POST', `/api/attachments/${seg(attachmentId)}/complete`, {
+        json: { parts: parts.map((p) => ({ partNumber: p.partNumber, etag: p.etag })) },
+      });
     },
     async cancelAttachment(attachmentId) {
       await http.request<void>('DELETE', `/api/attachments/${seg(attachmentId)}`);

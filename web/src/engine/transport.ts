@@ -79,6 +79,12 @@ export interface MailboxCursor {
   readonly afterSeq: number;
 }
 
+/** What the server answers for one uploaded part (handed back to `completeAttachment`). */
+export interface PartReceipt {
+  readonly partNumber: number;
+  readonly etag: string;
+}
+
 export interface ServerApi {
   uploadPrekeys(upload: Uint8Array): Promise<PrekeyCounts>;
   prekeyCounts(): Promise<PrekeyCounts>;
@@ -104,10 +110,26 @@ export interface ServerApi {
   fetchMailbox(cursor: MailboxCursor | null): Promise<{ envelopes: MailboxEnvelope[]; next: MailboxCursor | null }>;
   ackMailbox(acks: readonly { readonly conversationId: string; readonly upTo: number }[]): Promise<void>;
   // ---- attachments (docs/API.md §"Attachments") ----
-  /** Reserves an id for exactly `size` ciphertext bytes in a conversation we are a member of. */
-  reserveAttachment(conversationId: string, size: number): Promise<{ readonly attachmentId: string }>;
+  /**
+   * Reserves an id for exactly `size` ciphertext bytes in a conversation we are a member of; with `parts`,
+   * for a parts upload whose parts are `partBytes` long (the last one the rest).
+   */
+  reserveAttachment(
+    conversationId: string,
+    size: number,
+    parts?: boolean,
+  ): Promise<{ readonly attachmentId: string; readonly partBytes?: number }>;
   /** Uploads the ciphertext into the reservation; `onProgress(bytesSent)` where the platform can tell. */
   uploadAttachment(attachmentId: string, body: Blob, opts: TransferOptions): Promise<void>;
+  /** Part `partNumber` (1-based) of a parts upload; sent again, it replaces the one before. */
+  uploadAttachmentPart(
+    attachmentId: string,
+    partNumber: number,
+    body: Blob,
+    opts: TransferOptions,
+  ): Promise<PartReceipt>;
+  /** Completes a parts upload from every part's receipt, in order. */
+  completeAttachment(attachmentId: string, parts: readonly PartReceipt[]): Promise<void>;
   /** Drops a reservation that was never completed. */
   cancelAttachment(attachmentId: string): Promise<void>;
   /** The blob, as a stream. 404 `not_found` when it is gone or we are no longer a member. */

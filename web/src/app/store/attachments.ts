@@ -74,9 +74,12 @@ export function createAttachments(agent: () => Agent, actions: Actions, state: S
       const o = owners.get(e.id);
       if (!o) return;
       const fraction = e.total > 0 ? Math.min(1, e.loaded / e.total) : 1;
-      if (o.kind === 'upload')
+      if (o.kind === 'upload') {
+        // A parts upload encrypts and uploads at once: once bytes are going up, the card shows the upload.
+        const now = state.uploads[o.conversationId]?.find((u) => u.id === e.id);
+        if (e.phase === 'encrypt' && now?.phase === 'upload') return;
         patchUpload(o.conversationId, e.id, { phase: e.phase === 'encrypt' ? 'encrypt' : 'upload', fraction });
-      else if (state.downloads[o.clientId]?.transferId === e.id) setState('downloads', o.clientId, { fraction });
+      } else if (state.downloads[o.clientId]?.transferId === e.id) setState('downloads', o.clientId, { fraction });
     });
   };
 

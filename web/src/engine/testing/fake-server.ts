@@ -176,8 +176,18 @@ export class FakeServer {
   /** Attachment blobs (as the Worker + R2: members only, exactly the reserved size). */
   readonly attachments = new Map<
     string,
-    { conversationId: string; uploader: string; size: number; bytes: Uint8Array | null }
+    {
+      conversationId: string;
+      uploader: string;
+      size: number;
+      bytes: Uint8Array | null;
+      /** Parts uploads: the part size and the parts received (by number). */
+      partBytes?: number;
+      parts?: Map<number, { etag: string; bytes: Uint8Array }>;
+    }
   >();
+  /** The part size of parts uploads (the Worker's default, ATTACHMENT_LIMITS.partBytes). */
+  attachmentPartBytes = 8 * 1024 * 1024;
   /** Every attachment call a client made, with what it sent (for "the server never sees …" assertions). */
   readonly attachmentCalls: { op: string; user: string; args: unknown[] }[] = [];
   /** Sealed profiles and sealed private settings by user (as the Worker's D1 rows: ciphertext only). */
@@ -476,13 +486,64 @@ export class FakeServer {
         me();
         for (const a of acks) this.ack(this.conv(a.conversationId), userId, deviceId, a.upTo);
       },
-      reserveAttachment: async (conversationId, size) => {
+      reserveAttachment: async (conversationId, size, parts) => {
         me();
         this.attachmentCalls.push({ op: 'reserve', user: userId, args: [conversationId, size] });
         this.memberConv(conversationId, userId);
         const attachmentId = toB64u(crypto.getRandomValues(new Uint8Array(16)));
-        this.attachments.set(attachmentId, { conversationId, uploader: userId, size, bytes: null });
-        return { attachmentId };
+        const partBytes = parts ? this.attachmentPartBytes : undefined;
+        this.attachments.set(attachmentId, {
+          conversationId,
+          uploader: userId,
+          size,
+          bytes: null,
+          ...(partBytes ? { partBytes, parts: new Map() } : {}),
+        });
+        return partBytes ? { attachmentId, partBytes } : { attachmentId };
+      },
+      uploadAttachmentPart: async (attachmentId, n, body, opts) => {
+        me();
+        const bytes = new Uint8Array(await body.arrayBuffer());
+        this.attachmentCalls.push({ op: 'part', user: userId, args: [attachmentId, n, bytes] });
+        const a = this.attachments.get(attachmentId);
+        if (!a || a.uploader !== userId) throw new ApiError(404, 'not_found');
+        if (a.bytes) throw new ApiError(409, 'already_uploaded');
+        if (!a.partBytes || !a.parts) throw new ApiError(409, 'upload_mode_mismatch');
+        const count = Math.max(1, Math.ceil(a.size / a.partBytes));
+        if (n < 1 || n > count) throw new ApiError(400, 'invalid_part');
+        if (bytes.length !== (n < count ? a.partBytes : a.size - (count - 1) * a.partBytes))
+          throw new ApiError(400, 'size_mismatch');
+        if (this.uploadGate) await this.uploadGate;
+        if (opts.signal?.aborted) throw new DOMException('aborted', 'AbortError');
+        if (this.failUploads > 0) {
+          this.failUploads--;
+          throw new TypeError('network error');
+        }
+        const etag = toB64u(crypto.getRandomValues(new Uint8Array(8)));
+        a.parts.set(n, { etag, bytes });
+        opts.onProgress?.(bytes.length);
+        return { partNumber: n, etag };
+      },
+      completeAttachment: async (attachmentId, parts) => {
+        me();
+        this.attachmentCalls.push({ op: 'complete', user: userId, args: [attachmentId, parts] });
+        const a = this.attachments.get(attachmentId);
+        if (!a || a.uploader !== userId) throw new ApiError(404, 'not_found');
+        if (a.bytes) throw new ApiError(409, 'already_uploaded');
+        if (!a.partBytes || !a.parts) throw new ApiError(409, 'upload_mode_mismatch');
+        const got = parts.map((p, i) => {
+          const stored = a.parts?.get(i + 1);
+          if (p.partNumber !== i + 1 || stored?.etag !== p.etag) throw new ApiError(400, 'upload_incomplete');
+          return stored.bytes;
+        });
+        const bytes = new Uint8Array(got.reduce((n, b) => n + b.length, 0));
+        let off = 0;
+        for (const b of got) {
+          bytes.set(b, off);
+          off += b.length;
+        }
+        if (bytes.length !== a.size) throw new ApiError(400, 'upload_incomplete');
+        a.bytes = bytes;
       },
       uploadAttachment: async (attachmentId, body, opts) => {
         me();
