@@ -6,7 +6,7 @@ import { defineConfig } from 'vite';
 import solid from 'vite-plugin-solid';
 import { sri } from 'vite-plugin-sri3';
 import { assetManifest } from './scripts/asset-manifest.js';
-import { ktLogPublicKeyForBuild } from './scripts/local-env.js';
+import { clientPollMsFor, ktLogPublicKeyForBuild } from './scripts/local-env.js';
 import { relayRefusedUpgrades } from './scripts/vite-refused-upgrades.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -18,7 +18,7 @@ if (!ktKey.key) console.warn('vite: no KT_LOG_PUBLIC_KEY — this client build w
 
 // One origin for everything: Vite serves the SolidJS app from web/, and the Cloudflare plugin runs the
 // Worker, its Durable Objects and local D1 inside workerd (the same runtime as production).
-export default defineConfig({
+export default defineConfig(({ command }) => ({
   root: here('./web'),
   publicDir: here('./web/public'),
   envDir: here('.'),
@@ -60,7 +60,11 @@ export default defineConfig({
     // (Kobalte ships JSX for Solid and is compiled by vite-plugin-solid instead.)
     include: ['solid-js', 'solid-js/web', 'solid-js/store', 'uqr', 'zod'],
   },
-  define: { __KT_LOG_PUBLIC_KEY__: JSON.stringify(ktKey.key) },
+  define: {
+    __KT_LOG_PUBLIC_KEY__: JSON.stringify(ktKey.key),
+    // null (the app's 4 s) except on the browser tests' dev server (scripts/local-env.ts clientPollMsFor).
+    __CLIENT_POLL_MS__: JSON.stringify(clientPollMsFor(command)),
+  },
   // E2E_CHAT_DIST_DIR: tests build elsewhere (scripts/deploy-config.ts DIST).
   build: { outDir: process.env.E2E_CHAT_DIST_DIR ?? here('./dist'), emptyOutDir: true, target: 'es2022' },
   // No CORS from Vite itself (its default reflects any localhost origin, which let other local pages read
@@ -68,4 +72,4 @@ export default defineConfig({
   // only one, in development as in production.
   server: { host: '127.0.0.1', port: Number(process.env.PORT ?? 5173), strictPort: true, cors: false },
   preview: { host: '127.0.0.1', port: Number(process.env.PORT ?? 4173), strictPort: true, cors: false },
-});
+}));

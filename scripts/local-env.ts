@@ -57,6 +57,18 @@ export function readVars(path: string): Record<string, string> {
 }
 
 /**
+ * The chat-list / message-request poll (ms) a client is built with (vite.config.ts `define`, read by
+ * web/src/app/poll.ts, whose default is 4 s): `E2E_CHAT_TEST_POLL_MS` (250–4000) only when Vite serves
+ * (`command === 'serve'`: the dev server e2e/global-setup.ts starts for the browser tests sets it); every
+ * `vite build`, and so every deployed client, ignores it. Anything else: null (the app's default).
+ */
+export function clientPollMsFor(command: string, raw = process.env.E2E_CHAT_TEST_POLL_MS): number | null {
+  if (command !== 'serve' || raw === undefined || !/^\d{3,4}$/.test(raw)) return null;
+  const ms = Number(raw);
+  return ms >= 250 && ms <= 4_000 ? ms : null;
+}
+
+/**
  * The key-transparency log's public key the client is built with (vite.config.ts): `KT_LOG_PUBLIC_KEY` from
  * the environment; else, when building for a deployed environment (CLOUDFLARE_ENV names an `[env.*]` of
  * wrangler.toml), that env's var — never a local key; else the top-level var; else — local development and

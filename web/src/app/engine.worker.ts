@@ -32,6 +32,7 @@ import type { SealedStore } from '../engine/sealed-store.js';
 import { hostEngine } from '../engine/worker-host.js';
 import { defaultCurves, fromB64u, toB64u } from '../protocol/index.js';
 import { KT_LOG_PUBLIC_KEY } from './kt-key.js';
+import { CLIENT_POLL_MS } from './poll.js';
 import {
   AppError,
   type DeviceInfo,
@@ -113,7 +114,7 @@ async function open(username: string, passphrase?: string): Promise<Opened> {
     // A conversation from someone we never accepted waits for Accept before anything goes back (people.ts).
     messageRequests: true,
     // …and gets no socket until then: its messages come from the mailbox, polled as often as the chat list.
-    requestPollMs: 4_000,
+    requestPollMs: CLIENT_POLL_MS, // 4 s (poll.ts)
     kt: { logKey: KT_LOG_PUBLIC_KEY },
   });
   const account = new AccountImpl({ http, engine, rng });

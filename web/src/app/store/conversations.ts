@@ -16,11 +16,12 @@
 import { reconcile } from 'solid-js/store';
 import type { ConversationView } from '../../engine/engine.js';
 import { namesFromDirectTitle } from '../logic.js';
+import { CLIENT_POLL_MS } from '../poll.js';
 import type { Agent } from './agent.js';
 import { setLast } from './messages.js';
 import type { Actions, SetState, State } from './state.js';
 
-const POLL_VISIBLE_MS = 4000;
+const POLL_VISIBLE_MS = CLIENT_POLL_MS; // 4 s (poll.ts)
 const POLL_HIDDEN_MS = 30_000;
 
 export function directPeer(c: ConversationView, me: string): string | undefined {
