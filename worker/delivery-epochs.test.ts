@@ -21,6 +21,7 @@ import {
   mailboxRows,
   makeConversation,
   makeUser,
+  waitForCursor,
 } from './test/delivery-fixtures.js';
 
 const group = (id: string, c = fakeCiphertext()) => ({ v: WIRE_VERSION, type: 'send', id, group: c });
@@ -136,6 +137,7 @@ describe('group messages: one row per message', () => {
     await b.until((x) => x.envelopes().length === 6);
     b.ack(4);
     await b.resume(6); // round trip: the ack is applied to storage before the replay
+    await waitForCursor(conv, bob.userId, 'd0', 4);
     await abortAllDurableObjects();
     await a.waitClosed().catch(() => undefined);
     await b.waitClosed().catch(() => undefined);
@@ -190,6 +192,7 @@ describe('group messages: the D1 flush', () => {
     await c.until((x) => x.envelopes().length === 3);
     b.ack(3);
     await b.resume(3);
+    await waitForCursor(conv, bob.userId, 'd0', 3);
     await flushOutbox(conv);
     expect(await mailboxRows(bob.userId, 'd0')).toEqual([]);
     expect(await mailboxRows(alice.userId, 'd0')).toEqual([]);
@@ -200,6 +203,7 @@ describe('group messages: the D1 flush', () => {
     // carol acks 2 later: the D1 rows it covers go too (pending ack), 3 stays.
     c.ack(2);
     await c.resume(2);
+    await waitForCursor(conv, carol.userId, 'd0', 2);
     await flushOutbox(conv);
     expect((await mailboxRows(carol.userId, 'd0')).map((r) => r.seq)).toEqual([3]);
     // A later group message that everyone online acks in time adds nothing for them in D1.
@@ -209,6 +213,8 @@ describe('group messages: the D1 flush', () => {
     b.ack(4);
     c.ack(4);
     await Promise.all([b.resume(4), c.resume(4)]);
+    await waitForCursor(conv, bob.userId, 'd0', 4);
+    await waitForCursor(conv, carol.userId, 'd0', 4);
     await flushOutbox(conv);
     expect(await mailboxRows(bob.userId, 'd0')).toEqual([]);
     expect(await mailboxRows(carol.userId, 'd0')).toEqual([]);

@@ -18,6 +18,7 @@ import {
   makeConversation,
   makeUser,
   markDeviceRevoked,
+  waitForCursor,
 } from './test/delivery-fixtures.js';
 
 const flushAll = flushOutbox;
@@ -152,6 +153,8 @@ describe('delivery: idempotency and acknowledgements', () => {
     await a.sendAndWait(group('m2'));
     await b.until((x) => x.envelopes().length === 2);
     b.ack(2);
+    await b.resume(2); // round trip: the ack reached the object before the socket closes (else it may not have)
+    await waitForCursor(conv, bob.userId, 'd0', 2);
     b.close();
     await flushAll(conv);
     b = await connect(conv, bob.devices[0]!, 0);

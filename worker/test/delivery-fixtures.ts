@@ -262,6 +262,28 @@ export function mailboxRows(userId: string, deviceId: string) {
 }
 
 /**
+ * Waits until the conversation DO has applied `dev`'s ack through `upTo` to its cursor (an ack is applied
+ * from memory by a resume or the alarm; a test that restarts or flushes right after must not race it).
+ */
+export async function waitForCursor(conversationId: string, userId: string, deviceId: string, upTo: number) {
+  const stub = conversationStub(conversationId);
+  const cursor = () =>
+    runInDurableObject(stub, (_inst, state) => {
+      const rows = state.storage.sql
+        .exec<{ a: number }>(
+          'SELECT acked_through AS a FROM cursors WHERE user_id = ? AND device_id = ?',
+          userId,
+          deviceId,
+        )
+        .toArray();
+      return rows[0]?.a ?? 0;
+    });
+  const deadline = Date.now() + 10_000;
+  while ((await cursor()) < upTo && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  expect(await cursor(), `cursor of ${deviceId}`).toBeGreaterThanOrEqual(upTo);
+}
+
+/**
  * Runs the conversation DO's alarm until its outbox and pending acks are in D1. The flush delay is set to
  * 0 for this instance first, so envelopes written a moment ago count as due (the alarm is the real one).
  */
