@@ -294,7 +294,13 @@ describe('client engine against the real server (Node)', () => {
 
     // Revoking the second device: its session ends and the engine's socket is refused.
     await bob.account.revokeDevice(id2.deviceId);
-    await expect(bob2.account.sessionInfo()).rejects.toMatchObject({ code: 'session_revoked' });
+    // Refused either way: the access token as revoked, or — when the engine refreshed first (its token was
+    // refused while the revocation landed) — the refresh token as no longer valid (seen in CI under load).
+    const refused = await bob2.account.sessionInfo().then(
+      () => null,
+      (e: unknown) => (e as { code?: string }).code,
+    );
+    expect(['session_revoked', 'invalid_refresh']).toContain(refused);
     console.log(`device_mismatch + link/revoke: ${(performance.now() - t0).toFixed(0)} ms`);
   });
 
