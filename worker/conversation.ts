@@ -217,6 +217,8 @@ export class ConversationDO extends DurableObject<Env> {
   private epochMemo: { set: DeviceSet; epoch: Epoch } | null = null;
   /** Each socket's device key (in memory; derived from its attachment). */
   private readonly socketKeys = new WeakMap<WebSocket, string>();
+  /** The last send of each socket still being checked (handleSend runs one socket's sends in order). */
+  private readonly sendChains = new WeakMap<WebSocket, Promise<void>>();
   /** Checked sends waiting for the group commit (drainSends), in arrival order, and their client ids. */
   private queue: QueuedSend[] = [];
   private readonly queuedKeys = new Set<string>();
@@ -365,8 +367,16 @@ export class ConversationDO extends DurableObject<Env> {
   private async dispatch(ws: WebSocket, att: Attachment, frame: ClientFrame): Promise<void> {
     switch (frame.type) {
       case 'send':
-      case 'receipt':
-        return this.handleSend(ws, att, frame);
+      case 'receipt': {
+        // One socket's sends are checked in arrival order: a send waiting on a device-set read from D1 must
+        // not be passed by the next one (which would get the earlier seq and see no queued retry).
+        const run = (this.sendChains.get(ws) ?? Promise.resolve()).then(() => this.handleSend(ws, att, frame));
+        this.sendChains.set(
+          ws,
+          run.catch(() => undefined),
+        );
+        return run;
+      }
       case 'ack':
         return this.handleAck(att, frame.upTo);
       case 'resume':
