@@ -63,9 +63,14 @@ export class Sessions {
     return `session:${u}:${d}`;
   }
 
-  private async load(u: string, d: string) {
+  /** The stored session record with `u`/`d`, or null. */
+  private async loadRecord(u: string, d: string): Promise<SessionRecord | null> {
     const bytes = await this.ctx.store.get(K.record(u, d));
-    const record = bytes ? deserializeSessionRecord(bytes) : null;
+    return bytes ? deserializeSessionRecord(bytes) : null;
+  }
+
+  private async load(u: string, d: string) {
+    const record = await this.loadRecord(u, d);
     const mark = (await readJson<number>(this.ctx.store, K.mark(u, d))) ?? 0;
     const repair = (await this.ctx.store.get(K.repair(u, d))) !== undefined;
     return { record, mark, repair };
@@ -189,8 +194,7 @@ export class Sessions {
   ): Promise<T> {
     return this.ctx.locks.request(this.lockName(u, d), async () => {
       // Only the record: the send-side mark and repair flag play no part in decrypting (one read, not three).
-      const bytes = await this.ctx.store.get(K.record(u, d));
-      const record = bytes ? deserializeSessionRecord(bytes) : null;
+      const record = await this.loadRecord(u, d);
       const local = await this.keys.local();
       const r = await decrypt(
         this.ctx.curves,
