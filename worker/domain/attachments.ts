@@ -12,7 +12,8 @@
  *   FixedLengthStream, or an R2 multipart upload of `partBytes` parts above `multipartThresholdBytes` — never
  *   holding more than one part in memory. More or fewer bytes: 400 `size_mismatch`, nothing kept.
  * - Parts uploads (`reserveAttachment(..., parts = true)`, `storeAttachmentPart`, `completeAttachment`): the
- *   client sends the blob as numbered `partBytes` parts, several at once, and completes it. The R2 upload id
+ *   client sends the blob as numbered `partBytes` parts, several at once (each streamed into R2 through the
+ *   same exact-length pipe as a whole upload, never buffered), and completes it. The R2 upload id
  *   and part size live between requests in a marker object `parts/<id>` (R2 custom metadata) — D1 stays as it
  *   is, and the marker goes wherever the blob goes (cancel, clean-up, account deletion abort the upload).
  * - `openAttachment`: the blob for a CURRENT member of the conversation; anyone else gets 404 like an id
@@ -308,8 +309,8 @@ export async function storeAttachmentPart(
     const length = n < count ? up.partBytes : row.size - (count - 1) * up.partBytes;
     if (declaredLength !== null && declaredLength !== length) throw sizeMismatch();
     if (!body) throw sizeMismatch();
-    const bytes = await readExactly(body, length);
-    const part = await env.ATTACHMENTS.resumeMultipartUpload(id, up.uploadId).uploadPart(n, bytes);
+    const upload = env.ATTACHMENTS.resumeMultipartUpload(id, up.uploadId);
+    const part = await pipeExactly(body, length, (readable) => upload.uploadPart(n, readable));
     return { partNumber: part.partNumber, etag: part.etag };
   } catch (err) {
     await body?.cancel().catch(() => undefined);
@@ -317,22 +318,6 @@ export async function storeAttachmentPart(
     if (err instanceof AppError) throw err;
     throw new AppError(400, 'upload_incomplete', 'the part did not arrive whole; send it again');
   }
-}
-
-/** Reads exactly `length` bytes of `body` into one array; SizeMismatch past it or short of it. */
-async function readExactly(body: ReadableStream<Uint8Array>, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  const reader = body.getReader();
-  let fill = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    if (fill + value.byteLength > length) throw new SizeMismatch();
-    out.set(value, fill);
-    fill += value.byteLength;
-  }
-  if (fill !== length) throw new SizeMismatch();
-  return out;
 }
 
 /**
@@ -387,7 +372,15 @@ function exactly(size: number): TransformStream<Uint8Array, Uint8Array> {
   });
 }
 
-async function single(bucket: R2Bucket, id: string, body: ReadableStream<Uint8Array>, size: number): Promise<void> {
+/**
+ * Streams exactly `size` bytes of `body` into `store` (an R2 put or part upload of a known length); more or
+ * fewer → SizeMismatch, and R2 keeps nothing of a stream that did not end at its length.
+ */
+async function pipeExactly<T>(
+  body: ReadableStream<Uint8Array>,
+  size: number,
+  store: (readable: ReadableStream<Uint8Array>) => Promise<T>,
+): Promise<T> {
   const fixed = new FixedLengthStream(size);
   let mismatch: unknown = null;
   const pipe = body
@@ -397,10 +390,15 @@ async function single(bucket: R2Bucket, id: string, body: ReadableStream<Uint8Ar
       mismatch = e;
       throw e;
     });
-  const [piped, put] = await Promise.allSettled([pipe, bucket.put(id, fixed.readable)]);
+  const [piped, put] = await Promise.allSettled([pipe, store(fixed.readable)]);
   if (mismatch instanceof SizeMismatch) throw mismatch;
   if (piped.status === 'rejected') throw piped.reason;
   if (put.status === 'rejected') throw put.reason;
+  return put.value;
+}
+
+async function single(bucket: R2Bucket, id: string, body: ReadableStream<Uint8Array>, size: number): Promise<void> {
+  await pipeExactly(body, size, (readable) => bucket.put(id, readable));
 }
 
 async function multipart(
