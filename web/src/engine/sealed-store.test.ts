@@ -158,6 +158,29 @@ describe('sealed store (the IndexedDB sealing layer)', () => {
     expect(runs).toBe(2);
     expect(again[1]).toBe(12);
     expect(await store.get('c/n')).toEqual(utf8('12'));
+    // A member that refuses what an earlier member wrote is not told so from writes that never committed: on
+    // the conflict it runs again over what the rerun wrote, and its answer follows the commit.
+    let first = 0;
+    let seenByRefuser: string[] = [];
+    const settled = await Promise.allSettled([
+      s.transaction(async (tx) => {
+        first++;
+        await tx.get('c/n'); // read, so another tab's write to it is a conflict
+        if (first === 1) {
+          tx.put('c/flag', utf8('bad'));
+          await store.put('c/n', utf8('20')); // another tab: this group's commit conflicts
+        } else tx.put('c/flag', utf8('good'));
+      }),
+      s.transaction(async (tx) => {
+        const flag = new TextDecoder().decode(await tx.get('c/flag'));
+        seenByRefuser = [...seenByRefuser, flag];
+        if (flag === 'bad') throw new Error('refused what it read');
+        return flag;
+      }),
+    ]);
+    expect(seenByRefuser).toEqual(['bad', 'good']);
+    expect(settled.map((r) => (r.status === 'fulfilled' ? r.value : 'rejected'))).toEqual([undefined, 'good']);
+    expect(await store.get('c/flag')).toEqual(utf8('good'));
   });
 
   it('with a passphrase the store is unusable until unlocked; a wrong passphrase fails', async () => {

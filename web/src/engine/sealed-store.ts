@@ -303,8 +303,9 @@ export async function openSealedStore(
    * Group commit: the transactions that are waiting when the store becomes free run one after another,
    * each over the writes of the ones before it (its own overlay on a shared one), and commit in ONE backend
    * write — the same outcome as committing them one by one in that order, with one IndexedDB transaction.
-   * A function that throws is rejected at once and its writes dropped (the others are unaffected); on a
-   * conflict every function of the group runs again; each caller's promise settles after the commit.
+   * A function that throws has its writes dropped (the others are unaffected); on a conflict every function of
+   * the group runs again, throwers included; every caller's promise — resolved or rejected — settles only
+   * after the commit, so no answer rests on another member's writes that never committed.
    */
   interface Pending {
     readonly fn: (tx: StoreTx) => Promise<unknown>;
@@ -313,30 +314,32 @@ export async function openSealedStore(
   }
   const waiting: Pending[] = [];
   const runGroup = async () => {
-    let live = waiting.splice(0, SEALED_GROUP_COMMIT_MAX);
+    const group = waiting.splice(0, SEALED_GROUP_COMMIT_MAX);
     try {
-      for (let attempt = 0; attempt < 10 && live.length; attempt++) {
+      for (let attempt = 0; attempt < 10; attempt++) {
         const k = need();
         const seen = new Map<string, Uint8Array | undefined>();
         const shared = new TxOverlay(reader(k, seen));
-        const done: { p: Pending; result: unknown }[] = [];
-        for (const p of live) {
+        // Every outcome waits for the commit: one that threw may have read an earlier member's writes, and a
+        // conflict re-runs the whole group (throwers included), as the serial order would have.
+        const outcomes: { p: Pending; ok: boolean; value: unknown }[] = [];
+        for (const p of group) {
           const own = new TxOverlay(shared);
-          let result: unknown;
           try {
-            result = await p.fn(own);
+            const value = await p.fn(own);
+            for (const [key, v] of own.writes) {
+              if (v === null) shared.delete(key);
+              else shared.put(key, v);
+            }
+            outcomes.push({ p, ok: true, value });
           } catch (e) {
-            p.reject(e);
-            continue;
+            outcomes.push({ p, ok: false, value: e });
           }
-          for (const [key, v] of own.writes) {
-            if (v === null) shared.delete(key);
-            else shared.put(key, v);
-          }
-          done.push({ p, result });
         }
-        live = done.map((x) => x.p);
-        if (!live.length) return;
+        const settle = () => {
+          for (const o of outcomes) (o.ok ? o.p.resolve : o.p.reject)(o.value);
+        };
+        if (!outcomes.some((o) => o.ok)) return settle(); // nothing to commit, nothing read from the others
         const writes: { id: string; value: Uint8Array | null }[] = [];
         const opened = new Map<string, { key: string; value: Uint8Array }>();
         for (const [key, v] of shared.writes) {
@@ -351,15 +354,13 @@ export async function openSealedStore(
             const o = opened.get(w.id);
             if (w.value !== null && o) remember(k, w.id, w.value, o.key, o.value);
           }
-          for (const x of done) x.p.resolve(x.result);
-          live = [];
-          return;
+          return settle();
         }
         await checkEpoch();
       }
       throw new Error('sealed store: too many conflicting transactions');
     } catch (e) {
-      for (const p of live) p.reject(e);
+      for (const p of group) p.reject(e);
     }
   };
   const transaction = <T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> =>
