@@ -12,6 +12,7 @@ import { WIRE_VERSION } from '../../schema/wire.js';
 import { toB64u } from '../../web/src/protocol/bytes.js';
 import { issueAccessToken } from '../auth/tokens.js';
 import { makeDb, schema } from '../db.js';
+import type { DeliveryStore } from '../delivery/store.js';
 
 export const db = () => makeDb(env);
 const rand = (n: number) => crypto.getRandomValues(new Uint8Array(n));
@@ -268,16 +269,7 @@ export function mailboxRows(userId: string, deviceId: string) {
 export async function waitForCursor(conversationId: string, userId: string, deviceId: string, upTo: number) {
   const stub = conversationStub(conversationId);
   const cursor = () =>
-    runInDurableObject(stub, (_inst, state) => {
-      const rows = state.storage.sql
-        .exec<{ a: number }>(
-          'SELECT acked_through AS a FROM cursors WHERE user_id = ? AND device_id = ?',
-          userId,
-          deviceId,
-        )
-        .toArray();
-      return rows[0]?.a ?? 0;
-    });
+    runInDurableObject(stub, (inst) => (inst as unknown as { store: DeliveryStore }).store.cursor(userId, deviceId));
   const deadline = Date.now() + 10_000;
   while ((await cursor()) < upTo && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   expect(await cursor(), `cursor of ${deviceId}`).toBeGreaterThanOrEqual(upTo);
