@@ -182,7 +182,7 @@ interface Prepared {
   readonly conversationId: string;
   readonly file: Blob;
   readonly pointer: Omit<AttachmentPointer, 'attachmentId' | 'digest'>;
-  /** The ciphertext in order (a parts upload: one Blob per part of `cutBytes`), once encrypted. */
+  /** The ciphertext in order, once encrypted: one Blob per part of `cutBytes` (0: FOLD_BYTES pieces of one PUT). */
   ciphertext: Blob[] | null;
   /** The part size `ciphertext` was cut at (0: one whole Blob). */
   cutBytes: number;
@@ -479,8 +479,9 @@ export class Transfers {
   }
 
   /**
-   * Reads and encrypts the file of `p` once, into `p.ciphertext` and `p.digest`: cut into `cutBytes` parts
-   * (each handed to `onPart` as soon as it is complete), or one Blob of few large parts for `cutBytes` 0.
+   * Reads and encrypts the file of `p` once, into `p.ciphertext` and `p.digest`: Blobs of `cutBytes` each (the
+   * parts of a parts upload, each handed to `onPart` as soon as it is complete), or of FOLD_BYTES for
+   * `cutBytes` 0 (one PUT of `new Blob(p.ciphertext)`: few large parts, see BlobCollector).
    */
   private async encrypt(
     id: string,
@@ -492,15 +493,14 @@ export class Transfers {
     const size = p.pointer.size;
     const enc = await AttachmentEncryptor.create(p.pointer.key, size);
     const parts: Blob[] = [];
-    const whole = new BlobCollector();
     const cut = new Rebatcher(cutBytes || FOLD_BYTES);
+    const emit = (bytes: Uint8Array) => {
+      const part = new Blob([bytes as BlobPart]);
+      parts.push(part);
+      onPart(parts.length - 1, part);
+    };
     const add = (chunks: readonly Uint8Array[]) => {
-      if (!cutBytes) return whole.add(chunks);
-      for (const c of chunks)
-        for (const b of cut.push(c)) {
-          parts.push(new Blob([b as BlobPart]));
-          onPart(parts.length - 1, parts[parts.length - 1]!);
-        }
+      for (const c of chunks) for (const b of cut.push(c)) emit(b);
     };
     // The next slice is read while this one is encrypted and hashed (both off the JS thread).
     const read = (off: number) =>
@@ -518,14 +518,9 @@ export class Transfers {
       await next.catch(() => undefined);
     }
     add(await enc.finish());
-    if (cutBytes) {
-      const rest = cut.rest();
-      if (rest) {
-        parts.push(new Blob([rest as BlobPart]));
-        onPart(parts.length - 1, parts[parts.length - 1]!);
-      }
-      p.ciphertext = parts;
-    } else p.ciphertext = [whole.blob()];
+    const rest = cut.rest();
+    if (rest) emit(rest);
+    p.ciphertext = parts;
     p.cutBytes = cutBytes;
     p.digest = enc.digest;
   }
