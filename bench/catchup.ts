@@ -33,11 +33,14 @@
  *
  * Prints a Markdown section with the machine and its load average; `--write` appends it to bench/RESULTS.md.
  * Options: --runs=N (timed catch-up runs, default 3) --msgs=N (default 1000) --senders=N (default 10)
- * --path=sockets|mailbox|both (default both, interleaved) --first=N (0: skip) --only=catchup|first.
+ * --path=sockets|mailbox|both (default both, interleaved) --first=N (0: skip) --only=catchup|first
+ * --profile (CDP CPU profile of the page over each path's first timed run, online → done, written to
+ * bench/profiles/catchup-<path>.cpuprofile; prints self time by function and by file, idle and GC, and the
+ * run's network counts: HTTP requests and the time they were in flight, WebSocket frames received).
  * Take the machine lock for measured runs: `flock /work/bench.lock npm run bench:catchup`.
  * @module
  */
-import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
@@ -47,6 +50,7 @@ import { startDevServer } from '../scripts/dev-server.js';
 import { ROOT } from '../scripts/local-env.js';
 import { toB64u } from '../web/src/engine/_protocol.js';
 import { DEFAULT_RATE_LIMITS } from '../worker/limits.js';
+import { type CpuProfile, topSelfTime } from './browser.js';
 import { describeMachine, machineInfo, markdownTable, median } from './stats.js';
 
 const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
@@ -56,6 +60,8 @@ const SENDERS = Number(arg('senders') ?? 10);
 const PATHS = (arg('path') ?? 'both') === 'both' ? ['sockets', 'mailbox'] : [arg('path')!];
 const FIRST = Number(arg('first') ?? 20);
 const ONLY = arg('only');
+/** --profile: a DevTools-protocol CPU profile of the page (where the engine runs) over each path's first timed run. */
+const PROFILE = process.argv.includes('--profile');
 
 const load = () =>
   loadavg()
@@ -72,6 +78,37 @@ const nearestRank = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 };
+let warmingUp = false;
+
+/** Self time of a CPU profile by file and by function, with idle / GC / program apart. */
+function describeProfile(profile: CpuProfile): string {
+  const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+  const samples = profile.samples ?? [];
+  const deltas = profile.timeDeltas ?? [];
+  const byFile = new Map<string, number>();
+  let total = 0;
+  samples.forEach((id, i) => {
+    const ms = (deltas[i + 1] ?? 0) / 1000;
+    total += ms;
+    const f = byNode.get(id)?.callFrame;
+    const k = !f
+      ? '?'
+      : f.functionName.startsWith('(')
+        ? f.functionName
+        : f.url
+          ? f.url.replace(/^.*\/(src|node_modules|@fs)\//, '$1/').replace(/\?.*$/, '')
+          : `(native) ${f.functionName}`;
+    byFile.set(k, (byFile.get(k) ?? 0) + ms);
+  });
+  const files = [...byFile].sort((a, b) => b[1] - a[1]).slice(0, 25);
+  const fns = topSelfTime(profile, 30);
+  return [
+    `  wall ${(total / 1000).toFixed(2)} s; self time by file / category:`,
+    ...files.map(([k, ms]) => `    ${ms.toFixed(0).padStart(7)} ms  ${((100 * ms) / total).toFixed(1).padStart(5)} %  ${k}`),
+    '  top functions (self, idle/program excluded):',
+    ...fns.map((f) => `    ${f.ms.toFixed(0).padStart(7)} ms  ${f.name} ${f.where}`),
+  ].join('\n');
+}
 const range = (xs: number[]) => `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
 
 /** The page's side: builds engines like the app worker does; kept on globalThis between evaluate calls. */
@@ -85,7 +122,30 @@ const PAGE_SETUP = async ({ logKey }: { logKey: string }) => {
   const curves = await defaultCurves();
   const rng = (n: number) => crypto.getRandomValues(new Uint8Array(n));
   // Counts of the sealed store's calls (each is at least one IndexedDB transaction), for "what bounds it".
-  const counts = { get: 0, list: 0, tx: 0, txMs: 0 };
+  const counts = { get: 0, list: 0, tx: 0, txMs: 0, http: 0, httpMs: 0, httpBusyMs: 0, wsFrames: 0 };
+  // Network: HTTP requests (and the time at least one was in flight), WebSocket frames received.
+  let inFlight = 0;
+  let busySince = 0;
+  const realFetch = globalThis.fetch.bind(globalThis);
+  globalThis.fetch = async (input: RequestInfo | URL, init?: RequestInit) => {
+    counts.http++;
+    const t = performance.now();
+    if (inFlight++ === 0) busySince = t;
+    try {
+      return await realFetch(input, init);
+    } finally {
+      const now = performance.now();
+      counts.httpMs += now - t;
+      if (--inFlight === 0) counts.httpBusyMs += now - busySince;
+    }
+  };
+  const RealWs = globalThis.WebSocket;
+  globalThis.WebSocket = class extends RealWs {
+    constructor(url: string | URL, protocols?: string | string[]) {
+      super(url, protocols);
+      this.addEventListener('message', () => counts.wsFrames++);
+    }
+  } as typeof WebSocket;
   // biome-ignore lint/suspicious/noExplicitAny: untyped harness
   const counted = (s: any) => ({
     ...s,
@@ -155,6 +215,10 @@ interface StoreCounts {
   lists: number;
   txs: number;
   txMs: number;
+  http: number;
+  httpMs: number;
+  httpBusyMs: number;
+  wsFrames: number;
 }
 
 interface CatchupRun {
@@ -207,6 +271,29 @@ async function main(): Promise<void> {
     page.on('pageerror', (e) => process.stderr.write(`page error: ${e.message}\n`));
     await page.goto(`${server.url}/`);
     await page.evaluate(PAGE_SETUP, { logKey });
+    if (PROFILE) {
+      // The engine runs in the page's main thread here: profile that thread, once per path (its first timed run).
+      const cdp = await context.newCDPSession(page);
+      const profiled = new Set<string>();
+      let on = false;
+      await page.exposeFunction('benchProfile', async (what: string, path: string) => {
+        if (what === 'start' && !profiled.has(path) && !warmingUp) {
+          await cdp.send('Profiler.enable');
+          await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+          await cdp.send('Profiler.start');
+          on = true;
+        } else if (what === 'stop' && on) {
+          on = false;
+          profiled.add(path);
+          const { profile } = (await cdp.send('Profiler.stop')) as unknown as { profile: CpuProfile };
+          await cdp.send('Profiler.disable');
+          mkdirSync(join(ROOT, 'bench/profiles'), { recursive: true });
+          const file = join(ROOT, `bench/profiles/catchup-${path}.cpuprofile`);
+          writeFileSync(file, JSON.stringify(profile));
+          process.stdout.write(`\n  profile (${path}) → ${file}\n${describeProfile(profile)}\n`);
+        }
+      });
+    }
     const tag = Date.now().toString(36);
 
     if (ONLY !== 'first') {
@@ -336,6 +423,8 @@ async function main(): Promise<void> {
                 resolveAll();
               }
             });
+            // --profile: the CPU profiler runs from here to `done` (started and stopped by Node through CDP).
+            if (g.benchProfile) await g.benchProfile('start', path);
             const c0 = { ...g.bench.counts };
             // ---- online ----
             const t0 = performance.now();
@@ -358,12 +447,17 @@ async function main(): Promise<void> {
               list.map(async (c: { id: string }) => [c.id, (await R.engine.messages(c.id, { limit: 1 })).at(-1)?.body]),
             );
             const done = performance.now();
+            if (g.benchProfile) await g.benchProfile('stop', path);
             const c1 = g.bench.counts;
             const store = {
               gets: c1.get - c0.get,
               lists: c1.list - c0.list,
               txs: c1.tx - c0.tx,
               txMs: c1.txMs - c0.txMs,
+              http: c1.http - c0.http,
+              httpMs: c1.httpMs - c0.httpMs,
+              httpBusyMs: c1.httpBusyMs - c0.httpBusyMs,
+              wsFrames: c1.wsFrames - c0.wsFrames,
             };
             off();
             const stale = Object.entries(last as Record<string, string>).filter(
@@ -389,7 +483,9 @@ async function main(): Promise<void> {
       };
 
       process.stdout.write('warm-up round (sessions and sender keys)…\n');
+      warmingUp = true;
       await round(`w${tag}`, 'sockets', 1, 1);
+      warmingUp = false;
       const perDirect = Math.floor(MSGS / 2 / SENDERS);
       const perGroup = Math.floor(MSGS / 2 / SENDERS);
       for (let run = 0; run < RUNS; run++)
@@ -398,7 +494,7 @@ async function main(): Promise<void> {
           const t = await round(`r${run}${path[0]}${tag}`, path, perDirect, perGroup);
           catchup.push({ path, ms: t.ms, decryptedMs: t.decryptedMs, load: l, store: t.store });
           process.stdout.write(
-            `  run ${run + 1} ${path}: ${t.ms.toFixed(0)} ms (all decrypted+stored at ${t.decryptedMs.toFixed(0)} ms) · store: ${t.store.gets} reads, ${t.store.lists} lists, ${t.store.txs} write transactions (${t.store.txMs.toFixed(0)} ms inside them) · load ${l}\n`,
+            `  run ${run + 1} ${path}: ${t.ms.toFixed(0)} ms (all decrypted+stored at ${t.decryptedMs.toFixed(0)} ms) · store: ${t.store.gets} reads, ${t.store.lists} lists, ${t.store.txs} write transactions (${t.store.txMs.toFixed(0)} ms inside them) · network: ${t.store.http} HTTP requests (${t.store.httpBusyMs.toFixed(0)} ms with one in flight, ${t.store.httpMs.toFixed(0)} ms summed), ${t.store.wsFrames} WebSocket frames in · load ${l}\n`,
           );
         }
       await page.evaluate(async () => {
