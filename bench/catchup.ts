@@ -104,7 +104,9 @@ function describeProfile(profile: CpuProfile): string {
   const fns = topSelfTime(profile, 30);
   return [
     `  wall ${(total / 1000).toFixed(2)} s; self time by file / category:`,
-    ...files.map(([k, ms]) => `    ${ms.toFixed(0).padStart(7)} ms  ${((100 * ms) / total).toFixed(1).padStart(5)} %  ${k}`),
+    ...files.map(
+      ([k, ms]) => `    ${ms.toFixed(0).padStart(7)} ms  ${((100 * ms) / total).toFixed(1).padStart(5)} %  ${k}`,
+    ),
     '  top functions (self, idle/program excluded):',
     ...fns.map((f) => `    ${f.ms.toFixed(0).padStart(7)} ms  ${f.name} ${f.where}`),
   ].join('\n');
