@@ -10,7 +10,7 @@ import type { Curve25519, Rng } from '../protocol/index.js';
 import type { AttachmentView, TransferPhase } from './attachments.js';
 import type { InfoLine } from './info.js';
 import type { EngineLocks } from './locks.js';
-import type { Store } from './storage.js';
+import type { Store, StoreTx } from './storage.js';
 import type { KtAlert } from './transparency.js';
 import type { ConnectionStatus, ServerApi } from './transport.js';
 
@@ -22,6 +22,22 @@ export interface EngineContext {
   readonly now: () => number;
   readonly locks: EngineLocks;
   readonly emit: (event: EngineEvent) => void;
+}
+
+/**
+ * One receiving chain — a pairwise session with a device, or a member device's sender key in a conversation —
+ * as the inbox's batch path drives it (inbox.ts `batch`): it holds `lock` and one store transaction for a run
+ * of envelopes, reads the state once through that transaction, decrypts envelope after envelope against the
+ * state in memory (`decrypt` is pure: the state it was given is unchanged, the advanced one is returned), and
+ * writes the state as the last accepted envelope left it, in the same transaction as the messages and cursor.
+ */
+export interface ReceiveChain<S = unknown> {
+  /** The lock name every decryption (and, pairwise, every encryption) of this chain holds. */
+  readonly lock: string;
+  load(tx: StoreTx): Promise<S>;
+  /** Throws the protocol's errors, and for anything the batch path does not do (a message that starts a session). */
+  decrypt(state: S, message: Uint8Array): Promise<{ plaintext: Uint8Array; next: S }>;
+  save(tx: StoreTx, state: S): void;
 }
 
 export type EngineErrorCode =

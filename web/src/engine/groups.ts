@@ -40,6 +40,7 @@ import {
   nextEntry,
   processSenderKeyDistribution,
   type Role,
+  type SenderKeyRecord,
   senderDecrypt,
   senderEncrypt,
   senderKeyDistribution,
@@ -50,7 +51,7 @@ import {
   verifyLog,
 } from './_protocol.js';
 import { encodeRecord } from './codec.js';
-import { type EngineContext, EngineError } from './context.js';
+import { type EngineContext, EngineError, type ReceiveChain } from './context.js';
 import type { Directory } from './directory.js';
 import { type InfoLine, infoKey, membershipLine, shownLine } from './info.js';
 import type { Keystore } from './keystore.js';
@@ -451,6 +452,25 @@ export class Groups {
    * Decrypts a group message from (u, d) with its stored chain and hands the plaintext to `then` under the
    * receive lock; `commit(tx)` (the advanced chain) must run in the transaction that stores the message.
    */
+  /**
+   * The sender key of (u, d) in the conversation as a receiving chain for the inbox's batch path (which holds
+   * `lock` and one transaction for a run of envelopes, see ReceiveChain); the same lock and record as `decrypt`.
+   */
+  receiveChain(conversationId: string, u: string, d: string): ReceiveChain<SenderKeyRecord> {
+    return {
+      lock: `senderkey-recv:${conversationId}:${u}:${d}`,
+      load: async (tx) => {
+        const raw = await tx.get(K.recv(conversationId, u, d));
+        return raw ? deserializeSenderKeyRecord(raw) : emptySenderKeyRecord();
+      },
+      decrypt: async (rec, message) => {
+        const r = await senderDecrypt(this.ctx.curves, rec, message);
+        return { plaintext: r.plaintext, next: r.record };
+      },
+      save: (tx, rec) => tx.put(K.recv(conversationId, u, d), serializeSenderKeyRecord(rec)),
+    };
+  }
+
   decrypt<T>(
     conversationId: string,
     u: string,

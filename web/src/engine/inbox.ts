@@ -52,10 +52,11 @@ import { type Content, decodeContent, fromB64u, is, quoteExcerpt, type TextConte
 import { type ActionOutcome, applyActionInTx, type MessageAction } from './actions.js';
 import { MAX_CAPTION_LEN, parseAttachmentPointer, viewOf } from './attachments.js';
 import { decodeRecord, encodeRecord } from './codec.js';
-import type { EngineContext, MessageView, QuoteView } from './context.js';
+import type { EngineContext, EngineEvent, MessageView, QuoteView, ReceiveChain } from './context.js';
 import type { Directory } from './directory.js';
 import type { Groups } from './groups.js';
 import type { Keystore } from './keystore.js';
+import type { EngineLocks } from './locks.js';
 import { encodePayload, type Messages } from './messages.js';
 import type { Outbox } from './outbox.js';
 import type { OwnDevices } from './own-devices.js';
@@ -79,6 +80,18 @@ interface Outcome {
   readonly profileFrom?: string;
   /** A reaction / edit / delete / signal that was not applied, and why. */
   readonly refused?: string;
+}
+
+/** Envelopes one batch takes at most (one store transaction: its writes are sealed and committed together). */
+const BATCH_MAX = 256;
+
+interface BatchResult {
+  /** Envelopes of the run accounted for (stored, or skipped as already processed), from its start. */
+  readonly taken: number;
+  /** The cursor to acknowledge after them (null: none of them advanced it). */
+  readonly acked: number | null;
+  /** Client ids to acknowledge end-to-end. */
+  readonly receipts: readonly string[];
 }
 
 interface HeldEnvelope {
@@ -116,13 +129,27 @@ export class Inbox {
     return q;
   }
 
-  /** Processes envelopes in seq order; returns the cursor to acknowledge (null if nothing advanced). */
+  /**
+   * Processes envelopes in seq order; returns the cursor to acknowledge (null if nothing advanced).
+   * Runs of envelopes go through `batch` (one store transaction per run); an envelope the batch does not
+   * take ends its run, is handled alone by `one` (today's path: failures, repairs, distributions, …), and
+   * the rest continues as a new run.
+   */
   process(conversationId: string, envelopes: readonly Envelope[]): Promise<number | null> {
     return this.queue(conversationId)(async () => {
       const sorted = [...envelopes].sort((a, b) => a.seq - b.seq);
       let acked: number | null = null;
       const receipts: string[] = [];
-      for (const env of sorted) {
+      let i = 0;
+      while (i < sorted.length) {
+        const run = sorted.slice(i, i + BATCH_MAX);
+        const b = await this.batch(conversationId, run);
+        receipts.push(...b.receipts);
+        if (b.acked !== null) acked = b.acked;
+        i += b.taken;
+        if (b.taken === run.length) continue;
+        // The envelope the batch stopped at: alone, as before batching.
+        const env = sorted[i++]!;
         const cursor = await this.messages.cursor(conversationId);
         if (env.seq <= cursor) {
           acked = cursor;
@@ -135,6 +162,133 @@ export class Inbox {
       if (receipts.length) await this.receiptsFor(conversationId, receipts);
       return acked;
     });
+  }
+
+  /**
+   * A run of envelopes in ONE store transaction, holding the lock of every chain it decrypts from (sessions
+   * first, then sender keys, each in name order — the order the one-at-a-time path nests them — so a batch
+   * never deadlocks with it, a send, or another tab): the cursor and each chain's state are read once through
+   * the transaction, every envelope is decrypted against the state in memory, and the messages, the advanced
+   * states (as the last TAKEN envelope left them) and the cursor commit together; the caller acknowledges
+   * after that. The run ends before the first envelope it does not take — a sender that is not verified, a
+   * decryption that fails or would start a session, or any content but a text or a receipt from a sender
+   * whose messages are kept, with the conversation's verified timer — and nothing of that envelope is
+   * written (its chain keeps the state before it); `process` hands it to `one`. The transaction function may
+   * run more than once (store conflicts): it only reads and writes through `tx` and returns what to emit,
+   * which is emitted once, after the commit.
+   */
+  private async batch(conversationId: string, run: readonly Envelope[]): Promise<BatchResult> {
+    const own = await this.keys.identity();
+    // ---- outside the transaction (these may refresh from the network): who may send, and what we keep ----
+    const chains = new Map<string, ReceiveChain>();
+    const verified = new Map<string, boolean>();
+    const dropped = new Map<string, boolean>();
+    const bytes = run.map((e) => fromB64u(e.c));
+    let usable = 0;
+    for (const [i, env] of run.entries()) {
+      if (!isWithheld(bytes[i]!)) {
+        const { u, d } = env.from;
+        const k = `${env.mode}/${u}/${d}`;
+        if (!chains.has(k)) {
+          let ok = verified.get(`${u}/${d}`);
+          if (ok === undefined) {
+            ok = (await this.groups.verifiedSender(conversationId, u, d)) === 'ok';
+            verified.set(`${u}/${d}`, ok);
+          }
+          if (!ok) break;
+          if (u !== own.userId && !dropped.has(u)) dropped.set(u, await this.people.isDropped(conversationId, u));
+          chains.set(
+            k,
+            env.mode === 'group'
+              ? this.groups.receiveChain(conversationId, u, d)
+              : await this.sessions.receiveChain(u, d),
+          );
+        }
+      }
+      usable++;
+    }
+    if (usable === 0) return { taken: 0, acked: null, receipts: [] };
+    const timer = await this.groups.timer(conversationId);
+    const locks = [...new Set([...chains.values()].map((c) => c.lock))].sort(lockOrder);
+    const r = await withLocks(this.ctx.locks, locks, () =>
+      this.ctx.store.transaction(async (tx) => {
+        let cursor = (await this.messages.cursorInTx(tx, conversationId)) ?? 0;
+        const from = cursor;
+        const states = new Map<ReceiveChain, unknown>();
+        const dirty = new Set<ReceiveChain>();
+        const events: EngineEvent[] = [];
+        const receipts: string[] = [];
+        let acked: number | null = null;
+        let taken = 0;
+        for (const [i, env] of run.slice(0, usable).entries()) {
+          if (env.seq <= cursor) {
+            acked = cursor;
+            taken++;
+            continue;
+          }
+          if (!isWithheld(bytes[i]!)) {
+            const chain = chains.get(`${env.mode}/${env.from.u}/${env.from.d}`)!;
+            if (!states.has(chain)) states.set(chain, await chain.load(tx));
+            let d: { plaintext: Uint8Array; next: unknown };
+            try {
+              d = await chain.decrypt(states.get(chain), bytes[i]!);
+            } catch {
+              break; // `one` decrypts it again and stores what failed, as it always did
+            }
+            const out = await this.takeInTx(tx, conversationId, env, d.plaintext, own.userId, timer, dropped);
+            if (!out) break;
+            states.set(chain, d.next);
+            dirty.add(chain);
+            events.push(...out.events);
+            if (out.receipt) receipts.push(out.receipt);
+          }
+          cursor = env.seq;
+          acked = env.seq;
+          taken++;
+        }
+        for (const chain of dirty) chain.save(tx, states.get(chain));
+        if (cursor !== from) this.advanceInTx(tx, conversationId, cursor);
+        return { taken, acked, receipts, events };
+      }),
+    );
+    for (const e of r.events) this.ctx.emit(e);
+    return r;
+  }
+
+  /**
+   * What the batch path stores for one decrypted envelope, or null (nothing written) when it is not a text
+   * or receipt it takes: a malformed or misaddressed payload, a blocked sender's message, a timer other than
+   * the verified one (the log is brought up to date first, by `one`), or any other content type.
+   */
+  private async takeInTx(
+    tx: StoreTx,
+    conversationId: string,
+    env: Envelope,
+    plaintext: Uint8Array,
+    ownUserId: string,
+    timer: number,
+    dropped: ReadonlyMap<string, boolean>,
+  ): Promise<{ events: EngineEvent[]; receipt: string | null } | null> {
+    const r = decodeContent(plaintext);
+    if (r.kind !== 'ok' || r.content.conv !== conversationId) return null;
+    const p = r.content;
+    const u = env.from.u;
+    if (p.t === 'receipt') {
+      const updated = await this.outbox.markDeliveredInTx(tx, conversationId, p.ids);
+      return { events: updated.map((m) => ({ type: 'message_updated', message: m })), receipt: null };
+    }
+    if (p.t !== 'text' || p.id !== env.id || (p.exp ?? 0) !== timer) return null;
+    if (u !== ownUserId && dropped.get(u) !== false) return null;
+    let m: MessageView = {
+      ...this.baseView(conversationId, env, ownUserId),
+      body: p.body,
+      sentAt: p.sentAt,
+      ...(timer > 0 ? { expiresAt: env.ts + timer * 1000 } : {}),
+    };
+    const quote = p.reply ? await this.resolveQuote(tx, conversationId, p) : undefined;
+    m = quote ? { ...m, quote } : m;
+    await this.messages.putInTx(tx, m);
+    return { events: [{ type: 'message_added', message: m }], receipt: u === ownUserId ? null : env.id };
   }
 
   /** Handles one envelope; returns the client id to acknowledge end-to-end, if any. */
@@ -569,6 +723,22 @@ export class Inbox {
       visible: false,
     }));
   }
+}
+
+/** WITHHELD (a single zero byte): the sender did not encrypt to this device. */
+function isWithheld(bytes: Uint8Array): boolean {
+  return bytes.length === 1 && bytes[0] === 0;
+}
+
+/** Sessions before sender keys (the one-at-a-time path takes a sender key's lock inside a session's), then by name. */
+function lockOrder(a: string, b: string): number {
+  const rank = (n: string) => (n.startsWith('session:') ? 0 : 1);
+  return rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** Runs `fn` holding every lock in `names`, taken one inside the other in that order. */
+function withLocks<T>(locks: EngineLocks, names: readonly string[], fn: () => Promise<T>): Promise<T> {
+  return names.reduceRight<() => Promise<T>>((inner, name) => () => locks.request(name, inner), fn)();
 }
 
 /** Known content types that are signals or actions rather than timeline messages. */

@@ -35,7 +35,7 @@ import {
   type VerifiedDevice,
   verifyBundle,
 } from './_protocol.js';
-import type { EngineContext } from './context.js';
+import type { EngineContext, ReceiveChain } from './context.js';
 import type { Directory } from './directory.js';
 import type { Keystore } from './keystore.js';
 import { readJson, type StoreTx, writeJson } from './storage.js';
@@ -228,6 +228,41 @@ export class Sessions {
       };
       return then({ plaintext: r.plaintext, newSession: r.newSession, commit });
     });
+  }
+
+  /**
+   * The session with (u, d) as a receiving chain for the inbox's batch path (which holds `lock` and one
+   * transaction for a run of envelopes, see ReceiveChain). Only messages of an existing session decrypt here:
+   * a message that would start a new session fails (no prekeys are offered and no identity is trusted), so the
+   * caller hands it to `decrypt`, which checks the identity, consumes the prekeys and commits them with it.
+   */
+  async receiveChain(u: string, d: string): Promise<ReceiveChain<SessionRecord>> {
+    const local = await this.keys.local();
+    return {
+      lock: this.lockName(u, d),
+      load: async (tx) => {
+        const bytes = await tx.get(K.record(u, d));
+        return bytes ? deserializeSessionRecord(bytes) : emptySessionRecord();
+      },
+      decrypt: async (record, message) => {
+        const r = await decrypt(
+          this.ctx.curves,
+          this.ctx.rng,
+          record,
+          message,
+          {
+            ours: local,
+            remote: { userId: u, deviceId: d },
+            responderKeys: async () => null,
+            isTrustedIdentity: async () => false,
+          },
+          this.ctx.now(),
+        );
+        if (r.newSession) throw new Error('sessions: a new session is not established in a batch');
+        return { plaintext: r.plaintext, next: r.record };
+      },
+      save: (tx, record) => tx.put(K.record(u, d), serializeSessionRecord(record)),
+    };
   }
 
   /** After a decryption failure: the next send to this device starts a new session (a prekey message). */
