@@ -4,15 +4,20 @@ import { decodeRecord } from './codec.js';
 import type { EngineContext } from './context.js';
 import { Directory } from './directory.js';
 import { Keystore } from './keystore.js';
+import { type EngineLocks, memoryLocks } from './locks.js';
 import { encodePayload, type Payload } from './messages.js';
 import { Sessions } from './sessions.js';
 import { memoryStore, type Store, type StoreTx } from './storage.js';
 import { type Client, cryptoRng, engineOn, makeWorld, newClient, texts, until, type World } from './testing/harness.js';
 import { Transparency } from './transparency.js';
 
-/** A Store that "loses power" once, on the next transaction that writes a message (`msg/...`). */
-function crashOnMessageWrite(inner: Store): { store: Store; arm: () => void; crashes: () => number } {
+/**
+ * A Store that "loses power" once, on the next transaction that writes a message (`msg/...`) — or, armed with
+ * `after`, on the message write after that many more.
+ */
+function crashOnMessageWrite(inner: Store): { store: Store; arm: (after?: number) => void; crashes: () => number } {
   let armed = false;
+  let skip = 0;
   let crashes = 0;
   const store: Store = {
     get: (k) => inner.get(k),
@@ -26,7 +31,7 @@ function crashOnMessageWrite(inner: Store): { store: Store; arm: () => void; cra
           list: (d) => tx.list(d),
           delete: (k) => tx.delete(k),
           put: (k, v) => {
-            if (armed && k.startsWith('msg/')) {
+            if (armed && k.startsWith('msg/') && skip-- <= 0) {
               armed = false;
               crashes++;
               throw new Error('injected crash: power lost before the message was stored');
@@ -37,7 +42,14 @@ function crashOnMessageWrite(inner: Store): { store: Store; arm: () => void; cra
         return fn(wrapped);
       }),
   };
-  return { store, arm: () => (armed = true), crashes: () => crashes };
+  return {
+    store,
+    arm: (after = 0) => {
+      armed = true;
+      skip = after;
+    },
+    crashes: () => crashes,
+  };
 }
 
 /** A raw socket of (u, d) into `conv` (the server sequences whatever it sends). */
@@ -200,6 +212,170 @@ describe('receive path: only verified members on verified devices', () => {
     await alice.engine.sendText(conv, 'after carol');
     await until(async () => (await texts(bob.engine, conv)).includes('after carol'), 'bob receives');
     sock.close();
+    for (const c of [alice, bob, carol]) c.engine.close();
+  });
+});
+
+describe('receive path: a run of envelopes is one batch (one transaction), all-or-nothing', () => {
+  /** alice and bob in a direct chat, bob's session established (alice's first message received). */
+  async function directChat(store: Store = memoryStore()) {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob', 'bob-1', { store });
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await alice.engine.connect();
+    await alice.engine.sendText(conv, 'hello');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'first queued');
+    await bob.engine.syncMailbox();
+    return { w, alice, bob, conv };
+  }
+  const sendAll = async (w: World, from: Client, conv: string, bodies: string[]) => {
+    const before = w.server.pending(conv, 'bob', 'bob-1').length;
+    for (const b of bodies) await from.engine.sendText(conv, b);
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === before + bodies.length, 'all queued');
+  };
+
+  it('a crash inside a batch stores none of it and acks nothing; redelivered, every message is stored once, in order', async () => {
+    const crash = crashOnMessageWrite(memoryStore());
+    const { w, alice, bob, conv } = await directChat(crash.store);
+    const session = await crash.store.get('sess/alice/alice-1');
+    const cursor = await crash.store.get(`cur/${conv}`);
+    const bodies = ['one', 'two', 'three', 'four', 'five'];
+    await sendAll(w, alice, conv, bodies);
+    crash.arm(2); // the third message's write, in the middle of the batch
+    await expect(bob.engine.syncMailbox()).rejects.toThrow(/injected crash/);
+    expect(crash.crashes()).toBe(1);
+    expect(w.server.pending(conv, 'bob', 'bob-1').length).toBe(5); // nothing acked
+    expect(await texts(bob.engine, conv)).toEqual(['hello']); // nothing stored
+    expect(await crash.store.get(`cur/${conv}`)).toEqual(cursor); // cursor as it was
+    expect(await crash.store.get('sess/alice/alice-1')).toEqual(session); // the session not advanced
+    const reloaded = engineOn(w, 'bob', 'bob-1', crash.store, bob.locks);
+    await reloaded.syncMailbox();
+    expect(await texts(reloaded, conv)).toEqual(['hello', ...bodies]);
+    expect((await reloaded.messages(conv)).every((m) => m.status === 'received')).toBe(true);
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    alice.engine.close();
+  });
+
+  it('a failure after the batch committed and before the ack: redelivered, skipped by the cursor, nothing twice', async () => {
+    const { w, alice, bob, conv } = await directChat();
+    const api = w.server.api('bob', 'bob-1');
+    let failAck = true;
+    const flaky = {
+      ...api,
+      ackMailbox: async (acks: Parameters<typeof api.ackMailbox>[0]) => {
+        if (failAck) {
+          failAck = false;
+          throw new Error('connection lost before the ack');
+        }
+        return api.ackMailbox(acks);
+      },
+    };
+    bob.engine.close();
+    const bob2 = engineOn(w, 'bob', 'bob-1', bob.store, bob.locks, { api: flaky });
+    await sendAll(w, alice, conv, ['a', 'b', 'c']);
+    await expect(bob2.syncMailbox()).rejects.toThrow(/connection lost/);
+    expect(w.server.pending(conv, 'bob', 'bob-1').length).toBe(3); // stored, not acked
+    expect(await texts(bob2, conv)).toEqual(['hello', 'a', 'b', 'c']);
+    await bob2.syncMailbox(); // the same envelopes again
+    expect(await texts(bob2, conv)).toEqual(['hello', 'a', 'b', 'c']);
+    expect((await bob2.messages(conv)).filter((m) => m.status !== 'received')).toEqual([]);
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    // The session is in step: the next message decrypts.
+    await sendAll(w, alice, conv, ['d']);
+    await bob2.syncMailbox();
+    expect(await texts(bob2, conv)).toEqual(['hello', 'a', 'b', 'c', 'd']);
+    alice.engine.close();
+  });
+
+  it('envelopes the batch does not take (a reaction, garbage) end its run: they are handled alone, the good ones around them are stored, the session stays in step', async () => {
+    const { w, alice, bob, conv } = await directChat();
+    await sendAll(w, alice, conv, ['t1']);
+    const t1 = (await alice.engine.messages(conv)).find((m) => m.body === 't1')!;
+    await alice.engine.react(conv, t1.clientId, '👍'); // decrypts, but is not a text: ends the run
+    await sendAll(w, alice, conv, ['t2']);
+    const sock = await rawSocket(w, 'alice', 'alice-1', conv);
+    const garbage = toB64u(new Uint8Array(64).fill(7)); // does not decrypt
+    sock.send(JSON.stringify({ v: 1, type: 'send', id: 'garbage-1', to: [{ u: 'bob', d: 'bob-1', c: garbage }] }));
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 4, 'garbage queued');
+    await sendAll(w, alice, conv, ['t3', 't4']);
+    await bob.engine.syncMailbox(); // one page: t1, reaction, t2, garbage, t3, t4
+    const got = await bob.engine.messages(conv);
+    expect(got.filter((m) => m.body !== null).map((m) => m.body)).toEqual(['hello', 't1', 't2', 't3', 't4']);
+    expect(got.find((m) => m.body === 't1')!.reactions).toEqual([
+      expect.objectContaining({ userId: 'alice', emoji: '👍' }),
+    ]);
+    expect(got.find((m) => m.clientId === 'garbage-1')).toMatchObject({ body: null, status: 'undecryptable' });
+    expect(got.filter((m) => m.error === 'duplicate')).toEqual([]);
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    await sendAll(w, alice, conv, ['t5']);
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(['hello', 't1', 't2', 't3', 't4', 't5']);
+    sock.close();
+    alice.engine.close();
+  });
+
+  it('a batch holds the lock of every chain it decrypts from until its transaction committed, sessions before sender keys, each in name order', async () => {
+    const w = await makeWorld();
+    const log: string[] = [];
+    const inner = memoryLocks();
+    const locks: EngineLocks = {
+      request: (name, fn) =>
+        inner.request(name, async () => {
+          log.push(`+${name}`);
+          try {
+            return await fn();
+          } finally {
+            log.push(`-${name}`);
+          }
+        }),
+    };
+    const base = memoryStore();
+    const store: Store = {
+      ...base,
+      transaction: async (fn) => {
+        const r = await base.transaction(fn);
+        log.push('commit');
+        return r;
+      },
+    };
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob', 'bob-1', { store, locks });
+    const carol = await newClient(w, 'carol');
+    const conv = await bob.engine.createConversation({ kind: 'group', members: ['alice', 'carol'], title: 'g' });
+    for (const c of [alice, bob, carol]) await c.engine.connect([conv]);
+    for (const c of [alice, bob, carol])
+      await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.userId} online`);
+    for (const c of [alice, carol]) await c.engine.sendText(conv, `hi from ${c.userId}`);
+    await until(async () => (await texts(bob.engine, conv)).length === 2, 'bob has both sender keys');
+    await bob.engine.sendText(conv, 'from bob');
+    for (const c of [alice, carol])
+      await until(async () => (await texts(c.engine, conv)).includes('from bob'), `${c.userId} received it`);
+    await bob.engine.idle();
+    bob.engine.disconnect();
+    // While bob is away: pairwise delivery receipts for his message, and group texts from both.
+    for (const c of [alice, carol]) await c.engine.idle();
+    for (const c of [alice, carol]) await c.engine.sendText(conv, `later from ${c.userId}`);
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length >= 4, 'queued for bob');
+    log.length = 0;
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(expect.arrayContaining(['later from alice', 'later from carol']));
+    // The batch: its locks taken in order, the commit inside all of them, then released.
+    const first = log.findIndex((l) => l.startsWith('+'));
+    const commit = log.indexOf('commit', first);
+    const taken = log
+      .slice(first, commit)
+      .filter((l) => l.startsWith('+'))
+      .map((l) => l.slice(1));
+    const released = log.slice(first, commit).filter((l) => l.startsWith('-'));
+    expect(released).toEqual([]);
+    expect(taken).toEqual([
+      'session:alice:alice-1',
+      'session:carol:carol-1',
+      `senderkey-recv:${conv}:alice:alice-1`,
+      `senderkey-recv:${conv}:carol:carol-1`,
+    ]);
+    expect(log.slice(commit + 1, commit + 1 + taken.length)).toEqual(taken.map((n) => `-${n}`).reverse());
     for (const c of [alice, bob, carol]) c.engine.close();
   });
 });
