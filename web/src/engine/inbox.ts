@@ -12,6 +12,12 @@
  *   delivered by a stale or malicious server — is NOT decrypted and is stored as a failed message (status
  *   `undecryptable`, body null, error `not_member` / `unknown_device`): visible, never shown as content.
  *   A removed member's sender keys are deleted when the removal is applied (groups.ts);
+ * - batches: a run of envelopes (a mailbox page's share of a conversation, a `deliver` frame) is processed in
+ *   ONE store transaction (`batch`) while it holds the lock of every chain it decrypts from: chain states and
+ *   the cursor are read once, each envelope is decrypted against the state in memory, and the texts and
+ *   receipts, the states as the last taken envelope left them, and the cursor commit together (acked after).
+ *   Anything else — a failure, a new session, a distribution, an action, a blocked sender — ends the run
+ *   before it and is handled alone as described below; the rest continues as a new run;
  * - decryption is all-or-nothing: the advanced session / sender-key state is committed (still under the
  *   session lock) in the SAME transaction that stores the message (or applies the receipt or the
  *   sender-key distribution) and advances the cursor; acknowledgement (the returned cursor) happens only
