@@ -554,11 +554,12 @@ describe('attachments: what the server keeps, and for how long', () => {
     expect((await get(alice, theirs.body.attachmentId)).status).toBe(200);
   });
 
-  it('ATTACHMENT_LIMITS must be valid: unknown keys, non-numbers and parts under 5 MiB are refused', async () => {
+  it('ATTACHMENT_LIMITS must be valid: unknown keys, non-numbers and parts under 5 MiB or over 64 MiB are refused', async () => {
     const { attachmentConfig } = await import('./domain/attachments.js');
     expect(() => attachmentConfig('{"nope": 1}')).toThrow();
     expect(() => attachmentConfig('{"dailyBytes": "1"}')).toThrow();
     expect(() => attachmentConfig('{"partBytes": 1048576}')).toThrow(/5 MiB/);
+    expect(() => attachmentConfig('{"partBytes": 134217728}')).toThrow(/64 MiB/);
     expect(attachmentConfig('{"dailyBytes": 5}').dailyBytes).toBe(5);
   });
 });

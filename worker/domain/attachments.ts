@@ -59,6 +59,8 @@ export const ATTACHMENT_DEFAULTS = {
 export type AttachmentConfig = { -readonly [K in keyof typeof ATTACHMENT_DEFAULTS]: number };
 
 const MIN_PART = 5 * 1024 * 1024;
+/** The largest part size the web client accepts (web/src/engine/http-transport.ts MAX_PART_BYTES). */
+const MAX_PART = 64 * 1024 * 1024;
 const overrides = z.strictObject(
   Object.fromEntries(
     Object.keys(ATTACHMENT_DEFAULTS).map((k) => [
@@ -79,6 +81,8 @@ export function attachmentConfig(json: string | undefined): AttachmentConfig {
   const config = { ...ATTACHMENT_DEFAULTS } as AttachmentConfig;
   for (const [k, v] of Object.entries(parsed.data)) if (v !== undefined) config[k as keyof AttachmentConfig] = v;
   if (config.partBytes < MIN_PART) throw new Error('ATTACHMENT_LIMITS.partBytes must be at least 5 MiB (R2)');
+  if (config.partBytes > MAX_PART)
+    throw new Error('ATTACHMENT_LIMITS.partBytes must be at most 64 MiB (clients refuse larger parts)');
   cached = { json, config };
   return config;
 }

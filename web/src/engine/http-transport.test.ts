@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { HttpApiError, HttpClient, isApiError, memoryCookieJar } from './http-transport.js';
+import {
+  createHttpApi,
+  HttpApiError,
+  HttpClient,
+  isApiError,
+  MAX_PART_BYTES,
+  MIN_PART_BYTES,
+  memoryCookieJar,
+} from './http-transport.js';
 
 type Call = { url: string; init: RequestInit };
 
@@ -95,5 +103,51 @@ describe('HttpClient', () => {
     const http = new HttpClient({ baseUrl: 'http://x', fetch: fetchFn, cookies: memoryCookieJar() });
     await Promise.all([http.request('GET', '/a'), http.request('GET', '/b'), http.request('GET', '/c')]);
     expect(refreshes).toBe(1);
+  });
+
+  it('a parts reservation whose part size or count a malicious server made absurd is refused before any byte is sent', async () => {
+    const MiB = 1024 * 1024;
+    const size = 50 * MiB;
+    const id = 'A'.repeat(22);
+    const answers: [unknown, unknown][] = [
+      [8 * 1024 * 1024 * 1024, 1], // one 8 GiB part: the client would allocate it
+      [2 ** 53, 1], // not a safe integer
+      [MAX_PART_BYTES + 1, 1],
+      [1, size], // 52 million one-byte requests
+      [MIN_PART_BYTES - 1, 11],
+      [8 * MiB + 0.5, 7], // not an integer
+      ['8388608', 7], // not a number
+      [undefined, undefined], // no part size at all for a parts reservation
+      [8 * MiB, 6], // a count that does not match ⌈size ÷ partBytes⌉ (7)
+      [8 * MiB, undefined],
+      [-8 * MiB, 7],
+    ];
+    for (const [partBytes, parts] of answers) {
+      const { calls, fetchFn } = scripted(() => json(201, { attachmentId: id, size, partBytes, parts }));
+      const http = new HttpClient({ baseUrl: 'http://x', fetch: fetchFn });
+      http.setTokens(tokens('t'));
+      const err = await createHttpApi(http)
+        .reserveAttachment('c1', size, true)
+        .catch((e: unknown) => e);
+      expect(isApiError(err, 'invalid_server_response'), `partBytes ${String(partBytes)}`).toBe(true);
+      expect((err as Error).message).toMatch(/part size/);
+      expect(calls).toHaveLength(1);
+    }
+    // What the Worker answers is accepted: 8 MiB parts (7 for 50 MiB), 64 MiB (one part), 5 MiB (10 parts).
+    for (const [partBytes, parts] of [
+      [8 * MiB, 7],
+      [MAX_PART_BYTES, 1],
+      [MIN_PART_BYTES, 10],
+    ] as const) {
+      const { fetchFn } = scripted(() => json(201, { attachmentId: id, size, partBytes, parts }));
+      const http = new HttpClient({ baseUrl: 'http://x', fetch: fetchFn });
+      http.setTokens(tokens('t'));
+      expect(await createHttpApi(http).reserveAttachment('c1', size, true)).toEqual({ attachmentId: id, partBytes });
+    }
+    // A whole-upload reservation has no parts to check.
+    const { fetchFn } = scripted(() => json(201, { attachmentId: id, size: 100 }));
+    const http = new HttpClient({ baseUrl: 'http://x', fetch: fetchFn });
+    http.setTokens(tokens('t'));
+    expect(await createHttpApi(http).reserveAttachment('c1', 100)).toEqual({ attachmentId: id });
   });
 });

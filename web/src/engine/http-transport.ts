@@ -401,6 +401,37 @@ const info = (c: ConversationJson): ConversationInfo => ({
 });
 
 const seg = (s: string) => encodeURIComponent(s);
+
+/**
+ * Part sizes a client accepts from a parts reservation: R2's smallest part (the Worker refuses a smaller
+ * ATTACHMENT_LIMITS.partBytes) up to 64 MiB — the engine holds a few parts in memory at once, so a server
+ * must not be able to make it allocate more (docs/API.md §Attachments).
+ */
+export const MIN_PART_BYTES = 5 * 1024 * 1024;
+export const MAX_PART_BYTES = 64 * 1024 * 1024;
+/** R2's (and S3's) most parts in one multipart upload. */
+export const MAX_PARTS = 10_000;
+
+/**
+ * The server's `partBytes` for a parts upload of `size` bytes, if it and its `parts` count are sane; anything
+ * else is `invalid_server_response` (nothing is read or sent).
+ */
+function checkedPartBytes(size: number, partBytes: unknown, parts: unknown): number {
+  const count = typeof partBytes === 'number' && partBytes > 0 ? Math.max(1, Math.ceil(size / partBytes)) : 0;
+  if (
+    !Number.isSafeInteger(partBytes) ||
+    (partBytes as number) < MIN_PART_BYTES ||
+    (partBytes as number) > MAX_PART_BYTES ||
+    count > MAX_PARTS ||
+    parts !== count
+  )
+    throw new HttpApiError(
+      502,
+      'invalid_server_response',
+      `the server answered a parts reservation with an unusable part size (partBytes must be an integer from ${MIN_PART_BYTES} to ${MAX_PART_BYTES}, parts = ⌈size ÷ partBytes⌉ ≤ ${MAX_PARTS})`,
+    );
+  return partBytes as number;
+}
 /** The server's membership-log page size (worker/domain/conversations.ts MAX_LOG_PAGE). */
 const LOG_PAGE = 500;
 
@@ -500,10 +531,13 @@ export function createHttpApi(http: HttpClient): ServerApi {
         await http.request<void>('POST', '/api/mailbox/ack', { json: { acks: acks.slice(i, i + 100) } });
     },
     async reserveAttachment(conversationId, size, parts) {
-      const r = await http.request<{ attachmentId: string; partBytes?: number }>('POST', '/api/attachments', {
-        json: parts ? { conversationId, size, parts: true } : { conversationId, size },
-      });
-      return r.partBytes ? { attachmentId: r.attachmentId, partBytes: r.partBytes } : { attachmentId: r.attachmentId };
+      const r = await http.request<{ attachmentId: string; partBytes?: unknown; parts?: unknown }>(
+        'POST',
+        '/api/attachments',
+        { json: parts ? { conversationId, size, parts: true } : { conversationId, size } },
+      );
+      if (!parts) return { attachmentId: r.attachmentId };
+      return { attachmentId: r.attachmentId, partBytes: checkedPartBytes(size, r.partBytes, r.parts) };
     },
     async uploadAttachment(attachmentId, body, opts) {
       await http.upload(`/api/attachments/${seg(attachmentId)}`, body, opts);
