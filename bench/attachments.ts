@@ -22,12 +22,16 @@ import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS, ensureChromium } from '../scripts/chromium.js';
 import { startDevServer } from '../scripts/dev-server.js';
 import { ROOT } from '../scripts/local-env.js';
+import { type CpuProfile, topSelfTime } from './browser.js';
 import { createConversation, register } from './lib/app-client.js';
+import { type CpuSnapshot, cpuDelta, cpuSnapshot } from './lib/proc-cpu.js';
 import { describeMachine, machineInfo, markdownTable, median } from './stats.js';
 
 const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 const RUNS = Number(arg('runs') ?? 3);
 const SIZE_MB = Number(arg('size') ?? 50);
+/** `--profile`: CPU seconds per process/thread group (from /proc) for each phase, and the page thread's top functions. */
+const PROFILE = process.argv.includes('--profile');
 
 interface PageResult {
   encryptMBs: number;
@@ -62,6 +66,28 @@ async function main(): Promise<void> {
       if (m.text().startsWith('PROFILE')) process.stderr.write(`${m.text()}\n`);
     });
     page.setDefaultTimeout(600_000);
+    // Phase marks: with --profile, a CPU snapshot of every descendant thread at each mark.
+    const marks: { label: string; t: number; cpu: CpuSnapshot }[] = [];
+    // The page thread's JS is sampled (CDP Profiler) during the first run's encrypted upload and download.
+    const cdp = PROFILE ? await context.newCDPSession(page) : null;
+    const jsProfiles: Record<string, CpuProfile> = {};
+    let profiling: string | null = null;
+    await page.exposeFunction('__mark', async (label: string) => {
+      if (!PROFILE || !cdp) return;
+      if (profiling) {
+        jsProfiles[profiling] = ((await cdp.send('Profiler.stop')) as { profile: CpuProfile }).profile;
+        profiling = null;
+      }
+      marks.push({ label, t: performance.now(), cpu: cpuSnapshot() });
+      if (label.startsWith('encrypted') && !jsProfiles[label]) {
+        await cdp.send('Profiler.start');
+        profiling = label;
+      }
+    });
+    if (cdp) {
+      await cdp.send('Profiler.enable');
+      await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+    }
     // tsx compiles this file with esbuild's keepNames: functions passed to page.evaluate call `__name`.
     await page.addInitScript('globalThis.__name = (f) => f;');
     await page.goto(`${server.url}/`);
@@ -72,6 +98,7 @@ async function main(): Promise<void> {
         const { AttachmentEncryptor, AttachmentDecryptor, generateAttachmentKey, sha256Stream } = await import(
           '/src/protocol/index.ts' as string
         );
+        const mark = (globalThis as unknown as { __mark: (l: string) => Promise<void> }).__mark;
         const size = sizeMb * 1024 * 1024;
         const data = new Uint8Array(size);
         for (let o = 0; o < size; o += 65536) crypto.getRandomValues(data.subarray(o, Math.min(size, o + 65536)));
@@ -134,6 +161,7 @@ async function main(): Promise<void> {
           return out.blob();
         };
         for (let i = 0; i < runs; i++) {
+          await mark('encrypted upload');
           t = performance.now();
           tFirstUpload = 0;
           const pointer = await transfers.upload(`up${i}`, conv, {
@@ -142,13 +170,16 @@ async function main(): Promise<void> {
             contentType: 'application/octet-stream',
           });
           const tUp = performance.now();
+          await mark('encrypted download');
+          const tDown = performance.now();
           const back = await transfers.download(`down${i}`, pointer);
           if (back.size !== size) throw new Error('encrypted round trip lost bytes');
-          encrypted.push((performance.now() - t) / 1000);
+          encrypted.push((performance.now() - t - (tDown - tUp)) / 1000);
           phases.encUp.push((tUp - t) / 1000);
           prof.encPhase.push((tFirstUpload - t) / 1000);
           prof.xhrPhase.push((tUp - tFirstUpload) / 1000);
-          phases.encDown.push((performance.now() - tUp) / 1000);
+          phases.encDown.push((performance.now() - tDown) / 1000);
+          await mark('unencrypted upload');
 
           // The same route and transport as the engine: a parts upload when the engine would make one.
           t = performance.now();
@@ -166,11 +197,14 @@ async function main(): Promise<void> {
             await api.completeAttachment(attachmentId, receipts);
           } else await api.uploadAttachment(attachmentId, file, {});
           const tUp2 = performance.now();
+          await mark('unencrypted download');
+          const tDown2 = performance.now();
           const got = await drain(await api.downloadAttachment(attachmentId, {}));
           if (got.size !== size) throw new Error('plain round trip lost bytes');
-          plain.push((performance.now() - t) / 1000);
+          plain.push((performance.now() - t - (tDown2 - tUp2)) / 1000);
           phases.plainUp.push((tUp2 - t) / 1000);
-          phases.plainDown.push((performance.now() - tUp2) / 1000);
+          phases.plainDown.push((performance.now() - tDown2) / 1000);
+          await mark('end');
         }
         console.log('PROFILE', JSON.stringify(prof));
         return { encryptMBs, decryptMBs, digestMBs, nativeChunkDigestMBs, encrypted, plain, phases, prof };
@@ -230,12 +264,67 @@ async function main(): Promise<void> {
       '',
     ].join('\n');
     process.stdout.write(`${md}\n`);
+    if (PROFILE) process.stdout.write(`${profileReport(marks, jsProfiles)}\n`);
     if (process.argv.includes('--write')) appendFileSync(join(ROOT, 'bench/RESULTS.md'), md);
   } finally {
     // Chromium may still be writing its cache for a moment after a failure.
     rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 500 });
     await server.stop();
   }
+}
+
+/**
+ * Per phase (medians over the runs): wall seconds and CPU seconds of each process/thread group; then the
+ * page thread's functions with the most self time in the first run's encrypted upload and download.
+ */
+function profileReport(
+  marks: { label: string; t: number; cpu: CpuSnapshot }[],
+  jsProfiles: Record<string, CpuProfile>,
+): string {
+  const phases = new Map<string, { wall: number[]; cpu: Map<string, number>[] }>();
+  for (let i = 0; i + 1 < marks.length; i++) {
+    const a = marks[i]!;
+    const b = marks[i + 1]!;
+    if (a.label === 'end') continue;
+    const ph = phases.get(a.label) ?? { wall: [], cpu: [] };
+    ph.wall.push((b.t - a.t) / 1000);
+    ph.cpu.push(cpuDelta(a.cpu, b.cpu));
+    phases.set(a.label, ph);
+  }
+  const groups = [...new Set([...phases.values()].flatMap((p) => p.cpu.flatMap((m) => [...m.keys()])))].sort();
+  const names = [...phases.keys()];
+  const med = (label: string, g: string) => median(phases.get(label)!.cpu.map((m) => m.get(g) ?? 0));
+  const rows = groups
+    .filter((g) => names.some((n) => med(n, g) >= 0.02))
+    .map((g) => [g, ...names.map((n) => med(n, g).toFixed(2))]);
+  const total = names.map((n) =>
+    median(phases.get(n)!.cpu.map((m) => [...m.values()].reduce((x, y) => x + y, 0))).toFixed(2),
+  );
+  const out = [
+    '',
+    `CPU seconds per phase (medians of ${phases.get(names[0]!)?.wall.length ?? 0} runs; 2 cores = 2 CPU-s per wall second; the first run is also under the JS profiler):`,
+    '',
+    markdownTable(
+      ['', ...names],
+      [
+        ['wall s', ...names.map((n) => median(phases.get(n)!.wall).toFixed(2))],
+        ...rows,
+        ['all CPU (this bench’s processes)', ...total],
+      ],
+      ['left', ...names.map(() => 'right' as const)],
+    ),
+  ];
+  for (const [label, prof] of Object.entries(jsProfiles)) {
+    out.push('', `Page thread, ${label} (first run): top self time`, '');
+    out.push(
+      markdownTable(
+        ['function', 'where', 'ms', 'share'],
+        topSelfTime(prof, 12).map((f) => [f.name, f.where, f.ms.toFixed(0), `${(f.share * 100).toFixed(1)}%`]),
+        ['left', 'left', 'right', 'right'],
+      ),
+    );
+  }
+  return out.join('\n');
 }
 
 await main();

@@ -1,0 +1,103 @@
+/**
+ * CPU time of this process's descendants, by thread, from /proc (Linux only): a benchmark takes a snapshot
+ * at each phase mark and reports where the CPU went between two marks — the browser's page thread, its
+ * crypto / blob / network threads, the local Worker (workerd), the dev server (node). Threads that exited
+ * between two snapshots are not counted (their time is lost, not misattributed).
+ * @module
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** CPU seconds per group, at one moment. */
+export type CpuSnapshot = Map<string, number>;
+
+const TICK = 100; // getconf CLK_TCK on Linux
+
+interface Proc {
+  pid: number;
+  ppid: number;
+  comm: string;
+}
+
+function stat(path: string): { comm: string; ppid: number; cpu: number } | null {
+  try {
+    const s = readFileSync(path, 'utf8');
+    const close = s.lastIndexOf(')');
+    const comm = s.slice(s.indexOf('(') + 1, close);
+    const f = s.slice(close + 2).split(' ');
+    // fields after comm: state(0) ppid(1) … utime(11) stime(12)
+    return { comm, ppid: Number(f[1]), cpu: (Number(f[11]) + Number(f[12])) / TICK };
+  } catch {
+    return null;
+  }
+}
+
+function descendants(root: number): Proc[] {
+  const all: Proc[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const s = stat(`/proc/${d}/stat`);
+    if (s) all.push({ pid: Number(d), ppid: s.ppid, comm: s.comm });
+  }
+  const keep = new Set([root]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const p of all)
+      if (!keep.has(p.pid) && keep.has(p.ppid)) {
+        keep.add(p.pid);
+        grew = true;
+      }
+  }
+  return all.filter((p) => keep.has(p.pid) && p.pid !== root);
+}
+
+/** Which group a thread's time belongs to. */
+function group(proc: Proc, cmdline: string, thread: string, main: boolean): string {
+  if (/workerd/.test(proc.comm) || /workerd/.test(cmdline)) return 'workerd';
+  if (/chrom/i.test(proc.comm) || /chrom/i.test(cmdline)) {
+    const type = /--type=(\S+)/.exec(cmdline)?.[1] ?? 'browser';
+    if (type === 'renderer') {
+      if (main) return 'chromium renderer: page (main) thread';
+      return `chromium renderer: ${thread.replace(/[\d/]+$/, '')}`;
+    }
+    return `chromium ${type === 'utility' ? 'network service' : type}: ${thread.replace(/[\d/]+$/, '')}`;
+  }
+  if (/node|esbuild|vite/.test(proc.comm)) return 'node (dev server, bench)';
+  return proc.comm;
+}
+
+/** CPU seconds used so far by every descendant of `root` (default: this process), grouped. */
+export function cpuSnapshot(root = process.pid): CpuSnapshot {
+  const out: CpuSnapshot = new Map();
+  for (const p of descendants(root)) {
+    let cmdline = '';
+    try {
+      cmdline = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+    } catch {
+      continue;
+    }
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${p.pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const t of tids) {
+      const s = stat(`/proc/${p.pid}/task/${t}/stat`);
+      if (!s) continue;
+      const g = group(p, cmdline, s.comm, t === String(p.pid));
+      out.set(g, (out.get(g) ?? 0) + s.cpu);
+    }
+  }
+  return out;
+}
+
+/** CPU seconds per group spent between two snapshots (groups with < 5 ms left out). */
+export function cpuDelta(a: CpuSnapshot, b: CpuSnapshot): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [k, v] of b) {
+    const d = v - (a.get(k) ?? 0);
+    if (d >= 0.005) out.set(k, d);
+  }
+  return out;
+}
