@@ -14,12 +14,14 @@
  * Options: --frames=group,pairwise (default both: sender-key frames, and pairwise frames with one ciphertext
  * per other device — the relay then carries the same bytes), --scale=X (multiplies the message counts; 0.2 for a quick look), --sizes=2,10, --repeat=N (runs
  * per size, app and relay alternating; the table shows medians and the range of the per-run ratios).
+ * Each row also shows the server CPU per accepted message (user + system time of the app's and the relay's
+ * workerd processes over the run, from /proc: what the object costs per message beside the bare relay).
  * This is a benchmark, not a test: it prints figures and asserts only that nothing was lost.
  * @module
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WIRE_VERSION } from '../schema/wire.js';
@@ -67,9 +69,63 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
+// ---- server CPU per message (Linux /proc; '—' elsewhere) ---------------------------------------------------
+
+const WORKERD = `${ROOT}node_modules/@cloudflare/workerd-linux-64/bin/workerd`;
+
+/** This checkout's workerd processes (each `wrangler dev` runs its own; they start one server at a time). */
+function workerdPids(): number[] {
+  try {
+    return readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .map(Number)
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith(WORKERD);
+        } catch {
+          return false;
+        }
+      });
+  } catch {
+    return [];
+  }
+}
+
+/** CPU time (user + system, ms) the processes have used so far; NaN when /proc is not there. */
+function cpuMs(pids: number[]): number {
+  if (pids.length === 0) return Number.NaN;
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (100 per second)
+    } catch {
+      return Number.NaN;
+    }
+  }
+  return ticks * 10;
+}
+
+/** Starts a server and returns it with the workerd processes it started (compared before and after). */
+async function withPids<T>(start: () => Promise<T>): Promise<T & { pids: number[] }> {
+  const before = new Set(workerdPids());
+  const server = await start();
+  return { ...server, pids: workerdPids().filter((p) => !before.has(p)) };
+}
+
+/** Runs a scenario and adds the server's CPU per accepted message (µs: all its workerd processes). */
+async function measured(pids: number[], run: () => Promise<Result>): Promise<Measured> {
+  const c0 = cpuMs(pids);
+  const r = await run();
+  return { ...r, cpuUsPerMsg: ((cpuMs(pids) - c0) * 1000) / r.messages };
+}
+
+type Measured = Result & { cpuUsPerMsg: number };
+
 /** The median of each figure over the runs (each figure separately). */
-function medianResult(rs: Result[]): Result {
+function medianResult(rs: Measured[]): Measured {
   return {
+    cpuUsPerMsg: median(rs.map((r) => r.cpuUsPerMsg)),
     devices: rs[0]!.devices,
     messages: rs[0]!.messages,
     acceptedPerSec: median(rs.map((r) => r.acceptedPerSec)),
@@ -208,8 +264,8 @@ async function main() {
   const stops: (() => Promise<void>)[] = [];
   const rows: {
     mode: FrameMode;
-    app: Result;
-    relay: Result;
+    app: Measured;
+    relay: Measured;
     vite: Result | null;
     tput: number[];
     p99: number[];
@@ -219,9 +275,9 @@ async function main() {
     process.stdout.write(
       `starting the app (wrangler dev), the relay (wrangler dev)${SKIP_VITE ? '' : ' and npm run dev'}…\n`,
     );
-    const direct = await startAppDirect(vars);
+    const direct = await withPids(() => startAppDirect(vars));
     stops.push(direct.stop);
-    const relay = await startRelay();
+    const relay = await withPids(startRelay);
     stops.push(relay.stop);
     if (!SKIP_VITE) {
       vite = await startDevServer({ vars });
@@ -233,15 +289,15 @@ async function main() {
         // Warm every path (JIT, DO start-up) with a small run, then measure, app and relay alternating.
         await relayScenario(relay.url, Math.min(n, 10), 40, mode);
         await appScenario(direct.url, Math.min(n, 10), 40, mode);
-        const apps: Result[] = [];
-        const relays: Result[] = [];
+        const apps: Measured[] = [];
+        const relays: Measured[] = [];
         for (let i = 0; i < REPEAT; i++) {
-          const r = await relayScenario(relay.url, n, total, mode);
-          const a = await appScenario(direct.url, n, total, mode);
+          const r = await measured(relay.pids, () => relayScenario(relay.url, n, total, mode));
+          const a = await measured(direct.pids, () => appScenario(direct.url, n, total, mode));
           relays.push(r);
           apps.push(a);
           process.stdout.write(
-            `${n} devices ${mode}, run ${i + 1}/${REPEAT}: app ${fmt(a.acceptedPerSec)} msg/s p99 ${fmt(a.p99, 1)} ms · relay ${fmt(r.acceptedPerSec)} msg/s p99 ${fmt(r.p99, 1)} ms (load ${loadavg()[0]!.toFixed(1)})\n`,
+            `${n} devices ${mode}, run ${i + 1}/${REPEAT}: app ${fmt(a.acceptedPerSec)} msg/s p99 ${fmt(a.p99, 1)} ms · relay ${fmt(r.acceptedPerSec)} msg/s p99 ${fmt(r.p99, 1)} ms · server CPU ${fmt(a.cpuUsPerMsg)} / ${fmt(r.cpuUsPerMsg)} µs/msg (load ${loadavg()[0]!.toFixed(1)})\n`,
           );
         }
         const v = vite ? await appScenario(vite.url, n, total, mode) : null;
@@ -279,6 +335,7 @@ async function main() {
       'msg/s ratio',
       'p99 ratio',
       'per-run ratios (msg/s · p99)',
+      'server CPU µs/msg app / relay',
       'npm run dev msg/s (p99 ms)',
     ],
     rows.map(({ mode, app: a, relay: r, vite: v, tput, p99 }) => [
@@ -294,11 +351,13 @@ async function main() {
       `${fmt(a.acceptedPerSec / r.acceptedPerSec, 2)}×`,
       `${fmt(a.p99 / r.p99, 2)}×`,
       `${fmt(Math.min(...tput), 2)}–${fmt(Math.max(...tput), 2)} · ${fmt(Math.min(...p99), 2)}–${fmt(Math.max(...p99), 2)}`,
+      `${fmt(a.cpuUsPerMsg)} / ${fmt(r.cpuUsPerMsg)}`,
       v ? `${fmt(v.acceptedPerSec)} (${fmt(v.p99, 1)})` : '—',
     ]),
     [
       'right',
       'left',
+      'right',
       'right',
       'right',
       'right',
