@@ -14,14 +14,14 @@
  * Options: --frames=group,pairwise (default both: sender-key frames, and pairwise frames with one ciphertext
  * per other device — the relay then carries the same bytes), --scale=X (multiplies the message counts; 0.2 for a quick look), --sizes=2,10, --repeat=N (runs
  * per size, app and relay alternating; the table shows medians and the range of the per-run ratios).
- * Each row also shows the server CPU per accepted message (user + system time of the app's and the relay's
- * workerd processes over the run, from /proc: what the object costs per message beside the bare relay).
+ * Each row also shows the server CPU per accepted message (user + system time of the workerd processes over
+ * the run, from /proc via bench/lib/proc-cpu.ts: what the object costs per message beside the bare relay).
  * This is a benchmark, not a test: it prints figures and asserts only that nothing was lost.
  * @module
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WIRE_VERSION } from '../schema/wire.js';
@@ -42,6 +42,7 @@ import {
   runLoad,
   WINDOW,
 } from './lib/app-client.js';
+import { type CpuSnapshot, cpuDelta, cpuSnapshot } from './lib/proc-cpu.js';
 import { startWrangler } from './lib/wrangler-dev.js';
 import { describeMachine, machineInfo, markdownTable } from './stats.js';
 
@@ -71,53 +72,21 @@ const median = (xs: number[]) => {
 
 // ---- server CPU per message (Linux /proc; '—' elsewhere) ---------------------------------------------------
 
-const WORKERD = `${ROOT}node_modules/@cloudflare/workerd-linux-64/bin/workerd`;
-
-/** This checkout's workerd processes (each `wrangler dev` runs its own; they start one server at a time). */
-function workerdPids(): number[] {
+/**
+ * Runs a scenario and adds the servers' CPU per accepted message (µs): every workerd under this process
+ * (bench/lib/proc-cpu.ts). Scenarios run one at a time and the idle server hibernates, so that is the
+ * scenario's server.
+ */
+async function measured(run: () => Promise<Result>): Promise<Measured> {
+  let before: CpuSnapshot | null = null;
   try {
-    return readdirSync('/proc')
-      .filter((p) => /^\d+$/.test(p))
-      .map(Number)
-      .filter((p) => {
-        try {
-          return readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith(WORKERD);
-        } catch {
-          return false;
-        }
-      });
+    before = cpuSnapshot();
   } catch {
-    return [];
+    // no /proc
   }
-}
-
-/** CPU time (user + system, ms) the processes have used so far; NaN when /proc is not there. */
-function cpuMs(pids: number[]): number {
-  if (pids.length === 0) return Number.NaN;
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ticks += Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (100 per second)
-    } catch {
-      return Number.NaN;
-    }
-  }
-  return ticks * 10;
-}
-
-/** Starts a server and returns it with the workerd processes it started (compared before and after). */
-async function withPids<T>(start: () => Promise<T>): Promise<T & { pids: number[] }> {
-  const before = new Set(workerdPids());
-  const server = await start();
-  return { ...server, pids: workerdPids().filter((p) => !before.has(p)) };
-}
-
-/** Runs a scenario and adds the server's CPU per accepted message (µs: all its workerd processes). */
-async function measured(pids: number[], run: () => Promise<Result>): Promise<Measured> {
-  const c0 = cpuMs(pids);
   const r = await run();
-  return { ...r, cpuUsPerMsg: ((cpuMs(pids) - c0) * 1000) / r.messages };
+  const s = before ? cpuDelta(before, cpuSnapshot()).get('workerd') : undefined;
+  return { ...r, cpuUsPerMsg: s === undefined ? Number.NaN : (s * 1e6) / r.messages };
 }
 
 type Measured = Result & { cpuUsPerMsg: number };
@@ -275,9 +244,9 @@ async function main() {
     process.stdout.write(
       `starting the app (wrangler dev), the relay (wrangler dev)${SKIP_VITE ? '' : ' and npm run dev'}…\n`,
     );
-    const direct = await withPids(() => startAppDirect(vars));
+    const direct = await startAppDirect(vars);
     stops.push(direct.stop);
-    const relay = await withPids(startRelay);
+    const relay = await startRelay();
     stops.push(relay.stop);
     if (!SKIP_VITE) {
       vite = await startDevServer({ vars });
@@ -292,8 +261,8 @@ async function main() {
         const apps: Measured[] = [];
         const relays: Measured[] = [];
         for (let i = 0; i < REPEAT; i++) {
-          const r = await measured(relay.pids, () => relayScenario(relay.url, n, total, mode));
-          const a = await measured(direct.pids, () => appScenario(direct.url, n, total, mode));
+          const r = await measured(() => relayScenario(relay.url, n, total, mode));
+          const a = await measured(() => appScenario(direct.url, n, total, mode));
           relays.push(r);
           apps.push(a);
           process.stdout.write(
