@@ -41,6 +41,7 @@ import {
   MAX_CIPHERTEXT_BYTES,
   MAX_DELIVER_BATCH,
   MAX_FRAME_BYTES,
+  MAX_PAIRWISE_RECIPIENTS,
   type ReceiptFrame,
   type SendFrame,
   type ServerFrame,
@@ -125,25 +126,32 @@ const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const B64U_RE = /^[A-Za-z0-9_-]+$/;
 const MAX_CIPHERTEXT_CHARS = Math.ceil((MAX_CIPHERTEXT_BYTES * 4) / 3);
 
+const isCiphertext = (c: unknown): c is string =>
+  typeof c === 'string' && c.length <= MAX_CIPHERTEXT_CHARS && B64U_RE.test(c);
+
 /**
- * The two frames of the hot path — a group `send` and an `ack` — checked by hand exactly as schema/wire.ts
- * would (same keys, same id / base64url / seq rules); anything else returns null and goes through the zod
- * schema. `v` and `type` were checked by the caller. Saves the zod union walk on every message.
+ * The frames of the hot path — a `send` (sender-key `group` or pairwise `to`) and an `ack` — checked by hand
+ * exactly as schema/wire.ts would (same keys, same id / base64url / seq / recipient-count rules); anything
+ * else returns null and goes through the zod schema. `v` and `type` were checked by the caller. Saves the
+ * zod union walk on every message (for a pairwise send, one strict-object parse per recipient as well).
  */
 export function fastFrame(o: Record<string, unknown>): ClientFrame | null {
   const n = Object.keys(o).length;
   if (o.type === 'send' && n === 4) {
-    const { id, group } = o;
-    if (
-      typeof id === 'string' &&
-      typeof group === 'string' &&
-      ID_RE.test(id) &&
-      group.length <= MAX_CIPHERTEXT_CHARS &&
-      B64U_RE.test(group)
-    ) {
-      return { v: WIRE_VERSION, type: 'send', id, group };
+    const { id, group, to } = o;
+    if (typeof id !== 'string' || !ID_RE.test(id)) return null;
+    if (group !== undefined) return isCiphertext(group) ? { v: WIRE_VERSION, type: 'send', id, group } : null;
+    if (!Array.isArray(to) || to.length < 1 || to.length > MAX_PAIRWISE_RECIPIENTS) return null;
+    const items: { u: string; d: string; c: string }[] = [];
+    for (const t of to as unknown[]) {
+      if (typeof t !== 'object' || t === null || Array.isArray(t) || Object.keys(t).length !== 3) return null;
+      const { u, d, c } = t as Record<string, unknown>;
+      if (typeof u !== 'string' || typeof d !== 'string' || !ID_RE.test(u) || !ID_RE.test(d) || !isCiphertext(c)) {
+        return null;
+      }
+      items.push({ u, d, c });
     }
-    return null;
+    return { v: WIRE_VERSION, type: 'send', id, to: items };
   }
   if (o.type === 'ack' && n === 3) {
     const { upTo } = o;

@@ -6,7 +6,7 @@
 import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
 import { and, eq } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
-import { WIRE_VERSION } from '../schema/wire.js';
+import { clientFrame, MAX_PAIRWISE_RECIPIENTS, WIRE_VERSION } from '../schema/wire.js';
 import { fastFrame } from './conversation.js';
 import { schema } from './db.js';
 import type { DeliveryStore } from './delivery/store.js';
@@ -271,5 +271,42 @@ describe('hot-path frame check', () => {
     ]) {
       expect(fastFrame(bad as Record<string, unknown>)).toBeNull();
     }
+  });
+
+  it('the hand-checked pairwise send accepts exactly what the wire schema accepts, and nothing it refuses', () => {
+    const item = { u: 'alice', d: 'd-1', c: 'AbC_-9' };
+    const ok = { v: 1, type: 'send', id: 'm-1', to: [item, { u: 'bob', d: 'd2', c: 'Zz' }] };
+    expect(fastFrame(ok)).toEqual(ok);
+    const cases: unknown[] = [
+      ok,
+      { ...ok, to: [item] },
+      { ...ok, to: Array.from({ length: MAX_PAIRWISE_RECIPIENTS }, (_, i) => ({ ...item, d: `d${i}` })) },
+      { ...ok, to: Array.from({ length: MAX_PAIRWISE_RECIPIENTS + 1 }, (_, i) => ({ ...item, d: `d${i}` })) },
+      { ...ok, to: [] },
+      { ...ok, to: 'x' },
+      { ...ok, to: { 0: item, length: 1 } },
+      { ...ok, to: [null] },
+      { ...ok, to: [[item.u, item.d, item.c]] },
+      { ...ok, to: [{ ...item, extra: 1 }] },
+      { ...ok, to: [{ u: item.u, d: item.d }] },
+      { ...ok, to: [{ ...item, u: 'bad id' }] },
+      { ...ok, to: [{ ...item, d: 'x'.repeat(65) }] },
+      { ...ok, to: [{ ...item, c: '' }] },
+      { ...ok, to: [{ ...item, c: 'a+b/' }] },
+      { ...ok, to: [{ ...item, c: 'A'.repeat(87_383) }] },
+      { ...ok, to: [{ ...item, c: 5 }] },
+      { ...ok, id: 'bad id' },
+      { v: 1, type: 'send', id: 'm', extra: [item] },
+    ];
+    for (const frame of cases) {
+      const fast = fastFrame(frame as Record<string, unknown>);
+      const zod = clientFrame.safeParse(frame);
+      // Either left to zod (null), or exactly zod's result; never accepted when zod refuses.
+      if (fast !== null) expect(zod.success && fast).toEqual(zod.data);
+      if (!zod.success) expect(fast).toBeNull();
+    }
+    // The well-formed ones do take the fast path.
+    expect(fastFrame(cases[1] as Record<string, unknown>)).not.toBeNull();
+    expect(fastFrame(cases[2] as Record<string, unknown>)).not.toBeNull();
   });
 });
