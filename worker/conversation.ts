@@ -106,8 +106,8 @@ interface QueuedSend {
   /** Sender-key ciphertext (bytes to store, base64url as received to fan out), or null (pairwise). */
   group: { c: Uint8Array; b64: string } | null;
   recipients: { u: string; d: string; c: Uint8Array; b64: string }[];
-  /** No log row can exist for this client id (looked up, and no group commit ran since). */
-  checkedNew: boolean;
+  /** It took a send token (given back if the group commit finds it is a retry of an accepted message). */
+  spentToken: boolean;
 }
 
 /** A `deliver` frame's envelopes (JSON text) stay under the frame limit clients are built for. */
@@ -231,8 +231,6 @@ export class ConversationDO extends DurableObject<Env> {
   private queue: QueuedSend[] = [];
   private readonly queuedKeys = new Set<string>();
   private drainTimer: ReturnType<typeof setTimeout> | null = null;
-  /** Group commits run so far (in memory): tells a send whether its duplicate lookup is still current. */
-  private commits = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -447,18 +445,14 @@ export class ConversationDO extends DurableObject<Env> {
     return 0;
   }
 
+  /** Gives back the token of a send that turned out to be a retry of an accepted message. */
+  private refundToken(who: DeviceRef): void {
+    const b = this.buckets.get(deviceKey(who.u, who.d));
+    if (b) b.tokens = Math.min(this.cfg.sendBurst, b.tokens + 1);
+  }
+
   private async handleSend(ws: WebSocket, att: Attachment, frame: SendFrame | ReceiptFrame): Promise<void> {
     const sender: DeviceRef = { u: att.u, d: att.d };
-    // A retry of an accepted message answers with the original seq and delivers nothing (before any check
-    // that could have changed since, and without spending a token).
-    const dup = this.store.findDuplicate(att.u, att.d, frame.id);
-    if (dup) {
-      send(ws, { v: WIRE_VERSION, type: 'accepted', id: frame.id, seq: dup.seq, ts: dup.ts, duplicate: true });
-      return;
-    }
-    // Only a group commit writes log rows: if none ran by the time this send is queued, the lookup above
-    // still holds and the commit need not repeat it (a device-set reload below may let other frames in).
-    const commitsAtCheck = this.commits;
     // A retry of a send still waiting for the group commit: answered with the original's seq by that commit.
     if (this.queuedKeys.has(`${att.u}\n${att.d}\n${frame.id}`)) {
       this.enqueue({
@@ -470,21 +464,58 @@ export class ConversationDO extends DurableObject<Env> {
         set: null,
         group: null,
         recipients: [],
-        checkedNew: false,
+        spentToken: false,
       });
       return;
     }
+    // A retry of an accepted message answers with the original seq and delivers nothing, whatever changed
+    // since and without spending a token. A send that passes the checks below is looked up by the group
+    // commit (one log query per sender device per batch, not one per send), which answers a retry so and
+    // gives its token back; a send about to be refused is looked up here first, so a retry is never refused.
     const retryAfterMs = this.takeToken(att, Date.now());
-    if (retryAfterMs > 0) throw new FrameError('rate_limited', 'sending too fast', { id: frame.id, retryAfterMs });
+    if (retryAfterMs > 0) {
+      if (this.answeredAsDuplicate(ws, att, frame.id)) return;
+      throw new FrameError('rate_limited', 'sending too fast', { id: frame.id, retryAfterMs });
+    }
+    let checked: QueuedSend | null;
+    try {
+      checked = await this.checkSend(ws, att, sender, frame);
+    } catch (err) {
+      if (err instanceof FrameError && this.answeredAsDuplicate(ws, att, frame.id)) {
+        this.refundToken(att);
+        return;
+      }
+      throw err;
+    }
+    if (checked) this.enqueue(checked);
+  }
 
+  /** Answers a retry of an accepted message with its original seq; false when `id` is not in the log. */
+  private answeredAsDuplicate(ws: WebSocket, att: Attachment, id: string): boolean {
+    const dup = this.store.findDuplicate(att.u, att.d, id);
+    if (dup) send(ws, { v: WIRE_VERSION, type: 'accepted', id, seq: dup.seq, ts: dup.ts, duplicate: true });
+    return dup !== null;
+  }
+
+  /** The member / device-set / recipient checks of a send: the send to queue, or null (socket closed). */
+  private async checkSend(
+    ws: WebSocket,
+    att: Attachment,
+    sender: DeviceRef,
+    frame: SendFrame | ReceiptFrame,
+  ): Promise<QueuedSend | null> {
     let set = await this.devices();
     let refreshed = false;
     if (!isLiveMemberDevice(set, att.u, att.d)) {
       set = await this.devices(true);
       refreshed = true;
       if (!isLiveMemberDevice(set, att.u, att.d)) {
+        if (this.answeredAsDuplicate(ws, att, frame.id)) {
+          this.refundToken(att);
+          return null;
+        }
         close(ws, CLOSE.forbidden, 'not a member or device revoked');
-        return;
+        return null;
       }
     }
 
@@ -512,8 +543,7 @@ export class ConversationDO extends DurableObject<Env> {
       }
       recipients = frame.to.map((t) => ({ u: t.u, d: t.d, c: decodeCiphertext(t.c, frame.id), b64: t.c }));
     }
-
-    this.enqueue({
+    return {
       ws,
       sender,
       id: frame.id,
@@ -522,8 +552,8 @@ export class ConversationDO extends DurableObject<Env> {
       set,
       group,
       recipients,
-      checkedNew: this.commits === commitsAtCheck,
-    });
+      spentToken: true,
+    };
   }
 
   // ---- group commit -------------------------------------------------------------------------------------
@@ -556,7 +586,6 @@ export class ConversationDO extends DurableObject<Env> {
     }
     const batch = this.queue;
     if (batch.length === 0) return;
-    this.commits++;
     this.queue = [];
     this.queuedKeys.clear();
     let results: AppendResult[];
@@ -573,7 +602,6 @@ export class ConversationDO extends DurableObject<Env> {
           group: q.group ? { c: q.group.c, epoch: epochs[i]!.id } : null,
           recipients: q.recipients,
           rcpt: q.kind === 'message' && !q.group ? recipientUsers(q) : null,
-          checkedNew: q.checkedNew,
         })),
         Date.now(),
       );
@@ -605,7 +633,10 @@ export class ConversationDO extends DurableObject<Env> {
     for (let i = 0; i < batch.length; i++) {
       const q = batch[i]!;
       const res = results[i]!;
-      if (res.duplicate) continue;
+      if (res.duplicate) {
+        if (q.spentToken) this.refundToken(q.sender);
+        continue;
+      }
       stored = true;
       if (q.kind === 'message') {
         if (q.group) group++;

@@ -405,6 +405,7 @@ describe('delivery: device set', () => {
     const a = await connect(conv, alice.devices[0]!);
     await a.sendAndWait(group('m1')); // cache filled
     await addDevice(bob.userId, 'd9');
+    await conversationStub(conv).devicesChanged(bob.userId);
     const r = await a.sendAndWait({
       v: WIRE_VERSION,
       type: 'send',
@@ -441,5 +442,58 @@ describe('delivery: device set', () => {
     await new Promise((r) => setTimeout(r, retryAfterMs + 50));
     expect(await a.sendAndWait(group('after'))).toMatchObject({ type: 'accepted' });
     a.close();
+  });
+
+  it('a retry of an accepted message gets its original seq even when a new send would be refused, and costs no token', async () => {
+    const { sendBurst } = deliveryConfig(env.DELIVERY_LIMITS);
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    const b = await connect(conv, bob.devices[0]!);
+    const toBob = [{ u: bob.userId, d: bob.devices[0]!.deviceId, c: fakeCiphertext() }];
+    expect(await a.sendAndWait(group('g1'))).toMatchObject({ type: 'accepted', seq: 1 });
+    expect(await a.sendAndWait({ v: WIRE_VERSION, type: 'send', id: 'p2', to: toBob })).toMatchObject({
+      type: 'accepted',
+      seq: 2,
+    });
+    await b.until((x) => x.envelopes().length === 2);
+
+    // Retries that pass every check are found by the group commit (one lookup per sender per batch): they
+    // are answered with their seq, and each gives its token back.
+    const tokens = () =>
+      runInDurableObject(conversationStub(conv), (inst) => {
+        const buckets = (inst as unknown as { buckets: Map<string, { tokens: number }> }).buckets;
+        return [...buckets.values()][0]!.tokens;
+      });
+    const before = await tokens();
+    const retries = 20;
+    for (let i = 0; i < retries; i++) a.send(group(i % 2 ? 'g1' : 'g-new'));
+    await a.until((x) => x.frames.filter((f) => f.type === 'accepted').length === 2 + retries);
+    const answers = a.frames.slice(-retries).flatMap((f) => (f.type === 'accepted' ? [f] : []));
+    expect(answers.map((f) => f.seq)).toEqual(Array.from({ length: retries }, (_, i) => (i % 2 ? 1 : 3)));
+    expect(answers.filter((f) => f.duplicate).length).toBe(retries - 1);
+    // Only 'g-new' spent a token (refill only adds, up to the burst).
+    expect(await tokens()).toBeGreaterThanOrEqual(Math.min(sendBurst, before) - 1);
+
+    // Bob has a new device: a retry addressed to the old device set is not a device_mismatch.
+    await addDevice(bob.userId, 'd9');
+    await conversationStub(conv).devicesChanged(bob.userId);
+    expect(await a.sendAndWait({ v: WIRE_VERSION, type: 'send', id: 'p2', to: toBob })).toMatchObject({
+      type: 'accepted',
+      seq: 2,
+      duplicate: true,
+    });
+    // A new send with that list is refused.
+    const fresh = await a.sendAndWait({ v: WIRE_VERSION, type: 'send', id: 'p-new', to: toBob });
+    expect(fresh).toMatchObject({ type: 'error' });
+    expect((fresh as { code: string }).code).toBe('device_mismatch');
+
+    // Over the rate limit: the retry is still answered with its seq (a new send is refused).
+    for (let i = 0; i < sendBurst + 140; i++) a.send(group(`flood${i}`));
+    await a.until((x) => x.frames.some((f) => f.type === 'error' && f.code === 'rate_limited'));
+    expect(await a.sendAndWait(group('g1'))).toMatchObject({ type: 'accepted', seq: 1, duplicate: true });
+    a.close();
+    b.close();
   });
 });

@@ -127,6 +127,8 @@ export interface Epoch {
 const LOG_ROWS_PER_INSERT = 10;
 const PAIRWISE_ROWS_PER_INSERT = 25;
 const EPOCH_ROWS_PER_INSERT = 33;
+/** Client ids looked up per statement by findDuplicates (plus the sender's user and device). */
+const DUP_IDS_PER_QUERY = 98;
 /** Cap on ciphertext bytes held in memory by one outbox batch (DO isolate memory is 128 MB). */
 const OUTBOX_BATCH_BYTES = 8 * 1024 * 1024;
 /** Group messages looked at per outbox batch (most need no D1 row: every recipient acked in time). */
@@ -412,6 +414,37 @@ export class DeliveryStore {
   }
 
   /**
+   * findDuplicate for many sends at once: one statement per sender device (≤ DUP_IDS_PER_QUERY ids each)
+   * instead of one per send. Keys are `user\ndevice\nclientId`.
+   */
+  findDuplicates(
+    inputs: readonly { senderUser: string; senderDevice: string; clientId: string }[],
+  ): Map<string, { seq: number; ts: number }> {
+    const bySender = new Map<string, { u: string; d: string; ids: string[] }>();
+    for (const x of inputs) {
+      const k = keyOf(x.senderUser, x.senderDevice);
+      const g = bySender.get(k);
+      if (g) g.ids.push(x.clientId);
+      else bySender.set(k, { u: x.senderUser, d: x.senderDevice, ids: [x.clientId] });
+    }
+    const found = new Map<string, { seq: number; ts: number }>();
+    for (const { u, d, ids } of bySender.values()) {
+      for (let i = 0; i < ids.length; i += DUP_IDS_PER_QUERY) {
+        const chunk = ids.slice(i, i + DUP_IDS_PER_QUERY);
+        const rows = this.sql.exec<{ client_id: string; seq: number; ts: number }>(
+          // sql-interpolation-ok: repeats a fixed placeholder only; every value is bound.
+          `SELECT client_id, seq, ts FROM log WHERE sender_user = ? AND sender_device = ? AND client_id IN (${chunk.map(() => '?').join(', ')})`,
+          u,
+          d,
+          ...chunk,
+        );
+        for (const r of rows) found.set(`${u}\n${d}\n${r.client_id}`, { seq: r.seq, ts: r.ts });
+      }
+    }
+    return found;
+  }
+
+  /**
    * Persists a batch of messages in ONE transaction (the DO's group commit) — a group message as its log
    * row only, a pairwise one plus one row per recipient device. Each gets the next seq and a strictly
    * increasing ts (max(now, last + 1)), in input order; the state row is written once. A client id already in the log,
@@ -447,11 +480,12 @@ export class DeliveryStore {
         pwParams = [];
         pwRows = 0;
       };
+      // Every client id not already looked up by the caller, in one statement per sender device.
+      const unchecked = inputs.filter((x) => !x.checkedNew);
+      const logged = unchecked.length > 0 ? this.findDuplicates(unchecked) : null;
       for (const input of inputs) {
         const key = `${input.senderUser}\n${input.senderDevice}\n${input.clientId}`;
-        const prior =
-          inBatch.get(key) ??
-          (input.checkedNew ? null : this.findDuplicate(input.senderUser, input.senderDevice, input.clientId));
+        const prior = inBatch.get(key) ?? (input.checkedNew ? null : (logged?.get(key) ?? null));
         if (prior) {
           out.push({ seq: prior.seq, ts: prior.ts, duplicate: true });
           continue;
