@@ -471,7 +471,8 @@ export class ConversationDO extends DurableObject<Env> {
     // A retry of an accepted message answers with the original seq and delivers nothing, whatever changed
     // since and without spending a token. A send that passes the checks below is looked up by the group
     // commit (one log query per sender device per batch, not one per send), which answers a retry so and
-    // gives its token back; a send about to be refused is looked up here first, so a retry is never refused.
+    // gives its token back; a send about to be refused (or failing) is looked up here first, so a retry is never
+    // refused.
     const retryAfterMs = this.takeToken(att, Date.now());
     if (retryAfterMs > 0) {
       if (this.answeredAsDuplicate(ws, att, frame.id)) return;
@@ -481,7 +482,8 @@ export class ConversationDO extends DurableObject<Env> {
     try {
       checked = await this.checkSend(ws, att, sender, frame);
     } catch (err) {
-      if (err instanceof FrameError && this.answeredAsDuplicate(ws, att, frame.id)) {
+      // Refused, or the device set could not be read: a retry of an accepted message is answered anyway.
+      if (this.answeredAsDuplicate(ws, att, frame.id)) {
         this.refundToken(att);
         return;
       }
