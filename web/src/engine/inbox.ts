@@ -68,7 +68,7 @@ import type { Outbox } from './outbox.js';
 import type { OwnDevices } from './own-devices.js';
 import type { People } from './people.js';
 import type { Sessions } from './sessions.js';
-import { mutex, type StoreTx } from './storage.js';
+import { mutex, readOnce, type StoreTx } from './storage.js';
 import type { Envelope } from './transport.js';
 
 const K = {
@@ -217,15 +217,22 @@ export class Inbox {
     const timer = await this.groups.timer(conversationId);
     const locks = [...new Set([...chains.values()].map((c) => c.lock))].sort(lockOrder);
     const r = await withLocks(this.ctx.locks, locks, () =>
-      this.ctx.store.transaction(async (tx) => {
-        let cursor = (await this.messages.cursorInTx(tx, conversationId)) ?? 0;
+      this.ctx.store.transaction(async (inner) => {
+        const tx = readOnce(inner);
+        // What the run reads first, all at once: the cursor and every chain's state.
+        const list = [...chains.values()];
+        const [stored, ...loaded] = await Promise.all([
+          this.messages.cursorInTx(tx, conversationId),
+          ...list.map((c) => c.load(tx)),
+        ]);
+        let cursor = (stored as number | undefined) ?? 0;
         const from = cursor;
-        const states = new Map<ReceiveChain, unknown>();
+        const states = new Map<ReceiveChain, unknown>(list.map((c, i) => [c, loaded[i]]));
         const dirty = new Set<ReceiveChain>();
-        const events: EngineEvent[] = [];
-        const receipts: string[] = [];
+        const take: { env: Envelope; content: Content }[] = [];
         let acked: number | null = null;
         let taken = 0;
+        // 1. Decrypt and decide, in order, writing nothing.
         for (const [i, env] of run.slice(0, usable).entries()) {
           if (env.seq <= cursor) {
             acked = cursor;
@@ -234,23 +241,31 @@ export class Inbox {
           }
           if (!isWithheld(bytes[i]!)) {
             const chain = chains.get(`${env.mode}/${env.from.u}/${env.from.d}`)!;
-            if (!states.has(chain)) states.set(chain, await chain.load(tx));
             let d: { plaintext: Uint8Array; next: unknown };
             try {
               d = await chain.decrypt(states.get(chain), bytes[i]!);
             } catch {
               break; // `one` decrypts it again and stores what failed, as it always did
             }
-            const out = await this.takeInTx(tx, conversationId, env, d.plaintext, own.userId, timer, dropped);
-            if (!out) break;
+            const content = this.takes(conversationId, env, d.plaintext, own.userId, timer, dropped);
+            if (!content) break;
             states.set(chain, d.next);
             dirty.add(chain);
-            events.push(...out.events);
-            if (out.receipt) receipts.push(out.receipt);
+            take.push({ env, content });
           }
           cursor = env.seq;
           acked = env.seq;
           taken++;
+        }
+        // 2. What storing them reads, all at once; 3. store them, in order.
+        const ids = take.flatMap((t) => (t.content.t === 'text' ? [t.content.id] : []));
+        if (ids.length) await this.messages.prefetchInTx(tx, conversationId, ids);
+        const events: EngineEvent[] = [];
+        const receipts: string[] = [];
+        for (const t of take) {
+          const out = await this.storeInTx(tx, conversationId, t.env, t.content, own.userId, timer);
+          events.push(...out.events);
+          if (out.receipt) receipts.push(out.receipt);
         }
         for (const chain of dirty) chain.save(tx, states.get(chain));
         if (cursor !== from) this.advanceInTx(tx, conversationId, cursor);
@@ -262,29 +277,42 @@ export class Inbox {
   }
 
   /**
-   * What the batch path stores for one decrypted envelope, or null (nothing written) when it is not a text
-   * or receipt it takes: a malformed or misaddressed payload, a blocked sender's message, a timer other than
-   * the verified one (the log is brought up to date first, by `one`), or any other content type.
+   * The content the batch path takes from one decrypted envelope: a text or a receipt; null for anything it
+   * leaves to `one` — a malformed or misaddressed payload, a blocked sender's message, a timer other than the
+   * verified one (`one` brings the log up to date first), any other content type.
    */
-  private async takeInTx(
-    tx: StoreTx,
+  private takes(
     conversationId: string,
     env: Envelope,
     plaintext: Uint8Array,
     ownUserId: string,
     timer: number,
     dropped: ReadonlyMap<string, boolean>,
-  ): Promise<{ events: EngineEvent[]; receipt: string | null } | null> {
+  ): Content | null {
     const r = decodeContent(plaintext);
     if (r.kind !== 'ok' || r.content.conv !== conversationId) return null;
     const p = r.content;
+    if (p.t === 'receipt') return p;
+    if (p.t !== 'text' || p.id !== env.id || (p.exp ?? 0) !== timer) return null;
     const u = env.from.u;
+    if (u !== ownUserId && dropped.get(u) !== false) return null;
+    return p;
+  }
+
+  /** Stores what `takes` took (a text or a receipt) in the batch's transaction; returns what to emit after. */
+  private async storeInTx(
+    tx: StoreTx,
+    conversationId: string,
+    env: Envelope,
+    p: Content,
+    ownUserId: string,
+    timer: number,
+  ): Promise<{ events: EngineEvent[]; receipt: string | null }> {
     if (p.t === 'receipt') {
       const updated = await this.outbox.markDeliveredInTx(tx, conversationId, p.ids);
       return { events: updated.map((m) => ({ type: 'message_updated', message: m })), receipt: null };
     }
-    if (p.t !== 'text' || p.id !== env.id || (p.exp ?? 0) !== timer) return null;
-    if (u !== ownUserId && dropped.get(u) !== false) return null;
+    if (p.t !== 'text') throw new Error(`inbox: the batch path does not store ${p.t}`);
     let m: MessageView = {
       ...this.baseView(conversationId, env, ownUserId),
       body: p.body,
@@ -294,7 +322,10 @@ export class Inbox {
     const quote = p.reply ? await this.resolveQuote(tx, conversationId, p) : undefined;
     m = quote ? { ...m, quote } : m;
     await this.messages.putInTx(tx, m);
-    return { events: [{ type: 'message_added', message: m }], receipt: u === ownUserId ? null : env.id };
+    return {
+      events: [{ type: 'message_added', message: m }],
+      receipt: env.from.u === ownUserId ? null : env.id,
+    };
   }
 
   /** Handles one envelope; returns the client id to acknowledge end-to-end, if any. */

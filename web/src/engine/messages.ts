@@ -111,6 +111,14 @@ export class Messages {
       writeJson(tx, K.top(m.conversationId), m.seq);
   }
 
+  /**
+   * Reads, all at once, what `putInTx` of received messages with these ids reads (the id index, the top):
+   * through a `readOnce` view, the puts that follow then find them read.
+   */
+  async prefetchInTx(tx: StoreTx, conversationId: string, ids: readonly string[]): Promise<void> {
+    await Promise.all([tx.get(K.top(conversationId)), ...ids.map((id) => tx.get(K.id(conversationId, id)))]);
+  }
+
   /** The newest seq this device knows in the conversation: processed (cursor) or stored (own accepted). */
   async newest(conversationId: string): Promise<number> {
     const [cur, top] = await Promise.all([

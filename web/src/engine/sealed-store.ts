@@ -340,13 +340,18 @@ export async function openSealedStore(
           for (const o of outcomes) (o.ok ? o.p.resolve : o.p.reject)(o.value);
         };
         if (!outcomes.some((o) => o.ok)) return settle(); // nothing to commit, nothing read from the others
-        const writes: { id: string; value: Uint8Array | null }[] = [];
+        // Ids and seals of every write at once (WebCrypto works off the thread; one await, not two per record).
+        const entries = [...shared.writes];
+        const writes = await Promise.all(
+          entries.map(async ([key, v]) => {
+            const id = await rawId(k, key);
+            return { id, value: v === null ? null : await seal(k, id, key, v) };
+          }),
+        );
         const opened = new Map<string, { key: string; value: Uint8Array }>();
-        for (const [key, v] of shared.writes) {
-          const id = await rawId(k, key);
-          writes.push({ id, value: v === null ? null : await seal(k, id, key, v) });
-          if (v !== null) opened.set(id, { key, value: v });
-        }
+        entries.forEach(([key, v], i) => {
+          if (v !== null) opened.set(writes[i]!.id, { key, value: v });
+        });
         const checks = [...seen].map(([id, expected]) => ({ id, expected }));
         checks.push({ id: EPOCH_ID, expected: epoch });
         if (await raw.commit(checks, writes)) {

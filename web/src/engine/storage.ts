@@ -85,6 +85,37 @@ export function compareAndSet(store: Store, key: string, expected: number, next:
   });
 }
 
+/**
+ * A view of `tx` that reads each key at most once: a later read of a key this view did not write is answered
+ * with what the first read returned (a copy); writes go to `tx`, and a written key is read from `tx` again.
+ * For a batch that reads the keys it will need all at once, up front, and then again one by one as it writes
+ * (the same reads inside one transaction, so the answers are the same).
+ */
+export function readOnce(tx: StoreTx): StoreTx {
+  const read = new Map<string, Promise<Uint8Array | undefined>>();
+  const written = new Set<string>();
+  return {
+    get(key) {
+      if (written.has(key)) return tx.get(key);
+      let p = read.get(key);
+      if (!p) {
+        p = tx.get(key);
+        read.set(key, p);
+      }
+      return p.then((v) => v?.slice());
+    },
+    list: (dir) => tx.list(dir),
+    put(key, value) {
+      written.add(key);
+      tx.put(key, value);
+    },
+    delete(key) {
+      written.add(key);
+      tx.delete(key);
+    },
+  };
+}
+
 /** A FIFO async mutex (one in-flight critical section at a time). */
 export function mutex(): <T>(fn: () => Promise<T>) => Promise<T> {
   let tail: Promise<unknown> = Promise.resolve();
