@@ -24,10 +24,10 @@ function countingBlob(bytes: Uint8Array): { blob: Blob; reads: () => number } {
   const wrap = (b: Blob): Blob =>
     new Proxy(b, {
       get(target, prop) {
-        if (prop === 'slice')
-          return (...a: Parameters<Blob['slice']>) => {
+        if (prop === 'slice' || prop === 'stream' || prop === 'arrayBuffer')
+          return (...a: unknown[]) => {
             reads++;
-            return target.slice(...a);
+            return (target[prop] as (...x: unknown[]) => unknown)(...a);
           };
         const v = Reflect.get(target, prop, target);
         return typeof v === 'function' ? v.bind(target) : v;

@@ -252,16 +252,21 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: 
 }
 
 /**
- * Regroups byte arrays of any sizes into `size`-byte batches (the last, shorter one from `rest`). Each batch
- * is a fresh array the caller may keep or hand on; at most one partial batch sits here.
+ * Regroups byte arrays of any sizes into `size`-byte batches (the last, shorter one from `rest`). By default
+ * each batch is a fresh array the caller may keep or hand on; with `reuse`, every batch is the same buffer,
+ * valid only until the next `push` — for callers that copy it at once (the Blob constructor does): a fresh
+ * 8 MiB array per batch costs more CPU than the copy itself (bench/RESULTS.md §Attachments, Dec 5). At most
+ * one partial batch sits here.
  */
 class Rebatcher {
   private buf: Uint8Array | null = null;
   private fill = 0;
-  constructor(private readonly size: number) {}
-  /** The batches `bytes` completed (often none). */
-  push(bytes: Uint8Array): Uint8Array[] {
-    const full: Uint8Array[] = [];
+  constructor(
+    private readonly size: number,
+    private readonly reuse = false,
+  ) {}
+  /** The batches `bytes` completed (often none); with `reuse`, each must be used up before the next is made. */
+  push(bytes: Uint8Array, onBatch: (batch: Uint8Array) => void): void {
     let off = 0;
     while (off < bytes.length) {
       this.buf ??= new Uint8Array(this.size);
@@ -270,12 +275,12 @@ class Rebatcher {
       this.fill += take;
       off += take;
       if (this.fill === this.size) {
-        full.push(this.buf);
-        this.buf = null;
+        const full = this.buf;
+        if (!this.reuse) this.buf = null;
         this.fill = 0;
+        onBatch(full);
       }
     }
-    return full;
   }
   /** The partial batch left, if any (and the rebatcher is empty again). */
   rest(): Uint8Array | null {
@@ -289,18 +294,63 @@ class Rebatcher {
 /**
  * Collects byte arrays into a Blob made of few large parts (FOLD_BYTES each). A Blob built from hundreds of
  * 64 KiB arrays costs the browser several times more to build, and to upload, than one built from a few
- * large parts. At most one part's bytes sit in the JS heap.
+ * large parts. One FOLD_BYTES buffer is reused (each part is copied into its Blob at once).
  */
 export class BlobCollector {
   private readonly parts: Blob[] = [];
-  private readonly batches = new Rebatcher(FOLD_BYTES);
+  private readonly batches = new Rebatcher(FOLD_BYTES, true);
+  private readonly fold = (part: Uint8Array) => this.parts.push(new Blob([part as BlobPart]));
   add(chunks: readonly Uint8Array[]): void {
-    for (const c of chunks) for (const part of this.batches.push(c)) this.parts.push(new Blob([part as BlobPart]));
+    for (const c of chunks) this.batches.push(c, this.fold);
   }
   blob(type = 'application/octet-stream'): Blob {
     const rest = this.batches.rest();
-    if (rest) this.parts.push(new Blob([rest as BlobPart]));
+    if (rest) this.fold(rest);
     return new Blob(this.parts, { type });
+  }
+}
+
+/**
+ * Reads `file` once, front to back, as pieces of `size` bytes (the last one shorter) through `file.stream()`
+ * — a tenth of the browser's CPU of `slice().arrayBuffer()` per piece (bench/RESULTS.md §Attachments, Dec 5).
+ * Two buffers alternate: a piece stays valid until the piece after next is read, so the caller may read one
+ * ahead while it works on one. `cancel()` stops the stream.
+ */
+class PieceReader {
+  private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
+  private readonly bufs: Uint8Array[];
+  private turn = 0;
+  private carry: Uint8Array | null = null;
+  constructor(
+    file: Blob,
+    private readonly size: number,
+  ) {
+    this.reader = file.stream().getReader();
+    const n = Math.max(1, Math.min(size, file.size));
+    this.bufs = [new Uint8Array(n), new Uint8Array(n)];
+  }
+  /** The next piece, or null at the end of the file. */
+  async next(): Promise<Uint8Array | null> {
+    const buf = this.bufs[this.turn]!;
+    this.turn ^= 1;
+    let fill = 0;
+    while (fill < this.size) {
+      let bytes = this.carry;
+      this.carry = null;
+      if (!bytes) {
+        const { value, done } = await this.reader.read();
+        if (done) break;
+        bytes = value;
+      }
+      const take = Math.min(this.size - fill, bytes.length);
+      buf.set(bytes.subarray(0, take), fill);
+      fill += take;
+      if (take < bytes.length) this.carry = bytes.subarray(take);
+    }
+    return fill > 0 ? buf.subarray(0, fill) : null;
+  }
+  cancel(): Promise<void> {
+    return this.reader.cancel().catch(() => undefined);
   }
 }
 
@@ -493,29 +543,34 @@ export class Transfers {
     const size = p.pointer.size;
     const enc = await AttachmentEncryptor.create(p.pointer.key, size);
     const parts: Blob[] = [];
-    const cut = new Rebatcher(cutBytes || FOLD_BYTES);
+    // Each part is copied into its Blob at once, so one part buffer is reused.
+    const cut = new Rebatcher(cutBytes || FOLD_BYTES, true);
     const emit = (bytes: Uint8Array) => {
       const part = new Blob([bytes as BlobPart]);
       parts.push(part);
       onPart(parts.length - 1, part);
     };
     const add = (chunks: readonly Uint8Array[]) => {
-      for (const c of chunks) for (const b of cut.push(c)) emit(b);
+      for (const c of chunks) cut.push(c, emit);
     };
-    // The next slice is read while this one is encrypted and hashed (both off the JS thread).
-    const read = (off: number) =>
-      off < size ? p.file.slice(off, Math.min(size, off + READ_SLICE)).arrayBuffer() : Promise.resolve(null);
-    let next = read(0);
+    // The next piece is read while this one is encrypted and hashed (the encryptor is done with a piece
+    // when its push resolves; the reader alternates two buffers).
+    const file = new PieceReader(p.file, READ_SLICE);
+    let next = file.next();
+    let done = 0;
     try {
-      for (let off = 0; off < size; off += READ_SLICE) {
+      for (;;) {
+        const piece = await next;
+        if (!piece) break;
         signal.throwIfAborted();
-        const piece = new Uint8Array((await next)!);
-        next = read(off + READ_SLICE);
+        next = file.next();
         add(await enc.push(piece));
-        this.progress(id, 'encrypt', Math.min(size, off + READ_SLICE), size);
+        done += piece.length;
+        this.progress(id, 'encrypt', done, size);
       }
     } finally {
       await next.catch(() => undefined);
+      await file.cancel();
     }
     add(await enc.finish());
     const rest = cut.rest();
@@ -558,10 +613,12 @@ export class Transfers {
         return false;
       };
       const batches = new Rebatcher(DECRYPT_BATCH);
+      const full: Uint8Array[] = [];
       reading: for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        for (const batch of batches.push(value)) {
+        batches.push(value, (b) => full.push(b));
+        for (const batch of full.splice(0)) {
           if (await next(batch)) {
             damaged = true;
             break reading;
