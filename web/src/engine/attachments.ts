@@ -595,7 +595,8 @@ export class Transfers {
       const out = new BlobCollector();
       let damaged = false;
       // Network pieces are gathered into DECRYPT_BATCH batches (their chunks are decrypted concurrently),
-      // and the next batch is read while the previous one is decrypted.
+      // and the next batch is read while the previous one is decrypted. One batch buffer is reused: the
+      // decryptor is done with a batch once its push was called (WebCrypto copies its input at the call).
       let decrypting: Promise<boolean> | null = null;
       const decrypt = (batch: Uint8Array) =>
         dec.push(batch).then(
@@ -612,21 +613,27 @@ export class Transfers {
         decrypting = decrypt(bytes);
         return false;
       };
-      const batches = new Rebatcher(DECRYPT_BATCH);
-      const full: Uint8Array[] = [];
+      const batch = new Uint8Array(Math.max(1, Math.min(DECRYPT_BATCH, total)));
+      let fill = 0;
       reading: for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        batches.push(value, (b) => full.push(b));
-        for (const batch of full.splice(0)) {
-          if (await next(batch)) {
-            damaged = true;
-            break reading;
+        let off = 0;
+        while (off < value.length) {
+          const take = Math.min(batch.length - fill, value.length - off);
+          batch.set(value.subarray(off, off + take), fill);
+          fill += take;
+          off += take;
+          if (fill === batch.length) {
+            fill = 0;
+            if (await next(batch)) {
+              damaged = true;
+              break reading;
+            }
           }
         }
       }
-      const rest = damaged ? null : batches.rest();
-      if (rest) damaged = await next(rest);
+      if (!damaged && fill > 0) damaged = await next(batch.subarray(0, fill));
       if (!damaged && decrypting) damaged = await decrypting;
       if (!damaged)
         damaged = await dec.finish().then(

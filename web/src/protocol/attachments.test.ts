@@ -111,6 +111,48 @@ describe('attachment encryption', () => {
     });
   }
 
+  it('push is done with its piece when it returns: a caller may overwrite the buffer at once (WebCrypto and noble)', async () => {
+    const size = 3 * C + 5;
+    const key = generateAttachmentKey(rng);
+    const plain = bytes(size, 3);
+    const { ciphertext, digest } = await encryptAttachment(key, plain);
+    for (const subtle of [crypto.subtle, null]) {
+      // One reused buffer, refilled with the next piece (and scribbled over) before the last push resolved.
+      const piece = new Uint8Array(C + 100);
+      const enc = await AttachmentEncryptor.create(key, size, subtle);
+      const sealed: Promise<Uint8Array[]>[] = [];
+      let last: Promise<unknown> = Promise.resolve();
+      for (let off = 0; off < size; off += piece.length) {
+        await last;
+        const n = Math.min(piece.length, size - off);
+        piece.set(plain.subarray(off, off + n));
+        const p = enc.push(piece.subarray(0, n));
+        piece.fill(0xa5);
+        sealed.push(p);
+        last = p;
+      }
+      const parts = (await Promise.all(sealed)).flat();
+      parts.push(...(await enc.finish()));
+      expect(toHex(concat(...parts))).toBe(toHex(ciphertext));
+      expect(toHex(enc.digest)).toBe(toHex(digest));
+      const dec = await AttachmentDecryptor.create(key, size, digest, subtle);
+      const opened: Promise<Uint8Array[]>[] = [];
+      last = Promise.resolve();
+      for (let off = 0; off < ciphertext.length; off += piece.length) {
+        await last;
+        const n = Math.min(piece.length, ciphertext.length - off);
+        piece.set(ciphertext.subarray(off, off + n));
+        const p = dec.push(piece.subarray(0, n));
+        piece.fill(0x5a);
+        opened.push(p);
+        last = p;
+      }
+      const out = (await Promise.all(opened)).flat();
+      await dec.finish();
+      expect(toHex(concat(...out))).toBe(toHex(plain));
+    }
+  });
+
   it('gives every chunk of a key its own nonce, and two keys unrelated nonces', async () => {
     const { nonceBase } = deriveAttachmentSecrets(generateAttachmentKey(rng));
     const seen = new Set<string>();

@@ -200,7 +200,11 @@ export class AttachmentEncryptor {
     return new AttachmentEncryptor(await attachmentCipher(key, subtle), size);
   }
 
-  /** Encrypts the next `piece` of plaintext; returns the chunks it completed (maybe none). */
+  /**
+   * Encrypts the next `piece` of plaintext; returns the chunks it completed (maybe none). The call is done
+   * with `piece` when it returns (WebCrypto copies its input at the call; a partial chunk is copied here),
+   * so the caller may reuse the buffer at once.
+   */
   async push(piece: Uint8Array): Promise<Uint8Array[]> {
     this.enter('AttachmentEncryptor.push');
     try {
@@ -312,6 +316,7 @@ export class AttachmentDecryptor {
     return this.received;
   }
 
+  /** The next ciphertext `piece`; the plaintext of the chunks it completed. Done with `piece` when it returns (as the encryptor's). */
   async push(piece: Uint8Array): Promise<Uint8Array[]> {
     return this.guard('AttachmentDecryptor.push', async () => {
       if (this.received + piece.length > this.layout.encryptedSize)
