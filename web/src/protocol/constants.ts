@@ -283,3 +283,7 @@ export const MAX_TIMER_SECONDS = 28 * 24 * 3600;
 export const LABEL_PASSWORD_SALT = 'e2e-chat/v1 password salt';
 /** argon2id cost: OWASP's minimum (m = 19 MiB, t = 2, p = 1); ≈ 0.4–0.5 s in pure JS on a laptop core. */
 export const PASSWORD_ARGON2 = { m: 19 * 1024, t: 2, p: 1, dkLen: 32 } as const;
+
+// ---- Primitives ----------------------------------------------------------------------------------------
+/** Public-key CryptoKey imports the WebCrypto curves keep by key bytes, per curve (peers' long-lived keys). */
+export const PUBLIC_KEY_IMPORT_CACHE = 512;

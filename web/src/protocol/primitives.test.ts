@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { PUBLIC_KEY_IMPORT_CACHE } from './constants.js';
 import { ErrorCode, is } from './errors.js';
 import {
   assertEd25519Public,
@@ -118,6 +119,38 @@ describe('curve paths', () => {
     await wc.ed25519PublicKey(freshEd);
     await wc.ed25519Sign(freshEd, peer);
     expect(imports).toEqual(['pkcs8']);
+  });
+
+  it("a peer's public key arriving in a fresh array each time is imported once (by its bytes), within a bound", async () => {
+    const { subtle, imports } = spySubtle();
+    const wc = (await webCryptoCurves(subtle))!;
+    const rng = seededRng('primitives public cache');
+    const ours = rng(32);
+    const peer = await nobleCurves.x25519PublicKey(rng(32));
+    const es = rng(32);
+    const edPub = await nobleCurves.ed25519PublicKey(es);
+    const msg = Uint8Array.of(1, 2, 3);
+    const sig = await nobleCurves.ed25519Sign(es, msg);
+    await wc.x25519(ours, peer.slice());
+    imports.length = 0;
+    // Decoded again and again (new arrays, same bytes): no further import, the same results.
+    const outs = await Promise.all([1, 2, 3].map(() => wc.x25519(ours, peer.slice())));
+    for (const o of outs) expect(hex(o)).toBe(hex(await nobleCurves.x25519(ours, peer)));
+    expect(await wc.ed25519Verify(edPub.slice(), msg, sig)).toBe(true);
+    expect(await wc.ed25519Verify(edPub.slice(), msg, sig)).toBe(true);
+    expect(imports).toEqual(['raw']); // the Ed25519 key once; X25519 and Ed25519 bytes are kept apart
+    // The same 32 bytes as an X25519 key are another key: imported for X25519, not taken from Ed25519's entry.
+    imports.length = 0;
+    await wc.x25519(ours, edPub.slice()).catch(() => undefined);
+    expect(imports).toEqual(['raw']);
+    // Bounded: after PUBLIC_KEY_IMPORT_CACHE other keys, the first is imported again.
+    const others = await Promise.all(
+      Array.from({ length: PUBLIC_KEY_IMPORT_CACHE }, () => nobleCurves.x25519PublicKey(rng(32))),
+    );
+    for (const o of others) await wc.x25519(ours, o);
+    imports.length = 0;
+    await wc.x25519(ours, peer.slice());
+    expect(imports).toEqual(['raw']);
   });
 
   it('refuses a key pair whose public half does not match (invalid_key), on the JWK path', async () => {

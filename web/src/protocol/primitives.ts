@@ -24,7 +24,8 @@
  * - Every X25519 output that is all zeros throws `zero_shared_secret` (RFC 7748 §6.1).
  *
  * Does NOT: generate randomness (callers pass an `Rng`; `platformRng` is one they may pass), read a clock, or
- * keep any state other than a WeakMap cache of imported CryptoKeys keyed by the caller's own key arrays.
+ * keep any state other than caches of imported CryptoKeys: our secrets keyed by the caller's own key arrays
+ * (WeakMaps), public keys also by their bytes (bounded, `PUBLIC_KEY_IMPORT_CACHE`).
  * @module
  */
 import { gcm } from '@noble/ciphers/aes.js';
@@ -35,6 +36,7 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 as nobleSha256, sha512 as nobleSha512 } from '@noble/hashes/sha2.js';
 import { ml_kem1024 } from '@noble/post-quantum/ml-kem.js';
 import { concat, equal, fromHex, isAllZero } from './bytes.js';
+import { PUBLIC_KEY_IMPORT_CACHE } from './constants.js';
 import { ErrorCode, fail } from './errors.js';
 
 /** Source of cryptographically secure random bytes, passed in by the caller (never global). */
@@ -735,10 +737,33 @@ export async function webCryptoCurves(
       return fail(ErrorCode.InvalidKey, op, 'secret key import failed (public key mismatch?)');
     }
   };
-  const pubSlot = (alg: CurveAlg, pk: Uint8Array): Slot =>
-    slot(alg === 'X25519' ? xPub : ePub, pk, () =>
+  // Public keys are also cached by their bytes: a peer's identity, signed prekey and signing key arrive in
+  // a fresh array with every decoded bundle or message, and re-importing them was a third of the imports
+  // of a session set-up. Bounded, oldest out first (a hit moves the entry to the end).
+  const pubByBytes: Record<CurveAlg, Map<string, Slot>> = { X25519: new Map(), Ed25519: new Map() };
+  const pubSlot = (alg: CurveAlg, pk: Uint8Array): Slot => {
+    const byArray = alg === 'X25519' ? xPub : ePub;
+    const known = byArray.get(pk);
+    if (known) return known;
+    const byBytes = pubByBytes[alg];
+    const id = edKeyString(pk);
+    const hit = byBytes.get(id);
+    if (hit) {
+      byBytes.delete(id);
+      byBytes.set(id, hit);
+      byArray.set(pk, hit);
+      return hit;
+    }
+    const fresh = slot(byArray, pk, () =>
       subtle.importKey('raw', bs(pk), { name: alg }, false, alg === 'X25519' ? [] : ['verify']),
     );
+    byBytes.set(id, fresh);
+    if (byBytes.size > PUBLIC_KEY_IMPORT_CACHE) byBytes.delete(byBytes.keys().next().value!);
+    fresh.p.catch(() => {
+      if (byBytes.get(id) === fresh) byBytes.delete(id);
+    });
+    return fresh;
+  };
   const publicFromSlot = async (s: Slot, op: string): Promise<Uint8Array> => {
     if (s.pub) return s.pub;
     const key = await awaitPriv(s, op);

@@ -219,6 +219,50 @@ function decryptInChain(
   return { plaintext, chain: { ...chain, chainKey: chainKey.next() }, skipped };
 }
 
+/** The curve work of a DH ratchet step, begun before the state it applies to exists (see `startDhStep`). */
+export interface StartedDhStep {
+  readonly ours: OurX25519KeyPair;
+  readonly theirs: Uint8Array;
+  readonly result: Promise<DhStep>;
+}
+interface DhStep {
+  readonly dhRecv: Uint8Array;
+  readonly dhSend: Uint8Array;
+  readonly secretKey: Uint8Array;
+  readonly publicKey: Uint8Array;
+}
+
+function startStep(curves: Curve25519, rng: Rng, ours: OurX25519KeyPair, theirs: Uint8Array, n: number, op: string) {
+  if (n > MAX_SKIP) fail(ErrorCode.TooFarAhead, op, 'message too far ahead');
+  const secretKey = freshSecret(rng, op);
+  return Promise.all([
+    curves.x25519(ours, theirs),
+    curves.x25519(secretKey, theirs),
+    publicKeyOf(curves, secretKey),
+  ]).then(([dhRecv, dhSend, publicKey]): DhStep => ({ dhRecv, dhSend, secretKey, publicKey }));
+}
+
+/**
+ * Begins the DH ratchet step a message needs from a state whose sending ratchet key is `ours` and that has
+ * no chain for the message's ratchet key — Bob's first step after RatchetInitBob (DHs = his signed prekey),
+ * which does not depend on the shared secret, so the responder runs it concurrently with PQXDH. Draws the
+ * fresh secret from `rng` now (`ratchetDecrypt` would draw it as its first use of `rng`; the order of draws is
+ * the same). Pass the result to `ratchetDecrypt`, which uses it only for that key pair and ratchet key.
+ * Rejects, unhandled-safe, as `ratchetDecrypt` would (`too_far_ahead`, curve errors).
+ */
+export function startDhStep(
+  curves: Curve25519,
+  rng: Rng,
+  ours: OurX25519KeyPair,
+  message: RatchetCiphertext,
+): StartedDhStep {
+  const op = 'ratchetDecrypt';
+  const h = decodeHeader(message.header);
+  const result = startStep(curves, rng, ours, h.ratchetKey, h.messageNumber, op);
+  result.catch(() => undefined);
+  return { ours, theirs: h.ratchetKey, result };
+}
+
 /**
  * RatchetDecrypt (§3.5), all-or-nothing: resolves to a NEW state and the plaintext, or rejects leaving
  * `state` as it was. `rng` is used only for a DH ratchet step (our fresh ratchet key pair).
@@ -228,6 +272,7 @@ export async function ratchetDecrypt(
   rng: Rng,
   state: RatchetState,
   message: RatchetCiphertext,
+  started?: StartedDhStep,
 ): Promise<{ state: RatchetState; plaintext: Uint8Array }> {
   const op = 'ratchetDecrypt';
   const h = decodeHeader(message.header);
@@ -252,13 +297,11 @@ export async function ratchetDecrypt(
   }
 
   // DHRatchet: a new peer ratchet key. Refuse before any DH if the counter is beyond MAX_SKIP.
-  if (n > MAX_SKIP) fail(ErrorCode.TooFarAhead, op, 'message too far ahead');
-  const secretKey = freshSecret(rng, op);
-  const [dhRecv, dhSend, publicKey] = await Promise.all([
-    curves.x25519(state.sendingRatchetKey, h.ratchetKey),
-    curves.x25519(secretKey, h.ratchetKey),
-    publicKeyOf(curves, secretKey),
-  ]);
+  const step =
+    started && started.ours === state.sendingRatchetKey && equal(started.theirs, h.ratchetKey)
+      ? await started.result
+      : await startStep(curves, rng, state.sendingRatchetKey, h.ratchetKey, n, op);
+  const { dhRecv, dhSend, secretKey, publicKey } = step;
   const [rk1, recvKey] = state.rootKey.createReceivingChain(dhRecv);
   const [rootKey, sendingChain] = rk1.createSendingChain(dhSend);
   const fresh: ReceiverChain = { ratchetKey: h.ratchetKey, chainKey: recvKey, end: null };

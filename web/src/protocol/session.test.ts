@@ -144,6 +144,64 @@ describe('sessions', () => {
     });
   }
 
+  for (const which of ['noble', 'webcrypto'] as const) {
+    it(`the responder's first ratchet step runs while ML-KEM decapsulates, and draws only its fresh key (${which})`, async () => {
+      const base = which === 'noble' ? nobleCurves : wc;
+      const m = encrypt(await start(base, seededRng(`overlap-${which}`), dev(alice), bob), utf8('hi'), T0);
+      // Decapsulation is held until released; count the X25519 work issued meanwhile.
+      let release!: () => void;
+      const held = new Promise<void>((r) => {
+        release = r;
+      });
+      let dhs = 0;
+      let pubs = 0;
+      const curves: Curve25519 = {
+        ...base,
+        mlkem: {
+          ...base.mlkem,
+          decapsulate: async (ct, key) => {
+            await held;
+            return base.mlkem.decapsulate(ct, key);
+          },
+        },
+        x25519: (o, p) => {
+          dhs++;
+          return base.x25519(o, p);
+        },
+        x25519PublicKey: (sk) => {
+          pubs++;
+          return base.x25519PublicKey(sk);
+        },
+      };
+      const draws: number[] = [];
+      const inner = seededRng(`overlap-rng-${which}`);
+      const rng: Rng = (n) => {
+        draws.push(n);
+        return inner(n);
+      };
+      const done = decrypt(curves, rng, emptySessionRecord(), m.message, ctxFor(dev(bob), dev(alice)), T0);
+      await new Promise((r) => setTimeout(r, 20));
+      // PQXDH's four DHs and the ratchet step's two DHs and fresh public key, all before decapsulation ends.
+      expect([dhs, pubs]).toEqual([6, 1]);
+      release();
+      const r = await done;
+      expect(text(r.plaintext)).toBe('hi');
+      expect(draws).toEqual([32]);
+      // The same state as the sequential order gives: the fresh ratchet key is the rng's first 32 bytes.
+      const fresh = seededRng(`overlap-rng-${which}`)(32);
+      expect(toHex(r.record.current!.ratchet.sendingRatchetKey.secretKey)).toBe(toHex(fresh));
+      const again = await decrypt(
+        base,
+        seededRng(`overlap-rng-${which}`),
+        emptySessionRecord(),
+        m.message,
+        ctxFor(dev(bob), dev(alice)),
+        T0,
+      );
+      expect(snap(again.record)).toBe(snap(r.record));
+    });
+  }
+
   it('a restored session imports its stored ratchet secret as JWK (public half known) and only the fresh one as PKCS#8', async () => {
     const imports: string[] = [];
     const subtle = new Proxy(crypto.subtle, {

@@ -59,6 +59,8 @@ import {
   ratchetDecrypt,
   ratchetEncrypt,
   readRatchetState,
+  type StartedDhStep,
+  startDhStep,
   writeRatchetState,
 } from './ratchet.js';
 
@@ -304,9 +306,17 @@ async function decryptPreKey(
   const keys =
     (await ctx.responderKeys({ signedPrekeyId, oneTimePrekeyId, kemPrekeyId })) ??
     fail(ErrorCode.DecryptionFailed, op, 'unknown prekey');
+  // Bob's first DH ratchet step (from DHs = his signed prekey) does not depend on SK: it runs concurrently
+  // with PQXDH, which draws no randomness, so the rng is still drawn exactly once, for the fresh ratchet key.
+  let step: StartedDhStep | undefined;
+  try {
+    step = startDhStep(curves, rng, keys.signedPrekey, m.ratchet);
+  } catch {
+    step = undefined; // a bad header: ratchetDecrypt refuses it below, after PQXDH, as before
+  }
   const x = await pqxdhRespond(curves, ctx.ours, keys, init, identityKey);
   const ratchet = initBob(x.sharedSecret, x.associatedData, keys.signedPrekey);
-  const r = await ratchetDecrypt(curves, rng, ratchet, m.ratchet);
+  const r = await ratchetDecrypt(curves, rng, ratchet, m.ratchet, step);
   const session: SessionState = {
     baseKey: init.ephemeralKey,
     localIdentityKey: ctx.ours.identityKey.publicKey,
