@@ -15,6 +15,7 @@
  *   (PITFALLS 10 — used, or evicted as oldest from the capped store).
  * - DH ratchet step: the receiving DH, the sending DH with the fresh secret and the fresh public key are
  *   independent given the new secret, so all three run concurrently (one round of curve latency).
+ *   `startDhStep` begins them before the state exists (Bob's first step, concurrently with PQXDH).
  * - Old receiving chains (MAX_RECEIVER_CHAINS) are kept, as libsignal does, so late messages of earlier
  *   chains decrypt lazily: keys are skipped only when a message actually needs them (not eagerly up to PN
  *   at every DH step). Each old chain remembers its authenticated end (the PN of the next chain) and refuses
