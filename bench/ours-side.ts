@@ -38,6 +38,7 @@ import {
   oneTimePrekeyPublic,
   type PqxdhLocalIdentity,
   type PqxdhResponderKeys,
+  platformRng,
   processSenderKeyDistribution,
   type Rng,
   type SessionRecord,
@@ -52,8 +53,9 @@ import {
 import type { SideWorkloads } from './libsignal-side.js';
 import type { Workload } from './stats.js';
 
-/** The CSPRNG every workload uses (never a seeded test rng), an ordinary rng as the app's engine passes. */
-export const rng: Rng = (n) => crypto.getRandomValues(new Uint8Array(n));
+/** The CSPRNG every workload uses (never a seeded test rng): `platformRng`, as the app's engine passes it
+ * (so ML-KEM encapsulation goes through WebCrypto where the platform has it, as in the app). */
+export const rng: Rng = platformRng;
 
 function payload(size: number): Uint8Array {
   return rng(size);

@@ -30,7 +30,7 @@ import { type LinkingDeviceLink, type LinkProgress, NewDeviceLink } from '../eng
 import { webLocks } from '../engine/locks.js';
 import type { SealedStore } from '../engine/sealed-store.js';
 import { hostEngine } from '../engine/worker-host.js';
-import { defaultCurves, fromB64u, toB64u } from '../protocol/index.js';
+import { defaultCurves, fromB64u, platformRng, toB64u } from '../protocol/index.js';
 import { KT_LOG_PUBLIC_KEY } from './kt-key.js';
 import { CLIENT_POLL_MS } from './poll.js';
 import {
@@ -63,7 +63,9 @@ interface Opened {
 let current: Opened | null = null;
 let pendingSecondFactor: ((f: SecondFactor) => Promise<AccountLogin>) | null = null;
 const curves = defaultCurves();
-const rng = (n: number) => crypto.getRandomValues(new Uint8Array(n));
+/** The platform's CSPRNG, passed as `platformRng` itself: ML-KEM encapsulation then goes through WebCrypto where
+ * the platform has it (the provider lets the platform draw m only for exactly this function). */
+const rng = platformRng;
 
 const normalize = (u: string) => u.normalize('NFKC').toLowerCase().trim();
 
