@@ -81,21 +81,24 @@ describe('everyday messaging in Chromium', () => {
     // TYPING_RESEND_MS): a signal is relayed only to live sockets and never retried, and on a loaded machine
     // Bob's socket can still be connecting when his first keystroke's signal goes out, which is then dropped
     // (seen at load 14–17, with the app's former rng as with platformRng).
-    const composer = bob.page.getByTestId('composer');
+    const bobComposer = bob.page.getByTestId('composer');
     let typed = 'h';
-    await composer.fill(typed);
+    await bobComposer.fill(typed);
     await expect
       .poll(
         async () => {
           const shown = await typing.textContent();
-          if (shown !== `${b} is typing…`) await composer.fill((typed += 'm'));
+          if (shown !== `${b} is typing…`) {
+            typed += 'm';
+            await bobComposer.fill(typed);
+          }
           return shown;
         },
         { timeout: 60_000, intervals: [3_500] },
       )
       .toBe(`${b} is typing…`);
     await screenshot(alice.page, 'messaging-typing');
-    await bob.page.getByTestId('composer').fill('');
+    await bobComposer.fill('');
     await expect.poll(() => typing.textContent(), { timeout: 30_000 }).toBe('');
 
     // Bob replies: the composer says what he is answering; Alice sees the quote with author and text.
