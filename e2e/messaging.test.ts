@@ -94,7 +94,7 @@ describe('everyday messaging in Chromium', () => {
           }
           return shown;
         },
-        { timeout: 60_000, intervals: [3_500] },
+        { timeout: 60_000, interval: 3_500 },
       )
       .toBe(`${b} is typing…`);
     await screenshot(alice.page, 'messaging-typing');
