@@ -252,21 +252,18 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: 
 }
 
 /**
- * Regroups byte arrays of any sizes into `size`-byte batches (the last, shorter one from `rest`). By default
- * each batch is a fresh array the caller may keep or hand on; with `reuse`, every batch is the same buffer,
- * valid only until the next `push` — for callers that copy it at once (the Blob constructor does): a fresh
- * 8 MiB array per batch costs more CPU than the copy itself (bench/RESULTS.md §Attachments, Dec 5). At most
- * one partial batch sits here.
+ * Regroups byte arrays of any sizes into `size`-byte batches (the last, shorter one from `rest`). Every batch
+ * is the same buffer, valid until the generator that `push` returned is resumed — for callers done with
+ * a batch at once (the Blob constructor copies it; the attachment cipher's `push` is done with its input when
+ * it returns): a fresh 8 MiB array per batch costs more CPU than the copy itself (bench/RESULTS.md
+ * §Attachments, Dec 5). At most one partial batch sits here.
  */
 class Rebatcher {
   private buf: Uint8Array | null = null;
   private fill = 0;
-  constructor(
-    private readonly size: number,
-    private readonly reuse = false,
-  ) {}
-  /** The batches `bytes` completed (often none); with `reuse`, each must be used up before the next is made. */
-  push(bytes: Uint8Array, onBatch: (batch: Uint8Array) => void): void {
+  constructor(private readonly size: number) {}
+  /** The batches `bytes` completes (often none), one at a time: use each up before asking for the next. */
+  *push(bytes: Uint8Array): Generator<Uint8Array, void, undefined> {
     let off = 0;
     while (off < bytes.length) {
       this.buf ??= new Uint8Array(this.size);
@@ -275,10 +272,8 @@ class Rebatcher {
       this.fill += take;
       off += take;
       if (this.fill === this.size) {
-        const full = this.buf;
-        if (!this.reuse) this.buf = null;
         this.fill = 0;
-        onBatch(full);
+        yield this.buf;
       }
     }
   }
@@ -298,10 +293,10 @@ class Rebatcher {
  */
 export class BlobCollector {
   private readonly parts: Blob[] = [];
-  private readonly batches = new Rebatcher(FOLD_BYTES, true);
+  private readonly batches = new Rebatcher(FOLD_BYTES);
   private readonly fold = (part: Uint8Array) => this.parts.push(new Blob([part as BlobPart]));
   add(chunks: readonly Uint8Array[]): void {
-    for (const c of chunks) this.batches.push(c, this.fold);
+    for (const c of chunks) for (const part of this.batches.push(c)) this.fold(part);
   }
   blob(type = 'application/octet-stream'): Blob {
     const rest = this.batches.rest();
@@ -544,14 +539,14 @@ export class Transfers {
     const enc = await AttachmentEncryptor.create(p.pointer.key, size);
     const parts: Blob[] = [];
     // Each part is copied into its Blob at once, so one part buffer is reused.
-    const cut = new Rebatcher(cutBytes || FOLD_BYTES, true);
+    const cut = new Rebatcher(cutBytes || FOLD_BYTES);
     const emit = (bytes: Uint8Array) => {
       const part = new Blob([bytes as BlobPart]);
       parts.push(part);
       onPart(parts.length - 1, part);
     };
     const add = (chunks: readonly Uint8Array[]) => {
-      for (const c of chunks) cut.push(c, emit);
+      for (const c of chunks) for (const part of cut.push(c)) emit(part);
     };
     // The next piece is read while this one is encrypted and hashed (the encryptor is done with a piece
     // when its push resolves; the reader alternates two buffers).
@@ -613,27 +608,19 @@ export class Transfers {
         decrypting = decrypt(bytes);
         return false;
       };
-      const batch = new Uint8Array(Math.max(1, Math.min(DECRYPT_BATCH, total)));
-      let fill = 0;
+      const batches = new Rebatcher(Math.max(1, Math.min(DECRYPT_BATCH, total)));
       reading: for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        let off = 0;
-        while (off < value.length) {
-          const take = Math.min(batch.length - fill, value.length - off);
-          batch.set(value.subarray(off, off + take), fill);
-          fill += take;
-          off += take;
-          if (fill === batch.length) {
-            fill = 0;
-            if (await next(batch)) {
-              damaged = true;
-              break reading;
-            }
+        for (const batch of batches.push(value)) {
+          if (await next(batch)) {
+            damaged = true;
+            break reading;
           }
         }
       }
-      if (!damaged && fill > 0) damaged = await next(batch.subarray(0, fill));
+      const rest = damaged ? null : batches.rest();
+      if (rest) damaged = await next(rest);
       if (!damaged && decrypting) damaged = await decrypting;
       if (!damaged)
         damaged = await dec.finish().then(
