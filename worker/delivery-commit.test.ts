@@ -98,7 +98,7 @@ describe('group commit: the store', () => {
 
   it('a batch that fails half-way stores nothing and the next batch continues without a gap', async () => {
     const out = await withStore((store, sql) => {
-      const msg = (clientId: string, checkedNew = true): AppendInput => ({
+      const msg = (clientId: string): AppendInput => ({
         senderUser: 'u_a',
         senderDevice: 'd0',
         clientId,
@@ -106,11 +106,10 @@ describe('group commit: the store', () => {
         status: null,
         group: null,
         recipients: [{ u: 'u_b', d: 'd0', c: bytes(8, 2) }],
-        checkedNew,
       });
       store.appendBatch([msg('a')], 1);
-      // `a` wrongly marked as new: the unique index refuses it after b..m were written in the same batch.
-      const batch = [...range(1, 12).map((i) => msg(`b${i}`)), msg('a')];
+      // A row the log refuses (no client id: NOT NULL) after b1..b12 were written in the same batch.
+      const batch = [...range(1, 12).map((i) => msg(`b${i}`)), msg(null as unknown as string)];
       let error: unknown = null;
       try {
         store.appendBatch(batch, 2);

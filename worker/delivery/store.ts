@@ -46,8 +46,6 @@ export interface AppendInput {
   recipients: { u: string; d: string; c: Uint8Array }[];
   /** Pairwise `message`s: the recipient user ids other than the sender's (webhook audience), or null. */
   rcpt?: string | null;
-  /** The caller already looked this client id up in the log (findDuplicate) and it was not there. */
-  checkedNew?: boolean;
 }
 
 export interface AppendResult {
@@ -153,6 +151,8 @@ function blob(b: Uint8Array | null): ArrayBuffer | null {
 
 /** Same key as device-set.ts `deviceKey`: the DO compares socket keys with epoch members. */
 const keyOf = deviceKey;
+/** A send's key: its sender device and client id (the log's unique index). */
+const sendKey = (u: string, d: string, clientId: string) => `${keyOf(u, d)}\n${clientId}`;
 
 export class DeliveryStore {
   private readonly sql: SqlStorage;
@@ -438,7 +438,7 @@ export class DeliveryStore {
           d,
           ...chunk,
         );
-        for (const r of rows) found.set(`${u}\n${d}\n${r.client_id}`, { seq: r.seq, ts: r.ts });
+        for (const r of rows) found.set(sendKey(u, d, r.client_id), { seq: r.seq, ts: r.ts });
       }
     }
     return found;
@@ -448,9 +448,8 @@ export class DeliveryStore {
    * Persists a batch of messages in ONE transaction (the DO's group commit) — a group message as its log
    * row only, a pairwise one plus one row per recipient device. Each gets the next seq and a strictly
    * increasing ts (max(now, last + 1)), in input order; the state row is written once. A client id already in the log,
-   * or earlier in the same batch, returns the original seq/ts with `duplicate` and writes nothing. Inputs
-   * marked `checkedNew` skip the log lookup (the caller looked, and only this method writes log rows); the
-   * unique index still refuses a wrong mark, which rolls the whole batch back (no seq is ever skipped).
+   * or earlier in the same batch, returns the original seq/ts with `duplicate` and writes nothing (the log's
+   * unique index backs that up: a refused row rolls the whole batch back, so no seq is ever skipped).
    * All or nothing: if any statement throws, nothing of the batch is stored.
    */
   appendBatch(inputs: readonly AppendInput[], now: number): AppendResult[] {
@@ -480,12 +479,11 @@ export class DeliveryStore {
         pwParams = [];
         pwRows = 0;
       };
-      // Every client id not already looked up by the caller, in one statement per sender device.
-      const unchecked = inputs.filter((x) => !x.checkedNew);
-      const logged = unchecked.length > 0 ? this.findDuplicates(unchecked) : null;
+      // Every client id of the batch looked up in the log at once (one statement per sender device).
+      const logged = this.findDuplicates(inputs);
       for (const input of inputs) {
-        const key = `${input.senderUser}\n${input.senderDevice}\n${input.clientId}`;
-        const prior = inBatch.get(key) ?? (input.checkedNew ? null : (logged?.get(key) ?? null));
+        const key = sendKey(input.senderUser, input.senderDevice, input.clientId);
+        const prior = inBatch.get(key) ?? logged.get(key) ?? null;
         if (prior) {
           out.push({ seq: prior.seq, ts: prior.ts, duplicate: true });
           continue;
