@@ -359,7 +359,12 @@ export function createEngine(opts: EngineOptions): Engine {
       return timer > 0 ? (ts) => ts + timer * 1000 : undefined;
     },
     accepted: (e, seq, ts) => ownActionSequenced(e, seq, ts),
-    failed: (e) => ownActionFailed(e),
+    failed: async (e) => {
+      await ownActionFailed(e);
+      // Our profile key will never reach this conversation with this entry: the next message shares it again.
+      const r = decodeContent(e.payload);
+      if (r.kind === 'ok' && r.content.t === 'pk') await people.unmarkShared(e.conversationId);
+    },
   });
   const people = new People(ctx, keys, (c, u) => groups.addedBy(c, u), opts.messageRequests ?? false);
   // Typing reveals presence: never into a conversation that is still a request (or blocked).

@@ -11,6 +11,7 @@ import { decodePayload } from './messages.js';
 import { Outbox, type OutboxEntry } from './outbox.js';
 import { memoryStore } from './storage.js';
 import { cryptoRng } from './testing/harness.js';
+import { ApiError } from './transport.js';
 
 function outbox() {
   const ctx: EngineContext = {
@@ -73,5 +74,72 @@ describe('delivery receipts', () => {
     expect(all.length).toBe(2);
     expect(all.every((e) => covered(e).length <= 64)).toBe(true);
     expect(all.flatMap(covered).sort()).toEqual(ids(0, 70).sort());
+  });
+});
+
+describe('order and failures', () => {
+  const entry = (clientId: string, body: string): OutboxEntry => ({
+    clientId,
+    conversationId: 'c1',
+    kind: 'message',
+    payload: new TextEncoder().encode(body),
+    mode: 'pairwise',
+    items: null,
+    group: null,
+    state: 'sending',
+    seq: null,
+    attempts: 0,
+    createdAt: 1,
+    visible: false,
+  });
+
+  it('an entry refused for good (the key directory answers 403) lets the next one of its conversation go in the same flush', async () => {
+    const ctx: EngineContext = {
+      store: memoryStore(),
+      api: undefined as unknown as EngineContext['api'],
+      curves: nobleCurves,
+      rng: cryptoRng,
+      now: Date.now,
+      locks: memoryLocks(),
+      emit: () => {},
+    };
+    const device = { deviceId: 'd1' };
+    const groups = { recipients: async () => [{ userId: 'bob', devices: [device] }] };
+    const directory = { assertSendable: async () => {} };
+    // The first payload's bundle claim is refused; later ones find a session.
+    const sessions = {
+      encryptFor: async (_u: string, _d: unknown, p: Uint8Array) => {
+        if (new TextDecoder().decode(p) === 'refused') throw new ApiError(403, 'forbidden');
+        return [{ deviceId: 'd1', ciphertext: p }];
+      },
+    };
+    const sent: string[] = [];
+    const failed: string[] = [];
+    const o = new Outbox(
+      ctx,
+      sessions as never,
+      groups as never,
+      directory as never,
+      undefined as never,
+      (_c, frame) => {
+        sent.push((frame as { id: string }).id);
+        return true;
+      },
+      { failed: async (e) => void failed.push(e.clientId) },
+    );
+    await o.enqueue(entry('e1', 'refused'));
+    await o.enqueue(entry('e2', 'refused'));
+    await o.enqueue(entry('e3', 'fine'));
+    await o.enqueue(entry('e4', 'fine'));
+    await o.flush('c1');
+    expect(failed).toEqual(['e1', 'e2']);
+    // e3 goes out; e4 waits for e3's answer (one entry in flight per conversation keeps the server's order).
+    expect(sent).toEqual(['e3']);
+    expect((await o.entries()).map((e) => [e.clientId, e.state])).toEqual([
+      ['e1', 'failed'],
+      ['e2', 'failed'],
+      ['e3', 'sending'],
+      ['e4', 'sending'],
+    ]);
   });
 });

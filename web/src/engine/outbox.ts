@@ -177,13 +177,18 @@ export class Outbox {
     return this.serial(() => this.flushNow(conversationId));
   }
 
+  /**
+   * Sends the oldest waiting entry of each conversation (of one, with `conversationId`). An entry that
+   * fails for good there (a refused bundle claim, a blocked member) lets the next one of its conversation
+   * go in the same flush: nothing else may come to flush it — a message queued behind a failed profile-key
+   * share or key-transparency gossip would otherwise stay 'sending'.
+   */
   private async flushNow(conversationId?: string): Promise<void> {
     const started = new Set<string>();
     for (const e of await this.entries()) {
       if (e.state !== 'sending' || (conversationId && e.conversationId !== conversationId)) continue;
       if (started.has(e.conversationId) || this.awaiting.has(e.conversationId)) continue;
-      started.add(e.conversationId);
-      await this.trySend(e.clientId);
+      if ((await this.trySend(e.clientId)) !== 'failed') started.add(e.conversationId);
     }
   }
 
@@ -196,7 +201,8 @@ export class Outbox {
     if (this.awaiting.get(conversationId) === clientId) this.awaiting.delete(conversationId);
   }
 
-  private async trySend(clientId: string): Promise<void> {
+  /** Encrypts (once) and sends one entry; 'failed' when it was given up on here. */
+  private async trySend(clientId: string): Promise<'failed' | undefined> {
     if (this.inFlight.has(clientId)) return;
     this.inFlight.add(clientId);
     let conversationId: string | undefined;
@@ -233,6 +239,7 @@ export class Outbox {
       }
       this.transient.delete(clientId);
       await this.fail(clientId, err instanceof EngineError ? err.code : 'send_failed');
+      return 'failed';
     } finally {
       this.inFlight.delete(clientId);
     }
@@ -299,7 +306,8 @@ export class Outbox {
       } catch (err) {
         return this.fail(e.clientId, err instanceof EngineError ? err.code : 'send_failed');
       }
-      return this.trySend(e.clientId);
+      await this.trySend(e.clientId);
+      return;
     }
     if (frame.code === 'rate_limited' || frame.code === 'unavailable' || frame.code === 'internal') {
       this.awaiting.set(conversationId, e.clientId);

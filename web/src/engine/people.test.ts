@@ -11,6 +11,7 @@ import {
   until,
   type World,
 } from './testing/harness.js';
+import { ApiError } from './transport.js';
 
 // A request has no socket: its messages come from the mailbox poll (fast here).
 const requests = { engine: { messageRequests: true, requestPollMs: 20 } };
@@ -82,6 +83,34 @@ describe('profiles', () => {
     expect((await bob.engine.profile('alice'))?.avatar).toBeNull();
     alice.engine.close();
     bob.engine.close();
+  });
+
+  it('a message refused with our profile key (the key directory says 403) is failed; the next one carries the key again and goes out', async () => {
+    const w = await makeWorld();
+    const bob = await newClient(w, 'bob');
+    const real = w.server.api('alice', 'alice-1');
+    let refuse = false;
+    const api = {
+      ...real,
+      claimBundles: (u: string) => (refuse ? Promise.reject(new ApiError(403, 'forbidden')) : real.claimBundles(u)),
+    };
+    const alice = await newClient(w, 'alice', 'alice-1', { engine: { api } });
+    await alice.engine.setProfile({ name: 'Alice Liddell', avatar: null });
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await alice.engine.connect();
+    refuse = true;
+    const first = await alice.engine.sendText(conv, 'first try');
+    await until(async () => (await statusOf(alice, conv, first.clientId)) === 'failed', 'the first message fails');
+    const second = await alice.engine.sendText(conv, 'second try');
+    await until(async () => (await statusOf(alice, conv, second.clientId)) === 'failed', 'the second message fails');
+    expect(sendsBy(w, 'alice', conv)).toEqual([]);
+    refuse = false;
+    const third = await alice.engine.sendText(conv, 'third try');
+    await until(async () => (await statusOf(alice, conv, third.clientId)) === 'sent', 'the third message is sent');
+    await bob.engine.syncMailbox();
+    await bob.engine.idle();
+    expect(await texts(bob.engine, conv)).toEqual(['third try']);
+    expect((await bob.engine.profile('alice'))?.name).toBe('Alice Liddell');
   });
 
   it('a profile the server swapped, or one sealed for another user, is not shown; the old one stays', async () => {

@@ -485,6 +485,11 @@ export class People {
     return (await listJson<string>(this.ctx.store, 'ppl/shared/')).map((e) => e.key.slice('ppl/shared/'.length));
   }
 
+  /** A queued share of our profile key failed for good: the next visible send in `conversationId` queues it again. */
+  async unmarkShared(conversationId: string): Promise<void> {
+    await this.ctx.store.delete(K.shared(conversationId));
+  }
+
   /** Records that `mark` (from profileKeyToShare) was queued into `conversationId`. */
   markSharedInTx(tx: StoreTx, conversationId: string, mark: string): void {
     writeJson(tx, K.shared(conversationId), mark);
