@@ -16,6 +16,10 @@
  * per size, app and relay alternating; the table shows medians and the range of the per-run ratios).
  * Each row also shows the server CPU per accepted message (user + system time of the workerd processes over
  * the run, from /proc via bench/lib/proc-cpu.ts: what the object costs per message beside the bare relay).
+ * Profiling the object's JavaScript: BENCH_INSPECT_PORT=<port> opens the V8 inspector of the app's workerd
+ * on that port (`wrangler dev --inspector-port`); a DevTools client (chrome://inspect, or a CDP script calling
+ * Profiler.start / Profiler.stop on the target listed at http://127.0.0.1:<port>/json) records a CPU profile.
+ * Stop the profile before the run ends: the target goes away with wrangler.
  * This is a benchmark, not a test: it prints figures and asserts only that nothing was lost.
  * @module
  */

@@ -126,6 +126,65 @@ describe('group commit: the store', () => {
   });
 });
 
+describe('group commit: the cached last seq', () => {
+  it('a batch that fails half-way leaves the cached seq/ts as they were: the same store continues gap-free', async () => {
+    const out = await withStore((store, sql) => {
+      const msg = (clientId: string): AppendInput => ({
+        senderUser: 'u_a',
+        senderDevice: 'd0',
+        clientId,
+        kind: 'message',
+        status: null,
+        group: { c: bytes(8, 3), epoch: 1 },
+        recipients: [],
+      });
+      const first = store.appendBatch([msg('a'), msg('b')], 100);
+      let error: unknown = null;
+      try {
+        store.appendBatch([...range(1, 12).map((i) => msg(`c${i}`)), msg(null as unknown as string)], 5_000);
+      } catch (e) {
+        error = e;
+      }
+      // No state() read in between: the next batch runs on what appendBatch itself remembered.
+      const next = store.appendBatch([msg('c1'), msg('c2')], 50);
+      const rows = sql.exec<{ seq: number; ts: number }>('SELECT seq, ts FROM log ORDER BY seq').toArray();
+      const row = sql.exec<{ last_seq: number; last_ts: number }>('SELECT last_seq, last_ts FROM state').one();
+      return { first, error, next, rows, row };
+    });
+    expect(out.error).toBeInstanceOf(Error);
+    expect(out.first.map((r) => [r.seq, r.ts])).toEqual([
+      [1, 100],
+      [2, 101],
+    ]);
+    // Seq 3 and 4, and ts continues from 101 (the failed batch's ts 5,000+ never became the base).
+    expect(out.next.map((r) => [r.seq, r.ts])).toEqual([
+      [3, 102],
+      [4, 103],
+    ]);
+    expect(out.rows.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+    expect(out.row).toEqual({ last_seq: 4, last_ts: 103 });
+  });
+
+  it('a new store on the same storage reads the state row: seqs continue where the old object left them', async () => {
+    const stub = conversationStub(`c_store_${crypto.randomUUID()}`);
+    const msg = (clientId: string): AppendInput => ({
+      senderUser: 'u_a',
+      senderDevice: 'd0',
+      clientId,
+      kind: 'message',
+      status: null,
+      group: { c: bytes(8, 3), epoch: 1 },
+      recipients: [],
+    });
+    const a = await runInDurableObject(stub, (_i, state) => new DeliveryStore(state.storage).appendBatch([msg('a')], 10));
+    const b = await runInDurableObject(stub, (_i, state) => new DeliveryStore(state.storage).appendBatch([msg('b')], 5));
+    expect([...a, ...b].map((r) => [r.seq, r.ts])).toEqual([
+      [1, 10],
+      [2, 11],
+    ]);
+  });
+});
+
 describe('group commit: the conversation object', () => {
   it('a burst from several devices is committed together: one deliver frame carries many envelopes, in order, once', async () => {
     const users = await Promise.all(range(1, 4).map((i) => makeUser(`b${i}`)));

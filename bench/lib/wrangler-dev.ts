@@ -29,6 +29,9 @@ export async function startWrangler(
       '--log-level',
       'error',
       '--show-interactive-dev-session=false',
+      ...(process.env.BENCH_INSPECT_PORT && config.includes('bench-app')
+        ? ['--inspector-port', process.env.BENCH_INSPECT_PORT]
+        : []),
     ],
     {
       port,

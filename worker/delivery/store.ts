@@ -158,6 +158,8 @@ export class DeliveryStore {
   private readonly sql: SqlStorage;
   /** Cached copies of rows that change only here (the object is the only writer of its storage). */
   private lastSeqCache: number | null = null;
+  /** The state row's last seq and ts (appendBatch reads them once, then keeps them: it is their only writer). */
+  private lastCache: { seq: number; ts: number } | null = null;
   private latestEpoch: Epoch | null | undefined = undefined;
   private readonly epochCache = new Map<number, Set<string>>();
   /** Group messages ≤ this are being copied to D1 by the flush in progress (null: none). */
@@ -169,6 +171,8 @@ export class DeliveryStore {
 
   /** Creates (or upgrades) the tables; returns rows interrupted mid-flush (state 2) to the outbox. Idempotent. */
   init(): void {
+    this.lastSeqCache = null;
+    this.lastCache = null;
     this.sql.exec(`CREATE TABLE IF NOT EXISTS state (
       id INTEGER PRIMARY KEY CHECK (id = 1),
       conversation_id TEXT,
@@ -263,6 +267,7 @@ export class DeliveryStore {
       )
       .one();
     this.lastSeqCache = r.last_seq;
+    this.lastCache = { seq: r.last_seq, ts: r.last_ts };
     return {
       conversationId: r.conversation_id,
       lastSeq: r.last_seq,
@@ -454,11 +459,16 @@ export class DeliveryStore {
    */
   appendBatch(inputs: readonly AppendInput[], now: number): AppendResult[] {
     const results = this.storage.transactionSync(() => {
-      const st = this.sql
-        .exec<{ last_seq: number; last_ts: number }>('SELECT last_seq, last_ts FROM state WHERE id = 1')
-        .one();
-      let seq = st.last_seq;
-      let ts = st.last_ts;
+      // The state row is read once per object (a statement per batch cost as much as the log insert).
+      const st =
+        this.lastCache ??
+        (({ last_seq, last_ts }) => ({ seq: last_seq, ts: last_ts }))(
+          this.sql
+            .exec<{ last_seq: number; last_ts: number }>('SELECT last_seq, last_ts FROM state WHERE id = 1')
+            .one(),
+        );
+      let seq = st.seq;
+      let ts = st.ts;
       const out: AppendResult[] = [];
       const inBatch = new Map<string, AppendResult>();
       let logParams: SqlStorageValue[] = [];
@@ -513,10 +523,12 @@ export class DeliveryStore {
       }
       flushLog();
       flushPairwise();
-      if (seq !== st.last_seq) this.sql.exec('UPDATE state SET last_seq = ?, last_ts = ? WHERE id = 1', seq, ts);
-      return { out, seq };
+      if (seq !== st.seq) this.sql.exec('UPDATE state SET last_seq = ?, last_ts = ? WHERE id = 1', seq, ts);
+      return { out, seq, ts };
     });
+    // Only after the transaction held: a batch that threw left the row (and so the cache) as it was.
     this.lastSeqCache = results.seq;
+    this.lastCache = { seq: results.seq, ts: results.ts };
     return results.out;
   }
 
