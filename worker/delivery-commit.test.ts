@@ -176,8 +176,12 @@ describe('group commit: the cached last seq', () => {
       group: { c: bytes(8, 3), epoch: 1 },
       recipients: [],
     });
-    const a = await runInDurableObject(stub, (_i, state) => new DeliveryStore(state.storage).appendBatch([msg('a')], 10));
-    const b = await runInDurableObject(stub, (_i, state) => new DeliveryStore(state.storage).appendBatch([msg('b')], 5));
+    const a = await runInDurableObject(stub, (_i, state) =>
+      new DeliveryStore(state.storage).appendBatch([msg('a')], 10),
+    );
+    const b = await runInDurableObject(stub, (_i, state) =>
+      new DeliveryStore(state.storage).appendBatch([msg('b')], 5),
+    );
     expect([...a, ...b].map((r) => [r.seq, r.ts])).toEqual([
       [1, 10],
       [2, 11],
