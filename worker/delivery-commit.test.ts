@@ -30,6 +30,17 @@ function withStore<T>(f: (store: DeliveryStore, sql: SqlStorage) => T): Promise<
   return runInDurableObject(stub, (_inst, state) => f(new DeliveryStore(state.storage), state.storage.sql));
 }
 
+/** A sender-key message from u_a/d0 for store-level scenarios (`group` ciphertext filled with `fill`). */
+const groupInput = (clientId: string, fill = 3): AppendInput => ({
+  senderUser: 'u_a',
+  senderDevice: 'd0',
+  clientId,
+  kind: 'message',
+  status: null,
+  group: { c: bytes(8, fill), epoch: 1 },
+  recipients: [],
+});
+
 const count = (sql: SqlStorage, table: 'log' | 'pairwise') =>
   // sql-interpolation-ok: table name from the literal union above.
   sql.exec<{ n: number }>(`SELECT count(*) AS n FROM ${table}`).one().n;
@@ -129,15 +140,7 @@ describe('group commit: the store', () => {
 describe('group commit: the cached last seq', () => {
   it('a batch that fails half-way leaves the cached seq/ts as they were: the same store continues gap-free', async () => {
     const out = await withStore((store, sql) => {
-      const msg = (clientId: string): AppendInput => ({
-        senderUser: 'u_a',
-        senderDevice: 'd0',
-        clientId,
-        kind: 'message',
-        status: null,
-        group: { c: bytes(8, 3), epoch: 1 },
-        recipients: [],
-      });
+      const msg = (clientId: string) => groupInput(clientId);
       const first = store.appendBatch([msg('a'), msg('b')], 100);
       let error: unknown = null;
       try {
@@ -167,15 +170,7 @@ describe('group commit: the cached last seq', () => {
 
   it('a new store on the same storage reads the state row: seqs continue where the old object left them', async () => {
     const stub = conversationStub(`c_store_${crypto.randomUUID()}`);
-    const msg = (clientId: string): AppendInput => ({
-      senderUser: 'u_a',
-      senderDevice: 'd0',
-      clientId,
-      kind: 'message',
-      status: null,
-      group: { c: bytes(8, 3), epoch: 1 },
-      recipients: [],
-    });
+    const msg = (clientId: string) => groupInput(clientId);
     const a = await runInDurableObject(stub, (_i, state) =>
       new DeliveryStore(state.storage).appendBatch([msg('a')], 10),
     );
