@@ -306,26 +306,30 @@ export class ConversationDO extends DurableObject<Env> {
   // ---- frames -------------------------------------------------------------------------------------------
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    // The frame's client message id once it is known: every error about a send or receipt carries it, so
+    // the client can tell which entry it answers (an id-less answer would leave that entry waiting for good).
+    const seen: { id?: string } = {};
     try {
       this.lastFrameAt.set(ws, Date.now());
-      await this.handleFrame(ws, message);
+      await this.handleFrame(ws, message, seen);
     } catch (err) {
+      const about = seen.id ? { id: seen.id } : {};
       if (err instanceof FrameError) {
         count(
           this.env,
           err.code === 'rate_limited' ? 'rate_limited' : 'errors',
           err.code === 'rate_limited' ? 'send' : err.code,
         );
-        send(ws, errorFrame(err.code, err.message, err.extra));
+        send(ws, errorFrame(err.code, err.message, { ...about, ...err.extra }));
       } else {
         count(this.env, 'errors', 'internal');
         this.log('error', 'conversation_frame_failed', { type: err instanceof Error ? err.name : 'unknown' });
-        send(ws, errorFrame('internal', 'internal error; retry the frame'));
+        send(ws, errorFrame('internal', 'internal error; retry the frame', about));
       }
     }
   }
 
-  private async handleFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+  private async handleFrame(ws: WebSocket, message: string | ArrayBuffer, seen: { id?: string }): Promise<void> {
     const rawLength = typeof message === 'string' ? message.length : message.byteLength;
     if (rawLength > HARD_FRAME_BYTES) {
       close(ws, CLOSE.tooBig, 'frame over the hard cap');
@@ -350,6 +354,7 @@ export class ConversationDO extends DurableObject<Env> {
     }
     const obj = raw as { v?: unknown; type?: unknown; id?: unknown };
     const id = typeof obj.id === 'string' && ID_RE.test(obj.id) ? obj.id : undefined;
+    if (id !== undefined && (obj.type === 'send' || obj.type === 'receipt')) seen.id = id;
     if (!(CLIENT_FRAME_TYPES as readonly unknown[]).includes(obj.type)) {
       throw new FrameError('unknown_type', 'unknown frame type', id ? { id } : {});
     }
@@ -386,7 +391,14 @@ export class ConversationDO extends DurableObject<Env> {
       case 'ack':
         return this.handleAck(att, frame.upTo);
       case 'resume':
-        return this.handleResume(ws, att, frame.after);
+        // A replay that fails (e.g. the D1 read below the DO's retention) cannot be answered with an error
+        // the client could match — a resume has no id, and the socket would stay short of 'online' for good,
+        // its sends never reset: close it with 1011 instead; the client reconnects with back-off and resumes.
+        return this.handleResume(ws, att, frame.after).catch((err: unknown) => {
+          count(this.env, 'errors', 'internal');
+          this.log('error', 'conversation_resume_failed', { type: err instanceof Error ? err.name : 'unknown' });
+          close(ws, CLOSE.internal, 'resume failed');
+        });
       case 'typing':
         return this.handleTyping(ws, att, frame);
     }

@@ -142,6 +142,51 @@ describe('bad frames: an error frame, and the socket stays usable (pitfall 24, f
   });
 });
 
+describe('unexpected failures: every answer can be matched by the client', () => {
+  /** Makes the DO's next call of `method` throw an unexpected (non-frame) error, once. */
+  const failOnce = (conv: string, method: 'devices' | 'applyAcks') =>
+    runInDurableObject(conversationStub(conv), (inst) => {
+      const i = inst as unknown as Record<string, unknown> & { deviceSet: unknown };
+      i.deviceSet = null; // the next send reads the member/device set again
+      i[method] = () => {
+        delete i[method]; // back to the class's own method
+        throw new TypeError('D1_ERROR: storage unavailable');
+      };
+    });
+
+  it('a send that fails unexpectedly is answered internal WITH its id (the client retries it), and the retry is accepted', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    expect(await a.sendAndWait(group('warm'))).toMatchObject({ type: 'accepted', seq: 1 });
+    await failOnce(conv, 'devices');
+    // An id-less `internal` would leave the client's one-frame-at-a-time outbox waiting for good.
+    expect(await a.sendAndWait(group('m1'))).toMatchObject({ type: 'error', code: 'internal', id: 'm1' });
+    expect(await a.sendAndWait(group('m1'))).toMatchObject({ type: 'accepted', seq: 2 });
+    expect(a.frames.filter((f) => f.type === 'error')).toHaveLength(1);
+    a.close();
+  });
+
+  it('a resume that fails unexpectedly closes the socket with 1011 (the client reconnects and resumes) instead of an unmatched error', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    await a.sendAndWait(group('m1'));
+    const b = await connect(conv, bob.devices[0]!);
+    await failOnce(conv, 'applyAcks');
+    b.send({ v: WIRE_VERSION, type: 'resume', after: 0 });
+    expect((await b.waitClosed()).code).toBe(CLOSE.internal);
+    expect(b.frames.filter((f) => f.type === 'error')).toEqual([]);
+    // A new socket resumes normally and gets what it missed.
+    const again = await connect(conv, bob.devices[0]!);
+    expect(again.envelopes().map((e) => e.id)).toEqual(['m1']);
+    again.close();
+    a.close();
+  });
+});
+
 describe('the server stores ciphertext only', () => {
   it('a marker encrypted with the real protocol core (pairwise session and sender key) appears nowhere in D1 or DO storage', async () => {
     const marker = `PLAINTEXT-MARKER-${crypto.randomUUID()}`;
