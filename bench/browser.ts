@@ -183,8 +183,7 @@ export async function startBrowser(opts: { peer: boolean; readableNames?: boolea
 }
 
 /**
- * CPU-profiles one dedicated worker: attaches to it through the page's CDP session (`Target.setAutoAttach`,
- * non-flat mode: commands go through `Target.sendMessageToTarget`), starts the V8 sampling profiler at
+ * CPU-profiles one dedicated worker: attaches to it (workerSession), starts the V8 sampling profiler at
  * 100 µs, runs `during`, stops and returns the profile.
  */
 async function profileWorker(
@@ -193,6 +192,25 @@ async function profileWorker(
   worker: WorkerName,
   during: () => Promise<unknown>,
 ): Promise<CpuProfile> {
+  const send = await workerSession(cdp, worker);
+  await send('Profiler.enable');
+  await send('Profiler.setSamplingInterval', { interval: 100 });
+  await send('Profiler.start');
+  await during();
+  const { profile } = (await send('Profiler.stop')) as { profile: CpuProfile };
+  await send('Profiler.disable');
+  return profile;
+}
+
+/**
+ * A DevTools-protocol channel to the page's dedicated worker named `title` (it must be running or start
+ * within 5 s): attaches through the page's CDP session (`Target.setAutoAttach`, non-flat mode: commands go
+ * through `Target.sendMessageToTarget`). Also used by bench/attachments.ts.
+ */
+export async function workerSession(
+  cdp: CDPSession,
+  title: string,
+): Promise<(method: string, params?: object) => Promise<unknown>> {
   const sessions = new Map<string, { type: string; title: string }>();
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   cdp.on('Target.attachedToTarget', (e) => {
@@ -208,24 +226,17 @@ async function profileWorker(
     else p.resolve(msg.result);
   });
   await cdp.send('Target.setAutoAttach', { autoAttach: true, waitForDebuggerOnStart: false, flatten: false });
-  for (let i = 0; i < 50 && ![...sessions.values()].some((s) => s.title === worker); i++)
+  for (let i = 0; i < 50 && ![...sessions.values()].some((s) => s.title === title); i++)
     await new Promise((r) => setTimeout(r, 100));
-  const sessionId = [...sessions].find(([, s]) => s.title === worker)?.[0];
-  if (!sessionId) throw new Error(`no CDP target for worker ${worker} (saw ${JSON.stringify([...sessions.values()])})`);
+  const sessionId = [...sessions].find(([, s]) => s.title === title)?.[0];
+  if (!sessionId) throw new Error(`no CDP target for worker ${title} (saw ${JSON.stringify([...sessions.values()])})`);
   let seq = 0;
-  const send = (method: string, params: object = {}) =>
+  return (method, params = {}) =>
     new Promise<unknown>((resolve, reject) => {
       const id = ++seq;
       pending.set(id, { resolve, reject });
       void cdp.send('Target.sendMessageToTarget', { sessionId, message: JSON.stringify({ id, method, params }) });
     });
-  await send('Profiler.enable');
-  await send('Profiler.setSamplingInterval', { interval: 100 });
-  await send('Profiler.start');
-  await during();
-  const { profile } = (await send('Profiler.stop')) as { profile: CpuProfile };
-  await send('Profiler.disable');
-  return profile;
 }
 
 /** The functions with the most self time in a CPU profile (idle and program excluded), as shares of samples. */
