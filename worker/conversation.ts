@@ -105,15 +105,35 @@ interface QueuedSend {
   set: DeviceSet | null;
   /** Sender-key ciphertext (bytes to store, base64url as received to fan out), or null (pairwise). */
   group: { c: Uint8Array; b64: string } | null;
-  recipients: { u: string; d: string; c: Uint8Array; b64: string }[];
+  /** Pairwise recipients: ids, `deviceKey`, ciphertext bytes to store and base64url to fan out. */
+  recipients: { u: string; d: string; k: string; c: Uint8Array; b64: string }[];
   /** It took a send token (given back if the group commit finds it is a retry of an accepted message). */
   spentToken: boolean;
 }
 
+/** A live socket of the group commit's fan-out and the envelopes it gets from the commit in progress. */
+interface LiveTarget {
+  ws: WebSocket;
+  key: string;
+  out: string[];
+  bytes: number;
+}
+
+interface LiveSockets {
+  all: LiveTarget[];
+  byKey: Map<string, LiveTarget[]>;
+}
+
 /** A `deliver` frame's envelopes (JSON text) stay under the frame limit clients are built for. */
 const DELIVER_FRAME_CHARS = MAX_FRAME_BYTES - 1024;
-/** An envelope as JSON, encoded once per message (group) and spliced into each recipient's frame. */
-const encodeEnvelope = (e: Envelope): string => JSON.stringify(e);
+/**
+ * An envelope's JSON up to its `mode` value: `{"seq":…,"ts":…,"from":{"u":…,"d":…},"id":…,"kind":…,["status":…,]"mode":`
+ * — the same text and key order as JSON.stringify of the Envelope; every string in it passed wireId (ids)
+ * or is a fixed label, so nothing needs escaping. The caller appends `"group","c":"…"}` or the pairwise
+ * mode and that device's ciphertext (base64url as received). Encoded once per message.
+ */
+const envelopeHead = (seq: number, ts: number, q: QueuedSend): string =>
+  `{"seq":${seq},"ts":${ts},"from":{"u":"${q.sender.u}","d":"${q.sender.d}"},"id":"${q.id}","kind":"${q.kind}",${q.status ? `"status":"${q.status}",` : ''}"mode":`;
 const deliverFrame = (envelopes: string[]) =>
   `{"v":${WIRE_VERSION},"type":"deliver","envelopes":[${envelopes.join(',')}]}`;
 
@@ -162,6 +182,9 @@ export function fastFrame(o: Record<string, unknown>): ClientFrame | null {
   return null;
 }
 
+/** checkSend's answer when the member/device set must be re-read from D1 before it can decide. */
+const REFRESH = Symbol('refresh');
+
 class FrameError extends Error {
   constructor(
     readonly code: WireErrorCode,
@@ -180,7 +203,7 @@ function send(ws: WebSocket, frame: ServerFrame | string): void {
   }
 }
 
-function close(ws: WebSocket, code: number, reason: string): void {
+function closeWs(ws: WebSocket, code: number, reason: string): void {
   try {
     ws.close(code, reason);
   } catch {
@@ -231,6 +254,8 @@ export class ConversationDO extends DurableObject<Env> {
   private queue: QueuedSend[] = [];
   private readonly queuedKeys = new Set<string>();
   private drainTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The live sockets for the group commit's fan-out (liveTargets); null: rebuild before the next use. */
+  private liveSockets: LiveSockets | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -285,6 +310,7 @@ export class ConversationDO extends DurableObject<Env> {
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server, [userTag(u), deviceTag(u, d), familyTag(f)]);
+    this.liveSockets = null;
     const att: Attachment = { u, d, t: Date.now(), live: false };
     server.serializeAttachment(att);
     this.attachments.set(server, att);
@@ -332,14 +358,14 @@ export class ConversationDO extends DurableObject<Env> {
   private async handleFrame(ws: WebSocket, message: string | ArrayBuffer, seen: { id?: string }): Promise<void> {
     const rawLength = typeof message === 'string' ? message.length : message.byteLength;
     if (rawLength > HARD_FRAME_BYTES) {
-      close(ws, CLOSE.tooBig, 'frame over the hard cap');
+      this.closeSocket(ws, CLOSE.tooBig, 'frame over the hard cap');
       return;
     }
     if (typeof message !== 'string') throw new FrameError('bad_frame', 'frames are JSON text');
     // UTF-8 is at most 3 bytes per UTF-16 unit: short frames need no encoding pass.
     const size = message.length * 3 <= MAX_FRAME_BYTES ? message.length : new TextEncoder().encode(message).byteLength;
     if (size > HARD_FRAME_BYTES) {
-      close(ws, CLOSE.tooBig, 'frame over the hard cap');
+      this.closeSocket(ws, CLOSE.tooBig, 'frame over the hard cap');
       return;
     }
     if (size > MAX_FRAME_BYTES) throw new FrameError('frame_too_large', `frames are at most ${MAX_FRAME_BYTES} bytes`);
@@ -369,7 +395,7 @@ export class ConversationDO extends DurableObject<Env> {
     }
     const att = this.attachment(ws);
     if (!att) {
-      close(ws, CLOSE.internal, 'unknown socket');
+      this.closeSocket(ws, CLOSE.internal, 'unknown socket');
       return;
     }
     await this.dispatch(ws, att, frame);
@@ -380,12 +406,16 @@ export class ConversationDO extends DurableObject<Env> {
       case 'send':
       case 'receipt': {
         // One socket's sends are checked in arrival order: a send waiting on a device-set read from D1 must
-        // not be passed by the next one (which would get the earlier seq and see no queued retry).
-        const run = (this.sendChains.get(ws) ?? Promise.resolve()).then(() => this.handleSend(ws, att, frame));
-        this.sendChains.set(
-          ws,
-          run.catch(() => undefined),
-        );
+        // not be passed by the next one (which would get the earlier seq and see no queued retry). With
+        // nothing of this socket's waiting, the send is checked now (synchronously unless D1 must be read).
+        const prev = this.sendChains.get(ws);
+        const run = prev ? prev.then(() => this.handleSend(ws, att, frame)) : this.handleSend(ws, att, frame);
+        if (!run) return;
+        const tail = run.catch(() => undefined);
+        this.sendChains.set(ws, tail);
+        void tail.then(() => {
+          if (this.sendChains.get(ws) === tail) this.sendChains.delete(ws);
+        });
         return run;
       }
       case 'ack':
@@ -397,7 +427,7 @@ export class ConversationDO extends DurableObject<Env> {
         return this.handleResume(ws, att, frame.after).catch((err: unknown) => {
           count(this.env, 'errors', 'internal');
           this.log('error', 'conversation_resume_failed', { type: err instanceof Error ? err.name : 'unknown' });
-          close(ws, CLOSE.internal, 'resume failed');
+          this.closeSocket(ws, CLOSE.internal, 'resume failed');
         });
       case 'typing':
         return this.handleTyping(ws, att, frame);
@@ -426,7 +456,7 @@ export class ConversationDO extends DurableObject<Env> {
     b.tokens -= 1;
     const set = await this.devices();
     if (!isLiveMemberDevice(set, att.u, att.d)) {
-      close(ws, CLOSE.forbidden, 'not a member or device revoked');
+      this.closeSocket(ws, CLOSE.forbidden, 'not a member or device revoked');
       return;
     }
     const from = { u: att.u, d: att.d };
@@ -463,7 +493,12 @@ export class ConversationDO extends DurableObject<Env> {
     if (b) b.tokens = Math.min(this.cfg.sendBurst, b.tokens + 1);
   }
 
-  private async handleSend(ws: WebSocket, att: Attachment, frame: SendFrame | ReceiptFrame): Promise<void> {
+  /**
+   * Checks a send and queues it for the group commit. Synchronous while the cached member/device set is fresh
+   * and settles it (the common case: no promise per send); returns a promise only when the set must be read
+   * from D1 first (dispatch then chains the socket's next sends behind it).
+   */
+  private handleSend(ws: WebSocket, att: Attachment, frame: SendFrame | ReceiptFrame): Promise<void> | undefined {
     const sender: DeviceRef = { u: att.u, d: att.d };
     // A retry of a send still waiting for the group commit: answered with the original's seq by that commit.
     if (this.queuedKeys.has(`${att.u}\n${att.d}\n${frame.id}`)) {
@@ -482,17 +517,45 @@ export class ConversationDO extends DurableObject<Env> {
     }
     // A retry of an accepted message answers with the original seq and delivers nothing, whatever changed
     // since and without spending a token. A send that passes the checks below is looked up by the group
-    // commit (one log query per sender device per batch, not one per send), which answers a retry so and
-    // gives its token back; a send about to be refused (or failing) is looked up here first, so a retry is never
-    // refused.
+    // commit (in the store's id set, or one log query per sender device per batch), which answers a retry so
+    // and gives its token back; a send about to be refused (or failing) is looked up here first, so a retry
+    // is never refused.
     const retryAfterMs = this.takeToken(att, Date.now());
     if (retryAfterMs > 0) {
       if (this.answeredAsDuplicate(ws, att, frame.id)) return;
       throw new FrameError('rate_limited', 'sending too fast', { id: frame.id, retryAfterMs });
     }
-    let checked: QueuedSend | null;
+    const cached = this.deviceSet;
+    if (cached && Date.now() - cached.loadedAt <= this.cfg.deviceSetTtlMs) {
+      let checked: QueuedSend | null | typeof REFRESH;
+      try {
+        checked = this.checkSend(ws, att, sender, frame, cached, false);
+      } catch (err) {
+        if (this.answeredAsDuplicate(ws, att, frame.id)) {
+          this.refundToken(att);
+          return;
+        }
+        throw err;
+      }
+      if (checked !== REFRESH) {
+        if (checked) this.enqueue(checked);
+        return;
+      }
+    }
+    return this.checkSendAfterRead(ws, att, sender, frame);
+  }
+
+  /** handleSend's path when the member/device set has to be (re-)read from D1. */
+  private async checkSendAfterRead(
+    ws: WebSocket,
+    att: Attachment,
+    sender: DeviceRef,
+    frame: SendFrame | ReceiptFrame,
+  ): Promise<void> {
+    let checked: QueuedSend | null | typeof REFRESH;
     try {
-      checked = await this.checkSend(ws, att, sender, frame);
+      checked = this.checkSend(ws, att, sender, frame, await this.devices(), false);
+      if (checked === REFRESH) checked = this.checkSend(ws, att, sender, frame, await this.devices(true), true);
     } catch (err) {
       // Refused, or the device set could not be read: a retry of an accepted message is answered anyway.
       if (this.answeredAsDuplicate(ws, att, frame.id)) {
@@ -501,7 +564,7 @@ export class ConversationDO extends DurableObject<Env> {
       }
       throw err;
     }
-    if (checked) this.enqueue(checked);
+    if (checked && checked !== REFRESH) this.enqueue(checked);
   }
 
   /** Answers a retry of an accepted message with its original seq; false when `id` is not in the log. */
@@ -511,26 +574,27 @@ export class ConversationDO extends DurableObject<Env> {
     return dup !== null;
   }
 
-  /** The member / device-set / recipient checks of a send: the send to queue, or null (socket closed). */
-  private async checkSend(
+  /**
+   * The member / device-set / recipient checks of a send against `set`: the send to queue, null (socket
+   * closed, or a retry answered), or REFRESH when the set must be re-read from D1 first (the sender or an
+   * addressed device is not in it, and `refreshed` says it was not just re-read). Throws a refusal.
+   */
+  private checkSend(
     ws: WebSocket,
     att: Attachment,
     sender: DeviceRef,
     frame: SendFrame | ReceiptFrame,
-  ): Promise<QueuedSend | null> {
-    let set = await this.devices();
-    let refreshed = false;
+    set: DeviceSet,
+    refreshed: boolean,
+  ): QueuedSend | null | typeof REFRESH {
     if (!isLiveMemberDevice(set, att.u, att.d)) {
-      set = await this.devices(true);
-      refreshed = true;
-      if (!isLiveMemberDevice(set, att.u, att.d)) {
-        if (this.answeredAsDuplicate(ws, att, frame.id)) {
-          this.refundToken(att);
-          return null;
-        }
-        close(ws, CLOSE.forbidden, 'not a member or device revoked');
+      if (!refreshed) return REFRESH;
+      if (this.answeredAsDuplicate(ws, att, frame.id)) {
+        this.refundToken(att);
         return null;
       }
+      this.closeSocket(ws, CLOSE.forbidden, 'not a member or device revoked');
+      return null;
     }
 
     let recipients: QueuedSend['recipients'] = [];
@@ -544,18 +608,21 @@ export class ConversationDO extends DurableObject<Env> {
         if (seen.has(k)) throw new FrameError('duplicate_recipient', 'a device is addressed twice', { id: frame.id });
         seen.add(k);
       }
-      let mismatch = compareAddressed(set, sender, frame.to);
-      if (mismatch && !refreshed) {
-        set = await this.devices(true);
-        mismatch = compareAddressed(set, sender, frame.to);
-      }
+      const mismatch = compareAddressed(set, sender, frame.to);
+      if (mismatch && !refreshed) return REFRESH;
       if (mismatch) {
         throw new FrameError('device_mismatch', 'the addressed devices are not the current device set', {
           id: frame.id,
           ...mismatch,
         });
       }
-      recipients = frame.to.map((t) => ({ u: t.u, d: t.d, c: decodeCiphertext(t.c, frame.id), b64: t.c }));
+      recipients = frame.to.map((t) => ({
+        u: t.u,
+        d: t.d,
+        k: deviceKey(t.u, t.d),
+        c: decodeCiphertext(t.c, frame.id),
+        b64: t.c,
+      }));
     }
     return {
       ws,
@@ -624,14 +691,9 @@ export class ConversationDO extends DurableObject<Env> {
       for (const q of batch) send(q.ws, errorFrame('internal', 'internal error; retry the frame', { id: q.id }));
       return;
     }
-    // Live recipient sockets, once per commit.
-    const live: { ws: WebSocket; key: string; out: string[]; bytes: number }[] = [];
-    for (const ws of this.ctx.getWebSockets()) {
-      const a = this.attachment(ws);
-      if (a?.live) live.push({ ws, key: this.socketKey(ws, a), out: [], bytes: 0 });
-    }
+    const live = this.liveTargets();
     let delivered = 0;
-    const push = (to: (typeof live)[number], envelope: string) => {
+    const push = (to: LiveTarget, envelope: string) => {
       delivered++;
       if (to.out.length >= MAX_DELIVER_BATCH || to.bytes + envelope.length > DELIVER_FRAME_CHARS) {
         send(to.ws, deliverFrame(to.out));
@@ -656,31 +718,37 @@ export class ConversationDO extends DurableObject<Env> {
         if (q.group) group++;
         else pairwise++;
       }
-      const base = { seq: res.seq, ts: res.ts, from: q.sender, id: q.id, kind: q.kind };
-      const head = q.status ? { ...base, status: q.status } : base;
-      const senderKey = deviceKey(q.sender.u, q.sender.d);
+      const head = envelopeHead(res.seq, res.ts, q);
       if (q.group) {
         // The recipients are the epoch's devices minus the sender: the same set resume derives later.
         const devices = epochs[i]!.devices;
-        const envelope = encodeEnvelope({ ...head, mode: 'group', c: q.group.b64 });
-        for (const to of live) if (to.key !== senderKey && devices.has(to.key)) push(to, envelope);
+        const senderKey = deviceKey(q.sender.u, q.sender.d);
+        const envelope = `${head}"group","c":"${q.group.b64}"}`;
+        for (const to of live.all) if (to.key !== senderKey && devices.has(to.key)) push(to, envelope);
       } else {
-        const wanted = new Map<string, string>();
-        for (const r of q.recipients) wanted.set(deviceKey(r.u, r.d), r.b64);
-        for (const to of live) {
-          const c = wanted.get(to.key);
-          if (c !== undefined) push(to, encodeEnvelope({ ...head, mode: 'pairwise', c }));
+        for (const r of q.recipients) {
+          const sockets = live.byKey.get(r.k);
+          if (sockets === undefined) continue;
+          const envelope = `${head}"pairwise","c":"${r.b64}"}`;
+          for (const to of sockets) push(to, envelope);
         }
       }
     }
-    for (const to of live) if (to.out.length > 0) send(to.ws, deliverFrame(to.out));
+    for (const to of live.all) {
+      if (to.out.length > 0) send(to.ws, deliverFrame(to.out));
+      to.out = [];
+      to.bytes = 0;
+    }
     if (pairwise) count(this.env, 'messages_accepted', 'pairwise', pairwise);
     if (group) count(this.env, 'messages_accepted', 'group', group);
     if (delivered) count(this.env, 'messages_delivered', 'live', delivered);
     for (let i = 0; i < batch.length; i++) {
       const { seq, ts, duplicate } = results[i]!;
-      const id = batch[i]!.id;
-      send(batch[i]!.ws, { v: WIRE_VERSION, type: 'accepted', id, seq, ts, ...(duplicate ? { duplicate } : {}) });
+      // The same text as JSON.stringify of the `accepted` frame (the id passed wireId: nothing to escape).
+      send(
+        batch[i]!.ws,
+        `{"v":${WIRE_VERSION},"type":"accepted","id":"${batch[i]!.id}","seq":${seq},"ts":${ts}${duplicate ? ',"duplicate":true' : ''}}`,
+      );
     }
     // The alarm flushes what is still un-acked then (a group message also moves the group-flushed mark).
     if (stored) {
@@ -696,6 +764,33 @@ export class ConversationDO extends DurableObject<Env> {
     const epoch = this.store.epochFor(liveDevicesOf(set));
     this.epochMemo = { set, epoch };
     return epoch;
+  }
+
+  /**
+   * The live sockets (past their first complete `resume`) with their device keys, kept between commits and
+   * rebuilt from `ctx.getWebSockets()` after anything that can change them: a socket accepted, made live,
+   * closed (by us or its peer) or failed — and after a wake from hibernation (the field starts null).
+   */
+  private liveTargets(): LiveSockets {
+    if (this.liveSockets !== null) return this.liveSockets;
+    const all: LiveTarget[] = [];
+    const byKey = new Map<string, LiveTarget[]>();
+    for (const ws of this.ctx.getWebSockets()) {
+      const a = this.attachment(ws);
+      if (!a?.live) continue;
+      const t: LiveTarget = { ws, key: this.socketKey(ws, a), out: [], bytes: 0 };
+      all.push(t);
+      const same = byKey.get(t.key);
+      if (same) same.push(t);
+      else byKey.set(t.key, [t]);
+    }
+    this.liveSockets = { all, byKey };
+    return this.liveSockets;
+  }
+
+  private closeSocket(ws: WebSocket, code: number, reason: string): void {
+    this.liveSockets = null;
+    closeWs(ws, code, reason);
   }
 
   private socketKey(ws: WebSocket, att: Attachment): string {
@@ -745,7 +840,7 @@ export class ConversationDO extends DurableObject<Env> {
         });
       }
       if (set && !isLiveMemberDevice(set, att.u, att.d)) {
-        close(ws, CLOSE.forbidden, 'not a member or device revoked');
+        this.closeSocket(ws, CLOSE.forbidden, 'not a member or device revoked');
         return;
       }
     }
@@ -779,6 +874,7 @@ export class ConversationDO extends DurableObject<Env> {
     send(ws, { v: WIRE_VERSION, type: 'resume', after, through, more });
     if (!more && !att.live) {
       att.live = true;
+      this.liveSockets = null;
       ws.serializeAttachment(att);
     }
   }
@@ -816,7 +912,8 @@ export class ConversationDO extends DurableObject<Env> {
     // Anyone connected who is no longer a member (or whose device was revoked) is disconnected.
     for (const ws of this.ctx.getWebSockets()) {
       const a = this.attachment(ws);
-      if (a && !isLiveMemberDevice(set, a.u, a.d)) close(ws, CLOSE.forbidden, 'not a member or device revoked');
+      if (a && !isLiveMemberDevice(set, a.u, a.d))
+        this.closeSocket(ws, CLOSE.forbidden, 'not a member or device revoked');
     }
     return set;
   }
@@ -834,7 +931,7 @@ export class ConversationDO extends DurableObject<Env> {
     const removed = removedUserIds.filter((u) => wireId.safeParse(u).success);
     for (const u of removed) {
       for (const ws of this.ctx.getWebSockets(userTag(u))) {
-        close(ws, CLOSE.forbidden, 'removed from conversation');
+        this.closeSocket(ws, CLOSE.forbidden, 'removed from conversation');
         closed++;
       }
       this.deviceSet?.members.delete(u);
@@ -878,7 +975,7 @@ export class ConversationDO extends DurableObject<Env> {
     this.drainSends();
     let closed = 0;
     for (const ws of this.ctx.getWebSockets(deviceTag(userId, deviceId))) {
-      close(ws, CLOSE.forbidden, 'device revoked');
+      this.closeSocket(ws, CLOSE.forbidden, 'device revoked');
       closed++;
     }
     this.deviceSet?.live.get(userId)?.delete(deviceId);
@@ -926,7 +1023,7 @@ export class ConversationDO extends DurableObject<Env> {
     for (const f of familyIds.slice(0, 1000)) {
       if (!wireId.safeParse(f).success) continue;
       for (const ws of this.ctx.getWebSockets(familyTag(f))) {
-        close(ws, CLOSE.forbidden, 'signed out');
+        this.closeSocket(ws, CLOSE.forbidden, 'signed out');
         closed++;
       }
     }
@@ -950,7 +1047,7 @@ export class ConversationDO extends DurableObject<Env> {
   async forgetUser(userId: string, deviceIds: string[], tombstone: string): Promise<void> {
     if (!wireId.safeParse(userId).success || !wireId.safeParse(tombstone).success || !Array.isArray(deviceIds)) return;
     this.drainSends();
-    for (const ws of this.ctx.getWebSockets(userTag(userId))) close(ws, CLOSE.forbidden, 'account deleted');
+    for (const ws of this.ctx.getWebSockets(userTag(userId))) this.closeSocket(ws, CLOSE.forbidden, 'account deleted');
     if (this.flushing) await this.flushing.catch(() => undefined);
     for (const d of deviceIds.slice(0, 1000)) {
       if (!wireId.safeParse(d).success) continue;
@@ -965,7 +1062,7 @@ export class ConversationDO extends DurableObject<Env> {
   /** The conversation was deleted with its last member (domain/account.ts): every byte of storage goes. */
   async erase(): Promise<void> {
     this.drainSends();
-    for (const ws of this.ctx.getWebSockets()) close(ws, CLOSE.forbidden, 'conversation deleted');
+    for (const ws of this.ctx.getWebSockets()) this.closeSocket(ws, CLOSE.forbidden, 'conversation deleted');
     if (this.flushing) await this.flushing.catch(() => undefined);
     await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
@@ -1088,7 +1185,7 @@ export class ConversationDO extends DurableObject<Env> {
       const a = this.attachment(ws);
       const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
       const last = Math.max(pinged, a?.t ?? 0, this.lastFrameAt.get(ws) ?? 0);
-      if (now - last > this.cfg.staleSocketMs) close(ws, CLOSE.stale, 'no ping');
+      if (now - last > this.cfg.staleSocketMs) this.closeSocket(ws, CLOSE.stale, 'no ping');
     }
   }
 
@@ -1098,11 +1195,11 @@ export class ConversationDO extends DurableObject<Env> {
     count(this.env, 'sockets_closed', String(code));
     this.log('info', 'socket_close', { code });
     // 1005/1006 are reserved and may not be sent back; answer with a normal closure instead.
-    close(ws, code === 1005 || code === 1006 ? CLOSE.normal : code, 'closing');
+    this.closeSocket(ws, code === 1005 || code === 1006 ? CLOSE.normal : code, 'closing');
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
-    close(ws, CLOSE.internal, 'error');
+    this.closeSocket(ws, CLOSE.internal, 'error');
   }
 }
 

@@ -127,6 +127,12 @@ const PAIRWISE_ROWS_PER_INSERT = 25;
 const EPOCH_ROWS_PER_INSERT = 33;
 /** Client ids looked up per statement by findDuplicates (plus the sender's user and device). */
 const DUP_IDS_PER_QUERY = 98;
+/**
+ * Client ids a sender device's in-memory id set holds at most (appendBatch's duplicate check): past it the
+ * device's sends are looked up in the log again (until a prune shrinks the log). 4,096 ids of ≤ 64 chars
+ * per device is under 0.5 MB; the log keeps a day (DELIVERY_DEFAULTS.logRetentionMs).
+ */
+export const KNOWN_IDS_PER_DEVICE = 4_096;
 /** Cap on ciphertext bytes held in memory by one outbox batch (DO isolate memory is 128 MB). */
 const OUTBOX_BATCH_BYTES = 8 * 1024 * 1024;
 /** Group messages looked at per outbox batch (most need no D1 row: every recipient acked in time). */
@@ -164,8 +170,19 @@ export class DeliveryStore {
   private readonly epochCache = new Map<number, Set<string>>();
   /** Group messages ≤ this are being copied to D1 by the flush in progress (null: none). */
   private groupInFlight: number | null = null;
+  /**
+   * Per sender device (`deviceKey`): a set holding every client id the log has for it (a superset: pruned
+   * ids may stay), so an id not in it is certainly new and appendBatch needs no duplicate SELECT; `null`
+   * once it outgrew `knownIdsCap` (the log is asked again). Absent: not loaded since this object started
+   * (a wake from hibernation starts with none). Loaded from the log with one query the first time a batch
+   * holds a send of that device; only appendBatch adds to it, after its transaction held.
+   */
+  private readonly knownIds = new Map<string, Set<string> | null>();
 
-  constructor(private readonly storage: DurableObjectStorage) {
+  constructor(
+    private readonly storage: DurableObjectStorage,
+    private readonly knownIdsCap: number = KNOWN_IDS_PER_DEVICE,
+  ) {
     this.sql = storage.sql;
   }
 
@@ -173,6 +190,7 @@ export class DeliveryStore {
   init(): void {
     this.lastSeqCache = null;
     this.lastCache = null;
+    this.knownIds.clear();
     this.sql.exec(`CREATE TABLE IF NOT EXISTS state (
       id INTEGER PRIMARY KEY CHECK (id = 1),
       conversation_id TEXT,
@@ -226,6 +244,11 @@ export class DeliveryStore {
     }
     const logCols = this.sql.exec<{ name: string }>('PRAGMA table_info(log)').toArray();
     if (!logCols.some((c) => c.name === 'rcpt')) this.sql.exec('ALTER TABLE log ADD COLUMN rcpt TEXT');
+    // The state row's last seq/ts follow every log insert inside that INSERT statement (appendBatch runs one
+    // statement fewer per group commit; a batch of ≤ LOG_ROWS_PER_INSERT group messages is one statement).
+    this.sql.exec(`CREATE TRIGGER IF NOT EXISTS log_last AFTER INSERT ON log BEGIN
+      UPDATE state SET last_seq = NEW.seq, last_ts = NEW.ts WHERE id = 1 AND last_seq < NEW.seq;
+    END`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS epochs (
       epoch INTEGER PRIMARY KEY,
       from_seq INTEGER NOT NULL)`);
@@ -452,84 +475,133 @@ export class DeliveryStore {
   /**
    * Persists a batch of messages in ONE transaction (the DO's group commit) — a group message as its log
    * row only, a pairwise one plus one row per recipient device. Each gets the next seq and a strictly
-   * increasing ts (max(now, last + 1)), in input order; the state row is written once. A client id already in the log,
-   * or earlier in the same batch, returns the original seq/ts with `duplicate` and writes nothing (the log's
-   * unique index backs that up: a refused row rolls the whole batch back, so no seq is ever skipped).
-   * All or nothing: if any statement throws, nothing of the batch is stored.
+   * increasing ts (max(now, last + 1)), in input order; the state row follows the log inserts (trigger
+   * `log_last`). A client id already in the log, or earlier in the same batch, returns the original seq/ts
+   * with `duplicate` and writes nothing (the log's unique index backs that up: a refused row rolls the
+   * whole batch back, so no seq is ever skipped). An id is looked up in the log only when its device's
+   * in-memory id set (`knownIds`) cannot prove it new. All or nothing: if any statement throws, nothing of
+   * the batch is stored — a batch of one statement needs no savepoint for that (SQLite statements are
+   * atomic); more statements run in `transactionSync`.
    */
   appendBatch(inputs: readonly AppendInput[], now: number): AppendResult[] {
-    const results = this.storage.transactionSync(() => {
-      // The state row is read once per object (a statement per batch cost as much as the log insert).
-      const st =
-        this.lastCache ??
-        (({ last_seq, last_ts }) => ({ seq: last_seq, ts: last_ts }))(
-          this.sql
-            .exec<{ last_seq: number; last_ts: number }>('SELECT last_seq, last_ts FROM state WHERE id = 1')
-            .one(),
-        );
-      let seq = st.seq;
-      let ts = st.ts;
-      const out: AppendResult[] = [];
-      const inBatch = new Map<string, AppendResult>();
-      let logParams: SqlStorageValue[] = [];
-      let logRows = 0;
-      let pwParams: SqlStorageValue[] = [];
-      let pwRows = 0;
-      const flushLog = () => {
-        if (logRows === 0) return;
-        // sql-interpolation-ok: repeats a fixed placeholder tuple only; every value is bound.
-        this.sql.exec(`${LOG_INSERT}${LOG_TUPLE.repeat(logRows - 1)}${LOG_TUPLE_LAST}`, ...logParams);
-        logParams = [];
-        logRows = 0;
-      };
-      const flushPairwise = () => {
-        if (pwRows === 0) return;
-        // sql-interpolation-ok: repeats a fixed placeholder tuple only; every value is bound.
-        this.sql.exec(`${PW_INSERT}${PW_TUPLE.repeat(pwRows - 1)}${PW_TUPLE_LAST}`, ...pwParams);
-        pwParams = [];
-        pwRows = 0;
-      };
-      // Every client id of the batch looked up in the log at once (one statement per sender device).
-      const logged = this.findDuplicates(inputs);
-      for (const input of inputs) {
-        const key = sendKey(input.senderUser, input.senderDevice, input.clientId);
-        const prior = inBatch.get(key) ?? logged.get(key) ?? null;
-        if (prior) {
-          out.push({ seq: prior.seq, ts: prior.ts, duplicate: true });
-          continue;
-        }
-        seq += 1;
-        ts = Math.max(now, ts + 1);
-        logParams.push(
-          seq,
-          ts,
-          input.senderUser,
-          input.senderDevice,
-          input.clientId,
-          input.kind,
-          input.status,
-          input.group ? blob(input.group.c) : null,
-          input.group ? input.group.epoch : null,
-          input.rcpt ?? null,
-        );
-        if (++logRows === LOG_ROWS_PER_INSERT) flushLog();
-        for (const r of input.recipients) {
-          pwParams.push(r.u, r.d, seq, blob(r.c));
-          if (++pwRows === PAIRWISE_ROWS_PER_INSERT) flushPairwise();
-        }
-        const res = { seq, ts, duplicate: false };
-        inBatch.set(key, res);
-        out.push(res);
+    // The state row is read once per object (a statement per batch cost as much as the log insert).
+    const st =
+      this.lastCache ??
+      (({ last_seq, last_ts }) => ({ seq: last_seq, ts: last_ts }))(
+        this.sql.exec<{ last_seq: number; last_ts: number }>('SELECT last_seq, last_ts FROM state WHERE id = 1').one(),
+      );
+    // Client ids the devices' id sets cannot prove new are looked up in the log at once (one statement per
+    // sender device).
+    const unsure: AppendInput[] = [];
+    for (const input of inputs) {
+      const known = this.knownIdsOf(input.senderUser, input.senderDevice);
+      if (known === null || known.has(input.clientId)) unsure.push(input);
+    }
+    const logged = unsure.length > 0 ? this.findDuplicates(unsure) : null;
+    let seq = st.seq;
+    let ts = st.ts;
+    const out: AppendResult[] = [];
+    const inBatch = new Map<string, AppendResult>();
+    const statements: SqlStorageValue[][] = [];
+    const texts: string[] = [];
+    let logParams: SqlStorageValue[] = [];
+    let logRows = 0;
+    let pwParams: SqlStorageValue[] = [];
+    let pwRows = 0;
+    const flushLog = () => {
+      if (logRows === 0) return;
+      texts.push(`${LOG_INSERT}${LOG_TUPLE.repeat(logRows - 1)}${LOG_TUPLE_LAST}`);
+      statements.push(logParams);
+      logParams = [];
+      logRows = 0;
+    };
+    const flushPairwise = () => {
+      if (pwRows === 0) return;
+      texts.push(`${PW_INSERT}${PW_TUPLE.repeat(pwRows - 1)}${PW_TUPLE_LAST}`);
+      statements.push(pwParams);
+      pwParams = [];
+      pwRows = 0;
+    };
+    for (const input of inputs) {
+      const key = sendKey(input.senderUser, input.senderDevice, input.clientId);
+      const prior = inBatch.get(key) ?? logged?.get(key) ?? null;
+      if (prior) {
+        out.push({ seq: prior.seq, ts: prior.ts, duplicate: true });
+        continue;
       }
-      flushLog();
-      flushPairwise();
-      if (seq !== st.seq) this.sql.exec('UPDATE state SET last_seq = ?, last_ts = ? WHERE id = 1', seq, ts);
-      return { out, seq, ts };
-    });
-    // Only after the transaction held: a batch that threw left the row (and so the cache) as it was.
-    this.lastSeqCache = results.seq;
-    this.lastCache = { seq: results.seq, ts: results.ts };
-    return results.out;
+      seq += 1;
+      ts = Math.max(now, ts + 1);
+      logParams.push(
+        seq,
+        ts,
+        input.senderUser,
+        input.senderDevice,
+        input.clientId,
+        input.kind,
+        input.status,
+        input.group ? blob(input.group.c) : null,
+        input.group ? input.group.epoch : null,
+        input.rcpt ?? null,
+      );
+      if (++logRows === LOG_ROWS_PER_INSERT) flushLog();
+      for (const r of input.recipients) {
+        pwParams.push(r.u, r.d, seq, blob(r.c));
+        if (++pwRows === PAIRWISE_ROWS_PER_INSERT) flushPairwise();
+      }
+      const res = { seq, ts, duplicate: false };
+      inBatch.set(key, res);
+      out.push(res);
+    }
+    flushLog();
+    flushPairwise();
+    const run = () => {
+      for (let i = 0; i < texts.length; i++) {
+        // sql-interpolation-ok: repeats a fixed placeholder tuple only; every value is bound.
+        this.sql.exec(texts[i]!, ...statements[i]!);
+      }
+    };
+    try {
+      if (texts.length > 1) this.storage.transactionSync(run);
+      else run();
+    } catch (err) {
+      // Whatever failed (a full disk, a row the log refused), the id sets are loaded again from the log.
+      this.knownIds.clear();
+      throw err;
+    }
+    // Only after the statements held: a batch that threw left the row (and so the cache) as it was.
+    this.lastSeqCache = seq;
+    this.lastCache = { seq, ts };
+    for (const [i, input] of inputs.entries()) {
+      if (out[i]!.duplicate) continue;
+      const k = keyOf(input.senderUser, input.senderDevice);
+      const known = this.knownIds.get(k);
+      if (!known) continue;
+      if (known.size >= this.knownIdsCap) this.knownIds.set(k, null);
+      else known.add(input.clientId);
+    }
+    return out;
+  }
+
+  /**
+   * A sender device's id set (see `knownIds`), loaded from the log on first use: null when the device has
+   * more ids in the log than the cap (then every send of it is looked up in the log).
+   */
+  private knownIdsOf(u: string, d: string): Set<string> | null {
+    const k = keyOf(u, d);
+    let known = this.knownIds.get(k);
+    if (known === undefined) {
+      const rows = this.sql
+        .exec<{ client_id: string }>(
+          'SELECT client_id FROM log WHERE sender_user = ? AND sender_device = ? LIMIT ?',
+          u,
+          d,
+          this.knownIdsCap + 1,
+        )
+        .toArray();
+      known = rows.length > this.knownIdsCap ? null : new Set(rows.map((r) => r.client_id));
+      this.knownIds.set(k, known);
+    }
+    return known;
   }
 
   // ---- acknowledgements -------------------------------------------------------------------------------
@@ -809,6 +881,8 @@ export class DeliveryStore {
     this.sql.exec('DELETE FROM pending_acks WHERE user_id = ?', userId);
     this.epochCache.clear();
     this.latestEpoch = undefined;
+    // The tombstone "device" now has log rows its id set (if one was ever loaded) does not hold.
+    this.knownIds.delete(keyOf(tombstone, tombstone));
   }
 
   forgetDevice(userId: string, deviceId: string): void {
@@ -853,6 +927,8 @@ export class DeliveryStore {
       this.sql.exec('UPDATE state SET pruned_through = ? WHERE id = 1', through);
     });
     this.epochCache.clear();
+    // Devices whose id set outgrew the cap may fit again in the smaller log: loaded again on their next send.
+    for (const [k, known] of this.knownIds) if (known === null) this.knownIds.delete(k);
     return through;
   }
 
