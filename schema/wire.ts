@@ -22,6 +22,11 @@ export const WIRE_VERSION = 1;
 export const WIRE_PING = '{"type":"ping"}';
 export const WIRE_PONG = '{"type":"pong"}';
 export const PING_INTERVAL_MS = 30_000;
+/**
+ * A client that sent a `send` / `receipt` frame and got neither `accepted` nor an `error` with its id after
+ * this long, on a socket that stayed open, sends the same frame again (the id makes the retry idempotent).
+ */
+export const SEND_ANSWER_TIMEOUT_MS = 30_000;
 
 /** Largest decoded ciphertext of one envelope (a padded text message with attachments by reference). */
 export const MAX_CIPHERTEXT_BYTES = 64 * 1024;

@@ -106,6 +106,8 @@ export interface EngineOptions {
   readonly signalsAllowed?: (conversationId: string) => Promise<boolean>;
   /** Key transparency: the log's public key built into the app, and timing (transparency.ts). */
   readonly kt: KtOptions;
+  /** A sent frame with no answer after this long is sent again (ms; default SEND_ANSWER_TIMEOUT_MS). */
+  readonly sendAnswerTimeoutMs?: number;
 }
 
 export interface OwnIdentityView {
@@ -353,19 +355,28 @@ export function createEngine(opts: EngineOptions): Engine {
     now: ctx.now,
     ...(opts.backoff ? { backoff: opts.backoff } : {}),
   });
-  const outbox = new Outbox(ctx, sessions, groups, directory, messages, (c, f) => realtime.send(c, f), {
-    expiresAt: async (c) => {
-      const timer = await groups.timer(c);
-      return timer > 0 ? (ts) => ts + timer * 1000 : undefined;
+  const outbox = new Outbox(
+    ctx,
+    sessions,
+    groups,
+    directory,
+    messages,
+    (c, f) => realtime.send(c, f),
+    {
+      expiresAt: async (c) => {
+        const timer = await groups.timer(c);
+        return timer > 0 ? (ts) => ts + timer * 1000 : undefined;
+      },
+      accepted: (e, seq, ts) => ownActionSequenced(e, seq, ts),
+      failed: async (e) => {
+        await ownActionFailed(e);
+        // Our profile key will never reach this conversation with this entry: the next message shares it again.
+        const r = decodeContent(e.payload);
+        if (r.kind === 'ok' && r.content.t === 'pk') await people.unmarkShared(e.conversationId);
+      },
     },
-    accepted: (e, seq, ts) => ownActionSequenced(e, seq, ts),
-    failed: async (e) => {
-      await ownActionFailed(e);
-      // Our profile key will never reach this conversation with this entry: the next message shares it again.
-      const r = decodeContent(e.payload);
-      if (r.kind === 'ok' && r.content.t === 'pk') await people.unmarkShared(e.conversationId);
-    },
-  });
+    opts.sendAnswerTimeoutMs,
+  );
   const people = new People(ctx, keys, (c, u) => groups.addedBy(c, u), opts.messageRequests ?? false);
   // Typing reveals presence: never into a conversation that is still a request (or blocked).
   const typingAllowed = async (c: string) =>

@@ -1,17 +1,19 @@
 /**
  * Outbox: delivery receipts queued while an earlier one is not encrypted yet merge into it (one receipt,
- * one ciphertext per member device, instead of one per received batch), up to MAX_RECEIPT_IDS.
+ * one ciphertext per member device, instead of one per received batch), up to MAX_RECEIPT_IDS; an entry
+ * refused for good lets the next one go; a frame whose answer is lost is sent again.
  */
 import { describe, expect, it } from 'vitest';
 import { nobleCurves } from './_protocol.js';
 import { encodeRecord } from './codec.js';
 import type { EngineContext } from './context.js';
+import type { EngineOptions } from './engine.js';
 import { memoryLocks } from './locks.js';
 import { decodePayload } from './messages.js';
 import { Outbox, type OutboxEntry } from './outbox.js';
 import { memoryStore } from './storage.js';
-import { cryptoRng } from './testing/harness.js';
-import { ApiError } from './transport.js';
+import { type Client, cryptoRng, makeWorld, newClient, texts, until, type World } from './testing/harness.js';
+import { ApiError, type ServerFrame } from './transport.js';
 
 function outbox() {
   const ctx: EngineContext = {
@@ -141,5 +143,88 @@ describe('order and failures', () => {
       ['e3', 'sending'],
       ['e4', 'sending'],
     ]);
+  });
+});
+
+/** Alice and Bob online in a group, Alice's engine with `engine` options. */
+async function group(engine: Partial<EngineOptions> = {}) {
+  const w = await makeWorld();
+  const alice = await newClient(w, 'alice', 'alice-1', { engine });
+  const bob = await newClient(w, 'bob');
+  const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
+  for (const c of [alice, bob]) await c.engine.connect([conv]);
+  for (const c of [alice, bob])
+    await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.deviceId} online`);
+  // The fake server's socket internals, to lose frames on the way.
+  const server = w.server as unknown as {
+    push: (s: { user: string }, f: ServerFrame) => void;
+    onFrame: (c: unknown, s: { user: string }, data: string) => void;
+  };
+  return { w, alice, bob, conv, server };
+}
+
+const groupSend = (w: World, id: string) =>
+  w.server.sentFrames.some((x) => x.frame.type === 'send' && 'group' in x.frame && x.frame.id === id);
+const sendsOf = (w: World, id: string) =>
+  w.server.sentFrames.filter((x) => x.frame.type === 'send' && x.frame.id === id).length;
+const accepted = async (c: Client, conv: string, ids: string[]) =>
+  (await c.engine.messages(conv)).filter((m) => ids.includes(m.clientId) && m.seq !== null).length === ids.length;
+
+describe('lost answers', () => {
+  it("a group message whose `accepted` was lost with its socket, and which a member's receipt marked delivered first, is sent again after the reconnect and gets its seq", async () => {
+    const { w, alice, bob, conv, server } = await group();
+    const push = server.push.bind(w.server);
+    let lost: string | null = null;
+    server.push = (s, f) => {
+      if (lost === null && s.user === 'alice' && f.type === 'accepted' && groupSend(w, f.id)) {
+        lost = f.id; // stored and delivered to Bob; Alice never hears of it
+        return;
+      }
+      push(s, f);
+    };
+    const sent: string[] = [];
+    for (const body of ['one', 'two', 'three']) sent.push((await alice.engine.sendText(conv, body)).clientId);
+    // Bob's receipt for it arrives while Alice still waits for its answer.
+    await until(
+      async () => (await alice.engine.messages(conv)).find((m) => m.clientId === sent[0])?.status === 'delivered',
+      'the receipt for the first message',
+    );
+    expect(lost).toBe(sent[0]);
+    // The socket drops (as in the reliability faults suite's drop phase) and comes back.
+    w.server.setOnline('alice', 'alice-1', false);
+    w.server.setOnline('alice', 'alice-1', true);
+    await until(() => accepted(alice, conv, sent), 'every message accepted');
+    await until(async () => (await texts(bob.engine, conv)).length === 3, 'Bob has all three');
+    expect(await texts(bob.engine, conv)).toEqual(['one', 'two', 'three']); // each once, in order
+    expect((await alice.engine.messages(conv)).find((m) => m.clientId === sent[0])).toMatchObject({
+      status: 'delivered',
+      seq: expect.any(Number),
+    });
+    alice.engine.close();
+    bob.engine.close();
+  });
+
+  it('a frame the server never answers, on a socket that stays open, is sent again with its id after the answer timeout; the messages behind it follow', async () => {
+    const { w, alice, bob, conv, server } = await group({ sendAnswerTimeoutMs: 300 });
+    const onFrame = server.onFrame.bind(w.server);
+    let swallowed: string | null = null;
+    server.onFrame = (c, s, data) => {
+      const f = JSON.parse(data) as { type: string; id?: string; group?: string };
+      if (swallowed === null && s.user === 'alice' && f.type === 'send' && f.group && f.id) {
+        swallowed = f.id; // lost on the way (or answered with an error the client cannot match)
+        return;
+      }
+      onFrame(c, s, data);
+    };
+    const sent: string[] = [];
+    for (const body of ['one', 'two', 'three']) sent.push((await alice.engine.sendText(conv, body)).clientId);
+    await until(() => accepted(alice, conv, sent), 'every message accepted');
+    expect(swallowed).toBe(sent[0]);
+    expect(await alice.engine.connectionStatus(conv)).toBe('online'); // no reconnect did it
+    expect(sent.map((id) => sendsOf(w, id))).toEqual([1, 1, 1]); // the server saw the resend only
+    await until(async () => (await texts(bob.engine, conv)).length === 3, 'Bob has all three');
+    expect(await texts(bob.engine, conv)).toEqual(['one', 'two', 'three']);
+    alice.engine.close();
+    bob.engine.close();
   });
 });

@@ -4,7 +4,11 @@
  * key — until it is accepted. Ciphertexts are computed once and stored with the entry (sealed at rest): a
  * retry after a reload re-sends exactly the same frame, never a fresh encryption of the same text.
  *
- * States: sending → sent (accepted with a seq) → delivered (an end-to-end receipt came back) | failed.
+ * States: sending → sent (accepted with a seq) → delivered (an end-to-end receipt came back) | failed. A
+ * receipt can come before our `accepted`: 'delivered' without a seq is still sent (again) until accepted.
+ * One frame per conversation is in flight at a time; a frame whose answer (accepted / error) has not come
+ * after SEND_ANSWER_TIMEOUT_MS while the socket stayed open is sent again (same id: the server answers a
+ * retry of an accepted one with its seq) — an answer lost on the way must not hold the conversation for good.
  * On `device_mismatch` the entry is repaired and retried: extra and stale devices are dropped, their
  * users' device lists refreshed, and only the MISSING devices are encrypted to — if they are in a verified
  * list of a verified member; every other missing slot carries WITHHELD (PITFALLS 16, 17).
@@ -13,7 +17,7 @@
  * passes `send`).
  * @module
  */
-import { type DeviceRef, type ErrorFrame, WIRE_VERSION } from '../../../schema/wire.js';
+import { type DeviceRef, type ErrorFrame, SEND_ANSWER_TIMEOUT_MS, WIRE_VERSION } from '../../../schema/wire.js';
 import { toB64u } from './_protocol.js';
 import { type EngineContext, EngineError, type MessageView } from './context.js';
 import type { Directory } from './directory.js';
@@ -97,6 +101,9 @@ export class Outbox {
   /** Per conversation: the entry whose answer (accepted / error) we are waiting for. One at a time keeps
    * the server's order equal to ours (a sender-key distribution always precedes the group message). */
   private readonly awaiting = new Map<string, string>();
+  /** Per conversation: which wait `awaiting` is in — an answer timer only ends the wait it was armed for. */
+  private readonly waits = new Map<string, number>();
+  private lastWait = 0;
   /** Transient failures so far per entry (in memory: a reload starts again). */
   private readonly transient = new Map<string, number>();
   /** Per conversation: our queued delivery receipt that is not encrypted yet (new receipts merge into it). */
@@ -110,6 +117,8 @@ export class Outbox {
     private readonly messages: Messages,
     private readonly send: (conversationId: string, frame: ClientFrame) => boolean,
     private readonly hooks: OutboxHooks = {},
+    /** How long a sent frame waits for its answer before it is sent again (ms). */
+    private readonly answerTimeoutMs: number = SEND_ANSWER_TIMEOUT_MS,
   ) {}
 
   private lastOrder = 0;
@@ -186,7 +195,7 @@ export class Outbox {
   private async flushNow(conversationId?: string): Promise<void> {
     const started = new Set<string>();
     for (const e of await this.entries()) {
-      if (e.state !== 'sending' || (conversationId && e.conversationId !== conversationId)) continue;
+      if (!unsent(e) || (conversationId && e.conversationId !== conversationId)) continue;
       if (started.has(e.conversationId) || this.awaiting.has(e.conversationId)) continue;
       if ((await this.trySend(e.clientId)) !== 'failed') started.add(e.conversationId);
     }
@@ -195,10 +204,35 @@ export class Outbox {
   /** The socket was (re)connected: answers to frames sent before are lost; resend from the oldest. */
   reset(conversationId: string): void {
     this.awaiting.delete(conversationId);
+    this.waits.delete(conversationId);
   }
 
   private answered(conversationId: string, clientId: string): void {
-    if (this.awaiting.get(conversationId) === clientId) this.awaiting.delete(conversationId);
+    if (this.awaiting.get(conversationId) !== clientId) return;
+    this.awaiting.delete(conversationId);
+    this.waits.delete(conversationId);
+  }
+
+  /** The conversation's next entry waits until `clientId` is answered (or a retry timer ends the wait). */
+  private wait(conversationId: string, clientId: string): number {
+    this.awaiting.set(conversationId, clientId);
+    const n = ++this.lastWait;
+    this.waits.set(conversationId, n);
+    return n;
+  }
+
+  /**
+   * Sent on an open socket: if no answer ends this wait within answerTimeoutMs (the server lost the frame or
+   * its answer, or answered without an id), the entry is sent again. A reconnect resends at once anyway.
+   */
+  private awaitAnswer(conversationId: string, clientId: string): void {
+    const n = this.wait(conversationId, clientId);
+    const t = setTimeout(() => {
+      if (this.waits.get(conversationId) !== n) return;
+      this.answered(conversationId, clientId);
+      void this.flush(conversationId);
+    }, this.answerTimeoutMs);
+    (t as { unref?: () => void }).unref?.(); // Node: never keeps a bot's process alive
   }
 
   /** Encrypts (once) and sends one entry; 'failed' when it was given up on here. */
@@ -208,7 +242,7 @@ export class Outbox {
     let conversationId: string | undefined;
     try {
       let e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
-      if (e?.state !== 'sending') return;
+      if (!e || !unsent(e)) return;
       conversationId = e.conversationId;
       if (this.openReceipt.get(e.conversationId) === clientId) this.openReceipt.delete(e.conversationId);
       if (e.mode === 'pairwise' && e.items === null) {
@@ -218,7 +252,7 @@ export class Outbox {
         e = { ...e, group: toB64u(await this.groups.encrypt(e.conversationId, e.payload)) };
         await putJson(this.ctx.store, key(clientId), e);
       }
-      if (this.send(e.conversationId, frameOf(e))) this.awaiting.set(e.conversationId, e.clientId);
+      if (this.send(e.conversationId, frameOf(e))) this.awaitAnswer(e.conversationId, e.clientId);
       this.transient.delete(clientId);
     } catch (err) {
       const tries = this.transient.get(clientId) ?? 0;
@@ -227,7 +261,7 @@ export class Outbox {
         // precede its group message) and try again later; a reconnect retries at once.
         const conv = conversationId;
         this.transient.set(clientId, tries + 1);
-        this.awaiting.set(conv, clientId);
+        this.wait(conv, clientId);
         setTimeout(
           () => {
             this.answered(conv, clientId);
@@ -297,7 +331,7 @@ export class Outbox {
   private async handleError(conversationId: string, frame: ErrorFrame): Promise<void> {
     if (!frame.id) return;
     const e = await readJson<OutboxEntry>(this.ctx.store, key(frame.id));
-    if (!e || e.conversationId !== conversationId || e.state !== 'sending') return;
+    if (!e || e.conversationId !== conversationId || !unsent(e)) return;
     if (frame.code === 'device_mismatch' && e.mode === 'pairwise' && e.items) {
       if (e.attempts >= MAX_REPAIRS) return this.fail(e.clientId, 'device_mismatch');
       try {
@@ -310,7 +344,7 @@ export class Outbox {
       return;
     }
     if (frame.code === 'rate_limited' || frame.code === 'unavailable' || frame.code === 'internal') {
-      this.awaiting.set(conversationId, e.clientId);
+      this.wait(conversationId, e.clientId);
       setTimeout(() => {
         this.answered(conversationId, e.clientId);
         void this.flush(conversationId);
@@ -365,6 +399,7 @@ export class Outbox {
       const e = await readJson<OutboxEntry>(tx, key(id));
       if (!e || e.conversationId !== conversationId || !e.visible) continue;
       if (e.state === 'sent') tx.delete(key(id));
+      // Not accepted yet (its `accepted` is late or was lost): it stays queued, and is sent again until it is.
       else if (e.state === 'sending') writeJson(tx, key(id), { ...e, state: 'delivered' });
       const m = await this.messages.updateInTx(
         tx,
@@ -376,6 +411,15 @@ export class Outbox {
     }
     return out;
   }
+}
+
+/**
+ * Still to be sent until the server answers it: 'sending', and 'delivered' without a seq — a member's
+ * receipt can arrive before our `accepted` (which may be late, or lost with a dropped socket), and such an
+ * entry must still be sent again to learn its seq (the server answers the retry with the original one).
+ */
+function unsent(e: OutboxEntry): boolean {
+  return e.state === 'sending' || (e.state === 'delivered' && e.seq === null);
 }
 
 function frameOf(e: OutboxEntry): ClientFrame {
