@@ -306,46 +306,70 @@ export class BlobCollector {
 }
 
 /**
- * Reads `file` once, front to back, as pieces of `size` bytes (the last one shorter) through `file.stream()`
- * — a tenth of the browser's CPU of `slice().arrayBuffer()` per piece (bench/RESULTS.md §Attachments, Dec 5).
- * Two buffers alternate: a piece stays valid until the piece after next is read, so the caller may read one
- * ahead while it works on one. `cancel()` stops the stream.
+ * Reads a byte stream once, front to back, as pieces of `size` bytes (the last one shorter): the file of an
+ * upload (`file.stream()`) and the body of a download. Where the stream is a byte stream (Chromium's
+ * `Blob.stream()` and fetch bodies), a BYOB reader reads straight into two buffers of our own — a tenth of
+ * the CPU of the default reader, which hands out a freshly allocated array per read (bench/RESULTS.md
+ * §Attachments, Dec 5); elsewhere the default reader's arrays are copied in. The two buffers alternate: a
+ * piece stays valid until the piece after next is read, so the caller may read one ahead while it works on
+ * one (a BYOB read takes the buffer over: never keep a piece beyond that). `cancel()` stops the stream.
  */
 class PieceReader {
-  private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
-  private readonly bufs: Uint8Array[];
+  private readonly byob: ReadableStreamBYOBReader | null;
+  private readonly reader: ReadableStreamDefaultReader<Uint8Array> | null;
+  private readonly bufs: ArrayBuffer[];
   private turn = 0;
   private carry: Uint8Array | null = null;
   constructor(
-    file: Blob,
+    stream: ReadableStream<Uint8Array>,
     private readonly size: number,
   ) {
-    this.reader = file.stream().getReader();
-    const n = Math.max(1, Math.min(size, file.size));
-    this.bufs = [new Uint8Array(n), new Uint8Array(n)];
+    let byob: ReadableStreamBYOBReader | null = null;
+    try {
+      byob = stream.getReader({ mode: 'byob' });
+    } catch {
+      // not a byte stream: the default reader below
+    }
+    this.byob = byob;
+    this.reader = byob ? null : stream.getReader();
+    this.bufs = [new ArrayBuffer(size), new ArrayBuffer(size)];
   }
-  /** The next piece, or null at the end of the file. */
+  /** The next piece, or null at the end of the stream. */
   async next(): Promise<Uint8Array | null> {
-    const buf = this.bufs[this.turn]!;
+    const t = this.turn;
     this.turn ^= 1;
+    let buf = this.bufs[t]!;
     let fill = 0;
+    if (this.byob) {
+      while (fill < this.size) {
+        const { value, done } = await this.byob.read(new Uint8Array(buf, fill, this.size - fill));
+        if (value) {
+          buf = value.buffer as ArrayBuffer;
+          fill += value.byteLength;
+        }
+        if (done) break;
+      }
+      this.bufs[t] = buf;
+      return fill > 0 ? new Uint8Array(buf, 0, fill) : null;
+    }
+    const into = new Uint8Array(buf);
     while (fill < this.size) {
       let bytes = this.carry;
       this.carry = null;
       if (!bytes) {
-        const { value, done } = await this.reader.read();
+        const { value, done } = await this.reader!.read();
         if (done) break;
         bytes = value;
       }
       const take = Math.min(this.size - fill, bytes.length);
-      buf.set(bytes.subarray(0, take), fill);
+      into.set(bytes.subarray(0, take), fill);
       fill += take;
       if (take < bytes.length) this.carry = bytes.subarray(take);
     }
-    return fill > 0 ? buf.subarray(0, fill) : null;
+    return fill > 0 ? into.subarray(0, fill) : null;
   }
   cancel(): Promise<void> {
-    return this.reader.cancel().catch(() => undefined);
+    return (this.byob ?? this.reader)!.cancel().catch(() => undefined);
   }
 }
 
@@ -550,7 +574,7 @@ export class Transfers {
     };
     // The next piece is read while this one is encrypted and hashed (the encryptor is done with a piece
     // when its push resolves; the reader alternates two buffers).
-    const file = new PieceReader(p.file, READ_SLICE);
+    const file = new PieceReader(p.file.stream(), Math.max(1, Math.min(READ_SLICE, size)));
     let next = file.next();
     let done = 0;
     try {
@@ -581,17 +605,17 @@ export class Transfers {
    */
   async download(id: string, pointer: AttachmentPointer): Promise<Blob> {
     const signal = this.start(id);
-    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    let pieces: PieceReader | undefined;
     try {
       const dec = await AttachmentDecryptor.create(pointer.key, pointer.size, pointer.digest);
       const total = dec.layout.encryptedSize;
       const stream = await this.api.downloadAttachment(pointer.attachmentId, { signal });
-      reader = stream.getReader();
       const out = new BlobCollector();
       let damaged = false;
-      // Network pieces are gathered into DECRYPT_BATCH batches (their chunks are decrypted concurrently),
-      // and the next batch is read while the previous one is decrypted. One batch buffer is reused: the
-      // decryptor is done with a batch once its push was called (WebCrypto copies its input at the call).
+      // The body is read in DECRYPT_BATCH batches (their chunks are decrypted concurrently; a BYOB read
+      // fills our own buffer), and the next batch is read while the previous one is decrypted. The reader's
+      // two buffers are reused: the decryptor is done with a batch once its push was called (WebCrypto
+      // copies its input at the call).
       let decrypting: Promise<boolean> | null = null;
       const decrypt = (batch: Uint8Array) =>
         dec.push(batch).then(
@@ -608,19 +632,15 @@ export class Transfers {
         decrypting = decrypt(bytes);
         return false;
       };
-      const batches = new Rebatcher(Math.max(1, Math.min(DECRYPT_BATCH, total)));
-      reading: for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        for (const batch of batches.push(value)) {
-          if (await next(batch)) {
-            damaged = true;
-            break reading;
-          }
+      pieces = new PieceReader(stream, Math.max(1, Math.min(DECRYPT_BATCH, total)));
+      for (;;) {
+        const batch = await pieces.next();
+        if (!batch) break;
+        if (await next(batch)) {
+          damaged = true;
+          break;
         }
       }
-      const rest = damaged ? null : batches.rest();
-      if (rest) damaged = await next(rest);
       if (!damaged && decrypting) damaged = await decrypting;
       if (!damaged)
         damaged = await dec.finish().then(
@@ -632,7 +652,7 @@ export class Transfers {
     } catch (err) {
       throw engineErrorOf(err, 'download_failed');
     } finally {
-      await reader?.cancel().catch(() => undefined);
+      await pieces?.cancel();
       this.running.delete(id);
     }
   }
