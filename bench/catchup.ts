@@ -125,7 +125,9 @@ const PAGE_SETUP = async ({ logKey }: { logKey: string }) => {
   const rng = (n: number) => crypto.getRandomValues(new Uint8Array(n));
   // Counts of the sealed store's calls (each is at least one IndexedDB transaction), for "what bounds it".
   const counts = { get: 0, list: 0, tx: 0, txMs: 0, http: 0, httpMs: 0, httpBusyMs: 0, wsFrames: 0 };
-  // Network: HTTP requests (and the time at least one was in flight), WebSocket frames received.
+  // Network: HTTP requests (and the time at least one was in flight), WebSocket frames received; each
+  // request's route (ids replaced by ':id') and start / end, for --profile's request timeline.
+  const requests: { route: string; start: number; end: number }[] = [];
   let inFlight = 0;
   let busySince = 0;
   const realFetch = globalThis.fetch.bind(globalThis);
@@ -133,19 +135,33 @@ const PAGE_SETUP = async ({ logKey }: { logKey: string }) => {
     counts.http++;
     const t = performance.now();
     if (inFlight++ === 0) busySince = t;
+    const url = new URL(input instanceof Request ? input.url : String(input), location.href);
+    const route = `${init?.method ?? (input instanceof Request ? input.method : 'GET')} ${url.pathname
+      .split('/')
+      .map((s) => (s.length >= 16 ? ':id' : s))
+      .join('/')}`;
     try {
       return await realFetch(input, init);
     } finally {
       const now = performance.now();
       counts.httpMs += now - t;
       if (--inFlight === 0) counts.httpBusyMs += now - busySince;
+      requests.push({ route, start: t, end: now });
     }
   };
   const RealWs = globalThis.WebSocket;
+  const sockets: { created: number; open: number; first: number; last: number; frames: number }[] = [];
   globalThis.WebSocket = class extends RealWs {
     constructor(url: string | URL, protocols?: string | string[]) {
       super(url, protocols);
-      this.addEventListener('message', () => counts.wsFrames++);
+      const s = { created: performance.now(), open: 0, first: 0, last: 0, frames: 0 };
+      sockets.push(s);
+      this.addEventListener('open', () => (s.open = performance.now()));
+      this.addEventListener('message', () => {
+        counts.wsFrames++;
+        s.last = performance.now();
+        if (!s.frames++) s.first = s.last;
+      });
     }
   } as typeof WebSocket;
   // biome-ignore lint/suspicious/noExplicitAny: untyped harness
@@ -194,6 +210,8 @@ const PAGE_SETUP = async ({ logKey }: { logKey: string }) => {
   const g = globalThis as any;
   g.bench = {
     counts,
+    requests,
+    sockets,
     async person(name: string, db: string, messageRequests: boolean) {
       const store = await openIdbStore(db);
       const http = new HttpClient({});
@@ -275,6 +293,9 @@ async function main(): Promise<void> {
     await page.evaluate(PAGE_SETUP, { logKey });
     if (PROFILE) {
       // The engine runs in the page's main thread here: profile that thread, once per path (its first timed run).
+      page.on('console', (m) => {
+        if (m.text().startsWith('requests and sockets')) process.stdout.write(`  ${m.text()}\n`);
+      });
       const cdp = await context.newCDPSession(page);
       const profiled = new Set<string>();
       let on = false;
@@ -449,7 +470,38 @@ async function main(): Promise<void> {
               list.map(async (c: { id: string }) => [c.id, (await R.engine.messages(c.id, { limit: 1 })).at(-1)?.body]),
             );
             const done = performance.now();
-            if (g.benchProfile) await g.benchProfile('stop', path);
+            if (g.benchProfile) {
+              await g.benchProfile('stop', path);
+              // The run's requests by route (count, first start → last end, ms after online) and sockets.
+              const by = new Map<string, { n: number; from: number; to: number; ms: number }>();
+              for (const q of g.bench.requests as { route: string; start: number; end: number }[]) {
+                if (q.start < t0 || q.start > done) continue;
+                const r = by.get(q.route) ?? { n: 0, from: Infinity, to: 0, ms: 0 };
+                r.n++;
+                r.from = Math.min(r.from, q.start - t0);
+                r.to = Math.max(r.to, q.end - t0);
+                r.ms += q.end - q.start;
+                by.set(q.route, r);
+              }
+              const lines = [...by].map(
+                ([k, r]) =>
+                  `    ${String(r.n).padStart(3)} × ${k}: ${r.from.toFixed(0)}–${r.to.toFixed(0)} ms after online, ${(r.ms / r.n).toFixed(0)} ms each`,
+              );
+              for (const w of g.bench.sockets as {
+                created: number;
+                open: number;
+                first: number;
+                last: number;
+                frames: number;
+              }[])
+                if (w.created >= t0 && w.created <= done)
+                  lines.push(
+                    `    socket: created ${(w.created - t0).toFixed(0)}, open ${(w.open - t0).toFixed(0)}, frames ${w.frames} from ${(w.first - t0).toFixed(0)} to ${(w.last - t0).toFixed(0)} ms`,
+                  );
+              console.log(
+                `requests and sockets (${path}), online → done ${(done - t0).toFixed(0)} ms:\n${lines.join('\n')}`,
+              );
+            }
             const c1 = g.bench.counts;
             const store = {
               gets: c1.get - c0.get,

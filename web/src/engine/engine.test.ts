@@ -70,6 +70,51 @@ describe('engine over the fake server', () => {
     alice.engine.close();
   });
 
+  it('mailbox catch-up over several pages (the next page fetched while one is stored): in order, each ack after its commit', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const store = memoryStore();
+    let conv = '';
+    const cursorAt = () => {
+      const e = store.dump().find((r) => r.key === `cur/${conv}`);
+      return e ? Number(new TextDecoder().decode(e.value)) : 0;
+    };
+    const api = w.server.api('bob', 'bob-1');
+    const acked: { upTo: number; stored: number }[] = [];
+    let fetches = 0;
+    const bob = await newClient(w, 'bob', 'bob-1', {
+      store,
+      engine: {
+        api: {
+          ...api,
+          fetchMailbox: (c) => {
+            fetches++;
+            return api.fetchMailbox(c);
+          },
+          // What the store held when each ack left: never less than the ack names.
+          ackMailbox: async (acks) => {
+            for (const a of acks) if (a.conversationId === conv) acked.push({ upTo: a.upTo, stored: cursorAt() });
+            return api.ackMailbox(acks);
+          },
+        },
+      },
+    });
+    conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await alice.engine.connect();
+    const sent = Array.from({ length: 120 }, (_, i) => `m${i}`); // the fake server's pages hold 50
+    for (const t of sent) await alice.engine.sendText(conv, t);
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 120, 'all queued for bob');
+    expect(await bob.engine.syncMailbox()).toBe(120);
+    expect(await texts(bob.engine, conv)).toEqual(sent);
+    expect(fetches).toBe(3);
+    expect(acked.length).toBe(3);
+    for (const a of acked) expect(a.stored).toBeGreaterThanOrEqual(a.upTo);
+    expect(acked.map((a) => a.upTo)).toEqual([...acked.map((a) => a.upTo)].sort((a, b) => a - b));
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    alice.engine.close();
+    bob.engine.close();
+  });
+
   it('the outbox survives a reload and resends with the same client id; delivered once', async () => {
     const w = await makeWorld();
     const { alice, bob, conv } = await pair(w);

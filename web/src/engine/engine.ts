@@ -424,24 +424,38 @@ export function createEngine(opts: EngineOptions): Engine {
 
   /** Offline catch-up: fetch, process and acknowledge the whole mailbox (also the request poll's). */
   const syncMailboxNow = async (): Promise<number> => {
-    let cursor = null;
     let count = 0;
-    do {
-      const page = await ctx.api.fetchMailbox(cursor);
-      const byConv = new Map<string, Envelope[]>();
-      for (const e of page.envelopes) {
-        const { conversationId, ...env } = e;
-        byConv.set(conversationId, [...(byConv.get(conversationId) ?? []), env]);
+    // The next page is fetched while this one is processed, and a page's ack goes out while the next one is
+    // processed (acks one after another, each only after its page's envelopes committed).
+    let next: ReturnType<ServerApi['fetchMailbox']> | null = ctx.api.fetchMailbox(null);
+    let acked: Promise<void> = Promise.resolve();
+    try {
+      while (next) {
+        const page: Awaited<ReturnType<ServerApi['fetchMailbox']>> = await next;
+        next = page.next ? ctx.api.fetchMailbox(page.next) : null;
+        // A prefetched page that fails is seen when awaited; until then its rejection is not unhandled.
+        next?.catch(() => undefined);
+        const byConv = new Map<string, Envelope[]>();
+        for (const e of page.envelopes) {
+          const { conversationId, ...env } = e;
+          byConv.set(conversationId, [...(byConv.get(conversationId) ?? []), env]);
+        }
+        // The page's conversations side by side (each conversation's envelopes stay in order in its own
+        // queue), so their store transactions meet in the sealed store's group commit; acked once all are stored.
+        const done = await Promise.all(
+          [...byConv].map(async ([c, envs]) => ({ c, upTo: await inbox.process(c, envs) })),
+        );
+        const acks: { conversationId: string; upTo: number }[] = [];
+        for (const { c, upTo } of done) if (upTo !== null) acks.push({ conversationId: c, upTo });
+        count += page.envelopes.length;
+        await acked; // an ack that failed stops the sync, as before
+        acked = acks.length ? ctx.api.ackMailbox(acks) : Promise.resolve();
+        acked.catch(() => undefined);
       }
-      // The page's conversations side by side (each conversation's envelopes stay in order in its own queue),
-      // so their store transactions meet in the sealed store's group commit; acked once all are stored.
-      const done = await Promise.all([...byConv].map(async ([c, envs]) => ({ c, upTo: await inbox.process(c, envs) })));
-      const acks: { conversationId: string; upTo: number }[] = [];
-      for (const { c, upTo } of done) if (upTo !== null) acks.push({ conversationId: c, upTo });
-      count += page.envelopes.length;
-      if (acks.length) await ctx.api.ackMailbox(acks);
-      cursor = page.next;
-    } while (cursor);
+      await acked;
+    } finally {
+      await acked.catch(() => undefined);
+    }
     maintainIfConsumed();
     return count;
   };

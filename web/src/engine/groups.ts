@@ -330,6 +330,15 @@ export class Groups {
   }
 
   /**
+   * Whether (u, d) passes `verifiedSender` on what this device already holds (the verified log and device
+   * list), without refreshing anything: false means "ask `verifiedSender`", not "refused".
+   */
+  async isKnownSender(conversationId: string, u: string, d: string): Promise<boolean> {
+    const [member, device] = await Promise.all([this.isVerifiedMember(conversationId, u), this.directory.device(u, d)]);
+    return member && !!device;
+  }
+
+  /**
    * Whether content from (u, d) may be accepted in this conversation: u is a member per the verified log
    * and d is in u's verified device list. On a miss the log (from the server, verified entry by entry)
    * and the device list are refreshed once first — a member added just before they wrote is accepted;

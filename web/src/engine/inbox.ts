@@ -187,32 +187,51 @@ export class Inbox {
     const own = await this.keys.identity();
     // ---- outside the transaction (these may refresh from the network): who may send, and what we keep ----
     const chains = new Map<string, ReceiveChain>();
-    const verified = new Map<string, boolean>();
     const dropped = new Map<string, boolean>();
     const bytes = run.map((e) => fromB64u(e.c));
+    // The run's senders, read side by side from what this device holds (no network); a sender not known
+    // that way is checked with `verifiedSender` (which may refresh the log or the device list), one at a
+    // time in run order, and only up to the first one that fails.
+    const senders = new Map<string, Envelope['from']>();
+    for (const [i, env] of run.entries())
+      if (!isWithheld(bytes[i]!)) senders.set(`${env.from.u}/${env.from.d}`, env.from);
+    const verified = new Map<string, boolean>();
+    await Promise.all(
+      [...senders].map(async ([k, { u, d }]) => {
+        if (await this.groups.isKnownSender(conversationId, u, d)) verified.set(k, true);
+      }),
+    );
     let usable = 0;
+    const first = new Map<string, Envelope>();
     for (const [i, env] of run.entries()) {
       if (!isWithheld(bytes[i]!)) {
         const { u, d } = env.from;
-        const k = `${env.mode}/${u}/${d}`;
-        if (!chains.has(k)) {
-          let ok = verified.get(`${u}/${d}`);
-          if (ok === undefined) {
-            ok = (await this.groups.verifiedSender(conversationId, u, d)) === 'ok';
-            verified.set(`${u}/${d}`, ok);
-          }
-          if (!ok) break;
-          if (u !== own.userId && !dropped.has(u)) dropped.set(u, await this.people.isDropped(conversationId, u));
-          chains.set(
-            k,
-            env.mode === 'group'
-              ? this.groups.receiveChain(conversationId, u, d)
-              : await this.sessions.receiveChain(u, d),
-          );
+        let ok = verified.get(`${u}/${d}`);
+        if (ok === undefined) {
+          ok = (await this.groups.verifiedSender(conversationId, u, d)) === 'ok';
+          verified.set(`${u}/${d}`, ok);
         }
+        if (!ok) break;
+        const k = `${env.mode}/${u}/${d}`;
+        if (!first.has(k)) first.set(k, env);
       }
       usable++;
     }
+    // What the run's chains and senders need, side by side: each chain, and whether we keep a sender's messages.
+    await Promise.all([
+      ...[...first].map(async ([k, env]) => {
+        const { u, d } = env.from;
+        chains.set(
+          k,
+          env.mode === 'group'
+            ? this.groups.receiveChain(conversationId, u, d)
+            : await this.sessions.receiveChain(u, d),
+        );
+      }),
+      ...[...new Set([...first.values()].map((e) => e.from.u))]
+        .filter((u) => u !== own.userId)
+        .map(async (u) => dropped.set(u, await this.people.isDropped(conversationId, u))),
+    ]);
     if (usable === 0) return { taken: 0, acked: null, receipts: [] };
     const timer = await this.groups.timer(conversationId);
     const locks = [...new Set([...chains.values()].map((c) => c.lock))].sort(lockOrder);

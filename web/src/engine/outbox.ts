@@ -395,8 +395,12 @@ export class Outbox {
    */
   async markDeliveredInTx(tx: StoreTx, conversationId: string, ids: readonly string[]): Promise<MessageView[]> {
     const out: MessageView[] = [];
-    for (const id of ids) {
-      const e = await readJson<OutboxEntry>(tx, key(id));
+    // Every id's entry read at once (a receipt from a group member lists other members' messages too, for
+    // which we hold none); each id once, so no read is answered from before a write of this loop.
+    const unique = [...new Set(ids)];
+    const entries = await Promise.all(unique.map((id) => readJson<OutboxEntry>(tx, key(id))));
+    for (const [i, id] of unique.entries()) {
+      const e = entries[i];
       if (!e || e.conversationId !== conversationId || !e.visible) continue;
       if (e.state === 'sent') tx.delete(key(id));
       // Not accepted yet (its `accepted` is late or was lost): it stays queued, and is sent again until it is.
