@@ -104,15 +104,22 @@ describe('local passphrase lock: reads racing a re-key', () => {
   it('a read whose ids were computed with the old keys runs again with the new ones', async () => {
     const base = memoryRawKv();
     let hold: Promise<void> | null = null;
+    const held = async (ids: readonly string[]) => {
+      if (hold && !ids.includes(EPOCH_ID)) {
+        const h = hold;
+        hold = null;
+        await h; // the re-key commits meanwhile: this old id is gone
+      }
+    };
     const raw: RawKv = {
       ...base,
       async get(id) {
-        if (hold && id !== EPOCH_ID) {
-          const h = hold;
-          hold = null;
-          await h; // the re-key commits meanwhile: this old id is gone
-        }
+        await held([id]);
         return base.get(id);
+      },
+      async getMany(ids) {
+        await held(ids);
+        return base.getMany(ids);
       },
     };
     const s = await openSealedStore(raw);

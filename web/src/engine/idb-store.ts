@@ -49,6 +49,24 @@ export function idbRawKv(db: IDBDatabase): RawKv {
       const v = await req(db.transaction(RECORDS).objectStore(RECORDS).get(id));
       return v instanceof Uint8Array ? v : undefined;
     },
+    getMany(ids) {
+      return new Promise((resolve, reject) => {
+        if (ids.length === 0) return resolve([]);
+        const tx = db.transaction(RECORDS);
+        const store = tx.objectStore(RECORDS);
+        const out: (Uint8Array | undefined)[] = new Array(ids.length);
+        tx.onabort = () => reject(tx.error);
+        // Requests of one transaction succeed in the order they were made: the last one answers for all.
+        ids.forEach((id, i) => {
+          const r = store.get(id);
+          r.onsuccess = () => {
+            out[i] = r.result instanceof Uint8Array ? r.result : undefined;
+            if (i === ids.length - 1) resolve(out);
+          };
+          r.onerror = () => reject(r.error);
+        });
+      });
+    },
     async range(prefix) {
       const store = db.transaction(RECORDS).objectStore(RECORDS);
       const range = prefix ? IDBKeyRange.bound(prefix, `${prefix}\uffff`) : undefined;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { utf8 } from './codec.js';
 import { memoryLocks } from './locks.js';
-import { memoryRawKv, openSealedStore, StoreLockedError } from './sealed-store.js';
+import { EPOCH_ID, memoryRawKv, openSealedStore, StoreLockedError } from './sealed-store.js';
 import { readJson } from './storage.js';
 import { engineOn, makeWorld, newClient, ownIdentity, texts, until } from './testing/harness.js';
 
@@ -81,6 +81,56 @@ describe('sealed store (the IndexedDB sealing layer)', () => {
       })
       .catch(() => undefined);
     expect(runs).toBeGreaterThan(1);
+  });
+
+  it('reads asked for in one turn reach the backend as one getMany; each answer as alone; a batched read is still checked at commit', async () => {
+    const base = memoryRawKv();
+    const calls: number[] = [];
+    const lone: string[] = [];
+    const raw = {
+      ...base,
+      get: (id: string) => {
+        if (id !== EPOCH_ID) lone.push(id);
+        return base.get(id);
+      },
+      getMany: (ids: readonly string[]) => {
+        calls.push(ids.length);
+        return base.getMany(ids);
+      },
+    };
+    const s = await openSealedStore(raw);
+    await s.transaction(async (tx) => {
+      tx.put('b/1', utf8('one'));
+      tx.put('b/3', utf8('three'));
+    });
+    calls.length = 0;
+    const keys = ['b/1', 'b/2', 'b/3', 'c/4', 'b/1'];
+    expect(await Promise.all(keys.map((k) => s.get(k)))).toEqual([
+      utf8('one'),
+      undefined,
+      utf8('three'),
+      undefined,
+      utf8('one'),
+    ]);
+    expect(calls).toEqual([5]);
+    // Inside a transaction: one getMany for the lookups made together; a write between read and commit by
+    // another tab (here, straight into the backend) still forces the transaction to run again.
+    calls.length = 0;
+    let runs = 0;
+    await s
+      .transaction(async (tx) => {
+        runs++;
+        const [one, two] = await Promise.all([tx.get('b/1'), tx.get('b/2')]);
+        if (runs === 1) {
+          const other = base.dump().find((r) => r.value.length > 0)!;
+          await base.commit([], [{ id: other.id, value: other.value.slice().reverse() }]);
+        }
+        tx.put('b/2', one ?? two ?? utf8('?'));
+      })
+      .catch(() => undefined);
+    expect(runs).toBeGreaterThan(1);
+    expect(calls[0]).toBe(2);
+    expect(lone).toEqual([]); // records are only ever read through getMany
   });
 
   it('a record another tab rewrote is read as it is now, never as this instance opened or wrote it before', async () => {

@@ -49,6 +49,8 @@ import {
 /** The backend: opaque ids → opaque bytes, one meta value, and an atomic checked commit. */
 export interface RawKv {
   get(id: string): Promise<Uint8Array | undefined>;
+  /** Several records at once (one backend read: IndexedDB answers them in one transaction). */
+  getMany(ids: readonly string[]): Promise<(Uint8Array | undefined)[]>;
   /** Every record whose id starts with `prefix`. */
   range(prefix: string): Promise<{ id: string; value: Uint8Array }[]>;
   /** Atomically: if every check holds (undefined = absent), apply writes (null = delete) and meta. */
@@ -89,6 +91,8 @@ export const SEALED_RECORD_CACHE_VALUE_MAX = 64 * 1024;
 interface Cache {
   readonly ids: Map<string, string>;
   readonly records: Map<string, { readonly sealed: Uint8Array; readonly key: string; readonly value: Uint8Array }>;
+  /** The reader of reads outside a transaction (its batches span callers). */
+  outside?: StoreReader;
 }
 
 /** Map get that marks the entry most recently used. */
@@ -268,24 +272,57 @@ export async function openSealedStore(
     return { key: fromUtf8(pt.slice(4, 4 + len)), value: pt.slice(4 + len) };
   };
 
-  const reader = (k: Keys, seen: Map<string, Uint8Array | undefined> | null): StoreReader => ({
-    async get(key) {
-      const id = await rawId(k, key);
-      const v = await raw.get(id);
-      seen?.set(id, v);
-      return v === undefined ? undefined : (await unseal(k, id, v)).value;
-    },
-    async list(dir) {
-      assertDir(dir);
-      const rows = await raw.range(await dirId(k, dir));
-      const out: StoreEntry[] = [];
-      for (const r of rows) {
-        seen?.set(r.id, r.value);
-        out.push(await unseal(k, r.id, r.value));
+  /**
+   * Reads records for one transaction (`seen` remembers what it saw) or outside any. The gets asked for in
+   * one turn of the event loop (e.g. a batch's `Promise.all` of lookups) reach the backend together, as one
+   * `getMany` (one IndexedDB transaction instead of one each); each answer is what a lone get would return.
+   */
+  const reader = (k: Keys, seen: Map<string, Uint8Array | undefined> | null): StoreReader => {
+    type Read = { key: string; resolve: (v: Uint8Array | undefined) => void; reject: (e: unknown) => void };
+    let queued: Read[] | null = null;
+    const flush = async (batch: Read[]) => {
+      let ids: string[];
+      let values: (Uint8Array | undefined)[];
+      try {
+        ids = await Promise.all(batch.map((b) => rawId(k, b.key)));
+        values = await raw.getMany(ids);
+      } catch (e) {
+        for (const b of batch) b.reject(e);
+        return;
       }
-      return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    },
-  });
+      batch.forEach((b, i) => {
+        const id = ids[i]!;
+        const v = values[i];
+        seen?.set(id, v);
+        if (v === undefined) b.resolve(undefined);
+        else unseal(k, id, v).then((e) => b.resolve(e.value), b.reject);
+      });
+    };
+    return {
+      get: (key) =>
+        new Promise<Uint8Array | undefined>((resolve, reject) => {
+          if (!queued) {
+            const batch: Read[] = [];
+            queued = batch;
+            queueMicrotask(() => {
+              queued = null;
+              void flush(batch);
+            });
+          }
+          (queued as Read[]).push({ key, resolve, reject });
+        }),
+      async list(dir) {
+        assertDir(dir);
+        const rows = await raw.range(await dirId(k, dir));
+        const out: StoreEntry[] = [];
+        for (const r of rows) {
+          seen?.set(r.id, r.value);
+          out.push(await unseal(k, r.id, r.value));
+        }
+        return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      },
+    };
+  };
 
   /**
    * A read outside a transaction: if a re-key replaced the keys while it ran (its ids were computed with
@@ -375,9 +412,15 @@ export async function openSealedStore(
       void exclusive(runGroup);
     });
 
+  const outsideReader = (k: Keys) => {
+    const c = cacheOf(k);
+    c.outside ??= reader(k, null);
+    return c.outside;
+  };
+
   return {
-    get: (key) => outside((k) => reader(k, null).get(key)),
-    list: (dir) => outside((k) => reader(k, null).list(dir)),
+    get: (key) => outside((k) => outsideReader(k).get(key)),
+    list: (dir) => outside((k) => outsideReader(k).list(dir)),
     put: (key, value) => transaction(async (tx) => tx.put(key, value)),
     delete: (key) => transaction(async (tx) => tx.delete(key)),
     transaction,
@@ -432,6 +475,7 @@ export function memoryRawKv(): RawKv & { dump(): { id: string; value: Uint8Array
     a === b || (!!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]));
   return {
     get: async (id) => data.get(id)?.slice(),
+    getMany: async (ids) => ids.map((id) => data.get(id)?.slice()),
     range: async (prefix) =>
       [...data].filter(([id]) => id.startsWith(prefix)).map(([id, value]) => ({ id, value: value.slice() })),
     async commit(checks, writes, m) {
