@@ -52,6 +52,11 @@ describe('bad frames: an error frame, and the socket stays usable (pitfall 24, f
       [JSON.stringify({ v: 2, type: 'send', id: 'x', group: 'AAAA' }), 'unsupported_version'],
       [JSON.stringify({ v: 1, type: 'send', id: 42, group: 'AAAA' }), 'bad_frame'],
       [JSON.stringify({ v: 1, type: 'send', id: 'x', group: 'not base64url!' }), 'bad_frame'],
+      // Base64url alphabet but not decodable: 4n + 1 characters, bits set past the last byte (non-canonical).
+      [JSON.stringify({ v: 1, type: 'send', id: 'x', group: 'AAAAA' }), 'bad_frame'],
+      [JSON.stringify({ v: 1, type: 'send', id: 'x', group: 'AB' }), 'bad_frame'],
+      [JSON.stringify({ v: 1, type: 'send', id: 'x', group: 'AAB' }), 'bad_frame'],
+      [JSON.stringify({ v: 1, type: 'send', id: 'x', to: [{ u: bob.userId, d: 'd0', c: 'AAAAAB' }] }), 'bad_frame'],
       [
         JSON.stringify({ v: 1, type: 'send', id: 'x', group: 'AAAA', to: [{ u: bob.userId, d: 'd0', c: 'AAAA' }] }),
         'bad_frame',

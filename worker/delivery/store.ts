@@ -148,6 +148,20 @@ const PW_INSERT = 'INSERT INTO pairwise (user_id, device_id, seq, c) VALUES ';
 const PW_TUPLE = '(?, ?, ?, ?), ';
 const PW_TUPLE_LAST = '(?, ?, ?, ?)';
 
+/** The multi-row INSERT texts by row count (built once each). */
+const LOG_INSERTS = Array.from({ length: LOG_ROWS_PER_INSERT + 1 }, (_, n) =>
+  n === 0 ? '' : `${LOG_INSERT}${LOG_TUPLE.repeat(n - 1)}${LOG_TUPLE_LAST}`,
+);
+const PW_INSERTS = Array.from({ length: PAIRWISE_ROWS_PER_INSERT + 1 }, (_, n) =>
+  n === 0 ? '' : `${PW_INSERT}${PW_TUPLE.repeat(n - 1)}${PW_TUPLE_LAST}`,
+);
+function logInsert(rows: number): string {
+  return LOG_INSERTS[rows]!;
+}
+function pairwiseInsert(rows: number): string {
+  return PW_INSERTS[rows]!;
+}
+
 /** SQLite BLOB parameter: the exact bytes of the view as an ArrayBuffer. */
 function blob(b: Uint8Array | null): ArrayBuffer | null {
   if (b === null) return null;
@@ -502,26 +516,13 @@ export class DeliveryStore {
     let ts = st.ts;
     const out: AppendResult[] = [];
     const inBatch = new Map<string, AppendResult>();
-    const statements: SqlStorageValue[][] = [];
+    // Statements to run: [text, params] (no closures here: the bundle wraps each in a naming helper per call).
     const texts: string[] = [];
+    const statements: SqlStorageValue[][] = [];
     let logParams: SqlStorageValue[] = [];
     let logRows = 0;
     let pwParams: SqlStorageValue[] = [];
     let pwRows = 0;
-    const flushLog = () => {
-      if (logRows === 0) return;
-      texts.push(`${LOG_INSERT}${LOG_TUPLE.repeat(logRows - 1)}${LOG_TUPLE_LAST}`);
-      statements.push(logParams);
-      logParams = [];
-      logRows = 0;
-    };
-    const flushPairwise = () => {
-      if (pwRows === 0) return;
-      texts.push(`${PW_INSERT}${PW_TUPLE.repeat(pwRows - 1)}${PW_TUPLE_LAST}`);
-      statements.push(pwParams);
-      pwParams = [];
-      pwRows = 0;
-    };
     for (const input of inputs) {
       const key = sendKey(input.senderUser, input.senderDevice, input.clientId);
       const prior = inBatch.get(key) ?? logged?.get(key) ?? null;
@@ -543,26 +544,36 @@ export class DeliveryStore {
         input.group ? input.group.epoch : null,
         input.rcpt ?? null,
       );
-      if (++logRows === LOG_ROWS_PER_INSERT) flushLog();
+      if (++logRows === LOG_ROWS_PER_INSERT) {
+        texts.push(logInsert(logRows));
+        statements.push(logParams);
+        logParams = [];
+        logRows = 0;
+      }
       for (const r of input.recipients) {
         pwParams.push(r.u, r.d, seq, blob(r.c));
-        if (++pwRows === PAIRWISE_ROWS_PER_INSERT) flushPairwise();
+        if (++pwRows === PAIRWISE_ROWS_PER_INSERT) {
+          texts.push(pairwiseInsert(pwRows));
+          statements.push(pwParams);
+          pwParams = [];
+          pwRows = 0;
+        }
       }
       const res = { seq, ts, duplicate: false };
       inBatch.set(key, res);
       out.push(res);
     }
-    flushLog();
-    flushPairwise();
-    const run = () => {
-      for (let i = 0; i < texts.length; i++) {
-        // sql-interpolation-ok: repeats a fixed placeholder tuple only; every value is bound.
-        this.sql.exec(texts[i]!, ...statements[i]!);
-      }
-    };
+    if (logRows > 0) {
+      texts.push(logInsert(logRows));
+      statements.push(logParams);
+    }
+    if (pwRows > 0) {
+      texts.push(pairwiseInsert(pwRows));
+      statements.push(pwParams);
+    }
     try {
-      if (texts.length > 1) this.storage.transactionSync(run);
-      else run();
+      if (texts.length > 1) this.storage.transactionSync(() => this.run(texts, statements));
+      else if (texts.length === 1) this.run(texts, statements);
     } catch (err) {
       // Whatever failed (a full disk, a row the log refused), the id sets are loaded again from the log.
       this.knownIds.clear();
@@ -580,6 +591,13 @@ export class DeliveryStore {
       else known.add(input.clientId);
     }
     return out;
+  }
+
+  private run(texts: string[], statements: SqlStorageValue[][]): void {
+    for (let i = 0; i < texts.length; i++) {
+      // sql-interpolation-ok: repeats a fixed placeholder tuple only (logInsert / pairwiseInsert); every value is bound.
+      this.sql.exec(texts[i]!, ...statements[i]!);
+    }
   }
 
   /**
