@@ -115,6 +115,27 @@ describe('engine over the fake server', () => {
     bob.engine.close();
   });
 
+  it('coming online: the backlog comes through the mailbox, then each socket resumes after it', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    await alice.engine.connect();
+    const sent = ['a', 'b', 'c', 'd', 'e'];
+    for (const t of sent) await alice.engine.sendText(conv, t);
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 5, 'queued for bob');
+    await bob.engine.connect([conv]);
+    await until(async () => (await bob.engine.connectionStatus(conv)) === 'online', 'bob online');
+    expect(await texts(bob.engine, conv)).toEqual(sent);
+    const last = (await bob.engine.messages(conv)).at(-1)!.seq!;
+    const resumes = w.server.sentFrames.filter((f) => f.user === 'bob' && f.frame.type === 'resume');
+    expect(resumes.map((f) => (f.frame.type === 'resume' ? f.frame.after : -1))).toEqual([last]);
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    // Live again: a new message comes over the socket.
+    await alice.engine.sendText(conv, 'live');
+    await until(async () => (await texts(bob.engine, conv)).includes('live'), 'live message');
+    alice.engine.close();
+    bob.engine.close();
+  });
+
   it('the outbox survives a reload and resends with the same client id; delivered once', async () => {
     const w = await makeWorld();
     const { alice, bob, conv } = await pair(w);

@@ -60,7 +60,7 @@ import { Outbox, type OutboxEntry } from './outbox.js';
 import { DEFAULT_HISTORY, type HistoryArchive, type HistoryOptions, OwnDevices } from './own-devices.js';
 import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { Sessions } from './sessions.js';
-import { listJson, putJson, readJson, type Store, type StoreTx, writeJson } from './storage.js';
+import { listJson, mutex, putJson, readJson, type Store, type StoreTx, writeJson } from './storage.js';
 import { type KtAlert, type KtOptions, Transparency } from './transparency.js';
 import {
   type ConnectionStatus,
@@ -349,9 +349,22 @@ export function createEngine(opts: EngineOptions): Engine {
   const messages = new Messages(ctx.store, ctx.now);
   const expiry = new Expiry(ctx, messages);
   const groups = new Groups(ctx, keys, directory, (c) => messages.newest(c));
+  /**
+   * The mailbox catch-up the first `connect` starts (null when none runs): that connect opens its sockets
+   * after it, and any socket opened meanwhile sends its `resume` only after it, from the cursor it left — the
+   * replay then carries only what arrived since, and the backlog goes through the mailbox's large pages
+   * instead of one socket at a time.
+   */
+  let catchUp: Promise<unknown> | null = null;
+  let caughtUp = false;
+  /** Bumped by `disconnect` / `close`: sockets a `connect` left to open after its catch-up are not opened. */
+  let connections = 0;
   const realtime: RealtimeChannel = createRealtime({
     connect: opts.realtime,
-    lastSeq: (c) => messages.cursor(c),
+    lastSeq: async (c) => {
+      if (catchUp) await catchUp;
+      return messages.cursor(c);
+    },
     now: ctx.now,
     ...(opts.backoff ? { backoff: opts.backoff } : {}),
   });
@@ -422,8 +435,14 @@ export function createEngine(opts: EngineOptions): Engine {
   };
   let maintenanceTimer: ReturnType<typeof setInterval> | undefined;
 
-  /** Offline catch-up: fetch, process and acknowledge the whole mailbox (also the request poll's). */
-  const syncMailboxNow = async (): Promise<number> => {
+  /**
+   * Offline catch-up: fetch, process and acknowledge the whole mailbox (also the request poll's and the first
+   * connect's). One sync at a time: a second one runs after the first, for what came since, instead of
+   * processing the same pages side by side.
+   */
+  const oneSync = mutex();
+  const syncMailboxNow = (): Promise<number> => oneSync(syncMailboxPages);
+  const syncMailboxPages = async (): Promise<number> => {
     let count = 0;
     // The next page is fetched while this one is processed, and a page's ack goes out while the next one is
     // processed (acks one after another, each only after its page's envelopes committed).
@@ -1036,11 +1055,30 @@ export function createEngine(opts: EngineOptions): Engine {
     setPref: (k, v) => putJson(ctx.store, `ui/${prefKey(k)}`, v),
     async connect(ids) {
       await expiry.start(); // what expired while we were closed goes before anything is shown
+      if (!caughtUp) {
+        // Coming online: what waited for us comes through the mailbox first (see `catchUp`); a sync that
+        // fails leaves it to the sockets' replay, as before.
+        caughtUp = true;
+        const p = syncMailboxNow()
+          .catch(() => 0)
+          .finally(() => {
+            if (catchUp === p) catchUp = null;
+          });
+        catchUp = p;
+        track(p);
+      }
       const list = ids ?? (await ctx.api.listConversations()).map((c) => c.id);
-      let parkedNow = false;
-      for (const id of list) if (await openOrPark(id)) parkedNow = true;
-      // A request that just appeared: fetch what it holds now rather than at the next tick.
-      if (parkedNow) track(pollRequests());
+      const gen = connections;
+      const open = async () => {
+        if (gen !== connections) return; // disconnected (or closed) meanwhile
+        let parkedNow = false;
+        for (const id of list) if (await openOrPark(id)) parkedNow = true;
+        // A request that just appeared: fetch what it holds now rather than at the next tick.
+        if (parkedNow) track(pollRequests());
+      };
+      // During the catch-up the sockets wait: their tickets and handshakes would only compete with its pages.
+      if (catchUp) track(catchUp.then(open));
+      else await open();
       // While online, re-check the server's counts and the signed-prekey schedule now and then (a tab
       // left open for days still rotates; a failed run is retried at the next tick).
       if (maintenanceTimer === undefined) {
@@ -1048,7 +1086,7 @@ export function createEngine(opts: EngineOptions): Engine {
         (maintenanceTimer as { unref?: () => void }).unref?.(); // Node: never keeps a bot's process alive
       }
       if (monitorTimer === undefined) {
-        track(monitorSelf());
+        track((catchUp ?? Promise.resolve()).then(() => (gen === connections ? monitorSelf() : [])));
         monitorTimer = setInterval(() => track(monitorSelf()), kt.monitorIntervalMs);
         (monitorTimer as { unref?: () => void }).unref?.();
       }
@@ -1056,6 +1094,8 @@ export function createEngine(opts: EngineOptions): Engine {
     async disconnect() {
       expiry.stop();
       realtime.closeAll();
+      caughtUp = false;
+      connections++;
       stopRequestPoll();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
@@ -1276,6 +1316,7 @@ export function createEngine(opts: EngineOptions): Engine {
     close() {
       expiry.stop();
       clearTimeout(readTimer);
+      connections++;
       realtime.closeAll();
       stopRequestPoll();
       clearInterval(maintenanceTimer);
