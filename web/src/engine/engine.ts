@@ -607,7 +607,16 @@ export function createEngine(opts: EngineOptions): Engine {
       track(outbox.flush(conversationId));
       // Entries appended while we were away come only as live frames: fetch what we missed (a direct
       // chat's last entry may be a deleted account's leave, after which no frame ever comes).
-      track(groups.syncLog(conversationId).catch(() => undefined));
+      // Then what a send needs from the server — the verified log and every member's verified device list —
+      // so a message typed after the network drops is encrypted and queued from what is held instead of
+      // failing on a fetch (it waits as `sending` and goes out on reconnect).
+      track(
+        groups
+          .syncLog(conversationId)
+          .catch(() => undefined)
+          .then(() => groups.recipients(conversationId))
+          .catch(() => undefined),
+      );
     }
   });
 

@@ -228,3 +228,27 @@ describe('lost answers', () => {
     bob.engine.close();
   });
 });
+
+describe('the network drops', () => {
+  it('a member who has not sent yet writes in a group after the network dropped: the message waits as sending and goes out, once, when it is back', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const carol = await newClient(w, 'carol');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'g' });
+    for (const c of [alice, bob, carol]) await c.engine.connect([conv]);
+    for (const c of [alice, bob, carol])
+      await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.deviceId} online`);
+    // Online, Bob's engine takes what a send needs (the log, every member's device list) without being asked.
+    await until(async () => !!(await bob.store.get('dir/user/carol')), "Bob holds Carol's device list");
+    w.server.setReachable('bob', 'bob-1', false);
+    const m = await bob.engine.sendText(conv, 'typed offline');
+    expect(m.status).toBe('sending');
+    expect((await bob.engine.messages(conv)).find((x) => x.clientId === m.clientId)?.status).toBe('sending');
+    w.server.setReachable('bob', 'bob-1', true);
+    await until(() => accepted(bob, conv, [m.clientId]), 'accepted after the network came back', 15_000);
+    for (const c of [alice, carol])
+      await until(async () => (await texts(c.engine, conv)).includes('typed offline'), `${c.deviceId} has it`, 15_000);
+    for (const c of [alice, carol]) expect(await texts(c.engine, conv)).toEqual(['typed offline']);
+  });
+});

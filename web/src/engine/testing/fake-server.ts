@@ -164,6 +164,8 @@ export class FakeServer {
   readonly users = new Map<string, FakeUser>();
   readonly conversations = new Map<string, FakeConversation>();
   private readonly offline = new Set<string>();
+  /** Devices whose HTTP calls fail as a dropped network does (`fetch` rejects with a TypeError). */
+  private readonly unreachable = new Set<string>();
   private readonly muted = new Set<string>();
   /** Every frame a client sent, for assertions. */
   readonly sentFrames: { user: string; device: string; conversationId: string; frame: ClientFrame }[] = [];
@@ -353,6 +355,13 @@ export class FakeServer {
     }
   }
 
+  /** The whole network of one device: sockets as `setOnline`, and every HTTP call rejects like a failed fetch. */
+  setReachable(userId: string, deviceId: string, reachable: boolean): void {
+    if (reachable) this.unreachable.delete(dk(userId, deviceId));
+    else this.unreachable.add(dk(userId, deviceId));
+    this.setOnline(userId, deviceId, reachable);
+  }
+
   /** Frames from this device are processed, but nothing reaches it (lost answers, e.g. a dying tab). */
   muteReplies(userId: string, deviceId: string, muted: boolean): void {
     if (muted) this.muted.add(dk(userId, deviceId));
@@ -402,6 +411,20 @@ export class FakeServer {
   }
 
   api(userId: string, deviceId: string): ServerApi {
+    const calls = this.apiCalls(userId, deviceId);
+    return new Proxy(calls, {
+      get: (target, prop, receiver) => {
+        const v = Reflect.get(target, prop, receiver);
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) =>
+          this.unreachable.has(dk(userId, deviceId))
+            ? Promise.reject(new TypeError('fetch failed'))
+            : (v as (...a: unknown[]) => unknown).apply(target, args);
+      },
+    });
+  }
+
+  private apiCalls(userId: string, deviceId: string): ServerApi {
     const me = () => this.liveDevice(userId, deviceId);
     return {
       uploadPrekeys: async (bytes) => {
