@@ -386,6 +386,8 @@ export function createEngine(opts: EngineOptions): Engine {
         // Our profile key will never reach this conversation with this entry: the next message shares it again.
         const r = decodeContent(e.payload);
         if (r.kind === 'ok' && r.content.t === 'pk') await people.unmarkShared(e.conversationId);
+        // Nor our sender key (marked distributed when queued): the next group message distributes it again.
+        if (e.distributes) await groups.forgetDistributed(e.conversationId);
       },
     },
     opts.sendAnswerTimeoutMs,

@@ -406,6 +406,18 @@ export class Groups {
     });
   }
 
+  /**
+   * Our distribution of the current chain failed for good (its entry was given up on): no device is taken to
+   * hold it any more, so the next group send distributes it again instead of every later message being
+   * undecryptable to the devices that never got it.
+   */
+  async forgetDistributed(conversationId: string): Promise<void> {
+    await this.ctx.store.transaction(async (tx) => {
+      const own = await readJson<OwnKeyRecord>(tx, K.own(conversationId));
+      if (own) writeJson(tx, K.own(conversationId), { ...own, distributed: [] });
+    });
+  }
+
   /** Devices that did not get the current chain after all (WITHHELD): the next send distributes again. */
   async unmarkDistributed(conversationId: string, devices: readonly { userId: string; deviceId: string }[]) {
     await this.ctx.store.transaction(async (tx) => {

@@ -252,3 +252,34 @@ describe('the network drops', () => {
     for (const c of [alice, carol]) expect(await texts(c.engine, conv)).toEqual(['typed offline']);
   });
 });
+
+describe('a failed sender-key distribution', () => {
+  it('is distributed again with the next group message (it was marked distributed: every later message stayed undecryptable)', async () => {
+    const w = await makeWorld();
+    const api = w.server.api('alice', 'alice-1');
+    let refuse = 1; // the distribution's bundle claim is refused for good
+    const alice = await newClient(w, 'alice', 'alice-1', {
+      engine: {
+        api: {
+          ...api,
+          claimBundles: async (u) => {
+            if (refuse-- > 0) throw new ApiError(403, 'forbidden');
+            return api.claimBundles(u);
+          },
+        },
+      },
+    });
+    const bob = await newClient(w, 'bob');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
+    for (const c of [alice, bob]) await c.engine.connect([conv]);
+    for (const c of [alice, bob])
+      await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.deviceId} online`);
+    await alice.engine.sendText(conv, 'one');
+    await until(async () => (await bob.engine.messages(conv)).length === 1, 'Bob holds the first message');
+    expect((await bob.engine.messages(conv))[0]).toMatchObject({ status: 'undecryptable', body: null });
+    await alice.engine.sendText(conv, 'two');
+    await until(async () => (await texts(bob.engine, conv)).includes('two'), 'Bob reads the second message');
+    alice.engine.close();
+    bob.engine.close();
+  });
+});
