@@ -714,8 +714,17 @@ function webhookBody(w: World, patch: boolean): fc.Arbitrary<string> {
     .map((b) => JSON.stringify(b));
 }
 
-/** Ciphertext-ish values: a valid-looking one, boundary strings, one far over the ciphertext limit. */
-const cipher = fc.oneof(fc.constant(payload()), boundaryString, fc.constant('A'.repeat(90_000)));
+/**
+ * Ciphertext-ish values: a valid-looking one, boundary strings, one far over the ciphertext limit, and
+ * base64url-alphabet strings that do not decode (4n + 1 characters, bits set past the last byte, padding,
+ * whitespace — the runtime's own decoder would take the last two).
+ */
+const cipher = fc.oneof(
+  fc.constant(payload()),
+  boundaryString,
+  fc.constant('A'.repeat(90_000)),
+  fc.constantFrom('AAAAA', 'AB', 'AAB', 'AA==', 'AA AA'),
+);
 function pairwise(w: World) {
   const item = fc.record(
     {
