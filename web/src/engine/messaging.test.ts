@@ -5,7 +5,17 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { EngineEvent, MessageView } from './context.js';
-import { type Client, linkDevice, makeWorld, newClient, sendRaw, texts, until, type World } from './testing/harness.js';
+import {
+  type Client,
+  linkDevice,
+  makeWorld,
+  newClient,
+  online,
+  sendRaw,
+  texts,
+  until,
+  type World,
+} from './testing/harness.js';
 
 async function direct(w: World) {
   const alice = await newClient(w, 'alice');
@@ -13,12 +23,6 @@ async function direct(w: World) {
   const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
   await online([alice, bob], conv);
   return { alice, bob, conv };
-}
-
-async function online(clients: Client[], conv: string) {
-  for (const c of clients) await c.engine.connect([conv]);
-  for (const c of clients)
-    await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.deviceId} online`);
 }
 
 /** The message with `body` (or matching `pick`) once `c` has it sequenced. */

@@ -12,7 +12,7 @@ import { memoryLocks } from './locks.js';
 import { decodePayload } from './messages.js';
 import { Outbox, type OutboxEntry } from './outbox.js';
 import { memoryStore } from './storage.js';
-import { type Client, cryptoRng, makeWorld, newClient, texts, until, type World } from './testing/harness.js';
+import { type Client, cryptoRng, makeWorld, newClient, online, texts, until, type World } from './testing/harness.js';
 import { ApiError, type ServerFrame } from './transport.js';
 
 function outbox() {
@@ -152,9 +152,7 @@ async function group(engine: Partial<EngineOptions> = {}) {
   const alice = await newClient(w, 'alice', 'alice-1', { engine });
   const bob = await newClient(w, 'bob');
   const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
-  for (const c of [alice, bob]) await c.engine.connect([conv]);
-  for (const c of [alice, bob])
-    await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.deviceId} online`);
+  await online([alice, bob], conv);
   // The fake server's socket internals, to lose frames on the way.
   const server = w.server as unknown as {
     push: (s: { user: string }, f: ServerFrame) => void;
@@ -236,9 +234,7 @@ describe('the network drops', () => {
     const bob = await newClient(w, 'bob');
     const carol = await newClient(w, 'carol');
     const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'g' });
-    for (const c of [alice, bob, carol]) await c.engine.connect([conv]);
-    for (const c of [alice, bob, carol])
-      await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.deviceId} online`);
+    await online([alice, bob, carol], conv);
     // Online, Bob's engine takes what a send needs (the log, every member's device list) without being asked.
     await until(async () => !!(await bob.store.get('dir/user/carol')), "Bob holds Carol's device list");
     w.server.setReachable('bob', 'bob-1', false);
@@ -271,9 +267,7 @@ describe('a failed sender-key distribution', () => {
     });
     const bob = await newClient(w, 'bob');
     const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
-    for (const c of [alice, bob]) await c.engine.connect([conv]);
-    for (const c of [alice, bob])
-      await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.deviceId} online`);
+    await online([alice, bob], conv);
     await alice.engine.sendText(conv, 'one');
     await until(async () => (await bob.engine.messages(conv)).length === 1, 'Bob holds the first message');
     expect((await bob.engine.messages(conv))[0]).toMatchObject({ status: 'undecryptable', body: null });

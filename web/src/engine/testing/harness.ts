@@ -108,6 +108,13 @@ export async function until(cond: () => boolean | Promise<boolean>, what = 'cond
   }
 }
 
+/** Every client connects to `conv`, and the call returns once each one's socket is online. */
+export async function online(clients: readonly Client[], conv: string): Promise<void> {
+  for (const c of clients) await c.engine.connect([conv]);
+  for (const c of clients)
+    await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.deviceId} online`);
+}
+
 export async function texts(e: Engine, conversationId: string): Promise<string[]> {
   return (await e.messages(conversationId, { limit: 1000 })).filter((m) => m.body !== null).map((m) => m.body!);
 }
