@@ -30,6 +30,24 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Whether a failed start says its port (or one it picked beside it) was taken meanwhile. */
+const portTaken = (err: unknown) => err instanceof Error && /Address already in use|EADDRINUSE/.test(err.message);
+
+/**
+ * Runs `start` on a free port, again on another one (up to 3 tries) when the port was taken between
+ * `freePort()` and the server binding it — two servers started side by side (the app and the relay of
+ * bench:delivery) can pick each other's ports, or one's inspector port.
+ */
+export async function onFreePort<T>(start: (port: number) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start(await freePort());
+    } catch (err) {
+      if (attempt >= 3 || !portTaken(err)) throw err;
+    }
+  }
+}
+
 export interface DevServerOptions {
   timeoutMs?: number;
   /** Process environment for `npm run dev` (note: the Worker does not see it once `.dev.vars` exists). */
@@ -46,7 +64,10 @@ export interface DevServerOptions {
 }
 
 export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
-  const port = opts.port ?? (await freePort());
+  return opts.port !== undefined ? startDevServerOn(opts.port, opts) : onFreePort((p) => startDevServerOn(p, opts));
+}
+
+async function startDevServerOn(port: number, opts: DevServerOptions): Promise<DevServer> {
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'e2e-chat-state-'));
   let varsFile: string | undefined;
   const env: Record<string, string> = { ...opts.env };

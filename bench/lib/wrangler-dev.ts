@@ -4,7 +4,7 @@
  * @module
  */
 import { rmSync } from 'node:fs';
-import { freePort, startSupervised } from '../../scripts/dev-server.js';
+import { onFreePort, startSupervised } from '../../scripts/dev-server.js';
 import { QUIET_ENV, ROOT } from '../../scripts/local-env.js';
 
 /** `wrangler dev` of `config` on a free port with its own state folder; resolves once `probePath` answers. */
@@ -13,7 +13,15 @@ export async function startWrangler(
   probePath: string,
   state: string,
 ): Promise<{ url: string; stop: () => Promise<void> }> {
-  const port = await freePort();
+  return onFreePort((port) => startOn(port, config, probePath, state));
+}
+
+async function startOn(
+  port: number,
+  config: string,
+  probePath: string,
+  state: string,
+): Promise<{ url: string; stop: () => Promise<void> }> {
   const { url, stop } = await startSupervised(
     [
       `${ROOT}node_modules/wrangler/bin/wrangler.js`,
