@@ -50,6 +50,8 @@ export type EngineErrorCode =
   | 'too_long'
   | 'not_failed'
   | 'send_failed'
+  /** An outbox entry kept failing for transient reasons (no network, 5xx, 429) past OUTBOX_TRANSIENT_LIFESPAN_MS. */
+  | 'unreachable'
   // attachments (attachments.ts)
   | 'attachment_too_large'
   | 'attachment_quota_exceeded'

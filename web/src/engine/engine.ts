@@ -56,7 +56,7 @@ import { deviceLinkedLine, type InfoLine, infoKey } from './info.js';
 import { Keystore, type KeystoreConfig } from './keystore.js';
 import type { EngineLocks } from './locks.js';
 import { encodePayload, MAX_TEXT_BYTES, Messages } from './messages.js';
-import { Outbox, type OutboxEntry } from './outbox.js';
+import { Outbox, type OutboxEntry, type OutboxRetry } from './outbox.js';
 import { DEFAULT_HISTORY, type HistoryArchive, type HistoryOptions, OwnDevices } from './own-devices.js';
 import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { Sessions } from './sessions.js';
@@ -108,6 +108,11 @@ export interface EngineOptions {
   readonly kt: KtOptions;
   /** A sent frame with no answer after this long is sent again (ms; default SEND_ANSWER_TIMEOUT_MS). */
   readonly sendAnswerTimeoutMs?: number;
+  /**
+   * Retries of an outbox entry whose preparation failed for a transient reason (defaults: OUTBOX_RETRY_*,
+   * OUTBOX_TRANSIENT_LIFESPAN_MS in constants.ts; tests shorten them).
+   */
+  readonly outboxRetry?: Partial<OutboxRetry>;
 }
 
 export interface OwnIdentityView {
@@ -391,6 +396,7 @@ export function createEngine(opts: EngineOptions): Engine {
       },
     },
     opts.sendAnswerTimeoutMs,
+    opts.outboxRetry,
   );
   const people = new People(ctx, keys, (c, u) => groups.addedBy(c, u), opts.messageRequests ?? false);
   // Typing reveals presence: never into a conversation that is still a request (or blocked).
@@ -1326,6 +1332,7 @@ export function createEngine(opts: EngineOptions): Engine {
     },
     close() {
       expiry.stop();
+      outbox.close();
       clearTimeout(readTimer);
       connections++;
       realtime.closeAll();

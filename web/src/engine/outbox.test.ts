@@ -1,7 +1,9 @@
 /**
  * Outbox: delivery receipts queued while an earlier one is not encrypted yet merge into it (one receipt,
  * one ciphertext per member device, instead of one per received batch), up to MAX_RECEIPT_IDS; an entry
- * refused for good lets the next one go; a frame whose answer is lost is sent again.
+ * refused for good lets the next one go; a frame whose answer is lost is sent again. Preparing an entry through
+ * transient failures (no network, 5xx, 429) keeps it `sending` until its lifespan, in order; a permanent
+ * refusal fails it at once; close() stops the retries.
  */
 import { describe, expect, it } from 'vitest';
 import { nobleCurves } from './_protocol.js';
@@ -274,6 +276,146 @@ describe('a failed sender-key distribution', () => {
     await alice.engine.sendText(conv, 'two');
     await until(async () => (await texts(bob.engine, conv)).includes('two'), 'Bob reads the second message');
     alice.engine.close();
+    bob.engine.close();
+  });
+});
+
+describe('the server is unreachable for longer than the old retry budget (8 transient failures, ≈ 30 s)', () => {
+  /** Alice's outbox retries after 2 ms doubling to 10 ms: many transient failures in a fraction of a second. */
+  const retry = { baseMs: 2, maxMs: 10 };
+  const OLD_BUDGET = 8;
+  const refusedClaims = (w: World, user: string) =>
+    w.server.refused.filter((r) => r.user === user && r.call === 'claimBundles').length;
+  const statusOf = async (c: Client, conv: string, clientId: string) =>
+    (await c.engine.messages(conv)).find((m) => m.clientId === clientId)?.status;
+
+  it('a message to a contact whose bundle was never fetched stays sending through many failed claims, and is delivered once when the server is back', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice', 'alice-1', { engine: { outboxRetry: retry } });
+    const bob = await newClient(w, 'bob');
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await online([alice, bob], conv);
+    await alice.engine.idle(); // online, she took the device lists a send needs (not Bob's bundle)
+    w.server.setReachable('alice', 'alice-1', false);
+    const m = await alice.engine.sendText(conv, 'typed offline');
+    // Her first message to Bob needs his bundle: every claim fails like a dropped network.
+    await until(() => refusedClaims(w, 'alice') > 3 * OLD_BUDGET, 'more failed claims than the old budget');
+    expect(await statusOf(alice, conv, m.clientId)).toBe('sending');
+    expect(sendsOf(w, m.clientId)).toBe(0);
+    w.server.setReachable('alice', 'alice-1', true);
+    await until(() => accepted(alice, conv, [m.clientId]), 'accepted once the server is back');
+    await until(async () => (await texts(bob.engine, conv)).length > 0, 'Bob has it');
+    expect(await texts(bob.engine, conv)).toEqual(['typed offline']);
+    expect(sendsOf(w, m.clientId)).toBe(1);
+    expect(await statusOf(alice, conv, m.clientId)).not.toBe('failed');
+    alice.engine.close();
+    bob.engine.close();
+  });
+
+  it("several group messages (Alice's sender key not distributed yet) wait in order behind the distribution and arrive in order, each once", async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice', 'alice-1', { engine: { outboxRetry: retry } });
+    const bob = await newClient(w, 'bob');
+    const carol = await newClient(w, 'carol');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'g' });
+    await online([alice, bob, carol], conv);
+    await alice.engine.idle(); // online, she took the device lists a send needs (not the bundles)
+    w.server.setReachable('alice', 'alice-1', false);
+    const sent: string[] = [];
+    for (const body of ['one', 'two', 'three']) sent.push((await alice.engine.sendText(conv, body)).clientId);
+    await until(() => refusedClaims(w, 'alice') > 3 * OLD_BUDGET, 'more failed claims than the old budget');
+    for (const id of sent) expect(await statusOf(alice, conv, id)).toBe('sending');
+    w.server.setReachable('alice', 'alice-1', true);
+    await until(() => accepted(alice, conv, sent), 'all three accepted once the server is back');
+    for (const c of [bob, carol]) {
+      await until(async () => (await texts(c.engine, conv)).length === 3, `${c.deviceId} has all three`);
+      expect(await texts(c.engine, conv)).toEqual(['one', 'two', 'three']);
+      expect((await c.engine.messages(conv)).filter((m) => m.status === 'undecryptable')).toEqual([]);
+    }
+    expect(sent.map((id) => sendsOf(w, id))).toEqual([1, 1, 1]);
+    const seqs = (await alice.engine.messages(conv)).filter((m) => sent.includes(m.clientId)).map((m) => m.seq!);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    for (const c of [alice, bob, carol]) c.engine.close();
+  });
+
+  it('a permanent refusal fails the waiting message at once, and the next one goes', async () => {
+    const w = await makeWorld();
+    const api = w.server.api('alice', 'alice-1');
+    let mode: 'down' | 'refuse' | 'up' = 'up';
+    let failedClaims = 0;
+    const alice = await newClient(w, 'alice', 'alice-1', {
+      engine: {
+        outboxRetry: retry,
+        api: {
+          ...api,
+          claimBundles: async (u) => {
+            if (mode === 'down') {
+              failedClaims++;
+              throw failedClaims % 3 === 0 ? new ApiError(503, 'unavailable') : new TypeError('fetch failed');
+            }
+            if (mode === 'refuse') throw new ApiError(403, 'forbidden');
+            return api.claimBundles(u);
+          },
+        },
+      },
+    });
+    const bob = await newClient(w, 'bob');
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await online([alice, bob], conv);
+    await alice.engine.idle();
+    mode = 'down';
+    const one = await alice.engine.sendText(conv, 'one');
+    const two = await alice.engine.sendText(conv, 'two');
+    await until(() => failedClaims > 3 * OLD_BUDGET, 'more failed claims (network, 503) than the old budget');
+    expect([await statusOf(alice, conv, one.clientId), await statusOf(alice, conv, two.clientId)]).toEqual([
+      'sending',
+      'sending',
+    ]);
+    // The key directory now refuses the first entry's claim for good: no waiting out the lifespan.
+    mode = 'refuse';
+    await until(async () => (await statusOf(alice, conv, one.clientId)) === 'failed', 'the first message failed');
+    mode = 'up';
+    await alice.engine.sendText(conv, 'three');
+    await until(async () => (await texts(bob.engine, conv)).length === 1, 'Bob has the one that went');
+    expect(await texts(bob.engine, conv)).toEqual(['three']);
+    alice.engine.close();
+    bob.engine.close();
+  });
+
+  it('an entry older than the lifespan fails at its next transient failure', async () => {
+    let skew = 0;
+    const w = await makeWorld({ now: () => Date.now() + skew });
+    const alice = await newClient(w, 'alice', 'alice-1', { engine: { outboxRetry: { ...retry, lifespanMs: 60_000 } } });
+    const bob = await newClient(w, 'bob');
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await online([alice, bob], conv);
+    await alice.engine.idle(); // online, she took the device lists a send needs (not Bob's bundle)
+    w.server.setReachable('alice', 'alice-1', false);
+    const m = await alice.engine.sendText(conv, 'typed offline');
+    await until(() => refusedClaims(w, 'alice') > OLD_BUDGET, 'more failed claims than the old budget');
+    expect(await statusOf(alice, conv, m.clientId)).toBe('sending');
+    skew = 61_000; // the entry is now older than its lifespan
+    await until(async () => (await statusOf(alice, conv, m.clientId)) === 'failed', 'failed past the lifespan');
+    expect((await alice.engine.messages(conv)).find((x) => x.clientId === m.clientId)?.error).toBe('unreachable');
+    alice.engine.close();
+    bob.engine.close();
+  });
+
+  it('close() stops the retries', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice', 'alice-1', { engine: { outboxRetry: retry } });
+    const bob = await newClient(w, 'bob');
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await online([alice, bob], conv);
+    await alice.engine.idle(); // online, she took the device lists a send needs (not Bob's bundle)
+    w.server.setReachable('alice', 'alice-1', false);
+    await alice.engine.sendText(conv, 'typed offline');
+    await until(() => refusedClaims(w, 'alice') > OLD_BUDGET, 'failed claims');
+    alice.engine.close();
+    await alice.engine.idle();
+    const after = refusedClaims(w, 'alice');
+    await new Promise((r) => setTimeout(r, 200)); // ≥ 20 retry periods
+    expect(refusedClaims(w, 'alice')).toBe(after);
     bob.engine.close();
   });
 });

@@ -9,6 +9,11 @@
  * One frame per conversation is in flight at a time; a frame whose answer (accepted / error) has not come
  * after SEND_ANSWER_TIMEOUT_MS while the socket stayed open is sent again (same id: the server answers a
  * retry of an accepted one with its seq) — an answer lost on the way must not hold the conversation for good.
+ * Preparing an entry (bundle claims, device lists) can fail for a transient reason — no network, a 5xx, a
+ * 429: the entry stays `sending` (and the conversation's later entries wait behind it) and is tried again
+ * with capped back-off, and at once when the socket comes back, until it is OUTBOX_TRANSIENT_LIFESPAN_MS
+ * old; only then does a transient failure fail it. A permanent refusal (an EngineError, any other 4xx)
+ * fails it at once. Retry timers are unref'd and stop with `close`.
  * On `device_mismatch` the entry is repaired and retried: extra and stale devices are dropped, their
  * users' device lists refreshed, and only the MISSING devices are encrypted to — if they are in a verified
  * list of a verified member; every other missing slot carries WITHHELD (PITFALLS 16, 17).
@@ -18,7 +23,7 @@
  * @module
  */
 import { type DeviceRef, type ErrorFrame, SEND_ANSWER_TIMEOUT_MS, WIRE_VERSION } from '../../../schema/wire.js';
-import { toB64u } from './_protocol.js';
+import { constants, toB64u } from './_protocol.js';
 import { type EngineContext, EngineError, type MessageView } from './context.js';
 import type { Directory } from './directory.js';
 import type { Groups } from './groups.js';
@@ -68,15 +73,33 @@ const MAX_RECEIPT_IDS = 64;
 
 /** Gives up after this many device_mismatch repairs of one entry. */
 const MAX_REPAIRS = 5;
-/** Preparing an entry (bundle claims, device lists) hit the network or a 5xx/429: retries with back-off
- * (0.25 s doubling to 8 s, ~30 s in all) before the entry fails. */
-const MAX_TRANSIENT_RETRIES = 8;
+
+/**
+ * Retries after a transient failure while preparing an entry: `baseMs` doubling up to `maxMs`; an entry
+ * older than `lifespanMs` (since `createdAt`) fails at its next transient failure. Defaults: OUTBOX_RETRY_*
+ * and OUTBOX_TRANSIENT_LIFESPAN_MS (constants.ts); tests shorten them.
+ */
+export interface OutboxRetry {
+  readonly baseMs: number;
+  readonly maxMs: number;
+  readonly lifespanMs: number;
+}
+export const DEFAULT_OUTBOX_RETRY: OutboxRetry = {
+  baseMs: constants.OUTBOX_RETRY_BASE_MS,
+  maxMs: constants.OUTBOX_RETRY_MAX_MS,
+  lifespanMs: constants.OUTBOX_TRANSIENT_LIFESPAN_MS,
+};
 
 /** A failure that says nothing about the message: the server was unreachable, overloaded or restarting. */
 function isTransient(err: unknown): boolean {
   if (err instanceof EngineError) return false;
   if (err instanceof ApiError) return err.status >= 500 || err.status === 429;
   return err instanceof TypeError; // fetch: connection refused / reset
+}
+/** Why an entry failed: the engine's code; `unreachable` for a transient failure past the lifespan. */
+function failureCode(err: unknown): string {
+  if (err instanceof EngineError) return err.code;
+  return isTransient(err) ? 'unreachable' : 'send_failed';
 }
 const key = (clientId: string) => `out/${clientId}`;
 const ref = (u: string, d: string) => `${u}\n${d}`;
@@ -104,8 +127,12 @@ export class Outbox {
   /** Per conversation: which wait `awaiting` is in — an answer timer only ends the wait it was armed for. */
   private readonly waits = new Map<string, number>();
   private lastWait = 0;
-  /** Transient failures so far per entry (in memory: a reload starts again). */
+  /** Transient failures so far per entry, for the back-off (in memory: a reload starts again). */
   private readonly transient = new Map<string, number>();
+  /** Pending retry and answer timers (cleared by `close`). */
+  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
+  private closed = false;
+  private readonly retry: OutboxRetry;
   /** Per conversation: our queued delivery receipt that is not encrypted yet (new receipts merge into it). */
   private readonly openReceipt = new Map<string, string>();
 
@@ -119,7 +146,41 @@ export class Outbox {
     private readonly hooks: OutboxHooks = {},
     /** How long a sent frame waits for its answer before it is sent again (ms). */
     private readonly answerTimeoutMs: number = SEND_ANSWER_TIMEOUT_MS,
-  ) {}
+    retry: Partial<OutboxRetry> = {},
+  ) {
+    this.retry = { ...DEFAULT_OUTBOX_RETRY, ...retry };
+  }
+
+  /** Stops every retry and answer timer; nothing is sent after (the engine is closing). */
+  close(): void {
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  /** Runs `fn` after `ms` unless closed meanwhile; never keeps a Node process (a bot) alive. */
+  private later(fn: () => void, ms: number): void {
+    if (this.closed) return;
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (!this.closed) fn();
+    }, ms);
+    this.timers.add(t);
+    (t as { unref?: () => void }).unref?.();
+  }
+
+  /**
+   * The conversation waits for `clientId` for `ms`, then flushes again — unless the wait ended first (an
+   * answer, a reconnect's `reset` and flush): a timer only ends the wait it was armed for.
+   */
+  private retryLater(conversationId: string, clientId: string, ms: number): void {
+    const n = this.wait(conversationId, clientId);
+    this.later(() => {
+      if (this.waits.get(conversationId) !== n) return;
+      this.answered(conversationId, clientId);
+      void this.flush(conversationId);
+    }, ms);
+  }
 
   private lastOrder = 0;
 
@@ -183,6 +244,7 @@ export class Outbox {
 
   /** Sends the oldest pending entry of each conversation (or of one), unless one is awaiting its answer. */
   flush(conversationId?: string): Promise<void> {
+    if (this.closed) return Promise.resolve();
     return this.serial(() => this.flushNow(conversationId));
   }
 
@@ -226,13 +288,7 @@ export class Outbox {
    * its answer, or answered without an id), the entry is sent again. A reconnect resends at once anyway.
    */
   private awaitAnswer(conversationId: string, clientId: string): void {
-    const n = this.wait(conversationId, clientId);
-    const t = setTimeout(() => {
-      if (this.waits.get(conversationId) !== n) return;
-      this.answered(conversationId, clientId);
-      void this.flush(conversationId);
-    }, this.answerTimeoutMs);
-    (t as { unref?: () => void }).unref?.(); // Node: never keeps a bot's process alive
+    this.retryLater(conversationId, clientId, this.answerTimeoutMs);
   }
 
   /** Encrypts (once) and sends one entry; 'failed' when it was given up on here. */
@@ -240,10 +296,12 @@ export class Outbox {
     if (this.inFlight.has(clientId)) return;
     this.inFlight.add(clientId);
     let conversationId: string | undefined;
+    let createdAt = 0;
     try {
       let e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
       if (!e || !unsent(e)) return;
       conversationId = e.conversationId;
+      createdAt = e.createdAt;
       if (this.openReceipt.get(e.conversationId) === clientId) this.openReceipt.delete(e.conversationId);
       if (e.mode === 'pairwise' && e.items === null) {
         e = { ...e, items: await this.fanout(e.conversationId, e.payload) };
@@ -255,28 +313,30 @@ export class Outbox {
       if (this.send(e.conversationId, frameOf(e))) this.awaitAnswer(e.conversationId, e.clientId);
       this.transient.delete(clientId);
     } catch (err) {
-      const tries = this.transient.get(clientId) ?? 0;
-      if (conversationId !== undefined && isTransient(err) && tries < MAX_TRANSIENT_RETRIES) {
+      if (conversationId !== undefined && this.retryable(err, createdAt)) {
         // Keep the entry (and everything after it in this conversation: a sender-key distribution must
         // precede its group message) and try again later; a reconnect retries at once.
-        const conv = conversationId;
-        this.transient.set(clientId, tries + 1);
-        this.wait(conv, clientId);
-        setTimeout(
-          () => {
-            this.answered(conv, clientId);
-            void this.flush(conv);
-          },
-          Math.min(8000, 250 * 2 ** tries),
-        );
+        this.retryLater(conversationId, clientId, this.backoff(clientId));
         return;
       }
       this.transient.delete(clientId);
-      await this.fail(clientId, err instanceof EngineError ? err.code : 'send_failed');
+      await this.fail(clientId, failureCode(err));
       return 'failed';
     } finally {
       this.inFlight.delete(clientId);
     }
+  }
+
+  /** A transient failure of an entry younger than the lifespan: it waits and is tried again. */
+  private retryable(err: unknown, createdAt: number): boolean {
+    return isTransient(err) && this.ctx.now() - createdAt < this.retry.lifespanMs;
+  }
+
+  /** The delay before the next try of an entry that just failed transiently (capped doubling). */
+  private backoff(clientId: string): number {
+    const tries = this.transient.get(clientId) ?? 0;
+    this.transient.set(clientId, tries + 1);
+    return Math.min(this.retry.maxMs, this.retry.baseMs * 2 ** Math.min(tries, 30));
   }
 
   /** One ciphertext per device of every verified member (their verified devices only). */
@@ -338,17 +398,17 @@ export class Outbox {
         const items = await this.repair(e, frame);
         await putJson(this.ctx.store, key(e.clientId), { ...e, items, attempts: e.attempts + 1 });
       } catch (err) {
-        return this.fail(e.clientId, err instanceof EngineError ? err.code : 'send_failed');
+        if (!this.retryable(err, e.createdAt)) return this.fail(e.clientId, failureCode(err));
+        // A bundle claim for a missing device hit the network: the same frame goes again later, and its
+        // mismatch is repaired then.
+        this.retryLater(conversationId, e.clientId, this.backoff(e.clientId));
+        return;
       }
       await this.trySend(e.clientId);
       return;
     }
     if (frame.code === 'rate_limited' || frame.code === 'unavailable' || frame.code === 'internal') {
-      this.wait(conversationId, e.clientId);
-      setTimeout(() => {
-        this.answered(conversationId, e.clientId);
-        void this.flush(conversationId);
-      }, frame.retryAfterMs ?? 1000);
+      this.retryLater(conversationId, e.clientId, frame.retryAfterMs ?? 1000);
       return;
     }
     return this.fail(e.clientId, frame.code);

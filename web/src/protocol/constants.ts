@@ -278,6 +278,17 @@ export const EDIT_WINDOW_MS = 24 * 3600 * 1000;
 export const MIN_TIMER_SECONDS = 5 * 60;
 export const MAX_TIMER_SECONDS = 28 * 24 * 3600;
 
+// ---- Client delivery (the engine's outbox) -------------------------------------------------------------
+/**
+ * Preparing a queued message (a bundle claim, a device list) failed for a transient reason — no network,
+ * 5xx, 429: it is tried again after OUTBOX_RETRY_BASE_MS, doubling up to OUTBOX_RETRY_MAX_MS (and at once
+ * when a socket comes back), and stays `sending` until its age passes OUTBOX_TRANSIENT_LIFESPAN_MS — like
+ * Signal's one-day job lifespan — after which its next transient failure fails it.
+ */
+export const OUTBOX_RETRY_BASE_MS = 250;
+export const OUTBOX_RETRY_MAX_MS = 30_000;
+export const OUTBOX_TRANSIENT_LIFESPAN_MS = 24 * 3600 * 1000;
+
 // ---- Passwords (client-side pre-hash; see password.ts) -------------------------------------------------
 /** Domain-separates the username-derived argon2id salt. */
 export const LABEL_PASSWORD_SALT = 'e2e-chat/v1 password salt';

@@ -59,6 +59,8 @@ export function failureText(code: string | undefined): string {
       return 'Too many messages at once.';
     case 'no_devices':
       return 'Nobody here has a device to receive it.';
+    case 'unreachable':
+      return 'The server could not be reached for a day.';
     default:
       return 'It could not be sent.';
   }

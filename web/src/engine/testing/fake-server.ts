@@ -166,6 +166,8 @@ export class FakeServer {
   private readonly offline = new Set<string>();
   /** Devices whose HTTP calls fail as a dropped network does (`fetch` rejects with a TypeError). */
   private readonly unreachable = new Set<string>();
+  /** HTTP calls that failed that way: the device and the `ServerApi` method called. */
+  readonly refused: { user: string; device: string; call: string }[] = [];
   private readonly muted = new Set<string>();
   /** Every frame a client sent, for assertions. */
   readonly sentFrames: { user: string; device: string; conversationId: string; frame: ClientFrame }[] = [];
@@ -416,10 +418,12 @@ export class FakeServer {
       get: (target, prop, receiver) => {
         const v = Reflect.get(target, prop, receiver);
         if (typeof v !== 'function') return v;
-        return (...args: unknown[]) =>
-          this.unreachable.has(dk(userId, deviceId))
-            ? Promise.reject(new TypeError('fetch failed'))
-            : (v as (...a: unknown[]) => unknown).apply(target, args);
+        return (...args: unknown[]) => {
+          if (!this.unreachable.has(dk(userId, deviceId)))
+            return (v as (...a: unknown[]) => unknown).apply(target, args);
+          this.refused.push({ user: userId, device: deviceId, call: String(prop) });
+          return Promise.reject(new TypeError('fetch failed'));
+        };
       },
     });
   }
