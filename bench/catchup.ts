@@ -465,7 +465,9 @@ async function main(): Promise<void> {
             );
             await Promise.race([all, timeout]);
             // ---- the conversation list, as the app renders it: list + newest message of each ----
+            const tList = performance.now();
             const list = await R.engine.conversations();
+            const tPreviews = performance.now();
             const previews = await Promise.all(
               list.map(async (c: { id: string }) => [c.id, (await R.engine.messages(c.id, { limit: 1 })).at(-1)?.body]),
             );
@@ -498,6 +500,9 @@ async function main(): Promise<void> {
                   lines.push(
                     `    socket: created ${(w.created - t0).toFixed(0)}, open ${(w.open - t0).toFixed(0)}, frames ${w.frames} from ${(w.first - t0).toFixed(0)} to ${(w.last - t0).toFixed(0)} ms`,
                   );
+              lines.push(
+                `    after all decrypted + stored: conversations() ${(tPreviews - tList).toFixed(0)} ms, previews ${(done - tPreviews).toFixed(0)} ms`,
+              );
               console.log(
                 `requests and sockets (${path}), online → done ${(done - t0).toFixed(0)} ms:\n${lines.join('\n')}`,
               );
@@ -530,10 +535,16 @@ async function main(): Promise<void> {
             }
             if (stored.length !== expected.size || new Set(stored).size !== expected.size)
               throw new Error(`stored ${stored.length} (${new Set(stored).size} distinct), expected ${expected.size}`);
-            return { ms: done - t0, decryptedMs: decryptedAt - t0, store };
+            return {
+              ms: done - t0,
+              decryptedMs: decryptedAt - t0,
+              store,
+              listMs: tPreviews - tList,
+              previewsMs: done - tPreviews,
+            };
           },
           { label, path, bodies: sent.bodies, last: sent.last },
-        )) as { ms: number; decryptedMs: number; store: StoreCounts };
+        )) as { ms: number; decryptedMs: number; store: StoreCounts; listMs: number; previewsMs: number };
       };
 
       process.stdout.write('warm-up round (sessions and sender keys)…\n');
@@ -548,7 +559,7 @@ async function main(): Promise<void> {
           const t = await round(`r${run}${path[0]}${tag}`, path, perDirect, perGroup);
           catchup.push({ path, ms: t.ms, decryptedMs: t.decryptedMs, load: l, store: t.store });
           process.stdout.write(
-            `  run ${run + 1} ${path}: ${t.ms.toFixed(0)} ms (all decrypted+stored at ${t.decryptedMs.toFixed(0)} ms) · store: ${t.store.gets} reads, ${t.store.lists} lists, ${t.store.txs} write transactions (${t.store.txMs.toFixed(0)} ms inside them) · network: ${t.store.http} HTTP requests (${t.store.httpBusyMs.toFixed(0)} ms with one in flight, ${t.store.httpMs.toFixed(0)} ms summed), ${t.store.wsFrames} WebSocket frames in · load ${l}\n`,
+            `  run ${run + 1} ${path}: ${t.ms.toFixed(0)} ms (all decrypted+stored at ${t.decryptedMs.toFixed(0)} ms; then conversations() ${t.listMs.toFixed(0)} ms, previews ${t.previewsMs.toFixed(0)} ms) · store: ${t.store.gets} reads, ${t.store.lists} lists, ${t.store.txs} write transactions (${t.store.txMs.toFixed(0)} ms inside them) · network: ${t.store.http} HTTP requests (${t.store.httpBusyMs.toFixed(0)} ms with one in flight, ${t.store.httpMs.toFixed(0)} ms summed), ${t.store.wsFrames} WebSocket frames in · load ${l}\n`,
           );
         }
       await page.evaluate(async () => {

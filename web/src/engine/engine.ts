@@ -1001,24 +1001,26 @@ export function createEngine(opts: EngineOptions): Engine {
       // Our own sync conversation is never shown; its socket is kept open (read positions arrive there).
       if (all.some((c) => c.id === self)) realtime.open(self);
       const list = all.filter((c) => c.id !== self);
-      const out: ConversationView[] = [];
-      for (const c of list) {
-        try {
-          out.push(await conversationView(c.id));
-        } catch (e) {
-          console.error('engine: conversation', c.id, e);
-        }
-      }
+      // Each conversation's view read side by side (their store reads meet in one backend read), in list order.
+      const views = async (ids: readonly string[], removed: boolean) =>
+        (
+          await Promise.all(
+            ids.map((id) =>
+              conversationView(id, removed).catch((e) => {
+                console.error('engine: conversation', id, e);
+                return null;
+              }),
+            ),
+          )
+        ).filter((v): v is ConversationView => v !== null);
+      const out = await views(
+        list.map((c) => c.id),
+        false,
+      );
       await groups.remember(out.map((c) => c.id));
       const listed = new Set(list.map((c) => c.id));
-      for (const id of await groups.knownConversations()) {
-        if (listed.has(id) || id === self) continue;
-        try {
-          out.push(await conversationView(id, true));
-        } catch (e) {
-          console.error('engine: conversation', id, e);
-        }
-      }
+      const gone = (await groups.knownConversations()).filter((id) => !listed.has(id) && id !== self);
+      out.push(...(await views(gone, true)));
       return out;
     },
     async infoLines(c) {
