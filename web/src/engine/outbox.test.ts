@@ -11,9 +11,9 @@ import { encodeRecord } from './codec.js';
 import type { EngineContext } from './context.js';
 import type { EngineOptions } from './engine.js';
 import { memoryLocks } from './locks.js';
-import { decodePayload } from './messages.js';
+import { decodePayload, Messages } from './messages.js';
 import { Outbox, type OutboxEntry } from './outbox.js';
-import { memoryStore } from './storage.js';
+import { memoryStore, type Store } from './storage.js';
 import { type Client, cryptoRng, makeWorld, newClient, online, texts, until, type World } from './testing/harness.js';
 import { ApiError, type ServerFrame } from './transport.js';
 
@@ -78,6 +78,92 @@ describe('delivery receipts', () => {
     expect(all.length).toBe(2);
     expect(all.every((e) => covered(e).length <= 64)).toBe(true);
     expect(all.flatMap(covered).sort()).toEqual(ids(0, 70).sort());
+  });
+});
+
+describe('receipts naming messages we never sent', () => {
+  /** One store shared by two outboxes (two tabs); counts the outbox records read inside transactions. */
+  function tabs() {
+    const base = memoryStore();
+    const reads: string[] = [];
+    const store: Store = {
+      ...base,
+      transaction: (fn) =>
+        base.transaction((tx) =>
+          fn({
+            ...tx,
+            get: (k) => {
+              if (k.startsWith('out/')) reads.push(k);
+              return tx.get(k);
+            },
+            list: (d) => tx.list(d),
+            put: (k, v) => tx.put(k, v),
+            delete: (k) => tx.delete(k),
+          }),
+        ),
+    };
+    const ctx: EngineContext = {
+      store,
+      api: undefined as unknown as EngineContext['api'],
+      curves: nobleCurves,
+      rng: cryptoRng,
+      now: Date.now,
+      locks: memoryLocks(),
+      emit: () => {},
+    };
+    const none = undefined as never;
+    const tab = () => new Outbox(ctx, none, none, none, new Messages(store), () => false);
+    return { store, reads, tab };
+  }
+  const message = (clientId: string): OutboxEntry => ({
+    clientId,
+    conversationId: 'c1',
+    kind: 'message',
+    payload: new TextEncoder().encode(clientId),
+    mode: 'group',
+    items: null,
+    group: null,
+    state: 'sent',
+    seq: 7,
+    attempts: 1,
+    createdAt: 1,
+    visible: true,
+  });
+  const receiptFor = (store: Store, o: Outbox, ids: readonly string[]) =>
+    store.transaction((tx) => o.markDeliveredInTx(tx, 'c1', ids));
+  const settled = async (store: Store) => {
+    await store.transaction(async () => undefined);
+    await new Promise((r) => setTimeout(r, 0));
+  };
+
+  it('once our sent ids are known, a receipt naming only other members’ messages reads no outbox record; ours are still found', async () => {
+    const { store, reads, tab } = tabs();
+    const o = tab();
+    await o.enqueue(message('mine-1'));
+    await receiptFor(store, o, ids(0, 5)); // the first receipt looks every id up, and learns our sent ids
+    await settled(store);
+    reads.length = 0;
+    await receiptFor(store, o, ids(100, 60));
+    expect(reads).toEqual([]);
+    await o.enqueue(message('mine-2'));
+    await receiptFor(store, o, [...ids(200, 60), 'mine-2']);
+    expect(reads).toEqual(['out/mine-2']);
+    // `sent` → delivered: the entry is done with.
+    expect((await o.entries()).map((e) => e.clientId)).toEqual(['mine-1']);
+  });
+
+  it('a message another tab queued meanwhile is still marked delivered by the first receipt that names it', async () => {
+    const { store, tab } = tabs();
+    const [a, b] = [tab(), tab()];
+    await a.enqueue(message('from-a'));
+    await receiptFor(store, a, ids(0, 5));
+    await settled(store); // a knows its sent ids as of now
+    await b.enqueue(message('from-b')); // … which b's entry makes incomplete
+    await receiptFor(store, a, [...ids(10, 20), 'from-b']);
+    expect((await a.entries()).map((e) => e.clientId)).toEqual(['from-a']);
+    await settled(store);
+    await receiptFor(store, a, ['from-a']);
+    expect(await a.entries()).toEqual([]);
   });
 });
 

@@ -102,6 +102,14 @@ function failureCode(err: unknown): string {
   return isTransient(err) ? 'unreachable' : 'send_failed';
 }
 const key = (clientId: string) => `out/${clientId}`;
+/**
+ * The outbox's version: random bytes rewritten by every transaction that adds a visible entry (`enqueue`),
+ * so an instance's in-memory set of visible entry ids (`Outbox.sent`) is known to be complete exactly while
+ * the store holds the version it was taken at (random: two histories never share one).
+ */
+const VERSION_KEY = 'outv/version';
+/** Most ids `Outbox.sent` holds; with more, receipts look every id up (as without it). */
+const SENT_IDS_MAX = 4096;
 const ref = (u: string, d: string) => `${u}\n${d}`;
 
 /**
@@ -135,6 +143,13 @@ export class Outbox {
   private readonly retry: OutboxRetry;
   /** Per conversation: our queued delivery receipt that is not encrypted yet (new receipts merge into it). */
   private readonly openReceipt = new Map<string, string>();
+  /**
+   * The client ids of every visible entry as of the store's outbox version `version` (a superset: entries
+   * deleted since may still be in it; null: more than SENT_IDS_MAX). A receipt's ids are looked up only where
+   * they are in it — a receipt from a group member names mostly other members' messages, which we never had
+   * in our outbox.
+   */
+  private sent: { readonly version: string; readonly ids: Set<string> | null } | null = null;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -186,7 +201,53 @@ export class Outbox {
 
   async enqueue(entry: OutboxEntry): Promise<void> {
     this.lastOrder = Math.max(this.lastOrder + 1, this.ctx.now() * 1000);
-    await putJson(this.ctx.store, key(entry.clientId), { ...entry, order: this.lastOrder });
+    const e = { ...entry, order: this.lastOrder };
+    if (!entry.visible) return putJson(this.ctx.store, key(entry.clientId), e);
+    // A visible entry changes the outbox's version in the same transaction (see `sent`).
+    const { before, after } = await this.ctx.store.transaction(async (tx) => {
+      const v = { before: await readJson<string>(tx, VERSION_KEY), after: toB64u(this.ctx.rng(16)) };
+      writeJson(tx, key(entry.clientId), e);
+      writeJson(tx, VERSION_KEY, v.after);
+      return v;
+    });
+    // Our set stays complete only if it was complete for the version this transaction replaced.
+    const sent = this.sent;
+    this.sent =
+      sent && sent.version === (before ?? '')
+        ? { version: after, ids: sent.ids && sent.ids.size < SENT_IDS_MAX ? sent.ids.add(entry.clientId) : null }
+        : null;
+  }
+
+  /**
+   * Which of `ids` may have a visible entry (inside `tx`: the version read is checked at its commit): those
+   * in the in-memory set when it belongs to the store's version; else all of them, and the set is taken anew
+   * in the background (in its own transaction: what is remembered is only ever what a commit confirmed).
+   */
+  private async mayHaveSentInTx(tx: StoreTx, ids: readonly string[]): Promise<readonly string[]> {
+    const version = (await readJson<string>(tx, VERSION_KEY)) ?? '';
+    if (this.sent?.version === version) {
+      const sent = this.sent.ids;
+      return sent ? ids.filter((id) => sent.has(id)) : ids;
+    }
+    this.loadingSent ??= this.loadSent().finally(() => (this.loadingSent = null));
+    return ids;
+  }
+
+  private loadingSent: Promise<void> | null = null;
+
+  /** Takes the set of visible entry ids, with the version it belongs to. */
+  private async loadSent(): Promise<void> {
+    try {
+      const r = await this.ctx.store.transaction(async (tx) => {
+        const version = (await readJson<string>(tx, VERSION_KEY)) ?? '';
+        const all = await listJson<OutboxEntry>(tx, 'out/');
+        const ids = all.filter((e) => e.value.visible).map((e) => e.value.clientId);
+        return { version, ids: ids.length <= SENT_IDS_MAX ? new Set(ids) : null };
+      });
+      this.sent = r;
+    } catch {
+      this.sent = null; // e.g. the store was locked: receipts look every id up, as without the set
+    }
   }
 
   /**
@@ -455,9 +516,11 @@ export class Outbox {
    */
   async markDeliveredInTx(tx: StoreTx, conversationId: string, ids: readonly string[]): Promise<MessageView[]> {
     const out: MessageView[] = [];
-    // Every id's entry read at once (a receipt from a group member lists other members' messages too, for
-    // which we hold none); each id once, so no read is answered from before a write of this loop.
-    const unique = [...new Set(ids)];
+    // Every id's entry read at once, only for ids that may be ours (a receipt from a group member lists other
+    // members' messages too, for which we hold none); each id once, so no read is answered from before a
+    // write of this loop.
+    const unique = await this.mayHaveSentInTx(tx, [...new Set(ids)]);
+    if (unique.length === 0) return out;
     const entries = await Promise.all(unique.map((id) => readJson<OutboxEntry>(tx, key(id))));
     for (const [i, id] of unique.entries()) {
       const e = entries[i];
