@@ -10,7 +10,10 @@
  *   the excerpts its replies carry;
  * - `exp/<expiresAt>.<seq>.<conv>`: disappearing messages by expiry time (expiry.ts sweeps it).
  * - `att/<conv>/<clientId>`: an attachment message's full pointer (key and digest included), written in
- *   the same transaction as the message, so the MessageView the UI gets never carries the key.
+ *   the same transaction as the message, so the MessageView the UI gets never carries the key;
+ * - `top/<conv>`: the highest seq stored. Once `topb/<conv>` is set (checked once per conversation: older
+ *   stores' history imports did not raise it) it bounds every stored message, and a page (the newest, or the
+ *   list preview) is read seq by seq down from it instead of listing the conversation.
  *
  * Payloads (inside every pairwise or sender-key ciphertext) are the content types of protocol/content.ts
  * (docs/PROTOCOL.md §"Content types"): `text`, `att`, `react`, `edit`, `delete`, `typing`, `receipt`, `skd`, `pk`, `sync` (read
@@ -64,17 +67,28 @@ const K = {
   attachment: (c: string, clientId: string) => `att/${c}/${clientId}`,
   /** The highest seq stored (our own accepted messages included: the cursor counts only received ones). */
   top: (c: string) => `top/${c}`,
+  /** Present once `top/<c>` is known to bound every message stored in the conversation (see `Messages.page`). */
+  topBounds: (c: string) => `topb/${c}`,
   id: (c: string, id: string) => `mid/${c}/${id}`,
   quotedBy: (c: string, id: string, seq: number) => `qr/${c}/${id}/${pad(seq)}`,
   quotedDir: (c: string, id: string) => `qr/${c}/${id}/`,
   expiry: (at: number, c: string, seq: number) => `exp/${pad(at)}.${pad(seq)}.${c}`,
 };
 export const EXPIRY_DIR = 'exp/';
+/** Largest page `Messages.page` reads newest first, seq by seq (a larger one lists the conversation). */
+const SCAN_LIMIT = 200;
+/** Most seqs one newest-first page reads before it lists the conversation instead. */
+const SCAN_MAX_SEQS = 1024;
 
 /** An expiry index entry's parts (`exp/<at>.<seq>.<conv>`). */
 export function parseExpiryKey(key: string): { at: number; seq: number; conversationId: string } | null {
   const m = /^exp\/(\d{16})\.(\d{16})\.([A-Za-z0-9_-]+)$/.exec(key);
   return m ? { at: Number(m[1]), seq: Number(m[2]), conversationId: m[3]! } : null;
+}
+
+/** Raises the conversation's `top` to `seq`: for messages stored without `putInTx` (a history import). */
+export async function raiseTopInTx(tx: StoreTx, conversationId: string, seq: number): Promise<void> {
+  if (((await readJson<number>(tx, K.top(conversationId))) ?? 0) < seq) writeJson(tx, K.top(conversationId), seq);
 }
 
 export class Messages {
@@ -117,6 +131,59 @@ export class Messages {
    */
   async prefetchInTx(tx: StoreTx, conversationId: string, ids: readonly string[]): Promise<void> {
     await Promise.all([tx.get(K.top(conversationId)), ...ids.map((id) => tx.get(K.id(conversationId, id)))]);
+  }
+
+  /**
+   * `page`'s sequenced messages read newest first: the seqs from `top` (or below `beforeSeq`) down, a window
+   * of gets at a time (one backend read each), skipping seqs that hold no message (signals, receipts, actions)
+   * or an expired one, until `limit` are found or seq 1 is passed. Null — the caller lists the conversation —
+   * when `top` is not yet known to bound every stored message (then that is checked, once per conversation,
+   * see `checkTop`), or when SCAN_MAX_SEQS seqs held too few messages.
+   */
+  private async scan(conversationId: string, limit: number, beforeSeq?: number): Promise<MessageView[] | null> {
+    const [top, bounds] = await Promise.all([
+      readJson<number>(this.store, K.top(conversationId)),
+      this.store.get(K.topBounds(conversationId)),
+    ]);
+    if (bounds === undefined) {
+      await this.checkTop(conversationId);
+      return null;
+    }
+    const now = this.now();
+    const newestFirst: MessageView[] = [];
+    let hi = Math.min(top ?? 0, beforeSeq === undefined ? Number.MAX_SAFE_INTEGER : beforeSeq - 1);
+    let budget = SCAN_MAX_SEQS;
+    while (hi >= 1 && newestFirst.length < limit) {
+      if (budget <= 0) return null;
+      const n = Math.min(hi, budget, Math.max(2 * (limit - newestFirst.length), 16));
+      const window = await Promise.all(
+        Array.from({ length: n }, (_, i) => readJson<MessageView>(this.store, K.msg(conversationId, hi - i))),
+      );
+      for (const m of window) {
+        if (!m || (m.expiresAt !== undefined && m.expiresAt <= now)) continue;
+        newestFirst.push(m);
+        if (newestFirst.length === limit) break;
+      }
+      hi -= n;
+      budget -= n;
+    }
+    return newestFirst.reverse();
+  }
+
+  /**
+   * Makes `top` bound every stored message of the conversation (a store from before `top` covered history
+   * imports may hold messages above it), then marks it so. Runs once per conversation, in one transaction:
+   * a message stored meanwhile moves `top`, which this transaction read, so it runs again.
+   */
+  private async checkTop(conversationId: string): Promise<void> {
+    await this.store.transaction(async (tx) => {
+      if ((await tx.get(K.topBounds(conversationId))) !== undefined) return;
+      const keys = (await tx.list(K.msgDir(conversationId))).map((e) => e.key);
+      const stored = keys.length ? Number(keys[keys.length - 1]!.slice(K.msgDir(conversationId).length)) : 0;
+      const top = (await readJson<number>(tx, K.top(conversationId))) ?? 0;
+      if (stored > top) writeJson(tx, K.top(conversationId), stored);
+      writeJson(tx, K.topBounds(conversationId), true);
+    });
   }
 
   /** The newest seq this device knows in the conversation: processed (cursor) or stored (own accepted). */
@@ -299,13 +366,17 @@ export class Messages {
   /**
    * Up to `limit` sequenced messages before `beforeSeq` (newest page when omitted), oldest first; the
    * newest page also carries pending local messages at the end. Messages past their expiry are never
-   * returned, even before the sweep has deleted them.
+   * returned, even before the sweep has deleted them. A page of at most SCAN_LIMIT is read newest first,
+   * seq by seq down from `top` (`scan`), instead of listing the whole conversation.
    */
   async page(conversationId: string, opts: { beforeSeq?: number; limit?: number } = {}): Promise<MessageView[]> {
     const limit = opts.limit ?? 50;
-    const all = await this.all(conversationId);
-    const older = opts.beforeSeq === undefined ? all : all.filter((m) => (m.seq ?? 0) < opts.beforeSeq!);
-    const page = older.slice(Math.max(0, older.length - limit));
+    let page = limit <= SCAN_LIMIT ? await this.scan(conversationId, limit, opts.beforeSeq) : null;
+    if (!page) {
+      const all = await this.all(conversationId);
+      const older = opts.beforeSeq === undefined ? all : all.filter((m) => (m.seq ?? 0) < opts.beforeSeq!);
+      page = older.slice(Math.max(0, older.length - limit));
+    }
     if (opts.beforeSeq !== undefined) return page;
     const pending = (await listJson<MessageView>(this.store, K.pendingDir(conversationId)))
       .map((e) => e.value)

@@ -42,6 +42,7 @@ import {
 import type { EngineContext, MessageStatus, MessageView } from './context.js';
 import type { Directory } from './directory.js';
 import type { Keystore } from './keystore.js';
+import { raiseTopInTx } from './messages.js';
 import { listJson, readJson, type StoreTx, writeJson } from './storage.js';
 
 export interface HistoryOptions {
@@ -271,6 +272,7 @@ export class OwnDevices {
     return this.ctx.store.transaction(async (tx) => {
       let messages = 0;
       const convs = new Set<string>();
+      const highest = new Map<string, number>();
       for (const r of records) {
         if (r.conversationId === self) continue;
         if (r.kind === 'read_position') {
@@ -295,7 +297,10 @@ export class OwnDevices {
         writeJson(tx, k, m);
         messages++;
         convs.add(r.conversationId);
+        highest.set(r.conversationId, Math.max(highest.get(r.conversationId) ?? 0, r.seq));
       }
+      // Each conversation's `top` bounds its messages, imported ones too (messages.ts `page` reads down from it).
+      for (const [c, seq] of highest) await raiseTopInTx(tx, c, seq);
       return { messages, conversations: [...convs] };
     });
   }
