@@ -25,9 +25,11 @@ const accepted = (c: Client) => c.frames.filter((f) => f.type === 'accepted');
 const bytes = (n: number, fill: number) => new Uint8Array(n).fill(fill);
 
 /** A fresh DO store (its own conversation object), for store-level scenarios. */
-function withStore<T>(f: (store: DeliveryStore, sql: SqlStorage) => T): Promise<T> {
+function withStore<T>(f: (store: DeliveryStore, sql: SqlStorage, storage: DurableObjectStorage) => T): Promise<T> {
   const stub = conversationStub(`c_store_${crypto.randomUUID()}`);
-  return runInDurableObject(stub, (_inst, state) => f(new DeliveryStore(state.storage), state.storage.sql));
+  return runInDurableObject(stub, (_inst, state) =>
+    f(new DeliveryStore(state.storage), state.storage.sql, state.storage),
+  );
 }
 
 /** A sender-key message from u_a/d0 for store-level scenarios (`group` ciphertext filled with `fill`). */
@@ -139,7 +141,7 @@ describe('group commit: the store', () => {
 
 describe('group commit: the cached last seq', () => {
   it('a batch that fails half-way leaves the cached seq/ts as they were: the same store continues gap-free', async () => {
-    const out = await withStore((store, sql) => {
+    const out = await withStore((store, sql, storage) => {
       const msg = (clientId: string) => groupInput(clientId);
       const first = store.appendBatch([msg('a'), msg('b')], 100);
       let error: unknown = null;
@@ -151,8 +153,9 @@ describe('group commit: the cached last seq', () => {
       // No state() read in between: the next batch runs on what appendBatch itself remembered.
       const next = store.appendBatch([msg('c1'), msg('c2')], 50);
       const rows = sql.exec<{ seq: number; ts: number }>('SELECT seq, ts FROM log ORDER BY seq').toArray();
-      const row = sql.exec<{ last_seq: number; last_ts: number }>('SELECT last_seq, last_ts FROM state').one();
-      return { first, error, next, rows, row };
+      // What a new object on this storage reads as the last seq/ts (nothing cached).
+      const { lastSeq, lastTs } = new DeliveryStore(storage).state();
+      return { first, error, next, rows, row: { lastSeq, lastTs } };
     });
     expect(out.error).toBeInstanceOf(Error);
     expect(out.first.map((r) => [r.seq, r.ts])).toEqual([
@@ -165,7 +168,7 @@ describe('group commit: the cached last seq', () => {
       [4, 103],
     ]);
     expect(out.rows.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
-    expect(out.row).toEqual({ last_seq: 4, last_ts: 103 });
+    expect(out.row).toEqual({ lastSeq: 4, lastTs: 103 });
   });
 
   it('a new store on the same storage reads the state row: seqs continue where the old object left them', async () => {
@@ -182,6 +185,32 @@ describe('group commit: the cached last seq', () => {
       [2, 11],
     ]);
   });
+
+  it('a prune that empties the log keeps the last seq/ts: a new object continues after them, never reusing one', async () => {
+    const stub = conversationStub(`c_store_${crypto.randomUUID()}`);
+    // Messages without group ciphertext or pairwise rows: the prune may drop them once their events are queued.
+    const bare = (clientId: string): AppendInput => ({ ...groupInput(clientId), group: null });
+    const out = await runInDurableObject(stub, (_i, state) => {
+      const store = new DeliveryStore(state.storage);
+      const first = store.appendBatch([bare('a'), bare('b'), bare('c')], 100);
+      store.setEventsThrough(3);
+      const pruned = store.prune(1_000);
+      const left = state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM log').one().n;
+      const woke = new DeliveryStore(state.storage);
+      const st = woke.state();
+      const next = woke.appendBatch([bare('d')], 50);
+      return { first, pruned, left, st, next };
+    });
+    expect(out.first.map((r) => [r.seq, r.ts])).toEqual([
+      [1, 100],
+      [2, 101],
+      [3, 102],
+    ]);
+    expect(out.pruned).toBe(3);
+    expect(out.left).toBe(0);
+    expect(out.st).toMatchObject({ lastSeq: 3, lastTs: 102, prunedThrough: 3 });
+    expect(out.next.map((r) => [r.seq, r.ts, r.duplicate])).toEqual([[4, 103, false]]);
+  });
 });
 
 describe('group commit: the in-memory client ids', () => {
@@ -193,8 +222,8 @@ describe('group commit: the in-memory client ids', () => {
       const store = new DeliveryStore(state.storage, 2);
       const first = store.appendBatch([msg('a'), msg('b'), msg('c')], 10);
       const retries = store.appendBatch([msg('a'), msg('c'), msg('d')], 20);
-      // One statement, no savepoint: the state row follows the log through the trigger.
-      const row = state.storage.sql.exec<{ last_seq: number }>('SELECT last_seq FROM state').one();
+      // One statement, no savepoint: a new object reads the last seq from the log.
+      const row = { last_seq: new DeliveryStore(state.storage).state().lastSeq };
       return { first, retries, row };
     });
     expect(out.first.map((r) => [r.seq, r.duplicate])).toEqual([
@@ -230,7 +259,7 @@ describe('group commit: the in-memory client ids', () => {
   });
 
   it('a one-statement batch that fails stores nothing and leaves seq and the state row as they were', async () => {
-    const out = await withStore((store, sql) => {
+    const out = await withStore((store, sql, storage) => {
       store.appendBatch([groupInput('a')], 1);
       let error: unknown = null;
       try {
@@ -240,7 +269,7 @@ describe('group commit: the in-memory client ids', () => {
         error = e;
       }
       const log = sql.exec<{ client_id: string }>('SELECT client_id FROM log ORDER BY seq').toArray();
-      const row = sql.exec<{ last_seq: number }>('SELECT last_seq FROM state').one();
+      const row = { last_seq: new DeliveryStore(storage).state().lastSeq };
       const next = store.appendBatch([groupInput('b')], 3);
       return { error, log: log.map((r) => r.client_id), row, next };
     });

@@ -15,8 +15,9 @@
  * own ciphertext), deleted when that device acks.
  *
  * Tables (all SQL below uses bound parameters; multi-row statements only repeat `(?,?,?,?)` placeholders):
- *   state          one row: conversation id, last seq, last ts, pruned-through seq, group-flushed-through
- *                  seq (every group message ≤ it has been copied to D1 for the devices behind then),
+ *   state          one row: conversation id, last seq and ts (a copy written by prune: the live value is the
+ *                  log's newest row), pruned-through seq, group-flushed-through seq (every group message ≤ it
+ *                  has been copied to D1 for the devices behind then),
  *                  events-through seq (webhook `message.created` events are queued for every message ≤ it),
  *                  the disappearing-message timer (ms, 0 = off), expired-through seq (every envelope ≤ it
  *                  was older than the timer and is gone here) and whether D1 still has to follow (issue 17)
@@ -178,7 +179,7 @@ export class DeliveryStore {
   private readonly sql: SqlStorage;
   /** Cached copies of rows that change only here (the object is the only writer of its storage). */
   private lastSeqCache: number | null = null;
-  /** The state row's last seq and ts (appendBatch reads them once, then keeps them: it is their only writer). */
+  /** The last seq and ts (appendBatch reads them once, then keeps them: it is their only writer). */
   private lastCache: { seq: number; ts: number } | null = null;
   private latestEpoch: Epoch | null | undefined = undefined;
   private readonly epochCache = new Map<number, Set<string>>();
@@ -258,11 +259,10 @@ export class DeliveryStore {
     }
     const logCols = this.sql.exec<{ name: string }>('PRAGMA table_info(log)').toArray();
     if (!logCols.some((c) => c.name === 'rcpt')) this.sql.exec('ALTER TABLE log ADD COLUMN rcpt TEXT');
-    // The state row's last seq/ts follow every log insert inside that INSERT statement (appendBatch runs one
-    // statement fewer per group commit; a batch of ≤ LOG_ROWS_PER_INSERT group messages is one statement).
-    this.sql.exec(`CREATE TRIGGER IF NOT EXISTS log_last AFTER INSERT ON log BEGIN
-      UPDATE state SET last_seq = NEW.seq, last_ts = NEW.ts WHERE id = 1 AND last_seq < NEW.seq;
-    END`);
+    // The last seq/ts are the log's newest row; the state row keeps them only for when prune() empties the
+    // log (it writes them there first). A per-row trigger kept them in the state row on every insert: one
+    // UPDATE per message and one more page per commit (bench:delivery); storage written then drops it.
+    this.sql.exec('DROP TRIGGER IF EXISTS log_last');
     this.sql.exec(`CREATE TABLE IF NOT EXISTS epochs (
       epoch INTEGER PRIMARY KEY,
       from_seq INTEGER NOT NULL)`);
@@ -299,18 +299,33 @@ export class DeliveryStore {
 
   state(): StoreState {
     const r = this.sql
-      .exec<{ conversation_id: string | null; last_seq: number; last_ts: number; pruned_through: number }>(
-        'SELECT conversation_id, last_seq, last_ts, pruned_through FROM state WHERE id = 1',
+      .exec<{ conversation_id: string | null; pruned_through: number }>(
+        'SELECT conversation_id, pruned_through FROM state WHERE id = 1',
       )
       .one();
-    this.lastSeqCache = r.last_seq;
-    this.lastCache = { seq: r.last_seq, ts: r.last_ts };
+    const last = this.readLast();
+    this.lastSeqCache = last.seq;
+    this.lastCache = last;
     return {
       conversationId: r.conversation_id,
-      lastSeq: r.last_seq,
-      lastTs: r.last_ts,
+      lastSeq: last.seq,
+      lastTs: last.ts,
       prunedThrough: r.pruned_through,
     };
+  }
+
+  /**
+   * The last assigned seq and its ts: the log's newest row, or the state row's copy when prune() left the
+   * log without one as new (prune writes the copy before it deletes; seqs are never reused).
+   */
+  private readLast(): { seq: number; ts: number } {
+    const st = this.sql
+      .exec<{ last_seq: number; last_ts: number }>('SELECT last_seq, last_ts FROM state WHERE id = 1')
+      .one();
+    const newest = this.sql
+      .exec<{ seq: number; ts: number }>('SELECT seq, ts FROM log ORDER BY seq DESC LIMIT 1')
+      .toArray()[0];
+    return newest && newest.seq > st.last_seq ? newest : { seq: st.last_seq, ts: st.last_ts };
   }
 
   /** The last assigned seq (cached: only appendBatch() changes it). */
@@ -489,8 +504,8 @@ export class DeliveryStore {
   /**
    * Persists a batch of messages in ONE transaction (the DO's group commit) — a group message as its log
    * row only, a pairwise one plus one row per recipient device. Each gets the next seq and a strictly
-   * increasing ts (max(now, last + 1)), in input order; the state row follows the log inserts (trigger
-   * `log_last`). A client id already in the log, or earlier in the same batch, returns the original seq/ts
+   * increasing ts (max(now, last + 1)), in input order (the last seq/ts are the log's newest row: no state
+   * write per batch). A client id already in the log, or earlier in the same batch, returns the original seq/ts
    * with `duplicate` and writes nothing (the log's unique index backs that up: a refused row rolls the
    * whole batch back, so no seq is ever skipped). An id is looked up in the log only when its device's
    * in-memory id set (`knownIds`) cannot prove it new. All or nothing: if any statement throws, nothing of
@@ -498,12 +513,8 @@ export class DeliveryStore {
    * atomic); more statements run in `transactionSync`.
    */
   appendBatch(inputs: readonly AppendInput[], now: number): AppendResult[] {
-    // The state row is read once per object (a statement per batch cost as much as the log insert).
-    const st =
-      this.lastCache ??
-      (({ last_seq, last_ts }) => ({ seq: last_seq, ts: last_ts }))(
-        this.sql.exec<{ last_seq: number; last_ts: number }>('SELECT last_seq, last_ts FROM state WHERE id = 1').one(),
-      );
+    // The last seq/ts are read once per object (a statement per batch cost as much as the log insert).
+    const st = this.lastCache ?? this.readLast();
     // Client ids the devices' id sets cannot prove new are looked up in the log at once (one statement per
     // sender device).
     const unsure: AppendInput[] = [];
@@ -926,6 +937,8 @@ export class DeliveryStore {
     const through = r.s;
     const groupMark = this.groupFlushed();
     this.storage.transactionSync(() => {
+      // The last seq/ts survive the log rows they are read from (see readLast).
+      this.sql.exec('UPDATE state SET last_seq = ?, last_ts = ? WHERE id = 1', state.lastSeq, state.lastTs);
       this.sql.exec('DELETE FROM pairwise WHERE flushed = 1 AND seq <= ?', through);
       this.sql.exec(
         `DELETE FROM log WHERE seq <= ? AND NOT EXISTS (SELECT 1 FROM pairwise p WHERE p.seq = log.seq)
