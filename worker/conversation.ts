@@ -14,11 +14,12 @@
  *    are best effort, the TTL bounds how long a missed one is trusted), rate-limit it per device (token
  *    bucket), then queue it for the group commit: the queued sends get `seq`/`ts` in the one DO-SQLite
  *    transaction that persists them all (store.ts: a group message is one log row tagged with its
- *    recipient-set epoch; a pairwise one adds a row per recipient device); `accepted` and one `deliver`
- *    per recipient live socket go out only after that commit (output gate);
- *  - keep every envelope pending until its device acks (pairwise rows; group ack cursors); copy the
- *    un-acked ones to the D1 mailbox in batches from the alarm (DELIVERY_LIMITS.flushDelayMs after they
- *    were written), replay them on `resume`;
+ *    recipient-set epoch, a pairwise one to one device is one row too, one to several devices adds a
+ *    row per device); `accepted` and one `deliver` per recipient live socket go out only after that
+ *    commit (output gate);
+ *  - keep every envelope pending until its device acks (pairwise rows; ack cursors for group and direct
+ *    messages); copy the un-acked ones to the D1 mailbox in batches from the alarm
+ *    (DELIVERY_LIMITS.flushDelayMs after they were written), replay them on `resume`;
  *  - disappearing messages (issue 17): the conversation's timer comes with the member/device set (D1
  *    conversations.timer_seconds, written with the verified set_timer entry); the alarm drops every envelope
  *    older than min(timer, mailbox TTL) from its store and from D1 (mailbox rows, group envelopes);

@@ -118,7 +118,11 @@ describe('group commit: the store', () => {
         kind: 'message',
         status: null,
         group: null,
-        recipients: [{ u: 'u_b', d: 'd0', c: bytes(8, 2) }],
+        // Two devices: pairwise rows (a message to one device is a direct row, no pairwise row).
+        recipients: [
+          { u: 'u_b', d: 'd0', c: bytes(8, 2) },
+          { u: 'u_c', d: 'd0', c: bytes(8, 2) },
+        ],
       });
       store.appendBatch([msg('a')], 1);
       // A row the log refuses (no client id: NOT NULL) after b1..b12 were written in the same batch.
@@ -134,7 +138,7 @@ describe('group commit: the store', () => {
       return { error, afterFail, next };
     });
     expect(out.error).toBeInstanceOf(Error);
-    expect(out.afterFail).toEqual({ log: 1, pairwise: 1, last: 1 });
+    expect(out.afterFail).toEqual({ log: 1, pairwise: 2, last: 1 });
     expect(out.next.map((r) => r.seq)).toEqual([2]);
   });
 });

@@ -11,8 +11,10 @@
  * A sender-key (group) message costs ONE row: its log row (ciphertext, epoch). Who it is for is its
  * recipient-set epoch (every live device of every member when it was sent, stored once per change of that
  * set) minus the sending device; what a device still has to receive is "group messages after its ack
- * cursor whose epoch contains it". A pairwise message keeps one row per recipient device (each has its
- * own ciphertext), deleted when that device acks.
+ * cursor whose epoch contains it". A pairwise message to ONE device (a 1:1 conversation's every message) is
+ * one log row too: its ciphertext and that device (`dest`), pending for it while after its ack cursor —
+ * as a group message is. A pairwise message to several devices keeps one row per recipient device (each
+ * has its own ciphertext), deleted when that device acks.
  *
  * Tables (all SQL below uses bound parameters; multi-row statements only repeat `(?,?,?,?)` placeholders):
  *   state          one row: conversation id, last seq and ts (a copy written by prune: the live value is the
@@ -22,16 +24,18 @@
  *                  the disappearing-message timer (ms, 0 = off), expired-through seq (every envelope ≤ it
  *                  was older than the timer and is gone here) and whether D1 still has to follow (issue 17)
  *   log            one row per message: seq, ts, sender, client id, kind/status, sender-key ciphertext and
- *                  epoch (group) or NULL, NULL (pairwise); for a pairwise message the recipient user ids
- *                  (`rcpt`, space-separated, the sender's own account left out) for its webhook event
+ *                  epoch (group), or the one recipient's ciphertext in `group_c` and its device key in
+ *                  `dest` (pairwise to one device: "direct"), or NULL, NULL (pairwise to several); for a
+ *                  pairwise message the recipient user ids (`rcpt`, space-separated, the sender's own
+ *                  account left out) for its webhook event
  *   epochs         one row per recipient set: epoch id, first seq it applies to
  *   epoch_devices  (epoch, user, device): the devices of an epoch; a revoked device's rows are deleted
  *   cursors        (user, device) → acked_through: the device processed every envelope ≤ it
- *   pairwise       one row per (recipient device, seq) of a pairwise message: its ciphertext, flush state
+ *   pairwise       one row per (recipient device, seq) of a pairwise message to several devices: its ciphertext, flush state
  *                  0 = only here, 2 = being copied to D1, 1 = also in D1; deleted when the device acks
  *   pending_acks   highest acked seq per device whose envelopes may already be in D1
  *   deliveries     (VIEW) what the D1 flush still has to look at: pairwise rows with their flush state and
- *                  one row (flushed = 0) per group message not yet flushed — for inspection and tests
+ *                  one row (flushed = 0) per group or direct message not yet flushed — for inspection and tests
  */
 import { deviceKey } from './device-set.js';
 
@@ -122,8 +126,8 @@ export interface Epoch {
   devices: Set<string>;
 }
 
-/** DO SQLite allows 100 bound parameters per statement; log rows have 10, pairwise 4, epoch_devices 3. */
-const LOG_ROWS_PER_INSERT = 10;
+/** DO SQLite allows 100 bound parameters per statement; log rows have 11, pairwise 4, epoch_devices 3. */
+const LOG_ROWS_PER_INSERT = 9;
 const PAIRWISE_ROWS_PER_INSERT = 25;
 const EPOCH_ROWS_PER_INSERT = 33;
 /** Client ids looked up per statement by findDuplicates (plus the sender's user and device). */
@@ -141,10 +145,12 @@ const GROUP_SCAN_PER_BATCH = 5_000;
 
 type Row = Record<string, SqlStorageValue>;
 
+const NO_RECIPIENTS: AppendInput['recipients'] = [];
+
 const LOG_INSERT =
-  'INSERT INTO log (seq, ts, sender_user, sender_device, client_id, kind, status, group_c, epoch, rcpt) VALUES ';
-const LOG_TUPLE = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ';
-const LOG_TUPLE_LAST = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+  'INSERT INTO log (seq, ts, sender_user, sender_device, client_id, kind, status, group_c, epoch, rcpt, dest) VALUES ';
+const LOG_TUPLE = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ';
+const LOG_TUPLE_LAST = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
 const PW_INSERT = 'INSERT INTO pairwise (user_id, device_id, seq, c) VALUES ';
 const PW_TUPLE = '(?, ?, ?, ?), ';
 const PW_TUPLE_LAST = '(?, ?, ?, ?)';
@@ -225,7 +231,8 @@ export class DeliveryStore {
       status TEXT,
       group_c BLOB,
       epoch INTEGER,
-      rcpt TEXT)`);
+      rcpt TEXT,
+      dest TEXT)`);
     this.sql.exec('CREATE UNIQUE INDEX IF NOT EXISTS log_client_uq ON log (sender_user, sender_device, client_id)');
     // Storage written before epochs existed (local development only; nothing was deployed): upgrade it.
     const old = this.sql
@@ -259,6 +266,8 @@ export class DeliveryStore {
     }
     const logCols = this.sql.exec<{ name: string }>('PRAGMA table_info(log)').toArray();
     if (!logCols.some((c) => c.name === 'rcpt')) this.sql.exec('ALTER TABLE log ADD COLUMN rcpt TEXT');
+    // Storage written before direct rows: every pairwise message there has its pairwise rows.
+    if (!logCols.some((c) => c.name === 'dest')) this.sql.exec('ALTER TABLE log ADD COLUMN dest TEXT');
     // The last seq/ts are the log's newest row; the state row keeps them only for when prune() empties the
     // log (it writes them there first). A per-row trigger kept them in the state row on every insert: one
     // UPDATE per message and one more page per commit (bench:delivery); storage written then drops it.
@@ -289,11 +298,16 @@ export class DeliveryStore {
       device_id TEXT NOT NULL,
       up_to INTEGER NOT NULL,
       PRIMARY KEY (user_id, device_id)) WITHOUT ROWID`);
+    // Storage written before direct rows has the view without them: replaced (once).
+    const view = this.sql
+      .exec<{ sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = 'deliveries'")
+      .toArray()[0]?.sql;
+    if (view !== undefined && !view.includes('dest')) this.sql.exec('DROP VIEW deliveries');
     this.sql.exec(`CREATE VIEW IF NOT EXISTS deliveries AS
       SELECT user_id, device_id, seq, flushed FROM pairwise
       UNION ALL
       SELECT NULL, NULL, seq, 0 FROM log
-      WHERE epoch IS NOT NULL AND seq > (SELECT group_flushed FROM state WHERE id = 1)`);
+      WHERE (epoch IS NOT NULL OR dest IS NOT NULL) AND seq > (SELECT group_flushed FROM state WHERE id = 1)`);
     this.sql.exec('UPDATE pairwise SET flushed = 0 WHERE flushed = 2');
   }
 
@@ -543,6 +557,8 @@ export class DeliveryStore {
       }
       seq += 1;
       ts = Math.max(now, ts + 1);
+      // A pairwise message to one device is a direct row: its ciphertext in the log row, no pairwise row.
+      const direct = input.group === null && input.recipients.length === 1 ? input.recipients[0]! : null;
       logParams.push(
         seq,
         ts,
@@ -551,9 +567,10 @@ export class DeliveryStore {
         input.clientId,
         input.kind,
         input.status,
-        input.group ? blob(input.group.c) : null,
+        input.group ? blob(input.group.c) : direct ? blob(direct.c) : null,
         input.group ? input.group.epoch : null,
         input.rcpt ?? null,
+        direct ? keyOf(direct.u, direct.d) : null,
       );
       if (++logRows === LOG_ROWS_PER_INSERT) {
         texts.push(logInsert(logRows));
@@ -561,7 +578,7 @@ export class DeliveryStore {
         logParams = [];
         logRows = 0;
       }
-      for (const r of input.recipients) {
+      for (const r of direct ? NO_RECIPIENTS : input.recipients) {
         pwParams.push(r.u, r.d, seq, blob(r.c));
         if (++pwRows === PAIRWISE_ROWS_PER_INSERT) {
           texts.push(pairwiseInsert(pwRows));
@@ -708,8 +725,9 @@ export class DeliveryStore {
   }
 
   /**
-   * A device's envelopes after `after`, oldest first (the resume replay): its pairwise rows, and the group
-   * messages after max(after, its cursor) whose epoch contains it and that it did not send.
+   * A device's envelopes after `after`, oldest first (the resume replay): its pairwise rows, the direct
+   * messages to it after max(after, its cursor), and the group messages after that whose epoch contains it
+   * and that it did not send.
    */
   pendingFor(userId: string, deviceId: string, after: number, limit: number): ReplayRow[] {
     const groupAfter = Math.max(after, this.cursor(userId, deviceId));
@@ -725,6 +743,9 @@ export class DeliveryStore {
            SELECT l.seq, l.ts, l.sender_user, l.sender_device, l.client_id, l.kind, l.status, l.group_c, 1
            FROM log l JOIN epoch_devices e ON e.epoch = l.epoch AND e.user_id = ? AND e.device_id = ?
            WHERE l.seq > ? AND l.group_c IS NOT NULL AND NOT (l.sender_user = ? AND l.sender_device = ?)
+           UNION ALL
+           SELECT seq, ts, sender_user, sender_device, client_id, kind, status, group_c, 0
+           FROM log WHERE seq > ? AND dest = ? AND group_c IS NOT NULL
          ) ORDER BY seq LIMIT ?`,
         userId,
         deviceId,
@@ -734,6 +755,8 @@ export class DeliveryStore {
         groupAfter,
         userId,
         deviceId,
+        groupAfter,
+        keyOf(userId, deviceId),
         limit,
       )
       .toArray();
@@ -778,8 +801,10 @@ export class DeliveryStore {
     }
     if (lastSeq >= 0) this.sql.exec('UPDATE pairwise SET flushed = 2 WHERE flushed = 0 AND seq <= ?', lastSeq);
 
-    // Group messages: expanded for the devices still behind their cursor.
+    // Group messages: expanded for the devices still behind their cursor; a direct message is a pairwise
+    // row (its own ciphertext) for its one device if that device is behind.
     const wanted = new Map<number, number>(); // seq → ts
+    const direct: number[] = []; // indexes in `rows` of direct messages' rows
     if (!more) {
       const mark = this.groupFlushed();
       const cursors = new Map(
@@ -789,9 +814,9 @@ export class DeliveryStore {
           .map((c) => [keyOf(c.user_id, c.device_id), c.acked_through]),
       );
       const msgs = this.sql
-        .exec<Omit<ReplayRow, 'c' | 'grp'> & { epoch: number; n: number }>(
-          `SELECT seq, ts, sender_user, sender_device, client_id, kind, status, epoch, length(group_c) AS n
-           FROM log WHERE seq > ? AND seq <= ? AND epoch IS NOT NULL ORDER BY seq LIMIT ?`,
+        .exec<Omit<ReplayRow, 'c' | 'grp'> & { epoch: number | null; n: number | null; dest: string | null }>(
+          `SELECT seq, ts, sender_user, sender_device, client_id, kind, status, epoch, length(group_c) AS n, dest
+           FROM log WHERE seq > ? AND seq <= ? AND (epoch IS NOT NULL OR dest IS NOT NULL) ORDER BY seq LIMIT ?`,
           mark,
           cutoff,
           GROUP_SCAN_PER_BATCH,
@@ -801,8 +826,12 @@ export class DeliveryStore {
       for (const m of msgs) {
         const sender = keyOf(m.sender_user, m.sender_device);
         const behind: string[] = [];
-        for (const k of this.epochDevices(m.epoch)) {
-          if (k !== sender && (cursors.get(k) ?? 0) < m.seq) behind.push(k);
+        if (m.dest !== null) {
+          if ((cursors.get(m.dest) ?? 0) < m.seq) behind.push(m.dest);
+        } else {
+          for (const k of this.epochDevices(m.epoch!)) {
+            if (k !== sender && (cursors.get(k) ?? 0) < m.seq) behind.push(k);
+          }
         }
         if (
           behind.length > 0 &&
@@ -814,7 +843,8 @@ export class DeliveryStore {
         }
         through = m.seq;
         if (behind.length === 0 || m.n === null) continue; // acked in time, or expired (no ciphertext left)
-        wanted.set(m.seq, m.ts);
+        if (m.dest === null) wanted.set(m.seq, m.ts);
+        else direct.push(rows.length); // its row, about to be pushed: gets the ciphertext below
         bytes += m.n;
         for (const k of behind) {
           const i = k.indexOf('\n');
@@ -834,6 +864,10 @@ export class DeliveryStore {
       }
       if (!more && msgs.length === GROUP_SCAN_PER_BATCH) more = true;
       this.groupInFlight = through;
+    }
+    for (const i of direct) {
+      const r = rows[i]!;
+      r.c = this.sql.exec<{ c: ArrayBuffer }>('SELECT group_c AS c FROM log WHERE seq = ?', r.seq).one().c;
     }
     for (const seq of legacyGroups) if (!wanted.has(seq)) wanted.set(seq, 0);
     const groups: OutboxBatch['groups'] = [];
@@ -878,7 +912,7 @@ export class DeliveryStore {
       .toArray()[0]?.ts;
     const group = this.sql
       .exec<{ ts: number }>(
-        'SELECT ts FROM log WHERE seq > ? AND epoch IS NOT NULL ORDER BY seq LIMIT 1',
+        'SELECT ts FROM log WHERE seq > ? AND (epoch IS NOT NULL OR dest IS NOT NULL) ORDER BY seq LIMIT 1',
         this.groupFlushed(),
       )
       .toArray()[0]?.ts;
@@ -907,6 +941,8 @@ export class DeliveryStore {
     this.sql.exec('DELETE FROM epoch_devices WHERE user_id = ?', userId);
     this.sql.exec('DELETE FROM cursors WHERE user_id = ?', userId);
     this.sql.exec('DELETE FROM pairwise WHERE user_id = ?', userId);
+    // Direct messages to its devices: their ciphertext goes (the row stays for seq order and retries).
+    this.sql.exec('UPDATE log SET group_c = NULL WHERE substr(dest, 1, ?) = ?', userId.length + 1, `${userId}\n`);
     this.sql.exec('DELETE FROM pending_acks WHERE user_id = ?', userId);
     this.epochCache.clear();
     this.latestEpoch = undefined;
@@ -916,6 +952,7 @@ export class DeliveryStore {
 
   forgetDevice(userId: string, deviceId: string): void {
     this.sql.exec('DELETE FROM pairwise WHERE user_id = ? AND device_id = ?', userId, deviceId);
+    this.sql.exec('UPDATE log SET group_c = NULL WHERE dest = ?', keyOf(userId, deviceId));
     this.sql.exec('DELETE FROM pending_acks WHERE user_id = ? AND device_id = ?', userId, deviceId);
     this.sql.exec('DELETE FROM epoch_devices WHERE user_id = ? AND device_id = ?', userId, deviceId);
     this.sql.exec('DELETE FROM cursors WHERE user_id = ? AND device_id = ?', userId, deviceId);
@@ -942,7 +979,7 @@ export class DeliveryStore {
       this.sql.exec('DELETE FROM pairwise WHERE flushed = 1 AND seq <= ?', through);
       this.sql.exec(
         `DELETE FROM log WHERE seq <= ? AND NOT EXISTS (SELECT 1 FROM pairwise p WHERE p.seq = log.seq)
-           AND (epoch IS NULL OR seq <= ?) AND seq <= (SELECT events_through FROM state WHERE id = 1)`,
+           AND ((epoch IS NULL AND dest IS NULL) OR seq <= ?) AND seq <= (SELECT events_through FROM state WHERE id = 1)`,
         through,
         groupMark,
       );
@@ -989,7 +1026,7 @@ export class DeliveryStore {
       .one().s;
     const grp = this.sql
       .exec<{ s: number }>(
-        'SELECT seq AS s FROM log WHERE seq > ? AND epoch IS NOT NULL ORDER BY seq LIMIT 1',
+        'SELECT seq AS s FROM log WHERE seq > ? AND (epoch IS NOT NULL OR dest IS NOT NULL) ORDER BY seq LIMIT 1',
         this.groupFlushed(),
       )
       .toArray()[0]?.s;
