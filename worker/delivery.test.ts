@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { type Envelope, WIRE_VERSION } from '../schema/wire.js';
 import { schema } from './db.js';
 import { deliveryConfig } from './delivery/config.js';
+import { compareAddressed, type DeviceSet } from './delivery/device-set.js';
 import type { DeliveryStore } from './delivery/store.js';
 import {
   addDevice,
@@ -342,6 +343,54 @@ describe('delivery: offline devices and resume', () => {
 });
 
 describe('delivery: device set', () => {
+  it('a pairwise send matches only when it addresses exactly the live member devices other than the sender', () => {
+    // alice (d0 sends, d1), bob (d0, d1 revoked), carol (d0, no longer a member).
+    const set: DeviceSet = {
+      members: new Map([
+        ['alice', 'owner'],
+        ['bob', 'member'],
+      ]),
+      live: new Map([
+        ['alice', new Set(['d0', 'd1'])],
+        ['bob', new Set(['d0'])],
+        ['carol', new Set(['d0'])],
+      ]),
+      revoked: new Map([
+        ['alice', new Set<string>()],
+        ['bob', new Set(['d1'])],
+      ]),
+      loadedAt: 0,
+      timerMs: 0,
+    };
+    const sender = { u: 'alice', d: 'd0' };
+    const universe = [
+      sender,
+      { u: 'alice', d: 'd1' },
+      { u: 'bob', d: 'd0' },
+      { u: 'bob', d: 'd1' },
+      { u: 'carol', d: 'd0' },
+    ];
+    const key = (r: { u: string; d: string }) => `${r.u}/${r.d}`;
+    const expected = ['alice/d1', 'bob/d0'];
+    // Every set of distinct devices, in both orders: null exactly for the expected set, else what differs.
+    for (let mask = 0; mask < 1 << universe.length; mask++) {
+      const picked = universe.filter((_, i) => mask & (1 << i));
+      for (const addressed of [picked, [...picked].reverse()]) {
+        const got = compareAddressed(set, sender, addressed);
+        const keys = addressed.map(key);
+        const exact = keys.length === expected.length && expected.every((k) => keys.includes(k));
+        if (exact) {
+          expect(got).toBeNull();
+          continue;
+        }
+        expect(got).not.toBeNull();
+        expect(got!.missing.map(key).sort()).toEqual(expected.filter((k) => !keys.includes(k)).sort());
+        expect(got!.stale.map(key)).toEqual(keys.filter((k) => k === 'bob/d1'));
+        expect(got!.extra.map(key).sort()).toEqual(keys.filter((k) => !expected.includes(k) && k !== 'bob/d1').sort());
+      }
+    }
+  });
+
   it('device-set mismatch lists missing, extra and stale (revoked) devices', async () => {
     const alice = await makeUser('alice', 2);
     const bob = await makeUser('bob', 2);

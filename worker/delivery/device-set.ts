@@ -90,6 +90,21 @@ export interface Mismatch {
 
 /** Compares a pairwise send's addressed devices (no duplicates) with the expected recipients. */
 export function compareAddressed(set: DeviceSet, sender: DeviceRef, addressed: DeviceRef[]): Mismatch | null {
+  // The common case — exactly the expected devices — is told without building that list (a pairwise send
+  // is checked on the hot path): distinct addressed devices, each a live member device other than the
+  // sender, as many as there are such devices, are exactly them.
+  let expectedCount = isLiveMemberDevice(set, sender.u, sender.d) ? -1 : 0;
+  for (const [u, devices] of set.live) if (set.members.has(u)) expectedCount += devices.size;
+  if (addressed.length === expectedCount) {
+    let all = true;
+    for (const a of addressed) {
+      if ((a.u === sender.u && a.d === sender.d) || !isLiveMemberDevice(set, a.u, a.d)) {
+        all = false;
+        break;
+      }
+    }
+    if (all) return null;
+  }
   const expected = new Map(recipientsOf(set, sender).map((r) => [deviceKey(r.u, r.d), r]));
   const extra: DeviceRef[] = [];
   const stale: DeviceRef[] = [];
