@@ -174,16 +174,15 @@ export function fastFrame(o: Record<string, unknown>): ClientFrame | null {
     if (typeof id !== 'string' || !ID_RE.test(id)) return null;
     if (group !== undefined) return isCiphertext(group) ? { v: WIRE_VERSION, type: 'send', id, group } : null;
     if (!Array.isArray(to) || to.length < 1 || to.length > MAX_PAIRWISE_RECIPIENTS) return null;
-    const items: { u: string; d: string; c: string }[] = [];
     for (const t of to as unknown[]) {
       if (typeof t !== 'object' || t === null || Array.isArray(t) || Object.keys(t).length !== 3) return null;
       const { u, d, c } = t as Record<string, unknown>;
       if (typeof u !== 'string' || typeof d !== 'string' || !ID_RE.test(u) || !ID_RE.test(d) || !isCiphertext(c)) {
         return null;
       }
-      items.push({ u, d, c });
     }
-    return { v: WIRE_VERSION, type: 'send', id, to: items };
+    // Each item is a JSON-parsed object with exactly the keys u, d, c, checked above: used as it is.
+    return { v: WIRE_VERSION, type: 'send', id, to: to as { u: string; d: string; c: string }[] };
   }
   if (o.type === 'ack' && n === 3) {
     const { upTo } = o;
@@ -1213,6 +1212,7 @@ export class ConversationDO extends DurableObject<Env> {
 
 /** A pairwise message's recipient accounts other than the sender's (its webhook audience), space-separated. */
 function recipientUsers(q: QueuedSend): string | null {
+  if (q.recipients.length === 1) return q.recipients[0]!.u === q.sender.u ? null : q.recipients[0]!.u;
   const users = new Set<string>();
   for (const r of q.recipients) if (r.u !== q.sender.u) users.add(r.u);
   return users.size === 0 ? null : [...users].join(' ');
