@@ -941,8 +941,12 @@ export class DeliveryStore {
     this.sql.exec('DELETE FROM epoch_devices WHERE user_id = ?', userId);
     this.sql.exec('DELETE FROM cursors WHERE user_id = ?', userId);
     this.sql.exec('DELETE FROM pairwise WHERE user_id = ?', userId);
-    // Direct messages to its devices: their ciphertext goes (the row stays for seq order and retries).
-    this.sql.exec('UPDATE log SET group_c = NULL WHERE substr(dest, 1, ?) = ?', userId.length + 1, `${userId}\n`);
+    // Direct messages to its devices: their ciphertext and its id go (the row stays for seq order and retries).
+    this.sql.exec(
+      'UPDATE log SET group_c = NULL, dest = NULL WHERE substr(dest, 1, ?) = ?',
+      userId.length + 1,
+      `${userId}\n`,
+    );
     this.sql.exec('DELETE FROM pending_acks WHERE user_id = ?', userId);
     this.epochCache.clear();
     this.latestEpoch = undefined;
@@ -952,7 +956,7 @@ export class DeliveryStore {
 
   forgetDevice(userId: string, deviceId: string): void {
     this.sql.exec('DELETE FROM pairwise WHERE user_id = ? AND device_id = ?', userId, deviceId);
-    this.sql.exec('UPDATE log SET group_c = NULL WHERE dest = ?', keyOf(userId, deviceId));
+    this.sql.exec('UPDATE log SET group_c = NULL, dest = NULL WHERE dest = ?', keyOf(userId, deviceId));
     this.sql.exec('DELETE FROM pending_acks WHERE user_id = ? AND device_id = ?', userId, deviceId);
     this.sql.exec('DELETE FROM epoch_devices WHERE user_id = ? AND device_id = ?', userId, deviceId);
     this.sql.exec('DELETE FROM cursors WHERE user_id = ? AND device_id = ?', userId, deviceId);
