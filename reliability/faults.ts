@@ -1,7 +1,10 @@
 /**
  * Faults suite: real client engines against a dev server that is made to fail.
- *  1. restart — workerd (the whole `npm run dev`) is SIGKILLed mid-stream and restarted on the same port
- *     with the same state folder (D1 and Durable Object SQLite survive);
+ *  1. restart — workerd (the whole `npm run dev`) is SIGKILLed mid-stream, stays down `downMs`, and is
+ *     restarted on the same port with the same state folder (D1 and Durable Object SQLite survive); a
+ *     message typed meanwhile — also the first ones between two people who never wrote before, which need
+ *     bundles nobody can claim then — must wait as `sending` and go out when the server is back, never fail
+ *     (a `failed` one here is a problem: the outage is transient);
  *  2. drop — client sockets are terminated at random while messages are being sent;
  *  3. crash — a client's engine is killed after it persisted an encrypted message and before the frame
  *     left (the frame is swallowed), then restarted from the same Store;
@@ -42,10 +45,21 @@ export interface FaultsConfig {
   pauseMs: number;
   /** Fraction of D1 writes that fail in the d1 phase. */
   d1WriteFailRate: number;
+  /**
+   * How long the killed server stays down before its restart begins (ms): the full size outlasts the
+   * ≈ 30 s of transient retries clients once had before failing a message, however fast the restart is.
+   */
+  downMs: number;
   timeoutMs: number;
 }
-export const FAULTS_FULL: FaultsConfig = { messages: 40, pauseMs: 60, d1WriteFailRate: 0.3, timeoutMs: 120_000 };
-export const FAULTS_CI: FaultsConfig = { messages: 8, pauseMs: 40, d1WriteFailRate: 0.3, timeoutMs: 45_000 };
+export const FAULTS_FULL: FaultsConfig = {
+  messages: 40,
+  pauseMs: 60,
+  d1WriteFailRate: 0.3,
+  downMs: 35_000,
+  timeoutMs: 120_000,
+};
+export const FAULTS_CI: FaultsConfig = { messages: 8, pauseMs: 40, d1WriteFailRate: 0.3, downMs: 0, timeoutMs: 45_000 };
 
 /** Dev servers a running faults suite started and has not stopped yet, and its clean-ups. */
 const live = new Set<DevServer>();
@@ -152,13 +166,15 @@ export async function faultsSuite(cfg: FaultsConfig, log = (_: string) => {}): P
     live.add(server);
     const port = Number(new URL(server.url).port);
     const base = server.url;
-    const restart = async (vars: Record<string, string> = {}) => {
+    const restart = async (vars: Record<string, string> = {}, downMs = 0, wentDown = () => {}) => {
       const old = server!;
       outputs.push(old.output());
       if (old.child.pid) process.kill(-old.child.pid, 'SIGKILL');
       await old.stop();
       live.delete(old);
       server = null;
+      wentDown();
+      await sleep(downMs);
       server = await startSuiteServer({ stateDir, port, vars });
       live.add(server);
     };
@@ -168,17 +184,32 @@ export async function faultsSuite(cfg: FaultsConfig, log = (_: string) => {}): P
     const [a, b, c, d, e] = people as [Person, Person, Person, Person, Person];
     const direct = await a.engine.createConversation({ kind: 'direct', members: [b.userId] });
     const group = await c.engine.createConversation({ kind: 'group', members: [d.userId, e.userId], title: 'f' });
-    for (const p of [a, b]) await p.engine.connect([direct]);
-    for (const p of [c, d, e]) await p.engine.connect([group]);
+    // Nobody writes here before the server is down: its first messages need bundles it cannot claim then.
+    const fresh = await a.engine.createConversation({ kind: 'direct', members: [d.userId] });
+    await a.engine.connect([direct, fresh]);
+    await b.engine.connect([direct]);
+    await c.engine.connect([group]);
+    await d.engine.connect([group, fresh]);
+    await e.engine.connect([group]);
     const online = (p: Person, conv: string) =>
       until(async () => (await p.engine.connectionStatus(conv)) === 'online', `${p.name} online`, cfg.timeoutMs);
-    await Promise.all([online(a, direct), online(b, direct), ...[c, d, e].map((p) => online(p, group))]);
+    await Promise.all([
+      online(a, direct),
+      online(b, direct),
+      ...[c, d, e].map((p) => online(p, group)),
+      ...[a, d].map((p) => online(p, fresh)),
+    ]);
+    // Online, each engine takes what a send needs (membership logs, device lists) in the background: a
+    // device that had the conversation open holds them. (One that never synced a conversation cannot send
+    // to it while the server is down: it does not know who is in it — that send fails at once.)
+    await Promise.all(everyone.map((p) => p.engine.idle()));
     const both = (during: Promise<unknown>) =>
       Promise.all([
         exchange(direct, [a, b], cfg.messages, cfg.pauseMs, cfg.timeoutMs, during),
         exchange(group, [c, d, e], cfg.messages, cfg.pauseMs, cfg.timeoutMs),
       ]);
-    const report = (phase: string, outcomes: ConversationOutcome[]) => {
+    /** `failedIsProblem`: the phase's fault is transient, so a message the sender saw fail is a problem. */
+    const report = (phase: string, outcomes: ConversationOutcome[], failedIsProblem = false) => {
       const s = sum(outcomes);
       rows.push(
         [`${phase}: messages`, String(s.messages)],
@@ -192,15 +223,35 @@ export async function faultsSuite(cfg: FaultsConfig, log = (_: string) => {}): P
         failures.push(
           `${phase}: lost ${s.lost}, duplicated ${s.duplicated}, reordered ${s.reordered}, left sending ${s.unsettled}, undecryptable ${s.undecryptable}`,
         );
+      if (failedIsProblem && s.failed) {
+        const why: Record<string, number> = {};
+        for (const o of outcomes) for (const [k, n] of Object.entries(o.failedWhy ?? {})) why[k] = (why[k] ?? 0) + n;
+        const causes = Object.entries(why)
+          .map(([k, n]) => `${k} ${n}`)
+          .join(', ');
+        failures.push(
+          `${phase}: ${s.failed} messages failed for a transient outage (${causes}; expected 0: they wait as sending)`,
+        );
+      }
       log(`faults: ${phase} done`);
     };
 
-    // 1. kill -9 the dev server mid-stream, restart it on the same state.
+    // 1. kill -9 the dev server mid-stream, keep it down, restart it on the same state. Meanwhile a and d
+    // write to each other for the first time (no session yet: each first message needs a bundle claim).
+    let wentDown = () => {};
+    const down = new Promise<void>((r) => {
+      wentDown = r;
+    });
     const restartDuring = (async () => {
       await sleep(cfg.messages * cfg.pauseMs * 0.2 + 300);
-      await restart();
+      await restart({}, cfg.downMs, wentDown);
     })();
-    report('restart', await both(restartDuring));
+    const firstContact = down.then(() =>
+      exchange(fresh, [a, d], Math.max(2, cfg.messages / 4), cfg.pauseMs, cfg.timeoutMs, restartDuring),
+    );
+    firstContact.catch(() => undefined); // awaited below; handled here if the restart throws first
+    const downFor = cfg.downMs ? ` (down ${Math.round(cfg.downMs / 1000)} s, then restarted)` : '';
+    report(`restart${downFor}`, [...(await both(restartDuring)), await firstContact], true);
 
     // 2. drop client sockets at random mid-send.
     let dropping = true;

@@ -76,6 +76,8 @@ export interface ConversationOutcome {
   undecryptable: number;
   /** Shown to the sender as failed (sendText threw or the status is `failed`). */
   failed: number;
+  /** Why, per cause: `threw <code>` (sendText threw) or the failed message's error code. */
+  failedWhy?: Record<string, number>;
   /** Still `sending` when the exchange gave up waiting. */
   unsettled: number;
   latencies: number[];
@@ -144,6 +146,10 @@ export async function exchange(
       ms.filter((m) => m.body?.startsWith(tag) && m.outgoing).every((m) => m.seq !== null || m.status === 'failed'),
     );
   };
+  const failedWhy: Record<string, number> = {};
+  const why = (k: string) => {
+    failedWhy[k] = (failedWhy[k] ?? 0) + 1;
+  };
   let accepted = new Set<string>();
   let unsettled = 0;
   let sent = 0;
@@ -166,8 +172,9 @@ export async function exchange(
           try {
             await p.engine.sendText(conv, body);
             sent++;
-          } catch {
+          } catch (err) {
             thrown++;
+            why(`threw ${(err as { code?: string }).code ?? (err as Error).name}`);
             unsettledHint.delete(body);
           }
           if (pauseMs > 0) await sleep(Math.random() * pauseMs);
@@ -209,7 +216,10 @@ export async function exchange(
   for (const [d, everything] of finals.entries()) {
     undecryptable += everything.filter((m) => m.body === null).length - undecryptableBefore[d]!;
     const ms = everything.filter((m) => m.body?.startsWith(tag));
-    failed += ms.filter((m) => m.status === 'failed' && m.body?.startsWith(`${tag}|${d}|`)).length;
+    for (const m of ms.filter((m) => m.status === 'failed' && m.body?.startsWith(`${tag}|${d}|`))) {
+      failed++;
+      why(m.error ?? 'failed');
+    }
     const bodies = ms
       .filter((m) => m.body !== null && m.seq !== null)
       .sort((a, b) => a.seq! - b.seq!)
@@ -237,6 +247,7 @@ export async function exchange(
     reordered,
     undecryptable,
     failed,
+    failedWhy,
     unsettled,
     latencies,
     seconds,
@@ -244,7 +255,7 @@ export async function exchange(
 }
 
 function merge(outcomes: ConversationOutcome[], seconds: number): ConversationOutcome {
-  const sum = (k: keyof Omit<ConversationOutcome, 'latencies'>) => outcomes.reduce((s, o) => s + o[k], 0);
+  const sum = (k: keyof Omit<ConversationOutcome, 'latencies' | 'failedWhy'>) => outcomes.reduce((s, o) => s + o[k], 0);
   return {
     messages: sum('messages'),
     deliveries: sum('deliveries'),
