@@ -217,6 +217,26 @@ describe('group commit: the cached last seq', () => {
   });
 });
 
+describe('the log by time', () => {
+  it('the newest message older than a cutoff is found for every cutoff (the expiry, prune and flush cutoffs)', async () => {
+    const out = await withStore((store) => {
+      // Messages 1..40 at ts 1000, 1010, …, 1390 (one per batch).
+      for (let i = 0; i < 40; i++) store.appendBatch([groupInput(`m${i}`)], 1_000 + 10 * i);
+      const cutoffs = [0, 1_000, 1_001, 1_010, 1_011, 1_155, 1_200, 1_201, 1_390, 1_391, 9_999];
+      // expire() answers the expired-through seq: the newest message with ts < cutoff (it never goes back).
+      return cutoffs.map((c) => [c, store.expire(c)]);
+    });
+    const expected = (c: number) => {
+      let seq = 0;
+      for (let i = 0; i < 40; i++) if (1_000 + 10 * i < c) seq = i + 1;
+      return seq;
+    };
+    expect(out).toEqual(
+      [0, 1_000, 1_001, 1_010, 1_011, 1_155, 1_200, 1_201, 1_390, 1_391, 9_999].map((c) => [c, expected(c)]),
+    );
+  });
+});
+
 describe('group commit: the in-memory client ids', () => {
   it('past the id set cap, after a prune and in a new object, a retry of an accepted id is still a duplicate', async () => {
     const stub = conversationStub(`c_store_${crypto.randomUUID()}`);

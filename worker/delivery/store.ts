@@ -369,7 +369,7 @@ export class DeliveryStore {
    */
   expire(cutoffTs: number): number {
     const st = this.sql.exec<{ e: number }>('SELECT expired_through AS e FROM state WHERE id = 1').one();
-    const r = this.sql.exec<{ s: number | null }>('SELECT max(seq) AS s FROM log WHERE ts < ?', cutoffTs).one();
+    const r = { s: this.lastSeqBefore(cutoffTs, false) };
     if (r.s === null || r.s <= st.e) return st.e;
     const through = r.s;
     this.storage.transactionSync(() => {
@@ -399,9 +399,40 @@ export class DeliveryStore {
   nextExpiryAt(timerMs: number): number | null {
     if (timerMs <= 0) return null;
     const t = this.sql
-      .exec<{ t: number | null }>('SELECT min(ts) AS t FROM log WHERE seq > ?', this.expiredThrough())
-      .one().t;
-    return t === null ? null : t + timerMs;
+      .exec<{ t: number }>('SELECT ts AS t FROM log WHERE seq > ? ORDER BY seq LIMIT 1', this.expiredThrough())
+      .toArray()[0]?.t;
+    return t === undefined ? null : t + timerMs;
+  }
+
+  /**
+   * The highest logged seq whose ts is < `cutoffTs` (≤ when `inclusive`), or null. ts rises strictly with seq
+   * (appendBatch), so this is a binary search over seq by the primary key — O(log n) point reads instead of
+   * a scan of the whole log (the alarm asks several times per run, and the log holds a day).
+   */
+  private lastSeqBefore(cutoffTs: number, inclusive: boolean): number | null {
+    const ok = (ts: number) => (inclusive ? ts <= cutoffTs : ts < cutoffTs);
+    const edge = (desc: boolean) =>
+      this.sql
+        .exec<{ seq: number; ts: number }>(
+          desc ? 'SELECT seq, ts FROM log ORDER BY seq DESC LIMIT 1' : 'SELECT seq, ts FROM log ORDER BY seq LIMIT 1',
+        )
+        .toArray()[0];
+    const first = edge(false);
+    if (first === undefined || !ok(first.ts)) return null;
+    const last = edge(true)!;
+    if (ok(last.ts)) return last.seq;
+    // lo: a logged seq that qualifies; every logged seq ≥ hi does not.
+    let lo = first.seq;
+    let hi = last.seq;
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      const r = this.sql
+        .exec<{ seq: number; ts: number }>('SELECT seq, ts FROM log WHERE seq >= ? ORDER BY seq LIMIT 1', mid)
+        .one();
+      if (ok(r.ts)) lo = r.seq;
+      else hi = mid;
+    }
+    return lo;
   }
 
   private groupFlushed(): number {
@@ -774,9 +805,7 @@ export class DeliveryStore {
   takeOutbox(maxRows: number, writtenBefore: number): OutboxBatch {
     const empty: OutboxBatch = { rows: [], groups: [], more: false };
     this.groupInFlight = null;
-    const cutoff = this.sql
-      .exec<{ s: number | null }>('SELECT max(seq) AS s FROM log WHERE ts <= ?', writtenBefore)
-      .one().s;
+    const cutoff = this.lastSeqBefore(writtenBefore, true);
     if (cutoff === null) return empty;
     const cursor = this.sql.exec<Row & OutboxRow>(
       `SELECT p.seq, p.user_id, p.device_id, l.ts, l.sender_user, l.sender_device, l.client_id, l.kind, l.status, p.c
@@ -972,7 +1001,7 @@ export class DeliveryStore {
    * pruned-through seq (resume below it reads the D1 mailbox).
    */
   prune(cutoffTs: number): number {
-    const r = this.sql.exec<{ s: number | null }>('SELECT max(seq) AS s FROM log WHERE ts < ?', cutoffTs).one();
+    const r = { s: this.lastSeqBefore(cutoffTs, false) };
     const state = this.state();
     if (r.s === null || r.s <= state.prunedThrough) return state.prunedThrough;
     const through = r.s;
@@ -1052,6 +1081,6 @@ export class DeliveryStore {
 
   /** Oldest log timestamp (for scheduling the next prune), or null when the log is empty. */
   oldestTs(): number | null {
-    return this.sql.exec<{ t: number | null }>('SELECT min(ts) AS t FROM log').one().t;
+    return this.sql.exec<{ t: number }>('SELECT ts AS t FROM log ORDER BY seq LIMIT 1').toArray()[0]?.t ?? null;
   }
 }
