@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decodeMembershipEntry } from './_protocol.js';
+import { memoryStore, readJson, type Store, type StoreTx } from './storage.js';
 import { makeWorld, newClient, until, type World } from './testing/harness.js';
 
 /** Appends `entries` as the deleting account's device would have them appended by POST /api/account/delete. */
@@ -111,5 +112,66 @@ describe('departures from direct chats', () => {
     const closed = await dave.engine.setTimer(mine, 300).catch((e: unknown) => e);
     expect(String((closed as { code?: string }).code ?? closed)).toMatch(/direct_conversation_closed/);
     for (const c of [alice, dave, erin]) c.engine.close();
+  });
+});
+
+describe('membership entries applied side by side', () => {
+  it('a frame verified against an older log never writes it back over a newer one another apply stored', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    // dave's store can hold the start of one transaction until another has written the conversation's log.
+    const base = memoryStore();
+    let hold: { release: () => void; held: Promise<void> } | null = null;
+    let armed = false;
+    let logKey = '';
+    const store: Store = {
+      ...base,
+      transaction: async <T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> => {
+        if (armed) {
+          armed = false;
+          let release!: () => void;
+          const held = new Promise<void>((r) => {
+            release = r;
+          });
+          hold = { release, held };
+          await held;
+          return base.transaction(fn);
+        }
+        let wroteLog = false;
+        const r = await base.transaction((tx) =>
+          fn({
+            get: (k) => tx.get(k),
+            list: (d) => tx.list(d),
+            delete: (k) => tx.delete(k),
+            put: (k, v) => {
+              if (k === logKey) wroteLog = true;
+              tx.put(k, v);
+            },
+          }),
+        );
+        if (wroteLog && hold) hold.release();
+        return r;
+      },
+    };
+    const dave = await newClient(w, 'dave', 'dave-1', { store });
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['dave'], title: 'Both' });
+    logKey = `conv/${conv}/log`;
+    await dave.engine.connect();
+    await until(async () => (await dave.engine.connectionStatus(conv)) === 'online', 'dave online');
+    await until(async () => (await dave.engine.conversation(conv)).members.length === 2, 'dave has the log');
+    await dave.engine.idle();
+    // The first timer's frame is verified against dave's log, then its write waits; the second timer's
+    // frame finds an entry missing, fetches both and stores them; then the first write goes on.
+    armed = true;
+    await alice.engine.setTimer(conv, 300);
+    await until(() => hold !== null, 'the first apply’s write is held');
+    await alice.engine.setTimer(conv, 3600);
+    await until(async () => (await dave.engine.conversation(conv)).timer === 3600, 'dave applied both');
+    await dave.engine.idle();
+    expect((await dave.engine.conversation(conv)).timer).toBe(3600);
+    expect(w.server.conversations.get(conv)!.entries.length).toBe(
+      (await readJson<{ entries: unknown[] }>(store, logKey))!.entries.length,
+    );
+    for (const c of [alice, dave]) c.engine.close();
   });
 });

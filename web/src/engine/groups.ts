@@ -279,11 +279,18 @@ export class Groups {
     const removed = [...before].filter((u) => !state.members.has(u));
     const position = afterSeq ?? (await this.cursor(conversationId));
     const lines = added.map((b) => membershipLine(conversationId, decodeMembershipEntry(b), position));
-    await this.ctx.store.transaction(async (tx) => {
+    // A frame, the sync on reconnect and a sender check can apply entries side by side: the log is written
+    // only on top of the one these entries were verified against. If another apply got there first, start
+    // again from what it stored (entries it already applied are skipped) — never write an older log back.
+    const wrote = await this.ctx.store.transaction(async (tx) => {
+      const now = await readJson<LogRecord>(tx, K.log(conversationId));
+      if (now?.entries.length !== rec.entries.length) return false;
       writeJson(tx, K.log(conversationId), { kind: rec.kind, entries: [...rec.entries, ...added] });
       if (removed.length) writeJson(tx, K.rotate(conversationId), true);
       for (const l of lines) writeJson(tx, infoKey.position(conversationId, Number(l.id.split(':')[1])), position);
+      return true;
     });
+    if (!wrote) return this.applyNew(conversationId, fresh, afterSeq);
     this.states.set(conversationId, { seq: state.seq, state });
     for (const u of removed) await this.forgetSenderKeys(conversationId, u);
     this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
