@@ -31,21 +31,30 @@ function gatedStore(inner: Store) {
   let armed: string | null = null;
   let release: () => void = () => undefined;
   let reached: () => void = () => undefined;
+  const hold = async () => {
+    armed = null;
+    reached();
+    await new Promise<void>((r) => (release = r));
+  };
+  // A page of messages is read by gets down from the conversation's top (a list only as a fallback): the
+  // first record read under the armed dir holds the read, with the value it had.
   const store: Store = {
     ...inner,
+    async get(key) {
+      const value = await inner.get(key);
+      if (armed !== null && value !== undefined && key.startsWith(armed) && !key.slice(armed.length).includes('/'))
+        await hold();
+      return value;
+    },
     async list(dir) {
       const rows = await inner.list(dir);
-      if (dir === armed) {
-        armed = null;
-        reached();
-        await new Promise<void>((r) => (release = r));
-      }
+      if (dir === armed) await hold();
       return rows;
     },
   };
   return {
     store,
-    /** Arms the gate; resolves once a read of `dir` has taken its snapshot and is waiting. */
+    /** Arms the gate; resolves once a read in `dir` has taken its snapshot and is waiting. */
     arm(dir: string): Promise<void> {
       armed = dir;
       return new Promise<void>((r) => (reached = r));
