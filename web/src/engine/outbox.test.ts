@@ -17,9 +17,10 @@ import { memoryStore, type Store } from './storage.js';
 import { type Client, cryptoRng, makeWorld, newClient, online, texts, until, type World } from './testing/harness.js';
 import { ApiError, type ServerFrame } from './transport.js';
 
-function outbox() {
-  const ctx: EngineContext = {
-    store: memoryStore(),
+/** An engine context on `store` with no server: what an Outbox alone needs. */
+function contextOn(store: Store): EngineContext {
+  return {
+    store,
     api: undefined as unknown as EngineContext['api'],
     curves: nobleCurves,
     rng: cryptoRng,
@@ -27,8 +28,11 @@ function outbox() {
     locks: memoryLocks(),
     emit: () => {},
   };
+}
+
+function outbox() {
   const none = undefined as never;
-  return new Outbox(ctx, none, none, none, none, () => false);
+  return new Outbox(contextOn(memoryStore()), none, none, none, none, () => false);
 }
 
 let n = 0;
@@ -102,15 +106,7 @@ describe('receipts naming messages we never sent', () => {
           }),
         ),
     };
-    const ctx: EngineContext = {
-      store,
-      api: undefined as unknown as EngineContext['api'],
-      curves: nobleCurves,
-      rng: cryptoRng,
-      now: Date.now,
-      locks: memoryLocks(),
-      emit: () => {},
-    };
+    const ctx = contextOn(store);
     const none = undefined as never;
     const tab = () => new Outbox(ctx, none, none, none, new Messages(store), () => false);
     return { store, reads, tab };
