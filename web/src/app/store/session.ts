@@ -71,7 +71,9 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
     removalWired = true;
     agent().onRemoved(() => {
       localStorage.removeItem(LAST_ACCOUNT);
-      setState({ me: null, removed: true, link: null });
+      // The store is erased: a restore or sign-in it interrupted fails as "locked", but there is nothing
+      // left to unlock — the removed screen shows, never the lock screen over it.
+      setState({ me: null, removed: true, link: null, locked: null });
       navigate('/removed', { replace: true });
     });
   };
@@ -118,8 +120,8 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
         const me = username ? await agent().session.restore(username) : null;
         if (me) await signedIn(me);
       } catch (e) {
-        if (isLocked(e) && username) setState('locked', { username });
-        else console.error('restore failed', e);
+        if (!isLocked(e)) console.error('restore failed', e);
+        else if (username && !state.removed) setState('locked', { username });
       } finally {
         setState('authChecked', true);
       }
