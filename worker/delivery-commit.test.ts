@@ -304,6 +304,70 @@ describe('group commit: the in-memory client ids', () => {
   });
 });
 
+describe('the D1 outbox: every batch is a seq prefix', () => {
+  const X = { u: 'u_x', d: 'dx' };
+  const Y = { u: 'u_y', d: 'dy' };
+  /** Group seq 1 to X and Y (epoch of X, Y and the sender), then pairwise seqs 2 and 3 to X and Y. */
+  const mixed = (store: DeliveryStore) => {
+    store.init();
+    const epoch = store.epochFor([X, Y, { u: 'u_a', d: 'd0' }]);
+    const c = bytes(8, 5);
+    const pairwise = (clientId: string): AppendInput => ({
+      ...groupInput(clientId),
+      group: null,
+      recipients: [
+        { ...X, c },
+        { ...Y, c },
+      ],
+    });
+    store.appendBatch([{ ...groupInput('g1'), group: { c, epoch: epoch.id } }, pairwise('p2'), pairwise('p3')], 1_000);
+  };
+  const seqsOf = (rows: { seq: number; user_id: string }[], u: string) =>
+    rows.filter((r) => r.user_id === u).map((r) => r.seq);
+
+  it('a device that acks what its mailbox shows after the first small batch still gets every lower seq, in order', async () => {
+    const out = await withStore((store) => {
+      mixed(store);
+      const batches: { seq: number; user_id: string }[][] = [];
+      for (let i = 0; i < 10; i++) {
+        const b = store.takeOutbox(2, 10_000);
+        batches.push(b.rows.map((r) => ({ seq: r.seq, user_id: r.user_id })));
+        store.commitOutbox();
+        // X's catch-up read its D1 mailbox (this first batch), processed it and acked the highest seq in it.
+        if (i === 0) {
+          const xs = seqsOf(b.rows, X.u);
+          if (xs.length > 0) store.ack(X.u, X.d, Math.max(...xs));
+        }
+        if (!b.more && b.rows.length === 0) break;
+      }
+      return batches;
+    });
+    const all = out.flat();
+    for (const b of out) expect(b.map((r) => r.seq)).toEqual([...b.map((r) => r.seq)].sort((a, z) => a - z));
+    // X never has a higher seq in D1 before a lower one it needs: it gets 1 first (then acked it), and Y
+    // gets everything in order.
+    expect(seqsOf(out[0]!, X.u)).toEqual([1]);
+    expect(seqsOf(all, Y.u)).toEqual([1, 2, 3]);
+    expect(seqsOf(all, X.u)).toEqual([1, 2, 3]);
+  });
+
+  it('a batch taken but neither committed nor released (the flush failed before either) is taken again', async () => {
+    const out = await withStore((store) => {
+      mixed(store);
+      const first = store.takeOutbox(100, 10_000).rows.map((r) => `${r.seq}:${r.user_id}`);
+      // No commitOutbox / releaseOutbox: the run that took it threw.
+      const again = store.takeOutbox(100, 10_000).rows.map((r) => `${r.seq}:${r.user_id}`);
+      store.commitOutbox();
+      const after = store.takeOutbox(100, 10_000);
+      return { first, again, left: after.rows.length, more: after.more };
+    });
+    expect(out.first).toEqual(['1:u_x', '1:u_y', '2:u_x', '2:u_y', '3:u_x', '3:u_y']);
+    expect(out.again).toEqual(out.first);
+    expect(out.left).toBe(0);
+    expect(out.more).toBe(false);
+  });
+});
+
 describe('group commit: the conversation object', () => {
   it('a burst from several devices is committed together: one deliver frame carries many envelopes, in order, once', async () => {
     const users = await Promise.all(range(1, 4).map((i) => makeUser(`b${i}`)));

@@ -801,99 +801,142 @@ export class DeliveryStore {
    * pairwise rows, marked in flight (2), and group messages expanded into one row per recipient device
    * still behind its cursor now (most have none left: acked in time, so nothing reaches D1). Younger
    * envelopes wait. Follow with commitOutbox() after D1 accepted them, or releaseOutbox() if it did not.
+   *
+   * A batch is always a seq PREFIX of what is left, its rows in seq order: pairwise and group/direct
+   * messages are taken in one seq-ordered pass that stops at the first message that does not fit. A
+   * device reading its D1 mailbox acks what it read, and the flush never copies a message below a
+   * device's cursor — so a higher seq in D1 before a lower one would lose the lower one for good.
    */
   takeOutbox(maxRows: number, writtenBefore: number): OutboxBatch {
     const empty: OutboxBatch = { rows: [], groups: [], more: false };
     this.groupInFlight = null;
+    // One batch is in flight at a time (the alarm's flush, which commits or releases it): rows still
+    // marked by one that failed before either are not in D1.
+    this.sql.exec('UPDATE pairwise SET flushed = 0 WHERE flushed = 2');
     const cutoff = this.lastSeqBefore(writtenBefore, true);
     if (cutoff === null) return empty;
+
+    // Pairwise rows, oldest first, read lazily and only as far as one batch can go.
     const cursor = this.sql.exec<Row & OutboxRow>(
       `SELECT p.seq, p.user_id, p.device_id, l.ts, l.sender_user, l.sender_device, l.client_id, l.kind, l.status, p.c
        FROM pairwise p JOIN log l ON l.seq = p.seq
        WHERE p.flushed = 0 AND p.seq <= ? ORDER BY p.seq`,
       cutoff,
     );
-    const rows: OutboxRow[] = [];
-    let bytes = 0;
-    let lastSeq = -1;
-    let more = false;
-    const legacyGroups = new Set<number>(); // pairwise rows with NULL c: written before epochs existed
+    const pairs: OutboxRow[] = [];
+    let pairBytes = 0;
+    let pairLast = -1;
+    let pairsCut = false;
     for (const r of cursor) {
-      if (r.seq !== lastSeq && (rows.length >= maxRows || bytes >= OUTBOX_BATCH_BYTES)) {
-        more = true;
+      if (r.seq !== pairLast && (pairs.length >= maxRows || pairBytes >= OUTBOX_BATCH_BYTES)) {
+        pairsCut = true;
         break;
       }
-      lastSeq = r.seq;
-      bytes += r.c ? r.c.byteLength : 0;
-      if (r.c === null) legacyGroups.add(r.seq);
-      rows.push(r);
+      pairLast = r.seq;
+      pairBytes += r.c ? r.c.byteLength : 0;
+      pairs.push(r);
     }
-    if (lastSeq >= 0) this.sql.exec('UPDATE pairwise SET flushed = 2 WHERE flushed = 0 AND seq <= ?', lastSeq);
+    // Every pairwise row at or below `bound` is in `pairs`.
+    const bound = pairsCut ? pairLast : cutoff;
 
-    // Group messages: expanded for the devices still behind their cursor; a direct message is a pairwise
-    // row (its own ciphertext) for its one device if that device is behind.
+    // Group and direct messages up to the same bound.
+    const mark = this.groupFlushed();
+    const msgs = this.sql
+      .exec<Omit<ReplayRow, 'c' | 'grp'> & { epoch: number | null; n: number | null; dest: string | null }>(
+        `SELECT seq, ts, sender_user, sender_device, client_id, kind, status, epoch, length(group_c) AS n, dest
+         FROM log WHERE seq > ? AND seq <= ? AND (epoch IS NOT NULL OR dest IS NOT NULL) ORDER BY seq LIMIT ?`,
+        mark,
+        bound,
+        GROUP_SCAN_PER_BATCH,
+      )
+      .toArray();
+    // Every group/direct message at or below `known` is in `msgs`.
+    const scanCut = msgs.length === GROUP_SCAN_PER_BATCH;
+    const known = scanCut ? msgs[msgs.length - 1]!.seq : bound;
+    const cursors =
+      msgs.length === 0
+        ? new Map<string, number>()
+        : new Map(
+            this.sql
+              .exec<{ user_id: string; device_id: string; acked_through: number }>('SELECT * FROM cursors')
+              .toArray()
+              .map((c) => [keyOf(c.user_id, c.device_id), c.acked_through]),
+          );
+
+    // One pass in seq order over both, whole messages only.
+    const rows: OutboxRow[] = [];
+    let bytes = 0;
+    let more = pairsCut || scanCut;
+    let pairTaken = -1; // the last pairwise seq taken
+    let through: number | null = null; // the last group/direct seq taken
     const wanted = new Map<number, number>(); // seq → ts
     const direct: number[] = []; // indexes in `rows` of direct messages' rows
-    if (!more) {
-      const mark = this.groupFlushed();
-      const cursors = new Map(
-        this.sql
-          .exec<{ user_id: string; device_id: string; acked_through: number }>('SELECT * FROM cursors')
-          .toArray()
-          .map((c) => [keyOf(c.user_id, c.device_id), c.acked_through]),
-      );
-      const msgs = this.sql
-        .exec<Omit<ReplayRow, 'c' | 'grp'> & { epoch: number | null; n: number | null; dest: string | null }>(
-          `SELECT seq, ts, sender_user, sender_device, client_id, kind, status, epoch, length(group_c) AS n, dest
-           FROM log WHERE seq > ? AND seq <= ? AND (epoch IS NOT NULL OR dest IS NOT NULL) ORDER BY seq LIMIT ?`,
-          mark,
-          cutoff,
-          GROUP_SCAN_PER_BATCH,
-        )
-        .toArray();
-      let through: number | null = null;
-      for (const m of msgs) {
-        const sender = keyOf(m.sender_user, m.sender_device);
-        const behind: string[] = [];
-        if (m.dest !== null) {
-          if ((cursors.get(m.dest) ?? 0) < m.seq) behind.push(m.dest);
-        } else {
-          for (const k of this.epochDevices(m.epoch!)) {
-            if (k !== sender && (cursors.get(k) ?? 0) < m.seq) behind.push(k);
-          }
-        }
-        if (
-          behind.length > 0 &&
-          rows.length > 0 &&
-          (rows.length + behind.length > maxRows || bytes >= OUTBOX_BATCH_BYTES)
-        ) {
+    const legacyGroups = new Set<number>(); // pairwise rows with NULL c: written before epochs existed
+    let pi = 0;
+    let gi = 0;
+    for (;;) {
+      const p = pi < pairs.length && pairs[pi]!.seq <= known ? pairs[pi]! : undefined;
+      const m = gi < msgs.length ? msgs[gi]! : undefined;
+      if (p === undefined && m === undefined) {
+        if (pi < pairs.length) more = true; // pairwise rows above the scanned group messages wait
+        break;
+      }
+      if (p !== undefined && (m === undefined || p.seq < m.seq)) {
+        if (rows.length > 0 && (rows.length >= maxRows || bytes >= OUTBOX_BATCH_BYTES)) {
           more = true;
           break;
         }
-        through = m.seq;
-        if (behind.length === 0 || m.n === null) continue; // acked in time, or expired (no ciphertext left)
-        if (m.dest === null) wanted.set(m.seq, m.ts);
-        else direct.push(rows.length); // its row, about to be pushed: gets the ciphertext below
-        bytes += m.n;
-        for (const k of behind) {
-          const i = k.indexOf('\n');
-          rows.push({
-            seq: m.seq,
-            user_id: k.slice(0, i),
-            device_id: k.slice(i + 1),
-            ts: m.ts,
-            sender_user: m.sender_user,
-            sender_device: m.sender_device,
-            client_id: m.client_id,
-            kind: m.kind,
-            status: m.status,
-            c: null,
-          });
+        const seq = p.seq;
+        for (; pi < pairs.length && pairs[pi]!.seq === seq; pi++) {
+          const r = pairs[pi]!;
+          bytes += r.c ? r.c.byteLength : 0;
+          if (r.c === null) legacyGroups.add(seq);
+          rows.push(r);
+        }
+        pairTaken = seq;
+        continue;
+      }
+      const g = m!;
+      const sender = keyOf(g.sender_user, g.sender_device);
+      const behind: string[] = [];
+      if (g.dest !== null) {
+        if ((cursors.get(g.dest) ?? 0) < g.seq) behind.push(g.dest);
+      } else {
+        for (const k of this.epochDevices(g.epoch!)) {
+          if (k !== sender && (cursors.get(k) ?? 0) < g.seq) behind.push(k);
         }
       }
-      if (!more && msgs.length === GROUP_SCAN_PER_BATCH) more = true;
-      this.groupInFlight = through;
+      if (
+        behind.length > 0 &&
+        rows.length > 0 &&
+        (rows.length + behind.length > maxRows || bytes >= OUTBOX_BATCH_BYTES)
+      ) {
+        more = true;
+        break;
+      }
+      gi++;
+      through = g.seq;
+      if (behind.length === 0 || g.n === null) continue; // acked in time, or expired (no ciphertext left)
+      if (g.dest === null) wanted.set(g.seq, g.ts);
+      else direct.push(rows.length); // its row, about to be pushed: gets the ciphertext below
+      bytes += g.n;
+      for (const k of behind) {
+        const i = k.indexOf('\n');
+        rows.push({
+          seq: g.seq,
+          user_id: k.slice(0, i),
+          device_id: k.slice(i + 1),
+          ts: g.ts,
+          sender_user: g.sender_user,
+          sender_device: g.sender_device,
+          client_id: g.client_id,
+          kind: g.kind,
+          status: g.status,
+          c: null,
+        });
+      }
     }
+    this.groupInFlight = through;
     for (const i of direct) {
       const r = rows[i]!;
       r.c = this.sql.exec<{ c: ArrayBuffer }>('SELECT group_c AS c FROM log WHERE seq = ?', r.seq).one().c;
@@ -909,7 +952,9 @@ export class DeliveryStore {
         .toArray()[0];
       if (g?.c) groups.push({ seq: g.seq, ts: g.ts, c: g.c });
     }
-    if (rows.length === 0 && this.groupInFlight === null) return empty;
+    // Marked last: nothing above can leave rows marked for a batch that was never returned.
+    if (pairTaken >= 0) this.sql.exec('UPDATE pairwise SET flushed = 2 WHERE flushed = 0 AND seq <= ?', pairTaken);
+    if (rows.length === 0 && this.groupInFlight === null) return { ...empty, more };
     return { rows, groups, more };
   }
 
