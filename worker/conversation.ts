@@ -243,7 +243,12 @@ export class ConversationDO extends DurableObject<Env> {
   private readonly cfg: DeliveryConfig;
   private conversationId: string | null = null;
   private deviceSet: DeviceSet | null = null;
-  private deviceSetLoad: Promise<DeviceSet> | null = null;
+  /**
+   * Bumped by every RPC that changes the set in D1 (membership, devices, revocation, account deletion):
+   * a read started under an older generation may predate the change, so it is neither joined nor installed.
+   */
+  private deviceSetGen = 0;
+  private deviceSetLoad: { gen: number; set: Promise<DeviceSet> } | null = null;
   /** Per-device send token buckets (in memory: a wake from hibernation starts them full). */
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   /** Per-device typing-signal buckets (in memory; issue 17). */
@@ -896,22 +901,34 @@ export class ConversationDO extends DurableObject<Env> {
   private async devices(refresh = false): Promise<DeviceSet> {
     const cached = refresh ? null : this.deviceSet;
     if (cached && Date.now() - cached.loadedAt <= this.cfg.deviceSetTtlMs) return cached;
-    if (!this.deviceSetLoad) {
-      const conv = this.conversationId;
-      if (!conv) throw new FrameError('unavailable', 'conversation not initialised');
-      this.deviceSetLoad = loadDeviceSet(makeDb(this.env), conv).finally(() => {
-        this.deviceSetLoad = null;
-      });
-    }
     let set: DeviceSet;
-    try {
-      set = await this.deviceSetLoad;
-    } catch (err) {
-      // Only the age expired (no RPC dropped it, no mismatch): while D1 is unreachable the expired set
-      // keeps the conversation usable; `loadedAt` stays old, so the next call tries D1 again.
-      if (!cached) throw err;
-      this.log('warn', 'conversation_device_set_reload_failed', { type: err instanceof Error ? err.name : 'unknown' });
-      return cached;
+    for (;;) {
+      const gen = this.deviceSetGen;
+      let load = this.deviceSetLoad;
+      if (load?.gen !== gen) {
+        const conv = this.conversationId;
+        if (!conv) throw new FrameError('unavailable', 'conversation not initialised');
+        const started: { gen: number; set: Promise<DeviceSet> } = {
+          gen,
+          set: loadDeviceSet(makeDb(this.env), conv).finally(() => {
+            if (this.deviceSetLoad === started) this.deviceSetLoad = null;
+          }),
+        };
+        this.deviceSetLoad = load = started;
+      }
+      try {
+        set = await load.set;
+      } catch (err) {
+        // Only the age expired (no RPC dropped it, no mismatch): while D1 is unreachable the expired set
+        // keeps the conversation usable; `loadedAt` stays old, so the next call tries D1 again.
+        if (!cached || gen !== this.deviceSetGen) throw err;
+        this.log('warn', 'conversation_device_set_reload_failed', {
+          type: err instanceof Error ? err.name : 'unknown',
+        });
+        return cached;
+      }
+      // Read before an RPC's change: the RPC's own refresh (or this one, again) reads what D1 holds now.
+      if (gen === this.deviceSetGen) break;
     }
     this.deviceSet = set;
     // A changed disappearing-message timer: the alarm expires what is now older than it (here and in D1).
@@ -935,6 +952,7 @@ export class ConversationDO extends DurableObject<Env> {
     this.drainSends();
     let closed = 0;
     this.epochMemo = null; // the cached set is changed in place below
+    this.deviceSetGen++;
     const removed = removedUserIds.filter((u) => wireId.safeParse(u).success);
     for (const u of removed) {
       for (const ws of this.ctx.getWebSockets(userTag(u))) {
@@ -988,6 +1006,7 @@ export class ConversationDO extends DurableObject<Env> {
     this.deviceSet?.live.get(userId)?.delete(deviceId);
     this.deviceSet?.revoked.get(userId)?.add(deviceId);
     this.epochMemo = null; // the cached set changed in place; forgetDevice drops it from every epoch
+    this.deviceSetGen++;
     this.acks.delete(deviceKey(userId, deviceId));
     this.store.forgetDevice(userId, deviceId);
     // A flush in flight may still insert this device's rows: let it finish, then delete.
@@ -1014,6 +1033,7 @@ export class ConversationDO extends DurableObject<Env> {
     if (!wireId.safeParse(userId).success) return;
     this.drainSends();
     this.deviceSet = null;
+    this.deviceSetGen++;
     this.epochMemo = null;
     this.announceDevices(userId);
   }
@@ -1063,6 +1083,7 @@ export class ConversationDO extends DurableObject<Env> {
     }
     this.store.forgetSender(userId, tombstone);
     this.deviceSet = null;
+    this.deviceSetGen++;
     this.epochMemo = null;
   }
 
@@ -1076,6 +1097,7 @@ export class ConversationDO extends DurableObject<Env> {
     this.alarmAt = null;
     this.conversationId = null;
     this.deviceSet = null;
+    this.deviceSetGen++;
     this.epochMemo = null;
     this.acks.clear();
     this.store.init();

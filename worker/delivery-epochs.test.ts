@@ -10,7 +10,9 @@ import { clientFrame, MAX_PAIRWISE_RECIPIENTS, WIRE_VERSION } from '../schema/wi
 import { toB64u } from '../web/src/protocol/bytes.js';
 import { fastFrame } from './conversation.js';
 import { schema } from './db.js';
+import type { DeviceSet } from './delivery/device-set.js';
 import type { DeliveryStore } from './delivery/store.js';
+import type { Env } from './env.js';
 import {
   addDevice,
   type Client,
@@ -132,6 +134,61 @@ describe('group messages: one row per message', () => {
     // Addressed to them while they were members: still in their mailbox (docs/ARCHITECTURE.md).
     expect((await mailboxRows(bob.userId, 'd0')).map((r) => r.seq)).toEqual([1]);
     expect((await mailboxRows(bob.userId, 'd1')).map((r) => r.seq)).toEqual([1]);
+    a.close();
+    c.close();
+  });
+
+  it('a device-set read that started before a membership change is neither joined nor installed over it', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const carol = await makeUser('carol');
+    const conv = await makeConversation([alice, bob, carol]);
+    const a = await connect(conv, alice.devices[0]!);
+    const c = await connect(conv, carol.devices[0]!);
+    const members = await runInDurableObject(conversationStub(conv), async (instance) => {
+      const inst = instance as unknown as { env: Env; deviceSet: DeviceSet | null; devices(): Promise<DeviceSet> };
+      const realEnv = inst.env;
+      // The first D1 read of the set runs (bob still a member), then its answer is held back.
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let read!: () => void;
+      const wasRead = new Promise<void>((r) => (read = r));
+      let first = true;
+      const DB = {
+        prepare: (q: string) => realEnv.DB.prepare(q),
+        batch: async (stmts: D1PreparedStatement[]) => {
+          const out = await realEnv.DB.batch(stmts);
+          if (first) {
+            first = false;
+            read();
+            await held;
+          }
+          return out;
+        },
+      };
+      inst.env = { ...realEnv, DB } as unknown as Env;
+      try {
+        inst.deviceSet = null;
+        const early = inst.devices();
+        await wasRead;
+        await db()
+          .delete(schema.members)
+          .where(and(eq(schema.members.conversationId, conv), eq(schema.members.userId, bob.userId)));
+        const changed = instance.membershipChanged('c2lnbmVkLWVudHJ5', [bob.userId]); // its refresh starts now
+        release();
+        const [set] = await Promise.all([early, changed]);
+        return { returned: [...set.members.keys()], installed: [...inst.deviceSet!.members.keys()] };
+      } finally {
+        inst.env = realEnv;
+      }
+    });
+    expect(members.returned.sort()).toEqual([alice.userId, carol.userId].sort());
+    expect(members.installed.sort()).toEqual([alice.userId, carol.userId].sort());
+    // The next group message's epoch leaves bob out.
+    await a.sendAndWait(group('after'));
+    await c.until((x) => x.envelopes().length === 1);
+    expect(await pendingSeqs(conv, bob.userId, 'd0')).toEqual([]);
+    expect(await pendingSeqs(conv, carol.userId, 'd0')).toEqual([1]);
     a.close();
     c.close();
   });
