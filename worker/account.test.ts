@@ -17,7 +17,16 @@ import {
   nextEntry,
 } from '../web/src/protocol/index.js';
 import wranglerToml from '../wrangler.toml?raw';
-import { Client, conversationStub, flushOutbox, upgrade } from './test/delivery-fixtures.js';
+import {
+  Client,
+  connect,
+  conversationStub,
+  fakeCiphertext,
+  flushOutbox,
+  makeConversation,
+  makeUser,
+  upgrade,
+} from './test/delivery-fixtures.js';
 import { api, curves, freshIp, freshName, type RegisteredUser, registerUser } from './test/fixtures.js';
 
 const T = 1_700_000_000_000;
@@ -340,5 +349,44 @@ describe('your data: export and account deletion', () => {
     const later = await registerUser(alice.username);
     expect(later.username).toBe(alice.username);
     expect(later.userId).not.toBe(alice.userId);
+  });
+});
+
+describe('account deletion and the conversation object', () => {
+  it('forgetUser cleans the D1 rows a flush wrote after the deletion batch: none for its devices, its messages from the tombstone', async () => {
+    const [alice, bob, carol] = await Promise.all(['fu-a', 'fu-b', 'fu-c'].map((n) => makeUser(n)));
+    const conv = await makeConversation([alice!, bob!, carol!]);
+    // alice sends while bob and carol are away; carol sends while alice is away.
+    const a = await connect(conv, alice!.devices[0]!);
+    await a.sendAndWait({ v: WIRE_VERSION, type: 'send', id: 'g1', group: fakeCiphertext() });
+    a.close();
+    const c = await connect(conv, carol!.devices[0]!);
+    await c.sendAndWait({ v: WIRE_VERSION, type: 'send', id: 'g2', group: fakeCiphertext() });
+    c.close();
+    // The flush runs after account deletion's D1 batch (here: instead of it), before the object is told.
+    await flushOutbox(conv);
+    const rows = () =>
+      env.DB.prepare('SELECT user_id, seq, sender_user_id, client_msg_id FROM mailbox WHERE conversation_id = ?')
+        .bind(conv)
+        .all<{ user_id: string; seq: number; sender_user_id: string; client_msg_id: string }>();
+    const before = (await rows()).results;
+    expect(before.some((r) => r.user_id === alice!.userId)).toBe(true);
+    expect(before.some((r) => r.sender_user_id === alice!.userId)).toBe(true);
+
+    await conversationStub(conv).forgetUser(alice!.userId, ['d0'], 'deleted');
+    const after = (await rows()).results;
+    expect(JSON.stringify(after)).not.toContain(alice!.userId);
+    expect(
+      after
+        .filter((r) => r.seq === 1)
+        .map((r) => [r.user_id, r.sender_user_id, r.client_msg_id])
+        .sort(),
+    ).toEqual(
+      [
+        [bob!.userId, 'deleted', 'deleted-1'],
+        [carol!.userId, 'deleted', 'deleted-1'],
+      ].sort(),
+    );
+    expect(after.filter((r) => r.seq === 2).map((r) => r.user_id)).toEqual([bob!.userId]);
   });
 });

@@ -64,7 +64,13 @@ import {
   liveDevicesOf,
   loadDeviceSet,
 } from './delivery/device-set.js';
-import { deleteDeviceMailbox, expireConversation, flushOutbox, readMailbox } from './delivery/mailbox-db.js';
+import {
+  deleteDeviceMailbox,
+  expireConversation,
+  flushOutbox,
+  forgetUserMailbox,
+  readMailbox,
+} from './delivery/mailbox-db.js';
 import { type AppendResult, DeliveryStore, type Epoch, type ReplayRow } from './delivery/store.js';
 import type { Env } from './env.js';
 import { type LogFields, log, logId } from './log.js';
@@ -1075,16 +1081,23 @@ export class ConversationDO extends DurableObject<Env> {
     if (!wireId.safeParse(userId).success || !wireId.safeParse(tombstone).success || !Array.isArray(deviceIds)) return;
     this.drainSends();
     for (const ws of this.ctx.getWebSockets(userTag(userId))) this.closeSocket(ws, CLOSE.forbidden, 'account deleted');
+    const forget = () => {
+      for (const d of deviceIds.slice(0, 1000)) {
+        if (!wireId.safeParse(d).success) continue;
+        this.acks.delete(deviceKey(userId, d));
+        this.store.forgetDevice(userId, d);
+      }
+      this.store.forgetSender(userId, tombstone);
+    };
+    forget();
+    // A flush in flight (or one that ran after account deletion's D1 batch) may still have written rows for
+    // its devices or naming it as sender: let it finish, then clean this conversation's D1 rows again.
     if (this.flushing) await this.flushing.catch(() => undefined);
-    for (const d of deviceIds.slice(0, 1000)) {
-      if (!wireId.safeParse(d).success) continue;
-      this.acks.delete(deviceKey(userId, d));
-      this.store.forgetDevice(userId, d);
-    }
-    this.store.forgetSender(userId, tombstone);
+    forget();
     this.deviceSet = null;
     this.deviceSetGen++;
     this.epochMemo = null;
+    if (this.conversationId) await forgetUserMailbox(makeDb(this.env), this.conversationId, userId, tombstone);
   }
 
   /** The conversation was deleted with its last member (domain/account.ts): every byte of storage goes. */

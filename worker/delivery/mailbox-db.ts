@@ -137,6 +137,27 @@ export async function deleteDeviceMailbox(db: Db, userId: string, deviceId: stri
   await db.delete(schema.mailbox).where(and(eq(schema.mailbox.userId, userId), eq(schema.mailbox.deviceId, deviceId)));
 }
 
+/**
+ * A deleted account in one conversation (ConversationDO.forgetUser, after its own forget and the flush in
+ * flight): its devices' mailbox rows go and the rows of messages it sent name the tombstone — the same as
+ * account deletion's D1 batch, repeated for what a flush wrote after that batch ran.
+ */
+export async function forgetUserMailbox(
+  db: Db,
+  conversationId: string,
+  userId: string,
+  tombstone: string,
+): Promise<void> {
+  const m = schema.mailbox;
+  await db.batch([
+    db.delete(m).where(and(eq(m.conversationId, conversationId), eq(m.userId, userId))),
+    db
+      .update(m)
+      .set({ senderUserId: tombstone, senderDeviceId: tombstone, clientMsgId: sql`'deleted-' || ${m.seq}` })
+      .where(and(eq(m.conversationId, conversationId), eq(m.senderUserId, userId))),
+  ]);
+}
+
 export interface MailboxEnvelope extends Envelope {
   conversationId: string;
 }
