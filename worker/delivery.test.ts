@@ -1,5 +1,6 @@
 import { abortAllDurableObjects, listDurableObjectIds, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
+import { and, eq } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
 import { type Envelope, WIRE_VERSION } from '../schema/wire.js';
 import { schema } from './db.js';
@@ -336,6 +337,40 @@ describe('delivery: offline devices and resume', () => {
     });
     for (let i = 5; i <= 6; i++) await a.sendAndWait(group(`m${i}`));
     const b = await connect(conv, bob.devices[0]!, 1);
+    expect(seqs(b)).toEqual(range(2, 6));
+    a.close();
+    b.close();
+  });
+});
+
+describe('delivery: D1 rows with nothing deliverable', () => {
+  it('a mailbox row whose group envelope is gone ends neither a mailbox page nor a resume early', async () => {
+    const alice = await makeUser('alice');
+    const bob = await makeUser('bob');
+    const conv = await makeConversation([alice, bob]);
+    const a = await connect(conv, alice.devices[0]!);
+    for (let i = 1; i <= 4; i++) await a.sendAndWait(group(`m${i}`));
+    await flushAll(conv);
+    // The group ciphertext of seq 1 is gone, its mailbox row not (e.g. an expiry that stopped half-way).
+    await db()
+      .delete(schema.groupEnvelopes)
+      .where(and(eq(schema.groupEnvelopes.conversationId, conv), eq(schema.groupEnvelopes.seq, 1)));
+    const token = bob.devices[0]!.token;
+    const page = await mailboxPage(token, '?limit=2');
+    expect(page.envelopes.map((e) => e.seq)).toEqual([2, 3]);
+    expect(page.next).toEqual({ afterConversation: conv, afterSeq: 3 });
+    // Resume below the DO's retention, two envelopes at a time: 3 and 4 are not skipped.
+    await runInDurableObject(conversationStub(conv), (inst) => {
+      (inst as unknown as { store: DeliveryStore }).store.prune(Date.now() + 1);
+      (inst as unknown as { cfg: { resumeMaxEnvelopes: number } }).cfg.resumeMaxEnvelopes = 2;
+    });
+    for (let i = 5; i <= 6; i++) await a.sendAndWait(group(`m${i}`));
+    const b = await connect(conv, bob.devices[0]!, 0);
+    for (let i = 0; i < 5; i++) {
+      const last = b.frames.filter((f) => f.type === 'resume').at(-1) as { through: number; more: boolean };
+      if (!last.more) break;
+      await b.resume(last.through);
+    }
     expect(seqs(b)).toEqual(range(2, 6));
     a.close();
     b.close();

@@ -196,6 +196,9 @@ export async function readMailbox(
   ];
   if (q.onlyConversation !== undefined) conds.push(eq(m.conversationId, q.onlyConversation));
   if (q.throughSeq !== undefined) conds.push(lte(m.seq, q.throughSeq));
+  // A row whose group ciphertext expired before it has nothing deliverable: left out before LIMIT, so a page
+  // holds `limit` envelopes whenever that many follow (a short page means the end: `next`, resume's `more`).
+  conds.push(or(isNotNull(m.ciphertext), isNotNull(g.ciphertext))!);
   const rows = await db
     .select({
       conversationId: m.conversationId,
@@ -219,7 +222,7 @@ export async function readMailbox(
   const out: MailboxEnvelope[] = [];
   for (const r of rows) {
     const c = r.ciphertext ?? r.groupCiphertext;
-    if (!c) continue; // group ciphertext expired before the row: nothing deliverable
+    if (!c) continue; // (excluded by the query)
     out.push({
       conversationId: r.conversationId,
       seq: r.seq,
