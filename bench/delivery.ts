@@ -131,7 +131,7 @@ async function relayScenario(base: string, n: number, total: number, mode: Frame
         ),
       parse: (data) => {
         const f = JSON.parse(data) as { id: string; u: string };
-        return f.u === me ? { accepted: f.id } : { delivered: [{ from: f.u, id: f.id }] };
+        return f.u === me ? { accepted: [f.id] } : { delivered: [{ from: f.u, id: f.id }] };
       },
     };
   });

@@ -144,13 +144,22 @@ async function scenario(
       ws.send(JSON.stringify({ v: WIRE_VERSION, type: 'send', id: `m${next++}`, group: payload() }));
     };
     ws.on('message', (data) => {
-      const f = JSON.parse(String(data)) as { type: string; seq?: number; code?: string };
+      const f = JSON.parse(String(data)) as {
+        type: string;
+        seq?: number;
+        code?: string;
+        accepted?: { seq: number }[];
+      };
       if (f.type === 'error') reject(new Error(`error frame ${f.code}`));
-      if (f.type !== 'accepted') return;
+      // One answer per commit: a lone `accepted`, or `accepted_batch` for several of this socket's sends.
+      const seqs = f.type === 'accepted' ? [f.seq!] : f.type === 'accepted_batch' ? f.accepted!.map((a) => a.seq) : [];
+      if (seqs.length === 0) return;
       lastAccepted = performance.now();
-      acceptedAt.set(f.seq!, Date.now());
-      if (++done === messages) resolve();
-      else sendOne();
+      for (const seq of seqs) {
+        acceptedAt.set(seq, Date.now());
+        if (++done === messages) resolve();
+        else sendOne();
+      }
     });
     for (let i = 0; i < WINDOW; i++) sendOne();
   });

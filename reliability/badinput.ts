@@ -1516,6 +1516,8 @@ export async function badInputSuite(
       if (JSON.stringify(x) !== WIRE_PONG && !serverFrame.safeParse(x).success)
         wsBad.push(`server frame off-schema: ${JSON.stringify(x).slice(0, 120)}`);
       if ((x as { type?: string }).type === 'accepted') accepted++;
+      if ((x as { type?: string }).type === 'accepted_batch')
+        accepted += (x as { accepted: unknown[] }).accepted.length;
       if ((x as { code?: string }).code === 'internal') wsBad.push(`error internal after ${String(f).slice(0, 80)}`);
     }
     if (!reply) {

@@ -44,6 +44,9 @@ export const MAX_TYPING_CIPHERTEXT_BYTES = 4096;
 /** Most envelopes in one `deliver` frame (resume replays, and the group commit fans out, in batches of this size). */
 export const MAX_DELIVER_BATCH = 100;
 
+/** Most entries in one `accepted_batch` frame (a socket's answers of one commit, in frames of this size). */
+export const MAX_ACCEPTED_BATCH = 100;
+
 /** WebSocket close codes the server uses (4000-4999 are application codes). */
 export const CLOSE = {
   normal: 1000,
@@ -138,6 +141,21 @@ export const acceptedFrame = z.strictObject({
   duplicate: z.literal(true).optional(),
 });
 
+/**
+ * The answer to several sends of one socket stored by the same commit: one entry per send, in the order
+ * they were sent (a new message's seq rises with it), each meaning what an `accepted` frame means; a lone
+ * answer is still an `accepted` frame. One frame instead of one per message: the platform's per-frame cost
+ * is the largest single item of a busy conversation's object.
+ */
+export const acceptedBatchFrame = z.strictObject({
+  v,
+  type: z.literal('accepted_batch'),
+  accepted: z
+    .array(z.strictObject({ id: wireId, seq, ts: z.number().int(), duplicate: z.literal(true).optional() }))
+    .min(2)
+    .max(MAX_ACCEPTED_BATCH),
+});
+
 /** One envelope as a recipient device sees it (live, on resume, and from GET /api/mailbox). */
 export const envelope = z.strictObject({
   seq,
@@ -222,6 +240,7 @@ export const errorFrame = z.strictObject({
 
 export const serverFrame = z.union([
   acceptedFrame,
+  acceptedBatchFrame,
   deliverFrame,
   membershipFrame,
   resumedFrame,
@@ -231,6 +250,7 @@ export const serverFrame = z.union([
 ]);
 export type ServerFrame = z.infer<typeof serverFrame>;
 export type AcceptedFrame = z.infer<typeof acceptedFrame>;
+export type AcceptedBatchFrame = z.infer<typeof acceptedBatchFrame>;
 export type DeliverFrame = z.infer<typeof deliverFrame>;
 export type MembershipFrame = z.infer<typeof membershipFrame>;
 export type ResumedFrame = z.infer<typeof resumedFrame>;

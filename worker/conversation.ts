@@ -15,8 +15,8 @@
  *    bucket), then queue it for the group commit: the queued sends get `seq`/`ts` in the one DO-SQLite
  *    transaction that persists them all (store.ts: a group message is one log row tagged with its
  *    recipient-set epoch, a pairwise one to one device is one row too, one to several devices adds a
- *    row per device); `accepted` and one `deliver` per recipient live socket go out only after that
- *    commit (output gate);
+ *    row per device); one answer per sender socket (`accepted`, or `accepted_batch` for several of its
+ *    sends) and one `deliver` per recipient live socket go out only after that commit (output gate);
  *  - keep every envelope pending until its device acks (pairwise rows; ack cursors for group and direct
  *    messages); copy the un-acked ones to the D1 mailbox in batches from the alarm
  *    (DELIVERY_LIMITS.flushDelayMs after they were written), replay them on `resume`;
@@ -39,6 +39,7 @@ import {
   type DeviceRef,
   type Envelope,
   HARD_FRAME_BYTES,
+  MAX_ACCEPTED_BATCH,
   MAX_CIPHERTEXT_BYTES,
   MAX_DELIVER_BATCH,
   MAX_FRAME_BYTES,
@@ -154,6 +155,17 @@ const envelopeHead = (seq: number, ts: number, q: QueuedSend): string =>
   `{"seq":${seq},"ts":${ts},"from":{"u":"${q.sender.u}","d":"${q.sender.d}"},"id":"${q.id}","kind":"${q.kind}",${q.status ? `"status":"${q.status}",` : ''}"mode":`;
 const deliverFrame = (envelopes: string[]) =>
   `{"v":${WIRE_VERSION},"type":"deliver","envelopes":[${envelopes.join(',')}]}`;
+
+/**
+ * The answer frame for entries[from … from + MAX_ACCEPTED_BATCH): `accepted` for a lone entry, else
+ * `accepted_batch` — the same text as JSON.stringify of the frame.
+ */
+function answerFrame(entries: string[], from: number): string {
+  const end = Math.min(entries.length, from + MAX_ACCEPTED_BATCH);
+  if (end - from === 1) return `{"v":${WIRE_VERSION},"type":"accepted",${entries[from]}}`;
+  const list = from === 0 && end === entries.length ? entries : entries.slice(from, end);
+  return `{"v":${WIRE_VERSION},"type":"accepted_batch","accepted":[{${list.join('},{')}}]}`;
+}
 
 const userTag = (u: string) => `u:${u}`;
 const deviceTag = (u: string, d: string) => `d:${u}:${d}`;
@@ -678,7 +690,8 @@ export class ConversationDO extends DurableObject<Env> {
   /**
    * The group commit: every queued send is persisted in ONE transaction (seq/ts in queue order), then each
    * live recipient socket gets its envelopes in seq order (one `deliver` frame per ≤ MAX_DELIVER_BATCH
-   * envelopes / MAX_FRAME_BYTES), then each sender its `accepted`. The runtime's output gate holds those
+   * envelopes / MAX_FRAME_BYTES), then each sender socket one answer for all its sends (`accepted` /
+   * `accepted_batch`). The runtime's output gate holds those
    * frames until the commit is durable. Also run first by every RPC that changes who may send or receive,
    * so a queued send is stored and fanned out under the device set it was checked against. Never throws.
    */
@@ -760,13 +773,19 @@ export class ConversationDO extends DurableObject<Env> {
     if (pairwise) count(this.env, 'messages_accepted', 'pairwise', pairwise);
     if (group) count(this.env, 'messages_accepted', 'group', group);
     if (delivered) count(this.env, 'messages_delivered', 'live', delivered);
+    // Each sender socket gets ONE answer for all its sends of this commit (in their order): a lone one as
+    // `accepted`, several as `accepted_batch` (≤ MAX_ACCEPTED_BATCH entries a frame).
+    const answers = new Map<WebSocket, string[]>();
     for (let i = 0; i < batch.length; i++) {
       const { seq, ts, duplicate } = results[i]!;
-      // The same text as JSON.stringify of the `accepted` frame (the id passed wireId: nothing to escape).
-      send(
-        batch[i]!.ws,
-        `{"v":${WIRE_VERSION},"type":"accepted","id":"${batch[i]!.id}","seq":${seq},"ts":${ts}${duplicate ? ',"duplicate":true' : ''}}`,
-      );
+      // The same text as JSON.stringify of an entry (the id passed wireId: nothing to escape).
+      const entry = `"id":"${batch[i]!.id}","seq":${seq},"ts":${ts}${duplicate ? ',"duplicate":true' : ''}`;
+      const list = answers.get(batch[i]!.ws);
+      if (list) list.push(entry);
+      else answers.set(batch[i]!.ws, [entry]);
+    }
+    for (const [ws, entries] of answers) {
+      for (let i = 0; i < entries.length; i += MAX_ACCEPTED_BATCH) send(ws, answerFrame(entries, i));
     }
     // The alarm flushes what is still un-acked then (a group message also moves the group-flushed mark).
     if (stored) {

@@ -369,7 +369,7 @@ describe('the D1 outbox: every batch is a seq prefix', () => {
 });
 
 describe('group commit: the conversation object', () => {
-  it('a burst from several devices is committed together: one deliver frame carries many envelopes, in order, once', async () => {
+  it('a burst from several devices is committed together: one deliver frame carries many envelopes, one accepted_batch answers many sends, in order, once', async () => {
     const users = await Promise.all(range(1, 4).map((i) => makeUser(`b${i}`)));
     const conv = await makeConversation(users);
     const clients = await Promise.all(users.map((u) => connect(conv, u.devices[0]!)));
@@ -379,11 +379,26 @@ describe('group commit: the conversation object', () => {
     );
     for (const c of clients) {
       const delivers = c.frames.filter((f): f is Extract<ServerFrame, { type: 'deliver' }> => f.type === 'deliver');
-      // Every frame is on the wire schema (deliver frames are spliced from pre-encoded envelopes).
-      for (const f of c.frames) expect(serverFrame.safeParse(f).success, JSON.stringify(f).slice(0, 200)).toBe(true);
+      // Every frame is on the wire schema (deliver and accepted_batch frames are spliced from pre-encoded text).
+      for (const f of c.wire) expect(serverFrame.safeParse(f).success, JSON.stringify(f).slice(0, 200)).toBe(true);
       // Batched: fewer frames than envelopes (the 100 sends arrive faster than one commit per frame).
       expect(delivers.length).toBeLessThan(75);
       expect(delivers.some((f) => f.envelopes.length > 1)).toBe(true);
+      // One answer per commit for this socket's sends: fewer answer frames than sends, a batch's entries in
+      // seq order, every send answered once.
+      const answers = c.wire.filter((f) => f.type === 'accepted' || f.type === 'accepted_batch');
+      const batches = answers.filter((f) => f.type === 'accepted_batch');
+      expect(answers.length).toBeLessThan(25);
+      expect(batches.length).toBeGreaterThan(0);
+      for (const f of batches) {
+        const seqs = f.accepted.map((a) => a.seq);
+        expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+      }
+      expect(answers.flatMap((f) => (f.type === 'accepted' ? [f.id] : f.accepted.map((a) => a.id))).sort()).toEqual(
+        range(0, 24)
+          .map((i) => `c${clients.indexOf(c)}m${i}`)
+          .sort(),
+      );
       const got = c.envelopes().map((e) => e.seq);
       const own = accepted(c).map((f) => (f.type === 'accepted' ? f.seq : -1));
       expect(got).toEqual([...got].sort((a, b) => a - b));

@@ -182,8 +182,8 @@ export interface Peer {
   me: string;
   /** Builds the frame for message `id`. */
   frame: (id: string) => string;
-  /** Classifies an incoming frame: my own message confirmed (id), deliveries (sender/id pairs), or other. */
-  parse: (data: string) => { accepted?: string; delivered?: { from: string; id: string; seq?: number }[] };
+  /** Classifies an incoming frame: my own messages confirmed (ids), deliveries (sender/id pairs), or other. */
+  parse: (data: string) => { accepted?: string[]; delivered?: { from: string; id: string; seq?: number }[] };
   ack?: (seq: number) => void;
 }
 
@@ -224,9 +224,9 @@ export async function runLoad(peers: Peer[], total: number): Promise<Omit<Result
         const now = performance.now();
         const r = p.parse(String(data));
         if (r.accepted !== undefined) {
-          accepted++;
+          accepted += r.accepted.length;
           lastAccepted = now;
-          sendOne();
+          for (let i = 0; i < r.accepted.length; i++) sendOne();
         }
         if (r.delivered) {
           let maxSeq = 0;
@@ -290,9 +290,11 @@ export async function appScenario(base: string, n: number, total: number, mode: 
         type: string;
         id?: string;
         code?: string;
+        accepted?: { id: string }[];
         envelopes?: { from: { u: string }; id: string; seq: number }[];
       };
-      if (f.type === 'accepted') return { accepted: f.id! };
+      if (f.type === 'accepted') return { accepted: [f.id!] };
+      if (f.type === 'accepted_batch') return { accepted: f.accepted!.map((a) => a.id) };
       if (f.type === 'deliver')
         return { delivered: f.envelopes!.map((e) => ({ from: e.from.u, id: e.id, seq: e.seq })) };
       if (f.type === 'error') throw new Error(`app error frame: ${f.code}`);

@@ -108,9 +108,14 @@ export function upgrade(conversationId: string, t: string | null): Promise<Respo
   });
 }
 
-/** A connected test socket: every frame is recorded; helpers wait for frames. */
+/**
+ * A connected test socket: every frame is recorded; helpers wait for frames. `frames` holds each
+ * `accepted_batch` as its entries, one `accepted` frame each (what the engine makes of it: every entry
+ * settles one send); `wire` holds the frames as they came.
+ */
 export class Client {
   readonly frames: ServerFrame[] = [];
+  readonly wire: ServerFrame[] = [];
   closed: { code: number; reason: string } | null = null;
   private waiters: (() => void)[] = [];
 
@@ -120,7 +125,10 @@ export class Client {
   ) {
     ws.addEventListener('message', (ev) => {
       const data = typeof ev.data === 'string' ? ev.data : new TextDecoder().decode(ev.data as ArrayBuffer);
-      this.frames.push(JSON.parse(data) as ServerFrame);
+      const f = JSON.parse(data) as ServerFrame;
+      this.wire.push(f);
+      if (f.type === 'accepted_batch') for (const a of f.accepted) this.frames.push({ v: f.v, type: 'accepted', ...a });
+      else this.frames.push(f);
       this.wake();
     });
     ws.addEventListener('close', (ev) => {

@@ -592,6 +592,10 @@ export function createEngine(opts: EngineOptions): Engine {
       case 'accepted':
         track(outbox.onAccepted(conversationId, frame.id, frame.seq, frame.ts));
         break;
+      case 'accepted_batch':
+        // Several of our sends stored by one commit: each entry settles its send as an `accepted` would.
+        for (const a of frame.accepted) track(outbox.onAccepted(conversationId, a.id, a.seq, a.ts));
+        break;
       case 'error':
         track(outbox.onError(conversationId, frame));
         break;

@@ -286,6 +286,38 @@ describe('lost answers', () => {
     bob.engine.close();
   });
 
+  it('an accepted_batch settles every send it lists (each answer comes as a batch behind the previous answer again)', async () => {
+    const { w, alice, bob, conv, server } = await group();
+    const push = server.push.bind(w.server);
+    let last: { id: string; seq: number; ts: number } | null = null;
+    let batches = 0;
+    server.push = (s, f) => {
+      if (s.user === 'alice' && f.type === 'accepted' && !f.duplicate) {
+        const entry = { id: f.id, seq: f.seq, ts: f.ts };
+        // The send in flight is the batch's LAST entry: the engine must apply every entry, not the first.
+        if (last) {
+          push(s, { v: f.v, type: 'accepted_batch', accepted: [{ ...last, duplicate: true }, entry] });
+          batches++;
+        } else push(s, f);
+        last = entry;
+        return;
+      }
+      push(s, f);
+    };
+    const sent: string[] = [];
+    for (const body of ['one', 'two', 'three']) sent.push((await alice.engine.sendText(conv, body)).clientId);
+    await until(() => accepted(alice, conv, sent), 'every message accepted');
+    expect(batches).toBeGreaterThanOrEqual(3);
+    await until(async () => (await texts(bob.engine, conv)).length === 3, 'Bob has all three');
+    expect(await texts(bob.engine, conv)).toEqual(['one', 'two', 'three']);
+    // Each message has the seq it was stored with: the one Bob's copy carries.
+    const seqOf = async (c: Client) =>
+      new Map((await c.engine.messages(conv)).filter((m) => sent.includes(m.clientId)).map((m) => [m.clientId, m.seq]));
+    expect(await seqOf(alice)).toEqual(await seqOf(bob));
+    alice.engine.close();
+    bob.engine.close();
+  });
+
   it('a frame the server never answers, on a socket that stays open, is sent again with its id after the answer timeout; the messages behind it follow', async () => {
     const { w, alice, bob, conv, server } = await group({ sendAnswerTimeoutMs: 300 });
     const onFrame = server.onFrame.bind(w.server);
