@@ -105,6 +105,7 @@ function medianResult(rs: Measured[]): Measured {
     deliveredPerSec: median(rs.map((r) => r.deliveredPerSec)),
     p50: median(rs.map((r) => r.p50)),
     p99: median(rs.map((r) => r.p99)),
+    framesPerMsg: median(rs.map((r) => r.framesPerMsg)),
   };
 }
 
@@ -270,7 +271,7 @@ async function main() {
           relays.push(r);
           apps.push(a);
           process.stdout.write(
-            `${n} devices ${mode}, run ${i + 1}/${REPEAT}: app ${fmt(a.acceptedPerSec)} msg/s p99 ${fmt(a.p99, 1)} ms · relay ${fmt(r.acceptedPerSec)} msg/s p99 ${fmt(r.p99, 1)} ms · server CPU ${fmt(a.cpuUsPerMsg)} / ${fmt(r.cpuUsPerMsg)} µs/msg (load ${loadavg()[0]!.toFixed(1)})\n`,
+            `${n} devices ${mode}, run ${i + 1}/${REPEAT}: app ${fmt(a.acceptedPerSec)} msg/s p99 ${fmt(a.p99, 1)} ms · relay ${fmt(r.acceptedPerSec)} msg/s p99 ${fmt(r.p99, 1)} ms · server CPU ${fmt(a.cpuUsPerMsg)} / ${fmt(r.cpuUsPerMsg)} µs/msg · frames/msg ${fmt(a.framesPerMsg, 2)} / ${fmt(r.framesPerMsg, 2)} (load ${loadavg()[0]!.toFixed(1)})\n`,
           );
         }
         const v = vite ? await appScenario(vite.url, n, total, mode) : null;

@@ -170,6 +170,8 @@ export interface Result {
   deliveredPerSec: number;
   p50: number;
   p99: number;
+  /** Frames the server sent to all devices per message (answers + deliveries + anything else). */
+  framesPerMsg: number;
 }
 
 export function percentile(sorted: number[], p: number): number {
@@ -196,6 +198,7 @@ export async function runLoad(peers: Peer[], total: number): Promise<Omit<Result
   const latencies: number[] = [];
   let accepted = 0;
   let delivered = 0;
+  let frames = 0;
   let lastAccepted = 0;
   let lastDelivered = 0;
   const started = performance.now();
@@ -222,6 +225,7 @@ export async function runLoad(peers: Peer[], total: number): Promise<Omit<Result
       };
       p.ws.on('message', (data) => {
         const now = performance.now();
+        frames++;
         const r = p.parse(String(data));
         if (r.accepted !== undefined) {
           accepted += r.accepted.length;
@@ -255,6 +259,7 @@ export async function runLoad(peers: Peer[], total: number): Promise<Omit<Result
     deliveredPerSec: (delivered * 1000) / (lastDelivered - started),
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
+    framesPerMsg: frames / messages,
   };
 }
 
