@@ -368,6 +368,30 @@ describe('the D1 outbox: every batch is a seq prefix', () => {
   });
 });
 
+describe('erase and the alarm: nothing cached outlives what it describes', () => {
+  it('a store initialised again on erased storage writes a fresh epoch and has no flush in flight', async () => {
+    const X = { u: 'u_x', d: 'dx' };
+    const Y = { u: 'u_y', d: 'dy' };
+    const out = await withStore(async (store, sql, storage) => {
+      store.init();
+      const first = store.epochFor([X, Y]);
+      store.appendBatch([{ ...groupInput('g1'), group: { c: bytes(8, 5), epoch: first.id } }], 1_000);
+      store.takeOutbox(100, Date.now());
+      const inFlightBefore = store.hasOutboxInFlight();
+      await storage.deleteAll(); // what ConversationDO.erase does, then init
+      store.init();
+      const again = store.epochFor([X, Y]);
+      return {
+        inFlightBefore,
+        inFlight: store.hasOutboxInFlight(),
+        epoch: again.id,
+        rows: sql.exec<{ n: number }>('SELECT count(*) AS n FROM epoch_devices WHERE epoch = ?', again.id).one().n,
+      };
+    });
+    expect(out).toEqual({ inFlightBefore: true, inFlight: false, epoch: 1, rows: 2 });
+  });
+});
+
 describe('group commit: the conversation object', () => {
   it('a burst from several devices is committed together: one deliver frame carries many envelopes, one accepted_batch answers many sends, in order, once', async () => {
     const users = await Promise.all(range(1, 4).map((i) => makeUser(`b${i}`)));

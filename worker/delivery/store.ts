@@ -212,6 +212,10 @@ export class DeliveryStore {
     this.lastSeqCache = null;
     this.lastCache = null;
     this.knownIds.clear();
+    // Storage may have been erased (ConversationDO.erase): nothing cached from it survives.
+    this.latestEpoch = undefined;
+    this.epochCache.clear();
+    this.groupInFlight = null;
     this.sql.exec(`CREATE TABLE IF NOT EXISTS state (
       id INTEGER PRIMARY KEY CHECK (id = 1),
       conversation_id TEXT,
