@@ -1144,8 +1144,15 @@ export class ConversationDO extends DurableObject<Env> {
 
   private async ensureAlarm(at: number): Promise<void> {
     if (this.alarmAt !== null && this.alarmAt <= at) return;
+    const before = this.alarmAt;
     this.alarmAt = at;
-    await this.ctx.storage.setAlarm(at);
+    try {
+      await this.ctx.storage.setAlarm(at);
+    } catch (err) {
+      // Not set: the next call must try again (an `alarmAt` left here would skip every later one).
+      if (this.alarmAt === at) this.alarmAt = before;
+      throw err;
+    }
   }
 
   override async alarm(): Promise<void> {

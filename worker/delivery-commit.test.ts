@@ -390,6 +390,25 @@ describe('erase and the alarm: nothing cached outlives what it describes', () =>
     });
     expect(out).toEqual({ inFlightBefore: true, inFlight: false, epoch: 1, rows: 2 });
   });
+
+  it('an alarm that could not be set is tried again by the next call', async () => {
+    const at = await runInDurableObject(conversationStub(`c_alarm_${crypto.randomUUID()}`), async (inst, state) => {
+      const o = inst as unknown as { ensureAlarm(at: number): Promise<void> };
+      await state.storage.deleteAlarm();
+      (inst as unknown as { alarmAt: number | null }).alarmAt = null;
+      const setAlarm = state.storage.setAlarm;
+      state.storage.setAlarm = () => Promise.reject(new Error('storage unavailable'));
+      const t = Date.now() + 600_000;
+      const failed = await o.ensureAlarm(t).then(
+        () => false,
+        () => true,
+      );
+      state.storage.setAlarm = setAlarm;
+      await o.ensureAlarm(t + 1_000);
+      return { failed, alarm: (await state.storage.getAlarm()) === t + 1_000 };
+    });
+    expect(at).toEqual({ failed: true, alarm: true });
+  });
 });
 
 describe('group commit: the conversation object', () => {
