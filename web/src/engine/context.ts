@@ -50,7 +50,7 @@ export type EngineErrorCode =
   | 'too_long'
   | 'not_failed'
   | 'send_failed'
-  /** An outbox entry kept failing for transient reasons (no network, 5xx, 429) past OUTBOX_TRANSIENT_LIFESPAN_MS. */
+  /** An outbox entry kept failing for transient reasons (no network, 5xx, 429), or sent and never answered, past OUTBOX_TRANSIENT_LIFESPAN_MS. */
   | 'unreachable'
   // attachments (attachments.ts)
   | 'attachment_too_large'

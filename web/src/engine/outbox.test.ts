@@ -12,7 +12,7 @@ import type { EngineContext } from './context.js';
 import type { EngineOptions } from './engine.js';
 import { memoryLocks } from './locks.js';
 import { decodePayload, Messages } from './messages.js';
-import { Outbox, type OutboxEntry } from './outbox.js';
+import { DEFAULT_OUTBOX_RETRY, Outbox, type OutboxEntry } from './outbox.js';
 import { memoryStore, type Store } from './storage.js';
 import { type Client, cryptoRng, makeWorld, newClient, online, texts, until, type World } from './testing/harness.js';
 import { ApiError, type ServerFrame } from './transport.js';
@@ -340,6 +340,41 @@ describe('lost answers', () => {
     expect(await texts(bob.engine, conv)).toEqual(['one', 'two', 'three']);
     alice.engine.close();
     bob.engine.close();
+  });
+});
+
+describe("a send never answered, past the server's retry window", () => {
+  it('a message whose `accepted` was lost is not sent again once older than the lifespan: it fails as unreachable, stored once', async () => {
+    // The server knows a retried id for logRetentionMs (24 h) after storing it; the lifespan is shorter.
+    expect(DEFAULT_OUTBOX_RETRY.lifespanMs).toBeLessThanOrEqual(24 * 3600 * 1000 - 4 * 3600 * 1000);
+    let skew = 0;
+    const w = await makeWorld({ now: () => Date.now() + skew });
+    const retry = { baseMs: 2, maxMs: 10, lifespanMs: 60_000 };
+    const alice = await newClient(w, 'alice', 'alice-1', { engine: { outboxRetry: retry } });
+    await newClient(w, 'bob'); // offline: no receipt marks it delivered
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
+    await online([alice], conv);
+    const server = w.server as unknown as { push: (s: { user: string }, f: ServerFrame) => void };
+    const push = server.push.bind(w.server);
+    let lost: string | null = null;
+    server.push = (s, f) => {
+      if (lost === null && s.user === 'alice' && f.type === 'accepted' && groupSend(w, f.id)) {
+        lost = f.id; // stored; the socket drops before Alice hears of it
+        return;
+      }
+      push(s, f);
+    };
+    const m = await alice.engine.sendText(conv, 'one');
+    await until(() => lost === m.clientId, 'stored, its answer lost');
+    w.server.setOnline('alice', 'alice-1', false);
+    skew = 61_000; // offline past the lifespan
+    w.server.setOnline('alice', 'alice-1', true);
+    const status = async () => (await alice.engine.messages(conv)).find((x) => x.clientId === m.clientId);
+    await until(async () => (await status())?.status === 'failed', 'failed past the lifespan');
+    expect((await status())?.error).toBe('unreachable');
+    await alice.engine.idle();
+    expect(sendsOf(w, m.clientId)).toBe(1); // never resent
+    alice.engine.close();
   });
 });
 

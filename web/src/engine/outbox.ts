@@ -12,7 +12,9 @@
  * Preparing an entry (bundle claims, device lists) can fail for a transient reason — no network, a 5xx, a
  * 429: the entry stays `sending` (and the conversation's later entries wait behind it) and is tried again
  * with capped back-off, and at once when the socket comes back, until it is OUTBOX_TRANSIENT_LIFESPAN_MS
- * old; only then does a transient failure fail it. A permanent refusal (an EngineError, any other 4xx)
+ * old; only then does a transient failure fail it. An entry whose frame may have gone out (its ciphertext is
+ * stored) is never sent again past that age either — it fails as `unreachable` (or, already marked
+ * delivered by a receipt, just leaves the outbox): the server may have forgotten its id by then. A permanent refusal (an EngineError, any other 4xx)
  * fails it at once. Retry timers are unref'd and stop with `close`.
  * On `device_mismatch` the entry is repaired and retried: extra and stale devices are dropped, their
  * users' device lists refreshed, and only the MISSING devices are encrypted to — if they are in a verified
@@ -363,6 +365,16 @@ export class Outbox {
       if (!e || !unsent(e)) return;
       conversationId = e.conversationId;
       createdAt = e.createdAt;
+      // Its ciphertext may have gone out (stored, the answer lost with the socket): the server answers a
+      // retried id only while its log keeps it (24 h from the stored ts, which is never before createdAt).
+      // Past the lifespan (shorter, see constants.ts) it is never sent again: a resend could be stored twice.
+      if ((e.items !== null || e.group !== null) && this.ctx.now() - e.createdAt >= this.retry.lifespanMs) {
+        this.transient.delete(clientId);
+        if (e.state === 'delivered')
+          await this.ctx.store.delete(key(clientId)); // a receipt proves it stored
+        else await this.fail(clientId, 'unreachable');
+        return 'failed';
+      }
       if (this.openReceipt.get(e.conversationId) === clientId) this.openReceipt.delete(e.conversationId);
       if (e.mode === 'pairwise' && e.items === null) {
         e = { ...e, items: await this.fanout(e.conversationId, e.payload) };

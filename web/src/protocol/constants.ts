@@ -284,10 +284,15 @@ export const MAX_TIMER_SECONDS = 28 * 24 * 3600;
  * 5xx, 429: it is tried again after OUTBOX_RETRY_BASE_MS, doubling up to OUTBOX_RETRY_MAX_MS (and at once
  * when a socket comes back), and stays `sending` until its age passes OUTBOX_TRANSIENT_LIFESPAN_MS — like
  * Signal's one-day job lifespan — after which its next transient failure fails it.
+ * A message whose frame went out but was never answered (the socket dropped before `accepted`) is not sent
+ * again past the same age, measured from its creation on this device's clock: the server recognises a
+ * retried id only while its log keeps it (logRetentionMs, 24 h after the stored ts, which is never before
+ * the creation), and a resend after that would be stored and delivered twice. 20 h leaves 4 h of margin
+ * (this device's clock set back, a late prune is harmless: the server only ever keeps ids longer).
  */
 export const OUTBOX_RETRY_BASE_MS = 250;
 export const OUTBOX_RETRY_MAX_MS = 30_000;
-export const OUTBOX_TRANSIENT_LIFESPAN_MS = 24 * 3600 * 1000;
+export const OUTBOX_TRANSIENT_LIFESPAN_MS = 20 * 3600 * 1000;
 
 // ---- Passwords (client-side pre-hash; see password.ts) -------------------------------------------------
 /** Domain-separates the username-derived argon2id salt. */
