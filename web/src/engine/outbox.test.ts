@@ -376,6 +376,39 @@ describe("a send never answered, past the server's retry window", () => {
     expect(sendsOf(w, m.clientId)).toBe(1); // never resent
     alice.engine.close();
   });
+  it('one a receipt already marked delivered is not sent again either: it stays delivered, stored once', async () => {
+    let skew = 0;
+    const w = await makeWorld({ now: () => Date.now() + skew });
+    const retry = { baseMs: 2, maxMs: 10, lifespanMs: 60_000 };
+    const alice = await newClient(w, 'alice', 'alice-1', { engine: { outboxRetry: retry } });
+    const bob = await newClient(w, 'bob');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
+    await online([alice, bob], conv);
+    const server = w.server as unknown as { push: (s: { user: string }, f: ServerFrame) => void };
+    const push = server.push.bind(w.server);
+    let lost: string | null = null;
+    server.push = (s, f) => {
+      if (lost === null && s.user === 'alice' && f.type === 'accepted' && groupSend(w, f.id)) {
+        lost = f.id;
+        return;
+      }
+      push(s, f);
+    };
+    const m = await alice.engine.sendText(conv, 'one');
+    const status = async () => (await alice.engine.messages(conv)).find((x) => x.clientId === m.clientId);
+    await until(async () => (await status())?.status === 'delivered', "Bob's receipt");
+    w.server.setOnline('alice', 'alice-1', false);
+    skew = 61_000;
+    w.server.setOnline('alice', 'alice-1', true);
+    const two = await alice.engine.sendText(conv, 'two'); // the conversation's next entry is not held behind it
+    await until(async () => (await texts(bob.engine, conv)).length === 2, 'Bob has both');
+    expect(await texts(bob.engine, conv)).toEqual(['one', 'two']);
+    expect(sendsOf(w, m.clientId)).toBe(1);
+    expect(sendsOf(w, two.clientId)).toBe(1);
+    expect((await status())?.status).toBe('delivered');
+    alice.engine.close();
+    bob.engine.close();
+  });
 });
 
 describe('the network drops', () => {
