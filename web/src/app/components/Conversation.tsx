@@ -60,7 +60,7 @@ export function failureText(code: string | undefined): string {
     case 'no_devices':
       return 'Nobody here has a device to receive it.';
     case 'unreachable':
-      return 'The server could not be reached for a day.';
+      return 'The server could not be reached for 20 hours.';
     default:
       return 'It could not be sent.';
   }
