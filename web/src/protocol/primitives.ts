@@ -208,6 +208,23 @@ export async function aesGcmKey(
   };
 }
 
+/**
+ * One AES-256-GCM open with a key used once (a sender-key message key): `aesGcmDecrypt`'s result and errors,
+ * through WebCrypto where the platform has it (hardware AES off the JS thread, instead of noble's per-key
+ * tables on it), noble otherwise.
+ */
+export async function aesGcmDecryptOnce(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ciphertext: Uint8Array,
+  aad: Uint8Array,
+  subtle: SubtleCrypto | null | undefined = typeof crypto === 'undefined' ? undefined : crypto.subtle,
+): Promise<Uint8Array> {
+  if (key.length !== AES_KEY_LEN || nonce.length !== GCM_NONCE_LEN) fail(ErrorCode.InvalidKey, 'aesGcmDecrypt');
+  if (ciphertext.length < GCM_TAG_LEN) fail(ErrorCode.DecryptionFailed, 'aesGcmDecrypt');
+  return (await aesGcmKey(key, subtle)).decrypt(nonce, ciphertext, aad);
+}
+
 /** Incremental SHA-256 (FIPS 180-4) for data that never sits in memory whole. */
 export interface Sha256Stream {
   update(data: Uint8Array): void;

@@ -37,7 +37,7 @@ import { MessageKeys, SenderChainKey } from './kdf-chains.js';
 import { generateEd25519, type OurEd25519KeyPair, type TheirEd25519Key, theirEd25519 } from './keys.js';
 import { MAX_PADDED_LEN, pad, unpad } from './padding.js';
 import {
-  aesGcmDecrypt,
+  aesGcmDecryptOnce,
   aesGcmEncrypt,
   type Curve25519,
   GCM_TAG_LEN,
@@ -197,13 +197,13 @@ function keysFor(state: ReceivedSenderKey, iteration: number): { keys: MessageKe
 }
 
 /** Candidate keys and plaintext for `iteration`, computed from immutable state (commits nothing). */
-function open(
+async function open(
   state: ReceivedSenderKey,
   iteration: number,
   body: Uint8Array,
-): { next: ReturnType<typeof keysFor>; plaintext: Uint8Array } {
+): Promise<{ next: ReturnType<typeof keysFor>; plaintext: Uint8Array }> {
   const next = keysFor(state, iteration);
-  const padded = aesGcmDecrypt(
+  const padded = await aesGcmDecryptOnce(
     next.keys.cipherKey,
     next.keys.nonce,
     body.subarray(PREFIX_LEN),
@@ -234,18 +234,16 @@ async function senderDecryptInner(
   // can never make us derive up to MAX_SENDER_SKIP keys. Either way nothing is committed or returned, and
   // no symmetric error is reported, before the signature verified.
   const overlap = iteration <= state.chain.index;
-  let opened: { next: ReturnType<typeof keysFor>; plaintext: Uint8Array } | undefined;
-  let failure: { error: unknown } | undefined;
-  if (overlap) {
-    try {
-      opened = open(state, iteration, body);
-    } catch (error) {
-      failure = { error };
-    }
-  }
+  const opening = overlap
+    ? open(state, iteration, body).then(
+        (opened) => ({ opened }),
+        (error: unknown) => ({ error }),
+      )
+    : undefined;
   if (!(await verified)) fail(ErrorCode.Signature, op);
-  if (failure) throw failure.error;
-  const { next, plaintext } = opened ?? open(state, iteration, body);
+  const early = opening ? await opening : undefined;
+  if (early && 'error' in early) throw early.error;
+  const { next, plaintext } = early ? early.opened : await open(state, iteration, body);
   return { record: { states: record.states.map((s, i) => (i === at ? next.state : s)) }, plaintext };
 }
 

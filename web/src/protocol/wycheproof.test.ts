@@ -7,6 +7,7 @@ import { fromHex, isAllZero, toHex } from './bytes.js';
 import { is } from './errors.js';
 import {
   aesGcmDecrypt,
+  aesGcmDecryptOnce,
   aesGcmEncrypt,
   aesGcmKey,
   type Curve25519,
@@ -139,7 +140,7 @@ describe('Wycheproof AES-256-GCM (96-bit IV)', () => {
     expect(failures).toEqual([]);
   });
 
-  it('the bulk path (aesGcmKey, WebCrypto and noble) passes every case too', async () => {
+  it('the bulk path (aesGcmKey) and the one-shot open (aesGcmDecryptOnce), WebCrypto and noble, pass every case too', async () => {
     const failures: string[] = [];
     for (const subtle of [crypto.subtle, null]) {
       for (const [gi, g] of aesGcm.testGroups.entries()) {
@@ -157,10 +158,15 @@ describe('Wycheproof AES-256-GCM (96-bit IV)', () => {
             (p) => toHex(p),
             (e: unknown) => (is(e, 'decryption_failed') ? null : 'unexpected error'),
           );
+          const once = await aesGcmDecryptOnce(fromHex(t.key), iv, fromHex(t.ct + t.tag), aad, subtle).then(
+            (p) => toHex(p),
+            (e: unknown) => (is(e, 'decryption_failed') ? null : 'unexpected error'),
+          );
           const ok =
-            t.result === 'invalid'
+            once === dec &&
+            (t.result === 'invalid'
               ? dec === null
-              : dec === t.msg && toHex(await k.encrypt(iv, fromHex(t.msg), aad)) === t.ct + t.tag;
+              : dec === t.msg && toHex(await k.encrypt(iv, fromHex(t.msg), aad)) === t.ct + t.tag);
           if (!ok) failures.push(`${k.impl} ${label(gi, t)}`);
         }
       }
