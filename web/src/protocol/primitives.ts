@@ -209,7 +209,7 @@ export async function aesGcmKey(
 }
 
 /**
- * One AES-256-GCM open with a key used once (a sender-key message key): `aesGcmDecrypt`'s result and errors,
+ * One AES-256-GCM open with a key used once (a ratchet or sender-key message key): `aesGcmDecrypt`'s result and errors,
  * through WebCrypto where the platform has it (hardware AES off the JS thread, instead of noble's per-key
  * tables on it), noble otherwise.
  */
@@ -495,6 +495,12 @@ export interface Curve25519 {
   ed25519Sign(ours: OurSecret, message: Uint8Array): Promise<Uint8Array>;
   /** Strict verification; returns false (never throws) for any invalid key, signature or encoding. */
   ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean>;
+  /**
+   * One AES-256-GCM open with a message key used once (the ratchet's and sender keys'), on the same platform:
+   * `aesGcmDecryptOnce` through this WebCrypto for `webCryptoCurves` (hardware AES off the JS thread instead
+   * of noble's per-key tables on it), noble's `aesGcmDecrypt` for `nobleCurves`. Same result and errors.
+   */
+  aesGcmOpen(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, aad: Uint8Array): Promise<Uint8Array>;
 }
 
 const secretOf = (k: OurSecret): Uint8Array => (k instanceof Uint8Array ? k : k.secretKey);
@@ -621,6 +627,9 @@ export const nobleCurves: Curve25519 = {
     } catch {
       return false;
     }
+  },
+  async aesGcmOpen(key, nonce, ciphertext, aad) {
+    return aesGcmDecrypt(key, nonce, ciphertext, aad);
   },
 };
 
@@ -809,6 +818,7 @@ export async function webCryptoCurves(
   const impl: Curve25519 & { mlkem: MlKem1024 } = {
     name: 'webcrypto',
     mlkem: nobleMlKem,
+    aesGcmOpen: (key, nonce, ciphertext, aad) => aesGcmDecryptOnce(key, nonce, ciphertext, aad, subtle),
     async x25519PublicKey(secret) {
       assertSecret(secret, 'x25519PublicKey');
       return publicFromSlot(privSlot('X25519', secret), 'x25519PublicKey');

@@ -203,27 +203,61 @@ describe('double ratchet', () => {
     expect(b.skipped.size).toBe(0);
   });
 
-  it('PITFALLS 11: bad tag, bad header and wrong session leave the state byte-for-byte unchanged', async () => {
-    const { rng, alice, bob } = await pair(wc, 'p11');
-    const other = await pair(wc, 'p11-other');
-    const { messages } = sendN(alice, 2, 'm');
-    const b1 = (await ratchetDecrypt(wc, rng, bob, messages[0]!)).state;
-    const m = messages[1]!;
-    const badTag = { ...m, ciphertext: m.ciphertext.map((x, i) => (i === m.ciphertext.length - 1 ? x ^ 1 : x)) };
-    const badHeader = { ...m, header: m.header.map((x, i) => (i === 39 ? x ^ 4 : x)) };
-    const foreign = ratchetEncrypt(other.alice, utf8('x')).message;
-    for (const [state, bad] of [
-      [bob, badTag],
-      [b1, badTag],
-      [b1, badHeader],
-      [b1, foreign],
-      [bob, foreign],
-    ] as const) {
-      const before = snap(state);
-      await expectCode(ratchetDecrypt(wc, rng, state, bad), 'decryption_failed');
-      expect(snap(state)).toBe(before);
-    }
-    expect(new TextDecoder().decode((await ratchetDecrypt(wc, rng, b1, m)).plaintext)).toBe('m1');
+  for (const which of ['noble', 'webcrypto'] as const) {
+    it(`PITFALLS 11: bad tag, bad header and wrong session leave the state byte-for-byte unchanged (${which})`, async () => {
+      const curves = which === 'noble' ? nobleCurves : wc;
+      const { rng, alice, bob } = await pair(curves, 'p11');
+      const other = await pair(curves, 'p11-other');
+      const { messages } = sendN(alice, 2, 'm');
+      const b1 = (await ratchetDecrypt(curves, rng, bob, messages[0]!)).state;
+      const m = messages[1]!;
+      const badTag = { ...m, ciphertext: m.ciphertext.map((x, i) => (i === m.ciphertext.length - 1 ? x ^ 1 : x)) };
+      const badHeader = { ...m, header: m.header.map((x, i) => (i === 39 ? x ^ 4 : x)) };
+      const foreign = ratchetEncrypt(other.alice, utf8('x')).message;
+      for (const [state, bad] of [
+        [bob, badTag],
+        [b1, badTag],
+        [b1, badHeader],
+        [b1, foreign],
+        [bob, foreign],
+      ] as const) {
+        const before = snap(state);
+        await expectCode(ratchetDecrypt(curves, rng, state, bad), 'decryption_failed');
+        expect(snap(state)).toBe(before);
+      }
+      expect(new TextDecoder().decode((await ratchetDecrypt(curves, rng, b1, m)).plaintext)).toBe('m1');
+    });
+  }
+
+  it("every open is the curves' aesGcmOpen (new chain, known chain, skipped key); one that fails commits nothing", async () => {
+    const { rng, alice, bob } = await pair(wc, 'open');
+    const { messages } = sendN(alice, 3, 'm');
+    let opens = 0;
+    let refuse = false;
+    const curves: Curve25519 = {
+      ...wc,
+      aesGcmOpen: (...a) => {
+        opens++;
+        return refuse ? Promise.reject(new Error('the platform failed')) : wc.aesGcmOpen(...a);
+      },
+    };
+    const text = (p: Uint8Array) => new TextDecoder().decode(p);
+    const r0 = await ratchetDecrypt(curves, rng, bob, messages[0]!);
+    expect([text(r0.plaintext), opens]).toEqual(['m0', 1]);
+    refuse = true;
+    const before = snap(r0.state);
+    await expect(ratchetDecrypt(curves, rng, r0.state, messages[2]!)).rejects.toThrow('the platform failed');
+    expect(snap(r0.state)).toBe(before);
+    refuse = false;
+    const r2 = await ratchetDecrypt(curves, rng, r0.state, messages[2]!);
+    expect([text(r2.plaintext), r2.state.skipped.size]).toEqual(['m2', 1]);
+    refuse = true;
+    const skipped = snap(r2.state);
+    await expect(ratchetDecrypt(curves, rng, r2.state, messages[1]!)).rejects.toThrow('the platform failed');
+    expect(snap(r2.state)).toBe(skipped);
+    refuse = false;
+    const r1 = await ratchetDecrypt(curves, rng, r2.state, messages[1]!);
+    expect([text(r1.plaintext), r1.state.skipped.size, opens]).toEqual(['m1', 0, 5]);
   });
 
   it('late messages of an old chain decrypt after several DH steps (and beyond the chain window)', async () => {

@@ -9,7 +9,8 @@
  *   Ciphertext = AES-256-GCM(mk.key, mk.nonce, plaintext, AD ‖ header).
  * - `ratchetDecrypt` (§3.5) is ALL-OR-NOTHING: state values are immutable, the new state is assembled on the
  *   side and returned only after AES-GCM authenticated; on any failure the caller's state is untouched
- *   (PITFALLS 11). Order: skipped keys (TrySkippedMessageKeys); a known receiving chain; else a DH ratchet
+ *   (PITFALLS 11). Its AES-GCM open is the curves' (`aesGcmOpen`: WebCrypto where the platform has it, off
+ *   the JS thread; noble otherwise), awaited before anything is returned. Order: skipped keys (TrySkippedMessageKeys); a known receiving chain; else a DH ratchet
  *   step. A counter more than MAX_SKIP ahead is refused BEFORE any key or DH is derived (`too_far_ahead`,
  *   PITFALLS 8); a counter below a known chain's position whose key is not stored is a `duplicate`
  *   (PITFALLS 10 — used, or evicted as oldest from the capped store).
@@ -34,7 +35,7 @@ import { ErrorCode, fail } from './errors.js';
 import { decodeHeader, encodeHeader } from './header.js';
 import { ChainKey, MessageKeys, RemoteChainKey, RootKey } from './kdf-chains.js';
 import { type OurX25519KeyPair, type TheirX25519Key, theirX25519 } from './keys.js';
-import { aesGcmDecrypt, aesGcmEncrypt, type Curve25519, KEY_LEN, type Rng } from './primitives.js';
+import { aesGcmEncrypt, type Curve25519, KEY_LEN, type Rng } from './primitives.js';
 import { type SkippedKey, SkippedKeys } from './skipped-keys.js';
 
 /** A peer ratchet key with its receiving chain; `end` is the chain's length once the next chain told us. */
@@ -203,20 +204,28 @@ function retire(chain: ReceiverChain, skipped: SkippedKeys): SkippedKeys {
   return skipTo(chain, end, skipped).skipped;
 }
 
-function open(mk: MessageKeys, state: RatchetState, header: Uint8Array, ciphertext: Uint8Array): Uint8Array {
-  return aesGcmDecrypt(mk.cipherKey, mk.nonce, ciphertext, concat(state.associatedData, header));
+/** The message key's AES-256-GCM open, on the curves' platform (WebCrypto or noble: `Curve25519.aesGcmOpen`). */
+function open(
+  curves: Curve25519,
+  mk: MessageKeys,
+  state: RatchetState,
+  header: Uint8Array,
+  ciphertext: Uint8Array,
+): Promise<Uint8Array> {
+  return curves.aesGcmOpen(mk.cipherKey, mk.nonce, ciphertext, concat(state.associatedData, header));
 }
 
 /** Advance `chain` to the message's index, decrypt with that key; the chain ends one past it. */
-function decryptInChain(
+async function decryptInChain(
+  curves: Curve25519,
   state: RatchetState,
   chain: ReceiverChain,
   n: number,
   header: Uint8Array,
   ciphertext: Uint8Array,
-): { plaintext: Uint8Array; chain: ReceiverChain; skipped: SkippedKeys } {
+): Promise<{ plaintext: Uint8Array; chain: ReceiverChain; skipped: SkippedKeys }> {
   const { chainKey, skipped } = skipTo(chain, n, state.skipped);
-  const plaintext = open(chainKey.messageKeys(), state, header, ciphertext);
+  const plaintext = await open(curves, chainKey.messageKeys(), state, header, ciphertext);
   return { plaintext, chain: { ...chain, chainKey: chainKey.next() }, skipped };
 }
 
@@ -282,7 +291,7 @@ export async function ratchetDecrypt(
   // TrySkippedMessageKeys
   const hit = state.skipped.take(h.ratchetKey, n);
   if (hit) {
-    const plaintext = open(MessageKeys.fromSeed(hit.seed, n), state, message.header, message.ciphertext);
+    const plaintext = await open(curves, MessageKeys.fromSeed(hit.seed, n), state, message.header, message.ciphertext);
     return { state: { ...state, skipped: hit.rest }, plaintext };
   }
 
@@ -292,7 +301,7 @@ export async function ratchetDecrypt(
   if (known) {
     if (n < known.chainKey.index) fail(ErrorCode.Duplicate, op, 'message key already used');
     if (known.end !== null && n >= known.end) fail(ErrorCode.BeyondChainEnd, op, 'beyond end of chain');
-    const r = decryptInChain(state, known, n, message.header, message.ciphertext);
+    const r = await decryptInChain(curves, state, known, n, message.header, message.ciphertext);
     const receivingChains = state.receivingChains.map((c, i) => (i === at ? r.chain : c));
     return { state: { ...state, receivingChains, skipped: r.skipped }, plaintext: r.plaintext };
   }
@@ -306,7 +315,7 @@ export async function ratchetDecrypt(
   const [rk1, recvKey] = state.rootKey.createReceivingChain(dhRecv);
   const [rootKey, sendingChain] = rk1.createSendingChain(dhSend);
   const fresh: ReceiverChain = { ratchetKey: h.ratchetKey, chainKey: recvKey, end: null };
-  const r = decryptInChain(state, fresh, n, message.header, message.ciphertext);
+  const r = await decryptInChain(curves, state, fresh, n, message.header, message.ciphertext);
   const [prev, ...older] = state.receivingChains;
   const chains = [r.chain, ...(prev ? [{ ...prev, end: h.previousChainLength }] : []), ...older];
   const receivingChains = chains.slice(0, MAX_RECEIVER_CHAINS);

@@ -36,15 +36,7 @@ import { assertId, readId } from './identity.js';
 import { MessageKeys, SenderChainKey } from './kdf-chains.js';
 import { generateEd25519, type OurEd25519KeyPair, type TheirEd25519Key, theirEd25519 } from './keys.js';
 import { MAX_PADDED_LEN, pad, unpad } from './padding.js';
-import {
-  aesGcmDecryptOnce,
-  aesGcmEncrypt,
-  type Curve25519,
-  GCM_TAG_LEN,
-  KEY_LEN,
-  type Rng,
-  SIG_LEN,
-} from './primitives.js';
+import { aesGcmEncrypt, type Curve25519, GCM_TAG_LEN, KEY_LEN, type Rng, SIG_LEN } from './primitives.js';
 import { type SkippedKey, SkippedKeys } from './skipped-keys.js';
 
 /** Our own sending chain for one conversation. */
@@ -198,12 +190,13 @@ function keysFor(state: ReceivedSenderKey, iteration: number): { keys: MessageKe
 
 /** Candidate keys and plaintext for `iteration`, computed from immutable state (commits nothing). */
 async function open(
+  curves: Curve25519,
   state: ReceivedSenderKey,
   iteration: number,
   body: Uint8Array,
 ): Promise<{ next: ReturnType<typeof keysFor>; plaintext: Uint8Array }> {
   const next = keysFor(state, iteration);
-  const padded = await aesGcmDecryptOnce(
+  const padded = await curves.aesGcmOpen(
     next.keys.cipherKey,
     next.keys.nonce,
     body.subarray(PREFIX_LEN),
@@ -235,7 +228,7 @@ async function senderDecryptInner(
   // no symmetric error is reported, before the signature verified.
   const overlap = iteration <= state.chain.index;
   const opening = overlap
-    ? open(state, iteration, body).then(
+    ? open(curves, state, iteration, body).then(
         (opened) => ({ opened }),
         (error: unknown) => ({ error }),
       )
@@ -243,7 +236,7 @@ async function senderDecryptInner(
   if (!(await verified)) fail(ErrorCode.Signature, op);
   const early = opening ? await opening : undefined;
   if (early && 'error' in early) throw early.error;
-  const { next, plaintext } = early ? early.opened : await open(state, iteration, body);
+  const { next, plaintext } = early ? early.opened : await open(curves, state, iteration, body);
   return { record: { states: record.states.map((s, i) => (i === at ? next.state : s)) }, plaintext };
 }
 

@@ -140,9 +140,12 @@ describe('Wycheproof AES-256-GCM (96-bit IV)', () => {
     expect(failures).toEqual([]);
   });
 
-  it('the bulk path (aesGcmKey) and the one-shot open (aesGcmDecryptOnce), WebCrypto and noble, pass every case too', async () => {
+  it('the bulk path (aesGcmKey), the one-shot open (aesGcmDecryptOnce) and Curve25519.aesGcmOpen, WebCrypto and noble, pass every case too', async () => {
     const failures: string[] = [];
-    for (const subtle of [crypto.subtle, null]) {
+    for (const [subtle, curves] of [
+      [crypto.subtle, paths[1]!],
+      [null, paths[0]!],
+    ] as const) {
       for (const [gi, g] of aesGcm.testGroups.entries()) {
         for (const t of g.tests as (Case & {
           key: string;
@@ -162,12 +165,17 @@ describe('Wycheproof AES-256-GCM (96-bit IV)', () => {
             (p) => toHex(p),
             (e: unknown) => (is(e, 'decryption_failed') ? null : 'unexpected error'),
           );
+          const opened = await curves.aesGcmOpen(fromHex(t.key), iv, fromHex(t.ct + t.tag), aad).then(
+            (p) => toHex(p),
+            (e: unknown) => (is(e, 'decryption_failed') ? null : 'unexpected error'),
+          );
           const ok =
             once === dec &&
+            opened === dec &&
             (t.result === 'invalid'
               ? dec === null
               : dec === t.msg && toHex(await k.encrypt(iv, fromHex(t.msg), aad)) === t.ct + t.tag);
-          if (!ok) failures.push(`${k.impl} ${label(gi, t)}`);
+          if (!ok) failures.push(`${k.impl}/${curves.name} ${label(gi, t)}`);
         }
       }
     }
