@@ -68,7 +68,7 @@ import type { Outbox } from './outbox.js';
 import type { OwnDevices } from './own-devices.js';
 import type { People } from './people.js';
 import type { Sessions } from './sessions.js';
-import { mutex, readOnce, type StoreTx } from './storage.js';
+import { mutex, readOnce, type StoreReader, type StoreTx } from './storage.js';
 import type { Envelope } from './transport.js';
 
 const K = {
@@ -90,6 +90,39 @@ interface Outcome {
 
 /** Envelopes one batch takes at most (one store transaction: its writes are sealed and committed together). */
 const BATCH_MAX = 256;
+
+/** What a batch reads first: the cursor, each chain's state, and the bytes behind them. */
+interface BatchStart {
+  readonly cursor: number;
+  readonly states: ReadonlyMap<ReceiveChain, unknown>;
+  readonly seen: ReadonlyMap<string, Uint8Array | undefined>;
+}
+
+/** What a batch takes from a start (see `batch`). */
+interface BatchDecision {
+  readonly from: number;
+  readonly cursor: number;
+  readonly states: ReadonlyMap<ReceiveChain, unknown>;
+  readonly dirty: ReadonlySet<ReceiveChain>;
+  readonly take: readonly { readonly env: Envelope; readonly content: Content }[];
+  readonly acked: number | null;
+  readonly taken: number;
+}
+
+/** Whether two starts read the same keys and got the same bytes. */
+function sameReads(
+  a: ReadonlyMap<string, Uint8Array | undefined>,
+  b: ReadonlyMap<string, Uint8Array | undefined>,
+): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) {
+    if (!b.has(k)) return false;
+    const w = b.get(k);
+    if (v === undefined || w === undefined ? v !== w : v.length !== w.length || v.some((x, i) => x !== w[i]))
+      return false;
+  }
+  return true;
+}
 
 interface BatchResult {
   /** Envelopes of the run accounted for (stored, or skipped as already processed), from its start. */
@@ -176,7 +209,8 @@ export class Inbox {
    * never deadlocks with it, a send, or another tab): the cursor and each chain's state are read once through
    * the transaction, every envelope is decrypted against the state in memory, and the messages, the advanced
    * states (as the last TAKEN envelope left them) and the cursor commit together; the caller acknowledges
-   * after that. The run ends before the first envelope it does not take — a sender that is not verified, a
+   * after that. The decrypting is done ahead, before the transaction's turn, from the same reads outside it;
+   * the transaction keeps that result only if its own reads return the same bytes, else decrypts again. The run ends before the first envelope it does not take — a sender that is not verified, a
    * decryption that fails or would start a session, or any content but a text or a receipt from a sender
    * whose messages are kept, with the conversation's verified timer — and nothing of that envelope is
    * written (its chain keeps the state before it); `process` hands it to `one`. The transaction function may
@@ -235,62 +269,94 @@ export class Inbox {
     if (usable === 0) return { taken: 0, acked: null, receipts: [] };
     const timer = await this.groups.timer(conversationId);
     const locks = [...new Set([...chains.values()].map((c) => c.lock))].sort(lockOrder);
-    const r = await withLocks(this.ctx.locks, locks, () =>
-      this.ctx.store.transaction(async (inner) => {
-        const tx = readOnce(inner);
-        // What the run reads first, all at once: the cursor and every chain's state.
-        const list = [...chains.values()];
-        const [stored, ...loaded] = await Promise.all([
-          this.messages.cursorInTx(tx, conversationId),
-          ...list.map((c) => c.load(tx)),
-        ]);
-        let cursor = (stored as number | undefined) ?? 0;
-        const from = cursor;
-        const states = new Map<ReceiveChain, unknown>(list.map((c, i) => [c, loaded[i]]));
-        const dirty = new Set<ReceiveChain>();
-        const take: { env: Envelope; content: Content }[] = [];
-        let acked: number | null = null;
-        let taken = 0;
-        // 1. Decrypt and decide, in order, writing nothing.
-        for (const [i, env] of run.slice(0, usable).entries()) {
-          if (env.seq <= cursor) {
-            acked = cursor;
-            taken++;
-            continue;
-          }
-          if (!isWithheld(bytes[i]!)) {
-            const chain = chains.get(`${env.mode}/${env.from.u}/${env.from.d}`)!;
-            let d: { plaintext: Uint8Array; next: unknown };
-            try {
-              d = await chain.decrypt(states.get(chain), bytes[i]!);
-            } catch {
-              break; // `one` decrypts it again and stores what failed, as it always did
-            }
-            const content = this.takes(conversationId, env, d.plaintext, own.userId, timer, dropped);
-            if (!content) break;
-            states.set(chain, d.next);
-            dirty.add(chain);
-            take.push({ env, content });
-          }
-          cursor = env.seq;
-          acked = env.seq;
+    const list = [...chains.values()];
+    /** The cursor and every chain's state, read through `from`, with the exact bytes each read returned. */
+    const readStart = async (from: StoreReader): Promise<BatchStart> => {
+      const seen = new Map<string, Uint8Array | undefined>();
+      const recording: StoreTx = {
+        get: async (key) => {
+          const v = await from.get(key);
+          seen.set(key, v?.slice());
+          return v;
+        },
+        list: () => Promise.reject(new Error('inbox: the batch start reads no list')),
+        put: () => {
+          throw new Error('inbox: the batch start writes nothing');
+        },
+        delete: () => {
+          throw new Error('inbox: the batch start writes nothing');
+        },
+      };
+      const [stored, ...loaded] = await Promise.all([
+        this.messages.cursorInTx(recording, conversationId),
+        ...list.map((c) => c.load(recording)),
+      ]);
+      return {
+        cursor: (stored as number | undefined) ?? 0,
+        states: new Map<ReceiveChain, unknown>(list.map((c, i) => [c, loaded[i]])),
+        seen,
+      };
+    };
+    /** 1. Decrypt and decide, in order, writing nothing: a function of the start alone. */
+    const decide = async (start: BatchStart): Promise<BatchDecision> => {
+      let cursor = start.cursor;
+      const states = new Map(start.states);
+      const dirty = new Set<ReceiveChain>();
+      const take: { env: Envelope; content: Content }[] = [];
+      let acked: number | null = null;
+      let taken = 0;
+      for (const [i, env] of run.slice(0, usable).entries()) {
+        if (env.seq <= cursor) {
+          acked = cursor;
           taken++;
+          continue;
         }
+        if (!isWithheld(bytes[i]!)) {
+          const chain = chains.get(`${env.mode}/${env.from.u}/${env.from.d}`)!;
+          let d: { plaintext: Uint8Array; next: unknown };
+          try {
+            d = await chain.decrypt(states.get(chain), bytes[i]!);
+          } catch {
+            break; // `one` decrypts it again and stores what failed, as it always did
+          }
+          const content = this.takes(conversationId, env, d.plaintext, own.userId, timer, dropped);
+          if (!content) break;
+          states.set(chain, d.next);
+          dirty.add(chain);
+          take.push({ env, content });
+        }
+        cursor = env.seq;
+        acked = env.seq;
+        taken++;
+      }
+      return { from: start.cursor, cursor, states, dirty, take, acked, taken };
+    };
+    const r = await withLocks(this.ctx.locks, locks, async () => {
+      // Decrypted ahead, under the chains' locks but before the store transaction (whose turn holds the
+      // store for every other conversation): from the cursor and states as read now. The transaction reads
+      // them again and uses this decision only if every byte it reads is the same — else it decides again
+      // from what it read. Nothing of it is written or acknowledged before that transaction commits.
+      const early = await readStart(this.ctx.store);
+      const ahead = await decide(early);
+      return this.ctx.store.transaction(async (inner) => {
+        const tx = readOnce(inner);
+        const start = await readStart(tx);
+        const d = sameReads(start.seen, early.seen) ? ahead : await decide(start);
         // 2. What storing them reads, all at once; 3. store them, in order.
-        const ids = take.flatMap((t) => (t.content.t === 'text' ? [t.content.id] : []));
+        const ids = d.take.flatMap((t) => (t.content.t === 'text' ? [t.content.id] : []));
         if (ids.length) await this.messages.prefetchInTx(tx, conversationId, ids);
         const events: EngineEvent[] = [];
         const receipts: string[] = [];
-        for (const t of take) {
+        for (const t of d.take) {
           const out = await this.storeInTx(tx, conversationId, t.env, t.content, own.userId, timer);
           events.push(...out.events);
           if (out.receipt) receipts.push(out.receipt);
         }
-        for (const chain of dirty) chain.save(tx, states.get(chain));
-        if (cursor !== from) this.advanceInTx(tx, conversationId, cursor);
-        return { taken, acked, receipts, events };
-      }),
-    );
+        for (const chain of d.dirty) chain.save(tx, d.states.get(chain));
+        if (d.cursor !== d.from) this.advanceInTx(tx, conversationId, d.cursor);
+        return { taken: d.taken, acked: d.acked, receipts, events };
+      });
+    });
     for (const e of r.events) this.ctx.emit(e);
     return r;
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { deserializeOwnSenderKey, senderEncrypt, toB64u } from './_protocol.js';
-import { decodeRecord } from './codec.js';
+import { decodeRecord, encodeRecord } from './codec.js';
 import type { EngineContext } from './context.js';
 import { Directory } from './directory.js';
 import { Keystore } from './keystore.js';
@@ -254,6 +254,48 @@ describe('receive path: a run of envelopes is one batch (one transaction), all-o
     expect(await texts(reloaded, conv)).toEqual(['hello', ...bodies]);
     expect((await reloaded.messages(conv)).every((m) => m.status === 'received')).toBe(true);
     expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    alice.engine.close();
+  });
+
+  it('the batch decrypts ahead of its transaction; a cursor that moved in between makes the transaction decide again from what it read', async () => {
+    const inner = memoryStore();
+    let conv = '';
+    let moveTo: number | null = null;
+    let armed = false;
+    let moved = 0;
+    const store: Store = {
+      get: (k) => {
+        // The batch's read ahead of its transaction (outside it): arm the move for its transaction.
+        if (moveTo !== null && k === `cur/${conv}`) armed = true;
+        return inner.get(k);
+      },
+      list: (d) => inner.list(d),
+      put: (k, v) => inner.put(k, v),
+      delete: (k) => inner.delete(k),
+      transaction: async (fn) => {
+        if (armed && moveTo !== null) {
+          // Another writer stored the cursor past the first three envelopes meanwhile.
+          await inner.put(`cur/${conv}`, encodeRecord(moveTo));
+          [armed, moveTo] = [false, null];
+          moved++;
+        }
+        return inner.transaction(fn);
+      },
+    };
+    const chat = await directChat(store);
+    const { w, alice, bob } = chat;
+    conv = chat.conv;
+    await sendAll(w, alice, conv, ['one', 'two', 'three', 'four', 'five']);
+    moveTo = w.server.pending(conv, 'bob', 'bob-1')[2]!.seq;
+    await bob.engine.syncMailbox();
+    expect(moved).toBe(1);
+    // Decided from the moved cursor: the first three are taken as processed, the last two stored once.
+    expect(await texts(bob.engine, conv)).toEqual(['hello', 'four', 'five']);
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
+    // The session was saved as the last two left it: the next message decrypts.
+    await sendAll(w, alice, conv, ['six']);
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(['hello', 'four', 'five', 'six']);
     alice.engine.close();
   });
 
