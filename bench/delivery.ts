@@ -15,7 +15,7 @@
  * per other device — the relay then carries the same bytes), --scale=X (multiplies the message counts; 0.2 for a quick look), --sizes=2,10, --repeat=N (runs
  * per size, app and relay alternating; the table shows medians and the range of the per-run ratios).
  * Each row also shows the server CPU per accepted message (user + system time of the workerd processes over
- * the run, from /proc via bench/lib/proc-cpu.ts: what the object costs per message beside the bare relay).
+ * the load — set-up outside —, from /proc via bench/lib/proc-cpu.ts: what the object costs per message beside the bare relay).
  * Profiling the object's JavaScript: BENCH_INSPECT_PORT=<port> opens the V8 inspector of the app's workerd
  * on that port (`wrangler dev --inspector-port`); a DevTools client (chrome://inspect, or a CDP script calling
  * Profiler.start / Profiler.stop on the target listed at http://127.0.0.1:<port>/json) records a CPU profile.
@@ -78,17 +78,20 @@ const median = (xs: number[]) => {
 
 /**
  * Runs a scenario and adds the servers' CPU per accepted message (µs): every workerd under this process
- * (bench/lib/proc-cpu.ts). Scenarios run one at a time and the idle server hibernates, so that is the
- * scenario's server.
+ * (bench/lib/proc-cpu.ts), from the first send to the end of the load. Registering users, creating the
+ * conversation and connecting sockets stay outside the window: for the app they cost ≈ 0.3–0.5 s of CPU
+ * (≈ 90 µs per message of a 4,000-message run), which the relay's set-up does not have. Scenarios run one
+ * at a time and the idle server hibernates, so that is the scenario's server.
  */
-async function measured(run: () => Promise<Result>): Promise<Measured> {
+async function measured(run: (onStart: () => void) => Promise<Result>): Promise<Measured> {
   let before: CpuSnapshot | null = null;
-  try {
-    before = cpuSnapshot();
-  } catch {
-    // no /proc
-  }
-  const r = await run();
+  const r = await run(() => {
+    try {
+      before = cpuSnapshot();
+    } catch {
+      // no /proc
+    }
+  });
   const s = before ? cpuDelta(before, cpuSnapshot()).get('workerd') : undefined;
   return { ...r, cpuUsPerMsg: s === undefined ? Number.NaN : (s * 1e6) / r.messages };
 }
@@ -115,7 +118,13 @@ function medianResult(rs: Measured[]): Measured {
  * The bare relay with the same bytes on the wire: a pairwise frame carries one payload per other device
  * (the relay broadcasts the whole frame; it does not split, store or check it).
  */
-async function relayScenario(base: string, n: number, total: number, mode: FrameMode = 'group'): Promise<Result> {
+async function relayScenario(
+  base: string,
+  n: number,
+  total: number,
+  mode: FrameMode = 'group',
+  onStart?: () => void,
+): Promise<Result> {
   const room = `r${randomBytes(6).toString('hex')}`;
   const sockets = await inBatches(n, 20, () => openWs(`${base.replace('http', 'ws')}/ws?room=${room}`));
   const fakeUsers = sockets.map((_, i) => ({ userId: `dev${i}`, deviceId: 'd1' }) as BenchUser);
@@ -137,7 +146,7 @@ async function relayScenario(base: string, n: number, total: number, mode: Frame
     };
   });
   try {
-    return { devices: n, ...(await runLoad(peers, total)) };
+    return { devices: n, ...(await runLoad(peers, total, onStart)) };
   } finally {
     for (const s of sockets) s.close(1000);
   }
@@ -266,8 +275,8 @@ async function main() {
         const apps: Measured[] = [];
         const relays: Measured[] = [];
         for (let i = 0; i < REPEAT; i++) {
-          const r = await measured(() => relayScenario(relay.url, n, total, mode));
-          const a = await measured(() => appScenario(direct.url, n, total, mode));
+          const r = await measured((onStart) => relayScenario(relay.url, n, total, mode, onStart));
+          const a = await measured((onStart) => appScenario(direct.url, n, total, mode, onStart));
           relays.push(r);
           apps.push(a);
           process.stdout.write(

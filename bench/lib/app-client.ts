@@ -189,7 +189,8 @@ export interface Peer {
   ack?: (seq: number) => void;
 }
 
-export async function runLoad(peers: Peer[], total: number): Promise<Omit<Result, 'devices'>> {
+/** `onStart` runs just before the first send (the CPU window of bench:delivery starts there, after set-up). */
+export async function runLoad(peers: Peer[], total: number, onStart?: () => void): Promise<Omit<Result, 'devices'>> {
   const n = peers.length;
   const perDevice = Math.max(1, Math.floor(total / n));
   const messages = perDevice * n;
@@ -201,6 +202,7 @@ export async function runLoad(peers: Peer[], total: number): Promise<Omit<Result
   let frames = 0;
   let lastAccepted = 0;
   let lastDelivered = 0;
+  onStart?.();
   const started = performance.now();
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(
@@ -277,7 +279,13 @@ export function pairwiseTo(users: readonly BenchUser[], sender: number): { u: st
   return to;
 }
 
-export async function appScenario(base: string, n: number, total: number, mode: FrameMode = 'group'): Promise<Result> {
+export async function appScenario(
+  base: string,
+  n: number,
+  total: number,
+  mode: FrameMode = 'group',
+  onStart?: () => void,
+): Promise<Result> {
   const users = await inBatches(n, 10, (i) => register(base, `bench${i}x`));
   const conv = await createConversation(base, users);
   const sockets = await inBatches(n, 20, (i) => connectApp(base, conv, users[i]!));
@@ -308,7 +316,7 @@ export async function appScenario(base: string, n: number, total: number, mode: 
     ack: (seq) => ws.send(JSON.stringify({ v: WIRE_VERSION, type: 'ack', upTo: seq })),
   }));
   try {
-    return { devices: n, ...(await runLoad(peers, total)) };
+    return { devices: n, ...(await runLoad(peers, total, onStart)) };
   } finally {
     for (const s of sockets) s.close(1000);
   }
