@@ -1111,8 +1111,10 @@ export class ConversationDO extends DurableObject<Env> {
     forget();
     // A flush in flight (or one that ran after account deletion's D1 batch) may still have written rows for
     // its devices or naming it as sender: let it finish, then clean this conversation's D1 rows again.
-    if (this.flushing) await this.flushing.catch(() => undefined);
-    forget();
+    if (this.flushing) {
+      await this.flushing.catch(() => undefined);
+      forget(); // what that flush's take put back in flight or wrote meanwhile
+    }
     this.deviceSet = null;
     this.deviceSetGen++;
     this.epochMemo = null;
