@@ -23,7 +23,8 @@
  *   sender-key distribution) and advances the cursor; acknowledgement (the returned cursor) happens only
  *   after that commit. A crash anywhere before it leaves the old state, and the redelivered envelope
  *   decrypts again. A payload that does not parse, names another conversation, or carries a malformed
- *   distribution is stored as a failed message in that same transaction;
+ *   distribution is stored as a failed message in that same transaction; a distribution comes pairwise
+ *   only (one inside a group message is refused, `malformed_payload`);
  * - a message that fails to decrypt is stored as `undecryptable` with its error code (never silently
  *   dropped) and its raw envelope kept for a later retry; the session is repaired where the protocol
  *   allows: a failed pairwise message marks the session so our next send starts a new one (a prekey
@@ -592,6 +593,10 @@ export class Inbox {
       return { added: [m], updated: [], receipt: u === own.userId ? null : env.id, distributionApplied: false };
     }
     if (p.t === 'skd') {
+      // A distribution comes pairwise only. One inside a group message is refused: applying it would take
+      // the chain's receive lock that this decryption holds (locks are not re-entrant: a hostile member
+      // could wedge the conversation for good).
+      if (env.mode !== 'pairwise') return this.ignore(conversationId, env, commit, retry, 'malformed_payload');
       return this.groups.withDistribution(conversationId, u, d, p.d, async (apply, refused) => {
         const m = apply ? null : this.failedView(conversationId, env, refused ?? 'malformed_payload', own.userId);
         await this.ctx.store.transaction(async (tx) => {

@@ -4,6 +4,8 @@
  * — on real engines over the fake server, with several devices per person where order matters.
  */
 import { describe, expect, it } from 'vitest';
+import { deserializeOwnSenderKey, encodeSenderKeyDistribution, senderKeyDistribution } from './_protocol.js';
+import { decodeRecord } from './codec.js';
 import type { EngineEvent, MessageView } from './context.js';
 import {
   type Client,
@@ -12,6 +14,7 @@ import {
   newClient,
   online,
   sendRaw,
+  sendRawGroup,
   texts,
   until,
   type World,
@@ -131,6 +134,33 @@ describe('content types: the unknown and the malformed', () => {
     expect(after.edited).toBeUndefined();
     expect(after.deleted).toBeUndefined();
     for (const s of socks) s.close();
+    alice.engine.close();
+    bob.engine.close();
+  });
+});
+
+describe('sender-key distributions come pairwise only', () => {
+  it('a distribution inside a group message is refused (malformed_payload) and the conversation goes on', async () => {
+    // A hostile member's group (sender-key) message whose payload is an `skd`: it used to wedge the receiver's
+    // conversation for good (the decryption held the chain's lock that applying the distribution asked for).
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
+    await online([alice, bob], conv);
+    const refused = refusals(bob);
+    await alice.engine.sendText(conv, 'hello');
+    await has(bob, conv, byBody('hello'), 'hello');
+    // A well-formed distribution of alice's own chain: refused for the mode it came in, not for its bytes.
+    const own = decodeRecord<{ key: Uint8Array }>((await alice.store.get(`sk/${conv}/own`))!);
+    const d = encodeSenderKeyDistribution(senderKeyDistribution(deserializeOwnSenderKey(own.key), conv));
+    const sock = await sendRawGroup(w, alice, conv, 'evil-skd', { t: 'skd', conv, d });
+    await until(() => refused.some((r) => r.id === 'evil-skd'), 'the group-mode skd refused');
+    expect(refused).toContainEqual({ id: 'evil-skd', code: 'malformed_payload' });
+    await alice.engine.sendText(conv, 'after');
+    await has(bob, conv, byBody('after'), 'the text after it');
+    expect(await texts(bob.engine, conv)).toEqual(['hello', 'after']);
+    sock.close();
     alice.engine.close();
     bob.engine.close();
   });

@@ -4,7 +4,15 @@
  * Does NOT: belong in production code paths (tests and the reliability suites only).
  * @module
  */
-import { type Curve25519, defaultCurves, type Rng, toB64u } from '../_protocol.js';
+import {
+  type Curve25519,
+  defaultCurves,
+  deserializeOwnSenderKey,
+  type Rng,
+  senderEncrypt,
+  serializeOwnSenderKey,
+  toB64u,
+} from '../_protocol.js';
 import { decodeRecord, encodeRecord } from '../codec.js';
 import type { EngineContext } from '../context.js';
 import { Directory } from '../directory.js';
@@ -146,6 +154,20 @@ export async function sendRaw(w: World, from: Client, conv: string, id: string, 
   }
   const sock = await w.server.sockets(from.userId, from.deviceId)(conv, { onMessage: () => {}, onClose: () => {} });
   sock.send(JSON.stringify({ v: 1, type: 'send', id, to }));
+  return sock;
+}
+
+/**
+ * Like `sendRaw`, but a group (sender-key) message: `payload` encrypted with `from`'s current own sender key
+ * of `conv` (which must exist: `from` sent in the group before), the advanced chain stored back.
+ */
+export async function sendRawGroup(w: World, from: Client, conv: string, id: string, payload: unknown) {
+  const k = `sk/${conv}/own`;
+  const rec = decodeRecord<{ key: Uint8Array; distributed: string[] }>((await from.store.get(k))!);
+  const r = await senderEncrypt(w.curves, deserializeOwnSenderKey(rec.key), encodeRecord(payload));
+  await from.store.put(k, encodeRecord({ ...rec, key: serializeOwnSenderKey(r.own) }));
+  const sock = await w.server.sockets(from.userId, from.deviceId)(conv, { onMessage: () => {}, onClose: () => {} });
+  sock.send(JSON.stringify({ v: 1, type: 'send', id, group: toB64u(r.message) }));
   return sock;
 }
 
