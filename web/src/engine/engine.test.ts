@@ -11,8 +11,9 @@ import {
 } from './_protocol.js';
 import type { EngineEvent } from './context.js';
 import { memoryLocks } from './locks.js';
-import { memoryStore } from './storage.js';
-import { engineOn, makeWorld, newClient, ownIdentity, texts, until, type World } from './testing/harness.js';
+import { memoryStore, type Store } from './storage.js';
+import { engineOn, makeWorld, newClient, online, ownIdentity, texts, until, type World } from './testing/harness.js';
+import type { SocketFactory } from './transport.js';
 
 /** (ratchet public key, N) of a pairwise ciphertext: must never repeat for one sender (PITFALLS 12). */
 function headerId(c: string): string {
@@ -132,6 +133,83 @@ describe('engine over the fake server', () => {
     // Live again: a new message comes over the socket.
     await alice.engine.sendText(conv, 'live');
     await until(async () => (await texts(bob.engine, conv)).includes('live'), 'live message');
+    alice.engine.close();
+    bob.engine.close();
+  });
+
+  it('a deliver whose processing fails is not skipped by the next one: the socket resumes from the durable cursor', async () => {
+    const w = await makeWorld();
+    // Bob's store fails once, when armed: the transaction that stores a message and moves the cursor. The
+    // failure is reported only once `release` is called, so the next frame waits behind it meanwhile.
+    const inner = memoryStore();
+    let armed = false;
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const store: Store = {
+      get: (k) => inner.get(k),
+      list: (d) => inner.list(d),
+      put: (k, v) => inner.put(k, v),
+      delete: (k) => inner.delete(k),
+      transaction: async (fn) => {
+        let hit = false;
+        try {
+          return await inner.transaction(async (tx) => {
+            const keys: string[] = [];
+            const r = await fn({
+              get: (k) => tx.get(k),
+              list: (d) => tx.list(d),
+              put: (k, v) => {
+                keys.push(k);
+                tx.put(k, v);
+              },
+              delete: (k) => {
+                keys.push(k);
+                tx.delete(k);
+              },
+            });
+            if (armed && keys.some((k) => k.startsWith('msg/')) && keys.some((k) => k.startsWith('cur/'))) {
+              armed = false;
+              hit = true;
+              throw new Error('simulated store failure');
+            }
+            return r;
+          });
+        } catch (e) {
+          if (hit) await held;
+          throw e;
+        }
+      },
+    };
+    let delivers = 0;
+    const sockets = w.server.sockets('bob', 'bob-1');
+    const realtime: SocketFactory = (id, h) =>
+      sockets(id, {
+        ...h,
+        onMessage: (data) => {
+          if (JSON.parse(data).type === 'deliver') delivers++;
+          h.onMessage(data);
+        },
+      });
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob', 'bob-1', { store, engine: { realtime } });
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await online([alice, bob], conv);
+    await alice.engine.sendText(conv, 'warm-up');
+    await until(async () => (await texts(bob.engine, conv)).includes('warm-up'), 'warm-up');
+    armed = true;
+    await alice.engine.sendText(conv, 'one');
+    await until(() => !armed, "storing 'one' fails");
+    const n = delivers;
+    await alice.engine.sendText(conv, 'two');
+    await until(() => delivers > n, "'two' reaches bob behind the failure");
+    release();
+    // 'two' does not move the cursor past 'one' (and its ack does not let the server drop it): the socket
+    // resumes from the cursor and both come again, in order.
+    await until(async () => (await texts(bob.engine, conv)).length === 3, 'bob has all three');
+    expect(await texts(bob.engine, conv)).toEqual(['warm-up', 'one', 'two']);
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 0, 'everything acked');
     alice.engine.close();
     bob.engine.close();
   });

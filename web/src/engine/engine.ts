@@ -368,7 +368,7 @@ export function createEngine(opts: EngineOptions): Engine {
     connect: opts.realtime,
     lastSeq: async (c) => {
       if (catchUp) await catchUp;
-      return messages.cursor(c);
+      return inbox.resumePoint(c);
     },
     now: ctx.now,
     ...(opts.backoff ? { backoff: opts.backoff } : {}),
@@ -448,6 +448,16 @@ export function createEngine(opts: EngineOptions): Engine {
    * connect's). One sync at a time: a second one runs after the first, for what came since, instead of
    * processing the same pages side by side.
    */
+  /**
+   * Processing failed (a store error, a fetch that failed): nothing past the durable cursor is acked, and the
+   * conversation's socket resumes from it (inbox.process skips its live frames until then), never past it.
+   */
+  const failed =
+    (conversationId: string) =>
+    (e: unknown): never => {
+      realtime.restart(conversationId);
+      throw e;
+    };
   const oneSync = mutex();
   const syncMailboxNow = (): Promise<number> => oneSync(syncMailboxPages);
   const syncMailboxPages = async (): Promise<number> => {
@@ -470,7 +480,7 @@ export function createEngine(opts: EngineOptions): Engine {
         // The page's conversations side by side (each conversation's envelopes stay in order in its own
         // queue), so their store transactions meet in the sealed store's group commit; acked once all are stored.
         const done = await Promise.all(
-          [...byConv].map(async ([c, envs]) => ({ c, upTo: await inbox.process(c, envs) })),
+          [...byConv].map(async ([c, envs]) => ({ c, upTo: await inbox.process(c, envs).catch(failed(c)) })),
         );
         const acks: { conversationId: string; upTo: number }[] = [];
         for (const { c, upTo } of done) if (upTo !== null) acks.push({ conversationId: c, upTo });
@@ -578,7 +588,7 @@ export function createEngine(opts: EngineOptions): Engine {
   };
 
   const receive = async (conversationId: string, envelopes: readonly Envelope[]) => {
-    const upTo = await inbox.process(conversationId, envelopes);
+    const upTo = await inbox.process(conversationId, envelopes, true).catch(failed(conversationId));
     if (upTo !== null) realtime.send(conversationId, { v: 1, type: 'ack', upTo });
     maintainIfConsumed();
     await outbox.flush(conversationId);

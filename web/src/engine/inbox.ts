@@ -141,6 +141,12 @@ interface HeldEnvelope {
 
 export class Inbox {
   private readonly queues = new Map<string, <T>(fn: () => Promise<T>) => Promise<T>>();
+  /**
+   * Conversations whose processing failed (a store error, a fetch that failed): their live frames are skipped
+   * (not stored, not acknowledged) until the socket resumes from the durable cursor (`resumePoint`) — a later
+   * frame would move the cursor past the envelope that failed, and its ack would let the server delete it.
+   */
+  private readonly broken = new Set<string>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -173,35 +179,58 @@ export class Inbox {
    * Processes envelopes in seq order; returns the cursor to acknowledge (null if nothing advanced).
    * Runs of envelopes go through `batch` (one store transaction per run); an envelope the batch does not
    * take ends its run, is handled alone by `one` (today's path: failures, repairs, distributions, …), and
-   * the rest continues as a new run.
+   * the rest continues as a new run. `live`: a socket's frame, skipped while the conversation waits for its
+   * resume after a failure (a mailbox page is always processed: it starts from the server's durable cursor).
+   * A failure marks the conversation so: the caller restarts its socket.
    */
-  process(conversationId: string, envelopes: readonly Envelope[]): Promise<number | null> {
+  process(conversationId: string, envelopes: readonly Envelope[], live = false): Promise<number | null> {
     return this.queue(conversationId)(async () => {
-      const sorted = [...envelopes].sort((a, b) => a.seq - b.seq);
-      let acked: number | null = null;
-      const receipts: string[] = [];
-      let i = 0;
-      while (i < sorted.length) {
-        const run = sorted.slice(i, i + BATCH_MAX);
-        const b = await this.batch(conversationId, run);
-        receipts.push(...b.receipts);
-        if (b.acked !== null) acked = b.acked;
-        i += b.taken;
-        if (b.taken === run.length) continue;
-        // The envelope the batch stopped at: alone, as before batching.
-        const env = sorted[i++]!;
-        const cursor = await this.messages.cursor(conversationId);
-        if (env.seq <= cursor) {
-          acked = cursor;
-          continue;
-        }
-        const r = await this.one(conversationId, env);
-        if (r) receipts.push(r);
-        acked = env.seq;
+      if (live && this.broken.has(conversationId)) return null;
+      try {
+        return await this.processNow(conversationId, envelopes);
+      } catch (e) {
+        this.broken.add(conversationId);
+        throw e;
       }
-      if (receipts.length) await this.receiptsFor(conversationId, receipts);
-      return acked;
     });
+  }
+
+  /**
+   * The cursor a (re)connecting socket resumes after: read in the conversation's queue, after every frame
+   * queued before it (the old socket's frames behind a failure are skipped); the socket's frames count again.
+   */
+  resumePoint(conversationId: string): Promise<number> {
+    return this.queue(conversationId)(async () => {
+      this.broken.delete(conversationId);
+      return this.messages.cursor(conversationId);
+    });
+  }
+
+  private async processNow(conversationId: string, envelopes: readonly Envelope[]): Promise<number | null> {
+    const sorted = [...envelopes].sort((a, b) => a.seq - b.seq);
+    let acked: number | null = null;
+    const receipts: string[] = [];
+    let i = 0;
+    while (i < sorted.length) {
+      const run = sorted.slice(i, i + BATCH_MAX);
+      const b = await this.batch(conversationId, run);
+      receipts.push(...b.receipts);
+      if (b.acked !== null) acked = b.acked;
+      i += b.taken;
+      if (b.taken === run.length) continue;
+      // The envelope the batch stopped at: alone, as before batching.
+      const env = sorted[i++]!;
+      const cursor = await this.messages.cursor(conversationId);
+      if (env.seq <= cursor) {
+        acked = cursor;
+        continue;
+      }
+      const r = await this.one(conversationId, env);
+      if (r) receipts.push(r);
+      acked = env.seq;
+    }
+    if (receipts.length) await this.receiptsFor(conversationId, receipts);
+    return acked;
   }
 
   /**

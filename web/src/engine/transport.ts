@@ -183,6 +183,12 @@ export interface RealtimeChannel {
   /** Keep a connection to this conversation (idempotent); reconnects until `close`. */
   open(conversationId: string): void;
   close(conversationId: string): void;
+  /**
+   * The socket's frames could not all be processed: its frames are ignored from now on, and it reconnects
+   * (with back-off) to resume from the durable cursor, so what failed is delivered again. A no-op without a
+   * socket (a connect under way resumes from the cursor anyway).
+   */
+  restart(conversationId: string): void;
   closeAll(): void;
   /** Sends if a socket is open (acks may go out during the resume replay); returns false otherwise. */
   send(conversationId: string, frame: ClientFrame): boolean;
@@ -224,6 +230,9 @@ interface Conn {
   timer: unknown;
   wanted: boolean;
   generation: number;
+  /** Restarts after a processing failure, for their back-off (the socket's `attempt` resets once online). */
+  restarts: number;
+  restartedAt: number;
 }
 
 export function createRealtime(opts: RealtimeOptions): RealtimeChannel {
@@ -355,7 +364,16 @@ export function createRealtime(opts: RealtimeOptions): RealtimeChannel {
   return {
     open(id) {
       if (conns.has(id)) return;
-      const c: Conn = { socket: null, status: 'offline', attempt: 0, timer: null, wanted: true, generation: 0 };
+      const c: Conn = {
+        socket: null,
+        status: 'offline',
+        attempt: 0,
+        timer: null,
+        wanted: true,
+        generation: 0,
+        restarts: 0,
+        restartedAt: 0,
+      };
       conns.set(id, c);
       start(id, c);
     },
@@ -367,6 +385,20 @@ export function createRealtime(opts: RealtimeOptions): RealtimeChannel {
       }
     },
     close,
+    restart(id) {
+      const c = conns.get(id);
+      if (!c?.wanted || !c.socket) return;
+      c.generation++;
+      c.socket.close(CLOSE.normal);
+      c.socket = null;
+      // A failure that repeats (the store keeps failing) backs off like a socket that keeps dropping; a quiet
+      // while after the last restart starts over.
+      if (now() - c.restartedAt > 2 * backoff.maxMs) c.restarts = 0;
+      c.restartedAt = now();
+      c.attempt = Math.max(c.attempt, c.restarts++);
+      setStatus(id, c, 'offline');
+      schedule(id, c);
+    },
     closeAll() {
       for (const id of [...conns.keys()]) close(id);
       if (drainTimer !== null) clearTimer(drainTimer);
