@@ -460,7 +460,9 @@ export class Groups {
     bytes: Uint8Array,
     then: (apply: ((tx: StoreTx) => void) | null, refused?: string) => Promise<T>,
   ): Promise<T> {
-    if ((await this.verifiedSender(conversationId, u, d)) !== 'ok') return then(null, 'not_member');
+    // Only what this device holds (the inbox ran `verifiedSender`, which may refresh, before decrypting): the
+    // caller holds the pairwise session's lock, and bringing the log up to date may take receive locks.
+    if (!(await this.isKnownSender(conversationId, u, d))) return then(null, 'not_member');
     return this.ctx.locks.request(`senderkey-recv:${conversationId}:${u}:${d}`, async () => {
       const raw = await this.ctx.store.get(K.recv(conversationId, u, d));
       let next: Uint8Array;

@@ -443,8 +443,11 @@ export class Inbox {
     };
   }
 
-  /** Handles one envelope; returns the client id to acknowledge end-to-end, if any. */
-  private async one(conversationId: string, env: Envelope, retry = false): Promise<string | null> {
+  /**
+   * Handles one envelope; returns the client id to acknowledge end-to-end, if any. `logSynced`: the
+   * membership log was brought up to date for this envelope already (see `LogBehind`).
+   */
+  private async one(conversationId: string, env: Envelope, retry = false, logSynced = false): Promise<string | null> {
     const { u, d } = env.from;
     const bytes = fromB64u(env.c);
     if (bytes.length === 1 && bytes[0] === 0) {
@@ -462,13 +465,19 @@ export class Inbox {
     try {
       const then = (r: { plaintext: Uint8Array; commit: (tx: StoreTx) => Promise<void> }) => {
         decrypted = true;
-        return this.accept(conversationId, env, r.plaintext, r.commit, retry);
+        return this.accept(conversationId, env, r.plaintext, r.commit, retry, logSynced);
       };
       outcome =
         env.mode === 'group'
           ? await this.groups.decrypt(conversationId, u, d, bytes, then)
           : await this.sessions.decrypt(u, d, bytes, then);
     } catch (e) {
+      if (e instanceof LogBehind && !logSynced) {
+        // Nothing was committed and the chain's lock is released: bring the log up to date (which may apply a
+        // removal and take the removed sender's chain lock), then handle the envelope again from the start.
+        await this.groups.syncLog(conversationId).catch(() => undefined);
+        return this.one(conversationId, env, retry, true);
+      }
       if (decrypted) throw e; // storing failed (e.g. a crash): nothing committed, the envelope is not acked
       if (is(e, 'duplicate')) {
         if (retry) return null;
@@ -496,6 +505,9 @@ export class Inbox {
   /**
    * Runs under the session / sender-key lock right after decryption: ONE transaction commits the advanced
    * state (`commit`), what the payload carries, and the cursor. Events are emitted by the caller.
+   * It takes no lock and brings nothing up to date from the server: locks are not re-entrant, and anything
+   * that applies log entries may take a chain's receive lock — the one held here, or (another tab) one
+   * held by a batch. What needs a newer log throws `LogBehind` before anything is committed instead.
    */
   private async accept(
     conversationId: string,
@@ -503,6 +515,7 @@ export class Inbox {
     plaintext: Uint8Array,
     commit: (tx: StoreTx) => Promise<void>,
     retry: boolean,
+    logSynced: boolean,
   ): Promise<Outcome> {
     const { u, d } = env.from;
     const own = await this.keys.identity();
@@ -576,7 +589,7 @@ export class Inbox {
     if (r.kind !== 'ok') return this.ignore(conversationId, env, commit, retry, 'malformed_payload');
     const p: Content = r.content;
     if (p.t === 'text') {
-      const expiresAt = await this.expiryFor(conversationId, env.ts, p.exp ?? 0);
+      const expiresAt = await this.expiryFor(conversationId, env.ts, p.exp ?? 0, logSynced);
       let m: MessageView = {
         ...this.baseView(conversationId, env, own.userId),
         body: p.body,
@@ -604,7 +617,7 @@ export class Inbox {
         });
         return { added: [m], updated: [], receipt: null, distributionApplied: false };
       }
-      const expiresAt = await this.expiryFor(conversationId, env.ts, p.exp ?? 0);
+      const expiresAt = await this.expiryFor(conversationId, env.ts, p.exp ?? 0, logSynced);
       const m: MessageView = {
         ...this.baseView(conversationId, env, own.userId),
         body: p.body,
@@ -742,14 +755,17 @@ export class Inbox {
   /**
    * When a message the server stamped `ts` disappears: ts + the conversation's VERIFIED timer (undefined
    * when off). A message naming another timer (`hint`, the sender's view) makes us fetch and verify newer
-   * log entries first; the log still decides (PITFALLS 30: a timer only comes from a signed entry).
+   * log entries first (`LogBehind`, unless `logSynced`); the log still decides (PITFALLS 30: a timer only
+   * comes from a signed entry).
    */
-  private async expiryFor(conversationId: string, ts: number, hint?: number): Promise<number | undefined> {
-    let timer = await this.groups.timer(conversationId);
-    if (hint !== undefined && hint !== timer) {
-      await this.groups.syncLog(conversationId).catch(() => undefined);
-      timer = await this.groups.timer(conversationId);
-    }
+  private async expiryFor(
+    conversationId: string,
+    ts: number,
+    hint?: number,
+    logSynced = false,
+  ): Promise<number | undefined> {
+    const timer = await this.groups.timer(conversationId);
+    if (hint !== undefined && hint !== timer && !logSynced) throw new LogBehind();
     return timer > 0 ? ts + timer * 1000 : undefined;
   }
 
@@ -878,6 +894,17 @@ export class Inbox {
       createdAt,
       visible: false,
     }));
+  }
+}
+
+/**
+ * Thrown inside `accept` (under the chain's lock, nothing committed) when the envelope needs a newer membership
+ * log than this device holds — a timer hint that differs from the verified timer: `one` syncs the log after
+ * the lock is released and handles the envelope again (decrypting it again from the same, uncommitted state).
+ */
+class LogBehind extends Error {
+  constructor() {
+    super('inbox: the membership log is behind this envelope');
   }
 }
 

@@ -4,6 +4,13 @@
  * across tabs and workers of the origin; in Node (bots, tests) an in-process mutex does, shared by every
  * engine instance given the same `LockManager`.
  *
+ * Locks are NOT re-entrant (neither is Web Locks): code holding one must never call into anything that
+ * may take the same one — it would wait for itself forever. Where they nest, a session's lock is taken
+ * before a sender key's (`session:` then `senderkey-recv:` / `senderkey:`, each in name order, inbox.ts), and
+ * what runs under a receive lock (inbox `accept`) takes no lock and applies no membership-log entry (a
+ * removal forgets the removed member's chains under their receive locks): it asks for a log sync after the
+ * lock is released instead.
+ *
  * Does NOT: provide isolation for Store reads/writes (Store.transaction does) or time out locks.
  * @module
  */
