@@ -15,7 +15,9 @@
  * per other device — the relay then carries the same bytes), --scale=X (multiplies the message counts; 0.2 for a quick look), --sizes=2,10, --repeat=N (runs
  * per size, app and relay alternating; the table shows medians and the range of the per-run ratios).
  * Each row also shows the server CPU per accepted message (user + system time of the workerd processes over
- * the load — set-up outside —, from /proc via bench/lib/proc-cpu.ts: what the object costs per message beside the bare relay).
+ * the load — set-up outside —, from /proc via bench/lib/proc-cpu.ts: what the object costs per message beside the bare relay),
+ * the bench client's own CPU per message (this Node process: it shares the cores with the servers) and the
+ * share of the machine's cores busy over the load (below 100 %: the loop is waiting, not CPU-starved).
  * Profiling the object's JavaScript: BENCH_INSPECT_PORT=<port> opens the V8 inspector of the app's workerd
  * on that port (`wrangler dev --inspector-port`); a DevTools client (chrome://inspect, or a CDP script calling
  * Profiler.start / Profiler.stop on the target listed at http://127.0.0.1:<port>/json) records a CPU profile.
@@ -46,7 +48,7 @@ import {
   runLoad,
   WINDOW,
 } from './lib/app-client.js';
-import { type CpuSnapshot, cpuDelta, cpuSnapshot } from './lib/proc-cpu.js';
+import { type CpuSnapshot, cpuDelta, cpuSnapshot, machineTicks, schedStat, threadSnapshot } from './lib/proc-cpu.js';
 import { startWrangler } from './lib/wrangler-dev.js';
 import { describeMachine, machineInfo, markdownTable } from './stats.js';
 
@@ -85,7 +87,20 @@ const median = (xs: number[]) => {
  */
 async function measured(run: (onStart: () => void) => Promise<Result>): Promise<Measured> {
   let before: CpuSnapshot | null = null;
+  let client: NodeJS.CpuUsage | null = null;
+  let ticks: ReturnType<typeof machineTicks> = null;
+  let threads: CpuSnapshot | null = null;
+  const sched = new Map<string, { run: number; wait: number }>();
+  let t0ms = 0;
   const r = await run(() => {
+    client = process.cpuUsage();
+    ticks = machineTicks();
+    threads = threadSnapshot(/workerd/);
+    for (const id of threads.keys()) {
+      const st = schedStat(id);
+      if (st) sched.set(id, st);
+    }
+    t0ms = performance.now();
     try {
       before = cpuSnapshot();
     } catch {
@@ -93,15 +108,64 @@ async function measured(run: (onStart: () => void) => Promise<Result>): Promise<
     }
   });
   const s = before ? cpuDelta(before, cpuSnapshot()).get('workerd') : undefined;
-  return { ...r, cpuUsPerMsg: s === undefined ? Number.NaN : (s * 1e6) / r.messages };
+  // The busiest workerd thread over the load: the one running the object (or the relay), single-threaded.
+  const th0 = threads as CpuSnapshot | null;
+  const wallS = (performance.now() - t0ms) / 1000;
+  let busiest = th0 ? 0 : Number.NaN;
+  let busiestId = '';
+  if (th0) {
+    for (const [id, cpu] of cpuDelta(th0, threadSnapshot(/workerd/)))
+      if (cpu > busiest) {
+        busiest = cpu;
+        busiestId = id;
+      }
+  }
+  // Its time runnable but not on a core: the share of the load it waited for a core (CPU starvation).
+  const st0 = sched.get(busiestId);
+  const st1 = st0 ? schedStat(busiestId) : null;
+  const threadRunqWait = st0 && st1 ? (st1.wait - st0.wait) / wallS : Number.NaN;
+  const c0 = client as NodeJS.CpuUsage | null;
+  const c = c0 ? process.cpuUsage(c0) : null;
+  const t0 = ticks as ReturnType<typeof machineTicks>;
+  const t1 = machineTicks();
+  return {
+    ...r,
+    cpuUsPerMsg: s === undefined ? Number.NaN : (s * 1e6) / r.messages,
+    clientUsPerMsg: c ? (c.user + c.system) / r.messages : Number.NaN,
+    threadUsPerMsg: (busiest * 1e6) / r.messages,
+    threadBusy: busiest / wallS,
+    threadRunqWait,
+    machineBusy: t0 && t1 && t1.total > t0.total ? (t1.busy - t0.busy) / (t1.total - t0.total) : Number.NaN,
+  };
 }
 
-type Measured = Result & { cpuUsPerMsg: number };
+/**
+ * cpuUsPerMsg: the servers' (workerd) CPU per message; clientUsPerMsg: this process's (the load's sockets,
+ * JSON, latency bookkeeping) — it shares the machine's cores with the server; machineBusy: the share of
+ * all cores busy over the load (everything running, not only this benchmark); threadUsPerMsg / threadBusy:
+ * the busiest workerd thread (the one running the object) — below 100 % busy, it waits (for the commit's
+ * fsync, which blocks it, or for the clients).
+ */
+type Measured = Result & {
+  cpuUsPerMsg: number;
+  clientUsPerMsg: number;
+  machineBusy: number;
+  /** The busiest server thread's CPU per message, and its share of the load's wall time. */
+  threadUsPerMsg: number;
+  threadBusy: number;
+  /** The share of the load's wall time that thread was runnable but waiting for a core. */
+  threadRunqWait: number;
+};
 
 /** The median of each figure over the runs (each figure separately). */
 function medianResult(rs: Measured[]): Measured {
   return {
     cpuUsPerMsg: median(rs.map((r) => r.cpuUsPerMsg)),
+    clientUsPerMsg: median(rs.map((r) => r.clientUsPerMsg)),
+    machineBusy: median(rs.map((r) => r.machineBusy)),
+    threadUsPerMsg: median(rs.map((r) => r.threadUsPerMsg)),
+    threadBusy: median(rs.map((r) => r.threadBusy)),
+    threadRunqWait: median(rs.map((r) => r.threadRunqWait)),
     devices: rs[0]!.devices,
     messages: rs[0]!.messages,
     acceptedPerSec: median(rs.map((r) => r.acceptedPerSec)),
@@ -280,7 +344,7 @@ async function main() {
           relays.push(r);
           apps.push(a);
           process.stdout.write(
-            `${n} devices ${mode}, run ${i + 1}/${REPEAT}: app ${fmt(a.acceptedPerSec)} msg/s p99 ${fmt(a.p99, 1)} ms · relay ${fmt(r.acceptedPerSec)} msg/s p99 ${fmt(r.p99, 1)} ms · server CPU ${fmt(a.cpuUsPerMsg)} / ${fmt(r.cpuUsPerMsg)} µs/msg · frames/msg ${fmt(a.framesPerMsg, 2)} / ${fmt(r.framesPerMsg, 2)} (load ${loadavg()[0]!.toFixed(1)})\n`,
+            `${n} devices ${mode}, run ${i + 1}/${REPEAT}: app ${fmt(a.acceptedPerSec)} msg/s p99 ${fmt(a.p99, 1)} ms · relay ${fmt(r.acceptedPerSec)} msg/s p99 ${fmt(r.p99, 1)} ms · server CPU ${fmt(a.cpuUsPerMsg)} / ${fmt(r.cpuUsPerMsg)} µs/msg · frames/msg ${fmt(a.framesPerMsg, 2)} / ${fmt(r.framesPerMsg, 2)} · client CPU ${fmt(a.clientUsPerMsg)} / ${fmt(r.clientUsPerMsg)} µs/msg · cores busy ${fmt(a.machineBusy * 100)} / ${fmt(r.machineBusy * 100)} % · busiest server thread ${fmt(a.threadUsPerMsg)} / ${fmt(r.threadUsPerMsg)} µs/msg, ${fmt(a.threadBusy * 100)} / ${fmt(r.threadBusy * 100)} % busy, ${fmt(a.threadRunqWait * 100)} / ${fmt(r.threadRunqWait * 100)} % waiting for a core (load ${loadavg()[0]!.toFixed(1)})\n`,
           );
         }
         const v = vite ? await appScenario(vite.url, n, total, mode) : null;
@@ -319,6 +383,9 @@ async function main() {
       'p99 ratio',
       'per-run ratios (msg/s · p99)',
       'server CPU µs/msg app / relay',
+      'client CPU µs/msg app / relay',
+      'cores busy app / relay',
+      'busiest server thread µs/msg (busy % · waiting for a core %) app / relay',
       'npm run dev msg/s (p99 ms)',
     ],
     rows.map(({ mode, app: a, relay: r, vite: v, tput, p99 }) => [
@@ -335,11 +402,17 @@ async function main() {
       `${fmt(a.p99 / r.p99, 2)}×`,
       `${fmt(Math.min(...tput), 2)}–${fmt(Math.max(...tput), 2)} · ${fmt(Math.min(...p99), 2)}–${fmt(Math.max(...p99), 2)}`,
       `${fmt(a.cpuUsPerMsg)} / ${fmt(r.cpuUsPerMsg)}`,
+      `${fmt(a.clientUsPerMsg)} / ${fmt(r.clientUsPerMsg)}`,
+      `${fmt(a.machineBusy * 100)} / ${fmt(r.machineBusy * 100)} %`,
+      `${fmt(a.threadUsPerMsg)} (${fmt(a.threadBusy * 100)} · ${fmt(a.threadRunqWait * 100)}) / ${fmt(r.threadUsPerMsg)} (${fmt(r.threadBusy * 100)} · ${fmt(r.threadRunqWait * 100)})`,
       v ? `${fmt(v.acceptedPerSec)} (${fmt(v.p99, 1)})` : '—',
     ]),
     [
       'right',
       'left',
+      'right',
+      'right',
+      'right',
       'right',
       'right',
       'right',

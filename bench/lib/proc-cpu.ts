@@ -101,3 +101,49 @@ export function cpuDelta(a: CpuSnapshot, b: CpuSnapshot): Map<string, number> {
   }
   return out;
 }
+
+/** The whole machine's CPU time from /proc/stat (all cores, in ticks): busy and total; null without /proc. */
+export function machineTicks(): { busy: number; total: number } | null {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is already inside user / nice)
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: total - f[3]! - f[4]!, total };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU seconds used so far by each thread (`pid/tid`) of the descendants of `root` whose command matches. */
+export function threadSnapshot(match: RegExp, root = process.pid): CpuSnapshot {
+  const out: CpuSnapshot = new Map();
+  for (const p of descendants(root)) {
+    if (!match.test(p.comm)) continue;
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${p.pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const t of tids) {
+      const s = stat(`/proc/${p.pid}/task/${t}/stat`);
+      if (s) out.set(`${p.pid}/${t}`, s.cpu);
+    }
+  }
+  return out;
+}
+
+/**
+ * A thread's scheduler figures (`pid/tid` as from threadSnapshot), seconds: time on a core, and time
+ * runnable but waiting for one (the cores were busy elsewhere); null when gone or without schedstats.
+ */
+export function schedStat(id: string): { run: number; wait: number } | null {
+  try {
+    const [run, wait] = readFileSync(`/proc/${id.replace('/', '/task/')}/schedstat`, 'utf8')
+      .split(' ')
+      .map(Number);
+    return { run: run! / 1e9, wait: wait! / 1e9 };
+  } catch {
+    return null;
+  }
+}
