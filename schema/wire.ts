@@ -169,6 +169,19 @@ export const envelope = z.strictObject({
 });
 export type Envelope = z.infer<typeof envelope>;
 
+/** One envelope of a GET /api/mailbox page: the wire `envelope` and its conversation. */
+export const mailboxEnvelope = envelope.extend({ conversationId: wireId });
+export type MailboxEnvelope = z.infer<typeof mailboxEnvelope>;
+/** Where the following GET /api/mailbox page starts (after this conversation and seq). */
+export const mailboxCursor = z.strictObject({ afterConversation: z.union([wireId, z.literal('')]), afterSeq: seq });
+export type MailboxCursor = z.infer<typeof mailboxCursor>;
+/**
+ * GET /api/mailbox's answer; `next` is null on the last page. A client checks the page's shape as a whole and
+ * each envelope on its own (`mailboxEnvelope`): one malformed row does not cost the rest of the page.
+ */
+export const mailboxPage = z.strictObject({ envelopes: z.array(z.unknown()), next: mailboxCursor.nullable() });
+export type MailboxPage = { envelopes: MailboxEnvelope[]; next: MailboxCursor | null };
+
 export const deliverFrame = z.strictObject({
   v,
   type: z.literal('deliver'),

@@ -10,7 +10,7 @@
  */
 import { and, asc, eq, gt, gte, isNotNull, lt, lte, or, sql } from 'drizzle-orm';
 import type { BatchItem } from 'drizzle-orm/batch';
-import type { Envelope } from '../../schema/wire.js';
+import type { MailboxEnvelope } from '../../schema/wire.js';
 import { toB64u } from '../../web/src/protocol/bytes.js';
 import type { Db } from '../db.js';
 import { schema } from '../db.js';
@@ -158,9 +158,7 @@ export async function forgetUserMailbox(
   ]);
 }
 
-export interface MailboxEnvelope extends Envelope {
-  conversationId: string;
-}
+export type { MailboxEnvelope };
 
 /**
  * A device's pending envelopes in (conversation, seq) order after the cursor, at most `limit`, optionally

@@ -12,6 +12,7 @@
 import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
+import type { MailboxPage } from '../../schema/wire.js';
 import { requireAuth } from '../auth/middleware.js';
 import { makeDb, schema } from '../db.js';
 import { deliveryConfig } from '../delivery/config.js';
@@ -49,7 +50,8 @@ export const mailbox = new Hono<AppBindings>()
     const next =
       envelopes.length === limit && last ? { afterConversation: last.conversationId, afterSeq: last.seq } : null;
     c.header('Cache-Control', 'no-store');
-    return c.json({ envelopes, next });
+    const page: MailboxPage = { envelopes, next };
+    return c.json(page);
   })
   .post('/ack', smallBody, requireAuth, async (c) => {
     const body = await readJson(c, ackBody);

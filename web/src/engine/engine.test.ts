@@ -13,7 +13,7 @@ import type { EngineEvent } from './context.js';
 import { memoryLocks } from './locks.js';
 import { memoryStore, type Store } from './storage.js';
 import { engineOn, makeWorld, newClient, online, ownIdentity, texts, until, type World } from './testing/harness.js';
-import type { SocketFactory } from './transport.js';
+import type { ServerApi, SocketFactory } from './transport.js';
 
 /** (ratchet public key, N) of a pairwise ciphertext: must never repeat for one sender (PITFALLS 12). */
 function headerId(c: string): string {
@@ -210,6 +210,55 @@ describe('engine over the fake server', () => {
     await until(async () => (await texts(bob.engine, conv)).length === 3, 'bob has all three');
     expect(await texts(bob.engine, conv)).toEqual(['warm-up', 'one', 'two']);
     await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 0, 'everything acked');
+    alice.engine.close();
+    bob.engine.close();
+  });
+
+  it('mailbox pages are checked against the wire schema: a malformed envelope is left out (no cursor jump), a malformed page refused', async () => {
+    const w = await makeWorld();
+    const base = w.server.api('bob', 'bob-1');
+    let edit: ((page: { envelopes: unknown[]; next: unknown }) => unknown) | null = null;
+    const api: ServerApi = {
+      ...base,
+      fetchMailbox: async (cursor) => {
+        const page = await base.fetchMailbox(cursor);
+        return (edit ? edit(page) : page) as typeof page;
+      },
+    };
+    const store = memoryStore();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob', 'bob-1', { store, engine: { api } });
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await alice.engine.connect();
+    await alice.engine.sendText(conv, 'one');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'one queued');
+    const cursor = () => store.get(`cur/${conv}`).then((v) => (v ? Number(new TextDecoder().decode(v)) : 0));
+    // A page of the wrong shape: refused with a clear error, nothing processed or acked.
+    edit = (page) => ({ ...page, envelopes: 'none' });
+    await expect(bob.engine.syncMailbox()).rejects.toMatchObject({ code: 'invalid_server_response' });
+    edit = (page) => ({ ...page, next: { afterConversation: '', afterSeq: -1 } });
+    await expect(bob.engine.syncMailbox()).rejects.toMatchObject({ code: 'invalid_server_response' });
+    expect(await cursor()).toBe(0);
+    expect(w.server.pending(conv, 'bob', 'bob-1')).toHaveLength(1);
+    // Malformed envelopes beside good ones: left out; the good ones are processed and acked.
+    const [good] = (await base.fetchMailbox(null)).envelopes;
+    edit = (page) => ({
+      ...page,
+      envelopes: [
+        { ...good, seq: 2 ** 60 },
+        { ...good, seq: good!.seq + 1, from: null },
+        { ...good, seq: '7' },
+        ...page.envelopes,
+      ],
+    });
+    expect(await bob.engine.syncMailbox()).toBe(1);
+    expect(await texts(bob.engine, conv)).toEqual(['one']);
+    expect(await cursor()).toBe(good!.seq);
+    edit = null;
+    await alice.engine.sendText(conv, 'two');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 1, 'two queued');
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(['one', 'two']);
     alice.engine.close();
     bob.engine.close();
   });

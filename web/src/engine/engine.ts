@@ -65,8 +65,10 @@ import { type KtAlert, type KtOptions, Transparency } from './transparency.js';
 import {
   type ConnectionStatus,
   type ConversationKind,
+  checkMailboxPage,
   createRealtime,
   type Envelope,
+  type MailboxCursor,
   type PrekeyCounts,
   type RealtimeChannel,
   type ServerApi,
@@ -464,12 +466,19 @@ export function createEngine(opts: EngineOptions): Engine {
     let count = 0;
     // The next page is fetched while this one is processed, and a page's ack goes out while the next one is
     // processed (acks one after another, each only after its page's envelopes committed).
-    let next: ReturnType<ServerApi['fetchMailbox']> | null = ctx.api.fetchMailbox(null);
+    // Every page is checked against the wire schema first (transport.ts checkMailboxPage).
+    const fetchPage = (after: MailboxCursor | null) =>
+      ctx.api.fetchMailbox(after).then((raw: unknown) => {
+        const page = checkMailboxPage(raw, after);
+        if (page.dropped) console.warn('engine: malformed mailbox envelopes left out:', page.dropped);
+        return page;
+      });
+    let next: ReturnType<typeof fetchPage> | null = fetchPage(null);
     let acked: Promise<void> = Promise.resolve();
     try {
       while (next) {
-        const page: Awaited<ReturnType<ServerApi['fetchMailbox']>> = await next;
-        next = page.next ? ctx.api.fetchMailbox(page.next) : null;
+        const page: Awaited<ReturnType<typeof fetchPage>> = await next;
+        next = page.next ? fetchPage(page.next) : null;
         // A prefetched page that fails is seen when awaited; until then its rejection is not unhandled.
         next?.catch(() => undefined);
         const byConv = new Map<string, Envelope[]>();

@@ -19,12 +19,16 @@ import {
   CLOSE,
   type ClientFrame,
   type Envelope,
+  type MailboxCursor,
+  type MailboxEnvelope,
+  mailboxEnvelope,
+  mailboxPage,
   type ServerFrame,
   serverFrame,
   WIRE_VERSION,
 } from '../../../schema/wire.js';
 
-export type { ClientFrame, Envelope, ServerFrame };
+export type { ClientFrame, Envelope, MailboxCursor, MailboxEnvelope, ServerFrame };
 
 export interface PrekeyCounts {
   readonly oneTime: number;
@@ -70,13 +74,32 @@ export interface ConversationInfo {
   readonly members: readonly { readonly userId: string; readonly role: string }[];
 }
 
-export interface MailboxEnvelope extends Envelope {
-  readonly conversationId: string;
-}
-
-export interface MailboxCursor {
-  readonly afterConversation: string;
-  readonly afterSeq: number;
+/**
+ * A GET /api/mailbox answer checked against schema/wire.ts (whatever ServerApi fetched it, as every socket frame
+ * is): a page of the wrong shape, or whose `next` does not move past `after`, is `invalid_server_response`
+ * (nothing of it is processed or acked); an envelope that is not one is left out and counted in `dropped`,
+ * like a frame that does not parse — the rest of the page is processed.
+ */
+export function checkMailboxPage(
+  raw: unknown,
+  after: MailboxCursor | null,
+): { envelopes: MailboxEnvelope[]; next: MailboxCursor | null; dropped: number } {
+  const page = mailboxPage.safeParse(raw);
+  const next = page.success ? page.data.next : null;
+  if (
+    !page.success ||
+    (next &&
+      after &&
+      (next.afterConversation < after.afterConversation ||
+        (next.afterConversation === after.afterConversation && next.afterSeq <= after.afterSeq)))
+  )
+    throw new ApiError(502, 'invalid_server_response', 'the server answered GET /api/mailbox with a malformed page');
+  const envelopes: MailboxEnvelope[] = [];
+  for (const e of page.data.envelopes) {
+    const r = mailboxEnvelope.safeParse(e);
+    if (r.success) envelopes.push(r.data);
+  }
+  return { envelopes, next, dropped: page.data.envelopes.length - envelopes.length };
 }
 
 /** What the server answers for one uploaded part (handed back to `completeAttachment`). */
