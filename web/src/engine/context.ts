@@ -50,6 +50,11 @@ export type EngineErrorCode =
   | 'too_long'
   | 'not_failed'
   | 'send_failed'
+  /**
+   * Our sender key of the conversation is marked for rotation (a member was removed since the entry was
+   * queued): the outbox rotates and distributes it first, then encrypts (PITFALLS 19). Never shown.
+   */
+  | 'sender_key_rotation'
   /** An outbox entry kept failing for transient reasons (no network, 5xx, 429), or sent and never answered, past OUTBOX_TRANSIENT_LIFESPAN_MS. */
   | 'unreachable'
   // attachments (attachments.ts)

@@ -396,6 +396,9 @@ export function createEngine(opts: EngineOptions): Engine {
         // Nor our sender key (marked distributed when queued): the next group message distributes it again.
         if (e.distributes) await groups.forgetDistributed(e.conversationId);
       },
+      rotate: async (c, order) => {
+        await distributeSenderKey(c, order);
+      },
     },
     opts.sendAnswerTimeoutMs,
     opts.outboxRetry,
@@ -784,20 +787,23 @@ export function createEngine(opts: EngineOptions): Engine {
    * Queues our sender key (pairwise, flagged for the WITHHELD retry) to the group's devices that lack it;
    * false when every device has it.
    */
-  const distributeSenderKey = async (conversationId: string): Promise<boolean> => {
+  const distributeSenderKey = async (conversationId: string, order?: number): Promise<boolean> => {
     const sk = await groups.prepareSenderKey(conversationId);
     if (!sk.needs.length) return false;
-    await outbox.enqueue({
-      ...entry(
-        conversationId,
-        newId(),
-        encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
-        'pairwise',
-        false,
-        ctx.now(),
-      ),
-      distributes: true,
-    });
+    await outbox.enqueue(
+      {
+        ...entry(
+          conversationId,
+          newId(),
+          encodePayload({ t: 'skd', conv: conversationId, d: sk.distribution }),
+          'pairwise',
+          false,
+          ctx.now(),
+        ),
+        distributes: true,
+      },
+      order,
+    );
     await groups.markDistributed(conversationId, sk.needs);
     return true;
   };

@@ -435,11 +435,17 @@ export class Groups {
     });
   }
 
-  /** Encrypts with our chain; the advanced chain is persisted before the ciphertext is returned. */
+  /**
+   * Encrypts with our chain; the advanced chain is persisted before the ciphertext is returned. Refuses
+   * (`sender_key_rotation`) while a removal has marked the chain for rotation: the removed member holds it, so
+   * nothing encrypted after the removal was applied may use it (`prepareSenderKey` and its distribution first).
+   */
   encrypt(conversationId: string, plaintext: Uint8Array): Promise<Uint8Array> {
     return this.ctx.locks.request(`senderkey:${conversationId}`, async () => {
       const own = await readJson<OwnKeyRecord>(this.ctx.store, K.own(conversationId));
       if (!own) throw new EngineError('send_failed', 'no sender key (prepareSenderKey first)');
+      if (await readJson<boolean>(this.ctx.store, K.rotate(conversationId)))
+        throw new EngineError('sender_key_rotation', 'our sender key must be rotated and distributed first');
       const r = await senderEncrypt(this.ctx.curves, deserializeOwnSenderKey(own.key), plaintext);
       await this.ctx.store.put(K.own(conversationId), encodeRecord({ ...own, key: serializeOwnSenderKey(r.own) }));
       return r.message;

@@ -6,7 +6,7 @@
  * refusal fails it at once; close() stops the retries.
  */
 import { describe, expect, it } from 'vitest';
-import { nobleCurves } from './_protocol.js';
+import { deserializeSenderKeyRecord, fromB64u, nobleCurves, senderDecrypt } from './_protocol.js';
 import { encodeRecord } from './codec.js';
 import type { EngineContext } from './context.js';
 import type { EngineOptions } from './engine.js';
@@ -15,7 +15,7 @@ import { decodePayload, Messages } from './messages.js';
 import { DEFAULT_OUTBOX_RETRY, Outbox, type OutboxEntry } from './outbox.js';
 import { memoryStore, type Store } from './storage.js';
 import { type Client, cryptoRng, makeWorld, newClient, online, texts, until, type World } from './testing/harness.js';
-import { ApiError, type ServerFrame } from './transport.js';
+import { ApiError, type ServerFrame, type SocketFactory } from './transport.js';
 
 /** An engine context on `store` with no server: what an Outbox alone needs. */
 function contextOn(store: Store): EngineContext {
@@ -459,6 +459,52 @@ describe('a failed sender-key distribution', () => {
     await until(async () => (await texts(bob.engine, conv)).includes('two'), 'Bob reads the second message');
     alice.engine.close();
     bob.engine.close();
+  });
+});
+
+describe('a removal while group messages wait (PITFALLS 19)', () => {
+  it('a message queued before it and encrypted after it uses a fresh chain, distributed first to the members left: the removed one cannot open it', async () => {
+    const w = await makeWorld();
+    const frames: { type: string; id?: string; group?: string }[] = [];
+    const sockets = w.server.sockets('alice', 'alice-1');
+    const realtime: SocketFactory = async (id, handlers) => {
+      const s = await sockets(id, handlers);
+      return {
+        send: (data) => {
+          frames.push(JSON.parse(data));
+          s.send(data);
+        },
+        close: (code) => s.close(code),
+      };
+    };
+    const alice = await newClient(w, 'alice', 'alice-1', { engine: { realtime } });
+    const bob = await newClient(w, 'bob');
+    const carol = await newClient(w, 'carol');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'g' });
+    await online([alice, bob, carol], conv);
+    await alice.engine.sendText(conv, 'hello all');
+    await until(async () => (await texts(carol.engine, conv)).includes('hello all'), 'carol has hello');
+    // Offline, alice writes twice, then removes carol. m1 is encrypted at once (the flush after the send, with the
+    // chain carol holds: she was a member then) and its frame is kept as it is — a frame is never re-encrypted;
+    // m2 waits behind it, not encrypted yet.
+    await alice.engine.disconnect();
+    await alice.engine.sendText(conv, 'm1');
+    const m2 = await alice.engine.sendText(conv, 'm2');
+    await alice.engine.removeMember(conv, 'carol');
+    await alice.engine.connect([conv]);
+    await until(async () => (await texts(bob.engine, conv)).includes('m2'), 'bob has m2');
+    // Bob reads both, in order, never as undecryptable: the new chain's distribution went out before them.
+    expect(await texts(bob.engine, conv)).toEqual(['hello all', 'm1', 'm2']);
+    expect((await bob.engine.messages(conv)).filter((m) => m.status === 'undecryptable')).toEqual([]);
+    // m2 was encrypted after the removal: with a new chain, which carol's copy of alice's chain does not open.
+    const held = await carol.store.get(`skr/${conv}/alice/alice-1`);
+    expect(held).toBeDefined();
+    const f = frames.find((x) => x.type === 'send' && x.id === m2.clientId && x.group);
+    expect(f).toBeDefined();
+    await expect(senderDecrypt(w.curves, deserializeSenderKeyRecord(held!), fromB64u(f!.group!))).rejects.toThrow();
+    alice.engine.close();
+    bob.engine.close();
+    carol.engine.close();
   });
 });
 

@@ -125,6 +125,11 @@ export interface OutboxHooks {
   readonly expiresAt?: (conversationId: string) => Promise<((ts: number) => number | undefined) | undefined>;
   readonly accepted?: (e: OutboxEntry, seq: number, ts: number) => Promise<void>;
   readonly failed?: (e: OutboxEntry) => Promise<void>;
+  /**
+   * A group entry found our sender key marked for rotation (`sender_key_rotation`): rotate it and queue its
+   * distribution with send order `order` (just before the entry's), so it goes out first.
+   */
+  readonly rotate?: (conversationId: string, order: number) => Promise<void>;
 }
 
 export class Outbox {
@@ -201,9 +206,10 @@ export class Outbox {
 
   private lastOrder = 0;
 
-  async enqueue(entry: OutboxEntry): Promise<void> {
-    this.lastOrder = Math.max(this.lastOrder + 1, this.ctx.now() * 1000);
-    const e = { ...entry, order: this.lastOrder };
+  /** Stores `entry` to be sent after every entry queued before it (or at send order `order`, when given). */
+  async enqueue(entry: OutboxEntry, order?: number): Promise<void> {
+    if (order === undefined) this.lastOrder = Math.max(this.lastOrder + 1, this.ctx.now() * 1000);
+    const e = { ...entry, order: order ?? this.lastOrder };
     if (!entry.visible) return putJson(this.ctx.store, key(entry.clientId), e);
     // A visible entry changes the outbox's version in the same transaction (see `sent`).
     const { before, after } = await this.ctx.store.transaction(async (tx) => {
@@ -380,7 +386,18 @@ export class Outbox {
         e = { ...e, items: await this.fanout(e.conversationId, e.payload) };
         await putJson(this.ctx.store, key(clientId), e);
       } else if (e.mode === 'group' && e.group === null) {
-        e = { ...e, group: toB64u(await this.groups.encrypt(e.conversationId, e.payload)) };
+        let group: Uint8Array;
+        try {
+          group = await this.groups.encrypt(e.conversationId, e.payload);
+        } catch (err) {
+          // A removal since it was queued (PITFALLS 19): the new chain and its distribution (to the members
+          // left) go first, queued just before this entry; it is encrypted at its next turn, right after.
+          if (!(err instanceof EngineError && err.code === 'sender_key_rotation') || !this.hooks.rotate) throw err;
+          await this.hooks.rotate(e.conversationId, (e.order ?? e.createdAt * 1000) - 0.5);
+          this.retryLater(e.conversationId, clientId, 0);
+          return;
+        }
+        e = { ...e, group: toB64u(group) };
         await putJson(this.ctx.store, key(clientId), e);
       }
       if (this.send(e.conversationId, frameOf(e))) this.awaitAnswer(e.conversationId, e.clientId);
