@@ -5,8 +5,8 @@
  * transient failures (no network, 5xx, 429) keeps it `sending` until its lifespan, in order; a permanent
  * refusal fails it at once; close() stops the retries.
  */
-import { describe, expect, it } from 'vitest';
-import { deserializeSenderKeyRecord, fromB64u, nobleCurves, senderDecrypt } from './_protocol.js';
+import { describe, expect, it, vi } from 'vitest';
+import { constants, deserializeSenderKeyRecord, fromB64u, nobleCurves, senderDecrypt } from './_protocol.js';
 import { encodeRecord } from './codec.js';
 import type { EngineContext } from './context.js';
 import type { EngineOptions } from './engine.js';
@@ -645,5 +645,50 @@ describe('the server is unreachable for longer than the old retry budget (8 tran
     await new Promise((r) => setTimeout(r, 200)); // ≥ 20 retry periods
     expect(refusedClaims(w, 'alice')).toBe(after);
     bob.engine.close();
+  });
+});
+
+describe("a server error's retryAfterMs", () => {
+  it('is kept within the outbox bounds: 0 does not resend at once, 2^31 and more do not overflow into one', async () => {
+    vi.useFakeTimers();
+    const none = undefined as never;
+    const frames: string[] = [];
+    const box = new Outbox(
+      contextOn(memoryStore()),
+      none,
+      none,
+      none,
+      none,
+      (_c, f) => {
+        if (f.type === 'receipt') frames.push(f.id);
+        return true;
+      },
+      {},
+      3600_000, // no answer timeout in this test's time
+    );
+    try {
+      const e = { ...receipt('c1')(['m1']), items: [{ u: 'bob', d: 'bob-1', c: 'AA' }], createdAt: Date.now() };
+      await box.enqueue(e);
+      await box.flush('c1');
+      expect(frames).toEqual([e.clientId]);
+      for (const retryAfterMs of [0, 2 ** 31, 2 ** 40]) {
+        frames.length = 0;
+        await box.onError('c1', {
+          v: 1,
+          type: 'error',
+          code: 'rate_limited',
+          message: 'slow down',
+          id: e.clientId,
+          retryAfterMs,
+        });
+        await vi.advanceTimersByTimeAsync(constants.OUTBOX_RETRY_BASE_MS - 1);
+        expect(frames).toEqual([]); // not at once, nor ~1 ms later
+        await vi.advanceTimersByTimeAsync(constants.OUTBOX_RETRY_MAX_MS);
+        expect(frames).toEqual([e.clientId]); // once, by the ceiling
+      }
+    } finally {
+      box.close();
+      vi.useRealTimers();
+    }
   });
 });

@@ -498,7 +498,14 @@ export class Outbox {
       return;
     }
     if (frame.code === 'rate_limited' || frame.code === 'unavailable' || frame.code === 'internal') {
-      this.retryLater(conversationId, e.clientId, frame.retryAfterMs ?? 1000);
+      // The server's wait, within [OUTBOX_RETRY_BASE_MS, OUTBOX_RETRY_MAX_MS]: 0 would resend at once and
+      // anything past 2^31 - 1 ms overflows the timer to ~1 ms — either a hot resend loop.
+      const ms = frame.retryAfterMs ?? 1000;
+      this.retryLater(
+        conversationId,
+        e.clientId,
+        Math.min(constants.OUTBOX_RETRY_MAX_MS, Math.max(constants.OUTBOX_RETRY_BASE_MS, ms)),
+      );
       return;
     }
     return this.fail(e.clientId, frame.code);

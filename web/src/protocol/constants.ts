@@ -289,6 +289,8 @@ export const MAX_TIMER_SECONDS = 28 * 24 * 3600;
  * retried id only while its log keeps it (logRetentionMs, 24 h after the stored ts, which is never before
  * the creation), and a resend after that would be stored and delivered twice. 20 h leaves 4 h of margin
  * (this device's clock set back, a late prune is harmless: the server only ever keeps ids longer).
+ * A send the server refused for now (`rate_limited`, `unavailable`, `internal`) waits its `retryAfterMs`,
+ * kept within [OUTBOX_RETRY_BASE_MS, OUTBOX_RETRY_MAX_MS].
  */
 export const OUTBOX_RETRY_BASE_MS = 250;
 export const OUTBOX_RETRY_MAX_MS = 30_000;
