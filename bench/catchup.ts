@@ -124,7 +124,36 @@ const PAGE_SETUP = async ({ logKey }: { logKey: string }) => {
   const curves = await defaultCurves();
   const rng = (n: number) => crypto.getRandomValues(new Uint8Array(n));
   // Counts of the sealed store's calls (each is at least one IndexedDB transaction), for "what bounds it".
-  const counts = { get: 0, list: 0, tx: 0, txMs: 0, http: 0, httpMs: 0, httpBusyMs: 0, wsFrames: 0 };
+  const counts = {
+    get: 0,
+    list: 0,
+    tx: 0,
+    txMs: 0,
+    http: 0,
+    httpMs: 0,
+    httpBusyMs: 0,
+    wsFrames: 0,
+    // What came in: mailbox pages and their envelopes (group ones apart), envelopes in `deliver` frames.
+    pages: 0,
+    envelopes: 0,
+    groupEnvelopes: 0,
+    receiptEnvelopes: 0,
+    wsEnvelopes: 0,
+  };
+  // Which engine code asked for each write transaction (the first engine frames of its stack), per run.
+  const writers = new Map<string, number>();
+  const writer = () => {
+    const frames = (new Error().stack ?? '')
+      .split('\n')
+      .filter((l) => l.includes('/src/engine/'))
+      .map((l) => {
+        const m = /at (?:async )?(\S+) .*\/src\/engine\/([\w.-]+)\?*[^:]*:(\d+)/.exec(l);
+        return m ? `${m[1]}@${m[2]}:${m[3]}` : l.trim();
+      })
+      .slice(0, 3);
+    const k = frames.join(' < ') || '?';
+    writers.set(k, (writers.get(k) ?? 0) + 1);
+  };
   // Network: HTTP requests (and the time at least one was in flight), WebSocket frames received; each
   // request's route (ids replaced by ':id') and start / end, for --profile's request timeline.
   const requests: { route: string; start: number; end: number }[] = [];
@@ -141,7 +170,19 @@ const PAGE_SETUP = async ({ logKey }: { logKey: string }) => {
       .map((s) => (s.length >= 16 ? ':id' : s))
       .join('/')}`;
     try {
-      return await realFetch(input, init);
+      const res = await realFetch(input, init);
+      if (route === 'GET /api/mailbox' && res.ok)
+        void res
+          .clone()
+          .json()
+          .then((b: { envelopes: { mode: string; kind: string }[] }) => {
+            counts.pages++;
+            counts.envelopes += b.envelopes.length;
+            counts.groupEnvelopes += b.envelopes.filter((e) => e.mode === 'group').length;
+            counts.receiptEnvelopes += b.envelopes.filter((e) => e.kind === 'receipt').length;
+          })
+          .catch(() => undefined);
+      return res;
     } finally {
       const now = performance.now();
       counts.httpMs += now - t;
@@ -157,8 +198,14 @@ const PAGE_SETUP = async ({ logKey }: { logKey: string }) => {
       const s = { created: performance.now(), open: 0, first: 0, last: 0, frames: 0 };
       sockets.push(s);
       this.addEventListener('open', () => (s.open = performance.now()));
-      this.addEventListener('message', () => {
+      this.addEventListener('message', (e: MessageEvent) => {
         counts.wsFrames++;
+        if (typeof e.data === 'string' && e.data.includes('"deliver"'))
+          try {
+            counts.wsEnvelopes += (JSON.parse(e.data) as { envelopes?: unknown[] }).envelopes?.length ?? 0;
+          } catch {
+            // not JSON: not counted
+          }
         s.last = performance.now();
         if (!s.frames++) s.first = s.last;
       });
@@ -177,14 +224,17 @@ const PAGE_SETUP = async ({ logKey }: { logKey: string }) => {
     },
     put: (k: string, v: Uint8Array) => {
       counts.tx++;
+      writer();
       return s.put(k, v);
     },
     delete: (k: string) => {
       counts.tx++;
+      writer();
       return s.delete(k);
     },
     transaction: async (fn: unknown) => {
       counts.tx++;
+      writer();
       const t = performance.now();
       try {
         return await s.transaction(fn);
@@ -210,6 +260,7 @@ const PAGE_SETUP = async ({ logKey }: { logKey: string }) => {
   const g = globalThis as any;
   g.bench = {
     counts,
+    writers,
     requests,
     sockets,
     async person(name: string, db: string, messageRequests: boolean) {
@@ -239,6 +290,13 @@ interface StoreCounts {
   httpMs: number;
   httpBusyMs: number;
   wsFrames: number;
+  pages: number;
+  envelopes: number;
+  groupEnvelopes: number;
+  receiptEnvelopes: number;
+  wsEnvelopes: number;
+  /** Write transactions by the engine code that asked for them ("fn@file:line < caller < …": count). */
+  writers: [string, number][];
 }
 
 interface CatchupRun {
@@ -449,6 +507,7 @@ async function main(): Promise<void> {
             // --profile: the CPU profiler runs from here to `done` (started and stopped by Node through CDP).
             if (g.benchProfile) await g.benchProfile('start', path);
             const c0 = { ...g.bench.counts };
+            g.bench.writers.clear();
             // ---- online ----
             const t0 = performance.now();
             if (path !== 'mailbox') {
@@ -517,6 +576,12 @@ async function main(): Promise<void> {
               httpMs: c1.httpMs - c0.httpMs,
               httpBusyMs: c1.httpBusyMs - c0.httpBusyMs,
               wsFrames: c1.wsFrames - c0.wsFrames,
+              pages: c1.pages - c0.pages,
+              envelopes: c1.envelopes - c0.envelopes,
+              groupEnvelopes: c1.groupEnvelopes - c0.groupEnvelopes,
+              receiptEnvelopes: c1.receiptEnvelopes - c0.receiptEnvelopes,
+              wsEnvelopes: c1.wsEnvelopes - c0.wsEnvelopes,
+              writers: [...(g.bench.writers as Map<string, number>)].sort((a, b) => b[1] - a[1]),
             };
             off();
             const stale = Object.entries(last as Record<string, string>).filter(
@@ -560,6 +625,9 @@ async function main(): Promise<void> {
           catchup.push({ path, ms: t.ms, decryptedMs: t.decryptedMs, load: l, store: t.store });
           process.stdout.write(
             `  run ${run + 1} ${path}: ${t.ms.toFixed(0)} ms (all decrypted+stored at ${t.decryptedMs.toFixed(0)} ms; then conversations() ${t.listMs.toFixed(0)} ms, previews ${t.previewsMs.toFixed(0)} ms) · store: ${t.store.gets} reads, ${t.store.lists} lists, ${t.store.txs} write transactions (${t.store.txMs.toFixed(0)} ms inside them) · network: ${t.store.http} HTTP requests (${t.store.httpBusyMs.toFixed(0)} ms with one in flight, ${t.store.httpMs.toFixed(0)} ms summed), ${t.store.wsFrames} WebSocket frames in · load ${l}\n`,
+          );
+          process.stdout.write(
+            `    in: ${t.store.pages} mailbox pages, ${t.store.envelopes} envelopes (${t.store.groupEnvelopes} group, ${t.store.receiptEnvelopes} receipts), ${t.store.wsEnvelopes} in deliver frames · write tx by caller: ${t.store.writers.map(([k, n]) => `${n}× ${k}`).join('; ')}\n`,
           );
         }
       await page.evaluate(async () => {

@@ -40,8 +40,9 @@
  *   transaction, or refused (nothing changes; a `content_refused` event names the code); a type or version
  *   from the future is stored as an "unsupported message" if it has an id, else ignored; a broken message
  *   is stored as failed, a broken signal ignored (`content_refused`);
- * - delivery receipts: one end-to-end encrypted receipt per batch, listing the client ids received —
- *   held instead while the conversation is a message request (people.ts; sent when it is accepted);
+ * - delivery receipts: one end-to-end encrypted receipt per batch, listing the client ids received and
+ *   encrypted only to those messages' authors (other members' devices get WITHHELD) — held instead while
+ *   the conversation is a message request (people.ts; sent when it is accepted, then to every member);
  * - people (people.ts): a message from a blocked person, or in a blocked conversation, is decrypted (so the
  *   session stays in step) and dropped in the same transaction — nothing stored, no receipt, no event; a
  *   `pk` payload stores the sender's profile key with the envelope, and the profile is fetched after the
@@ -125,13 +126,19 @@ function sameReads(
   return true;
 }
 
+/** A message to acknowledge end-to-end: its client id, and its author (the only one the receipt is for). */
+interface Receipt {
+  readonly id: string;
+  readonly from: string;
+}
+
 interface BatchResult {
   /** Envelopes of the run accounted for (stored, or skipped as already processed), from its start. */
   readonly taken: number;
   /** The cursor to acknowledge after them (null: none of them advanced it). */
   readonly acked: number | null;
-  /** Client ids to acknowledge end-to-end. */
-  readonly receipts: readonly string[];
+  /** Messages to acknowledge end-to-end. */
+  readonly receipts: readonly Receipt[];
 }
 
 interface HeldEnvelope {
@@ -209,7 +216,7 @@ export class Inbox {
   private async processNow(conversationId: string, envelopes: readonly Envelope[]): Promise<number | null> {
     const sorted = [...envelopes].sort((a, b) => a.seq - b.seq);
     let acked: number | null = null;
-    const receipts: string[] = [];
+    const receipts: Receipt[] = [];
     let i = 0;
     while (i < sorted.length) {
       const run = sorted.slice(i, i + BATCH_MAX);
@@ -226,7 +233,7 @@ export class Inbox {
         continue;
       }
       const r = await this.one(conversationId, env);
-      if (r) receipts.push(r);
+      if (r) receipts.push({ id: r, from: env.from.u });
       acked = env.seq;
     }
     if (receipts.length) await this.receiptsFor(conversationId, receipts);
@@ -376,11 +383,11 @@ export class Inbox {
         const ids = d.take.flatMap((t) => (t.content.t === 'text' ? [t.content.id] : []));
         if (ids.length) await this.messages.prefetchInTx(tx, conversationId, ids);
         const events: EngineEvent[] = [];
-        const receipts: string[] = [];
+        const receipts: Receipt[] = [];
         for (const t of d.take) {
           const out = await this.storeInTx(tx, conversationId, t.env, t.content, own.userId, timer);
           events.push(...out.events);
-          if (out.receipt) receipts.push(out.receipt);
+          if (out.receipt) receipts.push({ id: out.receipt, from: t.env.from.u });
         }
         for (const chain of d.dirty) chain.save(tx, d.states.get(chain));
         if (d.cursor !== d.from) this.advanceInTx(tx, conversationId, d.cursor);
@@ -858,42 +865,54 @@ export class Inbox {
   /** Tries stored undecryptable envelopes again (after a distribution arrived or a key change was accepted). */
   async retryUndecryptable(conversationId: string, match: (e: Envelope) => boolean = () => true): Promise<void> {
     const held = await this.ctx.store.list(K.undecDir(conversationId));
-    const receipts: string[] = [];
+    const receipts: Receipt[] = [];
     for (const h of held) {
       const { envelope } = decodeRecord<HeldEnvelope>(h.value);
       if (!match(envelope)) continue;
       const r = await this.one(conversationId, envelope, true);
-      if (r) receipts.push(r);
+      if (r) receipts.push({ id: r, from: envelope.from.u });
     }
     if (receipts.length) await this.receiptsFor(conversationId, receipts);
   }
 
   /** Queues a delivery receipt, or holds it while the conversation is a message request (people.ts). */
-  private async receiptsFor(conversationId: string, ids: string[]): Promise<void> {
+  private async receiptsFor(conversationId: string, receipts: readonly Receipt[]): Promise<void> {
+    const ids = receipts.map((r) => r.id);
     const state = await this.people.state(conversationId, await this.messages.cursor(conversationId));
-    if (state === 'accepted') await this.queueReceipt(conversationId, ids);
+    if (state === 'accepted') await this.queueReceipt(conversationId, ids, [...new Set(receipts.map((r) => r.from))]);
     else if (state !== 'blocked') await this.people.holdReceipts(conversationId, ids);
   }
 
-  async queueReceipt(conversationId: string, ids: string[]): Promise<void> {
+  /**
+   * Queues a delivery receipt for `ids`, encrypted only to the devices of `to` — the authors of those
+   * messages, the only members it tells anything (every other device's slot carries WITHHELD) — or, without
+   * `to` (receipts held while the conversation was a request: their authors were not kept), to every member.
+   */
+  async queueReceipt(conversationId: string, ids: string[], to?: readonly string[]): Promise<void> {
     const clientId = this.newId();
     const createdAt = this.ctx.now();
-    await this.outbox.enqueueReceipt(conversationId, ids, (all) => ({
-      clientId,
+    await this.outbox.enqueueReceipt(
       conversationId,
-      kind: 'receipt',
-      receiptStatus: 'delivered',
-      payload: encodePayload({ t: 'receipt', conv: conversationId, status: 'delivered', ids: [...all] }),
-      receiptIds: all,
-      mode: 'pairwise',
-      items: null,
-      group: null,
-      state: 'sending',
-      seq: null,
-      attempts: 0,
-      createdAt,
-      visible: false,
-    }));
+      ids,
+      (all, allTo) => ({
+        clientId,
+        conversationId,
+        kind: 'receipt',
+        receiptStatus: 'delivered',
+        payload: encodePayload({ t: 'receipt', conv: conversationId, status: 'delivered', ids: [...all] }),
+        receiptIds: all,
+        ...(allTo ? { receiptTo: allTo } : {}),
+        mode: 'pairwise',
+        items: null,
+        group: null,
+        state: 'sending',
+        seq: null,
+        attempts: 0,
+        createdAt,
+        visible: false,
+      }),
+      to,
+    );
   }
 }
 

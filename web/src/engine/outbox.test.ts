@@ -11,7 +11,7 @@ import { encodeRecord } from './codec.js';
 import type { EngineContext } from './context.js';
 import type { EngineOptions } from './engine.js';
 import { memoryLocks } from './locks.js';
-import { decodePayload, Messages } from './messages.js';
+import { decodePayload, Messages, WITHHELD } from './messages.js';
 import { DEFAULT_OUTBOX_RETRY, Outbox, type OutboxEntry } from './outbox.js';
 import { memoryStore, type Store } from './storage.js';
 import { type Client, cryptoRng, makeWorld, newClient, online, texts, until, type World } from './testing/harness.js';
@@ -38,13 +38,14 @@ function outbox() {
 let n = 0;
 const receipt =
   (conversationId: string) =>
-  (ids: readonly string[]): OutboxEntry => ({
+  (ids: readonly string[], to?: readonly string[]): OutboxEntry => ({
     clientId: `r${++n}`,
     conversationId,
     kind: 'receipt',
     receiptStatus: 'delivered',
     payload: encodeRecord({ t: 'receipt', conv: conversationId, status: 'delivered', ids }),
     receiptIds: ids,
+    ...(to ? { receiptTo: to } : {}),
     mode: 'pairwise',
     items: null,
     group: null,
@@ -73,6 +74,43 @@ describe('delivery receipts', () => {
     expect(covered(c1)).toEqual(ids(0, 25));
     expect(c1.receiptIds).toEqual(ids(0, 25));
     expect(covered(all.find((e) => e.conversationId === 'c2')!)).toEqual(ids(100, 5));
+  });
+
+  it('merged receipts are for every author of the ids they cover; one for every member keeps a merge for every member', async () => {
+    const o = outbox();
+    await o.enqueueReceipt('c1', ids(0, 2), receipt('c1'), ['ann']);
+    await o.enqueueReceipt('c1', ids(2, 2), receipt('c1'), ['bea', 'ann']);
+    await o.enqueueReceipt('c2', ids(10, 2), receipt('c2'), ['ann']);
+    await o.enqueueReceipt('c2', ids(12, 2), receipt('c2'));
+    const all = await o.entries();
+    expect(all.find((e) => e.conversationId === 'c1')?.receiptTo).toEqual(['ann', 'bea']);
+    expect(all.find((e) => e.conversationId === 'c2')?.receiptTo).toBeUndefined();
+  });
+
+  it("a group member's delivery receipt is encrypted only to the author's devices: every other member's slot is WITHHELD", async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const carol = await newClient(w, 'carol');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'g' });
+    await online([alice, bob, carol], conv);
+    const { clientId } = await alice.engine.sendText(conv, 'hi');
+    await until(
+      async () => (await alice.engine.messages(conv)).find((m) => m.clientId === clientId)?.status === 'delivered',
+      "a member's receipt",
+    );
+    await bob.engine.idle();
+    await carol.engine.idle();
+    const fromBob = w.server.sentFrames.filter((x) => x.user === 'bob' && x.frame.type === 'receipt');
+    expect(fromBob.length).toBeGreaterThan(0);
+    for (const { frame } of fromBob) {
+      const to = 'to' in frame ? frame.to : [];
+      expect(to.filter((t) => t.u === 'alice').map((t) => t.c.length > 2)).toEqual([true]);
+      expect(to.filter((t) => t.u === 'carol').map((t) => t.c)).toEqual([WITHHELD]);
+    }
+    // Carol stores nothing for it and shows no failure; Alice's message is delivered.
+    expect((await carol.engine.messages(conv)).map((m) => [m.body, m.status])).toEqual([['hi', 'received']]);
+    for (const c of [alice, bob, carol]) c.engine.close();
   });
 
   it('a receipt never grows past the cap: the overflow starts a new receipt, and no id is lost', async () => {

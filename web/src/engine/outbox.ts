@@ -61,6 +61,12 @@ export interface OutboxEntry {
   /** A delivery receipt: the client ids it covers (the payload encodes them; kept to merge receipts). */
   readonly receiptIds?: readonly string[];
   /**
+   * A delivery receipt: the users it is encrypted to — the authors of the messages it covers; every other
+   * member device gets WITHHELD (a receipt tells them nothing they need, and each would cost them a
+   * decryption). Absent: every member.
+   */
+  readonly receiptTo?: readonly string[];
+  /**
    * A sender-key distribution: once accepted, devices that got WITHHELD instead of it (no prekeys yet — a
    * device linked a moment ago) are marked as still needing it, so the next group send retries them.
    */
@@ -262,18 +268,21 @@ export class Outbox {
    * Queues a delivery receipt for `ids`, merged into this conversation's queued receipt if that one has
    * not been encrypted yet: under load one receipt covers many batches instead of one receipt (and one
    * ciphertext per member device) per received batch. Runs under the outbox mutex, like every send, so a
-   * merge never races the encryption of the entry it merges into.
+   * merge never races the encryption of the entry it merges into. `to`: the users the receipt is for (the
+   * messages' authors, see `receiptTo`); undefined: every member — and so is a merge with such a receipt.
    */
   enqueueReceipt(
     conversationId: string,
     ids: readonly string[],
-    build: (ids: readonly string[]) => OutboxEntry,
+    build: (ids: readonly string[], to: readonly string[] | undefined) => OutboxEntry,
+    to?: readonly string[],
   ): Promise<void> {
     return this.serial(async () => {
       const openId = this.openReceipt.get(conversationId);
       if (openId !== undefined) {
         const open = await readJson<OutboxEntry>(this.ctx.store, key(openId));
         const merged = [...new Set([...(open?.receiptIds ?? []), ...ids])];
+        const mergedTo = open?.receiptTo && to ? [...new Set([...open.receiptTo, ...to])] : undefined;
         if (
           open &&
           open.state === 'sending' &&
@@ -284,7 +293,7 @@ export class Outbox {
           !this.inFlight.has(openId) &&
           this.awaiting.get(conversationId) !== openId
         ) {
-          const next = build(merged);
+          const next = build(merged, mergedTo);
           await putJson(this.ctx.store, key(openId), {
             ...next,
             clientId: open.clientId,
@@ -294,7 +303,7 @@ export class Outbox {
           return;
         }
       }
-      const fresh = build(ids);
+      const fresh = build(ids, to);
       await this.enqueue(fresh);
       this.openReceipt.set(conversationId, fresh.clientId);
     });
@@ -383,7 +392,7 @@ export class Outbox {
       }
       if (this.openReceipt.get(e.conversationId) === clientId) this.openReceipt.delete(e.conversationId);
       if (e.mode === 'pairwise' && e.items === null) {
-        e = { ...e, items: await this.fanout(e.conversationId, e.payload) };
+        e = { ...e, items: await this.fanout(e.conversationId, e.payload, receiptScope(e)) };
         await putJson(this.ctx.store, key(clientId), e);
       } else if (e.mode === 'group' && e.group === null) {
         let group: Uint8Array;
@@ -429,10 +438,17 @@ export class Outbox {
     return Math.min(this.retry.maxMs, this.retry.baseMs * 2 ** Math.min(tries, 30));
   }
 
-  /** One ciphertext per device of every verified member (their verified devices only). */
-  private async fanout(conversationId: string, payload: Uint8Array): Promise<OutboxItem[]> {
+  /**
+   * One ciphertext per device of every verified member (their verified devices only); with `only`, the
+   * devices of members not in it get WITHHELD instead (nothing is encrypted to them).
+   */
+  private async fanout(conversationId: string, payload: Uint8Array, only?: ReadonlySet<string>): Promise<OutboxItem[]> {
     const items: OutboxItem[] = [];
     for (const r of await this.groups.recipients(conversationId)) {
+      if (only && !only.has(r.userId)) {
+        for (const d of r.devices) items.push({ u: r.userId, d: d.deviceId, c: WITHHELD });
+        continue;
+      }
       await this.directory.assertSendable(r.userId);
       for (const x of await this.sessions.encryptFor(r.userId, r.devices, payload))
         items.push({ u: r.userId, d: x.deviceId, c: toB64u(x.ciphertext) });
@@ -519,10 +535,15 @@ export class Outbox {
     for (const u of users) await this.directory.refresh(u).catch(() => undefined);
     const byUser = new Map<string, DeviceRef[]>();
     for (const m of missing) byUser.set(m.u, [...(byUser.get(m.u) ?? []), m]);
+    const only = receiptScope(e);
     for (const [u, refs] of byUser) {
       const wanted = new Set(refs.map((r) => r.d));
       let covered = new Set<string>();
-      if ((await this.groups.isVerifiedMember(e.conversationId, u)) && !(await this.directory.isBlocked(u))) {
+      if (
+        (!only || only.has(u)) &&
+        (await this.groups.isVerifiedMember(e.conversationId, u)) &&
+        !(await this.directory.isBlocked(u))
+      ) {
         const devices = (await this.directory.devices(u)).filter((d) => wanted.has(d.deviceId));
         const enc = await this.sessions.encryptFor(u, devices, e.payload);
         for (const x of enc) items.push({ u, d: x.deviceId, c: toB64u(x.ciphertext) });
@@ -574,6 +595,11 @@ export class Outbox {
     }
     return out;
   }
+}
+
+/** The users a receipt is encrypted to (undefined: every member; see `OutboxEntry.receiptTo`). */
+function receiptScope(e: OutboxEntry): ReadonlySet<string> | undefined {
+  return e.kind === 'receipt' && e.receiptTo ? new Set(e.receiptTo) : undefined;
 }
 
 /**

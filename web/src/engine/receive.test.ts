@@ -8,7 +8,17 @@ import { type EngineLocks, memoryLocks } from './locks.js';
 import { encodePayload, type Payload } from './messages.js';
 import { Sessions } from './sessions.js';
 import { memoryStore, type Store, type StoreTx } from './storage.js';
-import { type Client, cryptoRng, engineOn, makeWorld, newClient, texts, until, type World } from './testing/harness.js';
+import {
+  type Client,
+  cryptoRng,
+  engineOn,
+  makeWorld,
+  newClient,
+  online,
+  texts,
+  until,
+  type World,
+} from './testing/harness.js';
 import { Transparency } from './transparency.js';
 
 /**
@@ -390,12 +400,22 @@ describe('receive path: a run of envelopes is one batch (one transaction), all-o
       await until(async () => (await c.engine.connectionStatus(conv)) === 'online', `${c.userId} online`);
     for (const c of [alice, carol]) await c.engine.sendText(conv, `hi from ${c.userId}`);
     await until(async () => (await texts(bob.engine, conv)).length === 2, 'bob has both sender keys');
-    await bob.engine.sendText(conv, 'from bob');
-    for (const c of [alice, carol])
-      await until(async () => (await texts(c.engine, conv)).includes('from bob'), `${c.userId} received it`);
+    // Bob's message reaches alice and carol only after he went away, so their delivery receipts for it
+    // (pairwise, to its author) wait for him, with group texts from both.
+    for (const c of [alice, carol]) {
+      await c.engine.idle();
+      await c.engine.disconnect();
+    }
+    const { clientId } = await bob.engine.sendText(conv, 'from bob');
+    await until(
+      async () => (await bob.engine.messages(conv)).find((m) => m.clientId === clientId)?.seq != null,
+      'bob’s message accepted',
+    );
     await bob.engine.idle();
     bob.engine.disconnect();
-    // While bob is away: pairwise delivery receipts for his message, and group texts from both.
+    await online([alice, carol], conv);
+    for (const c of [alice, carol])
+      await until(async () => (await texts(c.engine, conv)).includes('from bob'), `${c.userId} received it`);
     for (const c of [alice, carol]) await c.engine.idle();
     for (const c of [alice, carol]) await c.engine.sendText(conv, `later from ${c.userId}`);
     await until(() => w.server.pending(conv, 'bob', 'bob-1').length >= 4, 'queued for bob');
