@@ -57,6 +57,8 @@ export type EngineErrorCode =
   | 'sender_key_rotation'
   /** An outbox entry kept failing for transient reasons (no network, 5xx, 429), or sent and never answered, past OUTBOX_TRANSIENT_LIFESPAN_MS. */
   | 'unreachable'
+  /** Retry refused: the failed message's frame went out unanswered past that lifespan, so it may be stored. */
+  | 'may_have_been_sent'
   // attachments (attachments.ts)
   | 'attachment_too_large'
   | 'attachment_quota_exceeded'

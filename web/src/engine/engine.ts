@@ -231,7 +231,10 @@ export interface EngineApi {
   locate(conversationId: string, messageId: string): Promise<number | null>;
   /** Deletes every message whose disappearing time has passed (also run by `connect`). */
   sweepExpired(): Promise<number>;
-  /** Sends a failed message's text again (as a new message); the failed one is removed. */
+  /**
+   * Sends a failed message's text again (as a new message); the failed one is removed. Refused
+   * (`may_have_been_sent`) for a message whose frame went out unanswered past the lifespan: it may be stored.
+   */
   retrySend(conversationId: string, clientId: string): Promise<MessageView>;
   /** Deletes a failed message from this device (it was never accepted by the server). */
   discardFailed(conversationId: string, clientId: string): Promise<void>;
@@ -1197,6 +1200,13 @@ export function createEngine(opts: EngineOptions): Engine {
     async retrySend(conversationId, clientId) {
       // What would refuse the new send is checked first: the failed message stays until one is queued.
       const before = await messages.getPending(conversationId, clientId);
+      // Its frame went out and no answer came within the lifespan: it may be stored, and past the server's
+      // retry window a new send of it (under any id) would be delivered twice. The person decides, knowingly.
+      if (before?.status === 'failed' && (await outbox.mayHaveBeenSent(clientId)))
+        throw new EngineError(
+          'may_have_been_sent',
+          'This message may already have been delivered (it went out, but no answer came back in time), so it is not sent again. Delete it, or write it anew.',
+        );
       if (before?.status === 'failed') await assertMembersSendable(conversationId);
       // An attachment message goes out again with the same pointer: its blob is already uploaded.
       const pointer = await messages.attachment(conversationId, clientId);

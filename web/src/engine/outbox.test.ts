@@ -382,14 +382,14 @@ describe('lost answers', () => {
 });
 
 describe("a send never answered, past the server's retry window", () => {
-  it('a message whose `accepted` was lost is not sent again once older than the lifespan: it fails as unreachable, stored once', async () => {
+  it('a message whose `accepted` was lost is not sent again once older than the lifespan: it fails as unreachable, Retry refuses it, delivered once', async () => {
     // The server knows a retried id for logRetentionMs (24 h) after storing it; the lifespan is shorter.
     expect(DEFAULT_OUTBOX_RETRY.lifespanMs).toBeLessThanOrEqual(24 * 3600 * 1000 - 4 * 3600 * 1000);
     let skew = 0;
     const w = await makeWorld({ now: () => Date.now() + skew });
     const retry = { baseMs: 2, maxMs: 10, lifespanMs: 60_000 };
     const alice = await newClient(w, 'alice', 'alice-1', { engine: { outboxRetry: retry } });
-    await newClient(w, 'bob'); // offline: no receipt marks it delivered
+    const bob = await newClient(w, 'bob'); // offline: no receipt marks it delivered
     const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
     await online([alice], conv);
     const server = w.server as unknown as { push: (s: { user: string }, f: ServerFrame) => void };
@@ -412,7 +412,16 @@ describe("a send never answered, past the server's retry window", () => {
     expect((await status())?.error).toBe('unreachable');
     await alice.engine.idle();
     expect(sendsOf(w, m.clientId)).toBe(1); // never resent
+    // Nor under a new id: Retry is refused with a reason; the failed message stays until it is deleted.
+    await expect(alice.engine.retrySend(conv, m.clientId)).rejects.toMatchObject({ code: 'may_have_been_sent' });
+    await alice.engine.idle();
+    expect((await status())?.status).toBe('failed');
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(['one']);
+    await alice.engine.discardFailed(conv, m.clientId);
+    expect(await status()).toBeUndefined();
     alice.engine.close();
+    bob.engine.close();
   });
   it('one a receipt already marked delivered is not sent again either: it stays delivered, stored once', async () => {
     let skew = 0;

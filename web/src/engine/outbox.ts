@@ -58,6 +58,11 @@ export interface OutboxEntry {
   /** True for user-visible messages (a MessageView tracks its state). */
   readonly visible: boolean;
   readonly error?: string;
+  /**
+   * Failed `unreachable` past the lifespan with its ciphertext made: its frame may have been stored (the answer
+   * lost), and the server may no longer recognise its id — it is not sent again, not even as a retry.
+   */
+  readonly mayHaveBeenSent?: boolean;
   /** A delivery receipt: the client ids it covers (the payload encodes them; kept to merge receipts). */
   readonly receiptIds?: readonly string[];
   /**
@@ -387,7 +392,7 @@ export class Outbox {
         this.transient.delete(clientId);
         if (e.state === 'delivered')
           await this.ctx.store.delete(key(clientId)); // a receipt proves it stored
-        else await this.fail(clientId, 'unreachable');
+        else await this.fail(clientId, 'unreachable', true);
         return 'failed';
       }
       if (this.openReceipt.get(e.conversationId) === clientId) this.openReceipt.delete(e.conversationId);
@@ -554,10 +559,21 @@ export class Outbox {
     return items;
   }
 
-  private async fail(clientId: string, error: string): Promise<void> {
+  /** Whether a failed entry's frame may have been stored by the server (see `OutboxEntry.mayHaveBeenSent`). */
+  async mayHaveBeenSent(clientId: string): Promise<boolean> {
+    const e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
+    return e?.state === 'failed' && e.mayHaveBeenSent === true;
+  }
+
+  private async fail(clientId: string, error: string, mayHaveBeenSent = false): Promise<void> {
     const e = await readJson<OutboxEntry>(this.ctx.store, key(clientId));
     if (!e) return;
-    await putJson(this.ctx.store, key(clientId), { ...e, state: 'failed', error });
+    await putJson(this.ctx.store, key(clientId), {
+      ...e,
+      state: 'failed',
+      error,
+      ...(mayHaveBeenSent ? { mayHaveBeenSent } : {}),
+    });
     if (!e.visible) {
       await this.hooks.failed?.(e).catch(() => undefined);
       return;
