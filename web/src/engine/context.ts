@@ -46,6 +46,8 @@ export type EngineErrorCode =
   | 'unknown_user'
   | 'not_member'
   | 'membership_invalid'
+  /** The server's membership log has a gap: not fetched again before a back-off (LOG_GAP_RETRY_BASE_MS). */
+  | 'membership_gap'
   | 'no_devices'
   | 'too_long'
   | 'not_failed'

@@ -6,9 +6,10 @@
  * `leave` can only come from an account deletion, so the peer sees "deleted their account" and a closed log.
  */
 import { describe, expect, it } from 'vitest';
-import { decodeMembershipEntry } from './_protocol.js';
+import { constants, decodeMembershipEntry } from './_protocol.js';
 import { memoryStore, readJson, type Store, type StoreTx } from './storage.js';
 import { makeWorld, newClient, until, type World } from './testing/harness.js';
+import type { ServerApi } from './transport.js';
 
 /** Appends `entries` as the deleting account's device would have them appended by POST /api/account/delete. */
 async function appendAll(w: World, user: string, conversationId: string, entries: Uint8Array[]) {
@@ -173,5 +174,57 @@ describe('membership entries applied side by side', () => {
       (await readJson<{ entries: unknown[] }>(store, logKey))!.entries.length,
     );
     for (const c of [alice, dave]) c.engine.close();
+  });
+});
+
+describe('a membership log with a gap', () => {
+  it('is fetched once per try, not again before a back-off that doubles, and applied once the server answers whole', async () => {
+    let clock = 1_800_000_000_000;
+    const w = await makeWorld({ now: () => clock });
+    const base = w.server.api('bob', 'bob-1');
+    let drop = -1; // the entry the server leaves out of its answers to bob
+    let fetches = 0;
+    const api: ServerApi = {
+      ...base,
+      fetchMembershipLog: async (id, after) => {
+        if (++fetches > 50) throw new Error('test: a refetch loop'); // ends the loop a test without the back-off hits
+        return (await base.fetchMembershipLog(id, after)).filter((b) => decodeMembershipEntry(b).seq !== drop);
+      },
+    };
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob', 'bob-1', { engine: { api } });
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
+    const reconnect = async () => {
+      await bob.engine.disconnect();
+      await bob.engine.connect([conv]);
+      await until(async () => (await bob.engine.connectionStatus(conv)) === 'online', 'bob online');
+      await bob.engine.idle();
+    };
+    await reconnect();
+    await bob.engine.disconnect();
+    drop = w.server.conversations.get(conv)!.entries.length;
+    await alice.engine.changeMembership(conv, { action: 'rename', title: 'one' });
+    await alice.engine.changeMembership(conv, { action: 'rename', title: 'two' });
+    // Coming online syncs the log: the answer skips an entry — one fetch, refused, nothing applied.
+    fetches = 0;
+    await reconnect();
+    expect(fetches).toBe(1);
+    expect((await bob.engine.conversation(conv)).title).toBe('g');
+    // Within the back-off nothing is fetched; after it, one fetch (still a gap: the back-off doubles).
+    await reconnect();
+    expect(fetches).toBe(1);
+    clock += constants.LOG_GAP_RETRY_BASE_MS;
+    await reconnect();
+    expect(fetches).toBe(2);
+    clock += constants.LOG_GAP_RETRY_BASE_MS;
+    await reconnect();
+    expect(fetches).toBe(2);
+    // The server answers whole again: after the back-off the log is verified and applied.
+    drop = -1;
+    clock += constants.LOG_GAP_RETRY_BASE_MS;
+    await reconnect();
+    expect(fetches).toBe(3);
+    expect((await bob.engine.conversation(conv)).title).toBe('two');
+    for (const c of [alice, bob]) c.engine.close();
   });
 });

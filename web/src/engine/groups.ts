@@ -17,6 +17,8 @@
  *   a non-member or an unlisted device before decrypting — `verifiedSender`).
  * - Every verified entry becomes a timeline info line (info.ts): its position (the message seq it follows)
  *   is stored with the log in one transaction, and `info_added` is emitted after the commit.
+ * - A server answer that skips a log entry is refused (`membership_gap`) and that conversation's log is not
+ *   fetched again before a doubling back-off (LOG_GAP_RETRY_BASE_MS … MAX_MS): never a refetch loop.
  * - Receiving is all-or-nothing: `decrypt` and `withDistribution` hand the caller a `commit(tx)` to run
  *   in the same transaction that stores the message and advances the cursor, under the receive lock.
  *
@@ -25,6 +27,7 @@
  */
 import {
   applyEntry,
+  constants,
   createSenderKey,
   decodeMembershipEntry,
   decodeSenderKeyDistribution,
@@ -87,6 +90,8 @@ export interface Recipient {
 
 export class Groups {
   private readonly states = new Map<string, { seq: number; state: MembershipState }>();
+  /** Per conversation: the server's log answered with a gap — no fetch before `until` (LOG_GAP_RETRY_*). */
+  private readonly gaps = new Map<string, { failures: number; until: number }>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -258,7 +263,17 @@ export class Groups {
     return this.sync(conversationId);
   }
 
-  private async applyNew(conversationId: string, fresh: readonly Uint8Array[], afterSeq?: number): Promise<void> {
+  /**
+   * Verifies and stores entries newer than the local log. `fetched`: `fresh` is the server's answer for
+   * everything after the local log — a gap in it is the server's (no refetch: `gapFound`); otherwise a gap (a
+   * frame ahead of us) is filled by one fetch, unless the conversation is in its gap back-off.
+   */
+  private async applyNew(
+    conversationId: string,
+    fresh: readonly Uint8Array[],
+    afterSeq?: number,
+    fetched = false,
+  ): Promise<void> {
     const rec = (await readJson<LogRecord>(this.ctx.store, K.log(conversationId)))!;
     let state = await this.membership(conversationId);
     const before = new Set(state.members.keys());
@@ -267,14 +282,17 @@ export class Groups {
       const e = decodeMembershipEntry(b);
       if (e.seq <= state.seq) continue; // already applied
       if (e.seq !== state.seq + 1) {
+        if (fetched) this.gapFound(conversationId, state.seq + 1);
         // We missed entries: fetch what is missing and verify it all in order.
+        this.assertNoGapBackoff(conversationId);
         const more = await this.ctx.api.fetchMembershipLog(conversationId, state.seq);
-        return this.applyNew(conversationId, more, afterSeq);
+        return this.applyNew(conversationId, more, afterSeq, true);
       }
       const resolve = await this.directory.resolver([e.authorUserId]);
       state = await applyEntry(this.ctx.curves, state, e, resolve);
       added.push(b);
     }
+    if (fetched) this.gaps.delete(conversationId);
     if (!added.length) return;
     const removed = [...before].filter((u) => !state.members.has(u));
     const position = afterSeq ?? (await this.cursor(conversationId));
@@ -290,7 +308,7 @@ export class Groups {
       for (const l of lines) writeJson(tx, infoKey.position(conversationId, Number(l.id.split(':')[1])), position);
       return true;
     });
-    if (!wrote) return this.applyNew(conversationId, fresh, afterSeq);
+    if (!wrote) return this.applyNew(conversationId, fresh, afterSeq, fetched);
     this.states.set(conversationId, { seq: state.seq, state });
     for (const u of removed) await this.forgetSenderKeys(conversationId, u);
     this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
@@ -366,8 +384,28 @@ export class Groups {
   /** Fetches and applies (verified) any membership entries newer than the local log. */
   private async sync(conversationId: string): Promise<void> {
     const state = await this.membership(conversationId);
+    this.assertNoGapBackoff(conversationId);
     const more = await this.ctx.api.fetchMembershipLog(conversationId, state.seq);
-    if (more.length) await this.applyNew(conversationId, more);
+    if (more.length) await this.applyNew(conversationId, more, undefined, true);
+    else this.gaps.delete(conversationId);
+  }
+
+  /** Refuses (`membership_gap`, no fetch) while the conversation's log is in its gap back-off. */
+  private assertNoGapBackoff(conversationId: string): void {
+    const g = this.gaps.get(conversationId);
+    if (g && this.ctx.now() < g.until)
+      throw new EngineError('membership_gap', 'the membership log had a gap; not fetched again yet');
+  }
+
+  /** The server's answer skipped entry `missing`: back off (doubling) before the next fetch, and refuse. */
+  private gapFound(conversationId: string, missing: number): never {
+    const failures = (this.gaps.get(conversationId)?.failures ?? 0) + 1;
+    const wait = Math.min(
+      constants.LOG_GAP_RETRY_MAX_MS,
+      constants.LOG_GAP_RETRY_BASE_MS * 2 ** Math.min(failures - 1, 30),
+    );
+    this.gaps.set(conversationId, { failures, until: this.ctx.now() + wait });
+    throw new EngineError('membership_gap', `the server's membership log skips entry ${missing}`);
   }
 
   /** A removed member's chains are deleted (under each chain's receive lock). */

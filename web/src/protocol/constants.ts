@@ -296,6 +296,16 @@ export const OUTBOX_RETRY_BASE_MS = 250;
 export const OUTBOX_RETRY_MAX_MS = 30_000;
 export const OUTBOX_TRANSIENT_LIFESPAN_MS = 20 * 3600 * 1000;
 
+// ---- Client membership log (the engine's groups.ts) ----------------------------------------------------
+/**
+ * The server answered a membership-log fetch with a gap (an entry missing before those it returned): nothing
+ * past it can be verified. That conversation's log is then not fetched again for LOG_GAP_RETRY_BASE_MS,
+ * doubling with each such answer up to LOG_GAP_RETRY_MAX_MS — every sync meanwhile fails at once with
+ * `membership_gap`, without a fetch — and an answer without a gap ends the back-off. Never a refetch loop.
+ */
+export const LOG_GAP_RETRY_BASE_MS = 1_000;
+export const LOG_GAP_RETRY_MAX_MS = 5 * 60_000;
+
 // ---- Passwords (client-side pre-hash; see password.ts) -------------------------------------------------
 /** Domain-separates the username-derived argon2id salt. */
 export const LABEL_PASSWORD_SALT = 'e2e-chat/v1 password salt';
