@@ -57,6 +57,11 @@ export type EngineErrorCode =
    * queued): the outbox rotates and distributes it first, then encrypts (PITFALLS 19). Never shown.
    */
   | 'sender_key_rotation'
+  /**
+   * A first (prekey) message whose one-time prekey another new session consumed while it was decrypted: it
+   * seeds no second session and is stored as undecryptable with this code (PITFALLS 6).
+   */
+  | 'prekey_consumed'
   /** An outbox entry kept failing for transient reasons (no network, 5xx, 429), or sent and never answered, past OUTBOX_TRANSIENT_LIFESPAN_MS. */
   | 'unreachable'
   /** Retry refused: the failed message's frame went out unanswered past that lifespan, so it may be stored. */

@@ -60,7 +60,14 @@ import { type Content, decodeContent, fromB64u, is, quoteExcerpt, type TextConte
 import { type ActionOutcome, applyActionInTx, type MessageAction } from './actions.js';
 import { MAX_CAPTION_LEN, parseAttachmentPointer, viewOf } from './attachments.js';
 import { decodeRecord, encodeRecord } from './codec.js';
-import type { EngineContext, EngineEvent, MessageView, QuoteView, ReceiveChain } from './context.js';
+import {
+  type EngineContext,
+  EngineError,
+  type EngineEvent,
+  type MessageView,
+  type QuoteView,
+  type ReceiveChain,
+} from './context.js';
 import type { Directory } from './directory.js';
 import type { Groups } from './groups.js';
 import type { Keystore } from './keystore.js';
@@ -485,7 +492,9 @@ export class Inbox {
         await this.groups.syncLog(conversationId).catch(() => undefined);
         return this.one(conversationId, env, retry, true);
       }
-      if (decrypted) throw e; // storing failed (e.g. a crash): nothing committed, the envelope is not acked
+      // A one-time prekey another new session consumed meanwhile: a decryption failure, not a storage one.
+      const consumed = e instanceof EngineError && e.code === 'prekey_consumed';
+      if (decrypted && !consumed) throw e; // storing failed (e.g. a crash): nothing committed, the envelope is not acked
       if (is(e, 'duplicate')) {
         if (retry) return null;
         const done =
@@ -494,8 +503,9 @@ export class Inbox {
         if (!done) await this.storeFailed(conversationId, env, 'duplicate', false);
         return null;
       }
-      const error = is(e) ? e.code : 'decryption_failed';
-      if (env.mode === 'pairwise' && error === 'decryption_failed') await this.sessions.markForRepair(u, d);
+      const error = is(e) ? e.code : consumed ? 'prekey_consumed' : 'decryption_failed';
+      if (env.mode === 'pairwise' && (error === 'decryption_failed' || consumed))
+        await this.sessions.markForRepair(u, d);
       if (error === 'untrusted_identity') await this.directory.refresh(u).catch(() => undefined);
       await this.storeUndecryptable(conversationId, env, error, retry);
       return null;

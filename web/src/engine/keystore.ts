@@ -42,7 +42,7 @@ import {
   signedPrekeyPublic,
   verifyDeviceList,
 } from '../protocol/index.js';
-import type { EngineContext } from './context.js';
+import { type EngineContext, EngineError } from './context.js';
 import { listJson, putJson, readJson, type StoreReader, type StoreTx, writeJson } from './storage.js';
 import type { PrekeyCounts, ServerApi } from './transport.js';
 
@@ -343,13 +343,23 @@ export class Keystore {
     };
   }
 
-  /** Deletes the private halves of the one-time prekeys a new session used (last-resort ML-KEM is kept). */
+  /**
+   * Deletes the private halves of the one-time prekeys a new session used (last-resort ML-KEM is kept), read
+   * in the transaction that commits the session: one another session consumed meanwhile (two first messages
+   * decrypted side by side, one bundle handed out twice) refuses this one (`prekey_consumed`) — a one-time
+   * prekey seeds one session only (PITFALLS 6), whatever the timing.
+   */
   async consumeInTx(tx: StoreTx, ids: { oneTimePrekeyId: number | null; kemPrekeyId: number | null }): Promise<void> {
     this.consumedSinceMaintenance = true;
-    if (ids.oneTimePrekeyId !== null) tx.delete(K.otp(ids.oneTimePrekeyId));
+    if (ids.oneTimePrekeyId !== null) {
+      if (!(await tx.get(K.otp(ids.oneTimePrekeyId))))
+        throw new EngineError('prekey_consumed', 'this one-time prekey was used by another session');
+      tx.delete(K.otp(ids.oneTimePrekeyId));
+    }
     if (ids.kemPrekeyId !== null) {
       const kem = await readJson<KemPrekeyRecord>(tx, K.kem(ids.kemPrekeyId));
-      if (kem && !kem.lastResort) tx.delete(K.kem(ids.kemPrekeyId));
+      if (!kem) throw new EngineError('prekey_consumed', 'this ML-KEM prekey was used by another session');
+      if (!kem.lastResort) tx.delete(K.kem(ids.kemPrekeyId));
     }
   }
 

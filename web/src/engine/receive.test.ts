@@ -20,6 +20,7 @@ import {
   type World,
 } from './testing/harness.js';
 import { Transparency } from './transparency.js';
+import type { BundleClaim } from './transport.js';
 
 /**
  * A Store that "loses power" once, on the next transaction that writes a message (`msg/...`) — or, armed with
@@ -178,6 +179,65 @@ describe('receive path: decryption and storage are all-or-nothing', () => {
     expect(w.server.pending(conv, 'bob', 'bob-1')).toEqual([]);
     sock.close();
     alice.engine.close();
+  });
+});
+
+describe('PITFALLS 6: a one-time prekey seeds one session', () => {
+  it('one bundle handed to two initiators: their first messages, decrypted side by side, start one session; the other is undecryptable (prekey_consumed)', async () => {
+    const w = await makeWorld();
+    // Bob's store: the first read of a one-time prekey (outside any transaction) waits, bounded, for a second
+    // one — the interleaving a mailbox page's conversations, processed side by side, can take.
+    const inner = memoryStore();
+    let otpReads = 0;
+    const store: Store = {
+      ...inner,
+      get: async (k) => {
+        if (k.startsWith('ks/otp/') && ++otpReads === 1)
+          await until(() => otpReads >= 2, 'a second prekey read', 3000).catch(() => undefined);
+        return inner.get(k);
+      },
+    };
+    const bob = await newClient(w, 'bob', 'bob-1', { store });
+    // The server (hostile or broken) hands the bundle it gave carol to dave as well.
+    let handed: BundleClaim | null = null;
+    const carolApi = w.server.api('carol', 'carol-1');
+    const carol = await newClient(w, 'carol', 'carol-1', {
+      engine: {
+        api: {
+          ...carolApi,
+          claimBundles: async (u) => {
+            const c = await carolApi.claimBundles(u);
+            if (u === 'bob') handed = c;
+            return c;
+          },
+        },
+      },
+    });
+    const daveApi = w.server.api('dave', 'dave-1');
+    const dave = await newClient(w, 'dave', 'dave-1', {
+      engine: {
+        api: { ...daveApi, claimBundles: async (u) => (u === 'bob' && handed ? handed : daveApi.claimBundles(u)) },
+      },
+    });
+    const c1 = await carol.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    const c2 = await dave.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await online([carol], c1);
+    await carol.engine.sendText(c1, 'from carol');
+    await until(() => w.server.pending(c1, 'bob', 'bob-1').length === 1, 'carol queued');
+    expect(handed).not.toBeNull();
+    await online([dave], c2);
+    await dave.engine.sendText(c2, 'from dave');
+    await until(() => w.server.pending(c2, 'bob', 'bob-1').length === 1, 'dave queued');
+    otpReads = 0;
+    await bob.engine.syncMailbox();
+    const got = [...(await bob.engine.messages(c1)), ...(await bob.engine.messages(c2))];
+    expect(got).toHaveLength(2);
+    const read = got.filter((m) => m.body !== null);
+    const failed = got.filter((m) => m.status === 'undecryptable');
+    expect(read).toHaveLength(1);
+    expect(failed).toHaveLength(1);
+    expect(['prekey_consumed', 'decryption_failed']).toContain(failed[0]!.error);
+    for (const c of [bob, carol, dave]) c.engine.close();
   });
 });
 
