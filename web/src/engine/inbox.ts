@@ -5,7 +5,10 @@
  * - dedupe: an envelope at or below the conversation's processed cursor is skipped. The protocol's
  *   `duplicate` (a message key already used) is skipped only when the envelope is already accounted for
  *   locally (cursor past it, or a message stored at its seq — e.g. another tab processed it); otherwise it
- *   is stored as `undecryptable` with error `duplicate` (visible, never silently dropped);
+ *   is stored as `undecryptable` with error `duplicate` (visible, never silently dropped). Every transaction
+ *   that moves the cursor reads it first and never moves it back; a failure stored without decrypting (an
+ *   unknown sender, a failed decryption) is not stored at all once the cursor passed it (another tab of this
+ *   device processed it meanwhile);
  * - sender check BEFORE decrypting: the sender must be a member per the verified membership log and the
  *   sending device must be in the sender's verified device list (`Groups.verifiedSender`, which refreshes
  *   both once on a miss). An envelope from anyone else — e.g. a removed member still holding a sender key,
@@ -397,7 +400,7 @@ export class Inbox {
           if (out.receipt) receipts.push({ id: out.receipt, from: t.env.from.u });
         }
         for (const chain of d.dirty) chain.save(tx, d.states.get(chain));
-        if (d.cursor !== d.from) this.advanceInTx(tx, conversationId, d.cursor);
+        if (d.cursor !== d.from) await this.advanceInTx(tx, conversationId, d.cursor);
         return { taken: d.taken, acked: d.acked, receipts, events };
       });
     });
@@ -580,7 +583,7 @@ export class Inbox {
           }
         }
         if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
-        else this.advanceInTx(tx, conversationId, env.seq);
+        else await this.advanceInTx(tx, conversationId, env.seq);
       });
       return {
         added: [],
@@ -619,7 +622,7 @@ export class Inbox {
         const quote = p.reply ? await this.resolveQuote(tx, conversationId, p) : undefined;
         m = quote ? { ...m, quote } : m;
         await this.messages.putInTx(tx, m);
-        if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+        if (!retry) await this.advanceInTx(tx, conversationId, env.seq);
       });
       return { added: [m], updated: [], receipt: u === own.userId ? null : env.id, distributionApplied: false };
     }
@@ -647,7 +650,7 @@ export class Inbox {
         if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
         await this.messages.putInTx(tx, m);
         this.messages.putAttachmentInTx(tx, conversationId, env.id, pointer);
-        if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+        if (!retry) await this.advanceInTx(tx, conversationId, env.seq);
       });
       return { added: [m], updated: [], receipt: u === own.userId ? null : env.id, distributionApplied: false };
     }
@@ -662,7 +665,7 @@ export class Inbox {
           await commit(tx);
           if (apply) {
             apply(tx);
-            if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+            if (!retry) await this.advanceInTx(tx, conversationId, env.seq);
           } else await this.putFailedInTx(tx, m!, env, retry);
         });
         return { added: m ? [m] : [], updated: [], receipt: null, distributionApplied: !!apply };
@@ -675,7 +678,7 @@ export class Inbox {
       await this.ctx.store.transaction(async (tx) => {
         await commit(tx);
         if (ours && Array.isArray(p.read)) moved = await this.own!.applyReadsInTx(tx, p.read);
-        if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+        if (!retry) await this.advanceInTx(tx, conversationId, env.seq);
       });
       for (const r of moved) this.ctx.emit({ type: 'read_position', conversationId: r.c, seq: r.seq });
       return { added: [], updated: [], receipt: null, distributionApplied: false };
@@ -684,7 +687,7 @@ export class Inbox {
       // Key-transparency gossip: nothing to show; the head is compared with ours once this is committed.
       await this.ctx.store.transaction(async (tx) => {
         await commit(tx);
-        if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+        if (!retry) await this.advanceInTx(tx, conversationId, env.seq);
       });
       if (p.head instanceof Uint8Array) this.onPeerHead(u, p.head);
       return { added: [], updated: [], receipt: null, distributionApplied: false };
@@ -702,7 +705,7 @@ export class Inbox {
     const updated = await this.ctx.store.transaction(async (tx) => {
       await commit(tx);
       const out = await this.outbox.markDeliveredInTx(tx, conversationId, ids);
-      if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+      if (!retry) await this.advanceInTx(tx, conversationId, env.seq);
       return out;
     });
     return { added: [], updated, receipt: null, distributionApplied: false };
@@ -734,7 +737,7 @@ export class Inbox {
       await commit(tx);
       if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
       await this.messages.putInTx(tx, m);
-      if (!retry) this.advanceInTx(tx, conversationId, env.seq);
+      if (!retry) await this.advanceInTx(tx, conversationId, env.seq);
     });
   }
 
@@ -749,7 +752,7 @@ export class Inbox {
     await this.ctx.store.transaction(async (tx) => {
       await commit(tx);
       if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
-      else this.advanceInTx(tx, conversationId, env.seq);
+      else await this.advanceInTx(tx, conversationId, env.seq);
     });
     return { added: [], updated: [], receipt: null, distributionApplied: false, ...(refused ? { refused } : {}) };
   }
@@ -806,7 +809,7 @@ export class Inbox {
         dropOutboxInTx: (t, id) => this.outbox.dropInTx(t, id),
       });
       if (retry) tx.delete(K.undecryptable(conversationId, env.seq));
-      else this.advanceInTx(tx, conversationId, env.seq);
+      else await this.advanceInTx(tx, conversationId, env.seq);
       return r;
     });
   }
@@ -826,27 +829,35 @@ export class Inbox {
     };
   }
 
-  /** A failed message with nothing to retry (no raw envelope kept); on a retry it replaces the held one. */
-  private async putFailedInTx(tx: StoreTx, m: MessageView, env: Envelope, retry: boolean): Promise<void> {
+  /**
+   * A failed message with nothing to retry (no raw envelope kept); on a retry it replaces the held one. False
+   * (nothing written) if the cursor already passed it: another tab processed it meanwhile.
+   */
+  private async putFailedInTx(tx: StoreTx, m: MessageView, env: Envelope, retry: boolean): Promise<boolean> {
+    if (!retry && !(await this.advanceInTx(tx, m.conversationId, env.seq))) return false;
     await this.messages.putInTx(tx, m);
     if (retry) tx.delete(K.undecryptable(m.conversationId, env.seq));
-    else this.advanceInTx(tx, m.conversationId, env.seq);
+    return true;
   }
 
   /** Stores a failed message without decrypting (rejected sender, unaccounted duplicate). */
   private async storeFailed(conversationId: string, env: Envelope, error: string, retry: boolean): Promise<void> {
     if (retry) return; // a held envelope stays as it was
     const m = this.failedView(conversationId, env, error, (await this.keys.identity()).userId);
-    await this.ctx.store.transaction((tx) => this.putFailedInTx(tx, m, env, false));
-    this.ctx.emit({ type: 'message_added', message: m });
+    if (await this.ctx.store.transaction((tx) => this.putFailedInTx(tx, m, env, false)))
+      this.ctx.emit({ type: 'message_added', message: m });
   }
 
-  private advanceInTx(tx: StoreTx, c: string, seq: number) {
-    this.messages.setCursorInTx(tx, c, seq);
+  /**
+   * Moves the cursor to `seq`, reading it in `tx` (never backwards: another tab with the same store may have
+   * processed further since this one looked); false if it was already there or past.
+   */
+  private advanceInTx(tx: StoreTx, c: string, seq: number): Promise<boolean> {
+    return this.messages.advanceCursorInTx(tx, c, seq);
   }
 
   private async advance(conversationId: string, seq: number): Promise<void> {
-    await this.ctx.store.transaction(async (tx) => this.advanceInTx(tx, conversationId, seq));
+    await this.ctx.store.transaction((tx) => this.advanceInTx(tx, conversationId, seq));
   }
 
   private async storeUndecryptable(conversationId: string, env: Envelope, error: string, retry: boolean) {
@@ -864,12 +875,13 @@ export class Inbox {
       receivedAt: this.ctx.now(),
       error,
     };
-    await this.ctx.store.transaction(async (tx) => {
+    const stored = await this.ctx.store.transaction(async (tx) => {
+      if (!(await this.advanceInTx(tx, conversationId, env.seq))) return false; // another tab processed it
       await this.messages.putInTx(tx, m);
       tx.put(K.undecryptable(conversationId, env.seq), encodeRecord({ conversationId, envelope: env }));
-      this.advanceInTx(tx, conversationId, env.seq);
+      return true;
     });
-    this.ctx.emit({ type: 'message_added', message: m });
+    if (stored) this.ctx.emit({ type: 'message_added', message: m });
   }
 
   /** Tries stored undecryptable envelopes again (after a distribution arrived or a key change was accepted). */

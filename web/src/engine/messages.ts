@@ -106,8 +106,11 @@ export class Messages {
     return readJson<number>(tx, K.cursor(conversationId));
   }
 
-  setCursorInTx(tx: StoreTx, conversationId: string, seq: number): void {
+  /** Moves the cursor to `seq` if it is below it (read in `tx`: never backwards); false if it was not. */
+  async advanceCursorInTx(tx: StoreTx, conversationId: string, seq: number): Promise<boolean> {
+    if (((await readJson<number>(tx, K.cursor(conversationId))) ?? 0) >= seq) return false;
     writeJson(tx, K.cursor(conversationId), seq);
+    return true;
   }
 
   /**

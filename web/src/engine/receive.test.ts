@@ -7,7 +7,7 @@ import { Keystore } from './keystore.js';
 import { type EngineLocks, memoryLocks } from './locks.js';
 import { encodePayload, type Payload } from './messages.js';
 import { Sessions } from './sessions.js';
-import { memoryStore, type Store, type StoreTx } from './storage.js';
+import { memoryStore, type Store, type StoreTx, TxOverlay } from './storage.js';
 import {
   type Client,
   cryptoRng,
@@ -283,6 +283,73 @@ describe('receive path: only verified members on verified devices', () => {
     await until(async () => (await texts(bob.engine, conv)).includes('after carol'), 'bob receives');
     sock.close();
     for (const c of [alice, bob, carol]) c.engine.close();
+  });
+});
+
+describe('receive path: two tabs of one device (one store, one lock manager)', () => {
+  it('a tab that found a new member unknown (a stale log answer) and stores that late neither moves the cursor back nor writes over what the other tab stored', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const carol = await newClient(w, 'carol');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
+    await online([alice], conv);
+    await alice.engine.sendText(conv, 'hello');
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length > 0, 'queued for bob');
+    await bob.engine.syncMailbox();
+    // Tab B: the server answers its log fetches from before Carol was added, and its transaction that stores
+    // Carol's envelope as failed (not a member, by that stale log) waits until tab A has processed everything.
+    let stale = false;
+    let held = false;
+    let release: () => void = () => undefined;
+    const late = new Promise<void>((r) => {
+      release = r;
+    });
+    const base = w.server.api('bob', 'bob-1');
+    const store: Store = {
+      get: (k) => bob.store.get(k),
+      list: (d) => bob.store.list(d),
+      put: (k, v) => bob.store.put(k, v),
+      delete: (k) => bob.store.delete(k),
+      transaction: async (fn) => {
+        if (stale && !held) {
+          // Which transaction is it? A dry run over a throwaway overlay: the one that stores a failure waits.
+          const probe = new TxOverlay(bob.store);
+          await fn(probe);
+          const failure = [...probe.writes].some(
+            ([k, v]) => k.startsWith('msg/') && v && decodeRecord<{ status?: string }>(v).status === 'undecryptable',
+          );
+          if (failure) {
+            held = true;
+            await late;
+          }
+        }
+        return bob.store.transaction(fn);
+      },
+    };
+    const tabB = engineOn(w, 'bob', 'bob-1', store, bob.locks, {
+      api: { ...base, fetchMembershipLog: async (id, after) => (stale ? [] : base.fetchMembershipLog(id, after)) },
+    });
+    await alice.engine.addMember(conv, 'carol');
+    await online([carol], conv);
+    await carol.engine.sendText(conv, 'from carol');
+    await alice.engine.sendText(conv, 'after');
+    await until(async () => (await texts(carol.engine, conv)).includes('after'), 'both sent');
+    stale = true;
+    const b = tabB.syncMailbox();
+    await until(() => held, 'tab B found carol unknown and stores that');
+    await bob.engine.syncMailbox();
+    expect(await texts(bob.engine, conv)).toEqual(['hello', 'from carol', 'after']);
+    const cursor = async () => Number(new TextDecoder().decode((await bob.store.get(`cur/${conv}`))!));
+    const last = await cursor();
+    stale = false;
+    release();
+    await b;
+    expect(await cursor()).toBe(last);
+    expect((await bob.engine.messages(conv)).filter((m) => m.status === 'undecryptable')).toEqual([]);
+    expect(await texts(bob.engine, conv)).toEqual(['hello', 'from carol', 'after']);
+    for (const c of [alice, bob, carol]) c.engine.close();
+    tabB.close();
   });
 });
 
