@@ -98,6 +98,20 @@ export type EngineErrorCode =
   /** Key transparency: the log itself misbehaved (bad signature, rollback, fork, rewritten history). */
   | 'kt_log_invalid';
 
+/**
+ * What a log line may say about an error: its name, stable code and HTTP status — never its message or stack
+ * (rule 2: a message can carry what it was about, a stack the code path; neither belongs in a console).
+ */
+export function errorLabel(e: unknown): string {
+  if (typeof e !== 'object' || e === null) return typeof e;
+  const { name, code, status } = e as { name?: unknown; code?: unknown; status?: unknown };
+  return [
+    typeof name === 'string' ? name : 'Error',
+    ...(typeof code === 'string' ? [code] : []),
+    ...(typeof status === 'number' ? [String(status)] : []),
+  ].join(' ');
+}
+
 export class EngineError extends Error {
   override readonly name = 'EngineError';
   constructor(

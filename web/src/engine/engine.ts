@@ -45,7 +45,14 @@ import {
 } from './_protocol.js';
 import { applyActionInTx, isEditable, type MessageAction } from './actions.js';
 import { type AttachmentDraft, type AttachmentPointer, MAX_CAPTION_LEN, Transfers, viewOf } from './attachments.js';
-import { type EngineContext, EngineError, type EngineEvent, type MessageView, type PendingAction } from './context.js';
+import {
+  type EngineContext,
+  EngineError,
+  type EngineEvent,
+  errorLabel,
+  type MessageView,
+  type PendingAction,
+} from './context.js';
 import type { ContactView } from './directory.js';
 import { Directory } from './directory.js';
 import { Expiry } from './expiry.js';
@@ -432,7 +439,7 @@ export function createEngine(opts: EngineOptions): Engine {
   // ---- background work tracking (idle() for tests and for a clean shutdown) ----
   const pending = new Set<Promise<unknown>>();
   const track = (p: Promise<unknown>) => {
-    const q = p.catch((e) => console.error('engine:', e)).finally(() => pending.delete(q));
+    const q = p.catch((e) => console.error('engine:', errorLabel(e))).finally(() => pending.delete(q));
     pending.add(q);
   };
 
@@ -1039,7 +1046,7 @@ export function createEngine(opts: EngineOptions): Engine {
           await Promise.all(
             ids.map((id) =>
               conversationView(id, removed).catch((e) => {
-                console.error('engine: conversation', id, e);
+                console.error('engine: conversation', id, errorLabel(e));
                 return null;
               }),
             ),
@@ -1301,7 +1308,7 @@ export function createEngine(opts: EngineOptions): Engine {
           try {
             if (await shareProfileKey(c)) track(outbox.flush(c));
           } catch (e) {
-            console.error('engine: profile key re-share', c, e); // shared with their next message instead
+            console.error('engine: profile key re-share', c, errorLabel(e)); // shared with their next message instead
           }
         }
         return;

@@ -13,7 +13,7 @@
  * mailbox expires on its own: ConversationDO and D1 never keep an envelope past the timer).
  * @module
  */
-import type { EngineContext, MessageView } from './context.js';
+import { type EngineContext, errorLabel, type MessageView } from './context.js';
 import type { Messages } from './messages.js';
 import { readJson } from './storage.js';
 
@@ -93,7 +93,7 @@ export class Expiry {
       this.dueAt = Number.POSITIVE_INFINITY;
       void this.sweep()
         .then(() => this.schedule())
-        .catch((e) => console.error('engine: expiry', e));
+        .catch((e) => console.error('engine: expiry', errorLabel(e)));
     }, wait);
     (this.timer as { unref?: () => void }).unref?.();
   }

@@ -26,7 +26,7 @@
  */
 import { type DeviceRef, type ErrorFrame, SEND_ANSWER_TIMEOUT_MS, WIRE_VERSION } from '../../../schema/wire.js';
 import { constants, toB64u } from './_protocol.js';
-import { type EngineContext, EngineError, type MessageView } from './context.js';
+import { type EngineContext, EngineError, errorLabel, type MessageView } from './context.js';
 import type { Directory } from './directory.js';
 import type { Groups } from './groups.js';
 import { type Messages, WITHHELD } from './messages.js';
@@ -476,7 +476,9 @@ export class Outbox {
       if (!e.visible) {
         // Sequenced means every other device applies it: so do we (even if we had given up on it).
         if (this.hooks.accepted) {
-          await this.hooks.accepted(e, seq, ts ?? this.ctx.now()).catch((err) => console.error('outbox:', err));
+          await this.hooks
+            .accepted(e, seq, ts ?? this.ctx.now())
+            .catch((err) => console.error('outbox:', errorLabel(err)));
         }
         await this.ctx.store.delete(key(clientId));
       } else {

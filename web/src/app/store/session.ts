@@ -9,6 +9,7 @@
  * key in it) is terminated, and so is every decrypted message the UI thread held.
  * @module
  */
+import { errorLabel } from '../../engine/context.js';
 import { navigate } from '../router.js';
 import type { Agent } from './agent.js';
 import type { Actions, SetState, State } from './state.js';
@@ -120,7 +121,7 @@ export function createSession(agent: () => Agent, actions: Actions, state: State
         const me = username ? await agent().session.restore(username) : null;
         if (me) await signedIn(me);
       } catch (e) {
-        if (!isLocked(e)) console.error('restore failed', e);
+        if (!isLocked(e)) console.error('restore failed', errorLabel(e));
         else if (username && !state.removed) setState('locked', { username });
       } finally {
         setState('authChecked', true);
