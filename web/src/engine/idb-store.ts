@@ -4,7 +4,8 @@
  * passphrase-wrapped key bytes). Raw IndexedDB contents therefore hold no plaintext message, no private
  * key and no readable record name.
  *
- * `commit` runs its checks and writes in ONE readwrite transaction; the checks compare bytes inside
+ * `commit` runs its checks and writes in ONE readwrite transaction, with strict durability (rules 4 and 5:
+ * what it resolves is on disk before a ciphertext is sent or an ack goes out); the checks compare bytes inside
  * request callbacks (no awaits on anything but IndexedDB requests, so the transaction cannot auto-commit
  * half-way) and abort the transaction on a mismatch.
  *
@@ -75,7 +76,10 @@ export function idbRawKv(db: IDBDatabase): RawKv {
     },
     commit(checks, writes, meta) {
       return new Promise<boolean>((resolve, reject) => {
-        const tx = db.transaction([RECORDS, META], 'readwrite');
+        // Strict: `complete` only once the writes are on disk. Chrome ≥ 121 (and Firefox, Safari) default to
+        // relaxed — complete once handed to the OS — and a power loss then rolls back a ratchet step whose
+        // ciphertext already left ((key, nonce) reuse at the next send) or envelopes already acked.
+        const tx = db.transaction([RECORDS, META], 'readwrite', { durability: 'strict' });
         const records = tx.objectStore(RECORDS);
         let ok = true;
         tx.oncomplete = () => resolve(ok);
