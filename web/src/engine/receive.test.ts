@@ -568,3 +568,36 @@ describe('receive path: a run of envelopes is one batch (one transaction), all-o
     for (const c of [alice, bob, carol]) c.engine.close();
   });
 });
+
+describe('receive path: an accepted identity change drops the sessions for good', () => {
+  it('a decryption that holds a device’s session lock and commits after the change was accepted does not write the old session back', async () => {
+    const store = memoryStore();
+    const locks = memoryLocks();
+    const ctx = { store, locks } as unknown as EngineContext;
+    const sessions = new Sessions(ctx, {} as Keystore, {} as Directory);
+    const old = new Uint8Array([1, 2, 3]);
+    await store.put('sess/carol/d1', old);
+    await store.put('sess/carol/d2', old);
+    // Stands in for a decryption of carol's d1: it holds the session lock and commits the advanced record
+    // in its own transaction once the message is stored.
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    let decrypting: () => void = () => {};
+    const started = new Promise<void>((r) => (decrypting = r));
+    const decryption = locks.request('session:carol:d1', async () => {
+      decrypting();
+      await held;
+      await store.transaction(async (tx) => tx.put('sess/carol/d1', new Uint8Array([4, 5, 6])));
+    });
+    await started;
+    let dropped = false;
+    const drop = sessions.dropUser('carol').then(() => (dropped = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(dropped).toBe(false); // waits for the decryption's commit
+    release();
+    await decryption;
+    await drop;
+    expect(await store.get('sess/carol/d1')).toBeUndefined();
+    expect(await store.get('sess/carol/d2')).toBeUndefined();
+  });
+});

@@ -273,8 +273,13 @@ export class Sessions {
   /** Forget every session with `userId` (after an accepted identity change). */
   async dropUser(userId: string): Promise<void> {
     const entries = await this.ctx.store.list(K.dir(userId));
-    await this.ctx.store.transaction(async (tx) => {
-      for (const e of entries) tx.delete(e.key);
-    });
+    const dir = K.dir(userId);
+    // Each device's record under its session lock: a decryption holding it commits its advanced record in
+    // its own transaction, which would otherwise write a session of the old identity back after this delete.
+    for (const d of new Set(entries.map((e) => e.key.slice(dir.length)))) {
+      await this.ctx.locks.request(this.lockName(userId, d), () =>
+        this.ctx.store.transaction(async (tx) => tx.delete(K.record(userId, d))),
+      );
+    }
   }
 }
