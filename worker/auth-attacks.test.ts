@@ -261,6 +261,68 @@ describe('PITFALLS 23: rate limits and replay', () => {
     });
     expect((await json(again)).error?.code).toBe('invalid_recovery_code');
   });
+
+  it('TOTP guesses through account deletion are limited like every code check (5 / account), and delete nothing', async () => {
+    const u = await registerUser();
+    await enableTotp(u);
+    const del = () =>
+      api('/api/account/delete', {
+        token: u.accessToken,
+        ip: freshIp(),
+        body: { passwordPrehash: u.prehash, leave: [], code: '000000' },
+      });
+    for (let i = 0; i < DEFAULT_RATE_LIMITS.totp.limit; i++) {
+      const res = await del();
+      expect((await json(res)).error?.code).toBe('invalid_totp');
+    }
+    const res = await del();
+    expect(res.status).toBe(429);
+    expect((await json(res)).error?.code).toBe('rate_limited');
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    // The same account bucket as the sign-in step: the next MFA guess there is refused too.
+    const mfa = await api('/api/auth/totp', { ip: freshIp(), body: { mfaToken: await mfaToken(u), code: '000000' } });
+    expect(mfa.status).toBe(429);
+    expect((await session(u.accessToken)).status).toBe(200);
+  });
+
+  it('an account deletion refused for a missing departure (409) spends no recovery code', async () => {
+    const u = await registerUser();
+    const { recoveryCodes } = await enableTotp(u);
+    // A group with someone else in it: deletion needs a signed departure for it first.
+    const other = await registerUser();
+    const conv = `c_rw_${crypto.randomUUID().replaceAll('-', '')}`;
+    await env.DB.prepare('INSERT INTO conversations (id, kind, head_seq, head_hash) VALUES (?1, ?2, 0, ?3)')
+      .bind(conv, 'group', new Uint8Array(32))
+      .run();
+    for (const [userId, role] of [
+      [u.userId, 'owner'],
+      [other.userId, 'member'],
+    ]) {
+      await env.DB.prepare('INSERT INTO members (conversation_id, user_id, role, joined_seq) VALUES (?1, ?2, ?3, 0)')
+        .bind(conv, userId, role)
+        .run();
+    }
+    const res = await api('/api/account/delete', {
+      token: u.accessToken,
+      ip: freshIp(),
+      body: { passwordPrehash: u.prehash, leave: [], recoveryCode: recoveryCodes[0] },
+    });
+    expect(res.status).toBe(409);
+    expect((await json(res)).error?.code).toBe('leave_entries_required');
+    const codes = await makeDb(env)
+      .select()
+      .from(schema.recoveryCodes)
+      .where(eq(schema.recoveryCodes.userId, u.userId))
+      .all();
+    expect(codes).toHaveLength(10);
+    expect(codes.filter((r) => r.usedAt !== null)).toEqual([]);
+    // The code still works where it is meant to.
+    const ok = await api('/api/auth/totp', {
+      ip: freshIp(),
+      body: { mfaToken: await mfaToken(u), recoveryCode: recoveryCodes[0] },
+    });
+    expect(ok.status).toBe(200);
+  });
 });
 
 describe('PITFALLS 24: HTTP input', () => {

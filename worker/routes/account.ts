@@ -16,7 +16,7 @@ import { appendEntry, assertDeparture } from '../domain/conversations.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { valid } from '../validate.js';
-import { reprovePassword, requireSecondFactor, totpEnabled } from './auth.js';
+import { reprovePassword, requireLimitedSecondFactor, totpEnabled } from './auth.js';
 import { callerOf, jsonBody } from './input.js';
 
 export const account = new Hono<AppBindings>()
@@ -31,12 +31,11 @@ export const account = new Hono<AppBindings>()
     const body = c.req.valid('json');
     const db = makeDb(c.env);
     const now = Date.now();
-    await reprovePassword(c.env, db, a, clientKey(c), body.passwordPrehash, 'account_delete_failed', now);
-    if (await totpEnabled(db, a.userId)) {
-      await requireSecondFactor(c.env, db, a.userId, { code: body.code, recoveryCode: body.recoveryCode }, now);
-    }
+    const client = clientKey(c);
+    await reprovePassword(c.env, db, a, client, body.passwordPrehash, 'account_delete_failed', now);
     // Every conversation it is in with someone else — group or direct — must get its signed departure:
-    // [transfer_ownership]?, leave (the server cannot sign one). Checked whole before anything is appended.
+    // [transfer_ownership]?, leave (the server cannot sign one). Checked whole before anything is appended,
+    // and before the second factor, so a refused request does not spend a code.
     const given = new Map(body.leave.map((l) => [l.conversationId, l.entries]));
     for (const [conversationId, entries] of given) assertDeparture(conversationId, entries);
     const groups = await db
@@ -57,6 +56,17 @@ export const account = new Hono<AppBindings>()
       throw new AppError(409, 'leave_entries_required', 'sign a departure for every conversation others are in first', {
         conversations: missing,
       });
+    }
+    // The second factor under the same failure limits as every other code check (buckets totp, totpAddress).
+    if (await totpEnabled(db, a.userId)) {
+      await requireLimitedSecondFactor(
+        c.env,
+        db,
+        a.userId,
+        client,
+        { code: body.code, recoveryCode: body.recoveryCode },
+        now,
+      );
     }
     const caller = callerOf(c);
     for (const [conversationId, entries] of given) {

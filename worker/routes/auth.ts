@@ -292,6 +292,21 @@ const totpLimits = (userId: string, client: string): [RateBucket, string[]][] =>
   ['totpAddress', [`client:${client}`]],
 ];
 
+/**
+ * requireSecondFactor under the TOTP failure limits (`totp` per account, `totpAddress` per client address):
+ * every path that accepts a code outside the sign-in step uses this, so none is an unlimited guessing oracle.
+ */
+export function requireLimitedSecondFactor(
+  env: Env,
+  db: Db,
+  userId: string,
+  client: string,
+  f: { code?: string | undefined; recoveryCode?: string | undefined },
+  now: number,
+): Promise<'totp' | 'recovery'> {
+  return countFailures(env, totpLimits(userId, client), () => requireSecondFactor(env, db, userId, f, now));
+}
+
 // ---- routes --------------------------------------------------------------------------------------------
 
 export const auth = new Hono<AppBindings>();
@@ -958,9 +973,7 @@ auth.post('/totp/disable', requireAuth, jsonBody, valid('json', totpCodeRequest)
   const client = clientKey(c);
   if (!(await totpEnabled(db, a.userId))) throw new AppError(409, 'totp_not_enabled', 'TOTP is not enabled');
   const now = Date.now();
-  await countFailures(c.env, totpLimits(a.userId, client), () =>
-    requireSecondFactor(c.env, db, a.userId, { code }, now),
-  );
+  await requireLimitedSecondFactor(c.env, db, a.userId, client, { code }, now);
   await db.batch([
     db.delete(totpSecrets).where(eq(totpSecrets.userId, a.userId)),
     db.delete(recoveryCodes).where(eq(recoveryCodes.userId, a.userId)),
@@ -1041,7 +1054,7 @@ async function resetIdentity(
   }
   // The second factor through a reset is limited like every TOTP guess (issue 12 item 8).
   if (await totpEnabled(db, user.id)) {
-    await countFailures(c.env, totpLimits(user.id, client), () => requireSecondFactor(c.env, db, user.id, body, now));
+    await requireLimitedSecondFactor(c.env, db, user.id, client, body, now);
   }
 
   const session = openSession(c.env, db, user.id, body.deviceId, now);
