@@ -6,7 +6,8 @@ import { normalizeUsername } from '../../schema/auth-api.js';
 import { toB64u } from '../../web/src/protocol/bytes.js';
 import { encodeDeviceList, signDeviceList } from '../../web/src/protocol/identity.js';
 import { makeTestDevice } from '../../web/src/protocol/testing.js';
-import { totpCodeAt } from '../auth/totp.js';
+import { tokenHash } from '../auth/tokens.js';
+import { canonicalRecoveryCode, totpCodeAt } from '../auth/totp.js';
 import { makeDb, schema } from '../db.js';
 import { applyDeviceList } from '../device-store.js';
 import {
@@ -532,6 +533,34 @@ describe('TOTP', () => {
     expect((await json(reused)).error?.code).toBe('invalid_recovery_code');
     const used = await db().select().from(schema.recoveryCodes).where(eq(schema.recoveryCodes.userId, u.userId)).all();
     expect(used.filter((r) => r.usedAt !== null)).toHaveLength(1);
+  });
+
+  it('two concurrent confirms: one enables TOTP, the other is 409 and changes nothing — the codes shown are the stored ones', async () => {
+    const u = await registerUser();
+    const e = (await (
+      await api('/api/auth/totp/enroll', { token: u.accessToken, body: { currentPrehash: u.prehash } })
+    ).json()) as { secret: string };
+    const code = totpCodeAt(OTPAuth.Secret.fromBase32(e.secret).bytes, Date.now());
+    const answers = await Promise.all(
+      [0, 1].map(() => api('/api/auth/totp/confirm', { token: u.accessToken, ip: freshIp(), body: { code } })),
+    );
+    expect(answers.map((r) => r.status).sort()).toEqual([200, 409]);
+    const bodies = await Promise.all(answers.map(json));
+    expect(bodies.map((b) => b.error?.code ?? 'ok').sort()).toEqual(['ok', 'totp_not_pending']);
+    const shown = bodies.find((b) => b.recoveryCodes)!.recoveryCodes as string[];
+    const stored = await db()
+      .select({ codeHash: schema.recoveryCodes.codeHash })
+      .from(schema.recoveryCodes)
+      .where(eq(schema.recoveryCodes.userId, u.userId))
+      .all();
+    expect(stored.map((r) => toB64u(new Uint8Array(r.codeHash))).sort()).toEqual(
+      shown.map((c) => toB64u(tokenHash(env, canonicalRecoveryCode(c), 'recovery'))).sort(),
+    );
+    // And one of them signs in.
+    const ip = freshIp();
+    const p = await json(await api('/api/auth/login', { body: await loginBody(u, { ip }), ip }));
+    const rc = await api('/api/auth/totp', { body: { mfaToken: p.mfaToken, recoveryCode: shown[0] }, ip });
+    expect(rc.status).toBe(200);
   });
 
   it('the TOTP secret is bound to its user: moved to another account it does not decrypt', async () => {

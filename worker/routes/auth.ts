@@ -948,21 +948,30 @@ auth.post('/totp/confirm', requireAuth, jsonBody, valid('json', totpCodeRequest)
     return s;
   });
   const codes = Array.from({ length: RECOVERY_CODE_COUNT }, () => newRecoveryCode());
-  const [enabled] = await db.batch([
-    db
-      .update(totpSecrets)
-      .set({ enabledAt: now, lastStep: step })
-      .where(and(eq(totpSecrets.userId, a.userId), isNull(totpSecrets.enabledAt)))
-      .returning({ u: totpSecrets.userId }),
-    db.delete(recoveryCodes).where(eq(recoveryCodes.userId, a.userId)),
-    db
-      .insert(recoveryCodes)
-      .values(
-        codes.map((k) => ({ codeHash: tokenHash(c.env, canonicalRecoveryCode(k), 'recovery'), userId: a.userId })),
+  // Guard first: if a concurrent confirm enabled TOTP (or an enrolment replaced the secret) since the read
+  // above, this INSERT hits the primary key and the whole batch rolls back — the recovery codes the other
+  // confirm showed stay the stored ones, and this one answers 409 having changed nothing.
+  try {
+    await writeBatch(c.env, [
+      db.run(
+        sql`INSERT INTO totp_secrets (user_id, secret_enc, enabled_at, last_step) SELECT user_id, secret_enc, enabled_at, last_step FROM totp_secrets WHERE user_id = ${a.userId} AND (enabled_at IS NOT NULL OR secret_enc != ${new Uint8Array(row.secretEnc)})`,
       ),
-    auditInsert(db, 'totp_enabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
-  ]);
-  if (enabled.length !== 1) throw new AppError(409, 'totp_not_pending', 'start enrolment first');
+      db
+        .update(totpSecrets)
+        .set({ enabledAt: now, lastStep: step })
+        .where(and(eq(totpSecrets.userId, a.userId), isNull(totpSecrets.enabledAt))),
+      db.delete(recoveryCodes).where(eq(recoveryCodes.userId, a.userId)),
+      db
+        .insert(recoveryCodes)
+        .values(
+          codes.map((k) => ({ codeHash: tokenHash(c.env, canonicalRecoveryCode(k), 'recovery'), userId: a.userId })),
+        ),
+      auditInsert(db, 'totp_enabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
+    ]);
+  } catch (err) {
+    if (isConstraintError(err, 'totp_secrets.')) throw new AppError(409, 'totp_not_pending', 'start enrolment first');
+    throw err;
+  }
   return c.json({ recoveryCodes: codes });
 });
 
