@@ -132,6 +132,11 @@ export const DEFAULT_RATE_LIMITS = {
   conversationCreate: { limit: 30, windowMs: HOUR },
   /** Members added per account, in creations and later entries (a 64-member group is 63). */
   memberAdd: { limit: 300, windowMs: HOUR },
+  /**
+   * Test events per account (POST /api/webhooks/:id/test, GraphQL testWebhook): each one is a signed POST the
+   * Worker makes to a URL the account chose (retried when it fails), so it must not be free to repeat.
+   */
+  webhookTest: { limit: 10, windowMs: MIN },
   /** Provisioning channels opened per client address (unauthenticated): a flood of opens gets 429. */
   link_channel: { limit: 10, windowMs: 10 * 60 * 1000 },
   /** Linking tokens issued per account. */

@@ -15,6 +15,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { type WebhookDeliveryView, type WebhookEventBody, webhookEventBody } from '../schema/webhooks.js';
 import { WIRE_VERSION } from '../schema/wire.js';
 import { makeDb, schema } from './db.js';
+import { DEFAULT_RATE_LIMITS } from './limits.js';
 import {
   api,
   connect,
@@ -179,6 +180,33 @@ describe('webhook signatures (verified with standardwebhooks)', () => {
     expect(after.headers['webhook-signature']!.split(' ')).toHaveLength(1);
     expect(verified(fresh, after).type).toBe('webhook.test');
     expect(() => new Webhook(ep.secret).verify(after.body, after.headers)).toThrow(WebhookVerificationError);
+  });
+});
+
+describe('test events are limited', () => {
+  it(`at most ${DEFAULT_RATE_LIMITS.webhookTest.limit} test events per account per minute: then 429 over REST and GraphQL, nothing queued`, async () => {
+    const u = await makeUser('whtest');
+    const tok = u.devices[0]!.token;
+    const name = uniq('limit');
+    const ep = await endpoint(tok, name, 'ok');
+    for (let i = 0; i < DEFAULT_RATE_LIMITS.webhookTest.limit; i++) await sendTest(tok, ep.id);
+    const over = await api(`/api/webhooks/${ep.id}/test`, tok, { method: 'POST' });
+    expect(over.status).toBe(429);
+    expect(((await over.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
+    expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
+    // GraphQL aliases go through the same domain call: none gets through.
+    const gql = await api('/graphql', tok, {
+      method: 'POST',
+      json: { query: `mutation { a: testWebhook(id: "${ep.id}") b: testWebhook(id: "${ep.id}") }`, variables: {} },
+    });
+    const g = (await gql.json()) as { data: unknown; errors?: { extensions: { code: string } }[] };
+    expect(g.data).toBeNull();
+    expect(new Set(g.errors?.map((e) => e.extensions.code))).toEqual(new Set(['RATE_LIMITED']));
+    // Exactly the allowed ones arrive.
+    const got = await atLeast(name, DEFAULT_RATE_LIMITS.webhookTest.limit);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await received(name)).length).toBe(got.length);
+    expect(got).toHaveLength(DEFAULT_RATE_LIMITS.webhookTest.limit);
   });
 });
 

@@ -25,6 +25,7 @@ import {
 import { toB64u } from '../../web/src/protocol/bytes.js';
 import { schema } from '../db.js';
 import { AppError } from '../errors.js';
+import { enforceRateLimit } from '../limiter.js';
 import { eventBody, randomEventId } from '../webhooks/events.js';
 import { formatSecret, newWebhookSecret, sealSecret } from '../webhooks/signing.js';
 import { checkWebhookUrl } from '../webhooks/url-policy.js';
@@ -203,6 +204,8 @@ export async function deleteWebhook(caller: Caller, id: string): Promise<void> {
 export async function testWebhook(caller: Caller, id: string): Promise<{ eventId: string }> {
   const row = await own(caller, id);
   if (!row.enabled) throw new AppError(409, 'webhook_disabled', 'the endpoint is disabled; enable it first');
+  // Every test event is an outbound POST (and its retries): limited per account (bucket webhookTest).
+  await enforceRateLimit(caller.env, 'webhookTest', [`acct:${caller.auth.userId}`]);
   const eventId = randomEventId();
   const now = Date.now();
   const body = eventBody({ type: 'webhook.test', ts: now, data: { endpointId: row.id } });
