@@ -150,6 +150,25 @@ describe('GET /api/users/names', () => {
     expect(body.data.usernames).toEqual([{ userId: bob.userId, username: bob.username }]);
   });
 
+  it('the most ids one request may name (100 distinct) are answered, over REST and GraphQL — not a 500', async () => {
+    const alice = await makeUser('unamesi');
+    const bob = await makeUser('unamesj');
+    await share(`c_names_max_${Date.now()}`, alice.userId, bob.userId);
+    const token = await alice.token();
+    const ids = [bob.userId, ...Array.from({ length: 98 }, (_, i) => `u_nobody_${i}`), alice.userId];
+    const res = await api(`/api/users/names?ids=${ids.join(',')}`, token);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { users: { userId: string; username: string }[] };
+    expect(body.users.map((u) => u.userId)).toEqual([alice.userId, bob.userId].sort());
+    const gql = await api('/graphql', token, {
+      method: 'POST',
+      json: { query: 'query($ids: [ID!]!) { usernames(ids: $ids) { userId } }', variables: { ids } },
+    });
+    expect(gql.status).toBe(200);
+    const g = (await gql.json()) as { data: { usernames: { userId: string }[] } };
+    expect(g.data.usernames.map((u) => u.userId)).toEqual([alice.userId, bob.userId].sort());
+  });
+
   it('401 without a token; 400 for no ids, a malformed id or more than 100 ids', async () => {
     const alice = await makeUser('unamese');
     expect((await api(`/api/users/names?ids=${alice.userId}`, null)).status).toBe(401);

@@ -53,6 +53,9 @@ export async function lookupUserByName(
 /** At most this many ids per names lookup. */
 export const MAX_NAME_IDS = 100;
 
+/** Ids per names query: 90 plus the caller's id twice stays under D1's 100 bound parameters. */
+const NAME_ID_BATCH = 90;
+
 /**
  * The usernames of `ids` that the caller may see: the caller's own, and those of users who currently
  * share a conversation with the caller (their ids are in membership logs the caller reads anyway, and a
@@ -74,9 +77,17 @@ export async function usernamesForIds(
     .from(mine)
     .innerJoin(theirs, eq(theirs.conversationId, mine.conversationId))
     .where(and(eq(mine.userId, callerId), eq(theirs.userId, schema.users.id)));
-  return db
-    .select({ userId: schema.users.id, username: schema.users.username })
-    .from(schema.users)
-    .where(and(inArray(schema.users.id, unique), or(eq(schema.users.id, callerId), exists(shared))))
-    .orderBy(schema.users.id);
+  // The caller's id is bound twice besides the ids, and D1 binds at most 100 parameters per statement: one
+  // query per NAME_ID_BATCH ids (MAX_NAME_IDS = 100 ids in one query was a 500).
+  const out: { userId: string; username: string }[] = [];
+  for (let i = 0; i < unique.length; i += NAME_ID_BATCH) {
+    const part = unique.slice(i, i + NAME_ID_BATCH);
+    out.push(
+      ...(await db
+        .select({ userId: schema.users.id, username: schema.users.username })
+        .from(schema.users)
+        .where(and(inArray(schema.users.id, part), or(eq(schema.users.id, callerId), exists(shared))))),
+    );
+  }
+  return out.sort((a, b) => (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0));
 }
