@@ -563,6 +563,38 @@ describe('TOTP', () => {
     expect(rc.status).toBe(200);
   });
 
+  it('the MFA step of a device revoked since the password step is 403 device_not_linked: no session, no code spent', async () => {
+    const u = await registerUser();
+    const { secret } = await enableTotp(u);
+    const ip = freshIp();
+    const p = await json(await api('/api/auth/login', { body: await loginBody(u, { ip }), ip }));
+    const familiesBefore = await db()
+      .select()
+      .from(schema.tokenFamilies)
+      .where(eq(schema.tokenFamilies.userId, u.userId))
+      .all();
+    await env.DB.prepare('UPDATE devices SET revoked_at = ?1 WHERE user_id = ?2 AND device_id = ?3')
+      .bind(Date.now(), u.userId, u.deviceId)
+      .run();
+    const at = Date.now() + 30_000;
+    const code = totpCodeAt(secret, at);
+    const res = await api('/api/auth/totp', { body: { mfaToken: p.mfaToken, code }, ip });
+    expect(res.status).toBe(403);
+    expect((await json(res)).error?.code).toBe('device_not_linked');
+    expect(refreshCookie(res)).toBeUndefined();
+    const familiesAfter = await db()
+      .select()
+      .from(schema.tokenFamilies)
+      .where(eq(schema.tokenFamilies.userId, u.userId))
+      .all();
+    expect(familiesAfter).toHaveLength(familiesBefore.length);
+    const row = await db().select().from(schema.totpSecrets).where(eq(schema.totpSecrets.userId, u.userId)).get();
+    expect(row!.lastStep).toBeLessThan(Math.floor(at / 30_000));
+    // The MFA token is gone with it.
+    const again = await api('/api/auth/totp', { body: { mfaToken: p.mfaToken, code }, ip });
+    expect((await json(again)).error?.code).toBe('invalid_mfa_token');
+  });
+
   it('the TOTP secret is bound to its user: moved to another account it does not decrypt', async () => {
     const a = await registerUser();
     const b = await registerUser();

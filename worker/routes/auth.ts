@@ -576,6 +576,17 @@ auth.post('/totp', jsonBody, valid('json', totpLoginRequest), async (c) => {
     if (!pending || pending.expiresAt <= now) {
       throw new AppError(401, 'invalid_mfa_token', 'sign-in step expired or unknown; sign in again');
     }
+    // The device may have been revoked (or the account reset) since the password step: no session for it,
+    // and no code spent on it.
+    const device = await db
+      .select({ revokedAt: devices.revokedAt })
+      .from(devices)
+      .where(and(eq(devices.userId, pending.userId), eq(devices.deviceId, pending.deviceId)))
+      .get();
+    if (!device || device.revokedAt !== null) {
+      await db.delete(mfaPending).where(eq(mfaPending.tokenHash, hash));
+      throw new AppError(403, 'device_not_linked', 'this device was removed from the account; sign in again');
+    }
     return countFailures(c.env, [['totp', [`acct:${pending.userId}`]]], async () => {
       let method: 'totp' | 'recovery';
       try {
