@@ -390,3 +390,61 @@ describe('account deletion and the conversation object', () => {
     expect(after.filter((r) => r.seq === 2).map((r) => r.user_id)).toEqual([bob!.userId]);
   });
 });
+
+describe('account deletion refused part-way', () => {
+  it('departures are checked whole first: a bad entry for the second conversation leaves the first one untouched', async () => {
+    const alice = await registerUser(freshName('alice'));
+    const bob = await registerUser(freshName('bob'));
+    const carol = await registerUser(freshName('carol'));
+    const first = await group(bob, [alice]);
+    const second = await group(carol, [alice]);
+    // alice is a member of both: her departure from each is one signed `leave`.
+    const leaveOf = async (g: { id: string; entries: MembershipEntry[] }, owner: RegisteredUser, seqOffset = 0) => {
+      const head = g.entries.at(-1)!;
+      const s: MembershipState = {
+        conversationId: g.id,
+        members: new Map([
+          [owner.userId, 'owner'],
+          [alice.userId, 'member'],
+        ]),
+        title: 'team',
+        headHash: entryHash(head),
+        seq: head.seq + seqOffset,
+      };
+      return toB64u(encodeMembershipEntry(await signed(alice, s, g.id, { action: 'leave' } as never)));
+    };
+    const res = await api('/api/account/delete', {
+      token: alice.accessToken,
+      body: {
+        passwordPrehash: alice.prehash,
+        leave: [
+          { conversationId: first.id, entries: [await leaveOf(first, bob)] },
+          // Signed by her device, but it does not extend the second group's head.
+          { conversationId: second.id, entries: [await leaveOf(second, carol, 5)] },
+        ],
+      },
+    });
+    expect(res.status).toBe(409);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('chain_conflict');
+    // Nothing was appended anywhere: alice is still in both groups, both logs end where they did.
+    for (const g of [first, second]) {
+      const conv = await api(`/api/conversations/${g.id}`, { method: 'GET', token: alice.accessToken });
+      expect(conv.status).toBe(200);
+      const view = (await conv.json()) as { headSeq: number; members: { userId: string }[] };
+      expect(view.headSeq).toBe(g.entries.at(-1)!.seq);
+      expect(view.members.map((m) => m.userId)).toContain(alice.userId);
+    }
+    // With a good departure for both, the same request goes through.
+    const ok = await api('/api/account/delete', {
+      token: alice.accessToken,
+      body: {
+        passwordPrehash: alice.prehash,
+        leave: [
+          { conversationId: first.id, entries: [await leaveOf(first, bob)] },
+          { conversationId: second.id, entries: [await leaveOf(second, carol)] },
+        ],
+      },
+    });
+    expect(ok.status, await ok.clone().text()).toBe(200);
+  });
+});

@@ -29,6 +29,7 @@ import {
 } from '../../web/src/protocol/membership.js';
 import type { Db } from '../db.js';
 import { schema } from '../db.js';
+import type { AuthContext } from '../env.js';
 import { AppError } from '../errors.js';
 import { enforceRateLimit } from '../limiter.js';
 import { LIMITS } from '../limits.js';
@@ -288,6 +289,72 @@ async function membersOf(db: Db, id: string): Promise<MemberView[]> {
     .all();
 }
 
+/**
+ * What appendEntry checks before the membership fold (applyEntry), for an entry on top of `conv` at
+ * (`headSeq`, `headHash`) with `memberCount` members: who posts it, what a direct conversation takes, and
+ * that it extends the head.
+ */
+function assertAppendable(
+  auth: AuthContext,
+  conv: { id: string; kind: Kind; headSeq: number },
+  headHash: Uint8Array,
+  memberCount: number,
+  entry: MembershipEntry,
+  departure: boolean,
+): void {
+  // Only the signing device posts its own entry: a member may not replay an entry another member signed
+  // but never sent (or sent to another conversation state), as create already requires.
+  if (entry.authorUserId !== auth.userId || entry.authorDeviceId !== auth.deviceId)
+    throw new AppError(403, 'not_entry_author', 'the entry must be authored by the signed-in device');
+  // A direct conversation's log takes no entry after its creation but the disappearing-message timer
+  // (issue 17: either person may set it; applyEntry checks the role rule) — and a deleting account's
+  // departure (docs/PROTOCOL.md, direct conversations).
+  const departing = departure && (entry.action === 'transfer_ownership' || entry.action === 'leave');
+  if (conv.kind === 'direct' && entry.action !== 'set_timer' && !departing)
+    throw new AppError(422, 'direct_conversation_closed', 'a direct conversation takes no further entries');
+  if (entry.conversationId !== conv.id || entry.seq !== conv.headSeq + 1 || !equal(entry.prevHash, headHash)) {
+    throw new AppError(409, 'chain_conflict', 'entry does not extend the current head', { headSeq: conv.headSeq });
+  }
+  // After a departure one person is left in a direct conversation: its log is closed for good.
+  if (conv.kind === 'direct' && memberCount < 2)
+    throw new AppError(422, 'direct_conversation_closed', 'the other person deleted their account');
+}
+
+/**
+ * A deleting account's departures (`[transfer_ownership]?, leave` per conversation, assertDeparture),
+ * checked whole before any is appended (routes/account.ts): each entry gets exactly appendEntry's checks
+ * and fold, on the state the previous one leaves. Throws the error appendEntry would; writes nothing — so a
+ * bad entry for one conversation no longer leaves the account already gone from the ones before it.
+ */
+export async function checkDepartures(
+  caller: Caller,
+  departures: ReadonlyMap<string, readonly Uint8Array[]>,
+): Promise<void> {
+  const { db, auth } = caller;
+  const c = await curves();
+  const resolve = await resolverFor(db, [auth.userId]);
+  for (const [conversationId, entries] of departures) {
+    const conv = await loadForMember(db, auth.userId, conversationId);
+    const current = await membersOf(db, conv.id);
+    let state: MembershipState = {
+      conversationId: conv.id,
+      members: new Map(current.map((m) => [m.userId, m.role])),
+      title: '',
+      headHash: asBytes(conv.headHash),
+      seq: conv.headSeq,
+    };
+    for (const bytes of entries) {
+      const entry = decodeEntry(bytes);
+      assertAppendable(auth, { ...conv, headSeq: state.seq }, state.headHash, state.members.size, entry, true);
+      try {
+        state = await applyEntry(c, state, entry, resolve);
+      } catch (err) {
+        throw entryError(err);
+      }
+    }
+  }
+}
+
 export async function appendEntry(
   caller: Caller,
   conversationId: string,
@@ -298,24 +365,9 @@ export async function appendEntry(
   const { db, auth, env } = caller;
   const conv = await loadForMember(db, auth.userId, conversationId);
   const entry = decodeEntry(entryBytes);
-  // Only the signing device posts its own entry: a member may not replay an entry another member signed
-  // but never sent (or sent to another conversation state), as create already requires.
-  if (entry.authorUserId !== auth.userId || entry.authorDeviceId !== auth.deviceId)
-    throw new AppError(403, 'not_entry_author', 'the entry must be authored by the signed-in device');
-  // A direct conversation's log takes no entry after its creation but the disappearing-message timer
-  // (issue 17: either person may set it; applyEntry checks the role rule) — and a deleting account's
-  // departure (docs/PROTOCOL.md, direct conversations).
-  const departing = opts.departure === true && (entry.action === 'transfer_ownership' || entry.action === 'leave');
-  if (conv.kind === 'direct' && entry.action !== 'set_timer' && !departing)
-    throw new AppError(422, 'direct_conversation_closed', 'a direct conversation takes no further entries');
   const headHash = asBytes(conv.headHash);
-  if (entry.conversationId !== conv.id || entry.seq !== conv.headSeq + 1 || !equal(entry.prevHash, headHash)) {
-    throw new AppError(409, 'chain_conflict', 'entry does not extend the current head', { headSeq: conv.headSeq });
-  }
   const current = await membersOf(db, conv.id);
-  // After a departure one person is left in a direct conversation: its log is closed for good.
-  if (conv.kind === 'direct' && current.length < 2)
-    throw new AppError(422, 'direct_conversation_closed', 'the other person deleted their account');
+  assertAppendable(auth, conv, headHash, current.length, entry, opts.departure === true);
   const before = new Map(current.map((m) => [m.userId, m.role]));
   const state: MembershipState = {
     conversationId: conv.id,

@@ -12,7 +12,7 @@ import { requireAuth } from '../auth/middleware.js';
 import { clientKey } from '../context.js';
 import { makeDb, schema } from '../db.js';
 import { deleteAccountData, exportAccount } from '../domain/account.js';
-import { appendEntry, assertDeparture } from '../domain/conversations.js';
+import { appendEntry, assertDeparture, checkDepartures } from '../domain/conversations.js';
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { valid } from '../validate.js';
@@ -57,6 +57,9 @@ export const account = new Hono<AppBindings>()
         conversations: missing,
       });
     }
+    // Every entry checked (signature, chain, rules) before any is appended: a refusal changes nothing.
+    const caller = callerOf(c);
+    await checkDepartures(caller, given);
     // The second factor under the same failure limits as every other code check (buckets totp, totpAddress).
     if (await totpEnabled(db, a.userId)) {
       await requireLimitedSecondFactor(
@@ -68,7 +71,6 @@ export const account = new Hono<AppBindings>()
         now,
       );
     }
-    const caller = callerOf(c);
     for (const [conversationId, entries] of given) {
       for (const e of entries) await appendEntry(caller, conversationId, e, { departure: true });
     }
