@@ -7,6 +7,7 @@ import { makeDb } from './db.js';
 import { registerDevice, revokeDevice } from './domain/devices.js';
 import type { Env } from './env.js';
 import { AppError } from './errors.js';
+import { DEFAULT_RATE_LIMITS } from './limits.js';
 import { connect, fakeCiphertext, makeConversation } from './test/delivery-fixtures.js';
 import {
   api,
@@ -35,6 +36,27 @@ async function register(f: Fixture, token: string, list: DeviceList, signWith = 
     json: { deviceList: b(list), challengeId: ch.challengeId, signature: toB64u(signature) },
   });
 }
+
+describe('device challenges', () => {
+  it(`at most ${DEFAULT_RATE_LIMITS.deviceChallenge.limit} per account per minute (each writes a row): then 429, GraphQL aliases included`, async () => {
+    const f = await makeUser('dchal');
+    const token = await f.token();
+    for (let i = 0; i < DEFAULT_RATE_LIMITS.deviceChallenge.limit; i++) {
+      const r = await api('/api/devices/challenge', token, { method: 'POST' });
+      expect(r.status).toBe(200);
+    }
+    const over = await api('/api/devices/challenge', token, { method: 'POST' });
+    expect(over.status).toBe(429);
+    expect(((await over.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
+    const gql = await api('/graphql', token, {
+      method: 'POST',
+      json: { query: 'mutation { a: deviceChallenge { challengeId } b: deviceChallenge { challengeId } }' },
+    });
+    const g = (await gql.json()) as { data: unknown; errors?: { extensions: { code: string } }[] };
+    expect(g.data).toBeNull();
+    expect(new Set(g.errors?.map((e) => e.extensions.code))).toEqual(new Set(['RATE_LIMITED']));
+  });
+});
 
 describe('devices', () => {
   it('a registration that loses the device-list race to a concurrent update is 409 device_list_conflict (not a 500), nothing written', async () => {

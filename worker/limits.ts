@@ -137,6 +137,8 @@ export const DEFAULT_RATE_LIMITS = {
    * Worker makes to a URL the account chose (retried when it fails), so it must not be free to repeat.
    */
   webhookTest: { limit: 10, windowMs: MIN },
+  /** Device challenges per account (POST /api/devices/challenge, GraphQL deviceChallenge): each writes a row. */
+  deviceChallenge: { limit: 30, windowMs: MIN },
   /** Provisioning channels opened per client address (unauthenticated): a flood of opens gets 429. */
   link_channel: { limit: 10, windowMs: 10 * 60 * 1000 },
   /** Linking tokens issued per account. */

@@ -20,6 +20,7 @@ import { schema } from '../db.js';
 import { applyDeviceList, deviceListConflict } from '../device-store.js';
 import type { Env } from '../env.js';
 import { AppError } from '../errors.js';
+import { enforceRateLimit } from '../limiter.js';
 import { deviceLimit } from '../limits.js';
 import { log } from '../log.js';
 import { deviceEvent, outboxEvents } from '../webhooks/outbox.js';
@@ -87,6 +88,8 @@ async function userKeyAndList(db: Db, userId: string) {
 
 /** A single-use challenge (purpose 'device') the NEW device signs to prove it holds its signing key. */
 export async function issueDeviceChallenge(caller: Caller): Promise<{ challengeId: string; challenge: string }> {
+  // Each challenge writes a row: limited per account (GraphQL aliases count one by one).
+  await enforceRateLimit(caller.env, 'deviceChallenge', [`acct:${caller.auth.userId}`]);
   const { challengeId, challenge } = await issueChallenge(caller.env, caller.db, 'device');
   return { challengeId, challenge: toB64u(challenge) };
 }
