@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { toB64u } from '../web/src/protocol/bytes.js';
 import { encodeDeviceList, signLoginChallenge } from '../web/src/protocol/identity.js';
+import { entryHash as entryHashOf } from '../web/src/protocol/membership.js';
 import { limiterFor } from './limiter.js';
 import { LIMITS } from './limits.js';
 import {
@@ -224,6 +225,46 @@ describe('GraphQL over HTTP', () => {
     const stranger = await makeUser('gqlstranger');
     const r6 = await gql(await stranger.token(), '{ conversation(id: "gqlconv") { id } }');
     expect(r6.body.errors?.[0]?.extensions.code).toBe('NOT_FOUND');
+  });
+
+  it('a mutation that takes the viewer out of the conversation (leave) answers role null, not an internal error', async () => {
+    const alice = await makeUser('gqlleavea');
+    const bob = await makeUser('gqlleaveb');
+    const id = `gqlleave${crypto.randomUUID().slice(0, 8)}`;
+    const e0 = await entry(alice, null, id, { action: 'create', title: 't' });
+    const s0 = { conversationId: id, members: new Map(), title: '', headHash: entryHashOf(e0), seq: e0.seq };
+    const e1 = await entry(alice, s0, id, { action: 'add', target: bob.userId, role: 'member' });
+    const created = await gql(
+      await alice.token(),
+      'mutation($e: [String!]!) { createConversation(kind: group, entries: $e) { id } }',
+      {
+        e: [enc(e0), enc(e1)],
+      },
+    );
+    expect(created.body.errors).toBeUndefined();
+    const s1 = {
+      conversationId: id,
+      members: new Map([
+        [alice.userId, 'owner' as const],
+        [bob.userId, 'member' as const],
+      ]),
+      title: '',
+      headHash: entryHashOf(e1),
+      seq: e1.seq,
+    };
+    const leave = await entry(bob, s1, id, { action: 'leave' });
+    const r = await gql(
+      await bob.token(),
+      'mutation($id: ID!, $e: String!) { appendMembershipEntry(conversationId: $id, entry: $e) { id headSeq role members { userId role } } }',
+      { id, e: enc(leave) },
+    );
+    expect(r.body.errors).toBeUndefined();
+    expect(r.body.data!.appendMembershipEntry).toEqual({
+      id,
+      headSeq: 2,
+      role: null,
+      members: [{ userId: alice.userId, role: 'owner' }],
+    });
   });
 
   it('registerDevice and revokeDevice mutations go through the signed device list', async () => {

@@ -171,8 +171,8 @@ type LogEntry {
 type Conversation {
   id: ID!
   kind: ConversationKind!
-  "The viewer's role."
-  role: Role!
+  "The viewer's role; null in the answer to a mutation that just took the viewer out (its own leave)."
+  role: Role
   headSeq: Int!
   headHash: String!
   createdAt: Float!
@@ -317,7 +317,7 @@ function conversationObject(caller: Caller & { loaders: Loaders }, v: Conversati
   const me = v.members.find((m) => m.userId === caller.auth.userId);
   return {
     ...v,
-    role: me?.role,
+    role: me?.role ?? null,
     members: (args: { first: number }) => v.members.slice(0, args.first),
     ...nested(caller.loaders, v.id),
   };
