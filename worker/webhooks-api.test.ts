@@ -174,6 +174,12 @@ const REFUSED: [string, string][] = [
   ['https://[2002:a00:1::]/hook', 'webhook_url_private_address'],
   ['https://[2001:db8::1]/hook', 'webhook_url_private_address'],
   ['https://[ff02::1]/hook', 'webhook_url_private_address'],
+  // IPv4-compatible (deprecated ::/96) and other addresses outside the global unicast 2000::/3.
+  ['https://[::127.0.0.1]/hook', 'webhook_url_private_address'],
+  ['https://[::169.254.169.254]/hook', 'webhook_url_private_address'],
+  ['https://[::a00:1]/hook', 'webhook_url_private_address'],
+  ['https://[1::1]/hook', 'webhook_url_private_address'],
+  ['https://[4000::1]/hook', 'webhook_url_private_address'],
   ['https://localhost/hook', 'webhook_url_private_address'],
   ['https://api.localhost/hook', 'webhook_url_private_address'],
   ['https://intranet/hook', 'webhook_url_private_address'],

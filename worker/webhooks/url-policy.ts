@@ -12,7 +12,8 @@
  *  - `webhook_url_private_address`: an IP literal that is not global unicast (private, loopback,
  *    link-local, unique-local, carrier-grade NAT, multicast, broadcast, unspecified, documentation and
  *    other reserved ranges, IPv4-mapped / NAT64 / 6to4 / Teredo forms of those — ipaddr.js ranges, every
- *    one but `unicast`), and the names `localhost` / `*.localhost` and single-label names.
+ *    one but `unicast` — and, for IPv6, anything outside the global unicast 2000::/3, such as the
+ *    IPv4-compatible `[::127.0.0.1]`), and the names `localhost` / `*.localhost` and single-label names.
  *
  * The WHATWG parser has already normalised the host, so `http://2130706433/`, `http://0x7f.1/` and
  * `http://[::ffff:127.0.0.1]/` arrive here as 127.0.0.1 / [::ffff:7f00:1] and are refused like the plain form.
@@ -35,6 +36,8 @@ export class WebhookUrlRefused extends AppError {
 }
 
 const LOOPBACK_NAMES = new Set(['127.0.0.1', 'localhost', '[::1]']);
+/** The IPv6 global unicast space (RFC 4291 §2.4, IANA): 2000::/3. */
+const GLOBAL_UNICAST_V6 = ipaddr.parseCIDR('2000::/3') as [ipaddr.IPv6, number];
 
 /** APP_ENV values of local runtimes, where plain http to this machine is allowed (see header). */
 export function allowsLocalHttp(appEnv: string | undefined): boolean {
@@ -78,7 +81,11 @@ export function checkWebhookUrl(raw: string, appEnv: string | undefined): URL {
     if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
       addr = (addr as ipaddr.IPv6).toIPv4Address();
     }
-    if (addr.range() !== 'unicast') {
+    // ipaddr.js calls every IPv6 address outside its special ranges `unicast`, but only 2000::/3 is global
+    // unicast (IANA): the rest is reserved — e.g. the deprecated IPv4-compatible ::/96, where
+    // `[::127.0.0.1]` (`[::7f00:1]`) or `[::169.254.169.254]` would otherwise pass.
+    const global = addr.kind() === 'ipv4' || (addr as ipaddr.IPv6).match(GLOBAL_UNICAST_V6);
+    if (addr.range() !== 'unicast' || !global) {
       throw new WebhookUrlRefused('webhook_url_private_address', 'the address is not a public unicast address');
     }
   } else if (/^[0-9.]+$/.test(literal)) {
