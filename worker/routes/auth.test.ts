@@ -10,6 +10,7 @@ import { tokenHash } from '../auth/tokens.js';
 import { canonicalRecoveryCode, totpCodeAt } from '../auth/totp.js';
 import { makeDb, schema } from '../db.js';
 import { applyDeviceList } from '../device-store.js';
+import { DELETED_USER } from '../domain/account.js';
 import {
   api,
   curves,
@@ -127,6 +128,16 @@ describe('challenge', () => {
 });
 
 describe('register', () => {
+  it('the tombstone id of deleted accounts ("deleted") cannot be registered: 409 user_id_taken, nothing written', async () => {
+    const ip = freshIp();
+    const r = await registrationBody(freshName(), ip, DELETED_USER);
+    const res = await api('/api/auth/register', { body: r.body, ip });
+    expect(res.status).toBe(409);
+    expect((await json(res)).error?.code).toBe('user_id_taken');
+    const row = await db().select().from(schema.users).where(eq(schema.users.id, DELETED_USER)).get();
+    expect(row).toBeUndefined();
+  });
+
   it('creates user, device and device list atomically and returns tokens with a __Host- cookie', async () => {
     const ip = freshIp();
     const name = freshName('Reg');

@@ -48,7 +48,7 @@ import {
 import { clientKey } from '../context.js';
 import { type Db, makeDb, schema } from '../db.js';
 import { applyDeviceList, deviceListConflict, type Statement } from '../device-store.js';
-import { usernameCoolingDown } from '../domain/account.js';
+import { DELETED_USER, usernameCoolingDown } from '../domain/account.js';
 import { auditInsert, isConstraintError, writeBatch } from '../domain/common.js';
 import { notifyConversations } from '../domain/devices.js';
 import { ktRecordKey } from '../domain/kt.js';
@@ -399,7 +399,10 @@ async function registerAccount(
     throw new AppError(409, 'username_taken', 'this username is taken');
   }
   const idTaken = await db.select({ id: users.id }).from(users).where(eq(users.id, body.userId)).get();
-  if (idTaken) throw new AppError(409, 'user_id_taken', 'generate a new random user id');
+  // DELETED_USER stands in for deleted accounts as the sender of messages kept for others: an account with
+  // that id would be shown as their sender, and its own deletion would delete them.
+  if (idTaken || body.userId === DELETED_USER)
+    throw new AppError(409, 'user_id_taken', 'generate a new random user id');
 
   const now = Date.now();
   const applied = await applyDeviceList(db, body.userId, body.userIdentityKey, null, body.deviceList, { now });

@@ -108,8 +108,11 @@ export interface RegisteredUser {
 }
 
 /** The request body `POST /api/auth/register` expects, for a fresh user (nothing sent yet). */
-export async function registrationBody(name = freshName(), ip?: string) {
-  const userId = `u_${crypto.randomUUID().replaceAll('-', '')}`;
+export async function registrationBody(
+  name = freshName(),
+  ip?: string,
+  userId = `u_${crypto.randomUUID().replaceAll('-', '')}`,
+) {
   const deviceId = `d_${crypto.randomUUID().replaceAll('-', '').slice(0, 16)}`;
   const keys = await makeTestUser(await curves(), rng, userId, [deviceId]);
   const device = keys.devices[0]!;
