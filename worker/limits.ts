@@ -120,6 +120,12 @@ export const DEFAULT_RATE_LIMITS = {
   ticket: { limit: 120, windowMs: MIN },
   /** Username lookups (GET /api/users/by-name/:username) per signed-in account: slows enumeration. */
   lookup: { limit: 120, windowMs: MIN },
+  /**
+   * Device-list fetches (GET /api/users/:id/device-list) per account: each may ask the one key-transparency
+   * log object for a proof (and a fresh head), so it must not be free to repeat; directory refreshes fetch a
+   * few dozen.
+   */
+  deviceList: { limit: 600, windowMs: MIN },
   /** Profile reads (GET /api/users/:id/profile, GraphQL `profile`) per account: chat lists fetch a few dozen. */
   profile: { limit: 600, windowMs: MIN },
   /** Profile and private-settings writes per account (a person edits rarely; devices retry a conflict). */

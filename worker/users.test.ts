@@ -2,6 +2,8 @@ import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { fromB64u, toB64u } from '../web/src/protocol/bytes.js';
 import { decodeDeviceList, encodeDeviceList, verifyDeviceList } from '../web/src/protocol/identity.js';
+import { limiterFor } from './limiter.js';
+import { DEFAULT_RATE_LIMITS } from './limits.js';
 import { api, makeUser, newDevice, nextList } from './test/directory-fixtures.js';
 
 type Err = { error: { code: string; message?: string; fields?: string[] } };
@@ -99,6 +101,25 @@ describe('GET /api/users/by-name/:username', () => {
     const edge = await api('/api/users/by-name/device-list', token);
     expect(edge.status).toBe(404);
     expect(((await edge.json()) as Err).error.message).toBe('no such user');
+  });
+});
+
+describe('GET /api/users/:userId/device-list rate limit', () => {
+  it(`is limited per account (bucket deviceList, ${DEFAULT_RATE_LIMITS.deviceList.limit} / min): then 429 with Retry-After`, async () => {
+    const alice = await makeUser('ulimita');
+    const bob = await makeUser('ulimitb');
+    const token = await alice.token();
+    expect((await api(`/api/users/${bob.userId}/device-list`, token)).status).toBe(200);
+    // Spend the rest of the window's budget directly in the limiter (600 requests would be slow).
+    const { stub } = limiterFor(env, 'deviceList', `acct:${alice.userId}`);
+    const rule = DEFAULT_RATE_LIMITS.deviceList;
+    await stub.hit(`acct:${alice.userId}`, rule.limit, rule.windowMs, rule.limit - 1);
+    const res = await api(`/api/users/${bob.userId}/device-list`, token);
+    expect(res.status).toBe(429);
+    expect(((await res.json()) as Err).error.code).toBe('rate_limited');
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    // Another account is not affected.
+    expect((await api(`/api/users/${alice.userId}/device-list`, await bob.token())).status).toBe(200);
   });
 });
 

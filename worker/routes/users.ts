@@ -16,6 +16,9 @@
  * Both need a bearer token. `bytes` is the exact signed encoding (decodeDeviceList + verifyDeviceList on the
  * client — the server's answer is never trusted on its own). Unknown users → 404 `not_found`.
  *
+ * Both are rate-limited per account (buckets `lookup` and `deviceList`): each answer may ask the one
+ * key-transparency log object for a proof.
+ *
  * Enumeration: any signed-in user may look a username up (that is how you start a conversation), so a
  * signed-in attacker can test whether names exist; the by-name lookup is rate-limited per account (bucket
  * `lookup`). Unauthenticated callers learn nothing (401 before any lookup).
@@ -32,6 +35,7 @@ import { lookupUserByName, MAX_NAME_IDS, usernamesForIds } from '../domain/users
 import type { AppBindings, Env } from '../env.js';
 import { AppError } from '../errors.js';
 import { tamperUserAnswer } from '../kt-tamper.js';
+import { enforceRateLimit } from '../limiter.js';
 import { idString } from '../validate.js';
 import { callerOf, parseInput } from './input.js';
 import { userProfile } from './people.js';
@@ -82,6 +86,8 @@ export const users = new Hono<AppBindings>()
   })
   .get('/:userId/device-list', async (c) => {
     const userId = parseInput(idString, c.req.param('userId'));
+    // Each answer may cost the single key-transparency object a proof: limited per account.
+    await enforceRateLimit(c.env, 'deviceList', [`acct:${c.get('auth').userId}`]);
     const db = makeDb(c.env);
     const [user, list] = await db.batch([
       db
