@@ -129,6 +129,8 @@ export function createAttachments(agent: () => Agent, actions: Actions, state: S
             thumbnail: null,
           };
         }
+        // Cancelled while it was being prepared (its card is gone): nothing of it is sent.
+        if (!owners.has(id)) continue;
         drafts.set(id, { conversationId: c, draft });
         patchUpload(c, id, {
           fileName: draft.fileName,
@@ -145,8 +147,9 @@ export function createAttachments(agent: () => Agent, actions: Actions, state: S
       void run(c, id);
     },
     async cancelUpload(c: string, id: string) {
-      await agent().engine.cancelTransfer(id);
+      // The card goes first: a file still being prepared is then never handed to the engine.
       dropUpload(c, id);
+      await agent().engine.cancelTransfer(id);
     },
     async openAttachment(c: string, clientId: string): Promise<Blob | null> {
       wire();
