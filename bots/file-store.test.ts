@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { newStateKey, openFileStore, StateError, stateKeyFrom } from './src/file-store.js';
 
 const dirs: string[] = [];
@@ -17,6 +17,7 @@ async function freshDir(): Promise<string> {
   return d;
 }
 afterEach(async () => {
+  vi.restoreAllMocks();
   for (const d of dirs.splice(0)) await fs.rm(d, { recursive: true, force: true });
 });
 
@@ -137,6 +138,67 @@ describe('sealed file store', () => {
     await fs.writeFile(join(dir, 'state.999.snap.tmp'), Buffer.from('half'));
     const r = await openFileStore(dir, k);
     expect((await r.list('a/')).map((e) => e.key)).toEqual(Array.from({ length: 11 }, (_, i) => `a/${i + 1}`).sort());
+    await r.close();
+  });
+
+  it('compaction that fails after its snapshot is in place (no new log) fails no commit and hides none', async () => {
+    const dir = await freshDir();
+    const k = key();
+    const s = await openFileStore(dir, k, { compactBytes: 2_000 });
+    const realOpen = fs.open.bind(fs);
+    const open = vi.spyOn(fs, 'open').mockImplementation(((path: string, ...rest: unknown[]) => {
+      if (/state\.\d+\.log$/.test(String(path)))
+        return Promise.reject(Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' }));
+      return (realOpen as (...a: unknown[]) => Promise<unknown>)(path, ...rest);
+    }) as typeof fs.open);
+    // The log passes compactBytes several times over: every compaction fails at the new log.
+    for (let i = 0; i < 12; i++) await s.put(`a/${i}`, new Uint8Array(300).fill(i));
+    expect(s.stats().generation).toBe(0);
+    open.mockRestore();
+    await s.put('a/12', new Uint8Array(300)); // compacts now
+    await s.put('a/13', new Uint8Array(3));
+    await s.close();
+    const r = await openFileStore(dir, k);
+    expect((await r.list('a/')).map((e) => e.key)).toEqual(Array.from({ length: 14 }, (_, i) => `a/${i}`).sort());
+    await r.close();
+  });
+
+  it('a commit whose append fails (disk full) is not applied, and later commits stay readable after a reopen', async () => {
+    const dir = await freshDir();
+    const k = key();
+    const s = await openFileStore(dir, k, { unsafeNoSync: false });
+    await s.put('a/before', enc('1'));
+    // The FileHandle class is not exported: its prototype, from a handle of our own.
+    const probe = await fs.open(join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { write: unknown; datasync: unknown };
+    await probe.close();
+    const full = () => Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    // 1: the frame reached the file but the sync failed; 2: half of the frame was written, then an error.
+    const sync = vi.spyOn(proto as { datasync: () => Promise<void> }, 'datasync').mockRejectedValueOnce(full());
+    await expect(s.put('a/synced-not', enc('x'))).rejects.toThrow(/ENOSPC/);
+    sync.mockRestore();
+    const origWrite = (proto as { write: (this: unknown, b: Buffer) => Promise<unknown> }).write;
+    const write = vi
+      .spyOn(proto as { write: (b: Buffer) => Promise<unknown> }, 'write')
+      .mockImplementationOnce(async function (this: unknown, b: Buffer) {
+        await origWrite.call(this, b.subarray(0, b.length >> 1));
+        throw full();
+      });
+    await expect(s.put('a/half', enc('y'))).rejects.toThrow(/ENOSPC/);
+    // 3: a short write that resolves (what write(2) does when the disk fills mid-buffer).
+    write.mockImplementationOnce(async function (this: unknown, b: Buffer) {
+      return origWrite.call(this, b.subarray(0, b.length >> 1));
+    });
+    await expect(s.put('a/short', enc('z'))).rejects.toThrow(/ENOSPC/);
+    write.mockRestore();
+    expect(await s.get('a/short')).toBeUndefined();
+    expect(await s.get('a/synced-not')).toBeUndefined();
+    expect(await s.get('a/half')).toBeUndefined();
+    await s.put('a/after1', enc('2'));
+    await s.put('a/after2', enc('3'));
+    await s.close();
+    const r = await openFileStore(dir, k);
+    expect((await r.list('a/')).map((e) => e.key)).toEqual(['a/after1', 'a/after2', 'a/before']);
     await r.close();
   });
 

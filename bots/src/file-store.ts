@@ -34,7 +34,13 @@ import { constants, promises as fs } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { assertDir, inDir, mutex, type Store, type StoreEntry, type StoreReader, TxOverlay } from './engine.js';
 
-export type StateErrorCode = 'state_key_missing' | 'state_key_invalid' | 'state_corrupt' | 'state_locked';
+export type StateErrorCode =
+  | 'state_key_missing'
+  | 'state_key_invalid'
+  | 'state_corrupt'
+  | 'state_locked'
+  /** A commit failed (disk full, I/O error) and could not be undone in the file: reopen the store. */
+  | 'state_write_failed';
 
 export class StateError extends Error {
   override readonly name = 'StateError';
@@ -295,6 +301,8 @@ export async function openFileStore(dir: string, key: Uint8Array, opts: FileStor
   if (offset === 0 && log.length === 0) await fsyncDir(dir, sync);
   let logBytes = offset;
   let closed = false;
+  /** Set when a failed append could not be cut off again: the store takes no more commits. */
+  let broken: StateError | null = null;
 
   const exclusive = mutex();
   const base: StoreReader = {
@@ -311,29 +319,50 @@ export async function openFileStore(dir: string, key: Uint8Array, opts: FileStor
     },
   };
 
+  /**
+   * Compaction, after a commit is durable (so it never fails that commit: a failed one is tried again after the
+   * next). Until the new generation is switched to, a failure removes its snapshot again: left behind, it would
+   * win at the next open and hide every commit appended to the old log in the meantime.
+   */
   const compact = async () => {
     const next = generation + 1;
-    const snap = seal(key, ad('snap', next, 0), encodeWrites(data));
-    const tmp = join(dir, `${snapName(next)}.tmp`);
-    const h = await fs.open(tmp, 'w', 0o600);
+    const snapPath = join(dir, snapName(next));
+    const tmp = `${snapPath}.tmp`;
+    let newLog: Awaited<ReturnType<typeof fs.open>> | null = null;
     try {
-      await h.writeFile(snap);
-      if (sync) await h.sync();
-    } finally {
-      await h.close();
+      const snap = seal(key, ad('snap', next, 0), encodeWrites(data));
+      const h = await fs.open(tmp, 'w', 0o600);
+      try {
+        await h.writeFile(snap);
+        if (sync) await h.sync();
+      } finally {
+        await h.close();
+      }
+      await fs.rename(tmp, snapPath);
+      await fsyncDir(dir, sync);
+      newLog = await fs.open(join(dir, logName(next)), 'a', 0o600);
+      await fsyncDir(dir, sync);
+    } catch {
+      await newLog?.close().catch(() => undefined);
+      try {
+        await fs.rm(snapPath, { force: true });
+        await fs.rm(tmp, { force: true });
+        await fsyncDir(dir, sync);
+      } catch {
+        broken = new StateError('state_write_failed', 'a failed compaction could not be undone; reopen the store');
+      }
+      return;
     }
-    await fs.rename(tmp, join(dir, snapName(next)));
-    await fsyncDir(dir, sync);
-    const newLog = await fs.open(join(dir, logName(next)), 'a', 0o600);
-    await fsyncDir(dir, sync);
-    await handle.close();
+    const oldHandle = handle;
     const old = generation;
     handle = newLog;
     generation = next;
     logBytes = 0;
     index = 0;
-    await fs.rm(join(dir, logName(old)), { force: true });
-    await fs.rm(join(dir, snapName(old)), { force: true });
+    // The new generation is complete: what is left of the old one is only disk space.
+    await oldHandle.close().catch(() => undefined);
+    await fs.rm(join(dir, logName(old)), { force: true }).catch(() => undefined);
+    await fs.rm(join(dir, snapName(old)), { force: true }).catch(() => undefined);
   };
 
   const transaction = <T>(fn: (tx: TxOverlay) => Promise<T>): Promise<T> =>
@@ -342,11 +371,29 @@ export async function openFileStore(dir: string, key: Uint8Array, opts: FileStor
       const tx = new TxOverlay(base);
       const result = await fn(tx);
       if (tx.writes.size > 0) {
+        if (broken) throw broken;
         const frame = seal(key, ad('log', generation, index), encodeWrites(tx.writes));
         const head = Buffer.alloc(4);
         head.writeUInt32BE(frame.length, 0);
-        await handle.write(Buffer.concat([head, frame]));
-        if (sync) await handle.datasync();
+        const bytes = Buffer.concat([head, frame]);
+        try {
+          // A short write (the disk filled up mid-frame) resolves without an error: it is a failure too.
+          const { bytesWritten } = await handle.write(bytes);
+          if (bytesWritten !== bytes.length)
+            throw Object.assign(new Error('ENOSPC: short write of the state log'), { code: 'ENOSPC' });
+          if (sync) await handle.datasync();
+        } catch (e) {
+          // Not acknowledged, so it must not come back at the next open — and the next frame (sealed with
+          // this same index) must follow the last acknowledged one: cut what reached the file. If even that
+          // fails, the log's end is unknown: refuse every later commit rather than append after garbage.
+          try {
+            await handle.truncate(logBytes);
+            if (sync) await handle.datasync();
+          } catch {
+            broken = new StateError('state_write_failed', 'a failed state write could not be undone; reopen the store');
+          }
+          throw e;
+        }
         index++;
         logBytes += 4 + frame.length;
         // Durable: now visible.
