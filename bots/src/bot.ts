@@ -23,7 +23,7 @@
  * @module
  */
 import { Webhook } from 'standardwebhooks';
-import { type WebhookEventBody, webhookEventBody } from '../../schema/webhooks.js';
+import { MAX_WEBHOOK_BODY_BYTES, type WebhookEventBody, webhookEventBody } from '../../schema/webhooks.js';
 import {
   Account,
   type ContactView,
@@ -55,7 +55,9 @@ export type BotErrorCode =
   | 'send_timeout'
   | 'send_failed'
   | 'unknown_user'
-  | 'closed';
+  | 'closed'
+  /** A webhook request body larger than any the server sends (MAX_WEBHOOK_BODY_BYTES): refused unread. */
+  | 'payload_too_large';
 
 export class BotError extends Error {
   override readonly name = 'BotError';
@@ -573,7 +575,15 @@ export class Bot {
    * WHATWG `Request` (Node 20's global, a serverless runtime's, or `nodeRequest` below).
    */
   async handleWebhook(request: Request): Promise<Response> {
-    const body = await request.text();
+    // Anyone who reaches the endpoint can post, before any signature is checked: read no more than the
+    // largest body the server ever sends.
+    const body = await boundedText(request, MAX_WEBHOOK_BODY_BYTES);
+    if (body === null) {
+      return Response.json(
+        { error: { code: 'payload_too_large', message: `a webhook body is at most ${MAX_WEBHOOK_BODY_BYTES} bytes` } },
+        { status: 413 },
+      );
+    }
     const headers: Record<string, string> = {};
     request.headers.forEach((v, k) => {
       headers[k] = v;
@@ -641,13 +651,47 @@ export class Bot {
   }
 }
 
-/** A WHATWG Request from a node:http request (for `handleWebhook` behind `http.createServer`). */
+/** The body as text, or null once it is longer than `max` bytes (declared or read: nothing more is read). */
+async function boundedText(request: Request, max: number): Promise<string | null> {
+  const declared = Number(request.headers.get('content-length') ?? '');
+  if (Number.isFinite(declared) && declared > max) {
+    await request.body?.cancel().catch(() => undefined);
+    return null;
+  }
+  if (!request.body) return '';
+  const reader = request.body.getReader();
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => undefined);
+      return null;
+    }
+    parts.push(value);
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/**
+ * A WHATWG Request from a node:http request (for `handleWebhook` behind `http.createServer`). A body larger
+ * than MAX_WEBHOOK_BODY_BYTES (declared or read) is not buffered: BotError `payload_too_large` (answer 413).
+ */
 export async function nodeRequest(
   req: import('node:http').IncomingMessage,
   base = 'http://localhost',
 ): Promise<Request> {
+  const tooLarge = () => new BotError('payload_too_large', `a webhook body is at most ${MAX_WEBHOOK_BODY_BYTES} bytes`);
+  if (Number(req.headers['content-length'] ?? 0) > MAX_WEBHOOK_BODY_BYTES) throw tooLarge();
   const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
+  let total = 0;
+  for await (const c of req) {
+    total += (c as Buffer).length;
+    if (total > MAX_WEBHOOK_BODY_BYTES) throw tooLarge(); // leaving the loop stops reading the stream
+    chunks.push(c as Buffer);
+  }
   const headers = new Headers();
   for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers.set(k, v);
   return new Request(new URL(req.url ?? '/', base), {

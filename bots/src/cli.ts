@@ -22,7 +22,7 @@
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { WEBHOOK_EVENT_TYPES, type WebhookEventType } from '../../schema/webhooks.js';
-import { Bot, type BotMessage, nodeRequest, sendNodeResponse } from './bot.js';
+import { Bot, BotError, type BotMessage, nodeRequest, sendNodeResponse } from './bot.js';
 import { newStateKey } from './file-store.js';
 
 const USAGE = `usage: npm run bot -- <command> [options]
@@ -122,7 +122,8 @@ export async function main(argv: string[], out: (line: string) => void = console
             try {
               await sendNodeResponse(res, await bot.handleWebhook(await nodeRequest(req)));
             } catch (e) {
-              res.statusCode = 500;
+              // An oversized body (nodeRequest stopped reading it) is the sender's fault; anything else is ours.
+              res.statusCode = e instanceof BotError && e.code === 'payload_too_large' ? 413 : 500;
               res.end();
               out(JSON.stringify({ error: e instanceof Error ? e.name : 'error' }));
             }
