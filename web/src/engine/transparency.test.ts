@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   decodeDeviceList,
+  defaultCurves,
   encodeDeviceList,
   encodePrekeyUpload,
   generateEd25519,
@@ -39,8 +40,8 @@ import {
   until,
   type World,
 } from './testing/harness.js';
-import type { KtAlertCode } from './transparency.js';
-import type { KtProof } from './transport.js';
+import { type KtAlertCode, Transparency } from './transparency.js';
+import type { KtProof, ServerApi } from './transport.js';
 
 const code = (p: Promise<unknown>) =>
   p.then(
@@ -375,6 +376,55 @@ describe('honest paths', () => {
     expect((await bob.engine.refreshContact('alice')).blocked).toBe(true);
     expect(await alertCodes(bob)).toEqual([]);
     alice.engine.close();
+  });
+
+  it("a contact head newer than ours while the log's proof cannot be fetched raises no split view (nothing was learned)", async () => {
+    const curves = await defaultCurves();
+    const log = await FakeKtLog.create(curves, cryptoRng, Date.now);
+    const entry = async (i: number) => ({
+      kind: 'key' as const,
+      userId: `user${i}`,
+      version: 1,
+      username: `user${i}`,
+      identityKey: (await generateEd25519(curves, cryptoRng)).publicKey,
+    });
+    for (let i = 0; i < 3; i++) log.append(await entry(i));
+    let online = true;
+    // The log's head comes back, but its consistency proof is lost on the way (offline, 429, 5xx).
+    const api = {
+      ktHead: async () => log.head(),
+      ktConsistency: async (from: number, to: number) => {
+        if (!online) throw Object.assign(new TypeError('Failed to fetch'), { name: 'TypeError' });
+        return log.consistency(from, to) ?? [];
+      },
+    } as unknown as ServerApi;
+    const events: EngineEvent[] = [];
+    const kt = new Transparency(
+      {
+        store: memoryStore(),
+        api,
+        curves,
+        rng: cryptoRng,
+        now: Date.now,
+        locks: memoryLocks(),
+        emit: (e) => events.push(e),
+      },
+      { logKey: log.publicKey },
+    );
+    await kt.refreshHead(); // ours: 3 entries
+    log.append(await entry(3));
+    const theirs = await log.head(); // the contact's: 4 entries
+    online = false;
+    await kt.onPeerHead('bob', theirs).catch(() => undefined);
+    expect((await kt.alerts()).map((a) => a.code)).toEqual([]);
+    expect(events).toEqual([]);
+    // Control: reachable again, the same head checks out; a log that really hides the newer tree is a split view.
+    online = true;
+    await kt.onPeerHead('bob', theirs);
+    expect(await kt.alerts()).toEqual([]);
+    const hidden = await log.head({ size: 5, root: cryptoRng(32) });
+    await kt.onPeerHead('bob', hidden);
+    expect((await kt.alerts()).map((a) => a.code)).toEqual(['split_view']);
   });
 
   it('an app built without a log key refuses every key', async () => {

@@ -378,8 +378,10 @@ export class Transparency {
           'kt_log_invalid',
         );
       let ours = await this.head();
-      if (!ours || ours.size < theirs.size) ours = await this.advance(await this.ctx.api.ktHead()).catch(() => ours);
-      if (!ours) return;
+      // Theirs is newer: compare with the log's current head. If it cannot be fetched, nothing is learned
+      // (thrown as it is, like a failed consistency proof below) — our older head is no evidence of a split
+      // view; a log that fails the fetch's own checks has raised its alert in `advance`.
+      if (!ours || ours.size < theirs.size) ours = await this.advance(await this.ctx.api.ktHead());
       if (isFork(ours, theirs)) {
         await split(`two trees of ${ours.size} entries`);
         return;
