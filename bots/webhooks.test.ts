@@ -6,7 +6,7 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { MAX_WEBHOOK_BODY_BYTES } from '../schema/webhooks.js';
-import { memoryStore } from '../web/src/engine/storage.js';
+import { memoryStore, writeJson } from '../web/src/engine/storage.js';
 import { Bot, nodeRequest } from './src/bot.js';
 
 const MiB = 1024 * 1024;
@@ -74,5 +74,59 @@ describe('bot webhooks: body size', () => {
     const small = Readable.from([Buffer.from('{"ok":true}')]) as unknown as import('node:http').IncomingMessage;
     Object.assign(small, { method: 'POST', url: '/hook', headers: { 'content-type': 'application/json' } });
     expect(await (await nodeRequest(small)).text()).toBe('{"ok":true}');
+  });
+});
+
+describe('bot webhooks: rotated secrets', () => {
+  it('a secret a rotation replaced verifies during the overlap only; the newest always does', async () => {
+    const { Webhook } = await import('standardwebhooks');
+    const secret = (c: string) => `whsec_${Buffer.alloc(32, c).toString('base64')}`;
+    const [oldest, old, newest, prev2, newest2] = [secret('a'), secret('b'), secret('c'), secret('d'), secret('e')];
+    const store = memoryStore();
+    const now = Date.now();
+    const h = 3600_000;
+    // Newest first per endpoint, as keepSecret keeps them. e1: `old` was replaced 25 h ago (past the 24 h
+    // overlap), `oldest` 30 h ago; e2: `prev2` was replaced 1 h ago (within it).
+    await store.transaction(async (tx) =>
+      writeJson(tx, 'bot/webhook-secrets', [
+        { id: 'e2', secret: newest2, at: now - h },
+        { id: 'e1', secret: newest, at: now - 25 * h },
+        { id: 'e2', secret: prev2, at: now - 50 * h },
+        { id: 'e1', secret: old, at: now - 30 * h },
+        { id: 'e1', secret: oldest, at: now - 60 * h },
+      ]),
+    );
+    const bot = Object.assign(Object.create(Bot.prototype) as object, {
+      opts: {},
+      store,
+      listening: false,
+      dispatching: new Map(),
+      background: new Set(),
+      engine: { idle: async () => undefined, disconnect: async () => undefined },
+    }) as unknown as Bot;
+    let n = 0;
+    const signed = (s: string) => {
+      const id = `msg_${++n}`;
+      const body = JSON.stringify({
+        type: 'webhook.test',
+        timestamp: new Date().toISOString(),
+        data: { endpointId: 'e1' },
+      });
+      const sig = new Webhook(s).sign(id, new Date(), body);
+      return new Request('http://localhost/hook', {
+        method: 'POST',
+        headers: {
+          'webhook-id': id,
+          'webhook-timestamp': String(Math.floor(Date.now() / 1000)),
+          'webhook-signature': sig,
+        },
+        body,
+      });
+    };
+    expect((await bot.handleWebhook(signed(newest))).status).toBe(200);
+    expect((await bot.handleWebhook(signed(old))).status).toBe(401);
+    expect((await bot.handleWebhook(signed(oldest))).status).toBe(401);
+    expect((await bot.handleWebhook(signed(newest2))).status).toBe(200);
+    expect((await bot.handleWebhook(signed(prev2))).status).toBe(200);
   });
 });

@@ -23,7 +23,12 @@
  * @module
  */
 import { Webhook } from 'standardwebhooks';
-import { MAX_WEBHOOK_BODY_BYTES, type WebhookEventBody, webhookEventBody } from '../../schema/webhooks.js';
+import {
+  MAX_WEBHOOK_BODY_BYTES,
+  WEBHOOK_ROTATION_OVERLAP_MS,
+  type WebhookEventBody,
+  webhookEventBody,
+} from '../../schema/webhooks.js';
 import {
   Account,
   type ContactView,
@@ -562,9 +567,23 @@ export class Bot {
     return v;
   }
 
+  /**
+   * The secrets a webhook may be signed with: those given in the options, each endpoint's newest, and one a
+   * rotation replaced only during the server's overlap (WEBHOOK_ROTATION_OVERLAP_MS) — a rotated-away
+   * (perhaps leaked) secret must stop verifying when the server stops signing with it.
+   */
   private async secrets(): Promise<string[]> {
-    const kept = (await readJson<{ secret: string }[]>(this.store, K.secrets)) ?? [];
-    return [...(this.opts.webhookSecrets ?? []), ...kept.map((s) => s.secret)];
+    const kept = (await readJson<{ id: string; secret: string; at: number }[]>(this.store, K.secrets)) ?? [];
+    const now = Date.now();
+    /** Per endpoint, when the secret seen last (newest first: keepSecret prepends) was created. */
+    const replacedAt = new Map<string, number>();
+    const live: string[] = [];
+    for (const s of kept) {
+      const at = replacedAt.get(s.id);
+      if (at === undefined || now - at < WEBHOOK_ROTATION_OVERLAP_MS) live.push(s.secret);
+      replacedAt.set(s.id, s.at);
+    }
+    return [...(this.opts.webhookSecrets ?? []), ...live];
   }
 
   /**
