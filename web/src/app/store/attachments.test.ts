@@ -10,14 +10,18 @@ import { createAttachments } from './attachments.js';
 import { type Actions, initialState, type State } from './state.js';
 
 let release: (() => void)[] = [];
+let failNext = false;
 vi.mock('../media.js', () => ({
   formatSize: (n: number) => `${n} B`,
   prepareFile: (f: File): Promise<PreparedFile> =>
-    new Promise((resolve) =>
-      release.push(() =>
-        resolve({ file: f, fileName: f.name, contentType: f.type, width: null, height: null, thumbnail: null }),
-      ),
-    ),
+    new Promise((resolve, reject) => {
+      const fail = failNext;
+      failNext = false;
+      release.push(() => {
+        if (fail) reject(new Error('convertToBlob failed'));
+        else resolve({ file: f, fileName: f.name, contentType: f.type, width: null, height: null, thumbnail: null });
+      });
+    }),
 }));
 
 function setup() {
@@ -78,5 +82,25 @@ describe('attachments store: upload cards', () => {
     await picking;
     await settle();
     expect(sent).toEqual(['b.pdf']);
+  });
+
+  it('a file whose media step fails is not sent as it is: the card fails, and Retry prepares it again', async () => {
+    const { state, actions, sent } = setup();
+    failNext = true;
+    const picking = actions.sendFiles('c1', [new File(['exif+gps'], 'photo.jpg', { type: 'image/jpeg' })]);
+    await settle();
+    release.shift()!();
+    await picking;
+    await settle();
+    expect(sent).toEqual([]);
+    const card = state.uploads.c1![0]!;
+    expect(card).toMatchObject({ state: 'failed', error: 'prepare_failed' });
+    actions.retryUpload('c1', card.id);
+    await settle();
+    expect(state.uploads.c1![0]).toMatchObject({ state: 'running', phase: 'preparing' });
+    release.shift()!();
+    await settle();
+    await settle();
+    expect(sent).toEqual(['photo.jpg']);
   });
 });

@@ -42,6 +42,7 @@ const ERRORS: Record<string, string> = {
   attachment_too_large: 'This file is too large to send.',
   attachment_quota_exceeded: 'You have sent too much today. Try again later.',
   upload_failed: 'Upload failed.',
+  prepare_failed: 'This file could not be prepared for sending (its metadata could not be removed). Nothing was sent.',
   not_member: 'You are not a member of this conversation.',
   identity_changed: 'A safety number changed. Review it to send.',
   attachment_unavailable: 'This attachment is no longer available.',
@@ -55,6 +56,8 @@ export function createAttachments(agent: () => Agent, actions: Actions, state: S
   let counter = 0;
   /** The prepared drafts of cards (kept for Retry; never in the Solid store: Blobs stay plain). */
   const drafts = new Map<string, { conversationId: string; draft: PreparedFile }>();
+  /** The picked files of cards whose media step has not succeeded yet (Retry prepares them again). */
+  const originals = new Map<string, File>();
   /** transferId → the card or download it drives. */
   const owners = new Map<string, { conversationId: string; kind: 'upload' } | { clientId: string; kind: 'download' }>();
 
@@ -64,6 +67,7 @@ export function createAttachments(agent: () => Agent, actions: Actions, state: S
     setState('uploads', c, (l) => (l ?? []).filter((u) => u.id !== id));
     drafts.delete(id);
     owners.delete(id);
+    originals.delete(id);
   };
 
   const wire = () => {
@@ -81,6 +85,33 @@ export function createAttachments(agent: () => Agent, actions: Actions, state: S
         patchUpload(o.conversationId, e.id, { phase: e.phase === 'encrypt' ? 'encrypt' : 'upload', fraction });
       } else if (state.downloads[o.clientId]?.transferId === e.id) setState('downloads', o.clientId, { fraction });
     });
+  };
+
+  /**
+   * The media step, then the upload. A media step that fails fails the card: the original file is never sent
+   * instead (an image would go out with the EXIF, GPS and camera data the step exists to remove).
+   */
+  const prepare = async (c: string, id: string, f: File) => {
+    patchUpload(c, id, { state: 'running', error: undefined, phase: 'preparing', fraction: 0 });
+    let draft: PreparedFile;
+    try {
+      draft = await prepareFile(f);
+    } catch {
+      if (owners.has(id)) patchUpload(c, id, { state: 'failed', error: 'prepare_failed' });
+      return;
+    }
+    // Cancelled while it was being prepared (its card is gone): nothing of it is sent.
+    if (!owners.has(id)) return;
+    drafts.set(id, { conversationId: c, draft });
+    patchUpload(c, id, {
+      fileName: draft.fileName,
+      size: draft.file.size,
+      contentType: draft.contentType,
+      thumbnail: draft.thumbnail,
+      width: draft.width,
+      height: draft.height,
+    });
+    void run(c, id);
   };
 
   const run = async (c: string, id: string) => {
@@ -116,35 +147,15 @@ export function createAttachments(agent: () => Agent, actions: Actions, state: S
           state: 'running',
         };
         setState('uploads', c, (l) => [...(l ?? []), card]);
-        let draft: PreparedFile;
-        try {
-          draft = await prepareFile(f);
-        } catch {
-          draft = {
-            file: f,
-            fileName: f.name || 'file',
-            contentType: f.type,
-            width: null,
-            height: null,
-            thumbnail: null,
-          };
-        }
-        // Cancelled while it was being prepared (its card is gone): nothing of it is sent.
-        if (!owners.has(id)) continue;
-        drafts.set(id, { conversationId: c, draft });
-        patchUpload(c, id, {
-          fileName: draft.fileName,
-          size: draft.file.size,
-          contentType: draft.contentType,
-          thumbnail: draft.thumbnail,
-          width: draft.width,
-          height: draft.height,
-        });
-        void run(c, id);
+        originals.set(id, f);
+        await prepare(c, id, f);
       }
     },
     retryUpload(c: string, id: string) {
-      void run(c, id);
+      const f = originals.get(id);
+      // Not prepared yet (the media step failed): prepared again, then sent.
+      if (!drafts.has(id) && f) void prepare(c, id, f);
+      else void run(c, id);
     },
     async cancelUpload(c: string, id: string) {
       // The card goes first: a file still being prepared is then never handed to the engine.
