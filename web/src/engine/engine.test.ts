@@ -220,6 +220,73 @@ describe('engine over the fake server', () => {
     bob.engine.close();
   });
 
+  it('a conversation whose processing keeps failing spends a bounded number of socket tickets: after one restart it is retried through the mailbox; the envelope is processed once when storage recovers', async () => {
+    const w = await makeWorld();
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    // Bob's store refuses every transaction that stores a message and moves the cursor while `failing`.
+    const inner = memoryStore();
+    let failing = false;
+    let failures = 0;
+    const store: Store = {
+      get: (k) => inner.get(k),
+      list: (d) => inner.list(d),
+      put: (k, v) => inner.put(k, v),
+      delete: (k) => inner.delete(k),
+      transaction: (fn) =>
+        inner.transaction(async (tx) => {
+          const keys: string[] = [];
+          const r = await fn({
+            get: (k) => tx.get(k),
+            list: (d) => tx.list(d),
+            put: (k, v) => {
+              keys.push(k);
+              tx.put(k, v);
+            },
+            delete: (k) => {
+              keys.push(k);
+              tx.delete(k);
+            },
+          });
+          if (failing && keys.some((k) => k.startsWith('msg/')) && keys.some((k) => k.startsWith('cur/'))) {
+            failures++;
+            throw new Error('simulated store failure');
+          }
+          return r;
+        }),
+    };
+    // Every socket open spends one server ticket.
+    let tickets = 0;
+    const sockets = w.server.sockets('bob', 'bob-1');
+    const realtime: SocketFactory = (id, h) => {
+      tickets++;
+      return sockets(id, h);
+    };
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob', 'bob-1', { store, engine: { realtime } });
+    const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    await online([alice, bob], conv);
+    await alice.engine.sendText(conv, 'warm-up');
+    await until(async () => (await texts(bob.engine, conv)).includes('warm-up'), 'warm-up');
+    const before = tickets;
+    failing = true;
+    await alice.engine.sendText(conv, 'one');
+    await until(() => failures >= 10, 'ten failed attempts');
+    // One restart of the socket (PROCESS_FAILURE_SOCKET_RESTARTS); the other nine came through the mailbox.
+    expect(tickets - before).toBe(1);
+    expect(await bob.engine.connectionStatus(conv)).toBe('offline');
+    failing = false;
+    await until(async () => (await texts(bob.engine, conv)).includes('one'), "'one' once storage recovers");
+    await until(async () => (await bob.engine.connectionStatus(conv)) === 'online', 'bob online again');
+    expect(tickets - before).toBe(2); // ... and one to connect again
+    await alice.engine.sendText(conv, 'two');
+    await until(async () => (await texts(bob.engine, conv)).includes('two'), "'two' on the socket");
+    expect(await texts(bob.engine, conv)).toEqual(['warm-up', 'one', 'two']);
+    await until(() => w.server.pending(conv, 'bob', 'bob-1').length === 0, 'everything acked');
+    logged.mockRestore();
+    alice.engine.close();
+    bob.engine.close();
+  });
+
   it('mailbox pages are checked against the wire schema: a malformed envelope is left out (no cursor jump), a malformed page refused', async () => {
     const w = await makeWorld();
     const base = w.server.api('bob', 'bob-1');

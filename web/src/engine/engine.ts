@@ -459,20 +459,70 @@ export function createEngine(opts: EngineOptions): Engine {
   let maintenanceTimer: ReturnType<typeof setInterval> | undefined;
 
   /**
-   * Offline catch-up: fetch, process and acknowledge the whole mailbox (also the request poll's and the first
-   * connect's). One sync at a time: a second one runs after the first, for what came since, instead of
-   * processing the same pages side by side.
-   */
-  /**
    * Processing failed (a store error, a fetch that failed): nothing past the durable cursor is acked, and the
-   * conversation's socket resumes from it (inbox.process skips its live frames until then), never past it.
+   * conversation's socket resumes from it (inbox.process skips its live frames until then), never past it —
+   * or, failing again, the mailbox brings what failed back (`recoverByMailbox`).
    */
   const failed =
     (conversationId: string) =>
     (e: unknown): never => {
-      realtime.restart(conversationId);
+      const n = (failures.get(conversationId) ?? 0) + 1;
+      failures.set(conversationId, n);
+      if (n <= constants.PROCESS_FAILURE_SOCKET_RESTARTS) realtime.restart(conversationId);
+      else {
+        // Failing again: no more socket opens (tickets) for it — the mailbox brings the envelope back.
+        realtime.close(conversationId);
+        recoverByMailbox(conversationId);
+      }
       throw e;
     };
+  /**
+   * Consecutive processing failures per conversation, until its processing moves the cursor again. After
+   * PROCESS_FAILURE_SOCKET_RESTARTS socket restarts (each spends a ticket of the budget all conversations share)
+   * the conversation is closed and retried through the mailbox (`recovering`: its next try, back-off doubling
+   * like a socket's) until an envelope of it is processed; then its socket opens again and resumes from the cursor.
+   */
+  const failures = new Map<string, number>();
+  const recovering = new Map<string, { timer: ReturnType<typeof setTimeout>; tries: number }>();
+  const backoffMs = opts.backoff ?? { baseMs: 500, maxMs: 30_000 };
+  const recoverByMailbox = (conversationId: string) => {
+    const prev = recovering.get(conversationId);
+    clearTimeout(prev?.timer);
+    const tries = (prev?.tries ?? 0) + 1;
+    const ms = Math.min(backoffMs.maxMs, backoffMs.baseMs * 2 ** Math.min(tries - 1, 30));
+    const gen = connections;
+    const timer = setTimeout(() => {
+      if (gen !== connections || recovering.get(conversationId) !== next) return;
+      // Nothing of it in the mailbox yet (the server writes it there shortly): try again later.
+      track(
+        syncMailboxNow().finally(() => {
+          if (recovering.get(conversationId) === next) recoverByMailbox(conversationId);
+        }),
+      );
+    }, ms);
+    (timer as { unref?: () => void }).unref?.();
+    const next = { timer, tries };
+    recovering.set(conversationId, next);
+  };
+  /** Processing of the conversation moved its cursor: a failure streak ends, a closed socket opens again. */
+  const processed = (conversationId: string) => {
+    failures.delete(conversationId);
+    const r = recovering.get(conversationId);
+    if (!r) return;
+    clearTimeout(r.timer);
+    recovering.delete(conversationId);
+    if (!parked.has(conversationId)) realtime.open(conversationId); // a request stays on the poll
+  };
+  const stopRecovery = () => {
+    for (const r of recovering.values()) clearTimeout(r.timer);
+    recovering.clear();
+    failures.clear();
+  };
+  /**
+   * Offline catch-up: fetch, process and acknowledge the whole mailbox (also the request poll's and the first
+   * connect's). One sync at a time: a second one runs after the first, for what came since, instead of
+   * processing the same pages side by side.
+   */
   const oneSync = mutex();
   const syncMailboxNow = (): Promise<number> => oneSync(syncMailboxPages);
   const syncMailboxPages = async (): Promise<number> => {
@@ -505,7 +555,11 @@ export function createEngine(opts: EngineOptions): Engine {
           [...byConv].map(async ([c, envs]) => ({ c, upTo: await inbox.process(c, envs).catch(failed(c)) })),
         );
         const acks: { conversationId: string; upTo: number }[] = [];
-        for (const { c, upTo } of done) if (upTo !== null) acks.push({ conversationId: c, upTo });
+        for (const { c, upTo } of done) {
+          if (upTo === null) continue;
+          acks.push({ conversationId: c, upTo });
+          processed(c);
+        }
         count += page.envelopes.length;
         await acked; // an ack that failed stops the sync, as before
         acked = acks.length ? ctx.api.ackMailbox(acks) : Promise.resolve();
@@ -611,7 +665,10 @@ export function createEngine(opts: EngineOptions): Engine {
 
   const receive = async (conversationId: string, envelopes: readonly Envelope[]) => {
     const upTo = await inbox.process(conversationId, envelopes, true).catch(failed(conversationId));
-    if (upTo !== null) realtime.send(conversationId, { v: 1, type: 'ack', upTo });
+    if (upTo !== null) {
+      realtime.send(conversationId, { v: 1, type: 'ack', upTo });
+      processed(conversationId);
+    }
     maintainIfConsumed();
     await outbox.flush(conversationId);
   };
@@ -1155,6 +1212,7 @@ export function createEngine(opts: EngineOptions): Engine {
       caughtUp = false;
       connections++;
       stopRequestPoll();
+      stopRecovery();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
       clearInterval(monitorTimer);
@@ -1385,6 +1443,7 @@ export function createEngine(opts: EngineOptions): Engine {
       connections++;
       realtime.closeAll();
       stopRequestPoll();
+      stopRecovery();
       clearInterval(maintenanceTimer);
       maintenanceTimer = undefined;
       clearInterval(monitorTimer);

@@ -296,6 +296,15 @@ export const OUTBOX_RETRY_BASE_MS = 250;
 export const OUTBOX_RETRY_MAX_MS = 30_000;
 export const OUTBOX_TRANSIENT_LIFESPAN_MS = 20 * 3600 * 1000;
 
+/**
+ * A conversation whose processing failed (a store error, a fetch that failed) resumes from its durable cursor.
+ * The first PROCESS_FAILURE_SOCKET_RESTARTS consecutive failures restart its socket (each open spends a server
+ * ticket from the budget every conversation shares); after that its socket stays closed and the failed
+ * envelope is tried again through the mailbox, with back-off — no ticket — until it is processed; then the
+ * socket opens again (one ticket). So a failure that repeats costs at most this many tickets plus one.
+ */
+export const PROCESS_FAILURE_SOCKET_RESTARTS = 1;
+
 // ---- Client membership log (the engine's groups.ts) ----------------------------------------------------
 /**
  * The server answered a membership-log fetch with a gap (an entry missing before those it returned): nothing
