@@ -205,6 +205,11 @@ export type EngineEvent =
   | { readonly type: 'history_imported'; readonly conversations: readonly string[] }
   | { readonly type: 'membership_changed'; readonly conversationId: string; readonly members: readonly string[] }
   | { readonly type: 'connection'; readonly conversationId: string; readonly status: ConnectionStatus }
+  /**
+   * The conversation's membership log as the server answers it skips an entry (`retryAt`: its next fetch, ms),
+   * or — null — a whole log was verified since. Meanwhile our messages there wait as `sending` (groups.ts).
+   */
+  | { readonly type: 'membership_gap'; readonly conversationId: string; readonly retryAt: number | null }
   /** Our private settings changed (blocks, mutes, accepted requests), on this device or another of ours. */
   | { readonly type: 'people_changed' }
   /** A profile (ours or a contact's) was set or opened anew. */

@@ -7,8 +7,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { constants, decodeMembershipEntry } from './_protocol.js';
+import type { EngineEvent } from './context.js';
 import { memoryStore, readJson, type Store, type StoreTx } from './storage.js';
-import { makeWorld, newClient, until, type World } from './testing/harness.js';
+import { makeWorld, newClient, online, texts, until, type World } from './testing/harness.js';
 import type { ServerApi } from './transport.js';
 
 /** Appends `entries` as the deleting account's device would have them appended by POST /api/account/delete. */
@@ -226,5 +227,67 @@ describe('a membership log with a gap', () => {
     expect(fetches).toBe(3);
     expect((await bob.engine.conversation(conv)).title).toBe('two');
     for (const c of [alice, bob]) c.engine.close();
+  });
+
+  it('is a conversation state the engine shows and retries by itself: our message waits as sending, a new member’s is not refused; a whole answer clears it and both go through once', async () => {
+    const w = await makeWorld();
+    const base = w.server.api('bob', 'bob-1');
+    let drop = -1; // the entry the server leaves out of its answers to bob
+    const api: ServerApi = {
+      ...base,
+      fetchMembershipLog: async (id, after) =>
+        (await base.fetchMembershipLog(id, after)).filter((b) => decodeMembershipEntry(b).seq !== drop),
+    };
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob', 'bob-1', { engine: { api } });
+    const carol = await newClient(w, 'carol');
+    const gaps: (number | null)[] = [];
+    bob.engine.on((e: EngineEvent) => {
+      if (e.type === 'membership_gap') gaps.push(e.retryAt);
+    });
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob'], title: 'g' });
+    await online([alice, bob], conv);
+    await bob.engine.sendText(conv, 'before');
+    await until(async () => (await texts(alice.engine, conv)).includes('before'), 'alice has bob’s first');
+    expect((await bob.engine.conversation(conv)).membershipGap).toBe(false);
+    // Bob is away while Alice adds Carol and renames the group; the server's answers to him then skip the add.
+    await bob.engine.disconnect();
+    drop = w.server.conversations.get(conv)!.entries.length;
+    await alice.engine.addMember(conv, 'carol');
+    await alice.engine.changeMembership(conv, { action: 'rename', title: 'two' });
+    await bob.engine.connect([conv]);
+    await until(() => gaps.length > 0, 'the gap is shown');
+    expect(gaps[0]).toEqual(expect.any(Number)); // when it is fetched again
+    expect((await bob.engine.conversation(conv)).membershipGap).toBe(true);
+    // Bob writes meanwhile: held as sending (the log may have moved past a removal he cannot see)...
+    const held = await bob.engine.sendText(conv, 'held');
+    // ... and Carol, whom he cannot verify yet, writes: not stored as undecryptable (not_member) for good.
+    await online([carol], conv);
+    await carol.engine.sendText(conv, 'from carol');
+    await until(async () => (await texts(alice.engine, conv)).includes('from carol'), 'alice has carol’s');
+    await bob.engine.idle();
+    expect((await bob.engine.messages(conv)).find((m) => m.clientId === held.clientId)?.status).toBe('sending');
+    expect(await texts(alice.engine, conv)).not.toContain('held');
+    expect(await texts(bob.engine, conv)).not.toContain('from carol');
+    expect((await bob.engine.messages(conv)).filter((m) => m.status === 'undecryptable')).toEqual([]);
+    // The server answers whole again: the next retry (its back-off, no reconnect needed) clears the state.
+    drop = -1;
+    await until(() => gaps.at(-1) === null, 'the gap is cleared', 15_000);
+    expect(gaps.filter((g) => g === null)).toHaveLength(1);
+    const view = await bob.engine.conversation(conv);
+    expect([view.membershipGap, view.title, view.members.map((m) => m.userId).sort()]).toEqual([
+      false,
+      'two',
+      ['alice', 'bob', 'carol'],
+    ]);
+    await until(async () => (await texts(alice.engine, conv)).includes('held'), 'alice has the held message', 15_000);
+    await until(async () => (await texts(carol.engine, conv)).includes('held'), 'carol has it too', 15_000);
+    await until(async () => (await texts(bob.engine, conv)).includes('from carol'), 'bob has carol’s', 15_000);
+    for (const c of [alice, bob, carol]) await c.engine.idle();
+    expect((await texts(alice.engine, conv)).filter((t) => t === 'held')).toHaveLength(1);
+    expect((await texts(carol.engine, conv)).filter((t) => t === 'held')).toHaveLength(1);
+    expect((await texts(bob.engine, conv)).filter((t) => t === 'from carol')).toHaveLength(1);
+    expect((await bob.engine.messages(conv)).filter((m) => m.status === 'undecryptable')).toEqual([]);
+    for (const c of [alice, bob, carol]) c.engine.close();
   });
 });

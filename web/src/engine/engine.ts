@@ -143,6 +143,12 @@ export interface ConversationView {
   /** Accepted, a message request, a deleted (hidden) request, or blocked (people.ts). */
   readonly requestState: RequestState;
   /**
+   * The server's membership log skipped an entry: who is in the conversation cannot be verified past what this
+   * device holds. Retried with back-off; our messages wait as `sending` until a whole log is verified
+   * (event `membership_gap`).
+   */
+  readonly membershipGap: boolean;
+  /**
    * The server no longer lists us as a member (removed, or we left on another device): the history this
    * device holds stays readable; nothing can be sent. `myRole` is then null.
    */
@@ -365,7 +371,13 @@ export function createEngine(opts: EngineOptions): Engine {
   const sessions = new Sessions(ctx, keys, directory);
   const messages = new Messages(ctx.store, ctx.now);
   const expiry = new Expiry(ctx, messages);
-  const groups = new Groups(ctx, keys, directory, (c) => messages.newest(c));
+  const groups = new Groups(
+    ctx,
+    keys,
+    directory,
+    (c) => messages.newest(c),
+    (c, retryAt) => onMembershipGap(c, retryAt),
+  );
   /**
    * The mailbox catch-up the first `connect` starts (null when none runs): that connect opens its sockets
    * after it, and any socket opened meanwhile sends its `resume` only after it, from the cursor it left — the
@@ -414,8 +426,10 @@ export function createEngine(opts: EngineOptions): Engine {
     opts.outboxRetry,
   );
   const people = new People(ctx, keys, (c, u) => groups.addedBy(c, u), opts.messageRequests ?? false);
-  // Typing reveals presence: never into a conversation that is still a request (or blocked).
+  // Typing reveals presence: never into a conversation that is still a request (or blocked), nor to the
+  // members of a log with a gap (one of them may have been removed since).
   const typingAllowed = async (c: string) =>
+    !groups.inGap(c) &&
     (opts.signalsAllowed ? await opts.signalsAllowed(c) : true) &&
     (await people.state(c, await messages.cursor(c))) === 'accepted';
   const typing = new Typing(ctx, keys, sessions, groups, directory, (c, f) => realtime.send(c, f), typingAllowed);
@@ -517,6 +531,46 @@ export function createEngine(opts: EngineOptions): Engine {
     for (const r of recovering.values()) clearTimeout(r.timer);
     recovering.clear();
     failures.clear();
+    for (const r of gapRetries.values()) clearTimeout(r.timer);
+    gapRetries.clear();
+  };
+
+  // ---- a membership log with a gap: shown, retried, and cleared by the first whole answer ----------------
+  /** Conversations whose `membership_gap` state the UI was told of (events only on a change). */
+  const gapShown = new Set<string>();
+  /** Per conversation in a gap: the log fetch armed for when its back-off ends (groups.ts LOG_GAP_RETRY_*). */
+  const gapRetries = new Map<string, { timer: ReturnType<typeof setTimeout>; at: number }>();
+  const onMembershipGap = (conversationId: string, retryAt: number | null) => {
+    if (retryAt === null) {
+      clearTimeout(gapRetries.get(conversationId)?.timer);
+      gapRetries.delete(conversationId);
+      if (gapShown.delete(conversationId)) ctx.emit({ type: 'membership_gap', conversationId, retryAt: null });
+      // What waited for a whole log: our held messages go out, a conversation on the mailbox is retried now.
+      track(outbox.flush(conversationId));
+      const r = recovering.get(conversationId);
+      if (r) {
+        clearTimeout(r.timer);
+        recovering.set(conversationId, { ...r, tries: 0 });
+        recoverByMailbox(conversationId);
+      }
+      return;
+    }
+    if (!gapShown.has(conversationId)) {
+      gapShown.add(conversationId);
+      ctx.emit({ type: 'membership_gap', conversationId, retryAt });
+    }
+    if (gapRetries.get(conversationId)?.at === retryAt) return;
+    clearTimeout(gapRetries.get(conversationId)?.timer);
+    const gen = connections;
+    const timer = setTimeout(
+      () => {
+        gapRetries.delete(conversationId);
+        if (gen === connections) track(groups.syncLog(conversationId).catch(() => undefined));
+      },
+      Math.max(0, retryAt - ctx.now()) + 1,
+    );
+    (timer as { unref?: () => void }).unref?.();
+    gapRetries.set(conversationId, { timer, at: retryAt });
   };
   /**
    * Offline catch-up: fetch, process and acknowledge the whole mailbox (also the request poll's and the first
@@ -744,6 +798,7 @@ export function createEngine(opts: EngineOptions): Engine {
       removed,
       requestState: await people.state(id, await messages.cursor(id)),
       timer: state.timer ?? 0,
+      membershipGap: groups.inGap(id),
     };
   };
 

@@ -18,7 +18,9 @@
  * - Every verified entry becomes a timeline info line (info.ts): its position (the message seq it follows)
  *   is stored with the log in one transaction, and `info_added` is emitted after the commit.
  * - A server answer that skips a log entry is refused (`membership_gap`) and that conversation's log is not
- *   fetched again before a doubling back-off (LOG_GAP_RETRY_BASE_MS … MAX_MS): never a refetch loop.
+ *   fetched again before a doubling back-off (LOG_GAP_RETRY_BASE_MS … MAX_MS): never a refetch loop. Until
+ *   an answer without a gap is applied the conversation is `inGap` (the engine shows it and retries; the
+ *   outbox encrypts nothing to it meanwhile: the log may have moved past a removal this device cannot see).
  * - Receiving is all-or-nothing: `decrypt` and `withDistribution` hand the caller a `commit(tx)` to run
  *   in the same transaction that stores the message and advances the cursor, under the receive lock.
  *
@@ -99,7 +101,20 @@ export class Groups {
     private readonly directory: Directory,
     /** The newest message seq this device knows in a conversation (where a new info line goes). */
     private readonly cursor: (conversationId: string) => Promise<number> = async () => 0,
+    /**
+     * The conversation's log has a gap (`retryAt`: when it may be fetched again; told at every refusal), or —
+     * null — no longer: an answer without a gap was verified and applied.
+     */
+    private readonly onGap: (conversationId: string, retryAt: number | null) => void = () => undefined,
   ) {}
+
+  /**
+   * Whether the server's log for the conversation skipped an entry and no whole answer has come since: the
+   * log may have moved on (a removal, say) past what this device can verify — nothing is encrypted to it then.
+   */
+  inGap(conversationId: string): boolean {
+    return this.gaps.has(conversationId);
+  }
 
   /**
    * Builds, signs and registers a new conversation with us as owner and `members` added as members.
@@ -292,8 +307,10 @@ export class Groups {
       state = await applyEntry(this.ctx.curves, state, e, resolve);
       added.push(b);
     }
-    if (fetched) this.gaps.delete(conversationId);
-    if (!added.length) return;
+    if (!added.length) {
+      if (fetched) this.gapClosed(conversationId);
+      return;
+    }
     const removed = [...before].filter((u) => !state.members.has(u));
     const position = afterSeq ?? (await this.cursor(conversationId));
     const lines = added.map((b) => membershipLine(conversationId, decodeMembershipEntry(b), position));
@@ -310,6 +327,8 @@ export class Groups {
     });
     if (!wrote) return this.applyNew(conversationId, fresh, afterSeq, fetched);
     this.states.set(conversationId, { seq: state.seq, state });
+    // Only now, with the whole answer applied: what waited for it (the outbox) sees the new log.
+    if (fetched) this.gapClosed(conversationId);
     for (const u of removed) await this.forgetSenderKeys(conversationId, u);
     this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
     for (const l of lines) {
@@ -367,11 +386,15 @@ export class Groups {
    * Whether content from (u, d) may be accepted in this conversation: u is a member per the verified log
    * and d is in u's verified device list. On a miss the log (from the server, verified entry by entry)
    * and the device list are refreshed once first — a member added just before they wrote is accepted;
-   * nothing the server alone asserts is.
+   * nothing the server alone asserts is. Throws `membership_gap` while the log cannot be brought up to date.
    */
   async verifiedSender(conversationId: string, u: string, d: string): Promise<'ok' | 'not_member' | 'unknown_device'> {
     if (!(await this.isVerifiedMember(conversationId, u))) {
-      await this.sync(conversationId).catch(() => undefined);
+      await this.sync(conversationId).catch((e: unknown) => {
+        // The server's log skips an entry: whether u was added cannot be told yet. Not "not a member" — the
+        // envelope fails and comes again once the log is whole (it is not stored as undecryptable for good).
+        if (e instanceof EngineError && e.code === 'membership_gap') throw e;
+      });
       if (!(await this.isVerifiedMember(conversationId, u))) return 'not_member';
     }
     if (!(await this.directory.device(u, d))) {
@@ -387,14 +410,20 @@ export class Groups {
     this.assertNoGapBackoff(conversationId);
     const more = await this.ctx.api.fetchMembershipLog(conversationId, state.seq);
     if (more.length) await this.applyNew(conversationId, more, undefined, true);
-    else this.gaps.delete(conversationId);
+    else this.gapClosed(conversationId);
+  }
+
+  private gapClosed(conversationId: string): void {
+    if (this.gaps.delete(conversationId)) this.onGap(conversationId, null);
   }
 
   /** Refuses (`membership_gap`, no fetch) while the conversation's log is in its gap back-off. */
   private assertNoGapBackoff(conversationId: string): void {
     const g = this.gaps.get(conversationId);
-    if (g && this.ctx.now() < g.until)
+    if (g && this.ctx.now() < g.until) {
+      this.onGap(conversationId, g.until);
       throw new EngineError('membership_gap', 'the membership log had a gap; not fetched again yet');
+    }
   }
 
   /** The server's answer skipped entry `missing`: back off (doubling) before the next fetch, and refuse. */
@@ -405,6 +434,7 @@ export class Groups {
       constants.LOG_GAP_RETRY_BASE_MS * 2 ** Math.min(failures - 1, 30),
     );
     this.gaps.set(conversationId, { failures, until: this.ctx.now() + wait });
+    this.onGap(conversationId, this.ctx.now() + wait);
     throw new EngineError('membership_gap', `the server's membership log skips entry ${missing}`);
   }
 

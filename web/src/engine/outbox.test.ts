@@ -228,7 +228,7 @@ describe('order and failures', () => {
       emit: () => {},
     };
     const device = { deviceId: 'd1' };
-    const groups = { recipients: async () => [{ userId: 'bob', devices: [device] }] };
+    const groups = { recipients: async () => [{ userId: 'bob', devices: [device] }], inGap: () => false };
     const directory = { assertSendable: async () => {} };
     // The first payload's bundle claim is refused; later ones find a session.
     const sessions = {

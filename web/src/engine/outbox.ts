@@ -16,6 +16,8 @@
  * stored) is never sent again past that age either — it fails as `unreachable` (or, already marked
  * delivered by a receipt, just leaves the outbox): the server may have forgotten its id by then. A permanent refusal (an EngineError, any other 4xx)
  * fails it at once. Retry timers are unref'd and stop with `close`.
+ * While the conversation's membership log has a gap (groups.ts `inGap`) an entry not yet encrypted waits as
+ * `sending`, with everything behind it, and is encrypted and sent once a whole log is applied.
  * On `device_mismatch` the entry is repaired and retried: extra and stale devices are dropped, their
  * users' device lists refreshed, and only the MISSING devices are encrypted to — if they are in a verified
  * list of a verified member; every other missing slot carries WITHHELD (PITFALLS 16, 17).
@@ -137,8 +139,9 @@ export interface OutboxHooks {
   readonly accepted?: (e: OutboxEntry, seq: number, ts: number) => Promise<void>;
   readonly failed?: (e: OutboxEntry) => Promise<void>;
   /**
-   * A group entry found our sender key marked for rotation (`sender_key_rotation`): rotate it and queue its
-   * distribution with send order `order` (just before the entry's), so it goes out first.
+   * A group entry found our sender key marked for rotation (`sender_key_rotation`), or waited for a log with a
+   * gap: rotate it if marked and queue its distribution to the devices lacking it with send order `order`
+   * (just before the entry's), so it goes out first.
    */
   readonly rotate?: (conversationId: string, order: number) => Promise<void>;
 }
@@ -153,6 +156,8 @@ export class Outbox {
   /** Per conversation: which wait `awaiting` is in — an answer timer only ends the wait it was armed for. */
   private readonly waits = new Map<string, number>();
   private lastWait = 0;
+  /** Conversations whose entries waited for a log with a gap: a group entry distributes our sender key first. */
+  private readonly heldByGap = new Set<string>();
   /** Transient failures so far per entry, for the back-off (in memory: a reload starts again). */
   private readonly transient = new Map<string, number>();
   /** Pending retry and answer timers (cleared by `close`). */
@@ -394,6 +399,20 @@ export class Outbox {
           await this.ctx.store.delete(key(clientId)); // a receipt proves it stored
         else await this.fail(clientId, 'unreachable', true);
         return 'failed';
+      }
+      // The server's log skipped an entry: it may have moved past a removal this device cannot verify. Nothing
+      // is encrypted for the conversation until a whole log is applied (the engine flushes then): the entry
+      // and those behind it wait as `sending`, and go out once, under their ids, with the verified members.
+      if (e.items === null && e.group === null && this.groups.inGap(e.conversationId)) {
+        this.heldByGap.add(e.conversationId);
+        return;
+      }
+      if (e.mode === 'group' && e.group === null && this.heldByGap.has(e.conversationId) && this.hooks.rotate) {
+        // Held: members the whole log added get our sender key first (queued just before this entry).
+        await this.hooks.rotate(e.conversationId, (e.order ?? e.createdAt * 1000) - 0.5);
+        this.heldByGap.delete(e.conversationId);
+        this.retryLater(e.conversationId, clientId, 0);
+        return;
       }
       if (this.openReceipt.get(e.conversationId) === clientId) this.openReceipt.delete(e.conversationId);
       if (e.mode === 'pairwise' && e.items === null) {

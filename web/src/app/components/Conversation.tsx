@@ -1,6 +1,6 @@
 /**
  * One conversation: header with connection state, key-change warning (sending is blocked until the user
- * accepts), the timeline (messages from the local store — older pages load as you scroll up — with info
+ * accepts), a notice while the member list cannot be verified (messages wait as sending), the timeline (messages from the local store — older pages load as you scroll up — with info
  * lines for group changes, date separators and a "new messages" divider), delivery states on our
  * messages, failed messages with their reason, Retry and Delete, links, attachments (Attachments.tsx),
  * "jump to latest" when scrolled up, and the composer: it grows with its text, counts against the
@@ -541,6 +541,16 @@ export function Conversation(props: { id: string }) {
         </Show>
       </header>
 
+      <Show when={conv()?.membershipGap && !removed()}>
+        <div
+          class="border-b border-amber-200 bg-amber-50 px-4 py-3 text-sm text-amber-950 dark:border-amber-900 dark:bg-amber-950/60 dark:text-amber-100"
+          role="status"
+          data-testid="membership-gap"
+        >
+          The member list of this conversation could not be verified: the server’s copy is missing a change. Retrying —
+          messages you send wait until it is verified.
+        </div>
+      </Show>
       <Show when={blocked().length && !removed()}>
         <div
           class="border-b border-amber-200 bg-amber-50 px-4 py-3 text-sm text-amber-950 dark:border-amber-900 dark:bg-amber-950/60 dark:text-amber-100"

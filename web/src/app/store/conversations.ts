@@ -93,6 +93,9 @@ export function createConversations(agent: () => Agent, actions: Actions, state:
               .catch(() => undefined);
           }
           break;
+        case 'membership_gap':
+          setState('conversations', e.conversationId, (c) => (c ? { ...c, membershipGap: e.retryAt !== null } : c));
+          break;
         case 'message_added':
           if (!state.conversations[e.message.conversationId]) void actions.loadConversations();
           break;
