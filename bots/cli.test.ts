@@ -29,6 +29,22 @@ describe('bot CLI', () => {
     }
   });
 
+  it('a password on the command line is refused before anything runs (it would show in the process list)', async () => {
+    const env = { ...process.env };
+    process.env.E2E_BOT_SERVER = 'http://127.0.0.1:9';
+    process.env.E2E_BOT_USERNAME = 'bot';
+    delete process.env.E2E_BOT_PASSWORD;
+    try {
+      await expect(main(['register', '--password', 'hunter2hunter2'], () => {})).rejects.toThrow(
+        '--password is not accepted',
+      );
+      // Without the environment variable the error names it, not the refused flag.
+      await expect(main(['register'], () => {})).rejects.toThrow('missing E2E_BOT_PASSWORD');
+    } finally {
+      process.env = env;
+    }
+  });
+
   it('the README shows the echo bot example exactly as the tested file', () => {
     const readme = readFileSync(join(import.meta.dirname, 'README.md'), 'utf8');
     const example = readFileSync(join(import.meta.dirname, 'examples/echo-bot.ts'), 'utf8');

@@ -12,8 +12,9 @@
  *   webhooks list | rotate <id> | delete <id> | test <id> | deliveries <id>
  *
  * Account and state come from flags or the environment: --server / E2E_BOT_SERVER, --username /
- * E2E_BOT_USERNAME, --password / E2E_BOT_PASSWORD, --state / E2E_BOT_STATE_DIR (default ./.bot-state), and
- * the state key from E2E_BOT_STATE_KEY only (never a flag: it would show in the process list). A webhook
+ * E2E_BOT_USERNAME, --state / E2E_BOT_STATE_DIR (default ./.bot-state); the password from E2E_BOT_PASSWORD
+ * and the state key from E2E_BOT_STATE_KEY only (never a flag: it would show in the process list and the
+ * shell's history — `--password` is refused with a usage error saying so). A webhook
  * secret created here is printed once and kept in the sealed state, where `listen --webhook-port` finds it.
  *
  * Exit codes: 0 ok, 1 failure (a stable error code is printed), 2 usage.
@@ -33,8 +34,8 @@ const USAGE = `usage: npm run bot -- <command> [options]
   echo   [--webhook-port N] [--no-socket]
   webhooks create <url> [--events a,b] [--conversation ID] [--description TEXT]
   webhooks list | rotate <id> | delete <id> | test <id> | deliveries <id>
-options: --server URL --username NAME --password PW --state DIR (or E2E_BOT_SERVER, E2E_BOT_USERNAME,
-         E2E_BOT_PASSWORD, E2E_BOT_STATE_DIR); the state key is read from E2E_BOT_STATE_KEY`;
+options: --server URL --username NAME --state DIR (or E2E_BOT_SERVER, E2E_BOT_USERNAME, E2E_BOT_STATE_DIR);
+         the password is read from E2E_BOT_PASSWORD and the state key from E2E_BOT_STATE_KEY only`;
 
 class UsageError extends Error {}
 
@@ -50,6 +51,7 @@ export async function main(argv: string[], out: (line: string) => void = console
     options: {
       server: { type: 'string' },
       username: { type: 'string' },
+      /** Declared only to refuse it by name (an unknown flag would be a less helpful parse error). */
       password: { type: 'string' },
       state: { type: 'string' },
       'webhook-port': { type: 'string' },
@@ -65,6 +67,8 @@ export async function main(argv: string[], out: (line: string) => void = console
     out(USAGE);
     return command ? 0 : 2;
   }
+  if (values.password !== undefined)
+    throw new UsageError('--password is not accepted: a flag shows in the process list; set E2E_BOT_PASSWORD');
   if (command === 'keygen') {
     out(newStateKey());
     return 0;
@@ -74,7 +78,7 @@ export async function main(argv: string[], out: (line: string) => void = console
     Bot.open({
       server: need(values.server ?? env.E2E_BOT_SERVER, '--server'),
       username: need(values.username ?? env.E2E_BOT_USERNAME, '--username'),
-      password: need(values.password ?? env.E2E_BOT_PASSWORD, '--password'),
+      password: need(env.E2E_BOT_PASSWORD, 'E2E_BOT_PASSWORD'),
       stateDir: values.state ?? env.E2E_BOT_STATE_DIR ?? '.bot-state',
     });
 
