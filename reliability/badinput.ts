@@ -677,6 +677,10 @@ const webhookUrl = fc.oneof(
     'https://[fe80::1]/h',
     'https://[fd12::1]/h',
     'https://[64:ff9b::7f00:1]/h',
+    // IPv6 outside the global unicast 2000::/3: IPv4-compatible forms of loopback / private, and unassigned space.
+    'https://[::127.0.0.1]/h',
+    'https://[::10.0.0.1]/h',
+    'https://[4000::1]/h',
     'https://localhost/h',
     'https://x.localhost/h',
     'https://intranet/h',
