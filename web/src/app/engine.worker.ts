@@ -30,7 +30,7 @@ import { type LinkingDeviceLink, type LinkProgress, NewDeviceLink } from '../eng
 import { webLocks } from '../engine/locks.js';
 import type { SealedStore } from '../engine/sealed-store.js';
 import { hostEngine } from '../engine/worker-host.js';
-import { defaultCurves, fromB64u, platformRng, toB64u } from '../protocol/index.js';
+import { defaultCurves, platformRng, toB64u } from '../protocol/index.js';
 import { KT_LOG_PUBLIC_KEY } from './kt-key.js';
 import { CLIENT_POLL_MS } from './poll.js';
 import {
@@ -42,6 +42,7 @@ import {
   type Progress,
   type SessionApi,
 } from './session-api.js';
+import { createSessionEnd } from './session-end.js';
 
 const port = self as unknown as {
   postMessage(m: unknown): void;
@@ -101,8 +102,9 @@ async function open(username: string, passphrase?: string): Promise<Opened> {
   if (current?.name === name) return current;
   close();
   const dbName = await dbNameFor(name);
+  sessionEnd.opened(dbName);
   const store = await openIdbStore(dbName, passphrase === undefined ? {} : { passphrase, onProgress: unlockProgress });
-  const http = new HttpClient({ onSignedOut: (e) => void signedOut(dbName, e) });
+  const http = new HttpClient({ onSignedOut: (e) => void sessionEnd.ended(dbName, e) });
   const engine = createEngine({
     store,
     api: createHttpApi(http),
@@ -149,41 +151,16 @@ function need(): Opened {
   return current;
 }
 
-/**
- * Why the server ended this session, for the sign-in screen: the `reason` of a 401 `session_revoked`
- * (identity_reset, device_revoked, password_changed, logout_all, signed_out_by_user, logout, refresh_reuse),
- * else the error code (refresh_reused, refresh_expired, invalid_refresh).
- */
-function signOutReason(e: { code: string; details?: Readonly<Record<string, unknown>> }): string {
-  const r = e.details?.reason;
-  return typeof r === 'string' && /^[a-z_]{1,40}$/.test(r) ? r : e.code;
-}
-
-/**
- * The server ended this session. If it says the device was revoked and carries the account's signed list,
- * the engine checks that list itself (our identity key, newer than ours, without us); only then is this
- * browser's store erased and the page shows "This device was removed". Anything else: signed out.
- */
-async function signedOut(dbName: string, e: unknown): Promise<void> {
-  const d = (e as { details?: Record<string, unknown> } | null)?.details ?? {};
-  const o = current;
-  if (o?.dbName === dbName && d.reason === 'device_revoked' && typeof d.deviceList === 'string') {
-    let removed = false;
-    try {
-      removed = await o.engine.confirmRemoved(fromB64u(d.deviceList));
-    } catch {
-      removed = false;
-    }
-    if (removed) {
-      tellOtherTabs(dbName, 'erased');
-      close();
-      await deleteDb(dbName).catch(() => undefined);
-      port.postMessage({ removed: true });
-      return;
-    }
-  }
-  port.postMessage({ signedOut: signOutReason(e as { code: string; details?: Record<string, unknown> }) });
-}
+/** The server ended a session: removed (checked, store erased) or signed out — one decision at a time. */
+const sessionEnd = createSessionEnd({
+  engineFor: (dbName) => (current?.dbName === dbName ? current.engine : null),
+  async erase(dbName) {
+    tellOtherTabs(dbName, 'erased');
+    if (current?.dbName === dbName) close();
+    await deleteDb(dbName);
+  },
+  post: (message) => port.postMessage(message),
+});
 
 // ---- linking (issue 14) -------------------------------------------------------------------------------
 
@@ -421,7 +398,7 @@ const api: SessionApi = {
     try {
       await o.http.refresh();
     } catch (e) {
-      if (!isApiError(e)) throw e; // a 401 already reached signedOut() through the HTTP client
+      if (!isApiError(e)) throw e; // a 401 already reached sessionEnd through the HTTP client
     }
   },
   exportServerData: async () => JSON.stringify(await need().account.exportServerData(), null, 2),
