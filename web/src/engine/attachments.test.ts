@@ -5,7 +5,7 @@ import { encodeRecord, utf8 } from './codec.js';
 import type { EngineContext, EngineEvent, MessageView } from './context.js';
 import { createEngine } from './engine.js';
 import { memoryLocks } from './locks.js';
-import { memoryStore } from './storage.js';
+import { memoryStore, type Store, type StoreTx } from './storage.js';
 import { cryptoRng, ktOptions, makeWorld, newClient, until, type World } from './testing/harness.js';
 
 const FILE_NAME = 'holiday-GPS-secret-name.pdf';
@@ -36,8 +36,31 @@ function countingBlob(bytes: Uint8Array): { blob: Blob; reads: () => number } {
   return { blob: wrap(inner), reads: () => reads };
 }
 
-async function pair(w: World) {
-  const alice = await newClient(w, 'alice');
+/**
+ * A store whose next `fail.writes` transactions writing a key under `fail.prefix` throw (a full disk:
+ * QuotaExceededError), committing nothing.
+ */
+function failingStore(fail: { prefix: string; writes: number }): Store {
+  const inner = memoryStore();
+  return {
+    ...inner,
+    transaction: <T>(fn: (tx: StoreTx) => Promise<T>) =>
+      inner.transaction(async (tx) => {
+        const result = await fn(tx);
+        if (fail.writes > 0 && (tx as unknown as { writes: Map<string, unknown> }).writes)
+          for (const k of (tx as unknown as { writes: Map<string, unknown> }).writes.keys())
+            if (k.startsWith(fail.prefix)) {
+              fail.writes--;
+              throw new DOMException('the disk is full', 'QuotaExceededError');
+            }
+        return result;
+      }),
+    put: (key, value) => inner.transaction(async (tx) => tx.put(key, value)),
+  };
+}
+
+async function pair(w: World, opts: { aliceStore?: Store } = {}) {
+  const alice = await newClient(w, 'alice', 'alice-1', opts.aliceStore ? { store: opts.aliceStore } : {});
   const bob = await newClient(w, 'bob');
   const conv = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
   await alice.engine.connect();
@@ -338,6 +361,56 @@ describe('attachments in the engine', { timeout: 120_000 }, () => {
       code: 'no_attachment',
     });
     expect(await bytesOf(await alice.engine.openAttachment(conv, retried.clientId, 'mine'))).toEqual(data);
+    alice.engine.close();
+    bob.engine.close();
+  });
+
+  it('R5: an attachment uploaded whose message then fails is ONE failed message: the same send again returns it, and its Retry delivers the file once', async () => {
+    const w = await makeWorld();
+    const fail = { prefix: 'out/', writes: 0 };
+    const { alice, bob, conv } = await pair(w, { aliceStore: failingStore(fail) });
+    const data = fileBytes(70_000, 3);
+    const draft = { file: new Blob([data as BlobPart]), fileName: 'plan.pdf', contentType: CONTENT_TYPE };
+    fail.writes = 1; // the upload succeeds; queueing its message does not
+    const m = await alice.engine.sendAttachment(conv, draft, { transferId: 'one', caption: 'the plan' });
+    expect(m).toMatchObject({ status: 'failed', body: 'the plan', attachment: { fileName: 'plan.pdf' } });
+    // The app's Retry of the card sends the same transfer again: the same message, no second upload.
+    const again = await alice.engine.sendAttachment(conv, draft, { transferId: 'one', caption: 'the plan' });
+    expect(again.clientId).toBe(m.clientId);
+    expect(await received(alice.engine, conv)).toMatchObject([{ clientId: m.clientId, status: 'failed' }]);
+    expect(w.server.attachmentCalls.filter((c) => c.op === 'reserve').length).toBe(1);
+    expect(w.server.sentFrames.filter((f) => f.frame.type === 'send')).toEqual([]);
+    // The message's Retry sends it once, with the blob already uploaded.
+    const retried = await alice.engine.retrySend(conv, m.clientId);
+    await until(async () => (await received(bob.engine, conv)).length === 1, 'delivered after the retry');
+    await alice.engine.flushOutbox();
+    expect(await received(bob.engine, conv)).toHaveLength(1);
+    expect((await received(alice.engine, conv)).map((x) => x.clientId)).toEqual([retried.clientId]);
+    expect(w.server.attachmentCalls.filter((c) => c.op === 'reserve' || c.op === 'upload').length).toBe(2);
+    const [got] = await received(bob.engine, conv);
+    expect(await bytesOf(await bob.engine.openAttachment(conv, got!.clientId, 'o'))).toEqual(data);
+    alice.engine.close();
+    bob.engine.close();
+  });
+
+  it('R5: an attachment uploaded whose message could not even be stored is sent on Retry with the same blob, as one message', async () => {
+    const w = await makeWorld();
+    const fail = { prefix: 'pending/', writes: 0 };
+    const { alice, bob, conv } = await pair(w, { aliceStore: failingStore(fail) });
+    const data = fileBytes(40_000, 4);
+    const { blob, reads } = countingBlob(data);
+    const draft = { file: blob, fileName: 'scan.png', contentType: 'image/png' };
+    fail.writes = 1;
+    const err = await alice.engine.sendAttachment(conv, draft, { transferId: 'two' }).catch((e: Error) => e);
+    expect((err as Error).name).toBe('QuotaExceededError');
+    expect(await alice.engine.messages(conv)).toEqual([]);
+    const readsBefore = reads();
+    const m = await alice.engine.sendAttachment(conv, draft, { transferId: 'two' });
+    expect(m.status).not.toBe('failed');
+    expect(reads()).toBe(readsBefore);
+    expect(w.server.attachmentCalls.filter((c) => c.op === 'reserve' || c.op === 'upload').length).toBe(2);
+    await until(async () => (await received(bob.engine, conv)).length === 1, 'delivered');
+    expect((await received(alice.engine, conv)).map((x) => x.clientId)).toEqual([m.clientId]);
     alice.engine.close();
     bob.engine.close();
   });

@@ -254,7 +254,10 @@ export interface EngineApi {
   /**
    * Encrypts and uploads `draft` (progress as `transfer` events under `transferId`), then — only once the
    * upload completed — sends it as a message with an optional caption. After a failure the same call with
-   * the same `transferId` retries the upload without reading the file again; `cancelTransfer` gives up.
+   * the same `transferId` retries the upload without reading the file again (or, uploaded already, sends
+   * the same blob); `cancelTransfer` gives up. Once the message is stored it is the file's only card: a send
+   * that fails after that resolves with the message `failed` (its Retry is `retrySend`), and the same call
+   * again returns that message — one file is never uploaded or sent twice.
    */
   sendAttachment(
     conversationId: string,
@@ -982,6 +985,11 @@ export function createEngine(opts: EngineOptions): Engine {
     content: Extract<Content, { t: 'text' | 'att' }>,
     more: Partial<MessageView>,
     extra?: (tx: StoreTx) => void,
+    /**
+     * `stored`: called once the message is stored (it then shows, and its own Retry sends it again).
+     * `failedView`: a send that fails after that resolves with the failed message instead of throwing.
+     */
+    after: { stored?: () => void; failedView?: boolean } = {},
   ): Promise<MessageView> => {
     const own = await keys.identity();
     const payload = encodeContent(content);
@@ -1002,6 +1010,7 @@ export function createEngine(opts: EngineOptions): Engine {
       extra?.(tx);
     });
     ctx.emit({ type: 'message_added', message: m });
+    after.stored?.();
     try {
       await beforeVisibleSend(conversationId);
       await queue(conversationId, clientId, payload, true, content.sentAt);
@@ -1011,6 +1020,7 @@ export function createEngine(opts: EngineOptions): Engine {
       const code = err instanceof EngineError ? err.code : 'send_failed';
       const failed = await messages.update(conversationId, { seq: null, clientId }, { status: 'failed', error: code });
       if (failed) ctx.emit({ type: 'message_updated', message: failed });
+      if (after.failedView && failed) return failed;
       throw err;
     }
     track(outbox.flush(conversationId));
@@ -1018,8 +1028,13 @@ export function createEngine(opts: EngineOptions): Engine {
   };
 
   /** A message carrying an uploaded attachment's pointer (kept, key included, in its own record). */
-  const sendPointer = async (conversationId: string, pointer: AttachmentPointer, caption: string) => {
-    const clientId = newId();
+  const sendPointer = async (
+    conversationId: string,
+    pointer: AttachmentPointer,
+    caption: string,
+    after: Parameters<typeof send>[5] = {},
+    clientId = newId(),
+  ) => {
     const sentAt = ctx.now();
     const timer = await groups.timer(conversationId);
     return send(
@@ -1036,8 +1051,19 @@ export function createEngine(opts: EngineOptions): Engine {
       },
       { attachment: viewOf(pointer) },
       (tx) => messages.putAttachmentInTx(tx, conversationId, clientId, pointer),
+      after,
     );
   };
+  /**
+   * sendAttachment's transfers, by transfer id (review R5, rule 4: one file is one message, sent once): an
+   * upload done whose message is not stored yet (a retry sends the same blob, not a second one), then the
+   * message it became (a repeated call returns that message: its own Retry sends it again).
+   */
+  const attachmentSends = new Map<
+    string,
+    { conversationId: string; pointer: AttachmentPointer; clientId: string; stored: boolean }
+  >();
+  const ATTACHMENT_SENDS_KEPT = 500;
 
   /**
    * A member's device set changed (a hint from the conversation's object): verify their signed list
@@ -1306,8 +1332,35 @@ export function createEngine(opts: EngineOptions): Engine {
       const caption = o.caption ?? '';
       if (caption.length > MAX_CAPTION_LEN) throw new EngineError('send_failed', 'caption too long');
       // Blocked (unaccepted key change) or not a member: refused before a byte is uploaded.
+      const known = attachmentSends.get(o.transferId);
+      if (known && known.conversationId !== conversationId) throw new EngineError('send_failed', 'transfer id reused');
+      if (known?.stored) {
+        const m =
+          (await messages.getPending(conversationId, known.clientId)) ??
+          (await messages.byId(conversationId, known.clientId));
+        if (!m) throw new EngineError('send_failed', 'this file was sent as a message that is gone');
+        return m;
+      }
       await assertMembersSendable(conversationId);
-      return sendPointer(conversationId, await transfers.upload(o.transferId, conversationId, draft), caption);
+      let t = known;
+      if (!t) {
+        const pointer = await transfers.upload(o.transferId, conversationId, draft);
+        t = { conversationId, pointer, clientId: newId(), stored: false };
+        attachmentSends.set(o.transferId, t);
+        for (const id of attachmentSends.keys()) {
+          if (attachmentSends.size <= ATTACHMENT_SENDS_KEPT) break;
+          attachmentSends.delete(id);
+        }
+      }
+      const sending = t;
+      // Once stored, the message is the file's one card: a failure after that resolves with it as failed.
+      return sendPointer(
+        conversationId,
+        sending.pointer,
+        caption,
+        { stored: () => (sending.stored = true), failedView: true },
+        sending.clientId,
+      );
     },
     async openAttachment(conversationId, clientId, transferId) {
       const pointer = await messages.attachment(conversationId, clientId);
@@ -1316,6 +1369,7 @@ export function createEngine(opts: EngineOptions): Engine {
     },
     async cancelTransfer(transferId) {
       transfers.cancel(transferId);
+      if (attachmentSends.get(transferId)?.stored === false) attachmentSends.delete(transferId);
     },
     async retrySend(conversationId, clientId) {
       // What would refuse the new send is checked first: the failed message stays until one is queued.

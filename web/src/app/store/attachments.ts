@@ -3,7 +3,8 @@
  * (`state.uploads[conversationId]`) with progress and Cancel; the engine encrypts and uploads, and sends the
  * message only once the upload completed (its `message_added` event then shows the real bubble and the card
  * goes). A failed upload keeps its card with Retry (the engine re-sends the ciphertext it prepared — the
- * file is not picked again) and Remove. Opening an attachment downloads and decrypts it in the engine
+ * file is not picked again) and Remove. An upload done whose message then failed is no card: the engine
+ * resolves with the failed message, whose own Retry sends it (one file, one card, sent once: review R5). Opening an attachment downloads and decrypts it in the engine
  * (`state.downloads[clientId]`: progress, Cancel, or `damaged`); the UI gets the whole file or nothing.
  *
  * Does NOT: hold keys or do cryptography (the engine worker does), or keep decrypted files (the components
