@@ -44,7 +44,7 @@ export function count(env: MetricsEnv, name: Counter, label = '', value = 1): vo
 }
 
 /** Webhook delivery outcomes: the integrations helper calls this from its queue consumer. */
-export type WebhookOutcome = 'delivered' | 'retried' | 'failed' | 'disabled';
+export type WebhookOutcome = 'delivered' | 'retried' | 'failed' | 'disabled' | 'dropped';
 export function countWebhookDelivery(env: MetricsEnv, outcome: WebhookOutcome, n = 1): void {
   count(env, 'webhook_deliveries', outcome, n);
 }

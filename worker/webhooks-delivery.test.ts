@@ -9,13 +9,14 @@
  */
 import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
-import { eq } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 import { describe, expect, inject, it } from 'vitest';
 import { type WebhookDeliveryView, type WebhookEventBody, webhookEventBody } from '../schema/webhooks.js';
 import { WIRE_VERSION } from '../schema/wire.js';
 import { makeDb, schema } from './db.js';
 import { DEFAULT_RATE_LIMITS } from './limits.js';
+import { localCounters } from './metrics.js';
 import {
   api,
   connect,
@@ -28,6 +29,8 @@ import {
   type TestMember,
 } from './test/delivery-fixtures.js';
 import { api as dirApi, enc, entry, type Fixture, makeUser as makeKeyedUser } from './test/directory-fixtures.js';
+import { handleWebhookBatch } from './webhooks/consumer.js';
+import { eventBody } from './webhooks/events.js';
 import { sweepOutbox } from './webhooks/outbox.js';
 
 const receiver = inject('webhookReceiver');
@@ -502,3 +505,184 @@ describe('events from the D1 outbox', () => {
     expect(await db().select().from(schema.webhookOutbox).all()).toEqual([]);
   });
 });
+
+/** How many attempts the consumer dropped so far (this isolate's tally of `webhook_deliveries` / `dropped`). */
+const droppedSoFar = () =>
+  localCounters().find((c) => c.name === 'webhook_deliveries' && c.label === 'dropped')?.value ?? 0;
+
+/** Runs the consumer on `bodies` as one queue batch; returns what happened to each message. */
+async function consume(bodies: unknown[]): Promise<('acked' | 'retried' | 'none')[]> {
+  const fate: ('acked' | 'retried' | 'none')[] = bodies.map(() => 'none');
+  const messages = bodies.map((body, i) => ({
+    id: `m${i}`,
+    timestamp: new Date(),
+    attempts: 1,
+    body,
+    ack: () => {
+      fate[i] = 'acked';
+    },
+    retry: () => {
+      fate[i] = 'retried';
+    },
+  }));
+  const batch = {
+    queue: 'e2e-chat-webhooks',
+    messages,
+    ackAll: () => undefined,
+    retryAll: () => undefined,
+  } as unknown as MessageBatch<unknown>;
+  await handleWebhookBatch(batch, env);
+  return fate;
+}
+
+/** A retry (attempt 2) of `type` with `data`, as the consumer re-queues it, to endpoint `endpointId`. */
+function retryOf(endpointId: string, type: string, data: Record<string, unknown>) {
+  const eventId = `msg_${crypto.randomUUID().replaceAll('-', '')}`;
+  return {
+    k: 'attempt',
+    endpointId,
+    eventId,
+    type,
+    body: eventBody({ type, ts: Date.now(), data }),
+    attempt: 2,
+    firstAt: Date.now() - 1000,
+  };
+}
+
+const removeMember = (conversationId: string, userId: string) =>
+  db()
+    .delete(schema.members)
+    .where(and(eq(schema.members.conversationId, conversationId), eq(schema.members.userId, userId)));
+
+describe('every attempt re-checks the endpoint and its owner’s right to the event', () => {
+  it('a retry of message.created after the recipient was removed from the conversation is dropped, not sent', async () => {
+    const { alice, bob, conv, name } = await messagedBob('gone');
+    // Bob's endpoint answers the first attempt 503 with Retry-After: 2, then 200.
+    await db()
+      .update(schema.webhookEndpoints)
+      .set({ url: `${receiver}/hook/${name}/retry-2` })
+      .where(eq(schema.webhookEndpoints.userId, bob.userId));
+    const a = await connect(conv, alice.devices[0]!);
+    await pairwise(a, bob, 'g-1');
+    a.close();
+    const before = droppedSoFar();
+    await flushOutbox(conv);
+    const [first] = await atLeast(name, 1);
+    expect(JSON.parse(first!.body).data.conversationId).toBe(conv);
+    // Bob is removed before the retry is due.
+    await removeMember(conv, bob.userId);
+    await waitFor('the retry dropped', async () => droppedSoFar() > before, 15_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await received(name)).toHaveLength(1);
+    // The delivery log has the first attempt only: the retry was not made.
+    const log = await deliveries(bob.devices[0]!.token, (await endpointRowOf(bob.userId)).id);
+    expect(log.map((d) => [d.attempt, d.status])).toEqual([[1, 'failed']]);
+  });
+
+  it('conversation events: a retry goes to current members (and the removed user of member_removed) only', async () => {
+    const alice = await makeUser('rca');
+    const bob = await makeUser('rcb');
+    const conv = await makeConversation([alice, bob]);
+    const name = uniq('rc');
+    const ep = await endpoint(bob.devices[0]!.token, name, 'ok');
+    const base = { conversationId: conv, byUserId: alice.userId, logSeq: 3 };
+    const stillMember = retryOf(ep.id, 'conversation.role_changed', {
+      ...base,
+      userId: alice.userId,
+      role: 'admin',
+      previousRole: 'member',
+    });
+    expect(await consume([stillMember])).toEqual(['acked']);
+    await atLeast(name, 1);
+
+    await removeMember(conv, bob.userId);
+    const before = droppedSoFar();
+    const message = retryOf(ep.id, 'message.created', {
+      conversationId: conv,
+      seq: 7,
+      senderUserId: alice.userId,
+      senderDeviceId: 'd0',
+      ts: Date.now(),
+    });
+    const added = retryOf(ep.id, 'conversation.member_added', { ...base, userId: alice.userId, role: 'member' });
+    const ownRemoval = retryOf(ep.id, 'conversation.member_removed', { ...base, userId: bob.userId });
+    const otherRemoval = retryOf(ep.id, 'conversation.member_removed', { ...base, userId: alice.userId });
+    // Every message is acked (a refused attempt is not retried); only Bob's own removal is sent.
+    expect(await consume([message, added, ownRemoval, otherRemoval])).toEqual(['acked', 'acked', 'acked', 'acked']);
+    const got = await atLeast(name, 2);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await received(name)).map((r) => r.headers['webhook-id'])).toEqual([
+      stillMember.eventId,
+      ownRemoval.eventId,
+    ]);
+    expect(verified(ep.secret, got[1]!).data).toMatchObject({ userId: bob.userId });
+    expect(droppedSoFar() - before).toBe(3);
+    // Nothing about the dropped events reaches Bob's delivery log either.
+    const logged = (await deliveries(bob.devices[0]!.token, ep.id)).map((d) => d.eventId);
+    expect(logged).not.toContain(message.eventId);
+    expect(logged).not.toContain(added.eventId);
+  });
+
+  it('contact.identity_changed goes only to someone who still shares a conversation; device events to the account only', async () => {
+    const alice = await makeUser('ica');
+    const bob = await makeUser('icb');
+    const conv = await makeConversation([alice, bob]);
+    const name = uniq('ic');
+    const ep = await endpoint(bob.devices[0]!.token, name, 'ok');
+    const shared = retryOf(ep.id, 'contact.identity_changed', { userId: alice.userId, identityVersion: 2 });
+    const own = retryOf(ep.id, 'device.added', { userId: bob.userId, deviceId: 'd1', listVersion: 2 });
+    const someoneElses = retryOf(ep.id, 'device.added', { userId: alice.userId, deviceId: 'd1', listVersion: 2 });
+    expect(await consume([shared, own, someoneElses])).toEqual(['acked', 'acked', 'acked']);
+    await atLeast(name, 2);
+    await removeMember(conv, bob.userId);
+    const later = retryOf(ep.id, 'contact.identity_changed', { userId: alice.userId, identityVersion: 3 });
+    expect(await consume([later])).toEqual(['acked']);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(new Set((await received(name)).map((r) => r.headers['webhook-id']))).toEqual(
+      new Set([shared.eventId, own.eventId]),
+    );
+  });
+
+  it('a retry to an endpoint deleted, disabled, unsubscribed from the type or filtered to another conversation is dropped', async () => {
+    const alice = await makeUser('epa');
+    const bob = await makeUser('epb');
+    const c1 = await makeConversation([alice, bob]);
+    const c2 = await makeConversation([alice, bob]);
+    const tok = bob.devices[0]!.token;
+    const msg = (endpointId: string, conversationId = c1) =>
+      retryOf(endpointId, 'message.created', {
+        conversationId,
+        seq: 1,
+        senderUserId: alice.userId,
+        senderDeviceId: 'd0',
+        ts: Date.now(),
+      });
+    const names = ['del', 'off', 'unsub', 'filt', 'live'].map(uniq);
+    const [del, off, unsub, filt, live] = await Promise.all(names.map((n) => endpoint(tok, n, 'ok')));
+    expect((await api(`/api/webhooks/${del!.id}`, tok, { method: 'DELETE' })).status).toBe(204);
+    for (const [id, json] of [
+      [off!.id, { enabled: false }],
+      [unsub!.id, { events: ['device.added'] }],
+      [filt!.id, { conversationId: c2 }],
+    ] as const) {
+      expect((await api(`/api/webhooks/${id}`, tok, { method: 'PATCH', json })).status).toBe(200);
+    }
+    const before = droppedSoFar();
+    const jobs = [msg(del!.id), msg(off!.id), msg(unsub!.id), msg(filt!.id), msg(live!.id)];
+    expect(await consume(jobs)).toEqual(Array(5).fill('acked'));
+    await atLeast(names[4]!, 1);
+    await new Promise((r) => setTimeout(r, 300));
+    for (const n of names.slice(0, 4)) expect(await received(n!)).toEqual([]);
+    expect(droppedSoFar() - before).toBe(4);
+    // The account is deleted: its endpoints go with it, and a pending retry to them is dropped.
+    await db().delete(schema.users).where(eq(schema.users.id, bob.userId));
+    expect(await consume([msg(live!.id)])).toEqual(['acked']);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await received(names[4]!)).toHaveLength(1);
+    expect(droppedSoFar() - before).toBe(5);
+  });
+});
+
+async function endpointRowOf(userId: string) {
+  return (await db().select().from(schema.webhookEndpoints).where(eq(schema.webhookEndpoints.userId, userId)).get())!;
+}

@@ -8,7 +8,12 @@
  *     filter); each match becomes an attempt with the event's fixed body and `webhook-id`. The first
  *     `inlineAttempts` are made in this invocation (one queue hop from event to endpoint); the rest are
  *     queued as `attempt` messages.
- *  2. `attempt` messages and the inline attempts run with at most `concurrency` requests at once: URL
+ *  2. Every due attempt (inline first attempts and queued retries alike) is checked again at the time of
+ *     sending: the endpoint still exists and is enabled, still subscribes to the type (conversation filter
+ *     included), and its owner is still in the event's audience (audience.ts: e.g. still a member of the
+ *     conversation). One that is not is dropped — acked, not retried, not sent, not in the delivery log;
+ *     logged (endpoint id, type, reason) and counted (`webhook_deliveries` / `dropped`).
+ *     The others run with at most `concurrency` requests at once: URL
  *     policy again (url-policy.ts), Standard Webhooks headers (signing.ts: current secret, plus the previous
  *     one during a rotation's overlap), `redirect: "manual"`, a `timeoutMs` abort, the response body
  *     discarded unread. 2xx succeeds; anything else fails (`http_status`, `redirect`, `timeout`, `network`,
@@ -28,11 +33,18 @@
  * response bodies.
  */
 import { and, eq, inArray, lt, sql } from 'drizzle-orm';
-import { WEBHOOK_DELIVERIES_KEPT, type WebhookEventType } from '../../schema/webhooks.js';
+import {
+  WEBHOOK_DELIVERIES_KEPT,
+  type WebhookEventBody,
+  type WebhookEventType,
+  webhookEventBody,
+} from '../../schema/webhooks.js';
 import { type Db, makeDb, schema } from '../db.js';
 import { asBytes, chunkRows, writeBatch } from '../domain/common.js';
 import type { Env } from '../env.js';
 import { log } from '../log.js';
+import { countWebhookDelivery } from '../metrics.js';
+import { audienceRule, contactsOf as contactsOfUser, type EntitlementCheck, entitledNow } from './audience.js';
 import { type WebhookConfig, webhookConfig } from './config.js';
 import { type AttemptJob, eventBody, type FanoutEvent, type QueueMessage, queueMessage } from './events.js';
 import { openSecret, signedHeaders } from './signing.js';
@@ -109,7 +121,7 @@ export async function handleWebhookBatch(batch: MessageBatch<unknown>, env: Env)
   if (hops.length > 0) await sendJobs(env, hops);
   if (due.length > 0) {
     const endpoints = await loadEndpoints(db, [...new Set(due.map((j) => j.endpointId))]);
-    const live = due.filter((j) => endpoints.get(j.endpointId)?.enabled === true);
+    const live = await stillDeliverable(env, db, endpoints, due);
     // Each endpoint's secrets are opened once per batch, not once per attempt.
     const secrets = new Map<string, Uint8Array[]>();
     const outcomes = await pool(live, cfg.concurrency, (j) =>
@@ -118,6 +130,70 @@ export async function handleWebhookBatch(batch: MessageBatch<unknown>, env: Env)
     await settle(env, db, cfg, endpoints, outcomes);
   }
   for (const a of attempts) a.msg.ack();
+}
+
+/** Why an attempt is dropped instead of made (logged and counted; never retried). */
+export type DropReason = 'endpoint_gone' | 'endpoint_disabled' | 'not_subscribed' | 'not_entitled' | 'unreadable';
+
+/**
+ * The attempts that may still be made, checked at the time of sending (first attempts and retries alike):
+ * the endpoint still exists and is enabled, still subscribes to the type (and its conversation filter still
+ * matches), and its owner is still in the event's audience (audience.ts). The others are dropped: their
+ * queue messages are acked, nothing is sent or written to the delivery log, one log line per attempt
+ * (endpoint id, event type, reason) and a `webhook_deliveries` count (`dropped`).
+ */
+async function stillDeliverable(
+  env: Env,
+  db: Db,
+  endpoints: Map<string, EndpointRow>,
+  due: AttemptJob[],
+): Promise<AttemptJob[]> {
+  const dropped: { job: AttemptJob; reason: DropReason }[] = [];
+  const candidates: { job: AttemptJob; check: EntitlementCheck }[] = [];
+  for (const job of due) {
+    const ep = endpoints.get(job.endpointId);
+    if (!ep) {
+      dropped.push({ job, reason: 'endpoint_gone' });
+      continue;
+    }
+    if (!ep.enabled) {
+      dropped.push({ job, reason: 'endpoint_disabled' });
+      continue;
+    }
+    let body: WebhookEventBody;
+    try {
+      body = webhookEventBody.parse(JSON.parse(job.body));
+    } catch {
+      // Only our own fan-out writes bodies; one that no longer parses (a schema change) is not sent.
+      dropped.push({ job, reason: 'unreadable' });
+      continue;
+    }
+    const conversationId = 'conversationId' in body.data ? body.data.conversationId : undefined;
+    if (body.type !== 'webhook.test' && !subscribes(ep, { type: body.type, conversationId })) {
+      dropped.push({ job, reason: 'not_subscribed' });
+      continue;
+    }
+    candidates.push({ job, check: { ownerId: ep.userId, endpointId: ep.id, rule: audienceRule(body) } });
+  }
+  const ok = await entitledNow(
+    db,
+    candidates.map((c) => c.check),
+  );
+  const live: AttemptJob[] = [];
+  candidates.forEach((c, i) => {
+    if (ok[i]) live.push(c.job);
+    else dropped.push({ job: c.job, reason: 'not_entitled' });
+  });
+  for (const { job, reason } of dropped) {
+    log('info', 'webhook_attempt_dropped', {
+      endpointId: job.endpointId,
+      type: job.type,
+      attempt: job.attempt,
+      reason,
+    });
+  }
+  if (dropped.length > 0) countWebhookDelivery(env, 'dropped', dropped.length);
+  return live;
 }
 
 /** Endpoints by id (enabled or not: a disabled one's pending attempts are dropped). */
@@ -140,12 +216,9 @@ export async function fanout(db: Db, events: FanoutEvent[]): Promise<AttemptJob[
   }
   const contacts = new Map<string, Set<string>>();
   for (const u of contactsOf) {
-    const rows = await db.all<{ user_id: string }>(sql`
-      SELECT DISTINCT m2.user_id AS user_id FROM members m1
-      JOIN members m2 ON m2.conversation_id = m1.conversation_id
-      WHERE m1.user_id = ${u} AND m2.user_id != ${u}`);
-    contacts.set(u, new Set(rows.map((r) => r.user_id)));
-    for (const r of rows) users.add(r.user_id);
+    const them = await contactsOfUser(db, u);
+    contacts.set(u, them);
+    for (const c of them) users.add(c);
   }
   const byUser = new Map<string, EndpointRow[]>();
   for (const part of chunkRows([...users], 1)) {
@@ -172,7 +245,7 @@ export async function fanout(db: Db, events: FanoutEvent[]): Promise<AttemptJob[
   return jobs;
 }
 
-function subscribes(ep: EndpointRow, e: FanoutEvent): boolean {
+function subscribes(ep: EndpointRow, e: Pick<FanoutEvent, 'type' | 'conversationId'>): boolean {
   let types: WebhookEventType[];
   try {
     types = JSON.parse(ep.eventTypes) as WebhookEventType[];
