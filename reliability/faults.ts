@@ -200,8 +200,8 @@ export async function faultsSuite(cfg: FaultsConfig, log = (_: string) => {}): P
       ...[a, d].map((p) => online(p, fresh)),
     ]);
     // Online, each engine takes what a send needs (membership logs, device lists) in the background: a
-    // device that had the conversation open holds them. (One that never synced a conversation cannot send
-    // to it while the server is down: it does not know who is in it — that send fails at once.)
+    // device that had the conversation open holds them. (One that never synced a conversation waits too: its
+    // send is queued unprepared and completed from the verified log once the server is back.)
     await Promise.all(everyone.map((p) => p.engine.idle()));
     const both = (during: Promise<unknown>) =>
       Promise.all([

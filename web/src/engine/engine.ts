@@ -63,7 +63,7 @@ import { deviceLinkedLine, type InfoLine, infoKey } from './info.js';
 import { Keystore, type KeystoreConfig } from './keystore.js';
 import type { EngineLocks } from './locks.js';
 import { encodePayload, MAX_TEXT_BYTES, Messages } from './messages.js';
-import { Outbox, type OutboxEntry, type OutboxRetry } from './outbox.js';
+import { isTransient, Outbox, type OutboxEntry, type OutboxRetry } from './outbox.js';
 import { DEFAULT_HISTORY, type HistoryArchive, type HistoryOptions, OwnDevices } from './own-devices.js';
 import { People, type PeopleView, type ProfileView, type RequestState } from './people.js';
 import { Sessions } from './sessions.js';
@@ -424,6 +424,7 @@ export function createEngine(opts: EngineOptions): Engine {
       rotate: async (c, order) => {
         await distributeSenderKey(c, order);
       },
+      prepare: (e) => prepareDeferred(e),
     },
     opts.sendAnswerTimeoutMs,
     opts.outboxRetry,
@@ -806,30 +807,38 @@ export function createEngine(opts: EngineOptions): Engine {
   };
 
   // ---- people: accepting a request, and sharing our profile key with those we talk to ----
-  const acceptConversation = async (conversationId: string) => {
+  const acceptConversation = async (conversationId: string, waitOnline = true) => {
     await people.accept(conversationId, await groups.kind(conversationId));
     // A request had no socket: it connects now (its resume replays anything the poll has not fetched).
     // Accepting returns once it is online (or after 15 s): what the person does next — typing, replying —
-    // then goes out at once instead of being dropped (typing) or waiting for the reconnect.
-    if (parked.has(conversationId) && !(await openOrPark(conversationId))) await online(conversationId, 15_000);
+    // then goes out at once instead of being dropped (typing) or waiting for the reconnect. (Not from the
+    // outbox, `waitOnline` false: its entry's send waits for the socket anyway.)
+    if (parked.has(conversationId) && !(await openOrPark(conversationId)) && waitOnline)
+      await online(conversationId, 15_000);
     const held = await people.takeHeldReceipts(conversationId);
     if (held.length) {
       await inbox.queueReceipt(conversationId, held);
       track(outbox.flush(conversationId));
     }
   };
-  /** Queues our profile key (pairwise) where the members lack our current one; a request is accepted first. */
-  const beforeVisibleSend = async (conversationId: string) => {
+  /**
+   * Queues our profile key (pairwise) where the members lack our current one; a request is accepted first.
+   * `order`: the profile key's send order (default: after everything queued so far).
+   */
+  const beforeVisibleSend = async (conversationId: string, order?: number) => {
     const state = await people.state(conversationId, await messages.cursor(conversationId));
-    if (state === 'request' || state === 'hidden') await acceptConversation(conversationId);
-    await shareProfileKey(conversationId);
+    if (state === 'request' || state === 'hidden') await acceptConversation(conversationId, order === undefined);
+    await shareProfileKey(conversationId, order);
   };
   /** Queues our current profile key (pairwise) into an accepted conversation whose members lack it. */
-  const shareProfileKey = async (conversationId: string): Promise<boolean> => {
+  const shareProfileKey = async (conversationId: string, order?: number): Promise<boolean> => {
     const members = (await groups.membership(conversationId)).members.keys();
     const pk = await people.profileKeyToShare(conversationId, members);
     if (!pk) return false;
-    await outbox.enqueue(entry(conversationId, newId(), encodePayload(pk.payload), 'pairwise', false, ctx.now()));
+    await outbox.enqueue(
+      entry(conversationId, newId(), encodePayload(pk.payload), 'pairwise', false, ctx.now()),
+      order,
+    );
     await ctx.store.transaction(async (tx) => people.markSharedInTx(tx, conversationId, pk.mark));
     return true;
   };
@@ -852,6 +861,19 @@ export function createEngine(opts: EngineOptions): Engine {
 
   const assertMembersSendable = async (conversationId: string) => {
     for (const u of (await groups.membership(conversationId)).members.keys()) await directory.assertSendable(u);
+  };
+  /**
+   * `assertMembersSendable`, except that a transient failure (the conversation's log is not held and the server
+   * is unreachable) answers false: the send is queued to be prepared by the outbox (`OutboxEntry.prepare`).
+   */
+  const sendableNow = async (conversationId: string): Promise<boolean> => {
+    try {
+      await assertMembersSendable(conversationId);
+      return true;
+    } catch (err) {
+      if (isTransient(err)) return false;
+      throw err;
+    }
   };
 
   // ---- issue 17: our own actions on messages ----
@@ -933,6 +955,29 @@ export function createEngine(opts: EngineOptions): Engine {
     return true;
   };
 
+  /**
+   * The outbox's `prepare` hook: a message queued while its conversation's log (or a member's device list) could
+   * not be fetched gets, from the verified log, the refusals a send checks, the conversation's timer, our
+   * profile key and sender key queued just before it, and its mode. Throws as the send would have.
+   */
+  const prepareDeferred = async (e: OutboxEntry): Promise<{ mode: 'pairwise' | 'group'; payload: Uint8Array }> => {
+    const c = e.conversationId;
+    await assertMembersSendable(c);
+    let payload = e.payload;
+    const r = decodeContent(e.payload);
+    if (r.kind === 'ok' && (r.content.t === 'text' || r.content.t === 'att')) {
+      const timer = await groups.timer(c);
+      const { exp: _exp, ...content } = r.content;
+      payload = encodeContent(timer > 0 ? { ...content, exp: timer } : content);
+    }
+    const order = e.order ?? e.createdAt * 1000;
+    await beforeVisibleSend(c, order - 0.75);
+    const kind = await groups.kind(c);
+    if (kind === 'group') await distributeSenderKey(c, order - 0.5);
+    await gossip(c, kind).catch(() => undefined);
+    return { mode: kind === 'group' ? 'group' : 'pairwise', payload };
+  };
+
   const queue = async (conversationId: string, clientId: string, payload: Uint8Array, visible: boolean, at: number) => {
     const kind = await groups.kind(conversationId);
     if (kind === 'group') await distributeSenderKey(conversationId);
@@ -988,8 +1033,9 @@ export function createEngine(opts: EngineOptions): Engine {
     /**
      * `stored`: called once the message is stored (it then shows, and its own Retry sends it again).
      * `failedView`: a send that fails after that resolves with the failed message instead of throwing.
+     * `ready` false: what the send needs could not be fetched (see `sendableNow`); it is queued to be prepared.
      */
-    after: { stored?: () => void; failedView?: boolean } = {},
+    after: { stored?: () => void; failedView?: boolean; ready?: boolean } = {},
   ): Promise<MessageView> => {
     const own = await keys.identity();
     const payload = encodeContent(content);
@@ -1012,9 +1058,24 @@ export function createEngine(opts: EngineOptions): Engine {
     ctx.emit({ type: 'message_added', message: m });
     after.stored?.();
     try {
-      await beforeVisibleSend(conversationId);
-      await queue(conversationId, clientId, payload, true, content.sentAt);
-      await gossip(conversationId, await groups.kind(conversationId));
+      let queued = false;
+      if (after.ready !== false) {
+        try {
+          await beforeVisibleSend(conversationId);
+          await queue(conversationId, clientId, payload, true, content.sentAt);
+          queued = true;
+        } catch (err) {
+          // The network is down and something the send needs is not held (a member's device list): it waits
+          // as `sending` like every offline send, completed by the outbox once that can be fetched.
+          if (!isTransient(err)) throw err;
+        }
+      }
+      if (queued) await gossip(conversationId, await groups.kind(conversationId));
+      else
+        await outbox.enqueue({
+          ...entry(conversationId, clientId, payload, 'pairwise', true, content.sentAt),
+          prepare: true,
+        });
     } catch (err) {
       // Nothing was queued: the message must not stay 'sending' forever — show it as failed.
       const code = err instanceof EngineError ? err.code : 'send_failed';
@@ -1036,7 +1097,8 @@ export function createEngine(opts: EngineOptions): Engine {
     clientId = newId(),
   ) => {
     const sentAt = ctx.now();
-    const timer = await groups.timer(conversationId);
+    const ready = await sendableNow(conversationId);
+    const timer = ready ? await groups.timer(conversationId) : 0;
     return send(
       conversationId,
       clientId,
@@ -1051,7 +1113,7 @@ export function createEngine(opts: EngineOptions): Engine {
       },
       { attachment: viewOf(pointer) },
       (tx) => messages.putAttachmentInTx(tx, conversationId, clientId, pointer),
-      after,
+      { ...after, ready },
     );
   };
   /**
@@ -1303,7 +1365,7 @@ export function createEngine(opts: EngineOptions): Engine {
     async sendText(conversationId, body, o = {}) {
       if (new TextEncoder().encode(body).length > MAX_TEXT_BYTES)
         throw new EngineError('too_long', `a text is at most ${MAX_TEXT_BYTES} bytes`);
-      await assertMembersSendable(conversationId);
+      const ready = await sendableNow(conversationId);
       let reply: Quote | undefined;
       if (o.replyTo !== undefined) {
         const t = await messageTarget(conversationId, o.replyTo);
@@ -1312,7 +1374,7 @@ export function createEngine(opts: EngineOptions): Engine {
       }
       const clientId = newId();
       const sentAt = ctx.now();
-      const timer = await groups.timer(conversationId);
+      const timer = ready ? await groups.timer(conversationId) : 0;
       return send(
         conversationId,
         clientId,
@@ -1326,6 +1388,8 @@ export function createEngine(opts: EngineOptions): Engine {
           ...(timer > 0 ? { exp: timer } : {}),
         },
         reply ? { quote: { id: reply.id, author: reply.author, text: reply.text } } : {},
+        undefined,
+        { ready },
       );
     },
     async sendAttachment(conversationId, draft, o) {
@@ -1381,7 +1445,7 @@ export function createEngine(opts: EngineOptions): Engine {
           'may_have_been_sent',
           'This message may already have been delivered (it went out, but no answer came back in time), so it is not sent again. Delete it, or write it anew.',
         );
-      if (before?.status === 'failed') await assertMembersSendable(conversationId);
+      if (before?.status === 'failed') await sendableNow(conversationId);
       // An attachment message goes out again with the same pointer: its blob is already uploaded.
       const pointer = await messages.attachment(conversationId, clientId);
       const m = await dropFailed(conversationId, clientId);

@@ -480,6 +480,51 @@ describe('the network drops', () => {
   });
 });
 
+describe('a conversation whose member list this device never stored, while the server is unreachable', () => {
+  /** Bob's outbox retries after 2 ms doubling to 10 ms: many failed preparations in a fraction of a second. */
+  const retry = { baseMs: 2, maxMs: 10 };
+  /** Failed fetches of what a send needs: the conversation and its log. */
+  const refusedLogs = (w: World, user: string) =>
+    w.server.refused.filter((r) => r.user === user && r.call === 'getConversation').length;
+  const statusOf = async (c: Client, conv: string, clientId: string) =>
+    (await c.engine.messages(conv)).find((m) => m.clientId === clientId)?.status;
+
+  for (const kind of ['group', 'direct'] as const) {
+    it(`a ${kind} just joined: the first message waits as sending (nothing encrypted) and goes out once, to the verified members, when the server is back`, async () => {
+      const w = await makeWorld();
+      const alice = await newClient(w, 'alice');
+      const bob = await newClient(w, 'bob', 'bob-1', { engine: { outboxRetry: retry } });
+      const members = kind === 'group' ? ['bob', 'carol'] : ['bob'];
+      const carol = kind === 'group' ? await newClient(w, 'carol') : null;
+      const others = carol ? [alice, carol] : [alice];
+      const conv = await alice.engine.createConversation(
+        kind === 'group' ? { kind, members, title: 'g' } : { kind, members },
+      );
+      await online(others, conv);
+      // Bob has never loaded this conversation: no log, no member's device list.
+      expect(await bob.store.get(`conv/${conv}/log`)).toBeUndefined();
+      w.server.setReachable('bob', 'bob-1', false);
+      await bob.engine.connect([conv]);
+      const m = await bob.engine.sendText(conv, 'first words');
+      expect(m.status).toBe('sending');
+      await until(() => refusedLogs(w, 'bob') > 5, 'several failed log fetches (retried with back-off)');
+      expect(await statusOf(bob, conv, m.clientId)).toBe('sending');
+      expect(sendsOf(w, m.clientId)).toBe(0);
+      expect(await bob.store.get(`conv/${conv}/log`)).toBeUndefined();
+      w.server.setReachable('bob', 'bob-1', true);
+      await until(() => accepted(bob, conv, [m.clientId]), 'accepted once the server is back', 15_000);
+      for (const c of others) {
+        await until(async () => (await texts(c.engine, conv)).length > 0, `${c.deviceId} has it`, 15_000);
+        expect(await texts(c.engine, conv)).toEqual(['first words']);
+        expect((await c.engine.messages(conv)).filter((x) => x.status === 'undecryptable')).toEqual([]);
+      }
+      expect(sendsOf(w, m.clientId)).toBe(1);
+      expect(await statusOf(bob, conv, m.clientId)).not.toBe('failed');
+      for (const c of [...others, bob]) c.engine.close();
+    });
+  }
+});
+
 describe('a failed sender-key distribution', () => {
   it('is distributed again with the next group message (it was marked distributed: every later message stayed undecryptable)', async () => {
     const w = await makeWorld();

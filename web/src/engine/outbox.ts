@@ -16,6 +16,9 @@
  * stored) is never sent again past that age either — it fails as `unreachable` (or, already marked
  * delivered by a receipt, just leaves the outbox): the server may have forgotten its id by then. A permanent refusal (an EngineError, any other 4xx)
  * fails it at once. Retry timers are unref'd and stop with `close`.
+ * A message queued before what a send needs was held (the conversation's log, never stored here, or a member's
+ * device list, with the network down) is `prepare`d at its turn through `hooks.prepare`, from the verified log,
+ * with the same back-off: it waits as `sending` like any offline send, and nothing is encrypted before that.
  * While the conversation's membership log has a gap (groups.ts `inGap`) an entry not yet encrypted waits as
  * `sending`, with everything behind it, and is encrypted and sent once a whole log is applied.
  * On `device_mismatch` the entry is repaired and retried: extra and stale devices are dropped, their
@@ -78,6 +81,14 @@ export interface OutboxEntry {
    * device linked a moment ago) are marked as still needing it, so the next group send retries them.
    */
   readonly distributes?: boolean;
+  /**
+   * A visible message queued while what a send needs from the server could not be fetched (the verified log of
+   * a conversation this device never stored, a member's device list — the network was down): `mode` is a
+   * placeholder and `payload` lacks the conversation's timer. At its turn `hooks.prepare` fetches and verifies
+   * all that, queues what must precede it (profile key, sender key) and completes it; a transient failure
+   * there keeps it `sending` with the usual back-off. Nothing is encrypted before that.
+   */
+  readonly prepare?: boolean;
 }
 
 /**
@@ -106,7 +117,7 @@ export const DEFAULT_OUTBOX_RETRY: OutboxRetry = {
 };
 
 /** A failure that says nothing about the message: the server was unreachable, overloaded or restarting. */
-function isTransient(err: unknown): boolean {
+export function isTransient(err: unknown): boolean {
   if (err instanceof EngineError) return false;
   if (err instanceof ApiError) return err.status >= 500 || err.status === 429;
   return err instanceof TypeError; // fetch: connection refused / reset
@@ -144,6 +155,12 @@ export interface OutboxHooks {
    * (just before the entry's), so it goes out first.
    */
   readonly rotate?: (conversationId: string, order: number) => Promise<void>;
+  /**
+   * Completes a `prepare` entry from the verified log (fetched if not held): its mode and final payload, after
+   * queuing what goes before it at send orders below the entry's. Throws as a send would: transient (retried)
+   * or a refusal (the message fails).
+   */
+  readonly prepare?: (e: OutboxEntry) => Promise<{ mode: 'pairwise' | 'group'; payload: Uint8Array }>;
 }
 
 export class Outbox {
@@ -405,6 +422,15 @@ export class Outbox {
       // and those behind it wait as `sending`, and go out once, under their ids, with the verified members.
       if (e.items === null && e.group === null && this.groups.inGap(e.conversationId)) {
         this.heldByGap.add(e.conversationId);
+        return;
+      }
+      if (e.prepare && this.hooks.prepare) {
+        // Queued offline before the conversation's log (or a member's devices) was held: completed now, from
+        // the verified log; what it queued before it (a sender-key distribution) goes first, then it.
+        const done = await this.hooks.prepare(e);
+        const { prepare: _done, ...rest } = e;
+        await putJson(this.ctx.store, key(clientId), { ...rest, mode: done.mode, payload: done.payload });
+        this.retryLater(e.conversationId, clientId, 0);
         return;
       }
       if (e.mode === 'group' && e.group === null && this.heldByGap.has(e.conversationId) && this.hooks.rotate) {
