@@ -32,6 +32,7 @@ import type { SealedStore } from '../engine/sealed-store.js';
 import { hostEngine } from '../engine/worker-host.js';
 import { defaultCurves, platformRng, toB64u } from '../protocol/index.js';
 import { KT_LOG_PUBLIC_KEY } from './kt-key.js';
+import { runIncomingLink } from './link-incoming.js';
 import { CLIENT_POLL_MS } from './poll.js';
 import {
   AppError,
@@ -170,26 +171,26 @@ const linkProgress = (p: LinkProgressView) => port.postMessage({ link: p });
 const linkOutProgress = (p: LinkProgress) => port.postMessage({ linkOut: p });
 
 /** This browser being linked: provisioning message → store for that account → keys, session, history. */
-async function runIncoming(link: NewDeviceLink): Promise<void> {
-  try {
-    const p = await link.waitForProvisioning();
-    let o = await open(p.username);
-    if (await o.engine.identity()) {
-      // Keys of an earlier, removed device of this account (or a failed attempt): worthless now.
-      const dbName = o.dbName;
-      close();
+function runIncoming(link: NewDeviceLink): Promise<void> {
+  return runIncomingLink(link, {
+    open: (username) => open(username),
+    close(username) {
+      if (current?.name === normalize(username)) close();
+    },
+    async erase(username) {
+      const dbName = await dbNameFor(normalize(username));
+      if (current?.dbName === dbName) close();
       await deleteDb(dbName);
-      o = await open(p.username);
-    }
-    const deviceId = toB64u(rng(16));
-    await link.complete(o.engine, deviceId, createNewDeviceLinkApi(o.http));
-    linkProgress({ phase: 'linked', username: p.username, deviceName: p.deviceName, me: await me(o) });
-    await receiveHistory(link, o);
-  } catch (e) {
-    if (incoming !== link) return;
-    const code = (e as { code?: string }).code ?? 'link_failed';
-    if (code !== 'history_incomplete') linkProgress({ phase: 'failed', code });
-  }
+    },
+    redeemApi: (o) => createNewDeviceLinkApi(o.http),
+    deviceId: () => toB64u(rng(16)),
+    isCurrent: () => incoming === link,
+    failed: (code, username) => linkProgress({ phase: 'failed', code, ...(username ? { username } : {}) }),
+    async linked(o, p) {
+      linkProgress({ phase: 'linked', username: p.username, deviceName: p.deviceName, me: await me(o) });
+      await receiveHistory(link, o);
+    },
+  });
 }
 
 async function receiveHistory(link: NewDeviceLink, o: Opened): Promise<void> {

@@ -233,6 +233,8 @@ export function errorText(e: unknown): string {
     linking_token_used: 'That link was already completed. Start again on the new device.',
     history_incomplete: 'The history did not arrive complete. Nothing was imported.',
     history_failed: 'The history could not be saved. Nothing was imported.',
+    local_data_exists:
+      'This browser already holds keys and messages of that account from an earlier sign-in. Nothing was changed.',
   };
   return (err.code && byCode[err.code]) || err.message || 'Something went wrong.';
 }

@@ -5,6 +5,7 @@
  * again while the other device still shows its screen, or carry on without it).
  */
 import { createEffect, createSignal, Match, onCleanup, onMount, Show, Switch } from 'solid-js';
+import { ConfirmDialog } from '../components/Modal.js';
 import { Qr } from '../components/Qr.js';
 import { AuthCard, Banner, Button, errorText, Spinner } from '../components/ui.js';
 import { Link as A, navigate } from '../router.js';
@@ -46,6 +47,10 @@ export default function LinkPage() {
   const left = () => Math.max(0, Math.round((expiresAt() - now()) / 1000));
   const expired = () => phase() === 'waiting' && code() !== null && left() === 0;
   const failed = () => (phase() === 'failed' ? errorText({ code: state.link?.code }) : null);
+  // Review R13: this browser holds that account's store (signed out, or locked): never replaced unasked.
+  const occupied = () =>
+    phase() === 'failed' && state.link?.code === 'local_data_exists' ? state.link.username : null;
+  const [confirmErase, setConfirmErase] = createSignal(false);
   const copy = async () => {
     await navigator.clipboard?.writeText(code() ?? '').catch(() => undefined);
     setCopied(true);
@@ -107,7 +112,46 @@ export default function LinkPage() {
                 <Spinner class="text-blue-600" /> Preparing a code…
               </p>
             </Show>
-            <Show when={expired() || failed() || error()}>
+            <Show when={occupied()}>
+              {(username) => (
+                <div class="space-y-3" data-testid="link-local-data">
+                  <Banner kind="warn">
+                    <span role="alert">
+                      This browser already holds the keys and messages of “{username()}” from an earlier sign-in.
+                      Linking would replace them, so nothing was changed and your other device was told.
+                    </span>
+                  </Banner>
+                  <p class="text-sm text-slate-600 dark:text-slate-300">
+                    To keep them, sign in instead. To link anyway, erase them from this browser first.
+                  </p>
+                  <div class="flex flex-col gap-2">
+                    <Button onClick={() => navigate('/login', { replace: true })}>Sign in instead</Button>
+                    <Button variant="secondary" onClick={() => setConfirmErase(true)} data-testid="link-erase-local">
+                      Erase them and link this browser
+                    </Button>
+                  </div>
+                  <ConfirmDialog
+                    open={confirmErase()}
+                    onOpenChange={setConfirmErase}
+                    title={`Erase “${username()}” from this browser?`}
+                    confirmLabel="Erase keys and messages"
+                    danger
+                    onConfirm={async () => {
+                      await actions.linkEraseLocal(username());
+                      await start();
+                    }}
+                  >
+                    <p>
+                      The keys and message history this browser keeps for “{username()}” are deleted. Messages that only
+                      this browser has — older than what your other device keeps, or never synced to it — are lost for
+                      good, and a local passphrase set here goes with them.
+                    </p>
+                    <p>Your account, your other devices and their messages are not touched. This cannot be undone.</p>
+                  </ConfirmDialog>
+                </div>
+              )}
+            </Show>
+            <Show when={!occupied() && (expired() || failed() || error())}>
               <Banner kind="error">
                 <span role="alert">{expired() ? 'This code expired.' : (failed() ?? error())}</span>
               </Banner>

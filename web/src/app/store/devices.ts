@@ -51,6 +51,9 @@ export function createDevices(agent: () => Agent, actions: Actions, state: State
       setState('link', null);
       await agent().session.linkCancel();
     },
+    async linkEraseLocal(username: string) {
+      await agent().session.eraseLocal(username);
+    },
     async linkDevice(code: string, req: { deviceName: string; history: boolean }) {
       wire();
       setState('linkOut', { phase: 'linking', deviceName: req.deviceName });

@@ -237,6 +237,8 @@ export interface Actions {
   linkStart(): Promise<{ code: string; expiresAt: number }>;
   linkRetry(): Promise<void>;
   linkCancel(): Promise<void>;
+  /** Erases the keys and history this browser holds for `username` (confirmed by the person first). */
+  linkEraseLocal(username: string): Promise<void>;
   /** Links the device whose code this is; progress in `state.linkOut`. */
   linkDevice(code: string, req: { deviceName: string; history: boolean }): Promise<{ messages: number }>;
   linkDeviceCancel(): Promise<void>;
