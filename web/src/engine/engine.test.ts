@@ -287,6 +287,75 @@ describe('engine over the fake server', () => {
     bob.engine.close();
   });
 
+  it('mailbox catch-up past a conversation whose envelopes keep failing: the others are processed and acked; the failing one keeps its cursor, nothing of it acked past the failure, and is retried with back-off', async () => {
+    const w = await makeWorld();
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    // Bob's store refuses every transaction that moves the cursor of `failingConv` while `failing`.
+    const inner = memoryStore();
+    let failingConv = '';
+    let failing = true;
+    let failures = 0;
+    const store: Store = {
+      get: (k) => inner.get(k),
+      list: (d) => inner.list(d),
+      put: (k, v) => inner.put(k, v),
+      delete: (k) => inner.delete(k),
+      transaction: (fn) =>
+        inner.transaction(async (tx) => {
+          let moves = false;
+          const r = await fn({
+            get: (k) => tx.get(k),
+            list: (d) => tx.list(d),
+            put: (k, v) => {
+              if (k === `cur/${failingConv}`) moves = true;
+              tx.put(k, v);
+            },
+            delete: (k) => tx.delete(k),
+          });
+          if (failing && moves) {
+            failures++;
+            throw new Error('simulated store failure');
+          }
+          return r;
+        }),
+    };
+    const alice = await newClient(w, 'alice');
+    const carol = await newClient(w, 'carol');
+    const bob = await newClient(w, 'bob', 'bob-1', { store });
+    const withAlice = await alice.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    const withCarol = await carol.engine.createConversation({ kind: 'direct', members: ['bob'] });
+    // The mailbox is read in (conversation, seq) order: the failing conversation comes first, with more
+    // envelopes than a page holds (50), so the other one is only on a later page.
+    const [first, second] = [withAlice, withCarol].sort();
+    failingConv = first!;
+    const sender = (c: string) => (c === withAlice ? alice : carol);
+    await alice.engine.connect();
+    await carol.engine.connect();
+    const many = Array.from({ length: 60 }, (_, i) => `f${i}`);
+    for (const t of many) await sender(first!).engine.sendText(first!, t);
+    for (const t of ['x', 'y', 'z']) await sender(second!).engine.sendText(second!, t);
+    await until(() => w.server.pending(first!, 'bob', 'bob-1').length === 60, 'the first conversation queued');
+    await until(() => w.server.pending(second!, 'bob', 'bob-1').length === 3, 'the second conversation queued');
+    await expect(bob.engine.syncMailbox()).rejects.toThrow();
+    // The other conversation went through, and was acknowledged.
+    expect(await texts(bob.engine, second!)).toEqual(['x', 'y', 'z']);
+    expect(w.server.pending(second!, 'bob', 'bob-1')).toEqual([]);
+    // The failing one: nothing stored, nothing acknowledged; it is retried by itself (back-off), not once.
+    expect(await texts(bob.engine, first!)).toEqual([]);
+    expect(w.server.pending(first!, 'bob', 'bob-1').length).toBe(60);
+    const after = failures;
+    await until(() => failures > after + 2, 'retried with back-off');
+    expect(w.server.pending(first!, 'bob', 'bob-1').length).toBe(60);
+    failing = false;
+    await until(async () => (await texts(bob.engine, first!)).length === 60, 'processed once storage recovers');
+    expect(await texts(bob.engine, first!)).toEqual(many);
+    await until(() => w.server.pending(first!, 'bob', 'bob-1').length === 0, 'then acknowledged');
+    // Bob never connected: the recovery opened no socket for it.
+    expect(await bob.engine.connectionStatus(first!)).toBe('offline');
+    logged.mockRestore();
+    for (const c of [alice, bob, carol]) c.engine.close();
+  });
+
   it('mailbox pages are checked against the wire schema: a malformed envelope is left out (no cursor jump), a malformed page refused', async () => {
     const w = await makeWorld();
     const base = w.server.api('bob', 'bob-1');

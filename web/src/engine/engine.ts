@@ -486,11 +486,13 @@ export function createEngine(opts: EngineOptions): Engine {
     (e: unknown): never => {
       const n = (failures.get(conversationId) ?? 0) + 1;
       failures.set(conversationId, n);
-      if (n <= constants.PROCESS_FAILURE_SOCKET_RESTARTS) realtime.restart(conversationId);
+      const socket = realtime.isOpen(conversationId);
+      if (socket && n <= constants.PROCESS_FAILURE_SOCKET_RESTARTS) realtime.restart(conversationId);
       else {
-        // Failing again: no more socket opens (tickets) for it — the mailbox brings the envelope back.
+        // Failing again, or no socket to resume from the cursor (a mailbox sync): no socket opens (tickets) for
+        // it — the mailbox brings the envelope back; a socket it had opens again once it is processed.
         realtime.close(conversationId);
-        recoverByMailbox(conversationId);
+        recoverByMailbox(conversationId, socket);
       }
       throw e;
     };
@@ -501,9 +503,10 @@ export function createEngine(opts: EngineOptions): Engine {
    * like a socket's) until an envelope of it is processed; then its socket opens again and resumes from the cursor.
    */
   const failures = new Map<string, number>();
-  const recovering = new Map<string, { timer: ReturnType<typeof setTimeout>; tries: number }>();
+  const recovering = new Map<string, { timer: ReturnType<typeof setTimeout>; tries: number; reopen: boolean }>();
   const backoffMs = opts.backoff ?? { baseMs: 500, maxMs: 30_000 };
-  const recoverByMailbox = (conversationId: string) => {
+  /** `reopen`: the conversation had a socket, opened again once it recovers (kept across tries). */
+  const recoverByMailbox = (conversationId: string, reopen = false) => {
     const prev = recovering.get(conversationId);
     clearTimeout(prev?.timer);
     const tries = (prev?.tries ?? 0) + 1;
@@ -519,7 +522,7 @@ export function createEngine(opts: EngineOptions): Engine {
       );
     }, ms);
     (timer as { unref?: () => void }).unref?.();
-    const next = { timer, tries };
+    const next = { timer, tries, reopen: reopen || prev?.reopen === true };
     recovering.set(conversationId, next);
   };
   /** Processing of the conversation moved its cursor: a failure streak ends, a closed socket opens again. */
@@ -529,7 +532,7 @@ export function createEngine(opts: EngineOptions): Engine {
     if (!r) return;
     clearTimeout(r.timer);
     recovering.delete(conversationId);
-    if (!parked.has(conversationId)) realtime.open(conversationId); // a request stays on the poll
+    if (r.reopen && !parked.has(conversationId)) realtime.open(conversationId); // a request stays on the poll
   };
   const stopRecovery = () => {
     for (const r of recovering.values()) clearTimeout(r.timer);
@@ -579,7 +582,10 @@ export function createEngine(opts: EngineOptions): Engine {
   /**
    * Offline catch-up: fetch, process and acknowledge the whole mailbox (also the request poll's and the first
    * connect's). One sync at a time: a second one runs after the first, for what came since, instead of
-   * processing the same pages side by side.
+   * processing the same pages side by side. A conversation whose envelopes fail to process does not stop it:
+   * that conversation keeps its cursor (nothing of it past the failure is processed or acked in this sync, its
+   * remaining pages are skipped) and is retried with back-off (`failed`: its socket, or the mailbox when it
+   * has none); every other conversation is processed and acked, then the sync rejects with the first failure.
    */
   const oneSync = mutex();
   const syncMailboxNow = (): Promise<number> => oneSync(syncMailboxPages);
@@ -596,6 +602,9 @@ export function createEngine(opts: EngineOptions): Engine {
       });
     let next: ReturnType<typeof fetchPage> | null = fetchPage(null);
     let acked: Promise<void> = Promise.resolve();
+    /** Conversations that failed in this sync, and the first failure (rethrown once the rest is done). */
+    const failedHere = new Set<string>();
+    let firstFailure: { error: unknown } | null = null;
     try {
       while (next) {
         const page: Awaited<ReturnType<typeof fetchPage>> = await next;
@@ -605,20 +614,37 @@ export function createEngine(opts: EngineOptions): Engine {
         const byConv = new Map<string, Envelope[]>();
         for (const e of page.envelopes) {
           const { conversationId, ...env } = e;
+          if (failedHere.has(conversationId)) continue; // nothing past its failed envelope
           byConv.set(conversationId, [...(byConv.get(conversationId) ?? []), env]);
         }
         // The page's conversations side by side (each conversation's envelopes stay in order in its own
         // queue), so their store transactions meet in the sealed store's group commit; acked once all are stored.
         const done = await Promise.all(
-          [...byConv].map(async ([c, envs]) => ({ c, upTo: await inbox.process(c, envs).catch(failed(c)) })),
+          [...byConv].map(async ([c, envs]) => ({
+            c,
+            n: envs.length,
+            upTo: await inbox
+              .process(c, envs)
+              .catch(failed(c))
+              .catch((error: unknown) => {
+                failedHere.add(c);
+                firstFailure ??= { error };
+                return undefined;
+              }),
+          })),
         );
         const acks: { conversationId: string; upTo: number }[] = [];
-        for (const { c, upTo } of done) {
+        for (const { c, n, upTo } of done) {
+          if (upTo === undefined) continue;
+          count += n;
           if (upTo === null) continue;
           acks.push({ conversationId: c, upTo });
           processed(c);
         }
-        count += page.envelopes.length;
+        // The page ends inside a conversation that failed: the rest of it is not fetched (it would be skipped).
+        const skipTo = page.next && failedHere.has(page.next.afterConversation) ? page.next.afterConversation : null;
+        if (skipTo !== null) next = fetchPage({ afterConversation: skipTo, afterSeq: Number.MAX_SAFE_INTEGER });
+        next?.catch(() => undefined);
         await acked; // an ack that failed stops the sync, as before
         acked = acks.length ? ctx.api.ackMailbox(acks) : Promise.resolve();
         acked.catch(() => undefined);
@@ -628,6 +654,7 @@ export function createEngine(opts: EngineOptions): Engine {
       await acked.catch(() => undefined);
     }
     maintainIfConsumed();
+    if (firstFailure) throw (firstFailure as { error: unknown }).error;
     return count;
   };
 

@@ -212,6 +212,8 @@ export interface RealtimeChannel {
    * socket (a connect under way resumes from the cursor anyway).
    */
   restart(conversationId: string): void;
+  /** Whether a socket is wanted for the conversation (opened and not closed since: online, connecting or retrying). */
+  isOpen(conversationId: string): boolean;
   closeAll(): void;
   /** Sends if a socket is open (acks may go out during the resume replay); returns false otherwise. */
   send(conversationId: string, frame: ClientFrame): boolean;
@@ -434,6 +436,7 @@ export function createRealtime(opts: RealtimeOptions): RealtimeChannel {
       return true;
     },
     status: (id) => conns.get(id)?.status ?? 'offline',
+    isOpen: (id) => conns.has(id),
     onFrame(h) {
       frameHandlers.add(h);
       return () => frameHandlers.delete(h);
