@@ -469,7 +469,7 @@ export const ROUTE_GENERATORS: Record<string, RouteGenerator> = {
   'PUT /api/settings': { auth: 'bearer', json: true, keys: ['settings'], body: (w) => peopleBody('settings', w) },
   // status and account data (issue 18)
   'GET /api/status/counters': { auth: 'none' },
-  'GET /api/account/export': { auth: 'bearer' },
+  'GET /api/account/export': { auth: 'bearer', query: 'cursor=:q' },
   'POST /api/account/delete': {
     auth: 'bearer',
     json: true,

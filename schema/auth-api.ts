@@ -205,3 +205,27 @@ export const accountDeleteRequest = z.strictObject({
     .max(1000),
 });
 export type AccountDeleteRequest = z.input<typeof accountDeleteRequest>;
+
+/**
+ * One page of `GET /api/account/export[?cursor=…]`: `tables` holds this page's rows of each table (each table
+ * at most EXPORT_ROWS_PER_TABLE rows, the page at most EXPORT_PAGE_BYTES of row JSON: worker/domain/account.ts).
+ * `truncated: true` means rows are left: ask again with `cursor=next` and append each table's rows; the last
+ * page has `truncated: false, next: null`.
+ */
+export interface AccountExportPage {
+  format: 'e2e-chat account export';
+  version: 1;
+  userId: string;
+  exportedAt: string;
+  tables: Record<string, Record<string, unknown>[]>;
+  truncated: boolean;
+  next: string | null;
+}
+/** `GET /api/account/export` query: the `next` of the previous page (base64url, opaque). */
+export const accountExportQuery = z.strictObject({
+  cursor: z
+    .string()
+    .max(4096)
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .optional(),
+});

@@ -19,7 +19,8 @@
  *  - a keyed hash of the username, so the name stays blocked for LIMITS.usernameCooldownMs.
  */
 import { eq, sql } from 'drizzle-orm';
-import { toB64u, utf8 } from '../../web/src/protocol/bytes.js';
+import type { AccountExportPage } from '../../schema/auth-api.js';
+import { fromB64u, toB64u, utf8 } from '../../web/src/protocol/bytes.js';
 import { hmacSha256 } from '../../web/src/protocol/primitives.js';
 import { type Db, d1, schema } from '../db.js';
 import type { Env } from '../env.js';
@@ -64,32 +65,107 @@ const quote = (id: string) => `"${id.replaceAll('"', '""')}"`;
 /** Columns never exported, even to their owner: hashes and encrypted secrets the owner cannot use. */
 const WITHHELD = /(^|_)(hash|salt|secret_enc|password_params)$/;
 
+/** Rows of one table in one export page (a table with more continues on the next page). */
+export const EXPORT_ROWS_PER_TABLE = 1_000;
+/** Row JSON in one export page, all tables together (a page always holds at least one row if any is left). */
+export const EXPORT_PAGE_BYTES = 4 * 1024 * 1024;
+/** Rows per D1 read while a page is filled (bounds what one read holds: a mailbox row can be ~350 KB). */
+const EXPORT_READ_ROWS = 50;
+/** Below every rowid: where a table's export starts. */
+const FIRST_ROWID = Number.MIN_SAFE_INTEGER;
+
+const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+const badCursor = () => new AppError(400, 'invalid_cursor', 'not a cursor of this export; start again without one');
+
+/** The cursor: base64url JSON `{ table: last rowid exported }` of every table with rows left. */
+function encodeCursor(pending: Record<string, number>): string {
+  return toB64u(utf8(JSON.stringify(pending)));
+}
+
+function decodeCursor(cursor: string): Map<string, number> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(fromB64u(cursor)));
+  } catch {
+    throw badCursor();
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw badCursor();
+  const out = new Map<string, number>();
+  for (const [table, after] of Object.entries(parsed)) {
+    if (!TABLE_NAME.test(table) || !Number.isSafeInteger(after)) throw badCursor();
+    out.set(table, after as number);
+  }
+  if (out.size === 0) throw badCursor();
+  return out;
+}
+
+const exportCell = ([k, v]: [string, unknown]) => [
+  k,
+  WITHHELD.test(k) ? '(withheld)' : v instanceof ArrayBuffer ? toB64u(new Uint8Array(v)) : v,
+];
+
 /**
- * Everything D1 holds about the account, table by table (rows where any account column is this user;
- * blobs as base64url; hashes and encrypted secrets withheld), plus the conversations it is in.
+ * Everything D1 holds about the account, table by table (rows where any account column is this user, in
+ * rowid order; blobs as base64url; hashes and encrypted secrets withheld), one bounded page at a time: each
+ * table at most EXPORT_ROWS_PER_TABLE rows, the page at most EXPORT_PAGE_BYTES of row JSON. When rows are
+ * left the page says `truncated: true` and `next` is the cursor of the following page (only the tables with
+ * rows left continue there). Pages are read one after the other, not as one snapshot: a row written between
+ * two pages may or may not appear. 400 `invalid_cursor` for a cursor this export did not make.
  */
-export async function exportAccount(env: Pick<Env, 'DB'>, userId: string): Promise<Record<string, unknown>> {
+export async function exportAccount(env: Pick<Env, 'DB'>, userId: string, cursor?: string): Promise<AccountExportPage> {
+  const from = cursor === undefined ? null : decodeCursor(cursor);
   const tables: Record<string, Record<string, unknown>[]> = {};
+  const pending: Record<string, number> = {};
+  let bytes = 0;
   for (const { table, columns } of await tablesAndColumns(env)) {
     const mine = columns.filter((c) => isUserColumn(table, c));
     if (mine.length === 0) continue;
+    let after = from === null ? FIRST_ROWID : from.get(table);
+    if (after === undefined) continue; // finished on an earlier page
+    if (bytes >= EXPORT_PAGE_BYTES) {
+      pending[table] = after;
+      continue;
+    }
     const where = mine.map((c) => `${quote(c)} = ?1`).join(' OR ');
-    const rows = await d1(env)
-      // sql-interpolation-ok: table and column names come from sqlite_master / pragma_table_info; the id is bound.
-      .prepare(`SELECT * FROM ${quote(table)} WHERE ${where}`)
-      .bind(userId)
-      .all();
-    if (rows.results.length === 0) continue;
-    tables[table] = rows.results.map((r) =>
-      Object.fromEntries(
-        Object.entries(r as Record<string, unknown>).map(([k, v]) => [
-          k,
-          WITHHELD.test(k) ? '(withheld)' : v instanceof ArrayBuffer ? toB64u(new Uint8Array(v)) : v,
-        ]),
-      ),
-    );
+    const rows: Record<string, unknown>[] = [];
+    let done = false;
+    let pageFull = false;
+    while (!done && !pageFull && rows.length < EXPORT_ROWS_PER_TABLE) {
+      const want = Math.min(EXPORT_READ_ROWS, EXPORT_ROWS_PER_TABLE - rows.length);
+      const read: D1Result<Record<string, unknown>> = await d1(env)
+        // sql-interpolation-ok: table and column names come from sqlite_master / pragma_table_info; values are bound.
+        .prepare(
+          `SELECT rowid AS "__export_rowid", * FROM ${quote(table)} WHERE (${where}) AND rowid > ?2 ORDER BY rowid LIMIT ?3`,
+        )
+        .bind(userId, after, want)
+        .all<Record<string, unknown>>();
+      for (const r of read.results as Record<string, unknown>[]) {
+        const { __export_rowid: rowid, ...cells }: Record<string, unknown> = r;
+        const row = Object.fromEntries(Object.entries(cells).map(exportCell));
+        const size = JSON.stringify(row).length;
+        if (bytes > 0 && bytes + size > EXPORT_PAGE_BYTES) {
+          pageFull = true;
+          break;
+        }
+        rows.push(row);
+        bytes += size;
+        after = Number(rowid);
+      }
+      if (!pageFull && read.results.length < want) done = true;
+    }
+    if (rows.length > 0) tables[table] = rows;
+    if (!done) pending[table] = after;
   }
-  return { format: 'e2e-chat account export', version: 1, userId, exportedAt: new Date().toISOString(), tables };
+  const truncated = Object.keys(pending).length > 0;
+  return {
+    format: 'e2e-chat account export',
+    version: 1,
+    userId,
+    exportedAt: new Date().toISOString(),
+    tables,
+    truncated,
+    next: truncated ? encodeCursor(pending) : null,
+  };
 }
 
 // ---- deletion -----------------------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 /**
  * /api/account — the user's data (issue 18; README §Your data; docs/API.md):
- *  - GET /export: everything D1 holds about the signed-in account, as JSON (domain/account.ts);
+ *  - GET /export[?cursor=]: everything D1 holds about the signed-in account, as JSON pages of bounded size
+ *    (domain/account.ts exportAccount: per-table and per-page caps, `truncated` + `next` cursor);
  *  - POST /delete: after the password (and the second factor if TOTP is on), appends the client-signed
  *    departures (group and direct conversations: [transfer_ownership]?, leave), then deletes the account
  *    everywhere (domain/account.ts deleteAccountData).
  */
 import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
-import { accountDeleteRequest } from '../../schema/auth-api.js';
+import { accountDeleteRequest, accountExportQuery } from '../../schema/auth-api.js';
 import { requireAuth } from '../auth/middleware.js';
 import { clientKey } from '../context.js';
 import { makeDb, schema } from '../db.js';
@@ -17,14 +18,15 @@ import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { valid } from '../validate.js';
 import { reprovePassword, requireLimitedSecondFactor, totpEnabled } from './auth.js';
-import { callerOf, jsonBody } from './input.js';
+import { callerOf, jsonBody, parseInput } from './input.js';
 
 export const account = new Hono<AppBindings>()
   .use('*', requireAuth)
   .get('/export', async (c) => {
     c.header('Cache-Control', 'no-store');
     c.header('Content-Disposition', 'attachment; filename="e2e-chat-account.json"');
-    return c.json(await exportAccount(c.env, c.get('auth').userId));
+    const q = parseInput(accountExportQuery, c.req.query());
+    return c.json(await exportAccount(c.env, c.get('auth').userId, q.cursor));
   })
   .post('/delete', jsonBody, valid('json', accountDeleteRequest), async (c) => {
     const a = c.get('auth');

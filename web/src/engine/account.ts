@@ -316,9 +316,22 @@ export class Account {
     }
   }
 
-  /** "Download my data": everything the server holds about this account, as the server exports it. */
+  /**
+   * "Download my data": everything the server holds about this account, as the server exports it — the
+   * export comes in bounded pages (`truncated` + `next`), followed here and joined table by table.
+   */
   async exportServerData(): Promise<Record<string, unknown>> {
-    return this.rest.exportAccount();
+    const first = await this.rest.exportAccount();
+    const tables: Record<string, Record<string, unknown>[]> = { ...first.tables };
+    let next = first.next;
+    while (next !== null) {
+      const page = await this.rest.exportAccount(next);
+      for (const [name, rows] of Object.entries(page.tables)) tables[name] = [...(tables[name] ?? []), ...rows];
+      if (page.next === next) throw new Error('the account export did not move on');
+      next = page.next;
+    }
+    const { truncated: _t, next: _n, ...head } = first;
+    return { ...head, tables };
   }
 
   /**

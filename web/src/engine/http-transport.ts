@@ -18,6 +18,7 @@
  */
 import type { z } from 'zod';
 import type {
+  AccountExportPage,
   challengeResponse,
   loginResponse,
   RegisterRequest,
@@ -667,8 +668,9 @@ export function createRestApi(http: HttpClient) {
       post<z.infer<typeof totpEnrollResponse>>('/api/auth/totp/enroll', { currentPrehash }),
     totpConfirm: (code: string) => post<z.infer<typeof recoveryCodesResponse>>('/api/auth/totp/confirm', { code }),
     totpDisable: (code: string) => post<{ ok: true }>('/api/auth/totp/disable', { code }),
-    /** Issue 18: everything the server holds about the account (GET /api/account/export). */
-    exportAccount: () => http.request<Record<string, unknown>>('GET', '/api/account/export'),
+    /** Issue 18: one page of everything the server holds about the account (GET /api/account/export). */
+    exportAccount: (cursor?: string) =>
+      http.request<AccountExportPage>('GET', '/api/account/export', { query: { cursor } }),
     deleteAccount: (body: {
       passwordPrehash: string;
       code?: string;
