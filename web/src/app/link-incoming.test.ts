@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../engine/engine.js';
+import type { NewDeviceLinkApi } from '../engine/link-transport.js';
 import { LinkingDeviceLink, NewDeviceLink } from '../engine/linking.js';
 import { memoryLocks } from '../engine/locks.js';
 import { memoryStore, type Store } from '../engine/storage.js';
@@ -16,6 +17,7 @@ import {
   until,
   type World,
 } from '../engine/testing/harness.js';
+import { ApiError } from '../engine/transport.js';
 import { LINK_ATTEMPT_KEY, runIncomingLink } from './link-incoming.js';
 
 const fast = { pollWaitMs: 0, stallMs: 400, backoffMs: 5 };
@@ -29,7 +31,12 @@ function browser(w: World, deviceId: string) {
     stores,
     log,
     engines,
-    deps(link: NewDeviceLink, failed: { code: string; username?: string }[], linked: string[]) {
+    deps(
+      link: NewDeviceLink,
+      failed: { code: string; username?: string }[],
+      linked: string[],
+      more: { redeem?: (inner: NewDeviceLinkApi) => NewDeviceLinkApi; current?: () => boolean } = {},
+    ) {
       return {
         async open(username: string) {
           log.push(`open ${username}`);
@@ -46,9 +53,9 @@ function browser(w: World, deviceId: string) {
           log.push(`erase ${username}`);
           stores.delete(username);
         },
-        redeemApi: () => w.server.newDeviceLinkApi(),
+        redeemApi: () => (more.redeem ?? ((a: NewDeviceLinkApi) => a))(w.server.newDeviceLinkApi()),
         deviceId: () => deviceId,
-        isCurrent: () => true,
+        isCurrent: more.current ?? (() => true),
         failed: (code: string, username?: string) => failed.push({ code, ...(username ? { username } : {}) }),
         async linked(o: { engine: Engine }) {
           linked.push('linked');
@@ -135,6 +142,68 @@ describe('linking this browser over a store it already holds for the account', {
     expect(await store.get(LINK_ATTEMPT_KEY)).toBeUndefined();
     await until(() => w.server.users.get('alice')!.devices.has('alice-9'), 'the device is listed');
     for (const e of b.engines) e.close();
+    alice.engine.close();
+  });
+});
+
+describe('a link attempt that does not complete', { timeout: 60_000 }, () => {
+  it('R7: a failed attempt erases the store it wrote — the account identity secret and the device keys are not left until the next attempt', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const b = browser(w, 'alice-9');
+    const { nl, linking } = await startLink(w, alice);
+    const failed: { code: string; username?: string }[] = [];
+    let written: Store | undefined;
+    await runIncomingLink(
+      nl,
+      b.deps(nl, failed, [], {
+        redeem: (inner) => ({
+          ...inner,
+          async redeem() {
+            written = b.stores.get('alice');
+            throw new ApiError(409, 'device_limit');
+          },
+        }),
+      }),
+    );
+    for (const e of b.engines) e.close();
+    expect(failed).toEqual([{ code: 'device_limit' }]);
+    // The attempt had written the identity (with the account's identity secret) before the redeem failed…
+    expect(await written!.get('ks/identity')).toBeDefined();
+    // …and this browser keeps nothing of it.
+    expect(b.log.at(-1)).toBe('erase alice');
+    expect(b.stores.has('alice')).toBe(false);
+    await expect(linking).rejects.toBeDefined();
+    alice.engine.close();
+  });
+
+  it('R7: an attempt cancelled on this device while it completes erases what it wrote, and reports nothing', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const b = browser(w, 'alice-9');
+    const { nl, linking } = await startLink(w, alice);
+    const failed: { code: string; username?: string }[] = [];
+    let current = true;
+    await runIncomingLink(
+      nl,
+      b.deps(nl, failed, [], {
+        current: () => current,
+        redeem: (inner) => ({
+          ...inner,
+          async redeem(req) {
+            const r = await inner.redeem(req);
+            current = false; // the person left the page: the worker's linkCancel
+            await nl.cancel();
+            return r;
+          },
+        }),
+      }),
+    );
+    for (const e of b.engines) e.close();
+    expect(failed).toEqual([]);
+    expect(b.log.at(-1)).toBe('erase alice');
+    expect(b.stores.has('alice')).toBe(false);
+    await linking.catch(() => undefined);
     alice.engine.close();
   });
 });

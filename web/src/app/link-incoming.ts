@@ -8,6 +8,9 @@
  *   erase the person confirms, or signing in instead. Only the leftover of an earlier link attempt that
  *   never completed (marked by `LINK_ATTEMPT_KEY`, written before the attempt writes anything else) is
  *   replaced without asking: it holds nothing but the keys of a device that never became one.
+ * - An attempt that fails or is cancelled before the device is linked erases the store it wrote (review R7):
+ *   the account's identity secret and the new device's keys never outlive it. (A tab closed mid-attempt
+ *   leaves the marked leftover, replaced by the next attempt.)
  *
  * Does NOT: open IndexedDB or post to the page itself (the worker's `deps` do), or receive the history
  * (`deps.linked` does, after 'linked').
@@ -15,7 +18,7 @@
  */
 import type { EngineApi } from '../engine/engine.js';
 import type { NewDeviceLinkApi } from '../engine/link-transport.js';
-import type { NewDeviceLink } from '../engine/linking.js';
+import { LinkError, type NewDeviceLink } from '../engine/linking.js';
 import type { OpenedProvisioning } from '../protocol/index.js';
 
 /** Written into a store before a link attempt writes keys there; deleted once the device is linked. */
@@ -82,10 +85,19 @@ export async function runIncomingLink<O extends IncomingOpened>(link: Link, deps
       await deps.erase(p.username);
       o = await deps.open(p.username);
     }
+  } catch (e) {
+    if (deps.isCurrent()) deps.failed(codeOf(e, 'link_failed'));
+    return;
+  }
+  // From here the store is this attempt's: on failure or cancel it is erased, with the identity secret and
+  // device keys `complete` wrote (review R7) — not kept until the next attempt.
+  try {
     await o.store.put(LINK_ATTEMPT_KEY, new Uint8Array([1]));
     await link.complete(o.engine, deps.deviceId(), deps.redeemApi(o));
+    if (!deps.isCurrent()) throw new LinkError('cancelled', 'cancelled on this device');
     await o.store.delete(LINK_ATTEMPT_KEY);
   } catch (e) {
+    await deps.erase(p.username).catch(() => undefined);
     if (deps.isCurrent()) deps.failed(codeOf(e, 'link_failed'));
     return;
   }
