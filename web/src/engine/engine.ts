@@ -45,6 +45,7 @@ import {
 } from './_protocol.js';
 import { applyActionInTx, isEditable, type MessageAction } from './actions.js';
 import { type AttachmentDraft, type AttachmentPointer, MAX_CAPTION_LEN, Transfers, viewOf } from './attachments.js';
+import { backoffDelay, unitInterval } from './backoff.js';
 import {
   type EngineContext,
   EngineError,
@@ -398,6 +399,7 @@ export function createEngine(opts: EngineOptions): Engine {
       return inbox.resumePoint(c);
     },
     now: ctx.now,
+    random: () => unitInterval(ctx.rng), // the reconnect jitter: the injected randomness, never Math.random
     ...(opts.backoff ? { backoff: opts.backoff } : {}),
   });
   const outbox = new Outbox(
@@ -510,7 +512,7 @@ export function createEngine(opts: EngineOptions): Engine {
     const prev = recovering.get(conversationId);
     clearTimeout(prev?.timer);
     const tries = (prev?.tries ?? 0) + 1;
-    const ms = Math.min(backoffMs.maxMs, backoffMs.baseMs * 2 ** Math.min(tries - 1, 30));
+    const ms = backoffDelay(backoffMs, tries - 1, ctx.rng);
     const gen = connections;
     const timer = setTimeout(() => {
       if (gen !== connections || recovering.get(conversationId) !== next) return;

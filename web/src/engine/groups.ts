@@ -55,6 +55,7 @@ import {
   type VerifiedDevice,
   verifyLog,
 } from './_protocol.js';
+import { backoffDelay } from './backoff.js';
 import { encodeRecord } from './codec.js';
 import { type EngineContext, EngineError, type ReceiveChain } from './context.js';
 import type { Directory } from './directory.js';
@@ -426,12 +427,13 @@ export class Groups {
     }
   }
 
-  /** The server's answer skipped entry `missing`: back off (doubling) before the next fetch, and refuse. */
+  /** The server's answer skipped entry `missing`: back off (doubling, jittered) before the next fetch, and refuse. */
   private gapFound(conversationId: string, missing: number): never {
     const failures = (this.gaps.get(conversationId)?.failures ?? 0) + 1;
-    const wait = Math.min(
-      constants.LOG_GAP_RETRY_MAX_MS,
-      constants.LOG_GAP_RETRY_BASE_MS * 2 ** Math.min(failures - 1, 30),
+    const wait = backoffDelay(
+      { baseMs: constants.LOG_GAP_RETRY_BASE_MS, maxMs: constants.LOG_GAP_RETRY_MAX_MS },
+      failures - 1,
+      this.ctx.rng,
     );
     this.gaps.set(conversationId, { failures, until: this.ctx.now() + wait });
     this.onGap(conversationId, this.ctx.now() + wait);

@@ -31,6 +31,7 @@
  */
 import { type DeviceRef, type ErrorFrame, SEND_ANSWER_TIMEOUT_MS, WIRE_VERSION } from '../../../schema/wire.js';
 import { constants, toB64u } from './_protocol.js';
+import { backoffDelay } from './backoff.js';
 import { type EngineContext, EngineError, errorLabel, type MessageView } from './context.js';
 import type { Directory } from './directory.js';
 import type { Groups } from './groups.js';
@@ -101,7 +102,8 @@ const MAX_RECEIPT_IDS = 64;
 const MAX_REPAIRS = 5;
 
 /**
- * Retries after a transient failure while preparing an entry: `baseMs` doubling up to `maxMs`; an entry
+ * Retries after a transient failure while preparing an entry: `baseMs` doubling up to `maxMs` (jittered,
+ * backoff.ts); an entry
  * older than `lifespanMs` (since `createdAt`) fails at its next transient failure. Defaults: OUTBOX_RETRY_*
  * and OUTBOX_TRANSIENT_LIFESPAN_MS (constants.ts); tests shorten them.
  */
@@ -481,11 +483,11 @@ export class Outbox {
     return isTransient(err) && this.ctx.now() - createdAt < this.retry.lifespanMs;
   }
 
-  /** The delay before the next try of an entry that just failed transiently (capped doubling). */
+  /** The delay before the next try of an entry that just failed transiently (capped doubling, jittered). */
   private backoff(clientId: string): number {
     const tries = this.transient.get(clientId) ?? 0;
     this.transient.set(clientId, tries + 1);
-    return Math.min(this.retry.maxMs, this.retry.baseMs * 2 ** Math.min(tries, 30));
+    return backoffDelay(this.retry, tries, this.ctx.rng);
   }
 
   /**
