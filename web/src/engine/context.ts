@@ -158,6 +158,11 @@ export interface MessageView {
   readonly unsupported?: string;
   /** Our own action on this message that the server has not sequenced yet (shown until it is applied). */
   readonly pending?: PendingAction;
+  /**
+   * Our group message: how many of the other current members' devices have it (a receipt from any of a
+   * member's devices counts that member). `status` is 'delivered' only once `to` = `of`.
+   */
+  readonly delivery?: { readonly to: number; readonly of: number };
 }
 
 /** The message a reply quotes, as the reply carries it or — when this device has it — as stored here. */

@@ -315,6 +315,8 @@ export class Inbox {
     ]);
     if (usable === 0) return { taken: 0, acked: null, receipts: [] };
     const timer = await this.groups.timer(conversationId);
+    // Who a group's receipts must come from before our message shows delivered (read outside the transaction).
+    const awaited = await this.receiptAudience(conversationId, own.userId);
     const locks = [...new Set([...chains.values()].map((c) => c.lock))].sort(lockOrder);
     const list = [...chains.values()];
     /** The cursor and every chain's state, read through `from`, with the exact bytes each read returned. */
@@ -395,7 +397,7 @@ export class Inbox {
         const events: EngineEvent[] = [];
         const receipts: Receipt[] = [];
         for (const t of d.take) {
-          const out = await this.storeInTx(tx, conversationId, t.env, t.content, own.userId, timer);
+          const out = await this.storeInTx(tx, conversationId, t.env, t.content, own.userId, timer, awaited);
           events.push(...out.events);
           if (out.receipt) receipts.push({ id: out.receipt, from: t.env.from.u });
         }
@@ -439,9 +441,11 @@ export class Inbox {
     p: Content,
     ownUserId: string,
     timer: number,
+    awaited: ReadonlySet<string> | null,
   ): Promise<{ events: EngineEvent[]; receipt: string | null }> {
     if (p.t === 'receipt') {
-      const updated = await this.outbox.markDeliveredInTx(tx, conversationId, p.ids);
+      const by = awaited ? { userId: env.from.u, awaited } : null;
+      const updated = await this.outbox.markDeliveredInTx(tx, conversationId, p.ids, by);
       return { events: updated.map((m) => ({ type: 'message_updated', message: m })), receipt: null };
     }
     if (p.t !== 'text') throw new Error(`inbox: the batch path does not store ${p.t}`);
@@ -702,13 +706,29 @@ export class Inbox {
     if (p.t === 'typing' || p.t === 'pk') return this.ignore(conversationId, env, commit, retry);
     // A receipt (the sender is a verified member: checked before decrypting).
     const ids = p.ids;
+    const by = await this.receiptFrom(conversationId, u, own.userId);
     const updated = await this.ctx.store.transaction(async (tx) => {
       await commit(tx);
-      const out = await this.outbox.markDeliveredInTx(tx, conversationId, ids);
+      const out = await this.outbox.markDeliveredInTx(tx, conversationId, ids, by);
       if (!retry) await this.advanceInTx(tx, conversationId, env.seq);
       return out;
     });
     return { added: [], updated, receipt: null, distributionApplied: false };
+  }
+
+  /**
+   * Review R8: in a group, our message is delivered only once every other current member has it — their
+   * receipts are counted per member (any of their devices). Null for a direct conversation (the one peer).
+   */
+  private async receiptAudience(conversationId: string, ownUserId: string): Promise<ReadonlySet<string> | null> {
+    if ((await this.groups.kind(conversationId)) !== 'group') return null;
+    const { members } = await this.groups.membership(conversationId);
+    return new Set([...members.keys()].filter((m) => m !== ownUserId));
+  }
+
+  private async receiptFrom(conversationId: string, userId: string, ownUserId: string) {
+    const awaited = await this.receiptAudience(conversationId, ownUserId);
+    return awaited ? { userId, awaited } : null;
   }
 
   /** The fields every stored message shares (who, where in the order, when). */

@@ -460,3 +460,29 @@ describe('deletes for everyone', () => {
     }
   });
 });
+
+describe('delivery in groups', () => {
+  it('R8: a group message shows delivered only once every other member has it — "1 of 2" after the first receipt', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const carol = await newClient(w, 'carol');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'Plans' });
+    await online([alice, bob], conv); // Carol is away
+    const events: EngineEvent[] = [];
+    alice.engine.on((e) => events.push(e));
+    const sent = await alice.engine.sendText(conv, 'dinner at eight?');
+    await has(bob, conv, byBody('dinner at eight?'), 'bob has it');
+    const mine = async () => (await alice.engine.messages(conv)).find((m) => m.clientId === sent.clientId);
+    await until(async () => (await mine())?.delivery?.to === 1, "bob's receipt counted");
+    await alice.engine.flushOutbox();
+    expect(await mine()).toMatchObject({ status: 'sent', delivery: { to: 1, of: 2 } });
+    expect(events.some((e) => e.type === 'message_updated' && e.message.status === 'delivered')).toBe(false);
+    // Carol comes online: her receipt completes it.
+    await online([carol], conv);
+    await has(carol, conv, byBody('dinner at eight?'), 'carol has it');
+    await until(async () => (await mine())?.status === 'delivered', "carol's receipt");
+    expect((await mine())?.delivery).toEqual({ to: 2, of: 2 });
+    for (const c of [alice, bob, carol]) c.engine.close();
+  });
+});

@@ -63,6 +63,8 @@ export interface OutboxEntry {
   readonly order?: number;
   /** True for user-visible messages (a MessageView tracks its state). */
   readonly visible: boolean;
+  /** A group message: the members whose receipt came (it is delivered once every current member's has). */
+  readonly deliveredTo?: readonly string[];
   readonly error?: string;
   /**
    * Failed `unreachable` past the lifespan with its ciphertext made: its frame may have been stored (the answer
@@ -636,7 +638,13 @@ export class Outbox {
    * caller's transaction (the inbox's, which also advances the cursor); returns the updated messages for
    * the caller to emit after the commit.
    */
-  async markDeliveredInTx(tx: StoreTx, conversationId: string, ids: readonly string[]): Promise<MessageView[]> {
+  async markDeliveredInTx(
+    tx: StoreTx,
+    conversationId: string,
+    ids: readonly string[],
+    /** A group's receipt: whose it is, and every member whose receipt makes the message delivered (R8). */
+    by: { readonly userId: string; readonly awaited: ReadonlySet<string> } | null = null,
+  ): Promise<MessageView[]> {
     const out: MessageView[] = [];
     // Every id's entry read at once, only for ids that may be ours (a receipt from a group member lists other
     // members' messages too, for which we hold none); each id once, so no read is answered from before a
@@ -647,6 +655,18 @@ export class Outbox {
     for (const [i, id] of unique.entries()) {
       const e = entries[i];
       if (!e || e.conversationId !== conversationId || !e.visible) continue;
+      let delivery: { to: number; of: number } | undefined;
+      if (by && e.state !== 'delivered') {
+        // Kept (with who has it) until every current member's receipt is in; shown as "k of n" meanwhile.
+        const to = [...new Set([...(e.deliveredTo ?? []), by.userId])].filter((u) => by.awaited.has(u));
+        delivery = { to: to.length, of: by.awaited.size };
+        if (to.length < by.awaited.size) {
+          writeJson(tx, key(id), { ...e, deliveredTo: to });
+          const m = await this.messages.updateInTx(tx, conversationId, { seq: e.seq, clientId: id }, { delivery });
+          if (m) out.push(m);
+          continue;
+        }
+      }
       if (e.state === 'sent') tx.delete(key(id));
       // Not accepted yet (its `accepted` is late or was lost): it stays queued, and is sent again until it is.
       else if (e.state === 'sending') writeJson(tx, key(id), { ...e, state: 'delivered' });
@@ -654,7 +674,7 @@ export class Outbox {
         tx,
         conversationId,
         { seq: e.seq, clientId: id },
-        { status: 'delivered' },
+        { status: 'delivered', ...(delivery ? { delivery } : {}) },
       );
       if (m) out.push(m);
     }

@@ -27,15 +27,32 @@ import { Avatar, Banner, Button, errorText, focusRing, inputClass, Spinner } fro
 const time = (ms: number) => new Date(ms).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
 const utf8 = new TextEncoder();
 
-export function StatusMark(props: { status: MessageView['status'] }) {
-  const label = () =>
-    ({ sending: 'Sending', sent: 'Sent', delivered: 'Delivered', failed: 'Not sent', received: '', undecryptable: '' })[
-      props.status
-    ];
-  const mark = () => ({ sending: '◷', sent: '✓', delivered: '✓✓', failed: '!' })[props.status as 'sent'] ?? '';
+/**
+ * ✓ sent, ✓✓ delivered. In a group ✓✓ means every other member has it (review R8); until then a message some
+ * members have shows "✓ k/n" (delivered to k of n).
+ */
+export function StatusMark(props: { status: MessageView['status']; delivery?: MessageView['delivery'] }) {
+  const partial = () =>
+    props.status === 'sent' && props.delivery && props.delivery.to > 0 && props.delivery.to < props.delivery.of
+      ? props.delivery
+      : null;
+  const label = () => {
+    const p = partial();
+    if (p) return `Delivered to ${p.to} of ${p.of}`;
+    return (
+      { sending: 'Sending', sent: 'Sent', delivered: 'Delivered', failed: 'Not sent', received: '', undecryptable: '' }[
+        props.status
+      ] ?? ''
+    );
+  };
+  const mark = () => {
+    const p = partial();
+    if (p) return `✓ ${p.to}/${p.of}`;
+    return ({ sending: '◷', sent: '✓', delivered: '✓✓', failed: '!' } as Record<string, string>)[props.status] ?? '';
+  };
   return (
     <Show when={label()}>
-      <span class={props.status === 'failed' ? 'font-semibold' : ''} title={label()}>
+      <span class={props.status === 'failed' ? 'font-semibold' : ''} title={label()} data-testid="status-mark">
         <span aria-hidden="true">{mark()}</span>
         <span class="sr-only">{label()}</span>
       </span>
@@ -221,7 +238,7 @@ function Bubble(props: { m: MessageView; showSender: boolean; act?: BubbleAction
           </Show>
           <time dateTime={new Date(props.m.sentAt).toISOString()}>{time(Math.min(props.m.sentAt, Date.now()))}</time>
           <Show when={out()}>
-            <StatusMark status={props.m.status} />
+            <StatusMark status={props.m.status} delivery={props.m.delivery} />
           </Show>
         </div>
         <Show when={failed()}>
