@@ -8,9 +8,20 @@
 import { describe, expect, it } from 'vitest';
 import { constants, decodeMembershipEntry } from './_protocol.js';
 import type { EngineEvent } from './context.js';
+import { memoryLocks } from './locks.js';
+import { WITHHELD } from './messages.js';
 import { memoryStore, readJson, type Store, type StoreTx } from './storage.js';
-import { makeWorld, newClient, online, texts, until, type World } from './testing/harness.js';
+import { engineOn, makeWorld, newClient, online, texts, until, type World } from './testing/harness.js';
 import type { ServerApi } from './transport.js';
+
+const sendsOf = (w: World, id: string) =>
+  w.server.sentFrames.filter((x) => x.frame.type === 'send' && x.frame.id === id).length;
+/** Ciphertexts `from` addressed to `to` (pairwise items, WITHHELD left out) in frames sent after the first `since`. */
+const itemsTo = (w: World, to: string, from: string, since: number) =>
+  w.server.sentFrames
+    .slice(since)
+    .filter((f) => f.user === from && 'to' in f.frame)
+    .flatMap((f) => ('to' in f.frame ? f.frame.to : []).filter((t) => t.u === to && t.c !== WITHHELD));
 
 /** Appends `entries` as the deleting account's device would have them appended by POST /api/account/delete. */
 async function appendAll(w: World, user: string, conversationId: string, entries: Uint8Array[]) {
@@ -289,5 +300,55 @@ describe('a membership log with a gap', () => {
     expect((await texts(bob.engine, conv)).filter((t) => t === 'from carol')).toHaveLength(1);
     expect((await bob.engine.messages(conv)).filter((m) => m.status === 'undecryptable')).toEqual([]);
     for (const c of [alice, bob, carol]) c.engine.close();
+  });
+  it('is kept across a reload: the state shows at once, our held message is not encrypted to the log held before the gap (a removal it skipped), and goes out once after a whole answer', async () => {
+    const w = await makeWorld();
+    const base = w.server.api('bob', 'bob-1');
+    let drop = -1; // the entry the server leaves out of its answers to bob
+    const api: ServerApi = {
+      ...base,
+      fetchMembershipLog: async (id, after) =>
+        (await base.fetchMembershipLog(id, after)).filter((b) => decodeMembershipEntry(b).seq !== drop),
+    };
+    const store = memoryStore();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob', 'bob-1', { store, engine: { api } });
+    const carol = await newClient(w, 'carol');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'g' });
+    await online([alice, bob], conv);
+    await bob.engine.sendText(conv, 'before'); // Carol holds Bob's chain from here
+    await until(async () => (await texts(alice.engine, conv)).includes('before'), 'alice has bob’s first');
+    // Bob is away while Alice removes Carol and renames the group; his answers then skip the removal.
+    await bob.engine.disconnect();
+    drop = w.server.conversations.get(conv)!.entries.length;
+    await alice.engine.removeMember(conv, 'carol');
+    await alice.engine.changeMembership(conv, { action: 'rename', title: 'two' });
+    await bob.engine.connect([conv]);
+    await until(async () => (await bob.engine.conversation(conv)).membershipGap, 'the gap is shown');
+    const held = await bob.engine.sendText(conv, 'held');
+    await bob.engine.idle();
+    // The page reloads while the server still answers with the gap.
+    bob.engine.close();
+    const since = w.server.sentFrames.length;
+    const again = engineOn(w, 'bob', 'bob-1', store, memoryLocks(), { api });
+    await again.bootstrap({ userId: 'bob', deviceId: 'bob-1' });
+    expect((await again.conversation(conv)).membershipGap).toBe(true); // before any fetch
+    await again.connect([conv]);
+    await until(async () => (await again.connectionStatus(conv)) === 'online', 'bob online again');
+    await again.idle();
+    // Still held: the log Bob holds still lists Carol, and his chain is the one she has.
+    expect(sendsOf(w, held.clientId)).toBe(0);
+    expect((await again.messages(conv)).find((m) => m.clientId === held.clientId)?.status).toBe('sending');
+    // The server answers whole again: the removal is applied, a new chain goes to Alice, the message once.
+    drop = -1;
+    await until(async () => !(await again.conversation(conv)).membershipGap, 'the gap is cleared', 15_000);
+    await until(async () => (await texts(alice.engine, conv)).includes('held'), 'alice has the held message', 15_000);
+    await again.idle();
+    expect(sendsOf(w, held.clientId)).toBe(1);
+    expect((await texts(alice.engine, conv)).filter((t) => t === 'held')).toHaveLength(1);
+    expect((await alice.engine.messages(conv)).filter((m) => m.status === 'undecryptable')).toEqual([]);
+    // Nothing Bob sent after the reload was encrypted to Carol.
+    expect(itemsTo(w, 'carol', 'bob', since)).toEqual([]);
+    for (const e of [alice.engine, again, carol.engine]) e.close();
   });
 });

@@ -435,7 +435,7 @@ export function createEngine(opts: EngineOptions): Engine {
   // Typing reveals presence: never into a conversation that is still a request (or blocked), nor to the
   // members of a log with a gap (one of them may have been removed since).
   const typingAllowed = async (c: string) =>
-    !groups.inGap(c) &&
+    !(await groups.inGap(c)) &&
     (opts.signalsAllowed ? await opts.signalsAllowed(c) : true) &&
     (await people.state(c, await messages.cursor(c))) === 'accepted';
   const typing = new Typing(ctx, keys, sessions, groups, directory, (c, f) => realtime.send(c, f), typingAllowed);
@@ -831,7 +831,7 @@ export function createEngine(opts: EngineOptions): Engine {
       removed,
       requestState: await people.state(id, await messages.cursor(id)),
       timer: state.timer ?? 0,
-      membershipGap: groups.inGap(id),
+      membershipGap: await groups.inGap(id),
     };
   };
 

@@ -21,6 +21,7 @@
  *   fetched again before a doubling back-off (LOG_GAP_RETRY_BASE_MS … MAX_MS): never a refetch loop. Until
  *   an answer without a gap is applied the conversation is `inGap` (the engine shows it and retries; the
  *   outbox encrypts nothing to it meanwhile: the log may have moved past a removal this device cannot see).
+ *   The gap is stored (`conv/<id>/gap`), so a reload neither hides it nor lets held messages out.
  * - Receiving is all-or-nothing: `decrypt` and `withDistribution` hand the caller a `commit(tx)` to run
  *   in the same transaction that stores the message and advances the cursor, under the receive lock.
  *
@@ -81,10 +82,18 @@ const K = {
   /** One record per conversation whose log this device holds (the store lists one directory level). */
   known: (c: string) => `convs/${c}`,
   rotate: (c: string) => `conv/${c}/rotate`,
+  /** The conversation's log gap (`Gap`), while the server's answers skip an entry: kept across reloads. */
+  gap: (c: string) => `conv/${c}/gap`,
   own: (c: string) => `sk/${c}/own`,
   recv: (c: string, u: string, d: string) => `skr/${c}/${u}/${d}`,
   recvDir: (c: string, u: string) => `skr/${c}/${u}/`,
 };
+
+/** A log gap: answers with a gap in a row, and when the log may be fetched again (ms, the engine's clock). */
+interface Gap {
+  readonly failures: number;
+  readonly until: number;
+}
 
 export interface Recipient {
   readonly userId: string;
@@ -93,8 +102,6 @@ export interface Recipient {
 
 export class Groups {
   private readonly states = new Map<string, { seq: number; state: MembershipState }>();
-  /** Per conversation: the server's log answered with a gap — no fetch before `until` (LOG_GAP_RETRY_*). */
-  private readonly gaps = new Map<string, { failures: number; until: number }>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -112,9 +119,15 @@ export class Groups {
   /**
    * Whether the server's log for the conversation skipped an entry and no whole answer has come since: the
    * log may have moved on (a removal, say) past what this device can verify — nothing is encrypted to it then.
+   * Stored with the conversation (`conv/<id>/gap`), not in memory: after a reload (or in another tab) our
+   * held messages stay held and the state is shown until a whole answer is applied.
    */
-  inGap(conversationId: string): boolean {
-    return this.gaps.has(conversationId);
+  async inGap(conversationId: string): Promise<boolean> {
+    return (await this.gap(conversationId)) !== undefined;
+  }
+
+  private gap(conversationId: string): Promise<Gap | undefined> {
+    return readJson<Gap>(this.ctx.store, K.gap(conversationId));
   }
 
   /**
@@ -298,9 +311,9 @@ export class Groups {
       const e = decodeMembershipEntry(b);
       if (e.seq <= state.seq) continue; // already applied
       if (e.seq !== state.seq + 1) {
-        if (fetched) this.gapFound(conversationId, state.seq + 1);
+        if (fetched) await this.gapFound(conversationId, state.seq + 1);
         // We missed entries: fetch what is missing and verify it all in order.
-        this.assertNoGapBackoff(conversationId);
+        await this.assertNoGapBackoff(conversationId);
         const more = await this.ctx.api.fetchMembershipLog(conversationId, state.seq);
         return this.applyNew(conversationId, more, afterSeq, true);
       }
@@ -309,7 +322,7 @@ export class Groups {
       added.push(b);
     }
     if (!added.length) {
-      if (fetched) this.gapClosed(conversationId);
+      if (fetched) await this.gapClosed(conversationId);
       return;
     }
     const removed = [...before].filter((u) => !state.members.has(u));
@@ -329,7 +342,7 @@ export class Groups {
     if (!wrote) return this.applyNew(conversationId, fresh, afterSeq, fetched);
     this.states.set(conversationId, { seq: state.seq, state });
     // Only now, with the whole answer applied: what waited for it (the outbox) sees the new log.
-    if (fetched) this.gapClosed(conversationId);
+    if (fetched) await this.gapClosed(conversationId);
     for (const u of removed) await this.forgetSenderKeys(conversationId, u);
     this.ctx.emit({ type: 'membership_changed', conversationId, members: [...state.members.keys()] });
     for (const l of lines) {
@@ -408,19 +421,24 @@ export class Groups {
   /** Fetches and applies (verified) any membership entries newer than the local log. */
   private async sync(conversationId: string): Promise<void> {
     const state = await this.membership(conversationId);
-    this.assertNoGapBackoff(conversationId);
+    await this.assertNoGapBackoff(conversationId);
     const more = await this.ctx.api.fetchMembershipLog(conversationId, state.seq);
     if (more.length) await this.applyNew(conversationId, more, undefined, true);
-    else this.gapClosed(conversationId);
+    else await this.gapClosed(conversationId);
   }
 
-  private gapClosed(conversationId: string): void {
-    if (this.gaps.delete(conversationId)) this.onGap(conversationId, null);
+  private async gapClosed(conversationId: string): Promise<void> {
+    const was = await this.ctx.store.transaction(async (tx) => {
+      const had = (await tx.get(K.gap(conversationId))) !== undefined;
+      if (had) tx.delete(K.gap(conversationId));
+      return had;
+    });
+    if (was) this.onGap(conversationId, null);
   }
 
   /** Refuses (`membership_gap`, no fetch) while the conversation's log is in its gap back-off. */
-  private assertNoGapBackoff(conversationId: string): void {
-    const g = this.gaps.get(conversationId);
+  private async assertNoGapBackoff(conversationId: string): Promise<void> {
+    const g = await this.gap(conversationId);
     if (g && this.ctx.now() < g.until) {
       this.onGap(conversationId, g.until);
       throw new EngineError('membership_gap', 'the membership log had a gap; not fetched again yet');
@@ -428,15 +446,19 @@ export class Groups {
   }
 
   /** The server's answer skipped entry `missing`: back off (doubling, jittered) before the next fetch, and refuse. */
-  private gapFound(conversationId: string, missing: number): never {
-    const failures = (this.gaps.get(conversationId)?.failures ?? 0) + 1;
-    const wait = backoffDelay(
-      { baseMs: constants.LOG_GAP_RETRY_BASE_MS, maxMs: constants.LOG_GAP_RETRY_MAX_MS },
-      failures - 1,
-      this.ctx.rng,
-    );
-    this.gaps.set(conversationId, { failures, until: this.ctx.now() + wait });
-    this.onGap(conversationId, this.ctx.now() + wait);
+  private async gapFound(conversationId: string, missing: number): Promise<never> {
+    const until = await this.ctx.store.transaction(async (tx) => {
+      const failures = ((await readJson<Gap>(tx, K.gap(conversationId)))?.failures ?? 0) + 1;
+      const wait = backoffDelay(
+        { baseMs: constants.LOG_GAP_RETRY_BASE_MS, maxMs: constants.LOG_GAP_RETRY_MAX_MS },
+        failures - 1,
+        this.ctx.rng,
+      );
+      const gap: Gap = { failures, until: this.ctx.now() + wait };
+      writeJson(tx, K.gap(conversationId), gap);
+      return gap.until;
+    });
+    this.onGap(conversationId, until);
     throw new EngineError('membership_gap', `the server's membership log skips entry ${missing}`);
   }
 

@@ -424,7 +424,7 @@ export class Outbox {
       // The server's log skipped an entry: it may have moved past a removal this device cannot verify. Nothing
       // is encrypted for the conversation until a whole log is applied (the engine flushes then): the entry
       // and those behind it wait as `sending`, and go out once, under their ids, with the verified members.
-      if (e.items === null && e.group === null && this.groups.inGap(e.conversationId)) {
+      if (e.items === null && e.group === null && (await this.groups.inGap(e.conversationId))) {
         this.heldByGap.add(e.conversationId);
         return;
       }
