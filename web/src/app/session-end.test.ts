@@ -66,8 +66,13 @@ describe('ending a session in the engine worker', () => {
     h.gates[0]!.resolve();
     await tick();
     expect(h.erased).toEqual(['db-alice']);
+    // A 401 while the database is being deleted (the store closed already: no engine to ask) waits too —
+    // answered at once it would reach the page first, and the page would go to the sign-in screen.
+    const duringErase = h.end.ended('db-alice', revoked());
+    await tick();
+    expect(h.posted).toEqual([]);
     h.deleting.resolve();
-    await Promise.all([first, second, third]);
+    await Promise.all([first, second, third, duringErase]);
     expect(h.posted).toEqual([{ removed: true }]);
     expect(h.gates).toHaveLength(1);
   });
