@@ -17,7 +17,7 @@ import { appendEntry, assertDeparture, checkDepartures } from '../domain/convers
 import type { AppBindings } from '../env.js';
 import { AppError } from '../errors.js';
 import { valid } from '../validate.js';
-import { reprovePassword, requireLimitedSecondFactor, totpEnabled } from './auth.js';
+import { checkLimitedSecondFactor, reprovePassword, totpEnabled } from './auth.js';
 import { callerOf, jsonBody, parseInput } from './input.js';
 
 export const account = new Hono<AppBindings>()
@@ -63,8 +63,11 @@ export const account = new Hono<AppBindings>()
     const caller = callerOf(c);
     await checkDepartures(caller, given);
     // The second factor under the same failure limits as every other code check (buckets totp, totpAddress).
+    // Departures and deletion are not one D1 batch: the code is spent first (a concurrent request with it
+    // loses here, before anything changed) and put back if the deletion then fails.
+    let spent: { undo(): Promise<void> } | null = null;
     if (await totpEnabled(db, a.userId)) {
-      await requireLimitedSecondFactor(
+      const factor = await checkLimitedSecondFactor(
         c.env,
         db,
         a.userId,
@@ -72,10 +75,16 @@ export const account = new Hono<AppBindings>()
         { code: body.code, recoveryCode: body.recoveryCode },
         now,
       );
+      spent = await factor.spendNow();
     }
-    for (const [conversationId, entries] of given) {
-      for (const e of entries) await appendEntry(caller, conversationId, e, { departure: true });
+    try {
+      for (const [conversationId, entries] of given) {
+        for (const e of entries) await appendEntry(caller, conversationId, e, { departure: true });
+      }
+      await deleteAccountData(c.env, db, a.userId, now);
+    } catch (err) {
+      await spent?.undo();
+      throw err;
     }
-    await deleteAccountData(c.env, db, a.userId, now);
     return c.json({ ok: true as const, deleted: true as const });
   });

@@ -165,59 +165,141 @@ export async function tokens(c: Ctx, a: { userId: string; deviceId: string; fami
   return { accessToken, expiresIn: LIMITS.accessTokenTtlSec, userId: a.userId, deviceId: a.deviceId };
 }
 
-type SecondFactor = 'ok' | 'invalid' | 'replayed';
+/**
+ * A second factor that passed its check but is NOT spent yet (issue: a code spent before a later refusal
+ * or a lost race was gone without the operation happening). The operation spends it together with its
+ * effect, so a refusal after the check, or a concurrent request that wins, leaves the code usable:
+ *  - `statements` go into the operation's own D1 batch: a guard INSERT that fails (and so rolls the whole
+ *    batch back) unless the code is still unspent at commit time, then the spend. Map the batch's error
+ *    with `secondFactorConflict` (401 `totp_code_used` / `invalid_recovery_code`: a concurrent request
+ *    spent it first).
+ *  - `spendNow()`, for an operation that is not one D1 batch (account deletion: departures through the
+ *    conversation objects, then the deletion): spends it at once (same guard) and returns `undo`, which
+ *    puts the code back — compare-and-swap on this spend only — when the operation then fails.
+ */
+export interface SecondFactorProof {
+  readonly method: 'totp' | 'recovery';
+  readonly statements: [Statement, ...Statement[]];
+  spendNow(): Promise<{ undo(): Promise<void> }>;
+}
 
-/** Accepts a TOTP code once: only for a time step above the last accepted one (compare-and-set). */
-async function useTotpCode(env: Env, db: Db, userId: string, code: string, now: number): Promise<SecondFactor> {
+const totpCodeUsed = () => new AppError(401, 'totp_code_used', 'this code was already used; wait for the next one');
+const recoveryCodeRefused = () => new AppError(401, 'invalid_recovery_code', 'recovery code unknown or already used');
+
+/** The 401 for a batch whose second-factor guard failed (the code was spent meanwhile); null for any other error. */
+export function secondFactorConflict(err: unknown): AppError | null {
+  if (isConstraintError(err, 'totp_secrets.')) return totpCodeUsed();
+  if (isConstraintError(err, 'recovery_codes.')) return recoveryCodeRefused();
+  return null;
+}
+
+function proof(
+  db: Db,
+  method: 'totp' | 'recovery',
+  statements: [Statement, ...Statement[]],
+  undo: Statement,
+): SecondFactorProof {
+  return {
+    method,
+    statements,
+    async spendNow() {
+      try {
+        await db.batch(statements);
+      } catch (err) {
+        throw secondFactorConflict(err) ?? err;
+      }
+      return {
+        async undo() {
+          try {
+            await db.batch([undo]);
+          } catch (err) {
+            log('warn', 'second_factor_undo_failed', { method, type: err instanceof Error ? err.name : 'unknown' });
+          }
+        },
+      };
+    },
+  };
+}
+
+/** A TOTP code for a time step above the last accepted one (each step is accepted once). */
+async function checkTotpCode(env: Env, db: Db, userId: string, code: string, now: number): Promise<SecondFactorProof> {
   const row = await db.select().from(totpSecrets).where(eq(totpSecrets.userId, userId)).get();
-  if (!row) return 'invalid';
-  const step = totpStep(decryptTotpSecret(env, userId, row.secretEnc), code, now);
-  if (step === null) return 'invalid';
-  if (step <= row.lastStep) return 'replayed';
-  const won = await db
-    .update(totpSecrets)
-    .set({ lastStep: step })
-    .where(and(eq(totpSecrets.userId, userId), sql`${totpSecrets.lastStep} < ${step}`))
-    .returning({ userId: totpSecrets.userId });
-  return won.length === 1 ? 'ok' : 'replayed';
+  const step = row ? totpStep(decryptTotpSecret(env, userId, row.secretEnc), code, now) : null;
+  if (!row || step === null) throw new AppError(401, 'invalid_totp', 'wrong or expired authenticator code');
+  if (step <= row.lastStep) throw totpCodeUsed();
+  const T = totpSecrets;
+  return proof(
+    db,
+    'totp',
+    [
+      // Guard: unless the secret is still there with last_step below this step, this INSERT fails (NOT NULL
+      // secret_enc, or the primary key) and the batch rolls back. Bound parameters only (pitfall 26).
+      db
+        .insert(T)
+        .select(
+          sql`SELECT ${userId}, NULL, NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM totp_secrets WHERE user_id = ${userId} AND last_step < ${step})`,
+        ),
+      db
+        .update(T)
+        .set({ lastStep: step })
+        .where(and(eq(T.userId, userId), sql`${T.lastStep} < ${step}`)),
+    ],
+    db
+      .update(T)
+      .set({ lastStep: row.lastStep })
+      .where(and(eq(T.userId, userId), eq(T.lastStep, step))),
+  );
 }
 
-async function useRecoveryCode(env: Env, db: Db, userId: string, code: string, now: number): Promise<boolean> {
-  const used = await db
-    .update(recoveryCodes)
-    .set({ usedAt: now })
-    .where(
-      and(
-        eq(recoveryCodes.codeHash, tokenHash(env, canonicalRecoveryCode(code), 'recovery')),
-        eq(recoveryCodes.userId, userId),
-        isNull(recoveryCodes.usedAt),
-      ),
-    )
-    .returning({ userId: recoveryCodes.userId });
-  return used.length === 1;
+/** An unused recovery code of the account. */
+async function checkRecoveryCode(
+  env: Env,
+  db: Db,
+  userId: string,
+  code: string,
+  now: number,
+): Promise<SecondFactorProof> {
+  const R = recoveryCodes;
+  const hash = tokenHash(env, canonicalRecoveryCode(code), 'recovery');
+  const row = await db
+    .select({ usedAt: R.usedAt })
+    .from(R)
+    .where(and(eq(R.codeHash, hash), eq(R.userId, userId)))
+    .get();
+  if (!row || row.usedAt !== null) throw recoveryCodeRefused();
+  return proof(
+    db,
+    'recovery',
+    [
+      // Guard: unless the code is still there and unused, this INSERT fails (NOT NULL user_id, or the primary
+      // key) and the batch rolls back.
+      db
+        .insert(R)
+        .select(
+          sql`SELECT ${hash}, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM recovery_codes WHERE code_hash = ${hash} AND user_id = ${userId} AND used_at IS NULL)`,
+        ),
+      db
+        .update(R)
+        .set({ usedAt: now })
+        .where(and(eq(R.codeHash, hash), eq(R.userId, userId), isNull(R.usedAt))),
+    ],
+    db
+      .update(R)
+      .set({ usedAt: null })
+      .where(and(eq(R.codeHash, hash), eq(R.userId, userId), eq(R.usedAt, now))),
+  );
 }
 
-/** Checks one second factor; throws the matching 401. */
-export async function requireSecondFactor(
+/** Checks one second factor WITHOUT spending it (see SecondFactorProof); throws the matching 401. */
+export async function checkSecondFactor(
   env: Env,
   db: Db,
   userId: string,
   f: { code?: string | undefined; recoveryCode?: string | undefined },
   now: number,
-): Promise<'totp' | 'recovery'> {
-  if (f.code !== undefined) {
-    const r = await useTotpCode(env, db, userId, f.code, now);
-    if (r === 'replayed')
-      throw new AppError(401, 'totp_code_used', 'this code was already used; wait for the next one');
-    if (r === 'invalid') throw new AppError(401, 'invalid_totp', 'wrong or expired authenticator code');
-    return 'totp';
-  }
-  if (f.recoveryCode !== undefined) {
-    if (!(await useRecoveryCode(env, db, userId, f.recoveryCode, now))) {
-      throw new AppError(401, 'invalid_recovery_code', 'recovery code unknown or already used');
-    }
-    return 'recovery';
-  }
+): Promise<SecondFactorProof> {
+  if (f.code !== undefined) return checkTotpCode(env, db, userId, f.code, now);
+  if (f.recoveryCode !== undefined) return checkRecoveryCode(env, db, userId, f.recoveryCode, now);
   throw new AppError(401, 'mfa_required', 'this account requires an authenticator or recovery code');
 }
 
@@ -293,18 +375,19 @@ const totpLimits = (userId: string, client: string): [RateBucket, string[]][] =>
 ];
 
 /**
- * requireSecondFactor under the TOTP failure limits (`totp` per account, `totpAddress` per client address):
+ * checkSecondFactor under the TOTP failure limits (`totp` per account, `totpAddress` per client address):
  * every path that accepts a code outside the sign-in step uses this, so none is an unlimited guessing oracle.
+ * The code is not spent yet: the caller spends it with its operation (SecondFactorProof).
  */
-export function requireLimitedSecondFactor(
+export function checkLimitedSecondFactor(
   env: Env,
   db: Db,
   userId: string,
   client: string,
   f: { code?: string | undefined; recoveryCode?: string | undefined },
   now: number,
-): Promise<'totp' | 'recovery'> {
-  return countFailures(env, totpLimits(userId, client), () => requireSecondFactor(env, db, userId, f, now));
+): Promise<SecondFactorProof> {
+  return countFailures(env, totpLimits(userId, client), () => checkSecondFactor(env, db, userId, f, now));
 }
 
 // ---- routes --------------------------------------------------------------------------------------------
@@ -591,31 +674,40 @@ auth.post('/totp', jsonBody, valid('json', totpLoginRequest), async (c) => {
       throw new AppError(403, 'device_not_linked', 'this device was removed from the account; sign in again');
     }
     return countFailures(c.env, [['totp', [`acct:${pending.userId}`]]], async () => {
-      let method: 'totp' | 'recovery';
+      let factor: SecondFactorProof;
       try {
-        method = await requireSecondFactor(c.env, db, pending.userId, body, now);
+        factor = await checkSecondFactor(c.env, db, pending.userId, body, now);
       } catch (err) {
         await db.batch([auditInsert(db, 'totp_failed', { userId: pending.userId, clientHash: client }, now)]);
         throw err;
       }
-      // Single use: whoever deletes the pending row completes the login.
-      const taken = await db
-        .delete(mfaPending)
-        .where(eq(mfaPending.tokenHash, hash))
-        .returning({ u: mfaPending.userId });
-      if (taken.length !== 1)
-        throw new AppError(401, 'invalid_mfa_token', 'sign-in step expired or unknown; sign in again');
-
+      const method = factor.method;
       const session = openSession(c.env, db, pending.userId, pending.deviceId, now);
-      await db.batch([
-        ...session.statements,
-        auditInsert(
-          db,
-          method === 'recovery' ? 'login_recovery_code' : 'login',
-          { userId: pending.userId, deviceId: pending.deviceId, clientHash: client, details: { mfa: method } },
-          now,
-        ),
-      ]);
+      // One batch: the sign-in step is taken (single use: a guard fails the batch if another request took
+      // it), the code is spent, the session opens. A lost race spends nothing.
+      try {
+        await db.batch([
+          db
+            .insert(mfaPending)
+            .select(
+              sql`SELECT ${hash}, NULL, ${pending.deviceId}, 0 WHERE NOT EXISTS (SELECT 1 FROM mfa_pending WHERE token_hash = ${hash})`,
+            ),
+          db.delete(mfaPending).where(eq(mfaPending.tokenHash, hash)),
+          ...factor.statements,
+          ...session.statements,
+          auditInsert(
+            db,
+            method === 'recovery' ? 'login_recovery_code' : 'login',
+            { userId: pending.userId, deviceId: pending.deviceId, clientHash: client, details: { mfa: method } },
+            now,
+          ),
+        ]);
+      } catch (err) {
+        if (isConstraintError(err, 'mfa_pending.')) {
+          throw new AppError(401, 'invalid_mfa_token', 'sign-in step expired or unknown; sign in again');
+        }
+        throw secondFactorConflict(err) ?? err;
+      }
       const user = await db.select({ username: users.username }).from(users).where(eq(users.id, pending.userId)).get();
       if (user) await resetRateLimit(c.env, 'login', accountKey(c.env, user.username));
       await resetRateLimit(c.env, 'loginDevice', `device:${pending.userId}:${pending.deviceId}`);
@@ -996,12 +1088,18 @@ auth.post('/totp/disable', requireAuth, jsonBody, valid('json', totpCodeRequest)
   const client = clientKey(c);
   if (!(await totpEnabled(db, a.userId))) throw new AppError(409, 'totp_not_enabled', 'TOTP is not enabled');
   const now = Date.now();
-  await requireLimitedSecondFactor(c.env, db, a.userId, client, { code }, now);
-  await db.batch([
-    db.delete(totpSecrets).where(eq(totpSecrets.userId, a.userId)),
-    db.delete(recoveryCodes).where(eq(recoveryCodes.userId, a.userId)),
-    auditInsert(db, 'totp_disabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
-  ]);
+  const factor = await checkLimitedSecondFactor(c.env, db, a.userId, client, { code }, now);
+  // The code is spent in the same batch that disables TOTP (a concurrent disable with it wins or loses whole).
+  await db
+    .batch([
+      auditInsert(db, 'totp_disabled', { userId: a.userId, deviceId: a.deviceId, clientHash: client }, now),
+      ...factor.statements,
+      db.delete(totpSecrets).where(eq(totpSecrets.userId, a.userId)),
+      db.delete(recoveryCodes).where(eq(recoveryCodes.userId, a.userId)),
+    ])
+    .catch((err: unknown) => {
+      throw secondFactorConflict(err) ?? err;
+    });
   return c.json({ ok: true as const });
 });
 
@@ -1075,10 +1173,11 @@ async function resetIdentity(
   if (!(await deviceSignatureOk(device.signingKey, challenge, user.id, body.deviceId, body.challengeSignature))) {
     throw invalidDeviceSignature();
   }
-  // The second factor through a reset is limited like every TOTP guess (issue 12 item 8).
-  if (await totpEnabled(db, user.id)) {
-    await requireLimitedSecondFactor(c.env, db, user.id, client, body, now);
-  }
+  // The second factor through a reset is limited like every TOTP guess (issue 12 item 8). It is spent in
+  // the reset's own batch below: a reset that then fails (a concurrent device-list change) spends nothing.
+  const factor = (await totpEnabled(db, user.id))
+    ? await checkLimitedSecondFactor(c.env, db, user.id, client, body, now)
+    : null;
 
   const session = openSession(c.env, db, user.id, body.deviceId, now);
   // Webhooks: contacts learn of the new identity key; the account's own endpoints of its device changes.
@@ -1098,6 +1197,7 @@ async function resetIdentity(
       .update(users)
       .set({ identityKey: body.userIdentityKey, identityVersion: sql`${users.identityVersion} + 1` })
       .where(eq(users.id, user.id)),
+    ...(factor?.statements ?? []),
     ...applied.statements,
     db
       .update(devices)
@@ -1136,7 +1236,7 @@ async function resetIdentity(
     ...events.statements,
   ]);
   await reset.catch((err: unknown) => {
-    throw deviceListConflict(err) ?? err;
+    throw secondFactorConflict(err) ?? deviceListConflict(err) ?? err;
   });
   await events.release(c.env, db);
   await ktRecordKey(c.env, {
