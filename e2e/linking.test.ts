@@ -62,6 +62,18 @@ describe('linking a device in Chromium', () => {
     expect(code.startsWith('e2echat-link:')).toBe(true);
     await expect.poll(() => B.page.getByRole('img', { name: 'Link code for this browser' }).count()).toBe(1);
     await expectAccessible(B.page, 'link-new-device-code'); // axe, light + dark, with screenshots
+    // Review R9: a clipboard write the browser refuses says so (never "Copied"), and the code is selected.
+    await B.page.evaluate(() => {
+      navigator.clipboard.writeText = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));
+    });
+    await B.page.getByRole('button', { name: 'Copy code' }).click();
+    await B.page.getByTestId('copy-failed').waitFor({ timeout: 10_000 });
+    expect(await B.page.getByRole('button', { name: 'Copied' }).count()).toBe(0);
+    const selected = await codeBox.evaluate((t) => {
+      const a = t as HTMLTextAreaElement;
+      return a.value.slice(a.selectionStart, a.selectionEnd).trim();
+    });
+    expect(selected).toBe(code);
 
     // A: Account → Devices → Link a new device; a wrong code first, then the real one.
     await A.page.goto('/account');

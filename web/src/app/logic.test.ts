@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ROLE_ACTIONS, ROLES } from '../protocol/index.js';
 import {
+  copyText,
   deviceLabel,
   groupsOfFive,
   isMutedNow,
@@ -154,5 +155,23 @@ describe('mute does something', () => {
     );
     expect(unreadTitle({ 'quiet-group': 5, 'dm-mallory': 2 }, isMuted)).toBe('e2e-chat');
     expect(unreadTitle({}, isMuted)).toBe('e2e-chat');
+  });
+});
+
+describe('copying to the clipboard', () => {
+  it('R9: a write the browser refuses (or no Clipboard API) is reported as not copied; only a done write is', async () => {
+    const written: string[] = [];
+    const refusing = {
+      writeText: () => Promise.reject(new DOMException('Write permission denied.', 'NotAllowedError')),
+    };
+    expect(await copyText('e2echat-link:abc', refusing)).toBe(false);
+    expect(await copyText('e2echat-link:abc', undefined)).toBe(false);
+    const ok = {
+      writeText: async (t: string) => {
+        written.push(t);
+      },
+    };
+    expect(await copyText('e2echat-link:abc', ok)).toBe(true);
+    expect(written).toEqual(['e2echat-link:abc']);
   });
 });

@@ -141,3 +141,20 @@ export function shouldNotify(p: {
 }): boolean {
   return p.on && p.permission === 'granted' && p.hidden && p.incoming && !p.muted;
 }
+
+/**
+ * Copies `text` to the clipboard; true only once the write succeeded (review R9: "Copied" is never shown
+ * for a write the browser refused — no permission, no focus, no Clipboard API, an insecure page).
+ */
+export async function copyText(
+  text: string,
+  clipboard: Pick<Clipboard, 'writeText'> | undefined = globalThis.navigator?.clipboard,
+): Promise<boolean> {
+  if (!clipboard?.writeText) return false;
+  try {
+    await clipboard.writeText(text);
+    return true;
+  } catch {
+    return false;
+  }
+}

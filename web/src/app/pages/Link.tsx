@@ -8,6 +8,7 @@ import { createEffect, createSignal, Match, onCleanup, onMount, Show, Switch } f
 import { ConfirmDialog } from '../components/Modal.js';
 import { Qr } from '../components/Qr.js';
 import { AuthCard, Banner, Button, errorText, Spinner } from '../components/ui.js';
+import { copyText } from '../logic.js';
 import { Link as A, navigate } from '../router.js';
 import { useStore } from '../store/index.js';
 
@@ -17,7 +18,8 @@ export default function LinkPage() {
   const [expiresAt, setExpiresAt] = createSignal(0);
   const [now, setNow] = createSignal(Date.now());
   const [error, setError] = createSignal<string | null>(null);
-  const [copied, setCopied] = createSignal(false);
+  const [copied, setCopied] = createSignal<'copied' | 'failed' | null>(null);
+  let codeBox: HTMLTextAreaElement | undefined;
   const tick = setInterval(() => setNow(Date.now()), 1000);
   onCleanup(() => clearInterval(tick));
 
@@ -52,9 +54,15 @@ export default function LinkPage() {
     phase() === 'failed' && state.link?.code === 'local_data_exists' ? state.link.username : null;
   const [confirmErase, setConfirmErase] = createSignal(false);
   const copy = async () => {
-    await navigator.clipboard?.writeText(code() ?? '').catch(() => undefined);
-    setCopied(true);
-    setTimeout(() => setCopied(false), 2000);
+    if (await copyText(code() ?? '')) {
+      setCopied('copied');
+      setTimeout(() => setCopied((c) => (c === 'copied' ? null : c)), 2000);
+    } else {
+      // Review R9: the browser refused the write — say so, and select the code for copying by hand.
+      setCopied('failed');
+      codeBox?.focus();
+      codeBox?.select();
+    }
   };
 
   return (
@@ -84,6 +92,7 @@ export default function LinkPage() {
                     rows={3}
                     class="block w-full resize-none rounded-lg bg-slate-50 px-2 py-1.5 font-mono text-xs break-all text-slate-800 ring-1 ring-slate-300 dark:bg-slate-950 dark:text-slate-200 dark:ring-slate-700"
                     data-testid="link-code"
+                    ref={codeBox}
                     onFocus={(e) => e.currentTarget.select()}
                   >
                     {code()}
@@ -94,9 +103,14 @@ export default function LinkPage() {
                     Valid for {Math.floor(left() / 60)}:{String(left() % 60).padStart(2, '0')}
                   </span>
                   <Button variant="secondary" onClick={() => void copy()}>
-                    {copied() ? 'Copied' : 'Copy code'}
+                    {copied() === 'copied' ? 'Copied' : 'Copy code'}
                   </Button>
                 </div>
+                <Show when={copied() === 'failed'}>
+                  <p class="mt-2 text-xs text-red-700 dark:text-red-400" role="alert" data-testid="copy-failed">
+                    Could not copy: this browser refused. The code is selected — copy it by hand (Ctrl+C or ⌘C).
+                  </p>
+                </Show>
               </div>
               <p class="flex items-center gap-2 text-sm" role="status">
                 <Spinner class="text-blue-600" /> Waiting for your other device…
