@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { deserializeOwnSenderKey, encodeSenderKeyDistribution, senderKeyDistribution } from './_protocol.js';
 import { decodeRecord } from './codec.js';
 import type { EngineEvent, MessageView } from './context.js';
+import { type OutboxEntry, RECEIPT_WAIT_MS } from './outbox.js';
 import {
   type Client,
   linkDevice,
@@ -484,5 +485,34 @@ describe('delivery in groups', () => {
     await until(async () => (await mine())?.status === 'delivered', "carol's receipt");
     expect((await mine())?.delivery).toEqual({ to: 2, of: 2 });
     for (const c of [alice, bob, carol]) c.engine.close();
+  });
+});
+
+describe('a group message waiting for receipts in the outbox', () => {
+  it('rv11 (R8): a member who never answers leaves one slim outbox entry, gone after RECEIPT_WAIT_MS', async () => {
+    let skew = 0;
+    const w = await makeWorld({ now: () => Date.now() + skew });
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    await newClient(w, 'carol'); // never comes online: no receipt from her, ever
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'Plans' });
+    await online([alice, bob], conv);
+    const sent = await alice.engine.sendText(conv, 'dinner at eight?');
+    await has(bob, conv, byBody('dinner at eight?'), 'bob has it');
+    const mine = async () => (await alice.engine.messages(conv)).find((m) => m.clientId === sent.clientId);
+    await until(async () => (await mine())?.delivery?.to === 1, "bob's receipt counted");
+    const entry = async () => {
+      const raw = await alice.store.get(`out/${sent.clientId}`);
+      return raw === undefined ? undefined : decodeRecord<OutboxEntry>(raw);
+    };
+    // Kept to count Carol's receipt, but never sent again: no payload, no ciphertext.
+    expect(await entry()).toMatchObject({ state: 'sent', deliveredTo: [bob.userId], items: null, group: null });
+    expect((await entry())?.payload.length).toBe(0);
+    // Past the wait no receipt can come: the entry leaves at the next flush, the message still shows 1 of 2.
+    skew = RECEIPT_WAIT_MS + 1000;
+    await alice.engine.flushOutbox();
+    expect(await entry()).toBeUndefined();
+    expect(await mine()).toMatchObject({ status: 'sent', delivery: { to: 1, of: 2 } });
+    for (const c of [alice, bob]) c.engine.close();
   });
 });

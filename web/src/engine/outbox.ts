@@ -366,6 +366,11 @@ export class Outbox {
   private async flushNow(conversationId?: string): Promise<void> {
     const started = new Set<string>();
     for (const e of await this.entries()) {
+      if (e.state === 'sent' && this.ctx.now() - e.createdAt >= RECEIPT_WAIT_MS) {
+        // No receipt can come any more (the server's mailbox kept it at most that long): it stops waiting.
+        await this.ctx.store.delete(key(e.clientId));
+        continue;
+      }
       if (!unsent(e) || (conversationId && e.conversationId !== conversationId)) continue;
       if (started.has(e.conversationId) || this.awaiting.has(e.conversationId)) continue;
       if ((await this.trySend(e.clientId)) !== 'failed') started.add(e.conversationId);
@@ -532,7 +537,8 @@ export class Outbox {
         await this.ctx.store.delete(key(clientId));
       } else {
         const state = e.state === 'delivered' ? 'delivered' : 'sent';
-        await putJson(this.ctx.store, key(clientId), { ...e, state, seq });
+        // Kept only to count receipts: never sent again, so its payload and ciphertexts go.
+        await putJson(this.ctx.store, key(clientId), awaitingReceipts({ ...e, state, seq }));
         const expiry = await this.hooks.expiresAt?.(conversationId).catch(() => undefined);
         const m = await this.messages.accept(conversationId, clientId, seq, ts, expiry);
         if (m) this.ctx.emit({ type: 'message_updated', message: m });
@@ -661,7 +667,11 @@ export class Outbox {
         const to = [...new Set([...(e.deliveredTo ?? []), by.userId])].filter((u) => by.awaited.has(u));
         delivery = { to: to.length, of: by.awaited.size };
         if (to.length < by.awaited.size) {
-          writeJson(tx, key(id), { ...e, deliveredTo: to });
+          writeJson(
+            tx,
+            key(id),
+            e.state === 'sent' ? awaitingReceipts({ ...e, deliveredTo: to }) : { ...e, deliveredTo: to },
+          );
           const m = await this.messages.updateInTx(tx, conversationId, { seq: e.seq, clientId: id }, { delivery });
           if (m) out.push(m);
           continue;
@@ -680,6 +690,22 @@ export class Outbox {
     }
     return out;
   }
+}
+
+/**
+ * How long an accepted message waits in the outbox for its receipts (a group's: every other member's, R8):
+ * twice the server's mailbox retention (worker/delivery/config.ts `mailboxTtlMs`, 30 days) — the message
+ * and then the receipt each wait at most that long. Past it the entry leaves and the message keeps what it
+ * shows (sent, or "k/n").
+ */
+export const RECEIPT_WAIT_MS = 60 * 24 * 3600 * 1000;
+
+/**
+ * An accepted entry kept only to count receipts: it is never sent again, so it holds no payload and no
+ * ciphertexts (a group with a member who never answers keeps one such entry per message for RECEIPT_WAIT_MS).
+ */
+function awaitingReceipts(e: OutboxEntry): OutboxEntry {
+  return { ...e, payload: new Uint8Array(0), items: null, group: null };
 }
 
 /** The users a receipt is encrypted to (undefined: every member; see `OutboxEntry.receiptTo`). */
