@@ -164,6 +164,8 @@ export class Inbox {
    * frame would move the cursor past the envelope that failed, and its ack would let the server delete it.
    */
   private readonly broken = new Set<string>();
+  /** Conversation kinds already read (they never change). */
+  private readonly kinds = new Map<string, Awaited<ReturnType<Groups['kind']>>>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -721,7 +723,13 @@ export class Inbox {
    * receipts are counted per member (any of their devices). Null for a direct conversation (the one peer).
    */
   private async receiptAudience(conversationId: string, ownUserId: string): Promise<ReadonlySet<string> | null> {
-    if ((await this.groups.kind(conversationId)) !== 'group') return null;
+    // A conversation's kind never changes: read once (the log record is not decoded again per batch).
+    let kind = this.kinds.get(conversationId);
+    if (kind === undefined) {
+      kind = await this.groups.kind(conversationId);
+      this.kinds.set(conversationId, kind);
+    }
+    if (kind !== 'group') return null;
     const { members } = await this.groups.membership(conversationId);
     return new Set([...members.keys()].filter((m) => m !== ownUserId));
   }
