@@ -428,6 +428,7 @@ export class Groups {
   }
 
   private async gapClosed(conversationId: string): Promise<void> {
+    if (!(await this.inGap(conversationId))) return; // the common case: one read, no transaction
     const was = await this.ctx.store.transaction(async (tx) => {
       const had = (await tx.get(K.gap(conversationId))) !== undefined;
       if (had) tx.delete(K.gap(conversationId));
