@@ -183,6 +183,9 @@ function runIncoming(link: NewDeviceLink): Promise<void> {
       await deleteDb(dbName);
     },
     redeemApi: (o) => createNewDeviceLinkApi(o.http),
+    async revoke(o, deviceId) {
+      await createRestApi(o.http).revokeDevice(deviceId, await o.engine.listWithoutThisDevice());
+    },
     deviceId: () => toB64u(rng(16)),
     isCurrent: () => incoming === link,
     failed: (code, username) => linkProgress({ phase: 'failed', code, ...(username ? { username } : {}) }),

@@ -54,6 +54,10 @@ function browser(w: World, deviceId: string) {
           stores.delete(username);
         },
         redeemApi: () => (more.redeem ?? ((a: NewDeviceLinkApi) => a))(w.server.newDeviceLinkApi()),
+        async revoke(o: { engine: Engine }, id: string) {
+          log.push(`revoke ${id}`);
+          await w.server.updateDeviceList(await o.engine.listWithoutThisDevice());
+        },
         deviceId: () => deviceId,
         isCurrent: more.current ?? (() => true),
         failed: (code: string, username?: string) => failed.push({ code, ...(username ? { username } : {}) }),
@@ -203,6 +207,38 @@ describe('a link attempt that does not complete', { timeout: 60_000 }, () => {
     expect(failed).toEqual([]);
     expect(b.log.at(-1)).toBe('erase alice');
     expect(b.stores.has('alice')).toBe(false);
+    await linking.catch(() => undefined);
+    alice.engine.close();
+  });
+
+  it('rv11 (R7): a device the server registered before the attempt was cancelled leaves the account before its keys are erased', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const b = browser(w, 'alice-9');
+    const { nl, linking } = await startLink(w, alice);
+    const failed: { code: string; username?: string }[] = [];
+    let current = true;
+    await runIncomingLink(
+      nl,
+      b.deps(nl, failed, [], {
+        current: () => current,
+        redeem: (inner) => ({
+          ...inner,
+          async redeem(req) {
+            const r = await inner.redeem(req);
+            current = false; // the person left the page just after the server registered the device
+            await nl.cancel();
+            return r;
+          },
+        }),
+      }),
+    );
+    for (const e of b.engines) e.close();
+    expect(b.log.slice(-2)).toEqual(['revoke alice-9', 'erase alice']);
+    expect(b.stores.has('alice')).toBe(false);
+    // No device is left in the account whose keys nobody holds.
+    const listed = w.server.users.get('alice')!.devices.get('alice-9');
+    expect(listed?.revoked).toBe(true);
     await linking.catch(() => undefined);
     alice.engine.close();
   });

@@ -9,7 +9,8 @@
  *   never completed (marked by `LINK_ATTEMPT_KEY`, written before the attempt writes anything else) is
  *   replaced without asking: it holds nothing but the keys of a device that never became one.
  * - An attempt that fails or is cancelled before the device is linked erases the store it wrote (review R7):
- *   the account's identity secret and the new device's keys never outlive it. (A tab closed mid-attempt
+ *   the account's identity secret and the new device's keys never outlive it. If the server had already
+ *   registered the device (redeemed), the device is first removed from the account's list. (A tab closed mid-attempt
  *   leaves the marked leftover, replaced by the next attempt.)
  *
  * Does NOT: open IndexedDB or post to the page itself (the worker's `deps` do), or receive the history
@@ -42,6 +43,11 @@ export interface IncomingDeps<O extends IncomingOpened> {
   erase(username: string): Promise<void>;
   redeemApi(o: O): NewDeviceLinkApi;
   deviceId(): string;
+  /**
+   * Removes this browser's new device from the account (a list without it, signed by the identity `complete`
+   * stored): the server registered it, but the attempt then failed or was cancelled and its keys are erased.
+   */
+  revoke(o: O, deviceId: string): Promise<void>;
   /** Whether this is still the page's link (not cancelled or replaced by a new code). */
   isCurrent(): boolean;
   failed(code: string, username?: string): void;
@@ -91,12 +97,25 @@ export async function runIncomingLink<O extends IncomingOpened>(link: Link, deps
   }
   // From here the store is this attempt's: on failure or cancel it is erased, with the identity secret and
   // device keys `complete` wrote (review R7) — not kept until the next attempt.
+  const deviceId = deps.deviceId();
+  let redeemed = false;
   try {
     await o.store.put(LINK_ATTEMPT_KEY, new Uint8Array([1]));
-    await link.complete(o.engine, deps.deviceId(), deps.redeemApi(o));
+    const api = deps.redeemApi(o);
+    await link.complete(o.engine, deviceId, {
+      ...api,
+      redeem: async (r) => {
+        const out = await api.redeem(r);
+        redeemed = true;
+        return out;
+      },
+    });
     if (!deps.isCurrent()) throw new LinkError('cancelled', 'cancelled on this device');
     await o.store.delete(LINK_ATTEMPT_KEY);
   } catch (e) {
+    // The server registered the device before the failure (or the cancel): it leaves the account's list
+    // before its keys are erased — never a device in the account that no one holds (best effort).
+    if (redeemed) await deps.revoke(o, deviceId).catch(() => undefined);
     await deps.erase(p.username).catch(() => undefined);
     if (deps.isCurrent()) deps.failed(codeOf(e, 'link_failed'));
     return;

@@ -188,6 +188,8 @@ export interface EngineApi {
   addDeviceToList(certificate: Uint8Array): Promise<Uint8Array>;
   /** Signs our device list without `deviceId` (revocation; publish the result). */
   removeDeviceFromList(deviceId: string): Promise<Uint8Array>;
+  /** Signs our device list without THIS device, without adopting it (it leaves the account; then erased). */
+  listWithoutThisDevice(): Promise<Uint8Array>;
   /** Adopts our user's list as published (verified under our user identity key, must contain this device). */
   adoptOwnDeviceList(list: Uint8Array): Promise<OwnIdentityView>;
   /** Rotates the signed prekey when due and tops up one-time prekeys below the watermark. */
@@ -1243,6 +1245,7 @@ export function createEngine(opts: EngineOptions): Engine {
       return keys.addDeviceToList(decodeDeviceCertificate(certificate));
     },
     removeDeviceFromList: (deviceId) => keys.removeDeviceFromList(deviceId),
+    listWithoutThisDevice: () => keys.listWithoutThisDevice(),
     async adoptOwnDeviceList(list) {
       await keys.adoptDeviceList(list);
       return ownView();

@@ -225,6 +225,21 @@ export class Keystore {
   }
 
   /**
+   * Our list without this device, signed (version + 1) and NOT adopted: for a device that leaves the account
+   * and whose store is then erased (a link attempt that failed after the server registered it).
+   */
+  async listWithoutThisDevice(): Promise<Uint8Array> {
+    const own = await this.identity();
+    const cur = decodeDeviceList(own.deviceList);
+    const next = await signDeviceList(this.ctx.curves, own.userIdentity, {
+      userId: own.userId,
+      version: cur.version + 1,
+      devices: cur.devices.filter((d) => d.deviceId !== own.deviceId),
+    });
+    return encodeDeviceList(next);
+  }
+
+  /**
    * Adopts our user's list as the server holds it (after another device changed it, or a change we signed
    * was refused): only a list that verifies under OUR user identity key and still contains this device.
    */

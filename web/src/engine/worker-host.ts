@@ -38,6 +38,7 @@ export const ENGINE_METHODS: readonly (keyof EngineApi)[] = [
   'signLoginChallenge',
   'addDeviceToList',
   'removeDeviceFromList',
+  'listWithoutThisDevice',
   'adoptOwnDeviceList',
   'publishPrekeys',
   'createConversation',
