@@ -415,6 +415,29 @@ describe('attachments in the engine', { timeout: 120_000 }, () => {
     bob.engine.close();
   });
 
+  it('R5: a failed attachment message whose blob the server no longer has is not retried pointing at nothing', async () => {
+    const w = await makeWorld();
+    const { alice, bob, conv } = await pair(w);
+    w.server.refuseSends = 1;
+    const m = await alice.engine.sendAttachment(
+      conv,
+      { file: new Blob([fileBytes(20_000, 6) as BlobPart]), fileName: 'old.pdf', contentType: CONTENT_TYPE },
+      { transferId: 'x' },
+    );
+    await until(
+      async () => (await alice.engine.messages(conv)).some((x) => x.clientId === m.clientId && x.status === 'failed'),
+      'the send is refused',
+    );
+    // The server's retention ended (the hourly clean-up deleted the blob).
+    w.server.attachments.delete(m.attachment!.attachmentId);
+    await expect(alice.engine.retrySend(conv, m.clientId)).rejects.toMatchObject({ code: 'attachment_unavailable' });
+    // Nothing went out, and the failed message is still there to delete.
+    expect(w.server.sentFrames.filter((f) => f.frame.type === 'send').length).toBe(1);
+    expect(await received(alice.engine, conv)).toMatchObject([{ clientId: m.clientId, status: 'failed' }]);
+    alice.engine.close();
+    bob.engine.close();
+  });
+
   it('an upload cancelled mid-way sends nothing and frees its reservation', async () => {
     const w = await makeWorld();
     const { alice, conv } = await pair(w);

@@ -1147,6 +1147,19 @@ export function createEngine(opts: EngineOptions): Engine {
       { ...after, ready },
     );
   };
+  /** Whether the server still has an uploaded blob (a 404 says not; anything else — offline — is not a no). */
+  const blobKept = async (attachmentId: string): Promise<boolean> => {
+    const stop = new AbortController();
+    try {
+      const body = await ctx.api.downloadAttachment(attachmentId, { signal: stop.signal });
+      stop.abort();
+      await body.cancel().catch(() => undefined);
+      return true;
+    } catch (err) {
+      const e = err as { name?: string; code?: string } | null;
+      return !(e?.name === 'ApiError' && e.code === 'not_found');
+    }
+  };
   /**
    * sendAttachment's transfers, by transfer id (review R5, rule 4: one file is one message, sent once): an
    * upload done whose message is not stored yet (a retry sends the same blob, not a second one), then the
@@ -1478,8 +1491,14 @@ export function createEngine(opts: EngineOptions): Engine {
           'This message may already have been delivered (it went out, but no answer came back in time), so it is not sent again. Delete it, or write it anew.',
         );
       if (before?.status === 'failed') await sendableNow(conversationId);
-      // An attachment message goes out again with the same pointer: its blob is already uploaded.
+      // An attachment message goes out again with the same pointer: its blob is already uploaded — unless
+      // the server no longer has it (its retention ended): then it is not sent pointing at nothing.
       const pointer = await messages.attachment(conversationId, clientId);
+      if (pointer && before?.status === 'failed' && !(await blobKept(pointer.attachmentId)))
+        throw new EngineError(
+          'attachment_unavailable',
+          'The file uploaded for this message is no longer on the server. Delete this message and send the file again.',
+        );
       const m = await dropFailed(conversationId, clientId);
       return pointer
         ? sendPointer(conversationId, pointer, m.body ?? '')
