@@ -324,6 +324,34 @@ describe('lost answers', () => {
     bob.engine.close();
   });
 
+  it('rv11: a message a receipt marked delivered before its (lost) `accepted` leaves the outbox once the resend is accepted', async () => {
+    const { w, alice, bob, conv, server } = await group();
+    const push = server.push.bind(w.server);
+    let lost: string | null = null;
+    server.push = (s, f) => {
+      if (lost === null && s.user === 'alice' && f.type === 'accepted' && groupSend(w, f.id)) {
+        lost = f.id;
+        return;
+      }
+      push(s, f);
+    };
+    const { clientId } = await alice.engine.sendText(conv, 'one');
+    await until(
+      async () => (await alice.engine.messages(conv)).find((m) => m.clientId === clientId)?.status === 'delivered',
+      'the receipt before the answer',
+    );
+    expect(lost).toBe(clientId);
+    w.server.setOnline('alice', 'alice-1', false);
+    w.server.setOnline('alice', 'alice-1', true);
+    await until(() => accepted(alice, conv, [clientId]), 'accepted after the resend');
+    await alice.engine.flushOutbox();
+    // Nothing is left to send or to wait for: it is not kept in the outbox for good.
+    expect(await alice.store.get(`out/${clientId}`)).toBeUndefined();
+    expect(await texts(bob.engine, conv)).toEqual(['one']);
+    alice.engine.close();
+    bob.engine.close();
+  });
+
   it('an accepted_batch settles every send it lists (each answer comes as a batch behind the previous answer again)', async () => {
     const { w, alice, bob, conv, server } = await group();
     const push = server.push.bind(w.server);

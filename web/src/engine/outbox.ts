@@ -536,9 +536,10 @@ export class Outbox {
         }
         await this.ctx.store.delete(key(clientId));
       } else {
-        const state = e.state === 'delivered' ? 'delivered' : 'sent';
+        // Delivered already (the receipts came before this answer): nothing is left to send or to wait for.
+        if (e.state === 'delivered') await this.ctx.store.delete(key(clientId));
         // Kept only to count receipts: never sent again, so its payload and ciphertexts go.
-        await putJson(this.ctx.store, key(clientId), awaitingReceipts({ ...e, state, seq }));
+        else await putJson(this.ctx.store, key(clientId), awaitingReceipts({ ...e, state: 'sent', seq }));
         const expiry = await this.hooks.expiresAt?.(conversationId).catch(() => undefined);
         const m = await this.messages.accept(conversationId, clientId, seq, ts, expiry);
         if (m) this.ctx.emit({ type: 'message_updated', message: m });
