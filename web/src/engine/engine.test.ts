@@ -356,6 +356,62 @@ describe('engine over the fake server', () => {
     for (const c of [alice, bob, carol]) c.engine.close();
   });
 
+  it('the request poll goes on past a conversation whose envelopes keep failing: a request accepted in another tab gets its socket', async () => {
+    const w = await makeWorld();
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    // Alice's store refuses every transaction that moves the cursor of `failingConv` while `failing`.
+    const inner = memoryStore();
+    let failingConv = '';
+    let failures = 0;
+    const store: Store = {
+      get: (k) => inner.get(k),
+      list: (d) => inner.list(d),
+      put: (k, v) => inner.put(k, v),
+      delete: (k) => inner.delete(k),
+      transaction: (fn) =>
+        inner.transaction(async (tx) => {
+          let moves = false;
+          const r = await fn({
+            get: (k) => tx.get(k),
+            list: (d) => tx.list(d),
+            put: (k, v) => {
+              if (k === `cur/${failingConv}`) moves = true;
+              tx.put(k, v);
+            },
+            delete: (k) => tx.delete(k),
+          });
+          if (moves) {
+            failures++;
+            throw new Error('simulated store failure');
+          }
+          return r;
+        }),
+    };
+    const requests = { messageRequests: true, requestPollMs: 20 };
+    const alice = await newClient(w, 'alice', 'alice-1', { store, engine: requests });
+    const bob = await newClient(w, 'bob');
+    const carol = await newClient(w, 'carol');
+    const fromBob = await bob.engine.createConversation({ kind: 'direct', members: ['alice'] });
+    const fromCarol = await carol.engine.createConversation({ kind: 'direct', members: ['alice'] });
+    await alice.engine.acceptRequest(fromBob);
+    failingConv = fromBob; // every envelope of it fails from now on: it stays in the mailbox, unacked
+    await bob.engine.connect();
+    await carol.engine.connect();
+    await bob.engine.sendText(fromBob, 'never stored');
+    await carol.engine.sendText(fromCarol, 'a request');
+    await alice.engine.connect();
+    await until(async () => (await texts(alice.engine, fromCarol)).includes('a request'), 'the request (by poll)');
+    await until(() => failures > 2, 'the other conversation failing');
+    expect(await alice.engine.connectionStatus(fromCarol)).toBe('offline'); // a request: no socket
+    // Another tab of Alice's accepts the request (the settings are shared through the server).
+    const tab = engineOn(w, 'alice', 'alice-1', store, alice.locks, { ...requests });
+    await tab.acceptRequest(fromCarol);
+    await until(async () => (await alice.engine.connectionStatus(fromCarol)) === 'online', 'its socket opens');
+    expect(await texts(alice.engine, fromBob)).toEqual([]);
+    logged.mockRestore();
+    for (const e of [alice.engine, tab, bob.engine, carol.engine]) e.close();
+  });
+
   it('mailbox pages are checked against the wire schema: a malformed envelope is left out (no cursor jump), a malformed page refused', async () => {
     const w = await makeWorld();
     const base = w.server.api('bob', 'bob-1');

@@ -705,7 +705,9 @@ export function createEngine(opts: EngineOptions): Engine {
       try {
         if (parked.size === 0) return;
         await people.sync().catch(() => undefined);
-        await syncMailboxNow();
+        // A conversation that keeps failing makes the sync reject once the rest is done: the requests accepted
+        // meanwhile (in another tab, on another device) still get their sockets.
+        await syncMailboxNow().catch(() => undefined);
         await unpark();
       } catch {
         // offline or refused: the next tick tries again
