@@ -8,7 +8,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { constants, deserializeSenderKeyRecord, fromB64u, nobleCurves, senderDecrypt } from './_protocol.js';
 import { encodeRecord } from './codec.js';
-import type { EngineContext } from './context.js';
+import type { EngineContext, EngineEvent } from './context.js';
 import type { EngineOptions } from './engine.js';
 import { memoryLocks } from './locks.js';
 import { decodePayload, Messages, WITHHELD } from './messages.js';
@@ -551,6 +551,39 @@ describe('a conversation whose member list this device never stored, while the s
       for (const c of [...others, bob]) c.engine.close();
     });
   }
+});
+
+describe('a message queued unprepared, then another sent once the log could be fetched', () => {
+  it('rv11: the sender-key distribution the later send queued goes before the first message — no member stores it undecryptable', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const carol = await newClient(w, 'carol');
+    // Bob's outbox does not retry by itself within the test: the later send's flush prepares the first one.
+    const hour = 3_600_000;
+    const bob = await newClient(w, 'bob', 'bob-1', { engine: { outboxRetry: { baseMs: hour, maxMs: hour } } });
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'g' });
+    await online([alice, carol], conv);
+    const unreadable: string[] = [];
+    for (const c of [alice, carol])
+      c.engine.on((e: EngineEvent) => {
+        if ((e.type === 'message_added' || e.type === 'message_updated') && e.message.status === 'undecryptable')
+          unreadable.push(`${c.deviceId}: ${e.message.clientId}`);
+      });
+    // Bob has never loaded the group (no socket either): the first message is queued unprepared.
+    w.server.setReachable('bob', 'bob-1', false);
+    const first = await bob.engine.sendText(conv, 'first');
+    w.server.setReachable('bob', 'bob-1', true);
+    // The second finds the log at hand: it queues our sender key for the members (and marks them as having it).
+    const second = await bob.engine.sendText(conv, 'second');
+    await bob.engine.connect([conv]);
+    await until(() => accepted(bob, conv, [first.clientId, second.clientId]), 'both accepted', 15_000);
+    for (const c of [alice, carol])
+      await until(async () => (await texts(c.engine, conv)).length === 2, `${c.deviceId} has both`, 15_000);
+    for (const c of [alice, carol]) expect(await texts(c.engine, conv)).toEqual(['first', 'second']);
+    expect(unreadable).toEqual([]);
+    expect(sendsOf(w, first.clientId)).toBe(1);
+    for (const c of [alice, bob, carol]) c.engine.close();
+  });
 });
 
 describe('a failed sender-key distribution', () => {

@@ -340,6 +340,21 @@ export class Outbox {
     });
   }
 
+  /**
+   * A sender-key distribution that a later send queued for the conversation while `e` waited unprepared (that
+   * send, with the log at hand, found the members lacking our key and marked them, so `e`'s preparation
+   * queued none) goes before `e`: `e` is encrypted with that key, and members reading `e` first would store it
+   * undecryptable until the distribution came. Runs under the outbox mutex (from trySend).
+   */
+  private async distributionsFirst(e: OutboxEntry): Promise<void> {
+    const at = e.order ?? e.createdAt * 1000;
+    for (const d of await this.entries()) {
+      if (d.conversationId !== e.conversationId || !d.distributes || !unsent(d)) continue;
+      if ((d.order ?? d.createdAt * 1000) > at)
+        await putJson(this.ctx.store, key(d.clientId), { ...d, order: at - 0.25 });
+    }
+  }
+
   /** Removes an entry (a failed message the user deleted or retried as a new one). */
   dropInTx(tx: StoreTx, clientId: string): void {
     tx.delete(key(clientId));
@@ -437,6 +452,7 @@ export class Outbox {
         // Queued offline before the conversation's log (or a member's devices) was held: completed now, from
         // the verified log; what it queued before it (a sender-key distribution) goes first, then it.
         const done = await this.hooks.prepare(e);
+        if (done.mode === 'group') await this.distributionsFirst(e);
         const { prepare: _done, ...rest } = e;
         await putJson(this.ctx.store, key(clientId), { ...rest, mode: done.mode, payload: done.payload });
         this.retryLater(e.conversationId, clientId, 0);
