@@ -161,6 +161,25 @@ describe('devices', () => {
     expect(await auditCount('device.revoked')).toBe(1);
   });
 
+  it('a device revokes itself with a list without it (a link attempt abandoned after its redeem: link-incoming.ts): 200, its session ends, the other stays', async () => {
+    const bob = await makeUser('devself');
+    const token = await bob.token();
+    const d1 = await newDevice(bob, 'd1');
+    bob.devices.push(d1);
+    const list2 = await nextList(bob, bob.devices);
+    expect((await register(bob, token, list2)).status).toBe(201);
+    bob.list = list2;
+    const t1 = await bob.token(1);
+    const list3 = await nextList(bob, [bob.devices[0]!]);
+    const rv = await api('/api/devices/d1/revoke', t1, { method: 'POST', json: { deviceList: b(list3) } });
+    expect(rv.status).toBe(200);
+    expect((await api('/api/keys/count', t1)).status).toBe(401);
+    const listed = (await (await api('/api/devices', token)).json()) as {
+      devices: { deviceId: string; revoked: boolean }[];
+    };
+    expect(listed.devices.filter((d) => !d.revoked).map((d) => d.deviceId)).toEqual(['d0']);
+  });
+
   it('refused, nothing changed: bad proof, reused challenge, rollback, skipped version, bad list signature, over MAX_DEVICES_PER_USER', async () => {
     const bob = await makeUser('devbad');
     const token = await bob.token();
