@@ -13,6 +13,7 @@ import {
   bodies,
   cast,
   openConversation,
+  PASSWORD,
   rawIndexedDb,
   register,
   safetyNumberWith,
@@ -143,6 +144,38 @@ describe('linking a device in Chromium', () => {
     expect(await A.page.getByTestId('devices').textContent()).toContain('Laptop');
     expect(await A.page.getByTestId('devices').textContent()).toContain('This device');
     await expectAccessible(A.page, 'devices');
+
+    // Review R13: B signs out (its keys and history stay) and starts "link instead" again. Nothing is deleted
+    // unasked: A's link is refused, B's page says whose data is here; B signs in instead and has its history.
+    await B.page.goto('/account');
+    await B.page.getByRole('tab', { name: 'General' }).click();
+    await B.page.getByRole('button', { name: 'Sign out', exact: true }).click();
+    await B.page.waitForURL('**/login', { timeout: 30_000 });
+    await B.page.getByTestId('link-instead').click();
+    await B.page.waitForURL('**/link');
+    await codeBox.waitFor({ timeout: 60_000 });
+    const again = (await codeBox.inputValue()).trim();
+    await A.page.getByTestId('link-new-device-button').click();
+    await dialog.getByTestId('paste-code').fill(again);
+    await dialog.getByRole('button', { name: 'Continue' }).click();
+    await dialog.getByTestId('device-name').fill('Again');
+    await dialog.getByTestId('confirm-link').click();
+    const occupied = B.page.getByTestId('link-local-data');
+    await occupied.waitFor({ timeout: 60_000 });
+    expect(await occupied.textContent()).toContain(`keys and messages of “${alice}”`);
+    // A is told the new device stopped linking.
+    await expect.poll(() => dialog.getByRole('alert').textContent(), { timeout: 30_000 }).toContain('stopped linking');
+    await dialog.getByRole('button', { name: 'Close', exact: true }).last().click();
+    await expect.poll(() => dialog.count(), { timeout: 10_000 }).toBe(0);
+    await B.page.getByRole('button', { name: 'Sign in instead' }).click();
+    await B.page.waitForURL('**/login', { timeout: 30_000 });
+    await B.page.getByLabel('Username').fill(alice);
+    await B.page.getByLabel('Password').fill(PASSWORD);
+    await B.page.getByRole('button', { name: 'Sign in' }).click();
+    await B.page.waitForURL('**/chats', { timeout: 30_000 });
+    await openConversation(B.page, conv);
+    await waitForText(B.page, 'from the laptop');
+    expect(await A.page.getByTestId('device').count()).toBe(2);
 
     // A removes B: B shows the removed screen and erases its store.
     await A.page.getByRole('button', { name: 'Remove Laptop' }).click();
