@@ -122,6 +122,23 @@ describe('linking this browser over a store it already holds for the account', {
     alice.engine.close();
   });
 
+  it('R13: a store of that account locked with a passphrase is refused the same way (never erased to make room)', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const b = browser(w, 'alice-9');
+    const { nl, linking } = await startLink(w, alice);
+    const failed: { code: string; username?: string }[] = [];
+    const deps = b.deps(nl, failed, []);
+    await runIncomingLink(nl, {
+      ...deps,
+      open: () => Promise.reject(Object.assign(new Error('locked'), { code: 'locked' })),
+    });
+    expect(failed).toEqual([{ code: 'local_data_exists', username: 'alice' }]);
+    expect(b.log).toEqual([]);
+    await expect(linking).rejects.toMatchObject({ code: 'cancelled' });
+    alice.engine.close();
+  });
+
   it('the leftover of a link attempt that never completed is replaced without asking, and this browser is linked', async () => {
     const w = await makeWorld();
     const alice = await newClient(w, 'alice');
