@@ -1014,9 +1014,11 @@ export function createEngine(opts: EngineOptions): Engine {
   const queue = async (conversationId: string, clientId: string, payload: Uint8Array, visible: boolean, at: number) => {
     const kind = await groups.kind(conversationId);
     if (kind === 'group') await distributeSenderKey(conversationId);
-    await outbox.enqueue(
-      entry(conversationId, clientId, payload, kind === 'group' ? 'group' : 'pairwise', visible, at),
-    );
+    const e = entry(conversationId, clientId, payload, kind === 'group' ? 'group' : 'pairwise', visible, at);
+    // A group message is delivered once those it was sent to (still members) have it — not members added later.
+    const me = kind === 'group' && visible ? (await keys.identity()).userId : null;
+    const audience = me ? (await groups.memberIds(conversationId)).filter((u) => u !== me) : null;
+    await outbox.enqueue(audience ? { ...e, audience } : e);
   };
 
   /** A message to act on: ours to find by id (sequenced), not undecryptable. */

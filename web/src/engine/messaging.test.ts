@@ -515,4 +515,22 @@ describe('a group message waiting for receipts in the outbox', () => {
     expect(await mine()).toMatchObject({ status: 'sent', delivery: { to: 1, of: 2 } });
     for (const c of [alice, bob]) c.engine.close();
   });
+
+  it('R8: a member added after the send is not waited for — the members it was sent to make it delivered', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const carol = await newClient(w, 'carol');
+    const dave = await newClient(w, 'dave');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'Plans' });
+    await online([alice, bob], conv);
+    const sent = await alice.engine.sendText(conv, 'before dave');
+    const mine = async () => (await alice.engine.messages(conv)).find((m) => m.clientId === sent.clientId);
+    await until(async () => (await mine())?.delivery?.to === 1, "bob's receipt counted");
+    await alice.engine.addMember(conv, 'dave');
+    await online([carol], conv);
+    await until(async () => (await mine())?.status === 'delivered', "carol's receipt completes it");
+    expect((await mine())?.delivery).toEqual({ to: 2, of: 2 });
+    for (const c of [alice, bob, carol, dave]) c.engine.close();
+  });
 });

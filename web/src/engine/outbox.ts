@@ -65,6 +65,8 @@ export interface OutboxEntry {
   readonly visible: boolean;
   /** A group message: the members whose receipt came (it is delivered once every current member's has). */
   readonly deliveredTo?: readonly string[];
+  /** A group message: the other members when it was queued (absent: every current member is awaited). */
+  readonly audience?: readonly string[];
   readonly error?: string;
   /**
    * Failed `unreachable` past the lifespan with its ciphertext made: its frame may have been stored (the answer
@@ -681,9 +683,11 @@ export class Outbox {
       let delivery: { to: number; of: number } | undefined;
       if (by && e.state !== 'delivered') {
         // Kept (with who has it) until every current member's receipt is in; shown as "k of n" meanwhile.
-        const to = [...new Set([...(e.deliveredTo ?? []), by.userId])].filter((u) => by.awaited.has(u));
-        delivery = { to: to.length, of: by.awaited.size };
-        if (to.length < by.awaited.size) {
+        // Awaited: the current members it was sent to (one added since never got it; one removed is not waited for).
+        const awaited = e.audience ? new Set(e.audience.filter((u) => by.awaited.has(u))) : by.awaited;
+        const to = [...new Set([...(e.deliveredTo ?? []), by.userId])].filter((u) => awaited.has(u));
+        delivery = { to: to.length, of: awaited.size };
+        if (to.length < awaited.size) {
           writeJson(
             tx,
             key(id),
