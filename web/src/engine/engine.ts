@@ -366,8 +366,11 @@ export function createEngine(opts: EngineOptions): Engine {
         expiry.poke(e.message.expiresAt);
       for (const l of listeners) l(e);
       if (e.type === 'devices_changed' && e.added?.length) onDevicesAdded(e.userId, e.added);
+      if (e.type === 'membership_changed') onMembersChanged(e.conversationId, e.members);
     },
   };
+  /** Set below: a group's members changed → group messages only a removed member lacked are delivered (R8). */
+  let onMembersChanged: (conversationId: string, members: readonly string[]) => void = () => undefined;
   /** Set below: a contact linked a device → a quiet info line in every conversation with them. */
   let onDevicesAdded: (userId: string, added: readonly string[]) => void = () => undefined;
   const newId = () => toB64u(ctx.rng(16));
@@ -1187,6 +1190,8 @@ export function createEngine(opts: EngineOptions): Engine {
     if (await distributeSenderKey(conversationId)) await outbox.flush(conversationId);
   };
 
+  onMembersChanged = (conversationId, members) =>
+    track(outbox.membersChanged(conversationId, new Set(members)).catch(() => undefined));
   onDevicesAdded = (userId, added) =>
     track(
       (async () => {

@@ -533,4 +533,21 @@ describe('a group message waiting for receipts in the outbox', () => {
     expect((await mine())?.delivery).toEqual({ to: 2, of: 2 });
     for (const c of [alice, bob, carol, dave]) c.engine.close();
   });
+
+  it('R8: when the only member still lacking it is removed, the message is delivered (no receipt will come)', async () => {
+    const w = await makeWorld();
+    const alice = await newClient(w, 'alice');
+    const bob = await newClient(w, 'bob');
+    const carol = await newClient(w, 'carol');
+    const conv = await alice.engine.createConversation({ kind: 'group', members: ['bob', 'carol'], title: 'Plans' });
+    await online([alice, bob], conv); // Carol never comes back
+    const sent = await alice.engine.sendText(conv, 'last call');
+    const mine = async () => (await alice.engine.messages(conv)).find((m) => m.clientId === sent.clientId);
+    await until(async () => (await mine())?.delivery?.to === 1, "bob's receipt counted");
+    expect((await mine())?.status).toBe('sent');
+    await alice.engine.removeMember(conv, 'carol');
+    await until(async () => (await mine())?.status === 'delivered', 'delivered to every member left');
+    expect((await mine())?.delivery).toEqual({ to: 1, of: 1 });
+    for (const c of [alice, bob, carol]) c.engine.close();
+  });
 });

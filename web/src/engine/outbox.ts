@@ -659,6 +659,34 @@ export class Outbox {
   }
 
   /**
+   * A group's members changed (R8): a message that only a member removed since still lacked is delivered
+   * now — no receipt will come from them to complete it.
+   */
+  async membersChanged(conversationId: string, members: ReadonlySet<string>): Promise<void> {
+    const updated = await this.ctx.store.transaction(async (tx) => {
+      const out: MessageView[] = [];
+      for (const { value: e } of await listJson<OutboxEntry>(tx, 'out/')) {
+        if (e.conversationId !== conversationId || !e.visible || !e.audience || !e.deliveredTo?.length) continue;
+        if (e.state !== 'sent' && e.state !== 'sending') continue;
+        const awaited = e.audience.filter((u) => members.has(u));
+        if (!awaited.every((u) => e.deliveredTo!.includes(u))) continue;
+        if (e.state === 'sent') tx.delete(key(e.clientId));
+        else writeJson(tx, key(e.clientId), { ...e, state: 'delivered' });
+        const delivery = { to: awaited.length, of: awaited.length };
+        const m = await this.messages.updateInTx(
+          tx,
+          conversationId,
+          { seq: e.seq, clientId: e.clientId },
+          { status: 'delivered', delivery },
+        );
+        if (m) out.push(m);
+      }
+      return out;
+    });
+    for (const m of updated) this.ctx.emit({ type: 'message_updated', message: m });
+  }
+
+  /**
    * An end-to-end receipt from a member: our messages with these client ids are delivered. Runs in the
    * caller's transaction (the inbox's, which also advances the cursor); returns the updated messages for
    * the caller to emit after the commit.
