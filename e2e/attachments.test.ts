@@ -13,7 +13,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { ROOT } from '../scripts/local-env.js';
 import { attachmentLayout } from '../web/src/protocol/attachments.js';
 import { expectAccessible } from './a11y.js';
-import { cast, openConversation, register, screenshot, startChat, uniq } from './browser.js';
+import { cast, openConversation, register, screenshot, send, startChat, uniq, waitForText } from './browser.js';
 
 const newPerson = cast(16);
 const PHOTO = readFileSync(join(ROOT, 'e2e/fixtures/photo-gps.jpg'));
@@ -127,6 +127,10 @@ describe('attachments in Chromium', () => {
     await photo.getByTestId('attachment-view').click();
     const full = photo.getByTestId('attachment-image');
     await full.waitFor({ timeout: 60_000 });
+    // A message arriving rebuilds the timeline (its bubbles are re-created): the opened image stays open.
+    await send(alice.page, 'did you see the photo?');
+    await waitForText(bob.page, 'did you see the photo?');
+    expect(await photo.getByTestId('attachment-image').count()).toBe(1);
     const src = (await full.getAttribute('src'))!;
     expect(src.startsWith('blob:')).toBe(true);
     const fullBytes = Buffer.from(

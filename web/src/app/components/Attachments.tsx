@@ -123,11 +123,8 @@ export function AttachmentContent(props: { m: MessageView }) {
   const download = () => state.downloads[props.m.clientId];
   const image = () => isImage(a().contentType, a().width);
   const thumbUrl = useBlobUrl(() => (image() ? a().thumbnail : null), 'image/jpeg');
-  const [full, setFull] = createSignal<string | null>(null);
-  onCleanup(() => {
-    const u = full();
-    if (u) URL.revokeObjectURL(u);
-  });
+  // In the store, not a signal of this component: the timeline re-creates bubbles when it is rebuilt.
+  const full = () => state.opened[props.m.clientId] ?? null;
   const size = () => displaySize(a().width, a().height);
 
   const open = async () => {
@@ -135,7 +132,7 @@ export function AttachmentContent(props: { m: MessageView }) {
     const blob = await actions.openAttachment(props.m.conversationId, props.m.clientId);
     if (!blob) return;
     if (image()) {
-      setFull(URL.createObjectURL(blob));
+      actions.showImage(props.m.clientId, blob);
       return;
     }
     const url = URL.createObjectURL(blob);

@@ -52,6 +52,9 @@ const ERRORS: Record<string, string> = {
 export const attachmentErrorText = (code: string | undefined) =>
   ERRORS[code ?? ''] ?? 'Something went wrong. Try again.';
 
+/** Images kept open at once (each a decrypted file held in memory behind its blob: URL). */
+export const OPENED_IMAGES_MAX = 20;
+
 export function createAttachments(agent: () => Agent, actions: Actions, state: State, setState: SetState): void {
   let wired = false;
   let counter = 0;
@@ -188,6 +191,20 @@ export function createAttachments(agent: () => Agent, actions: Actions, state: S
       } finally {
         owners.delete(transferId);
       }
+    },
+    showImage(clientId: string, blob: Blob) {
+      const old = state.opened[clientId];
+      const url = URL.createObjectURL(blob);
+      const keep = Object.entries(state.opened).filter(([id]) => id !== clientId);
+      const gone = keep.slice(0, Math.max(0, keep.length - (OPENED_IMAGES_MAX - 1)));
+      for (const [, u] of gone) URL.revokeObjectURL(u);
+      if (old) URL.revokeObjectURL(old);
+      setState('opened', (o) => {
+        const next: Record<string, string> = {};
+        for (const [id, u] of Object.entries(o)) if (id !== clientId && !gone.some(([g]) => g === id)) next[id] = u;
+        next[clientId] = url;
+        return next;
+      });
     },
     async cancelDownload(clientId: string) {
       const d = state.downloads[clientId];

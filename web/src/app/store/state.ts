@@ -73,6 +73,12 @@ export interface State {
   uploads: Record<string, UploadCard[]>;
   /** Attachments being opened, by message client id. */
   downloads: Record<string, DownloadState>;
+  /**
+   * Images opened in full, by message client id: their blob: URL. Held here, not in the bubble, because the
+   * timeline re-creates its bubbles when it is rebuilt (a new message, a receipt): an opened image stays open.
+   * The oldest beyond OPENED_IMAGES_MAX are closed (URL revoked).
+   */
+  opened: Record<string, string>;
   // ---- people (store/people.ts) ----
   /** Profiles this device could open (ours included), by user id. */
   profiles: Record<string, ProfileState>;
@@ -116,6 +122,7 @@ export const initialState = (): State => ({
   toasts: [],
   uploads: {},
   downloads: {},
+  opened: {},
   profiles: {},
   people: null,
   ktAlerts: [],
@@ -212,6 +219,8 @@ export interface Actions {
   cancelUpload(conversationId: string, uploadId: string): Promise<void>;
   /** The decrypted file, or null (damaged, unavailable, cancelled: `state.downloads` says which). */
   openAttachment(conversationId: string, clientId: string): Promise<Blob | null>;
+  /** Shows an opened image in full in its bubble (state.opened), until OPENED_IMAGES_MAX newer ones push it out. */
+  showImage(clientId: string, blob: Blob): void;
   cancelDownload(clientId: string): Promise<void>;
   // contacts
   loadPrefs(): Promise<void>;
