@@ -193,18 +193,17 @@ export function createAttachments(agent: () => Agent, actions: Actions, state: S
       }
     },
     showImage(clientId: string, blob: Blob) {
-      const old = state.opened[clientId];
-      const url = URL.createObjectURL(blob);
-      const keep = Object.entries(state.opened).filter(([id]) => id !== clientId);
-      const gone = keep.slice(0, Math.max(0, keep.length - (OPENED_IMAGES_MAX - 1)));
-      for (const [, u] of gone) URL.revokeObjectURL(u);
-      if (old) URL.revokeObjectURL(old);
-      setState('opened', (o) => {
-        const next: Record<string, string> = {};
-        for (const [id, u] of Object.entries(o)) if (id !== clientId && !gone.some(([g]) => g === id)) next[id] = u;
-        next[clientId] = url;
-        return next;
-      });
+      // A store set merges objects: a key leaves `opened` only when set to undefined.
+      const others = Object.keys(state.opened).filter((id) => id !== clientId);
+      const closed = [clientId, ...others.slice(0, Math.max(0, others.length - (OPENED_IMAGES_MAX - 1)))];
+      const patch: Record<string, string | undefined> = {};
+      for (const id of closed) {
+        const u = state.opened[id];
+        if (u) URL.revokeObjectURL(u);
+        patch[id] = undefined;
+      }
+      patch[clientId] = URL.createObjectURL(blob);
+      setState('opened', patch as Record<string, string>);
     },
     async cancelDownload(clientId: string) {
       const d = state.downloads[clientId];
